@@ -1,0 +1,3 @@
+"""Marketer pages: dashboard, campaigns, outbox."""
+
+urlpatterns: list = []

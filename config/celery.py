@@ -1,0 +1,22 @@
+"""The Celery app, configured from Django's settings (CELERY_* names)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("bespoke")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "process-pending-events": {
+        "task": "profiles.tasks.events_sweep_task",
+        "schedule": 30.0,
+    },
+    "send-due-campaigns": {
+        "task": "campaigns.tasks.campaigns_sweep_task",
+        "schedule": 30.0,
+    },
+}

@@ -1,0 +1,16 @@
+"""Settings for the test suite: real PostgreSQL and Redis unless told otherwise."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bespoke")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+from config.settings.base import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "campaigns.outbox.OutboxEmailBackend"
+BESPOKE_WRITE_KEYS = ["test-env-write-key"]
+BESPOKE_PUBLIC_URL = "https://bespoke.example.com"
+STORAGES = {
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

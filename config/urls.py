@@ -1,0 +1,14 @@
+"""Top-level URLs: the marketer UI, the tracking API, sign-in and the admin."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("v1/", include("profiles.api_urls")),
+    path("profiles/", include("profiles.urls")),
+    path("", include("campaigns.urls")),
+]

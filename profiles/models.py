@@ -1,0 +1,260 @@
+"""Profiles, their identities, the event log, consent and suppressions."""
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class SubscriptionStatus(models.TextChoices):
+    SUBSCRIBED = "subscribed", "Subscribed"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    CLEANED = "cleaned", "Cleaned (address bounced)"
+    NOT_SUBSCRIBED = "not_subscribed", "Never subscribed"
+
+
+class Profile(models.Model):
+    """One person, however many ids and sources describe them."""
+
+    # Stored already normalised (stripped, lower case, IDN domain in Unicode form);
+    # the unique index on Lower() keeps that true even for rows written by hand.
+    email = models.CharField(max_length=254, null=True, blank=True)
+    email_display = models.CharField(max_length=254, blank=True)
+    first_name = models.CharField(max_length=150, blank=True)
+    last_name = models.CharField(max_length=150, blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    region = models.CharField(max_length=100, blank=True)
+    country_code = models.CharField(max_length=2, blank=True)
+    timezone = models.CharField(max_length=64, blank=True)
+    traits = models.JSONField(default=dict, blank=True)
+
+    subscription_status = models.CharField(
+        max_length=20,
+        choices=SubscriptionStatus.choices,
+        default=SubscriptionStatus.NOT_SUBSCRIBED,
+    )
+    subscription_changed_at = models.DateTimeField(null=True, blank=True)
+
+    # Computed traits, kept current by event processing.
+    lifetime_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    order_count = models.PositiveIntegerField(default=0)
+    first_order_at = models.DateTimeField(null=True, blank=True)
+    last_order_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="profile_email_ci_unique"),
+        ]
+        indexes = [models.Index(fields=["country_code"])]
+
+    def __str__(self) -> str:
+        return self.email or f"anonymous profile {self.pk}"
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+
+class ProfileTag(models.Model):
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["profile", "name"], name="profile_tag_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IdentityKind(models.TextChoices):
+    USER_ID = "user_id", "User id"
+    ANONYMOUS_ID = "anonymous_id", "Anonymous id"
+
+
+class ProfileIdentity(models.Model):
+    """An id under which a source knows the person: a userId or an anonymousId."""
+
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="identities"
+    )
+    kind = models.CharField(max_length=20, choices=IdentityKind.choices)
+    value = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "value"], name="identity_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+class ProfileMerge(models.Model):
+    """The record that two profiles were found to be one person."""
+
+    kept = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="merges")
+    merged_profile_id = models.BigIntegerField()
+    reason = models.CharField(max_length=200)
+    moved = models.JSONField(default=dict)
+    merged_at = models.DateTimeField(auto_now_add=True)
+
+
+class WriteKey(models.Model):
+    """A key with which a site or server may send events to the tracking API."""
+
+    name = models.CharField(max_length=100)
+    key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EventType(models.TextChoices):
+    IDENTIFY = "identify"
+    TRACK = "track"
+    PAGE = "page"
+    SCREEN = "screen"
+    GROUP = "group"
+    ALIAS = "alias"
+
+
+class Event(models.Model):
+    """One call of the Segment spec, stored as received before anything acts on it."""
+
+    message_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=10, choices=EventType.choices)
+    event = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    user_id = models.CharField(max_length=255, blank=True)
+    anonymous_id = models.CharField(max_length=255, blank=True)
+    previous_id = models.CharField(max_length=255, blank=True)
+    group_id = models.CharField(max_length=255, blank=True)
+    profile = models.ForeignKey(
+        Profile, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    properties = models.JSONField(default=dict, blank=True)
+    traits = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    integrations = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=100, blank=True)
+
+    # `timestamp` is when it happened, corrected for the client's clock skew.
+    timestamp = models.DateTimeField()
+    original_timestamp = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["profile", "event", "timestamp"]),
+            models.Index(fields=["anonymous_id"]),
+            models.Index(
+                fields=["received_at"],
+                name="event_unprocessed",
+                condition=models.Q(processed_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event or self.name} {self.message_id}"
+
+
+class RejectedEvent(models.Model):
+    """An item the tracking API refused, kept so a broken feed can be seen and fixed."""
+
+    source = models.CharField(max_length=100, blank=True)
+    message_id = models.CharField(max_length=255, blank=True)
+    code = models.CharField(max_length=50)
+    message = models.CharField(max_length=500)
+    payload = models.JSONField(null=True, blank=True)
+    received_at = models.DateTimeField()
+
+
+class ConsentRecord(models.Model):
+    """An append-only fact: who agreed to or withdrew from what, when, and how we know."""
+
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="consent_records"
+    )
+    channel = models.CharField(max_length=20, default="email")
+    status = models.CharField(max_length=20, choices=SubscriptionStatus.choices)
+    source = models.CharField(max_length=100)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    wording = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["profile", "occurred_at"])]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValidationError("Consent records are append-only; add a new one.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Consent records are append-only and cannot be deleted.")
+
+
+class SuppressionReason(models.TextChoices):
+    HARD_BOUNCE = "hard_bounce", "Hard bounce"
+    COMPLAINT = "complaint", "Spam complaint"
+    ERASURE = "erasure", "Erased on request"
+    MANUAL = "manual", "Added by hand"
+
+
+class Suppression(models.Model):
+    """An address that must never be sent to, kept only as a keyed hash."""
+
+    email_hash = models.CharField(max_length=64, unique=True)
+    reason = models.CharField(max_length=20, choices=SuppressionReason.choices)
+    source = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.reason} ({self.source})"
+
+
+class ImportStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ContactImport(models.Model):
+    """One uploaded contact file and the report of what became of each row."""
+
+    filename = models.CharField(max_length=255)
+    layout = models.CharField(max_length=40, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ImportStatus.choices, default=ImportStatus.PENDING
+    )
+    records = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    duplicates_merged = models.PositiveIntegerField(default=0)
+    profiles_created = models.PositiveIntegerField(default=0)
+    profiles_updated = models.PositiveIntegerField(default=0)
+    rejections = models.JSONField(default=list, blank=True)
+    notes = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.filename

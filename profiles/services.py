@@ -1,0 +1,110 @@
+"""Writes on profiles: consent, suppressions, tags and profile upserts."""
+
+import hashlib
+import hmac
+import logging
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from profiles.emails import NormalizedEmail
+from profiles.models import (
+    ConsentRecord,
+    Profile,
+    ProfileTag,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+
+logger = logging.getLogger(__name__)
+
+# Statuses that only the person (or a bounce) can lift, never a re-imported list.
+WITHDRAWN_STATUSES = {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.CLEANED}
+
+
+def suppression_hash(email_key: str) -> str:
+    """Return the keyed hash under which an address is kept on the suppression list."""
+    key = settings.BESPOKE_SUPPRESSION_KEY.encode()
+    return hmac.new(key, email_key.encode(), hashlib.sha256).hexdigest()
+
+
+def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -> bool:
+    """Put an address on the suppression list; return False if it was there already."""
+    _, created = Suppression.objects.get_or_create(
+        email_hash=suppression_hash(email_key),
+        defaults={"reason": reason, "source": source},
+    )
+    return created
+
+
+@transaction.atomic
+def consent_record(
+    *,
+    profile: Profile,
+    status: SubscriptionStatus,
+    source: str,
+    occurred_at: datetime,
+    from_import: bool = False,
+    ip_address: str | None = None,
+    wording: str = "",
+    evidence: dict | None = None,
+) -> ConsentRecord:
+    """Append a consent record and move the profile's status if this fact is the newest.
+
+    A subscription that arrives from an imported list never lifts an unsubscribe or a
+    cleaned address: only the person can resubscribe.
+    """
+    record = ConsentRecord.objects.create(
+        profile=profile,
+        status=status,
+        source=source,
+        occurred_at=occurred_at,
+        ip_address=ip_address or None,
+        wording=wording,
+        evidence=evidence or {},
+    )
+
+    current = profile.subscription_status
+    is_newer = (
+        profile.subscription_changed_at is None
+        or occurred_at >= profile.subscription_changed_at
+    )
+    resubscribes_from_list = (
+        from_import
+        and status == SubscriptionStatus.SUBSCRIBED
+        and current in WITHDRAWN_STATUSES
+    )
+    if is_newer and not resubscribes_from_list:
+        profile.subscription_status = status
+        profile.subscription_changed_at = occurred_at
+        profile.save(update_fields=["subscription_status", "subscription_changed_at"])
+
+    return record
+
+
+def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:
+    """Return the profile that owns this mailbox, creating it if there is none."""
+    profile, created = Profile.objects.get_or_create(
+        email=email.key, defaults={"email_display": email.display}
+    )
+    if not email.ascii_only and profile.traits.get("email_needs_smtputf8") is not True:
+        profile.traits["email_needs_smtputf8"] = True
+        profile.save(update_fields=["traits"])
+    return profile, created
+
+
+def profile_tags_add(*, profile: Profile, names: list[str]) -> None:
+    """Give the profile these tags, keeping the ones it has."""
+    tags = [ProfileTag(profile=profile, name=name[:100]) for name in names if name]
+    ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
+
+
+def profile_touch(profile: Profile, at: datetime | None = None) -> None:
+    """Record that the profile was seen at the given time, if later than before."""
+    at = at or timezone.now()
+    if profile.last_seen_at is None or at > profile.last_seen_at:
+        profile.last_seen_at = at
+        profile.save(update_fields=["last_seen_at"])

@@ -1,0 +1,3 @@
+"""Marketer pages about profiles and imports."""
+
+urlpatterns: list = []
