@@ -1,0 +1,1 @@
+"""Celery tasks of the profiles app: thin callers of services, taking ids."""
