@@ -156,6 +156,8 @@ class Event(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Set when processing failed; the event is marked processed so the sweep moves on.
+    processing_error = models.CharField(max_length=500, blank=True)
 
     class Meta:
         indexes = [
