@@ -84,4 +84,4 @@ class OutboxEmailBackend(AnymailBaseBackend):
         status = AnymailRecipientStatus(
             message_id=response.esp_message_id, status="sent"
         )
-        return {email: status for email in payload.recipient_emails}
+        return dict.fromkeys(payload.recipient_emails, status)

@@ -33,3 +33,13 @@ def load_fixture(fixtures_dir: Path):
 @pytest.fixture
 def marketer(db):
     return UserFactory(username="marketer")
+
+
+@pytest.fixture(autouse=True)
+def outbox_email_backend(settings):
+    """Send through the Anymail outbox backend, as the app does, not Django's locmem.
+
+    Django's test runner swaps EMAIL_BACKEND for locmem; the outbox keeps the real
+    Anymail path (payload, recipient status, message id) under test.
+    """
+    settings.EMAIL_BACKEND = "campaigns.outbox.OutboxEmailBackend"

@@ -1,0 +1,124 @@
+"""Rendering Liquid templates per recipient, sandboxed and with fallbacks.
+
+Templates see plain data only (dicts, lists, strings, numbers), never model objects:
+`profile`, `campaign` and the links `unsubscribe_url`, `preferences_url` and
+`web_version_url`. A missing value renders as nothing, and `| default: "..."` gives
+a fallback, so missing data never breaks a layout.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from liquid import Environment
+from liquid.exceptions import LiquidError
+
+from segments.geo import continent_of
+
+# Limits on what a marketer-written template may cost at send time.
+LIQUID_LOOP_ITERATION_LIMIT = 10_000
+LIQUID_OUTPUT_LIMIT_CHARS = 1_000_000
+LIQUID_NAMESPACE_LIMIT = 10_000
+
+
+class TemplateError(ValueError):
+    """A template failed to parse or render; the message names the part and the line."""
+
+
+class _SandboxedEnvironment(Environment):
+    loop_iteration_limit = LIQUID_LOOP_ITERATION_LIMIT
+    output_stream_limit = LIQUID_OUTPUT_LIMIT_CHARS
+    local_namespace_limit = LIQUID_NAMESPACE_LIMIT
+
+
+# HTML output escapes every value; subject and text are plain text.
+_HTML = _SandboxedEnvironment(autoescape=True)
+_TEXT = _SandboxedEnvironment()
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+@lru_cache(maxsize=256)
+def _parse(source: str, *, html: bool):
+    return (_HTML if html else _TEXT).from_string(source)
+
+
+def template_check(*, subject: str, html: str, text: str = "") -> list[str]:
+    """Return the syntax errors of each part, empty when the template parses."""
+    problems = []
+    for part, source, is_html in (
+        ("subject", subject, False),
+        ("html", html, True),
+        ("text", text, False),
+    ):
+        try:
+            _parse(source, html=is_html)
+        except LiquidError as exc:
+            problems.append(f"{part}: {exc}")
+    return problems
+
+
+def email_render(
+    *, subject: str, html: str, text: str, context: dict[str, Any]
+) -> RenderedEmail:
+    """Render the three parts for one recipient; raise TemplateError naming the part."""
+    rendered = {}
+    for part, source, is_html in (
+        ("subject", subject, False),
+        ("html", html, True),
+        ("text", text, False),
+    ):
+        try:
+            rendered[part] = (
+                _parse(source, html=is_html).render(**context) if source else ""
+            )
+        except LiquidError as exc:
+            raise TemplateError(f"{part}: {exc}") from exc
+
+    return RenderedEmail(
+        subject=" ".join(rendered["subject"].split()),
+        html=rendered["html"],
+        text=rendered["text"],
+    )
+
+
+def profile_context(profile) -> dict[str, Any]:
+    """Return the plain-data view of a profile that templates may read."""
+    data: dict[str, Any] = {
+        key: _plain(value) for key, value in (profile.traits or {}).items()
+    }
+    data.update(
+        {
+            "email": profile.email or "",
+            "first_name": profile.first_name,
+            "last_name": profile.last_name,
+            "full_name": profile.full_name,
+            "city": profile.city,
+            "region": profile.region,
+            "country_code": profile.country_code,
+            "continent": continent_of(profile.country_code),
+            "timezone": profile.timezone,
+            "lifetime_value": _plain(profile.lifetime_value),
+            "order_count": profile.order_count,
+            "tags": sorted(tag.name for tag in profile.tags.all()),
+        }
+    )
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

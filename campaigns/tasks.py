@@ -1,0 +1,55 @@
+"""Celery tasks of the campaigns app: thin callers of the sending services."""
+
+import logging
+
+from celery import shared_task
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignStatus, Message, MessageStatus
+from campaigns.sending import (
+    CampaignNotStartable,
+    campaign_send_batch,
+    campaign_start,
+    messages_reconcile_stuck,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True)
+def campaign_send_task(campaign_id: int) -> None:
+    """Send one batch of the campaign, and queue the next batch while any remain."""
+    report = campaign_send_batch(campaign_id=campaign_id)
+    if report.remaining and (report.sent or report.skipped or report.failed):
+        campaign_send_task.delay(campaign_id)
+
+
+@shared_task
+def campaign_start_task(campaign_id: int) -> None:
+    """Start a campaign whose time has come (a second start is harmless)."""
+    try:
+        campaign_start(campaign_id=campaign_id)
+    except CampaignNotStartable:
+        logger.info("Campaign already started", extra={"campaign_id": campaign_id})
+
+
+@shared_task
+def campaigns_sweep_task() -> None:
+    """Start due campaigns, resume sends a lost task left, and reconcile dead claims."""
+    due = Campaign.objects.filter(
+        status=CampaignStatus.SCHEDULED, scheduled_at__lte=timezone.now()
+    ).values_list("pk", flat=True)
+    for campaign_id in due:
+        campaign_start_task.delay(campaign_id)
+
+    pending = Message.objects.filter(
+        campaign=OuterRef("pk"), status=MessageStatus.PENDING
+    )
+    stalled = Campaign.objects.filter(
+        Exists(pending), status=CampaignStatus.SENDING
+    ).values_list("pk", flat=True)
+    for campaign_id in stalled:
+        campaign_send_task.delay(campaign_id)
+
+    messages_reconcile_stuck()

@@ -1,0 +1,111 @@
+"""Marketer pages (dashboard, segments, campaigns, outbox) and the public unsubscribe page."""
+
+from django.contrib import messages as flash
+from django.contrib.auth.decorators import login_required
+from django.core import signing
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from campaigns.models import Campaign, Message, OutboxEmail
+from campaigns.selectors import campaign_message_counts, dashboard_counts
+from campaigns.sending import CampaignNotStartable, campaign_start
+from campaigns.unsubscribe import (
+    UnsubscribeLinkInvalid,
+    message_from_token,
+    message_unsubscribe,
+)
+from segments.compiler import RuleInvalid
+from segments.models import Segment
+from segments.selectors import segment_count
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {
+        "counts": dashboard_counts(),
+        "campaigns": Campaign.objects.select_related("segment").order_by("-created_at")[
+            :5
+        ],
+    }
+    return render(request, "campaigns/dashboard.html", context)
+
+
+@login_required
+def segment_list(request: HttpRequest) -> HttpResponse:
+    rows = []
+    for segment in Segment.objects.order_by("name"):
+        try:
+            count, error = segment_count(segment), ""
+        except RuleInvalid as exc:
+            count, error = None, str(exc)
+        rows.append({"segment": segment, "count": count, "error": error})
+    return render(request, "campaigns/segment_list.html", {"rows": rows})
+
+
+@login_required
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    campaigns = Campaign.objects.select_related("segment", "template").order_by(
+        "-created_at"
+    )
+    rows = [{"campaign": c, "counts": campaign_message_counts(c)} for c in campaigns]
+    return render(request, "campaigns/campaign_list.html", {"rows": rows})
+
+
+@login_required
+def campaign_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    campaign = get_object_or_404(
+        Campaign.objects.select_related("segment", "template"), slug=slug
+    )
+    messages = campaign.messages.select_related("profile").order_by("status", "pk")
+    page = Paginator(messages, 100).get_page(request.GET.get("page"))
+    context = {
+        "campaign": campaign,
+        "counts": campaign_message_counts(campaign),
+        "page": page,
+    }
+    return render(request, "campaigns/campaign_detail.html", context)
+
+
+@login_required
+@require_POST
+def campaign_send(request: HttpRequest, slug: str) -> HttpResponse:
+    campaign = get_object_or_404(Campaign, slug=slug)
+    try:
+        created = campaign_start(campaign_id=campaign.pk)
+    except CampaignNotStartable:
+        flash.error(request, "This campaign has already been started.")
+    else:
+        flash.success(request, f"Sending started: {created} messages queued.")
+    return redirect("campaign_detail", slug=slug)
+
+
+@login_required
+def outbox_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(OutboxEmail.objects.all(), 50).get_page(request.GET.get("page"))
+    return render(request, "campaigns/outbox_list.html", {"page": page})
+
+
+@login_required
+def outbox_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    email = get_object_or_404(OutboxEmail, pk=pk)
+    return render(request, "campaigns/outbox_detail.html", {"email": email})
+
+
+@csrf_exempt
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows a confirmation (link scanners must not unsubscribe); POST unsubscribes.
+
+    The POST is RFC 8058's one-click request: no cookies, no CSRF token, no redirect.
+    """
+    try:
+        message = message_from_token(token)
+    except (UnsubscribeLinkInvalid, signing.BadSignature, Message.DoesNotExist) as exc:
+        raise Http404("This unsubscribe link is not valid.") from exc
+
+    if request.method == "POST":
+        message_unsubscribe(message=message, ip_address=request.META.get("REMOTE_ADDR"))
+        return render(request, "public/unsubscribed.html", {"message": message})
+    return render(request, "public/unsubscribe_confirm.html", {"token": token})

@@ -1,0 +1,99 @@
+import pytest
+
+from campaigns.rendering import (
+    TemplateError,
+    email_render,
+    profile_context,
+    template_check,
+)
+from profiles.models import ProfileTag
+from tests.factories import ProfileFactory
+
+LOCATION_BLOCK = (
+    "{% if profile.country_code == 'BR' %}Frete grátis"
+    "{% elsif profile.continent == 'Europe' %}Free shipping to "
+    "{{ profile.city | default: 'Europe' }}"
+    "{% else %}We ship worldwide{% endif %}"
+)
+
+
+def render_html(html: str, profile_data: dict) -> str:
+    return email_render(
+        subject="s", html=html, text="", context={"profile": profile_data}
+    ).html
+
+
+@pytest.mark.parametrize(
+    ("profile_data", "expected"),
+    [
+        ({"country_code": "BR"}, "Frete grátis"),
+        (
+            {"country_code": "FR", "continent": "Europe", "city": "Paris"},
+            "Free shipping to Paris",
+        ),
+        ({"country_code": "DE", "continent": "Europe"}, "Free shipping to Europe"),
+        ({}, "We ship worldwide"),
+    ],
+)
+def test_the_location_block_fits_where_the_profile_lives(profile_data, expected):
+    assert render_html(LOCATION_BLOCK, profile_data) == expected
+
+
+def test_missing_values_fall_back_and_never_break_the_layout():
+    rendered = email_render(
+        subject="{{ profile.first_name | default: 'Hello' }}, sale",
+        html="<p>Hi {{ profile.first_name | default: 'there' }}{{ profile.no.such.thing }}</p>",
+        text="",
+        context={"profile": {}},
+    )
+
+    assert rendered.subject == "Hello, sale"
+    assert rendered.html == "<p>Hi there</p>"
+
+
+def test_profile_values_are_escaped_in_html_but_not_in_the_subject():
+    context = {"profile": {"first_name": 'Robert "Bob" <b>'}}
+    rendered = email_render(
+        subject="{{ profile.first_name }}",
+        html="{{ profile.first_name }}",
+        text="",
+        context=context,
+    )
+
+    assert rendered.subject == 'Robert "Bob" <b>'
+    assert rendered.html == "Robert &#34;Bob&#34; &lt;b&gt;"
+
+
+def test_runaway_loops_are_stopped():
+    with pytest.raises(TemplateError, match="loop iteration limit"):
+        render_html("{% for i in (1..100000) %}x{% endfor %}", {})
+
+
+def test_syntax_errors_name_the_part():
+    problems = template_check(subject="ok", html="{% if %}", text="fine")
+
+    assert len(problems) == 1
+    assert problems[0].startswith("html: missing expression")
+
+
+@pytest.mark.django_db
+def test_templates_see_plain_data_only():
+    profile = ProfileFactory(
+        email="chloe@example.org",
+        first_name="Chloé",
+        country_code="FR",
+        lifetime_value="12.50",
+        traits={"member_rating": 2},
+    )
+    ProfileTag.objects.create(profile=profile, name="Newsletter")
+    profile.refresh_from_db()
+
+    context = profile_context(profile)
+
+    assert context["continent"] == "Europe"
+    assert context["lifetime_value"] == 12.5
+    assert context["tags"] == ["Newsletter"]
+    assert context["member_rating"] == 2
+    assert all(
+        isinstance(v, str | int | float | bool | list | dict) for v in context.values()
+    )

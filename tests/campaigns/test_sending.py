@@ -1,0 +1,179 @@
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+import requests
+from anymail.exceptions import AnymailAPIError
+from django.utils import timezone
+
+from campaigns.models import CampaignStatus, Message, MessageStatus, OutboxEmail
+from campaigns.sending import (
+    CampaignNotStartable,
+    campaign_send_all,
+    campaign_send_batch,
+    campaign_start,
+    messages_reconcile_stuck,
+)
+from profiles.models import ProfileTag, SubscriptionStatus, SuppressionReason
+from profiles.services import suppression_add
+from tests.factories import CampaignFactory, ProfileFactory, SegmentFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def audience():
+    """Everyone tagged 'Spring': one of each kind of recipient."""
+    people = {
+        "ok": ProfileFactory(
+            email="ok@example.com", first_name="Ana", country_code="BR"
+        ),
+        "unsub": ProfileFactory(
+            email="unsub@example.com",
+            subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        ),
+        "cleaned": ProfileFactory(
+            email="cleaned@example.com", subscription_status=SubscriptionStatus.CLEANED
+        ),
+        "never": ProfileFactory(
+            email="never@example.com",
+            subscription_status=SubscriptionStatus.NOT_SUBSCRIBED,
+        ),
+        "suppressed": ProfileFactory(email="complained@example.com"),
+        "anonymous": ProfileFactory(email=None),
+    }
+    for profile in people.values():
+        ProfileTag.objects.create(profile=profile, name="Spring")
+    suppression_add(
+        email_key="complained@example.com",
+        reason=SuppressionReason.COMPLAINT,
+        source="test",
+    )
+    return people
+
+
+@pytest.fixture
+def campaign(audience):
+    segment = SegmentFactory(
+        rule={"attribute": "tags", "op": "contains", "value": "Spring"}
+    )
+    return CampaignFactory(
+        segment=segment,
+        template__subject="{{ profile.first_name | default: 'Hello' }}, spring is here",
+        template__html=(
+            "<p>{% if profile.country_code == 'BR' %}Frete grátis{% else %}Hi{% endif %}</p>"
+            "<a href='{{ unsubscribe_url }}'>Unsubscribe</a>"
+        ),
+    )
+
+
+def test_it_sends_only_to_those_who_may_be_emailed(campaign, audience):
+    campaign_start(campaign_id=campaign.pk)
+    report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert report.sent == 1
+    assert report.skipped == {
+        "unsubscribed": 1,
+        "cleaned": 1,
+        "not_subscribed": 1,
+        "suppressed": 1,
+        "no_email": 1,
+    }
+    outbox = list(OutboxEmail.objects.all())
+    assert len(outbox) == 1
+    assert outbox[0].to == ["Ana <ok@example.com>"]
+    assert outbox[0].subject == "Ana, spring is here"
+    assert "Frete grátis" in outbox[0].html
+    assert outbox[0].headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (
+        outbox[0]
+        .headers["List-Unsubscribe"]
+        .startswith("<https://bespoke.example.com/u/")
+    )
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.SENT
+
+
+def test_consent_is_checked_at_send_time_not_when_the_audience_was_chosen(
+    campaign, audience
+):
+    campaign_start(campaign_id=campaign.pk)
+    ok = audience["ok"]
+    ok.subscription_status = SubscriptionStatus.UNSUBSCRIBED
+    ok.save()
+
+    report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert report.sent == 0
+    assert OutboxEmail.objects.count() == 0
+    assert Message.objects.get(profile=ok).skip_reason == "unsubscribed"
+
+
+def test_a_campaign_cannot_be_started_twice(campaign):
+    campaign_start(campaign_id=campaign.pk)
+
+    with pytest.raises(CampaignNotStartable):
+        campaign_start(campaign_id=campaign.pk)
+    assert Message.objects.filter(campaign=campaign).count() == 6
+
+
+def test_repeated_batches_and_a_second_worker_never_send_twice(campaign):
+    campaign_start(campaign_id=campaign.pk)
+    campaign_send_all(campaign_id=campaign.pk)
+
+    again = campaign_send_batch(campaign_id=campaign.pk)
+    Message.objects.filter(campaign=campaign).update(status=MessageStatus.SENDING)
+    Campaign = type(campaign)
+    Campaign.objects.filter(pk=campaign.pk).update(status=CampaignStatus.SENDING)
+    third = campaign_send_batch(campaign_id=campaign.pk)
+
+    assert again.sent == 0
+    assert third.sent == 0
+    assert OutboxEmail.objects.count() == 1
+
+
+def test_an_esp_refusal_is_recorded_as_failed(campaign):
+    campaign_start(campaign_id=campaign.pk)
+    response = requests.Response()
+    response.status_code, response.reason = 400, "Bad Request"
+    response._content = b'{"message": "ESP said no"}'
+    refusal = AnymailAPIError("Send refused", status_code=400, response=response)
+
+    with mock.patch(
+        "campaigns.outbox.OutboxEmailBackend.post_to_esp", side_effect=refusal
+    ):
+        report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert report.failed == 1
+    failed = Message.objects.get(status=MessageStatus.FAILED)
+    assert "ESP said no" in failed.error
+
+
+def test_a_message_left_mid_send_is_marked_unknown_not_resent(campaign, audience):
+    campaign_start(campaign_id=campaign.pk)
+    message = Message.objects.get(profile=audience["ok"])
+    Message.objects.filter(pk=message.pk).update(
+        status=MessageStatus.SENDING, claimed_at=timezone.now() - timedelta(hours=1)
+    )
+
+    reconciled = messages_reconcile_stuck()
+    campaign_send_all(campaign_id=campaign.pk)
+
+    assert reconciled == 1
+    message.refresh_from_db()
+    assert message.status == MessageStatus.UNKNOWN
+    assert OutboxEmail.objects.count() == 0
+
+
+def test_an_esp_that_never_answered_leaves_the_outcome_unknown(campaign):
+    campaign_start(campaign_id=campaign.pk)
+    lost = AnymailAPIError("Connection reset while sending")
+
+    with mock.patch(
+        "campaigns.outbox.OutboxEmailBackend.post_to_esp", side_effect=lost
+    ):
+        report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert report.unknown == 1
+    assert report.sent == 0
+    assert Message.objects.filter(status=MessageStatus.UNKNOWN).count() == 1
