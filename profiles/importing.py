@@ -10,12 +10,17 @@ LONGITUDE, GMTOFF and DSTOFF are floats (5.5, -3.5, 5.75; seven decimals fit a f
 exactly enough for a map); times are ISO 8601 strings in UTC; everything else,
 including every column of the generic layout that is not a profile field, is text as
 written, so that a zip code like 02134 keeps its zero.
+
+Importing the same file again changes nothing but what is newer: blanks never erase,
+a consent fact already on record is not appended twice, and an export never
+subscribes again someone who unsubscribed or whose address was cleaned.
 """
 
 import csv
 import io
 import ipaddress
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +37,7 @@ from django.utils.text import get_valid_filename
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
+    ConsentRecord,
     ContactImport,
     ImportStatus,
     Profile,
@@ -246,6 +252,16 @@ def contacts_decode(data: bytes) -> str:
             "files one by one: subscribed, then unsubscribed, then cleaned."
         )
 
+    text = _text_decode(data)
+    # PostgreSQL stores no NUL character, and a text file has none.
+    if "\x00" in text:
+        raise ImportFormatError(
+            "The file contains NUL characters, so it is not a CSV text file."
+        )
+    return text
+
+
+def _text_decode(data: bytes) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
 
@@ -353,7 +369,11 @@ def _value_read(kind: str, text: str) -> Any:
     if kind == "int":
         return int(text)
     if kind == "float":
-        return float(text)
+        number = float(text)
+        # JSON has no NaN or infinity, and PostgreSQL refuses them in a jsonb value.
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
     if kind == "time":
         return contacts_time_parse(text).isoformat()
     return text
@@ -864,13 +884,8 @@ def _profile_fill(profile: Profile, row: ContactRow) -> None:
         profile.save(update_fields=[*changed, "updated_at"])
 
 
-def _consent_apply(
-    profile: Profile,
-    fact: ConsentFact,
-    *,
-    source: str,
-    filename: str,
-    report: _ImportReport,
+def _consent_record(
+    profile: Profile, fact: ConsentFact, *, source: str, filename: str
 ) -> None:
     consent_record(
         profile=profile,
@@ -882,6 +897,23 @@ def _consent_apply(
         wording=fact.wording,
         evidence={"file": filename, **fact.evidence},
     )
+
+
+def _consent_apply(
+    profile: Profile,
+    fact: ConsentFact,
+    *,
+    source: str,
+    filename: str,
+    report: _ImportReport,
+) -> None:
+    # The same fact from the same source is already on record when a file is imported
+    # again; appending it twice would only blur the history.
+    already_recorded = ConsentRecord.objects.filter(
+        profile=profile, status=fact.status, source=source, occurred_at=fact.occurred_at
+    ).exists()
+    if not already_recorded:
+        _consent_record(profile, fact, source=source, filename=filename)
 
     kept = profile.subscription_status
     if fact.status == SubscriptionStatus.SUBSCRIBED and kept in WITHDRAWN_STATUSES:

@@ -1,0 +1,56 @@
+"""Import contact files (Mailchimp audience exports or the generic layout)."""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from profiles.importing import contact_import_file
+from profiles.models import ContactImport, ImportStatus
+
+
+class Command(BaseCommand):
+    help = (
+        "Import contact CSV files in the order given. For a Mailchimp export, give "
+        "the subscribed file first, then unsubscribed, then cleaned."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    def handle(self, *args, files: list[Path], **options) -> None:
+        missing = [str(path) for path in files if not path.is_file()]
+        if missing:
+            raise CommandError(f"No such file: {', '.join(missing)}")
+
+        failed = []
+        for path in files:
+            contact_import = contact_import_file(
+                filename=path.name, data=path.read_bytes()
+            )
+            self._report(contact_import)
+            if contact_import.status != ImportStatus.DONE:
+                failed.append(path.name)
+
+        if failed:
+            raise CommandError(f"Not imported: {', '.join(failed)}")
+
+    def _report(self, contact_import: ContactImport) -> None:
+        name = contact_import.filename
+        if contact_import.status != ImportStatus.DONE:
+            self.stderr.write(f"{name}: failed: {contact_import.error}")
+            return
+
+        self.stdout.write(
+            f"{name} ({contact_import.layout}): {contact_import.records} records, "
+            f"{contact_import.accepted} accepted, {contact_import.rejected} rejected, "
+            f"{contact_import.duplicates_merged} duplicates merged, "
+            f"{contact_import.profiles_created} profiles created, "
+            f"{contact_import.profiles_updated} updated"
+        )
+        for rejection in contact_import.rejections:
+            self.stdout.write(
+                f"  record {rejection['record']} (line {rejection['line']}): "
+                f"{rejection['reason']}: {rejection['email']!r}: {rejection['message']}"
+            )
+        for note in contact_import.notes:
+            self.stdout.write(f"  note: {note['message']}")

@@ -1,0 +1,644 @@
+"""The contact importer against the shared Mailchimp exports and hand-made files."""
+
+from datetime import UTC, datetime
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import IntegrityError
+
+from profiles.importing import (
+    contact_import_create,
+    contact_import_file,
+    contact_import_run,
+    contact_import_upload_path,
+    contacts_parse,
+    contacts_tags_split,
+)
+from profiles.models import (
+    ConsentRecord,
+    ContactImport,
+    ImportStatus,
+    Profile,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+from profiles.services import suppression_hash
+from profiles.tasks import contact_import_task
+from tests.factories import ProfileFactory
+
+SUBSCRIBED = "mailchimp/subscribed_members_export.csv"
+UNSUBSCRIBED = "mailchimp/unsubscribed_members_export.csv"
+CLEANED = "mailchimp/cleaned_members_export.csv"
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def import_fixture(load_fixture):
+    def run(relative: str) -> ContactImport:
+        return contact_import_file(
+            filename=relative.rsplit("/", 1)[-1], data=load_fixture(relative)
+        )
+
+    return run
+
+
+@pytest.fixture
+def all_three(import_fixture):
+    return [import_fixture(name) for name in (SUBSCRIBED, UNSUBSCRIBED, CLEANED)]
+
+
+def profile(email: str) -> Profile:
+    return Profile.objects.get(email=email)
+
+
+def tag_names(email: str) -> list[str]:
+    return list(profile(email).tags.order_by("id").values_list("name", flat=True))
+
+
+def status_counts() -> dict[str, int]:
+    return {
+        status: Profile.objects.filter(subscription_status=status).count()
+        for status in SubscriptionStatus.values
+    }
+
+
+# The subscribed export -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_subscribed_export_gives_34_profiles_from_40_records(import_fixture):
+    contact_import = import_fixture(SUBSCRIBED)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert contact_import.layout == "mailchimp_subscribed"
+    assert contact_import.records == 40
+    assert contact_import.accepted == 37
+    assert contact_import.rejected == 3
+    assert contact_import.duplicates_merged == 3
+    assert contact_import.profiles_created == 34
+    assert contact_import.profiles_updated == 0
+    assert contact_import.finished_at is not None
+    assert Profile.objects.count() == 34
+    assert status_counts()["subscribed"] == 34
+
+
+@pytest.mark.django_db
+def test_it_reports_rejected_rows_by_record_and_starting_line(import_fixture):
+    contact_import = import_fixture(SUBSCRIBED)
+
+    rows = [
+        (r["record"], r["line"], r["email"], r["reason"])
+        for r in contact_import.rejections
+    ]
+    assert rows == [
+        (34, 36, "not-an-email", "invalid_email"),
+        (37, 39, "maria.garcia@@example.net", "invalid_email"),
+        (40, 42, "", "missing_email"),
+    ]
+    assert contact_import.rejections[2]["message"] == "The Email Address cell is empty."
+    assert "@-sign" in contact_import.rejections[0]["message"]
+
+
+@pytest.mark.django_db
+def test_it_matches_the_expected_rejections_and_merges(import_fixture, load_fixture):
+    expected = load_fixture("mailchimp/expected_import_result.json", as_json=True)
+
+    contact_import = import_fixture(SUBSCRIBED)
+
+    rejected = [
+        {key: r[key] for key in ("record", "email", "reason")}
+        for r in contact_import.rejections
+    ]
+    assert rejected == expected["rejected_rows"]
+    merges = {
+        note["email"]: note["records"]
+        for note in contact_import.notes
+        if note["kind"] == "merged"
+    }
+    assert merges == {
+        key: value["records"] for key, value in expected["merged"].items()
+    }
+    for email, values in expected["merged"].items():
+        merged = profile(email)
+        assert (merged.first_name, merged.last_name) == (
+            values["first_name"],
+            values["last_name"],
+        )
+        assert tag_names(email) == values["tags"]
+
+
+@pytest.mark.django_db
+def test_duplicates_take_the_newest_row_and_keep_older_non_blank_values(
+    import_fixture,
+):
+    import_fixture(SUBSCRIBED)
+
+    ana = profile("ana.souza@example.com")
+    # Record 9 is older ("Ana Paula", no phone): the newer record 1 wins.
+    assert ana.first_name == "Ana"
+    assert ana.phone == "+55 11 5555-0123"
+    assert ana.email_display == "ana.souza@example.com"
+    assert ana.traits["mailchimp_last_changed_at"] == "2025-02-20T11:04:09+00:00"
+    liam = profile("liam.oconnor@example.org")
+    assert liam.email_display == "liam.oconnor@example.org"
+    assert liam.last_name == "O'Connor"
+    # Both of Chloé's rows stated a subscription at a different time: both are kept.
+    assert list(
+        profile("chloe.dubois@example.org")
+        .consent_records.order_by("occurred_at")
+        .values_list("occurred_at", flat=True)
+    ) == [
+        datetime(2024, 1, 5, 10, 1, tzinfo=UTC),
+        datetime(2025, 3, 14, 17, 43, 55, tzinfo=UTC),
+    ]
+    assert profile("ana.souza@example.com").consent_records.count() == 1
+
+
+@pytest.mark.django_db
+def test_quoted_cells_tags_and_notes_survive_the_round_trip(import_fixture):
+    import_fixture(SUBSCRIBED)
+
+    assert tag_names("emma.davis@example.org") == [
+        "VIP",
+        "Expo 2024, Boston",
+        "Newsletter",
+    ]
+    assert profile("olivia.brown@example.net").traits["notes"] == (
+        "Met at Spring Expo 2024\nInterested in daypacks, asked about sizing"
+    )
+    assert profile("william.smith.jr@example.org").last_name == "Smith, Jr."
+    assert profile("robert.jones@example.com").first_name == 'Robert "Bob"'
+    kenji = profile("kenji.sato@example.net")
+    assert (kenji.first_name, kenji.last_name) == ("健二", "佐藤")
+    assert profile("lukasz.nowak@example.com").first_name == "Łukasz"
+
+
+@pytest.mark.django_db
+def test_mailchimp_columns_land_on_fields_and_typed_traits(import_fixture):
+    import_fixture(SUBSCRIBED)
+
+    priya = profile("priya.raman@example.com")
+    assert priya.timezone == "Asia/Kolkata"
+    assert priya.country_code == "IN"
+    assert priya.region == "TN"
+    assert priya.phone == "+91 44 5555 0100"
+    assert priya.traits == {
+        "birthday": "03/09",
+        "member_rating": 5,
+        "optin_at": "2024-02-14T04:30:00+00:00",
+        "optin_ip": "198.51.100.201",
+        "confirm_at": "2024-02-14T04:31:12+00:00",
+        "confirm_ip": "198.51.100.201",
+        "latitude": 13.0878,
+        "longitude": 80.2785,
+        "gmtoff": 5.5,
+        "dstoff": 5.5,
+        "mailchimp_last_changed_at": "2025-02-14T04:31:12+00:00",
+        "mailchimp_leid": "104857612",
+        "mailchimp_euid": "f2a3b4c5d6",
+    }
+    assert profile("arjun.shah@example.net").traits["gmtoff"] == 5.75
+    assert profile("ethan.miller@example.org").traits["dstoff"] == -2.5
+
+
+@pytest.mark.django_db
+def test_a_row_without_names_or_geo_is_accepted_with_empty_fields(import_fixture):
+    import_fixture(SUBSCRIBED)
+
+    sam = profile("sam.taylor@example.com")
+    assert (sam.first_name, sam.last_name, sam.timezone, sam.country_code) == (
+        "",
+        "",
+        "",
+        "",
+    )
+    assert sam.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert "gmtoff" not in sam.traits
+
+
+@pytest.mark.django_db
+def test_idn_and_plus_addresses_are_their_own_profiles(import_fixture):
+    import_fixture(SUBSCRIBED)
+
+    kai = profile("kai.weber@bücher.example.com")
+    assert kai.subscription_status == SubscriptionStatus.SUBSCRIBED
+    news = profile("ben.okafor+news@example.net")
+    assert news.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert news.pk != profile("ben.okafor@example.net").pk
+    assert tag_names("ben.okafor+news@example.net") == ["Newsletter"]
+
+
+@pytest.mark.django_db
+def test_subscribed_rows_record_consent_with_its_time_ip_and_evidence(
+    import_fixture,
+):
+    import_fixture(SUBSCRIBED)
+
+    record = profile("ana.souza@example.com").consent_records.get()
+    assert record.status == SubscriptionStatus.SUBSCRIBED
+    assert record.source == "import:mailchimp"
+    assert record.occurred_at == datetime(2024, 9, 2, 18, 21, 40, tzinfo=UTC)
+    assert record.ip_address == "203.0.113.24"
+    assert "Mailchimp audience export" in record.wording
+    assert record.evidence == {
+        "file": "subscribed_members_export.csv",
+        "layout": "mailchimp_subscribed",
+        "record": 1,
+        "OPTIN_TIME": "2024-09-02 18:20:11",
+        "OPTIN_IP": "203.0.113.24",
+        "CONFIRM_TIME": "2024-09-02 18:21:40",
+        "CONFIRM_IP": "203.0.113.24",
+        "LAST_CHANGED": "2025-02-20 11:04:09",
+        "LEID": "104857601",
+        "EUID": "a1b2c3d4e5",
+    }
+    noah = profile("noah.wilson@example.com").consent_records.get()
+    assert noah.ip_address == "2001:db8:85a3::8a2e:370:7334"
+    bjork = profile("bjork.gudmundsdottir@example.net")
+    assert bjork.subscription_changed_at == datetime(2024, 1, 15, 13, 30, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+def test_naive_times_are_read_in_the_import_time_zone(settings, import_fixture):
+    settings.BESPOKE_IMPORT_TIME_ZONE = "America/Sao_Paulo"
+
+    import_fixture(SUBSCRIBED)
+
+    record = profile("ana.souza@example.com").consent_records.get()
+    assert record.occurred_at == datetime(2024, 9, 2, 21, 21, 40, tzinfo=UTC)
+
+
+# All three exports ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_all_three_exports_leave_44_profiles_by_status(all_three, load_fixture):
+    expected = load_fixture("mailchimp/expected_import_result.json", as_json=True)
+
+    assert [i.status for i in all_three] == [ImportStatus.DONE] * 3
+    assert [i.layout for i in all_three] == [
+        "mailchimp_subscribed",
+        "mailchimp_unsubscribed",
+        "mailchimp_cleaned",
+    ]
+    assert [i.records for i in all_three] == [40, 7, 4]
+    assert [i.profiles_created for i in all_three] == [34, 6, 4]
+    assert [i.profiles_updated for i in all_three] == [0, 1, 0]
+    assert Profile.objects.count() == 44
+    after = expected["after_all_three_files"]
+    assert status_counts() == {
+        "subscribed": after["subscribed"],
+        "unsubscribed": after["unsubscribed"],
+        "cleaned": after["cleaned"],
+        "not_subscribed": 0,
+    }
+    assert sum(i.rejected for i in all_three) == after["rejected_rows"]
+    for email, check in expected["spot_checks"].items():
+        if "status" in check:
+            assert profile(email).subscription_status == check["status"], email
+
+
+@pytest.mark.django_db
+def test_unsubscribed_rows_record_when_and_why(all_three):
+    grace = profile("grace.lee@example.com")
+    assert grace.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert grace.subscription_changed_at == datetime(
+        2025, 1, 15, 10, 22, 31, tzinfo=UTC
+    )
+    paolo = profile("paolo.bianchi@example.net").consent_records.get()
+    assert paolo.status == SubscriptionStatus.UNSUBSCRIBED
+    assert paolo.evidence["UNSUB_REASON"] == "Other (fill in reason below)"
+    assert paolo.evidence["UNSUB_REASON_OTHER"] == (
+        "Too many emails, please, only once a month"
+    )
+    assert paolo.evidence["UNSUB_CAMPAIGN_TITLE"] == "February Newsletter"
+    assert paolo.ip_address is None
+    assert profile("yuki.tanaka@example.net").email_display == "Yuki.Tanaka@Example.net"
+
+
+@pytest.mark.django_db
+def test_cleaned_rows_put_the_address_on_the_suppression_list(all_three):
+    mailbox = profile("mailbox.full@example.com")
+    assert mailbox.subscription_status == SubscriptionStatus.CLEANED
+    assert mailbox.subscription_changed_at == datetime(
+        2025, 3, 2, 7, 29, 58, tzinfo=UTC
+    )
+    suppression = Suppression.objects.get(
+        email_hash=suppression_hash("mailbox.full@example.com")
+    )
+    assert suppression.reason == SuppressionReason.HARD_BOUNCE
+    assert suppression.source == "import:mailchimp"
+    assert Suppression.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_reimporting_the_subscribed_export_never_resubscribes_grace(
+    all_three, import_fixture
+):
+    consents_before = ConsentRecord.objects.count()
+
+    again = import_fixture(SUBSCRIBED)
+
+    assert again.status == ImportStatus.DONE
+    assert (again.profiles_created, again.profiles_updated) == (0, 34)
+    assert profile("grace.lee@example.com").subscription_status == "unsubscribed"
+    assert status_counts()["subscribed"] == 33
+    kept = [note for note in again.notes if note["kind"] == "kept_status"]
+    assert [(n["email"], n["record"], n["status"]) for n in kept] == [
+        ("grace.lee@example.com", 22, "unsubscribed")
+    ]
+    assert ConsentRecord.objects.count() == consents_before
+
+
+@pytest.mark.django_db
+def test_a_reimport_never_blanks_existing_values(import_fixture):
+    import_fixture(SUBSCRIBED)
+    data = b"email,first_name,phone,tags\r\nana.souza@example.com,,,Returning\r\n"
+
+    contact_import_file(filename="ana.csv", data=data)
+
+    ana = profile("ana.souza@example.com")
+    assert (ana.first_name, ana.phone) == ("Ana", "+55 11 5555-0123")
+    assert ana.traits["member_rating"] == 4
+    assert tag_names("ana.souza@example.com") == [
+        "VIP",
+        "Spring Sale 2025",
+        "Newsletter",
+        "Returning",
+    ]
+
+
+# Other layouts and encodings -----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_windows_1252_semicolon_file_imports_its_accents():
+    data = (
+        "E-mail;Prénom;First name;Last name;City\r\n"
+        "zoe@example.com;x;Zoë;Müller;Köln\r\n"
+        'rene@example.org;x;René;"Dupont; fils";Besançon'
+    ).encode("cp1252")
+
+    contact_import = contact_import_file(filename="excel.csv", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert contact_import.layout == "generic"
+    assert contact_import.records == 2
+    zoe = profile("zoe@example.com")
+    assert (zoe.first_name, zoe.last_name, zoe.city) == ("Zoë", "Müller", "Köln")
+    assert zoe.traits == {"prénom": "x"}
+    assert profile("rene@example.org").last_name == "Dupont; fils"
+
+
+@pytest.mark.django_db
+def test_a_generic_file_maps_its_columns_and_states_consent():
+    data = (
+        "\ufeffEmail Address\tFirst Name\tSurname\tCountry\tTimezone\tTags\t"
+        "Status\tZip Code\n"
+        "pat@example.com\tPat\tLee\tde\tEurope/Berlin\tVIP, Spring\t"
+        "Unsubscribed\t02134\n"
+        "kim@example.com\tKim\t\tGermany\tMars/Olympus\t\tsubscribed\t\n"
+        "lee@example.com\tLee\t\t\t\t\tmaybe\t\n"
+    ).encode()
+
+    contact_import = contact_import_file(filename="crm.tsv", data=data)
+
+    assert contact_import.layout == "generic"
+    assert (contact_import.accepted, contact_import.rejected) == (2, 1)
+    assert contact_import.rejections[0]["reason"] == "invalid_status"
+    pat = profile("pat@example.com")
+    assert (pat.first_name, pat.last_name, pat.country_code, pat.timezone) == (
+        "Pat",
+        "Lee",
+        "DE",
+        "Europe/Berlin",
+    )
+    assert pat.traits == {"zip_code": "02134"}
+    assert tag_names("pat@example.com") == ["VIP", "Spring"]
+    assert pat.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert pat.consent_records.get().source == "import:file"
+    kim = profile("kim@example.com")
+    assert kim.traits == {"country": "Germany"}
+    assert kim.timezone == ""
+    assert [n["column"] for n in contact_import.notes] == ["Timezone"]
+
+
+@pytest.mark.django_db
+def test_a_generic_file_without_status_subscribes_no_one():
+    data = b"email\nnew@example.com\n"
+
+    contact_import_file(filename="plain.csv", data=data)
+
+    new = profile("new@example.com")
+    assert new.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+    assert new.consent_records.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_header_without_an_email_column_fails_and_writes_nothing():
+    data = b"name,phone\nPat,123\n"
+
+    contact_import = contact_import_file(filename="no-email.csv", data=data)
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error == (
+        "The header has no email column. Name one column 'Email Address' or "
+        "'email'; the header found was: name, phone."
+    )
+    assert contact_import.records == 0
+    assert contact_import.finished_at is not None
+    assert Profile.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_file_broken_halfway_writes_none_of_its_rows():
+    oversized = b'"' + b"x" * 200_000 + b'"'
+    data = b"email\nfirst@example.com\nsecond@example.com\n" + oversized + b"\n"
+
+    contact_import = contact_import_file(filename="broken.csv", data=data)
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error.startswith("The file is not valid CSV near line 4")
+    assert Profile.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_file_with_nul_characters_is_refused():
+    data = b"email\nfirst@example.com\nbad\x00line@example.com\n"
+
+    contact_import = contact_import_file(filename="binary.csv", data=data)
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error == (
+        "The file contains NUL characters, so it is not a CSV text file."
+    )
+    assert Profile.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_database_error_midway_rolls_back_the_whole_file(load_fixture):
+    # A hand-written row that breaks the normalised-email rule makes the insert of
+    # record 5's mailbox fail after four profiles were already written.
+    ProfileFactory(email="Zoe.Martin@Example.org")
+    contact_import = contact_import_create(
+        filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
+    )
+
+    with pytest.raises(IntegrityError):
+        contact_import_run(
+            contact_import_id=contact_import.pk, data=load_fixture(SUBSCRIBED)
+        )
+
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error.startswith("The import stopped on an error:")
+    assert Profile.objects.count() == 1
+    assert ConsentRecord.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_zip_archive_is_refused_with_advice():
+    contact_import = contact_import_file(filename="export.zip", data=b"PK\x03\x04xx")
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error.startswith("This is a zip archive.")
+
+
+@pytest.mark.django_db
+def test_a_record_with_more_cells_than_the_header_is_rejected():
+    data = b"email,first_name\none@example.com,One\ntwo@example.com,Smith, Jr.\n"
+
+    contact_import = contact_import_file(filename="shifted.csv", data=data)
+
+    assert [(r["record"], r["reason"]) for r in contact_import.rejections] == [
+        (2, "extra_cells")
+    ]
+    assert list(Profile.objects.values_list("email", flat=True)) == ["one@example.com"]
+
+
+@pytest.mark.django_db
+def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
+    Suppression.objects.create(
+        email_hash=suppression_hash("grace.lee@example.com"),
+        reason=SuppressionReason.ERASURE,
+        source="privacy-request",
+    )
+
+    contact_import = import_fixture(SUBSCRIBED)
+
+    assert not Profile.objects.filter(email="grace.lee@example.com").exists()
+    assert contact_import.rejected == 4
+    assert contact_import.rejections[0] == {
+        "record": 22,
+        "line": 23,
+        "email": "",
+        "reason": "erased",
+        "message": "This person was erased on request; their data is not imported again.",
+    }
+
+
+# Parsing details -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "names"),
+    [
+        ('"VIP","Newsletter"', ["VIP", "Newsletter"]),
+        (
+            '"VIP","Expo 2024, Boston","Newsletter"',
+            ["VIP", "Expo 2024, Boston", "Newsletter"],
+        ),
+        ("vip, newsletter", ["vip", "newsletter"]),
+        ('"VIP","VIP"', ["VIP"]),
+        ("", []),
+    ],
+)
+def test_a_tags_cell_splits_like_csv(cell, names):
+    assert contacts_tags_split(cell) == names
+
+
+def test_a_last_row_without_newline_and_crlf_lines_are_read():
+    parsed = contacts_parse(b"email,first_name\r\na@example.com,A\r\nb@example.com,B")
+
+    assert [row.email.key for row in parsed.rows] == ["a@example.com", "b@example.com"]
+    assert [row.fields["first_name"] for row in parsed.rows] == ["A", "B"]
+
+
+def test_blank_rows_are_not_records():
+    parsed = contacts_parse(b"email\n\na@example.com\n,\nb@example.com\n")
+
+    assert parsed.records == 2
+    assert [row.lines for row in parsed.rows] == [[3], [5]]
+
+
+# The upload file, the task and the command ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_upload_waits_on_disk_until_the_task_runs_it(var_dir):
+    contact_import = contact_import_create(
+        filename="../../etc/Contacts 2025.csv", data=b"email\na@example.com\n"
+    )
+    path = contact_import_upload_path(contact_import)
+    assert path == var_dir / "imports" / f"{contact_import.pk}-Contacts_2025.csv"
+    assert path.read_bytes() == b"email\na@example.com\n"
+    assert contact_import.status == ImportStatus.PENDING
+
+    contact_import_task(contact_import.pk)
+
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.DONE
+    assert Profile.objects.get().email == "a@example.com"
+    assert not path.exists()
+
+
+@pytest.mark.django_db
+def test_an_import_runs_only_once():
+    contact_import = contact_import_file(filename="a.csv", data=b"email\na@x.com\n")
+
+    again = contact_import_run(
+        contact_import_id=contact_import.pk, data=b"email\nb@example.com\n"
+    )
+
+    assert again.status == ImportStatus.DONE
+    assert list(Profile.objects.values_list("email", flat=True)) == ["a@x.com"]
+
+
+@pytest.mark.django_db
+def test_the_command_prints_counts_and_every_rejected_row(fixtures_dir):
+    out = StringIO()
+
+    call_command(
+        "import_contacts",
+        str(fixtures_dir / SUBSCRIBED),
+        str(fixtures_dir / UNSUBSCRIBED),
+        str(fixtures_dir / CLEANED),
+        stdout=out,
+    )
+
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "subscribed_members_export.csv (mailchimp_subscribed): 40 records, "
+        "37 accepted, 3 rejected, 3 duplicates merged, 34 profiles created, 0 updated"
+    )
+    assert lines[1].startswith("  record 34 (line 36): invalid_email: 'not-an-email'")
+    assert lines[2].startswith("  record 37 (line 39): invalid_email:")
+    assert lines[3] == (
+        "  record 40 (line 42): missing_email: '': The Email Address cell is empty."
+    )
+    assert Profile.objects.count() == 44
+
+
+@pytest.mark.django_db
+def test_the_command_refuses_a_missing_file_before_importing_any(fixtures_dir):
+    with pytest.raises(CommandError, match="No such file: nowhere.csv"):
+        call_command("import_contacts", str(fixtures_dir / SUBSCRIBED), "nowhere.csv")
+
+    assert ContactImport.objects.count() == 0
