@@ -1,8 +1,10 @@
 """Celery tasks of the profiles app: thin callers of services, taking ids."""
 
 from celery import shared_task
+from django.db import OperationalError
 
 from profiles.importing import contact_import_run_stored
+from profiles.processing import events_process, events_process_pending
 
 
 @shared_task
@@ -10,3 +12,23 @@ def contact_import_task(contact_import_id: int) -> None:
     """Run an uploaded contact import from the bytes kept for it."""
     # No retry: the run is claimed once, and a failure is kept on the import itself.
     contact_import_run_stored(contact_import_id=contact_import_id)
+
+
+# Events: the API enqueues events_process_task with the ids it stored; the beat
+# sweep finds whatever a lost or failed task left unprocessed.
+EVENTS_SWEEP_BATCH_SIZE = 1000
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def events_process_task(event_ids: list[int]) -> int:
+    """Process the given stored events; those already processed are skipped."""
+    return events_process(event_ids=event_ids)
+
+
+@shared_task
+def events_sweep_task() -> int:
+    """Process one batch of unprocessed events and re-enqueue if more may remain."""
+    processed = events_process_pending(limit=EVENTS_SWEEP_BATCH_SIZE)
+    if processed == EVENTS_SWEEP_BATCH_SIZE:
+        events_sweep_task.delay()
+    return processed

@@ -1,0 +1,173 @@
+"""The Django admin for profiles, identities, events and consent."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from profiles.models import (
+    ConsentRecord,
+    ContactImport,
+    Event,
+    Profile,
+    ProfileIdentity,
+    ProfileMerge,
+    ProfileTag,
+    RejectedEvent,
+    Suppression,
+    WriteKey,
+)
+
+
+class IdentityInline(admin.TabularInline):
+    model = ProfileIdentity
+    extra = 0
+    fields = ("kind", "value", "created_at")
+    readonly_fields = ("created_at",)
+
+
+class TagInline(admin.TabularInline):
+    model = ProfileTag
+    extra = 0
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that are facts: shown, never added, changed or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ConsentInline(admin.TabularInline):
+    model = ConsentRecord
+    extra = 0
+    fields = ("occurred_at", "status", "channel", "source", "ip_address")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Profile)
+class ProfileAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "first_name",
+        "last_name",
+        "subscription_status",
+        "country_code",
+        "order_count",
+        "lifetime_value",
+        "last_seen_at",
+    )
+    list_filter = ("subscription_status", "country_code")
+    search_fields = ("email", "first_name", "last_name", "identities__value")
+    # Consent moves only through consent records; computed traits through events.
+    readonly_fields = (
+        "subscription_status",
+        "subscription_changed_at",
+        "lifetime_value",
+        "order_count",
+        "first_order_at",
+        "last_order_at",
+        "last_seen_at",
+        "created_at",
+        "updated_at",
+    )
+    inlines = (IdentityInline, TagInline, ConsentInline)
+
+
+@admin.register(ProfileIdentity)
+class ProfileIdentityAdmin(admin.ModelAdmin):
+    list_display = ("value", "kind", "profile", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("value", "profile__email")
+    raw_id_fields = ("profile",)
+
+
+@admin.register(ProfileMerge)
+class ProfileMergeAdmin(ReadOnlyAdmin):
+    list_display = ("merged_at", "kept", "merged_profile_id", "reason")
+    search_fields = ("kept__email", "merged_profile_id")
+    date_hierarchy = "merged_at"
+
+
+@admin.register(WriteKey)
+class WriteKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name",)
+    readonly_fields = ("created_at",)
+
+
+@admin.action(description="Process the selected events again")
+def events_reprocess(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Event]
+) -> None:
+    # The beat sweep picks them up; nothing here runs the processing inline.
+    count = queryset.update(processed_at=None, processing_error="")
+    modeladmin.message_user(request, f"{count} events queued for processing again.")
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "timestamp",
+        "type",
+        "event",
+        "name",
+        "user_id",
+        "anonymous_id",
+        "profile",
+        "processed_at",
+        "processing_error",
+    )
+    list_filter = ("type", "source", ("processed_at", admin.EmptyFieldListFilter))
+    search_fields = ("message_id", "event", "user_id", "anonymous_id")
+    date_hierarchy = "timestamp"
+    list_select_related = ("profile",)
+    actions = (events_reprocess,)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Read-only rows, but the reprocess action needs change permission.
+        return obj is None and request.user.has_perm("profiles.change_event")
+
+
+@admin.register(RejectedEvent)
+class RejectedEventAdmin(ReadOnlyAdmin):
+    list_display = ("received_at", "code", "message_id", "source", "message")
+    list_filter = ("code", "source")
+    search_fields = ("message_id", "message")
+    date_hierarchy = "received_at"
+
+
+@admin.register(ConsentRecord)
+class ConsentRecordAdmin(ReadOnlyAdmin):
+    """Consent records are append-only: the admin shows them and nothing more."""
+
+    list_display = ("occurred_at", "profile", "status", "channel", "source")
+    list_filter = ("status", "channel", "source")
+    search_fields = ("profile__email", "source")
+    date_hierarchy = "occurred_at"
+    list_select_related = ("profile",)
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "reason", "source")
+    list_filter = ("reason",)
+
+
+@admin.register(ContactImport)
+class ContactImportAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "filename", "status", "accepted", "rejected")
+    list_filter = ("status",)
+    search_fields = ("filename",)

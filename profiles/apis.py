@@ -1,0 +1,133 @@
+"""The Segment-compatible tracking API: one view per call type, plus batch."""
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from profiles.ingestion import (
+    MAX_BATCH_BYTES,
+    MAX_CALL_BYTES,
+    RequestRefused,
+    body_read,
+    events_ingest,
+    payload_parse,
+    write_key_source,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _error(*, status_code: int, code: str, message: str) -> Response:
+    # segment-analytics-python reads exactly these two keys; without them it retries.
+    return Response({"code": code, "message": message}, status=status_code)
+
+
+def _basic_auth_key(request: Request) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    # The key is the username; the password is empty and the colon may be missing.
+    return decoded.partition(":")[0] or None
+
+
+class TrackingApi(APIView):
+    """Accept one Segment call (or a batch), authenticated by a write key.
+
+    The body is read by hand rather than through DRF's parsers, so that the size
+    limits hold before anything is decompressed or parsed in full.
+    """
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    parser_classes: list = []
+    call_type: str | None = None
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        received_at = timezone.now()
+        try:
+            payload, source = self._authenticated_payload(request)
+            result = events_ingest(
+                payload=payload,
+                path_type=self.call_type,
+                source=source,
+                received_at=received_at,
+            )
+        except RequestRefused as exc:
+            logger.info(
+                "Tracking request refused: %s",
+                exc.code,
+                extra={"path": request.path, "status": exc.status},
+            )
+            return _error(status_code=exc.status, code=exc.code, message=exc.message)
+
+        return Response(result.as_dict(), status=status.HTTP_200_OK)
+
+    def _authenticated_payload(self, request: Request) -> tuple[dict[str, Any], str]:
+        # A Basic key is checked before the body is read; a body key only after.
+        header_key = _basic_auth_key(request)
+        if header_key is not None:
+            source = self._source_for(header_key)
+
+        limit = MAX_CALL_BYTES if self.call_type else MAX_BATCH_BYTES
+        body = body_read(
+            stream=request,
+            content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+            limit=limit,
+        )
+        payload = payload_parse(body=body, limit=limit)
+
+        if header_key is None:
+            body_key = payload.get("writeKey")
+            source = self._source_for(body_key if isinstance(body_key, str) else None)
+        return payload, source
+
+    def _source_for(self, key: str | None) -> str:
+        source = write_key_source(key=key)
+        if source is None:
+            raise RequestRefused(
+                status=status.HTTP_401_UNAUTHORIZED,
+                code="invalid_write_key",
+                message="A valid write key is required (HTTP Basic or 'writeKey').",
+            )
+        return source
+
+
+class IdentifyApi(TrackingApi):
+    call_type = "identify"
+
+
+class TrackApi(TrackingApi):
+    call_type = "track"
+
+
+class PageApi(TrackingApi):
+    call_type = "page"
+
+
+class ScreenApi(TrackingApi):
+    call_type = "screen"
+
+
+class GroupApi(TrackingApi):
+    call_type = "group"
+
+
+class AliasApi(TrackingApi):
+    call_type = "alias"
+
+
+class BatchApi(TrackingApi):
+    call_type = None

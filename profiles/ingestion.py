@@ -1,0 +1,501 @@
+"""Tracking API ingestion: read, validate and durably store Segment-spec events.
+
+Nothing here acts on an event; it only decides whether each item is well formed,
+stores the ones that are (once per messageId) and records why the others were
+refused. Processing happens afterwards, in profiles.processing.
+"""
+
+import hmac
+import json
+import logging
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import transaction
+
+from profiles.models import Event, EventType, RejectedEvent, WriteKey
+from profiles.tasks import events_process_task
+
+logger = logging.getLogger(__name__)
+
+# Segment's limits: 32 KB for one call or one batch item, 500 KB for a batch.
+MAX_CALL_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+# Segment asks for message ids under 100 characters; Event.message_id holds 99 + 1.
+MAX_MESSAGE_ID_CHARS = 99
+MAX_ID_CHARS = 255
+MAX_NAME_CHARS = 200
+READ_CHUNK_BYTES = 64 * 1024
+
+EVENT_TYPES = frozenset(EventType.values)
+OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
+
+
+class RequestRefused(Exception):
+    """The whole request is refused; `code` and `message` go back to the client."""
+
+    def __init__(self, *, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ItemRejected(Exception):
+    """One item of a request is refused; the rest of the request goes on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Rejection:
+    index: int
+    message_id: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "messageId": self.message_id,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+@dataclass
+class IngestResult:
+    stored_ids: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "success": True,
+            "stored": len(self.stored_ids),
+            "duplicates": self.duplicates,
+            "rejected": [rejection.as_dict() for rejection in self.rejected],
+        }
+
+
+def write_key_source(*, key: str | None) -> str | None:
+    """Return the source name a write key stands for, or None if it is not valid."""
+    if not key:
+        return None
+
+    for configured in settings.BESPOKE_WRITE_KEYS:
+        if hmac.compare_digest(configured.encode(), key.encode()):
+            return "segment:settings"
+
+    write_key = WriteKey.objects.filter(key=key, revoked_at__isnull=True).first()
+    if write_key is None:
+        return None
+    return f"segment:{write_key.name}"[:100]
+
+
+def body_read(*, stream: IO[bytes], content_encoding: str, limit: int) -> bytes:
+    """Read a request body of at most `limit` bytes, gunzipping it if it says so.
+
+    Decompression stops as soon as the output passes the limit, so a small gzip
+    bomb cannot make the server inflate it in full.
+    """
+    encoding = content_encoding.strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise RequestRefused(
+            status=415,
+            code="unsupported_encoding",
+            message="Content-Encoding must be gzip or absent.",
+        )
+
+    raw = _stream_read(stream=stream, limit=limit)
+    if encoding == "gzip":
+        raw = _gunzip(data=raw, limit=limit)
+    return raw
+
+
+def _too_large(limit: int) -> RequestRefused:
+    return RequestRefused(
+        status=400,
+        code="request_too_large",
+        message=f"The request body is over the {limit // 1024} KB limit.",
+    )
+
+
+def _stream_read(*, stream: IO[bytes], limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(READ_CHUNK_BYTES)
+        if not chunk:
+            break
+
+        chunks.append(chunk)
+        total += len(chunk)
+        # gzip may inflate a body slightly; anything this far over is refused unread.
+        if total > limit + READ_CHUNK_BYTES:
+            raise _too_large(limit)
+
+    return b"".join(chunks)
+
+
+def _gunzip(*, data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise RequestRefused(
+            status=400, code="invalid_gzip", message="The gzip body is corrupt."
+        ) from exc
+
+    if len(body) > limit:
+        raise _too_large(limit)
+    if not inflater.eof:
+        raise RequestRefused(
+            status=400, code="invalid_gzip", message="The gzip body is truncated."
+        )
+    return body
+
+
+def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
+    """Parse a JSON object body no larger than `limit` bytes."""
+    if len(body) > limit:
+        raise _too_large(limit)
+
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RequestRefused(
+            status=400, code="invalid_json", message="The body is not valid JSON."
+        ) from exc
+
+    if not isinstance(payload, dict):
+        raise RequestRefused(
+            status=400, code="invalid_json", message="The body must be a JSON object."
+        )
+    return payload
+
+
+def events_ingest(
+    *,
+    payload: dict[str, Any],
+    path_type: str | None,
+    source: str,
+    received_at: datetime,
+) -> IngestResult:
+    """Validate and store the events of one request; reject bad items one by one.
+
+    `path_type` is the call type the URL names, or None for /v1/batch. Stored
+    events are committed on return and their processing is enqueued on commit.
+    Storing is idempotent on messageId.
+    """
+    items, shared = _items_split(payload=payload, path_type=path_type)
+
+    result = IngestResult()
+    drafts: list[Event] = []
+    for index, item in enumerate(items):
+        try:
+            drafts.append(
+                _event_build(
+                    item=item,
+                    path_type=path_type,
+                    shared=shared,
+                    source=source,
+                    received_at=received_at,
+                )
+            )
+        except ItemRejected as exc:
+            result.rejected.append(
+                Rejection(index, _message_id_of(item), exc.code, exc.message)
+            )
+
+    with transaction.atomic():
+        _events_store(drafts=drafts, result=result)
+        _rejections_store(items=items, result=result, source=source, at=received_at)
+        if result.stored_ids:
+            transaction.on_commit(
+                lambda ids=tuple(result.stored_ids): _processing_enqueue(list(ids))
+            )
+
+    logger.info(
+        "Tracking request ingested: %s stored, %s duplicates, %s rejected",
+        len(result.stored_ids),
+        result.duplicates,
+        len(result.rejected),
+        extra={"source": source, "items": len(items)},
+    )
+    return result
+
+
+def _processing_enqueue(event_ids: list[int]) -> None:
+    try:
+        events_process_task.delay(event_ids)
+    except Exception:
+        # The events are stored; the beat sweep processes them if the broker is down.
+        logger.warning(
+            "Could not enqueue event processing; the sweep will pick it up",
+            exc_info=True,
+            extra={"events": len(event_ids)},
+        )
+
+
+def _items_split(
+    *, payload: dict[str, Any], path_type: str | None
+) -> tuple[list[Any], dict[str, Any]]:
+    if path_type is not None:
+        return [payload], {}
+
+    items = payload.get("batch")
+    if not isinstance(items, list):
+        raise RequestRefused(
+            status=400,
+            code="invalid_batch",
+            message="A batch body needs a 'batch' array of events.",
+        )
+
+    shared = {
+        "context": payload.get("context"),
+        "integrations": payload.get("integrations"),
+        "sentAt": payload.get("sentAt"),
+    }
+    for name in ("context", "integrations"):
+        if shared[name] is not None and not isinstance(shared[name], dict):
+            raise RequestRefused(
+                status=400,
+                code="invalid_batch",
+                message=f"The batch '{name}' must be an object.",
+            )
+    return items, shared
+
+
+def _message_id_of(item: Any) -> str:
+    if not isinstance(item, dict):
+        return ""
+    value = item.get("messageId")
+    return str(value)[:255] if value is not None else ""
+
+
+def _event_build(
+    *,
+    item: Any,
+    path_type: str | None,
+    shared: dict[str, Any],
+    source: str,
+    received_at: datetime,
+) -> Event:
+    if not isinstance(item, dict):
+        raise ItemRejected("invalid_type", "The item is not a JSON object.")
+
+    _size_check(item)
+    kind = path_type or item.get("type")
+    if kind not in EVENT_TYPES:
+        raise ItemRejected("invalid_type", f"Unknown call type {kind!r}.")
+
+    objects = _objects_read(item=item, shared=shared)
+    ids = _ids_read(item=item, kind=kind)
+    times = _times_read(item=item, shared=shared, received_at=received_at)
+
+    return Event(
+        type=kind,
+        source=source,
+        received_at=received_at,
+        **ids,
+        **objects,
+        **times,
+    )
+
+
+def _size_check(item: dict[str, Any]) -> None:
+    # ensure_ascii=False measures UTF-8 bytes as Segment does, and makes lone
+    # surrogates fail the encode: PostgreSQL could not store them.
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ItemRejected(
+            "invalid_characters", "The item holds invalid Unicode text."
+        ) from exc
+
+    if "\\u0000" in text:
+        raise ItemRejected("invalid_characters", "The item holds NUL characters.")
+    if size > MAX_CALL_BYTES:
+        raise ItemRejected(
+            "item_too_large", f"The item is {size} bytes; the limit is 32 KB."
+        )
+
+
+def _objects_read(*, item: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    objects: dict[str, Any] = {}
+    for name in OBJECT_FIELDS:
+        value = item.get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ItemRejected("invalid_field", f"'{name}' must be an object.")
+        objects[name] = value
+
+    # Batch-level context and integrations apply to every item; the item's keys win.
+    objects["context"] = {**(shared.get("context") or {}), **objects["context"]}
+    objects["integrations"] = {
+        **(shared.get("integrations") or {}),
+        **objects["integrations"],
+    }
+    return objects
+
+
+def _ids_read(*, item: dict[str, Any], kind: str) -> dict[str, str]:
+    ids = {
+        "message_id": _id_text(item, "messageId") or str(uuid.uuid4()),
+        "user_id": _id_text(item, "userId"),
+        "anonymous_id": _id_text(item, "anonymousId"),
+        "previous_id": _id_text(item, "previousId"),
+        "group_id": _id_text(item, "groupId"),
+        "event": _name_text(item, "event"),
+        "name": _name_text(item, "name"),
+    }
+
+    if len(ids["message_id"]) > MAX_MESSAGE_ID_CHARS:
+        raise ItemRejected(
+            "message_id_too_long", "messageId must be under 100 characters."
+        )
+    if not ids["user_id"] and not ids["anonymous_id"]:
+        raise ItemRejected(
+            "no_user_anon_id", "The item needs a userId or an anonymousId."
+        )
+    if kind == EventType.TRACK and not ids["event"]:
+        raise ItemRejected("missing_event", "A track call needs an 'event' name.")
+    if kind == EventType.ALIAS and not ids["previous_id"]:
+        raise ItemRejected("missing_previous_id", "An alias call needs 'previousId'.")
+    if kind == EventType.GROUP and not ids["group_id"]:
+        raise ItemRejected("missing_group_id", "A group call needs 'groupId'.")
+    return ids
+
+
+def _id_text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    if value is None:
+        return ""
+    # Numeric ids are the same id as their text: userId 1006 is "1006".
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ItemRejected("invalid_field", f"'{key}' must be a string or a number.")
+
+    text = str(value).strip()
+    if len(text) > MAX_ID_CHARS:
+        raise ItemRejected("field_too_long", f"'{key}' is over {MAX_ID_CHARS} chars.")
+    return text
+
+
+def _name_text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ItemRejected("invalid_field", f"'{key}' must be a string.")
+    if len(value) > MAX_NAME_CHARS:
+        raise ItemRejected("field_too_long", f"'{key}' is over {MAX_NAME_CHARS} chars.")
+    return value.strip()
+
+
+def _times_read(
+    *, item: dict[str, Any], shared: dict[str, Any], received_at: datetime
+) -> dict[str, datetime | None]:
+    original = _time_parse(item, "timestamp")
+    sent_at = _time_parse(item, "sentAt") or _time_parse(shared, "sentAt")
+
+    if original is None:
+        timestamp = received_at
+    elif sent_at is None:
+        timestamp = original
+    else:
+        # The device clock may be wrong; what it reports relative to its own
+        # sentAt is right, so re-anchor that difference on our clock.
+        timestamp = received_at - (sent_at - original)
+
+    return {
+        "timestamp": timestamp,
+        "original_timestamp": original,
+        "sent_at": sent_at,
+    }
+
+
+def _time_parse(source: dict[str, Any], key: str) -> datetime | None:
+    value = source.get(key)
+    if value is None:
+        return None
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise ItemRejected(
+            "invalid_timestamp", f"'{key}' is not an ISO-8601 date and time."
+        ) from exc
+
+    # A time with no offset is read as UTC, as Segment does.
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _events_store(*, drafts: list[Event], result: IngestResult) -> None:
+    unique: dict[str, Event] = {}
+    for draft in drafts:
+        if draft.message_id in unique:
+            result.duplicates += 1
+        else:
+            unique[draft.message_id] = draft
+
+    known = set(
+        Event.objects.filter(message_id__in=list(unique)).values_list(
+            "message_id", flat=True
+        )
+    )
+    fresh = [draft for key, draft in unique.items() if key not in known]
+    result.duplicates += len(known)
+
+    # A concurrent request may store the same messageId between the check above
+    # and this insert; ignore_conflicts keeps whichever row landed first.
+    Event.objects.bulk_create(fresh, ignore_conflicts=True)
+    _stored_ids_collect(fresh=fresh, result=result)
+
+
+def _stored_ids_collect(*, fresh: list[Event], result: IngestResult) -> None:
+    if not fresh:
+        return
+
+    received_at = fresh[0].received_at
+    rows = Event.objects.filter(
+        message_id__in=[draft.message_id for draft in fresh], received_at=received_at
+    ).values_list("id", flat=True)
+    result.stored_ids = sorted(rows)
+    # Rows that lost the race above belong to another request: they are duplicates.
+    result.duplicates += len(fresh) - len(result.stored_ids)
+
+
+def _rejections_store(
+    *, items: list[Any], result: IngestResult, source: str, at: datetime
+) -> None:
+    rows = [
+        RejectedEvent(
+            source=source,
+            message_id=rejection.message_id,
+            code=rejection.code,
+            message=rejection.message[:500],
+            payload=_storable(items[rejection.index], rejection.code),
+            received_at=at,
+        )
+        for rejection in result.rejected
+    ]
+    RejectedEvent.objects.bulk_create(rows)
+
+
+def _storable(item: Any, code: str) -> Any:
+    # Text PostgreSQL refuses cannot be kept; the code says why it is missing.
+    if code == "invalid_characters":
+        return None
+    return item

@@ -1,0 +1,497 @@
+"""The Segment-compatible tracking API, driven with the shared fixture bodies."""
+
+import base64
+import gzip
+import json
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+
+from config.celery import app as celery_app
+from profiles.models import Event, RejectedEvent, WriteKey
+
+ENV_KEY = "test-env-write-key"
+BATCH_RECEIVED_AT = "2025-03-15T08:06:12.600Z"
+EDGE_SENT_AT = "2025-03-14T14:10:09.000Z"
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def basic(key: str) -> dict[str, str]:
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    return {"HTTP_AUTHORIZATION": f"Basic {token}"}
+
+
+@pytest.fixture
+def post(client):
+    def send(path: str, body, *, key: str | None = ENV_KEY, **headers):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        auth = basic(key) if key is not None else {}
+        return client.post(
+            path, data=data, content_type="application/json", **auth, **headers
+        )
+
+    return send
+
+
+@pytest.fixture
+def celery_eager():
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def test_it_stores_the_whole_batch_fixture(db, post, load_fixture):
+    with time_machine.travel(BATCH_RECEIVED_AT, tick=False):
+        response = post("/v1/batch", load_fixture("segment/batch.json"))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "success": True,
+        "stored": 30,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    types = Counter(Event.objects.values_list("type", flat=True))
+    assert types == {"identify": 4, "page": 5, "group": 1, "alias": 1, "track": 19}
+    assert Event.objects.filter(processed_at__isnull=True).count() == 30
+    assert set(Event.objects.values_list("source", flat=True)) == {"segment:settings"}
+
+
+def test_it_converts_offsets_to_utc_and_corrects_clock_skew(db, post, load_fixture):
+    with time_machine.travel(BATCH_RECEIVED_AT, tick=False):
+        post("/v1/batch", load_fixture("segment/batch.json"))
+
+    page = Event.objects.get(message_id="ajs-next-9b5d4a6e-0027-4ebc-8f5a-7c9d1e3a5c27")
+    assert page.original_timestamp == utc("2025-03-15T08:02:00Z")
+    assert page.sent_at == utc("2025-03-15T08:06:12.417Z")
+    assert page.received_at == utc(BATCH_RECEIVED_AT)
+    # 183 ms between the browser's sentAt and our receivedAt is the network's.
+    assert page.timestamp == utc("2025-03-15T08:02:00.183Z")
+    alias = Event.objects.get(
+        message_id="ajs-next-9b5d4a6e-0028-4ebc-8f5a-7c9d1e3a5c28"
+    )
+    assert alias.original_timestamp == utc("2025-03-15T08:05:30Z")
+
+
+def test_it_merges_batch_context_into_items(db, post, load_fixture):
+    with time_machine.travel(BATCH_RECEIVED_AT, tick=False):
+        post("/v1/batch", load_fixture("segment/batch.json"))
+
+    identify = Event.objects.get(
+        message_id="ajs-next-5d1f0c2a-0003-4a7e-9b1c-3e5f7a9c1e03"
+    )
+    assert identify.context["library"] == {
+        "name": "analytics.js",
+        "version": "next-1.70.0",
+    }
+    assert identify.context["ip"] == "203.0.113.24"
+    assert identify.traits["email"] == "ana.souza@example.com"
+
+
+def test_it_stores_the_valid_edge_cases_and_rejects_the_rest(db, post, load_fixture):
+    with time_machine.travel(EDGE_SENT_AT, tick=False):
+        response = post("/v1/batch", load_fixture("segment/batch_edge_cases.json"))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["success"], body["stored"], body["duplicates"]) == (True, 6, 1)
+    assert [(r["index"], r["messageId"], r["code"]) for r in body["rejected"]] == [
+        (2, "edge-0003", "no_user_anon_id"),
+        (3, "edge-0004", "missing_event"),
+        (5, "edge-0006", "invalid_type"),
+        (9, "x" * 120, "message_id_too_long"),
+    ]
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == [
+        "edge-0001",
+        "edge-0005",
+        "edge-0007",
+        "edge-0008",
+        "edge-0010",
+        "edge-0012",
+    ]
+    assert sorted(RejectedEvent.objects.values_list("code", flat=True)) == [
+        "invalid_type",
+        "message_id_too_long",
+        "missing_event",
+        "no_user_anon_id",
+    ]
+
+
+def test_it_normalises_the_odd_edge_case_fields(db, post, load_fixture):
+    with time_machine.travel(EDGE_SENT_AT, tick=False):
+        post("/v1/batch", load_fixture("segment/batch_edge_cases.json"))
+
+    events = {event.message_id: event for event in Event.objects.all()}
+    assert events["edge-0005"].user_id == "1006"
+    assert events["edge-0007"].timestamp == utc(EDGE_SENT_AT)
+    assert events["edge-0007"].original_timestamp is None
+    assert events["edge-0008"].timestamp == utc("2025-03-14T14:10:04Z")
+    assert events["edge-0010"].properties["price"] == "29.50"
+    assert events["edge-0010"].properties["quantity"] == "1"
+    assert events["edge-0012"].context == {
+        "ip": "198.51.100.23",
+        "library": {"name": "custom-forwarder", "version": "0.9.0"},
+        "locale": "en-US",
+    }
+
+
+def test_it_keeps_the_rejected_item_and_why(db, post, load_fixture):
+    with time_machine.travel(EDGE_SENT_AT, tick=False):
+        post("/v1/batch", load_fixture("segment/batch_edge_cases.json"))
+
+    rejected = RejectedEvent.objects.get(message_id="edge-0006")
+    assert rejected.code == "invalid_type"
+    assert rejected.message == "Unknown call type 'purchase'."
+    assert rejected.payload["event"] == "Order Completed"
+    assert rejected.source == "segment:settings"
+    assert rejected.received_at == utc(EDGE_SENT_AT)
+
+
+def test_a_retried_batch_stores_nothing_twice(db, post, load_fixture):
+    body = load_fixture("segment/batch.json")
+    with time_machine.travel(BATCH_RECEIVED_AT, tick=False):
+        post("/v1/batch", body)
+        retry = post("/v1/batch", body)
+
+    assert retry.status_code == 200
+    assert retry.json() == {
+        "success": True,
+        "stored": 0,
+        "duplicates": 30,
+        "rejected": [],
+    }
+    assert Event.objects.count() == 30
+
+
+@pytest.mark.parametrize(
+    ("fixture", "path", "kind", "message_id"),
+    [
+        ("identify.json", "identify", "identify", "ajs-next-5d1f0c2a-0003"),
+        ("track_product_viewed.json", "track", "track", None),
+        ("track_product_added.json", "track", "track", None),
+        ("track_product_added_anonymous.json", "track", "track", None),
+        ("track_cart_viewed.json", "track", "track", None),
+        ("track_checkout_started.json", "track", "track", None),
+        ("track_order_completed.json", "track", "track", None),
+        ("page.json", "page", "page", None),
+        ("group.json", "group", "group", None),
+        ("alias.json", "alias", "alias", "ajs-next-9b5d4a6e-0028"),
+    ],
+)
+def test_it_infers_a_single_call_type_from_the_path(
+    db, post, load_fixture, fixture, path, kind, message_id
+):
+    body = load_fixture(f"segment/{fixture}", as_json=True)
+
+    response = post(f"/v1/{path}", body)
+
+    assert response.status_code == 200
+    assert response.json()["stored"] == 1
+    event = Event.objects.get()
+    assert event.type == kind
+    assert event.message_id == body["messageId"]
+    if message_id:
+        assert event.message_id.startswith(message_id)
+    assert event.user_id == (body.get("userId") or "")
+    assert event.anonymous_id == (body.get("anonymousId") or "")
+
+
+def test_a_single_track_call_keeps_its_properties_as_sent(db, post, load_fixture):
+    body = load_fixture("segment/track_order_completed.json", as_json=True)
+
+    post("/v1/track", body)
+
+    event = Event.objects.get()
+    assert event.event == "Order Completed"
+    assert event.properties == body["properties"]
+
+
+def test_a_screen_call_is_stored_as_a_screen(db, post):
+    body = {"userId": "usr_2001", "name": "Basket", "messageId": "screen-1"}
+
+    response = post("/v1/screen", body)
+
+    assert response.status_code == 200
+    assert Event.objects.get().type == "screen"
+
+
+def test_it_accepts_the_write_key_in_the_body(db, post, load_fixture):
+    body = load_fixture("segment/identify.json", as_json=True)
+    body["writeKey"] = ENV_KEY
+
+    response = post("/v1/identify", body, key=None)
+
+    assert response.status_code == 200
+    assert Event.objects.count() == 1
+
+
+def test_it_accepts_a_write_key_stored_in_the_database(db, post, load_fixture):
+    WriteKey.objects.create(name="shop site", key="wk_live_shop")
+    body = load_fixture("segment/page.json", as_json=True)
+
+    response = post("/v1/page", body, key="wk_live_shop")
+
+    assert response.status_code == 200
+    assert Event.objects.get().source == "segment:shop site"
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_it_refuses_a_revoked_write_key(db, post, load_fixture, where):
+    WriteKey.objects.create(
+        name="old site", key="wk_revoked", revoked_at=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    body = load_fixture("segment/page.json", as_json=True)
+    if where == "body":
+        body["writeKey"] = "wk_revoked"
+
+    response = post("/v1/page", body, key="wk_revoked" if where == "header" else None)
+
+    assert response.status_code == 401
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("key", ["wrong-key", None])
+def test_it_refuses_a_missing_or_unknown_key_and_stores_nothing(
+    db, post, load_fixture, key
+):
+    response = post("/v1/batch", load_fixture("segment/batch.json"), key=key)
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "code": "invalid_write_key",
+        "message": "A valid write key is required (HTTP Basic or 'writeKey').",
+    }
+    assert Event.objects.count() == 0
+    assert RejectedEvent.objects.count() == 0
+
+
+def test_a_wrong_basic_key_is_not_rescued_by_a_body_key(db, post, load_fixture):
+    body = load_fixture("segment/identify.json", as_json=True)
+    body["writeKey"] = ENV_KEY
+
+    response = post("/v1/identify", body, key="wrong-key")
+
+    assert response.status_code == 401
+    assert Event.objects.count() == 0
+
+
+def test_it_refuses_an_oversize_call_and_stores_nothing(db, post, load_fixture):
+    response = post("/v1/track", load_fixture("segment/track_oversize_33kb.json"))
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "request_too_large",
+        "message": "The request body is over the 32 KB limit.",
+    }
+    assert Event.objects.count() == 0
+    assert RejectedEvent.objects.count() == 0
+
+
+def test_it_rejects_an_oversize_item_but_keeps_the_rest_of_the_batch(
+    db, post, load_fixture
+):
+    big = load_fixture("segment/track_oversize_33kb.json", as_json=True)
+    big["type"] = "track"
+    small = load_fixture("segment/track_product_viewed.json", as_json=True)
+    small["type"] = "track"
+
+    response = post("/v1/batch", {"batch": [big, small]})
+
+    assert response.status_code == 200
+    assert response.json()["stored"] == 1
+    assert [r["code"] for r in response.json()["rejected"]] == ["item_too_large"]
+    assert Event.objects.get().message_id == small["messageId"]
+
+
+def test_it_refuses_a_batch_over_500_kb(db, post, load_fixture):
+    item = load_fixture("segment/track_product_viewed.json", as_json=True)
+    item["type"] = "track"
+    items = [{**item, "messageId": f"bulk-{n}"} for n in range(500)]
+    body = json.dumps({"batch": items}).encode()
+    assert len(body) > 500 * 1024
+
+    response = post("/v1/batch", body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "request_too_large"
+    assert Event.objects.count() == 0
+
+
+def test_it_accepts_a_gzip_body(db, post, load_fixture):
+    raw = load_fixture("segment/batch.json")
+
+    with time_machine.travel(BATCH_RECEIVED_AT, tick=False):
+        response = post("/v1/batch", gzip.compress(raw), HTTP_CONTENT_ENCODING="gzip")
+
+    assert response.status_code == 200
+    assert response.json()["stored"] == 30
+
+
+def test_it_stops_inflating_a_gzip_bomb_at_the_limit(db, post):
+    # 20 MB of spaces compress to about 20 KB: well under the limit on the wire.
+    bomb = gzip.compress(b'{"batch": [' + b" " * (20 * 1024 * 1024) + b"]}")
+    assert len(bomb) < 500 * 1024
+
+    response = post("/v1/batch", bomb, HTTP_CONTENT_ENCODING="gzip")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "request_too_large"
+    assert Event.objects.count() == 0
+
+
+def test_it_refuses_a_corrupt_gzip_body(db, post):
+    response = post("/v1/batch", b"\x1f\x8b not gzip", HTTP_CONTENT_ENCODING="gzip")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_gzip"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"batch": [', "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b'["not", "an", "object"]', "invalid_json"),
+        (b'{"batch": {"type": "track"}}', "invalid_batch"),
+        (b'{"batch": [], "context": "web"}', "invalid_batch"),
+    ],
+)
+def test_it_refuses_a_malformed_body_with_a_code(db, post, body, code):
+    response = post("/v1/batch", body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == code
+    assert response.json()["message"]
+    assert Event.objects.count() == 0
+
+
+def test_it_gives_a_message_id_to_an_item_without_one(db, post):
+    response = post("/v1/track", {"userId": "usr_1002", "event": "Cart Viewed"})
+
+    assert response.json()["stored"] == 1
+    message_id = Event.objects.get().message_id
+    assert uuid.UUID(message_id).version == 4
+
+
+def test_it_rejects_an_unreadable_timestamp(db, post):
+    body = {
+        "batch": [
+            {"type": "track", "userId": "u1", "event": "A", "timestamp": "yesterday"},
+            {"type": "track", "userId": "u1", "event": "B", "timestamp": 1741961000},
+        ]
+    }
+
+    response = post("/v1/batch", body)
+
+    assert [r["code"] for r in response.json()["rejected"]] == [
+        "invalid_timestamp",
+        "invalid_timestamp",
+    ]
+    assert Event.objects.count() == 0
+
+
+def test_it_rejects_text_postgresql_cannot_store(db, post):
+    body = {
+        "batch": [
+            {"type": "track", "userId": "u1", "event": "Bad\u0000Name"},
+            {"type": "track", "userId": "u1", "event": "Good", "messageId": "ok-1"},
+        ]
+    }
+
+    response = post("/v1/batch", body)
+
+    assert response.status_code == 200
+    assert [r["code"] for r in response.json()["rejected"]] == ["invalid_characters"]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["ok-1"]
+
+
+def test_it_rejects_ids_of_the_wrong_shape(db, post):
+    body = {
+        "batch": [
+            {"type": "track", "userId": {"id": 1}, "event": "A"},
+            {"type": "track", "userId": "u" * 256, "event": "A"},
+            {"type": "track", "userId": "u1", "event": "A", "properties": [1]},
+        ]
+    }
+
+    response = post("/v1/batch", body)
+
+    assert [r["code"] for r in response.json()["rejected"]] == [
+        "invalid_field",
+        "field_too_long",
+        "invalid_field",
+    ]
+
+
+def test_it_replays_the_real_python_client_requests(db, client, load_fixture):
+    capture = load_fixture("segment/python_client_capture.json", as_json=True)
+    WriteKey.objects.create(name="python sync", key="TEST_WRITE_KEY_sync")
+    WriteKey.objects.create(name="python gzip", key="TEST_WRITE_KEY_gzip")
+
+    statuses = []
+    for request in capture["requests"]:
+        data = json.dumps(request["body"]).encode()
+        headers = {}
+        if request["headers"].get("Content-Encoding") == "gzip":
+            data = gzip.compress(data)
+            headers["HTTP_CONTENT_ENCODING"] = "gzip"
+        response = client.post(
+            request["path"], data=data, content_type="application/json", **headers
+        )
+        statuses.append((response.status_code, response.json()["stored"]))
+
+    assert statuses == [(200, 1), (200, 1), (200, 1), (200, 2)]
+    events = {event.message_id: event for event in Event.objects.all()}
+    assert sorted(events) == [f"ajs-fixture-000{n}" for n in range(1, 6)]
+    assert events["ajs-fixture-0001"].anonymous_id == ""
+    assert events["ajs-fixture-0003"].user_id == ""
+    assert events["ajs-fixture-0003"].anonymous_id == "anon-7f3e"
+    assert events["ajs-fixture-0004"].previous_id == "anon-7f3e"
+    assert events["ajs-fixture-0005"].group_id == "grp_42"
+    assert events["ajs-fixture-0005"].source == "segment:python gzip"
+    assert events["ajs-fixture-0002"].original_timestamp == utc(
+        "2025-03-14T09:26:53.589+00:00"
+    )
+
+
+def test_it_enqueues_processing_once_the_events_are_committed(
+    db, post, load_fixture, django_capture_on_commit_callbacks
+):
+    body = load_fixture("segment/identify.json", as_json=True)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        post("/v1/identify", body)
+
+    assert len(callbacks) == 1
+    assert Event.objects.get().processed_at is None
+
+
+def test_the_enqueued_task_processes_the_stored_events(
+    db, post, load_fixture, django_capture_on_commit_callbacks, celery_eager
+):
+    body = load_fixture("segment/identify.json", as_json=True)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post("/v1/identify", body)
+
+    event = Event.objects.select_related("profile").get()
+    assert event.processed_at is not None
+    assert event.profile.email == "ana.souza@example.com"
+
+
+def test_a_batch_with_only_rejected_items_enqueues_nothing(
+    db, post, django_capture_on_commit_callbacks
+):
+    body = {"batch": [{"type": "track", "userId": "u1"}]}
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post("/v1/batch", body)
+
+    assert response.json()["stored"] == 0
+    assert callbacks == []
