@@ -1,0 +1,223 @@
+"""The marketer pages for profiles and imports, driven as a signed-in user."""
+
+import csv
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from config.celery import app as celery_app
+from profiles.importing import contact_import_file, contact_import_upload_path
+from profiles.models import ContactImport, ImportStatus, Profile
+from tests.factories import ProfileFactory, UserFactory
+
+SUBSCRIBED = "mailchimp/subscribed_members_export.csv"
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+@pytest.fixture
+def celery_eager():
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = before
+
+
+@pytest.fixture
+def subscribed_import(db, load_fixture):
+    return contact_import_file(
+        filename="subscribed_members_export.csv", data=load_fixture(SUBSCRIBED)
+    )
+
+
+def upload(load_fixture, relative: str = SUBSCRIBED) -> SimpleUploadedFile:
+    name = relative.rsplit("/", 1)[-1]
+    return SimpleUploadedFile(name, load_fixture(relative), content_type="text/csv")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("profile_list", {}),
+        ("profile_detail", {"pk": 1}),
+        ("import_list", {}),
+        ("import_detail", {"pk": 1}),
+        ("import_rejections_csv", {"pk": 1}),
+    ],
+)
+def test_the_pages_send_a_stranger_to_sign_in(client, name, kwargs):
+    response = client.get(reverse(name, kwargs=kwargs))
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+
+
+@pytest.mark.django_db
+def test_the_pages_refuse_a_signed_in_user_who_is_not_staff(client):
+    outsider = UserFactory(username="outsider", is_staff=False)
+    client.force_login(outsider)
+
+    response = client.post(reverse("import_list"), {"file": b""})
+
+    assert response.status_code == 403
+    assert ContactImport.objects.count() == 0
+
+
+def test_an_upload_is_stored_and_queued_until_a_worker_runs_it(
+    signed_in, load_fixture, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = signed_in.post(
+            reverse("import_list"), {"file": upload(load_fixture)}
+        )
+
+    contact_import = ContactImport.objects.get()
+    assert response.status_code == 302
+    assert response.url == reverse("import_detail", kwargs={"pk": contact_import.pk})
+    assert contact_import.filename == "subscribed_members_export.csv"
+    assert contact_import.status == ImportStatus.PENDING
+    assert len(callbacks) == 1
+    path = contact_import_upload_path(contact_import)
+    assert path.read_bytes() == load_fixture(SUBSCRIBED)
+    assert Profile.objects.count() == 0
+    page = signed_in.get(response.url).content.decode()
+    assert "<strong data-status>Pending</strong>" in page
+    assert "waits for a background worker" in page
+
+
+def test_an_upload_with_an_eager_worker_imports_the_file(
+    signed_in, load_fixture, django_capture_on_commit_callbacks, celery_eager
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_in.post(
+            reverse("import_list"), {"file": upload(load_fixture)}
+        )
+
+    contact_import = ContactImport.objects.get()
+    assert contact_import.status == ImportStatus.DONE
+    assert (contact_import.records, contact_import.rejected) == (40, 3)
+    assert Profile.objects.count() == 34
+    assert not contact_import_upload_path(contact_import).exists()
+    page = signed_in.get(response.url).content.decode()
+    assert "<strong data-status>Done</strong>" in page
+    assert "maria.garcia@@example.net" in page
+    assert "Records 1 and 9 are one address; merged into one profile." in page
+
+
+def test_an_upload_without_a_file_shows_the_form_error(signed_in):
+    response = signed_in.post(reverse("import_list"), {})
+
+    assert response.status_code == 200
+    assert "This field is required." in response.content.decode()
+    assert ContactImport.objects.count() == 0
+
+
+def test_the_import_list_shows_past_imports_with_counts(signed_in, subscribed_import):
+    response = signed_in.get(reverse("import_list"))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    detail = reverse("import_detail", kwargs={"pk": subscribed_import.pk})
+    assert f'<a href="{detail}">subscribed_members_export.csv</a>' in page
+    assert "<td>40</td><td>37</td><td>3</td>" in page
+
+
+def test_a_failed_import_shows_its_error(signed_in):
+    failed = contact_import_file(filename="names.csv", data=b"name\nPat\n")
+
+    response = signed_in.get(reverse("import_detail", kwargs={"pk": failed.pk}))
+
+    page = response.content.decode()
+    assert "<strong data-status>Failed</strong>" in page
+    assert "The header has no email column." in page
+
+
+def test_the_rejected_rows_download_as_csv(signed_in, subscribed_import):
+    url = reverse("import_rejections_csv", kwargs={"pk": subscribed_import.pk})
+
+    response = signed_in.get(url)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="import-{subscribed_import.pk}-rejections.csv"'
+    )
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows == [
+        ["record", "line", "email", "reason", "message"],
+        [
+            "34",
+            "36",
+            "not-an-email",
+            "invalid_email",
+            "An email address must have an @-sign.",
+        ],
+        [
+            "37",
+            "39",
+            "maria.garcia@@example.net",
+            "invalid_email",
+            "The part after the @-sign contains invalid characters: '@'.",
+        ],
+        ["40", "42", "", "missing_email", "The Email Address cell is empty."],
+    ]
+
+
+def test_the_rejections_download_defuses_spreadsheet_formulas(signed_in):
+    data = b'email\n"=HYPERLINK(""http://evil.example"")"\n'
+    contact_import = contact_import_file(filename="evil.csv", data=data)
+    url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
+
+    response = signed_in.get(url)
+
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[1][2] == '\'=HYPERLINK("http://evil.example")'
+
+
+def test_the_profile_list_searches_by_name_email_and_tag(signed_in, subscribed_import):
+    response = signed_in.get(reverse("profile_list"), {"q": "chloé"})
+
+    page = response.content.decode()
+    chloe = Profile.objects.get(email="chloe.dubois@example.org")
+    assert f'href="{reverse("profile_detail", kwargs={"pk": chloe.pk})}"' in page
+    assert "<td>Club members, Newsletter</td>" in page
+    assert "1 profile." in page
+    tagged = signed_in.get(reverse("profile_list"), {"q": "vip"}).content.decode()
+    assert "4 profiles." in tagged
+
+
+def test_the_profile_list_filters_by_status(signed_in, subscribed_import):
+    ProfileFactory(email="left@example.com", subscription_status="unsubscribed")
+
+    response = signed_in.get(reverse("profile_list"), {"status": "unsubscribed"})
+
+    page = response.content.decode()
+    assert "1 profile." in page
+    assert "left@example.com" in page
+
+
+def test_the_profile_page_shows_traits_tags_and_consent(signed_in, subscribed_import):
+    olivia = Profile.objects.get(email="olivia.brown@example.net")
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": olivia.pk}))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Met at Spring Expo 2024\nInterested in daypacks, asked about sizing" in page
+    assert "Expo 2024" in page
+    assert "import:mailchimp" in page
+    assert "198.51.100.88" in page
+    assert "No events yet." in page
