@@ -155,6 +155,13 @@ EVIDENCE_COLUMNS = {
     ],
 }
 
+# When the consent a record states happened: the first of these columns with a time.
+CONSENT_TIME_COLUMNS = {
+    SubscriptionStatus.SUBSCRIBED: ["CONFIRM_TIME", "OPTIN_TIME", "LAST_CHANGED"],
+    SubscriptionStatus.UNSUBSCRIBED: ["UNSUB_TIME"],
+    SubscriptionStatus.CLEANED: ["CLEAN_TIME"],
+}
+
 MAILCHIMP_WORDING = {
     SubscriptionStatus.SUBSCRIBED: (
         "Listed as a subscribed member in a Mailchimp audience export. Mailchimp "
@@ -440,10 +447,20 @@ def _row_values(
     context: _RecordContext, record: int, cells: list[str]
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """Return the profile fields and traits a record gives, leaving blanks out."""
+    fields, traits = _profile_fields_read(context, record, cells)
+    traits |= _typed_traits_read(context, record, cells)
+    for position, key in context.columns.traits.items():
+        if cells[position].strip():
+            traits[key] = cells[position].strip()
+    return fields, traits
+
+
+def _profile_fields_read(
+    context: _RecordContext, record: int, cells: list[str]
+) -> tuple[dict[str, str], dict[str, Any]]:
     columns = context.columns
     fields: dict[str, str] = {}
     traits: dict[str, Any] = {}
-
     for position, name in columns.profile.items():
         value = cells[position].strip()
         if not value:
@@ -457,7 +474,14 @@ def _row_values(
             context.notes.append(
                 _ignored_note(record, columns.names[position], value, str(exc))
             )
+    return fields, traits
 
+
+def _typed_traits_read(
+    context: _RecordContext, record: int, cells: list[str]
+) -> dict[str, Any]:
+    columns = context.columns
+    traits: dict[str, Any] = {}
     for position, (key, kind) in columns.mailchimp.items():
         value = cells[position].strip()
         if not value:
@@ -469,11 +493,7 @@ def _row_values(
             context.notes.append(
                 _ignored_note(record, columns.names[position], value, why)
             )
-
-    for position, key in columns.traits.items():
-        if cells[position].strip():
-            traits[key] = cells[position].strip()
-    return fields, traits
+    return traits
 
 
 def _cell(columns: _Columns, cells: list[str], name: str) -> str:
@@ -481,7 +501,9 @@ def _cell(columns: _Columns, cells: list[str], name: str) -> str:
     return cells[position].strip() if position is not None else ""
 
 
-def _first_time(columns: _Columns, cells: list[str], names: list[str]) -> datetime:
+def _first_time(
+    columns: _Columns, cells: list[str], names: list[str]
+) -> datetime | None:
     for name in names:
         text = _cell(columns, cells, name)
         if not text:
@@ -490,7 +512,7 @@ def _first_time(columns: _Columns, cells: list[str], names: list[str]) -> dateti
             return contacts_time_parse(text)
         except ValueError:
             continue
-    raise LookupError(names)
+    return None
 
 
 def _mailchimp_consent(
@@ -504,14 +526,8 @@ def _mailchimp_consent(
         if _column_key(name) in columns.by_key:
             evidence[name] = _cell(columns, cells, name)
 
-    time_columns = {
-        SubscriptionStatus.SUBSCRIBED: ["CONFIRM_TIME", "OPTIN_TIME", "LAST_CHANGED"],
-        SubscriptionStatus.UNSUBSCRIBED: ["UNSUB_TIME"],
-        SubscriptionStatus.CLEANED: ["CLEAN_TIME"],
-    }[status]
-    try:
-        occurred_at = _first_time(columns, cells, time_columns)
-    except LookupError:
+    occurred_at = _first_time(columns, cells, CONSENT_TIME_COLUMNS[status])
+    if occurred_at is None:
         # The export does not say when; the time of the import is the honest bound.
         occurred_at = context.now
         evidence["occurred_at_is_import_time"] = True
@@ -535,7 +551,7 @@ def _generic_consent(
     return ConsentFact(status, context.now, None, wording, evidence)
 
 
-def _generic_status(text: str) -> SubscriptionStatus | None:
+def _generic_status(text: str) -> SubscriptionStatus:
     wanted = _column_key(text)
     for status in SubscriptionStatus:
         if wanted in {_column_key(status.value), _column_key(status.label)}:
@@ -803,6 +819,16 @@ def _contacts_import(contact_import: ContactImport, data: bytes) -> None:
             row, source=source, filename=contact_import.filename, report=report
         )
 
+    _report_save(contact_import, parsed, rows, rejections, report)
+
+
+def _report_save(
+    contact_import: ContactImport,
+    parsed: ParsedContacts,
+    rows: list[ContactRow],
+    rejections: list[Rejection],
+    report: _ImportReport,
+) -> None:
     contact_import.layout = parsed.layout
     contact_import.records = parsed.records
     contact_import.rejected = len(rejections)
