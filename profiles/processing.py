@@ -44,7 +44,6 @@ RESERVED_TRAITS = {
     "last_name",
     "name",
     "phone",
-    "address",
 }
 PROFILE_FIELDS_FILLED_ON_MERGE = (
     "first_name",
@@ -134,20 +133,35 @@ def _event_apply(event: Event) -> Profile:
 
 def _profile_resolve(event: Event) -> Profile:
     email = _identify_email(event)
-    profile = _owner(IdentityKind.USER_ID, event.user_id)
+    user_id = event.user_id
+    profile = _owner(IdentityKind.USER_ID, user_id)
 
-    if email is not None:
-        profile = _join(profile, Profile.objects.filter(email=email.key).first())
-    profile = _join(profile, _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id))
+    email_owner = Profile.objects.filter(email=email.key).first() if email else None
+    profile = _join(profile, _claimable(email_owner, user_id=user_id))
+    anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
+    profile = _join(profile, _claimable(anonymous_owner, user_id=user_id))
     if event.type == EventType.ALIAS:
-        profile = _join(profile, _previous_owner(event.previous_id))
+        # An alias says outright that the two ids are one person.
+        profile = _join(profile, _previous_owner(event.previous_id), explicit=True)
 
     if profile is None:
-        profile = _profile_create(email)
-    elif email is not None and not profile.email:
+        profile = _profile_create(email if email_owner is None else None)
+    elif email is not None and not profile.email and email_owner is None:
         profile = _email_assign(profile=profile, email=email)
 
     return _identities_attach(profile=profile, event=event)
+
+
+def _claimable(profile: Profile | None, *, user_id: str) -> Profile | None:
+    # A profile that already belongs to another userId is someone else who used
+    # the same device or address; the event must not join it.
+    if profile is None or not user_id:
+        return profile
+
+    other_user = profile.identities.filter(kind=IdentityKind.USER_ID).exclude(
+        value=user_id
+    )
+    return None if other_user.exists() else profile
 
 
 def _identify_email(event: Event) -> NormalizedEmail | None:
@@ -186,14 +200,19 @@ def _previous_owner(previous_id: str) -> Profile | None:
     return identity.profile if identity else None
 
 
-def _join(profile: Profile | None, other: Profile | None) -> Profile | None:
+def _join(
+    profile: Profile | None, other: Profile | None, *, explicit: bool = False
+) -> Profile | None:
     if profile is None:
         return other
     if other is None or other.pk == profile.pk:
         return profile
 
+    reason = "alias" if explicit else "identity link"
     try:
-        return profile_merge(first=profile, second=other, reason="identity link")
+        return profile_merge(
+            first=profile, second=other, reason=reason, explicit=explicit
+        )
     except MergeRefused:
         # The event stays with the profile its strongest id points to.
         logger.info(
@@ -258,10 +277,8 @@ def _traits_apply(
     if not profile.timezone and isinstance(zone, str) and _is_time_zone(zone):
         fields["timezone"] = zone
 
+    # The address stays whole in traits too: street and postal code have no field.
     extra = {key: value for key, value in traits.items() if key not in RESERVED_TRAITS}
-    country = _text(_address(traits).get("country"), 100)
-    if country and "country_code" not in fields:
-        extra["country"] = country
 
     for name, value in fields.items():
         setattr(profile, name, value)
@@ -310,12 +327,15 @@ def _is_time_zone(name: str) -> bool:
 
 
 @transaction.atomic
-def profile_merge(*, first: Profile, second: Profile, reason: str) -> Profile:
+def profile_merge(
+    *, first: Profile, second: Profile, reason: str, explicit: bool = False
+) -> Profile:
     """Merge two profiles of one person into the one to keep; return it.
 
     The kept profile is the one with an email, else the older one. Everything the
     other owns moves over, blanks are filled, and a ProfileMerge records it.
-    Raises MergeRefused when the two cannot be one person.
+    Raises MergeRefused when the two cannot be one person: two email addresses,
+    or two userIds unless the merge is `explicit` (an alias).
     """
     locked = {
         profile.pk: profile
@@ -324,7 +344,7 @@ def profile_merge(*, first: Profile, second: Profile, reason: str) -> Profile:
         .order_by("pk")
     }
     kept, merged = _merge_order(locked[first.pk], locked[second.pk])
-    _merge_check(kept, merged)
+    _merge_check(kept, merged, explicit=explicit)
 
     moved = _related_move(kept=kept, merged=merged)
     _blanks_fill(kept=kept, merged=merged)
@@ -350,9 +370,11 @@ def _merge_order(a: Profile, b: Profile) -> tuple[Profile, Profile]:
     return (a, b) if (a.created_at, a.pk) <= (b.created_at, b.pk) else (b, a)
 
 
-def _merge_check(kept: Profile, merged: Profile) -> None:
+def _merge_check(kept: Profile, merged: Profile, *, explicit: bool) -> None:
     if kept.email and merged.email:
         raise MergeRefused("both profiles have an email address")
+    if explicit:
+        return
 
     with_user_id = ProfileIdentity.objects.filter(
         profile__in=[kept, merged], kind=IdentityKind.USER_ID

@@ -1,0 +1,476 @@
+"""Event processing: identity stitching, profile upserts, merges, computed traits."""
+
+import base64
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+
+from campaigns.models import Message
+from profiles.models import (
+    ConsentRecord,
+    Event,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    ProfileMerge,
+    ProfileTag,
+    SubscriptionStatus,
+)
+from profiles.processing import (
+    events_process,
+    events_process_pending,
+    profile_traits_compute,
+)
+from profiles.services import consent_record
+from profiles.tasks import events_process_task, events_sweep_task
+from tests.factories import CampaignFactory, ProfileFactory
+
+BATCH_RECEIVED_AT = "2025-03-15T08:06:12.600Z"
+EDGE_SENT_AT = "2025-03-14T14:10:09.000Z"
+ANA_ANON = "8d4c2b7e-5f1a-4e3b-9c6d-0a1b2c3d4e5f"
+VISITOR_ANON = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+DMITRI_ANON = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+@pytest.fixture
+def ingest(client, load_fixture):
+    """Post a fixture batch through the API at the given time, as the site would."""
+
+    def send(name: str, *, at: str) -> None:
+        token = base64.b64encode(b"test-env-write-key:").decode()
+        with time_machine.travel(at, tick=False):
+            response = client.post(
+                "/v1/batch",
+                data=load_fixture(f"segment/{name}"),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Basic {token}",
+            )
+        assert response.status_code == 200
+
+    return send
+
+
+@pytest.fixture
+def processed_batch(db, ingest):
+    ingest("batch.json", at=BATCH_RECEIVED_AT)
+    return events_process_pending()
+
+
+def profile_of(user_id: str) -> Profile:
+    return ProfileIdentity.objects.get(kind=IdentityKind.USER_ID, value=user_id).profile
+
+
+def event_profile_id(message_id: str) -> int | None:
+    return Event.objects.get(message_id=message_id).profile_id
+
+
+def track(message_id: str, *, profile: Profile | None = None, **fields) -> Event:
+    fields.setdefault("type", "track")
+    fields.setdefault("timestamp", utc("2025-03-14T10:00:00Z"))
+    return Event.objects.create(
+        message_id=message_id,
+        received_at=utc("2025-03-14T10:00:01Z"),
+        profile=profile,
+        **fields,
+    )
+
+
+def test_it_processes_every_event_of_the_batch_once(processed_batch):
+    assert processed_batch == 30
+    assert Event.objects.filter(processed_at__isnull=True).count() == 0
+    assert Event.objects.filter(profile__isnull=True).count() == 0
+    assert events_process_pending() == 0
+
+
+def test_it_finds_five_people_in_the_batch(processed_batch):
+    emails = sorted(
+        Profile.objects.values_list("email", flat=True),
+        key=lambda email: (email is None, email),
+    )
+    assert emails == [
+        "ana.souza@example.com",
+        "ben.okafor@example.net",
+        "chloe.dubois@example.org",
+        "d.volkov@example.com",
+        None,
+    ]
+
+
+def test_anas_anonymous_browsing_joins_her_profile(processed_batch):
+    ana = profile_of("usr_1001")
+
+    assert ana.email == "ana.souza@example.com"
+    assert event_profile_id("ajs-next-5d1f0c2a-0001-4a7e-9b1c-3e5f7a9c1e01") == ana.pk
+    assert event_profile_id("ajs-next-5d1f0c2a-0002-4a7e-9b1c-3e5f7a9c1e02") == ana.pk
+    assert Event.objects.filter(profile=ana).count() == 8
+    assert set(ana.identities.values_list("kind", "value")) == {
+        ("user_id", "usr_1001"),
+        ("anonymous_id", ANA_ANON),
+    }
+
+
+def test_identify_traits_fill_the_profile(processed_batch):
+    ana = profile_of("usr_1001")
+
+    assert (ana.first_name, ana.last_name) == ("Ana", "Souza")
+    assert ana.phone == "+55 11 5555-0123"
+    assert (ana.city, ana.region, ana.country_code) == ("São Paulo", "SP", "BR")
+    assert ana.timezone == "America/Sao_Paulo"
+    assert ana.traits == {
+        "createdAt": "2024-09-02T18:22:40Z",
+        "address": {"city": "São Paulo", "state": "SP", "country": "BR"},
+    }
+    assert ana.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+
+
+def test_dmitris_page_joins_him_through_the_alias(processed_batch):
+    dmitri = profile_of("usr_1005")
+
+    assert dmitri.email == "d.volkov@example.com"
+    assert dmitri.email_display == "D.Volkov@Example.com"
+    assert event_profile_id("ajs-next-9b5d4a6e-0027-4ebc-8f5a-7c9d1e3a5c27") == (
+        dmitri.pk
+    )
+    assert Event.objects.filter(profile=dmitri).count() == 4
+    assert dmitri.identities.get(value=DMITRI_ANON).kind == "anonymous_id"
+
+
+def test_the_anonymous_visitor_is_one_profile_without_email(processed_batch):
+    identity = ProfileIdentity.objects.get(value=VISITOR_ANON)
+    visitor = identity.profile
+
+    assert visitor.email is None
+    assert visitor.identities.count() == 1
+    assert Event.objects.filter(profile=visitor).count() == 3
+    assert (
+        Event.objects.filter(anonymous_id=VISITOR_ANON).exclude(profile=visitor).count()
+        == 0
+    )
+
+
+def test_bens_order_gives_his_lifetime_value(processed_batch):
+    ben = profile_of("usr_1002")
+
+    assert ben.lifetime_value == Decimal("152.29")
+    assert ben.order_count == 1
+    order_at = Event.objects.get(event="Order Completed").timestamp
+    assert ben.first_order_at == order_at
+    assert ben.last_order_at == order_at
+    assert ben.last_seen_at == order_at
+
+
+def test_people_without_orders_have_no_lifetime_value(processed_batch):
+    chloe = profile_of("usr_1003")
+
+    assert (chloe.lifetime_value, chloe.order_count) == (Decimal("0"), 0)
+    assert chloe.first_order_at is None
+    assert chloe.last_seen_at == utc("2025-03-14T17:42:30.808Z") + (
+        utc(BATCH_RECEIVED_AT) - utc("2025-03-15T08:06:12.417Z")
+    )
+
+
+def test_an_identify_keeps_an_imported_unsubscribe(db, ingest):
+    given = Profile.objects.create(
+        email="d.volkov@example.com", first_name="Dmitri", last_name="Volkov"
+    )
+    consent_record(
+        profile=given,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="mailchimp_import",
+        occurred_at=utc("2024-12-03T08:15:00Z"),
+        from_import=True,
+    )
+    assert given.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+
+    ingest("batch.json", at=BATCH_RECEIVED_AT)
+    events_process_pending()
+
+    dmitri = profile_of("usr_1005")
+    assert dmitri.pk == given.pk
+    assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert dmitri.subscription_changed_at == utc("2024-12-03T08:15:00Z")
+    assert ConsentRecord.objects.filter(profile=dmitri).count() == 1
+    assert event_profile_id("ajs-next-9b5d4a6e-0027-4ebc-8f5a-7c9d1e3a5c27") == (
+        given.pk
+    )
+    merge = ProfileMerge.objects.get(kept=given)
+    assert not Profile.objects.filter(pk=merge.merged_profile_id).exists()
+    assert merge.moved["events"] == 2
+    assert merge.moved["identities"] == 2
+
+
+def test_an_imported_profile_is_the_one_an_identify_uses(db, ingest):
+    imported = ProfileFactory(email="ana.souza@example.com", first_name="")
+
+    ingest("batch.json", at=BATCH_RECEIVED_AT)
+    events_process_pending()
+
+    ana = profile_of("usr_1001")
+    assert ana.pk == imported.pk
+    assert ana.first_name == "Ana"
+    assert ana.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert event_profile_id("ajs-next-5d1f0c2a-0001-4a7e-9b1c-3e5f7a9c1e01") == (
+        imported.pk
+    )
+
+
+def test_consent_traits_in_an_identify_are_not_consent(db):
+    profile = ProfileFactory(
+        email="mia.johnson@example.com",
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+    )
+    track(
+        "consent-1",
+        type="identify",
+        user_id="usr_3001",
+        traits={
+            "email": "mia.johnson@example.com",
+            "subscription_status": "subscribed",
+            "unsubscribed": False,
+        },
+    )
+
+    events_process_pending()
+
+    profile.refresh_from_db()
+    assert profile.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert profile.subscription_changed_at is None
+    assert profile.consent_records.count() == 0
+
+
+def test_edge_case_email_matches_the_imported_profile(db, ingest):
+    sam = Profile.objects.create(email="sam.taylor@example.com")
+
+    ingest("batch_edge_cases.json", at=EDGE_SENT_AT)
+    events_process_pending()
+
+    sam.refresh_from_db()
+    assert sam.first_name == "Sam"
+    assert profile_of("1006").pk == sam.pk
+    assert Profile.objects.filter(email__iexact="sam.taylor@example.com").count() == 1
+
+
+def test_string_numbers_count_in_lifetime_value(db):
+    profile = ProfileFactory()
+    track(
+        "order-1",
+        profile=profile,
+        event="Order Completed",
+        properties={"order_id": "A1", "total": "10.50", "currency": "USD"},
+    )
+    track(
+        "order-2",
+        profile=profile,
+        event="Order Completed",
+        properties={"order_id": "A2", "revenue": 4},
+    )
+
+    profile_traits_compute(profile=profile)
+
+    profile.refresh_from_db()
+    assert profile.lifetime_value == Decimal("14.50")
+    assert profile.order_count == 2
+    assert Event.objects.get(message_id="order-1").properties["total"] == "10.50"
+
+
+def test_other_currencies_are_left_out_of_lifetime_value(db):
+    profile = ProfileFactory()
+    track(
+        "order-eur",
+        profile=profile,
+        event="Order Completed",
+        properties={"order_id": "E1", "total": 80, "currency": "EUR"},
+    )
+    track(
+        "order-usd",
+        profile=profile,
+        event="Order Completed",
+        properties={"order_id": "U1", "total": 20, "currency": "usd"},
+        timestamp=utc("2025-03-14T11:00:00Z"),
+    )
+
+    profile_traits_compute(profile=profile)
+
+    profile.refresh_from_db()
+    assert profile.lifetime_value == Decimal("20")
+    assert profile.order_count == 2
+    assert profile.first_order_at == utc("2025-03-14T10:00:00Z")
+    assert profile.last_order_at == utc("2025-03-14T11:00:00Z")
+
+
+def test_the_same_order_from_two_sources_counts_once(db):
+    profile = ProfileFactory()
+    for message_id in ("site-order", "shop-order"):
+        track(
+            message_id,
+            profile=profile,
+            event="Order Completed",
+            properties={"order_id": 5975551934712, "total": 152.29},
+        )
+
+    profile_traits_compute(profile=profile)
+
+    profile.refresh_from_db()
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("152.29"), 1)
+
+
+def test_a_merge_moves_tags_consent_and_messages(db):
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-merge"
+    )
+    known = ProfileFactory(email="grace.lee@example.com", first_name="")
+    ProfileTag.objects.create(profile=anonymous, name="vip")
+    ProfileTag.objects.create(profile=known, name="vip")
+    ProfileTag.objects.create(profile=anonymous, name="hiker")
+    both, only_anonymous = CampaignFactory(), CampaignFactory()
+    kept_message = Message.objects.create(campaign=both, profile=known)
+    Message.objects.create(campaign=both, profile=anonymous)
+    moved_message = Message.objects.create(campaign=only_anonymous, profile=anonymous)
+    anonymous.first_name = "Grace"
+    anonymous.save()
+    track(
+        "merge-identify",
+        type="identify",
+        user_id="usr_4001",
+        anonymous_id="anon-merge",
+        traits={"email": "Grace.Lee@example.com"},
+    )
+
+    events_process_pending()
+
+    assert not Profile.objects.filter(pk=anonymous.pk).exists()
+    known.refresh_from_db()
+    assert known.first_name == "Grace"
+    assert set(known.tags.values_list("name", flat=True)) == {"vip", "hiker"}
+    assert set(known.messages.values_list("pk", flat=True)) == {
+        kept_message.pk,
+        moved_message.pk,
+    }
+    merge = ProfileMerge.objects.get()
+    assert merge.kept_id == known.pk
+    assert merge.merged_profile_id == anonymous.pk
+    assert merge.moved == {
+        "events": 0,
+        "identities": 1,
+        "consent_records": 0,
+        "tags": 2,
+        "messages": 1,
+        "messages_dropped": 1,
+    }
+
+
+def test_a_merge_moves_consent_records_untouched(db):
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-consent"
+    )
+    record = consent_record(
+        profile=anonymous,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="popup",
+        occurred_at=utc("2025-03-01T09:00:00Z"),
+        wording="Send me news",
+    )
+    known = ProfileFactory(email="emma.davis@example.com")
+    track(
+        "consent-identify",
+        type="identify",
+        user_id="usr_4002",
+        anonymous_id="anon-consent",
+        traits={"email": "emma.davis@example.com"},
+    )
+
+    events_process_pending()
+
+    moved = ConsentRecord.objects.get(pk=record.pk)
+    assert moved.profile_id == known.pk
+    assert (moved.status, moved.wording) == ("subscribed", "Send me news")
+    assert moved.recorded_at == record.recorded_at
+
+
+def test_two_user_ids_on_one_device_are_not_merged(db):
+    first = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=first, kind=IdentityKind.USER_ID, value="usr_5001"
+    )
+    ProfileIdentity.objects.create(
+        profile=first, kind=IdentityKind.ANONYMOUS_ID, value="shared-laptop"
+    )
+    track("second-user", user_id="usr_5002", anonymous_id="shared-laptop", event="A")
+
+    events_process_pending()
+
+    second = profile_of("usr_5002")
+    assert second.pk != first.pk
+    assert event_profile_id("second-user") == second.pk
+    assert ProfileIdentity.objects.get(value="shared-laptop").profile_id == first.pk
+    assert ProfileMerge.objects.count() == 0
+
+
+def test_it_processes_pending_events_oldest_first_up_to_the_limit(db):
+    for minute in (5, 1, 3):
+        track(
+            f"at-{minute}",
+            anonymous_id="anon-order",
+            event="A",
+            timestamp=utc(f"2025-03-14T10:0{minute}:00Z"),
+        )
+
+    assert events_process_pending(limit=2) == 2
+
+    unprocessed = Event.objects.filter(processed_at__isnull=True)
+    assert list(unprocessed.values_list("message_id", flat=True)) == ["at-5"]
+
+
+def test_it_skips_events_already_processed(db):
+    event = track("once", anonymous_id="anon-once", event="A")
+
+    assert events_process(event_ids=[event.pk]) == 1
+    first_at = Event.objects.get(pk=event.pk).processed_at
+    assert events_process(event_ids=[event.pk]) == 0
+    assert Event.objects.get(pk=event.pk).processed_at == first_at
+
+
+def test_a_broken_event_is_marked_and_does_not_block_the_rest(db):
+    # A row written by some other path with traits that are not an object.
+    broken = track("broken", type="identify", user_id="usr_6001", traits=["x"])
+    fine = track("fine", anonymous_id="anon-fine", event="A")
+
+    assert events_process_pending() == 2
+
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert broken.processed_at is not None
+    assert broken.processing_error.startswith("AttributeError")
+    assert broken.profile_id is None
+    assert not ProfileIdentity.objects.filter(value="usr_6001").exists()
+    assert fine.profile_id is not None
+    assert fine.processing_error == ""
+
+
+def test_the_tasks_process_what_is_pending(db):
+    first = track("task-1", anonymous_id="anon-task", event="A")
+    track("task-2", anonymous_id="anon-task", event="B")
+
+    assert events_process_task.apply(args=[[first.pk]]).get() == 1
+    assert events_sweep_task.apply().get() == 1
+    assert Event.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_stored_events_keep_their_raw_payload_after_processing(processed_batch):
+    event = Event.objects.get(
+        message_id="ajs-next-9b5d4a6e-0029-4ebc-8f5a-7c9d1e3a5c29"
+    )
+    assert json.loads(json.dumps(event.traits)) == {
+        "email": "D.Volkov@Example.com",
+        "firstName": "Dmitri",
+        "lastName": "Volkov",
+    }
