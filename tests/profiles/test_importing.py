@@ -431,6 +431,26 @@ def test_a_generic_file_maps_its_columns_and_states_consent():
 
 
 @pytest.mark.django_db
+def test_an_excel_unicode_text_file_in_utf16_is_read():
+    data = "Email\tFirst Name\r\nsoren@example.net\tSøren\r\n".encode("utf-16")
+
+    contact_import = contact_import_file(filename="unicode.txt", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert profile("soren@example.net").first_name == "Søren"
+
+
+@pytest.mark.django_db
+def test_an_empty_file_fails_and_a_header_alone_imports_nothing():
+    empty = contact_import_file(filename="empty.csv", data=b"\xef\xbb\xbf\r\n")
+    header = contact_import_file(filename="header.csv", data=b"email,first_name\r\n")
+
+    assert (empty.status, empty.error) == (ImportStatus.FAILED, "The file is empty.")
+    assert (header.status, header.records) == (ImportStatus.DONE, 0)
+    assert Profile.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_a_generic_file_without_status_subscribes_no_one():
     data = b"email\nnew@example.com\n"
 
