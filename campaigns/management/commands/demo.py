@@ -143,6 +143,10 @@ class Command(BaseCommand):
                 description=spec["description"],
             )
             self.stdout.write(f"  {segment.name}: {segment_count(segment)} profiles")
+        self.stdout.write(
+            "  (the fixtures' orders are from March 2025, so windows of the last 30 days "
+            "hold none of them)"
+        )
 
     def _send_campaign(self) -> None:
         self._heading("4. Campaign: render per recipient and send")
