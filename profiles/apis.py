@@ -75,6 +75,15 @@ class TrackingApi(APIView):
 
         return Response(result.as_dict(), status=status.HTTP_200_OK)
 
+    def http_method_not_allowed(
+        self, request: Request, *args: Any, **kwargs: Any
+    ) -> Response:
+        return _error(
+            status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+            code="method_not_allowed",
+            message="The tracking API accepts POST only.",
+        )
+
     def _authenticated_payload(self, request: Request) -> tuple[dict[str, Any], str]:
         # A Basic key is checked before the body is read; a body key only after.
         header_key = _basic_auth_key(request)

@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
@@ -54,6 +54,10 @@ PROFILE_FIELDS_FILLED_ON_MERGE = (
     "country_code",
     "timezone",
 )
+
+
+class EventUnresolvable(Exception):
+    """An event that names no one: no userId, no anonymousId and no profile."""
 
 
 class MergeRefused(Exception):
@@ -103,6 +107,10 @@ def _chunk_process(pending: QuerySet[Event], *, size: int) -> int:
         try:
             with transaction.atomic():
                 touched.add(_event_apply(event).pk)
+        except OperationalError:
+            # Transient (a deadlock, a lost connection): roll the chunk back whole
+            # and let the task's retry or the next sweep do it again.
+            raise
         except Exception as exc:
             logger.exception("Event processing failed", extra={"event": event.pk})
             failed[event.pk] = f"{type(exc).__name__}: {exc}"[:500]
@@ -123,7 +131,14 @@ def _events_mark(*, events: list[Event], failed: dict[int, str]) -> None:
 
 
 def _event_apply(event: Event) -> Profile:
-    profile = _profile_resolve(event)
+    if event.user_id or event.anonymous_id:
+        profile = _profile_resolve(event)
+    elif event.profile_id is not None:
+        # Written by another source (a webhook) that already knew the profile.
+        profile = Profile.objects.get(pk=event.profile_id)
+    else:
+        raise EventUnresolvable("The event has no userId, anonymousId or profile.")
+
     if event.type == EventType.IDENTIFY:
         _traits_apply(profile=profile, traits=event.traits, context=event.context)
 

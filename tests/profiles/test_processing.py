@@ -2,11 +2,13 @@
 
 import base64
 import json
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection, transaction
 
 from campaigns.models import Message
 from profiles.models import (
@@ -474,3 +476,100 @@ def test_stored_events_keep_their_raw_payload_after_processing(processed_batch):
         "firstName": "Dmitri",
         "lastName": "Volkov",
     }
+
+
+def test_an_alias_joins_an_earlier_user_id(db):
+    old = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=old, kind=IdentityKind.USER_ID, value="legacy-42"
+    )
+    new = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=new, kind=IdentityKind.USER_ID, value="usr_8001"
+    )
+    track("alias-users", type="alias", user_id="usr_8001", previous_id="legacy-42")
+
+    events_process_pending()
+
+    assert profile_of("legacy-42").pk == old.pk
+    assert profile_of("usr_8001").pk == old.pk
+    assert not Profile.objects.filter(pk=new.pk).exists()
+    assert ProfileMerge.objects.get().reason == "alias"
+
+
+def test_an_email_owned_by_another_user_id_is_not_taken(db):
+    owner = ProfileFactory(email="hannah.schmidt@example.com")
+    ProfileIdentity.objects.create(
+        profile=owner, kind=IdentityKind.USER_ID, value="usr_9001"
+    )
+    track(
+        "claim-email",
+        type="identify",
+        user_id="usr_9002",
+        traits={"email": "hannah.schmidt@example.com", "firstName": "Mallory"},
+    )
+
+    events_process_pending()
+
+    claimant = profile_of("usr_9002")
+    assert claimant.pk != owner.pk
+    assert claimant.email is None
+    owner.refresh_from_db()
+    assert owner.first_name == "Pat"
+    assert ProfileMerge.objects.count() == 0
+
+
+def test_an_event_with_a_known_profile_and_no_ids_stays_with_it(db):
+    profile = ProfileFactory()
+    event = track(
+        "webhook-order",
+        profile=profile,
+        event="Order Completed",
+        properties={"order_id": "W1", "total": "30.00"},
+    )
+
+    events_process_pending()
+
+    event.refresh_from_db()
+    profile.refresh_from_db()
+    assert (event.profile_id, event.processing_error) == (profile.pk, "")
+    assert profile.lifetime_value == Decimal("30.00")
+    assert Profile.objects.count() == 1
+
+
+def test_an_event_naming_no_one_is_marked_failed(db):
+    event = track("nobody", event="A")
+
+    events_process_pending()
+
+    event.refresh_from_db()
+    assert event.processing_error == (
+        "EventUnresolvable: The event has no userId, anonymousId or profile."
+    )
+    assert Profile.objects.count() == 0
+
+
+def test_a_worker_skips_events_another_worker_holds(transactional_db):
+    held = track("held", anonymous_id="anon-held", event="A")
+    free = track("free", anonymous_id="anon-free", event="B")
+    locked, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        with transaction.atomic():
+            list(Event.objects.select_for_update().filter(pk=held.pk))
+            locked.set()
+            release.wait(timeout=10)
+        connection.close()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    assert locked.wait(timeout=10)
+    try:
+        processed = events_process_pending()
+    finally:
+        release.set()
+        worker.join()
+
+    assert processed == 1
+    assert Event.objects.get(pk=free.pk).processed_at is not None
+    assert Event.objects.get(pk=held.pk).processed_at is None

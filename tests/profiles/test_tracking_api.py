@@ -495,3 +495,13 @@ def test_a_batch_with_only_rejected_items_enqueues_nothing(
 
     assert response.json()["stored"] == 0
     assert callbacks == []
+
+
+def test_other_methods_get_a_json_error(db, client):
+    response = client.get("/v1/track")
+
+    assert response.status_code == 405
+    assert response.json() == {
+        "code": "method_not_allowed",
+        "message": "The tracking API accepts POST only.",
+    }
