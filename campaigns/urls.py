@@ -12,5 +12,6 @@ urlpatterns = [
     path("campaigns/<slug:slug>/send/", views.campaign_send, name="campaign_send"),
     path("outbox/", views.outbox_list, name="outbox_list"),
     path("outbox/<int:pk>/", views.outbox_detail, name="outbox_detail"),
-    path("u/<str:token>/", views.unsubscribe, name="unsubscribe"),
+    # No trailing slash: RFC 8058 forbids answering the one-click POST with a redirect.
+    path("u/<str:token>", views.unsubscribe, name="unsubscribe"),
 ]
