@@ -87,8 +87,11 @@ def consent_record(
 
 def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:
     """Return the profile that owns this mailbox, creating it if there is none."""
+    # iexact matches the Lower() unique index, so a row stored with capitals by hand
+    # (or by an older import) is found instead of colliding with it.
     profile, created = Profile.objects.get_or_create(
-        email=email.key, defaults={"email_display": email.display}
+        email__iexact=email.key,
+        defaults={"email": email.key, "email_display": email.display},
     )
     if not email.ascii_only and profile.traits.get("email_needs_smtputf8") is not True:
         profile.traits["email_needs_smtputf8"] = True

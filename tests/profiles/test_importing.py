@@ -2,11 +2,13 @@
 
 from datetime import UTC, datetime
 from io import StringIO
+from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError
 
+from profiles import importing
 from profiles.importing import (
     contact_import_create,
     contact_import_file,
@@ -504,22 +506,33 @@ def test_a_file_with_nul_characters_is_refused():
 
 @pytest.mark.django_db
 def test_a_database_error_midway_rolls_back_the_whole_file(load_fixture):
-    # A hand-written row that breaks the normalised-email rule makes the insert of
-    # record 5's mailbox fail after four profiles were already written.
-    ProfileFactory(email="Zoe.Martin@Example.org")
+    # The fifth row's write fails after four profiles were already written.
+    real_write = importing._contact_row_write
+    calls = []
+
+    def failing_write(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise IntegrityError("simulated failure on the fifth row")
+        return real_write(*args, **kwargs)
+
     contact_import = contact_import_create(
         filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
     )
 
-    with pytest.raises(IntegrityError):
+    with (
+        mock.patch.object(importing, "_contact_row_write", failing_write),
+        pytest.raises(IntegrityError),
+    ):
         contact_import_run(
             contact_import_id=contact_import.pk, data=load_fixture(SUBSCRIBED)
         )
 
     contact_import.refresh_from_db()
+    assert len(calls) == 5
     assert contact_import.status == ImportStatus.FAILED
     assert contact_import.error.startswith("The import stopped on an error:")
-    assert Profile.objects.count() == 1
+    assert Profile.objects.count() == 0
     assert ConsentRecord.objects.count() == 0
 
 
@@ -662,3 +675,14 @@ def test_the_command_refuses_a_missing_file_before_importing_any(fixtures_dir):
         call_command("import_contacts", str(fixtures_dir / SUBSCRIBED), "nowhere.csv")
 
     assert ContactImport.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_profile_stored_with_capitals_is_found_not_duplicated(load_fixture):
+    ProfileFactory(email="Zoe.Martin@Example.org", first_name="")
+
+    contact_import_file(filename="subscribed.csv", data=load_fixture(SUBSCRIBED))
+
+    zoe = Profile.objects.get(email__iexact="zoe.martin@example.org")
+    assert zoe.first_name == "Zoë"
+    assert Profile.objects.count() == 34
