@@ -135,7 +135,8 @@ def _event_apply(event: Event) -> Profile:
         profile = _profile_resolve(event)
     elif event.profile_id is not None:
         # Written by another source (a webhook) that already knew the profile.
-        profile = Profile.objects.get(pk=event.profile_id)
+        # Read afresh: an earlier event of this chunk may have merged it away.
+        profile = Profile.objects.get(events=event)
     else:
         raise EventUnresolvable("The event has no userId, anonymousId or profile.")
 
@@ -220,7 +221,13 @@ def _join(
 ) -> Profile | None:
     if profile is None:
         return other
-    if other is None or other.pk == profile.pk:
+    if other is None:
+        return profile
+    return _merge_or_keep(profile, other, explicit=explicit)
+
+
+def _merge_or_keep(profile: Profile, other: Profile, *, explicit: bool) -> Profile:
+    if other.pk == profile.pk:
         return profile
 
     reason = "alias" if explicit else "identity link"
@@ -275,12 +282,7 @@ def _identity_attach(*, profile: Profile, kind: str, value: str) -> Profile:
     identity, _ = ProfileIdentity.objects.get_or_create(
         kind=kind, value=value, defaults={"profile": profile}
     )
-    if identity.profile_id == profile.pk:
-        return profile
-
-    joined = _join(profile, identity.profile)
-    assert joined is not None  # noqa: S101 - _join of two profiles returns one
-    return joined
+    return _merge_or_keep(profile, identity.profile, explicit=False)
 
 
 def _traits_apply(
@@ -475,7 +477,9 @@ def profile_traits_compute(*, profile: Profile) -> None:
     )
 
 
-def _orders_total(rows: Iterable[tuple[int, datetime, dict[str, Any]]]) -> dict:
+def _orders_total(
+    rows: Iterable[tuple[int, datetime, dict[str, Any]]],
+) -> dict[str, Any]:
     currency = settings.BESPOKE_CURRENCY.upper()
     seen_orders: set[str] = set()
     totals: dict[str, Any] = {
