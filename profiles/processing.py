@@ -152,7 +152,10 @@ def _profile_resolve(event: Event) -> Profile:
     user_id = event.user_id
     profile = _owner(IdentityKind.USER_ID, user_id)
 
-    email_owner = Profile.objects.filter(email=email.key).first() if email else None
+    # iexact, as profile_get_or_create_by_email: a hand-stored capitalised row counts.
+    email_owner = (
+        Profile.objects.filter(email__iexact=email.key).first() if email else None
+    )
     profile = _join(profile, _claimable(email_owner, user_id=user_id))
     anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
     profile = _join(profile, _claimable(anonymous_owner, user_id=user_id))

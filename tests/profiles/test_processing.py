@@ -573,3 +573,18 @@ def test_a_worker_skips_events_another_worker_holds(transactional_db):
     assert processed == 1
     assert Event.objects.get(pk=free.pk).processed_at is not None
     assert Event.objects.get(pk=held.pk).processed_at is None
+
+
+def test_an_address_stored_with_capitals_is_still_the_same_mailbox(db):
+    stored = Profile.objects.create(email="Olivia.Brown@Example.com")
+    track(
+        "capitals",
+        type="identify",
+        user_id="usr_9101",
+        traits={"email": "olivia.brown@example.com", "firstName": "Olivia"},
+    )
+
+    events_process_pending()
+
+    assert profile_of("usr_9101").pk == stored.pk
+    assert Profile.objects.count() == 1
