@@ -577,14 +577,19 @@ def test_a_worker_skips_events_another_worker_holds(transactional_db):
 
 def test_an_address_stored_with_capitals_is_still_the_same_mailbox(db):
     stored = Profile.objects.create(email="Olivia.Brown@Example.com")
+    track("browsing", anonymous_id="anon-olivia", event="Product Viewed")
     track(
         "capitals",
         type="identify",
         user_id="usr_9101",
+        anonymous_id="anon-olivia",
         traits={"email": "olivia.brown@example.com", "firstName": "Olivia"},
+        timestamp=utc("2025-03-14T10:05:00Z"),
     )
 
     events_process_pending()
 
     assert profile_of("usr_9101").pk == stored.pk
+    assert event_profile_id("browsing") == stored.pk
+    assert Event.objects.exclude(processing_error="").count() == 0
     assert Profile.objects.count() == 1
