@@ -17,7 +17,8 @@ class Profile(models.Model):
 
     # Stored already normalised (stripped, lower case, IDN domain in Unicode form);
     # the unique index on Lower() keeps that true even for rows written by hand.
-    email = models.CharField(max_length=254, null=True, blank=True)
+    # NULL, not '', for an anonymous profile: the unique index must allow many of them.
+    email = models.CharField(max_length=254, null=True, blank=True)  # noqa: DJ001
     email_display = models.CharField(max_length=254, blank=True)
     first_name = models.CharField(max_length=150, blank=True)
     last_name = models.CharField(max_length=150, blank=True)
@@ -108,6 +109,9 @@ class ProfileMerge(models.Model):
     moved = models.JSONField(default=dict)
     merged_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"profile {self.merged_profile_id} merged into {self.kept_id}"
+
 
 class WriteKey(models.Model):
     """A key with which a site or server may send events to the tracking API."""
@@ -184,6 +188,9 @@ class RejectedEvent(models.Model):
     payload = models.JSONField(null=True, blank=True)
     received_at = models.DateTimeField()
 
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message_id or 'no messageId'}"
+
 
 class ConsentRecord(models.Model):
     """An append-only fact: who agreed to or withdrew from what, when, and how we know."""
@@ -202,6 +209,9 @@ class ConsentRecord(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["profile", "occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.status} via {self.source} at {self.occurred_at:%Y-%m-%d %H:%M}"
 
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None:

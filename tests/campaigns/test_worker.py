@@ -42,7 +42,9 @@ def test_a_worker_sends_every_batch_and_finishes_the_campaign(worker, settings):
         subscription_status=SubscriptionStatus.UNSUBSCRIBED,
     )
     campaign = CampaignFactory(
-        segment=SegmentFactory(rule={"attribute": "country_code", "op": "eq", "value": "FR"})
+        segment=SegmentFactory(
+            rule={"attribute": "country_code", "op": "eq", "value": "FR"}
+        )
     )
 
     created = campaign_start(campaign_id=campaign.pk)
@@ -55,4 +57,7 @@ def test_a_worker_sends_every_batch_and_finishes_the_campaign(worker, settings):
     assert wait_for(finished), "the worker did not finish the campaign"
     assert OutboxEmail.objects.count() == 5
     assert campaign.messages.filter(status=MessageStatus.SENT).count() == 5
-    assert campaign.messages.get(profile__email="gone@example.com").skip_reason == "unsubscribed"
+    assert (
+        campaign.messages.get(profile__email="gone@example.com").skip_reason
+        == "unsubscribed"
+    )
