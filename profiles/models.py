@@ -42,6 +42,14 @@ class Profile(models.Model):
     first_order_at = models.DateTimeField(null=True, blank=True)
     last_order_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    average_order_value = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    last_opened_at = models.DateTimeField(null=True, blank=True)
+    last_clicked_at = models.DateTimeField(null=True, blank=True)
+    # 0-100, from recent opens, clicks, visits and orders (see profiles/processing.py).
+    engagement_score = models.PositiveSmallIntegerField(default=0)
+    favourite_category = models.CharField(max_length=200, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -120,6 +128,7 @@ class WriteKey(models.Model):
     key = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -265,8 +274,136 @@ class ContactImport(models.Model):
     rejections = models.JSONField(default=list, blank=True)
     notes = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    # What the marketer chose in the mapping step: column -> profile field or trait.
+    column_map = models.JSONField(default=dict, blank=True)
+    # The declared format of date cells, e.g. "%d/%m/%Y"; dates are never guessed.
+    date_format = models.CharField(max_length=40, blank=True)
+    # Progress for the bar while a worker runs the file.
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.filename
+
+
+class TraitType(models.TextChoices):
+    TEXT = "text", "Text"
+    NUMBER = "number", "Number"
+    BOOLEAN = "boolean", "True or false"
+    DATE = "date", "Date"
+    DATETIME = "datetime", "Date and time"
+
+
+class TraitDefinition(models.Model):
+    """The declared type and rules of one custom trait; values that break them are refused."""
+
+    name = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=10, choices=TraitType.choices)
+    description = models.CharField(max_length=300, blank=True)
+    allowed_values = models.JSONField(default=list, blank=True)
+    minimum = models.DecimalField(
+        max_digits=20, decimal_places=6, null=True, blank=True
+    )
+    maximum = models.DecimalField(
+        max_digits=20, decimal_places=6, null=True, blank=True
+    )
+    pattern = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.type})"
+
+
+class WebhookDelivery(models.Model):
+    """One webhook delivery, kept by its id so a retried delivery is processed once."""
+
+    source = models.CharField(max_length=40)
+    delivery_id = models.CharField(max_length=255)
+    topic = models.CharField(max_length=100)
+    shop_domain = models.CharField(max_length=255, blank=True)
+    api_version = models.CharField(max_length=20, blank=True)
+    payload = models.JSONField(default=dict)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "delivery_id"], name="webhook_delivery_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.topic} {self.delivery_id}"
+
+
+class ShopCheckout(models.Model):
+    """A shop checkout, upserted by its token; abandoned while completed_at stays empty."""
+
+    token = models.CharField(max_length=100, unique=True)
+    shop_id = models.CharField(max_length=40, blank=True)
+    profile = models.ForeignKey(
+        Profile,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="checkouts",
+    )
+    email = models.CharField(max_length=254, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    subtotal = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    shipping = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    tax = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    total = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    line_items = models.JSONField(default=list, blank=True)
+    shipping_address = models.JSONField(default=dict, blank=True)
+    recovery_url = models.URLField(max_length=1000, blank=True)
+    buyer_accepts_marketing = models.BooleanField(null=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    order_shop_id = models.CharField(max_length=40, blank=True)
+
+    def __str__(self) -> str:
+        return self.token
+
+
+class ShopOrder(models.Model):
+    """A shop order, kept by the shop's id and joined to its checkout by token."""
+
+    shop_id = models.CharField(max_length=40, unique=True)
+    name = models.CharField(max_length=40, blank=True)
+    profile = models.ForeignKey(
+        Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
+    )
+    email = models.CharField(max_length=254, blank=True)
+    checkout_token = models.CharField(max_length=100, blank=True, db_index=True)
+    financial_status = models.CharField(max_length=40, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    subtotal = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    discount = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    shipping = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    tax = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    total = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    discount_codes = models.JSONField(default=list, blank=True)
+    line_items = models.JSONField(default=list, blank=True)
+    buyer_accepts_marketing = models.BooleanField(null=True)
+    placed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name or self.shop_id

@@ -1,0 +1,178 @@
+"""The trait schema: each custom trait's declared type and rules, applied to raw values.
+
+Values arrive as text (CSV cells), JSON numbers and booleans (the tracking API) or
+strings that hold numbers. `trait_coerce` turns a raw value into the stored, typed
+value of a declared trait, or raises TraitInvalid with a reason code and a sentence.
+Traits with no definition are stored as they came.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from profiles.models import TraitDefinition, TraitType
+
+TRUE_TEXT = {"true", "yes", "y", "1", "on"}
+FALSE_TEXT = {"false", "no", "n", "0", "off"}
+
+
+class TraitInvalid(ValueError):
+    """A value breaks its trait's declared type or rules."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TraitRule:
+    name: str
+    type: str
+    allowed_values: tuple = ()
+    minimum: Decimal | None = None
+    maximum: Decimal | None = None
+    pattern: str = ""
+
+
+def trait_schema_load() -> dict[str, TraitRule]:
+    """Return every declared trait's rule, keyed by trait name (one query)."""
+    return {
+        d.name: TraitRule(
+            name=d.name,
+            type=d.type,
+            allowed_values=tuple(d.allowed_values or ()),
+            minimum=d.minimum,
+            maximum=d.maximum,
+            pattern=d.pattern,
+        )
+        for d in TraitDefinition.objects.all()
+    }
+
+
+def trait_coerce(rule: TraitRule, raw: Any, *, date_format: str = "") -> Any:
+    """Return the JSON-safe stored value of a raw input; raise TraitInvalid if it breaks the rule.
+
+    Numbers are stored as JSON numbers (int when whole), dates as 'YYYY-MM-DD' and
+    datetimes as ISO-8601 in UTC. Text dates are read only in the declared
+    `date_format` (e.g. '%d/%m/%Y'); without one, only ISO-8601 is accepted.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+
+    value = _CONVERTERS[rule.type](rule, raw, date_format)
+    _check_rules(rule, value)
+    return value
+
+
+def _as_number(rule: TraitRule, raw: Any, _: str) -> int | float:
+    if isinstance(raw, bool):
+        raise TraitInvalid(
+            "not_a_number", f"{rule.name}: {raw!r} is a boolean, not a number"
+        )
+    try:
+        number = Decimal(str(raw).strip().replace(" ", ""))
+    except InvalidOperation as exc:
+        raise TraitInvalid(
+            "not_a_number", f"{rule.name}: {raw!r} is not a number"
+        ) from exc
+    if not number.is_finite():
+        raise TraitInvalid(
+            "not_a_number", f"{rule.name}: {raw!r} is not a finite number"
+        )
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _as_boolean(rule: TraitRule, raw: Any, _: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in TRUE_TEXT:
+        return True
+    if text in FALSE_TEXT:
+        return False
+    raise TraitInvalid("not_a_boolean", f"{rule.name}: {raw!r} is not true or false")
+
+
+def _as_date(rule: TraitRule, raw: Any, date_format: str) -> str:
+    return _parse_when(rule, raw, date_format).date().isoformat()
+
+
+def _as_datetime(rule: TraitRule, raw: Any, date_format: str) -> str:
+    when = _parse_when(rule, raw, date_format)
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, UTC)
+    return when.astimezone(UTC).isoformat()
+
+
+def _parse_when(rule: TraitRule, raw: Any, date_format: str) -> datetime:
+    if isinstance(raw, datetime):
+        return raw
+    if isinstance(raw, date):
+        return datetime(raw.year, raw.month, raw.day)  # noqa: DTZ001 - a calendar date
+    text = str(raw).strip()
+    try:
+        if date_format:
+            return datetime.strptime(text, date_format)  # noqa: DTZ007 - zone added later
+        parsed = parse_datetime(text) or datetime.fromisoformat(text)
+    except ValueError as exc:
+        expected = date_format or "ISO-8601 (YYYY-MM-DD)"
+        raise TraitInvalid(
+            "not_a_date", f"{rule.name}: {raw!r} is not a date in the format {expected}"
+        ) from exc
+    return parsed
+
+
+def _as_text(rule: TraitRule, raw: Any, _: str) -> str:
+    if isinstance(raw, dict | list):
+        raise TraitInvalid(
+            "not_text", f"{rule.name}: expected text, got a {type(raw).__name__}"
+        )
+    return str(raw).strip()
+
+
+_CONVERTERS = {
+    TraitType.TEXT: _as_text,
+    TraitType.NUMBER: _as_number,
+    TraitType.BOOLEAN: _as_boolean,
+    TraitType.DATE: _as_date,
+    TraitType.DATETIME: _as_datetime,
+}
+
+
+def _check_rules(rule: TraitRule, value: Any) -> None:
+    if rule.allowed_values and value not in rule.allowed_values:
+        allowed = ", ".join(map(str, rule.allowed_values))
+        raise TraitInvalid(
+            "not_allowed",
+            f"{rule.name}: {value!r} is not one of the allowed values ({allowed})",
+        )
+    if (
+        rule.minimum is not None
+        and isinstance(value, int | float)
+        and value < rule.minimum
+    ):
+        raise TraitInvalid(
+            "below_minimum", f"{rule.name}: {value} is below {rule.minimum}"
+        )
+    if (
+        rule.maximum is not None
+        and isinstance(value, int | float)
+        and value > rule.maximum
+    ):
+        raise TraitInvalid(
+            "above_maximum", f"{rule.name}: {value} is above {rule.maximum}"
+        )
+    if (
+        rule.pattern
+        and isinstance(value, str)
+        and not re.fullmatch(rule.pattern, value)
+    ):
+        raise TraitInvalid(
+            "pattern_mismatch", f"{rule.name}: {value!r} does not match {rule.pattern}"
+        )

@@ -1,0 +1,64 @@
+from decimal import Decimal
+
+import pytest
+
+from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+
+
+@pytest.mark.parametrize(
+    ("rule", "raw", "stored"),
+    [
+        (TraitRule("age", "number"), "42", 42),
+        (TraitRule("ratio", "number"), " 5.75 ", 5.75),
+        (TraitRule("vip", "boolean"), "Yes", True),
+        (TraitRule("vip", "boolean"), False, False),
+        (TraitRule("birthday", "date"), "2024-07-14", "2024-07-14"),
+        (TraitRule("plan", "text", allowed_values=("gold", "silver")), "gold", "gold"),
+        (TraitRule("rating", "number", minimum=Decimal(1), maximum=Decimal(5)), 5, 5),
+        (TraitRule("sku", "text", pattern=r"[A-Z]{3}-\d+"), "ABC-12", "ABC-12"),
+        (TraitRule("age", "number"), "", None),
+    ],
+)
+def test_it_stores_values_by_the_declared_type(rule, raw, stored):
+    assert trait_coerce(rule, raw) == stored
+
+
+def test_day_first_dates_are_read_only_in_the_declared_format():
+    rule = TraitRule("birthday", "date")
+
+    assert trait_coerce(rule, "03/04/2024", date_format="%d/%m/%Y") == "2024-04-03"
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(rule, "03/04/2024")
+    assert caught.value.reason == "not_a_date"
+
+
+def test_datetimes_are_stored_in_utc():
+    rule = TraitRule("signed_up_at", "datetime")
+
+    assert (
+        trait_coerce(rule, "2025-03-15T11:05:30+03:00") == "2025-03-15T08:05:30+00:00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "raw", "reason"),
+    [
+        (TraitRule("age", "number"), "forty", "not_a_number"),
+        (TraitRule("age", "number"), True, "not_a_number"),
+        (TraitRule("vip", "boolean"), "maybe", "not_a_boolean"),
+        (TraitRule("plan", "text", allowed_values=("gold",)), "bronze", "not_allowed"),
+        (TraitRule("rating", "number", maximum=Decimal(5)), "6", "above_maximum"),
+        (TraitRule("rating", "number", minimum=Decimal(1)), 0, "below_minimum"),
+        (
+            TraitRule("sku", "text", pattern=r"[A-Z]{3}-\d+"),
+            "abc-1",
+            "pattern_mismatch",
+        ),
+    ],
+)
+def test_values_that_break_the_rules_are_refused_with_a_reason(rule, raw, reason):
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(rule, raw)
+
+    assert caught.value.reason == reason
+    assert caught.value.message.startswith(f"{rule.name}: ")
