@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("v1/", include("profiles.api_urls")),
+    path("webhooks/", include("profiles.webhook_urls")),
     path("profiles/", include("profiles.urls")),
     path("", include("campaigns.urls")),
 ]

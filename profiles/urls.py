@@ -1,17 +1,17 @@
-"""Marketer pages about profiles and imports."""
+"""Marketer pages about profiles, imports and data sources."""
 
 from django.urls import path
 
-from profiles import views
+from profiles.views import imports, people
 
 urlpatterns = [
-    path("", views.profile_list, name="profile_list"),
-    path("<int:pk>/", views.profile_detail, name="profile_detail"),
-    path("imports/", views.import_list, name="import_list"),
-    path("imports/<int:pk>/", views.import_detail, name="import_detail"),
+    path("", people.profile_list, name="profile_list"),
+    path("<int:pk>/", people.profile_detail, name="profile_detail"),
+    path("imports/", imports.import_list, name="import_list"),
+    path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
     path(
         "imports/<int:pk>/rejections.csv",
-        views.import_rejections_csv,
+        imports.import_rejections_csv,
         name="import_rejections_csv",
     ),
 ]

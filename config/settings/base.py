@@ -144,6 +144,9 @@ ANYMAIL = env_prefixed("ANYMAIL_")
 # Bespoke's own settings.
 BESPOKE_PUBLIC_URL = env_str("BESPOKE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 BESPOKE_WRITE_KEYS = env_list("BESPOKE_WRITE_KEYS")
+# Shopify signs each webhook with the app's client secret (or the key shown in the
+# shop's notification settings); several may be listed while one is rotated.
+BESPOKE_SHOPIFY_WEBHOOK_SECRETS = env_list("BESPOKE_SHOPIFY_WEBHOOK_SECRETS")
 BESPOKE_ACCOUNT_TIME_ZONE = env_str("BESPOKE_ACCOUNT_TIME_ZONE", "UTC")
 BESPOKE_CURRENCY = env_str("BESPOKE_CURRENCY", "USD")
 # Mailchimp exports carry naive times; the zone they are read in is an assumption.

@@ -11,6 +11,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "campaigns.outbox.OutboxEmailBackend"
 BESPOKE_WRITE_KEYS = ["test-env-write-key"]
 BESPOKE_PUBLIC_URL = "https://bespoke.example.com"
+# The secret the shared Shopify fixtures are signed with.
+BESPOKE_SHOPIFY_WEBHOOK_SECRETS = ["test_shopify_webhook_secret_DO_NOT_USE"]
 STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }

@@ -1,0 +1,3 @@
+"""Webhooks from the shop and the ESPs."""
+
+urlpatterns: list = []
