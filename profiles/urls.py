@@ -2,11 +2,21 @@
 
 from django.urls import path
 
-from profiles.views import imports, people
+from profiles.views import imports, people, schema, sources
 
 urlpatterns = [
     path("", people.profile_list, name="profile_list"),
     path("<int:pk>/", people.profile_detail, name="profile_detail"),
+    path("sources/", sources.sources_health_page, name="sources_health"),
+    path("sources/keys/", sources.source_keys, name="source_keys"),
+    path(
+        "sources/keys/<int:pk>/revoke/",
+        sources.source_key_revoke,
+        name="source_key_revoke",
+    ),
+    path("traits/", schema.trait_list, name="trait_list"),
+    path("traits/new/", schema.trait_edit, name="trait_new"),
+    path("traits/<int:pk>/", schema.trait_edit, name="trait_edit"),
     path("imports/", imports.import_list, name="import_list"),
     path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
     path(

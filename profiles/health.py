@@ -1,0 +1,440 @@
+"""Reads for the data-health pages: how each source feeds Bespoke, and trait schema fit.
+
+Everything here returns plain dicts and lists. Volumes, lags and rejection groups are
+aggregated in SQL; no selector loads a source's events to count them.
+"""
+
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
+
+from profiles.models import (
+    ContactImport,
+    Event,
+    ImportStatus,
+    Profile,
+    RejectedEvent,
+    TraitDefinition,
+    WebhookDelivery,
+    WriteKey,
+)
+from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+
+VOLUME_HOURS = 48
+VOLUME_DAYS = 30
+LAG_WINDOW_SECONDS = 60 * 60
+BACKLOG_WARNING_SECONDS = 5 * 60
+REJECTIONS_WINDOW_DAYS = 30
+FAILED_EVENTS_SHOWN = 5
+# Only SQLite needs a sample to take a median in Python; PostgreSQL does it in SQL.
+LAG_SAMPLE_MAX = 10_000
+
+SOURCE_SETTINGS = "segment:settings"
+SOURCE_SHOPIFY = "shopify"
+SOURCE_IMPORTS = "imports"
+
+TRAIT_CHECK_CHUNK = 2000
+TRAIT_CHECK_MAX_VALUES = 200_000
+TRAIT_EXAMPLES_SHOWN = 5
+
+
+class _Median(Aggregate):
+    """PostgreSQL's continuous median of an ordered set."""
+
+    function = "percentile_cont"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = DurationField()
+
+
+@dataclass(frozen=True)
+class _Feed:
+    """Where one source's rows live and which of their fields tell their story."""
+
+    rows: QuerySet
+    arrived: str
+    done: str
+    unit: str
+
+
+# Sources ------------------------------------------------------------------------
+
+
+def sources_health(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Return the health of every source: tracking write keys, the shop and imports."""
+    now = now or timezone.now()
+    sources = [
+        _event_source_health(name=name, label=label, now=now)
+        for name, label in _event_sources(now=now)
+    ]
+    sources.append(_import_health(now=now))
+    return sources
+
+
+def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
+    # The source name is what ingestion writes on each Event: "segment:<key name>".
+    named: dict[str, str] = {}
+    for key_name in WriteKey.objects.order_by("name").values_list("name", flat=True):
+        named.setdefault(f"segment:{key_name}"[:100], f"Write key “{key_name}”")
+    if settings.BESPOKE_WRITE_KEYS:
+        named.setdefault(SOURCE_SETTINGS, "Write keys from settings")
+
+    # Sources seen lately that no key names any more (a renamed or deleted key).
+    since = now - timedelta(days=VOLUME_DAYS)
+    seen = Event.objects.filter(received_at__gte=since).values_list("source", flat=True)
+    refused = RejectedEvent.objects.filter(received_at__gte=since).values_list(
+        "source", flat=True
+    )
+    for source in sorted(set(seen.distinct()) | set(refused.distinct())):
+        if not source.startswith(SOURCE_SHOPIFY):
+            named.setdefault(source, source or "(no source)")
+
+    named[SOURCE_SHOPIFY] = "Shopify webhooks"
+    return list(named.items())
+
+
+def _source_filter(name: str) -> Q:
+    # Shop events may carry the shop's domain after the prefix.
+    if name == SOURCE_SHOPIFY:
+        return Q(source__startswith=SOURCE_SHOPIFY)
+    return Q(source=name)
+
+
+def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, Any]:
+    where = _source_filter(name)
+    feed = _Feed(
+        rows=Event.objects.filter(where),
+        arrived="received_at",
+        done="processed_at",
+        unit="events",
+    )
+    rejected = RejectedEvent.objects.filter(where)
+
+    health = _feed_health(feed=feed, now=now)
+    health.update(
+        name=name,
+        label=label,
+        kind="events",
+        rejections=_rejections_by_code(rejected, now=now),
+        rejected_last_hour=rejected.filter(
+            received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS)
+        ).count(),
+        failed=_failed_events(feed.rows),
+        webhook_errors=_webhook_errors() if name == SOURCE_SHOPIFY else None,
+    )
+    return _with_warnings(health)
+
+
+def _import_health(*, now: datetime) -> dict[str, Any]:
+    feed = _Feed(
+        rows=ContactImport.objects.all(),
+        arrived="created_at",
+        done="finished_at",
+        unit="rows",
+    )
+    health = _feed_health(feed=feed, now=now, volume=Sum("records"))
+    health["unprocessed"] = _backlog(
+        feed.rows.filter(status__in=[ImportStatus.PENDING, ImportStatus.RUNNING]),
+        arrived=feed.arrived,
+        now=now,
+    )
+    health.update(
+        name=SOURCE_IMPORTS,
+        label="Contact imports",
+        kind="imports",
+        rejections=_import_rejections_by_reason(now=now),
+        rejected_last_hour=_import_rejected_since(
+            now - timedelta(seconds=LAG_WINDOW_SECONDS)
+        ),
+        failed=_failed_imports(),
+        webhook_errors=None,
+        last_received_at=feed.rows.filter(status=ImportStatus.DONE).aggregate(
+            at=Max("finished_at")
+        )["at"],
+    )
+    return _with_warnings(health)
+
+
+def _with_warnings(health: dict[str, Any]) -> dict[str, Any]:
+    oldest = health["unprocessed"]["oldest_age_seconds"]
+    health["rejections_warning"] = health["rejected_last_hour"] > 0
+    health["backlog_warning"] = oldest is not None and oldest > BACKLOG_WARNING_SECONDS
+    return health
+
+
+# Volume, lag and backlog, shared by events and imports ------------------------------
+
+
+def _feed_health(
+    *, feed: _Feed, now: datetime, volume: Aggregate | None = None
+) -> dict[str, Any]:
+    volume = volume or Count("id")
+    hourly = _volume(
+        feed,
+        trunc=TruncHour,
+        step=timedelta(hours=1),
+        now=now,
+        n=VOLUME_HOURS,
+        volume=volume,
+    )
+    daily = _volume(
+        feed,
+        trunc=TruncDay,
+        step=timedelta(days=1),
+        now=now,
+        n=VOLUME_DAYS,
+        volume=volume,
+    )
+    return {
+        "unit": feed.unit,
+        "hourly": hourly,
+        "daily": daily,
+        "hourly_max": max(bucket["count"] for bucket in hourly),
+        "daily_max": max(bucket["count"] for bucket in daily),
+        "hourly_total": sum(bucket["count"] for bucket in hourly),
+        "daily_total": sum(bucket["count"] for bucket in daily),
+        "lag": _lag(feed, now=now),
+        "unprocessed": _backlog(
+            feed.rows.filter(**{f"{feed.done}__isnull": True}),
+            arrived=feed.arrived,
+            now=now,
+        ),
+        "last_received_at": feed.rows.aggregate(at=Max(feed.arrived))["at"],
+    }
+
+
+def _volume(
+    feed: _Feed,
+    *,
+    trunc: type,
+    step: timedelta,
+    now: datetime,
+    n: int,
+    volume: Aggregate,
+) -> list[dict[str, Any]]:
+    """Return n buckets, oldest first, each with its start and how much arrived."""
+    last = _floor(now, step)
+    first = last - step * (n - 1)
+
+    rows = (
+        feed.rows.filter(**{f"{feed.arrived}__gte": first})
+        .annotate(bucket=trunc(feed.arrived, tzinfo=UTC))
+        .values("bucket")
+        .annotate(n=volume)
+        .order_by()
+    )
+    counts = {row["bucket"]: row["n"] or 0 for row in rows}
+
+    starts = [first + step * i for i in range(n)]
+    return [{"at": start, "count": counts.get(start, 0)} for start in starts]
+
+
+def _floor(now: datetime, step: timedelta) -> datetime:
+    now = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if step >= timedelta(days=1):
+        now = now.replace(hour=0)
+    return now
+
+
+def _lag(feed: _Feed, *, now: datetime) -> dict[str, Any]:
+    """Return the median and longest wait, arrival to done, of the last hour's rows."""
+    since = now - timedelta(seconds=LAG_WINDOW_SECONDS)
+    done = feed.rows.filter(
+        **{f"{feed.arrived}__gte": since, f"{feed.done}__isnull": False}
+    ).annotate(
+        wait=ExpressionWrapper(
+            F(feed.done) - F(feed.arrived), output_field=DurationField()
+        )
+    )
+
+    figures = done.aggregate(n=Count("id"), longest=Max("wait"))
+    figures["median"] = _median_wait(done) if figures["n"] else None
+    return {
+        "measured": figures["n"],
+        "median_seconds": _seconds(figures["median"]),
+        "max_seconds": _seconds(figures["longest"]),
+    }
+
+
+def _median_wait(done: QuerySet) -> timedelta:
+    if connection.vendor == "postgresql":
+        return done.aggregate(median=_Median("wait"))["median"]
+
+    waits = list(done.values_list("wait", flat=True)[:LAG_SAMPLE_MAX])
+    return statistics.median(waits)
+
+
+def _backlog(rows: QuerySet, *, arrived: str, now: datetime) -> dict[str, Any]:
+    figures = rows.aggregate(n=Count("id"), oldest=Min(arrived))
+    oldest = figures["oldest"]
+    return {
+        "count": figures["n"],
+        "oldest_age_seconds": _seconds(now - oldest) if oldest else None,
+    }
+
+
+def _seconds(duration: timedelta | None) -> float | None:
+    return None if duration is None else round(duration.total_seconds(), 3)
+
+
+# Rejections and failures ----------------------------------------------------------
+
+
+def _rejections_by_code(rejected: QuerySet, *, now: datetime) -> list[dict[str, Any]]:
+    """Return the last 30 days' rejections grouped by code, newest group first."""
+    recent = rejected.filter(
+        received_at__gte=now - timedelta(days=REJECTIONS_WINDOW_DAYS)
+    )
+    newest_message = (
+        recent.filter(code=OuterRef("code"))
+        .order_by("-received_at", "-pk")
+        .values("message")[:1]
+    )
+    rows = (
+        recent.values("code")
+        .annotate(
+            count=Count("id"),
+            last_at=Max("received_at"),
+            message=Subquery(newest_message),
+        )
+        .order_by("-last_at", "code")
+    )
+    return [dict(row) for row in rows]
+
+
+def _failed_events(events: QuerySet) -> dict[str, Any]:
+    failed = events.exclude(processing_error="")
+    recent = failed.order_by("-received_at", "-pk").values(
+        "message_id", "type", "event", "processing_error", "received_at"
+    )[:FAILED_EVENTS_SHOWN]
+    return {"count": failed.count(), "recent": list(recent)}
+
+
+def _webhook_errors() -> int:
+    deliveries = WebhookDelivery.objects.filter(source__startswith=SOURCE_SHOPIFY)
+    return deliveries.exclude(error="").count()
+
+
+def _imports_since(since: datetime) -> QuerySet:
+    return ContactImport.objects.filter(created_at__gte=since)
+
+
+def _import_rejections_by_reason(*, now: datetime) -> list[dict[str, Any]]:
+    """Return the rejected rows of the last 30 days' imports grouped by reason.
+
+    A file's rejections are one JSON list on its import, read here in Python: an
+    import holds at most one file's rows, and there are few imports a month.
+    """
+    since = now - timedelta(days=REJECTIONS_WINDOW_DAYS)
+    groups: dict[str, dict[str, Any]] = {}
+    imports = _imports_since(since).order_by("created_at", "pk")
+    for created_at, rejections in imports.values_list("created_at", "rejections"):
+        for rejection in rejections or []:
+            reason = rejection.get("reason", "")
+            group = groups.setdefault(reason, {"code": reason, "count": 0})
+            group.update(last_at=created_at, message=rejection.get("message", ""))
+            group["count"] += 1
+
+    return sorted(groups.values(), key=lambda g: (-g["last_at"].timestamp(), g["code"]))
+
+
+def _import_rejected_since(since: datetime) -> int:
+    return _imports_since(since).aggregate(n=Sum("rejected"))["n"] or 0
+
+
+def _failed_imports() -> dict[str, Any]:
+    failed = ContactImport.objects.filter(status=ImportStatus.FAILED)
+    recent = failed.order_by("-created_at", "-pk").values(
+        "pk", "filename", "error", "created_at"
+    )[:FAILED_EVENTS_SHOWN]
+    return {"count": failed.count(), "recent": list(recent)}
+
+
+# Trait schema -----------------------------------------------------------------------
+
+
+def trait_names_undeclared() -> list[dict[str, Any]]:
+    """Return each custom trait name on profiles that has no definition, with its count."""
+    declared = set(TraitDefinition.objects.values_list("name", flat=True))
+    counts = _trait_name_counts()
+    return [
+        {"name": name, "profiles": count}
+        for name, count in sorted(counts.items())
+        if name not in declared
+    ]
+
+
+def _trait_name_counts() -> dict[str, int]:
+    table = connection.ops.quote_name(Profile._meta.db_table)
+    if connection.vendor == "postgresql":
+        sql = (
+            f"SELECT key, COUNT(*) FROM {table}, jsonb_object_keys(traits) AS key "  # noqa: S608 - the table name is ours
+            "WHERE jsonb_typeof(traits) = 'object' GROUP BY key"
+        )
+    else:
+        # SQLite (the embedded default): json_each walks the object's members.
+        sql = (
+            f"SELECT member.key, COUNT(*) FROM {table}, json_each({table}.traits) AS member "  # noqa: S608 - the table name is ours
+            f"WHERE json_type({table}.traits) = 'object' GROUP BY member.key"
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return dict(cursor.fetchall())
+
+
+def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
+    """Return how many stored values of the trait break its rule, with a few examples.
+
+    Values are read in chunks of 2,000 and coerced in Python, at most 200,000 of
+    them; `complete` is False when a trait has more values than that.
+    """
+    values = (
+        Profile.objects.filter(traits__has_key=rule.name)
+        .annotate(value=KeyTransform(rule.name, "traits"))
+        .order_by("pk")
+        .values_list("pk", "value")
+    )
+
+    result: dict[str, Any] = {"checked": 0, "breaking": 0, "examples": []}
+    for pk, value in values.iterator(chunk_size=TRAIT_CHECK_CHUNK):
+        if result["checked"] == TRAIT_CHECK_MAX_VALUES:
+            result["complete"] = False
+            return result
+
+        result["checked"] += 1
+        _breach_count(rule=rule, pk=pk, value=value, result=result)
+
+    result["complete"] = True
+    return result
+
+
+def _breach_count(
+    *, rule: TraitRule, pk: int, value: Any, result: dict[str, Any]
+) -> None:
+    try:
+        trait_coerce(rule, value)
+    except TraitInvalid as exc:
+        result["breaking"] += 1
+        if len(result["examples"]) < TRAIT_EXAMPLES_SHOWN:
+            result["examples"].append({"profile_id": pk, "message": exc.message})

@@ -1,0 +1,41 @@
+"""Write keys: the secrets with which a site or server sends events to /v1/."""
+
+import logging
+import secrets
+
+from django.utils import timezone
+
+from profiles.models import WriteKey
+
+logger = logging.getLogger(__name__)
+
+WRITE_KEY_BYTES = 24
+WRITE_KEY_SHOWN_CHARS = 4
+
+
+def write_key_create(*, name: str) -> WriteKey:
+    """Create a write key with a fresh random secret under the given name."""
+    write_key = WriteKey.objects.create(
+        name=name.strip(), key=secrets.token_urlsafe(WRITE_KEY_BYTES)
+    )
+
+    logger.info("Write key created", extra={"write_key_id": write_key.pk})
+    return write_key
+
+
+def write_key_revoke(*, write_key_id: int) -> bool:
+    """Revoke a write key; return False if it was revoked already or does not exist."""
+    # Claimed with a conditional update, so a double click revokes (and logs) once.
+    revoked = WriteKey.objects.filter(pk=write_key_id, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if not revoked:
+        return False
+
+    logger.info("Write key revoked", extra={"write_key_id": write_key_id})
+    return True
+
+
+def write_key_masked(key: str) -> str:
+    """Return the key with all but its first few characters hidden."""
+    return f"{key[:WRITE_KEY_SHOWN_CHARS]}{'•' * 8}"

@@ -1,0 +1,155 @@
+"""Marketer pages about the trait schema: declared custom traits and their rules."""
+
+import logging
+import re
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from profiles.access import staff_required
+from profiles.health import trait_names_undeclared, trait_rule_breaches
+from profiles.models import TraitDefinition, TraitType
+from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+
+logger = logging.getLogger(__name__)
+
+TRAIT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class TraitDefinitionForm(forms.ModelForm):
+    allowed_values = forms.CharField(
+        required=False,
+        label="Allowed values",
+        help_text="Comma-separated; leave empty to allow any value.",
+    )
+
+    class Meta:
+        model = TraitDefinition
+        fields = [
+            "name",
+            "type",
+            "description",
+            "allowed_values",
+            "minimum",
+            "maximum",
+            "pattern",
+        ]
+        labels = {"pattern": "Pattern (regular expression)"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.allowed_values:
+            values = ", ".join(map(str, self.instance.allowed_values))
+            self.initial["allowed_values"] = values
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not TRAIT_NAME_PATTERN.fullmatch(name):
+            raise forms.ValidationError(
+                f"“{name}” is not a trait name: use letters, digits and underscores, "
+                "not starting with a digit."
+            )
+        return name
+
+    def clean_pattern(self) -> str:
+        pattern = self.cleaned_data["pattern"]
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise forms.ValidationError(
+                f"The pattern is not a valid regular expression: {exc}."
+            ) from exc
+        return pattern
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        kind = cleaned.get("type")
+        if not kind:
+            return cleaned
+
+        self._rules_fit_type(kind, cleaned)
+        self._range_check(cleaned.get("minimum"), cleaned.get("maximum"))
+        cleaned["allowed_values"] = self._allowed_values(kind, cleaned)
+        return cleaned
+
+    def _rules_fit_type(self, kind: str, cleaned: dict[str, Any]) -> None:
+        if kind != TraitType.NUMBER:
+            for name in ("minimum", "maximum"):
+                if cleaned.get(name) is not None:
+                    self.add_error(
+                        name, "A minimum or maximum applies to numbers only."
+                    )
+        if kind != TraitType.TEXT and cleaned.get("pattern"):
+            self.add_error("pattern", "A pattern applies to text traits only.")
+
+    def _range_check(self, minimum: Decimal | None, maximum: Decimal | None) -> None:
+        if minimum is not None and maximum is not None and minimum > maximum:
+            self.add_error(
+                "maximum", f"The maximum ({maximum}) is below the minimum ({minimum})."
+            )
+
+    def _allowed_values(self, kind: str, cleaned: dict[str, Any]) -> list[Any]:
+        # Stored typed, as trait_coerce will compare them with coerced values.
+        texts = [t.strip() for t in (cleaned.get("allowed_values") or "").split(",")]
+        rule = TraitRule(name=cleaned.get("name") or "value", type=kind)
+        values: list[Any] = []
+        for text in filter(None, texts):
+            try:
+                value = trait_coerce(rule, text)
+            except TraitInvalid as exc:
+                self.add_error("allowed_values", exc.message)
+                continue
+            if value not in values:
+                values.append(value)
+        return values
+
+
+@staff_required
+def trait_list(request: HttpRequest) -> HttpResponse:
+    context = {
+        "definitions": TraitDefinition.objects.order_by("name"),
+        "undeclared": trait_names_undeclared(),
+    }
+    return render(request, "profiles/traits_list.html", context)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    definition = get_object_or_404(TraitDefinition, pk=pk) if pk else None
+    initial = {"name": request.GET.get("name", "")} if definition is None else None
+    form = TraitDefinitionForm(
+        request.POST or None, instance=definition, initial=initial
+    )
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        logger.info(
+            "Trait definition saved",
+            extra={"trait_definition_id": saved.pk, "user_id": request.user.pk},
+        )
+        messages.success(request, f"The trait “{saved.name}” is saved.")
+        return redirect("trait_edit", pk=saved.pk)
+
+    context = {
+        "form": form,
+        "definition": definition,
+        "breaches": _breaches(definition) if definition else None,
+    }
+    return render(request, "profiles/traits_edit.html", context)
+
+
+def _breaches(definition: TraitDefinition) -> dict[str, Any]:
+    rule = TraitRule(
+        name=definition.name,
+        type=definition.type,
+        allowed_values=tuple(definition.allowed_values or ()),
+        minimum=definition.minimum,
+        maximum=definition.maximum,
+        pattern=definition.pattern,
+    )
+    return trait_rule_breaches(rule=rule)

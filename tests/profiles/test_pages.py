@@ -1,0 +1,310 @@
+"""The profile list and one person's page, read by a signed-in marketer."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+
+from profiles.models import (
+    ConsentRecord,
+    Event,
+    IdentityKind,
+    ProfileIdentity,
+    ProfileMerge,
+    ProfileTag,
+    SubscriptionStatus,
+    SuppressionReason,
+    TraitDefinition,
+)
+from profiles.services import suppression_add
+from segments.selectors import segments_containing
+from tests.factories import ProfileFactory, SegmentFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+WHEN = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)
+NEWSLETTER_RULE = {"attribute": "tags", "op": "contains", "value": "Newsletter"}
+
+PAGES = [
+    ("profile_list", {}),
+    ("profile_detail", {"pk": 1}),
+    ("sources_health", {}),
+    ("source_keys", {}),
+    ("source_key_revoke", {"pk": 1}),
+    ("trait_list", {}),
+    ("trait_new", {}),
+    ("trait_edit", {"pk": 1}),
+]
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+def event(profile, n: int, **fields) -> Event:
+    defaults = {
+        "message_id": f"msg-{profile.pk}-{n}",
+        "type": "track",
+        "profile": profile,
+        "timestamp": WHEN + timedelta(minutes=n),
+        "received_at": WHEN + timedelta(minutes=n),
+    }
+    return Event.objects.create(**(defaults | fields))
+
+
+def cells(page: str, table_class: str) -> list[list[str]]:
+    """Return the text of each row's cells in the table with this class."""
+    table = re.search(rf'<table class="{table_class}">(.*?)</table>', page, re.S)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table.group(1), re.S)
+    return [
+        [
+            re.sub(r"<[^>]+>", " ", c).split()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)
+        ]
+        for r in rows
+        if "<td" in r
+    ]
+
+
+def joined(page: str, table_class: str) -> list[list[str]]:
+    return [[" ".join(c) for c in row] for row in cells(page, table_class)]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), PAGES)
+def test_every_page_sends_a_stranger_to_sign_in(client, name, kwargs):
+    url = reverse(name, kwargs=kwargs)
+
+    response = client.get(url)
+
+    assert response.status_code == 302
+    assert response.url == f"{reverse('login')}?next={url}"
+
+
+@pytest.mark.parametrize(("name", "kwargs"), PAGES)
+def test_every_page_refuses_a_signed_in_user_who_is_not_staff(client, name, kwargs):
+    client.force_login(UserFactory(username="outsider", is_staff=False))
+
+    response = client.get(reverse(name, kwargs=kwargs))
+
+    assert response.status_code == 403
+
+
+def test_the_profile_list_filters_by_tag(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    ben = ProfileFactory(email="ben@example.com")
+    ProfileFactory(email="cleo@example.com")
+    ProfileTag.objects.create(profile=ana, name="VIP")
+    ProfileTag.objects.create(profile=ana, name="Newsletter")
+    ProfileTag.objects.create(profile=ben, name="Newsletter")
+
+    response = signed_in.get(reverse("profile_list"), {"tag": "VIP"})
+
+    page = response.content.decode()
+    assert "1 profile." in page
+    assert "ana@example.com" in page
+    assert "ben@example.com" not in page
+    assert '<option value="Newsletter">Newsletter</option>' in page
+
+
+def test_the_profile_list_combines_search_status_and_tag(signed_in):
+    ana = ProfileFactory(email="ana@example.com", first_name="Ana")
+    gone = ProfileFactory(
+        email="ana.old@example.com",
+        first_name="Ana",
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+    )
+    ProfileTag.objects.create(profile=ana, name="VIP")
+    ProfileTag.objects.create(profile=gone, name="VIP")
+
+    response = signed_in.get(
+        reverse("profile_list"), {"q": "ana", "status": "subscribed", "tag": "VIP"}
+    )
+
+    page = response.content.decode()
+    assert "1 profile." in page
+    assert f'href="{reverse("profile_detail", kwargs={"pk": ana.pk})}"' in page
+    assert f'href="{reverse("profile_detail", kwargs={"pk": gone.pk})}"' not in page
+
+
+def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
+    signed_in,
+):
+    ana = ProfileFactory(email="ana@example.com")
+    event(
+        ana,
+        1,
+        type="page",
+        name="Home",
+        event="",
+        properties={"path": "/collections/sale"},
+    )
+    event(
+        ana,
+        2,
+        event="Product Viewed",
+        properties={"product_id": "801", "name": "Trailhead Rain Jacket"},
+    )
+    event(
+        ana,
+        3,
+        event="Checkout Started",
+        properties={
+            "revenue": 113.0,
+            "currency": "USD",
+            "products": [{"name": "Trailhead Rain Jacket"}, {"name": "Socks"}],
+        },
+        context={"page": {"path": "/checkouts/cn/b7d5"}},
+    )
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    page = response.content.decode()
+    rows = joined(page, "timeline")
+    assert [row[1:] for row in rows] == [
+        [
+            "track",
+            "Checkout Started",
+            "product Trailhead Rain Jacket, Socks total 113.0 USD "
+            "page /checkouts/cn/b7d5",
+        ],
+        ["track", "Product Viewed", "product Trailhead Rain Jacket"],
+        ["page", "Home", "page /collections/sale"],
+    ]
+    assert "3 events, newest first." in page
+
+
+def test_the_timeline_pages_through_older_events(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    for n in range(51):
+        event(ana, n, event=f"Event {n}")
+    url = reverse("profile_detail", kwargs={"pk": ana.pk})
+
+    first = signed_in.get(url).content.decode()
+    second = signed_in.get(url, {"page": 2}).content.decode()
+
+    assert len(cells(first, "timeline")) == 50
+    assert joined(first, "timeline")[0][2] == "Event 50"
+    assert "Page 1 of 2" in first
+    assert [row[2] for row in joined(second, "timeline")] == ["Event 0"]
+
+
+def test_the_profile_page_shows_computed_and_declared_traits(signed_in):
+    TraitDefinition.objects.create(name="member_rating", type="number")
+    ana = ProfileFactory(
+        email="ana@example.com",
+        lifetime_value="240.50",
+        order_count=2,
+        average_order_value="120.25",
+        engagement_score=72,
+        favourite_category="Outerwear",
+        traits={"member_rating": 4, "shoe_size": "38"},
+    )
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    page = response.content.decode()
+    assert "<tr><th>Lifetime value</th><td>240.50</td></tr>" in page
+    assert "<tr><th>Orders</th><td>2</td></tr>" in page
+    assert "<tr><th>Average order</th><td>120.25</td></tr>" in page
+    assert "<tr><th>Engagement score</th><td>72</td></tr>" in page
+    assert "<tr><th>Favourite category</th><td>Outerwear</td></tr>" in page
+    assert "<tr><th>Last open</th><td>—</td></tr>" in page
+    assert joined(page, "traits") == [
+        ["member_rating", "4", "Number"],
+        ["shoe_size", "38", "not declared"],
+    ]
+
+
+def test_the_profile_page_shows_identities_consent_suppression_and_merges(
+    signed_in,
+):
+    ana = ProfileFactory(email="ana@example.com")
+    ProfileIdentity.objects.create(
+        profile=ana, kind=IdentityKind.USER_ID, value="usr_1001"
+    )
+    ProfileIdentity.objects.create(
+        profile=ana, kind=IdentityKind.ANONYMOUS_ID, value="anon-7"
+    )
+    ConsentRecord.objects.create(
+        profile=ana,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="import:mailchimp",
+        occurred_at=WHEN,
+        ip_address="198.51.100.7",
+        wording="Yes, send me the newsletter",
+    )
+    ConsentRecord.objects.create(
+        profile=ana,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="unsubscribe_link",
+        occurred_at=WHEN + timedelta(days=2),
+    )
+    suppression_add(
+        email_key="ana@example.com",
+        reason=SuppressionReason.HARD_BOUNCE,
+        source="test",
+    )
+    ProfileMerge.objects.create(kept=ana, merged_profile_id=99, reason="identify")
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    page = response.content.decode()
+    assert [row[:2] for row in joined(page, "identities")] == [
+        ["Anonymous id", "anon-7"],
+        ["User id", "usr_1001"],
+    ]
+    assert [row[1:5] for row in joined(page, "consents")] == [
+        ["Unsubscribed", "unsubscribe_link", "", ""],
+        [
+            "Subscribed",
+            "import:mailchimp",
+            "198.51.100.7",
+            "Yes, send me the newsletter",
+        ],
+    ]
+    assert '<td data-suppression><span class="bad">Yes</span></td>' in page
+    assert [row[1:] for row in joined(page, "merges")] == [["#99", "identify"]]
+
+
+def test_an_unsuppressed_profile_says_so(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    assert "<td data-suppression>No</td>" in page.content.decode()
+
+
+def test_the_profile_page_lists_the_segments_the_profile_is_in_now(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    ProfileTag.objects.create(profile=ana, name="Newsletter")
+    SegmentFactory(name="Spring sale audience", rule=NEWSLETTER_RULE)
+    SegmentFactory(
+        name="Buyers", rule={"metric": "order_count", "op": "gt", "value": 0}
+    )
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    page = response.content.decode()
+    assert (
+        '<td data-segments><span class="pill">Spring sale audience</span> </td>' in page
+    )
+
+
+def test_segments_containing_compiles_each_rule_for_the_one_profile():
+    ana = ProfileFactory(email="ana@example.com")
+    ben = ProfileFactory(email="ben@example.com")
+    ProfileTag.objects.create(profile=ana, name="Newsletter")
+    readers = SegmentFactory(name="Readers", slug="readers", rule=NEWSLETTER_RULE)
+    everyone = SegmentFactory(name="Everyone", slug="everyone", rule={"all": []})
+    SegmentFactory(name="Broken", slug="broken", rule={"attribute": "nope"})
+
+    assert segments_containing(ana.pk) == [
+        {"id": everyone.pk, "slug": "everyone", "name": "Everyone"},
+        {"id": readers.pk, "slug": "readers", "name": "Readers"},
+    ]
+    assert segments_containing(ben.pk) == [
+        {"id": everyone.pk, "slug": "everyone", "name": "Everyone"}
+    ]
