@@ -1,0 +1,370 @@
+"""Write keys and the ingestion health page, as a marketer and as a tracking client."""
+
+import base64
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from profiles.health import sources_health
+from profiles.keys import write_key_create, write_key_revoke
+from profiles.models import (
+    ContactImport,
+    Event,
+    ImportStatus,
+    RejectedEvent,
+    WebhookDelivery,
+    WriteKey,
+)
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2025, 3, 14, 12, 30, tzinfo=UTC)
+SHOP = "segment:Shop site"
+TRACK_BODY = {"userId": "usr_1001", "event": "Product Viewed", "messageId": "m-1"}
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+def track(client, key: str, body: dict | None = None):
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    return client.post(
+        "/v1/track",
+        data=json.dumps(body or TRACK_BODY),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Basic {token}",
+    )
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# Write keys -------------------------------------------------------------------------
+
+
+def test_a_created_key_is_random_and_unrevoked():
+    first = write_key_create(name="  Shop website ")
+    second = write_key_create(name="Shop website")
+
+    assert first.name == "Shop website"
+    assert len(first.key) == 32
+    assert first.key != second.key
+    assert first.revoked_at is None
+
+
+def test_revoking_twice_revokes_once():
+    write_key = write_key_create(name="Shop website")
+
+    assert write_key_revoke(write_key_id=write_key.pk) is True
+    revoked_at = WriteKey.objects.get().revoked_at
+    assert write_key_revoke(write_key_id=write_key.pk) is False
+
+    assert WriteKey.objects.get().revoked_at == revoked_at
+    assert write_key_revoke(write_key_id=write_key.pk + 1) is False
+
+
+def test_a_revoked_key_gets_401_from_the_tracking_api(client):
+    write_key = write_key_create(name="Shop website")
+    accepted = track(client, write_key.key)
+
+    write_key_revoke(write_key_id=write_key.pk)
+    refused = track(client, write_key.key, {**TRACK_BODY, "messageId": "m-2"})
+
+    assert accepted.status_code == 200
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "code": "invalid_write_key",
+        "message": "A valid write key is required (HTTP Basic or 'writeKey').",
+    }
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["m-1"]
+    assert RejectedEvent.objects.count() == 0
+
+
+def test_the_keys_page_shows_a_new_key_in_full_once_then_masked(signed_in):
+    response = signed_in.post(reverse("source_keys"), {"name": "Shop website"})
+
+    write_key = WriteKey.objects.get()
+    assert response.status_code == 302
+    assert response.url == reverse("source_keys")
+    first = signed_in.get(reverse("source_keys")).content.decode()
+    again = signed_in.get(reverse("source_keys")).content.decode()
+
+    assert f'<code class="secret">{write_key.key}</code>' in first
+    assert write_key.key not in again
+    assert f"<code>{write_key.key[:4]}••••••••</code>" in again
+    row = re.search(rf'<tr data-key-id="{write_key.pk}">(.*?)</tr>', again, re.S)
+    assert "<td>never</td>" in row.group(1)
+    assert '<span class="ok">Active</span>' in row.group(1)
+
+
+def test_a_key_without_a_name_is_refused(signed_in):
+    response = signed_in.post(reverse("source_keys"), {"name": "   "})
+
+    assert response.status_code == 200
+    assert "This field is required." in response.content.decode()
+    assert WriteKey.objects.count() == 0
+
+
+def test_revoking_from_the_page_asks_first_then_revokes(signed_in, client):
+    write_key = write_key_create(name="Shop website")
+    url = reverse("source_key_revoke", kwargs={"pk": write_key.pk})
+
+    confirm = signed_in.get(url)
+
+    assert "Revoke the key “Shop website”?" in confirm.content.decode()
+    assert WriteKey.objects.get().revoked_at is None
+
+    with time_machine.travel(NOW, tick=False):
+        revoked = signed_in.post(url, follow=True)
+
+    assert WriteKey.objects.get().revoked_at == NOW
+    page = revoked.content.decode()
+    assert "The key “Shop website” is revoked." in page
+    assert "Revoked March 14, 2025, 12:30 p.m." in page
+    assert track(client, write_key.key).status_code == 401
+
+
+def test_revoking_a_revoked_key_from_the_page_says_so(signed_in):
+    write_key = write_key_create(name="Shop website")
+    write_key_revoke(write_key_id=write_key.pk)
+    revoked_at = WriteKey.objects.get().revoked_at
+    url = reverse("source_key_revoke", kwargs={"pk": write_key.pk})
+
+    response = signed_in.post(url, follow=True)
+
+    assert "The key “Shop website” was revoked already." in response.content.decode()
+    assert WriteKey.objects.get().revoked_at == revoked_at
+
+
+# Ingestion health -------------------------------------------------------------------
+
+
+@pytest.fixture
+def shop_feed():
+    """Six events and four rejections from one key, and one old event from another."""
+    WriteKey.objects.create(name="Shop site", key="shop-key")
+    WriteKey.objects.create(name="Quiet", key="quiet-key")
+    events = [
+        ("e1", "2025-03-14 12:20:00", "2025-03-14 12:20:02", ""),
+        ("e2", "2025-03-14 12:10:00", "2025-03-14 12:10:04", ""),
+        ("e3", "2025-03-14 11:45:00", "2025-03-14 11:45:30", ""),
+        ("e4", "2025-03-14 10:00:00", "2025-03-14 10:01:40", ""),
+        ("e5", "2025-03-14 12:20:00", None, ""),
+        ("e6", "2025-03-09 09:00:00", "2025-03-09 09:00:01", "no such profile"),
+    ]
+    for message_id, received, processed, error in events:
+        Event.objects.create(
+            message_id=message_id,
+            type="track",
+            event="Product Viewed",
+            user_id="usr_1",
+            source=SHOP,
+            timestamp=at(received),
+            received_at=at(received),
+            processed_at=at(processed) if processed else None,
+            processing_error=error,
+        )
+    Event.objects.create(
+        message_id="q1",
+        type="page",
+        anonymous_id="a-1",
+        source="segment:Quiet",
+        timestamp=at("2025-03-01 08:00:00"),
+        received_at=at("2025-03-01 08:00:00"),
+        processed_at=at("2025-03-01 08:00:01"),
+    )
+    rejections = [
+        ("no_user_anon_id", "The item needs a userId.", "2025-03-14 12:25:00"),
+        ("no_user_anon_id", "An older wording.", "2025-03-11 09:00:00"),
+        ("invalid_type", "Unknown call type 'x'.", "2025-03-12 09:00:00"),
+        ("invalid_type", "Too old to show.", "2025-02-01 09:00:00"),
+    ]
+    for code, message, received in rejections:
+        RejectedEvent.objects.create(
+            source=SHOP, code=code, message=message, received_at=at(received)
+        )
+
+
+def test_the_health_of_a_write_key_source_is_aggregated_exactly(shop_feed):
+    sources = {source["name"]: source for source in sources_health(now=NOW)}
+
+    shop = sources[SHOP]
+    assert list(sources) == [
+        "segment:Quiet",
+        SHOP,
+        "segment:settings",
+        "shopify",
+        "imports",
+    ]
+    busy_hours = [(b["at"], b["count"]) for b in shop["hourly"] if b["count"]]
+    assert busy_hours == [
+        (at("2025-03-14 10:00:00"), 1),
+        (at("2025-03-14 11:00:00"), 1),
+        (at("2025-03-14 12:00:00"), 3),
+    ]
+    assert len(shop["hourly"]) == 48
+    assert shop["hourly"][0]["at"] == at("2025-03-12 13:00:00")
+    busy_days = [(b["at"], b["count"]) for b in shop["daily"] if b["count"]]
+    assert busy_days == [(at("2025-03-09"), 1), (at("2025-03-14"), 5)]
+    assert len(shop["daily"]) == 30
+    assert (shop["hourly_total"], shop["daily_total"]) == (5, 6)
+    assert (shop["hourly_max"], shop["daily_max"]) == (3, 5)
+    assert shop["lag"] == {"measured": 3, "median_seconds": 4.0, "max_seconds": 30.0}
+    assert shop["unprocessed"] == {"count": 1, "oldest_age_seconds": 600.0}
+    assert shop["failed"]["count"] == 1
+    assert [row["message_id"] for row in shop["failed"]["recent"]] == ["e6"]
+    assert shop["failed"]["recent"][0]["processing_error"] == "no such profile"
+    assert shop["last_received_at"] == at("2025-03-14 12:20:00")
+    assert shop["rejections"] == [
+        {
+            "code": "no_user_anon_id",
+            "count": 2,
+            "last_at": at("2025-03-14 12:25:00"),
+            "message": "The item needs a userId.",
+        },
+        {
+            "code": "invalid_type",
+            "count": 1,
+            "last_at": at("2025-03-12 09:00:00"),
+            "message": "Unknown call type 'x'.",
+        },
+    ]
+    assert shop["rejected_last_hour"] == 1
+    assert shop["rejections_warning"] is True
+    assert shop["backlog_warning"] is True
+
+
+def test_a_quiet_source_raises_no_warning(shop_feed):
+    sources = {source["name"]: source for source in sources_health(now=NOW)}
+
+    quiet = sources["segment:Quiet"]
+    assert quiet["daily_total"] == 1
+    assert quiet["hourly_total"] == 0
+    assert quiet["lag"] == {"measured": 0, "median_seconds": None, "max_seconds": None}
+    assert quiet["unprocessed"] == {"count": 0, "oldest_age_seconds": None}
+    assert quiet["rejections"] == []
+    assert quiet["rejections_warning"] is False
+    assert quiet["backlog_warning"] is False
+
+
+def test_a_backlog_younger_than_five_minutes_is_no_warning(shop_feed):
+    sources = {s["name"]: s for s in sources_health(now=at("2025-03-14 12:24:00"))}
+
+    assert sources[SHOP]["unprocessed"] == {"count": 1, "oldest_age_seconds": 240.0}
+    assert sources[SHOP]["backlog_warning"] is False
+
+
+def test_shop_events_and_failed_deliveries_count_under_shopify():
+    Event.objects.create(
+        message_id="s1",
+        type="track",
+        event="Order Completed",
+        user_id="usr_1",
+        source="shopify",
+        timestamp=at("2025-03-14 12:00:00"),
+        received_at=at("2025-03-14 12:00:00"),
+        processed_at=at("2025-03-14 12:00:01"),
+    )
+    for n, error in enumerate(["", "bad payload", "no email"]):
+        WebhookDelivery.objects.create(
+            source="shopify",
+            delivery_id=f"d{n}",
+            topic="orders/create",
+            received_at=NOW,
+            error=error,
+        )
+
+    shopify = next(s for s in sources_health(now=NOW) if s["name"] == "shopify")
+
+    assert shopify["daily_total"] == 1
+    assert shopify["lag"] == {"measured": 1, "median_seconds": 1.0, "max_seconds": 1.0}
+    assert shopify["webhook_errors"] == 2
+
+
+def test_contact_imports_report_rows_rejections_and_failures():
+    with time_machine.travel(at("2025-03-14 12:10:00"), tick=False):
+        ContactImport.objects.create(
+            filename="subscribed.csv",
+            status=ImportStatus.DONE,
+            records=40,
+            rejected=3,
+            rejections=[
+                {"reason": "invalid_email", "message": "not-an-email: no @"},
+                {"reason": "invalid_email", "message": "two @ signs"},
+                {"reason": "missing_email", "message": "no email address given"},
+            ],
+            started_at=at("2025-03-14 12:10:01"),
+            finished_at=at("2025-03-14 12:10:05"),
+        )
+    with time_machine.travel(at("2025-03-13 08:00:00"), tick=False):
+        ContactImport.objects.create(
+            filename="broken.csv", status=ImportStatus.FAILED, error="Not a CSV file."
+        )
+
+    imports = sources_health(now=NOW)[-1]
+
+    assert imports["name"] == "imports"
+    assert (imports["hourly_total"], imports["daily_total"]) == (40, 40)
+    assert imports["lag"] == {"measured": 1, "median_seconds": 5.0, "max_seconds": 5.0}
+    assert imports["rejections"] == [
+        {
+            "code": "invalid_email",
+            "count": 2,
+            "last_at": at("2025-03-14 12:10:00"),
+            "message": "two @ signs",
+        },
+        {
+            "code": "missing_email",
+            "count": 1,
+            "last_at": at("2025-03-14 12:10:00"),
+            "message": "no email address given",
+        },
+    ]
+    assert imports["rejected_last_hour"] == 3
+    assert imports["failed"]["count"] == 1
+    assert imports["failed"]["recent"][0]["error"] == "Not a CSV file."
+    assert imports["unprocessed"] == {"count": 0, "oldest_age_seconds": None}
+    assert imports["last_received_at"] == at("2025-03-14 12:10:05")
+
+
+def test_the_health_page_warns_only_about_the_troubled_source(signed_in, shop_feed):
+    with time_machine.travel(NOW, tick=False):
+        response = signed_in.get(reverse("sources_health"))
+
+    page = response.content.decode()
+    sections = dict(
+        re.findall(
+            r'<section class="source" data-source="([^"]+)">(.*?)</section>', page, re.S
+        )
+    )
+    shop, quiet = sections[SHOP], sections["segment:Quiet"]
+    assert (
+        '<p class="flash error" data-warning="rejections">1 item rejected in the last '
+        "hour: see the rejections below.</p>" in shop
+    )
+    assert (
+        '<p class="flash error" data-warning="backlog">1 waiting to be '
+        "processed, the oldest for more than 5 minutes: is the worker running?</p>"
+        in shop
+    )
+    assert '<div class="figure" data-figure="median_lag">4 s</div>' in shop
+    assert '<div class="figure" data-figure="max_lag">30 s</div>' in shop
+    assert '<div class="figure" data-figure="last_48h">5</div>' in shop
+    assert (
+        '<tr data-code="no_user_anon_id"><td><code>no_user_anon_id</code></td><td>2</td>'
+        in shop
+    )
+    assert (
+        "<td><code>e6</code></td><td>Product Viewed</td><td>no such profile</td>"
+        in shop
+    )
+    assert "data-warning" not in quiet
+    assert "Nothing rejected." in quiet
