@@ -5,6 +5,7 @@ from django.db import OperationalError
 
 from profiles.importing import contact_import_run_stored
 from profiles.processing import events_process, events_process_pending
+from profiles.shopify import shopify_deliveries_process_pending
 
 
 @shared_task
@@ -32,3 +33,19 @@ def events_sweep_task() -> int:
     if processed == EVENTS_SWEEP_BATCH_SIZE:
         events_sweep_task.delay()
     return processed
+
+
+# Shopify: a webhook request applies its delivery at once; this sweep finishes the
+# deliveries whose processing failed or never ran (processed_at still empty).
+SHOPIFY_SWEEP_BATCH_SIZE = 200
+
+
+@shared_task
+def shopify_deliveries_sweep_task() -> int:
+    """Process one batch of unfinished Shopify deliveries; re-enqueue while it helps."""
+    tried, finished = shopify_deliveries_process_pending(limit=SHOPIFY_SWEEP_BATCH_SIZE)
+    # A full batch that made progress may have more behind it; one that only
+    # failed again waits for the next beat rather than spinning.
+    if tried == SHOPIFY_SWEEP_BATCH_SIZE and finished:
+        shopify_deliveries_sweep_task.delay()
+    return finished

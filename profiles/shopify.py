@@ -1,0 +1,791 @@
+"""Shopify webhooks: signature check, delivery storage and what each topic does.
+
+A delivery is verified on its exact bytes, stored once per X-Shopify-Webhook-Id and
+committed before anything acts on it. Processing claims the stored delivery under a
+row lock, applies its topic inside one transaction and marks it processed in that
+same transaction, so its effects happen once; a failure leaves processed_at empty
+with the error kept, for the sweep to finish later.
+
+Shop behaviour also enters the event log under the Segment e-commerce names
+(`Order Completed`, `Checkout Started`), unprocessed, so that event processing
+computes the profile's traits and segments and flows see it like site tracking.
+"""
+
+import base64
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from profiles.emails import InvalidEmail, email_normalize
+from profiles.models import (
+    ConsentRecord,
+    Event,
+    EventType,
+    Profile,
+    ShopCheckout,
+    ShopOrder,
+    SubscriptionStatus,
+    WebhookDelivery,
+)
+from profiles.selectors import profile_is_suppressed
+from profiles.services import (
+    WITHDRAWN_STATUSES,
+    consent_record,
+    profile_get_or_create_by_email,
+    profile_tags_add,
+)
+from profiles.traits import TraitInvalid, trait_coerce, trait_schema_load
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "shopify"
+ORDER_COMPLETED = "Order Completed"
+CHECKOUT_STARTED = "Checkout Started"
+
+# A webhook request should answer within Shopify's few seconds: processing that
+# waits this long on a row another worker holds gives up and leaves it to the sweep.
+PROCESS_LOCK_TIMEOUT_MS = 2000
+# Deliveries older than this are no longer retried by the sweep; they keep their
+# error for a person to read.
+SWEEP_MAX_AGE = timedelta(days=7)
+
+CONSENT_STATES = {
+    "subscribed": SubscriptionStatus.SUBSCRIBED,
+    "unsubscribed": SubscriptionStatus.UNSUBSCRIBED,
+}
+CONSENT_WORDING = (
+    "Email marketing consent as recorded by the Shopify shop; the wording the "
+    "customer saw is the shop's own and is not sent with the webhook."
+)
+CHECKOUT_CONSENT_WORDING = (
+    "Ticked 'accept email marketing' at the Shopify checkout; the wording of the "
+    "checkbox is the shop's own and is not sent with the webhook."
+)
+
+
+class ShopifyPayloadError(ValueError):
+    """A signed payload holds a value Bespoke cannot read (money, a time)."""
+
+
+@dataclass
+class Outcome:
+    event_ids: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+def shopify_signature_valid(*, body: bytes, signature: str | None) -> bool:
+    """Return whether the header is the HMAC of these exact bytes under a secret."""
+    if not signature:
+        return False
+
+    given = signature.strip().encode()
+    matches = [
+        hmac.compare_digest(_signature(secret=secret, body=body), given)
+        for secret in settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS
+    ]
+    return any(matches)
+
+
+def _signature(*, secret: str, body: bytes) -> bytes:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest)
+
+
+def shopify_delivery_store(
+    *,
+    delivery_id: str,
+    topic: str,
+    shop_domain: str,
+    api_version: str,
+    payload: dict[str, Any],
+    received_at: datetime,
+) -> tuple[WebhookDelivery, bool]:
+    """Store a delivery once by its webhook id; return it and whether it is new."""
+    delivery, created = WebhookDelivery.objects.get_or_create(
+        source=SOURCE,
+        delivery_id=delivery_id[:255],
+        defaults={
+            "topic": topic[:100],
+            "shop_domain": shop_domain[:255],
+            "api_version": api_version[:20],
+            "payload": payload,
+            "received_at": received_at,
+        },
+    )
+    return delivery, created
+
+
+def shopify_delivery_process(*, delivery_id: int) -> list[int]:
+    """Apply a stored delivery's topic once; return the ids of events it stored.
+
+    A delivery already processed, or held by another worker, is left alone. If
+    applying it raises, its writes are rolled back, the error is kept on the
+    delivery and processed_at stays empty so that the sweep tries again.
+    """
+    with transaction.atomic():
+        delivery = _delivery_claim(delivery_id)
+        if delivery is None:
+            return []
+
+        try:
+            with transaction.atomic():
+                _lock_timeout_set()
+                outcome = _delivery_apply(delivery)
+        except Exception as exc:
+            logger.exception(
+                "Shopify delivery processing failed",
+                extra={"delivery": delivery.pk, "topic": delivery.topic},
+            )
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(error=error)
+            return []
+
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            processed_at=timezone.now(), error=outcome.note[:500]
+        )
+
+    logger.info(
+        "Shopify delivery processed",
+        extra={
+            "delivery": delivery.pk,
+            "topic": delivery.topic,
+            "events": len(outcome.event_ids),
+        },
+    )
+    return outcome.event_ids
+
+
+def shopify_deliveries_pending(*, limit: int) -> list[int]:
+    """Return the ids of recent deliveries still to process, oldest first."""
+    since = timezone.now() - SWEEP_MAX_AGE
+    pending = WebhookDelivery.objects.filter(
+        source=SOURCE, processed_at__isnull=True, received_at__gte=since
+    ).order_by("received_at", "id")
+    return list(pending.values_list("id", flat=True)[:limit])
+
+
+def shopify_deliveries_process_pending(*, limit: int) -> tuple[int, int]:
+    """Process up to `limit` unfinished deliveries; return (tried, finished)."""
+    delivery_ids = shopify_deliveries_pending(limit=limit)
+    for delivery_id in delivery_ids:
+        shopify_delivery_process(delivery_id=delivery_id)
+
+    finished = WebhookDelivery.objects.filter(
+        pk__in=delivery_ids, processed_at__isnull=False
+    ).count()
+    if delivery_ids:
+        logger.info(
+            "Shopify deliveries swept: %s of %s finished",
+            finished,
+            len(delivery_ids),
+            extra={"tried": len(delivery_ids), "finished": finished},
+        )
+    return len(delivery_ids), finished
+
+
+def _delivery_claim(delivery_id: int) -> WebhookDelivery | None:
+    # skip_locked: a delivery another request or worker is applying right now is
+    # theirs; the processed_at filter makes a finished one a no-op.
+    return (
+        WebhookDelivery.objects.select_for_update(skip_locked=True)
+        .filter(pk=delivery_id, processed_at__isnull=True)
+        .first()
+    )
+
+
+def _lock_timeout_set() -> None:
+    if connection.vendor != "postgresql":
+        return
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true)",
+            [f"{PROCESS_LOCK_TIMEOUT_MS}ms"],
+        )
+
+
+def _delivery_apply(delivery: WebhookDelivery) -> Outcome:
+    handler = TOPIC_HANDLERS.get(delivery.topic)
+    if handler is None:
+        # Shopify disables an endpoint that keeps failing, so a topic Bespoke does
+        # not use is accepted and noted, not refused.
+        return Outcome(note=f"Topic {delivery.topic!r} is not used by Bespoke.")
+    return handler(delivery)
+
+
+# Customers ----------------------------------------------------------------------
+
+
+def _customer_apply(delivery: WebhookDelivery) -> Outcome:
+    payload = delivery.payload
+    profile = _profile_for(payload.get("email"))
+    if profile is None:
+        return Outcome(note="The customer has no usable email address.")
+
+    _profile_fill(profile=profile, customer=payload)
+    # API versions before 2025-01 put tags and email consent in the customer
+    # payload; later ones send consent on its own topic. Branching on the keys
+    # present reads both shapes whatever version the subscription names.
+    if isinstance(payload.get("tags"), str):
+        profile_tags_add(profile=profile, names=_tags_split(payload["tags"]))
+    consent = payload.get("email_marketing_consent")
+    if isinstance(consent, dict):
+        _consent_apply(profile=profile, consent=consent, delivery=delivery)
+    return Outcome()
+
+
+def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
+    payload = delivery.payload
+    consent = payload.get("email_marketing_consent")
+    if not isinstance(consent, dict):
+        # customers_marketing_consent/update carries SMS consent only.
+        return Outcome(note="The delivery holds no email marketing consent.")
+
+    profile = _profile_for(payload.get("email_address") or payload.get("email"))
+    if profile is None:
+        return Outcome(note="The customer has no usable email address.")
+
+    _consent_apply(profile=profile, consent=consent, delivery=delivery)
+    return Outcome()
+
+
+def _profile_for(raw: Any) -> Profile | None:
+    if not isinstance(raw, str):
+        return None
+
+    try:
+        email = email_normalize(raw)
+    except InvalidEmail:
+        return None
+    profile, _ = profile_get_or_create_by_email(email)
+    return profile
+
+
+def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> None:
+    """Copy the customer's names, phone, place and Shopify facts onto the profile."""
+    fields = _customer_fields(customer)
+    changed = [
+        name for name, value in fields.items() if getattr(profile, name) != value
+    ]
+    traits = _traits_checked(_customer_traits(customer))
+    for name in changed:
+        setattr(profile, name, fields[name])
+
+    if not changed and all(profile.traits.get(k) == v for k, v in traits.items()):
+        return
+    profile.traits = {**profile.traits, **traits}
+    profile.save(update_fields=[*changed, "traits", "updated_at"])
+
+
+def _customer_fields(customer: dict[str, Any]) -> dict[str, str]:
+    address = _object(customer.get("default_address"))
+    country = _text(address.get("country_code"), 2).upper()
+    candidates = {
+        "first_name": _text(customer.get("first_name"), 150),
+        "last_name": _text(customer.get("last_name"), 150),
+        "phone": _text(customer.get("phone") or address.get("phone"), 50),
+        "city": _text(address.get("city"), 100),
+        "region": _text(address.get("province_code") or address.get("province"), 100),
+        "country_code": country if len(country) == 2 else "",
+    }
+    # What Shopify leaves empty keeps what the profile already knows.
+    return {name: value for name, value in candidates.items() if value}
+
+
+def _customer_traits(customer: dict[str, Any]) -> dict[str, Any]:
+    traits: dict[str, Any] = {}
+    if customer.get("id") is not None:
+        traits["shopify_customer_id"] = str(customer["id"])
+    if isinstance(customer.get("orders_count"), int):
+        traits["shopify_orders_count"] = customer["orders_count"]
+    spent = _money(customer.get("total_spent"))
+    if spent is not None:
+        traits["shopify_total_spent"] = float(spent)
+    return traits
+
+
+def _traits_checked(traits: dict[str, Any]) -> dict[str, Any]:
+    # A trait the marketer declared keeps its declared type; a value that breaks
+    # the rule is left out rather than stored wrong.
+    schema = trait_schema_load()
+    checked: dict[str, Any] = {}
+    for name, value in traits.items():
+        rule = schema.get(name)
+        try:
+            checked[name] = value if rule is None else trait_coerce(rule, value)
+        except TraitInvalid as exc:
+            logger.warning(
+                "Shopify trait left out: %s", exc.reason, extra={"trait": name}
+            )
+    return checked
+
+
+def _tags_split(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _consent_apply(
+    *, profile: Profile, consent: dict[str, Any], delivery: WebhookDelivery
+) -> None:
+    status = CONSENT_STATES.get(str(consent.get("state")))
+    if status is None:
+        # not_subscribed, pending (double opt-in not confirmed yet), invalid and
+        # redacted state no consent given or withdrawn: nothing to record.
+        return
+
+    occurred_at = _time(consent.get("consent_updated_at")) or delivery.received_at
+    evidence = {
+        "state": consent.get("state"),
+        "opt_in_level": consent.get("opt_in_level"),
+        "consent_updated_at": consent.get("consent_updated_at"),
+        "topic": delivery.topic,
+        "webhook_id": delivery.delivery_id,
+        "shop_domain": delivery.shop_domain,
+    }
+    if _consent_known(profile=profile, status=status, occurred_at=occurred_at):
+        return
+    # The shop's own consent state is the person's choice, made in the shop, so it
+    # moves the status like any first-hand fact when it is the newest one.
+    consent_record(
+        profile=profile,
+        status=status,
+        source=SOURCE,
+        occurred_at=occurred_at,
+        wording=CONSENT_WORDING,
+        evidence=evidence,
+    )
+
+
+def _consent_known(
+    *, profile: Profile, status: str, occurred_at: datetime, **evidence: str
+) -> bool:
+    # customers/update repeats the same consent with every other change; the same
+    # fact is recorded once.
+    known = ConsentRecord.objects.filter(profile=profile, source=SOURCE, status=status)
+    if evidence:
+        return known.filter(evidence__contains=evidence).exists()
+    return known.filter(occurred_at=occurred_at).exists()
+
+
+def _checkout_consent_apply(
+    *, profile: Profile, delivery: WebhookDelivery, at: datetime, **keys: str
+) -> None:
+    """Record `buyer_accepts_marketing: true` as consent that never lifts a withdrawal.
+
+    The box is often pre-ticked or ticked in passing while buying, so it is taken
+    like a subscribed row of an imported list (from_import): it may give consent to
+    someone who has none but never overrides an unsubscribe or a cleaned address,
+    however much newer the order is.
+    """
+    # Nor is a record written that the status would not follow: next to an
+    # unsubscribe it would only mislead whoever reads the consent history.
+    if profile.subscription_status in WITHDRAWN_STATUSES:
+        return
+    if profile_is_suppressed(profile.email or ""):
+        return
+    if _consent_known(
+        profile=profile, status=SubscriptionStatus.SUBSCRIBED, occurred_at=at, **keys
+    ):
+        return
+
+    consent_record(
+        profile=profile,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source=SOURCE,
+        occurred_at=at,
+        from_import=True,
+        wording=CHECKOUT_CONSENT_WORDING,
+        evidence={
+            **keys,
+            "buyer_accepts_marketing": True,
+            "topic": delivery.topic,
+            "webhook_id": delivery.delivery_id,
+            "shop_domain": delivery.shop_domain,
+        },
+    )
+
+
+# Checkouts ----------------------------------------------------------------------
+
+
+def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
+    payload = delivery.payload
+    token = _text(payload.get("token"), 100)
+    if not token:
+        return Outcome(note="The checkout has no token.")
+
+    profile = _profile_for(payload.get("email"))
+    if profile is not None:
+        _profile_fill(profile=profile, customer=_object(payload.get("customer")))
+    checkout = _checkout_upsert(token=token, payload=payload, profile=profile)
+
+    started_at = checkout.started_at or delivery.received_at
+    if profile is not None and payload.get("buyer_accepts_marketing") is True:
+        _checkout_consent_apply(
+            profile=profile, delivery=delivery, at=started_at, checkout_token=token
+        )
+    if profile is None or delivery.topic != "checkouts/create":
+        return Outcome()
+
+    event = _event_store(
+        key=f"checkout:{token}",
+        name=CHECKOUT_STARTED,
+        profile=profile,
+        properties=_checkout_properties(payload, token=token),
+        at=started_at,
+        delivery=delivery,
+    )
+    return Outcome(event_ids=[event.pk] if event else [])
+
+
+def _checkout_upsert(
+    *, token: str, payload: dict[str, Any], profile: Profile | None
+) -> ShopCheckout:
+    values = _checkout_values(payload, profile=profile)
+    checkout, created = ShopCheckout.objects.select_for_update().get_or_create(
+        token=token, defaults=values
+    )
+    # Shopify does not promise order: an older update arriving late is ignored.
+    stale = (
+        checkout.updated_at is not None
+        and values["updated_at"] is not None
+        and values["updated_at"] < checkout.updated_at
+    )
+    if not created and not stale:
+        # A checkout completed by an order stays completed.
+        values["completed_at"] = values["completed_at"] or checkout.completed_at
+        for name, value in values.items():
+            setattr(checkout, name, value)
+        checkout.save()
+
+    _checkout_join_order(checkout)
+    return checkout
+
+
+def _checkout_values(
+    payload: dict[str, Any], *, profile: Profile | None
+) -> dict[str, Any]:
+    shipping_lines = payload.get("shipping_lines") or []
+    return {
+        "shop_id": _text(payload.get("id"), 40),
+        "profile": profile,
+        "email": _text(payload.get("email"), 254),
+        "currency": _text(payload.get("currency"), 3),
+        "subtotal": _money(payload.get("subtotal_price")),
+        # No shipping line yet means no shipping chosen, not free shipping.
+        "shipping": _lines_total(shipping_lines) if shipping_lines else None,
+        "tax": _money(payload.get("total_tax")),
+        "total": _money(payload.get("total_price")),
+        "line_items": [_line_item(line) for line in payload.get("line_items") or []],
+        "shipping_address": _object(payload.get("shipping_address")),
+        "recovery_url": _text(payload.get("abandoned_checkout_url"), 1000),
+        "buyer_accepts_marketing": _flag(payload.get("buyer_accepts_marketing")),
+        "started_at": _time(payload.get("created_at")),
+        "updated_at": _time(payload.get("updated_at")),
+        "completed_at": _time(payload.get("completed_at")),
+    }
+
+
+def _checkout_join_order(checkout: ShopCheckout) -> None:
+    # The order may have arrived before the checkout's own webhook.
+    if checkout.order_shop_id:
+        return
+
+    order = ShopOrder.objects.filter(checkout_token=checkout.token).first()
+    if order is None:
+        return
+    checkout.order_shop_id = order.shop_id
+    checkout.completed_at = checkout.completed_at or order.placed_at
+    checkout.save(update_fields=["order_shop_id", "completed_at"])
+
+
+def _checkout_properties(payload: dict[str, Any], *, token: str) -> dict[str, Any]:
+    codes = _discount_codes(payload.get("discount_codes"))
+    return {
+        # Segment's Checkout Started names an order id; a checkout has none yet,
+        # so the token stands in, as the site's own tracking does.
+        "order_id": token,
+        "checkout_id": token,
+        "value": _number(payload.get("total_price")),
+        "revenue": _number(payload.get("subtotal_price")),
+        "shipping": _number(_lines_total(payload.get("shipping_lines") or [])),
+        "tax": _number(payload.get("total_tax")),
+        "discount": _number(payload.get("total_discounts")),
+        "coupon": ",".join(code["code"] for code in codes),
+        "currency": _text(payload.get("currency"), 3),
+        "products": _products(payload.get("line_items")),
+        "recovery_url": _text(payload.get("abandoned_checkout_url"), 1000),
+    }
+
+
+# Orders -------------------------------------------------------------------------
+
+
+def _order_apply(delivery: WebhookDelivery) -> Outcome:
+    payload = delivery.payload
+    if payload.get("id") is None:
+        return Outcome(note="The order has no id.")
+
+    customer = _object(payload.get("customer"))
+    profile = _profile_for(
+        payload.get("email") or payload.get("contact_email") or customer.get("email")
+    )
+    if profile is not None:
+        _profile_fill(profile=profile, customer=customer)
+    order = _order_upsert(payload=payload, profile=profile)
+    _order_join_checkout(order)
+
+    placed_at = order.placed_at or delivery.received_at
+    if profile is not None and order.buyer_accepts_marketing:
+        _checkout_consent_apply(
+            profile=profile, delivery=delivery, at=placed_at, order_id=order.shop_id
+        )
+    if profile is None:
+        return Outcome(note="The order has no usable email address.")
+
+    # Keyed by the order, not the delivery: orders/create, orders/paid and
+    # orders/updated of one order, and their retries, store one Order Completed.
+    event = _event_store(
+        key=f"order:{order.shop_id}",
+        name=ORDER_COMPLETED,
+        profile=profile,
+        properties=_order_properties(payload, order=order),
+        at=placed_at,
+        delivery=delivery,
+    )
+    return Outcome(event_ids=[event.pk] if event else [])
+
+
+def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOrder:
+    order, _ = ShopOrder.objects.update_or_create(
+        shop_id=str(payload["id"])[:40],
+        defaults={
+            "name": _text(payload.get("name"), 40),
+            "profile": profile,
+            "email": _text(payload.get("email") or payload.get("contact_email"), 254),
+            "checkout_token": _text(payload.get("checkout_token"), 100),
+            "financial_status": _text(payload.get("financial_status"), 40),
+            "currency": _text(payload.get("currency"), 3),
+            "subtotal": _money(payload.get("subtotal_price")),
+            "discount": _money(payload.get("total_discounts")),
+            "shipping": _order_shipping(payload),
+            "tax": _money(payload.get("total_tax")),
+            "total": _money(payload.get("total_price")),
+            "discount_codes": _discount_codes(payload.get("discount_codes")),
+            "line_items": [
+                _line_item(line) for line in payload.get("line_items") or []
+            ],
+            "buyer_accepts_marketing": _flag(payload.get("buyer_accepts_marketing")),
+            "placed_at": _time(
+                payload.get("processed_at") or payload.get("created_at")
+            ),
+        },
+    )
+    return order
+
+
+def _order_shipping(payload: dict[str, Any]) -> Decimal | None:
+    shop_money = _object(
+        _object(payload.get("total_shipping_price_set")).get("shop_money")
+    )
+    if shop_money.get("amount") is not None:
+        return _money(shop_money["amount"])
+    return _lines_total(payload.get("shipping_lines") or [])
+
+
+def _order_join_checkout(order: ShopOrder) -> None:
+    if not order.checkout_token:
+        return
+
+    checkout = (
+        ShopCheckout.objects.select_for_update()
+        .filter(token=order.checkout_token)
+        .first()
+    )
+    if checkout is None:
+        return
+    checkout.order_shop_id = order.shop_id
+    checkout.completed_at = checkout.completed_at or order.placed_at
+    checkout.save(update_fields=["order_shop_id", "completed_at"])
+
+
+def _order_properties(payload: dict[str, Any], *, order: ShopOrder) -> dict[str, Any]:
+    # Segment's e-commerce v2 shape, numbers as JSON numbers as the site sends
+    # them; the exact amounts stay as decimals on the ShopOrder.
+    return {
+        "order_id": order.shop_id,
+        "checkout_id": order.checkout_token,
+        "order_name": order.name,
+        "total": _number(order.total),
+        "subtotal": _number(order.subtotal),
+        # Segment's revenue leaves out shipping and tax, like the subtotal.
+        "revenue": _number(order.subtotal),
+        "shipping": _number(order.shipping),
+        "tax": _number(order.tax),
+        "discount": _number(order.discount),
+        "coupon": ",".join(code["code"] for code in order.discount_codes),
+        "currency": order.currency,
+        "products": _products(payload.get("line_items")),
+    }
+
+
+# Events -------------------------------------------------------------------------
+
+
+def _event_store(
+    *,
+    key: str,
+    name: str,
+    profile: Profile,
+    properties: dict[str, Any],
+    at: datetime,
+    delivery: WebhookDelivery,
+) -> Event | None:
+    """Store a track event once under a deterministic messageId; None if known."""
+    event, created = Event.objects.get_or_create(
+        message_id=f"{SOURCE}:{key}"[:100],
+        defaults={
+            "type": EventType.TRACK,
+            "event": name,
+            "profile": profile,
+            "properties": properties,
+            "context": {
+                "shopify": {
+                    "topic": delivery.topic,
+                    "shop_domain": delivery.shop_domain,
+                    "webhook_id": delivery.delivery_id,
+                    "api_version": delivery.api_version,
+                }
+            },
+            "source": SOURCE,
+            "timestamp": at,
+            "received_at": delivery.received_at,
+        },
+    )
+    return event if created else None
+
+
+# Reading Shopify values ---------------------------------------------------------
+
+
+def _text(value: Any, max_length: int) -> str:
+    if value is None or isinstance(value, bool | dict | list):
+        return ""
+    return str(value).strip()[:max_length]
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _money(value: Any) -> Decimal | None:
+    """Read a Shopify amount ("152.29") as a Decimal; None when absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ShopifyPayloadError(f"{value!r} is not an amount")
+
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ShopifyPayloadError(f"{value!r} is not an amount") from exc
+    if not amount.is_finite():
+        raise ShopifyPayloadError(f"{value!r} is not an amount")
+    return amount
+
+
+def _number(value: Any) -> float | None:
+    amount = value if isinstance(value, Decimal) else _money(value)
+    return None if amount is None else float(amount)
+
+
+def _time(value: Any) -> datetime | None:
+    """Read a Shopify time (with the shop's UTC offset) as an aware UTC datetime."""
+    if value is None or value == "":
+        return None
+
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ShopifyPayloadError(f"{value!r} is not an ISO-8601 time") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _lines_total(lines: list[Any]) -> Decimal:
+    amounts = [_money(_object(line).get("price")) for line in lines]
+    return sum((amount for amount in amounts if amount is not None), Decimal("0"))
+
+
+def _discount_codes(value: Any) -> list[dict[str, Any]]:
+    codes = value if isinstance(value, list) else []
+    return [
+        {
+            "code": _text(code.get("code"), 100),
+            "amount": _text(code.get("amount"), 40),
+            "type": _text(code.get("type"), 40),
+        }
+        for code in codes
+        if isinstance(code, dict) and code.get("code")
+    ]
+
+
+def _line_item(line: Any) -> dict[str, Any]:
+    line = _object(line)
+    return {
+        "product_id": _text(line.get("product_id"), 40),
+        "variant_id": _text(line.get("variant_id"), 40),
+        "sku": _text(line.get("sku"), 100),
+        "title": _text(line.get("title"), 255),
+        "variant_title": _text(line.get("variant_title"), 255),
+        "price": _text(line.get("price"), 40),
+        "quantity": line.get("quantity")
+        if isinstance(line.get("quantity"), int)
+        else 0,
+    }
+
+
+def _products(value: Any) -> list[dict[str, Any]]:
+    lines = value if isinstance(value, list) else []
+    products = []
+    for line in map(_line_item, lines):
+        products.append(
+            {
+                "product_id": line["product_id"],
+                "sku": line["sku"],
+                "name": line["title"],
+                "variant": line["variant_title"],
+                "price": _number(line["price"]),
+                "quantity": line["quantity"],
+            }
+        )
+    return products
+
+
+Handler = Callable[[WebhookDelivery], Outcome]
+
+TOPIC_HANDLERS: dict[str, Handler] = {
+    "orders/create": _order_apply,
+    "orders/updated": _order_apply,
+    "orders/paid": _order_apply,
+    "checkouts/create": _checkout_apply,
+    "checkouts/update": _checkout_apply,
+    "customers/create": _customer_apply,
+    "customers/update": _customer_apply,
+    "customers_email_marketing_consent/update": _consent_update_apply,
+    "customers_marketing_consent/update": _consent_update_apply,
+}

@@ -1,0 +1,143 @@
+"""Webhook endpoints: the shop's deliveries in, verified before anything is read."""
+
+import json
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from profiles.shopify import (
+    shopify_delivery_process,
+    shopify_delivery_store,
+    shopify_signature_valid,
+)
+from profiles.tasks import events_process_task
+
+logger = logging.getLogger(__name__)
+
+# Shopify's largest payloads (orders with hundreds of lines) stay well under this.
+SHOPIFY_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def _error(*, status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"code": code, "message": message}, status=status)
+
+
+@csrf_exempt
+def shopify_webhook(request: HttpRequest) -> JsonResponse:
+    """Verify, store once and apply one Shopify delivery, whatever its topic.
+
+    Once a delivery is stored the answer is 200, even if applying it failed: the
+    sweep finishes it, and Shopify would only send the same webhook id again.
+    """
+    if request.method != "POST":
+        response = _error(status=405, code="method_not_allowed", message="Use POST.")
+        response["Allow"] = "POST"
+        return response
+
+    body = _body_read(request)
+    if body is None:
+        return _error(
+            status=413, code="request_too_large", message="The body is too large."
+        )
+    if not shopify_signature_valid(
+        body=body, signature=request.headers.get("X-Shopify-Hmac-Sha256")
+    ):
+        logger.warning(
+            "Shopify webhook refused: bad signature",
+            extra={"shop_domain": request.headers.get("X-Shopify-Shop-Domain", "")},
+        )
+        return _error(
+            status=401,
+            code="invalid_signature",
+            message="X-Shopify-Hmac-Sha256 does not match the body.",
+        )
+
+    headers, refusal = _headers_read(request)
+    if refusal is not None:
+        return refusal
+    payload = _payload_parse(body)
+    if payload is None:
+        return _error(
+            status=400, code="invalid_json", message="The body is not a JSON object."
+        )
+
+    return _delivery_accept(headers=headers, payload=payload)
+
+
+def _body_read(request: HttpRequest) -> bytes | None:
+    # The exact bytes, unparsed: the signature is over them and nothing else.
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > SHOPIFY_MAX_BODY_BYTES:
+        return None
+
+    body = request.read(SHOPIFY_MAX_BODY_BYTES + 1)
+    return None if len(body) > SHOPIFY_MAX_BODY_BYTES else body
+
+
+def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | None]:
+    headers = {
+        "delivery_id": request.headers.get("X-Shopify-Webhook-Id", "").strip(),
+        "topic": request.headers.get("X-Shopify-Topic", "").strip(),
+        "shop_domain": request.headers.get("X-Shopify-Shop-Domain", "").strip(),
+        "api_version": request.headers.get("X-Shopify-API-Version", "").strip(),
+    }
+    if not headers["delivery_id"]:
+        return headers, _error(
+            status=400,
+            code="missing_webhook_id",
+            message="X-Shopify-Webhook-Id is required.",
+        )
+    if not headers["topic"]:
+        return headers, _error(
+            status=400, code="missing_topic", message="X-Shopify-Topic is required."
+        )
+    return headers, None
+
+
+def _payload_parse(body: bytes) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _delivery_accept(
+    *, headers: dict[str, str], payload: dict[str, Any]
+) -> JsonResponse:
+    # Stored and committed on its own first, so a failure while applying it
+    # cannot lose the delivery.
+    with transaction.atomic():
+        delivery, created = shopify_delivery_store(
+            payload=payload, received_at=timezone.now(), **headers
+        )
+    if not created:
+        logger.info(
+            "Shopify delivery repeated; already stored",
+            extra={"delivery": delivery.pk, "topic": delivery.topic},
+        )
+        return JsonResponse({"success": True, "duplicate": True})
+
+    event_ids = shopify_delivery_process(delivery_id=delivery.pk)
+    if event_ids:
+        transaction.on_commit(lambda: _events_enqueue(event_ids))
+    return JsonResponse({"success": True, "duplicate": False})
+
+
+def _events_enqueue(event_ids: list[int]) -> None:
+    try:
+        events_process_task.delay(event_ids)
+    except Exception:
+        # The events are stored unprocessed; the events sweep picks them up.
+        logger.warning(
+            "Could not enqueue event processing; the sweep will pick it up",
+            exc_info=True,
+            extra={"events": len(event_ids)},
+        )

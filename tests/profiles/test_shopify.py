@@ -1,0 +1,716 @@
+"""Shopify webhooks, driven with the shared fixtures' exact bytes and headers."""
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.db import connection
+
+from profiles import shopify
+from profiles.models import (
+    ConsentRecord,
+    Event,
+    Profile,
+    ProfileTag,
+    ShopCheckout,
+    ShopOrder,
+    SubscriptionStatus,
+    SuppressionReason,
+    WebhookDelivery,
+)
+from profiles.processing import events_process_pending
+from profiles.services import suppression_add
+from profiles.tasks import shopify_deliveries_sweep_task
+from tests.factories import ProfileFactory
+
+URL = "/webhooks/shopify"
+SECRET = b"test_shopify_webhook_secret_DO_NOT_USE"
+BEN = "ben.okafor@example.net"
+ANA_TOKEN = "b7d5a9e0f3c14a2e8d6b1c9f7e5a3d2b"
+BEN_CHECKOUT_TOKEN = "e2c4a6b8d0f24e6a8c0e2a4c6e8a0c2e"
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def sign(body: bytes) -> str:
+    return base64.b64encode(hmac.new(SECRET, body, hashlib.sha256).digest()).decode()
+
+
+@pytest.fixture
+def shop_headers(load_fixture):
+    return load_fixture("shopify/webhook_headers.json", as_json=True)
+
+
+@pytest.fixture
+def deliver(client, load_fixture, shop_headers):
+    """Post a fixture body with its recorded headers, as Shopify would."""
+
+    def send(name: str, *, headers: dict | None = None, body: bytes | None = None):
+        data = load_fixture(f"shopify/{name}") if body is None else body
+        sent = dict(headers or shop_headers["deliveries"][name])
+        sent.pop("Content-Type")
+        return client.post(
+            URL, data=data, content_type="application/json", headers=sent
+        )
+
+    return send
+
+
+def resigned(shop_headers, name: str, body: bytes, **changes: str) -> dict:
+    headers = {**shop_headers["deliveries"][name], **changes}
+    headers["X-Shopify-Hmac-Sha256"] = sign(body)
+    return headers
+
+
+def test_it_refuses_a_bad_signature_and_stores_nothing(db, deliver, shop_headers):
+    response = deliver(
+        "orders_create.json", headers=shop_headers["bad_signature_example"]
+    )
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "code": "invalid_signature",
+        "message": "X-Shopify-Hmac-Sha256 does not match the body.",
+    }
+    assert WebhookDelivery.objects.count() == 0
+    assert ShopOrder.objects.count() == 0
+    assert Profile.objects.count() == 0
+    assert Event.objects.count() == 0
+
+
+def test_it_refuses_a_delivery_without_a_signature(db, deliver, shop_headers):
+    headers = dict(shop_headers["deliveries"]["orders_create.json"])
+    del headers["X-Shopify-Hmac-Sha256"]
+
+    response = deliver("orders_create.json", headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    assert WebhookDelivery.objects.count() == 0
+
+
+def test_it_verifies_the_exact_bytes_not_the_parsed_json(db, deliver, load_fixture):
+    # Re-serialising turns Chloé's raw UTF-8 'é' into \u00e9: same JSON, other bytes.
+    parsed = load_fixture("shopify/customers_create.json", as_json=True)
+    body = json.dumps(parsed, separators=(",", ":")).encode()
+
+    response = deliver("customers_create.json", body=body)
+
+    assert response.status_code == 401
+    assert WebhookDelivery.objects.count() == 0
+    assert Profile.objects.count() == 0
+
+
+def test_it_accepts_a_secret_being_rotated_in(db, deliver, settings):
+    settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS = [
+        "the-new-secret",
+        SECRET.decode(),
+    ]
+
+    response = deliver("customers_create.json")
+
+    assert response.status_code == 200
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_it_refuses_everything_when_no_secret_is_configured(db, deliver, settings):
+    settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS = []
+
+    response = deliver("customers_create.json")
+
+    assert response.status_code == 401
+    assert WebhookDelivery.objects.count() == 0
+
+
+def test_it_refuses_a_signed_delivery_without_a_webhook_id(db, deliver, shop_headers):
+    headers = dict(shop_headers["deliveries"]["customers_create.json"])
+    del headers["X-Shopify-Webhook-Id"]
+
+    response = deliver("customers_create.json", headers=headers)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "missing_webhook_id",
+        "message": "X-Shopify-Webhook-Id is required.",
+    }
+    assert WebhookDelivery.objects.count() == 0
+
+
+def test_it_answers_get_with_a_json_405(db, client):
+    response = client.get(URL)
+
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_it_reads_header_names_in_any_case(db, deliver, shop_headers):
+    # HTTP/2 sends every header name in lower case.
+    headers = {
+        name.lower(): value
+        for name, value in shop_headers["deliveries"]["customers_create.json"].items()
+    }
+    headers["Content-Type"] = "application/json"
+
+    response = deliver("customers_create.json", headers=headers)
+
+    assert response.status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.topic == "customers/create"
+    assert delivery.delivery_id == "9bd27bef-e0e1-5b70-8b68-6daa1f546761"
+
+
+def test_it_stores_bens_order_as_the_fixture_says(db, deliver):
+    response = deliver("orders_create.json")
+
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "duplicate": False}
+    ben = Profile.objects.get()
+    order = ShopOrder.objects.get()
+    assert order.shop_id == "5975551934712"
+    assert order.name == "#1057"
+    assert order.profile == ben
+    assert order.email == BEN
+    assert order.checkout_token == BEN_CHECKOUT_TOKEN
+    assert order.financial_status == "paid"
+    assert order.currency == "USD"
+    assert order.subtotal == Decimal("133.65")
+    assert order.discount == Decimal("14.85")
+    assert order.shipping == Decimal("7.95")
+    assert order.tax == Decimal("10.69")
+    assert order.total == Decimal("152.29")
+    assert order.discount_codes == [
+        {"code": "SPRING10", "amount": "14.85", "type": "percentage"}
+    ]
+    assert order.line_items == [
+        {
+            "product_id": "8012345678903",
+            "variant_id": "45012345678903",
+            "sku": "S28-OLV",
+            "title": "Summit 28L Daypack",
+            "variant_title": "Olive",
+            "price": "119.00",
+            "quantity": 1,
+        },
+        {
+            "product_id": "8012345678904",
+            "variant_id": "45012345678904",
+            "sku": "CFC-KHK",
+            "title": "Canvas Field Cap",
+            "variant_title": "Khaki",
+            "price": "29.50",
+            "quantity": 1,
+        },
+    ]
+    assert order.buyer_accepts_marketing is True
+    assert order.placed_at == utc("2025-03-14T14:09:42Z")
+
+
+def test_it_upserts_bens_profile_from_the_order(db, deliver):
+    deliver("orders_create.json")
+
+    ben = Profile.objects.get()
+    assert ben.email == BEN
+    assert (ben.first_name, ben.last_name) == ("Ben", "Okafor")
+    assert ben.phone == "+1 217-555-0147"
+    assert (ben.city, ben.region, ben.country_code) == ("Springfield", "IL", "US")
+    assert ben.traits == {"shopify_customer_id": "7412345678902"}
+
+
+def test_it_writes_bens_order_completed_event_in_the_segment_shape(db, deliver):
+    deliver("orders_create.json")
+
+    event = Event.objects.get()
+    assert event.message_id == "shopify:order:5975551934712"
+    assert (event.type, event.event, event.source) == (
+        "track",
+        "Order Completed",
+        "shopify",
+    )
+    assert event.profile == Profile.objects.get(email=BEN)
+    assert event.timestamp == utc("2025-03-14T14:09:42Z")
+    assert event.processed_at is None
+    assert event.properties == {
+        "order_id": "5975551934712",
+        "checkout_id": BEN_CHECKOUT_TOKEN,
+        "order_name": "#1057",
+        "total": 152.29,
+        "subtotal": 133.65,
+        "revenue": 133.65,
+        "shipping": 7.95,
+        "tax": 10.69,
+        "discount": 14.85,
+        "coupon": "SPRING10",
+        "currency": "USD",
+        "products": [
+            {
+                "product_id": "8012345678903",
+                "sku": "S28-OLV",
+                "name": "Summit 28L Daypack",
+                "variant": "Olive",
+                "price": 119.0,
+                "quantity": 1,
+            },
+            {
+                "product_id": "8012345678904",
+                "sku": "CFC-KHK",
+                "name": "Canvas Field Cap",
+                "variant": "Khaki",
+                "price": 29.5,
+                "quantity": 1,
+            },
+        ],
+    }
+
+
+def test_it_takes_the_orders_accepted_marketing_as_consent(db, deliver):
+    deliver("orders_create.json")
+
+    ben = Profile.objects.get()
+    record = ConsentRecord.objects.get()
+    assert record.profile == ben
+    assert record.status == SubscriptionStatus.SUBSCRIBED
+    assert record.source == "shopify"
+    assert record.occurred_at == utc("2025-03-14T14:09:42Z")
+    assert record.evidence["order_id"] == "5975551934712"
+    assert record.evidence["buyer_accepts_marketing"] is True
+    assert ben.subscription_status == SubscriptionStatus.SUBSCRIBED
+
+
+def test_it_marks_the_delivery_processed(db, deliver):
+    deliver("orders_create.json")
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.source == "shopify"
+    assert delivery.delivery_id == "1b061a29-7b29-5796-9c4a-23efbc57e5ae"
+    assert delivery.topic == "orders/create"
+    assert delivery.shop_domain == "example-outfitters.myshopify.com"
+    assert delivery.api_version == "2026-07"
+    assert delivery.payload["id"] == 5975551934712
+    assert delivery.processed_at is not None
+    assert delivery.error == ""
+
+
+def test_a_retry_of_the_same_webhook_id_is_answered_and_not_processed_again(
+    db, deliver, shop_headers
+):
+    deliver("orders_create.json")
+    first = WebhookDelivery.objects.get()
+
+    response = deliver(
+        "orders_create.json", headers=shop_headers["retry_of_orders_create"]
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "duplicate": True}
+    assert WebhookDelivery.objects.get().processed_at == first.processed_at
+    assert ShopOrder.objects.count() == 1
+    assert Event.objects.count() == 1
+    assert ConsentRecord.objects.count() == 1
+
+
+def test_orders_updated_for_the_same_order_stores_no_second_order_completed(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    body = load_fixture("shopify/orders_create.json").replace(
+        b'"financial_status":"paid"', b'"financial_status":"partially_refunded"'
+    )
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Topic": "orders/updated", "X-Shopify-Webhook-Id": "upd-1"},
+    )
+
+    response = deliver("orders_create.json", headers=headers, body=body)
+
+    assert response.status_code == 200
+    assert ShopOrder.objects.get().financial_status == "partially_refunded"
+    assert Event.objects.count() == 1
+    assert ConsentRecord.objects.count() == 1
+    assert WebhookDelivery.objects.filter(processed_at__isnull=False).count() == 2
+
+
+def test_anas_checkout_is_upserted_by_token_and_stays_abandoned(db, deliver):
+    deliver("checkouts_create.json")
+    deliver("checkouts_update.json")
+
+    checkout = ShopCheckout.objects.get()
+    ana = Profile.objects.get(email="ana.souza@example.com")
+    assert checkout.token == ANA_TOKEN
+    assert checkout.shop_id == "35870981865626"
+    assert checkout.profile == ana
+    assert checkout.email == "ana.souza@example.com"
+    assert checkout.currency == "USD"
+    assert checkout.subtotal == Decimal("113.00")
+    assert checkout.shipping == Decimal("7.95")
+    assert checkout.tax == Decimal("9.04")
+    assert checkout.total == Decimal("129.99")
+    assert [line["sku"] for line in checkout.line_items] == ["TRJ-NVY-M", "MCS-GRY-L"]
+    assert checkout.shipping_address["country_code"] == "BR"
+    assert checkout.shipping_address["city"] == "São Paulo"
+    assert checkout.recovery_url == (
+        "https://shop.example.com/70012345678/checkouts/ac/"
+        "b7d5a9e0f3c14a2e8d6b1c9f7e5a3d2b/recover"
+        "?key=fixture-recovery-key-not-real&locale=pt-BR"
+    )
+    assert checkout.buyer_accepts_marketing is True
+    assert checkout.started_at == utc("2025-03-14T09:17:21Z")
+    assert checkout.updated_at == utc("2025-03-14T09:19:02Z")
+    assert checkout.completed_at is None
+    assert checkout.order_shop_id == ""
+
+
+def test_a_new_checkout_has_no_address_and_no_shipping_yet(db, deliver):
+    deliver("checkouts_create.json")
+
+    checkout = ShopCheckout.objects.get()
+    assert checkout.total == Decimal("113.00")
+    assert checkout.tax == Decimal("0.00")
+    assert checkout.shipping is None
+    assert checkout.shipping_address == {}
+    assert len(checkout.line_items) == 2
+
+
+def test_checkouts_create_writes_one_checkout_started(db, deliver):
+    deliver("checkouts_create.json")
+    deliver("checkouts_update.json")
+
+    event = Event.objects.get()
+    assert event.message_id == f"shopify:checkout:{ANA_TOKEN}"
+    assert event.event == "Checkout Started"
+    assert event.profile == Profile.objects.get(email="ana.souza@example.com")
+    assert event.timestamp == utc("2025-03-14T09:17:21Z")
+    assert event.processed_at is None
+    assert event.properties["checkout_id"] == ANA_TOKEN
+    assert event.properties["value"] == 113.0
+    assert event.properties["currency"] == "USD"
+    assert [p["sku"] for p in event.properties["products"]] == [
+        "TRJ-NVY-M",
+        "MCS-GRY-L",
+    ]
+
+
+def test_an_older_checkout_update_arriving_late_changes_nothing(db, deliver):
+    deliver("checkouts_update.json")
+    deliver("checkouts_create.json")
+
+    checkout = ShopCheckout.objects.get()
+    assert checkout.total == Decimal("129.99")
+    assert checkout.shipping == Decimal("7.95")
+    assert checkout.updated_at == utc("2025-03-14T09:19:02Z")
+
+
+def test_bens_order_completes_his_checkout_by_token(
+    db, deliver, load_fixture, shop_headers
+):
+    body = (
+        load_fixture("shopify/checkouts_create.json")
+        .replace(ANA_TOKEN.encode(), BEN_CHECKOUT_TOKEN.encode())
+        .replace(b"ana.souza@example.com", BEN.encode())
+    )
+    headers = resigned(
+        shop_headers, "checkouts_create.json", body, **{"X-Shopify-Webhook-Id": "b-1"}
+    )
+    deliver("checkouts_create.json", headers=headers, body=body)
+    deliver("checkouts_create.json")
+
+    deliver("orders_create.json")
+
+    bens = ShopCheckout.objects.get(token=BEN_CHECKOUT_TOKEN)
+    assert bens.completed_at == utc("2025-03-14T14:09:42Z")
+    assert bens.order_shop_id == "5975551934712"
+    anas = ShopCheckout.objects.get(token=ANA_TOKEN)
+    assert anas.completed_at is None
+    assert anas.order_shop_id == ""
+
+
+def test_a_checkout_arriving_after_its_order_is_completed(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    body = load_fixture("shopify/checkouts_update.json").replace(
+        ANA_TOKEN.encode(), BEN_CHECKOUT_TOKEN.encode()
+    )
+    headers = resigned(shop_headers, "checkouts_update.json", body)
+
+    deliver("checkouts_update.json", headers=headers, body=body)
+
+    checkout = ShopCheckout.objects.get()
+    assert checkout.order_shop_id == "5975551934712"
+    assert checkout.completed_at == utc("2025-03-14T14:09:42Z")
+
+
+def test_chloe_is_created_without_any_consent_inferred(db, deliver):
+    response = deliver("customers_create.json")
+
+    assert response.status_code == 200
+    chloe = Profile.objects.get()
+    assert chloe.email == "chloe.dubois@example.org"
+    assert (chloe.first_name, chloe.last_name) == ("Chloé", "Dubois")
+    assert chloe.phone == "+33 1 99 00 12 34"
+    assert (chloe.city, chloe.country_code) == ("Paris", "FR")
+    assert chloe.traits == {"shopify_customer_id": "7412345678903"}
+    assert chloe.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+    assert chloe.subscription_changed_at is None
+    assert ConsentRecord.objects.count() == 0
+    assert ProfileTag.objects.count() == 0
+    assert Event.objects.count() == 0
+
+
+def test_a_customer_without_consent_leaves_an_existing_status_alone(db, deliver):
+    ProfileFactory(
+        email="chloe.dubois@example.org",
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        subscription_changed_at=utc("2025-01-02T00:00:00Z"),
+    )
+
+    deliver("customers_create.json")
+
+    chloe = Profile.objects.get()
+    assert chloe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert chloe.first_name == "Chloé"
+    assert ConsentRecord.objects.count() == 0
+
+
+def test_it_reads_the_legacy_customer_payload(db, deliver):
+    deliver("customers_create_legacy_2024-10.json")
+
+    chloe = Profile.objects.get()
+    assert sorted(chloe.tags.values_list("name", flat=True)) == [
+        "newsletter",
+        "wishlist",
+    ]
+    assert chloe.traits == {
+        "shopify_customer_id": "7412345678903",
+        "shopify_orders_count": 0,
+        "shopify_total_spent": 0.0,
+    }
+    record = ConsentRecord.objects.get()
+    assert record.status == SubscriptionStatus.SUBSCRIBED
+    assert record.source == "shopify"
+    assert record.occurred_at == utc("2025-03-14T17:39:58Z")
+    assert record.evidence["opt_in_level"] == "single_opt_in"
+    assert chloe.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert chloe.subscription_changed_at == utc("2025-03-14T17:39:58Z")
+
+
+def test_the_same_legacy_consent_repeated_by_an_update_is_recorded_once(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("customers_create_legacy_2024-10.json")
+    body = load_fixture("shopify/customers_create_legacy_2024-10.json").replace(
+        b'"note":null', b'"note":"VIP"', 1
+    )
+    headers = resigned(
+        shop_headers,
+        "customers_create_legacy_2024-10.json",
+        body,
+        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "u-2"},
+    )
+
+    deliver("customers_create_legacy_2024-10.json", headers=headers, body=body)
+
+    assert WebhookDelivery.objects.filter(processed_at__isnull=False).count() == 2
+    assert ConsentRecord.objects.count() == 1
+    assert ProfileTag.objects.count() == 2
+
+
+def test_chloes_consent_update_subscribes_her_with_confirmed_opt_in(db, deliver):
+    deliver("customers_create.json")
+
+    response = deliver("customers_email_marketing_consent_update.json")
+
+    assert response.status_code == 200
+    chloe = Profile.objects.get()
+    record = ConsentRecord.objects.get()
+    assert record.profile == chloe
+    assert record.status == SubscriptionStatus.SUBSCRIBED
+    assert record.source == "shopify"
+    assert record.occurred_at == utc("2025-03-14T17:41:07Z")
+    assert record.evidence["opt_in_level"] == "confirmed_opt_in"
+    assert record.evidence["webhook_id"] == "0756a167-afb0-5c61-a925-4ed45f2aec5a"
+    assert chloe.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert chloe.subscription_changed_at == utc("2025-03-14T17:41:07Z")
+
+
+def test_an_unsubscribe_in_the_shop_unsubscribes(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "customers_email_marketing_consent_update.json"
+    deliver(name)
+    body = (
+        load_fixture(f"shopify/{name}")
+        .replace(b'"state":"subscribed"', b'"state":"unsubscribed"')
+        .replace(b"12:41:07", b"13:05:00")
+    )
+    headers = resigned(shop_headers, name, body, **{"X-Shopify-Webhook-Id": "c-2"})
+
+    deliver(name, headers=headers, body=body)
+
+    chloe = Profile.objects.get()
+    assert chloe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert chloe.subscription_changed_at == utc("2025-03-14T18:05:00Z")
+    assert ConsentRecord.objects.count() == 2
+
+
+def test_an_order_after_an_unsubscribe_does_not_resubscribe(db, deliver):
+    ProfileFactory(
+        email=BEN,
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        subscription_changed_at=utc("2025-03-01T10:00:00Z"),
+    )
+
+    response = deliver("orders_create.json")
+
+    assert response.status_code == 200
+    ben = Profile.objects.get()
+    assert ben.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert ben.subscription_changed_at == utc("2025-03-01T10:00:00Z")
+    assert ConsentRecord.objects.count() == 0
+    assert ShopOrder.objects.count() == 1
+
+
+def test_an_order_from_a_suppressed_address_records_no_consent(db, deliver):
+    suppression_add(email_key=BEN, reason=SuppressionReason.COMPLAINT, source="test")
+
+    deliver("orders_create.json")
+
+    ben = Profile.objects.get()
+    assert ben.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+    assert ConsentRecord.objects.count() == 0
+
+
+def test_an_unknown_topic_is_stored_and_noted(db, deliver, load_fixture, shop_headers):
+    body = b'{"id":7412345678903,"orders_count":3}'
+    headers = resigned(
+        shop_headers,
+        "customers_create.json",
+        body,
+        **{
+            "X-Shopify-Topic": "customers/purchasing_summary",
+            "X-Shopify-Webhook-Id": "p-1",
+        },
+    )
+
+    response = deliver("customers_create.json", headers=headers, body=body)
+
+    assert response.status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is not None
+    assert delivery.error == (
+        "Topic 'customers/purchasing_summary' is not used by Bespoke."
+    )
+    assert Profile.objects.count() == 0
+
+
+def test_sms_marketing_consent_is_stored_and_noted(db, deliver, shop_headers):
+    body = (
+        b'{"id":7412345678903,"phone":"+33199001234","sms_marketing_consent":'
+        b'{"state":"subscribed","opt_in_level":"single_opt_in",'
+        b'"consent_updated_at":"2025-03-14T12:41:07-05:00"}}'
+    )
+    headers = resigned(
+        shop_headers,
+        "customers_email_marketing_consent_update.json",
+        body,
+        **{
+            "X-Shopify-Topic": "customers_marketing_consent/update",
+            "X-Shopify-Webhook-Id": "s-1",
+        },
+    )
+
+    deliver("customers_create.json", headers=headers, body=body)
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is not None
+    assert delivery.error == "The delivery holds no email marketing consent."
+    assert ConsentRecord.objects.count() == 0
+
+
+def test_bens_order_counts_once_from_the_site_and_the_shop(
+    db, client, deliver, load_fixture
+):
+    # Given Ben identified on the site and his site sent Order Completed...
+    auth = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+    batch = load_fixture("segment/batch.json", as_json=True)["batch"]
+    identify = next(
+        item
+        for item in batch
+        if item["type"] == "identify" and item.get("userId") == "usr_1002"
+    )
+    for path, body in [
+        ("/v1/identify", json.dumps(identify).encode()),
+        ("/v1/track", load_fixture("segment/track_order_completed.json")),
+    ]:
+        response = client.post(
+            path, data=body, content_type="application/json", HTTP_AUTHORIZATION=auth
+        )
+        assert response.status_code == 200
+
+    # ...when the shop's webhook reports the same order...
+    deliver("orders_create.json")
+    events_process_pending()
+
+    # ...then his one profile holds both events and counts the order once.
+    ben = Profile.objects.get(email=BEN)
+    assert ben.events.filter(event="Order Completed").count() == 2
+    assert ben.lifetime_value == Decimal("152.29")
+    assert ben.order_count == 1
+    assert ben.first_order_at == utc("2025-03-14T14:09:42Z")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
+    deliver, monkeypatch
+):
+    # Given another worker holds Ben's profile row (as a traits recompute does)...
+    ben = ProfileFactory(email=BEN, first_name="Pat")
+    monkeypatch.setattr(shopify, "PROCESS_LOCK_TIMEOUT_MS", 100)
+    db = connection.settings_dict
+    with (
+        psycopg.connect(
+            dbname=db["NAME"],
+            user=db["USER"],
+            password=db["PASSWORD"] or None,
+            host=db["HOST"],
+            port=db["PORT"] or None,
+        ) as other,
+        other.transaction(),
+    ):
+        other.execute(
+            "SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [ben.pk]
+        )
+
+        # ...when the order arrives, it is stored and answered, but not applied.
+        response = deliver("orders_create.json")
+
+        assert response.status_code == 200
+        delivery = WebhookDelivery.objects.get()
+        assert delivery.processed_at is None
+        assert delivery.error.startswith(
+            "OperationalError: canceling statement due to lock timeout"
+        )
+        assert ShopOrder.objects.count() == 0
+        assert Event.objects.count() == 0
+        assert ConsentRecord.objects.count() == 0
+
+    # Then, once the lock is gone, the sweep finishes it, once.
+    assert shopify_deliveries_sweep_task() == 1
+    assert shopify_deliveries_sweep_task() == 0
+
+    delivery.refresh_from_db()
+    assert delivery.processed_at is not None
+    assert delivery.error == ""
+    assert ShopOrder.objects.get().total == Decimal("152.29")
+    assert Event.objects.get().message_id == "shopify:order:5975551934712"
+    ben.refresh_from_db()
+    assert ben.first_name == "Ben"
