@@ -2,20 +2,21 @@
 
 from datetime import UTC, datetime
 from io import StringIO
-from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError
 
-from profiles import importing
 from profiles.importing import (
     contact_import_create,
     contact_import_file,
+    contact_import_retry,
     contact_import_run,
+    contact_import_run_stored,
     contact_import_upload_path,
     contacts_parse,
     contacts_tags_split,
+    runs,
 )
 from profiles.models import (
     ConsentRecord,
@@ -505,35 +506,56 @@ def test_a_file_with_nul_characters_is_refused():
 
 
 @pytest.mark.django_db
-def test_a_database_error_midway_rolls_back_the_whole_file(load_fixture):
-    # The fifth row's write fails after four profiles were already written.
-    real_write = importing._contact_row_write
+def test_a_database_error_midway_names_what_was_written_and_a_retry_continues(
+    load_fixture, monkeypatch
+):
+    # Batches of 10 rows; the second batch's write fails after the first committed.
+    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
+    real_write = runs.contact_rows_write
     calls = []
 
-    def failing_write(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise IntegrityError("simulated failure on the fifth row")
-        return real_write(*args, **kwargs)
+    def failing_write(rows, **kwargs):
+        calls.append(len(rows))
+        written = real_write(rows, **kwargs)
+        if len(calls) == 2:
+            raise IntegrityError("simulated failure in the second batch")
+        return written
 
     contact_import = contact_import_create(
         filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
     )
+    monkeypatch.setattr(runs, "contact_rows_write", failing_write)
 
-    with (
-        mock.patch.object(importing, "_contact_row_write", failing_write),
-        pytest.raises(IntegrityError),
-    ):
-        contact_import_run(
-            contact_import_id=contact_import.pk, data=load_fixture(SUBSCRIBED)
-        )
+    with pytest.raises(IntegrityError):
+        contact_import_run_stored(contact_import_id=contact_import.pk)
 
     contact_import.refresh_from_db()
-    assert len(calls) == 5
+    assert calls == [10, 10]
     assert contact_import.status == ImportStatus.FAILED
-    assert contact_import.error.startswith("The import stopped on an error:")
-    assert Profile.objects.count() == 0
-    assert ConsentRecord.objects.count() == 0
+    assert contact_import.error == (
+        "The import stopped on an error: simulated failure in the second batch. "
+        "10 of 34 rows were written; run it again to continue from there."
+    )
+    assert (contact_import.rows_done, contact_import.profiles_created) == (10, 10)
+    assert Profile.objects.count() == 10
+    # Chloé's two rows state two subscriptions at different times.
+    assert ConsentRecord.objects.count() == 11
+    assert contact_import_upload_path(contact_import).exists()
+
+    monkeypatch.setattr(runs, "contact_rows_write", real_write)
+    assert contact_import_retry(contact_import_id=contact_import.pk) is True
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.DONE
+    assert (contact_import.rows_done, contact_import.rows_total) == (34, 34)
+    assert (contact_import.profiles_created, contact_import.profiles_updated) == (
+        34,
+        0,
+    )
+    assert Profile.objects.count() == 34
+    assert ConsentRecord.objects.count() == 35
+    assert not contact_import_upload_path(contact_import).exists()
 
 
 @pytest.mark.django_db

@@ -1,0 +1,391 @@
+"""The export layouts Bespoke recognises, and the consent each one's rows state.
+
+A layout gives every column of its header a default target (the column map the
+marketer sees pre-filled), the type of the ESP's own typed columns, and how a row
+states consent: Mailchimp by which export file it is, Klaviyo by its "Email Marketing
+Consent" column, Brevo by its EMAIL_BLACKLISTED flag, a generic file by a status
+column if it has one. Consent records name the layout as their source
+("import:klaviyo").
+"""
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+
+from profiles.importing.reading import column_key, trait_key
+from profiles.models import SubscriptionStatus
+
+TARGET_EMAIL = "email"
+TARGET_TAGS = "tags"
+TARGET_STATUS = "status"
+TARGET_UNSUBSCRIBED = "unsubscribed"
+TRAIT_PREFIX = "traits."
+PROFILE_FIELDS = {
+    "email": "Email address",
+    "first_name": "First name",
+    "last_name": "Last name",
+    "phone": "Phone",
+    "city": "City",
+    "region": "Region or state",
+    "country_code": "Country code (two letters)",
+    "timezone": "Time zone",
+}
+
+# Header names every layout understands, compared by column_key().
+EMAIL_COLUMNS = {"email", "emailaddress"}
+PROFILE_COLUMNS = {
+    "firstname": "first_name",
+    "givenname": "first_name",
+    "lastname": "last_name",
+    "surname": "last_name",
+    "familyname": "last_name",
+    "phone": "phone",
+    "phonenumber": "phone",
+    "mobile": "phone",
+    "city": "city",
+    "region": "region",
+    "state": "region",
+    "timezone": "timezone",
+    "country": "country_code",
+    "countrycode": "country_code",
+    "cc": "country_code",
+}
+STATUS_COLUMNS = {"status", "subscriptionstatus"}
+
+LAYOUT_MAILCHIMP_SUBSCRIBED = "mailchimp_subscribed"
+LAYOUT_MAILCHIMP_UNSUBSCRIBED = "mailchimp_unsubscribed"
+LAYOUT_MAILCHIMP_CLEANED = "mailchimp_cleaned"
+LAYOUT_KLAVIYO = "klaviyo"
+LAYOUT_BREVO = "brevo"
+LAYOUT_GENERIC = "generic"
+
+
+@dataclass(frozen=True)
+class ConsentFact:
+    status: SubscriptionStatus
+    occurred_at: datetime
+    ip_address: str | None
+    wording: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    label: str
+    source: str
+    # Column key -> default target, on top of the names every layout understands.
+    columns: dict[str, str] = field(default_factory=dict)
+    # Column key -> how the ESP writes its typed values: "int", "float" or "time".
+    kinds: dict[str, str] = field(default_factory=dict)
+    # The status every row of the file states (a Mailchimp export is one status).
+    status: SubscriptionStatus | None = None
+    # Columns kept verbatim as evidence with each consent record, by header name.
+    evidence: tuple[str, ...] = ()
+    # The first of these columns holding a time says when the consent happened.
+    consent_times: tuple[str, ...] = ()
+    # The column whose time orders one mailbox's duplicate rows.
+    changed_at: str = ""
+    wording: str = ""
+    # Whether a country that is not a two-letter code is kept as traits.country.
+    country_as_trait: bool = True
+
+
+MAILCHIMP_COLUMNS = {
+    "memberrating": ("member_rating", "int"),
+    "optintime": ("optin_at", "time"),
+    "optinip": ("optin_ip", ""),
+    "confirmtime": ("confirm_at", "time"),
+    "confirmip": ("confirm_ip", ""),
+    "latitude": ("latitude", "float"),
+    "longitude": ("longitude", "float"),
+    "gmtoff": ("gmtoff", "float"),
+    "dstoff": ("dstoff", "float"),
+    "lastchanged": ("mailchimp_last_changed_at", "time"),
+    "leid": ("mailchimp_leid", ""),
+    "euid": ("mailchimp_euid", ""),
+    "notes": ("notes", ""),
+    "unsubtime": ("unsubscribed_at", "time"),
+    "unsubcampaigntitle": ("unsubscribe_campaign_title", ""),
+    "unsubcampaignid": ("unsubscribe_campaign_id", ""),
+    "unsubreason": ("unsubscribe_reason", ""),
+    "unsubreasonother": ("unsubscribe_reason_other", ""),
+    "cleantime": ("cleaned_at", "time"),
+    "cleancampaigntitle": ("clean_campaign_title", ""),
+    "cleancampaignid": ("clean_campaign_id", ""),
+}
+_MAILCHIMP = {
+    "source": "import:mailchimp",
+    "columns": {k: TRAIT_PREFIX + t for k, (t, _) in MAILCHIMP_COLUMNS.items()},
+    "kinds": {k: kind for k, (_, kind) in MAILCHIMP_COLUMNS.items() if kind},
+    "country_as_trait": False,
+}
+_MAILCHIMP_IDS = ("LEID", "EUID")
+
+KLAVIYO_COLUMNS = {
+    "stateregion": "region",
+    "zipcode": "traits.zip_code",
+    "address": "traits.address",
+    "address1": "traits.address",
+    "address2": "traits.address_2",
+    "source": "traits.klaviyo_source",
+    "emailmarketingconsent": TARGET_STATUS,
+    "emailmarketingconsenttimestamp": "",
+    "created": "traits.klaviyo_created_at",
+    "list": TARGET_TAGS,
+    "klaviyoid": "traits.klaviyo_id",
+}
+BREVO_COLUMNS = {
+    "prenom": "first_name",
+    "nom": "last_name",
+    "sms": "phone",
+    "emailblacklisted": TARGET_UNSUBSCRIBED,
+    "smsblacklisted": "traits.sms_blacklisted",
+    "doubleoptin": "traits.brevo_double_opt_in",
+    "optin": "traits.brevo_opt_in",
+    "addedtime": "traits.brevo_added_time",
+    "modifiedtime": "traits.brevo_modified_time",
+}
+
+LAYOUTS = {
+    layout.name: layout
+    for layout in (
+        Layout(
+            LAYOUT_MAILCHIMP_SUBSCRIBED,
+            "Mailchimp audience export (subscribed)",
+            status=SubscriptionStatus.SUBSCRIBED,
+            evidence=(
+                "OPTIN_TIME",
+                "OPTIN_IP",
+                "CONFIRM_TIME",
+                "CONFIRM_IP",
+                "LAST_CHANGED",
+                *_MAILCHIMP_IDS,
+            ),
+            consent_times=("CONFIRM_TIME", "OPTIN_TIME", "LAST_CHANGED"),
+            changed_at="LAST_CHANGED",
+            wording=(
+                "Listed as a subscribed member in a Mailchimp audience export. "
+                "Mailchimp recorded the opt-in; the wording of its sign-up form is "
+                "not in the export."
+            ),
+            **_MAILCHIMP,
+        ),
+        Layout(
+            LAYOUT_MAILCHIMP_UNSUBSCRIBED,
+            "Mailchimp audience export (unsubscribed)",
+            status=SubscriptionStatus.UNSUBSCRIBED,
+            evidence=(
+                "UNSUB_TIME",
+                "UNSUB_CAMPAIGN_TITLE",
+                "UNSUB_CAMPAIGN_ID",
+                "UNSUB_REASON",
+                "UNSUB_REASON_OTHER",
+                "OPTIN_TIME",
+                "CONFIRM_TIME",
+                *_MAILCHIMP_IDS,
+            ),
+            consent_times=("UNSUB_TIME",),
+            changed_at="UNSUB_TIME",
+            wording="Listed as unsubscribed in a Mailchimp audience export.",
+            **_MAILCHIMP,
+        ),
+        Layout(
+            LAYOUT_MAILCHIMP_CLEANED,
+            "Mailchimp audience export (cleaned)",
+            status=SubscriptionStatus.CLEANED,
+            evidence=(
+                "CLEAN_TIME",
+                "CLEAN_CAMPAIGN_TITLE",
+                "CLEAN_CAMPAIGN_ID",
+                "OPTIN_TIME",
+                "CONFIRM_TIME",
+                *_MAILCHIMP_IDS,
+            ),
+            consent_times=("CLEAN_TIME",),
+            changed_at="CLEAN_TIME",
+            wording=(
+                "Listed as cleaned in a Mailchimp audience export: the address "
+                "bounced permanently or repeatedly."
+            ),
+            **_MAILCHIMP,
+        ),
+        Layout(
+            LAYOUT_KLAVIYO,
+            "Klaviyo profile export",
+            "import:klaviyo",
+            columns=KLAVIYO_COLUMNS,
+            evidence=(
+                "Email Marketing Consent",
+                "Email Marketing Consent Timestamp",
+                "Source",
+                "List",
+            ),
+            consent_times=("Email Marketing Consent Timestamp",),
+            wording="Listed as {status} in a Klaviyo profile export.",
+        ),
+        Layout(
+            LAYOUT_BREVO,
+            "Brevo contact export",
+            "import:brevo",
+            columns=BREVO_COLUMNS,
+            evidence=(
+                "EMAIL_BLACKLISTED",
+                "OPT_IN",
+                "DOUBLE_OPT-IN",
+                "ADDED_TIME",
+                "MODIFIED_TIME",
+            ),
+            wording=(
+                "Listed as {status} in a Brevo contact export (EMAIL_BLACKLISTED "
+                "says whether the contact may receive campaigns)."
+            ),
+        ),
+        Layout(
+            LAYOUT_GENERIC,
+            "Contact file (generic)",
+            "import:file",
+            wording=(
+                "Listed as {status} in an imported contact file, which does not say "
+                "when or how."
+            ),
+        ),
+    )
+}
+
+
+def layout_detect(names: list[str]) -> Layout:
+    """Recognise the export a header comes from; a generic layout if none."""
+    keys = {column_key(name) for name in names}
+    if "cleantime" in keys:
+        return LAYOUTS[LAYOUT_MAILCHIMP_CLEANED]
+    if "unsubtime" in keys:
+        return LAYOUTS[LAYOUT_MAILCHIMP_UNSUBSCRIBED]
+    if keys & {"optintime", "lastchanged"}:
+        return LAYOUTS[LAYOUT_MAILCHIMP_SUBSCRIBED]
+    if keys & {"emailmarketingconsent", "klaviyoid"}:
+        return LAYOUTS[LAYOUT_KLAVIYO]
+    if keys & {"emailblacklisted", "doubleoptin", "addedtime", "modifiedtime"}:
+        return LAYOUTS[LAYOUT_BREVO]
+    return LAYOUTS[LAYOUT_GENERIC]
+
+
+def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
+    """Return the default target of each column: the map the mapping step pre-fills."""
+    column_map: dict[str, str] = {}
+    taken: set[str] = set()
+    for position, name in enumerate(names):
+        if name in column_map:
+            continue
+        target = _default_target(layout, name, position)
+        # One column per profile field, status and email; the first one wins.
+        if target in taken and not target.startswith(TRAIT_PREFIX):
+            target = ""
+        taken.add(target)
+        column_map[name] = target
+    return column_map
+
+
+def _default_target(layout: Layout, name: str, position: int) -> str:
+    key = column_key(name)
+    if key in EMAIL_COLUMNS:
+        return TARGET_EMAIL
+    if key in layout.columns:
+        return layout.columns[key]
+    if key in PROFILE_COLUMNS:
+        return PROFILE_COLUMNS[key]
+    if key == TARGET_TAGS:
+        return TARGET_TAGS
+    if key in STATUS_COLUMNS and layout.status is None:
+        return TARGET_STATUS
+    return TRAIT_PREFIX + trait_key(name, position)
+
+
+# Consent ---------------------------------------------------------------------------
+
+
+def contacts_time_parse(text: str) -> datetime:
+    """Read a time as written in an export; a naive one is in the import time zone."""
+    parsed = datetime.fromisoformat(text.strip())
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=ZoneInfo(settings.BESPOKE_IMPORT_TIME_ZONE))
+    return parsed.astimezone(UTC)
+
+
+def status_read(text: str) -> SubscriptionStatus:
+    """Read a status cell: our statuses by value or label, Klaviyo's words too."""
+    wanted = column_key(text)
+    for status in SubscriptionStatus:
+        if wanted in {column_key(status.value), column_key(status.label)}:
+            return status
+    if wanted in {"bounced", "hardbounce"}:
+        return SubscriptionStatus.CLEANED
+    raise ValueError(text)
+
+
+def blacklisted_read(text: str) -> SubscriptionStatus:
+    """Read a yes/no 'unsubscribed' cell such as Brevo's EMAIL_BLACKLISTED."""
+    wanted = text.strip().casefold()
+    if wanted in {"yes", "true", "1", "y", "oui"}:
+        return SubscriptionStatus.UNSUBSCRIBED
+    if wanted in {"no", "false", "0", "n", "non"}:
+        return SubscriptionStatus.SUBSCRIBED
+    raise ValueError(text)
+
+
+def _first_time(cell: Callable[[str], str], names: tuple[str, ...]) -> datetime | None:
+    for name in names:
+        text = cell(name)
+        if not text:
+            continue
+        try:
+            return contacts_time_parse(text)
+        except ValueError:
+            continue
+    return None
+
+
+def _ip_or_none(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def consent_fact(
+    layout: Layout,
+    *,
+    record: int,
+    status: SubscriptionStatus,
+    cell: Callable[[str], str | None],
+    now: datetime,
+) -> ConsentFact:
+    """Return the consent fact one record states; `cell` reads a column by name."""
+    evidence: dict[str, Any] = {"layout": layout.name, "record": record}
+    if layout.status is None:
+        evidence["status"] = status.value
+    for name in layout.evidence:
+        value = cell(name)
+        if value is not None:
+            evidence[name] = value
+
+    present = lambda name: cell(name) or ""  # noqa: E731 - a one-use reader
+    occurred_at = _first_time(present, layout.consent_times)
+    if occurred_at is None:
+        occurred_at = now
+        # The file does not say when; the time of the import is the honest bound.
+        if layout.consent_times:
+            evidence["occurred_at_is_import_time"] = True
+
+    ip_address = None
+    if layout.status == SubscriptionStatus.SUBSCRIBED:
+        raw_ip = present("CONFIRM_IP") or present("OPTIN_IP")
+        ip_address = _ip_or_none(raw_ip) if raw_ip else None
+    wording = layout.wording.format(status=status.label.lower())
+    return ConsentFact(status, occurred_at, ip_address, wording, evidence)

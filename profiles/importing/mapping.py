@@ -1,0 +1,521 @@
+"""From records to rows: the column map applied, values checked, duplicates merged.
+
+`contacts_parse` is pure: it reads a file (see reading.py), applies the column map
+(the marketer's, or the recognised layout's default), turns each record into a row or
+a rejection and merges the rows that name the same mailbox. It writes nothing.
+
+Values keep their type as JSON. The ESP's own typed columns (Mailchimp's
+MEMBER_RATING, LATITUDE, OPTIN_TIME...) are read as the ESP writes them. A trait with
+a TraitDefinition is stored by its declared type through trait_coerce, dates only in
+the import's declared format; a value that breaks the rule is refused for that field
+alone, and the rest of the row is kept. Any other trait is text as written, so a zip
+code like 02134 keeps its zero.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.utils import timezone
+
+from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
+from profiles.importing.layouts import (
+    PROFILE_FIELDS,
+    TARGET_EMAIL,
+    TARGET_STATUS,
+    TARGET_TAGS,
+    TARGET_UNSUBSCRIBED,
+    TRAIT_PREFIX,
+    ConsentFact,
+    Layout,
+    blacklisted_read,
+    consent_fact,
+    contacts_time_parse,
+    layout_column_map,
+    layout_detect,
+    status_read,
+)
+from profiles.importing.reading import (
+    ImportFormatError,
+    column_key,
+    contacts_records,
+    contacts_tags_split,
+)
+from profiles.models import Profile
+from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
+
+TRAIT_NAME = re.compile(r"\w{1,100}")
+# A plain ASCII local part that email-validator always accepts; anything else takes
+# the full check. The domain is checked once per file by email-validator itself.
+SIMPLE_ADDRESS = re.compile(
+    r"([A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)@([^@\s\"\\]+)", re.ASCII
+)
+LOCAL_PART_MAX_CHARS = 64
+ADDRESS_MAX_CHARS = 254
+
+
+@dataclass(frozen=True)
+class Rejection:
+    record: int
+    line: int
+    email: str
+    reason: str
+    message: str
+    column: str = ""  # set when one field was refused and the row was kept
+
+    def as_dict(self) -> dict[str, Any]:
+        result = {
+            "record": self.record,
+            "line": self.line,
+            "email": self.email,
+            "reason": self.reason,
+            "message": self.message,
+        }
+        if self.column:
+            result["column"] = self.column
+        return result
+
+
+@dataclass(slots=True)
+class ContactRow:
+    """One accepted record, or several records of one mailbox merged into one."""
+
+    records: list[int]
+    lines: list[int]
+    email: NormalizedEmail
+    fields: dict[str, str]
+    traits: dict[str, Any]
+    tags: list[str]
+    changed_at: datetime | None
+    consents: list[ConsentFact]
+
+
+@dataclass
+class ParsedContacts:
+    layout: str
+    source: str
+    records: int
+    rows: list[ContactRow]
+    rejections: list[Rejection]
+    field_rejections: list[Rejection] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ColumnPlan:
+    """Where each kind of value sits in the header, compiled from a column map."""
+
+    layout: Layout
+    names: list[str]
+    by_key: dict[str, int]
+    email: int
+    fields: list[tuple[int, str]] = field(default_factory=list)
+    traits: list[tuple[int, str, str, TraitRule | None]] = field(default_factory=list)
+    tags: int | None = None
+    status: int | None = None
+    unsubscribed: int | None = None
+
+
+# The column map ------------------------------------------------------------------
+
+
+def column_target_check(target: str) -> str:
+    """Return a column map target if Bespoke knows it, or raise ImportFormatError."""
+    if target in ("", TARGET_TAGS, TARGET_STATUS, TARGET_UNSUBSCRIBED):
+        return target
+    if target in PROFILE_FIELDS:
+        return target
+    if target.startswith(TRAIT_PREFIX) and TRAIT_NAME.fullmatch(
+        target[len(TRAIT_PREFIX) :]
+    ):
+        return target
+    raise ImportFormatError(f"The column map names an unknown target: {target!r}.")
+
+
+def column_plan_build(
+    layout: Layout,
+    names: list[str],
+    column_map: dict[str, str],
+    schema: dict[str, TraitRule],
+) -> ColumnPlan:
+    """Compile a column map against a header; raise ImportFormatError if it cannot run."""
+    by_key: dict[str, int] = {}
+    for position, name in enumerate(names):
+        by_key.setdefault(column_key(name), position)
+
+    targets = _targets(names, column_map)
+    emails = [position for position, target in targets if target == TARGET_EMAIL]
+    if not emails:
+        raise ImportFormatError(
+            "The header has no email column. Name one column 'Email Address' or "
+            f"'email'; the header found was: {', '.join(names)}."
+        )
+
+    plan = ColumnPlan(layout, names, by_key, emails[0])
+    for position, target in targets:
+        _plan_add(plan, position, target, schema)
+    return plan
+
+
+def _targets(names: list[str], column_map: dict[str, str]) -> list[tuple[int, str]]:
+    """Pair each column with its target; a repeated header name counts once."""
+    seen: set[str] = set()
+    targets = []
+    for position, name in enumerate(names):
+        if name in seen:
+            continue
+        seen.add(name)
+        targets.append((position, column_target_check(column_map.get(name, ""))))
+    return targets
+
+
+def _plan_add(
+    plan: ColumnPlan, position: int, target: str, schema: dict[str, TraitRule]
+) -> None:
+    if target in ("", TARGET_EMAIL):
+        return
+    if target == TARGET_TAGS and plan.tags is None:
+        plan.tags = position
+    elif target == TARGET_STATUS and plan.status is None:
+        plan.status = position
+    elif target == TARGET_UNSUBSCRIBED and plan.unsubscribed is None:
+        plan.unsubscribed = position
+    elif target.startswith(TRAIT_PREFIX):
+        name = target[len(TRAIT_PREFIX) :]
+        kind = plan.layout.kinds.get(column_key(plan.names[position]), "")
+        plan.traits.append((position, name, kind, schema.get(name)))
+    elif target in PROFILE_FIELDS:
+        plan.fields.append((position, target))
+
+
+# Values ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=100_000)
+def _domain_key(domain: str) -> str | None:
+    """Return a domain's canonical form, or None if email-validator refuses it."""
+    try:
+        return email_normalize(f"a@{domain}").key.rsplit("@", 1)[1]
+    except InvalidEmail:
+        return None
+
+
+def import_email_normalize(raw: str) -> NormalizedEmail:
+    """Normalise an address exactly as email_normalize does, faster for plain ones."""
+    display = raw.strip()
+    match = SIMPLE_ADDRESS.fullmatch(display)
+    if (
+        match is None
+        or len(match[1]) > LOCAL_PART_MAX_CHARS
+        or len(display) > ADDRESS_MAX_CHARS
+    ):
+        return email_normalize(display)
+
+    domain = _domain_key(match[2])
+    if domain is None:
+        return email_normalize(display)
+    key = f"{match[1].lower()}@{domain}"
+    if len(key) > ADDRESS_MAX_CHARS:
+        return email_normalize(display)
+    return NormalizedEmail(key=key, display=display, ascii_only=True)
+
+
+def _value_read(kind: str, text: str) -> Any:
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        number = float(text)
+        # JSON has no NaN or infinity, and PostgreSQL refuses them in a jsonb value.
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+    if kind == "time":
+        return contacts_time_parse(text).isoformat()
+    return text
+
+
+def _profile_value_check(name: str, value: str) -> str:
+    """Return the value as the profile stores it, or raise ValueError."""
+    if name == "country_code":
+        if len(value) != 2 or not value.isascii() or not value.isalpha():
+            raise ValueError("not a two-letter country code")
+        return value.upper()
+
+    if name == "timezone":
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("not an IANA time zone name") from exc
+
+    limit = Profile._meta.get_field(name).max_length
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"longer than {limit} characters")
+    return value
+
+
+# Records ---------------------------------------------------------------------------
+
+
+@dataclass
+class _RecordContext:
+    plan: ColumnPlan
+    date_format: str
+    now: datetime
+    notes: list[dict[str, Any]]
+    field_rejections: list[Rejection]
+
+
+def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
+    return {
+        "kind": "ignored_value",
+        "record": record,
+        "column": column,
+        "message": f"Record {record}: {column} {value!r} was not imported ({why}).",
+    }
+
+
+def _fields_read(
+    context: _RecordContext, record: int, cells: list[str], traits: dict[str, Any]
+) -> dict[str, str]:
+    plan = context.plan
+    fields: dict[str, str] = {}
+    for position, name in plan.fields:
+        value = cells[position].strip()
+        if not value:
+            continue
+        try:
+            fields[name] = _profile_value_check(name, value)
+        except ValueError as exc:
+            if name == "country_code" and plan.layout.country_as_trait:
+                traits["country"] = value
+                continue
+            context.notes.append(
+                _ignored_note(record, plan.names[position], value, str(exc))
+            )
+    return fields
+
+
+def _traits_read(
+    context: _RecordContext, record: int, line: int, cells: list[str], email: str
+) -> dict[str, Any]:
+    plan = context.plan
+    traits: dict[str, Any] = {}
+    for position, name, kind, rule in plan.traits:
+        value = cells[position].strip()
+        if not value:
+            continue
+        try:
+            typed = _value_read(kind, value) if kind else value
+        except ValueError:
+            why = f"expected a {'time' if kind == 'time' else 'number'}"
+            context.notes.append(
+                _ignored_note(record, plan.names[position], value, why)
+            )
+            continue
+
+        if rule is None:
+            traits[name] = typed
+            continue
+        try:
+            # The ESP's own typed columns have a known format; only text is read
+            # in the date format the marketer declared.
+            date_format = "" if kind else context.date_format
+            traits[name] = _trait_coerce(rule, typed, date_format)
+        except TraitInvalid as exc:
+            column = plan.names[position]
+            message = f"{column}: {exc.message}; the rest of the row was imported."
+            context.field_rejections.append(
+                Rejection(record, line, email, exc.reason, message, column)
+            )
+    return traits
+
+
+def _trait_coerce(rule: TraitRule, value: Any, date_format: str) -> Any:
+    return trait_coerce(rule, value, date_format=date_format)
+
+
+def _cell_reader(plan: ColumnPlan, cells: list[str]):
+    def cell(name: str) -> str | None:
+        position = plan.by_key.get(column_key(name))
+        return cells[position].strip() if position is not None else None
+
+    return cell
+
+
+def _consents_read(
+    context: _RecordContext, record: int, cells: list[str]
+) -> list[ConsentFact]:
+    """Return the consent facts a record states; raise ValueError on a bad status."""
+    plan = context.plan
+    status = plan.layout.status
+    if status is None and plan.status is not None and cells[plan.status].strip():
+        status = status_read(cells[plan.status])
+    elif (
+        status is None
+        and plan.unsubscribed is not None
+        and cells[plan.unsubscribed].strip()
+    ):
+        status = blacklisted_read(cells[plan.unsubscribed])
+    if status is None:
+        return []
+
+    cell = _cell_reader(plan, cells)
+    fact = consent_fact(
+        plan.layout, record=record, status=status, cell=cell, now=context.now
+    )
+    return [fact]
+
+
+def _changed_at(plan: ColumnPlan, cells: list[str]) -> datetime | None:
+    if not plan.layout.changed_at:
+        return None
+
+    position = plan.by_key.get(column_key(plan.layout.changed_at))
+    if position is None or not cells[position].strip():
+        return None
+    try:
+        return contacts_time_parse(cells[position])
+    except ValueError:
+        return None
+
+
+def _record_read(
+    context: _RecordContext, record: int, line: int, cells: list[str]
+) -> ContactRow | Rejection:
+    """Turn one record into a row, or into the reason it is refused."""
+    plan = context.plan
+    written = cells[plan.email]
+    try:
+        email = import_email_normalize(written)
+    except InvalidEmail as exc:
+        message = exc.detail
+        if exc.reason == "missing_email":
+            message = f"The {plan.names[plan.email]} cell is empty."
+        return Rejection(record, line, written.strip(), exc.reason, message)
+
+    try:
+        consents = _consents_read(context, record, cells)
+    except ValueError as exc:
+        message = f"Unknown status {str(exc).strip()!r}."
+        return Rejection(record, line, written.strip(), "invalid_status", message)
+
+    traits = _traits_read(context, record, line, cells, email.display)
+    fields = _fields_read(context, record, cells, traits)
+    tags = contacts_tags_split(cells[plan.tags]) if plan.tags is not None else []
+    changed_at = _changed_at(plan, cells)
+    return ContactRow(
+        [record], [line], email, fields, traits, tags, changed_at, consents
+    )
+
+
+def _record_read_checked(
+    context: _RecordContext, record: int, line: int, cells: list[str]
+) -> ContactRow | Rejection:
+    """Read a record whose cell count may not match the header's."""
+    width = len(context.plan.names)
+    if len(cells) > width and any(cell.strip() for cell in cells[width:]):
+        # Usually an unquoted comma: every value after it sits in the wrong column.
+        written = cells[context.plan.email].strip()
+        message = f"The record has {len(cells)} cells but the header has {width}."
+        return Rejection(record, line, written, "extra_cells", message)
+
+    if len(cells) != width:
+        cells = cells[:width] + [""] * (width - len(cells))
+    return _record_read(context, record, line, cells)
+
+
+# Merging ---------------------------------------------------------------------------
+
+
+def _merge_order(row: ContactRow) -> tuple[float, int]:
+    stamp = row.changed_at.timestamp() if row.changed_at else float("-inf")
+    return stamp, row.records[0]
+
+
+def _rows_merge(rows: list[ContactRow]) -> ContactRow:
+    """Merge one mailbox's rows: the newest non-blank value wins, tags add up."""
+    merged = ContactRow([], [], rows[0].email, {}, {}, [], None, [])
+    for row in sorted(rows, key=_merge_order):
+        merged.email = row.email
+        merged.changed_at = row.changed_at or merged.changed_at
+        merged.fields.update(row.fields)
+        merged.traits.update(row.traits)
+
+    for row in rows:
+        merged.records.extend(row.records)
+        merged.lines.extend(row.lines)
+        merged.tags.extend(tag for tag in row.tags if tag not in merged.tags)
+        merged.consents.extend(c for c in row.consents if _is_new_fact(c, merged))
+    return merged
+
+
+def _is_new_fact(fact: ConsentFact, row: ContactRow) -> bool:
+    """Tell whether the row does not yet state this consent (duplicates repeat it)."""
+    same = (fact.status, fact.occurred_at, fact.ip_address)
+    return all(same != (c.status, c.occurred_at, c.ip_address) for c in row.consents)
+
+
+def _merge_note(row: ContactRow) -> dict[str, Any]:
+    *others, last = [str(record) for record in row.records]
+    listed = f"{', '.join(others)} and {last}"
+    return {
+        "kind": "merged",
+        "email": row.email.key,
+        "records": row.records,
+        "message": f"Records {listed} are one address; merged into one profile.",
+    }
+
+
+def contacts_parse(
+    data: bytes,
+    *,
+    column_map: dict[str, str] | None = None,
+    date_format: str = "",
+    now: datetime | None = None,
+) -> ParsedContacts:
+    """Read a contact file into merged rows and rejections; write nothing."""
+    records = contacts_records(data, date_format=date_format)
+    try:
+        _, names = next(records)
+    except StopIteration as exc:
+        raise ImportFormatError("The file is empty.") from exc
+    names = [name.strip() for name in names]
+    layout = layout_detect(names)
+    column_map = column_map or layout_column_map(layout, names)
+    plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
+
+    context = _RecordContext(plan, date_format, now or timezone.now(), [], [])
+    parsed = ParsedContacts(layout.name, layout.source, 0, [], [], [], context.notes)
+    first: dict[str, ContactRow] = {}
+    repeated: dict[str, list[ContactRow]] = {}
+    for line, cells in records:
+        if not any(cell.strip() for cell in cells):
+            continue
+        parsed.records += 1
+        outcome = _record_read_checked(context, parsed.records, line, cells)
+        if isinstance(outcome, Rejection):
+            parsed.rejections.append(outcome)
+        elif outcome.email.key in first:
+            repeated.setdefault(outcome.email.key, []).append(outcome)
+        else:
+            first[outcome.email.key] = outcome
+
+    parsed.rows = [
+        _rows_merge([row, *repeated[key]]) if key in repeated else row
+        for key, row in first.items()
+    ]
+    parsed.field_rejections = context.field_rejections
+    merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
+    parsed.notes[:0] = merges
+    return parsed
+
+
+def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:
+    # A file that maps no trait needs no query (and pure parsing stays pure).
+    if not any(target.startswith(TRAIT_PREFIX) for target in column_map.values()):
+        return {}
+    return trait_schema_load()

@@ -1,0 +1,298 @@
+"""Running an import: claim it, parse the file, write it batch by batch, report.
+
+Each batch of IMPORT_BATCH_SIZE merged rows commits in its own transaction together
+with the import's progress (`rows_done`), so `rows_done` always names exactly the
+rows that are written: the first `rows_done` merged rows of the file, in the order
+their address first appears. An import that stops (an error, a worker that died)
+is marked failed with that count in its error and keeps its uploaded file;
+`contact_import_retry` puts it back in the queue and the re-run skips the rows
+already written, so nothing is half-written that the import cannot name.
+"""
+
+import contextlib
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+from profiles.importing.mapping import ParsedContacts, Rejection, contacts_parse
+from profiles.importing.reading import ImportFormatError
+from profiles.importing.writing import BatchOutcome, contact_rows_write
+from profiles.models import ContactImport, ImportStatus
+
+logger = logging.getLogger(__name__)
+
+IMPORT_BATCH_SIZE = 2000
+UPLOAD_NAME_MAX_CHARS = 100
+# A running import whose worker wrote nothing for this long is taken for dead.
+IMPORT_STUCK_AFTER_SECONDS = 15 * 60
+
+
+class ImportInterrupted(RuntimeError):
+    """The import stopped being ours to write (marked failed by the sweep)."""
+
+
+def contact_import_upload_path(contact_import: ContactImport) -> Path:
+    """Return where the uploaded bytes of an import wait for the worker."""
+    try:
+        safe_name = get_valid_filename(Path(contact_import.filename).name)
+    except SuspiciousFileOperation:
+        safe_name = "upload.csv"
+    name = f"{contact_import.pk}-{safe_name[-UPLOAD_NAME_MAX_CHARS:]}"
+    return Path(settings.VAR_DIR) / "imports" / name
+
+
+def contact_import_create(*, filename: str, data: bytes) -> ContactImport:
+    """Record a pending import and keep its bytes on disk until it has run."""
+    name = Path(filename).name[: ContactImport._meta.get_field("filename").max_length]
+    contact_import = ContactImport.objects.create(filename=name)
+
+    path = contact_import_upload_path(contact_import)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+    logger.info(
+        "Contact import %s created",
+        contact_import.pk,
+        extra={"contact_import_id": contact_import.pk, "bytes": len(data)},
+    )
+    return contact_import
+
+
+def contact_import_run(*, contact_import_id: int, data: bytes) -> ContactImport:
+    """Import a pending file's rows batch by batch and keep the report.
+
+    Runs at most once per claim: a second call for the same import changes nothing.
+    A file that cannot be read marks the import failed and writes no profile; an
+    error midway marks it failed with the count of rows written.
+    """
+    claimed = ContactImport.objects.filter(
+        pk=contact_import_id, status=ImportStatus.PENDING
+    ).update(status=ImportStatus.RUNNING, started_at=timezone.now())
+    contact_import = ContactImport.objects.get(pk=contact_import_id)
+    if not claimed:
+        logger.warning("Contact import %s is not pending; skipped", contact_import_id)
+        return contact_import
+
+    try:
+        _contacts_import(contact_import, data)
+    except ImportFormatError as exc:
+        _contact_import_fail(contact_import, str(exc))
+        logger.warning("Contact import %s refused: %s", contact_import_id, exc)
+        return contact_import
+    except Exception as exc:
+        _contact_import_fail(contact_import, _stopped_error(contact_import, exc))
+        logger.exception("Contact import %s failed", contact_import_id)
+        raise
+
+    contact_import.refresh_from_db()
+    logger.info(
+        "Contact import %s done",
+        contact_import_id,
+        extra={
+            "contact_import_id": contact_import_id,
+            "records": contact_import.records,
+            "rejected": contact_import.rejected,
+            "profiles_created": contact_import.profiles_created,
+        },
+    )
+    return contact_import
+
+
+def contact_import_run_stored(*, contact_import_id: int) -> ContactImport:
+    """Run an import from the bytes kept at upload; delete them unless it can resume."""
+    contact_import = ContactImport.objects.get(pk=contact_import_id)
+    if contact_import.status != ImportStatus.PENDING:
+        logger.warning("Contact import %s is not pending; skipped", contact_import_id)
+        return contact_import
+
+    path = contact_import_upload_path(contact_import)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        _contact_import_fail(contact_import, "The uploaded file is gone; upload again.")
+        logger.error("Contact import %s lost its file", contact_import_id)
+        return contact_import
+
+    # On an unexpected error the bytes stay, so that a re-run can continue.
+    contact_import = contact_import_run(contact_import_id=contact_import_id, data=data)
+    path.unlink(missing_ok=True)
+    return contact_import
+
+
+def contact_import_file(*, filename: str, data: bytes) -> ContactImport:
+    """Import a file now, in this process, and return the finished import."""
+    contact_import = contact_import_create(filename=filename, data=data)
+    return contact_import_run_stored(contact_import_id=contact_import.pk)
+
+
+def contact_import_retry(*, contact_import_id: int) -> bool:
+    """Queue a failed import again if its file is still kept; say whether it was."""
+    contact_import = ContactImport.objects.get(pk=contact_import_id)
+    if not contact_import_upload_path(contact_import).exists():
+        return False
+
+    requeued = ContactImport.objects.filter(
+        pk=contact_import_id, status=ImportStatus.FAILED
+    ).update(status=ImportStatus.PENDING, error="", finished_at=None)
+    return bool(requeued)
+
+
+def contact_imports_sweep(
+    *, stuck_after_seconds: int = IMPORT_STUCK_AFTER_SECONDS
+) -> int:
+    """Mark failed the running imports whose worker wrote nothing for too long."""
+    cutoff = timezone.now() - timedelta(seconds=stuck_after_seconds)
+    failed = 0
+    running = ContactImport.objects.filter(
+        status=ImportStatus.RUNNING, started_at__lt=cutoff
+    )
+    for contact_import in running:
+        if _last_progress_at(contact_import) >= cutoff:
+            continue
+        failed += _stuck_fail(contact_import, stuck_after_seconds)
+    return failed
+
+
+def _last_progress_at(contact_import: ContactImport) -> datetime:
+    # The worker touches the kept upload after every batch (see _progress_save).
+    path = contact_import_upload_path(contact_import)
+    try:
+        touched = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return contact_import.started_at
+    return max(contact_import.started_at, datetime.fromtimestamp(touched, tz=UTC))
+
+
+def _stuck_fail(contact_import: ContactImport, stuck_after_seconds: int) -> int:
+    error = (
+        f"Import {contact_import.pk} ({contact_import.filename}) stopped: its worker "
+        f"made no progress for {stuck_after_seconds // 60} minutes. "
+        f"{_written_sentence(contact_import)}"
+    )
+    # Conditional on the progress seen: a worker that wrote meanwhile is alive.
+    failed = ContactImport.objects.filter(
+        pk=contact_import.pk,
+        status=ImportStatus.RUNNING,
+        rows_done=contact_import.rows_done,
+    ).update(status=ImportStatus.FAILED, error=error, finished_at=timezone.now())
+    if failed:
+        logger.error(
+            "Contact import %s was stuck; marked failed",
+            contact_import.pk,
+            extra={
+                "contact_import_id": contact_import.pk,
+                "rows_done": contact_import.rows_done,
+            },
+        )
+    return failed
+
+
+def _written_sentence(contact_import: ContactImport) -> str:
+    return (
+        f"{contact_import.rows_done} of {contact_import.rows_total} rows were "
+        "written; run it again to continue from there."
+    )
+
+
+def _stopped_error(contact_import: ContactImport, exc: Exception) -> str:
+    contact_import.refresh_from_db()
+    return f"The import stopped on an error: {exc}. {_written_sentence(contact_import)}"
+
+
+def _contact_import_fail(contact_import: ContactImport, error: str) -> None:
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.FAILED, error=error, finished_at=timezone.now()
+    )
+    contact_import.refresh_from_db()
+
+
+def _contacts_import(contact_import: ContactImport, data: bytes) -> None:
+    """Parse the file, then write its rows batch by batch, each batch committed."""
+    parsed = contacts_parse(
+        data,
+        column_map=contact_import.column_map or None,
+        date_format=contact_import.date_format,
+    )
+    start = contact_import.rows_done
+    if start == 0:
+        _parse_report_save(contact_import, parsed)
+    elif contact_import.rows_total != len(parsed.rows):
+        raise ImportFormatError("The file changed since the first run; upload again.")
+
+    for first in range(start, len(parsed.rows), IMPORT_BATCH_SIZE):
+        batch = parsed.rows[first : first + IMPORT_BATCH_SIZE]
+        with transaction.atomic():
+            outcome = contact_rows_write(
+                batch, source=parsed.source, filename=contact_import.filename
+            )
+            _progress_save(contact_import, first, first + len(batch), outcome)
+
+    ContactImport.objects.filter(
+        pk=contact_import.pk, status=ImportStatus.RUNNING
+    ).update(status=ImportStatus.DONE, finished_at=timezone.now())
+
+
+def _parse_report_save(contact_import: ContactImport, parsed: ParsedContacts) -> None:
+    rejections = sorted(
+        parsed.rejections + parsed.field_rejections, key=lambda r: r.record
+    )
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        layout=parsed.layout,
+        records=parsed.records,
+        rejected=len(parsed.rejections),
+        accepted=parsed.records - len(parsed.rejections),
+        duplicates_merged=sum(len(row.records) - 1 for row in parsed.rows),
+        rejections=[rejection.as_dict() for rejection in rejections],
+        notes=parsed.notes,
+        rows_total=len(parsed.rows),
+    )
+
+
+def _progress_save(
+    contact_import: ContactImport, first: int, done: int, outcome: BatchOutcome
+) -> None:
+    """Record the batch as written, in its transaction; refuse if no longer ours."""
+    erased = len(outcome.erased)
+    saved = ContactImport.objects.filter(
+        pk=contact_import.pk, status=ImportStatus.RUNNING, rows_done=first
+    ).update(
+        rows_done=done,
+        profiles_created=F("profiles_created") + outcome.created,
+        profiles_updated=F("profiles_updated") + outcome.updated,
+        rejected=F("rejected") + erased,
+        accepted=F("accepted") - erased,
+        duplicates_merged=F("duplicates_merged") - outcome.duplicates_erased,
+    )
+    if not saved:
+        raise ImportInterrupted(
+            f"Contact import {contact_import.pk} is no longer running here."
+        )
+    if outcome.erased or outcome.notes:
+        _report_extend(contact_import.pk, outcome.erased, outcome.notes)
+    _heartbeat(contact_import)
+
+
+def _report_extend(
+    contact_import_id: int, rejections: list[Rejection], notes: list[dict]
+) -> None:
+    contact_import = ContactImport.objects.select_for_update().get(pk=contact_import_id)
+    contact_import.rejections = sorted(
+        contact_import.rejections + [r.as_dict() for r in rejections],
+        key=lambda rejection: rejection["record"],
+    )
+    contact_import.notes = contact_import.notes + notes
+    contact_import.save(update_fields=["rejections", "notes"])
+
+
+def _heartbeat(contact_import: ContactImport) -> None:
+    path = contact_import_upload_path(contact_import)
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(path)

@@ -1,0 +1,270 @@
+"""Writing merged rows in batches: profiles, tags, consent records and suppressions.
+
+One batch costs a handful of queries whatever its size: erased people and existing
+profiles are looked up for the whole batch, new profiles are inserted with
+bulk_create, changed ones saved with bulk_update, and tags, consent records and
+suppressions inserted in bulk. The per-row rules are those of a single write: a
+blank never erases a value, the newest consent fact moves the status, a consent fact
+already on record from the same source is not appended twice, and a list never
+subscribes again someone who unsubscribed or was cleaned. The caller holds the
+transaction.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from profiles.importing.layouts import ConsentFact
+from profiles.importing.mapping import ContactRow, Rejection
+from profiles.models import (
+    ConsentRecord,
+    Profile,
+    ProfileTag,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+from profiles.services import WITHDRAWN_STATUSES, suppression_hash
+
+ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
+TAG_MAX_CHARS = 100
+
+
+@dataclass
+class BatchOutcome:
+    created: int = 0
+    updated: int = 0
+    erased: list[Rejection] = field(default_factory=list)
+    duplicates_erased: int = 0
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """What one batch will insert once its new profiles have ids."""
+
+    consents: list[tuple[Profile, ConsentFact]] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)
+
+
+def contact_rows_write(
+    rows: list[ContactRow], *, source: str, filename: str
+) -> BatchOutcome:
+    """Write one batch of merged rows; return its counts, erased rows and notes."""
+    outcome = BatchOutcome()
+    rows = _erased_rows_drop(rows, outcome)
+    if not rows:
+        return outcome
+
+    existing = _profiles_find([row.email.key for row in rows])
+    recorded = _facts_recorded([p.pk for p in existing.values()], source=source)
+    pending = _Pending()
+    new_profiles, changed_profiles = [], []
+    for row in rows:
+        profile = existing.get(row.email.key)
+        if profile is None:
+            profile = _profile_new(row)
+            new_profiles.append(profile)
+        changed = _profile_fill(profile, row, is_new=profile.pk is None)
+        changed |= _consents_apply(profile, row, recorded, pending, outcome)
+        if changed and profile.pk is not None:
+            changed_profiles.append(profile)
+            pending.changed |= changed
+
+    _profiles_save(new_profiles, changed_profiles, pending.changed)
+    _related_insert(rows, existing, new_profiles, pending, source, filename)
+    outcome.created = len(new_profiles)
+    outcome.updated = len(rows) - len(new_profiles)
+    return outcome
+
+
+def _erased_rows_drop(
+    rows: list[ContactRow], outcome: BatchOutcome
+) -> list[ContactRow]:
+    """Set aside the rows of people erased on request: an old file must not revive them."""
+    hashes = {suppression_hash(row.email.key): row for row in rows}
+    erased = set(
+        Suppression.objects.filter(
+            email_hash__in=hashes, reason=SuppressionReason.ERASURE
+        ).values_list("email_hash", flat=True)
+    )
+    if not erased:
+        return rows
+
+    for email_hash in erased:
+        row = hashes[email_hash]
+        outcome.duplicates_erased += len(row.records) - 1
+        # The address itself is left out of the report, which would otherwise keep it.
+        outcome.erased.extend(
+            Rejection(record, line, "", "erased", ERASED_MESSAGE)
+            for record, line in zip(row.records, row.lines, strict=True)
+        )
+    return [row for row in rows if suppression_hash(row.email.key) not in erased]
+
+
+def _profiles_find(keys: list[str]) -> dict[str, Profile]:
+    # Lower() matches the unique index, so a row stored with capitals by hand (or by
+    # an older import) is found instead of colliding with it.
+    found = Profile.objects.annotate(email_key=Lower("email")).filter(
+        email_key__in=keys
+    )
+    return {profile.email_key: profile for profile in found}
+
+
+def _facts_recorded(
+    profile_ids: list[int], *, source: str
+) -> set[tuple[int, str, datetime]]:
+    if not profile_ids:
+        return set()
+    return set(
+        ConsentRecord.objects.filter(
+            profile_id__in=profile_ids, source=source
+        ).values_list("profile_id", "status", "occurred_at")
+    )
+
+
+def _profile_new(row: ContactRow) -> Profile:
+    return Profile(email=row.email.key, email_display=row.email.display, traits={})
+
+
+def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str]:
+    """Copy the row's values onto the profile; a blank never erases what is there."""
+    changed = set()
+    for name, value in row.fields.items():
+        if getattr(profile, name) != value:
+            setattr(profile, name, value)
+            changed.add(name)
+
+    if profile.email_display != row.email.display:
+        profile.email_display = row.email.display
+        changed.add("email_display")
+
+    traits = {**profile.traits, **row.traits}
+    if not row.email.ascii_only and traits.get("email_needs_smtputf8") is not True:
+        traits["email_needs_smtputf8"] = True
+    if traits != profile.traits:
+        profile.traits = traits
+        changed.add("traits")
+    return set() if is_new else changed
+
+
+def _consents_apply(
+    profile: Profile,
+    row: ContactRow,
+    recorded: set[tuple[int, str, datetime]],
+    pending: _Pending,
+    outcome: BatchOutcome,
+) -> set[str]:
+    """Decide each consent fact's record and its effect on the status, in time order."""
+    changed = set()
+    for fact in sorted(row.consents, key=lambda fact: fact.occurred_at):
+        # The same fact from the same source is already on record when a file is
+        # imported again; appending it twice would only blur the history.
+        marker = (profile.pk, fact.status.value, fact.occurred_at)
+        if profile.pk is None or marker not in recorded:
+            recorded.add(marker)
+            pending.consents.append((profile, fact))
+            changed |= _status_move(profile, fact)
+
+        kept = profile.subscription_status
+        if fact.status == SubscriptionStatus.SUBSCRIBED and kept in WITHDRAWN_STATUSES:
+            outcome.notes.append(_kept_note(profile, fact, kept))
+        if fact.status == SubscriptionStatus.CLEANED:
+            pending.suppressed.append(row.email.key)
+    return changed
+
+
+def _status_move(profile: Profile, fact: ConsentFact) -> set[str]:
+    """Move the status if the fact is the newest; a list never lifts a withdrawal."""
+    is_newer = (
+        profile.subscription_changed_at is None
+        or fact.occurred_at >= profile.subscription_changed_at
+    )
+    resubscribes = (
+        fact.status == SubscriptionStatus.SUBSCRIBED
+        and profile.subscription_status in WITHDRAWN_STATUSES
+    )
+    if not is_newer or resubscribes:
+        return set()
+
+    profile.subscription_status = fact.status
+    profile.subscription_changed_at = fact.occurred_at
+    return {"subscription_status", "subscription_changed_at"}
+
+
+def _kept_note(profile: Profile, fact: ConsentFact, kept: str) -> dict[str, Any]:
+    record = fact.evidence["record"]
+    return {
+        "kind": "kept_status",
+        "email": profile.email,
+        "record": record,
+        "status": kept,
+        "message": (
+            f"Record {record}: {profile.email} stays {kept}; "
+            "an import never subscribes again someone who left."
+        ),
+    }
+
+
+def _profiles_save(
+    new_profiles: list[Profile], changed_profiles: list[Profile], fields: set[str]
+) -> None:
+    if new_profiles:
+        Profile.objects.bulk_create(new_profiles)
+    if changed_profiles:
+        now = timezone.now()
+        for profile in changed_profiles:
+            profile.updated_at = now
+        Profile.objects.bulk_update(
+            changed_profiles, sorted(fields | {"updated_at"}), batch_size=500
+        )
+
+
+def _related_insert(
+    rows: list[ContactRow],
+    existing: dict[str, Profile],
+    new_profiles: list[Profile],
+    pending: _Pending,
+    source: str,
+    filename: str,
+) -> None:
+    by_key = existing | {profile.email: profile for profile in new_profiles}
+    tags = [
+        ProfileTag(profile=by_key[row.email.key], name=name[:TAG_MAX_CHARS])
+        for row in rows
+        for name in row.tags
+    ]
+    ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
+
+    ConsentRecord.objects.bulk_create(
+        [_consent_record(p, fact, source, filename) for p, fact in pending.consents]
+    )
+    Suppression.objects.bulk_create(
+        [
+            Suppression(
+                email_hash=suppression_hash(key),
+                reason=SuppressionReason.HARD_BOUNCE,
+                source=source,
+            )
+            for key in pending.suppressed
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def _consent_record(
+    profile: Profile, fact: ConsentFact, source: str, filename: str
+) -> ConsentRecord:
+    return ConsentRecord(
+        profile=profile,
+        status=fact.status,
+        source=source,
+        occurred_at=fact.occurred_at,
+        ip_address=fact.ip_address or None,
+        wording=fact.wording,
+        evidence={"file": filename, **fact.evidence},
+    )
