@@ -1,20 +1,22 @@
 """Event processing: identity resolution, profile upserts, merges, computed traits.
 
-Each stored event is processed once: it is claimed under a row lock (skipping rows
-another worker holds), attached to the profile it belongs to, and marked processed
-in the same transaction. An identify never changes consent or subscription status.
+Events are processed in chunks, oldest first. A chunk is claimed under row locks
+(skipping rows another worker holds) and processed in one transaction that attaches
+each event to its profile and marks the chunk processed. The chunk's identities,
+email owners and profiles are read with a few queries up front: an event whose ids
+all point at one known profile is applied in memory and written with the rest of
+the chunk, while one that creates a profile, links a new id or may merge two
+profiles takes the careful path, one event at a time. Computed traits are then
+brought up to date once per profile per chunk (see profiles/processing_traits.py).
+An identify never changes consent or subscription status.
 """
 
 import logging
-import zoneinfo
 from collections.abc import Iterable
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
 
-from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
@@ -27,24 +29,37 @@ from profiles.models import (
     ProfileIdentity,
     ProfileMerge,
     ProfileTag,
+    RejectedEvent,
+)
+from profiles.processing_identify import (
+    identify_change_read,
+    identify_change_set,
+    identify_rejections,
+)
+from profiles.processing_traits import (
+    ORDER_COMPLETED,
+    PRODUCT_EVENTS,
+    TraitsRefresh,
+    number_coerce,
+    profile_traits_compute,
+    profiles_traits_refresh,
 )
 from profiles.services import profile_get_or_create_by_email
+from profiles.traits import TraitRule, trait_schema_load
+
+__all__ = [
+    "EventUnresolvable",
+    "MergeRefused",
+    "events_process",
+    "events_process_pending",
+    "number_coerce",
+    "profile_merge",
+    "profile_traits_compute",
+]
 
 logger = logging.getLogger(__name__)
 
-EVENT_CHUNK_SIZE = 200
-ORDER_COMPLETED = "Order Completed"
-
-# Identify traits that become profile fields (or identities) rather than traits.
-RESERVED_TRAITS = {
-    "email",
-    "firstName",
-    "first_name",
-    "lastName",
-    "last_name",
-    "name",
-    "phone",
-}
+EVENT_CHUNK_SIZE = 500
 PROFILE_FIELDS_FILLED_ON_MERGE = (
     "first_name",
     "last_name",
@@ -54,6 +69,7 @@ PROFILE_FIELDS_FILLED_ON_MERGE = (
     "country_code",
     "timezone",
 )
+IdentityKey = tuple[str, str]
 
 
 class EventUnresolvable(Exception):
@@ -77,12 +93,14 @@ def events_process_pending(*, limit: int | None = None) -> int:
 
 
 def _events_process_queryset(pending: QuerySet[Event], *, limit: int | None) -> int:
+    # The schema is read once for the whole run, not once per event.
+    schema = trait_schema_load()
     done = 0
     while limit is None or done < limit:
         size = (
             EVENT_CHUNK_SIZE if limit is None else min(EVENT_CHUNK_SIZE, limit - done)
         )
-        processed = _chunk_process(pending, size=size)
+        processed = _chunk_process(pending, size=size, schema=schema)
         if processed == 0:
             break
         done += processed
@@ -93,7 +111,9 @@ def _events_process_queryset(pending: QuerySet[Event], *, limit: int | None) -> 
 
 
 @transaction.atomic
-def _chunk_process(pending: QuerySet[Event], *, size: int) -> int:
+def _chunk_process(
+    pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
+) -> int:
     # skip_locked lets two workers share the backlog without taking the same rows;
     # the locks last until this transaction marks the rows processed.
     events = list(
@@ -101,12 +121,14 @@ def _chunk_process(pending: QuerySet[Event], *, size: int) -> int:
             "timestamp", "id"
         )[:size]
     )
-    touched: set[int] = set()
+    if not events:
+        return 0
+
+    chunk = _Chunk(events=events, schema=schema)
     failed: dict[int, str] = {}
     for event in events:
         try:
-            with transaction.atomic():
-                touched.add(_event_apply(event).pk)
+            chunk.apply(event)
         except OperationalError:
             # Transient (a deadlock, a lost connection): roll the chunk back whole
             # and let the task's retry or the next sweep do it again.
@@ -115,9 +137,10 @@ def _chunk_process(pending: QuerySet[Event], *, size: int) -> int:
             logger.exception("Event processing failed", extra={"event": event.pk})
             failed[event.pk] = f"{type(exc).__name__}: {exc}"[:500]
 
+    chunk.flush()
     _events_mark(events=events, failed=failed)
-    for profile in Profile.objects.filter(pk__in=touched):
-        profile_traits_compute(profile=profile)
+    profiles_traits_refresh(refresh=chunk.refresh)
+    RejectedEvent.objects.bulk_create(chunk.rejections)
     return len(events)
 
 
@@ -130,7 +153,219 @@ def _events_mark(*, events: list[Event], failed: dict[int, str]) -> None:
         Event.objects.filter(pk=event_id).update(processing_error=error)
 
 
-def _event_apply(event: Event) -> Profile:
+class _Chunk:
+    """What one chunk knows of its events' people, read up front with a few queries.
+
+    `owners` and `email_owners` map an id or address to its profile's pk (None when
+    nobody has it); `profiles` holds the chunk's locked profile rows, changed in
+    memory by the quick path and written by `flush`. The careful path reads and
+    writes the database itself, so the chunk flushes before it and forgets, after
+    it, everything it may have changed.
+    """
+
+    def __init__(self, *, events: list[Event], schema: dict[str, TraitRule]) -> None:
+        self.schema = schema
+        self.refresh = TraitsRefresh(profile_ids=set(), event_ids=[])
+        self.rejections: list[RejectedEvent] = []
+        self.emails = _emails_read(events)
+        self.owners = _owners_load(events)
+        self.email_owners = _email_owners_load(
+            {email.key for email in self.emails.values() if email is not None}
+        )
+        wanted = {*self.owners.values(), *self.email_owners.values()}
+        wanted |= {event.profile_id for event in events}
+        self.profiles = _profiles_lock({pk for pk in wanted if pk is not None})
+        self.dirty: dict[int, set[str]] = {}
+        self.pending: list[Event] = []
+
+    def apply(self, event: Event) -> None:
+        """Attach one event to its profile, quickly when nothing new is learnt."""
+        profile_id = self._known_profile_id(event)
+        if profile_id is None:
+            profile_id = self._apply_carefully(event)
+        else:
+            self._apply_quickly(event, self.profile(profile_id))
+
+        self.refresh.profile_ids.add(profile_id)
+        self.refresh.event_ids.append(event.pk)
+        if event.event == ORDER_COMPLETED:
+            self.refresh.order_profile_ids.add(profile_id)
+        if event.event in PRODUCT_EVENTS:
+            self.refresh.category_profile_ids.add(profile_id)
+
+    def profile(self, pk: int) -> Profile:
+        if pk not in self.profiles:
+            self.profiles[pk] = Profile.objects.select_for_update().get(pk=pk)
+        return self.profiles[pk]
+
+    def owner(self, key: IdentityKey) -> int | None:
+        if key not in self.owners:
+            found = ProfileIdentity.objects.filter(kind=key[0], value=key[1])
+            self.owners[key] = found.values_list("profile_id", flat=True).first()
+        return self.owners[key]
+
+    def email_owner(self, key: str) -> int | None:
+        if key not in self.email_owners:
+            self.email_owners.update(_email_owners_load({key}))
+        return self.email_owners[key]
+
+    def flush(self) -> None:
+        """Write what the quick path changed in memory."""
+        now = timezone.now()
+        if self.dirty:
+            changed = [self.profiles[pk] for pk in self.dirty]
+            for profile in changed:
+                profile.updated_at = now
+            fields = set().union(*self.dirty.values())
+            Profile.objects.bulk_update(changed, [*sorted(fields), "updated_at"])
+            self.dirty = {}
+        if self.pending:
+            Event.objects.bulk_update(self.pending, ["profile"])
+            self.pending = []
+
+    def _known_profile_id(self, event: Event) -> int | None:
+        # Only when the event's ids all point at one profile that already has
+        # them, and an identify's address is that profile's or nobody's, can the
+        # event neither create, link nor merge anything.
+        if event.type == EventType.ALIAS or event.pk in self.emails.unreadable:
+            return None
+        if not event.user_id and not event.anonymous_id:
+            return event.profile_id if event.profile_id in self.profiles else None
+
+        owners = {self.owner(key) for key in _identity_keys(event)}
+        if len(owners) != 1 or None in owners:
+            return None
+        (profile_id,) = owners
+        if not self._email_fits(event, profile_id):
+            return None
+        return profile_id
+
+    def _email_fits(self, event: Event, profile_id: int) -> bool:
+        email = self.emails.get(event.pk)
+        if email is None:
+            return True
+
+        owner = self.email_owner(email.key)
+        if owner is None:
+            # A profile without an address would take this one: that is a write.
+            return bool(self.profile(profile_id).email)
+        return owner == profile_id
+
+    def _apply_quickly(self, event: Event, profile: Profile) -> None:
+        if event.type == EventType.IDENTIFY:
+            change = identify_change_read(
+                profile=profile,
+                traits=event.traits,
+                context=event.context,
+                schema=self.schema,
+            )
+            fields = identify_change_set(profile=profile, change=change)
+            self.dirty.setdefault(profile.pk, set()).update(fields)
+            self.rejections += identify_rejections(event=event, change=change)
+
+        event.profile_id = profile.pk
+        self.pending.append(event)
+
+    def _apply_carefully(self, event: Event) -> int:
+        self.flush()
+        rejections: list[RejectedEvent] = []
+        with transaction.atomic():
+            profile = _event_apply(event, schema=self.schema, rejections=rejections)
+
+        self.rejections += rejections
+        self._forget(event, kept=profile.pk)
+        return profile.pk
+
+    def _forget(self, event: Event, *, kept: int) -> None:
+        # The careful path may have created, linked or merged any profile the
+        # event's ids or address pointed at; read those afresh when next needed.
+        keys = _identity_keys(event)
+        if event.previous_id:
+            keys += [(kind, event.previous_id) for kind in IdentityKind.values]
+        involved = {self.owners.get(key) for key in keys}
+        email = self.emails.get(event.pk)
+        if email is not None:
+            involved.add(self.email_owners.pop(email.key, None))
+        involved |= {kept, event.profile_id}
+
+        for key in keys:
+            self.owners.pop(key, None)
+        self.owners = {k: v for k, v in self.owners.items() if v not in involved}
+        self.email_owners = {
+            k: v for k, v in self.email_owners.items() if v not in involved
+        }
+        for pk in involved:
+            self.profiles.pop(pk, None)
+
+
+class _ChunkEmails(dict):
+    """Each identify's normalised address by event pk; `unreadable` holds the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreadable: set[int] = set()
+
+
+def _emails_read(events: Iterable[Event]) -> _ChunkEmails:
+    emails = _ChunkEmails()
+    for event in events:
+        if event.type != EventType.IDENTIFY:
+            continue
+        if isinstance(event.traits, dict) and isinstance(event.context, dict):
+            emails[event.pk] = _identify_email(event)
+        else:
+            # Left to the careful path, which records why it cannot be processed.
+            emails.unreadable.add(event.pk)
+    return emails
+
+
+def _identity_keys(event: Event) -> list[IdentityKey]:
+    keys = [
+        (IdentityKind.USER_ID, event.user_id),
+        (IdentityKind.ANONYMOUS_ID, event.anonymous_id),
+    ]
+    return [(str(kind), value) for kind, value in keys if value]
+
+
+def _owners_load(events: list[Event]) -> dict[IdentityKey, int | None]:
+    keys = {key for event in events for key in _identity_keys(event)}
+    user_ids = [value for kind, value in keys if kind == IdentityKind.USER_ID]
+    anonymous_ids = [value for kind, value in keys if kind == IdentityKind.ANONYMOUS_ID]
+    owners: dict[IdentityKey, int | None] = dict.fromkeys(keys)
+
+    found = ProfileIdentity.objects.filter(
+        Q(kind=IdentityKind.USER_ID, value__in=user_ids)
+        | Q(kind=IdentityKind.ANONYMOUS_ID, value__in=anonymous_ids)
+    )
+    for kind, value, profile_id in found.values_list("kind", "value", "profile_id"):
+        owners[(kind, value)] = profile_id
+    return owners
+
+
+def _email_owners_load(keys: set[str]) -> dict[str, int | None]:
+    owners: dict[str, int | None] = dict.fromkeys(keys)
+    if not keys:
+        return owners
+
+    # Lower(email) is what the unique index holds: a capitalised row still matches.
+    found = (
+        Profile.objects.annotate(email_key=Lower("email"))
+        .filter(email_key__in=keys)
+        .values_list("email_key", "pk")
+    )
+    owners.update(dict(found))
+    return owners
+
+
+def _profiles_lock(pks: set[int]) -> dict[int, Profile]:
+    # In pk order, so two workers locking overlapping profiles never deadlock here.
+    rows = Profile.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+    return {profile.pk: profile for profile in rows}
+
+
+def _event_apply(
+    event: Event, *, schema: dict[str, TraitRule], rejections: list[RejectedEvent]
+) -> Profile:
     if event.user_id or event.anonymous_id:
         profile = _profile_resolve(event)
     elif event.profile_id is not None:
@@ -141,7 +376,12 @@ def _event_apply(event: Event) -> Profile:
         raise EventUnresolvable("The event has no userId, anonymousId or profile.")
 
     if event.type == EventType.IDENTIFY:
-        _traits_apply(profile=profile, traits=event.traits, context=event.context)
+        change = identify_change_read(
+            profile=profile, traits=event.traits, context=event.context, schema=schema
+        )
+        fields = identify_change_set(profile=profile, change=change)
+        profile.save(update_fields=[*fields, "updated_at"])
+        rejections += identify_rejections(event=event, change=change)
 
     Event.objects.filter(pk=event.pk).update(profile=profile)
     return profile
@@ -288,64 +528,6 @@ def _identity_attach(*, profile: Profile, kind: str, value: str) -> Profile:
     return _merge_or_keep(profile, identity.profile, explicit=False)
 
 
-def _traits_apply(
-    *, profile: Profile, traits: dict[str, Any], context: dict[str, Any]
-) -> None:
-    """Copy identify traits onto the profile; consent fields are never touched."""
-    fields = _trait_fields(traits)
-    zone = context.get("timezone")
-    if not profile.timezone and isinstance(zone, str) and _is_time_zone(zone):
-        fields["timezone"] = zone
-
-    # The address stays whole in traits too: street and postal code have no field.
-    extra = {key: value for key, value in traits.items() if key not in RESERVED_TRAITS}
-
-    for name, value in fields.items():
-        setattr(profile, name, value)
-    profile.traits = {**profile.traits, **extra}
-    profile.save(update_fields=[*fields, "traits", "updated_at"])
-
-
-def _trait_fields(traits: dict[str, Any]) -> dict[str, str]:
-    first = traits.get("firstName", traits.get("first_name"))
-    last = traits.get("lastName", traits.get("last_name"))
-    full = _text(traits.get("name"), 300)
-    if full and first is None and last is None:
-        first, _, last = full.partition(" ")
-
-    address = _address(traits)
-    country = _text(address.get("country"), 100)
-    candidates = {
-        "first_name": _text(first, 150),
-        "last_name": _text(last, 150),
-        "phone": _text(traits.get("phone"), 50),
-        "city": _text(address.get("city"), 100),
-        "region": _text(address.get("state"), 100),
-        "country_code": country.upper() if len(country) == 2 else "",
-    }
-    # A trait that is absent or empty leaves what the profile knows.
-    return {name: value for name, value in candidates.items() if value}
-
-
-def _address(traits: dict[str, Any]) -> dict[str, Any]:
-    address = traits.get("address")
-    return address if isinstance(address, dict) else {}
-
-
-def _text(value: Any, max_length: int) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return ""
-    return str(value).strip()[:max_length]
-
-
-def _is_time_zone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return len(name) <= 64
-
-
 @transaction.atomic
 def profile_merge(
     *, first: Profile, second: Profile, reason: str, explicit: bool = False
@@ -448,99 +630,3 @@ def _blanks_fill(*, kept: Profile, merged: Profile) -> None:
 
     kept.traits = {**merged.traits, **kept.traits}
     kept.save(update_fields=[*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"])
-
-
-def profile_traits_compute(*, profile: Profile) -> None:
-    """Recompute lifetime value, order count and dates from the profile's events."""
-    # The row lock orders concurrent recomputes, so the last one sees every event.
-    locked = Profile.objects.select_for_update().filter(pk=profile.pk)
-    if not list(locked.values_list("pk", flat=True)):
-        return
-
-    orders = Event.objects.filter(
-        profile=profile, type=EventType.TRACK, event=ORDER_COMPLETED
-    ).order_by("timestamp", "id")
-    totals = _orders_total(orders.values_list("id", "timestamp", "properties"))
-    last_seen = Event.objects.filter(profile=profile).aggregate(at=Max("timestamp"))
-
-    profile.lifetime_value = totals["value"]
-    profile.order_count = totals["count"]
-    profile.first_order_at = totals["first_at"]
-    profile.last_order_at = totals["last_at"]
-    profile.last_seen_at = _latest(profile.last_seen_at, last_seen["at"])
-    profile.save(
-        update_fields=[
-            "lifetime_value",
-            "order_count",
-            "first_order_at",
-            "last_order_at",
-            "last_seen_at",
-            "updated_at",
-        ]
-    )
-
-
-def _orders_total(
-    rows: Iterable[tuple[int, datetime, dict[str, Any]]],
-) -> dict[str, Any]:
-    currency = settings.BESPOKE_CURRENCY.upper()
-    seen_orders: set[str] = set()
-    totals: dict[str, Any] = {
-        "value": Decimal("0"),
-        "count": 0,
-        "first_at": None,
-        "last_at": None,
-    }
-    skipped = 0
-    for event_id, at, properties in rows:
-        # The same order may arrive from the site and from the shop's webhook.
-        order_id = str(properties.get("order_id") or f"event:{event_id}")
-        if order_id in seen_orders:
-            continue
-        seen_orders.add(order_id)
-
-        totals["count"] += 1
-        totals["first_at"] = totals["first_at"] or at
-        totals["last_at"] = at
-        amount, counted = _order_amount(properties, currency=currency)
-        totals["value"] += amount
-        skipped += not counted
-
-    if skipped:
-        logger.warning(
-            "Orders left out of lifetime value: other currency or no amount",
-            extra={"orders": skipped, "currency": currency},
-        )
-    return totals
-
-
-def _order_amount(properties: dict[str, Any], *, currency: str) -> tuple[Decimal, bool]:
-    order_currency = properties.get("currency")
-    if order_currency and str(order_currency).upper() != currency:
-        return Decimal("0"), False
-
-    raw = properties.get("total")
-    if raw is None:
-        raw = properties.get("revenue")
-    amount = number_coerce(raw)
-    if amount is None:
-        return Decimal("0"), False
-    return amount, True
-
-
-def number_coerce(value: Any) -> Decimal | None:
-    """Return a property as a Decimal ("29.50" and 29.5 alike), or None if not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
-def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None or b is None:
-        return a or b
-    return max(a, b)
