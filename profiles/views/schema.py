@@ -111,8 +111,9 @@ class TraitDefinitionForm(forms.ModelForm):
 
 @staff_required
 def trait_list(request: HttpRequest) -> HttpResponse:
+    definitions = TraitDefinition.objects.order_by("name")
     context = {
-        "definitions": TraitDefinition.objects.order_by("name"),
+        "definitions": [{"definition": d, "rule": _rule_of(d)} for d in definitions],
         "undeclared": trait_names_undeclared(),
     }
     return render(request, "profiles/traits_list.html", context)
@@ -144,12 +145,20 @@ def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 
 
 def _breaches(definition: TraitDefinition) -> dict[str, Any]:
-    rule = TraitRule(
+    return trait_rule_breaches(rule=_rule_of(definition))
+
+
+def _rule_of(definition: TraitDefinition) -> TraitRule:
+    return TraitRule(
         name=definition.name,
         type=definition.type,
         allowed_values=tuple(definition.allowed_values or ()),
-        minimum=definition.minimum,
-        maximum=definition.maximum,
+        minimum=_plain(definition.minimum),
+        maximum=_plain(definition.maximum),
         pattern=definition.pattern,
     )
-    return trait_rule_breaches(rule=rule)
+
+
+def _plain(number: Decimal | None) -> Decimal | None:
+    # The column keeps six decimals; "5", not "5.000000", reads right in a message.
+    return None if number is None else Decimal(format(number.normalize(), "f"))

@@ -1,0 +1,199 @@
+"""The trait schema pages: declared traits, undeclared ones, and the rule form."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from profiles.health import trait_names_undeclared, trait_rule_breaches
+from profiles.models import TraitDefinition
+from profiles.traits import TraitRule
+from tests.factories import ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+VALID = {
+    "name": "member_rating",
+    "type": "number",
+    "description": "Stars from the loyalty club",
+    "allowed_values": "",
+    "minimum": "1",
+    "maximum": "5",
+    "pattern": "",
+}
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+def errors_of(response) -> dict[str, list[str]]:
+    return {
+        name: list(errors) for name, errors in response.context["form"].errors.items()
+    }
+
+
+def test_undeclared_trait_names_come_with_how_many_profiles_hold_them():
+    TraitDefinition.objects.create(name="member_rating", type="number")
+    ProfileFactory(traits={"member_rating": 3, "plan": "gold"})
+    ProfileFactory(traits={"plan": "silver", "shoe_size": "38"})
+    ProfileFactory(traits={})
+
+    assert trait_names_undeclared() == [
+        {"name": "plan", "profiles": 2},
+        {"name": "shoe_size", "profiles": 1},
+    ]
+
+
+def test_the_trait_list_shows_declared_and_undeclared_traits(signed_in):
+    TraitDefinition.objects.create(
+        name="tier", type="text", allowed_values=["gold", "silver"]
+    )
+    TraitDefinition.objects.create(
+        name="visits", type="number", minimum="100", maximum="2.5"
+    )
+    ProfileFactory(traits={"tier": "gold", "plan": "yearly"})
+
+    page = signed_in.get(reverse("trait_list")).content.decode()
+
+    assert "<td>Text</td>" in page
+    assert "<div>one of gold, silver</div>" in page
+    assert "<div>at least 100</div><div>at most 2.5</div>" in page
+    assert (
+        '<tr data-trait="plan"><td>plan</td><td>1</td>'
+        f'<td><a href="{reverse("trait_new")}?name=plan">Declare…</a></td></tr>'
+    ) in page
+    assert '<tr data-trait="tier"><td>tier</td>' not in page
+
+
+def test_a_valid_definition_is_saved_with_typed_allowed_values(signed_in):
+    data = {**VALID, "minimum": "", "maximum": "", "allowed_values": "1, 2,3, 2"}
+
+    response = signed_in.post(reverse("trait_new"), data)
+
+    definition = TraitDefinition.objects.get()
+    assert response.status_code == 302
+    assert response.url == reverse("trait_edit", kwargs={"pk": definition.pk})
+    assert definition.name == "member_rating"
+    assert definition.type == "number"
+    assert definition.allowed_values == [1, 2, 3]
+    assert definition.minimum is None
+
+
+def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
+    definition = TraitDefinition.objects.create(
+        name="tier", type="text", allowed_values=["gold", "silver"]
+    )
+
+    response = signed_in.get(reverse("trait_edit", kwargs={"pk": definition.pk}))
+
+    assert 'name="allowed_values" value="gold, silver"' in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        (
+            {"type": "text", "minimum": "", "maximum": "", "pattern": "([a-z"},
+            {
+                "pattern": [
+                    "The pattern is not a valid regular expression: "
+                    "unterminated character set at position 1."
+                ]
+            },
+        ),
+        (
+            {"minimum": "5", "maximum": "1"},
+            {"maximum": ["The maximum (1) is below the minimum (5)."]},
+        ),
+        (
+            {"allowed_values": "1, two"},
+            {"allowed_values": ["member_rating: 'two' is not a number"]},
+        ),
+        (
+            {"pattern": "[0-9]+"},
+            {"pattern": ["A pattern applies to text traits only."]},
+        ),
+        (
+            {"type": "boolean"},
+            {
+                "minimum": ["A minimum or maximum applies to numbers only."],
+                "maximum": ["A minimum or maximum applies to numbers only."],
+            },
+        ),
+        (
+            {"name": "2nd plan"},
+            {
+                "name": [
+                    "“2nd plan” is not a trait name: use letters, digits and "
+                    "underscores, not starting with a digit."
+                ]
+            },
+        ),
+        (
+            {"type": "colour"},
+            {
+                "type": [
+                    "Select a valid choice. colour is not one of the available choices."
+                ]
+            },
+        ),
+    ],
+)
+def test_a_definition_that_breaks_a_rule_is_refused_naming_the_problem(
+    signed_in, changes, errors
+):
+    response = signed_in.post(reverse("trait_new"), {**VALID, **changes})
+
+    assert response.status_code == 200
+    assert errors_of(response) == errors
+    assert TraitDefinition.objects.count() == 0
+
+
+def test_a_second_definition_with_the_same_name_is_refused(signed_in):
+    TraitDefinition.objects.create(name="member_rating", type="text")
+
+    response = signed_in.post(reverse("trait_new"), VALID)
+
+    assert errors_of(response) == {
+        "name": ["Trait definition with this Name already exists."]
+    }
+    assert TraitDefinition.objects.get().type == "text"
+
+
+def test_rule_breaches_count_the_stored_values_that_would_be_refused():
+    ok = ProfileFactory(traits={"member_rating": 3})
+    high = ProfileFactory(traits={"member_rating": 7})
+    text = ProfileFactory(traits={"member_rating": "lots"})
+    ProfileFactory(traits={"member_rating": None})
+    ProfileFactory(traits={"plan": "gold"})
+    rule = TraitRule(name="member_rating", type="number", maximum=Decimal(5))
+
+    breaches = trait_rule_breaches(rule=rule)
+
+    assert ok.pk < high.pk < text.pk
+    assert breaches == {
+        "checked": 4,
+        "breaking": 2,
+        "examples": [
+            {"profile_id": high.pk, "message": "member_rating: 7 is above 5"},
+            {"profile_id": text.pk, "message": "member_rating: 'lots' is not a number"},
+        ],
+        "complete": True,
+    }
+
+
+def test_the_edit_page_shows_how_many_profiles_break_the_rule(signed_in):
+    ProfileFactory(traits={"member_rating": 3})
+    high = ProfileFactory(traits={"member_rating": 9})
+    definition = TraitDefinition.objects.create(
+        name="member_rating", type="number", maximum=5
+    )
+
+    response = signed_in.get(reverse("trait_edit", kwargs={"pk": definition.pk}))
+
+    page = response.content.decode()
+    assert "<strong data-breaking>1</strong> of 2 profiles with this trait" in page
+    assert f"Profile {high.pk}</a>: member_rating: 9 is above 5</li>" in page
