@@ -376,7 +376,7 @@ def _consent_known(
     return known.filter(occurred_at=occurred_at).exists()
 
 
-def _checkout_consent_apply(
+def _accepts_marketing_apply(
     *, profile: Profile, delivery: WebhookDelivery, at: datetime, **keys: str
 ) -> None:
     """Record `buyer_accepts_marketing: true` as consent that never lifts a withdrawal.
@@ -430,7 +430,7 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
 
     started_at = checkout.started_at or delivery.received_at
     if profile is not None and payload.get("buyer_accepts_marketing") is True:
-        _checkout_consent_apply(
+        _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=started_at, checkout_token=token
         )
     if profile is None or delivery.topic != "checkouts/create":
@@ -546,7 +546,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
 
     placed_at = order.placed_at or delivery.received_at
     if profile is not None and order.buyer_accepts_marketing:
-        _checkout_consent_apply(
+        _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=placed_at, order_id=order.shop_id
         )
     if profile is None:
