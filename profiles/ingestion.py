@@ -11,11 +11,13 @@ import logging
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
 from profiles.tasks import events_process_task
@@ -30,6 +32,8 @@ MAX_MESSAGE_ID_CHARS = 99
 MAX_ID_CHARS = 255
 MAX_NAME_CHARS = 200
 READ_CHUNK_BYTES = 64 * 1024
+# A key's last_used_at is written at most this often, not on every request.
+WRITE_KEY_USE_RESOLUTION_SECONDS = 60
 
 EVENT_TYPES = frozenset(EventType.values)
 OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
@@ -97,7 +101,21 @@ def write_key_source(*, key: str | None) -> str | None:
     write_key = WriteKey.objects.filter(key=key, revoked_at__isnull=True).first()
     if write_key is None:
         return None
+
+    write_key_used(write_key=write_key, at=timezone.now())
     return f"segment:{write_key.name}"[:100]
+
+
+def write_key_used(*, write_key: WriteKey, at: datetime) -> None:
+    """Record that the key authenticated a request, at most once a minute per key."""
+    stale_before = at - timedelta(seconds=WRITE_KEY_USE_RESOLUTION_SECONDS)
+    if write_key.last_used_at is not None and write_key.last_used_at >= stale_before:
+        return
+
+    # Conditional, so concurrent requests of the same minute write the row once.
+    WriteKey.objects.filter(pk=write_key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before)
+    ).update(last_used_at=at)
 
 
 def body_read(*, stream: IO[bytes], content_encoding: str, limit: int) -> bytes:
@@ -169,8 +187,8 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
         raise _too_large(limit)
 
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        payload = json.loads(body, parse_constant=_constant_refuse)
+    except (ValueError, RecursionError) as exc:
         raise RequestRefused(
             status=400, code="invalid_json", message="The body is not valid JSON."
         ) from exc
@@ -180,6 +198,12 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
             status=400, code="invalid_json", message="The body must be a JSON object."
         )
     return payload
+
+
+def _constant_refuse(name: str) -> None:
+    # Python reads NaN and Infinity, but they are not JSON and PostgreSQL's jsonb
+    # refuses them: taking them in would fail the whole request's insert.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def events_ingest(

@@ -360,6 +360,11 @@ def test_it_refuses_a_corrupt_gzip_body(db, post):
         (b'["not", "an", "object"]', "invalid_json"),
         (b'{"batch": {"type": "track"}}', "invalid_batch"),
         (b'{"batch": [], "context": "web"}', "invalid_batch"),
+        (
+            b'{"userId": "u1", "event": "A", "properties": {"total": NaN}}',
+            "invalid_json",
+        ),
+        (b'{"batch": [{"type": "track", "total": -Infinity}]}', "invalid_json"),
     ],
 )
 def test_it_refuses_a_malformed_body_with_a_code(db, post, body, code):
@@ -505,3 +510,52 @@ def test_other_methods_get_a_json_error(db, client):
         "code": "method_not_allowed",
         "message": "The tracking API accepts POST only.",
     }
+
+
+def test_a_database_key_records_when_it_was_last_used(db, post, load_fixture):
+    key = WriteKey.objects.create(name="shop site", key="wk_live_used")
+
+    with time_machine.travel("2025-03-15T08:00:00Z", tick=False):
+        response = post(
+            "/v1/track",
+            load_fixture("segment/track_order_completed.json"),
+            key="wk_live_used",
+        )
+
+    assert response.status_code == 200
+    key.refresh_from_db()
+    assert key.last_used_at == utc("2025-03-15T08:00:00Z")
+
+
+def test_last_used_at_is_written_at_most_once_a_minute(db, post, load_fixture):
+    key = WriteKey.objects.create(name="shop site", key="wk_live_minute")
+    body = {"userId": "usr_1002", "event": "Cart Viewed"}
+
+    with time_machine.travel("2025-03-15T08:00:00Z", tick=False):
+        post("/v1/track", body, key="wk_live_minute")
+    with time_machine.travel("2025-03-15T08:00:59Z", tick=False):
+        post("/v1/track", body, key="wk_live_minute")
+    key.refresh_from_db()
+    assert key.last_used_at == utc("2025-03-15T08:00:00Z")
+
+    with time_machine.travel("2025-03-15T08:01:01Z", tick=False):
+        post("/v1/track", {**body, "writeKey": "wk_live_minute"}, key=None)
+    key.refresh_from_db()
+    assert key.last_used_at == utc("2025-03-15T08:01:01Z")
+    assert Event.objects.count() == 3
+
+
+def test_a_revoked_key_is_not_marked_as_used(db, post, load_fixture):
+    key = WriteKey.objects.create(
+        name="old site", key="wk_revoked_unused", revoked_at=utc("2025-03-01T00:00:00Z")
+    )
+
+    response = post(
+        "/v1/batch", load_fixture("segment/batch.json"), key="wk_revoked_unused"
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_write_key"
+    key.refresh_from_db()
+    assert key.last_used_at is None
+    assert Event.objects.count() == 0
