@@ -21,6 +21,8 @@ from profiles.models import (
     ShopOrder,
     SubscriptionStatus,
     SuppressionReason,
+    TraitDefinition,
+    TraitType,
     WebhookDelivery,
 )
 from profiles.processing import events_process_pending
@@ -522,6 +524,34 @@ def test_the_same_legacy_consent_repeated_by_an_update_is_recorded_once(
     assert WebhookDelivery.objects.filter(processed_at__isnull=False).count() == 2
     assert ConsentRecord.objects.count() == 1
     assert ProfileTag.objects.count() == 2
+
+
+def test_a_declared_trait_keeps_its_declared_type(db, deliver):
+    TraitDefinition.objects.create(name="shopify_orders_count", type=TraitType.TEXT)
+    TraitDefinition.objects.create(
+        name="shopify_total_spent", type=TraitType.NUMBER, minimum=Decimal("1")
+    )
+
+    deliver("customers_create_legacy_2024-10.json")
+
+    # 0 becomes the text "0"; 0.00 breaks the declared minimum and is left out.
+    assert Profile.objects.get().traits == {
+        "shopify_customer_id": "7412345678903",
+        "shopify_orders_count": "0",
+    }
+
+
+def test_a_signed_body_that_is_not_json_is_refused_and_not_stored(
+    db, deliver, shop_headers
+):
+    body = b"not json"
+    headers = resigned(shop_headers, "customers_create.json", body)
+
+    response = deliver("customers_create.json", headers=headers, body=body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+    assert WebhookDelivery.objects.count() == 0
 
 
 def test_chloes_consent_update_subscribes_her_with_confirmed_opt_in(db, deliver):
