@@ -405,7 +405,8 @@ def _profile_figures(
         figures.update(_orders_total(rows))
     if profile_id in refresh.category_profile_ids:
         figures["favourite_category"] = _favourite_category(rows)
-    return figures
+    # As the SQL path gives them: a figure with nothing behind it is left out.
+    return {name: value for name, value in figures.items() if value not in (None, "")}
 
 
 def _is_human_open(row: tuple) -> bool:

@@ -1,0 +1,352 @@
+"""Computed traits and the trait schema, kept current by event processing."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import count
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from profiles.models import (
+    Event,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    ProfileMerge,
+    RejectedEvent,
+    TraitDefinition,
+    TraitType,
+)
+from profiles.processing import events_process_pending, profile_traits_compute
+from profiles.processing_traits import (
+    TraitsRefresh,
+    _figures_python,
+    _figures_sql,
+)
+from tests.factories import ProfileFactory
+
+NOW = datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
+_ids = count(1)
+
+
+def days_ago(days: float) -> datetime:
+    return NOW - timedelta(days=days)
+
+
+def event(user_id: str = "usr_1", *, at: datetime | None = None, **fields) -> Event:
+    fields.setdefault("type", "track")
+    return Event.objects.create(
+        message_id=f"msg-{next(_ids)}",
+        user_id=user_id,
+        timestamp=at or NOW,
+        received_at=NOW,
+        **fields,
+    )
+
+
+def order(total, *, at: datetime | None = None, **properties) -> Event:
+    return event(
+        event="Order Completed",
+        at=at,
+        properties={"order_id": f"o-{next(_ids)}", "total": total, **properties},
+    )
+
+
+def process() -> Profile:
+    with time_machine.travel(NOW, tick=False):
+        events_process_pending()
+    return ProfileIdentity.objects.get(kind=IdentityKind.USER_ID, value="usr_1").profile
+
+
+def test_string_amounts_count_as_numbers_and_give_the_average(db):
+    order("10.50", at=days_ago(3))
+    order(" 29.50 ", at=days_ago(2))
+    order(20)
+
+    profile = process()
+
+    assert profile.lifetime_value == Decimal("60.00")
+    assert profile.order_count == 3
+    assert profile.average_order_value == Decimal("20.00")
+    assert profile.first_order_at == days_ago(3)
+    assert profile.last_order_at == NOW
+    assert sorted(
+        Event.objects.values_list("properties__total", flat=True), key=str
+    ) == [" 29.50 ", "10.50", 20]
+
+
+def test_orders_in_another_currency_are_left_out_of_value_and_average(db):
+    order(80, currency="EUR", at=days_ago(1))
+    order("25", currency="usd")
+    order("not a number")
+
+    profile = process()
+
+    assert profile.lifetime_value == Decimal("25.00")
+    assert profile.order_count == 3
+    assert profile.average_order_value == Decimal("25.00")
+
+
+def test_a_profile_without_counted_orders_has_no_average(db):
+    order(80, currency="EUR")
+
+    profile = process()
+
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("0.00"), 1)
+    assert profile.average_order_value is None
+
+
+def test_an_implausible_amount_is_left_out(db):
+    order("1e12")
+    order(5)
+
+    profile = process()
+
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("5.00"), 2)
+
+
+def test_orders_of_a_later_batch_add_to_the_earlier_ones(db):
+    order(10, at=days_ago(2))
+    assert process().lifetime_value == Decimal("10.00")
+
+    order("5.25")
+    event(event="Product Viewed")
+    profile = process()
+
+    assert profile.lifetime_value == Decimal("15.25")
+    assert profile.order_count == 2
+    assert profile.average_order_value == Decimal("7.63")
+    assert profile.last_seen_at == NOW
+
+
+def test_machine_opens_do_not_count_as_opens(db):
+    event(event="Email Opened", at=days_ago(5))
+    event(event="Email Opened", at=days_ago(2), properties={"machine_open": True})
+    event(event="Email Opened", at=days_ago(1), context={"machine_open": True})
+    event(event="Email Opened", at=days_ago(1), properties={"sg_machine_open": "true"})
+    event(event="Email Link Clicked", at=days_ago(4))
+
+    profile = process()
+
+    assert profile.last_opened_at == days_ago(5)
+    assert profile.last_clicked_at == days_ago(4)
+    assert profile.last_seen_at == days_ago(1)
+
+
+def test_engagement_adds_decayed_points_from_the_last_90_days(db):
+    event(event="Email Opened")  # 3
+    event(event="Email Opened", properties={"machine_open": True})  # 0
+    event(event="Email Link Clicked", at=days_ago(30))  # 5 halved once: 2.5
+    order(10, at=days_ago(60))  # 10 halved twice: 2.5
+    event(type="page", at=days_ago(0.5))  # one visit day: 2
+    event(type="page", at=days_ago(0.25))
+    order(10, at=days_ago(91))  # outside the window
+
+    profile = process()
+
+    assert profile.engagement_score == 10
+
+
+def test_engagement_is_capped_at_100(db):
+    for _ in range(25):
+        event(event="Email Link Clicked")
+
+    assert process().engagement_score == 100
+
+
+def test_the_favourite_category_is_the_most_seen_and_ties_go_to_the_latest(db):
+    event(
+        event="Product Viewed",
+        at=days_ago(9),
+        properties={"category": "Daypacks"},
+    )
+    event(
+        event="Order Completed",
+        at=days_ago(8),
+        properties={
+            "order_id": "A",
+            "total": 10,
+            "products": [{"category": "Daypacks"}, {"category": "Tents"}],
+        },
+    )
+    event(event="Product Added", at=days_ago(7), properties={"category": " Tents "})
+    event(event="Product Clicked", at=days_ago(6), properties={"category": "Boots"})
+    event(event="Product Viewed", at=days_ago(6), properties={"category": ""})
+
+    profile = process()
+
+    assert profile.favourite_category == "Tents"
+
+
+def test_a_merge_recomputes_the_kept_profiles_traits(db):
+    kept = ProfileFactory(email="grace.lee@example.com")
+    Event.objects.create(
+        message_id="anon-order",
+        type="track",
+        event="Order Completed",
+        anonymous_id="anon-grace",
+        properties={"order_id": "G1", "total": "42.00", "category": "Boots"},
+        timestamp=days_ago(1),
+        received_at=NOW,
+    )
+    Event.objects.create(
+        message_id="anon-view",
+        type="track",
+        event="Product Viewed",
+        anonymous_id="anon-grace",
+        properties={"category": "Boots"},
+        timestamp=days_ago(1),
+        received_at=NOW,
+    )
+    with time_machine.travel(NOW, tick=False):
+        events_process_pending()
+    event(
+        type="identify",
+        anonymous_id="anon-grace",
+        traits={"email": "grace.lee@example.com"},
+    )
+
+    merged = process()
+
+    assert merged.pk == kept.pk
+    assert ProfileMerge.objects.get().kept_id == kept.pk
+    assert merged.lifetime_value == Decimal("42.00")
+    assert (merged.order_count, merged.average_order_value) == (1, Decimal("42.00"))
+    assert merged.favourite_category == "Boots"
+    assert merged.engagement_score == 10
+    assert merged.last_seen_at == NOW
+
+
+def test_recomputing_one_profile_gives_the_same_figures(db):
+    order("12.00", at=days_ago(1))
+    event(event="Email Opened")
+    profile = process()
+    Profile.objects.filter(pk=profile.pk).update(
+        lifetime_value=0, order_count=0, average_order_value=None, engagement_score=0
+    )
+
+    with time_machine.travel(NOW, tick=False):
+        profile_traits_compute(profile=profile)
+
+    profile.refresh_from_db()
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("12.00"), 1)
+    assert profile.average_order_value == Decimal("12.00")
+    assert profile.engagement_score == 13
+
+
+@pytest.mark.parametrize(
+    "total", ["10.50", 10.5, "1e2", "+3", ".5", "5.", "1_000", "NaN", "0x10", True]
+)
+def test_sql_and_python_figures_agree(db, total):
+    profile = process_profile_with_everything(total)
+    refresh = TraitsRefresh(
+        profile_ids={profile.pk},
+        order_profile_ids={profile.pk},
+        category_profile_ids={profile.pk},
+    )
+
+    assert _figures_python(refresh, now=NOW) == _figures_sql(refresh, now=NOW)
+
+
+def process_profile_with_everything(total) -> Profile:
+    order(total, at=days_ago(3), products=[{"category": "Tents"}])
+    order(7, at=days_ago(2), currency="EUR")
+    event(event="Order Completed", properties={"order_id": 5975551934712, "total": 1})
+    event(event="Order Completed", properties={"order_id": "5975551934712", "total": 9})
+    event(event="Email Opened", at=days_ago(40))
+    event(event="Email Opened", properties={"machine_open": "true"})
+    event(event="Email Link Clicked", at=days_ago(12))
+    event(type="screen", at=days_ago(0.1))
+    event(event="Product Added", properties={"category": "Boots"})
+    return process()
+
+
+def test_a_custom_trait_is_stored_as_its_declared_type(db):
+    TraitDefinition.objects.create(name="shoe_size", type=TraitType.NUMBER)
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    event(type="identify", traits={"shoe_size": "42", "vip": "yes", "pet": "cat"})
+
+    profile = process()
+
+    assert profile.traits == {"shoe_size": 42, "vip": True, "pet": "cat"}
+    assert RejectedEvent.objects.count() == 0
+
+
+def test_a_value_that_breaks_its_rule_is_reported_and_not_stored(db):
+    TraitDefinition.objects.create(
+        name="plan", type=TraitType.TEXT, allowed_values=["free", "pro"]
+    )
+    TraitDefinition.objects.create(
+        name="shoe_size", type=TraitType.NUMBER, minimum=Decimal("30")
+    )
+    event(type="identify", traits={"plan": "pro", "firstName": "Jo"})
+    process()
+    second = event(
+        type="identify",
+        traits={"plan": "gold", "shoe_size": "12", "pet": "cat", "lastName": "Doe"},
+    )
+
+    profile = process()
+
+    assert profile.traits == {"plan": "pro", "pet": "cat"}
+    assert (profile.first_name, profile.last_name) == ("Jo", "Doe")
+    second.refresh_from_db()
+    assert (second.profile_id, second.processing_error) == (profile.pk, "")
+    assert second.traits["plan"] == "gold"
+    rejected = RejectedEvent.objects.order_by("code")
+    assert [(r.code, r.message, r.message_id) for r in rejected] == [
+        (
+            "trait_invalid:below_minimum",
+            "Trait shoe_size: 12 is below 30.000000",
+            second.message_id,
+        ),
+        (
+            "trait_invalid:not_allowed",
+            "Trait plan: 'gold' is not one of the allowed values (free, pro)",
+            second.message_id,
+        ),
+    ]
+    assert rejected[1].payload == {"trait": "plan", "value": "gold"}
+
+
+def test_a_new_profiles_invalid_trait_is_reported_too(db):
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    first = event(type="identify", traits={"vip": "perhaps", "pet": "dog"})
+
+    profile = process()
+
+    assert profile.traits == {"pet": "dog"}
+    rejected = RejectedEvent.objects.get()
+    assert (rejected.code, rejected.message_id) == (
+        "trait_invalid:not_a_boolean",
+        first.message_id,
+    )
+    assert rejected.message == "Trait vip: 'perhaps' is not true or false"
+
+
+def test_the_schema_is_read_once_per_run(db):
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    for user in ("usr_1", "usr_2", "usr_3"):
+        event(user, type="identify", traits={"vip": "no"})
+
+    with CaptureQueriesContext(connection) as queries:
+        process()
+
+    schema_reads = [q for q in queries if "profiles_traitdefinition" in q["sql"]]
+    assert len(schema_reads) == 1
+
+
+def test_known_profiles_cost_the_same_queries_for_5_or_50_events(db):
+    def queries_for(events: int) -> int:
+        for _ in range(events):
+            event(event="Product Viewed", properties={"category": "Tents"})
+        with CaptureQueriesContext(connection) as queries:
+            process()
+        return len(queries)
+
+    event(type="identify", traits={"email": "jo@example.com"})
+    process()
+
+    assert queries_for(5) == queries_for(50)
