@@ -3,6 +3,14 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from profiles.importing.layouts import (
+    PROFILE_FIELDS,
+    TARGET_EMAIL,
+    TARGET_STATUS,
+    TARGET_TAGS,
+    TARGET_UNSUBSCRIBED,
+    TRAIT_PREFIX,
+)
 from profiles.models import SubscriptionStatus
 
 CONTACT_FILE_MAX_BYTES = 50 * 1024 * 1024
@@ -20,8 +28,8 @@ class ContactImportForm(forms.Form):
     file = forms.FileField(
         label="Contact file",
         help_text=(
-            "A Mailchimp audience export CSV (subscribed, unsubscribed or cleaned) "
-            "or any CSV with an email column."
+            "A Mailchimp, Klaviyo or Brevo export, or any CSV or XLSX file with an "
+            "email column. You choose what each column means next."
         ),
     )
 
@@ -31,3 +39,84 @@ class ContactImportForm(forms.Form):
             limit = CONTACT_FILE_MAX_BYTES // (1024 * 1024)
             raise forms.ValidationError(f"The file is larger than {limit} MB.")
         return upload
+
+
+# The date formats a marketer may declare; dates are never guessed.
+DATE_FORMATS = [
+    ("", "ISO 8601 only (2025-03-31)"),
+    ("%d/%m/%Y", "Day first: 31/03/2025"),
+    ("%m/%d/%Y", "Month first: 03/31/2025"),
+    ("%d.%m.%Y", "Day first with dots: 31.03.2025"),
+    ("%d-%m-%Y", "Day first with dashes: 31-03-2025"),
+    ("%Y-%m-%d", "Year first: 2025-03-31"),
+]
+
+
+def column_choices(
+    default_target: str, traits: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Return the targets a column may be mapped to, its own new trait among them."""
+    choices = [(name, label) for name, label in PROFILE_FIELDS.items()]
+    declared = {f"{TRAIT_PREFIX}{name}" for name, _ in traits}
+    choices += [
+        (f"{TRAIT_PREFIX}{name}", f"Trait {name} ({kind})") for name, kind in traits
+    ]
+    if default_target.startswith(TRAIT_PREFIX) and default_target not in declared:
+        new = default_target[len(TRAIT_PREFIX) :]
+        choices.append((default_target, f"New trait {new}"))
+    choices += [
+        (TARGET_TAGS, "Tags (comma-separated)"),
+        (TARGET_STATUS, "Subscription status"),
+        (TARGET_UNSUBSCRIBED, "Unsubscribed? (yes / no)"),
+        ("", "Ignore this column"),
+    ]
+    return choices
+
+
+class ContactImportMappingForm(forms.Form):
+    """One select per column of the uploaded file, and the declared date format."""
+
+    date_format = forms.ChoiceField(
+        choices=DATE_FORMATS,
+        required=False,
+        label="Dates in this file are written",
+    )
+
+    def __init__(
+        self,
+        *args,
+        names: list[str],
+        column_map: dict[str, str],
+        traits: list[tuple[str, str]],
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.names = names
+        for position, name in enumerate(names):
+            default = column_map.get(name, "")
+            self.fields[f"column_{position}"] = forms.ChoiceField(
+                label=name or f"Column {position + 1}",
+                choices=column_choices(default, traits),
+                initial=default,
+                required=False,
+            )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        targets = [cleaned.get(f"column_{i}", "") for i in range(len(self.names))]
+        if targets.count(TARGET_EMAIL) != 1:
+            raise forms.ValidationError(
+                "Choose exactly one column as the email address."
+            )
+        single = [t for t in targets if t and not t.startswith(TRAIT_PREFIX)]
+        if len(single) != len(set(single)):
+            raise forms.ValidationError(
+                "Each profile field, tags and status can take one column only."
+            )
+        return cleaned
+
+    def column_map(self) -> dict[str, str]:
+        column_map: dict[str, str] = {}
+        for position, name in enumerate(self.names):
+            column_map.setdefault(name, self.cleaned_data.get(f"column_{position}", ""))
+        return column_map

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from profiles.importing import contact_import_run_stored
+from profiles.importing import contact_import_run_stored, contact_imports_sweep
 from profiles.processing import events_process, events_process_pending
 from profiles.shopify import shopify_deliveries_process_pending
 
@@ -13,6 +13,12 @@ def contact_import_task(contact_import_id: int) -> None:
     """Run an uploaded contact import from the bytes kept for it."""
     # No retry: the run is claimed once, and a failure is kept on the import itself.
     contact_import_run_stored(contact_import_id=contact_import_id)
+
+
+@shared_task
+def contact_imports_sweep_task() -> int:
+    """Mark failed the running imports whose worker stopped making progress."""
+    return contact_imports_sweep()
 
 
 # Events: the API enqueues events_process_task with the ids it stored; the beat

@@ -19,6 +19,13 @@ urlpatterns = [
     path("traits/<int:pk>/", schema.trait_edit, name="trait_edit"),
     path("imports/", imports.import_list, name="import_list"),
     path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
+    path("imports/<int:pk>/mapping/", imports.import_mapping, name="import_mapping"),
+    path(
+        "imports/<int:pk>/progress.json",
+        imports.import_progress,
+        name="import_progress",
+    ),
+    path("imports/<int:pk>/retry/", imports.import_retry, name="import_retry"),
     path(
         "imports/<int:pk>/rejections.csv",
         imports.import_rejections_csv,

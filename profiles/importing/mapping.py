@@ -12,6 +12,7 @@ alone, and the rest of the row is kept. Any other trait is text as written, so a
 code like 02134 keeps its zero.
 """
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -519,3 +520,30 @@ def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:
     if not any(target.startswith(TRAIT_PREFIX) for target in column_map.values()):
         return {}
     return trait_schema_load()
+
+
+@dataclass
+class ContactsPreview:
+    layout: Layout
+    names: list[str]
+    samples: list[str]
+    column_map: dict[str, str]
+
+
+def contacts_preview(data: bytes, *, sample_records: int = 20) -> ContactsPreview:
+    """Return a file's header, a sample value per column and the layout's column map."""
+    records = contacts_records(data)
+    try:
+        _, names = next(records)
+        names = [name.strip() for name in names]
+        samples = [""] * len(names)
+        for _, cells in itertools.islice(records, sample_records):
+            for position, cell in enumerate(cells[: len(names)]):
+                samples[position] = samples[position] or cell.strip()
+    except StopIteration as exc:
+        raise ImportFormatError("The file is empty.") from exc
+    finally:
+        records.close()
+
+    layout = layout_detect(names)
+    return ContactsPreview(layout, names, samples, layout_column_map(layout, names))

@@ -22,7 +22,15 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from profiles.importing.mapping import ParsedContacts, Rejection, contacts_parse
+from profiles.importing.layouts import TARGET_EMAIL
+from profiles.importing.mapping import (
+    ContactsPreview,
+    ParsedContacts,
+    Rejection,
+    column_target_check,
+    contacts_parse,
+    contacts_preview,
+)
 from profiles.importing.reading import ImportFormatError
 from profiles.importing.writing import BatchOutcome, contact_rows_write
 from profiles.models import ContactImport, ImportStatus
@@ -64,6 +72,27 @@ def contact_import_create(*, filename: str, data: bytes) -> ContactImport:
         extra={"contact_import_id": contact_import.pk, "bytes": len(data)},
     )
     return contact_import
+
+
+def contact_import_map(
+    *, contact_import_id: int, column_map: dict[str, str], date_format: str
+) -> bool:
+    """Keep the marketer's column map for a pending import; False if it already ran."""
+    for target in column_map.values():
+        column_target_check(target)
+    if list(column_map.values()).count(TARGET_EMAIL) != 1:
+        raise ImportFormatError("Choose exactly one column as the email address.")
+
+    saved = ContactImport.objects.filter(
+        pk=contact_import_id, status=ImportStatus.PENDING, started_at=None
+    ).update(column_map=column_map, date_format=date_format)
+    return bool(saved)
+
+
+def contact_import_preview(*, contact_import: ContactImport) -> ContactsPreview:
+    """Return the header, samples and default map of a pending import's kept file."""
+    data = contact_import_upload_path(contact_import).read_bytes()
+    return contacts_preview(data)
 
 
 def contact_import_run(*, contact_import_id: int, data: bytes) -> ContactImport:

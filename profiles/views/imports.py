@@ -1,4 +1,4 @@
-"""Marketer pages about contact imports: upload, progress and the rejection report."""
+"""Marketer pages about contact imports: upload, mapping, progress and the report."""
 
 import csv
 
@@ -6,13 +6,20 @@ from django.contrib import messages as flash
 from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from profiles.access import staff_required
-from profiles.forms import ContactImportForm
-from profiles.importing import contact_import_create
-from profiles.models import ContactImport, ImportStatus
+from profiles.forms import ContactImportForm, ContactImportMappingForm
+from profiles.importing import (
+    ImportFormatError,
+    contact_import_create,
+    contact_import_map,
+    contact_import_preview,
+    contact_import_retry,
+)
+from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
 
 IMPORTS_PER_PAGE = 25
@@ -34,12 +41,59 @@ def import_list(request: HttpRequest) -> HttpResponse:
 
 
 def _import_start(request: HttpRequest, upload: UploadedFile) -> HttpResponse:
-    with transaction.atomic():
-        contact_import = contact_import_create(filename=upload.name, data=upload.read())
-        # Enqueue only once the import row is committed, so the worker finds it.
-        transaction.on_commit(lambda: contact_import_task.delay(contact_import.pk))
+    contact_import = contact_import_create(filename=upload.name, data=upload.read())
+    flash.success(request, f"{contact_import.filename} is uploaded; map its columns.")
+    return redirect("import_mapping", pk=contact_import.pk)
 
-    flash.success(request, f"{contact_import.filename} is uploaded and queued.")
+
+def _is_mapped(contact_import: ContactImport) -> bool:
+    return bool(contact_import.column_map) or contact_import.started_at is not None
+
+
+@staff_required
+def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
+    contact_import = get_object_or_404(ContactImport, pk=pk)
+    if contact_import.status != ImportStatus.PENDING or _is_mapped(contact_import):
+        return redirect("import_detail", pk=pk)
+    try:
+        preview = contact_import_preview(contact_import=contact_import)
+    except (ImportFormatError, FileNotFoundError) as exc:
+        flash.error(request, f"The file cannot be read: {exc}")
+        return redirect("import_list")
+
+    traits = list(TraitDefinition.objects.order_by("name").values_list("name", "type"))
+    options = {"names": preview.names, "column_map": preview.column_map}
+    form = ContactImportMappingForm(request.POST or None, traits=traits, **options)
+    if request.method == "POST" and form.is_valid():
+        return _import_queue(request, contact_import, form)
+
+    rows = zip(form.names, preview.samples, _column_fields(form), strict=True)
+    context = {"contact_import": contact_import, "form": form, "rows": rows}
+    context["layout"] = preview.layout
+    return render(request, "profiles/import_mapping.html", context)
+
+
+def _column_fields(form: ContactImportMappingForm) -> list:
+    return [form[f"column_{position}"] for position in range(len(form.names))]
+
+
+def _import_queue(
+    request: HttpRequest,
+    contact_import: ContactImport,
+    form: ContactImportMappingForm,
+) -> HttpResponse:
+    with transaction.atomic():
+        saved = contact_import_map(
+            contact_import_id=contact_import.pk,
+            column_map=form.column_map(),
+            date_format=form.cleaned_data["date_format"],
+        )
+        # Enqueue only once the map is committed, so the worker runs with it.
+        if saved:
+            transaction.on_commit(lambda: contact_import_task.delay(contact_import.pk))
+
+    if saved:
+        flash.success(request, f"{contact_import.filename} is queued for import.")
     return redirect("import_detail", pk=contact_import.pk)
 
 
@@ -47,8 +101,56 @@ def _import_start(request: HttpRequest, upload: UploadedFile) -> HttpResponse:
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     contact_import = get_object_or_404(ContactImport, pk=pk)
     waiting = contact_import.status in (ImportStatus.PENDING, ImportStatus.RUNNING)
-    context = {"contact_import": contact_import, "waiting": waiting}
+    context = {
+        "contact_import": contact_import,
+        "waiting": waiting,
+        "unmapped": waiting and not _is_mapped(contact_import),
+        "percent": _percent(contact_import),
+        "fields_refused": len(contact_import.rejections) - contact_import.rejected,
+    }
     return render(request, "profiles/import_detail.html", context)
+
+
+def _percent(contact_import: ContactImport) -> int:
+    if contact_import.status == ImportStatus.DONE:
+        return 100
+    if not contact_import.rows_total:
+        return 0
+    return contact_import.rows_done * 100 // contact_import.rows_total
+
+
+@staff_required
+def import_progress(request: HttpRequest, pk: int) -> JsonResponse:
+    contact_import = get_object_or_404(ContactImport, pk=pk)
+    return JsonResponse(
+        {
+            "status": contact_import.status,
+            "rows_done": contact_import.rows_done,
+            "rows_total": contact_import.rows_total,
+            "percent": _percent(contact_import),
+            "records": contact_import.records,
+            "rejected": contact_import.rejected,
+            "error": contact_import.error,
+        }
+    )
+
+
+@staff_required
+@require_POST
+def import_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    contact_import = get_object_or_404(ContactImport, pk=pk)
+    with transaction.atomic():
+        requeued = contact_import_retry(contact_import_id=contact_import.pk)
+        if requeued:
+            transaction.on_commit(lambda: contact_import_task.delay(contact_import.pk))
+
+    if requeued:
+        flash.success(
+            request, "The import is queued again; it continues where it stopped."
+        )
+    else:
+        flash.error(request, "This import cannot run again; upload the file again.")
+    return redirect("import_detail", pk=pk)
 
 
 @staff_required
@@ -60,9 +162,10 @@ def import_rejections_csv(request: HttpRequest, pk: int) -> HttpResponse:
 
     columns = ["record", "line", "email", "reason", "message"]
     writer = csv.writer(response)
-    writer.writerow(columns)
+    writer.writerow([*columns, "column"])
     for rejection in contact_import.rejections:
-        writer.writerow([_cell_safe(rejection.get(name, "")) for name in columns])
+        values = [rejection.get(name, "") for name in [*columns, "column"]]
+        writer.writerow([_cell_safe(value) for value in values])
     return response
 
 

@@ -42,6 +42,12 @@ def subscribed_import(db, load_fixture):
     )
 
 
+def mapping_defaults(client, url: str) -> dict[str, str]:
+    """Return the mapping form's pre-filled choices, as a browser would submit them."""
+    form = client.get(url).context["form"]
+    return {name: form[name].initial or "" for name in form.fields}
+
+
 def upload(load_fixture, relative: str = SUBSCRIBED) -> SimpleUploadedFile:
     name = relative.rsplit("/", 1)[-1]
     return SimpleUploadedFile(name, load_fixture(relative), content_type="text/csv")
@@ -86,9 +92,19 @@ def test_an_upload_is_stored_and_queued_until_a_worker_runs_it(
 
     contact_import = ContactImport.objects.get()
     assert response.status_code == 302
+    assert response.url == reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    assert callbacks == []
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = signed_in.post(
+            response.url, mapping_defaults(signed_in, response.url)
+        )
+
+    contact_import.refresh_from_db()
     assert response.url == reverse("import_detail", kwargs={"pk": contact_import.pk})
     assert contact_import.filename == "subscribed_members_export.csv"
     assert contact_import.status == ImportStatus.PENDING
+    assert contact_import.column_map["Email Address"] == "email"
+    assert contact_import.column_map["MEMBER_RATING"] == "traits.member_rating"
     assert len(callbacks) == 1
     path = contact_import_upload_path(contact_import)
     assert path.read_bytes() == load_fixture(SUBSCRIBED)
@@ -101,9 +117,10 @@ def test_an_upload_is_stored_and_queued_until_a_worker_runs_it(
 def test_an_upload_with_an_eager_worker_imports_the_file(
     signed_in, load_fixture, django_capture_on_commit_callbacks, celery_eager
 ):
+    response = signed_in.post(reverse("import_list"), {"file": upload(load_fixture)})
     with django_capture_on_commit_callbacks(execute=True):
         response = signed_in.post(
-            reverse("import_list"), {"file": upload(load_fixture)}
+            response.url, mapping_defaults(signed_in, response.url)
         )
 
     contact_import = ContactImport.objects.get()
@@ -157,13 +174,14 @@ def test_the_rejected_rows_download_as_csv(signed_in, subscribed_import):
     )
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows == [
-        ["record", "line", "email", "reason", "message"],
+        ["record", "line", "email", "reason", "message", "column"],
         [
             "34",
             "36",
             "not-an-email",
             "invalid_email",
             "An email address must have an @-sign.",
+            "",
         ],
         [
             "37",
@@ -171,8 +189,9 @@ def test_the_rejected_rows_download_as_csv(signed_in, subscribed_import):
             "maria.garcia@@example.net",
             "invalid_email",
             "The part after the @-sign contains invalid characters: '@'.",
+            "",
         ],
-        ["40", "42", "", "missing_email", "The Email Address cell is empty."],
+        ["40", "42", "", "missing_email", "The Email Address cell is empty.", ""],
     ]
 
 
