@@ -105,6 +105,18 @@ def test_the_keys_page_shows_a_new_key_in_full_once_then_masked(signed_in):
     assert '<span class="ok">Active</span>' in row.group(1)
 
 
+def test_the_keys_page_shows_when_a_key_was_last_used(signed_in, client):
+    write_key = write_key_create(name="Shop website")
+    with time_machine.travel(NOW, tick=False):
+        track(client, write_key.key)
+
+    page = signed_in.get(reverse("source_keys")).content.decode()
+
+    row = re.search(rf'<tr data-key-id="{write_key.pk}">(.*?)</tr>', page, re.S)
+    cells = re.findall(r"<td>(.*?)</td>", row.group(1))
+    assert cells[3] == "March 14, 2025, 12:30 p.m."
+
+
 def test_a_key_without_a_name_is_refused(signed_in):
     response = signed_in.post(reverse("source_keys"), {"name": "   "})
 
