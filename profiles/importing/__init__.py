@@ -27,6 +27,7 @@ from profiles.importing.mapping import (
     Rejection,
     column_target_check,
     contacts_parse,
+    contacts_preview,
     import_email_normalize,
 )
 from profiles.importing.reading import (
@@ -72,6 +73,7 @@ __all__ = [
     "contacts_decode",
     "contacts_header",
     "contacts_parse",
+    "contacts_preview",
     "contacts_records",
     "contacts_tags_split",
     "contacts_time_parse",

@@ -47,6 +47,9 @@ def _import_start(request: HttpRequest, upload: UploadedFile) -> HttpResponse:
 
 
 def _is_mapped(contact_import: ContactImport) -> bool:
+    """Tell whether the marketer started the import (or a worker already runs it)."""
+    if contact_import.status != ImportStatus.PENDING:
+        return True
     return bool(contact_import.column_map) or contact_import.started_at is not None
 
 
