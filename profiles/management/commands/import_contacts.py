@@ -1,4 +1,4 @@
-"""Import contact files (Mailchimp audience exports or the generic layout)."""
+"""Import contact files: Mailchimp, Klaviyo or Brevo exports, or any CSV or XLSX."""
 
 from pathlib import Path
 
@@ -10,8 +10,9 @@ from profiles.models import ContactImport, ImportStatus
 
 class Command(BaseCommand):
     help = (
-        "Import contact CSV files in the order given. For a Mailchimp export, give "
-        "the subscribed file first, then unsubscribed, then cleaned."
+        "Import contact CSV or XLSX files in the order given, each with its "
+        "recognised layout's column map. For a Mailchimp export, give the "
+        "subscribed file first, then unsubscribed, then cleaned."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
