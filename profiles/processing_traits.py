@@ -54,6 +54,8 @@ ENGAGEMENT_MAX = 100
 # Larger amounts are feed errors (cents sent as units, ids sent as totals).
 ORDER_AMOUNT_LIMIT = Decimal("1000000000")
 CATEGORY_MAX_CHARS = 200
+# The most Profile.lifetime_value can hold (14 digits, 2 of them decimals).
+LIFETIME_VALUE_MAX = Decimal("999999999999.99")
 
 # A number as text: what `number_coerce` and the SQL below both accept.
 NUMBER_TEXT = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?"
@@ -116,24 +118,30 @@ def profile_traits_compute(*, profile: Profile) -> None:
 def profiles_traits_refresh(*, refresh: TraitsRefresh) -> int:
     """Bring the computed traits of a batch of profiles up to date; return how many.
 
-    Must run inside a transaction: the profile rows are locked (in id order, so two
-    workers never deadlock here) until it commits.
+    Must run inside a transaction; the profile rows stay locked until it commits.
     """
     if not refresh.profile_ids:
         return 0
 
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        return _refresh_in_python(refresh, now=now)
+
+    # One statement computes and writes every figure of the whole batch.
+    params = {**_figures_params(refresh, now=now), "value_max": LIFETIME_VALUE_MAX}
+    with connection.cursor() as cursor:
+        cursor.execute(_FIGURES_UPDATE, params)
+        return cursor.rowcount
+
+
+def _refresh_in_python(refresh: TraitsRefresh, *, now: datetime) -> int:
     profiles = list(
         Profile.objects.select_for_update()
         .filter(pk__in=refresh.profile_ids)
         .order_by("pk")
         .only("pk", *COMPUTED_FIELDS)
     )
-    now = timezone.now()
-    if connection.vendor == "postgresql":
-        figures = _figures_sql(refresh, now=now)
-    else:
-        figures = _figures_python(refresh, now=now)
-
+    figures = _figures_python(refresh, now=now)
     for profile in profiles:
         _figures_set(profile, figures.get(profile.pk, {}), refresh=refresh)
         profile.updated_at = now
@@ -151,7 +159,7 @@ def _figures_set(
     if profile.pk in refresh.order_profile_ids:
         value = figures.get("lifetime_value", Decimal("0"))
         counted = figures.get("orders_counted", 0)
-        profile.lifetime_value = value
+        profile.lifetime_value = min(value, LIFETIME_VALUE_MAX)
         profile.order_count = figures.get("order_count", 0)
         profile.first_order_at = figures.get("first_order_at")
         profile.last_order_at = figures.get("last_order_at")
@@ -199,7 +207,7 @@ _ORDER_IN_CURRENCY = f"""CASE
     ELSE upper(e.properties->>'currency') = %(currency)s END"""
 
 # The fragments above are constants of this module; every value is a parameter.
-_FIGURES_SQL = f"""
+_FIGURES_CTES = f"""
 WITH latest AS (
     SELECT e.profile_id,
         max(e.timestamp) AS last_seen_at,
@@ -301,6 +309,9 @@ favourites AS (
     ) c
     ORDER BY c.profile_id, c.n DESC, c.last_at DESC, c.category
 )
+"""  # noqa: S608 - only this module's constant fragments are formatted in
+
+_SELECT_TAIL = """
 SELECT ids.id, l.last_seen_at, l.last_opened_at, l.last_clicked_at,
     o.order_count, o.first_order_at, o.last_order_at, o.lifetime_value,
     o.orders_counted, g.engagement_score, f.favourite_category
@@ -309,7 +320,42 @@ LEFT JOIN latest l ON l.profile_id = ids.id
 LEFT JOIN order_totals o ON o.profile_id = ids.id
 LEFT JOIN engagement g ON g.profile_id = ids.id
 LEFT JOIN favourites f ON f.profile_id = ids.id
-"""  # noqa: S608 - only this module's constant fragments are formatted in
+"""
+
+_UPDATE_TAIL = """
+UPDATE profiles_profile p SET
+    last_seen_at = greatest(p.last_seen_at, l.last_seen_at),
+    last_opened_at = greatest(p.last_opened_at, l.last_opened_at),
+    last_clicked_at = greatest(p.last_clicked_at, l.last_clicked_at),
+    engagement_score = coalesce(g.engagement_score, 0),
+    lifetime_value = CASE WHEN ids.orders
+        THEN least(coalesce(o.lifetime_value, 0), %(value_max)s)
+        ELSE p.lifetime_value END,
+    order_count = CASE WHEN ids.orders
+        THEN coalesce(o.order_count, 0) ELSE p.order_count END,
+    first_order_at = CASE WHEN ids.orders
+        THEN o.first_order_at ELSE p.first_order_at END,
+    last_order_at = CASE WHEN ids.orders
+        THEN o.last_order_at ELSE p.last_order_at END,
+    average_order_value = CASE WHEN ids.orders
+        THEN round(o.lifetime_value / nullif(o.orders_counted, 0), 2)
+        ELSE p.average_order_value END,
+    favourite_category = CASE WHEN ids.categories
+        THEN coalesce(f.favourite_category, '') ELSE p.favourite_category END,
+    updated_at = %(now)s
+FROM (
+    SELECT id, id = ANY(%(order_profiles)s::bigint[]) AS orders,
+        id = ANY(%(category_profiles)s::bigint[]) AS categories
+    FROM unnest(%(profiles)s::bigint[]) AS id
+) AS ids
+LEFT JOIN latest l ON l.profile_id = ids.id
+LEFT JOIN order_totals o ON o.profile_id = ids.id
+LEFT JOIN engagement g ON g.profile_id = ids.id
+LEFT JOIN favourites f ON f.profile_id = ids.id
+WHERE p.id = ids.id
+"""
+_FIGURES_SELECT = "".join((_FIGURES_CTES, _SELECT_TAIL))
+_FIGURES_UPDATE = "".join((_FIGURES_CTES, _UPDATE_TAIL))
 
 _SQL_COLUMNS = (
     "last_seen_at",
@@ -325,8 +371,8 @@ _SQL_COLUMNS = (
 )
 
 
-def _figures_sql(refresh: TraitsRefresh, *, now: datetime) -> dict[int, dict[str, Any]]:
-    params = {
+def _figures_params(refresh: TraitsRefresh, *, now: datetime) -> dict[str, Any]:
+    return {
         "all_events": refresh.event_ids is None,
         "profiles": sorted(refresh.profile_ids),
         "events": refresh.event_ids or [],
@@ -350,8 +396,11 @@ def _figures_sql(refresh: TraitsRefresh, *, now: datetime) -> dict[int, dict[str
         "engagement_max": ENGAGEMENT_MAX,
         "category_chars": CATEGORY_MAX_CHARS,
     }
+
+
+def _figures_sql(refresh: TraitsRefresh, *, now: datetime) -> dict[int, dict[str, Any]]:
     with connection.cursor() as cursor:
-        cursor.execute(_FIGURES_SQL, params)
+        cursor.execute(_FIGURES_SELECT, _figures_params(refresh, now=now))
         rows = cursor.fetchall()
 
     figures: dict[int, dict[str, Any]] = {}
