@@ -35,6 +35,9 @@ class Profile(models.Model):
         default=SubscriptionStatus.NOT_SUBSCRIBED,
     )
     subscription_changed_at = models.DateTimeField(null=True, blank=True)
+    # Set while the address is on the suppression list, so rules and counts can see it;
+    # the list itself (hashes only) stays the authority, checked again at send time.
+    suppressed_at = models.DateTimeField(null=True, blank=True)
 
     # Computed traits, kept current by event processing.
     lifetime_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)

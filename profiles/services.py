@@ -37,6 +37,9 @@ def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -
         email_hash=suppression_hash(email_key),
         defaults={"reason": reason, "source": source},
     )
+    Profile.objects.filter(email__iexact=email_key, suppressed_at=None).update(
+        suppressed_at=timezone.now()
+    )
     return created
 
 
@@ -93,6 +96,14 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
         email__iexact=email.key,
         defaults={"email": email.key, "email_display": email.display},
     )
+    if (
+        created
+        and Suppression.objects.filter(email_hash=suppression_hash(email.key)).exists()
+    ):
+        # The address was suppressed (a bounce, a complaint, an erasure) before this
+        # profile existed: the new profile carries the flag from the start.
+        profile.suppressed_at = timezone.now()
+        profile.save(update_fields=["suppressed_at"])
     if not email.ascii_only and profile.traits.get("email_needs_smtputf8") is not True:
         profile.traits["email_needs_smtputf8"] = True
         profile.save(update_fields=["traits"])

@@ -2,7 +2,7 @@
 
 from django.utils.text import slugify
 
-from segments.compiler import RuleInvalid, rule_validate
+from segments.language import RuleInvalid, rule_validate
 from segments.models import Segment
 
 

@@ -16,3 +16,11 @@ BESPOKE_SHOPIFY_WEBHOOK_SECRETS = ["test_shopify_webhook_secret_DO_NOT_USE"]
 STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# A second database, so that the segment compiler's meaning can be checked on SQLite
+# (the embedded default) as well as on PostgreSQL, with the same rules and data.
+DATABASES["sqlite"] = {  # noqa: F405
+    "ENGINE": "django.db.backends.sqlite3",
+    "NAME": ":memory:",
+    "TEST": {"NAME": ":memory:"},
+}

@@ -6,7 +6,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from profiles.models import Event, ProfileTag, SubscriptionStatus
-from segments.compiler import RuleInvalid, profiles_matching, rule_validate
+from segments.compiler import profiles_matching
+from segments.language import RuleInvalid, rule_validate
 from segments.services import segment_save
 from tests.factories import ProfileFactory
 

@@ -1,0 +1,222 @@
+"""SQL expressions the compiler needs that mean the same on PostgreSQL and SQLite.
+
+Traits and event properties are JSON. A value may arrive as a number or as text
+("29.50"); comparisons must give the same answer either way and on both databases,
+so numbers are read through `JsonNumber`, which is NULL for anything that is not a
+number instead of failing the query.
+"""
+
+from typing import Any
+
+from django.db.models import BooleanField, Expression, F, FloatField, TextField
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+
+# A number as text: optional sign, digits, optional fraction, optional exponent.
+NUMBER_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+
+
+def json_text(field: str, path: str) -> KeyTextTransform:
+    """Return the text at a dotted path inside a JSON column (NULL when missing)."""
+    keys = path.split(".")
+    expression: Any = F(field)
+    for key in keys[:-1]:
+        expression = KeyTransform(key, expression)
+    return KeyTextTransform(keys[-1], expression)
+
+
+class JsonNumber(Expression):
+    """The numeric value of a text expression, or NULL when the text is not a number."""
+
+    output_field = FloatField()
+
+    def __init__(self, text: Expression) -> None:
+        super().__init__()
+        self.text = text
+
+    def get_source_expressions(self) -> list:
+        return [self.text]
+
+    def set_source_expressions(self, exprs: list) -> None:
+        (self.text,) = exprs
+
+    def as_postgresql(self, compiler, connection):
+        sql, params = compiler.compile(self.text)
+        return (
+            f"(CASE WHEN ({sql}) ~ %s THEN CAST(TRIM({sql}) AS double precision) END)",
+            [*params, NUMBER_PATTERN, *params],
+        )
+
+    def as_sqlite(self, compiler, connection):
+        sql, params = compiler.compile(self.text)
+        # SQLite's CAST turns any text into a number (0 for words), so check first:
+        # non-empty, and nothing but digits, sign, point and exponent.
+        check = (
+            f"TRIM({sql}) <> '' AND TRIM({sql}) NOT GLOB '*[^0-9.eE+-]*' "
+            f"AND TRIM({sql}) GLOB '*[0-9]*'"
+        )
+        return (
+            f"(CASE WHEN {check} THEN CAST(TRIM({sql}) AS REAL) END)",
+            [*params, *params, *params, *params],
+        )
+
+
+class ArrayItemMatches(Expression):
+    """True when any object in a JSON array holds a property matching a condition.
+
+    Used for `products.<property>` on e-commerce events: "bought anything in the
+    category Outerwear" is true if one item of the order's `products` matches.
+    """
+
+    output_field = BooleanField()
+    TEXT_OPS = {"eq", "neq", "in", "contains", "starts_with"}
+    NUMBER_OPS = {"gt", "gte", "lt", "lte"}
+
+    def __init__(self, field: str, array_key: str, item_key: str, op: str, value: Any):
+        super().__init__()
+        self.column = F(field)
+        self.array_key = array_key
+        self.item_key = item_key
+        self.op = op
+        self.value = value
+
+    def get_source_expressions(self) -> list:
+        return [self.column]
+
+    def set_source_expressions(self, exprs: list) -> None:
+        (self.column,) = exprs
+
+    def _condition(self, item_text: str) -> tuple[str, list]:
+        op, value = self.op, self.value
+        if op == "eq":
+            return f"LOWER({item_text}) = LOWER(%s)", [str(value)]
+        if op == "neq":
+            return f"LOWER({item_text}) <> LOWER(%s)", [str(value)]
+        if op == "in":
+            marks = ", ".join(["LOWER(%s)"] * len(value))
+            return f"LOWER({item_text}) IN ({marks})", [str(v) for v in value]
+        if op == "contains":
+            pattern = f"%{_like_escape(str(value).lower())}%"
+            return f"LOWER({item_text}) LIKE %s ESCAPE '\\'", [pattern]
+        if op == "starts_with":
+            pattern = f"{_like_escape(str(value).lower())}%"
+            return f"LOWER({item_text}) LIKE %s ESCAPE '\\'", [pattern]
+        raise ValueError(op)
+
+    def as_postgresql(self, compiler, connection):
+        column, params = compiler.compile(self.column)
+        item = "(item ->> %s)"
+        if self.op in self.NUMBER_OPS:
+            cond = (
+                f"(CASE WHEN {item} ~ %s THEN CAST(TRIM({item}) AS double precision) END) "
+                f"{_SQL_OP[self.op]} %s"
+            )
+            cond_params = [
+                self.item_key,
+                NUMBER_PATTERN,
+                self.item_key,
+                float(self.value),
+            ]
+        else:
+            cond, cond_params = self._condition(item)
+            cond_params = [self.item_key] * cond.count(item) + cond_params
+        sql = (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN "
+            f"jsonb_typeof({column} -> %s) = 'array' THEN {column} -> %s "
+            f"ELSE '[]'::jsonb END) AS item WHERE {cond})"
+        )
+        return sql, [*params, self.array_key, *params, self.array_key, *cond_params]
+
+    def as_sqlite(self, compiler, connection):
+        column, params = compiler.compile(self.column)
+        item = "json_extract(item.value, %s)"
+        path = f'$."{self.item_key}"'
+        if self.op in self.NUMBER_OPS:
+            cond = (
+                f"((json_type(item.value, %s) IN ('integer', 'real') AND {item} "
+                f"{_SQL_OP[self.op]} %s) OR (json_type(item.value, %s) = 'text' AND "
+                f"TRIM({item}) <> '' AND TRIM({item}) NOT GLOB '*[^0-9.eE+-]*' AND "
+                f"CAST(TRIM({item}) AS REAL) {_SQL_OP[self.op]} %s))"
+            )
+            number = float(self.value)
+            cond_params = [path, path, number, path, path, path, path, number]
+        else:
+            cond, cond_params = self._condition(item)
+            cond_params = [path] * cond.count(item) + cond_params
+        sql = (
+            f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type({column}, %s) = 'array' "
+            f"THEN json_extract({column}, %s) ELSE '[]' END) AS item WHERE {cond})"
+        )
+        array_path = f'$."{self.array_key}"'
+        return sql, [*params, array_path, *params, array_path, *cond_params]
+
+
+_SQL_OP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def lower_text(expression: Any) -> Any:
+    """Return the expression as lower-case text, for case-insensitive comparisons."""
+    from django.db.models.functions import Cast, Lower
+
+    return Lower(Cast(expression, TextField()))
+
+
+class ArrayItemEquals(Expression):
+    """True when any object in a JSON array has `item_key` equal (as text) to `other`.
+
+    Used by sequences: "viewed a product and did not buy it" compares the viewed
+    product's id with each item of a later order's `products`.
+    """
+
+    output_field = BooleanField()
+
+    def __init__(self, field: str, array_key: str, item_key: str, other: Any) -> None:
+        super().__init__()
+        self.column = F(field)
+        self.other = other
+        self.array_key = array_key
+        self.item_key = item_key
+
+    def get_source_expressions(self) -> list:
+        return [self.column, self.other]
+
+    def set_source_expressions(self, exprs: list) -> None:
+        self.column, self.other = exprs
+
+    def as_postgresql(self, compiler, connection):
+        column, params = compiler.compile(self.column)
+        other, other_params = compiler.compile(self.other)
+        sql = (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN "
+            f"jsonb_typeof({column} -> %s) = 'array' THEN {column} -> %s "
+            f"ELSE '[]'::jsonb END) AS item WHERE (item ->> %s) = ({other}))"
+        )
+        return sql, [
+            *params,
+            self.array_key,
+            *params,
+            self.array_key,
+            self.item_key,
+            *other_params,
+        ]
+
+    def as_sqlite(self, compiler, connection):
+        column, params = compiler.compile(self.column)
+        other, other_params = compiler.compile(self.other)
+        array_path = f'$."{self.array_key}"'
+        sql = (
+            f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type({column}, %s) = 'array' "
+            f"THEN json_extract({column}, %s) ELSE '[]' END) AS item "
+            f"WHERE CAST(json_extract(item.value, %s) AS TEXT) = CAST(({other}) AS TEXT))"
+        )
+        return sql, [
+            *params,
+            array_path,
+            *params,
+            array_path,
+            f'$."{self.item_key}"',
+            *other_params,
+        ]

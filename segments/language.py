@@ -1,0 +1,440 @@
+"""The segment rule language: its vocabulary, and validation that names the bad node.
+
+A rule is a JSON tree. Groups: ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": node}``.
+Conditions (leaves):
+
+- ``{"attribute": "country_code", "op": "in", "value": ["FR", "DE"]}``: a profile
+  field, ``continent``, ``tags``, or a custom trait as ``traits.<name>``;
+- ``{"metric": "lifetime_value", "op": "gt", "value": 500}``: a computed trait;
+- ``{"event": "Order Completed", "did": true, "within_days": 30,
+  "count": {"op": "gte", "value": 3}, "where": [{"property": "currency", "op": "eq",
+  "value": "USD"}]}``: behaviour, where a property may be ``products.<name>`` (any
+  item of the event's products);
+- ``{"event": "Product Viewed", "followed_by": {"event": "Order Completed",
+  "did": false, "within_days": 7, "same": "product_id"}}``: a sequence;
+- ``{"engagement": "opened" | "clicked", "campaign": "<slug>", "within_days": 30}``;
+- ``{"consent": "subscribed"}`` and ``{"suppressed": true}``;
+- ``{"segment": "<slug>"}``: membership of another segment (cycles are refused).
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from profiles.models import SubscriptionStatus
+from segments.geo import CONTINENTS
+
+PROFILE_TEXT_FIELDS = {
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "city",
+    "region",
+    "country_code",
+    "timezone",
+}
+PROFILE_DATE_FIELDS = {"created_at"}
+METRICS = {
+    "lifetime_value": "number",
+    "order_count": "number",
+    "average_order_value": "number",
+    "engagement_score": "number",
+    "favourite_category": "text",
+    "first_order_at": "date",
+    "last_order_at": "date",
+    "last_seen_at": "date",
+    "last_opened_at": "date",
+    "last_clicked_at": "date",
+}
+
+TEXT_OPS = {
+    "eq",
+    "neq",
+    "in",
+    "not_in",
+    "contains",
+    "starts_with",
+    "exists",
+    "is_empty",
+}
+NUMBER_OPS = {"eq", "neq", "gt", "gte", "lt", "lte", "between", "exists", "is_empty"}
+DATE_OPS = {
+    "within_last_days",
+    "more_than_days_ago",
+    "anniversary_in_days",
+    "exists",
+    "is_empty",
+}
+TRAIT_OPS = TEXT_OPS | NUMBER_OPS | DATE_OPS
+PROPERTY_OPS = TEXT_OPS | NUMBER_OPS
+PRODUCT_OPS = {"eq", "neq", "in", "contains", "starts_with", "gt", "gte", "lt", "lte"}
+COUNT_OPS = {"gte", "gt", "lte", "lt", "eq"}
+VALUELESS_OPS = {"exists", "is_empty"}
+DAY_OPS = {"within_last_days", "more_than_days_ago", "anniversary_in_days"}
+LEAF_KEYS = (
+    "attribute",
+    "metric",
+    "event",
+    "engagement",
+    "consent",
+    "suppressed",
+    "segment",
+)
+MAX_DEPTH = 20
+MAX_DAYS = 36_500
+
+
+@dataclass(frozen=True)
+class RuleError:
+    path: str  # where in the tree, e.g. "rule.all[1].any[0]"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class RuleInvalid(ValueError):
+    """The rule cannot be compiled; `errors` says which nodes are wrong and why."""
+
+    def __init__(self, errors: list[RuleError]) -> None:
+        super().__init__("; ".join(str(error) for error in errors))
+        self.errors = errors
+
+
+class SegmentLookup:
+    """How rules find another segment's rule by slug (kept apart so tests can swap it)."""
+
+    def rule_of(self, slug: str) -> dict | None:
+        from segments.models import Segment
+
+        return Segment.objects.filter(slug=slug).values_list("rule", flat=True).first()
+
+
+def rule_validate(
+    rule: Any, *, lookup: SegmentLookup | None = None, slug: str | None = None
+) -> list[RuleError]:
+    """Return every problem in the rule, each naming the node it is at."""
+    checker = _Checker(lookup or SegmentLookup())
+    checker.node(rule, "rule", depth=0, seen=(slug,) if slug else ())
+    return checker.errors
+
+
+class _Checker:
+    def __init__(self, lookup: SegmentLookup) -> None:
+        self.lookup = lookup
+        self.errors: list[RuleError] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(RuleError(path, message))
+
+    def node(self, node: Any, path: str, *, depth: int, seen: tuple) -> None:
+        if depth > MAX_DEPTH:
+            self.fail(path, f"groups are nested deeper than {MAX_DEPTH}")
+            return
+        if not isinstance(node, dict) or not node:
+            self.fail(path, "expected an object such as {'all': [...]}")
+            return
+
+        for key in ("all", "any"):
+            if key in node:
+                self.group(node[key], f"{path}.{key}", depth=depth, seen=seen)
+                return
+        if "not" in node:
+            self.node(node["not"], f"{path}.not", depth=depth + 1, seen=seen)
+            return
+
+        kinds = [key for key in LEAF_KEYS if key in node]
+        if len(kinds) != 1:
+            self.fail(path, f"a condition needs exactly one of {', '.join(LEAF_KEYS)}")
+            return
+        getattr(self, kinds[0])(node, path, seen=seen)
+
+    def group(self, children: Any, path: str, *, depth: int, seen: tuple) -> None:
+        if not isinstance(children, list):
+            self.fail(
+                path.rsplit(".", 1)[0], f"'{path.rsplit('.', 1)[1]}' must hold a list"
+            )
+            return
+        for index, child in enumerate(children):
+            self.node(child, f"{path}[{index}]", depth=depth + 1, seen=seen)
+
+    def attribute(self, node: dict, path: str, **_) -> None:
+        name = node.get("attribute")
+        allowed = _attribute_ops(name)
+        if allowed is None:
+            known = ", ".join(sorted(PROFILE_TEXT_FIELDS | PROFILE_DATE_FIELDS))
+            self.fail(
+                path,
+                f"unknown attribute {name!r}: use {known}, continent, tags or traits.<name>",
+            )
+            return
+
+        self.op_and_value(node, path, allowed)
+        if name == "continent" and "value" in node:
+            values = (
+                node["value"] if isinstance(node["value"], list) else [node["value"]]
+            )
+            unknown = [value for value in values if value not in CONTINENTS]
+            if unknown:
+                self.fail(
+                    path, f"unknown continent {unknown[0]!r}: use {sorted(CONTINENTS)}"
+                )
+
+    def metric(self, node: dict, path: str, **_) -> None:
+        name = node.get("metric")
+        if name not in METRICS:
+            self.fail(
+                path, f"unknown metric {name!r}: use {', '.join(sorted(METRICS))}"
+            )
+            return
+        kind = METRICS[name]
+        allowed = {"number": NUMBER_OPS, "date": DATE_OPS, "text": TEXT_OPS}[kind]
+        self.op_and_value(node, path, allowed)
+
+    def event(self, node: dict, path: str, **_) -> None:
+        self.event_body(node, path)
+        follow = node.get("followed_by")
+        if follow is None:
+            return
+        if not isinstance(follow, dict):
+            self.fail(path, "'followed_by' must be an event condition")
+            return
+        self.event_body(follow, f"{path}.followed_by")
+        same = follow.get("same")
+        if same is not None and (not isinstance(same, str) or not same):
+            self.fail(
+                f"{path}.followed_by", "'same' must name a property, e.g. 'product_id'"
+            )
+        if "count" in follow:
+            self.fail(f"{path}.followed_by", "'count' is not allowed in 'followed_by'")
+
+    def event_body(self, node: dict, path: str) -> None:
+        if not isinstance(node.get("event"), str) or not node["event"].strip():
+            self.fail(path, "'event' must name an event, e.g. 'Order Completed'")
+        if not isinstance(node.get("did", True), bool):
+            self.fail(path, "'did' must be true or false")
+        self.days(node, path)
+
+        count = node.get("count")
+        if count is not None:
+            if not isinstance(count, dict) or count.get("op") not in COUNT_OPS:
+                self.fail(
+                    path, f"'count' needs an op among {sorted(COUNT_OPS)} and a value"
+                )
+            elif not _is_count(count.get("value")):
+                self.fail(path, "'count.value' must be a whole number, 0 or more")
+
+        where = node.get("where", [])
+        if not isinstance(where, list):
+            self.fail(path, "'where' must be a list of property conditions")
+            return
+        for index, condition in enumerate(where):
+            self.property_condition(condition, f"{path}.where[{index}]")
+
+    def property_condition(self, condition: Any, path: str) -> None:
+        if not isinstance(condition, dict) or not isinstance(
+            condition.get("property"), str
+        ):
+            self.fail(path, "a property condition needs 'property', 'op' and 'value'")
+            return
+        name = condition["property"]
+        if name.startswith("products.") and len(name) > len("products."):
+            self.op_and_value(condition, path, PRODUCT_OPS)
+        else:
+            self.op_and_value(condition, path, PROPERTY_OPS)
+
+    def engagement(self, node: dict, path: str, **_) -> None:
+        if node.get("engagement") not in ("opened", "clicked"):
+            self.fail(path, "'engagement' must be 'opened' or 'clicked'")
+        campaign = node.get("campaign")
+        if campaign is not None and (not isinstance(campaign, str) or not campaign):
+            self.fail(path, "'campaign' must be a campaign's slug")
+        elif campaign is not None and not _campaign_exists(campaign):
+            self.fail(path, f"there is no campaign {campaign!r}")
+        self.days(node, path)
+        if not isinstance(node.get("did", True), bool):
+            self.fail(path, "'did' must be true or false")
+
+    def consent(self, node: dict, path: str, **_) -> None:
+        if node.get("consent") not in SubscriptionStatus.values:
+            self.fail(
+                path, f"'consent' must be one of {', '.join(SubscriptionStatus.values)}"
+            )
+
+    def suppressed(self, node: dict, path: str, **_) -> None:
+        if not isinstance(node.get("suppressed"), bool):
+            self.fail(path, "'suppressed' must be true or false")
+
+    def segment(self, node: dict, path: str, *, seen: tuple) -> None:
+        slug = node.get("segment")
+        if not isinstance(slug, str) or not slug:
+            self.fail(path, "'segment' must be another segment's slug")
+            return
+        if slug in seen:
+            self.fail(path, f"segment {slug!r} refers back to itself (a cycle)")
+            return
+
+        rule = self.lookup.rule_of(slug)
+        if rule is None:
+            self.fail(path, f"there is no segment {slug!r}")
+            return
+        self.node(rule, f"{path}<{slug}>", depth=0, seen=(*seen, slug))
+
+    def days(self, node: dict, path: str) -> None:
+        days = node.get("within_days")
+        if days is not None and not (_is_count(days) and 1 <= days <= MAX_DAYS):
+            self.fail(
+                path, f"'within_days' must be a whole number from 1 to {MAX_DAYS}"
+            )
+
+    def op_and_value(self, node: dict, path: str, allowed: set[str]) -> None:
+        op = node.get("op")
+        if op not in allowed:
+            self.fail(path, f"unknown op {op!r}: use one of {sorted(allowed)}")
+            return
+        if op in VALUELESS_OPS:
+            return
+        if "value" not in node:
+            self.fail(path, f"op {op!r} needs a 'value'")
+            return
+
+        value = node["value"]
+        if op in ("in", "not_in") and not (isinstance(value, list) and value):
+            self.fail(path, f"op {op!r} needs a non-empty list")
+        elif op == "between" and not (
+            isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+        ):
+            self.fail(path, "op 'between' needs [low, high] numbers")
+        elif op in ("gt", "gte", "lt", "lte") and not _is_number(value):
+            self.fail(path, f"op {op!r} needs a number, not {value!r}")
+        elif op in DAY_OPS and not (_is_count(value) and value <= MAX_DAYS):
+            self.fail(
+                path, f"op {op!r} needs a whole number of days from 0 to {MAX_DAYS}"
+            )
+        elif op in ("contains", "starts_with") and not isinstance(value, str):
+            self.fail(path, f"op {op!r} needs text, not {value!r}")
+
+
+def _attribute_ops(name: Any) -> set[str] | None:
+    if not isinstance(name, str):
+        return None
+    if name in PROFILE_TEXT_FIELDS:
+        return TEXT_OPS
+    if name in PROFILE_DATE_FIELDS:
+        return DATE_OPS
+    if name == "continent":
+        return {"eq", "neq", "in", "not_in"}
+    if name == "tags":
+        return {"contains", "exists", "is_empty"}
+    if name.startswith("traits.") and len(name) > len("traits."):
+        return TRAIT_OPS
+    return None
+
+
+def _campaign_exists(slug: str) -> bool:
+    from campaigns.models import Campaign
+
+    return Campaign.objects.filter(slug=slug).exists()
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return Decimal(str(value)).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_OP_WORDS = {
+    "eq": "is",
+    "neq": "is not",
+    "in": "is one of",
+    "not_in": "is none of",
+    "contains": "contains",
+    "starts_with": "starts with",
+    "gt": ">",
+    "gte": "≥",
+    "lt": "<",
+    "lte": "≤",
+    "between": "is between",
+    "exists": "is set",
+    "is_empty": "is empty",
+    "within_last_days": "in the last",
+    "more_than_days_ago": "more than",
+    "anniversary_in_days": "has its anniversary in",
+}
+
+
+def rule_describe(rule: dict) -> str:
+    """Return the rule in words, every group in brackets exactly as it is evaluated."""
+    if "all" in rule or "any" in rule:
+        key = "all" if "all" in rule else "any"
+        parts = [rule_describe(child) for child in rule[key]]
+        if not parts:
+            return "everyone" if key == "all" else "no one"
+        joined = (" AND " if key == "all" else " OR ").join(parts)
+        return joined if len(parts) == 1 else f"({joined})"
+    if "not" in rule:
+        return f"NOT {rule_describe(rule['not'])}"
+    return _describe_leaf(rule)
+
+
+def _describe_leaf(rule: dict) -> str:
+    if "event" in rule:
+        return _describe_event(rule)
+    if "engagement" in rule:
+        what = f"{rule['engagement']} " + (
+            f"campaign {rule['campaign']}" if rule.get("campaign") else "any email"
+        )
+        return f"{'' if rule.get('did', True) else 'never '}{what}{_window(rule)}"
+    if "consent" in rule:
+        return f"subscription is {rule['consent']}"
+    if "suppressed" in rule:
+        return "is suppressed" if rule["suppressed"] else "is not suppressed"
+    if "segment" in rule:
+        return f"in segment {rule['segment']}"
+    name = rule.get("attribute") or rule.get("metric")
+    return f"{name} {_describe_op(rule)}"
+
+
+def _describe_op(rule: dict) -> str:
+    op, value = rule["op"], rule.get("value")
+    words = _OP_WORDS.get(op, op)
+    if op in VALUELESS_OPS:
+        return words
+    if op in ("within_last_days", "more_than_days_ago"):
+        return f"{words} {value} days" + (" ago" if op == "more_than_days_ago" else "")
+    if op == "anniversary_in_days":
+        return f"{words} {value} days"
+    if op == "between":
+        return f"{words} {value[0]} and {value[1]}"
+    return f"{words} {value!r}" if not isinstance(value, list) else f"{words} {value}"
+
+
+def _describe_event(rule: dict) -> str:
+    did = rule.get("did", True)
+    count = rule.get("count")
+    times = f" {count['op']} {count['value']} times" if count else ""
+    where = "".join(
+        f" where {c['property']} {_describe_op(c)}" for c in rule.get("where", [])
+    )
+    text = (
+        f"{'did' if did else 'did not do'} {rule['event']}{times}{where}{_window(rule)}"
+    )
+    follow = rule.get("followed_by")
+    if follow:
+        same = f" for the same {follow['same']}" if follow.get("same") else ""
+        then = "followed by" if follow.get("did", True) else "not followed by"
+        text += f", {then} {follow['event']}{same}{_window(follow, 'within')}"
+    return text
+
+
+def _window(rule: dict, word: str = "in the last") -> str:
+    days = rule.get("within_days")
+    return f" {word} {days} days" if days else ""
