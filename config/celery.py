@@ -19,4 +19,12 @@ app.conf.beat_schedule = {
         "task": "campaigns.tasks.campaigns_sweep_task",
         "schedule": 30.0,
     },
+    "finish-shopify-deliveries": {
+        "task": "profiles.tasks.shopify_deliveries_sweep_task",
+        "schedule": 60.0,
+    },
+    "fail-stuck-contact-imports": {
+        "task": "profiles.tasks.contact_imports_sweep_task",
+        "schedule": 60.0,
+    },
 }
