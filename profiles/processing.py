@@ -13,11 +13,11 @@ An identify never changes consent or subscription status.
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db import OperationalError, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
-from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
@@ -43,6 +43,11 @@ from profiles.processing_traits import (
     number_coerce,
     profile_traits_compute,
     profiles_traits_refresh,
+)
+from profiles.processing_writes import (
+    events_finish,
+    identities_insert,
+    profiles_identify_write,
 )
 from profiles.services import profile_get_or_create_by_email
 from profiles.traits import TraitRule, trait_schema_load
@@ -137,30 +142,25 @@ def _chunk_process(
             logger.exception("Event processing failed", extra={"event": event.pk})
             failed[event.pk] = f"{type(exc).__name__}: {exc}"[:500]
 
-    chunk.flush()
-    _events_mark(events=events, failed=failed)
-    profiles_traits_refresh(refresh=chunk.refresh)
-    RejectedEvent.objects.bulk_create(chunk.rejections)
+    chunk.finish(events=events, failed=failed)
     return len(events)
 
 
-def _events_mark(*, events: list[Event], failed: dict[int, str]) -> None:
-    now = timezone.now()
-    Event.objects.filter(pk__in=[event.pk for event in events]).update(
-        processed_at=now, processing_error=""
-    )
-    for event_id, error in failed.items():
-        Event.objects.filter(pk=event_id).update(processing_error=error)
+@dataclass
+class _Plan:
+    profile_id: int | None  # None: a new profile
+    missing: list[IdentityKey]  # the event's ids that nobody has yet
 
 
 class _Chunk:
     """What one chunk knows of its events' people, read up front with a few queries.
 
     `owners` and `email_owners` map an id or address to its profile's pk (None when
-    nobody has it); `profiles` holds the chunk's locked profile rows, changed in
-    memory by the quick path and written by `flush`. The careful path reads and
-    writes the database itself, so the chunk flushes before it and forgets, after
-    it, everything it may have changed.
+    nobody has it) and `user_ids` the user ids each profile holds; `profiles` holds
+    the chunk's locked profile rows, changed in memory by the quick path and
+    written by `flush`. The careful path reads and writes the database itself, so
+    the chunk flushes before it and forgets, after it, everything it may have
+    changed.
     """
 
     def __init__(self, *, events: list[Event], schema: dict[str, TraitRule]) -> None:
@@ -175,16 +175,18 @@ class _Chunk:
         wanted = {*self.owners.values(), *self.email_owners.values()}
         wanted |= {event.profile_id for event in events}
         self.profiles = _profiles_lock({pk for pk in wanted if pk is not None})
-        self.dirty: dict[int, set[str]] = {}
-        self.pending: list[Event] = []
+        self.user_ids = _user_ids_load(set(self.profiles))
+        self.dirty: set[int] = set()
+        # Events attached in memory (event pk -> profile pk), written by `flush`.
+        self.attached: dict[int, int] = {}
 
     def apply(self, event: Event) -> None:
-        """Attach one event to its profile, quickly when nothing new is learnt."""
-        profile_id = self._known_profile_id(event)
-        if profile_id is None:
+        """Attach one event to its profile, quickly unless it may merge profiles."""
+        plan = self._plan(event)
+        if plan is None:
             profile_id = self._apply_carefully(event)
         else:
-            self._apply_quickly(event, self.profile(profile_id))
+            profile_id = self._apply_quickly(event, plan)
 
         self.refresh.profile_ids.add(profile_id)
         self.refresh.event_ids.append(event.pk)
@@ -192,6 +194,17 @@ class _Chunk:
             self.refresh.order_profile_ids.add(profile_id)
         if event.event in PRODUCT_EVENTS:
             self.refresh.category_profile_ids.add(profile_id)
+
+    def finish(self, *, events: list[Event], failed: dict[int, str]) -> None:
+        """Write everything the chunk did and bring its profiles' traits up to date."""
+        profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
+        events_finish(
+            event_ids=[event.pk for event in events],
+            profiles=self.attached,
+            failed=failed,
+        )
+        profiles_traits_refresh(refresh=self.refresh)
+        RejectedEvent.objects.bulk_create(self.rejections)
 
     def profile(self, pk: int) -> Profile:
         if pk not in self.profiles:
@@ -209,49 +222,72 @@ class _Chunk:
             self.email_owners.update(_email_owners_load({key}))
         return self.email_owners[key]
 
-    def flush(self) -> None:
-        """Write what the quick path changed in memory."""
-        now = timezone.now()
-        if self.dirty:
-            changed = [self.profiles[pk] for pk in self.dirty]
-            for profile in changed:
-                profile.updated_at = now
-            fields = set().union(*self.dirty.values())
-            Profile.objects.bulk_update(changed, [*sorted(fields), "updated_at"])
-            self.dirty = {}
-        if self.pending:
-            Event.objects.bulk_update(self.pending, ["profile"])
-            self.pending = []
+    def user_ids_of(self, pk: int) -> set[str]:
+        if pk not in self.user_ids:
+            self.user_ids.update(_user_ids_load({pk}))
+        return self.user_ids[pk]
 
-    def _known_profile_id(self, event: Event) -> int | None:
-        # Only when the event's ids all point at one profile that already has
-        # them, and an identify's address is that profile's or nobody's, can the
-        # event neither create, link nor merge anything.
+    def flush(self) -> None:
+        """Write what the quick path changed in memory, before a careful event."""
+        profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
+        self.dirty = set()
+        if self.attached:
+            events_finish(
+                event_ids=list(self.attached), profiles=self.attached, failed={}
+            )
+            self.attached = {}
+
+    def _plan(self, event: Event) -> _Plan | None:
+        # The quick path is for events that cannot merge profiles: their ids point
+        # at one profile or none, and an identify's address is that profile's or
+        # nobody's. Everything else goes the careful way.
         if event.type == EventType.ALIAS or event.pk in self.emails.unreadable:
             return None
         if not event.user_id and not event.anonymous_id:
-            return event.profile_id if event.profile_id in self.profiles else None
+            known = event.profile_id in self.profiles
+            return _Plan(profile_id=event.profile_id, missing=[]) if known else None
 
-        owners = {self.owner(key) for key in _identity_keys(event)}
-        if len(owners) != 1 or None in owners:
+        owners = {key: self.owner(key) for key in _identity_keys(event)}
+        known_ids = {pk for pk in owners.values() if pk is not None}
+        if len(known_ids) > 1:
             return None
-        (profile_id,) = owners
+
+        profile_id = next(iter(known_ids), None)
+        missing = [key for key, pk in owners.items() if pk is None]
         if not self._email_fits(event, profile_id):
             return None
-        return profile_id
+        if missing and not self._claimable(event, profile_id):
+            return None
+        return _Plan(profile_id=profile_id, missing=missing)
 
-    def _email_fits(self, event: Event, profile_id: int) -> bool:
+    def _email_fits(self, event: Event, profile_id: int | None) -> bool:
         email = self.emails.get(event.pk)
         if email is None:
             return True
+        # A new profile with an address is found or made by that address, carefully.
+        if profile_id is None:
+            return False
+        return self.email_owner(email.key) in (None, profile_id)
 
-        owner = self.email_owner(email.key)
-        if owner is None:
-            # A profile without an address would take this one: that is a write.
-            return bool(self.profile(profile_id).email)
-        return owner == profile_id
+    def _claimable(self, event: Event, profile_id: int | None) -> bool:
+        # A profile that belongs to another userId is someone else who used the
+        # same device: a new userId must not join it.
+        if profile_id is None or not event.user_id:
+            return True
+        if self.owner((IdentityKind.USER_ID, event.user_id)) == profile_id:
+            return True
+        return not self.user_ids_of(profile_id)
 
-    def _apply_quickly(self, event: Event, profile: Profile) -> None:
+    def _apply_quickly(self, event: Event, plan: _Plan) -> int:
+        profile = self._profile_for(plan.profile_id)
+        if plan.missing and not self._identities_add(profile, plan.missing):
+            # Another worker took one of the ids meanwhile: link it carefully.
+            if plan.profile_id is None and not self._owns_any(profile.pk):
+                Profile.objects.filter(pk=profile.pk).delete()
+                self.profiles.pop(profile.pk)
+            return self._apply_carefully(event)
+
+        self._email_take(event, profile)
         if event.type == EventType.IDENTIFY:
             change = identify_change_read(
                 profile=profile,
@@ -259,12 +295,43 @@ class _Chunk:
                 context=event.context,
                 schema=self.schema,
             )
-            fields = identify_change_set(profile=profile, change=change)
-            self.dirty.setdefault(profile.pk, set()).update(fields)
+            identify_change_set(profile=profile, change=change)
+            self.dirty.add(profile.pk)
             self.rejections += identify_rejections(event=event, change=change)
 
-        event.profile_id = profile.pk
-        self.pending.append(event)
+        self.attached[event.pk] = profile.pk
+        return profile.pk
+
+    def _profile_for(self, pk: int | None) -> Profile:
+        if pk is not None:
+            return self.profile(pk)
+
+        profile = Profile.objects.create()
+        self.profiles[profile.pk] = profile
+        self.user_ids[profile.pk] = set()
+        return profile
+
+    def _identities_add(self, profile: Profile, keys: list[IdentityKey]) -> bool:
+        added = identities_insert(profile_id=profile.pk, keys=keys)
+        for kind, value in added:
+            self.owners[(kind, value)] = profile.pk
+            if kind == IdentityKind.USER_ID:
+                self.user_ids_of(profile.pk).add(value)
+        return len(added) == len(keys)
+
+    def _owns_any(self, pk: int) -> bool:
+        return pk in self.owners.values()
+
+    def _email_take(self, event: Event, profile: Profile) -> None:
+        email = self.emails.get(event.pk)
+        if email is None or profile.email or self.email_owner(email.key) is not None:
+            return
+
+        # _email_fits made sure no other profile holds this address.
+        profile.email = email.key
+        profile.email_display = email.display
+        self.email_owners[email.key] = profile.pk
+        self.dirty.add(profile.pk)
 
     def _apply_carefully(self, event: Event) -> int:
         self.flush()
@@ -296,6 +363,7 @@ class _Chunk:
         }
         for pk in involved:
             self.profiles.pop(pk, None)
+            self.user_ids.pop(pk, None)
 
 
 class _ChunkEmails(dict):
@@ -355,6 +423,16 @@ def _email_owners_load(keys: set[str]) -> dict[str, int | None]:
     )
     owners.update(dict(found))
     return owners
+
+
+def _user_ids_load(pks: set[int]) -> dict[int, set[str]]:
+    user_ids: dict[int, set[str]] = {pk: set() for pk in pks}
+    found = ProfileIdentity.objects.filter(
+        profile_id__in=pks, kind=IdentityKind.USER_ID
+    )
+    for profile_id, value in found.values_list("profile_id", "value"):
+        user_ids[profile_id].add(value)
+    return user_ids
 
 
 def _profiles_lock(pks: set[int]) -> dict[int, Profile]:
