@@ -38,6 +38,7 @@ from django.db import connection
 from django.utils import timezone
 
 from profiles.models import Event, EventType, Profile
+from profiles.processing_writes import int_array
 
 logger = logging.getLogger(__name__)
 
@@ -374,10 +375,10 @@ _SQL_COLUMNS = (
 def _figures_params(refresh: TraitsRefresh, *, now: datetime) -> dict[str, Any]:
     return {
         "all_events": refresh.event_ids is None,
-        "profiles": sorted(refresh.profile_ids),
-        "events": refresh.event_ids or [],
-        "order_profiles": sorted(refresh.order_profile_ids),
-        "category_profiles": sorted(refresh.category_profile_ids),
+        "profiles": int_array(sorted(refresh.profile_ids)),
+        "events": int_array(refresh.event_ids or []),
+        "order_profiles": int_array(sorted(refresh.order_profile_ids)),
+        "category_profiles": int_array(sorted(refresh.category_profile_ids)),
         "currency": settings.BESPOKE_CURRENCY.upper(),
         "opened": EMAIL_OPENED,
         "clicked": EMAIL_LINK_CLICKED,
