@@ -438,3 +438,62 @@ def _describe_event(rule: dict) -> str:
 def _window(rule: dict, word: str = "in the last") -> str:
     days = rule.get("within_days")
     return f" {word} {days} days" if days else ""
+
+
+def rule_dependencies(
+    rule: dict, *, lookup: SegmentLookup | None = None
+) -> tuple[set[str], bool]:
+    """Return what a valid rule reads, and whether the clock alone can change its answer.
+
+    Dependencies are words such as 'event:Order Completed', 'field:country_code',
+    'trait:tier', 'metric:lifetime_value', 'tags', 'consent', 'suppressed' and
+    'segment:<slug>'; another segment's own dependencies are included.
+    """
+    found: set[str] = set()
+    timed = _collect(rule, found, lookup or SegmentLookup(), seen=())
+    return found, timed
+
+
+def _collect(node: dict, found: set[str], lookup: SegmentLookup, seen: tuple) -> bool:
+    if "all" in node or "any" in node:
+        timed = False
+        for child in node.get("all", node.get("any")):
+            # Every child is visited (no short-circuit): each adds its dependencies.
+            timed = _collect(child, found, lookup, seen) or timed
+        return timed
+    if "not" in node:
+        return _collect(node["not"], found, lookup, seen)
+    if "segment" in node:
+        slug = node["segment"]
+        found.add(f"segment:{slug}")
+        inner = lookup.rule_of(slug) if slug not in seen else None
+        return _collect(inner, found, lookup, (*seen, slug)) if inner else False
+    if "event" in node:
+        found.add(f"event:{node['event']}")
+        follow = node.get("followed_by") or {}
+        if follow:
+            found.add(f"event:{follow['event']}")
+        return bool(node.get("within_days") or follow.get("within_days"))
+    if "engagement" in node:
+        found.add(
+            f"event:{'Email Opened' if node['engagement'] == 'opened' else 'Email Link Clicked'}"
+        )
+        return bool(node.get("within_days"))
+    if "consent" in node or "suppressed" in node:
+        found.add("consent" if "consent" in node else "suppressed")
+        return False
+    if "metric" in node:
+        found.add(f"metric:{node['metric']}")
+    else:
+        found.add(_attribute_dependency(node["attribute"]))
+    return node.get("op") in DAY_OPS
+
+
+def _attribute_dependency(name: str) -> str:
+    if name == "tags":
+        return "tags"
+    if name == "continent":
+        return "field:country_code"
+    if name.startswith("traits."):
+        return f"trait:{name[len('traits.') :]}"
+    return f"field:{name}"

@@ -2,7 +2,7 @@
 
 from django.utils.text import slugify
 
-from segments.language import RuleInvalid, rule_validate
+from segments.language import RuleInvalid, rule_dependencies, rule_validate
 from segments.models import Segment
 
 
@@ -15,7 +15,23 @@ def segment_save(
     if errors:
         raise RuleInvalid(errors)
 
-    segment, _ = Segment.objects.update_or_create(
-        slug=slug, defaults={"name": name, "rule": rule, "description": description}
+    dependencies, time_dependent = rule_dependencies(rule)
+    segment, created = Segment.objects.get_or_create(
+        slug=slug,
+        defaults={
+            "name": name,
+            "rule": rule,
+            "description": description,
+            "dependencies": sorted(dependencies),
+            "time_dependent": time_dependent,
+        },
     )
+    if created:
+        return segment
+
+    if segment.rule != rule:
+        segment.version += 1
+    segment.name, segment.rule, segment.description = name, rule, description
+    segment.dependencies, segment.time_dependent = sorted(dependencies), time_dependent
+    segment.save()
     return segment

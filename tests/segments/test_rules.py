@@ -159,3 +159,42 @@ def test_the_description_shows_and_binding_tighter_than_or():
         "((order_count > 3 AND continent is 'Europe') OR "
         "NOT did Order Completed in the last 30 days)"
     )
+
+
+def test_a_segment_knows_what_it_reads_and_whether_time_moves_it():
+    from segments.services import segment_save
+
+    segment_save(
+        name="Europe",
+        slug="europe",
+        rule={"attribute": "continent", "op": "eq", "value": "Europe"},
+    )
+    segment = segment_save(
+        name="Recent buyers in Europe",
+        rule={
+            "all": [
+                {"segment": "europe"},
+                {"event": "Order Completed", "within_days": 30},
+                {"attribute": "traits.tier", "op": "eq", "value": "gold"},
+                {"engagement": "opened"},
+            ]
+        },
+    )
+    timeless = segment_save(
+        name="Gold", rule={"attribute": "traits.tier", "op": "eq", "value": "gold"}
+    )
+
+    assert segment.dependencies == [
+        "event:Email Opened",
+        "event:Order Completed",
+        "field:country_code",
+        "segment:europe",
+        "trait:tier",
+    ]
+    assert segment.time_dependent is True
+    assert timeless.time_dependent is False
+    assert timeless.version == 1
+    assert (
+        segment_save(name="Gold", slug="gold", rule={"consent": "subscribed"}).version
+        == 2
+    )
