@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -36,6 +36,26 @@ READ_CHUNK_BYTES = 64 * 1024
 WRITE_KEY_USE_RESOLUTION_SECONDS = 60
 
 EVENT_TYPES = frozenset(EventType.values)
+# The Event columns a tracking call fills, with their PostgreSQL types.
+STORED_COLUMNS = {
+    "message_id": "text",
+    "type": "text",
+    "event": "text",
+    "name": "text",
+    "user_id": "text",
+    "anonymous_id": "text",
+    "previous_id": "text",
+    "group_id": "text",
+    "properties": "jsonb",
+    "traits": "jsonb",
+    "context": "jsonb",
+    "integrations": "jsonb",
+    "source": "text",
+    "timestamp": "timestamptz",
+    "original_timestamp": "timestamptz",
+    "sent_at": "timestamptz",
+    "received_at": "timestamptz",
+}
 OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
 
 
@@ -473,32 +493,52 @@ def _events_store(*, drafts: list[Event], result: IngestResult) -> None:
             result.duplicates += 1
         else:
             unique[draft.message_id] = draft
-
-    known = set(
-        Event.objects.filter(message_id__in=list(unique)).values_list(
-            "message_id", flat=True
-        )
-    )
-    fresh = [draft for key, draft in unique.items() if key not in known]
-    result.duplicates += len(known)
-
-    # A concurrent request may store the same messageId between the check above
-    # and this insert; ignore_conflicts keeps whichever row landed first.
-    Event.objects.bulk_create(fresh, ignore_conflicts=True)
-    _stored_ids_collect(fresh=fresh, result=result)
-
-
-def _stored_ids_collect(*, fresh: list[Event], result: IngestResult) -> None:
-    if not fresh:
+    if not unique:
         return
 
+    fresh = list(unique.values())
+    if connection.vendor == "postgresql":
+        result.stored_ids = sorted(_events_insert(fresh))
+    else:
+        Event.objects.bulk_create(fresh, ignore_conflicts=True)
+        result.stored_ids = _stored_ids_collect(fresh)
+    # Rows already stored (a retried request, or a concurrent one) are duplicates.
+    result.duplicates += len(fresh) - len(result.stored_ids)
+
+
+_EVENTS_INSERT_SQL = f"""
+INSERT INTO profiles_event ({", ".join(STORED_COLUMNS)}, processing_error)
+SELECT {", ".join(STORED_COLUMNS)}, ''
+FROM jsonb_to_recordset(%s::jsonb) AS v(
+    {", ".join(f"{name} {kind}" for name, kind in STORED_COLUMNS.items())}
+)
+ON CONFLICT (message_id) DO NOTHING
+RETURNING id
+"""  # noqa: S608 - only the column names above are formatted in
+
+
+def _events_insert(fresh: list[Event]) -> list[int]:
+    # One statement, one JSON parameter: the database parses the rows, skips the
+    # messageIds it already has and returns the ids of those it stored.
+    rows = [
+        {name: _json_value(getattr(draft, name)) for name in STORED_COLUMNS}
+        for draft in fresh
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENTS_INSERT_SQL, [json.dumps(rows, ensure_ascii=False)])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _stored_ids_collect(fresh: list[Event]) -> list[int]:
     received_at = fresh[0].received_at
     rows = Event.objects.filter(
         message_id__in=[draft.message_id for draft in fresh], received_at=received_at
     ).values_list("id", flat=True)
-    result.stored_ids = sorted(rows)
-    # Rows that lost the race above belong to another request: they are duplicates.
-    result.duplicates += len(fresh) - len(result.stored_ids)
+    return sorted(rows)
 
 
 def _rejections_store(
