@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q, Value
-from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import ExtractDay, ExtractMonth, Substr
 from django.db.models.lookups import (
     Exact,
@@ -347,7 +346,7 @@ def _is_numeric_comparison(op: str, value: Any) -> bool:
 
 def _same_property(name: str) -> Q:
     """The later event is about the same thing: same top-level property, or in products."""
-    earlier = KeyTextTransform(name, OuterRef("properties"))
+    earlier = json_text(OuterRef("properties"), name)
     return Q(Exact(json_text("properties", name), earlier)) | Q(
         ArrayItemEquals("properties", "products", name, earlier)
     )

@@ -9,19 +9,53 @@ number instead of failing the query.
 from typing import Any
 
 from django.db.models import BooleanField, Expression, F, FloatField, TextField
-from django.db.models.fields.json import KeyTextTransform, KeyTransform
 
 # A number as text: optional sign, digits, optional fraction, optional exponent.
 NUMBER_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 
 
-def json_text(field: str, path: str) -> KeyTextTransform:
-    """Return the text at a dotted path inside a JSON column (NULL when missing)."""
-    keys = path.split(".")
-    expression: Any = F(field)
-    for key in keys[:-1]:
-        expression = KeyTransform(key, expression)
-    return KeyTextTransform(keys[-1], expression)
+def json_text(field: Any, path: str) -> "JsonText":
+    """Return the text at a dotted path inside a JSON column (NULL when missing or null)."""
+    source = F(field) if isinstance(field, str) else field
+    return JsonText(source, path.split("."))
+
+
+class JsonText(Expression):
+    """A JSON value as text, the same on both databases.
+
+    PostgreSQL's ->> already gives text, with NULL for a JSON null. Django's SQLite
+    form returns the word 'null' for a JSON null, so SQLite gets its own SQL here.
+    """
+
+    output_field = TextField()
+
+    def __init__(self, source: Any, keys: list[str]) -> None:
+        super().__init__()
+        self.source = source
+        self.keys = keys
+
+    def get_source_expressions(self) -> list:
+        return [self.source]
+
+    def set_source_expressions(self, exprs: list) -> None:
+        (self.source,) = exprs
+
+    def as_postgresql(self, compiler, connection):
+        column, params = compiler.compile(self.source)
+        if len(self.keys) == 1:
+            return f"({column} ->> %s)", [*params, self.keys[0]]
+        return f"({column} #>> %s)", [*params, self.keys]
+
+    def as_sqlite(self, compiler, connection):
+        column, params = compiler.compile(self.source)
+        path = "$" + "".join(f'."{key}"' for key in self.keys)
+        kind = f"JSON_TYPE({column}, %s)"
+        sql = (
+            f"(CASE WHEN {kind} IN ('true', 'false') THEN {kind} "
+            f"WHEN {kind} = 'null' THEN NULL "
+            f"ELSE CAST(JSON_EXTRACT({column}, %s) AS TEXT) END)"
+        )
+        return sql, [*params, path, *params, path, *params, path, *params, path]
 
 
 class JsonNumber(Expression):
