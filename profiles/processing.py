@@ -65,6 +65,21 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EVENT_CHUNK_SIZE = 500
+# What processing reads of an event; properties are left to the SQL of the traits.
+EVENT_FIELDS_READ = (
+    "message_id",
+    "type",
+    "event",
+    "user_id",
+    "anonymous_id",
+    "previous_id",
+    "profile_id",
+    "traits",
+    "context",
+    "source",
+    "timestamp",
+    "received_at",
+)
 PROFILE_FIELDS_FILLED_ON_MERGE = (
     "first_name",
     "last_name",
@@ -121,11 +136,8 @@ def _chunk_process(
 ) -> int:
     # skip_locked lets two workers share the backlog without taking the same rows;
     # the locks last until this transaction marks the rows processed.
-    events = list(
-        pending.select_for_update(skip_locked=True, of=("self",)).order_by(
-            "timestamp", "id"
-        )[:size]
-    )
+    claimed = pending.select_for_update(skip_locked=True, of=("self",))
+    events = list(claimed.only(*EVENT_FIELDS_READ).order_by("timestamp", "id")[:size])
     if not events:
         return 0
 
@@ -176,6 +188,7 @@ class _Chunk:
         wanted |= {event.profile_id for event in events}
         self.profiles = _profiles_lock({pk for pk in wanted if pk is not None})
         self.user_ids = _user_ids_load(set(self.profiles))
+        self._new_people_create(events)
         self.dirty: set[int] = set()
         # Events attached in memory (event pk -> profile pk), written by `flush`.
         self.attached: dict[int, int] = {}
@@ -312,12 +325,68 @@ class _Chunk:
         return profile
 
     def _identities_add(self, profile: Profile, keys: list[IdentityKey]) -> bool:
-        added = identities_insert(profile_id=profile.pk, keys=keys)
-        for kind, value in added:
-            self.owners[(kind, value)] = profile.pk
-            if kind == IdentityKind.USER_ID:
-                self.user_ids_of(profile.pk).add(value)
+        added = identities_insert(rows=[(profile.pk, *key) for key in keys])
+        self._owners_note(added)
         return len(added) == len(keys)
+
+    def _owners_note(self, added: set[tuple[int, str, str]]) -> None:
+        for profile_id, kind, value in added:
+            self.owners[(kind, value)] = profile_id
+            if kind == IdentityKind.USER_ID:
+                self.user_ids_of(profile_id).add(value)
+
+    def _new_people_create(self, events: list[Event]) -> None:
+        # An event whose ids nobody has, and that no earlier event of the chunk
+        # names, would create a profile of its own when its turn came: create all
+        # of those at once. Each then finds its profile like any known person.
+        named: set[IdentityKey] = set()
+        newcomers: list[list[IdentityKey]] = []
+        for event in events:
+            keys = _identity_keys(event)
+            if self._is_newcomer(event, keys, named):
+                newcomers.append(keys)
+            named.update(keys)
+            named.update((kind, event.previous_id) for kind in IdentityKind.values)
+        if not newcomers:
+            return
+
+        profiles = Profile.objects.bulk_create([Profile() for _ in newcomers])
+        self.user_ids.update({profile.pk: set() for profile in profiles})
+        rows = [
+            (profile.pk, *key)
+            for profile, keys in zip(profiles, newcomers, strict=True)
+            for key in keys
+        ]
+        added = identities_insert(rows=rows)
+        self._owners_note(added)
+        self._newcomers_keep(profiles, added)
+
+    def _is_newcomer(
+        self, event: Event, keys: list[IdentityKey], named: set[IdentityKey]
+    ) -> bool:
+        return bool(
+            keys
+            and event.type != EventType.ALIAS
+            and event.pk not in self.emails.unreadable
+            and self.emails.get(event.pk) is None
+            and all(self.owners.get(key) is None for key in keys)
+            and named.isdisjoint(keys)
+        )
+
+    def _newcomers_keep(
+        self, profiles: list[Profile], added: set[tuple[int, str, str]]
+    ) -> None:
+        # A concurrent worker may have taken a newcomer's ids first: a profile that
+        # got none of its ids is dropped, and its event goes the careful way.
+        owning = {profile_id for profile_id, _, _ in added}
+        for profile in profiles:
+            if profile.pk in owning:
+                self.profiles[profile.pk] = profile
+            else:
+                self.user_ids.pop(profile.pk)
+        orphans = [profile.pk for profile in profiles if profile.pk not in owning]
+        if orphans:
+            Profile.objects.filter(pk__in=orphans).delete()
 
     def _owns_any(self, pk: int) -> bool:
         return pk in self.owners.values()

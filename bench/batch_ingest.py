@@ -1,0 +1,354 @@
+"""How fast Segment batches are stored and processed, against PostgreSQL's raw COPY.
+
+Run: python -m bench.batch_ingest [--events 200000] [--profile]
+
+It creates and migrates its own database (bespoke_bench_events on the server named by
+BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432), then measures:
+
+(a) events per second through POST /v1/batch with full processing: realistic,
+    deterministic Segment batches of 100 events (about 10,000 people, mixed identify,
+    track and page, anonymous browsing before the first identify) are posted through
+    Django's test Client in this process, and events_process_pending runs after
+    every 10 requests, as a worker keeping up with the API would; the clock stops
+    when every event is processed (identities, profiles, traits).
+    The test Client runs the whole Django request path (middleware, URL routing, the
+    view, the database) but no socket and no HTTP parser, so the figure is about
+    Bespoke's own work, in one process that a profiler can read; a real server adds
+    its parsing cost but spreads requests over many workers.
+(b) the raw COPY rate of the same rows into a plain events-shaped table (no index,
+    no key) with psycopg 3's cursor.copy.
+
+The figure written to docs/benchmarks.md is (a) / (b). The database is dropped after.
+Processing is enqueued to Celery as in production, on the filesystem transport in a
+temporary folder (Bespoke's no-server default), so no Redis queue is left behind.
+"""
+
+import argparse
+import cProfile
+import json
+import logging
+import os
+import pstats
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+BENCH_DB = "bespoke_bench_events"
+SERVER_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432"
+).rstrip("/")
+BATCH_EVENTS = 100
+PROCESS_EVERY_REQUESTS = 10
+WRITE_KEY = "bench-write-key"
+CATEGORIES = ["Daypacks", "Tents", "Boots", "Jackets", "Stoves", "Maps", "Socks"]
+COPY_COLUMNS = (
+    "message_id",
+    "type",
+    "event",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "previous_id",
+    "group_id",
+    "profile_id",
+    "properties",
+    "traits",
+    "context",
+    "integrations",
+    "source",
+    "timestamp",
+    "original_timestamp",
+    "sent_at",
+    "received_at",
+    "processed_at",
+    "processing_error",
+)
+
+
+def main() -> None:
+    args = _arguments()
+    _database_create()
+    try:
+        _django_setup()
+        batches = _batches_generate(
+            events=args.events, users=args.users, seed=args.seed
+        )
+        api_rate, stored = _api_measure(batches, profile=args.profile)
+        copy_rate = _copy_measure()
+    finally:
+        _database_drop()
+
+    ratio = api_rate / copy_rate
+    print(f"API + processing: {stored} events, {api_rate:,.0f} events/s")
+    print(f"COPY: {copy_rate:,.0f} events/s")
+    print(f"ratio: {ratio:.3f} (goal 0.2)")
+    if args.events >= args.record_from:
+        from bench.report import bench_row_write
+
+        bench_row_write(
+            name="batch-vs-copy",
+            figure=f"{ratio:.3f}",
+            baseline=f"COPY {copy_rate:,.0f} events/s",
+            command="python -m bench.batch_ingest",
+        )
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=20250315)
+    parser.add_argument(
+        "--profile", action="store_true", help="print where (a) spends its time"
+    )
+    parser.add_argument(
+        "--record-from",
+        type=int,
+        default=100_000,
+        help="write docs/benchmarks.md only for runs at least this big",
+    )
+    return parser.parse_args()
+
+
+# The database --------------------------------------------------------------------
+
+
+def _admin_execute(sql: str) -> None:
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _database_create() -> None:
+    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    _admin_execute(f"CREATE DATABASE {BENCH_DB}")
+
+
+def _database_drop() -> None:
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except ImportError:
+        pass
+    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+def _django_setup() -> None:
+    os.environ["DATABASE_URL"] = f"{SERVER_URL}/{BENCH_DB}"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    os.environ["CELERY_BROKER_URL"] = "filesystem://localhost/"
+    os.environ["BESPOKE_VAR_DIR"] = tempfile.mkdtemp(prefix="bespoke-bench-")
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    # One log line per request would measure the terminal, not Bespoke.
+    logging.disable(logging.INFO)
+    call_command("migrate", verbosity=0)
+
+    from profiles.models import WriteKey
+
+    WriteKey.objects.create(name="bench", key=WRITE_KEY)
+
+
+# The batches ---------------------------------------------------------------------
+
+
+def _batches_generate(*, events: int, users: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    people = [_person(rng, number) for number in range(users)]
+    start = datetime.now(tz=UTC) - timedelta(days=30)
+    step = timedelta(days=29) / events
+
+    items = []
+    for index in range(events):
+        person = rng.choice(people)
+        at = start + step * index
+        items.append(_item(rng, person, at))
+
+    bodies = []
+    for first in range(0, events, BATCH_EVENTS):
+        batch = items[first : first + BATCH_EVENTS]
+        # No sentAt: a month replayed in minutes would be "corrected" onto the
+        # replay's clock and lose its order; without one the timestamps stand.
+        body = {
+            "batch": batch,
+            "writeKey": WRITE_KEY,
+            "context": {"library": {"name": "analytics.js", "version": "5.2.0"}},
+        }
+        bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+def _person(rng: random.Random, number: int) -> dict[str, Any]:
+    return {
+        "user_id": f"usr_{number:06d}",
+        "anonymous_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "email": f"person{number}@example.com",
+        "first_name": rng.choice(["Ana", "Ben", "Chloé", "Dmitri", "Grace", "Kai"]),
+        "seen": 0,
+    }
+
+
+def _item(rng: random.Random, person: dict[str, Any], at: datetime) -> dict[str, Any]:
+    person["seen"] += 1
+    item: dict[str, Any] = {
+        "messageId": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "timestamp": at.isoformat(),
+        "anonymousId": person["anonymous_id"],
+        "context": {"ip": "198.51.100.23", "locale": "en-US"},
+    }
+    if person["seen"] == 1:
+        # Anonymous browsing first; the next event signs in.
+        return {**item, "type": "page", "name": "Home", "properties": {"path": "/"}}
+
+    item["userId"] = person["user_id"]
+    roll = rng.random()
+    if person["seen"] == 2 or roll < 0.1:
+        return {**item, "type": "identify", "traits": _traits(rng, person)}
+    if roll < 0.4:
+        return {**item, "type": "page", "properties": {"path": "/shop"}}
+    return {**item, "type": "track", **_track(rng)}
+
+
+def _traits(rng: random.Random, person: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "email": person["email"],
+        "firstName": person["first_name"],
+        "plan": rng.choice(["free", "pro"]),
+        "address": {"city": "Porto", "country": "PT"},
+    }
+
+
+def _track(rng: random.Random) -> dict[str, Any]:
+    category = rng.choice(CATEGORIES)
+    price = f"{rng.randint(5, 300)}.{rng.randint(0, 99):02d}"
+    roll = rng.random()
+    if roll < 0.45:
+        return {
+            "event": "Product Viewed",
+            "properties": {"category": category, "price": price},
+        }
+    if roll < 0.6:
+        return {"event": "Product Added", "properties": {"category": category}}
+    if roll < 0.8:
+        return {"event": "Email Opened", "properties": {"campaign_id": "spring"}}
+    if roll < 0.9:
+        return {"event": "Email Link Clicked", "properties": {"url": "https://x.test"}}
+    return {
+        "event": "Order Completed",
+        "properties": {
+            "order_id": str(rng.getrandbits(40)),
+            "total": price,
+            "currency": "USD",
+            "products": [{"category": category, "price": price, "quantity": 1}],
+        },
+    }
+
+
+# The measurements ----------------------------------------------------------------
+
+
+def _api_measure(batches: list[bytes], *, profile: bool) -> tuple[float, int]:
+    from django.test import Client
+
+    from profiles.models import Event
+    from profiles.processing import events_process_pending
+
+    client = Client()
+    profiler = cProfile.Profile() if profile else None
+    spent = {"api": 0.0, "processing": 0.0}
+    if profiler:
+        profiler.enable()
+    for number, body in enumerate(batches, start=1):
+        with _timed(spent, "api"):
+            response = client.post(
+                "/v1/batch", data=body, content_type="application/json"
+            )
+        if response.status_code != 200 or response.json()["rejected"]:
+            sys.exit(f"batch {number} was not taken whole: {response.content[:300]!r}")
+        if number % PROCESS_EVERY_REQUESTS == 0:
+            with _timed(spent, "processing"):
+                events_process_pending()
+    with _timed(spent, "processing"):
+        events_process_pending()
+    if profiler:
+        profiler.disable()
+    elapsed = spent["api"] + spent["processing"]
+    print(
+        f"time in the API {spent['api']:.1f} s, "
+        f"in processing {spent['processing']:.1f} s"
+    )
+
+    stored = Event.objects.filter(processed_at__isnull=False).count()
+    failed = Event.objects.exclude(processing_error="").count()
+    if failed or Event.objects.filter(processed_at__isnull=True).exists():
+        sys.exit(f"{failed} events failed processing or were left unprocessed")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    _summary_print()
+    return stored / elapsed, stored
+
+
+@contextmanager
+def _timed(spent: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent[name] += time.perf_counter() - started
+
+
+def _summary_print() -> None:
+    from profiles.models import Profile, ProfileIdentity, ProfileMerge
+
+    print(
+        f"profiles {Profile.objects.count()}, "
+        f"with email {Profile.objects.exclude(email=None).count()}, "
+        f"identities {ProfileIdentity.objects.count()}, "
+        f"merges {ProfileMerge.objects.count()}"
+    )
+
+
+def _copy_measure() -> float:
+    columns = ", ".join(COPY_COLUMNS)
+    json_columns = {"properties", "traits", "context", "integrations"}
+    with psycopg.connect(f"{SERVER_URL}/{BENCH_DB}") as conn:
+        rows = conn.execute(f"SELECT {columns} FROM profiles_event").fetchall()
+        rows = [
+            tuple(
+                Jsonb(value) if name in json_columns else value
+                for name, value in zip(COPY_COLUMNS, row, strict=True)
+            )
+            for row in rows
+        ]
+        conn.execute(
+            "CREATE TABLE bench_event_copy AS SELECT * FROM profiles_event WITH NO DATA"
+        )
+        conn.commit()
+
+        started = time.perf_counter()
+        sql = f"COPY bench_event_copy ({columns}) FROM STDIN"
+        with conn.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+    return len(rows) / elapsed
+
+
+if __name__ == "__main__":
+    main()
