@@ -50,7 +50,7 @@ _IDENTITIES_INSERT_SQL = """
 INSERT INTO profiles_profileidentity (profile_id, kind, value, created_at)
 VALUES {rows}
 ON CONFLICT (kind, value) DO NOTHING
-RETURNING kind, value
+RETURNING profile_id, kind, value
 """
 
 
@@ -122,16 +122,14 @@ def profiles_identify_write(*, profiles: Iterable[Profile]) -> None:
         cursor.execute(_PROFILES_WRITE_SQL, [now, json.dumps(rows)])
 
 
-def identities_insert(
-    *, profile_id: int, keys: list[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Give the profile these identities unless someone has them; return those added."""
-    if not keys:
+def identities_insert(*, rows: list[tuple[int, str, str]]) -> set[tuple[int, str, str]]:
+    """Add (profile pk, kind, value) identities that nobody has; return those added."""
+    if not rows:
         return set()
 
     now = timezone.now()
-    rows = ", ".join("(%s, %s, %s, %s)" for _ in keys)
-    params = [value for kind, key in keys for value in (profile_id, kind, key, now)]
+    values = ", ".join("(%s, %s, %s, %s)" for _ in rows)
+    params = [item for row in rows for item in (*row, now)]
     with connection.cursor() as cursor:
-        cursor.execute(_IDENTITIES_INSERT_SQL.format(rows=rows), params)
-        return {(kind, value) for kind, value in cursor.fetchall()}
+        cursor.execute(_IDENTITIES_INSERT_SQL.format(rows=values), params)
+        return {tuple(row) for row in cursor.fetchall()}
