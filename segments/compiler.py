@@ -98,7 +98,7 @@ class _Compiler:
             return self.group(node["any"], all_of=False)
         if "not" in node:
             return ~self.node(node["not"])
-        for kind in ("attribute", "metric", "event", "engagement", "consent"):
+        for kind in ("attribute", "metric", "event", "engagement", "trend", "consent"):
             if kind in node:
                 return getattr(self, kind)(node)
         if "suppressed" in node:
@@ -326,6 +326,23 @@ class _Compiler:
         )
         found = Q(Exists(events))
         return found if node.get("did", True) else ~found
+
+    def trend(self, node: dict) -> Q:
+        start = self.now - timedelta(days=node["over_days"])
+        middle = self.now - timedelta(days=node["over_days"] / 2)
+        counted = (
+            Event.objects.filter(
+                profile=OuterRef("pk"), event=node["trend"], timestamp__gte=start
+            )
+            .values("profile")
+            .annotate(
+                recent=Count("id", filter=Q(timestamp__gte=middle)),
+                earlier=Count("id", filter=Q(timestamp__lt=middle)),
+            )
+        )
+        if node["direction"] == "declining":
+            return Q(Exists(counted.filter(recent__lt=F("earlier"))))
+        return Q(Exists(counted.filter(recent__gt=F("earlier"))))
 
     def consent(self, node: dict) -> Q:
         return Q(subscription_status=node["consent"])

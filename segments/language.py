@@ -13,6 +13,8 @@ Conditions (leaves):
 - ``{"event": "Product Viewed", "followed_by": {"event": "Order Completed",
   "did": false, "within_days": 7, "same": "product_id"}}``: a sequence;
 - ``{"engagement": "opened" | "clicked", "campaign": "<slug>", "within_days": 30}``;
+- ``{"trend": "Email Opened", "over_days": 60, "direction": "declining"}``: fewer such
+  events in the recent half of the window than in the earlier half ("rising": more);
 - ``{"consent": "subscribed"}`` and ``{"suppressed": true}``;
 - ``{"segment": "<slug>"}``: membership of another segment (cycles are refused).
 """
@@ -77,6 +79,7 @@ LEAF_KEYS = (
     "metric",
     "event",
     "engagement",
+    "trend",
     "consent",
     "suppressed",
     "segment",
@@ -256,6 +259,15 @@ class _Checker:
         if not isinstance(node.get("did", True), bool):
             self.fail(path, "'did' must be true or false")
 
+    def trend(self, node: dict, path: str, **_) -> None:
+        if not isinstance(node.get("trend"), str) or not node["trend"].strip():
+            self.fail(path, "'trend' must name an event, e.g. 'Email Opened'")
+        days = node.get("over_days")
+        if not (_is_count(days) and 2 <= days <= MAX_DAYS):
+            self.fail(path, f"'over_days' must be a whole number from 2 to {MAX_DAYS}")
+        if node.get("direction") not in ("declining", "rising"):
+            self.fail(path, "'direction' must be 'declining' or 'rising'")
+
     def consent(self, node: dict, path: str, **_) -> None:
         if node.get("consent") not in SubscriptionStatus.values:
             self.fail(
@@ -393,6 +405,8 @@ def _describe_leaf(rule: dict) -> str:
             f"campaign {rule['campaign']}" if rule.get("campaign") else "any email"
         )
         return f"{'' if rule.get('did', True) else 'never '}{what}{_window(rule)}"
+    if "trend" in rule:
+        return f"{rule['trend']} {rule['direction']} over {rule['over_days']} days"
     if "consent" in rule:
         return f"subscription is {rule['consent']}"
     if "suppressed" in rule:
@@ -479,6 +493,9 @@ def _collect(node: dict, found: set[str], lookup: SegmentLookup, seen: tuple) ->
             f"event:{'Email Opened' if node['engagement'] == 'opened' else 'Email Link Clicked'}"
         )
         return bool(node.get("within_days"))
+    if "trend" in node:
+        found.add(f"event:{node['trend']}")
+        return True
     if "consent" in node or "suppressed" in node:
         found.add("consent" if "consent" in node else "suppressed")
         return False

@@ -60,6 +60,8 @@ class Reference:
             return self.event(rule, person)
         if "engagement" in rule:
             return self.engagement(rule, person)
+        if "trend" in rule:
+            return self.trend(rule, person)
         if "consent" in rule:
             return person.fields["subscription_status"] == rule["consent"]
         if "suppressed" in rule:
@@ -184,6 +186,22 @@ class Reference:
                 if isinstance(item, dict)
             )
         return self.json_value(properties, name, condition)
+
+    def trend(self, rule: dict, person: Person) -> bool:
+        start = self.now - timedelta(days=rule["over_days"])
+        middle = self.now - timedelta(days=rule["over_days"] / 2)
+        times = [
+            e["timestamp"]
+            for e in person.events
+            if e["event"] == rule["trend"] and e["timestamp"] >= start
+        ]
+        recent = sum(1 for t in times if t >= middle)
+        earlier = len(times) - recent
+        if not times:
+            return False
+        return (
+            recent < earlier if rule["direction"] == "declining" else recent > earlier
+        )
 
     def engagement(self, rule: dict, person: Person) -> bool:
         where = []

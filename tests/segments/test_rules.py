@@ -198,3 +198,19 @@ def test_a_segment_knows_what_it_reads_and_whether_time_moves_it():
         segment_save(name="Gold", slug="gold", rule={"consent": "subscribed"}).version
         == 2
     )
+
+
+def test_declining_engagement_compares_the_two_halves_of_the_window():
+    fading = ProfileFactory(email="fading@example.com")
+    for n, days_ago in enumerate((50, 45, 40, 10)):
+        track(fading, "Email Opened", days_ago=days_ago, n=n)
+    steady = ProfileFactory(email="steady@example.com")
+    for n, days_ago in enumerate((50, 10)):
+        track(steady, "Email Opened", days_ago=days_ago, n=n)
+    gone_quiet = ProfileFactory(email="quiet@example.com")
+    track(gone_quiet, "Email Opened", days_ago=31)
+    ProfileFactory(email="never@example.com")
+
+    rule = {"trend": "Email Opened", "over_days": 60, "direction": "declining"}
+    assert emails(rule) == {"fading@example.com", "quiet@example.com"}
+    assert emails({**rule, "direction": "rising"}) == set()
