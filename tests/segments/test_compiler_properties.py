@@ -258,6 +258,16 @@ def other_leaf():
         ),
         st.builds(lambda b: {"suppressed": b}, st.booleans()),
         st.builds(
+            lambda name, days, direction: {
+                "trend": name,
+                "over_days": days,
+                "direction": direction,
+            },
+            st.sampled_from(EVENT_NAMES),
+            st.sampled_from([2, 14, 60]),
+            st.sampled_from(["declining", "rising"]),
+        ),
+        st.builds(
             lambda kind, within: {"engagement": kind, "within_days": within},
             st.sampled_from(["opened", "clicked"]),
             st.sampled_from([None, 30]),
