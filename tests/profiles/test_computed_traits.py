@@ -21,9 +21,11 @@ from profiles.models import (
 )
 from profiles.processing import events_process_pending, profile_traits_compute
 from profiles.processing_traits import (
+    COMPUTED_FIELDS,
     TraitsRefresh,
     _figures_python,
     _figures_sql,
+    _refresh_in_python,
 )
 from tests.factories import ProfileFactory
 
@@ -248,6 +250,32 @@ def test_sql_and_python_figures_agree(db, total):
     )
 
     assert _figures_python(refresh, now=NOW) == _figures_sql(refresh, now=NOW)
+
+
+def test_the_python_refresh_writes_what_the_sql_refresh_writes(db):
+    profile = process_profile_with_everything("10.50")
+    by_sql = Profile.objects.values(*COMPUTED_FIELDS).get(pk=profile.pk)
+    Profile.objects.filter(pk=profile.pk).update(
+        lifetime_value=0,
+        order_count=0,
+        first_order_at=None,
+        last_order_at=None,
+        average_order_value=None,
+        engagement_score=0,
+        favourite_category="",
+    )
+    refresh = TraitsRefresh(
+        profile_ids={profile.pk},
+        order_profile_ids={profile.pk},
+        category_profile_ids={profile.pk},
+    )
+
+    assert _refresh_in_python(refresh, now=NOW) == 1
+
+    assert Profile.objects.values(*COMPUTED_FIELDS).get(pk=profile.pk) == by_sql
+    assert by_sql["lifetime_value"] == Decimal("11.50")
+    assert by_sql["order_count"] == 3
+    assert by_sql["favourite_category"] == "Boots"
 
 
 def process_profile_with_everything(total) -> Profile:

@@ -593,3 +593,84 @@ def test_an_address_stored_with_capitals_is_still_the_same_mailbox(db):
     assert event_profile_id("browsing") == stored.pk
     assert Event.objects.exclude(processing_error="").count() == 0
     assert Profile.objects.count() == 1
+
+
+def test_events_read_quickly_before_a_merge_move_with_it(db):
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-before"
+    )
+    known = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=known, kind=IdentityKind.USER_ID, value="usr_7001"
+    )
+    track("before-1", anonymous_id="anon-before", event="Product Viewed")
+    track("before-2", user_id="usr_7001", event="Product Viewed")
+    track(
+        "the-alias",
+        type="alias",
+        user_id="usr_7001",
+        previous_id="anon-before",
+        timestamp=utc("2025-03-14T10:01:00Z"),
+    )
+    track(
+        "after",
+        anonymous_id="anon-before",
+        event="Order Completed",
+        properties={"order_id": "R1", "total": "12.00"},
+        timestamp=utc("2025-03-14T10:02:00Z"),
+    )
+
+    assert events_process_pending() == 4
+
+    kept = profile_of("usr_7001")
+    assert kept.pk == anonymous.pk
+    assert not Profile.objects.filter(pk=known.pk).exists()
+    assert set(Event.objects.values_list("profile_id", flat=True)) == {kept.pk}
+    assert (kept.lifetime_value, kept.order_count) == (Decimal("12.00"), 1)
+    assert kept.last_seen_at == utc("2025-03-14T10:02:00Z")
+
+
+def test_a_newcomers_id_taken_by_another_worker_joins_that_profile(transactional_db):
+    track("newcomer", anonymous_id="anon-race", event="Product Viewed")
+    inserted, blocked = threading.Event(), threading.Event()
+    other: dict[str, int] = {}
+
+    def other_worker() -> None:
+        with transaction.atomic():
+            profile = Profile.objects.create()
+            ProfileIdentity.objects.create(
+                profile=profile, kind=IdentityKind.ANONYMOUS_ID, value="anon-race"
+            )
+            other["profile"] = profile.pk
+            inserted.set()
+            # Commit only once this test's worker waits on the identity's row.
+            if _waits_on_a_lock(seconds=10):
+                blocked.set()
+        connection.close()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    assert inserted.wait(timeout=10)
+    try:
+        events_process_pending()
+    finally:
+        worker.join()
+
+    assert blocked.is_set()
+    assert event_profile_id("newcomer") == other["profile"]
+    assert list(Profile.objects.values_list("pk", flat=True)) == [other["profile"]]
+    assert Event.objects.get(message_id="newcomer").processing_error == ""
+
+
+def _waits_on_a_lock(*, seconds: float) -> bool:
+    with connection.cursor() as cursor:
+        for _ in range(int(seconds * 20)):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            threading.Event().wait(0.05)
+    return False
