@@ -1,9 +1,11 @@
 """Playwright driving Debian's Chromium (no browser download) against live_server."""
 
+import io
 import os
 import shutil
 
 import pytest
+from django.core.management import call_command
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls the tests
 # make around it are still plain synchronous code.
@@ -50,3 +52,19 @@ def page(browser):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def demo_loaded(fixtures_dir):
+    """The demo story played on the shared fixtures, as `make run` loads it."""
+    call_command("demo", fixtures=fixtures_dir, stdout=io.StringIO())
+
+
+@pytest.fixture
+def signed_in(page, live_server, demo_loaded):
+    """A page signed in as the demo marketer, on the dashboard."""
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("Username").fill("demo")
+    page.get_by_label("Password").fill("bespoke-demo")
+    page.get_by_role("button", name="Sign in").click()
+    return page

@@ -1,33 +1,15 @@
 """A marketer signs in, reads the dashboard after the demo, and opens a sent email."""
 
-import io
 import re
 
 import pytest
-from django.core.management import call_command
 
 from campaigns.models import OutboxEmail
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def demo_loaded(fixtures_dir):
-    call_command("demo", fixtures=fixtures_dir, stdout=io.StringIO())
-
-
-def sign_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("Username").fill("demo")
-    page.get_by_label("Password").fill("bespoke-demo")
-    page.get_by_role("button", name="Sign in").click()
-
-
-def test_the_dashboard_shows_the_demo_and_the_outbox_shows_each_email(
-    page, live_server, demo_loaded
-):
-    sign_in(page, live_server)
-
+def test_the_dashboard_shows_the_demo_and_the_outbox_shows_each_email(page, signed_in):
     assert page.get_by_role("heading", name="Dashboard").is_visible()
     assert page.locator("[data-count=unsubscribed]").inner_text() == "7"
     assert page.locator("[data-count=cleaned]").inner_text() == "4"

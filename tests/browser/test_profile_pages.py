@@ -1,33 +1,15 @@
 """A marketer reads Ana Souza's profile after the demo, then creates a write key."""
 
-import io
 import re
 
 import pytest
-from django.core.management import call_command
 
 from profiles.models import WriteKey
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def demo_loaded(fixtures_dir):
-    call_command("demo", fixtures=fixtures_dir, stdout=io.StringIO())
-
-
-def sign_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("Username").fill("demo")
-    page.get_by_label("Password").fill("bespoke-demo")
-    page.get_by_role("button", name="Sign in").click()
-
-
-def test_a_marketer_reads_a_profile_and_creates_a_write_key(
-    page, live_server, demo_loaded
-):
-    sign_in(page, live_server)
-
+def test_a_marketer_reads_a_profile_and_creates_a_write_key(page, signed_in):
     page.get_by_role("link", name="Profiles").first.click()
     page.get_by_label("Search").fill("souza")
     page.get_by_role("button", name="Search").click()
