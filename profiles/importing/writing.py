@@ -12,7 +12,7 @@ transaction.
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -42,11 +42,20 @@ class BatchOutcome:
     notes: list[dict[str, Any]] = field(default_factory=list)
 
 
+class StatusHolder(Protocol):
+    """What the consent rules read and move: a Profile, or a plain row of one."""
+
+    pk: int | None
+    email: str | None
+    subscription_status: str
+    subscription_changed_at: datetime | None
+
+
 @dataclass
-class _Pending:
+class PendingWrites:
     """What one batch will insert once its new profiles have ids."""
 
-    consents: list[tuple[Profile, ConsentFact]] = field(default_factory=list)
+    consents: list[tuple[Any, ConsentFact]] = field(default_factory=list)
     suppressed: list[str] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
 
@@ -56,13 +65,13 @@ def contact_rows_write(
 ) -> BatchOutcome:
     """Write one batch of merged rows; return its counts, erased rows and notes."""
     outcome = BatchOutcome()
-    rows = _erased_rows_drop(rows, outcome)
+    rows = erased_rows_drop(rows, outcome)
     if not rows:
         return outcome
 
     existing = _profiles_find([row.email.key for row in rows])
     recorded = _facts_recorded([p.pk for p in existing.values()], source=source)
-    pending = _Pending()
+    pending = PendingWrites()
     new_profiles, changed_profiles = [], []
     for row in rows:
         profile = existing.get(row.email.key)
@@ -70,7 +79,7 @@ def contact_rows_write(
             profile = _profile_new(row)
             new_profiles.append(profile)
         changed = _profile_fill(profile, row, is_new=profile.pk is None)
-        changed |= _consents_apply(profile, row, recorded, pending, outcome)
+        changed |= consents_apply(profile, row, recorded, pending, outcome)
         if changed and profile.pk is not None:
             changed_profiles.append(profile)
             pending.changed |= changed
@@ -82,9 +91,7 @@ def contact_rows_write(
     return outcome
 
 
-def _erased_rows_drop(
-    rows: list[ContactRow], outcome: BatchOutcome
-) -> list[ContactRow]:
+def erased_rows_drop(rows: list[ContactRow], outcome: BatchOutcome) -> list[ContactRow]:
     """Set aside the rows of people erased on request: an old file must not revive them."""
     hashes = {suppression_hash(row.email.key): row for row in rows}
     erased = set(
@@ -152,11 +159,11 @@ def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str
     return set() if is_new else changed
 
 
-def _consents_apply(
-    profile: Profile,
+def consents_apply(
+    profile: StatusHolder,
     row: ContactRow,
     recorded: set[tuple[int, str, datetime]],
-    pending: _Pending,
+    pending: PendingWrites,
     outcome: BatchOutcome,
 ) -> set[str]:
     """Decide each consent fact's record and its effect on the status, in time order."""
@@ -178,7 +185,7 @@ def _consents_apply(
     return changed
 
 
-def _status_move(profile: Profile, fact: ConsentFact) -> set[str]:
+def _status_move(profile: StatusHolder, fact: ConsentFact) -> set[str]:
     """Move the status if the fact is the newest; a list never lifts a withdrawal."""
     is_newer = (
         profile.subscription_changed_at is None
@@ -196,7 +203,7 @@ def _status_move(profile: Profile, fact: ConsentFact) -> set[str]:
     return {"subscription_status", "subscription_changed_at"}
 
 
-def _kept_note(profile: Profile, fact: ConsentFact, kept: str) -> dict[str, Any]:
+def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str, Any]:
     record = fact.evidence["record"]
     return {
         "kind": "kept_status",
@@ -228,7 +235,7 @@ def _related_insert(
     rows: list[ContactRow],
     existing: dict[str, Profile],
     new_profiles: list[Profile],
-    pending: _Pending,
+    pending: PendingWrites,
     source: str,
     filename: str,
 ) -> None:
@@ -253,6 +260,11 @@ def _related_insert(
             for key in pending.suppressed
         ],
         ignore_conflicts=True,
+    )
+    # As suppression_add does: the flag rules and counts read while the list holds it.
+    suppressed_ids = [by_key[key].pk for key in pending.suppressed]
+    Profile.objects.filter(pk__in=suppressed_ids, suppressed_at=None).update(
+        suppressed_at=timezone.now()
     )
 
 

@@ -1,0 +1,406 @@
+"""Writing merged rows on PostgreSQL with COPY: the same result as writing.py, faster.
+
+`contact_rows_copy` keeps the contract of `contact_rows_write` (one batch, the
+caller's transaction, the same counts, notes and erased rows) and decides every row
+with the same consent rules, but moves the data without model objects: existing
+profiles are found by COPYing the batch's keys into a temporary table, new profiles
+get their ids from the sequence and are COPYed straight into their table together
+with their tags and consent records, and changed profiles are updated from a COPYed
+staging table in one set-based UPDATE that fills only what the row states.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+from django.utils import timezone
+from psycopg import Cursor
+
+from profiles.importing.layouts import ConsentFact
+from profiles.importing.mapping import ContactRow
+from profiles.importing.writing import (
+    TAG_MAX_CHARS,
+    BatchOutcome,
+    PendingWrites,
+    consents_apply,
+    erased_rows_drop,
+)
+from profiles.models import (
+    ConsentRecord,
+    Profile,
+    ProfileTag,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+from profiles.services import suppression_hash
+
+SMTPUTF8_TRAIT = "email_needs_smtputf8"
+TEXT_FIELDS = (
+    "first_name",
+    "last_name",
+    "phone",
+    "city",
+    "region",
+    "country_code",
+    "timezone",
+)
+PROFILE_COLUMNS = (
+    "id",
+    "email",
+    "email_display",
+    *TEXT_FIELDS,
+    "traits",
+    "subscription_status",
+    "subscription_changed_at",
+    "created_at",
+    "updated_at",
+)
+CONSENT_COLUMNS = (
+    "profile_id",
+    "status",
+    "source",
+    "occurred_at",
+    "recorded_at",
+    "ip_address",
+    "wording",
+    "evidence",
+)
+TAG_COLUMNS = ("profile_id", "name")
+
+# Temporary tables live until the batch's transaction commits.
+KEYS_TABLE_SQL = (
+    "CREATE TEMP TABLE bespoke_import_key (email_key text PRIMARY KEY) ON COMMIT DROP"
+)
+CHANGES_TABLE_SQL = """
+CREATE TEMP TABLE bespoke_import_change (
+    profile_id bigint PRIMARY KEY,
+    email_display text NOT NULL,
+    first_name text, last_name text, phone text, city text, region text,
+    country_code text, timezone text,
+    traits jsonb NOT NULL,
+    subscription_status text NOT NULL,
+    subscription_changed_at timestamptz,
+    status_changed boolean NOT NULL
+) ON COMMIT DROP
+"""
+TAGS_TABLE_SQL = (
+    "CREATE TEMP TABLE bespoke_import_tag (seq int, profile_id bigint, name text) "
+    "ON COMMIT DROP"
+)
+EXISTING_SQL = """
+SELECT k.email_key, p.id, p.email, p.subscription_status, p.subscription_changed_at
+FROM bespoke_import_key k
+JOIN profiles_profile p ON lower(p.email) = k.email_key
+"""
+RECORDED_SQL = """
+SELECT c.profile_id, c.status, c.occurred_at
+FROM bespoke_import_key k
+JOIN profiles_profile p ON lower(p.email) = k.email_key
+JOIN profiles_consentrecord c ON c.profile_id = p.id
+WHERE c.source = %s
+"""
+# A blank never erases: a field the row does not state (NULL here) keeps its value,
+# and traits are merged key by key, as _profile_fill does one profile at a time.
+UPDATE_SQL = """
+UPDATE profiles_profile p SET
+    email_display = s.email_display,
+    first_name = COALESCE(s.first_name, p.first_name),
+    last_name = COALESCE(s.last_name, p.last_name),
+    phone = COALESCE(s.phone, p.phone),
+    city = COALESCE(s.city, p.city),
+    region = COALESCE(s.region, p.region),
+    country_code = COALESCE(s.country_code, p.country_code),
+    timezone = COALESCE(s.timezone, p.timezone),
+    traits = p.traits || s.traits,
+    subscription_status = s.subscription_status,
+    subscription_changed_at = s.subscription_changed_at,
+    updated_at = %s
+FROM bespoke_import_change s
+WHERE p.id = s.profile_id AND (
+    s.status_changed
+    OR p.email_display <> s.email_display
+    OR p.first_name <> COALESCE(s.first_name, p.first_name)
+    OR p.last_name <> COALESCE(s.last_name, p.last_name)
+    OR p.phone <> COALESCE(s.phone, p.phone)
+    OR p.city <> COALESCE(s.city, p.city)
+    OR p.region <> COALESCE(s.region, p.region)
+    OR p.country_code <> COALESCE(s.country_code, p.country_code)
+    OR p.timezone <> COALESCE(s.timezone, p.timezone)
+    OR p.traits <> p.traits || s.traits
+)
+"""
+TAGS_MERGE_SQL = """
+INSERT INTO profiles_profiletag (profile_id, name)
+SELECT profile_id, name FROM bespoke_import_tag ORDER BY seq
+ON CONFLICT DO NOTHING
+"""
+SUPPRESSIONS_SQL = """
+INSERT INTO profiles_suppression (email_hash, reason, source, created_at)
+SELECT email_hash, %s, %s, %s FROM unnest(%s::text[]) AS email_hash
+ON CONFLICT DO NOTHING
+"""
+SUPPRESSED_AT_SQL = """
+UPDATE profiles_profile SET suppressed_at = %s
+WHERE id = ANY(%s::bigint[]) AND suppressed_at IS NULL
+"""
+
+
+@dataclass(slots=True)
+class ProfileState:
+    """The part of a stored (or about to be stored) profile the consent rules move."""
+
+    pk: int | None
+    email: str | None
+    subscription_status: str
+    subscription_changed_at: datetime | None
+
+
+@dataclass
+class _Batch:
+    """The rows of one batch sorted into what each COPY will carry."""
+
+    source: str
+    filename: str
+    now: datetime
+    states: dict[str, ProfileState]
+    recorded: set[tuple[int, str, datetime]]
+    new_profiles: list[tuple[Any, ...]]
+    changes: list[tuple[Any, ...]]
+    new_tags: list[tuple[int, str]]
+    old_tags: list[tuple[int, int, str]]
+
+
+def contact_rows_copy(
+    rows: list[ContactRow], *, source: str, filename: str
+) -> BatchOutcome:
+    """Write one batch of merged rows with COPY; the same outcome as contact_rows_write."""
+    outcome = BatchOutcome()
+    if _has_erasures():
+        rows = erased_rows_drop(rows, outcome)
+    if not rows:
+        return outcome
+
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor:
+        batch = _batch_load(cursor, rows, source=source, filename=filename)
+        pending = PendingWrites()
+        ids = _ids_reserve(cursor, len(rows) - len(batch.states))
+        for row in rows:
+            _row_sort(batch, row, pending, outcome, ids)
+
+        _profiles_copy(cursor, batch)
+        _changes_apply(cursor, batch)
+        _tags_copy(cursor, batch)
+        _consents_copy(cursor, batch, pending.consents)
+        _suppressions_insert(cursor, batch, pending.suppressed)
+
+    outcome.created = len(batch.new_profiles)
+    outcome.updated = len(rows) - len(batch.new_profiles)
+    return outcome
+
+
+def _has_erasures() -> bool:
+    # Hashing every address costs more than this query; most lists hold no erasure.
+    return Suppression.objects.filter(reason=SuppressionReason.ERASURE).exists()
+
+
+def _batch_load(
+    cursor: Cursor, rows: list[ContactRow], *, source: str, filename: str
+) -> _Batch:
+    """Find the batch's stored profiles and the consent facts already on record."""
+    cursor.execute(KEYS_TABLE_SQL)
+    with cursor.copy("COPY bespoke_import_key (email_key) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row((row.email.key,))
+
+    cursor.execute(EXISTING_SQL)
+    states = {
+        key: ProfileState(pk, email, status, changed_at)
+        for key, pk, email, status, changed_at in cursor.fetchall()
+    }
+    recorded: set[tuple[int, str, datetime]] = set()
+    if states:
+        cursor.execute(RECORDED_SQL, [source])
+        recorded = set(cursor.fetchall())
+    return _Batch(source, filename, timezone.now(), states, recorded, [], [], [], [])
+
+
+def _ids_reserve(cursor: Cursor, count: int) -> Iterator[int]:
+    """Take ids for the new profiles from the table's own sequence, in row order."""
+    if not count:
+        return iter(())
+
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('profiles_profile', 'id')) "
+        "FROM generate_series(1, %s)",
+        [count],
+    )
+    return iter([pk for (pk,) in cursor.fetchall()])
+
+
+def _row_sort(
+    batch: _Batch,
+    row: ContactRow,
+    pending: PendingWrites,
+    outcome: BatchOutcome,
+    ids: Iterator[int],
+) -> None:
+    """Decide one row's consent with the shared rules and queue what it writes."""
+    email = row.email
+    state = batch.states.get(email.key)
+    is_new = state is None
+    if state is None:
+        state = ProfileState(None, email.key, SubscriptionStatus.NOT_SUBSCRIBED, None)
+    status_changed = bool(consents_apply(state, row, batch.recorded, pending, outcome))
+    if is_new:
+        state.pk = next(ids)
+        batch.states[email.key] = state
+
+    traits = row.traits
+    if not email.ascii_only:
+        traits = {**traits, SMTPUTF8_TRAIT: True}
+    fields = row.fields
+    status = str(state.subscription_status)
+    if is_new:
+        texts = [fields.get(name, "") for name in TEXT_FIELDS]
+        batch.new_profiles.append(
+            (
+                state.pk,
+                email.key,
+                email.display,
+                *texts,
+                json.dumps(traits),
+                status,
+                state.subscription_changed_at,
+            )
+        )
+    else:
+        texts = [fields.get(name) for name in TEXT_FIELDS]
+        batch.changes.append(
+            (
+                state.pk,
+                email.display,
+                *texts,
+                json.dumps(traits),
+                status,
+                state.subscription_changed_at,
+                status_changed,
+            )
+        )
+    _tags_queue(batch, state.pk, row.tags, is_new=is_new)
+
+
+def _tags_queue(batch: _Batch, pk: int, names: list[str], *, is_new: bool) -> None:
+    if not names:
+        return
+
+    # Cut to the column's length, a cut name may repeat another: keep the first.
+    kept = list(dict.fromkeys(name[:TAG_MAX_CHARS] for name in names))
+    if is_new:
+        batch.new_tags.extend((pk, name) for name in kept)
+    else:
+        seq = len(batch.old_tags)
+        batch.old_tags.extend(
+            (seq + offset, pk, name) for offset, name in enumerate(kept)
+        )
+
+
+def _profiles_copy(cursor: Cursor, batch: _Batch) -> None:
+    if not batch.new_profiles:
+        return
+
+    columns, defaults = _copy_plan(Profile, PROFILE_COLUMNS)
+    stamps = (batch.now, batch.now)
+    with cursor.copy(f"COPY profiles_profile ({columns}) FROM STDIN") as copy:
+        for values in batch.new_profiles:
+            copy.write_row(values + stamps + defaults)
+
+
+def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
+    if not batch.changes:
+        return
+
+    cursor.execute(CHANGES_TABLE_SQL)
+    with cursor.copy("COPY bespoke_import_change FROM STDIN") as copy:
+        for values in batch.changes:
+            copy.write_row(values)
+    cursor.execute(UPDATE_SQL, [batch.now])
+
+
+def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
+    if batch.new_tags:
+        columns, defaults = _copy_plan(ProfileTag, TAG_COLUMNS)
+        with cursor.copy(f"COPY profiles_profiletag ({columns}) FROM STDIN") as copy:
+            for values in batch.new_tags:
+                copy.write_row(values + defaults)
+
+    if batch.old_tags:
+        # A stored profile may have the tag already: merge with ON CONFLICT.
+        cursor.execute(TAGS_TABLE_SQL)
+        with cursor.copy("COPY bespoke_import_tag FROM STDIN") as copy:
+            for values in batch.old_tags:
+                copy.write_row(values)
+        cursor.execute(TAGS_MERGE_SQL)
+
+
+def _consents_copy(
+    cursor: Cursor, batch: _Batch, consents: list[tuple[Any, ConsentFact]]
+) -> None:
+    if not consents:
+        return
+
+    columns, defaults = _copy_plan(ConsentRecord, CONSENT_COLUMNS)
+    file_evidence = {"file": batch.filename}
+    with cursor.copy(f"COPY profiles_consentrecord ({columns}) FROM STDIN") as copy:
+        for state, fact in consents:
+            evidence = json.dumps({**file_evidence, **fact.evidence})
+            copy.write_row(
+                (
+                    state.pk,
+                    fact.status.value,
+                    batch.source,
+                    fact.occurred_at,
+                    batch.now,
+                    fact.ip_address or None,
+                    fact.wording,
+                    evidence,
+                    *defaults,
+                )
+            )
+
+
+def _suppressions_insert(cursor: Cursor, batch: _Batch, keys: list[str]) -> None:
+    if not keys:
+        return
+
+    hashes = [suppression_hash(key) for key in keys]
+    cursor.execute(
+        SUPPRESSIONS_SQL,
+        [SuppressionReason.HARD_BOUNCE.value, batch.source, batch.now, hashes],
+    )
+    ids = [batch.states[key].pk for key in keys]
+    cursor.execute(SUPPRESSED_AT_SQL, [batch.now, ids])
+
+
+def _copy_plan(model: type[Model], given: tuple[str, ...]) -> tuple[str, tuple]:
+    """Return a COPY column list (given ones first) and the defaults of the others.
+
+    A column added to the model later gets its default here instead of breaking
+    the import; one without a default has to be given by the import.
+    """
+    columns = list(given)
+    defaults = []
+    for field in model._meta.concrete_fields:
+        if field.column in given or field.primary_key:
+            continue
+        default = field.get_default()
+        if default is None and not field.null:
+            raise LookupError(f"{model.__name__}.{field.name} has no default to COPY")
+        columns.append(field.column)
+        defaults.append(field.get_db_prep_save(default, connection))
+    return ", ".join(columns), tuple(defaults)
