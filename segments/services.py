@@ -1,5 +1,6 @@
 """Writes on segments: saving a rule only once it is valid."""
 
+from django.db import transaction
 from django.utils.text import slugify
 
 from segments.language import RuleInvalid, rule_dependencies, rule_validate
@@ -27,11 +28,23 @@ def segment_save(
         },
     )
     if created:
+        _refresh_on_commit(segment.pk)
         return segment
 
-    if segment.rule != rule:
+    changed = segment.rule != rule
+    if changed:
         segment.version += 1
     segment.name, segment.rule, segment.description = name, rule, description
     segment.dependencies, segment.time_dependent = sorted(dependencies), time_dependent
     segment.save()
+    if changed:
+        _refresh_on_commit(segment.pk)
     return segment
+
+
+def _refresh_on_commit(segment_id: int) -> None:
+    # Imported here: the tasks module imports the membership services, which import
+    # the compiler; keeping it out of this module's imports keeps saving light.
+    from segments.tasks import segment_refresh_task
+
+    transaction.on_commit(lambda: segment_refresh_task.delay(segment_id))
