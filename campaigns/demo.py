@@ -81,7 +81,18 @@ TEMPLATE = {
 Hi {{ profile.first_name | default: "there" }},
 
 Our spring sale starts today: 10% off everything with code SPRING10.
-
+{% if profile.country_code == "BR" %}
+Free shipping to Brazil on orders over R$ 300 this week.
+{% elsif profile.continent == "Europe" %}
+Shipping to {{ profile.city | default: "Europe" }} is free over 50 EUR, with returns
+to our Rotterdam warehouse.
+{% elsif profile.country_code == "US" %}
+Free 2-day shipping anywhere in the US over $75.
+{% else %}
+We ship worldwide: see the rates for your country at checkout.
+{% endif %}{% if profile.order_count > 0 %}
+Thank you for your {{ profile.order_count }} order{% if profile.order_count > 1 %}s{% endif %} so far.
+{% endif %}
 Unsubscribe: {{ unsubscribe_url }}
 """,
 }

@@ -41,7 +41,8 @@ class OutboxPayload(BasePayload):
         self.data["subject"] = subject
 
     def set_reply_to(self, emails) -> None:
-        self.data["headers"]["Reply-To"] = ", ".join(email.address for email in emails)
+        if emails:
+            self.data["headers"]["Reply-To"] = ", ".join(e.address for e in emails)
 
     def set_extra_headers(self, headers) -> None:
         self.data["headers"].update({str(k): str(v) for k, v in headers.items()})

@@ -6,7 +6,9 @@ import logging
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from profiles.emails import NormalizedEmail
@@ -37,7 +39,7 @@ def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -
         email_hash=suppression_hash(email_key),
         defaults={"reason": reason, "source": source},
     )
-    Profile.objects.filter(email__iexact=email_key, suppressed_at=None).update(
+    Profile.objects.filter(Exact(Lower("email"), email_key), suppressed_at=None).update(
         suppressed_at=timezone.now()
     )
     return created
@@ -90,12 +92,17 @@ def consent_record(
 
 def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:
     """Return the profile that owns this mailbox, creating it if there is none."""
-    # iexact matches the Lower() unique index, so a row stored with capitals by hand
-    # (or by an older import) is found instead of colliding with it.
-    profile, created = Profile.objects.get_or_create(
-        email__iexact=email.key,
-        defaults={"email": email.key, "email_display": email.display},
-    )
+    profile, created = _profile_by_email_key(email.key), False
+    if profile is None:
+        try:
+            with transaction.atomic():
+                profile = Profile.objects.create(
+                    email=email.key, email_display=email.display
+                )
+            created = True
+        except IntegrityError:
+            # Another request created it between our look-up and our insert.
+            profile = _profile_by_email_key(email.key)
     if (
         created
         and Suppression.objects.filter(email_hash=suppression_hash(email.key)).exists()
@@ -108,6 +115,12 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
         profile.traits["email_needs_smtputf8"] = True
         profile.save(update_fields=["traits"])
     return profile, created
+
+
+def _profile_by_email_key(key: str) -> Profile | None:
+    # Lower(email) = key is the expression of the unique index, so this look-up uses
+    # it, and still finds a row stored with capitals by hand or by an older import.
+    return Profile.objects.filter(Exact(Lower("email"), key)).first()
 
 
 def profile_tags_add(*, profile: Profile, names: list[str]) -> None:

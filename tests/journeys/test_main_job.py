@@ -128,3 +128,32 @@ def test_the_demo_can_run_again_without_sending_twice(demo_output, fixtures_dir)
     assert OutboxEmail.objects.count() == 8
     assert Event.objects.count() == 36
     assert profile_status_counts()["with_email"] == 44
+
+
+def test_the_text_part_fits_the_recipient_too(demo_output):
+    ana = OutboxEmail.objects.get(to=["Ana Souza <ana.souza@example.com>"])
+    ben = OutboxEmail.objects.get(to=["Ben Okafor <ben.okafor@example.net>"])
+
+    assert "Free shipping to Brazil" in ana.text
+    assert "Free 2-day shipping anywhere in the US" in ben.text
+    assert "Thank you for your 1 order so far." in ben.text
+    assert "Reply-To" not in ana.headers
+
+
+def test_a_replay_neither_resends_nor_resets_the_demo_password(
+    demo_output, fixtures_dir
+):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username="demo")
+    user.set_password("changed-by-the-marketer")
+    user.save()
+    out = io.StringIO()
+
+    call_command("demo", fixtures=fixtures_dir, stdout=out)
+
+    user.refresh_from_db()
+    assert user.check_password("changed-by-the-marketer")
+    assert (
+        "was sent on an earlier run (nothing is sent twice): 8 sent" in out.getvalue()
+    )

@@ -71,12 +71,15 @@ class Command(BaseCommand):
 
     def _ensure_demo_user(self) -> None:
         user_model = get_user_model()
-        user, _ = user_model.objects.get_or_create(
+        user, created = user_model.objects.get_or_create(
             username=demo.DEMO_USERNAME,
             defaults={"is_staff": True, "is_superuser": True},
         )
-        user.set_password(demo.DEMO_PASSWORD)
-        user.save()
+        if created:
+            # Only a new user gets the published password: a replay must not reset a
+            # password someone changed, nor sign everyone out.
+            user.set_password(demo.DEMO_PASSWORD)
+            user.save()
         WriteKey.objects.get_or_create(
             key=demo.DEMO_WRITE_KEY, defaults={"name": "Demo site"}
         )
@@ -162,11 +165,17 @@ class Command(BaseCommand):
                 "segment": Segment.objects.get(slug=demo.CAMPAIGN["segment"]),
             },
         )
-        if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
-            queued = campaign_start(campaign_id=campaign.pk)
-            self.stdout.write(f"  {queued} messages queued for {campaign.name}")
-        campaign_send_all(campaign_id=campaign.pk)
+        if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+            counts = campaign_message_counts(campaign)
+            self.stdout.write(
+                f"  {campaign.name} was sent on an earlier run (nothing is sent twice): "
+                f"{counts['sent']} sent, {counts['skipped']} skipped then"
+            )
+            return
 
+        queued = campaign_start(campaign_id=campaign.pk)
+        self.stdout.write(f"  {queued} messages queued for {campaign.name}")
+        campaign_send_all(campaign_id=campaign.pk)
         counts = campaign_message_counts(campaign)
         self.stdout.write(
             f"  sent {counts['sent']}, skipped {counts['skipped']}, "
