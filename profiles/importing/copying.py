@@ -92,6 +92,9 @@ TAGS_TABLE_SQL = (
     "CREATE TEMP TABLE bespoke_import_tag (seq int, profile_id bigint, name text) "
     "ON COMMIT DROP"
 )
+DROP_TABLES_SQL = (
+    "DROP TABLE IF EXISTS bespoke_import_key, bespoke_import_change, bespoke_import_tag"
+)
 EXISTING_SQL = """
 SELECT k.email_key, p.id, p.email, p.subscription_status, p.subscription_changed_at
 FROM bespoke_import_key k
@@ -198,6 +201,8 @@ def contact_rows_copy(
         _tags_copy(cursor, batch)
         _consents_copy(cursor, batch, pending.consents)
         _suppressions_insert(cursor, batch, pending.suppressed)
+        # ON COMMIT DROP does not fire when the caller's transaction is a savepoint.
+        cursor.execute(DROP_TABLES_SQL)
 
     outcome.created = len(batch.new_profiles)
     outcome.updated = len(rows) - len(batch.new_profiles)

@@ -1,0 +1,247 @@
+"""The COPY path on PostgreSQL writes exactly what the ORM path (the reference) writes."""
+
+import csv
+import io
+import random
+from datetime import UTC, datetime
+
+import pytest
+import time_machine
+
+from profiles.importing import contact_import_file, copying, runs
+from profiles.models import (
+    ConsentRecord,
+    ContactImport,
+    Profile,
+    ProfileTag,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    TraitDefinition,
+    TraitType,
+)
+from profiles.services import suppression_hash
+
+MAILCHIMP = [
+    "mailchimp/subscribed_members_export.csv",
+    "mailchimp/unsubscribed_members_export.csv",
+    "mailchimp/cleaned_members_export.csv",
+]
+HEADER = ["email", "first_name", "last_name", "city", "country", "tags", "status"]
+HEADER += ["orders"]
+LONG_TAG = "T" * 120
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def generated_file(count: int, *, seed: int) -> bytes:
+    """Return a generic CSV with every kind of row the importer treats differently."""
+    rng = random.Random(seed)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(HEADER)
+    for number in range(count):
+        writer.writerow(_generated_row(rng, number))
+    return out.getvalue().encode()
+
+
+def _generated_row(rng: random.Random, number: int) -> list[str]:
+    person = number % 150  # about one row in four repeats an earlier mailbox
+    email = rng.choice(
+        [
+            f"person{person}@example.com",
+            f"Person{person}@EXAMPLE.com",
+            f" person{person}+news@example.net ",
+            f"person{person}@bücher.example.com",
+            f"josé{person}@example.org",
+            "not-an-email",
+            f"person{person}@@example.com",
+            "",
+        ]
+    )
+    tags = ",".join(f'"{t}"' for t in rng.sample(["VIP", "Club, Lyon", LONG_TAG], 2))
+    return [
+        email,
+        rng.choice(["Ana", "Chloé", ""]),
+        rng.choice(["Souza", "", "Dubois"]),
+        rng.choice(["Köln", "", "Lyon"]),
+        rng.choice(["FR", "DE", "Germany", ""]),
+        rng.choice([tags, "", '"VIP"']),
+        rng.choice(["subscribed", "unsubscribed", "cleaned", "", "subscribed"]),
+        rng.choice(["3", "", "12.5", "lots", "-1"]),
+    ]
+
+
+def stored_people_create() -> None:
+    """Give both runs the same people on record before the first file."""
+    TraitDefinition.objects.create(name="orders", type=TraitType.NUMBER, minimum=0)
+    kept = Profile.objects.create(
+        email="Person7@Example.com",
+        email_display="Person7@Example.com",
+        first_name="Old",
+        city="Paris",
+        traits={"vip_since": "2020", "orders": 9},
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        subscription_changed_at=datetime(2020, 1, 1, tzinfo=UTC),
+    )
+    ProfileTag.objects.create(profile=kept, name="VIP")
+    Suppression.objects.create(
+        email_hash=suppression_hash("ben.okafor+news@example.net"),
+        reason=SuppressionReason.ERASURE,
+        source="privacy_request",
+    )
+
+
+def files(load_fixture) -> list[tuple[str, bytes]]:
+    generated = generated_file(600, seed=7)
+    listed = [(name.rsplit("/", 1)[1], load_fixture(name)) for name in MAILCHIMP]
+    # The second runs meet every stored profile: the UPDATE and tag merge paths.
+    return [
+        *listed,
+        ("generated.csv", generated),
+        ("generated-again.csv", generated_file(600, seed=8)),
+        listed[0],
+        ("generated.csv", generated),
+    ]
+
+
+def snapshot() -> dict[str, list[tuple]]:
+    """Return every row an import writes, keyed by address instead of by id."""
+    profiles = Profile.objects.order_by("email").values_list(
+        "email",
+        "email_display",
+        "first_name",
+        "last_name",
+        "phone",
+        "city",
+        "region",
+        "country_code",
+        "timezone",
+        "traits",
+        "subscription_status",
+        "subscription_changed_at",
+        "suppressed_at",
+        "created_at",
+        "updated_at",
+    )
+    tags = ProfileTag.objects.order_by("profile__email", "name").values_list(
+        "profile__email", "name"
+    )
+    consents = ConsentRecord.objects.order_by(
+        "profile__email", "occurred_at", "status", "source", "id"
+    ).values_list(
+        "profile__email",
+        "channel",
+        "status",
+        "source",
+        "occurred_at",
+        "ip_address",
+        "wording",
+        "evidence",
+        "recorded_at",
+    )
+    suppressions = Suppression.objects.order_by("email_hash").values_list(
+        "email_hash", "reason", "source", "created_at"
+    )
+    imports = ContactImport.objects.order_by("id").values_list(
+        "filename",
+        "status",
+        "layout",
+        "records",
+        "accepted",
+        "rejected",
+        "duplicates_merged",
+        "profiles_created",
+        "profiles_updated",
+        "rows_total",
+        "rows_done",
+        "rejections",
+        "notes",
+        "error",
+    )
+    return {
+        "profiles": list(profiles),
+        "tags": list(tags),
+        "consents": list(consents),
+        "suppressions": list(suppressions),
+        "imports": list(imports),
+    }
+
+
+def everything_delete() -> None:
+    # The cascade removes tags and consent records with their profiles.
+    Profile.objects.all().delete()
+    Suppression.objects.all().delete()
+    ContactImport.objects.all().delete()
+    TraitDefinition.objects.all().delete()
+
+
+def imports_run(monkeypatch, to_import, *, copy: bool) -> tuple[dict, list[int]]:
+    """Import the files through one path at a frozen time; return what was written."""
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    # Small batches, so that the files span several of them.
+    monkeypatch.setattr(runs, "COPY_BATCH_SIZE", 64)
+    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 64)
+    real_copy = copying.contact_rows_copy
+    copied: list[int] = []
+
+    def counted_copy(rows, **kwargs):
+        copied.append(len(rows))
+        return real_copy(rows, **kwargs)
+
+    monkeypatch.setattr(runs, "contact_rows_copy", counted_copy)
+    with time_machine.travel(datetime(2025, 6, 1, 12, tzinfo=UTC), tick=False):
+        stored_people_create()
+        for filename, data in to_import:
+            contact_import_file(filename=filename, data=data)
+    return snapshot(), copied
+
+
+@pytest.mark.django_db
+def test_the_copy_path_writes_exactly_what_the_orm_path_writes(
+    monkeypatch, load_fixture
+):
+    to_import = files(load_fixture)
+    reference, not_copied = imports_run(monkeypatch, to_import, copy=False)
+    everything_delete()
+
+    written, copied = imports_run(monkeypatch, to_import, copy=True)
+
+    assert not_copied == []
+    assert len(copied) == 19
+    assert written["imports"] == reference["imports"]
+    assert written["profiles"] == reference["profiles"]
+    assert written["tags"] == reference["tags"]
+    assert written["consents"] == reference["consents"]
+    assert written["suppressions"] == reference["suppressions"]
+
+
+@pytest.mark.django_db
+def test_the_compared_files_reach_every_rule(monkeypatch, load_fixture):
+    written, _ = imports_run(monkeypatch, files(load_fixture), copy=True)
+
+    statuses = {row[10] for row in written["profiles"]}
+    assert statuses == {"subscribed", "unsubscribed", "cleaned", "not_subscribed"}
+    kinds = {note["kind"] for row in written["imports"] for note in row[-2]}
+    assert kinds == {"merged", "kept_status"}
+    reasons = {r["reason"] for row in written["imports"] for r in row[-3]}
+    assert reasons == {
+        "invalid_email",
+        "missing_email",
+        "erased",
+        "below_minimum",
+        "not_a_number",
+    }
+    assert ("Person7@Example.com", "VIP") in written["tags"]
+    smtputf8 = [
+        row[0] for row in written["profiles"] if "email_needs_smtputf8" in row[9]
+    ]
+    assert smtputf8 != []
+    assert all(email.startswith("josé") for email in smtputf8)
+    assert sum(row[8] for row in written["imports"]) > 0  # profiles updated
+    assert len([t for t in written["tags"] if t[1] == LONG_TAG[:100]]) > 0
+    assert len(written["suppressions"]) > 4
