@@ -1,4 +1,4 @@
-"""Marketer pages: dashboard, segments, campaigns, outbox; and the unsubscribe link."""
+"""Marketer pages: dashboard, campaigns, outbox; and the unsubscribe link."""
 
 from django.urls import path
 
@@ -6,7 +6,6 @@ from campaigns import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("segments/", views.segment_list, name="segment_list"),
     path("campaigns/", views.campaign_list, name="campaign_list"),
     path("campaigns/<slug:slug>/", views.campaign_detail, name="campaign_detail"),
     path("campaigns/<slug:slug>/send/", views.campaign_send, name="campaign_send"),

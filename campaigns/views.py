@@ -1,4 +1,4 @@
-"""Marketer pages (dashboard, segments, campaigns, outbox) and the public unsubscribe page."""
+"""Marketer pages (dashboard, campaigns, outbox) and the public unsubscribe page."""
 
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
@@ -17,9 +17,6 @@ from campaigns.unsubscribe import (
     message_from_token,
     message_unsubscribe,
 )
-from segments.compiler import RuleInvalid
-from segments.models import Segment
-from segments.selectors import segment_count
 
 
 @login_required
@@ -31,18 +28,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         ],
     }
     return render(request, "campaigns/dashboard.html", context)
-
-
-@login_required
-def segment_list(request: HttpRequest) -> HttpResponse:
-    rows = []
-    for segment in Segment.objects.order_by("name"):
-        try:
-            count, error = segment_count(segment), ""
-        except RuleInvalid as exc:
-            count, error = None, str(exc)
-        rows.append({"segment": segment, "count": count, "error": error})
-    return render(request, "campaigns/segment_list.html", {"rows": rows})
 
 
 @login_required

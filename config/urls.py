@@ -11,5 +11,6 @@ urlpatterns = [
     path("v1/", include("profiles.api_urls")),
     path("webhooks/", include("profiles.webhook_urls")),
     path("profiles/", include("profiles.urls")),
+    path("segments/", include("segments.urls")),
     path("", include("campaigns.urls")),
 ]

@@ -1,0 +1,157 @@
+"""Marketer pages for segments: the list with sizes, and the rule builder."""
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import messages as flash
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.text import slugify
+
+from profiles.access import staff_required
+from profiles.models import SubscriptionStatus
+from segments.geo import CONTINENTS
+from segments.language import (
+    COUNT_OPS,
+    DATE_OPS,
+    METRICS,
+    NUMBER_OPS,
+    PROFILE_DATE_FIELDS,
+    PROFILE_TEXT_FIELDS,
+    PROPERTY_OPS,
+    TEXT_OPS,
+    TRAIT_OPS,
+    RuleInvalid,
+)
+from segments.models import Segment
+from segments.preview import event_names, segment_summaries
+from segments.services import segment_save
+
+NEW_SEGMENT_RULE = {"all": []}
+
+
+class SegmentForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(
+        max_length=100,
+        required=False,
+        help_text="Left empty, it is made from the name. It cannot change later.",
+    )
+    description = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    rule = forms.CharField(
+        label="Rule (JSON)",
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args: Any, segment: Segment | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.segment = segment
+        if segment is not None:
+            self.fields["slug"].disabled = True
+
+    def clean_rule(self) -> Any:
+        try:
+            return json.loads(self.cleaned_data["rule"])
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"This is not valid JSON: {exc}") from exc
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.segment is not None:
+            cleaned["slug"] = self.segment.slug
+            return cleaned
+
+        slug = cleaned.get("slug") or slugify(cleaned.get("name", ""))
+        if not slug:
+            self.add_error("slug", "Give a slug: the name has no letters to make one.")
+        elif Segment.objects.filter(slug=slug).exists():
+            self.add_error("slug", f"The slug {slug!r} is already used.")
+        cleaned["slug"] = slug
+        return cleaned
+
+
+@staff_required
+def segment_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "segments/segment_list.html", {"rows": segment_summaries()})
+
+
+@staff_required
+def segment_new(request: HttpRequest) -> HttpResponse:
+    return _builder_page(request, segment=None)
+
+
+@staff_required
+def segment_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    segment = get_object_or_404(Segment, pk=pk)
+    return _builder_page(request, segment=segment)
+
+
+def _builder_page(request: HttpRequest, *, segment: Segment | None) -> HttpResponse:
+    form = SegmentForm(
+        request.POST if request.method == "POST" else None,
+        segment=segment,
+        initial=_initial(segment),
+    )
+    rule_errors: list[dict] = []
+    if form.is_valid():
+        try:
+            saved = segment_save(
+                name=form.cleaned_data["name"],
+                slug=form.cleaned_data["slug"],
+                description=form.cleaned_data["description"],
+                rule=form.cleaned_data["rule"],
+            )
+        except RuleInvalid as exc:
+            rule_errors = [{"path": e.path, "message": e.message} for e in exc.errors]
+        else:
+            flash.success(request, f"Segment “{saved.name}” saved.")
+            return redirect("segment_edit", pk=saved.pk)
+
+    context = {
+        "form": form,
+        "segment": segment,
+        "rule_errors": rule_errors,
+        "vocabulary": _vocabulary(exclude=segment),
+    }
+    status = 400 if request.method == "POST" else 200
+    return render(request, "segments/segment_edit.html", context, status=status)
+
+
+def _initial(segment: Segment | None) -> dict:
+    if segment is None:
+        return {"rule": json.dumps(NEW_SEGMENT_RULE)}
+    return {
+        "name": segment.name,
+        "slug": segment.slug,
+        "description": segment.description,
+        "rule": json.dumps(segment.rule, indent=2),
+    }
+
+
+def _vocabulary(*, exclude: Segment | None) -> dict:
+    """What the structured editor offers, taken from the rule language itself."""
+    others = Segment.objects.order_by("name").values("slug", "name")
+    if exclude is not None:
+        others = others.exclude(pk=exclude.pk)
+    return {
+        "text_fields": sorted(PROFILE_TEXT_FIELDS),
+        "date_fields": sorted(PROFILE_DATE_FIELDS),
+        "metrics": METRICS,
+        "ops": {
+            "text": sorted(TEXT_OPS),
+            "number": sorted(NUMBER_OPS),
+            "date": sorted(DATE_OPS),
+            "trait": sorted(TRAIT_OPS),
+            "property": sorted(PROPERTY_OPS),
+            "count": sorted(COUNT_OPS),
+        },
+        "continents": sorted(CONTINENTS),
+        "consent": [
+            {"value": v, "label": label} for v, label in SubscriptionStatus.choices
+        ],
+        "segments": list(others),
+        "events": event_names(),
+    }

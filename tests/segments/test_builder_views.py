@@ -1,0 +1,334 @@
+"""The builder's API and pages: staff only, exact counts, errors that name the node."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from profiles.models import SubscriptionStatus
+from segments.models import Segment
+from tests.factories import ProfileFactory, SegmentFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+PREVIEW = "/segments/api/preview"
+EXPLAIN = "/segments/api/explain"
+FRENCH = {"attribute": "country_code", "op": "eq", "value": "FR"}
+SUBSCRIBED = {"consent": "subscribed"}
+
+
+@pytest.fixture
+def marketer_client(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+@pytest.fixture
+def outsider_client(client):
+    client.force_login(UserFactory(username="outsider", is_staff=False))
+    return client
+
+
+@pytest.fixture
+def people() -> dict:
+    return {
+        "ana": ProfileFactory(email="ana@example.com", country_code="FR"),
+        "bo": ProfileFactory(
+            email="bo@example.com",
+            country_code="FR",
+            subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        ),
+        "cy": ProfileFactory(email=None, country_code="FR"),
+        "dee": ProfileFactory(email="dee@example.com", country_code="DE"),
+    }
+
+
+def post_json(client, url: str, body: dict):
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+def test_the_preview_counts_reasons_nodes_and_describes_the_rule(
+    marketer_client, people
+):
+    rule = {"any": [FRENCH, {"all": [SUBSCRIBED]}]}
+
+    response = post_json(marketer_client, PREVIEW, {"rule": rule})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["matched"], body["eligible"]) == (4, 2)
+    assert body["ineligible"] == {
+        "total": 2,
+        "no_email": 1,
+        "suppressed": 0,
+        "unsubscribed": 1,
+        "cleaned": 0,
+        "not_subscribed": 0,
+    }
+    assert [(c["path"], c["count"]) for c in body["conditions"]] == [
+        ("rule", 4),
+        ("rule.any[0]", 3),
+        ("rule.any[1]", 3),
+        ("rule.any[1].all[0]", 3),
+    ]
+    assert body["description"] == "(country_code is 'FR' OR subscription is subscribed)"
+    assert body["diff"] is None
+    assert len(body["sample"]) == 4
+    assert body["sample"][0] == {
+        "id": people["dee"].pk,
+        "email": "dee@example.com",
+        "name": "Pat",
+        "country": "DE",
+    }
+
+
+def test_the_preview_of_a_saved_segment_includes_the_diff(marketer_client, people):
+    segment = SegmentFactory(slug="french", rule=FRENCH)
+
+    response = post_json(
+        marketer_client,
+        PREVIEW,
+        {"rule": {"all": [FRENCH, SUBSCRIBED]}, "segment_id": segment.pk},
+    )
+
+    diff = response.json()["diff"]
+    assert (diff["unchanged"], diff["entering"], diff["leaving"]) == (False, 0, 1)
+    assert diff["leaving_sample"] == [
+        {
+            "id": people["bo"].pk,
+            "email": "bo@example.com",
+            "name": "Pat",
+            "country": "FR",
+        }
+    ]
+
+
+def test_a_bad_rule_gets_a_400_naming_each_node(marketer_client, people):
+    rule = {"all": [FRENCH, {"any": [{"consent": "maybe"}, {"metric": "height"}]}]}
+
+    response = post_json(marketer_client, PREVIEW, {"rule": rule})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [
+            {
+                "path": "rule.all[1].any[0]",
+                "message": (
+                    "'consent' must be one of "
+                    "subscribed, unsubscribed, cleaned, not_subscribed"
+                ),
+            },
+            {
+                "path": "rule.all[1].any[1]",
+                "message": (
+                    "unknown metric 'height': use average_order_value, "
+                    "engagement_score, favourite_category, first_order_at, "
+                    "last_clicked_at, last_opened_at, last_order_at, last_seen_at, "
+                    "lifetime_value, order_count"
+                ),
+            },
+        ]
+    }
+
+
+def test_a_missing_rule_and_an_unknown_segment_are_refused(marketer_client):
+    missing = post_json(marketer_client, PREVIEW, {})
+    unknown = post_json(marketer_client, PREVIEW, {"rule": FRENCH, "segment_id": 999})
+
+    assert missing.status_code == 400
+    assert missing.json() == {
+        "errors": [{"path": "rule", "message": "This field is required."}]
+    }
+    assert unknown.status_code == 400
+    assert unknown.json()["errors"][0]["path"] == "segment_id"
+
+
+def test_the_api_refuses_non_staff_and_anonymous_visitors(
+    client, outsider_client, people
+):
+    as_outsider = post_json(outsider_client, PREVIEW, {"rule": FRENCH})
+    client.logout()
+    as_anonymous = post_json(client, EXPLAIN, {"rule": FRENCH, "profile": "1"})
+
+    assert as_outsider.status_code == 403
+    assert "matched" not in as_outsider.json()
+    assert as_anonymous.status_code == 403
+    assert "in" not in as_anonymous.json()
+
+
+def test_explain_says_which_nodes_held_and_failed(marketer_client, people):
+    rule = {"all": [FRENCH, SUBSCRIBED]}
+
+    response = post_json(
+        marketer_client, EXPLAIN, {"rule": rule, "profile": "BO@example.com"}
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["in"] is False
+    assert body["profile"] == {
+        "id": people["bo"].pk,
+        "email": "bo@example.com",
+        "name": "Pat",
+    }
+    assert [(n["path"], n["held"]) for n in body["nodes"]] == [
+        ("rule", False),
+        ("rule.all[0]", True),
+        ("rule.all[1]", False),
+    ]
+    assert body["summary"] == "Out because: subscription is subscribed (failed)"
+
+
+def test_explain_finds_a_profile_by_id_and_says_when_there_is_none(
+    marketer_client, people
+):
+    by_id = post_json(
+        marketer_client, EXPLAIN, {"rule": FRENCH, "profile": str(people["ana"].pk)}
+    )
+    nobody = post_json(
+        marketer_client, EXPLAIN, {"rule": FRENCH, "profile": "zed@example.com"}
+    )
+
+    assert by_id.json()["in"] is True
+    assert nobody.status_code == 404
+    assert nobody.json()["errors"][0]["path"] == "profile"
+
+
+def test_explain_refuses_a_bad_rule_with_its_path(marketer_client, people):
+    response = post_json(
+        marketer_client,
+        EXPLAIN,
+        {"rule": {"any": [{"suppressed": "yes"}]}, "profile": "ana@example.com"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"path": "rule.any[0]", "message": "'suppressed' must be true or false"}
+    ]
+
+
+# Pages ---------------------------------------------------------------------
+
+
+def test_the_list_shows_each_segment_with_its_size(marketer_client, people):
+    segment = SegmentFactory(name="French", slug="french", rule=FRENCH)
+
+    response = marketer_client.get(reverse("segment_list"))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f'href="/segments/{segment.pk}/"' in page
+    assert '<span data-segment="french">3</span>' in page
+
+
+def test_the_pages_send_anonymous_visitors_to_sign_in_and_refuse_outsiders(
+    client, outsider_client
+):
+    segment = SegmentFactory()
+
+    refused = outsider_client.get(reverse("segment_edit", args=[segment.pk]))
+    client.logout()
+    anonymous = client.get(reverse("segment_list"))
+
+    assert refused.status_code == 403
+    assert anonymous.status_code == 302
+    assert anonymous["Location"] == "/accounts/login/?next=/segments/"
+
+
+def test_a_marketer_creates_a_segment(marketer_client):
+    response = marketer_client.post(
+        reverse("segment_new"),
+        {
+            "name": "French readers",
+            "slug": "",
+            "description": "In France",
+            "rule": json.dumps({"all": [FRENCH]}),
+        },
+    )
+
+    segment = Segment.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/segments/{segment.pk}/"
+    assert (segment.slug, segment.description) == ("french-readers", "In France")
+    assert segment.rule == {"all": [FRENCH]}
+    assert segment.dependencies == ["field:country_code"]
+
+
+def test_a_new_segment_cannot_take_a_slug_in_use(marketer_client):
+    SegmentFactory(slug="french", rule=FRENCH)
+
+    response = marketer_client.post(
+        reverse("segment_new"),
+        {"name": "French", "slug": "", "rule": json.dumps(SUBSCRIBED)},
+    )
+
+    assert response.status_code == 400
+    assert "The slug &#x27;french&#x27; is already used." in response.content.decode()
+    assert Segment.objects.get().rule == FRENCH
+
+
+def test_an_invalid_rule_is_shown_next_to_its_node_and_nothing_is_saved(
+    marketer_client,
+):
+    segment = SegmentFactory(name="French", slug="french", rule=FRENCH)
+    bad = {"all": [FRENCH, {"consent": "maybe"}]}
+
+    response = marketer_client.post(
+        reverse("segment_edit", args=[segment.pk]),
+        {"name": "Renamed", "description": "", "rule": json.dumps(bad)},
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "<code>rule.all[1]</code>: &#x27;consent&#x27; must be one of" in page
+    # The same errors go to the editor, which marks the node.
+    assert '"path": "rule.all[1]"' in page
+    segment.refresh_from_db()
+    assert (segment.name, segment.rule, segment.version) == ("French", FRENCH, 1)
+
+
+def test_text_that_is_not_json_is_refused(marketer_client):
+    segment = SegmentFactory(slug="french", rule=FRENCH)
+
+    response = marketer_client.post(
+        reverse("segment_edit", args=[segment.pk]),
+        {"name": "French", "rule": "{all: ["},
+    )
+
+    assert response.status_code == 400
+    assert "This is not valid JSON" in response.content.decode()
+    segment.refresh_from_db()
+    assert segment.rule == FRENCH
+
+
+def test_editing_saves_the_rule_under_the_same_slug(marketer_client):
+    segment = SegmentFactory(name="French", slug="french", rule=FRENCH)
+    rule = {"all": [FRENCH, SUBSCRIBED]}
+
+    response = marketer_client.post(
+        reverse("segment_edit", args=[segment.pk]),
+        {"name": "French subscribers", "slug": "ignored", "rule": json.dumps(rule)},
+    )
+
+    assert response.status_code == 302
+    segment.refresh_from_db()
+    assert (segment.slug, segment.name, segment.version) == (
+        "french",
+        "French subscribers",
+        2,
+    )
+    assert segment.rule == rule
+    assert Segment.objects.count() == 1
+
+
+def test_the_edit_page_carries_the_rule_and_the_editor_vocabulary(marketer_client):
+    SegmentFactory(name="Other", slug="other")
+    segment = SegmentFactory(name="French", slug="french", rule=FRENCH)
+
+    response = marketer_client.get(reverse("segment_edit", args=[segment.pk]))
+
+    vocabulary = response.context["vocabulary"]
+    assert response.status_code == 200
+    assert vocabulary["segments"] == [{"slug": "other", "name": "Other"}]
+    assert vocabulary["continents"][:2] == ["Africa", "Asia"]
+    assert f'data-segment-id="{segment.pk}"' in response.content.decode()
