@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import BooleanField, Case, Exists, OuterRef, Q, Value, When
+from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from profiles.models import Profile
@@ -205,14 +205,14 @@ def _apply_rule(
         f"UPDATE {stays} SET left_at = %s "  # noqa: S608
         f"WHERE {stays}.segment_id = %s AND {stays}.left_at IS NULL {in_range} "
         f"AND NOT EXISTS (SELECT 1 FROM ({members_sql}) AS members "
-        f"WHERE members.id = {stays}.profile_id)"
+        f"WHERE members.member_id = {stays}.profile_id)"
     )
     # ON CONFLICT: a profile entered on the real-time path since the SELECT began.
     enter_sql = (
         f"INSERT INTO {stays} (segment_id, profile_id, entered_at) "  # noqa: S608
-        f"SELECT %s, members.id, %s FROM ({members_sql}) AS members "
+        f"SELECT %s, members.member_id, %s FROM ({members_sql}) AS members "
         f"WHERE NOT EXISTS (SELECT 1 FROM {stays} AS stay "
-        "WHERE stay.segment_id = %s AND stay.profile_id = members.id "
+        "WHERE stay.segment_id = %s AND stay.profile_id = members.member_id "
         "AND stay.left_at IS NULL) "
         "ON CONFLICT DO NOTHING"
     )
@@ -236,13 +236,15 @@ def _members_sql(
     if id_range is not None:
         members = members.filter(pk__gt=id_range[0], pk__lte=id_range[1])
 
-    query = members.values_list("pk").order_by().query
+    # Named explicitly: the statements around it read the column as member_id.
+    query = members.annotate(member_id=F("pk")).values_list("member_id").order_by()
+    query = query.query
     try:
         sql, params = query.get_compiler(using=using).as_sql()
     except EmptyResultSet:
         # The rule can match no one (an empty 'any'): a query that selects nothing.
         table = connections[using].ops.quote_name(Profile._meta.db_table)
-        return f"SELECT {table}.id FROM {table} WHERE 1 = 0", []  # noqa: S608
+        return f"SELECT {table}.id AS member_id FROM {table} WHERE 1 = 0", []  # noqa: S608
     return sql, list(params)
 
 
@@ -282,7 +284,7 @@ def segment_rebuild_batch(
     batch_size: int | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> RebuildProgress:
-    """Rebuild the stays of profiles after_id < id <= after_id + batch_size.
+    """Rebuild the stays of the next batch_size profile ids after after_id.
 
     Stops without writing if the claim was lost, and finishes (releasing the claim)
     when a cancel was asked for, when no profile is left or when the rule fails.
@@ -304,13 +306,19 @@ def segment_rebuild_batch(
         )
         return RebuildProgress(done=True, after_id=after_id, claimed_at=None)
 
-    last_id = Profile.objects.using(using).order_by("-pk").values_list("pk", flat=True)
-    last_id = last_id.first() or 0
-    if after_id >= last_id:
+    # Ranges start at the next profile that exists, so gaps in the ids cost nothing.
+    next_id = (
+        Profile.objects.using(using)
+        .filter(pk__gt=after_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if next_id is None:
         _rebuild_finish(segment, claimed_at, now=now, using=using)
         return RebuildProgress(done=True, after_id=after_id, claimed_at=None)
 
-    upper = min(after_id + batch_size, last_id)
+    upper = next_id - 1 + batch_size
     try:
         with transaction.atomic(using=using):
             entered, left = _apply_rule(
@@ -437,23 +445,22 @@ def profile_memberships_refresh(
     words = None if changed is None else set(changed)
     changes: list[MembershipChange] = []
 
-    with transaction.atomic(using=using):
-        while words is None or words:
-            candidates = [
-                segment
-                for segment in segments
-                if segment.pk not in evaluated
-                and (words is None or words.intersection(segment.dependencies))
-            ]
-            if not candidates:
-                break
+    while words is None or words:
+        candidates = [
+            segment
+            for segment in segments
+            if segment.pk not in evaluated
+            and (words is None or words.intersection(segment.dependencies))
+        ]
+        if not candidates:
+            break
 
-            evaluated.update(segment.pk for segment in candidates)
-            moved = _profile_apply(
-                profile_id, candidates, now=now, using=using, lookup=lookup
-            )
-            changes.extend(moved)
-            words = {f"segment:{slugs[change.segment_id]}" for change in moved}
+        evaluated.update(segment.pk for segment in candidates)
+        moved = _profile_apply(
+            profile_id, candidates, now=now, using=using, lookup=lookup
+        )
+        changes.extend(moved)
+        words = {f"segment:{slugs[change.segment_id]}" for change in moved}
 
     if changes:
         transaction.on_commit(
@@ -479,8 +486,12 @@ def _profile_apply(
 
     entering = [pk for pk, (matches, inside) in state.items() if matches and not inside]
     leaving = [pk for pk, (matches, inside) in state.items() if inside and not matches]
-    entered = _stays_open(profile_id, entering, now=now, using=using)
-    left = _stays_close(profile_id, leaving, now=now, using=using)
+    if not entering and not leaving:
+        return []
+
+    with transaction.atomic(using=using):
+        entered = _stays_open(profile_id, entering, now=now, using=using)
+        left = _stays_close(profile_id, leaving, now=now, using=using)
 
     return [
         *(MembershipChange(pk, profile_id, ENTERED, now) for pk in sorted(entered)),
