@@ -517,15 +517,17 @@
       return;
     }
     const list = (rows) => el("ul", { class: "people" }, rows.map((row) => el("li", {}, [profileLink(row)])));
-    box.replaceChildren(
-      el("p", {}, [
-        el("strong", { "data-entering": "", text: `+${diff.entering.toLocaleString()}` }), " would enter, ",
-        el("strong", { "data-leaving": "", text: `−${diff.leaving.toLocaleString()}` }), " would leave.",
-      ]),
-      diff.entering_sample.length ? list(diff.entering_sample) : null,
-      diff.leaving_sample.length ? el("p", { class: "muted", text: "Leaving:" }) : null,
-      diff.leaving_sample.length ? list(diff.leaving_sample) : null,
-    );
+    const parts = [el("p", {}, [
+      el("strong", { "data-entering": "", text: `+${diff.entering.toLocaleString()}` }), " would enter, ",
+      el("strong", { "data-leaving": "", text: `−${diff.leaving.toLocaleString()}` }), " would leave.",
+    ])];
+    if (diff.entering_sample.length) {
+      parts.push(el("p", { class: "muted", text: "Entering, for example:" }), list(diff.entering_sample));
+    }
+    if (diff.leaving_sample.length) {
+      parts.push(el("p", { class: "muted", text: "Leaving, for example:" }), list(diff.leaving_sample));
+    }
+    box.replaceChildren(...parts);
   }
 
   // Errors, from the API or from a refused save, shown at the node they are about.
