@@ -32,6 +32,7 @@ from profiles.models import (
     RejectedEvent,
 )
 from profiles.processing_identify import (
+    IdentifyChange,
     identify_change_read,
     identify_change_set,
     identify_rejections,
@@ -47,6 +48,7 @@ from profiles.processing_traits import (
 from profiles.processing_writes import (
     events_finish,
     identities_insert,
+    profiles_create,
     profiles_identify_write,
 )
 from profiles.services import profile_get_or_create_by_email
@@ -64,7 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EVENT_CHUNK_SIZE = 500
+EVENT_CHUNK_SIZE = 1000
+CHUNK_ATTEMPTS = 3
 # What processing reads of an event; properties are left to the SQL of the traits.
 EVENT_FIELDS_READ = (
     "message_id",
@@ -90,6 +93,10 @@ PROFILE_FIELDS_FILLED_ON_MERGE = (
     "timezone",
 )
 IdentityKey = tuple[str, str]
+
+
+class IdentityTaken(Exception):
+    """Another worker linked one of a chunk's new ids first; the chunk is redone."""
 
 
 class EventUnresolvable(Exception):
@@ -120,7 +127,7 @@ def _events_process_queryset(pending: QuerySet[Event], *, limit: int | None) -> 
         size = (
             EVENT_CHUNK_SIZE if limit is None else min(EVENT_CHUNK_SIZE, limit - done)
         )
-        processed = _chunk_process(pending, size=size, schema=schema)
+        processed = _chunk_redone_if_raced(pending, size=size, schema=schema)
         if processed == 0:
             break
         done += processed
@@ -128,6 +135,19 @@ def _events_process_queryset(pending: QuerySet[Event], *, limit: int | None) -> 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
+
+
+def _chunk_redone_if_raced(
+    pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
+) -> int:
+    for _ in range(CHUNK_ATTEMPTS - 1):
+        try:
+            return _chunk_process(pending, size=size, schema=schema)
+        except IdentityTaken:
+            # Rolled back whole; the other worker's ids are committed by now, so
+            # the next attempt sees them.
+            logger.warning("Event chunk redone: another worker linked its ids first")
+    return _chunk_process(pending, size=size, schema=schema)
 
 
 @transaction.atomic
@@ -186,12 +206,17 @@ class _Chunk:
         )
         wanted = {*self.owners.values(), *self.email_owners.values()}
         wanted |= {event.profile_id for event in events}
-        self.profiles = _profiles_lock({pk for pk in wanted if pk is not None})
-        self.user_ids = _user_ids_load(set(self.profiles))
+        # Every profile the chunk may touch is locked; only those an identify may
+        # change are read whole.
+        self.locked = _profiles_lock({pk for pk in wanted if pk is not None})
+        self.profiles = _profiles_read(self._identify_profile_ids(events))
+        self.user_ids = _user_ids_load(set(self.locked))
         self._new_people_create(events)
         self.dirty: set[int] = set()
-        # Events attached in memory (event pk -> profile pk), written by `flush`.
+        # Written by `flush`: events attached (event pk -> profile pk) and the
+        # (profile pk, kind, value) identities linked in memory.
         self.attached: dict[int, int] = {}
+        self.linked: list[tuple[int, str, str]] = []
 
     def apply(self, event: Event) -> None:
         """Attach one event to its profile, quickly unless it may merge profiles."""
@@ -210,7 +235,7 @@ class _Chunk:
 
     def finish(self, *, events: list[Event], failed: dict[int, str]) -> None:
         """Write everything the chunk did and bring its profiles' traits up to date."""
-        profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
+        self.flush()
         events_finish(
             event_ids=[event.pk for event in events],
             profiles=self.attached,
@@ -222,7 +247,18 @@ class _Chunk:
     def profile(self, pk: int) -> Profile:
         if pk not in self.profiles:
             self.profiles[pk] = Profile.objects.select_for_update().get(pk=pk)
+            self.locked[pk] = self.profiles[pk].email
         return self.profiles[pk]
+
+    def _identify_profile_ids(self, events: list[Event]) -> set[int]:
+        keys = [
+            key
+            for event in events
+            if event.type == EventType.IDENTIFY
+            for key in _identity_keys(event)
+        ]
+        found = {self.owners[key] for key in keys} | set(self.email_owners.values())
+        return {pk for pk in found if pk is not None}
 
     def owner(self, key: IdentityKey) -> int | None:
         if key not in self.owners:
@@ -242,6 +278,11 @@ class _Chunk:
 
     def flush(self) -> None:
         """Write what the quick path changed in memory, before a careful event."""
+        if self.linked:
+            added = identities_insert(rows=self.linked)
+            if len(added) != len(self.linked):
+                raise IdentityTaken("Another worker linked one of the chunk's ids.")
+            self.linked = []
         profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
         self.dirty = set()
         if self.attached:
@@ -257,7 +298,7 @@ class _Chunk:
         if event.type == EventType.ALIAS or event.pk in self.emails.unreadable:
             return None
         if not event.user_id and not event.anonymous_id:
-            known = event.profile_id in self.profiles
+            known = event.profile_id in self.locked
             return _Plan(profile_id=event.profile_id, missing=[]) if known else None
 
         owners = {key: self.owner(key) for key in _identity_keys(event)}
@@ -292,42 +333,59 @@ class _Chunk:
         return not self.user_ids_of(profile_id)
 
     def _apply_quickly(self, event: Event, plan: _Plan) -> int:
-        profile = self._profile_for(plan.profile_id)
-        if plan.missing and not self._identities_add(profile, plan.missing):
-            # Another worker took one of the ids meanwhile: link it carefully.
-            if plan.profile_id is None and not self._owns_any(profile.pk):
-                Profile.objects.filter(pk=profile.pk).delete()
-                self.profiles.pop(profile.pk)
-            return self._apply_carefully(event)
-
-        self._email_take(event, profile)
+        # Read an identify's change first: an event that fails links nothing.
+        change = None
         if event.type == EventType.IDENTIFY:
+            known = plan.profile_id is not None
+            profile = self.profile(plan.profile_id) if known else Profile()
             change = identify_change_read(
                 profile=profile,
                 traits=event.traits,
                 context=event.context,
                 schema=self.schema,
             )
-            identify_change_set(profile=profile, change=change)
-            self.dirty.add(profile.pk)
-            self.rejections += identify_rejections(event=event, change=change)
 
-        self.attached[event.pk] = profile.pk
-        return profile.pk
+        if plan.profile_id is None:
+            profile_id = self._newcomer_create(plan.missing)
+            if profile_id is None:
+                # Another worker took one of the ids meanwhile: link it carefully.
+                return self._apply_carefully(event)
+        else:
+            profile_id = plan.profile_id
+            self._link(profile_id, plan.missing)
 
-    def _profile_for(self, pk: int | None) -> Profile:
-        if pk is not None:
-            return self.profile(pk)
+        if change is not None:
+            self._identify_apply(event, self.profile(profile_id), change)
+        self.attached[event.pk] = profile_id
+        return profile_id
 
-        profile = Profile.objects.create()
-        self.profiles[profile.pk] = profile
-        self.user_ids[profile.pk] = set()
-        return profile
+    def _identify_apply(
+        self, event: Event, profile: Profile, change: IdentifyChange
+    ) -> None:
+        self._email_take(event, profile)
+        identify_change_set(profile=profile, change=change)
+        self.dirty.add(profile.pk)
+        self.rejections += identify_rejections(event=event, change=change)
 
-    def _identities_add(self, profile: Profile, keys: list[IdentityKey]) -> bool:
-        added = identities_insert(rows=[(profile.pk, *key) for key in keys])
+    def _link(self, profile_id: int, keys: list[IdentityKey]) -> None:
+        # Written by `flush`, which redoes the chunk if another worker was first.
+        rows = {(profile_id, *key) for key in keys}
+        self.linked += rows
+        self._owners_note(rows)
+
+    def _newcomer_create(self, keys: list[IdentityKey]) -> int | None:
+        (profile_id,) = profiles_create(count=1)
+        self.locked[profile_id] = None
+        self.user_ids[profile_id] = set()
+        added = identities_insert(rows=[(profile_id, *key) for key in keys])
         self._owners_note(added)
-        return len(added) == len(keys)
+        if len(added) == len(keys):
+            return profile_id
+
+        if not added:
+            Profile.objects.filter(pk=profile_id).delete()
+            self.locked.pop(profile_id)
+        return None
 
     def _owners_note(self, added: set[tuple[int, str, str]]) -> None:
         for profile_id, kind, value in added:
@@ -350,16 +408,16 @@ class _Chunk:
         if not newcomers:
             return
 
-        profiles = Profile.objects.bulk_create([Profile() for _ in newcomers])
-        self.user_ids.update({profile.pk: set() for profile in profiles})
+        profile_ids = profiles_create(count=len(newcomers))
+        self.user_ids.update({pk: set() for pk in profile_ids})
         rows = [
-            (profile.pk, *key)
-            for profile, keys in zip(profiles, newcomers, strict=True)
+            (profile_id, *key)
+            for profile_id, keys in zip(profile_ids, newcomers, strict=True)
             for key in keys
         ]
         added = identities_insert(rows=rows)
         self._owners_note(added)
-        self._newcomers_keep(profiles, added)
+        self._newcomers_keep(profile_ids, added)
 
     def _is_newcomer(
         self, event: Event, keys: list[IdentityKey], named: set[IdentityKey]
@@ -374,17 +432,17 @@ class _Chunk:
         )
 
     def _newcomers_keep(
-        self, profiles: list[Profile], added: set[tuple[int, str, str]]
+        self, profile_ids: list[int], added: set[tuple[int, str, str]]
     ) -> None:
         # A concurrent worker may have taken a newcomer's ids first: a profile that
         # got none of its ids is dropped, and its event goes the careful way.
         owning = {profile_id for profile_id, _, _ in added}
-        for profile in profiles:
-            if profile.pk in owning:
-                self.profiles[profile.pk] = profile
+        for profile_id in profile_ids:
+            if profile_id in owning:
+                self.locked[profile_id] = None
             else:
-                self.user_ids.pop(profile.pk)
-        orphans = [profile.pk for profile in profiles if profile.pk not in owning]
+                self.user_ids.pop(profile_id)
+        orphans = [pk for pk in profile_ids if pk not in owning]
         if orphans:
             Profile.objects.filter(pk__in=orphans).delete()
 
@@ -399,6 +457,7 @@ class _Chunk:
         # _email_fits made sure no other profile holds this address.
         profile.email = email.key
         profile.email_display = email.display
+        self.locked[profile.pk] = email.key
         self.email_owners[email.key] = profile.pk
         self.dirty.add(profile.pk)
 
@@ -431,6 +490,7 @@ class _Chunk:
             k: v for k, v in self.email_owners.items() if v not in involved
         }
         for pk in involved:
+            self.locked.pop(pk, None)
             self.profiles.pop(pk, None)
             self.user_ids.pop(pk, None)
 
@@ -504,10 +564,14 @@ def _user_ids_load(pks: set[int]) -> dict[int, set[str]]:
     return user_ids
 
 
-def _profiles_lock(pks: set[int]) -> dict[int, Profile]:
+def _profiles_lock(pks: set[int]) -> dict[int, str | None]:
     # In pk order, so two workers locking overlapping profiles never deadlock here.
     rows = Profile.objects.select_for_update().filter(pk__in=pks).order_by("pk")
-    return {profile.pk: profile for profile in rows}
+    return dict(rows.values_list("pk", "email"))
+
+
+def _profiles_read(pks: set[int]) -> dict[int, Profile]:
+    return {profile.pk: profile for profile in Profile.objects.filter(pk__in=pks)}
 
 
 def _event_apply(

@@ -674,3 +674,42 @@ def _waits_on_a_lock(*, seconds: float) -> bool:
                 return True
             threading.Event().wait(0.05)
     return False
+
+
+def test_a_chunk_is_redone_when_another_worker_links_its_new_id_first(
+    transactional_db,
+):
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-link"
+    )
+    track("linking", user_id="usr_7100", anonymous_id="anon-link", event="A")
+    inserted, blocked = threading.Event(), threading.Event()
+    other: dict[str, int] = {}
+
+    def other_worker() -> None:
+        with transaction.atomic():
+            profile = Profile.objects.create()
+            ProfileIdentity.objects.create(
+                profile=profile, kind=IdentityKind.USER_ID, value="usr_7100"
+            )
+            other["profile"] = profile.pk
+            inserted.set()
+            if _waits_on_a_lock(seconds=10):
+                blocked.set()
+        connection.close()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    assert inserted.wait(timeout=10)
+    try:
+        assert events_process_pending() == 1
+    finally:
+        worker.join()
+
+    assert blocked.is_set()
+    assert event_profile_id("linking") == anonymous.pk
+    assert profile_of("usr_7100").pk == anonymous.pk
+    assert list(Profile.objects.values_list("pk", flat=True)) == [anonymous.pk]
+    merge = ProfileMerge.objects.get()
+    assert (merge.kept_id, merge.merged_profile_id) == (anonymous.pk, other["profile"])
