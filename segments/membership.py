@@ -16,15 +16,16 @@ one segment at once, and a claim older than SEGMENT_REFRESH_STALE_AFTER_SECONDS 
 taken to be abandoned (see ``segment_refreshes_reap``).
 """
 
+import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models import F, Q
 from django.utils import timezone
 
 from profiles.models import Profile
@@ -75,6 +76,9 @@ class _Lookup(SegmentLookup):
     def __init__(self, using: str, rules: dict[str, dict] | None = None) -> None:
         self.using = using
         self.rules = rules
+        # Changes whenever any rule does, so SQL compiled from the rules is reused
+        # only while every rule it may have inlined is the same.
+        self.fingerprint = hash(json.dumps(rules, sort_keys=True)) if rules else None
 
     def rule_of(self, slug: str) -> dict | None:
         if self.rules is not None:
@@ -230,8 +234,10 @@ def _members_sql(
     now: datetime,
     using: str,
     id_range: tuple[int, int] | None = None,
+    lookup: SegmentLookup | None = None,
 ) -> tuple[str, list]:
-    rule = rule_compile(segment.rule, now=now, lookup=_Lookup(using), slug=segment.slug)
+    lookup = lookup or _Lookup(using)
+    rule = rule_compile(segment.rule, now=now, lookup=lookup, slug=segment.slug)
     members = Profile.objects.using(using).filter(rule)
     if id_range is not None:
         members = members.filter(pk__gt=id_range[0], pk__lte=id_range[1])
@@ -505,49 +511,74 @@ def _profile_state(
     *,
     now: datetime,
     using: str,
-    lookup: SegmentLookup,
+    lookup: "_Lookup",
 ) -> dict[int, tuple[bool, bool]] | None:
     """Return {segment id: (rule matches, stay open)} from one query; None if no profile.
 
-    Each segment adds two columns to a query over the one profile: a CASE on its
-    compiled rule and an EXISTS on its open stay.
+    Each segment adds two EXISTS columns to a query over the one profile: one over
+    its members' SQL narrowed to this profile, one over its open stay.
     """
-    columns = {}
+    connection = connections[using]
+    stays = connection.ops.quote_name(SegmentMembership._meta.db_table)
+    profiles = connection.ops.quote_name(Profile._meta.db_table)
+    columns, params, segment_ids = [], [], []
     for segment in segments:
-        try:
-            rule = rule_compile(segment.rule, now=now, lookup=lookup, slug=segment.slug)
-        except RuleInvalid:
-            logger.warning(
-                "Segment rule no longer compiles", extra={"segment_id": segment.pk}
-            )
+        members = _members_sql_cached(segment, now=now, using=using, lookup=lookup)
+        if members is None:
             continue
-        columns[f"m{segment.pk}"] = Case(
-            When(rule, then=Value(True)),
-            default=Value(False),
-            output_field=BooleanField(),
+
+        members_sql, members_params = members
+        columns.append(
+            f"EXISTS (SELECT 1 FROM ({members_sql}) AS members "  # noqa: S608
+            "WHERE members.member_id = target.id)"
         )
-        columns[f"o{segment.pk}"] = Exists(
-            SegmentMembership.objects.filter(
-                segment_id=segment.pk, profile_id=OuterRef("pk"), left_at__isnull=True
-            )
+        columns.append(
+            f"EXISTS (SELECT 1 FROM {stays} AS stay WHERE stay.segment_id = %s "  # noqa: S608
+            "AND stay.profile_id = target.id AND stay.left_at IS NULL)"
         )
+        params.extend([*members_params, segment.pk])
+        segment_ids.append(segment.pk)
     if not columns:
         return {}
 
-    row = (
-        Profile.objects.using(using)
-        .filter(pk=profile_id)
-        .annotate(**columns)
-        .values(*columns)
-        .first()
-    )
+    sql = f"SELECT {', '.join(columns)} FROM {profiles} AS target WHERE target.id = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, profile_id])
+        row = cursor.fetchone()
     if row is None:
         return None
     return {
-        int(name[1:]): (bool(row[name]), bool(row[f"o{name[1:]}"]))
-        for name in columns
-        if name.startswith("m")
+        pk: (bool(row[2 * n]), bool(row[2 * n + 1])) for n, pk in enumerate(segment_ids)
     }
+
+
+# Compiling 50 rules and rendering their SQL costs far more than running it, so the
+# SQL is kept per process for a few seconds: the rules' windows are then measured
+# from the start of that slice, never more than RULE_SQL_REUSE_SECONDS old.
+RULE_SQL_REUSE_SECONDS = 10
+_rule_sql: dict = {"key": None, "sql": {}}
+
+
+def _members_sql_cached(
+    segment: Segment, *, now: datetime, using: str, lookup: "_Lookup"
+) -> tuple[str, list] | None:
+    epoch = int(now.timestamp()) // RULE_SQL_REUSE_SECONDS * RULE_SQL_REUSE_SECONDS
+    as_of = datetime.fromtimestamp(epoch, tz=now.tzinfo or UTC)
+    key = (using, as_of, lookup.fingerprint)
+    if _rule_sql["key"] != key:
+        _rule_sql["key"], _rule_sql["sql"] = key, {}
+    if segment.pk in _rule_sql["sql"]:
+        return _rule_sql["sql"][segment.pk]
+
+    try:
+        members = _members_sql(segment, now=as_of, using=using, lookup=lookup)
+    except RuleInvalid:
+        logger.warning(
+            "Segment rule no longer compiles", extra={"segment_id": segment.pk}
+        )
+        members = None
+    _rule_sql["sql"][segment.pk] = members
+    return members
 
 
 def _stays_open(

@@ -257,8 +257,8 @@ def test_only_segments_that_read_what_changed_are_re_evaluated():
         q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]
     ]
     assert len(statements) == 3  # the segments, one evaluation, one insert
-    assert f'"m{gold.pk}"' in statements[1]
-    assert f'"m{french.pk}"' not in statements[1]
+    assert f"stay.segment_id = {gold.pk} " in statements[1]
+    assert f"stay.segment_id = {french.pk} " not in statements[1]
 
 
 def test_a_change_that_no_segment_reads_costs_one_query(django_assert_num_queries):
