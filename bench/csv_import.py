@@ -137,7 +137,8 @@ def import_measure(path: Path, profile: bool) -> tuple[float, object]:
 
     if profiler:
         stats = pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative")
-        stats.print_stats(35)
+        stats.print_stats(25)
+        stats.sort_stats("tottime").print_stats(25)
     return elapsed, result
 
 

@@ -4,13 +4,12 @@
 caller's transaction, the same counts, notes and erased rows) and decides every row
 with the same consent rules, but moves the data without model objects: existing
 profiles are found by COPYing the batch's keys into a temporary table, new profiles
-get their ids from the sequence and are COPYed straight into their table together
-with their tags and consent records, and changed profiles are updated from a COPYed
+are COPYed straight into their table, then their tags and consent records under the
+ids the same keys find, and changed profiles are updated from a COPYed
 staging table in one set-based UPDATE that fills only what the row states.
 """
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,7 +49,6 @@ TEXT_FIELDS = (
     "timezone",
 )
 PROFILE_COLUMNS = (
-    "id",
     "email",
     "email_display",
     *TEXT_FIELDS,
@@ -71,6 +69,8 @@ CONSENT_COLUMNS = (
     "evidence",
 )
 TAG_COLUMNS = ("profile_id", "name")
+# A status as plain text, whether a member or its value: psycopg dumps an Enum by name.
+STATUS_VALUES = {status: status.value for status in SubscriptionStatus}
 
 # Temporary tables live until the batch's transaction commits.
 KEYS_TABLE_SQL = (
@@ -98,12 +98,12 @@ DROP_TABLES_SQL = (
 EXISTING_SQL = """
 SELECT k.email_key, p.id, p.email, p.subscription_status, p.subscription_changed_at
 FROM bespoke_import_key k
-JOIN profiles_profile p ON lower(p.email) = k.email_key
+JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
 """
 RECORDED_SQL = """
 SELECT c.profile_id, c.status, c.occurred_at
 FROM bespoke_import_key k
-JOIN profiles_profile p ON lower(p.email) = k.email_key
+JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
 JOIN profiles_consentrecord c ON c.profile_id = p.id
 WHERE c.source = %s
 """
@@ -173,8 +173,9 @@ class _Batch:
     states: dict[str, ProfileState]
     recorded: set[tuple[int, str, datetime]]
     new_profiles: list[tuple[Any, ...]]
+    new_states: list[ProfileState]
     changes: list[tuple[Any, ...]]
-    new_tags: list[tuple[int, str]]
+    new_tags: list[tuple[ProfileState, str]]
     old_tags: list[tuple[int, int, str]]
 
 
@@ -192,11 +193,11 @@ def contact_rows_copy(
     with connection.connection.cursor() as cursor:
         batch = _batch_load(cursor, rows, source=source, filename=filename)
         pending = PendingWrites()
-        ids = _ids_reserve(cursor, len(rows) - len(batch.states))
         for row in rows:
-            _row_sort(batch, row, pending, outcome, ids)
+            _row_sort(batch, row, pending, outcome)
 
         _profiles_copy(cursor, batch)
+        _new_ids_fetch(cursor, batch)
         _changes_apply(cursor, batch)
         _tags_copy(cursor, batch)
         _consents_copy(cursor, batch, pending.consents)
@@ -232,20 +233,9 @@ def _batch_load(
     if states:
         cursor.execute(RECORDED_SQL, [source])
         recorded = set(cursor.fetchall())
-    return _Batch(source, filename, timezone.now(), states, recorded, [], [], [], [])
-
-
-def _ids_reserve(cursor: Cursor, count: int) -> Iterator[int]:
-    """Take ids for the new profiles from the table's own sequence, in row order."""
-    if not count:
-        return iter(())
-
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('profiles_profile', 'id')) "
-        "FROM generate_series(1, %s)",
-        [count],
+    return _Batch(
+        source, filename, timezone.now(), states, recorded, [], [], [], [], []
     )
-    return iter([pk for (pk,) in cursor.fetchall()])
 
 
 def _row_sort(
@@ -253,7 +243,6 @@ def _row_sort(
     row: ContactRow,
     pending: PendingWrites,
     outcome: BatchOutcome,
-    ids: Iterator[int],
 ) -> None:
     """Decide one row's consent with the shared rules and queue what it writes."""
     email = row.email
@@ -263,19 +252,18 @@ def _row_sort(
         state = ProfileState(None, email.key, SubscriptionStatus.NOT_SUBSCRIBED, None)
     status_changed = bool(consents_apply(state, row, batch.recorded, pending, outcome))
     if is_new:
-        state.pk = next(ids)
         batch.states[email.key] = state
+        batch.new_states.append(state)
 
     traits = row.traits
     if not email.ascii_only:
         traits = {**traits, SMTPUTF8_TRAIT: True}
     fields = row.fields
-    status = str(state.subscription_status)
+    status = STATUS_VALUES[state.subscription_status]
     if is_new:
         texts = [fields.get(name, "") for name in TEXT_FIELDS]
         batch.new_profiles.append(
             (
-                state.pk,
                 email.key,
                 email.display,
                 *texts,
@@ -297,21 +285,25 @@ def _row_sort(
                 status_changed,
             )
         )
-    _tags_queue(batch, state.pk, row.tags, is_new=is_new)
+    _tags_queue(batch, state, row.tags, is_new=is_new)
 
 
-def _tags_queue(batch: _Batch, pk: int, names: list[str], *, is_new: bool) -> None:
+def _tags_queue(
+    batch: _Batch, state: ProfileState, names: list[str], *, is_new: bool
+) -> None:
     if not names:
         return
 
-    # Cut to the column's length, a cut name may repeat another: keep the first.
-    kept = list(dict.fromkeys(name[:TAG_MAX_CHARS] for name in names))
+    kept = names
+    if max(map(len, names)) > TAG_MAX_CHARS:
+        # Cut to the column's length, a cut name may repeat another: keep the first.
+        kept = list(dict.fromkeys(name[:TAG_MAX_CHARS] for name in names))
     if is_new:
-        batch.new_tags.extend((pk, name) for name in kept)
+        batch.new_tags.extend((state, name) for name in kept)
     else:
         seq = len(batch.old_tags)
         batch.old_tags.extend(
-            (seq + offset, pk, name) for offset, name in enumerate(kept)
+            (seq + offset, state.pk, name) for offset, name in enumerate(kept)
         )
 
 
@@ -324,6 +316,17 @@ def _profiles_copy(cursor: Cursor, batch: _Batch) -> None:
     with cursor.copy(f"COPY profiles_profile ({columns}) FROM STDIN") as copy:
         for values in batch.new_profiles:
             copy.write_row(values + stamps + defaults)
+
+
+def _new_ids_fetch(cursor: Cursor, batch: _Batch) -> None:
+    """Give the new profiles' states the ids their rows were stored under."""
+    if not batch.new_states:
+        return
+
+    cursor.execute(EXISTING_SQL)
+    ids = {key: pk for key, pk, *_ in cursor.fetchall()}
+    for state in batch.new_states:
+        state.pk = ids[state.email]
 
 
 def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
@@ -341,8 +344,8 @@ def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
     if batch.new_tags:
         columns, defaults = _copy_plan(ProfileTag, TAG_COLUMNS)
         with cursor.copy(f"COPY profiles_profiletag ({columns}) FROM STDIN") as copy:
-            for values in batch.new_tags:
-                copy.write_row(values + defaults)
+            for state, name in batch.new_tags:
+                copy.write_row((state.pk, name, *defaults))
 
     if batch.old_tags:
         # A stored profile may have the tag already: merge with ON CONFLICT.
@@ -367,7 +370,7 @@ def _consents_copy(
             copy.write_row(
                 (
                     state.pk,
-                    fact.status.value,
+                    STATUS_VALUES[fact.status],
                     batch.source,
                     fact.occurred_at,
                     batch.now,

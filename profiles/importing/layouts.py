@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -318,6 +319,7 @@ def contacts_time_parse(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+@lru_cache(maxsize=256)
 def status_read(text: str) -> SubscriptionStatus:
     """Read a status cell: our statuses by value or label, Klaviyo's words too."""
     wanted = column_key(text)
@@ -358,6 +360,11 @@ def _ip_or_none(text: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=64)
+def _wording(template: str, status: SubscriptionStatus) -> str:
+    return template.format(status=status.label.lower())
+
+
 def consent_fact(
     layout: Layout,
     *,
@@ -387,5 +394,5 @@ def consent_fact(
     if layout.status == SubscriptionStatus.SUBSCRIBED:
         raw_ip = present("CONFIRM_IP") or present("OPTIN_IP")
         ip_address = _ip_or_none(raw_ip) if raw_ip else None
-    wording = layout.wording.format(status=status.label.lower())
+    wording = _wording(layout.wording, status)
     return ConsentFact(status, occurred_at, ip_address, wording, evidence)

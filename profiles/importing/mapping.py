@@ -239,6 +239,11 @@ def _value_read(kind: str, text: str) -> Any:
     return text
 
 
+@lru_cache(maxsize=32)
+def _max_length(name: str) -> int | None:
+    return Profile._meta.get_field(name).max_length
+
+
 def _profile_value_check(name: str, value: str) -> str:
     """Return the value as the profile stores it, or raise ValueError."""
     if name == "country_code":
@@ -252,7 +257,7 @@ def _profile_value_check(name: str, value: str) -> str:
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError("not an IANA time zone name") from exc
 
-    limit = Profile._meta.get_field(name).max_length
+    limit = _max_length(name)
     if limit is not None and len(value) > limit:
         raise ValueError(f"longer than {limit} characters")
     return value

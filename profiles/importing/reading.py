@@ -11,17 +11,22 @@ import re
 import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, time
+from functools import lru_cache
 
 from openpyxl import load_workbook
 
 DELIMITERS = (",", ";", "\t")
 XLSX_PARTS = {"[Content_Types].xml", "xl/workbook.xml"}
+# Tag names each in plain double quotes, comma-separated, no quote inside a name.
+QUOTED_TAGS = re.compile(r'"[^"]*"(?:,"[^"]*")*')
+QUOTED_TAG = re.compile(r'"([^"]*)"')
 
 
 class ImportFormatError(ValueError):
     """The file cannot be read as a contact list; the message says why, for people."""
 
 
+@lru_cache(maxsize=4096)
 def column_key(name: str) -> str:
     """Return the key headers are compared by: case-folded, letters and digits only."""
     return re.sub(r"[\W_]+", "", name.casefold())
@@ -172,6 +177,11 @@ def contacts_tags_split(cell: str) -> list[str]:
     if "," not in cell and '"' not in cell:
         name = cell.strip()
         return [name] if name else []
+
+    if QUOTED_TAGS.fullmatch(cell):
+        # What Mailchimp writes, read without a CSV reader: '"VIP","Expo, Boston"'.
+        stripped = (name.strip() for name in QUOTED_TAG.findall(cell))
+        return list(dict.fromkeys(name for name in stripped if name))
 
     names: list[str] = []
     for cells in csv.reader(io.StringIO(cell, newline=""), skipinitialspace=True):
