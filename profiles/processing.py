@@ -235,7 +235,7 @@ class _Chunk:
 
     def finish(self, *, events: list[Event], failed: dict[int, str]) -> None:
         """Write everything the chunk did and bring its profiles' traits up to date."""
-        self.flush()
+        self._profiles_flush()
         events_finish(
             event_ids=[event.pk for event in events],
             profiles=self.attached,
@@ -278,6 +278,14 @@ class _Chunk:
 
     def flush(self) -> None:
         """Write what the quick path changed in memory, before a careful event."""
+        self._profiles_flush()
+        if self.attached:
+            events_finish(
+                event_ids=list(self.attached), profiles=self.attached, failed={}
+            )
+            self.attached = {}
+
+    def _profiles_flush(self) -> None:
         if self.linked:
             added = identities_insert(rows=self.linked)
             if len(added) != len(self.linked):
@@ -285,11 +293,6 @@ class _Chunk:
             self.linked = []
         profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
         self.dirty = set()
-        if self.attached:
-            events_finish(
-                event_ids=list(self.attached), profiles=self.attached, failed={}
-            )
-            self.attached = {}
 
     def _plan(self, event: Event) -> _Plan | None:
         # The quick path is for events that cannot merge profiles: their ids point
@@ -440,6 +443,8 @@ class _Chunk:
         for profile_id in profile_ids:
             if profile_id in owning:
                 self.locked[profile_id] = None
+                # Just created with every default: what Profile() holds in memory.
+                self.profiles[profile_id] = Profile(pk=profile_id)
             else:
                 self.user_ids.pop(profile_id)
         orphans = [pk for pk in profile_ids if pk not in owning]
