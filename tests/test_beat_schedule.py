@@ -12,4 +12,5 @@ def test_every_scheduled_task_is_registered():
         "campaigns.tasks.campaigns_sweep_task",
         "profiles.tasks.shopify_deliveries_sweep_task",
         "profiles.tasks.contact_imports_sweep_task",
+        "segments.tasks.segments_time_refresh_task",
     }
