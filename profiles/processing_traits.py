@@ -130,8 +130,9 @@ def profiles_traits_refresh(*, refresh: TraitsRefresh) -> int:
 
     # One statement computes and writes every figure of the whole batch.
     params = {**_figures_params(refresh, now=now), "value_max": LIFETIME_VALUE_MAX}
+    sql = _FIGURES_UPDATE if refresh.event_ids is None else _FIGURES_UPDATE_CHUNK
     with connection.cursor() as cursor:
-        cursor.execute(_FIGURES_UPDATE, params)
+        cursor.execute(sql, params)
         return cursor.rowcount
 
 
@@ -207,6 +208,10 @@ _ORDER_IN_CURRENCY = f"""CASE
     THEN true
     ELSE upper(e.properties->>'currency') = %(currency)s END"""
 
+_LATEST_ANY = "(%(all_events)s OR e.id = ANY(%(events)s::bigint[]))"
+_LATEST_CHUNK = "e.id = ANY(%(events)s::bigint[])"
+_LATEST_FILTER = _LATEST_ANY
+
 # The fragments above are constants of this module; every value is a parameter.
 _FIGURES_CTES = f"""
 WITH latest AS (
@@ -219,8 +224,7 @@ WITH latest AS (
             WHERE e.type = 'track' AND e.event = %(clicked)s
         ) AS last_clicked_at
     FROM profiles_event e
-    WHERE e.profile_id = ANY(%(profiles)s::bigint[])
-      AND (%(all_events)s OR e.id = ANY(%(events)s::bigint[]))
+    WHERE e.profile_id = ANY(%(profiles)s::bigint[]) AND {_LATEST_FILTER}
     GROUP BY e.profile_id
 ),
 orders AS (
@@ -353,10 +357,13 @@ LEFT JOIN latest l ON l.profile_id = ids.id
 LEFT JOIN order_totals o ON o.profile_id = ids.id
 LEFT JOIN engagement g ON g.profile_id = ids.id
 LEFT JOIN favourites f ON f.profile_id = ids.id
-WHERE p.id = ids.id
+WHERE p.id = ids.id AND p.id = ANY(%(profiles)s::bigint[])
 """
 _FIGURES_SELECT = "".join((_FIGURES_CTES, _SELECT_TAIL))
 _FIGURES_UPDATE = "".join((_FIGURES_CTES, _UPDATE_TAIL))
+# Two texts rather than one with an OR: each gets the plan its filter needs (the
+# chunk's events by primary key, or every event of the profiles).
+_FIGURES_UPDATE_CHUNK = _FIGURES_UPDATE.replace(_LATEST_ANY, _LATEST_CHUNK)
 
 _SQL_COLUMNS = (
     "last_seen_at",

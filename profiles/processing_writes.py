@@ -32,7 +32,7 @@ SET processed_at = %s,
     processing_error = '',
     profile_id = coalesce(v.profile_id, e.profile_id)
 FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, profile_id)
-WHERE e.id = v.id
+WHERE e.id = v.id AND e.id = ANY(%s::bigint[])
 """
 
 _PROFILES_WRITE_SQL = f"""
@@ -69,7 +69,8 @@ def events_finish(
         return
 
     attached = [profiles.get(pk) for pk in event_ids]
-    params = [now, int_array(event_ids), int_array(attached)]
+    ids = int_array(event_ids)
+    params = [now, ids, int_array(attached), ids]
     with connection.cursor() as cursor:
         cursor.execute(_EVENTS_FINISH_SQL, params)
         for event_id, error in failed.items():
