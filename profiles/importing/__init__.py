@@ -4,7 +4,8 @@ The package reads in three steps, one module each: `reading` turns bytes (CSV in
 any usual encoding and delimiter, or XLSX) into records of text cells; `mapping`
 applies the column map (the marketer's choice, pre-filled from the recognised
 layout in `layouts`) and merges the rows of one mailbox; `writing` stores a batch
-of merged rows with a few queries; `runs` claims an import, commits it batch by
+of merged rows with a few queries through the ORM, and `copying` does the same on
+PostgreSQL with COPY for big files; `runs` claims an import, commits it batch by
 batch with its progress and keeps the report.
 
 Importing the same file again changes nothing but what is newer: blanks never

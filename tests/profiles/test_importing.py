@@ -1,5 +1,7 @@
 """The contact importer against the shared Mailchimp exports and hand-made files."""
 
+import csv
+import io
 from datetime import UTC, datetime
 from io import StringIO
 
@@ -617,6 +619,25 @@ def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
 )
 def test_a_tags_cell_splits_like_csv(cell, names):
     assert contacts_tags_split(cell) == names
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        '"VIP","Newsletter"',
+        '" VIP ","","Club, Lyon","VIP"',
+        '"Met at\nthe expo","x"',
+        '"Robert ""Bob""","VIP"',
+        '"VIP", "Club"',
+        '"VIP"x,"Club"',
+        '"VIP",Club',
+    ],
+)
+def test_quoted_tag_cells_read_without_a_csv_reader_split_as_it_would(cell):
+    rows = csv.reader(io.StringIO(cell, newline=""), skipinitialspace=True)
+    by_reader = [name.strip() for cells in rows for name in cells if name.strip()]
+
+    assert contacts_tags_split(cell) == list(dict.fromkeys(by_reader))
 
 
 def test_a_last_row_without_newline_and_crlf_lines_are_read():
