@@ -1,6 +1,8 @@
 """Fixtures shared by the whole suite."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,40 @@ def outbox_email_backend(settings):
     Anymail path (payload, recipient status, message id) under test.
     """
     settings.EMAIL_BACKEND = "campaigns.outbox.OutboxEmailBackend"
+
+
+@pytest.fixture
+def celery_worker_own_queue():
+    """A real Celery worker on the Redis broker, consuming a queue of this run's own.
+
+    Another test run on the same Redis (a second checkout, a colleague) then neither
+    takes these tasks nor hands this worker its own.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    queue = f"test-{os.getpid()}"
+    default_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        with start_worker(
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            shutdown_timeout=10,
+            queues=[queue],
+        ) as worker:
+            yield worker
+    finally:
+        app.conf.task_default_queue = default_queue
+
+
+def wait_for(predicate, *, seconds: float = 30) -> bool:
+    """Poll until the predicate holds or the time is up (for work done by a worker)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False

@@ -1,53 +1,22 @@
 """A real Celery worker, on the Redis broker, rebuilds a segment batch after batch."""
 
-import os
-import time
 from datetime import UTC, datetime
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 
-from config.celery import app
 from profiles.models import Profile
 from segments.membership import segment_rebuild_start
 from segments.models import Segment, SegmentMembership
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-WAIT_SECONDS = 30
 EARLIER = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def worker():
-    # A queue of this test's own, so that a worker started by another test run on
-    # the same Redis neither takes these tasks nor hands this one its own.
-    queue = f"test-segments-{os.getpid()}"
-    default_queue = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    try:
-        with start_worker(
-            app,
-            pool="solo",
-            perform_ping_check=False,
-            shutdown_timeout=10,
-            queues=[queue],
-        ):
-            yield
-    finally:
-        app.conf.task_default_queue = default_queue
-
-
-def wait_for(predicate) -> bool:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def test_a_worker_rebuilds_every_range_and_releases_the_segment(worker, settings):
+def test_a_worker_rebuilds_every_range_and_releases_the_segment(
+    celery_worker_own_queue, settings
+):
     settings.BESPOKE_SEGMENT_REBUILD_BATCH_SIZE = 2
     french = [
         Profile.objects.create(email=f"fr{n}@example.com", country_code="FR")
