@@ -11,6 +11,7 @@ brought up to date once per profile per chunk (see profiles/processing_traits.py
 An identify never changes consent or subscription status.
 """
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_CHUNK_SIZE = 1000
 CHUNK_ATTEMPTS = 3
+EMAIL_CACHE_SIZE = 20_000
 # What processing reads of an event; properties are left to the SQL of the traits.
 EVENT_FIELDS_READ = (
     "message_id",
@@ -647,10 +649,17 @@ def _identify_email(event: Event) -> NormalizedEmail | None:
     if not isinstance(raw, str) or not raw.strip():
         return None
     try:
-        return email_normalize(raw)
+        return _email_normalize_cached(raw)
     except InvalidEmail:
         logger.info("Identify email trait is not an address", extra={"event": event.pk})
         return None
+
+
+@functools.lru_cache(maxsize=EMAIL_CACHE_SIZE)
+def _email_normalize_cached(raw: str) -> NormalizedEmail:
+    # The same person's identify calls repeat one address; validating it is the
+    # costliest step of an identify. A refused address is not cached.
+    return email_normalize(raw)
 
 
 def _owner(kind: str, value: str) -> Profile | None:
