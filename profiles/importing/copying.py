@@ -10,6 +10,7 @@ staging table in one set-based UPDATE that fills only what the row states.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,8 @@ from profiles.models import (
 from profiles.services import suppression_hash
 
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
+# What COPY's text format escapes; a key has none unless the address is quoted.
+COPY_TEXT_SPECIAL = re.compile(r"[\\\t\r]")
 TEXT_FIELDS = (
     "first_name",
     "last_name",
@@ -97,6 +100,11 @@ DROP_TABLES_SQL = (
 )
 EXISTING_SQL = """
 SELECT k.email_key, p.id, p.email, p.subscription_status, p.subscription_changed_at
+FROM bespoke_import_key k
+JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
+"""
+NEW_IDS_SQL = """
+SELECT k.email_key, p.id
 FROM bespoke_import_key k
 JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
 """
@@ -220,9 +228,14 @@ def _batch_load(
 ) -> _Batch:
     """Find the batch's stored profiles and the consent facts already on record."""
     cursor.execute(KEYS_TABLE_SQL)
+    keys = "\n".join(row.email.key for row in rows)
     with cursor.copy("COPY bespoke_import_key (email_key) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row((row.email.key,))
+        if COPY_TEXT_SPECIAL.search(keys) or keys.count("\n") != len(rows) - 1:
+            for row in rows:
+                copy.write_row((row.email.key,))
+        else:
+            # One line per key needs no escaping: write the block at once.
+            copy.write(keys + "\n")
 
     cursor.execute(EXISTING_SQL)
     states = {
@@ -323,8 +336,8 @@ def _new_ids_fetch(cursor: Cursor, batch: _Batch) -> None:
     if not batch.new_states:
         return
 
-    cursor.execute(EXISTING_SQL)
-    ids = {key: pk for key, pk, *_ in cursor.fetchall()}
+    cursor.execute(NEW_IDS_SQL)
+    ids = dict(cursor.fetchall())
     for state in batch.new_states:
         state.pk = ids[state.email]
 
