@@ -59,6 +59,10 @@ STORED_COLUMNS = {
 OBJECT_FIELDS = ("traits", "properties", "context", "integrations")
 
 
+# An item as it will be stored: Event field names and values, not yet a model.
+EventDraft = dict[str, Any]
+
+
 class RequestRefused(Exception):
     """The whole request is refused; `code` and `message` go back to the client."""
 
@@ -242,7 +246,7 @@ def events_ingest(
     items, shared = _items_split(payload=payload, path_type=path_type)
 
     result = IngestResult()
-    drafts: list[Event] = []
+    drafts: list[EventDraft] = []
     for index, item in enumerate(items):
         try:
             drafts.append(
@@ -332,7 +336,7 @@ def _event_build(
     shared: dict[str, Any],
     source: str,
     received_at: datetime,
-) -> Event:
+) -> EventDraft:
     if not isinstance(item, dict):
         raise ItemRejected("invalid_type", "The item is not a JSON object.")
 
@@ -345,14 +349,14 @@ def _event_build(
     ids = _ids_read(item=item, kind=kind)
     times = _times_read(item=item, shared=shared, received_at=received_at)
 
-    return Event(
-        type=kind,
-        source=source,
-        received_at=received_at,
+    return {
+        "type": kind,
+        "source": source,
+        "received_at": received_at,
         **ids,
         **objects,
         **times,
-    )
+    }
 
 
 def _size_check(item: dict[str, Any]) -> None:
@@ -486,13 +490,13 @@ def _time_parse(source: dict[str, Any], key: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _events_store(*, drafts: list[Event], result: IngestResult) -> None:
-    unique: dict[str, Event] = {}
+def _events_store(*, drafts: list[EventDraft], result: IngestResult) -> None:
+    unique: dict[str, EventDraft] = {}
     for draft in drafts:
-        if draft.message_id in unique:
+        if draft["message_id"] in unique:
             result.duplicates += 1
         else:
-            unique[draft.message_id] = draft
+            unique[draft["message_id"]] = draft
     if not unique:
         return
 
@@ -500,7 +504,9 @@ def _events_store(*, drafts: list[Event], result: IngestResult) -> None:
     if connection.vendor == "postgresql":
         result.stored_ids = sorted(_events_insert(fresh))
     else:
-        Event.objects.bulk_create(fresh, ignore_conflicts=True)
+        Event.objects.bulk_create(
+            [Event(**draft) for draft in fresh], ignore_conflicts=True
+        )
         result.stored_ids = _stored_ids_collect(fresh)
     # Rows already stored (a retried request, or a concurrent one) are duplicates.
     result.duplicates += len(fresh) - len(result.stored_ids)
@@ -517,12 +523,11 @@ RETURNING id
 """  # noqa: S608 - only the column names above are formatted in
 
 
-def _events_insert(fresh: list[Event]) -> list[int]:
+def _events_insert(fresh: list[EventDraft]) -> list[int]:
     # One statement, one JSON parameter: the database parses the rows, skips the
     # messageIds it already has and returns the ids of those it stored.
     rows = [
-        {name: _json_value(getattr(draft, name)) for name in STORED_COLUMNS}
-        for draft in fresh
+        {name: _json_value(draft[name]) for name in STORED_COLUMNS} for draft in fresh
     ]
     with connection.cursor() as cursor:
         cursor.execute(_EVENTS_INSERT_SQL, [json.dumps(rows, ensure_ascii=False)])
@@ -533,10 +538,11 @@ def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _stored_ids_collect(fresh: list[Event]) -> list[int]:
-    received_at = fresh[0].received_at
+def _stored_ids_collect(fresh: list[EventDraft]) -> list[int]:
+    received_at = fresh[0]["received_at"]
     rows = Event.objects.filter(
-        message_id__in=[draft.message_id for draft in fresh], received_at=received_at
+        message_id__in=[draft["message_id"] for draft in fresh],
+        received_at=received_at,
     ).values_list("id", flat=True)
     return sorted(rows)
 
