@@ -1,0 +1,454 @@
+"""One processing chunk: its people read up front, its quick events applied in memory.
+
+An event whose ids all point at one profile (or at nobody, or at a profile that may
+take them), and whose address is that profile's or nobody's, cannot merge anyone: it
+is applied in memory and written with the rest of the chunk. Every other event goes
+the careful way (profiles.processing_identities) after the chunk has written what it
+holds, and the chunk then forgets what that event may have changed.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+from profiles.models import (
+    Event,
+    EventType,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    RejectedEvent,
+)
+from profiles.processing_identify import (
+    IdentifyChange,
+    identify_change_read,
+    identify_change_set,
+    identify_rejections,
+)
+from profiles.processing_identities import event_apply, identify_email
+from profiles.processing_traits import (
+    ORDER_COMPLETED,
+    PRODUCT_EVENTS,
+    TraitsRefresh,
+    profiles_traits_refresh,
+)
+from profiles.processing_writes import (
+    events_finish,
+    identities_insert,
+    profiles_create,
+    profiles_identify_write,
+)
+from profiles.traits import TraitRule
+
+logger = logging.getLogger(__name__)
+
+IdentityKey = tuple[str, str]
+
+
+class IdentityTaken(Exception):
+    """Another worker linked one of a chunk's new ids first; the chunk is redone."""
+
+
+@dataclass
+class _Plan:
+    profile_id: int | None  # None: a new profile
+    missing: list[IdentityKey]  # the event's ids that nobody has yet
+
+
+class EventChunk:
+    """What one chunk knows of its events' people, read up front with a few queries.
+
+    `owners` and `email_owners` map an id or address to its profile's pk (None when
+    nobody has it) and `user_ids` the user ids each profile holds; `profiles` holds
+    the chunk's locked profile rows, changed in memory by the quick path and
+    written by `flush`. The careful path reads and writes the database itself, so
+    the chunk flushes before it and forgets, after it, everything it may have
+    changed.
+    """
+
+    def __init__(self, *, events: list[Event], schema: dict[str, TraitRule]) -> None:
+        self.schema = schema
+        self.refresh = TraitsRefresh(profile_ids=set(), event_ids=[])
+        self.rejections: list[RejectedEvent] = []
+        self.emails = _emails_read(events)
+        self.owners = _owners_load(events)
+        self.email_owners = _email_owners_load(
+            {email.key for email in self.emails.values() if email is not None}
+        )
+        wanted = {*self.owners.values(), *self.email_owners.values()}
+        wanted |= {event.profile_id for event in events}
+        # Every profile the chunk may touch is locked; only those an identify may
+        # change are read whole.
+        self.locked = _profiles_lock({pk for pk in wanted if pk is not None})
+        self.profiles = _profiles_read(self._identify_profile_ids(events))
+        self.user_ids = _user_ids_load(set(self.locked))
+        self._new_people_create(events)
+        self.dirty: set[int] = set()
+        # Written by `flush`: events attached (event pk -> profile pk) and the
+        # (profile pk, kind, value) identities linked in memory.
+        self.attached: dict[int, int] = {}
+        self.linked: list[tuple[int, str, str]] = []
+
+    def apply(self, event: Event) -> None:
+        """Attach one event to its profile, quickly unless it may merge profiles."""
+        plan = self._plan(event)
+        if plan is None:
+            profile_id = self._apply_carefully(event)
+        else:
+            profile_id = self._apply_quickly(event, plan)
+
+        self.refresh.profile_ids.add(profile_id)
+        self.refresh.event_ids.append(event.pk)
+        if event.event == ORDER_COMPLETED:
+            self.refresh.order_profile_ids.add(profile_id)
+        if event.event in PRODUCT_EVENTS:
+            self.refresh.category_profile_ids.add(profile_id)
+
+    def finish(self, *, events: list[Event], failed: dict[int, str]) -> None:
+        """Write everything the chunk did and bring its profiles' traits up to date."""
+        self._profiles_flush()
+        events_finish(
+            event_ids=[event.pk for event in events],
+            profiles=self.attached,
+            failed=failed,
+        )
+        profiles_traits_refresh(refresh=self.refresh)
+        RejectedEvent.objects.bulk_create(self.rejections)
+
+    def profile(self, pk: int) -> Profile:
+        if pk not in self.profiles:
+            self.profiles[pk] = Profile.objects.select_for_update().get(pk=pk)
+            self.locked[pk] = self.profiles[pk].email
+        return self.profiles[pk]
+
+    def _identify_profile_ids(self, events: list[Event]) -> set[int]:
+        keys = [
+            key
+            for event in events
+            if event.type == EventType.IDENTIFY
+            for key in _identity_keys(event)
+        ]
+        found = {self.owners[key] for key in keys} | set(self.email_owners.values())
+        return {pk for pk in found if pk is not None}
+
+    def owner(self, key: IdentityKey) -> int | None:
+        if key not in self.owners:
+            found = ProfileIdentity.objects.filter(kind=key[0], value=key[1])
+            self.owners[key] = found.values_list("profile_id", flat=True).first()
+        return self.owners[key]
+
+    def email_owner(self, key: str) -> int | None:
+        if key not in self.email_owners:
+            self.email_owners.update(_email_owners_load({key}))
+        return self.email_owners[key]
+
+    def user_ids_of(self, pk: int) -> set[str]:
+        if pk not in self.user_ids:
+            self.user_ids.update(_user_ids_load({pk}))
+        return self.user_ids[pk]
+
+    def flush(self) -> None:
+        """Write what the quick path changed in memory, before a careful event."""
+        self._profiles_flush()
+        if self.attached:
+            events_finish(
+                event_ids=list(self.attached), profiles=self.attached, failed={}
+            )
+            self.attached = {}
+
+    def _profiles_flush(self) -> None:
+        if self.linked:
+            added = identities_insert(rows=self.linked)
+            if len(added) != len(self.linked):
+                raise IdentityTaken("Another worker linked one of the chunk's ids.")
+            self.linked = []
+        profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
+        self.dirty = set()
+
+    def _plan(self, event: Event) -> _Plan | None:
+        # The quick path is for events that cannot merge profiles: their ids point
+        # at one profile or none, and an identify's address is that profile's or
+        # nobody's. Everything else goes the careful way.
+        if event.type == EventType.ALIAS or event.pk in self.emails.unreadable:
+            return None
+        if not event.user_id and not event.anonymous_id:
+            known = event.profile_id in self.locked
+            return _Plan(profile_id=event.profile_id, missing=[]) if known else None
+
+        owners = {key: self.owner(key) for key in _identity_keys(event)}
+        known_ids = {pk for pk in owners.values() if pk is not None}
+        if len(known_ids) > 1:
+            return None
+
+        profile_id = next(iter(known_ids), None)
+        missing = [key for key, pk in owners.items() if pk is None]
+        if not self._email_fits(event, profile_id):
+            return None
+        if missing and not self._claimable(event, profile_id):
+            return None
+        return _Plan(profile_id=profile_id, missing=missing)
+
+    def _email_fits(self, event: Event, profile_id: int | None) -> bool:
+        email = self.emails.get(event.pk)
+        if email is None:
+            return True
+        # A new profile with an address is found or made by that address, carefully.
+        if profile_id is None:
+            return False
+        return self.email_owner(email.key) in (None, profile_id)
+
+    def _claimable(self, event: Event, profile_id: int | None) -> bool:
+        # A profile that belongs to another userId is someone else who used the
+        # same device: a new userId must not join it.
+        if profile_id is None or not event.user_id:
+            return True
+        if self.owner((IdentityKind.USER_ID, event.user_id)) == profile_id:
+            return True
+        return not self.user_ids_of(profile_id)
+
+    def _apply_quickly(self, event: Event, plan: _Plan) -> int:
+        # Read an identify's change first: an event that fails links nothing.
+        change = None
+        if event.type == EventType.IDENTIFY:
+            known = plan.profile_id is not None
+            profile = self.profile(plan.profile_id) if known else Profile()
+            change = identify_change_read(
+                profile=profile,
+                traits=event.traits,
+                context=event.context,
+                schema=self.schema,
+            )
+
+        if plan.profile_id is None:
+            profile_id = self._newcomer_create(plan.missing)
+            if profile_id is None:
+                # Another worker took one of the ids meanwhile: link it carefully.
+                return self._apply_carefully(event)
+        else:
+            profile_id = plan.profile_id
+            self._link(profile_id, plan.missing)
+
+        if change is not None:
+            self._identify_apply(event, self.profile(profile_id), change)
+        self.attached[event.pk] = profile_id
+        return profile_id
+
+    def _identify_apply(
+        self, event: Event, profile: Profile, change: IdentifyChange
+    ) -> None:
+        self._email_take(event, profile)
+        identify_change_set(profile=profile, change=change)
+        self.dirty.add(profile.pk)
+        self.rejections += identify_rejections(event=event, change=change)
+
+    def _link(self, profile_id: int, keys: list[IdentityKey]) -> None:
+        # Written by `flush`, which redoes the chunk if another worker was first.
+        rows = {(profile_id, *key) for key in keys}
+        self.linked += rows
+        self._owners_note(rows)
+
+    def _newcomer_create(self, keys: list[IdentityKey]) -> int | None:
+        (profile_id,) = profiles_create(count=1)
+        self.locked[profile_id] = None
+        self.user_ids[profile_id] = set()
+        added = identities_insert(rows=[(profile_id, *key) for key in keys])
+        self._owners_note(added)
+        if len(added) == len(keys):
+            return profile_id
+
+        if not added:
+            Profile.objects.filter(pk=profile_id).delete()
+            self.locked.pop(profile_id)
+        return None
+
+    def _owners_note(self, added: set[tuple[int, str, str]]) -> None:
+        for profile_id, kind, value in added:
+            self.owners[(kind, value)] = profile_id
+            if kind == IdentityKind.USER_ID:
+                self.user_ids_of(profile_id).add(value)
+
+    def _new_people_create(self, events: list[Event]) -> None:
+        # An event whose ids nobody has, and that no earlier event of the chunk
+        # names, would create a profile of its own when its turn came: create all
+        # of those at once. Each then finds its profile like any known person.
+        named: set[IdentityKey] = set()
+        newcomers: list[list[IdentityKey]] = []
+        for event in events:
+            keys = _identity_keys(event)
+            if self._is_newcomer(event, keys, named):
+                newcomers.append(keys)
+            named.update(keys)
+            named.update((kind, event.previous_id) for kind in IdentityKind.values)
+        if not newcomers:
+            return
+
+        profile_ids = profiles_create(count=len(newcomers))
+        self.user_ids.update({pk: set() for pk in profile_ids})
+        rows = [
+            (profile_id, *key)
+            for profile_id, keys in zip(profile_ids, newcomers, strict=True)
+            for key in keys
+        ]
+        added = identities_insert(rows=rows)
+        self._owners_note(added)
+        self._newcomers_keep(profile_ids, added)
+
+    def _is_newcomer(
+        self, event: Event, keys: list[IdentityKey], named: set[IdentityKey]
+    ) -> bool:
+        return bool(
+            keys
+            and event.type != EventType.ALIAS
+            and event.pk not in self.emails.unreadable
+            and self.emails.get(event.pk) is None
+            and all(self.owners.get(key) is None for key in keys)
+            and named.isdisjoint(keys)
+        )
+
+    def _newcomers_keep(
+        self, profile_ids: list[int], added: set[tuple[int, str, str]]
+    ) -> None:
+        # A concurrent worker may have taken a newcomer's ids first: a profile that
+        # got none of its ids is dropped, and its event goes the careful way.
+        owning = {profile_id for profile_id, _, _ in added}
+        for profile_id in profile_ids:
+            if profile_id in owning:
+                self.locked[profile_id] = None
+                # Just created with every default: what Profile() holds in memory.
+                self.profiles[profile_id] = Profile(pk=profile_id)
+            else:
+                self.user_ids.pop(profile_id)
+        orphans = [pk for pk in profile_ids if pk not in owning]
+        if orphans:
+            Profile.objects.filter(pk__in=orphans).delete()
+
+    def _owns_any(self, pk: int) -> bool:
+        return pk in self.owners.values()
+
+    def _email_take(self, event: Event, profile: Profile) -> None:
+        email = self.emails.get(event.pk)
+        if email is None or profile.email or self.email_owner(email.key) is not None:
+            return
+
+        # _email_fits made sure no other profile holds this address.
+        profile.email = email.key
+        profile.email_display = email.display
+        self.locked[profile.pk] = email.key
+        self.email_owners[email.key] = profile.pk
+        self.dirty.add(profile.pk)
+
+    def _apply_carefully(self, event: Event) -> int:
+        self.flush()
+        rejections: list[RejectedEvent] = []
+        with transaction.atomic():
+            profile = event_apply(event, schema=self.schema, rejections=rejections)
+
+        self.rejections += rejections
+        self._forget(event, kept=profile.pk)
+        return profile.pk
+
+    def _forget(self, event: Event, *, kept: int) -> None:
+        # The careful path may have created, linked or merged any profile the
+        # event's ids or address pointed at; read those afresh when next needed.
+        keys = _identity_keys(event)
+        if event.previous_id:
+            keys += [(kind, event.previous_id) for kind in IdentityKind.values]
+        involved = {self.owners.get(key) for key in keys}
+        email = self.emails.get(event.pk)
+        if email is not None:
+            involved.add(self.email_owners.pop(email.key, None))
+        involved |= {kept, event.profile_id}
+
+        for key in keys:
+            self.owners.pop(key, None)
+        self.owners = {k: v for k, v in self.owners.items() if v not in involved}
+        self.email_owners = {
+            k: v for k, v in self.email_owners.items() if v not in involved
+        }
+        for pk in involved:
+            self.locked.pop(pk, None)
+            self.profiles.pop(pk, None)
+            self.user_ids.pop(pk, None)
+
+
+class _ChunkEmails(dict):
+    """Each identify's normalised address by event pk; `unreadable` holds the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreadable: set[int] = set()
+
+
+def _emails_read(events: Iterable[Event]) -> _ChunkEmails:
+    emails = _ChunkEmails()
+    for event in events:
+        if event.type != EventType.IDENTIFY:
+            continue
+        if isinstance(event.traits, dict) and isinstance(event.context, dict):
+            emails[event.pk] = identify_email(event)
+        else:
+            # Left to the careful path, which records why it cannot be processed.
+            emails.unreadable.add(event.pk)
+    return emails
+
+
+def _identity_keys(event: Event) -> list[IdentityKey]:
+    keys = [
+        (IdentityKind.USER_ID, event.user_id),
+        (IdentityKind.ANONYMOUS_ID, event.anonymous_id),
+    ]
+    return [(str(kind), value) for kind, value in keys if value]
+
+
+def _owners_load(events: list[Event]) -> dict[IdentityKey, int | None]:
+    keys = {key for event in events for key in _identity_keys(event)}
+    user_ids = [value for kind, value in keys if kind == IdentityKind.USER_ID]
+    anonymous_ids = [value for kind, value in keys if kind == IdentityKind.ANONYMOUS_ID]
+    owners: dict[IdentityKey, int | None] = dict.fromkeys(keys)
+
+    found = ProfileIdentity.objects.filter(
+        Q(kind=IdentityKind.USER_ID, value__in=user_ids)
+        | Q(kind=IdentityKind.ANONYMOUS_ID, value__in=anonymous_ids)
+    )
+    for kind, value, profile_id in found.values_list("kind", "value", "profile_id"):
+        owners[(kind, value)] = profile_id
+    return owners
+
+
+def _email_owners_load(keys: set[str]) -> dict[str, int | None]:
+    owners: dict[str, int | None] = dict.fromkeys(keys)
+    if not keys:
+        return owners
+
+    # Lower(email) is what the unique index holds: a capitalised row still matches.
+    found = (
+        Profile.objects.annotate(email_key=Lower("email"))
+        .filter(email_key__in=keys)
+        .values_list("email_key", "pk")
+    )
+    owners.update(dict(found))
+    return owners
+
+
+def _user_ids_load(pks: set[int]) -> dict[int, set[str]]:
+    user_ids: dict[int, set[str]] = {pk: set() for pk in pks}
+    found = ProfileIdentity.objects.filter(
+        profile_id__in=pks, kind=IdentityKind.USER_ID
+    )
+    for profile_id, value in found.values_list("profile_id", "value"):
+        user_ids[profile_id].add(value)
+    return user_ids
+
+
+def _profiles_lock(pks: set[int]) -> dict[int, str | None]:
+    # In pk order, so two workers locking overlapping profiles never deadlock here.
+    rows = Profile.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+    return dict(rows.values_list("pk", "email"))
+
+
+def _profiles_read(pks: set[int]) -> dict[int, Profile]:
+    return {profile.pk: profile for profile in Profile.objects.filter(pk__in=pks)}

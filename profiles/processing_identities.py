@@ -1,0 +1,331 @@
+"""The careful path of event processing: one event at a time, with merges.
+
+An event that may create a profile by its address, link ids to a profile that
+another person's id already holds, or join two profiles is resolved here against
+the database as it stands, one query at a time. A merge keeps the profile with an
+email address (else the older one), moves everything the other owned and records
+a ProfileMerge.
+"""
+
+import functools
+import logging
+
+from django.db import transaction
+
+from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
+from profiles.models import (
+    ConsentRecord,
+    Event,
+    EventType,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    ProfileMerge,
+    ProfileTag,
+    RejectedEvent,
+)
+from profiles.processing_identify import (
+    identify_change_read,
+    identify_change_set,
+    identify_rejections,
+)
+from profiles.processing_traits import profile_traits_compute
+from profiles.services import profile_get_or_create_by_email
+from profiles.traits import TraitRule
+
+logger = logging.getLogger(__name__)
+
+EMAIL_CACHE_SIZE = 20_000
+PROFILE_FIELDS_FILLED_ON_MERGE = (
+    "first_name",
+    "last_name",
+    "phone",
+    "city",
+    "region",
+    "country_code",
+    "timezone",
+)
+
+
+class EventUnresolvable(Exception):
+    """An event that names no one: no userId, no anonymousId and no profile."""
+
+
+class MergeRefused(Exception):
+    """Two profiles look linked but cannot be one person (two emails, two user ids)."""
+
+
+def event_apply(
+    event: Event, *, schema: dict[str, TraitRule], rejections: list[RejectedEvent]
+) -> Profile:
+    if event.user_id or event.anonymous_id:
+        profile = _profile_resolve(event)
+    elif event.profile_id is not None:
+        # Written by another source (a webhook) that already knew the profile.
+        # Read afresh: an earlier event of this chunk may have merged it away.
+        profile = Profile.objects.get(events=event)
+    else:
+        raise EventUnresolvable("The event has no userId, anonymousId or profile.")
+
+    if event.type == EventType.IDENTIFY:
+        change = identify_change_read(
+            profile=profile, traits=event.traits, context=event.context, schema=schema
+        )
+        fields = identify_change_set(profile=profile, change=change)
+        profile.save(update_fields=[*fields, "updated_at"])
+        rejections += identify_rejections(event=event, change=change)
+
+    Event.objects.filter(pk=event.pk).update(profile=profile)
+    return profile
+
+
+def _profile_resolve(event: Event) -> Profile:
+    email = identify_email(event)
+    user_id = event.user_id
+    profile = _owner(IdentityKind.USER_ID, user_id)
+
+    # iexact, as profile_get_or_create_by_email: a hand-stored capitalised row counts.
+    email_owner = (
+        Profile.objects.filter(email__iexact=email.key).first() if email else None
+    )
+    profile = _join(profile, _claimable(email_owner, user_id=user_id))
+    anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
+    profile = _join(profile, _claimable(anonymous_owner, user_id=user_id))
+    if event.type == EventType.ALIAS:
+        # An alias says outright that the two ids are one person.
+        profile = _join(profile, _previous_owner(event.previous_id), explicit=True)
+
+    if profile is None:
+        profile = _profile_create(email if email_owner is None else None)
+    elif email is not None and not profile.email and email_owner is None:
+        profile = _email_assign(profile=profile, email=email)
+
+    return _identities_attach(profile=profile, event=event)
+
+
+def _claimable(profile: Profile | None, *, user_id: str) -> Profile | None:
+    # A profile that already belongs to another userId is someone else who used
+    # the same device or address; the event must not join it.
+    if profile is None or not user_id:
+        return profile
+
+    other_user = profile.identities.filter(kind=IdentityKind.USER_ID).exclude(
+        value=user_id
+    )
+    return None if other_user.exists() else profile
+
+
+def identify_email(event: Event) -> NormalizedEmail | None:
+    if event.type != EventType.IDENTIFY:
+        return None
+
+    raw = event.traits.get("email")
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    try:
+        return _email_normalize_cached(raw)
+    except InvalidEmail:
+        logger.info("Identify email trait is not an address", extra={"event": event.pk})
+        return None
+
+
+@functools.lru_cache(maxsize=EMAIL_CACHE_SIZE)
+def _email_normalize_cached(raw: str) -> NormalizedEmail:
+    # The same person's identify calls repeat one address; validating it is the
+    # costliest step of an identify. A refused address is not cached.
+    return email_normalize(raw)
+
+
+def _owner(kind: str, value: str) -> Profile | None:
+    if not value:
+        return None
+    identity = (
+        ProfileIdentity.objects.select_related("profile")
+        .filter(kind=kind, value=value)
+        .first()
+    )
+    return identity.profile if identity else None
+
+
+def _previous_owner(previous_id: str) -> Profile | None:
+    # previousId is usually an anonymousId, but may be an earlier userId.
+    identity = (
+        ProfileIdentity.objects.select_related("profile")
+        .filter(value=previous_id)
+        .order_by("kind")
+        .first()
+    )
+    return identity.profile if identity else None
+
+
+def _join(
+    profile: Profile | None, other: Profile | None, *, explicit: bool = False
+) -> Profile | None:
+    if profile is None:
+        return other
+    if other is None:
+        return profile
+    return _merge_or_keep(profile, other, explicit=explicit)
+
+
+def _merge_or_keep(profile: Profile, other: Profile, *, explicit: bool) -> Profile:
+    if other.pk == profile.pk:
+        return profile
+
+    reason = "alias" if explicit else "identity link"
+    try:
+        return profile_merge(
+            first=profile, second=other, reason=reason, explicit=explicit
+        )
+    except MergeRefused:
+        # The event stays with the profile its strongest id points to.
+        logger.info(
+            "Profile merge refused",
+            extra={"profile": profile.pk, "other_profile": other.pk},
+        )
+        return profile
+
+
+def _profile_create(email: NormalizedEmail | None) -> Profile:
+    if email is None:
+        return Profile.objects.create()
+    profile, _ = profile_get_or_create_by_email(email)
+    return profile
+
+
+def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
+    # Checked before the caller got here: no other profile holds this address.
+    profile.email = email.key
+    profile.email_display = email.display
+    profile.save(update_fields=["email", "email_display", "updated_at"])
+    return profile
+
+
+def _identities_attach(*, profile: Profile, event: Event) -> Profile:
+    wanted = [
+        (IdentityKind.USER_ID, event.user_id),
+        (IdentityKind.ANONYMOUS_ID, event.anonymous_id),
+    ]
+    if (
+        event.type == EventType.ALIAS
+        and not ProfileIdentity.objects.filter(value=event.previous_id).exists()
+    ):
+        wanted.append((IdentityKind.ANONYMOUS_ID, event.previous_id))
+
+    for kind, value in wanted:
+        if value:
+            profile = _identity_attach(profile=profile, kind=kind, value=value)
+    return profile
+
+
+def _identity_attach(*, profile: Profile, kind: str, value: str) -> Profile:
+    # get_or_create survives a concurrent insert of the same identity; if another
+    # profile won that race, the two are joined like any other link.
+    identity, _ = ProfileIdentity.objects.get_or_create(
+        kind=kind, value=value, defaults={"profile": profile}
+    )
+    return _merge_or_keep(profile, identity.profile, explicit=False)
+
+
+@transaction.atomic
+def profile_merge(
+    *, first: Profile, second: Profile, reason: str, explicit: bool = False
+) -> Profile:
+    """Merge two profiles of one person into the one to keep; return it.
+
+    The kept profile is the one with an email, else the older one. Everything the
+    other owns moves over, blanks are filled, and a ProfileMerge records it.
+    Raises MergeRefused when the two cannot be one person: two email addresses,
+    or two userIds unless the merge is `explicit` (an alias).
+    """
+    locked = {
+        profile.pk: profile
+        for profile in Profile.objects.select_for_update()
+        .filter(pk__in=[first.pk, second.pk])
+        .order_by("pk")
+    }
+    kept, merged = _merge_order(locked[first.pk], locked[second.pk])
+    _merge_check(kept, merged, explicit=explicit)
+
+    moved = _related_move(kept=kept, merged=merged)
+    _blanks_fill(kept=kept, merged=merged)
+    # Earlier merges into the merged profile keep their record under the kept one.
+    ProfileMerge.objects.filter(kept=merged).update(kept=kept)
+    merged_id = merged.pk
+    merged.delete()
+    profile_traits_compute(profile=kept)
+
+    ProfileMerge.objects.create(
+        kept=kept, merged_profile_id=merged_id, reason=reason[:200], moved=moved
+    )
+    logger.info(
+        "Profiles merged",
+        extra={"kept_profile": kept.pk, "merged_profile": merged_id, **moved},
+    )
+    return kept
+
+
+def _merge_order(a: Profile, b: Profile) -> tuple[Profile, Profile]:
+    if bool(a.email) != bool(b.email):
+        return (a, b) if a.email else (b, a)
+    return (a, b) if (a.created_at, a.pk) <= (b.created_at, b.pk) else (b, a)
+
+
+def _merge_check(kept: Profile, merged: Profile, *, explicit: bool) -> None:
+    if kept.email and merged.email:
+        raise MergeRefused("both profiles have an email address")
+    if explicit:
+        return
+
+    with_user_id = ProfileIdentity.objects.filter(
+        profile__in=[kept, merged], kind=IdentityKind.USER_ID
+    )
+    if with_user_id.values("profile").distinct().count() > 1:
+        raise MergeRefused("both profiles have a user id")
+
+
+def _related_move(*, kept: Profile, merged: Profile) -> dict[str, int]:
+    moved = {
+        "events": Event.objects.filter(profile=merged).update(profile=kept),
+        "identities": ProfileIdentity.objects.filter(profile=merged).update(
+            profile=kept
+        ),
+        # A queryset update bypasses ConsentRecord.save(): the records are moved
+        # whole, never rewritten, so they stay append-only facts.
+        "consent_records": ConsentRecord.objects.filter(profile=merged).update(
+            profile=kept
+        ),
+    }
+    moved["tags"] = _tags_move(kept=kept, merged=merged)
+    moved["messages"], moved["messages_dropped"] = _messages_move(
+        kept=kept, merged=merged
+    )
+    return moved
+
+
+def _tags_move(*, kept: Profile, merged: Profile) -> int:
+    names = list(merged.tags.values_list("name", flat=True))
+    ProfileTag.objects.bulk_create(
+        [ProfileTag(profile=kept, name=name) for name in names], ignore_conflicts=True
+    )
+    merged.tags.all().delete()
+    return len(names)
+
+
+def _messages_move(*, kept: Profile, merged: Profile) -> tuple[int, int]:
+    # campaigns.Message allows one row per (campaign, profile): where both profiles
+    # got the same campaign, the kept profile's row is the record that stays.
+    kept_campaigns = kept.messages.values("campaign_id")
+    clashing = merged.messages.filter(campaign_id__in=kept_campaigns)
+    dropped = clashing.count()
+    moved = merged.messages.exclude(campaign_id__in=kept_campaigns).update(profile=kept)
+    return moved, dropped
+
+
+def _blanks_fill(*, kept: Profile, merged: Profile) -> None:
+    for name in PROFILE_FIELDS_FILLED_ON_MERGE:
+        if not getattr(kept, name) and getattr(merged, name):
+            setattr(kept, name, getattr(merged, name))
+
+    kept.traits = {**merged.traits, **kept.traits}
+    kept.save(update_fields=[*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"])
