@@ -504,10 +504,7 @@ def _events_store(*, drafts: list[EventDraft], result: IngestResult) -> None:
     if connection.vendor == "postgresql":
         result.stored_ids = sorted(_events_insert(fresh))
     else:
-        Event.objects.bulk_create(
-            [Event(**draft) for draft in fresh], ignore_conflicts=True
-        )
-        result.stored_ids = _stored_ids_collect(fresh)
+        result.stored_ids = _events_insert_with_orm(fresh)
     # Rows already stored (a retried request, or a concurrent one) are duplicates.
     result.duplicates += len(fresh) - len(result.stored_ids)
 
@@ -536,6 +533,24 @@ def _events_insert(fresh: list[EventDraft]) -> list[int]:
 
 def _json_value(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _events_insert_with_orm(fresh: list[EventDraft]) -> list[int]:
+    known = set(
+        Event.objects.filter(
+            message_id__in=[draft["message_id"] for draft in fresh]
+        ).values_list("message_id", flat=True)
+    )
+    fresh = [draft for draft in fresh if draft["message_id"] not in known]
+    if not fresh:
+        return []
+
+    # A concurrent request may store the same messageId between the check above
+    # and this insert; ignore_conflicts keeps whichever row landed first.
+    Event.objects.bulk_create(
+        [Event(**draft) for draft in fresh], ignore_conflicts=True
+    )
+    return _stored_ids_collect(fresh)
 
 
 def _stored_ids_collect(fresh: list[EventDraft]) -> list[int]:

@@ -74,9 +74,8 @@ def test_string_amounts_count_as_numbers_and_give_the_average(db):
     assert profile.average_order_value == Decimal("20.00")
     assert profile.first_order_at == days_ago(3)
     assert profile.last_order_at == NOW
-    assert sorted(
-        Event.objects.values_list("properties__total", flat=True), key=str
-    ) == [" 29.50 ", "10.50", 20]
+    stored = Event.objects.order_by("timestamp")
+    assert [event.properties["total"] for event in stored] == ["10.50", " 29.50 ", 20]
 
 
 def test_orders_in_another_currency_are_left_out_of_value_and_average(db):
@@ -242,6 +241,8 @@ def test_recomputing_one_profile_gives_the_same_figures(db):
     "total", ["10.50", 10.5, "1e2", "+3", ".5", "5.", "1_000", "NaN", "0x10", True]
 )
 def test_sql_and_python_figures_agree(db, total):
+    if connection.vendor != "postgresql":
+        pytest.skip("compares the PostgreSQL query with the Python fallback")
     profile = process_profile_with_everything(total)
     refresh = TraitsRefresh(
         profile_ids={profile.pk},
