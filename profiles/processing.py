@@ -116,9 +116,9 @@ def _chunk_process(
     for event in events:
         try:
             chunk.apply(event)
-        except OperationalError:
-            # Transient (a deadlock, a lost connection): roll the chunk back whole
-            # and let the task's retry or the next sweep do it again.
+        except (OperationalError, IdentityTaken):
+            # Transient (a deadlock, a lost connection, a race for a new id): roll
+            # the chunk back whole and do it again.
             raise
         except Exception as exc:
             logger.exception("Event processing failed", extra={"event": event.pk})

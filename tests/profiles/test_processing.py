@@ -713,3 +713,44 @@ def test_a_chunk_is_redone_when_another_worker_links_its_new_id_first(
     assert list(Profile.objects.values_list("pk", flat=True)) == [anonymous.pk]
     merge = ProfileMerge.objects.get()
     assert (merge.kept_id, merge.merged_profile_id) == (anonymous.pk, other["profile"])
+
+
+def test_a_race_found_before_a_careful_event_redoes_the_chunk(transactional_db):
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-mid"
+    )
+    track("quick-link", user_id="usr_7200", anonymous_id="anon-mid", event="A")
+    track(
+        "careful-alias",
+        type="alias",
+        user_id="usr_7201",
+        previous_id="anon-other",
+        timestamp=utc("2025-03-14T10:01:00Z"),
+    )
+    inserted, blocked = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        with transaction.atomic():
+            profile = Profile.objects.create()
+            ProfileIdentity.objects.create(
+                profile=profile, kind=IdentityKind.USER_ID, value="usr_7200"
+            )
+            inserted.set()
+            if _waits_on_a_lock(seconds=10):
+                blocked.set()
+        connection.close()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    assert inserted.wait(timeout=10)
+    try:
+        assert events_process_pending() == 2
+    finally:
+        worker.join()
+
+    assert blocked.is_set()
+    assert Event.objects.exclude(processing_error="").count() == 0
+    assert event_profile_id("quick-link") == anonymous.pk
+    assert profile_of("usr_7200").pk == anonymous.pk
+    assert profile_of("usr_7201").identities.filter(value="anon-other").exists()
