@@ -32,10 +32,10 @@ WINDOW_SECONDS = WINDOW_DAYS * 86_400
 DAY_SECONDS = 86_400
 COPY_CHUNK_BYTES = 1 << 20
 
-# (country, share %, city, time zone, currency); Europe is about 31% of the total.
+# (country, share, city, time zone, currency); Europe is 31 of the 98 shares.
 COUNTRIES = [
-    ("US", 25, "Chicago", "America/Chicago", "USD"),
-    ("CA", 4, "Toronto", "America/Toronto", "CAD"),
+    ("US", 35, "Chicago", "America/Chicago", "USD"),
+    ("CA", 5, "Toronto", "America/Toronto", "CAD"),
     ("MX", 2, "Monterrey", "America/Monterrey", "MXN"),
     ("BR", 5, "São Paulo", "America/Sao_Paulo", "BRL"),
     ("AR", 1, "Córdoba", "America/Argentina/Cordoba", "ARS"),
@@ -420,7 +420,7 @@ class Generator:
                 self.tag_lines.append(f"{pid}\t{name}\n")
 
 
-_POINTS = {VIEWED: 3, ADDED: 6, ORDERED: 25, OPENED: 8, CLICKED: 15, PAGE: 1}
+_POINTS = {VIEWED: 5, ADDED: 10, ORDERED: 40, OPENED: 12, CLICKED: 20, PAGE: 2}
 
 
 def data_load(
