@@ -98,22 +98,40 @@ TAGS_TABLE_SQL = (
 DROP_TABLES_SQL = (
     "DROP TABLE IF EXISTS bespoke_import_key, bespoke_import_change, bespoke_import_tag"
 )
+# Each key is looked up through the unique index on lower(email): LIMIT and OFFSET
+# keep the planner from hashing the whole profile table (or every consent record)
+# to join one batch.
 EXISTING_SQL = """
 SELECT k.email_key, p.id, p.email, p.subscription_status, p.subscription_changed_at
 FROM bespoke_import_key k
-JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
+CROSS JOIN LATERAL (
+    SELECT * FROM profiles_profile
+    WHERE lower(email) = lower(k.email_key)
+    LIMIT 1
+) p
 """
 NEW_IDS_SQL = """
 SELECT k.email_key, p.id
 FROM bespoke_import_key k
-JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
+CROSS JOIN LATERAL (
+    SELECT id FROM profiles_profile
+    WHERE lower(email) = lower(k.email_key)
+    LIMIT 1
+) p
 """
 RECORDED_SQL = """
 SELECT c.profile_id, c.status, c.occurred_at
 FROM bespoke_import_key k
-JOIN profiles_profile p ON lower(p.email) = lower(k.email_key)
-JOIN profiles_consentrecord c ON c.profile_id = p.id
-WHERE c.source = %s
+CROSS JOIN LATERAL (
+    SELECT id FROM profiles_profile
+    WHERE lower(email) = lower(k.email_key)
+    LIMIT 1
+) p
+CROSS JOIN LATERAL (
+    SELECT profile_id, status, occurred_at FROM profiles_consentrecord
+    WHERE profile_id = p.id AND source = %s
+    OFFSET 0
+) c
 """
 # A blank never erases: a field the row does not state (NULL here) keeps its value,
 # and traits are merged key by key, as _profile_fill does one profile at a time.

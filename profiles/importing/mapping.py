@@ -499,7 +499,7 @@ def contacts_parse(
     first: dict[str, ContactRow] = {}
     repeated: dict[str, list[ContactRow]] = {}
     for line, cells in records:
-        if not any(cell.strip() for cell in cells):
+        if not "".join(cells).strip():
             continue
         parsed.records += 1
         outcome = _record_read_checked(context, parsed.records, line, cells)
