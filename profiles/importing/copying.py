@@ -42,6 +42,7 @@ from profiles.services import suppression_hash
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
 # What COPY's text format escapes; a key has none unless the address is quoted.
 COPY_TEXT_SPECIAL = re.compile(r"[\\\t\r]")
+COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 TEXT_FIELDS = (
     "first_name",
     "last_name",
@@ -375,8 +376,11 @@ def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
     if batch.new_tags:
         columns, defaults = _copy_plan(ProfileTag, TAG_COLUMNS)
         with cursor.copy(f"COPY profiles_profiletag ({columns}) FROM STDIN") as copy:
-            for state, name in batch.new_tags:
-                copy.write_row((state.pk, name, *defaults))
+            if defaults:
+                for state, name in batch.new_tags:
+                    copy.write_row((state.pk, name, *defaults))
+            else:
+                copy.write(_tag_lines(batch.new_tags))
 
     if batch.old_tags:
         # A stored profile may have the tag already: merge with ON CONFLICT.
@@ -385,6 +389,15 @@ def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
             for values in batch.old_tags:
                 copy.write_row(values)
         cursor.execute(TAGS_MERGE_SQL)
+
+
+def _tag_lines(tags: list[tuple[ProfileState, str]]) -> str:
+    """Return tags as COPY text: a few names repeat a million times, escaped once."""
+    escaped: dict[str, str] = {}
+    for _, name in tags:
+        if name not in escaped:
+            escaped[name] = name.translate(COPY_TEXT_ESCAPES)
+    return "".join(f"{state.pk}\t{escaped[name]}\n" for state, name in tags)
 
 
 def _consents_copy(

@@ -30,6 +30,8 @@ MAILCHIMP = [
 HEADER = ["email", "first_name", "last_name", "city", "country", "tags", "status"]
 HEADER += ["orders"]
 LONG_TAG = "T" * 120
+# COPY's text format escapes backslash and tab.
+TAG_NAMES = ["VIP", "Club, Lyon", LONG_TAG, "back\\slash\tand tab"]
 PROFILE_READ = (
     "email",
     "email_display",
@@ -80,7 +82,7 @@ def _generated_row(rng: random.Random, number: int) -> list[str]:
             "",
         ]
     )
-    tags = ",".join(f'"{t}"' for t in rng.sample(["VIP", "Club, Lyon", LONG_TAG], 2))
+    tags = ",".join(f'"{t}"' for t in rng.sample(TAG_NAMES, 2))
     return [
         email,
         rng.choice(["Ana", "Chloé", ""]),
@@ -256,3 +258,4 @@ def test_the_compared_files_reach_every_rule(monkeypatch, load_fixture):
     assert sum(row[8] for row in written["imports"]) > 0  # profiles updated
     assert len([t for t in written["tags"] if t[1] == LONG_TAG[:100]]) > 0
     assert len(written["suppressions"]) > 4
+    assert len([t for t in written["tags"] if t[1] == TAG_NAMES[3]]) > 0
