@@ -11,9 +11,9 @@
   a machine open (`machine_open` or `sg_machine_open` true in properties, or
   `machine_open` in context). last_clicked_at: the latest `Email Link Clicked`.
 - engagement_score, 0 to 100: over the last 90 days, 3 points per human email open,
-  5 per click, 2 per day with a site visit (a page or screen call) and 10 per order,
-  each halved for every 30 days of age (an open 30 days ago is worth 1.5, 60 days
-  ago 0.75); the sum is rounded and capped at 100. It is computed when the profile's
+  5 per click, 2 per day with a site visit (a page or screen call, which carries no
+  event name) and 10 per order, each halved for every 30 days of age (an open 30
+  days ago is worth 1.5, 60 days ago 0.75); the sum is rounded and capped at 100. It is computed when the profile's
   events are processed, so it describes the profile as of its latest processed event.
 - favourite_category: the category most often viewed, added or bought (`category`
   and `products[].category` of `Product Viewed`, `Product Added` and
@@ -269,7 +269,7 @@ engagement_points AS (
     SELECT e.profile_id, max(e.timestamp), %(visit_points)s
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(profiles)s::bigint[]) AND e.timestamp > %(since)s
-      AND e.type IN ('page', 'screen')
+      AND e.type IN ('page', 'screen') AND e.event = ''
     GROUP BY e.profile_id, date_trunc('day', e.timestamp AT TIME ZONE 'UTC')
     UNION ALL
     (SELECT DISTINCT ON (e.profile_id, {_ORDER_KEY})
@@ -282,8 +282,8 @@ engagement_points AS (
 engagement AS (
     SELECT p.profile_id,
         least(%(engagement_max)s, round(sum(
-            p.points * power(0.5, greatest(0,
-                extract(epoch FROM %(now)s - p.timestamp)) / %(half_life)s)
+            p.points * power(0.5::float8, greatest(0,
+                extract(epoch FROM %(now)s - p.timestamp)::float8) / %(half_life)s)
         )))::int AS engagement_score
     FROM engagement_points p
     GROUP BY p.profile_id
@@ -550,7 +550,7 @@ def _engagement(rows: list[tuple], *, now: datetime) -> int:
 
     visit_days: dict[Any, datetime] = {}
     for row in recent:
-        if row[2] in VISIT_TYPES:
+        if row[2] in VISIT_TYPES and not row[3]:
             day = row[4].astimezone(UTC).date()
             visit_days[day] = max(visit_days.get(day, row[4]), row[4])
     points += [(ENGAGEMENT_POINTS["visit_day"], at) for at in visit_days.values()]
