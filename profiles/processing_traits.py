@@ -13,8 +13,9 @@
 - engagement_score, 0 to 100: over the last 90 days, 3 points per human email open,
   5 per click, 2 per day with a site visit (a page or screen call, which carries no
   event name) and 10 per order, each halved for every 30 days of age (an open 30
-  days ago is worth 1.5, 60 days ago 0.75); the sum is rounded and capped at 100. It is computed when the profile's
-  events are processed, so it describes the profile as of its latest processed event.
+  days ago is worth 1.5, 60 days ago 0.75); the sum is rounded and capped at 100.
+  It is computed when the profile's events are processed, so it describes the
+  profile as of its latest processed event.
 - favourite_category: the category most often viewed, added or bought (`category`
   and `products[].category` of `Product Viewed`, `Product Added` and
   `Order Completed`); a tie goes to the category seen most recently.
