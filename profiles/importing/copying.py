@@ -9,16 +9,18 @@ ids the same keys find, and changed profiles are updated from a COPYed
 staging table in one set-based UPDATE that fills only what the row states.
 """
 
-import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
-from psycopg import Cursor
+from psycopg import Copy, Cursor
 
 from profiles.importing.layouts import ConsentFact
 from profiles.importing.mapping import ContactRow
@@ -42,7 +44,6 @@ from profiles.services import suppression_hash
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
 # What COPY's text format escapes; a key has none unless the address is quoted.
 COPY_TEXT_SPECIAL = re.compile(r"[\\\t\r]")
-COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 TEXT_FIELDS = (
     "first_name",
     "last_name",
@@ -73,6 +74,15 @@ CONSENT_COLUMNS = (
     "evidence",
 )
 TAG_COLUMNS = ("profile_id", "name")
+CHANGE_COLUMNS = (
+    "profile_id",
+    "email_display",
+    *TEXT_FIELDS,
+    "traits",
+    "subscription_status",
+    "subscription_changed_at",
+    "status_changed",
+)
 # A status as plain text, whether a member or its value: psycopg dumps an Enum by name.
 STATUS_VALUES = {status: status.value for status in SubscriptionStatus}
 
@@ -96,6 +106,10 @@ TAGS_TABLE_SQL = (
     "CREATE TEMP TABLE bespoke_import_tag (seq int, profile_id bigint, name text) "
     "ON COMMIT DROP"
 )
+COLUMN_TYPES_SQL = """
+SELECT attname, atttypid FROM pg_attribute
+WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
+"""
 DROP_TABLES_SQL = (
     "DROP TABLE IF EXISTS bespoke_import_key, bespoke_import_change, bespoke_import_tag"
 )
@@ -299,7 +313,7 @@ def _row_sort(
                 email.key,
                 email.display,
                 *texts,
-                json.dumps(traits),
+                traits,
                 status,
                 state.subscription_changed_at,
             )
@@ -311,7 +325,7 @@ def _row_sort(
                 state.pk,
                 email.display,
                 *texts,
-                json.dumps(traits),
+                traits,
                 status,
                 state.subscription_changed_at,
                 status_changed,
@@ -345,7 +359,7 @@ def _profiles_copy(cursor: Cursor, batch: _Batch) -> None:
 
     columns, defaults = _copy_plan(Profile, PROFILE_COLUMNS)
     stamps = (batch.now, batch.now)
-    with cursor.copy(f"COPY profiles_profile ({columns}) FROM STDIN") as copy:
+    with _copy_binary(cursor, Profile._meta.db_table, columns) as copy:
         for values in batch.new_profiles:
             copy.write_row(values + stamps + defaults)
 
@@ -366,7 +380,7 @@ def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
         return
 
     cursor.execute(CHANGES_TABLE_SQL)
-    with cursor.copy("COPY bespoke_import_change FROM STDIN") as copy:
+    with _copy_binary(cursor, "bespoke_import_change", CHANGE_COLUMNS) as copy:
         for values in batch.changes:
             copy.write_row(values)
     cursor.execute(UPDATE_SQL, [batch.now])
@@ -375,29 +389,18 @@ def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
 def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
     if batch.new_tags:
         columns, defaults = _copy_plan(ProfileTag, TAG_COLUMNS)
-        with cursor.copy(f"COPY profiles_profiletag ({columns}) FROM STDIN") as copy:
-            if defaults:
-                for state, name in batch.new_tags:
-                    copy.write_row((state.pk, name, *defaults))
-            else:
-                copy.write(_tag_lines(batch.new_tags))
+        with _copy_binary(cursor, ProfileTag._meta.db_table, columns) as copy:
+            for state, name in batch.new_tags:
+                copy.write_row((state.pk, name, *defaults))
 
     if batch.old_tags:
         # A stored profile may have the tag already: merge with ON CONFLICT.
         cursor.execute(TAGS_TABLE_SQL)
-        with cursor.copy("COPY bespoke_import_tag FROM STDIN") as copy:
+        columns = ("seq", "profile_id", "name")
+        with _copy_binary(cursor, "bespoke_import_tag", columns) as copy:
             for values in batch.old_tags:
                 copy.write_row(values)
         cursor.execute(TAGS_MERGE_SQL)
-
-
-def _tag_lines(tags: list[tuple[ProfileState, str]]) -> str:
-    """Return tags as COPY text: a few names repeat a million times, escaped once."""
-    escaped: dict[str, str] = {}
-    for _, name in tags:
-        if name not in escaped:
-            escaped[name] = name.translate(COPY_TEXT_ESCAPES)
-    return "".join(f"{state.pk}\t{escaped[name]}\n" for state, name in tags)
 
 
 def _consents_copy(
@@ -408,9 +411,10 @@ def _consents_copy(
 
     columns, defaults = _copy_plan(ConsentRecord, CONSENT_COLUMNS)
     file_evidence = {"file": batch.filename}
-    with cursor.copy(f"COPY profiles_consentrecord ({columns}) FROM STDIN") as copy:
+    table = ConsentRecord._meta.db_table
+    with _copy_binary(cursor, table, columns) as copy:
         for state, fact in consents:
-            evidence = json.dumps({**file_evidence, **fact.evidence})
+            evidence = {**file_evidence, **fact.evidence}
             copy.write_row(
                 (
                     state.pk,
@@ -418,7 +422,7 @@ def _consents_copy(
                     batch.source,
                     fact.occurred_at,
                     batch.now,
-                    fact.ip_address or None,
+                    _ip_address(fact.ip_address),
                     fact.wording,
                     evidence,
                     *defaults,
@@ -439,7 +443,9 @@ def _suppressions_insert(cursor: Cursor, batch: _Batch, keys: list[str]) -> None
     cursor.execute(SUPPRESSED_AT_SQL, [batch.now, ids])
 
 
-def _copy_plan(model: type[Model], given: tuple[str, ...]) -> tuple[str, tuple]:
+def _copy_plan(
+    model: type[Model], given: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple]:
     """Return a COPY column list (given ones first) and the defaults of the others.
 
     A column added to the model later gets its default here instead of breaking
@@ -454,5 +460,24 @@ def _copy_plan(model: type[Model], given: tuple[str, ...]) -> tuple[str, tuple]:
         if default is None and not field.null:
             raise LookupError(f"{model.__name__}.{field.name} has no default to COPY")
         columns.append(field.column)
-        defaults.append(field.get_db_prep_save(default, connection))
-    return ", ".join(columns), tuple(defaults)
+        defaults.append(field.to_python(default))
+    return tuple(columns), tuple(defaults)
+
+
+@contextmanager
+def _copy_binary(
+    cursor: Cursor, table: str, columns: tuple[str, ...]
+) -> Iterator[Copy]:
+    """Open a binary COPY into the table's columns, typed as the table declares them."""
+    # Binary rows cost the server no text parsing: half the time of text COPY.
+    cursor.execute(COLUMN_TYPES_SQL, [table])
+    oids = dict(cursor.fetchall())
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    with cursor.copy(statement) as copy:
+        copy.set_types([oids[column] for column in columns])
+        yield copy
+
+
+def _ip_address(text: str | None) -> IPv4Address | IPv6Address | None:
+    # The binary inet dumper takes address objects; the fact holds a checked text.
+    return ip_address(text) if text else None
