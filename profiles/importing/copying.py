@@ -87,9 +87,7 @@ CHANGE_COLUMNS = (
 STATUS_VALUES = {status: status.value for status in SubscriptionStatus}
 
 # Temporary tables live until the batch's transaction commits.
-KEYS_TABLE_SQL = (
-    "CREATE TEMP TABLE bespoke_import_key (email_key text PRIMARY KEY) ON COMMIT DROP"
-)
+KEYS_TABLE_SQL = "CREATE TEMP TABLE bespoke_import_key (email_key text) ON COMMIT DROP"
 CHANGES_TABLE_SQL = """
 CREATE TEMP TABLE bespoke_import_change (
     profile_id bigint PRIMARY KEY,
