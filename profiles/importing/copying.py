@@ -4,9 +4,9 @@
 caller's transaction, the same counts, notes and erased rows) and decides every row
 with the same consent rules, but moves the data without model objects: existing
 profiles are found by COPYing the batch's keys into a temporary table, new profiles
-are COPYed straight into their table, then their tags and consent records under the
-ids the same keys find, and changed profiles are updated from a COPYed
-staging table in one set-based UPDATE that fills only what the row states.
+are COPYed (in binary) straight into their table, then their tags and consent
+records under the ids the same keys find, and stored profiles are updated from a
+COPYed staging table in one set-based UPDATE that fills only what the row states.
 """
 
 import re
@@ -298,7 +298,20 @@ def _row_sort(
     if is_new:
         batch.states[email.key] = state
         batch.new_states.append(state)
+    _profile_queue(batch, state, row, is_new=is_new, status_changed=status_changed)
+    _tags_queue(batch, state, row.tags, is_new=is_new)
 
+
+def _profile_queue(
+    batch: _Batch,
+    state: ProfileState,
+    row: ContactRow,
+    *,
+    is_new: bool,
+    status_changed: bool,
+) -> None:
+    """Queue a new profile's row, or what a stored one's row states (None if blank)."""
+    email = row.email
     traits = row.traits
     if not email.ascii_only:
         traits = {**traits, SMTPUTF8_TRAIT: True}
@@ -329,7 +342,6 @@ def _row_sort(
                 status_changed,
             )
         )
-    _tags_queue(batch, state, row.tags, is_new=is_new)
 
 
 def _tags_queue(
