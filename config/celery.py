@@ -32,4 +32,8 @@ app.conf.beat_schedule = {
         "task": "segments.tasks.segments_time_refresh_task",
         "schedule": 300.0,
     },
+    "refresh-every-segment": {
+        "task": "segments.tasks.segments_refresh_all_task",
+        "schedule": 3600.0,
+    },
 }

@@ -16,7 +16,7 @@ import logging
 from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 
-from profiles.models import Event
+from profiles.models import Event, EventType
 from profiles.processing_chunk import EventChunk, IdentityTaken
 from profiles.processing_identities import (
     EventUnresolvable,
@@ -24,6 +24,7 @@ from profiles.processing_identities import (
     profile_merge,
 )
 from profiles.processing_traits import number_coerce, profile_traits_compute
+from profiles.signals import profiles_changed
 from profiles.traits import TraitRule, trait_schema_load
 
 __all__ = [
@@ -125,4 +126,54 @@ def _chunk_process(
             failed[event.pk] = f"{type(exc).__name__}: {exc}"[:500]
 
     chunk.finish(events=events, failed=failed)
+    _profiles_changed_announce([event.pk for event in events])
     return len(events)
+
+
+# Any processed event can move computed traits (last seen, engagement, orders...).
+METRIC_WORDS = frozenset(
+    f"metric:{name}"
+    for name in (
+        "lifetime_value",
+        "order_count",
+        "average_order_value",
+        "engagement_score",
+        "favourite_category",
+        "first_order_at",
+        "last_order_at",
+        "last_seen_at",
+        "last_opened_at",
+        "last_clicked_at",
+    )
+)
+
+
+def _profiles_changed_announce(event_ids: list[int]) -> None:
+    """After commit, say which profiles changed and what about them (segments listen)."""
+    rows = Event.objects.filter(pk__in=event_ids, profile__isnull=False).values_list(
+        "profile_id", "type", "event"
+    )
+    identified: set[int] = set()
+    tracked: set[int] = set()
+    changed = set(METRIC_WORDS)
+    for profile_id, kind, name in rows:
+        if kind in (EventType.IDENTIFY, EventType.ALIAS, EventType.GROUP):
+            # Fields, traits and merges: cheaper to re-check every segment than to
+            # trace each field an identify touched.
+            identified.add(profile_id)
+        else:
+            tracked.add(profile_id)
+            if name:
+                changed.add(f"event:{name}")
+
+    def announce() -> None:
+        if identified:
+            profiles_changed.send(
+                sender=Event, profile_ids=sorted(identified), changed=None
+            )
+        if tracked - identified:
+            profiles_changed.send(
+                sender=Event, profile_ids=sorted(tracked - identified), changed=changed
+            )
+
+    transaction.on_commit(announce)

@@ -14,6 +14,7 @@ from segments.membership import (
     segment_refreshes_reap,
     segments_time_dependent_ids,
 )
+from segments.models import Segment
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ def segments_time_refresh_task() -> int:
     """Release stuck refreshes, then enqueue a refresh of each time-window segment."""
     segment_refreshes_reap()
     segment_ids = segments_time_dependent_ids()
+    for segment_id in segment_ids:
+        segment_refresh_task.delay(segment_id)
+    return len(segment_ids)
+
+
+@shared_task
+def segments_refresh_all_task() -> int:
+    """Queue a refresh of every segment: the repair for any lost real-time update."""
+    segment_ids = list(Segment.objects.values_list("pk", flat=True))
     for segment_id in segment_ids:
         segment_refresh_task.delay(segment_id)
     return len(segment_ids)

@@ -1,0 +1,68 @@
+"""An event that arrives through the API moves its profile into a segment at once."""
+
+import base64
+import json
+
+import pytest
+
+from config.celery import app
+from profiles.processing import events_process_pending
+from segments.models import SegmentMembership
+from segments.services import segment_save
+from tests.factories import ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+AUTH = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+
+
+@pytest.fixture
+def tasks_inline():
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+def track(client, payload: dict) -> None:
+    response = client.post(
+        "/v1/track",
+        data=json.dumps(payload),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=AUTH,
+    )
+    assert response.status_code == 200
+
+
+def test_an_order_moves_the_buyer_into_the_segment_and_only_that_segment(
+    client, tasks_inline, django_capture_on_commit_callbacks
+):
+    ProfileFactory(email="buyer@example.com")
+    buyers = segment_save(name="Buyers", rule={"event": "Order Completed"})
+    french = segment_save(
+        name="French", rule={"attribute": "country_code", "op": "eq", "value": "FR"}
+    )
+    identify = {
+        "type": "identify",
+        "userId": "u-1",
+        "traits": {"email": "buyer@example.com"},
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            "/v1/identify",
+            data=json.dumps(identify),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=AUTH,
+        )
+        events_process_pending()
+    with django_capture_on_commit_callbacks(execute=True):
+        track(
+            client,
+            {"userId": "u-1", "event": "Order Completed", "properties": {"total": 20}},
+        )
+        events_process_pending()
+
+    stays = SegmentMembership.objects.filter(profile__email="buyer@example.com")
+    assert list(stays.values_list("segment_id", "left_at")) == [(buyers.pk, None)]
+    assert not stays.filter(segment=french).exists()
