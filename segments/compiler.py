@@ -51,6 +51,8 @@ from segments.language import (
     rule_validate,
 )
 
+_ONCE = {("gte", 1), ("gt", 0)}
+_NEVER = {("lt", 1), ("lte", 0), ("eq", 0)}
 ENGAGEMENT_EVENTS = {"opened": "Email Opened", "clicked": "Email Link Clicked"}
 _NUMBER_LOOKUPS = {
     "gt": GreaterThan,
@@ -250,17 +252,45 @@ class _Compiler:
     # Behaviour ------------------------------------------------------------------
 
     def event(self, node: dict) -> Q:
-        events = self.event_rows(node, profile=OuterRef("pk"))
-        follow = node.get("followed_by")
-        if follow:
-            events = events.filter(self.followed_by(follow))
-
         count = node.get("count") or {"op": "gte", "value": 1}
-        matched = _count_matches(events, count["op"], count["value"])
-        return matched if node.get("did", True) else ~matched
+        op, value, did = count["op"], count["value"], node.get("did", True)
+
+        # "At least once" and "never" need no count: a bare (NOT) EXISTS, which
+        # PostgreSQL plans as a semi- or anti-join instead of a lookup per profile.
+        if (op, value) in _ONCE or (op, value) in _NEVER:
+            found = Q(Exists(self.events_matching(node, profile=OuterRef("pk"))))
+            return found if did == ((op, value) in _ONCE) else ~found
+
+        # "At least N": the qualifying profiles grouped once, uncorrelated; narrowed
+        # to one profile (a membership refresh) the planner pushes the id down.
+        if did and op in ("gte", "gt", "eq") and value > 0:
+            events = self.events_matching(node, profile=None)
+            lookup = "exact" if op == "eq" else op
+            passing = (
+                events.values("profile")
+                .annotate(n=Count("id"))
+                .filter(**{f"n__{lookup}": value})
+                .values("profile")
+            )
+            return Q(pk__in=passing)
+
+        # "At most N" and the negations keep NOT EXISTS, which counts a profile with
+        # no events as zero (a NOT IN over a big set would also degrade past work_mem).
+        events = self.events_matching(node, profile=OuterRef("pk"))
+        matched = _count_matches(events, op, value)
+        return matched if did else ~matched
+
+    def events_matching(self, node: dict, *, profile: Any) -> Any:
+        events = self.event_rows(node, profile=profile)
+        follow = node.get("followed_by")
+        return events.filter(self.followed_by(follow)) if follow else events
 
     def event_rows(self, node: dict, *, profile: Any) -> Any:
-        events = Event.objects.filter(profile=profile, event=node["event"])
+        events = Event.objects.filter(event=node["event"])
+        if profile is None:
+            events = events.filter(profile__isnull=False)
+        else:
+            events = events.filter(profile=profile)
         if node.get("within_days"):
             events = events.filter(
                 timestamp__gte=self.now - timedelta(days=node["within_days"])
@@ -332,7 +362,7 @@ class _Compiler:
         middle = self.now - timedelta(days=node["over_days"] / 2)
         counted = (
             Event.objects.filter(
-                profile=OuterRef("pk"), event=node["trend"], timestamp__gte=start
+                profile__isnull=False, event=node["trend"], timestamp__gte=start
             )
             .values("profile")
             .annotate(
@@ -340,9 +370,9 @@ class _Compiler:
                 earlier=Count("id", filter=Q(timestamp__lt=middle)),
             )
         )
-        if node["direction"] == "declining":
-            return Q(Exists(counted.filter(recent__lt=F("earlier"))))
-        return Q(Exists(counted.filter(recent__gt=F("earlier"))))
+        compare = "recent__lt" if node["direction"] == "declining" else "recent__gt"
+        passing = counted.filter(**{compare: F("earlier")}).values("profile")
+        return Q(pk__in=passing)
 
     def consent(self, node: dict) -> Q:
         return Q(subscription_status=node["consent"])
