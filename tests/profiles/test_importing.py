@@ -341,6 +341,9 @@ def test_cleaned_rows_put_the_address_on_the_suppression_list(all_three):
     assert suppression.reason == SuppressionReason.HARD_BOUNCE
     assert suppression.source == "import:mailchimp"
     assert Suppression.objects.count() == 4
+    # Flagged on the profile too, as suppression_add does, for rules and counts.
+    assert mailbox.suppressed_at is not None
+    assert Profile.objects.exclude(suppressed_at=None).count() == 4
 
 
 @pytest.mark.django_db
