@@ -4,10 +4,10 @@ Each batch of merged rows (IMPORT_BATCH_SIZE through the ORM, COPY_BATCH_SIZE on
 PostgreSQL's COPY path for files of COPY_MIN_ROWS rows or more) commits in its own
 transaction together with the import's progress (`rows_done`), so `rows_done`
 always names exactly the rows that are written: the first `rows_done` merged rows of
-the file, in the order their address first appears. An import that stops (an error, a worker that died)
-is marked failed with that count in its error and keeps its uploaded file;
-`contact_import_retry` puts it back in the queue and the re-run skips the rows
-already written, so nothing is half-written that the import cannot name.
+the file, in the order their address first appears. An import that stops (an error,
+a worker that died) is marked failed with that count in its error and keeps its
+uploaded file; `contact_import_retry` puts it back in the queue and the re-run skips
+the rows already written, so nothing is half-written that the import cannot name.
 """
 
 import contextlib
