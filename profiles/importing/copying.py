@@ -221,7 +221,7 @@ class _Batch:
 def contact_rows_copy(
     rows: list[ContactRow], *, source: str, filename: str
 ) -> BatchOutcome:
-    """Write one batch of merged rows with COPY; the same outcome as contact_rows_write."""
+    """Write one batch of merged rows with COPY, as contact_rows_write would."""
     outcome = BatchOutcome()
     if _has_erasures():
         rows = erased_rows_drop(rows, outcome)

@@ -290,7 +290,7 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
 
 
 def _batch_writer(rows_total: int) -> tuple[Callable[..., BatchOutcome], int]:
-    """Choose how batches are written: COPY on PostgreSQL for big files, else the ORM."""
+    """Choose how batches are written: COPY on PostgreSQL for big files, else ORM."""
     # Both give the same rows (tests/profiles/test_importing_paths.py); the ORM path
     # is the reference, and the one SQLite runs.
     if connection.vendor == "postgresql" and rows_total >= COPY_MIN_ROWS:

@@ -1,4 +1,4 @@
-"""The COPY path on PostgreSQL writes exactly what the ORM path (the reference) writes."""
+"""The COPY path on PostgreSQL writes exactly what the reference ORM path writes."""
 
 import csv
 import io
