@@ -1,6 +1,6 @@
 """The Segment-compatible tracking API under /v1/."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from profiles.apis import (
     AliasApi,
@@ -10,6 +10,7 @@ from profiles.apis import (
     PageApi,
     ScreenApi,
     TrackApi,
+    unknown_path,
 )
 
 app_name = "tracking"
@@ -22,4 +23,5 @@ urlpatterns = [
     path("group", GroupApi.as_view(), name="group"),
     path("alias", AliasApi.as_view(), name="alias"),
     path("batch", BatchApi.as_view(), name="batch"),
+    re_path(r"^(?P<path>.*)$", unknown_path, name="unknown"),
 ]

@@ -5,6 +5,8 @@ import binascii
 import logging
 from typing import Any
 
+from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from rest_framework import status
 from rest_framework.request import Request
@@ -75,6 +77,20 @@ class TrackingApi(APIView):
 
         return Response(result.as_dict(), status=status.HTTP_200_OK)
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # Clients read JSON with code and message on every answer; a database that is
+        # briefly unavailable (a lock, a restart) is a 503 they retry, not HTML.
+        if isinstance(exc, DatabaseError):
+            logger.error("Tracking request failed on the database", exc_info=exc)
+            response = _error(
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                code="unavailable",
+                message="The event store is briefly unavailable; retry the request.",
+            )
+            response["Retry-After"] = "5"
+            return response
+        return super().handle_exception(exc)
+
     def http_method_not_allowed(
         self, request: Request, *args: Any, **kwargs: Any
     ) -> Response:
@@ -140,3 +156,17 @@ class AliasApi(TrackingApi):
 
 class BatchApi(TrackingApi):
     call_type = None
+
+
+def unknown_path(request: HttpRequest, path: str) -> JsonResponse:
+    """Answer a path the tracking API does not have in JSON, as clients expect."""
+    return JsonResponse(
+        {
+            "code": "not_found",
+            "message": (
+                f"There is no /v1/{path}: use /v1/identify, track, page, screen, "
+                "group, alias or batch."
+            ),
+        },
+        status=404,
+    )

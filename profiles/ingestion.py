@@ -19,8 +19,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
-from profiles.tasks import events_process_task
+from profiles.tasks import events_process_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +104,19 @@ class IngestResult:
     stored_ids: list[int] = field(default_factory=list)
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    # Items stored whole, but with a part that cannot be used (an invalid email trait).
+    warnings: list[Rejection] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "success": True,
             "stored": len(self.stored_ids),
             "duplicates": self.duplicates,
             "rejected": [rejection.as_dict() for rejection in self.rejected],
         }
+        if self.warnings:
+            answer["warnings"] = [warning.as_dict() for warning in self.warnings]
+        return answer
 
 
 def write_key_source(*, key: str | None) -> str | None:
@@ -262,13 +268,18 @@ def events_ingest(
             result.rejected.append(
                 Rejection(index, _message_id_of(item), exc.code, exc.message)
             )
+            continue
+
+        warning = _email_trait_warning(item, path_type=path_type)
+        if warning:
+            result.warnings.append(Rejection(index, _message_id_of(item), *warning))
 
     with transaction.atomic():
         _events_store(drafts=drafts, result=result)
         _rejections_store(items=items, result=result, source=source, at=received_at)
         if result.stored_ids:
             transaction.on_commit(
-                lambda ids=tuple(result.stored_ids): _processing_enqueue(list(ids))
+                lambda ids=tuple(result.stored_ids): events_process_enqueue(list(ids))
             )
 
     logger.info(
@@ -281,16 +292,26 @@ def events_ingest(
     return result
 
 
-def _processing_enqueue(event_ids: list[int]) -> None:
+def _email_trait_warning(
+    item: dict[str, Any], *, path_type: str | None
+) -> tuple | None:
+    """Name an identify's email trait that is not an address (the event is kept)."""
+    if (path_type or item.get("type")) != EventType.IDENTIFY:
+        return None
+    traits = item.get("traits")
+    raw = traits.get("email") if isinstance(traits, dict) else None
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+
     try:
-        events_process_task.delay(event_ids)
-    except Exception:
-        # The events are stored; the beat sweep processes them if the broker is down.
-        logger.warning(
-            "Could not enqueue event processing; the sweep will pick it up",
-            exc_info=True,
-            extra={"events": len(event_ids)},
+        email_normalize(raw)
+    except InvalidEmail as exc:
+        return (
+            "invalid_email_trait",
+            f"traits.email {raw[:100]!r} is not an email address ({exc.detail}); "
+            "the event is stored, the address is not used",
         )
+    return None
 
 
 def _items_split(
@@ -574,7 +595,7 @@ def _rejections_store(
             payload=_storable(items[rejection.index], rejection.code),
             received_at=at,
         )
-        for rejection in result.rejected
+        for rejection in [*result.rejected, *result.warnings]
     ]
     RejectedEvent.objects.bulk_create(rows)
 

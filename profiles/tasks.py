@@ -1,11 +1,15 @@
 """Celery tasks of the profiles app: thin callers of services, taking ids."""
 
+import logging
+
 from celery import shared_task
 from django.db import OperationalError
 
 from profiles.importing import contact_import_run_stored, contact_imports_sweep
 from profiles.processing import events_process, events_process_pending
 from profiles.shopify import shopify_deliveries_process_pending
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task
@@ -30,6 +34,19 @@ EVENTS_SWEEP_BATCH_SIZE = 1000
 def events_process_task(event_ids: list[int]) -> int:
     """Process the given stored events; those already processed are skipped."""
     return events_process(event_ids=event_ids)
+
+
+def events_process_enqueue(event_ids: list[int]) -> None:
+    """Queue processing of stored events; if the broker is down, the sweep does it."""
+    try:
+        events_process_task.delay(event_ids)
+    except Exception:
+        # The events are stored unprocessed, so the beat sweep will find them.
+        logger.warning(
+            "Could not enqueue event processing; the sweep will pick it up",
+            exc_info=True,
+            extra={"events": len(event_ids)},
+        )
 
 
 @shared_task

@@ -14,7 +14,7 @@ from profiles.shopify import (
     shopify_delivery_store,
     shopify_signature_valid,
 )
-from profiles.tasks import events_process_task
+from profiles.tasks import events_process_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +127,5 @@ def _delivery_accept(
 
     event_ids = shopify_delivery_process(delivery_id=delivery.pk)
     if event_ids:
-        transaction.on_commit(lambda: _events_enqueue(event_ids))
+        transaction.on_commit(lambda: events_process_enqueue(event_ids))
     return JsonResponse({"success": True, "duplicate": False})
-
-
-def _events_enqueue(event_ids: list[int]) -> None:
-    try:
-        events_process_task.delay(event_ids)
-    except Exception:
-        # The events are stored unprocessed; the events sweep picks them up.
-        logger.warning(
-            "Could not enqueue event processing; the sweep will pick it up",
-            exc_info=True,
-            extra={"events": len(event_ids)},
-        )

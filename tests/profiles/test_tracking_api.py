@@ -559,3 +559,48 @@ def test_a_revoked_key_is_not_marked_as_used(db, post, load_fixture):
     key.refresh_from_db()
     assert key.last_used_at is None
     assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/v1/track/", "/v1/foo", "/v1/"])
+def test_an_unknown_path_is_answered_in_json(post, path):
+    response = post(path, {})
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_identify_with_an_invalid_email_is_stored_and_flagged(post):
+    body = {
+        "userId": "u-9",
+        "messageId": "bad-email-1",
+        "traits": {"email": "<script>@example.com", "firstName": "Eve"},
+    }
+
+    response = post("/v1/identify", body)
+
+    answer = response.json()
+    assert response.status_code == 200
+    assert answer["stored"] == 1
+    assert [w["code"] for w in answer["warnings"]] == ["invalid_email_trait"]
+    flagged = RejectedEvent.objects.get()
+    assert (flagged.code, flagged.message_id) == ("invalid_email_trait", "bad-email-1")
+    assert Event.objects.filter(message_id="bad-email-1").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_database_outage_is_a_json_503_the_client_retries(post, monkeypatch):
+    from django.db import OperationalError
+
+    def locked(**kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr("profiles.apis.events_ingest", locked)
+
+    response = post("/v1/track", {"userId": "u", "event": "e"})
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["code"] == "unavailable"
