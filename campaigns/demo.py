@@ -1,32 +1,9 @@
 """The demo story's content: its segments and its template, as plain data."""
 
+from segments.seeds import SEED_SEGMENTS
+
 SEGMENTS = [
-    {
-        "slug": "high-value-customers",
-        "name": "High-value customers",
-        "description": "Lifetime value over 500 and an order in the last 30 days.",
-        "rule": {
-            "all": [
-                {"metric": "lifetime_value", "op": "gt", "value": 500},
-                {"event": "Order Completed", "did": True, "within_days": 30},
-            ]
-        },
-    },
-    {
-        "slug": "frequent-buyers-in-europe",
-        "name": "Frequent buyers in Europe",
-        "description": "More than 3 orders in the last 30 days, living in Europe.",
-        "rule": {
-            "all": [
-                {
-                    "event": "Order Completed",
-                    "within_days": 30,
-                    "count": {"op": "gt", "value": 3},
-                },
-                {"attribute": "continent", "op": "eq", "value": "Europe"},
-            ]
-        },
-    },
+    *SEED_SEGMENTS,
     {
         "slug": "viewed-but-did-not-buy",
         "name": "Viewed but did not buy",
