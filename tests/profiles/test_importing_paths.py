@@ -69,7 +69,7 @@ def generated_file(count: int, *, seed: int) -> bytes:
 
 
 def _generated_row(rng: random.Random, number: int) -> list[str]:
-    person = number % 150  # about one row in four repeats an earlier mailbox
+    person = number % 150  # each person comes four times, in any of these forms
     email = rng.choice(
         [
             f"person{person}@example.com",
