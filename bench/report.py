@@ -20,6 +20,12 @@ def bench_row_write(*, name: str, figure: str, baseline: str, command: str) -> N
     day = datetime.now(tz=UTC).date().isoformat()
     row = f"| {name} | {figure} | {baseline} | `{command}` | {day} |"
 
-    lines = [line for line in text.splitlines() if not line.startswith(f"| {name} |")]
-    lines.append(row)
+    lines = text.splitlines()
+    mine = [i for i, line in enumerate(lines) if line.startswith(f"| {name} |")]
+    if mine:
+        # Replaced where it stands, so the table keeps its order between runs.
+        lines[mine[0]] = row
+        lines = [line for i, line in enumerate(lines) if i not in mine[1:]]
+    else:
+        lines.append(row)
     BENCHMARKS_MD.write_text("\n".join(lines) + "\n")
