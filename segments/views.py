@@ -26,6 +26,7 @@ from segments.language import (
 )
 from segments.models import Segment
 from segments.preview import event_names, segment_summaries
+from segments.selectors import segment_recent_changes, segment_size_history
 from segments.services import segment_save
 
 NEW_SEGMENT_RULE = {"all": []}
@@ -115,9 +116,22 @@ def _builder_page(request: HttpRequest, *, segment: Segment | None) -> HttpRespo
         "segment": segment,
         "rule_errors": rule_errors,
         "vocabulary": _vocabulary(exclude=segment),
+        "history": _history(segment),
     }
     status = 400 if request.method == "POST" else 200
     return render(request, "segments/segment_edit.html", context, status=status)
+
+
+def _history(segment: Segment | None) -> dict | None:
+    """The segment's size at the end of each of the last 30 days, and who moved lately."""
+    if segment is None:
+        return None
+    sizes = segment_size_history(segment_id=segment.pk, days=30)
+    peak = max((row["size"] for row in sizes), default=0) or 1
+    return {
+        "sizes": [{**row, "percent": round(100 * row["size"] / peak)} for row in sizes],
+        "changes": segment_recent_changes(segment_id=segment.pk, limit=20),
+    }
 
 
 def _initial(segment: Segment | None) -> dict:

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from profiles.models import SubscriptionStatus
 from segments.models import Segment
+from segments.services import segment_save
 from tests.factories import ProfileFactory, SegmentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -332,3 +333,25 @@ def test_the_edit_page_carries_the_rule_and_the_editor_vocabulary(marketer_clien
     assert vocabulary["segments"] == [{"slug": "other", "name": "Other"}]
     assert vocabulary["continents"][:2] == ["Africa", "Asia"]
     assert f'data-segment-id="{segment.pk}"' in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_edit_page_shows_the_size_over_time_and_who_moved(client, marketer):
+    from django.utils import timezone
+
+    from profiles.models import Profile
+    from segments.membership import segment_refresh
+
+    Profile.objects.create(email="fr@example.com", country_code="FR")
+    segment = segment_save(
+        name="French", rule={"attribute": "country_code", "op": "eq", "value": "FR"}
+    )
+    segment_refresh(segment_id=segment.pk, now=timezone.now())
+    client.force_login(marketer)
+
+    response = client.get(f"/segments/{segment.pk}/")
+
+    assert response.status_code == 200
+    assert response.context["history"]["sizes"][-1]["size"] == 1
+    assert response.context["history"]["changes"][0]["email"] == "fr@example.com"
+    assert b"Size over the last 30 days" in response.content
