@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from bench.segment_data import data_load, now_default
+from segments.seeds import SEED_SEGMENTS
 
 BENCH_DB = "bespoke_bench_segments"
 SERVER_URL = os.environ.get(
@@ -90,43 +91,13 @@ HAND_SQL = {
     """,
 }
 
+# The seed segments exactly as Bespoke ships them (segments/seeds.py).
+_SEEDS = {seed["slug"]: seed["rule"] for seed in SEED_SEGMENTS}
 SEED_RULES = {
-    "high-value": {
-        "all": [
-            {"metric": "lifetime_value", "op": "gt", "value": 500},
-            {"event": "Order Completed", "within_days": 30},
-            {"metric": "engagement_score", "op": "gte", "value": 60},
-        ]
-    },
-    # Opens fading over 60 days, no order in 60 days, yet still opening (a person,
-    # not a privacy proxy) in the last 30: worth a win-back before they go quiet.
-    "at-risk": {
-        "all": [
-            {"trend": "Email Opened", "over_days": 60, "direction": "declining"},
-            {"not": {"event": "Order Completed", "within_days": 60}},
-            {"engagement": "opened", "within_days": 30},
-        ]
-    },
-    "engaged-browsers": {
-        "all": [
-            {
-                "event": "Product Viewed",
-                "within_days": 30,
-                "count": {"op": "gte", "value": 5},
-            },
-            {"event": "Order Completed", "did": False},
-        ]
-    },
-    "europe-frequent-buyers": {
-        "all": [
-            {
-                "event": "Order Completed",
-                "within_days": 30,
-                "count": {"op": "gt", "value": 3},
-            },
-            {"attribute": "continent", "op": "eq", "value": "Europe"},
-        ]
-    },
+    "high-value": _SEEDS["high-value-customers"],
+    "at-risk": _SEEDS["at-risk"],
+    "engaged-browsers": _SEEDS["engaged-browsers"],
+    "europe-frequent-buyers": _SEEDS["frequent-buyers-in-europe"],
 }
 
 

@@ -68,15 +68,24 @@ def rule_compile(
     now: datetime | None = None,
     lookup: SegmentLookup | None = None,
     slug: str | None = None,
+    one_profile: bool = False,
 ) -> Q:
-    """Compile a rule into a Q over Profile; raise RuleInvalid if it is not valid."""
+    """Compile a rule into a Q over Profile; raise RuleInvalid if it is not valid.
+
+    `one_profile` shapes the SQL for a query about one profile (a membership
+    refresh): every behaviour test stays a lookup correlated to that profile,
+    instead of grouping the qualifying profiles once, which suits a whole segment.
+    """
     lookup = lookup or SegmentLookup()
     errors = rule_validate(rule, lookup=lookup, slug=slug)
     if errors:
         raise RuleInvalid(errors)
 
     seen = (slug,) if slug else ()
-    return _Compiler(now=now or timezone.now(), lookup=lookup, seen=seen).node(rule)
+    compiler = _Compiler(
+        now=now or timezone.now(), lookup=lookup, seen=seen, one_profile=one_profile
+    )
+    return compiler.node(rule)
 
 
 def profiles_matching(rule: dict, *, now: datetime | None = None) -> Any:
@@ -85,7 +94,10 @@ def profiles_matching(rule: dict, *, now: datetime | None = None) -> Any:
 
 
 class _Compiler:
-    def __init__(self, *, now: datetime, lookup: SegmentLookup, seen: tuple) -> None:
+    def __init__(
+        self, *, now: datetime, lookup: SegmentLookup, seen: tuple, one_profile: bool
+    ) -> None:
+        self.one_profile = one_profile
         self.now = now
         self.today = now.astimezone(ZoneInfo(settings.BESPOKE_ACCOUNT_TIME_ZONE)).date()
         self.lookup = lookup
@@ -263,7 +275,7 @@ class _Compiler:
 
         # "At least N": the qualifying profiles grouped once, uncorrelated; narrowed
         # to one profile (a membership refresh) the planner pushes the id down.
-        if did and op in ("gte", "gt", "eq") and value > 0:
+        if did and op in ("gte", "gt", "eq") and value > 0 and not self.one_profile:
             events = self.events_matching(node, profile=None)
             lookup = "exact" if op == "eq" else op
             passing = (
@@ -371,6 +383,10 @@ class _Compiler:
             )
         )
         compare = "recent__lt" if node["direction"] == "declining" else "recent__gt"
+        if self.one_profile:
+            # About one profile: count that profile's events only.
+            mine = counted.filter(profile=OuterRef("pk"), **{compare: F("earlier")})
+            return Q(Exists(mine))
         passing = counted.filter(**{compare: F("earlier")}).values("profile")
         return Q(pk__in=passing)
 
@@ -378,7 +394,12 @@ class _Compiler:
         return Q(subscription_status=node["consent"])
 
     def segment(self, slug: str) -> Q:
-        inner = _Compiler(now=self.now, lookup=self.lookup, seen=(*self.seen, slug))
+        inner = _Compiler(
+            now=self.now,
+            lookup=self.lookup,
+            seen=(*self.seen, slug),
+            one_profile=self.one_profile,
+        )
         return inner.node(self.lookup.rule_of(slug))
 
 

@@ -235,9 +235,12 @@ def _members_sql(
     using: str,
     id_range: tuple[int, int] | None = None,
     lookup: SegmentLookup | None = None,
+    one_profile: bool = False,
 ) -> tuple[str, list]:
     lookup = lookup or _Lookup(using)
-    rule = rule_compile(segment.rule, now=now, lookup=lookup, slug=segment.slug)
+    rule = rule_compile(
+        segment.rule, now=now, lookup=lookup, slug=segment.slug, one_profile=one_profile
+    )
     members = Profile.objects.using(using).filter(rule)
     if id_range is not None:
         members = members.filter(pk__gt=id_range[0], pk__lte=id_range[1])
@@ -571,7 +574,9 @@ def _members_sql_cached(
         return _rule_sql["sql"][segment.pk]
 
     try:
-        members = _members_sql(segment, now=as_of, using=using, lookup=lookup)
+        members = _members_sql(
+            segment, now=as_of, using=using, lookup=lookup, one_profile=True
+        )
     except RuleInvalid:
         logger.warning(
             "Segment rule no longer compiles", extra={"segment_id": segment.pk}

@@ -336,6 +336,15 @@ def test_compiled_rules_select_exactly_whom_the_reference_selects(
     selected = set(
         Profile.objects.using(alias).filter(compiled).values_list("pk", flat=True)
     )
+    # The shape used to ask about one profile at a time must agree too.
+    one_at_a_time = {
+        pk
+        for pk in ids.values()
+        if Profile.objects.using(alias)
+        .filter(rule_compile(rule, now=NOW, one_profile=True), pk=pk)
+        .exists()
+    }
 
     expected = {ids[p.pk] for p in persons if reference.matches(rule, p)}
     assert selected == expected
+    assert one_at_a_time == expected
