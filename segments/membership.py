@@ -37,7 +37,6 @@ from segments.signals import segment_membership_changed, segment_refreshed
 logger = logging.getLogger(__name__)
 
 SEGMENT_REFRESH_STALE_AFTER_SECONDS = 600
-SEGMENT_REBUILD_BATCH_SIZE = 50_000
 
 ENTERED = "entered"
 LEFT = "left"
@@ -354,9 +353,7 @@ def segment_rebuild_batch(
 
 
 def _rebuild_batch_size() -> int:
-    return getattr(
-        settings, "BESPOKE_SEGMENT_REBUILD_BATCH_SIZE", SEGMENT_REBUILD_BATCH_SIZE
-    )
+    return settings.BESPOKE_SEGMENT_REBUILD_BATCH_SIZE
 
 
 def _rebuild_finish(

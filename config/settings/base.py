@@ -167,6 +167,8 @@ BESPOKE_IMPORT_TIME_ZONE = env_str("BESPOKE_IMPORT_TIME_ZONE", "UTC")
 # The key of the hashes kept on the suppression list. Changing it orphans them.
 BESPOKE_SUPPRESSION_KEY = env_str("BESPOKE_SUPPRESSION_KEY", SECRET_KEY)
 BESPOKE_SEND_BATCH_SIZE = env_int("BESPOKE_SEND_BATCH_SIZE", 200)
+# Profile ids a segment rebuild handles in one transaction before re-queueing.
+BESPOKE_SEGMENT_REBUILD_BATCH_SIZE = env_int("BESPOKE_SEGMENT_REBUILD_BATCH_SIZE", 50_000)
 
 LOGGING = {
     "version": 1,
