@@ -372,7 +372,10 @@ def _consent_known(
     # fact is recorded once.
     known = ConsentRecord.objects.filter(profile=profile, source=SOURCE, status=status)
     if evidence:
-        return known.filter(evidence__contains=evidence).exists()
+        # One lookup per key rather than JSON containment, which SQLite lacks.
+        return known.filter(
+            **{f"evidence__{key}": value for key, value in evidence.items()}
+        ).exists()
     return known.filter(occurred_at=occurred_at).exists()
 
 
