@@ -20,6 +20,7 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
+from profiles.signals import profiles_changed
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,22 @@ def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -
         email_hash=suppression_hash(email_key),
         defaults={"reason": reason, "source": source},
     )
-    Profile.objects.filter(Exact(Lower("email"), email_key), suppressed_at=None).update(
-        suppressed_at=timezone.now()
+    suppressed = Profile.objects.filter(
+        Exact(Lower("email"), email_key), suppressed_at=None
     )
+    for profile_id in suppressed.values_list("pk", flat=True):
+        _announce(profile_id, "suppressed")
+    suppressed.update(suppressed_at=timezone.now())
     return created
+
+
+def _announce(profile_id: int, word: str) -> None:
+    """After commit, tell listeners (segments) what changed about one profile."""
+    transaction.on_commit(
+        lambda: profiles_changed.send(
+            sender=Profile, profile_ids=[profile_id], changed={word}
+        )
+    )
 
 
 @transaction.atomic
@@ -86,6 +99,8 @@ def consent_record(
         profile.subscription_status = status
         profile.subscription_changed_at = occurred_at
         profile.save(update_fields=["subscription_status", "subscription_changed_at"])
+        if status != current:
+            _announce(profile.pk, "consent")
 
     return record
 

@@ -43,6 +43,7 @@ from profiles.services import (
     profile_get_or_create_by_email,
     profile_tags_add,
 )
+from profiles.signals import profiles_changed
 from profiles.traits import TraitInvalid, trait_coerce, trait_schema_load
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,12 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     consent = payload.get("email_marketing_consent")
     if isinstance(consent, dict):
         _consent_apply(profile=profile, consent=consent, delivery=delivery)
+    # Names, place and tags may have changed: segments re-check this profile.
+    transaction.on_commit(
+        lambda: profiles_changed.send(
+            sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
+        )
+    )
     return Outcome()
 
 

@@ -38,6 +38,7 @@ from profiles.importing.mapping import (
 from profiles.importing.reading import ImportFormatError
 from profiles.importing.writing import BatchOutcome, contact_rows_write
 from profiles.models import ContactImport, ImportStatus
+from profiles.signals import profiles_changed
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,12 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
     ContactImport.objects.filter(
         pk=contact_import.pk, status=ImportStatus.RUNNING
     ).update(status=ImportStatus.DONE, finished_at=timezone.now())
+    # Too many profiles may have changed to name them: listeners refresh wholesale.
+    transaction.on_commit(
+        lambda: profiles_changed.send(
+            sender=ContactImport, profile_ids=None, changed=None
+        )
+    )
 
 
 def _batch_writer(rows_total: int) -> tuple[Callable[..., BatchOutcome], int]:

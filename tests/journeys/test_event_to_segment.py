@@ -66,3 +66,39 @@ def test_an_order_moves_the_buyer_into_the_segment_and_only_that_segment(
     stays = SegmentMembership.objects.filter(profile__email="buyer@example.com")
     assert list(stays.values_list("segment_id", "left_at")) == [(buyers.pk, None)]
     assert not stays.filter(segment=french).exists()
+
+
+def test_an_unsubscribe_and_an_import_move_profiles_out_of_and_into_segments(
+    tasks_inline, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from profiles.importing import contact_import_file
+    from profiles.models import SubscriptionStatus
+    from profiles.services import consent_record
+    from segments.membership import segment_refresh
+
+    reader = ProfileFactory(email="reader@example.com")
+    subscribed = segment_save(name="Subscribed", rule={"consent": "subscribed"})
+    swedes = segment_save(
+        name="Swedes", rule={"attribute": "country_code", "op": "eq", "value": "SE"}
+    )
+    segment_refresh(segment_id=subscribed.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        consent_record(
+            profile=reader,
+            status=SubscriptionStatus.UNSUBSCRIBED,
+            source="unsubscribe_link",
+            occurred_at=timezone.now(),
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        contact_import_file(
+            filename="swedes.csv", data=b"Email,Country\nsven@example.com,SE\n"
+        )
+
+    open_stays = SegmentMembership.objects.filter(left_at=None)
+    assert not open_stays.filter(segment=subscribed, profile=reader).exists()
+    assert list(
+        open_stays.filter(segment=swedes).values_list("profile__email", flat=True)
+    ) == ["sven@example.com"]
