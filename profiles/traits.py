@@ -6,17 +6,18 @@ value of a declared trait, or raises TraitInvalid with a reason code and a sente
 Traits with no definition are stored as they came.
 """
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import regex
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from profiles.models import TraitDefinition, TraitType
 
+PATTERN_TIMEOUT_SECONDS = 0.05
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}
 FALSE_TEXT = {"false", "no", "n", "0", "off"}
 
@@ -168,11 +169,19 @@ def _check_rules(rule: TraitRule, value: Any) -> None:
         raise TraitInvalid(
             "above_maximum", f"{rule.name}: {value} is above {rule.maximum}"
         )
-    if (
-        rule.pattern
-        and isinstance(value, str)
-        and not re.fullmatch(rule.pattern, value)
-    ):
+    if rule.pattern and isinstance(value, str) and not _pattern_matches(rule, value):
         raise TraitInvalid(
             "pattern_mismatch", f"{rule.name}: {value!r} does not match {rule.pattern}"
         )
+
+
+def _pattern_matches(rule: TraitRule, value: str) -> bool:
+    # A marketer's pattern can backtrack for hours on a crafted value ('(a+)+$'),
+    # and values arrive from public write keys: the match gets a time limit.
+    try:
+        return regex.fullmatch(rule.pattern, value, timeout=PATTERN_TIMEOUT_SECONDS)
+    except TimeoutError as exc:
+        raise TraitInvalid(
+            "pattern_timeout",
+            f"{rule.name}: checking {value[:40]!r} against {rule.pattern} took too long",
+        ) from exc

@@ -5,6 +5,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import regex
 from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -59,8 +60,9 @@ class TraitDefinitionForm(forms.ModelForm):
     def clean_pattern(self) -> str:
         pattern = self.cleaned_data["pattern"]
         try:
-            re.compile(pattern)
-        except re.error as exc:
+            # The same engine that checks values (profiles/traits.py) reads it here.
+            regex.compile(pattern)
+        except regex.error as exc:
             raise forms.ValidationError(
                 f"The pattern is not a valid regular expression: {exc}."
             ) from exc

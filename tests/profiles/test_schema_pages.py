@@ -100,7 +100,7 @@ def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
             {
                 "pattern": [
                     "The pattern is not a valid regular expression: "
-                    "unterminated character set at position 1."
+                    "unterminated character set at position 5."
                 ]
             },
         ),

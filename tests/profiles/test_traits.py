@@ -62,3 +62,12 @@ def test_values_that_break_the_rules_are_refused_with_a_reason(rule, raw, reason
 
     assert caught.value.reason == reason
     assert caught.value.message.startswith(f"{rule.name}: ")
+
+
+def test_a_pattern_that_backtracks_badly_is_stopped_not_left_running():
+    rule = TraitRule("code", "text", pattern=r"(a|aa)+$")
+
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(rule, "a" * 40 + "!")
+
+    assert caught.value.reason == "pattern_timeout"
