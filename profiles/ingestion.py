@@ -471,6 +471,10 @@ def _name_text(item: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
+# Clocks drift and time zones get mislabelled; more than this is a wrong timestamp.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
 def _times_read(
     *, item: dict[str, Any], shared: dict[str, Any], received_at: datetime
 ) -> dict[str, datetime | None]:
@@ -486,6 +490,13 @@ def _times_read(
         # sentAt is right, so re-anchor that difference on our clock.
         timestamp = received_at - (sent_at - original)
 
+    if timestamp > received_at + FUTURE_TOLERANCE:
+        # An event from the future would read as 'seen today' for years and break
+        # every 'in the last N days' rule for that person.
+        raise ItemRejected(
+            "timestamp_in_future",
+            f"timestamp {timestamp.isoformat()} is more than a day after it was received",
+        )
     return {
         "timestamp": timestamp,
         "original_timestamp": original,

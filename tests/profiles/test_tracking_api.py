@@ -604,3 +604,17 @@ def test_a_database_outage_is_a_json_503_the_client_retries(post, monkeypatch):
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response.json()["code"] == "unavailable"
+
+
+@pytest.mark.django_db
+def test_an_event_dated_far_in_the_future_is_rejected_not_stored(post):
+    response = post(
+        "/v1/track",
+        {"userId": "u", "event": "e", "timestamp": "9999-12-31T23:59:59Z"},
+    )
+
+    answer = response.json()
+    assert response.status_code == 200
+    assert answer["stored"] == 0
+    assert [r["code"] for r in answer["rejected"]] == ["timestamp_in_future"]
+    assert Event.objects.count() == 0

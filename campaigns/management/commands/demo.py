@@ -127,7 +127,7 @@ class Command(BaseCommand):
             for item in answer.get("rejected", []):
                 self.stdout.write(
                     self.style.WARNING(
-                        f"    rejected item {item['index']} "
+                        f"    rejected item #{item['index'] + 1} "
                         f"({str(item.get('messageId'))[:24]}): "
                         f"{item['code']} - {item['message']}"
                     )
