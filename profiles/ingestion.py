@@ -8,6 +8,7 @@ refused. Processing happens afterwards, in profiles.processing.
 import hmac
 import json
 import logging
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from django.utils import timezone
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
 from profiles.tasks import events_process_enqueue
+from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,8 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     # Items stored whole, but with a part that cannot be used (an invalid email trait).
     warnings: list[Rejection] = field(default_factory=list)
+    # Told to the sender only: processing records these itself when it applies them.
+    notices: list[Rejection] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         answer: dict[str, Any] = {
@@ -114,8 +118,10 @@ class IngestResult:
             "duplicates": self.duplicates,
             "rejected": [rejection.as_dict() for rejection in self.rejected],
         }
-        if self.warnings:
-            answer["warnings"] = [warning.as_dict() for warning in self.warnings]
+        if self.warnings or self.notices:
+            answer["warnings"] = [
+                warning.as_dict() for warning in [*self.warnings, *self.notices]
+            ]
         return answer
 
 
@@ -273,6 +279,8 @@ def events_ingest(
         warning = _email_trait_warning(item, path_type=path_type)
         if warning:
             result.warnings.append(Rejection(index, _message_id_of(item), *warning))
+        for code, message in _trait_notices(item, path_type=path_type):
+            result.notices.append(Rejection(index, _message_id_of(item), code, message))
 
     with transaction.atomic():
         _events_store(drafts=drafts, result=result)
@@ -290,6 +298,41 @@ def events_ingest(
         extra={"source": source, "items": len(items)},
     )
     return result
+
+
+def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple]:
+    """Name the identify traits that break their declared rule, for the sender."""
+    traits = item.get("traits")
+    if (path_type or item.get("type")) != EventType.IDENTIFY or not traits:
+        return []
+    if not isinstance(traits, dict):
+        return []
+
+    schema = _trait_schema_recent()
+    notices = []
+    for name, raw in traits.items():
+        rule = schema.get(name)
+        if rule is None:
+            continue
+        try:
+            trait_coerce(rule, raw)
+        except TraitInvalid as exc:
+            notices.append(
+                (f"trait_invalid:{exc.reason}", f"{exc.message}; not stored")
+            )
+    return notices
+
+
+# The schema changes rarely; the API reads it at most this often per process.
+TRAIT_SCHEMA_REUSE_SECONDS = 30
+_trait_schema: dict[str, Any] = {"at": 0.0, "rules": {}}
+
+
+def _trait_schema_recent() -> dict[str, TraitRule]:
+    now = time.monotonic()
+    if now - _trait_schema["at"] > TRAIT_SCHEMA_REUSE_SECONDS:
+        _trait_schema["rules"], _trait_schema["at"] = trait_schema_load(), now
+    return _trait_schema["rules"]
 
 
 def _email_trait_warning(

@@ -82,3 +82,11 @@ def wait_for(predicate, *, seconds: float = 30) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.fixture(autouse=True)
+def fresh_trait_schema():
+    """The tracking API keeps the trait schema for a few seconds; tests start afresh."""
+    from profiles import ingestion
+
+    ingestion._trait_schema["at"] = 0.0

@@ -618,3 +618,18 @@ def test_an_event_dated_far_in_the_future_is_rejected_not_stored(post):
     assert answer["stored"] == 0
     assert [r["code"] for r in answer["rejected"]] == ["timestamp_in_future"]
     assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_sender_is_told_which_traits_break_their_declared_rule(post):
+    from profiles.models import TraitDefinition
+
+    TraitDefinition.objects.create(name="tier", type="text", allowed_values=["gold"])
+
+    response = post("/v1/identify", {"userId": "u-3", "traits": {"tier": "bronze"}})
+
+    answer = response.json()
+    assert answer["stored"] == 1
+    assert [w["code"] for w in answer["warnings"]] == ["trait_invalid:not_allowed"]
+    assert "not stored" in answer["warnings"][0]["message"]
+    assert RejectedEvent.objects.count() == 0
