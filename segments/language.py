@@ -434,7 +434,7 @@ def _describe_op(rule: dict) -> str:
 def _describe_event(rule: dict) -> str:
     did = rule.get("did", True)
     count = rule.get("count")
-    times = f" {count['op']} {count['value']} times" if count else ""
+    times = f" {_COUNT_WORDS[count['op']]} {count['value']} times" if count else ""
     where = "".join(
         f" where {c['property']} {_describe_op(c)}" for c in rule.get("where", [])
     )
@@ -447,6 +447,15 @@ def _describe_event(rule: dict) -> str:
         then = "followed by" if follow.get("did", True) else "not followed by"
         text += f", {then} {follow['event']}{same}{_window(follow, 'within')}"
     return text
+
+
+_COUNT_WORDS = {
+    "gt": "more than",
+    "gte": "at least",
+    "lt": "fewer than",
+    "lte": "at most",
+    "eq": "exactly",
+}
 
 
 def _window(rule: dict, word: str = "in the last") -> str:

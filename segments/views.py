@@ -2,8 +2,10 @@
 
 import json
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages as flash
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -30,6 +32,7 @@ from segments.selectors import segment_recent_changes, segment_size_history
 from segments.services import segment_save
 
 NEW_SEGMENT_RULE = {"all": []}
+HISTORY_TABLE_DAYS = 7
 
 
 class SegmentForm(forms.Form):
@@ -123,13 +126,27 @@ def _builder_page(request: HttpRequest, *, segment: Segment | None) -> HttpRespo
 
 
 def _history(segment: Segment | None) -> dict | None:
-    """The segment's size at the end of each of the last 30 days, and who moved lately."""
+    """The segment's size at the end of each of the last 30 days, and who moved lately.
+
+    Days before the segment was created have no size (None), not 0: it was not empty
+    then, it did not exist.
+    """
     if segment is None:
         return None
-    sizes = segment_size_history(segment_id=segment.pk, days=30)
-    peak = max((row["size"] for row in sizes), default=0) or 1
+
+    zone = ZoneInfo(settings.BESPOKE_ACCOUNT_TIME_ZONE)
+    created_on = segment.created_at.astimezone(zone).date()
+    sizes = [
+        {**row, "size": row["size"] if row["day"] >= created_on else None}
+        for row in segment_size_history(segment_id=segment.pk, days=30)
+    ]
+    peak = max((row["size"] or 0 for row in sizes), default=0) or 1
+
     return {
-        "sizes": [{**row, "percent": round(100 * row["size"] / peak)} for row in sizes],
+        "sizes": [
+            {**row, "percent": round(100 * (row["size"] or 0) / peak)} for row in sizes
+        ],
+        "last_days": sizes[::-1][:HISTORY_TABLE_DAYS],
         "changes": segment_recent_changes(segment_id=segment.pk, limit=20),
     }
 

@@ -355,3 +355,38 @@ def test_the_edit_page_shows_the_size_over_time_and_who_moved(client, marketer):
     assert response.context["history"]["sizes"][-1]["size"] == 1
     assert response.context["history"]["changes"][0]["email"] == "fr@example.com"
     assert b"Size over the last 30 days" in response.content
+
+
+def test_days_before_the_segment_existed_have_no_size_and_anonymous_profiles_a_name(
+    client, marketer
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from profiles.models import Profile
+    from segments.membership import segment_refresh
+
+    # Given a segment created two days ago whose one member has no email address
+    anonymous = Profile.objects.create(email=None, country_code="FR")
+    segment = segment_save(
+        name="French", rule={"attribute": "country_code", "op": "eq", "value": "FR"}
+    )
+    Segment.objects.filter(pk=segment.pk).update(
+        created_at=timezone.now() - timedelta(days=2)
+    )
+    segment_refresh(segment_id=segment.pk, now=timezone.now())
+    client.force_login(marketer)
+
+    # When the marketer opens it
+    response = client.get(f"/segments/{segment.pk}/")
+
+    # Then the 27 days before it existed are blank, not 0, and the table is a week
+    sizes = [row["size"] for row in response.context["history"]["sizes"]]
+    assert sizes == [None] * 27 + [0, 0, 1]
+    last_days = [row["size"] for row in response.context["history"]["last_days"]]
+    assert last_days == [1, 0, 0, None, None, None, None]
+    page = response.content.decode()
+    assert "<h3>Last 7 days</h3>" in page
+    assert page.count('<td data-size class="muted"') == 4
+    assert f">Profile {anonymous.pk}</a></td>" in page

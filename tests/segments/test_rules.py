@@ -161,6 +161,22 @@ def test_the_description_shows_and_binding_tighter_than_or():
     )
 
 
+@pytest.mark.parametrize(
+    ("op", "words"),
+    [
+        ("gt", "more than 3"),
+        ("gte", "at least 3"),
+        ("lt", "fewer than 3"),
+        ("lte", "at most 3"),
+        ("eq", "exactly 3"),
+    ],
+)
+def test_the_description_says_event_counts_in_words(op, words):
+    rule = {"event": "Order Completed", "count": {"op": op, "value": 3}}
+
+    assert rule_describe(rule) == f"did Order Completed {words} times"
+
+
 def test_a_segment_knows_what_it_reads_and_whether_time_moves_it():
     from segments.services import segment_save
 
