@@ -46,7 +46,8 @@ TEMPLATE = {
   <p>We ship worldwide: see the rates for your country at checkout.</p>
   {% endif %}
   {% if profile.order_count > 0 %}
-  <p>Thank you for your {{ profile.order_count }} order{% if profile.order_count > 1 %}s{% endif %} so far.</p>
+  {% if profile.order_count > 1 %}{% assign plural = "s" %}{% endif %}
+  <p>Thank you for your {{ profile.order_count }} order{{ plural }} so far.</p>
   {% endif %}
   <p style="font-size: 12px; color: #666">
     You receive this because you subscribed to Example Outfitters.
@@ -68,7 +69,8 @@ Free 2-day shipping anywhere in the US over $75.
 {% else %}
 We ship worldwide: see the rates for your country at checkout.
 {% endif %}{% if profile.order_count > 0 %}
-Thank you for your {{ profile.order_count }} order{% if profile.order_count > 1 %}s{% endif %} so far.
+{% if profile.order_count > 1 %}{% assign plural = "s" %}{% endif -%}
+Thank you for your {{ profile.order_count }} order{{ plural }} so far.
 {% endif %}
 Unsubscribe: {{ unsubscribe_url }}
 """,

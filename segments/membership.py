@@ -541,7 +541,8 @@ def _profile_state(
     if not columns:
         return {}
 
-    sql = f"SELECT {', '.join(columns)} FROM {profiles} AS target WHERE target.id = %s"  # noqa: S608
+    selected = ", ".join(columns)
+    sql = f"SELECT {selected} FROM {profiles} AS target WHERE target.id = %s"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, profile_id])
         row = cursor.fetchone()
