@@ -16,6 +16,7 @@
   const jsonBox = root.querySelector("[data-rule-json]");
   const jsonToggle = root.querySelector("[data-json-toggle]");
   const jsonProblem = root.querySelector("[data-json-problem]");
+  const errorList = root.querySelector("[data-error-list]");
   const csrfToken = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   const segmentId = root.dataset.segmentId ? Number(root.dataset.segmentId) : null;
 
@@ -38,7 +39,7 @@
   const KIND_LABELS = {
     attribute: "Profile field", trait: "Custom trait", metric: "Metric",
     event: "Event", engagement: "Email engagement", consent: "Consent",
-    suppressed: "Suppression", segment: "Other segment",
+    suppressed: "Suppression", segment: "Other segment", trend: "Event trend",
   };
   const VALUELESS = ["exists", "is_empty"];
   const LIST_OPS = ["in", "not_in"];
@@ -49,6 +50,8 @@
   let showingJson = false;
   let timer = null;
   let requestNumber = 0;
+  // The current rule's problems: from a refused save at first, then from each preview.
+  let errors = savedErrors;
 
   // Small DOM helpers ------------------------------------------------------------
 
@@ -92,7 +95,7 @@
     if ("attribute" in node) {
       return String(node.attribute).startsWith("traits.") ? "trait" : "attribute";
     }
-    for (const kind of ["metric", "event", "engagement", "consent", "suppressed", "segment"]) {
+    for (const kind of ["metric", "event", "engagement", "trend", "consent", "suppressed", "segment"]) {
       if (kind in node) return kind;
     }
     return null;
@@ -121,6 +124,7 @@
       case "metric": return { metric: "lifetime_value", op: "gt", value: 0 };
       case "event": return { event: vocab.events[0] || "Order Completed", did: true };
       case "engagement": return { engagement: "opened", within_days: 30 };
+      case "trend": return { trend: "Email Opened", over_days: 60, direction: "declining" };
       case "consent": return { consent: "subscribed" };
       case "suppressed": return { suppressed: false };
       case "segment": return { segment: vocab.segments.length ? vocab.segments[0].slug : "" };
@@ -158,7 +162,7 @@
       replace: (node) => { rule = node; changed(true); },
       remove: null,
     }));
-    showSavedErrors();
+    showErrors(errors);
   }
 
   function badge(path) {
@@ -180,6 +184,7 @@
     if (kind === null) {
       return nodeBox("condition unknown", path, [
         el("span", { text: "A condition the editor cannot show: edit it as JSON." }),
+        badge(path),
         slot.remove && button("Remove", slot.remove, "small danger"),
       ]);
     }
@@ -253,6 +258,7 @@
       case "metric": return metricFields(node);
       case "event": return eventFields(node);
       case "engagement": return engagementFields(node);
+      case "trend": return trendFields(node);
       case "consent":
         return [select(vocab.consent.map((c) => [c.value, c.label]), node.consent, (value) => {
           node.consent = value; changed(false);
@@ -341,17 +347,33 @@
     }, { type: "number", min: 1, placeholder: "any time", "aria-label": label, class: "narrow" });
   }
 
-  function eventFields(node) {
-    const did = select([["true", "did"], ["false", "did not do"]], String(node.did !== false), (value) => {
-      node.did = value === "true"; changed(false);
-    }, "Did or did not");
+  function eventNameInput(value, onchange) {
     const listId = "builder-events";
     if (!document.getElementById(listId)) {
       document.body.append(el("datalist", { id: listId }, vocab.events.map((name) => el("option", { value: name }))));
     }
-    const name = input(node.event, (value) => { node.event = value; changed(false); }, {
-      list: listId, "aria-label": "Event name", size: 16,
-    });
+    return input(value, onchange, { list: listId, "aria-label": "Event name", size: 16 });
+  }
+
+  function trendFields(node) {
+    return [
+      eventNameInput(node.trend, (value) => { node.trend = value; changed(false); }),
+      el("span", { text: "over" }),
+      input(node.over_days, (text) => { node.over_days = parseInt(text, 10); changed(false); }, {
+        type: "number", min: 2, "aria-label": "Over days", class: "narrow",
+      }),
+      el("span", { text: "days is" }),
+      select([["declining", "declining"], ["rising", "rising"]], node.direction, (value) => {
+        node.direction = value; changed(false);
+      }, "Direction"),
+    ];
+  }
+
+  function eventFields(node) {
+    const did = select([["true", "did"], ["false", "did not do"]], String(node.did !== false), (value) => {
+      node.did = value === "true"; changed(false);
+    }, "Did or did not");
+    const name = eventNameInput(node.event, (value) => { node.event = value; changed(false); });
     const count = node.count || {};
     const countOp = select(Object.entries(COUNT_LABELS), count.op || "", (value) => {
       if (value === "") delete node.count;
@@ -454,18 +476,43 @@
     try {
       result = await post(root.dataset.previewUrl, { rule: rule, segment_id: segmentId });
     } catch (error) {
-      if (number === requestNumber) setState("The preview could not be fetched; it will retry on the next change.");
+      if (number === requestNumber) {
+        clearPreview();
+        setState("The preview could not be fetched; it will retry on the next change.");
+      }
       return;
     }
     if (number !== requestNumber) return; // a newer edit is already being counted
-    clearErrors();
+    errors = result.status === 200 ? [] : result.data.errors || [];
+    showErrors(errors);
     if (result.status !== 200) {
-      showErrors(result.data.errors || []);
-      text("[data-live-count]", "—");
-      setState("The rule has problems: see the marked conditions.");
+      clearPreview();
+      setState(problemsState());
       return;
     }
     showPreview(result.data);
+  }
+
+  function problemsState() {
+    return showingJson
+      ? "The rule has problems: see the list above the JSON."
+      : "The rule has problems: see the marked conditions.";
+  }
+
+  // Nothing of the last valid rule's preview may pass for the current rule's.
+  function clearPreview() {
+    ["[data-live-count]", "[data-eligible]", "[data-ineligible]", "[data-description]"].forEach((selector) => {
+      text(selector, "—");
+    });
+    text("[data-eligibility-end]", ".");
+    root.querySelector("[data-reasons]").replaceChildren();
+    treeBox.querySelectorAll("[data-count-for]").forEach((badgeEl) => { badgeEl.textContent = ""; });
+    const none = "No preview until the rule has no problems.";
+    root.querySelector("[data-sample]").replaceChildren(
+      el("tr", {}, [el("td", { colspan: 2, class: "muted", text: none })]),
+    );
+    const diffBox = root.querySelector("[data-diff]");
+    if (diffBox) diffBox.replaceChildren(el("p", { class: "muted", text: none }));
   }
 
   function text(selector, value) {
@@ -481,9 +528,11 @@
     text("[data-eligible]", data.eligible.toLocaleString());
     text("[data-ineligible]", data.ineligible.total.toLocaleString());
     setState("");
-    root.querySelector("[data-reasons]").replaceChildren(...Object.entries(REASON_LABELS)
-      .filter(([key]) => data.ineligible[key])
-      .map(([key, label]) => el("li", { "data-reason": key, text: `${label}: ${data.ineligible[key].toLocaleString()}` })));
+    const reasons = Object.entries(REASON_LABELS).filter(([key]) => data.ineligible[key]);
+    text("[data-eligibility-end]", reasons.length ? ":" : ".");
+    root.querySelector("[data-reasons]").replaceChildren(...reasons.map(([key, label]) => (
+      el("li", { "data-reason": key, text: `${label}: ${data.ineligible[key].toLocaleString()}` })
+    )));
     text("[data-description]", data.description);
     data.conditions.forEach((condition) => {
       const badgeEl = treeBox.querySelector(`[data-count-for="${condition.path}"]`);
@@ -545,22 +594,31 @@
   function clearErrors() {
     treeBox.querySelectorAll(".has-error").forEach((node) => node.classList.remove("has-error"));
     treeBox.querySelectorAll("[data-error-for]").forEach((node) => { node.hidden = true; node.textContent = ""; });
+    // In JSON mode this line says why the text does not parse; that is not ours to clear.
+    if (!showingJson) { jsonProblem.hidden = true; jsonProblem.textContent = ""; }
   }
 
-  function showErrors(errors) {
-    errors.forEach((error) => {
+  // In JSON mode the tree is hidden and may be older than the text, so the errors are
+  // listed above the textarea; the tree is marked when it is shown again.
+  function showErrors(found) {
+    clearErrors();
+    errorList.replaceChildren(...found.map((error) => el("li", { "data-error-path": error.path }, [
+      el("code", { text: error.path }), `: ${error.message}`,
+    ])));
+    errorList.hidden = !found.length;
+    if (showingJson) return;
+
+    const unplaced = [];
+    found.forEach((error) => {
       const node = nodeFor(error.path);
-      if (!node) { jsonProblem.hidden = false; jsonProblem.textContent = `${error.path}: ${error.message}`; return; }
+      if (!node) { unplaced.push(`${error.path}: ${error.message}`); return; }
       node.classList.add("has-error");
       const slot = node.querySelector(`[data-error-for="${node.dataset.path}"]`);
       slot.hidden = false;
       const where = error.path === node.dataset.path ? "" : `${error.path}: `;
       slot.textContent = (slot.textContent ? `${slot.textContent} ` : "") + where + error.message;
     });
-  }
-
-  function showSavedErrors() {
-    if (savedErrors.length && !showingJson) showErrors(savedErrors);
+    if (unplaced.length) { jsonProblem.hidden = false; jsonProblem.textContent = unplaced.join("; "); }
   }
 
   // The "why" box --------------------------------------------------------------
@@ -585,7 +643,7 @@
     box.replaceChildren(
       el("p", {}, [
         el("strong", { class: data.in ? "ok" : "bad", "data-why-answer": data.in ? "in" : "out", text: data.in ? "In" : "Out" }),
-        ` — ${data.profile.email || data.profile.name || `profile ${data.profile.id}`}`,
+        ` — ${data.profile.email || data.profile.name || `Profile ${data.profile.id}`}`,
       ]),
       el("p", { "data-why-summary": "", text: data.summary }),
       el("ul", { class: "why-nodes" }, data.nodes.map((node) => el("li", { class: node.held ? "ok" : "bad" }, [
@@ -610,6 +668,7 @@
     treeBox.hidden = show;
     jsonToggle.textContent = show ? "Structured editor" : "JSON";
     jsonToggle.setAttribute("aria-pressed", String(show));
+    if (errors.length) setState(problemsState());
   }
 
   jsonToggle.addEventListener("click", () => {

@@ -1,11 +1,14 @@
 """A marketer widens the spring sale audience in the builder, watching the count."""
 
+import re
+
 import pytest
 from django.db.models import Q
 from playwright.sync_api import expect
 
 from profiles.models import Profile
 from segments.models import Segment
+from segments.preview import rule_condition_counts
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -64,3 +67,78 @@ def test_a_marketer_adds_a_condition_sees_the_count_change_asks_why_and_saves(
     assert segment.version == 2
     assert segment.rule["any"][2] == {"consent": "subscribed"}
     expect(page.locator("[data-live-count]")).to_have_text(str(after))
+
+
+def test_the_at_risk_trend_is_edited_in_place_and_every_node_is_counted(
+    page, signed_in, live_server
+):
+    segment = Segment.objects.get(slug="at-risk")
+    counts = {
+        row["path"]: row["count"]
+        for row in rule_condition_counts(rule=segment.rule, slug=segment.slug)
+    }
+    assert len(counts) == 5  # the group, the trend, the NOT and its event, engagement
+
+    page.goto(f"{live_server.url}/segments/{segment.pk}/")
+
+    trend = page.locator('[data-path="rule.all[0]"]')
+    expect(trend.get_by_label("Condition kind")).to_have_value("trend")
+    expect(trend.get_by_label("Event name")).to_have_value("Email Opened")
+    expect(trend.get_by_label("Over days")).to_have_value("60")
+    expect(trend.get_by_label("Direction")).to_have_value("declining")
+    expect(page.get_by_text("A condition the editor cannot show")).to_have_count(0)
+    for path, number in counts.items():
+        expect(page.locator(f'[data-count-for="{path}"]')).to_have_text(str(number))
+    expect(page.locator("[data-count-for]")).to_have_count(5)
+
+    trend.get_by_label("Direction").select_option("rising")
+    page.get_by_role("button", name="JSON").click()
+    assert '"direction": "rising"' in page.get_by_label("Rule (JSON)").input_value()
+
+
+def test_rule_errors_show_in_json_mode_and_on_the_exact_node_and_clear_the_preview(
+    page, signed_in
+):
+    page.get_by_role("link", name="Segments").first.click()
+    page.get_by_role("link", name="Spring sale audience").click()
+    expect(page.locator("[data-description]")).to_have_text(
+        "(tags contains 'Newsletter' OR did Product Viewed)"
+    )
+
+    page.get_by_role("button", name="JSON").click()
+    page.get_by_label("Rule (JSON)").fill(
+        '{"all": [{"consent": "subscribed"}, {"any": [{"consent": "maybe"}]}]}'
+    )
+
+    errors = page.locator("[data-error-list]")
+    expect(errors).to_be_visible()
+    expect(errors).to_contain_text("rule.all[1].any[0]: 'consent' must be one of")
+    expect(page.locator("[data-live-count]")).to_have_text("—")
+    for stale in ("[data-description]", "[data-eligible]", "[data-ineligible]"):
+        expect(page.locator(stale)).to_have_text("—")
+    expect(page.locator("[data-sample]")).to_have_text(
+        "No preview until the rule has no problems."
+    )
+    expect(page.locator("[data-reasons] li")).to_have_count(0)
+
+    page.get_by_role("button", name="Structured editor").click()
+    exact = page.locator('[data-error-for="rule.all[1].any[0]"]')
+    expect(exact).to_be_visible()
+    expect(exact).to_contain_text("'consent' must be one of")
+    expect(page.locator('[data-error-for="rule.all[1]"]')).to_be_hidden()
+    expect(page.locator('[data-error-for="rule"]')).to_be_hidden()
+
+    page.get_by_role("button", name="JSON").click()
+    page.get_by_label("Rule (JSON)").fill('{"all": "subscribed"}')
+    expect(errors).to_contain_text("rule: 'all' must hold a list")
+    page.get_by_role("button", name="Structured editor").click()
+    expect(page.locator('[data-error-for="rule"]')).to_have_text(
+        "'all' must hold a list"
+    )
+
+    page.get_by_role("button", name="JSON").click()
+    page.get_by_label("Rule (JSON)").fill('{"all": [{"consent": "subscribed"}]}')
+    expect(errors).to_be_hidden()
+    expect(page.locator("[data-ineligible]")).to_have_text("0")
+    eligibility = page.locator("[data-eligible]").locator("xpath=..")
+    expect(eligibility).to_have_text(re.compile(r"^\d+ can be emailed; 0 cannot\.$"))
