@@ -200,6 +200,33 @@ def test_event_windows_are_counted_at_the_time_given(people):
     assert event_names() == ["Order Completed"]
 
 
+def test_a_trend_is_counted_and_described_like_any_other_node(people):
+    # Ana opened three times in the earlier half of 60 days and once in the recent
+    # half (declining); Bo opened once early and twice lately (rising).
+    opens = {"ana": (45, 40, 35, 10), "bo": (50, 20, 5)}
+    for name, days in opens.items():
+        for days_ago in days:
+            Event.objects.create(
+                message_id=f"open-{name}-{days_ago}",
+                type="track",
+                event="Email Opened",
+                profile=people[name],
+                timestamp=NOW - timedelta(days=days_ago),
+                received_at=NOW,
+            )
+    trend = {"trend": "Email Opened", "over_days": 60, "direction": "declining"}
+    rule = {"all": [trend, {"engagement": "opened", "within_days": 30}]}
+
+    counts = rule_condition_counts(rule=rule, now=NOW)
+
+    assert [(row["path"], row["count"]) for row in counts] == [
+        ("rule", 1),
+        ("rule.all[0]", 1),
+        ("rule.all[1]", 2),
+    ]
+    assert counts[1]["description"] == "Email Opened declining over 60 days"
+
+
 def test_the_diff_says_who_would_enter_and_who_would_leave(people):
     segment = SegmentFactory(slug="french", rule=FRENCH)
 
