@@ -5,143 +5,268 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('profiles', '0002_event_processing_error'),
+        ("profiles", "0002_event_processing_error"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TraitDefinition',
+            name="TraitDefinition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('type', models.CharField(choices=[('text', 'Text'), ('number', 'Number'), ('boolean', 'True or false'), ('date', 'Date'), ('datetime', 'Date and time')], max_length=10)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('allowed_values', models.JSONField(blank=True, default=list)),
-                ('minimum', models.DecimalField(blank=True, decimal_places=6, max_digits=20, null=True)),
-                ('maximum', models.DecimalField(blank=True, decimal_places=6, max_digits=20, null=True)),
-                ('pattern', models.CharField(blank=True, max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("text", "Text"),
+                            ("number", "Number"),
+                            ("boolean", "True or false"),
+                            ("date", "Date"),
+                            ("datetime", "Date and time"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=300)),
+                ("allowed_values", models.JSONField(blank=True, default=list)),
+                (
+                    "minimum",
+                    models.DecimalField(
+                        blank=True, decimal_places=6, max_digits=20, null=True
+                    ),
+                ),
+                (
+                    "maximum",
+                    models.DecimalField(
+                        blank=True, decimal_places=6, max_digits=20, null=True
+                    ),
+                ),
+                ("pattern", models.CharField(blank=True, max_length=300)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.AddField(
-            model_name='contactimport',
-            name='column_map',
+            model_name="contactimport",
+            name="column_map",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='contactimport',
-            name='date_format',
+            model_name="contactimport",
+            name="date_format",
             field=models.CharField(blank=True, max_length=40),
         ),
         migrations.AddField(
-            model_name='contactimport',
-            name='rows_done',
+            model_name="contactimport",
+            name="rows_done",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='contactimport',
-            name='rows_total',
+            model_name="contactimport",
+            name="rows_total",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='contactimport',
-            name='started_at',
+            model_name="contactimport",
+            name="started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='profile',
-            name='average_order_value',
-            field=models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True),
+            model_name="profile",
+            name="average_order_value",
+            field=models.DecimalField(
+                blank=True, decimal_places=2, max_digits=14, null=True
+            ),
         ),
         migrations.AddField(
-            model_name='profile',
-            name='engagement_score',
+            model_name="profile",
+            name="engagement_score",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='profile',
-            name='favourite_category',
+            model_name="profile",
+            name="favourite_category",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='profile',
-            name='last_clicked_at',
+            model_name="profile",
+            name="last_clicked_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='profile',
-            name='last_opened_at',
+            model_name="profile",
+            name="last_opened_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='writekey',
-            name='last_used_at',
+            model_name="writekey",
+            name="last_used_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='ShopCheckout',
+            name="ShopCheckout",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('token', models.CharField(max_length=100, unique=True)),
-                ('shop_id', models.CharField(blank=True, max_length=40)),
-                ('email', models.CharField(blank=True, max_length=254)),
-                ('currency', models.CharField(blank=True, max_length=3)),
-                ('subtotal', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('shipping', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('tax', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('total', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('line_items', models.JSONField(blank=True, default=list)),
-                ('shipping_address', models.JSONField(blank=True, default=dict)),
-                ('recovery_url', models.URLField(blank=True, max_length=1000)),
-                ('buyer_accepts_marketing', models.BooleanField(null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('order_shop_id', models.CharField(blank=True, max_length=40)),
-                ('profile', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='checkouts', to='profiles.profile')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("token", models.CharField(max_length=100, unique=True)),
+                ("shop_id", models.CharField(blank=True, max_length=40)),
+                ("email", models.CharField(blank=True, max_length=254)),
+                ("currency", models.CharField(blank=True, max_length=3)),
+                (
+                    "subtotal",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "shipping",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "tax",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "total",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                ("line_items", models.JSONField(blank=True, default=list)),
+                ("shipping_address", models.JSONField(blank=True, default=dict)),
+                ("recovery_url", models.URLField(blank=True, max_length=1000)),
+                ("buyer_accepts_marketing", models.BooleanField(null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("order_shop_id", models.CharField(blank=True, max_length=40)),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="checkouts",
+                        to="profiles.profile",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ShopOrder',
+            name="ShopOrder",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('shop_id', models.CharField(max_length=40, unique=True)),
-                ('name', models.CharField(blank=True, max_length=40)),
-                ('email', models.CharField(blank=True, max_length=254)),
-                ('checkout_token', models.CharField(blank=True, db_index=True, max_length=100)),
-                ('financial_status', models.CharField(blank=True, max_length=40)),
-                ('currency', models.CharField(blank=True, max_length=3)),
-                ('subtotal', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('discount', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('shipping', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('tax', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('total', models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True)),
-                ('discount_codes', models.JSONField(blank=True, default=list)),
-                ('line_items', models.JSONField(blank=True, default=list)),
-                ('buyer_accepts_marketing', models.BooleanField(null=True)),
-                ('placed_at', models.DateTimeField(blank=True, null=True)),
-                ('profile', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='orders', to='profiles.profile')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("shop_id", models.CharField(max_length=40, unique=True)),
+                ("name", models.CharField(blank=True, max_length=40)),
+                ("email", models.CharField(blank=True, max_length=254)),
+                (
+                    "checkout_token",
+                    models.CharField(blank=True, db_index=True, max_length=100),
+                ),
+                ("financial_status", models.CharField(blank=True, max_length=40)),
+                ("currency", models.CharField(blank=True, max_length=3)),
+                (
+                    "subtotal",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "discount",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "shipping",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "tax",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                (
+                    "total",
+                    models.DecimalField(
+                        blank=True, decimal_places=2, max_digits=14, null=True
+                    ),
+                ),
+                ("discount_codes", models.JSONField(blank=True, default=list)),
+                ("line_items", models.JSONField(blank=True, default=list)),
+                ("buyer_accepts_marketing", models.BooleanField(null=True)),
+                ("placed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="orders",
+                        to="profiles.profile",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='WebhookDelivery',
+            name="WebhookDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=40)),
-                ('delivery_id', models.CharField(max_length=255)),
-                ('topic', models.CharField(max_length=100)),
-                ('shop_domain', models.CharField(blank=True, max_length=255)),
-                ('api_version', models.CharField(blank=True, max_length=20)),
-                ('payload', models.JSONField(default=dict)),
-                ('received_at', models.DateTimeField()),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('error', models.CharField(blank=True, max_length=500)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("source", models.CharField(max_length=40)),
+                ("delivery_id", models.CharField(max_length=255)),
+                ("topic", models.CharField(max_length=100)),
+                ("shop_domain", models.CharField(blank=True, max_length=255)),
+                ("api_version", models.CharField(blank=True, max_length=20)),
+                ("payload", models.JSONField(default=dict)),
+                ("received_at", models.DateTimeField()),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                ("error", models.CharField(blank=True, max_length=500)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('source', 'delivery_id'), name='webhook_delivery_once')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("source", "delivery_id"), name="webhook_delivery_once"
+                    )
+                ],
             },
         ),
     ]

@@ -5,65 +5,105 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('profiles', '0004_profile_suppressed_at'),
-        ('segments', '0001_initial'),
+        ("profiles", "0004_profile_suppressed_at"),
+        ("segments", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='segment',
-            name='dependencies',
+            model_name="segment",
+            name="dependencies",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='member_count',
+            model_name="segment",
+            name="member_count",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='refresh_cancel_requested',
+            model_name="segment",
+            name="refresh_cancel_requested",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='refresh_error',
+            model_name="segment",
+            name="refresh_error",
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='refresh_started_at',
+            model_name="segment",
+            name="refresh_started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='refreshed_at',
+            model_name="segment",
+            name="refreshed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='time_dependent',
+            model_name="segment",
+            name="time_dependent",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='segment',
-            name='version',
+            model_name="segment",
+            name="version",
             field=models.PositiveIntegerField(default=1),
         ),
         migrations.CreateModel(
-            name='SegmentMembership',
+            name="SegmentMembership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('entered_at', models.DateTimeField()),
-                ('left_at', models.DateTimeField(blank=True, null=True)),
-                ('profile', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='segment_memberships', to='profiles.profile')),
-                ('segment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='segments.segment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("entered_at", models.DateTimeField()),
+                ("left_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="segment_memberships",
+                        to="profiles.profile",
+                    ),
+                ),
+                (
+                    "segment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="segments.segment",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['profile', 'left_at'], name='segments_se_profile_7fd306_idx'), models.Index(fields=['segment', 'entered_at'], name='segments_se_segment_544a12_idx'), models.Index(fields=['segment', 'left_at'], name='segments_se_segment_b15023_idx')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('left_at__isnull', True)), fields=('segment', 'profile'), name='membership_one_open_stay')],
+                "indexes": [
+                    models.Index(
+                        fields=["profile", "left_at"],
+                        name="segments_se_profile_7fd306_idx",
+                    ),
+                    models.Index(
+                        fields=["segment", "entered_at"],
+                        name="segments_se_segment_544a12_idx",
+                    ),
+                    models.Index(
+                        fields=["segment", "left_at"],
+                        name="segments_se_segment_b15023_idx",
+                    ),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("left_at__isnull", True)),
+                        fields=("segment", "profile"),
+                        name="membership_one_open_stay",
+                    )
+                ],
             },
         ),
     ]
