@@ -72,7 +72,10 @@ class Profile(models.Model):
 
 
 class ProfileTag(models.Model):
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="tags")
+    # The unique (profile, name) index serves lookups by profile: no index of its own.
+    profile = models.ForeignKey(
+        Profile, on_delete=models.CASCADE, related_name="tags", db_index=False
+    )
     name = models.CharField(max_length=100)
 
     class Meta:
@@ -157,8 +160,14 @@ class Event(models.Model):
     anonymous_id = models.CharField(max_length=255, blank=True)
     previous_id = models.CharField(max_length=255, blank=True)
     group_id = models.CharField(max_length=255, blank=True)
+    # The (profile, event, timestamp) index serves lookups by profile.
     profile = models.ForeignKey(
-        Profile, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+        Profile,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="events",
+        db_index=False,
     )
     properties = models.JSONField(default=dict, blank=True)
     traits = models.JSONField(default=dict, blank=True)
@@ -207,8 +216,12 @@ class RejectedEvent(models.Model):
 class ConsentRecord(models.Model):
     """An append-only fact: who agreed to or withdrew from what, when, and how we know."""
 
+    # The (profile, occurred_at) index serves lookups by profile.
     profile = models.ForeignKey(
-        Profile, on_delete=models.CASCADE, related_name="consent_records"
+        Profile,
+        on_delete=models.CASCADE,
+        related_name="consent_records",
+        db_index=False,
     )
     channel = models.CharField(max_length=20, default="email")
     status = models.CharField(max_length=20, choices=SubscriptionStatus.choices)
