@@ -9,6 +9,7 @@ records under the ids the same keys find, and stored profiles are updated from a
 COPYed staging table in one set-based UPDATE that fills only what the row states.
 """
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,10 +18,12 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 from psycopg import Copy, Cursor
+from psycopg.types.json import set_json_dumps
 
 from profiles.importing.layouts import ConsentFact
 from profiles.importing.mapping import ContactRow
@@ -230,6 +233,7 @@ def contact_rows_copy(
 
     connection.ensure_connection()
     with connection.connection.cursor() as cursor:
+        set_json_dumps(_json_dumps, context=cursor)
         batch = _batch_load(cursor, rows, source=source, filename=filename)
         pending = PendingWrites()
         for row in rows:
@@ -486,6 +490,15 @@ def _copy_binary(
     with cursor.copy(statement) as copy:
         copy.set_types([oids[column] for column in columns])
         yield copy
+
+
+def _json_dumps(value: Any) -> bytes:
+    """Encode a jsonb value: orjson, many times faster than json for a million rows."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # An integer past 64 bits, say: the standard encoder writes any JSON value.
+        return json.dumps(value).encode()
 
 
 def _ip_address(text: str | None) -> IPv4Address | IPv6Address | None:

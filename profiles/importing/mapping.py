@@ -57,6 +57,9 @@ SIMPLE_ADDRESS = re.compile(
 )
 LOCAL_PART_MAX_CHARS = 64
 ADDRESS_MAX_CHARS = 254
+# A column holds the same few values again and again (a status, a city, a tag list,
+# a number): each distinct cell is read once per file and its outcome reused.
+CELL_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ def _max_length(name: str) -> int | None:
     return Profile._meta.get_field(name).max_length
 
 
+@lru_cache(maxsize=CELL_CACHE_MAX)
 def _profile_value_check(name: str, value: str) -> str:
     """Return the value as the profile stores it, or raise ValueError."""
     if name == "country_code":
@@ -273,6 +277,8 @@ class _RecordContext:
     now: datetime
     notes: list[dict[str, Any]]
     field_rejections: list[Rejection]
+    coerced: dict[tuple, tuple] = field(default_factory=dict)
+    tag_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
@@ -330,7 +336,7 @@ def _traits_read(
             # The ESP's own typed columns have a known format; only text is read
             # in the date format the marketer declared.
             date_format = "" if kind else context.date_format
-            traits[name] = _trait_coerce(rule, typed, date_format)
+            traits[name] = _trait_coerce(context, rule, typed, date_format)
         except TraitInvalid as exc:
             column = plan.names[position]
             message = f"{column}: {exc.message}; the rest of the row was imported."
@@ -340,8 +346,33 @@ def _traits_read(
     return traits
 
 
-def _trait_coerce(rule: TraitRule, value: Any, date_format: str) -> Any:
-    return trait_coerce(rule, value, date_format=date_format)
+def _trait_coerce(
+    context: _RecordContext, rule: TraitRule, value: Any, date_format: str
+) -> Any:
+    """Return trait_coerce's value for a cell, reading each distinct cell once."""
+    # The type is part of the key: 1, 1.0 and True are equal keys to a dict.
+    key = (rule, type(value), value, date_format)
+    outcome = context.coerced.get(key)
+    if outcome is None:
+        try:
+            outcome = (True, trait_coerce(rule, value, date_format=date_format))
+        except TraitInvalid as exc:
+            outcome = (False, exc.reason, exc.message)
+        if len(context.coerced) < CELL_CACHE_MAX:
+            context.coerced[key] = outcome
+    if outcome[0]:
+        return outcome[1]
+    raise TraitInvalid(outcome[1], outcome[2])
+
+
+def _tags_read(context: _RecordContext, cell: str) -> list[str]:
+    """Return contacts_tags_split of a cell, splitting each distinct cell once."""
+    names = context.tag_lists.get(cell)
+    if names is None:
+        names = tuple(contacts_tags_split(cell))
+        if len(context.tag_lists) < CELL_CACHE_MAX:
+            context.tag_lists[cell] = names
+    return list(names)
 
 
 def _cell_reader(plan: ColumnPlan, cells: list[str]):
@@ -411,7 +442,7 @@ def _record_read(
 
     traits = _traits_read(context, record, line, cells, email.display)
     fields = _fields_read(context, record, cells, traits)
-    tags = contacts_tags_split(cells[plan.tags]) if plan.tags is not None else []
+    tags = _tags_read(context, cells[plan.tags]) if plan.tags is not None else []
     changed_at = _changed_at(plan, cells)
     return ContactRow(
         [record], [line], email, fields, traits, tags, changed_at, consents

@@ -261,6 +261,50 @@ def test_declared_traits_are_stored_by_type_and_a_bad_value_loses_only_its_field
 
 
 @pytest.mark.django_db
+def test_a_repeated_cell_is_read_once_but_judged_for_every_record():
+    # Each distinct cell is coerced and split once per file; every record must
+    # still get its own value, tag list and rejection.
+    TraitDefinition.objects.create(name="orders", type=TraitType.NUMBER, minimum=0)
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    contact_import = contact_import_create(
+        filename="repeats.csv",
+        data=(
+            b"email,orders,vip,tags\n"
+            b'a@example.com,lots,1,"VIP,Club"\n'
+            b'b@example.com,lots,1,"VIP,Club"\n'
+            b"c@example.com,1,true,VIP\n"
+            b"d@example.com,1.0,1,VIP\n"
+        ),
+    )
+    contact_import_map(
+        contact_import_id=contact_import.pk,
+        column_map={
+            "email": "email",
+            "orders": "traits.orders",
+            "vip": "traits.vip",
+            "tags": "tags",
+        },
+        date_format="",
+    )
+
+    contact_import = contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    refused = [
+        (r["record"], r["email"], r["reason"]) for r in contact_import.rejections
+    ]
+    assert refused == [
+        (1, "a@example.com", "not_a_number"),
+        (2, "b@example.com", "not_a_number"),
+    ]
+    assert profile("a@example.com").traits == {"vip": True}
+    assert profile("c@example.com").traits == {"orders": 1, "vip": True}
+    assert profile("d@example.com").traits == {"orders": 1, "vip": True}
+    for email, tags in [("a@example.com", {"VIP", "Club"}), ("c@example.com", {"VIP"})]:
+        names = profile(email).tags.values_list("name", flat=True)
+        assert set(names) == tags
+
+
+@pytest.mark.django_db
 def test_the_column_map_renames_and_ignores_columns():
     contact_import = contact_import_create(
         filename="odd.csv",
