@@ -23,6 +23,9 @@ from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
 
 IMPORTS_PER_PAGE = 25
+# A big file can refuse hundreds of thousands of fields: the page shows the first
+# ones, and the CSV download has them all.
+REPORT_ITEMS_SHOWN = 200
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -104,12 +107,17 @@ def _import_queue(
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     contact_import = get_object_or_404(ContactImport, pk=pk)
     waiting = contact_import.status in (ImportStatus.PENDING, ImportStatus.RUNNING)
+    rejections, notes = contact_import.rejections, contact_import.notes
     context = {
         "contact_import": contact_import,
         "waiting": waiting,
         "unmapped": waiting and not _is_mapped(contact_import),
         "percent": _percent(contact_import),
-        "fields_refused": len(contact_import.rejections) - contact_import.rejected,
+        "fields_refused": len(rejections) - contact_import.rejected,
+        "rejections_shown": rejections[:REPORT_ITEMS_SHOWN],
+        "rejections_total": len(rejections),
+        "notes_shown": notes[:REPORT_ITEMS_SHOWN],
+        "notes_total": len(notes),
     }
     return render(request, "profiles/import_detail.html", context)
 

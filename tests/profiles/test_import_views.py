@@ -240,3 +240,24 @@ def test_the_profile_page_shows_traits_tags_and_consent(signed_in, subscribed_im
     assert "import:mailchimp" in page
     assert "198.51.100.88" in page
     assert "No events yet." in page
+
+
+def test_a_big_report_lists_its_first_items_and_downloads_them_all(signed_in):
+    rows = "".join(f"user{n}@@example.com\n" for n in range(250))
+    rows += "".join(f"pat{n}@example.com\nPat{n}@example.com\n" for n in range(210))
+    contact_import = contact_import_file(
+        filename="big.csv", data=("email\n" + rows).encode()
+    )
+    assert len(contact_import.rejections) == 250
+    assert len(contact_import.notes) == 210
+
+    response = signed_in.get(reverse("import_detail", kwargs={"pk": contact_import.pk}))
+
+    page = response.content.decode()
+    assert "The first 200 of 250 are listed here." in page
+    assert page.count("user") == 200
+    assert "Download all of them as CSV" in page
+    assert "210 notes in all; the first 200 are listed." in page
+    url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
+    download = signed_in.get(url).content.decode()
+    assert len(list(csv.reader(io.StringIO(download)))) == 251
