@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import connection, transaction
@@ -348,13 +349,41 @@ def _progress_save(
 def _report_extend(
     contact_import_id: int, rejections: list[Rejection], notes: list[dict]
 ) -> None:
-    contact_import = ContactImport.objects.select_for_update().get(pk=contact_import_id)
-    contact_import.rejections = sorted(
-        contact_import.rejections + [r.as_dict() for r in rejections],
-        key=lambda rejection: rejection["record"],
+    """Add a batch's erased rows and notes to the report, in the batch's transaction."""
+    # A big file's report holds hundreds of thousands of entries: each part is read
+    # and written only when the batch adds to it, and notes are only appended.
+    if rejections:
+        contact_import = (
+            ContactImport.objects.select_for_update()
+            .only("rejections")
+            .get(pk=contact_import_id)
+        )
+        contact_import.rejections = sorted(
+            contact_import.rejections + [r.as_dict() for r in rejections],
+            key=lambda rejection: rejection["record"],
+        )
+        contact_import.save(update_fields=["rejections"])
+    if notes:
+        _notes_append(contact_import_id, notes)
+
+
+def _notes_append(contact_import_id: int, notes: list[dict]) -> None:
+    if connection.vendor == "postgresql":
+        table = ContactImport._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET notes = notes || %s::jsonb WHERE id = %s",  # noqa: S608
+                [orjson.dumps(notes).decode(), contact_import_id],
+            )
+        return
+
+    contact_import = (
+        ContactImport.objects.select_for_update()
+        .only("notes")
+        .get(pk=contact_import_id)
     )
     contact_import.notes = contact_import.notes + notes
-    contact_import.save(update_fields=["rejections", "notes"])
+    contact_import.save(update_fields=["notes"])
 
 
 def _heartbeat(contact_import: ContactImport) -> None:
