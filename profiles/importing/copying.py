@@ -126,15 +126,11 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) p
 """
-NEW_IDS_SQL = """
-SELECT k.email_key, p.id
-FROM bespoke_import_key k
-CROSS JOIN LATERAL (
-    SELECT id FROM profiles_profile
-    WHERE lower(email) = lower(k.email_key)
-    LIMIT 1
-) p
-"""
+# Ids for the batch's new profiles, taken from the table's own sequence up front so
+# that their tags and consent records need no lookup by address afterwards.
+NEW_IDS_SQL = (
+    "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
+)
 RECORDED_SQL = """
 SELECT c.profile_id, c.status, c.occurred_at
 FROM bespoke_import_key k
@@ -239,8 +235,8 @@ def contact_rows_copy(
         for row in rows:
             _row_sort(batch, row, pending, outcome)
 
+        _new_ids_take(cursor, batch)
         _profiles_copy(cursor, batch)
-        _new_ids_fetch(cursor, batch)
         _changes_apply(cursor, batch)
         _tags_copy(cursor, batch)
         _consents_copy(cursor, batch, pending.consents)
@@ -367,26 +363,25 @@ def _tags_queue(
         )
 
 
+def _new_ids_take(cursor: Cursor, batch: _Batch) -> None:
+    """Give each new profile's state the id its row will be stored under."""
+    if not batch.new_states:
+        return
+
+    cursor.execute(NEW_IDS_SQL, [Profile._meta.db_table, len(batch.new_states)])
+    for state, (pk,) in zip(batch.new_states, cursor.fetchall(), strict=True):
+        state.pk = pk
+
+
 def _profiles_copy(cursor: Cursor, batch: _Batch) -> None:
     if not batch.new_profiles:
         return
 
-    columns, defaults = _copy_plan(Profile, PROFILE_COLUMNS)
+    columns, defaults = _copy_plan(Profile, ("id", *PROFILE_COLUMNS))
     stamps = (batch.now, batch.now)
     with _copy_binary(cursor, Profile._meta.db_table, columns) as copy:
-        for values in batch.new_profiles:
-            copy.write_row(values + stamps + defaults)
-
-
-def _new_ids_fetch(cursor: Cursor, batch: _Batch) -> None:
-    """Give the new profiles' states the ids their rows were stored under."""
-    if not batch.new_states:
-        return
-
-    cursor.execute(NEW_IDS_SQL)
-    ids = dict(cursor.fetchall())
-    for state in batch.new_states:
-        state.pk = ids[state.email]
+        for state, values in zip(batch.new_states, batch.new_profiles, strict=True):
+            copy.write_row((state.pk, *values, *stamps, *defaults))
 
 
 def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
