@@ -15,9 +15,13 @@ from profiles.models import (
     ProfileMerge,
     ProfileTag,
     RejectedEvent,
+    ShopCheckout,
+    ShopOrder,
     Suppression,
+    WebhookDelivery,
     WriteKey,
 )
+from profiles.shopify import shopify_delivery_process
 
 
 class IdentityInline(admin.TabularInline):
@@ -171,3 +175,86 @@ class ContactImportAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "filename", "status", "accepted", "rejected")
     list_filter = ("status",)
     search_fields = ("filename",)
+
+
+@admin.action(description="Apply the selected unfinished deliveries again now")
+def deliveries_retry(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[WebhookDelivery],
+) -> None:
+    # A finished delivery is never applied twice; the sweep gives up after 7 days,
+    # so this is how an older one that failed (its cause since fixed) is finished.
+    pending = list(queryset.filter(processed_at=None).values_list("pk", flat=True))
+    for delivery_id in pending:
+        shopify_delivery_process(delivery_id=delivery_id)
+    finished = WebhookDelivery.objects.filter(
+        pk__in=pending, processed_at__isnull=False
+    ).count()
+    modeladmin.message_user(
+        request,
+        f"{finished} of {len(pending)} unfinished deliveries applied; "
+        f"{queryset.count() - len(pending)} selected were finished already.",
+    )
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """Shop webhooks as received: what each delivery said and whether it applied."""
+
+    list_display = (
+        "received_at",
+        "topic",
+        "shop_domain",
+        "delivery_id",
+        "processed_at",
+        "error",
+    )
+    list_filter = (
+        "source",
+        "topic",
+        ("processed_at", admin.EmptyFieldListFilter),
+    )
+    search_fields = ("delivery_id", "shop_domain", "error")
+    date_hierarchy = "received_at"
+    actions = (deliveries_retry,)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Read-only rows, but the retry action needs change permission.
+        return obj is None and request.user.has_perm("profiles.change_webhookdelivery")
+
+
+@admin.register(ShopCheckout)
+class ShopCheckoutAdmin(ReadOnlyAdmin):
+    """Checkouts by token; one with no completion time is abandoned (so far)."""
+
+    list_display = (
+        "started_at",
+        "email",
+        "profile",
+        "total",
+        "currency",
+        "completed_at",
+        "order_shop_id",
+    )
+    list_filter = (("completed_at", admin.EmptyFieldListFilter), "currency")
+    search_fields = ("token", "email", "order_shop_id")
+    date_hierarchy = "started_at"
+    list_select_related = ("profile",)
+
+
+@admin.register(ShopOrder)
+class ShopOrderAdmin(ReadOnlyAdmin):
+    list_display = (
+        "placed_at",
+        "name",
+        "email",
+        "profile",
+        "total",
+        "currency",
+        "financial_status",
+    )
+    list_filter = ("financial_status", "currency")
+    search_fields = ("shop_id", "name", "email", "checkout_token")
+    date_hierarchy = "placed_at"
+    list_select_related = ("profile",)
