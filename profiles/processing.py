@@ -1,8 +1,8 @@
 """Event processing: identity resolution, profile upserts, merges, computed traits.
 
-Events are processed in chunks, oldest first. A chunk is claimed under row locks
-(skipping rows another worker holds) and processed in one transaction that attaches
-each event to its profile and marks the chunk processed. The chunk's identities,
+Events are processed in chunks, in the order they arrived. A chunk is claimed under
+row locks (skipping rows another worker holds) and processed in one transaction that
+attaches each event to its profile and marks the chunk processed. The chunk's identities,
 email owners and profiles are read with a few queries up front: an event that
 cannot merge anyone is applied in memory and written with the rest of the chunk
 (profiles/processing_chunk.py), while one that may is resolved one query at a time
@@ -39,8 +39,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EVENT_CHUNK_SIZE = 1000
+EVENT_CHUNK_SIZE = 5000
 CHUNK_ATTEMPTS = 3
+# A task that finds other events waiting takes them along, up to this many.
+EVENTS_CATCH_UP_MAX = 20_000
 # What processing reads of an event; properties are left to the SQL of the traits.
 EVENT_FIELDS_READ = (
     "message_id",
@@ -59,20 +61,72 @@ EVENT_FIELDS_READ = (
 
 
 def events_process(*, event_ids: list[int]) -> int:
-    """Process the given events that are still unprocessed; return how many were."""
-    pending = Event.objects.filter(pk__in=event_ids, processed_at__isnull=True)
-    return _events_process_queryset(pending, limit=len(event_ids))
+    """Process the given events and the older ones waiting; return how many were.
+
+    Events already processed are skipped, and if all of them are, nothing else is
+    done. Otherwise the waiting events are processed as they arrived, in full chunks,
+    until the given ones are (at most EVENTS_CATCH_UP_MAX): a worker that fell
+    behind the API catches up in a few big chunks instead of one small chunk per
+    request, and the tasks queued behind it find their events done.
+    """
+    if _recently_done.issuperset(event_ids) or not _any_waiting(event_ids):
+        return 0
+
+    schema = trait_schema_load()
+    waiting = Event.objects.filter(processed_at__isnull=True)
+    done = 0
+    while done < EVENTS_CATCH_UP_MAX:
+        processed = _chunk_redone_if_raced(
+            waiting, size=EVENT_CHUNK_SIZE, schema=schema
+        )
+        done += processed
+        # None left, or what is left of the given events another worker holds.
+        if processed == 0 or not _any_waiting(event_ids):
+            break
+    else:
+        # Enough for one task: only the given events now.
+        mine = waiting.filter(pk__in=event_ids)
+        done += _events_process_queryset(mine, limit=len(event_ids), schema=schema)
+
+    if done:
+        logger.info("Events processed: %s", done, extra={"events": done})
+    return done
+
+
+# The events this process marked processed lately. The tasks queued behind a catch-up
+# name events it has just done, and are answered without a database connection
+# (Celery opens one per task). An event never becomes unprocessed again.
+_recently_done: set[int] = set()
+RECENTLY_DONE_MAX = 100_000
+
+
+def _recently_done_note(event_ids: list[int]) -> None:
+    if len(_recently_done) + len(event_ids) > RECENTLY_DONE_MAX:
+        _recently_done.clear()
+    _recently_done.update(event_ids)
+
+
+def _any_waiting(event_ids: list[int]) -> bool:
+    # By primary key alone: on `processed_at IS NULL` the planner may walk the
+    # partial index of unprocessed events, which keeps an entry for every row
+    # processed since the last vacuum.
+    found = Event.objects.filter(pk__in=event_ids).values_list("processed_at")
+    return any(processed_at is None for (processed_at,) in found)
 
 
 def events_process_pending(*, limit: int | None = None) -> int:
-    """Process unprocessed events oldest first, at most `limit`; return how many."""
+    """Process unprocessed events as they arrived, at most `limit`; return how many."""
     pending = Event.objects.filter(processed_at__isnull=True)
-    return _events_process_queryset(pending, limit=limit)
+    done = _events_process_queryset(pending, limit=limit, schema=trait_schema_load())
+    if done:
+        logger.info("Events processed: %s", done, extra={"events": done})
+    return done
 
 
-def _events_process_queryset(pending: QuerySet[Event], *, limit: int | None) -> int:
-    # The schema is read once for the whole run, not once per event.
-    schema = trait_schema_load()
+def _events_process_queryset(
+    pending: QuerySet[Event], *, limit: int | None, schema: dict[str, TraitRule]
+) -> int:
+    # `schema` is read once per run by the caller, not once per event.
     done = 0
     while limit is None or done < limit:
         size = (
@@ -82,9 +136,6 @@ def _events_process_queryset(pending: QuerySet[Event], *, limit: int | None) -> 
         if processed == 0:
             break
         done += processed
-
-    if done:
-        logger.info("Events processed: %s", done, extra={"events": done})
     return done
 
 
@@ -105,10 +156,7 @@ def _chunk_redone_if_raced(
 def _chunk_process(
     pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
 ) -> int:
-    # skip_locked lets two workers share the backlog without taking the same rows;
-    # the locks last until this transaction marks the rows processed.
-    claimed = pending.select_for_update(skip_locked=True, of=("self",))
-    events = list(claimed.only(*EVENT_FIELDS_READ).order_by("timestamp", "id")[:size])
+    events = _chunk_claim(pending, size=size)
     if not events:
         return 0
 
@@ -125,9 +173,23 @@ def _chunk_process(
             logger.exception("Event processing failed", extra={"event": event.pk})
             failed[event.pk] = f"{type(exc).__name__}: {exc}"[:500]
 
-    chunk.finish(events=events, failed=failed)
-    _profiles_changed_announce([event.pk for event in events])
+    attached = chunk.finish(events=events, failed=failed)
+    _profiles_changed_announce(attached)
+    done = [event.pk for event in events]
+    transaction.on_commit(lambda: _recently_done_note(done))
     return len(events)
+
+
+def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[Event]:
+    # skip_locked lets two workers share the backlog without taking the same rows;
+    # the locks last until this transaction marks the rows processed. Events are
+    # claimed in the order they arrived, and only their ids are sorted and locked
+    # (a long backlog then costs a narrow sort, not one of whole rows); the chunk
+    # is applied in the order its events happened, as far as one chunk can tell.
+    claimed = pending.select_for_update(skip_locked=True, of=("self",))
+    ids = claimed.order_by("received_at", "timestamp", "id").values("pk")[:size]
+    events = Event.objects.filter(pk__in=ids).only(*EVENT_FIELDS_READ)
+    return list(events.order_by("timestamp", "id"))
 
 
 # Any processed event can move computed traits (last seen, engagement, orders...).
@@ -148,11 +210,11 @@ METRIC_WORDS = frozenset(
 )
 
 
-def _profiles_changed_announce(event_ids: list[int]) -> None:
-    """After commit, say which profiles changed and what about them (segments listen)."""
-    rows = Event.objects.filter(pk__in=event_ids, profile__isnull=False).values_list(
-        "profile_id", "type", "event"
-    )
+def _profiles_changed_announce(rows: list[tuple[int, str, str]]) -> None:
+    """After commit, say which profiles changed and what about them (segments listen).
+
+    `rows` are the (profile pk, type, event name) of the chunk's attached events.
+    """
     identified: set[int] = set()
     tracked: set[int] = set()
     changed = set(METRIC_WORDS)

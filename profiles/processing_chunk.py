@@ -108,16 +108,22 @@ class EventChunk:
         if event.event in PRODUCT_EVENTS:
             self.refresh.category_profile_ids.add(profile_id)
 
-    def finish(self, *, events: list[Event], failed: dict[int, str]) -> None:
-        """Write everything the chunk did and bring its profiles' traits up to date."""
+    def finish(
+        self, *, events: list[Event], failed: dict[int, str]
+    ) -> list[tuple[int, str, str]]:
+        """Write everything the chunk did and bring its profiles' traits up to date.
+
+        Return the (profile pk, type, event name) of each event attached to a profile.
+        """
         self._profiles_flush()
-        events_finish(
+        attached = events_finish(
             event_ids=[event.pk for event in events],
             profiles=self.attached,
             failed=failed,
         )
         profiles_traits_refresh(refresh=self.refresh)
         RejectedEvent.objects.bulk_create(self.rejections)
+        return attached
 
     def profile(self, pk: int) -> Profile:
         if pk not in self.profiles:

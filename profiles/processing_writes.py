@@ -33,6 +33,7 @@ SET processed_at = %s,
     profile_id = coalesce(v.profile_id, e.profile_id)
 FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, profile_id)
 WHERE e.id = v.id AND e.id = ANY(%s::bigint[])
+RETURNING e.profile_id, e.type, e.event
 """
 
 _PROFILES_WRITE_SQL = f"""
@@ -61,23 +62,28 @@ def int_array(values: Iterable[int | None]) -> str:
 
 def events_finish(
     *, event_ids: list[int], profiles: dict[int, int], failed: dict[int, str]
-) -> None:
-    """Mark events processed, attach those in `profiles` and record the failures."""
+) -> list[tuple[int, str, str]]:
+    """Mark events processed, attach those in `profiles` and record the failures.
+
+    Return the (profile pk, type, event name) of each of the events that has a
+    profile now, whether attached here or earlier.
+    """
     now = timezone.now()
     if connection.vendor != "postgresql":
-        _events_finish_orm(event_ids, profiles=profiles, failed=failed, now=now)
-        return
+        return _events_finish_orm(event_ids, profiles=profiles, failed=failed, now=now)
 
     attached = [profiles.get(pk) for pk in event_ids]
     ids = int_array(event_ids)
     params = [now, ids, int_array(attached), ids]
     with connection.cursor() as cursor:
         cursor.execute(_EVENTS_FINISH_SQL, params)
+        rows = [row for row in cursor.fetchall() if row[0] is not None]
         for event_id, error in failed.items():
             cursor.execute(
                 "UPDATE profiles_event SET processing_error = %s WHERE id = %s",
                 [error, event_id],
             )
+    return rows
 
 
 def _events_finish_orm(
@@ -86,7 +92,7 @@ def _events_finish_orm(
     profiles: dict[int, int],
     failed: dict[int, str],
     now: datetime,
-) -> None:
+) -> list[tuple[int, str, str]]:
     attached = [
         Event(pk=pk, profile_id=profile_id) for pk, profile_id in profiles.items()
     ]
@@ -94,6 +100,9 @@ def _events_finish_orm(
     Event.objects.filter(pk__in=event_ids).update(processed_at=now, processing_error="")
     for event_id, error in failed.items():
         Event.objects.filter(pk=event_id).update(processing_error=error)
+
+    finished = Event.objects.filter(pk__in=event_ids, profile__isnull=False)
+    return list(finished.values_list("profile_id", "type", "event"))
 
 
 def profiles_identify_write(*, profiles: Iterable[Profile]) -> None:

@@ -11,6 +11,7 @@ import time_machine
 from django.db import connection, transaction
 
 from campaigns.models import Message
+from profiles import processing
 from profiles.models import (
     ConsentRecord,
     Event,
@@ -27,6 +28,7 @@ from profiles.processing import (
     profile_traits_compute,
 )
 from profiles.services import consent_record
+from profiles.signals import profiles_changed
 from profiles.tasks import events_process_task, events_sweep_task
 from tests.factories import CampaignFactory, ProfileFactory
 
@@ -76,12 +78,8 @@ def event_profile_id(message_id: str) -> int | None:
 def track(message_id: str, *, profile: Profile | None = None, **fields) -> Event:
     fields.setdefault("type", "track")
     fields.setdefault("timestamp", utc("2025-03-14T10:00:00Z"))
-    return Event.objects.create(
-        message_id=message_id,
-        received_at=utc("2025-03-14T10:00:01Z"),
-        profile=profile,
-        **fields,
-    )
+    fields.setdefault("received_at", utc("2025-03-14T10:00:01Z"))
+    return Event.objects.create(message_id=message_id, profile=profile, **fields)
 
 
 def test_it_processes_every_event_of_the_batch_once(processed_batch):
@@ -460,11 +458,134 @@ def test_a_broken_event_is_marked_and_does_not_block_the_rest(db):
 
 def test_the_tasks_process_what_is_pending(db):
     first = track("task-1", anonymous_id="anon-task", event="A")
-    track("task-2", anonymous_id="anon-task", event="B")
-
     assert events_process_task.apply(args=[[first.pk]]).get() == 1
+
+    # Stored with no task, as when the broker was down.
+    track("task-2", anonymous_id="anon-task", event="B")
     assert events_sweep_task.apply().get() == 1
     assert Event.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_a_task_takes_the_events_waiting_before_its_own_along(db):
+    earlier = track(
+        "waiting",
+        anonymous_id="anon-behind",
+        event="A",
+        received_at=utc("2025-03-14T10:00:00Z"),
+    )
+    mine = track("mine", anonymous_id="anon-behind", event="B")
+
+    assert events_process_task.apply(args=[[mine.pk]]).get() == 2
+
+    assert Event.objects.get(pk=earlier.pk).processed_at is not None
+    assert Event.objects.get(pk=mine.pk).processed_at is not None
+    assert events_sweep_task.apply().get() == 0
+
+
+def test_a_task_whose_events_are_done_leaves_the_rest_to_the_sweep(db):
+    done = track("done", anonymous_id="anon-done", event="A")
+    assert events_process(event_ids=[done.pk]) == 1
+    later = track("later", anonymous_id="anon-done", event="B")
+
+    assert events_process_task.apply(args=[[done.pk]]).get() == 0
+
+    assert Event.objects.get(pk=later.pk).processed_at is None
+
+
+def test_past_the_catch_up_limit_a_task_processes_only_its_own_events(db, monkeypatch):
+    monkeypatch.setattr(processing, "EVENT_CHUNK_SIZE", 1)
+    monkeypatch.setattr(processing, "EVENTS_CATCH_UP_MAX", 1)
+    first = track(
+        "first",
+        anonymous_id="anon-limit",
+        event="A",
+        received_at=utc("2025-03-14T10:00:00Z"),
+    )
+    second = track(
+        "second",
+        anonymous_id="anon-limit",
+        event="B",
+        received_at=utc("2025-03-14T10:00:01Z"),
+    )
+    mine = track(
+        "mine",
+        anonymous_id="anon-limit",
+        event="C",
+        received_at=utc("2025-03-14T10:00:02Z"),
+    )
+
+    assert events_process(event_ids=[mine.pk]) == 2
+
+    unprocessed = Event.objects.filter(processed_at__isnull=True)
+    assert list(unprocessed.values_list("pk", flat=True)) == [second.pk]
+    assert Event.objects.get(pk=first.pk).processed_at is not None
+
+
+def test_events_are_claimed_in_the_order_they_arrived(db):
+    late = track(
+        "late",
+        anonymous_id="anon-late",
+        event="A",
+        timestamp=utc("2025-03-14T09:00:00Z"),
+        received_at=utc("2025-03-14T10:05:00Z"),
+    )
+    prompt = track(
+        "prompt",
+        anonymous_id="anon-prompt",
+        event="A",
+        timestamp=utc("2025-03-14T10:00:00Z"),
+        received_at=utc("2025-03-14T10:00:01Z"),
+    )
+
+    assert events_process_pending(limit=1) == 1
+
+    assert Event.objects.get(pk=prompt.pk).processed_at is not None
+    assert Event.objects.get(pk=late.pk).processed_at is None
+
+
+def test_a_task_for_events_this_worker_just_did_asks_nothing(
+    db, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    event = track("quick", anonymous_id="anon-quick", event="A")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert events_process(event_ids=[event.pk]) == 1
+
+    with django_assert_num_queries(0):
+        assert events_process_task.apply(args=[[event.pk]]).get() == 0
+
+
+def test_processing_says_after_commit_which_profiles_changed(
+    db, django_capture_on_commit_callbacks
+):
+    heard: list[tuple[list[int], set[str] | None]] = []
+
+    def listen(sender, *, profile_ids, changed, **kwargs):
+        heard.append((profile_ids, changed))
+
+    profiles_changed.connect(listen)
+    try:
+        track("viewed", anonymous_id="anon-heard", event="Product Viewed")
+        track(
+            "signed-in",
+            type="identify",
+            user_id="usr_heard",
+            anonymous_id="anon-other",
+            traits={"plan": "pro"},
+        )
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            events_process_pending()
+        assert heard == []
+        for callback in callbacks:
+            callback()
+    finally:
+        profiles_changed.disconnect(listen)
+
+    viewer = ProfileIdentity.objects.get(value="anon-heard").profile_id
+    identified = profile_of("usr_heard").pk
+    assert [ids for ids, _ in heard] == [[identified], [viewer]]
+    assert heard[0][1] is None
+    assert "event:Product Viewed" in heard[1][1]
+    assert "metric:last_seen_at" in heard[1][1]
 
 
 def test_stored_events_keep_their_raw_payload_after_processing(processed_batch):
