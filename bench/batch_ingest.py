@@ -1,26 +1,34 @@
 """How fast Segment batches are stored and processed, against PostgreSQL's raw COPY.
 
-Run: python -m bench.batch_ingest [--events 200000] [--profile]
+Run: python -m bench.batch_ingest [--events 200000] [--workers 1] [--profile]
 
 It creates and migrates its own database (bespoke_bench_events on the server named by
 BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432), then measures:
 
-(a) events per second through POST /v1/batch with full processing: realistic,
-    deterministic Segment batches of 100 events (about 10,000 people, mixed identify,
-    track and page, anonymous browsing before the first identify) are posted through
-    Django's test Client in this process, and events_process_pending runs after
-    every 10 requests, as a worker keeping up with the API would; the clock stops
-    when every event is processed (identities, profiles, traits).
+(a) events stored and processed per second, the way Bespoke runs in production: the
+    API stores each batch and enqueues its processing on commit; real Celery worker
+    processes (`celery -A config worker`, --workers of them) consume those tasks
+    while the API goes on. Realistic, deterministic Segment batches of 100 events
+    (about 10,000 people, mixed identify, track and page, anonymous browsing before
+    the first identify) are posted one after another through Django's test Client
+    in this process. The clock starts before the first request and stops only when
+    every event is processed (identities, profiles, traits), as read from the
+    database; the workers are started, and answer a ping, before it starts. The
+    workers also run what processing sets off (segment membership refreshes of the
+    changed profiles), as they would in production.
     The test Client runs the whole Django request path (middleware, URL routing, the
-    view, the database) but no socket and no HTTP parser, so the figure is about
-    Bespoke's own work, in one process that a profiler can read; a real server adds
-    its parsing cost but spreads requests over many workers.
+    view, the database) but no socket and no HTTP parser, so the API figure is about
+    Bespoke's own work, in one process that a profiler can read (--profile profiles
+    this process, not the workers); a real server adds its parsing cost but spreads
+    requests over many processes.
 (b) the raw COPY rate of the same rows into a plain events-shaped table (no index,
     no key) with psycopg 3's cursor.copy.
 
 The figure written to docs/benchmarks.md is (a) / (b). The database is dropped after.
-Processing is enqueued to Celery as in production, on the filesystem transport in a
-temporary folder (Bespoke's no-server default), so no Redis queue is left behind.
+The broker is Redis, as in production: BENCH_BROKER_URL, default
+redis://127.0.0.1:6379/14, whose default queue is purged before and after. Both the
+API and the workers keep their database connections (DATABASE_CONN_MAX_AGE=600), as a
+production deployment would.
 """
 
 import argparse
@@ -30,6 +38,7 @@ import logging
 import os
 import pstats
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,8 +55,11 @@ BENCH_DB = "bespoke_bench_events"
 SERVER_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432"
 ).rstrip("/")
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 BATCH_EVENTS = 100
-PROCESS_EVERY_REQUESTS = 10
+WORKER_READY_SECONDS = 60
+PROCESSED_POLL_SECONDS = 0.05
+PROCESSING_STALL_SECONDS = 120
 WRITE_KEY = "bench-write-key"
 CATEGORIES = ["Daypacks", "Tents", "Boots", "Jackets", "Stoves", "Maps", "Socks"]
 COPY_COLUMNS = (
@@ -82,7 +94,9 @@ def main() -> None:
         batches = _batches_generate(
             events=args.events, users=args.users, seed=args.seed
         )
-        api_rate, stored = _api_measure(batches, profile=args.profile)
+        api_rate, stored = _api_measure(
+            batches, profile=args.profile, workers=args.workers
+        )
         copy_rate = _copy_measure()
     finally:
         _database_drop()
@@ -107,6 +121,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=20250315)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Celery worker processes to run"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="print where (a) spends its time"
     )
@@ -147,7 +164,8 @@ def _django_setup() -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
     os.environ["DJANGO_DEBUG"] = "false"
     os.environ["ALLOWED_HOSTS"] = "testserver"
-    os.environ["CELERY_BROKER_URL"] = "filesystem://localhost/"
+    os.environ["CELERY_BROKER_URL"] = BROKER_URL
+    os.environ["DATABASE_CONN_MAX_AGE"] = "600"
     os.environ["BESPOKE_VAR_DIR"] = tempfile.mkdtemp(prefix="bespoke-bench-")
 
     import django
@@ -261,41 +279,41 @@ def _track(rng: random.Random) -> dict[str, Any]:
 # The measurements ----------------------------------------------------------------
 
 
-def _api_measure(batches: list[bytes], *, profile: bool) -> tuple[float, int]:
+def _api_measure(
+    batches: list[bytes], *, profile: bool, workers: int
+) -> tuple[float, int]:
     from django.test import Client
 
     from profiles.models import Event
-    from profiles.processing import events_process_pending
 
     client = Client()
     profiler = cProfile.Profile() if profile else None
-    spent = {"api": 0.0, "processing": 0.0}
-    if profiler:
-        profiler.enable()
-    for number, body in enumerate(batches, start=1):
-        with _timed(spent, "api"):
+    with _celery_workers(workers):
+        started = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for number, body in enumerate(batches, start=1):
             response = client.post(
                 "/v1/batch", data=body, content_type="application/json"
             )
-        if response.status_code != 200 or response.json()["rejected"]:
-            sys.exit(f"batch {number} was not taken whole: {response.content[:300]!r}")
-        if number % PROCESS_EVERY_REQUESTS == 0:
-            with _timed(spent, "processing"):
-                events_process_pending()
-    with _timed(spent, "processing"):
-        events_process_pending()
-    if profiler:
-        profiler.disable()
-    elapsed = spent["api"] + spent["processing"]
-    print(
-        f"time in the API {spent['api']:.1f} s, "
-        f"in processing {spent['processing']:.1f} s"
-    )
+            if response.status_code != 200 or response.json()["rejected"]:
+                sys.exit(
+                    f"batch {number} was not taken whole: {response.content[:300]!r}"
+                )
+        if profiler:
+            profiler.disable()
+        posted = time.perf_counter() - started
+        _processing_wait()
+        elapsed = time.perf_counter() - started
 
     stored = Event.objects.filter(processed_at__isnull=False).count()
     failed = Event.objects.exclude(processing_error="").count()
-    if failed or Event.objects.filter(processed_at__isnull=True).exists():
-        sys.exit(f"{failed} events failed processing or were left unprocessed")
+    if failed or stored != len(batches) * BATCH_EVENTS:
+        sys.exit(f"{failed} events failed processing; {stored} were processed")
+    print(
+        f"API: {stored / posted:,.0f} events/s stored ({posted:.1f} s); "
+        f"every event processed {elapsed - posted:.1f} s after the last request"
+    )
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
@@ -304,12 +322,57 @@ def _api_measure(batches: list[bytes], *, profile: bool) -> tuple[float, int]:
 
 
 @contextmanager
-def _timed(spent: dict[str, float], name: str) -> Iterator[None]:
-    started = time.perf_counter()
+def _celery_workers(count: int) -> Iterator[None]:
+    """Run `count` Celery worker processes on the bench database for the block."""
+    from config.celery import app
+
+    app.control.purge()
+    command = [
+        *(sys.executable, "-m", "celery", "-A", "config", "worker"),
+        *("--concurrency", str(count), "--loglevel", "warning"),
+        *(
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"bench{os.getpid()}@%h",
+        ),
+    ]
+    worker = subprocess.Popen(command, env=os.environ.copy())
     try:
+        _worker_ready_wait(app, worker)
         yield
     finally:
-        spent[name] += time.perf_counter() - started
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        app.control.purge()
+
+
+def _worker_ready_wait(app: Any, worker: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WORKER_READY_SECONDS
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            sys.exit("the Celery worker stopped before it was ready")
+        if app.control.ping(timeout=0.5):
+            return
+    sys.exit("the Celery worker did not answer a ping in time")
+
+
+def _processing_wait() -> None:
+    from profiles.models import Event
+
+    pending = Event.objects.filter(processed_at__isnull=True)
+    left, moved_at = pending.count(), time.monotonic()
+    while left:
+        time.sleep(PROCESSED_POLL_SECONDS)
+        now_left = pending.count()
+        if now_left != left:
+            left, moved_at = now_left, time.monotonic()
+        elif time.monotonic() - moved_at > PROCESSING_STALL_SECONDS:
+            sys.exit(f"{left} events are still unprocessed and the workers stopped")
 
 
 def _summary_print() -> None:
