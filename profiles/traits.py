@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import regex
+from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -41,7 +42,7 @@ class TraitRule:
     pattern: str = ""
 
 
-def trait_schema_load() -> dict[str, TraitRule]:
+def trait_schema_load(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, TraitRule]:
     """Return every declared trait's rule, keyed by trait name (one query)."""
     return {
         d.name: TraitRule(
@@ -52,7 +53,7 @@ def trait_schema_load() -> dict[str, TraitRule]:
             maximum=d.maximum,
             pattern=d.pattern,
         )
-        for d in TraitDefinition.objects.all()
+        for d in TraitDefinition.objects.using(using)
     }
 
 

@@ -34,7 +34,7 @@ from django.db.models.lookups import (
 )
 from django.utils import timezone
 
-from profiles.models import Event, Profile, ProfileTag
+from profiles.models import Event, Profile, ProfileTag, TraitType
 from segments.expressions import (
     ArrayItemEquals,
     ArrayItemMatches,
@@ -69,15 +69,18 @@ def rule_compile(
     lookup: SegmentLookup | None = None,
     slug: str | None = None,
     one_profile: bool = False,
+    check_schema: bool = False,
 ) -> Q:
     """Compile a rule into a Q over Profile; raise RuleInvalid if it is not valid.
 
     `one_profile` shapes the SQL for a query about one profile (a membership
     refresh): every behaviour test stays a lookup correlated to that profile,
     instead of grouping the qualifying profiles once, which suits a whole segment.
+    `check_schema` also refuses conditions that break a declared trait's type, as
+    saving does (see rule_validate).
     """
     lookup = lookup or SegmentLookup()
-    errors = rule_validate(rule, lookup=lookup, slug=slug)
+    errors = rule_validate(rule, lookup=lookup, slug=slug, check_schema=check_schema)
     if errors:
         raise RuleInvalid(errors)
 
@@ -141,7 +144,11 @@ class _Compiler:
         if name in PROFILE_DATE_FIELDS:
             return self.date_column(name, node)
         if name.startswith("traits."):
-            return self.json_value("traits", name[len("traits.") :], node)
+            key = name[len("traits.") :]
+            declared = self.lookup.traits().get(key)
+            # A declared number compares as a number even when the rule wrote "12".
+            numeric = declared is not None and declared.type == TraitType.NUMBER
+            return self.json_value("traits", key, node, numeric=numeric)
         return self.text(F(name), node)
 
     def metric(self, node: dict) -> Q:
@@ -165,7 +172,9 @@ class _Compiler:
         has = Q(Exists(tags))
         return ~has if node["op"] == "is_empty" else has
 
-    def json_value(self, column: str, key: str, node: dict) -> Q:
+    def json_value(
+        self, column: str, key: str, node: dict, *, numeric: bool = False
+    ) -> Q:
         """A trait or property: numbers compare as numbers, text as text, dates as days."""
         op, value = node["op"], node.get("value")
         text = json_text(column, key)
@@ -176,7 +185,9 @@ class _Compiler:
                 **{f"{column}__{key.replace('.', '__')}": value}
             )
             return matched if op == "eq" else ~matched
-        if _is_numeric_comparison(op, value):
+        if _is_numeric_comparison(op, value) or (
+            numeric and op in ("eq", "neq", "in", "not_in")
+        ):
             return self.number(JsonNumber(text), node)
         return self.text(text, node)
 

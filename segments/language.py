@@ -4,7 +4,10 @@ A rule is a JSON tree. Groups: ``{"all": [...]}``, ``{"any": [...]}``, ``{"not":
 Conditions (leaves):
 
 - ``{"attribute": "country_code", "op": "in", "value": ["FR", "DE"]}``: a profile
-  field, ``continent``, ``tags``, or a custom trait as ``traits.<name>``;
+  field, ``continent``, ``tags``, or a custom trait as ``traits.<name>``; a trait
+  declared in the trait schema takes only the ops of its type and values that fit
+  it (a number, true or false, one of its allowed values), and a declared number
+  compares as a number;
 - ``{"metric": "lifetime_value", "op": "gt", "value": 500}``: a computed trait;
 - ``{"event": "Order Completed", "did": true, "within_days": 30,
   "count": {"op": "gte", "value": 3}, "where": [{"property": "currency", "op": "eq",
@@ -23,7 +26,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from profiles.models import SubscriptionStatus
+from django.db import DEFAULT_DB_ALIAS
+
+from profiles.models import SubscriptionStatus, TraitType
+from profiles.traits import TraitRule, trait_schema_load
 from segments.geo import CONTINENTS
 
 PROFILE_TEXT_FIELDS = {
@@ -106,26 +112,49 @@ class RuleInvalid(ValueError):
 
 
 class SegmentLookup:
-    """How rules find another segment's rule by slug (kept apart so tests can swap it)."""
+    """How rules find another segment's rule by slug, and the declared traits.
+
+    Kept apart so that tests can swap it.
+    """
 
     def rule_of(self, slug: str) -> dict | None:
         from segments.models import Segment
 
         return Segment.objects.filter(slug=slug).values_list("rule", flat=True).first()
 
+    def traits(self) -> dict[str, TraitRule]:
+        """Return the trait schema, read once per lookup and only if a rule asks."""
+        traits = getattr(self, "_traits", None)
+        if traits is None:
+            traits = self._traits = trait_schema_load(using=self.database())
+        return traits
+
+    def database(self) -> str:
+        return DEFAULT_DB_ALIAS
+
 
 def rule_validate(
-    rule: Any, *, lookup: SegmentLookup | None = None, slug: str | None = None
+    rule: Any,
+    *,
+    lookup: SegmentLookup | None = None,
+    slug: str | None = None,
+    check_schema: bool = True,
 ) -> list[RuleError]:
-    """Return every problem in the rule, each naming the node it is at."""
-    checker = _Checker(lookup or SegmentLookup())
+    """Return every problem in the rule, each naming the node it is at.
+
+    With `check_schema`, a condition on a declared trait must fit the trait's type.
+    Saving and previewing check it; refreshing a saved rule does not, so that
+    declaring a trait later never stops a segment that already sends.
+    """
+    checker = _Checker(lookup or SegmentLookup(), check_schema=check_schema)
     checker.node(rule, "rule", depth=0, seen=(slug,) if slug else ())
     return checker.errors
 
 
 class _Checker:
-    def __init__(self, lookup: SegmentLookup) -> None:
+    def __init__(self, lookup: SegmentLookup, *, check_schema: bool) -> None:
         self.lookup = lookup
+        self.check_schema = check_schema
         self.errors: list[RuleError] = []
 
     def fail(self, path: str, message: str) -> None:
@@ -173,6 +202,12 @@ class _Checker:
             )
             return
 
+        if self.check_schema and name.startswith("traits."):
+            rule = self.lookup.traits().get(name[len("traits.") :])
+            if rule is not None:
+                self.declared_trait(node, path, rule)
+                return
+
         self.op_and_value(node, path, allowed)
         if name == "continent" and "value" in node:
             values = (
@@ -182,6 +217,38 @@ class _Checker:
             if unknown:
                 self.fail(
                     path, f"unknown continent {unknown[0]!r}: use {sorted(CONTINENTS)}"
+                )
+
+    def declared_trait(self, node: dict, path: str, rule: TraitRule) -> None:
+        """Hold a declared trait's condition to its type and allowed values."""
+        allowed = declared_trait_ops(rule)
+        errors_before = len(self.errors)
+        self.op_and_value(node, path, allowed)
+        op, value = node.get("op"), node.get("value")
+        if len(self.errors) > errors_before or op in VALUELESS_OPS:
+            return
+
+        values = value if op in ("in", "not_in") else [value]
+        if op not in ("eq", "neq", "in", "not_in"):
+            return
+        described = f"traits.{rule.name} is declared {TRAIT_TYPE_WORDS[rule.type]}"
+        if rule.type == TraitType.NUMBER:
+            wrong = [v for v in values if not _is_number(v)]
+            if wrong:
+                self.fail(path, f"{described}: {wrong[0]!r} is not a number")
+        elif rule.type == TraitType.BOOLEAN:
+            wrong = [v for v in values if not isinstance(v, bool)]
+            if wrong:
+                self.fail(path, f"{described}: use true or false, not {wrong[0]!r}")
+        elif rule.allowed_values:
+            allowed_text = {str(v).lower() for v in rule.allowed_values}
+            wrong = [v for v in values if str(v).lower() not in allowed_text]
+            if wrong:
+                listed = ", ".join(str(v) for v in rule.allowed_values)
+                self.fail(
+                    path,
+                    f"{wrong[0]!r} is not an allowed value of traits.{rule.name} "
+                    f"({listed})",
                 )
 
     def metric(self, node: dict, path: str, **_) -> None:
@@ -342,6 +409,30 @@ def _attribute_ops(name: Any) -> set[str] | None:
     if name.startswith("traits.") and len(name) > len("traits."):
         return TRAIT_OPS
     return None
+
+
+TRAIT_TYPE_WORDS = {
+    TraitType.TEXT: "text",
+    TraitType.NUMBER: "a number",
+    TraitType.BOOLEAN: "true or false",
+    TraitType.DATE: "a date",
+    TraitType.DATETIME: "a date and time",
+}
+BOOLEAN_OPS = {"eq", "neq", "exists", "is_empty"}
+ENUM_OPS = {"eq", "neq", "in", "not_in", "exists", "is_empty"}
+
+
+def declared_trait_ops(rule: TraitRule) -> set[str]:
+    """Return the ops a condition on a declared trait may use, by its type."""
+    if rule.type == TraitType.NUMBER:
+        return NUMBER_OPS | {"in", "not_in"}
+    if rule.type == TraitType.BOOLEAN:
+        return BOOLEAN_OPS
+    if rule.type in (TraitType.DATE, TraitType.DATETIME):
+        return DATE_OPS
+    if rule.allowed_values:
+        return ENUM_OPS
+    return TEXT_OPS
 
 
 def _campaign_exists(slug: str) -> bool:

@@ -79,6 +79,9 @@ class _Lookup(SegmentLookup):
         # only while every rule it may have inlined is the same.
         self.fingerprint = hash(json.dumps(rules, sort_keys=True)) if rules else None
 
+    def database(self) -> str:
+        return self.using
+
     def rule_of(self, slug: str) -> dict | None:
         if self.rules is not None:
             return self.rules.get(slug)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from profiles.models import Event, Profile, SubscriptionStatus
 from segments.compiler import rule_compile
-from segments.language import RuleInvalid, rule_describe
+from segments.language import RuleInvalid, SegmentLookup, rule_describe
 from segments.models import Segment
 from segments.selectors import segment_count
 
@@ -44,7 +44,9 @@ def rule_preview(
 
     The counts come from one aggregate query; the sample is a second query.
     """
-    matched = Profile.objects.filter(rule_compile(rule, now=now, slug=slug))
+    matched = Profile.objects.filter(
+        rule_compile(rule, now=now, slug=slug, check_schema=True)
+    )
     counts = matched.alias(reason=_email_reason()).aggregate(
         matched=Count("pk"),
         **{
@@ -115,12 +117,16 @@ def rule_condition_counts(
     All the counts come from one query: one filtered COUNT per node.
     """
     now = now or timezone.now()
-    rule_compile(rule, now=now, slug=slug)  # validates the whole tree once, up front
+    lookup = SegmentLookup()  # one read of the trait schema for every node
+    # Validates the whole tree once, up front.
+    rule_compile(rule, now=now, slug=slug, lookup=lookup, check_schema=True)
 
     nodes = rule_nodes(rule)
     counts = Profile.objects.aggregate(
         **{
-            f"node{index}": Count("pk", filter=rule_compile(node, now=now, slug=slug))
+            f"node{index}": Count(
+                "pk", filter=rule_compile(node, now=now, slug=slug, lookup=lookup)
+            )
             for index, (_, _, node) in enumerate(nodes)
         }
     )
@@ -148,9 +154,12 @@ def rule_diff(
     rule that no longer compiles is reported in 'saved_rule_error', with no counts.
     """
     now = now or timezone.now()
-    proposed = rule_compile(rule, now=now, slug=segment.slug)
+    lookup = SegmentLookup()
+    proposed = rule_compile(
+        rule, now=now, slug=segment.slug, lookup=lookup, check_schema=True
+    )
     try:
-        saved = rule_compile(segment.rule, now=now, slug=segment.slug)
+        saved = rule_compile(segment.rule, now=now, slug=segment.slug, lookup=lookup)
     except RuleInvalid as exc:
         return {"saved_rule_error": str(exc), "unchanged": False}
 
@@ -184,12 +193,15 @@ def rule_explain(
     filtered COUNT per node, each 0 or 1), so the answer is the compiler's own.
     """
     now = now or timezone.now()
-    rule_compile(rule, now=now, slug=slug)
+    lookup = SegmentLookup()
+    rule_compile(rule, now=now, slug=slug, lookup=lookup, check_schema=True)
 
     nodes = rule_nodes(rule)
     held = Profile.objects.filter(pk=profile_id).aggregate(
         **{
-            f"node{index}": Count("pk", filter=rule_compile(node, now=now, slug=slug))
+            f"node{index}": Count(
+                "pk", filter=rule_compile(node, now=now, slug=slug, lookup=lookup)
+            )
             for index, (_, _, node) in enumerate(nodes)
         }
     )

@@ -256,6 +256,10 @@ def test_only_segments_that_read_what_changed_are_re_evaluated():
     statements = [
         q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]
     ]
+    # The rule reads a trait, so compiling it reads the trait schema once.
+    schema = [sql for sql in statements if "profiles_traitdefinition" in sql]
+    statements = [sql for sql in statements if sql not in schema]
+    assert len(schema) == 1
     assert len(statements) == 3  # the segments, one evaluation, one insert
     assert f"stay.segment_id = {gold.pk} " in statements[1]
     assert f"stay.segment_id = {french.pk} " not in statements[1]
