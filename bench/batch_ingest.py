@@ -328,14 +328,10 @@ def _celery_workers(count: int) -> Iterator[None]:
 
     app.control.purge()
     command = [
-        *(sys.executable, "-m", "celery", "-A", "config", "worker"),
+        *(sys.executable, "-m", "celery", "-A", "config", "--quiet", "worker"),
         *("--concurrency", str(count), "--loglevel", "warning"),
-        *(
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"bench{os.getpid()}@%h",
-        ),
+        *("--without-gossip", "--without-mingle"),
+        *("--hostname", f"bench{os.getpid()}@%h"),
     ]
     worker = subprocess.Popen(command, env=os.environ.copy())
     try:

@@ -5,6 +5,7 @@ stores the ones that are (once per messageId) and records why the others were
 refused. Processing happens afterwards, in profiles.processing.
 """
 
+import functools
 import hmac
 import json
 import logging
@@ -35,6 +36,7 @@ MAX_MESSAGE_ID_CHARS = 99
 MAX_ID_CHARS = 255
 MAX_NAME_CHARS = 200
 READ_CHUNK_BYTES = 64 * 1024
+EMAIL_CACHE_SIZE = 20_000
 # A key's last_used_at is written at most this often, not on every request.
 WRITE_KEY_USE_RESOLUTION_SECONDS = 60
 
@@ -345,7 +347,13 @@ def _email_trait_warning(
     raw = traits.get("email") if isinstance(traits, dict) else None
     if not isinstance(raw, str) or not raw.strip():
         return None
+    return _email_warning(raw)
 
+
+@functools.lru_cache(maxsize=EMAIL_CACHE_SIZE)
+def _email_warning(raw: str) -> tuple | None:
+    # A person's identify calls repeat one address, and validating it is the
+    # costliest check of an item: each address is checked once per process.
     try:
         email_normalize(raw)
     except InvalidEmail as exc:
@@ -597,17 +605,18 @@ RETURNING id
 
 def _events_insert(fresh: list[EventDraft]) -> list[int]:
     # One statement, one JSON parameter: the database parses the rows, skips the
-    # messageIds it already has and returns the ids of those it stored.
-    rows = [
-        {name: _json_value(draft[name]) for name in STORED_COLUMNS} for draft in fresh
-    ]
+    # messageIds it already has and returns the ids of those it stored. A draft
+    # holds exactly the stored columns, so it is encoded as it is.
+    rows = json.dumps(fresh, ensure_ascii=False, default=_json_time)
     with connection.cursor() as cursor:
-        cursor.execute(_EVENTS_INSERT_SQL, [json.dumps(rows, ensure_ascii=False)])
+        cursor.execute(_EVENTS_INSERT_SQL, [rows])
         return [row[0] for row in cursor.fetchall()]
 
 
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+def _json_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a stored event value")
 
 
 def _events_insert_with_orm(fresh: list[EventDraft]) -> list[int]:

@@ -37,6 +37,7 @@ from profiles.processing_traits import (
     profiles_traits_refresh,
 )
 from profiles.processing_writes import (
+    among,
     events_finish,
     identities_insert,
     profiles_create,
@@ -417,8 +418,8 @@ def _owners_load(events: list[Event]) -> dict[IdentityKey, int | None]:
     owners: dict[IdentityKey, int | None] = dict.fromkeys(keys)
 
     found = ProfileIdentity.objects.filter(
-        Q(kind=IdentityKind.USER_ID, value__in=user_ids)
-        | Q(kind=IdentityKind.ANONYMOUS_ID, value__in=anonymous_ids)
+        Q(kind=IdentityKind.USER_ID, value__in=among(user_ids, of="text"))
+        | Q(kind=IdentityKind.ANONYMOUS_ID, value__in=among(anonymous_ids, of="text"))
     )
     for kind, value, profile_id in found.values_list("kind", "value", "profile_id"):
         owners[(kind, value)] = profile_id
@@ -433,7 +434,7 @@ def _email_owners_load(keys: set[str]) -> dict[str, int | None]:
     # Lower(email) is what the unique index holds: a capitalised row still matches.
     found = (
         Profile.objects.annotate(email_key=Lower("email"))
-        .filter(email_key__in=keys)
+        .filter(email_key__in=among(keys, of="text"))
         .values_list("email_key", "pk")
     )
     owners.update(dict(found))
@@ -443,7 +444,7 @@ def _email_owners_load(keys: set[str]) -> dict[str, int | None]:
 def _user_ids_load(pks: set[int]) -> dict[int, set[str]]:
     user_ids: dict[int, set[str]] = {pk: set() for pk in pks}
     found = ProfileIdentity.objects.filter(
-        profile_id__in=pks, kind=IdentityKind.USER_ID
+        profile_id__in=among(pks, of="bigint"), kind=IdentityKind.USER_ID
     )
     for profile_id, value in found.values_list("profile_id", "value"):
         user_ids[profile_id].add(value)
@@ -452,9 +453,11 @@ def _user_ids_load(pks: set[int]) -> dict[int, set[str]]:
 
 def _profiles_lock(pks: set[int]) -> dict[int, str | None]:
     # In pk order, so two workers locking overlapping profiles never deadlock here.
-    rows = Profile.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+    locked = Profile.objects.select_for_update()
+    rows = locked.filter(pk__in=among(pks, of="bigint")).order_by("pk")
     return dict(rows.values_list("pk", "email"))
 
 
 def _profiles_read(pks: set[int]) -> dict[int, Profile]:
-    return {profile.pk: profile for profile in Profile.objects.filter(pk__in=pks)}
+    found = Profile.objects.filter(pk__in=among(pks, of="bigint"))
+    return {profile.pk: profile for profile in found}
