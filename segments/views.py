@@ -13,6 +13,7 @@ from django.utils.text import slugify
 
 from profiles.access import staff_required
 from profiles.models import SubscriptionStatus
+from profiles.traits import trait_schema_load
 from segments.geo import CONTINENTS
 from segments.language import (
     COUNT_OPS,
@@ -24,7 +25,9 @@ from segments.language import (
     PROPERTY_OPS,
     TEXT_OPS,
     TRAIT_OPS,
+    TRAIT_TYPE_WORDS,
     RuleInvalid,
+    declared_trait_ops,
 )
 from segments.models import Segment
 from segments.preview import event_names, segment_summaries
@@ -185,4 +188,21 @@ def _vocabulary(*, exclude: Segment | None) -> dict:
         ],
         "segments": list(others),
         "events": event_names(),
+        "traits": _declared_traits(),
     }
+
+
+def _declared_traits() -> list[dict]:
+    """The trait schema as the editor offers it: each trait's type, ops and values."""
+    return [
+        {
+            "name": rule.name,
+            "type": rule.type,
+            "words": TRAIT_TYPE_WORDS[rule.type],
+            "ops": sorted(declared_trait_ops(rule)),
+            "allowed_values": list(rule.allowed_values),
+            "minimum": None if rule.minimum is None else float(rule.minimum),
+            "maximum": None if rule.maximum is None else float(rule.maximum),
+        }
+        for rule in sorted(trait_schema_load().values(), key=lambda r: r.name)
+    ]

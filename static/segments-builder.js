@@ -101,6 +101,13 @@
     return null;
   }
 
+  // A trait declared in the trait schema, or undefined.
+  function declaredTrait(node) {
+    const name = String(node.attribute || "");
+    if (!name.startsWith("traits.")) return undefined;
+    return (vocab.traits || []).find((t) => t.name === name.slice("traits.".length));
+  }
+
   function valueType(node) {
     if ("metric" in node) return vocab.metrics[node.metric] || "number";
     const name = String(node.attribute || "");
@@ -112,6 +119,8 @@
   }
 
   function opsFor(node) {
+    const declared = declaredTrait(node);
+    if (declared) return declared.ops;
     const type = valueType(node);
     if (type === "continent") return ["eq", "neq", "in", "not_in"];
     if (type === "tags") return ["contains", "exists", "is_empty"];
@@ -284,11 +293,50 @@
     return [fieldSelect, ...opAndValue(node, false)];
   }
 
+  // Declared traits are offered by name; once one is chosen its ops and values fit
+  // its type. Any other name is still accepted, compared as written.
   function traitFields(node) {
+    const listId = "builder-traits";
+    if (!document.getElementById(listId)) {
+      document.body.append(el("datalist", { id: listId }, (vocab.traits || []).map((t) => (
+        el("option", { value: t.name, label: t.words })
+      ))));
+    }
+    let before = declaredTrait(node);
     const name = input(node.attribute.slice("traits.".length), (value) => {
       node.attribute = `traits.${value.trim()}`; changed(false);
-    }, { placeholder: "trait name", "aria-label": "Trait name", size: 12 });
-    return [name, ...opAndValue(node, false)];
+    }, { placeholder: "trait name", "aria-label": "Trait name", size: 12, list: listId });
+    name.addEventListener("change", () => {
+      const after = declaredTrait(node);
+      if (after === before) return;
+      before = after;
+      const ops = opsFor(node);
+      if (!ops.includes(node.op)) node.op = ops[0];
+      fitTrait(node, after);
+      changed(true);
+    });
+    const declared = declaredTrait(node);
+    const hint = declared ? [el("span", { class: "muted", "data-trait-type": declared.type, text: traitHint(declared) })] : [];
+    return [name, ...hint, ...opAndValue(node, declared ? declared.type === "number" : false)];
+  }
+
+  function traitHint(declared) {
+    let hint = declared.words;
+    if (declared.allowed_values.length) hint += `: ${declared.allowed_values.join(", ")}`;
+    if (declared.minimum !== null || declared.maximum !== null) {
+      hint += ` from ${declared.minimum ?? "any"} to ${declared.maximum ?? "any"}`;
+    }
+    return `(${hint})`;
+  }
+
+  // A value that cannot fit a declared trait's type is replaced by one that does.
+  function fitTrait(node, declared) {
+    fitValue(node, node.op, declared ? declared.type === "number" : false);
+    if (!declared || VALUELESS.includes(node.op) || DAY_OPS.includes(node.op)) return;
+    if (declared.type === "boolean") node.value = node.value === false ? false : true;
+    else if (declared.allowed_values.length && !LIST_OPS.includes(node.op)) {
+      if (!declared.allowed_values.includes(node.value)) node.value = declared.allowed_values[0];
+    }
   }
 
   function metricFields(node) {
@@ -304,7 +352,10 @@
 
   function opAndValue(node, numeric) {
     const opSelect = select(opsFor(node).map((op) => [op, OP_LABELS[op] || op]), node.op, (value) => {
-      node.op = value; fitValue(node, value, numeric); changed(true);
+      node.op = value; fitValue(node, value, numeric);
+      const declared = declaredTrait(node);
+      if (declared) fitTrait(node, declared);
+      changed(true);
     }, "Operator");
     return [opSelect, ...valueFields(node, numeric)];
   }
@@ -313,14 +364,22 @@
     const op = node.op;
     const set = (value) => { node.value = value; changed(false); };
     if (VALUELESS.includes(op)) return [];
+    const declared = declaredTrait(node);
+    if (declared && declared.type === "boolean") {
+      return [select([["true", "true"], ["false", "false"]], String(node.value === true), (value) => set(value === "true"), "Value")];
+    }
+    if (declared && declared.allowed_values.length && (op === "eq" || op === "neq")) {
+      return [select(declared.allowed_values.map((v) => [v, v]), node.value, set, "Value")];
+    }
     if (node.attribute === "continent" && (op === "eq" || op === "neq")) {
       return [select(vocab.continents.map((c) => [c, c]), node.value, set, "Continent")];
     }
     if (LIST_OPS.includes(op)) {
       const values = Array.isArray(node.value) ? node.value : [];
+      const placeholder = declared && declared.allowed_values.length ? declared.allowed_values.join(", ") : "a, b, c";
       return [input(values.join(", "), (text) => {
         set(text.split(",").map((part) => part.trim()).filter(Boolean).map((part) => typed(part, numeric, values[0])));
-      }, { placeholder: "a, b, c", "aria-label": "Values, comma separated", size: 18 })];
+      }, { placeholder: placeholder, "aria-label": "Values, comma separated", size: 18 })];
     }
     if (op === "between") {
       const pair = Array.isArray(node.value) ? node.value : [0, 0];

@@ -142,3 +142,42 @@ def test_rule_errors_show_in_json_mode_and_on_the_exact_node_and_clear_the_previ
     expect(page.locator("[data-ineligible]")).to_have_text("0")
     eligibility = page.locator("[data-eligible]").locator("xpath=..")
     expect(eligibility).to_have_text(re.compile(r"^\d+ can be emailed; 0 cannot\.$"))
+
+
+def test_a_declared_trait_is_offered_and_its_values_fit_its_type(page, signed_in):
+    from profiles.models import TraitDefinition, TraitType
+
+    TraitDefinition.objects.create(
+        name="tier", type=TraitType.TEXT, allowed_values=["bronze", "silver", "gold"]
+    )
+    TraitDefinition.objects.create(name="orders", type=TraitType.NUMBER, minimum=0)
+    Profile.objects.filter(email="ana.souza@example.com").update(
+        traits={"tier": "gold", "orders": 4}
+    )
+
+    page.get_by_role("link", name="Segments").first.click()
+    page.get_by_role("link", name="Spring sale audience").click()
+    root = page.locator('[data-path="rule"]')
+    root.locator(".node-head").first.get_by_role("button", name="Add condition").click()
+    added = page.locator('[data-path="rule.any[2]"]')
+    added.get_by_label("Condition kind").select_option(label="Custom trait")
+    expect(page.locator("#builder-traits option")).to_have_count(2)
+
+    added.get_by_label("Trait name").fill("tier")
+    added.get_by_label("Trait name").press("Tab")
+    expect(added.locator("[data-trait-type]")).to_have_text(
+        "(text: bronze, silver, gold)"
+    )
+    added.get_by_label("Value").select_option("gold")
+    expect(page.locator('[data-count-for="rule.any[2]"]')).to_have_text("1")
+
+    added.get_by_label("Trait name").fill("orders")
+    added.get_by_label("Trait name").press("Tab")
+    expect(added.locator("[data-trait-type]")).to_have_text("(a number from 0 to any)")
+    added.get_by_label("Operator").select_option("gte")
+    added.get_by_label("Value").fill("3")
+    expect(page.locator('[data-count-for="rule.any[2]"]')).to_have_text("1")
+    page.get_by_role("button", name="JSON").click()
+    raw = page.get_by_label("Rule (JSON)").input_value()
+    assert '"attribute": "traits.orders"' in raw
+    assert '"value": 3' in raw

@@ -390,3 +390,25 @@ def test_days_before_the_segment_existed_have_no_size_and_anonymous_profiles_a_n
     assert "<h3>Last 7 days</h3>" in page
     assert page.count('<td data-size class="muted"') == 4
     assert f">Profile {anonymous.pk}</a></td>" in page
+
+
+@pytest.mark.django_db
+def test_the_builder_offers_the_declared_traits_with_their_ops(marketer_client):
+    from profiles.models import TraitDefinition, TraitType
+
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    TraitDefinition.objects.create(
+        name="orders", type=TraitType.NUMBER, minimum=0, maximum=500
+    )
+
+    response = marketer_client.get(reverse("segment_new"))
+
+    traits = response.context["vocabulary"]["traits"]
+    assert [(t["name"], t["type"], t["words"]) for t in traits] == [
+        ("orders", "number", "a number"),
+        ("vip", "boolean", "true or false"),
+    ]
+    assert (traits[0]["minimum"], traits[0]["maximum"]) == (0, 500)
+    assert "in" in traits[0]["ops"]
+    assert "contains" not in traits[0]["ops"]
+    assert traits[1]["ops"] == ["eq", "exists", "is_empty", "neq"]
