@@ -1,14 +1,51 @@
 """Admin pages for templates, campaigns and the message log (power use)."""
 
-from django.contrib import admin
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest
 
 from campaigns.models import Campaign, EmailTemplate, Message, OutboxEmail
+from campaigns.rendering import TemplateReview, template_review
+from profiles.traits import trait_schema_load
+
+
+class EmailTemplateForm(forms.ModelForm):
+    """Refuses a template that does not parse; keeps the names no one has as warnings."""
+
+    review = TemplateReview([], [])
+
+    class Meta:
+        model = EmailTemplate
+        fields = ("name", "subject", "html", "text")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        self.review = template_review(
+            subject=cleaned.get("subject") or "",
+            html=cleaned.get("html") or "",
+            text=cleaned.get("text") or "",
+            traits=trait_schema_load(),
+        )
+        for error in self.review.errors:
+            part = error.split(":", 1)[0]
+            self.add_error(part if part in self.fields else None, error)
+        return cleaned
 
 
 @admin.register(EmailTemplate)
 class EmailTemplateAdmin(admin.ModelAdmin):
+    form = EmailTemplateForm
     list_display = ("name", "subject", "updated_at")
     search_fields = ("name", "subject")
+
+    def save_model(
+        self, request: HttpRequest, obj: EmailTemplate, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        for warning in form.review.warnings:
+            self.message_user(request, warning, level=messages.WARNING)
 
 
 @admin.register(Campaign)

@@ -6,6 +6,7 @@ Templates see plain data only (dicts, lists, strings, numbers), never model obje
 a fallback, so missing data never breaks a layout.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -62,6 +63,86 @@ def template_check(*, subject: str, html: str, text: str = "") -> list[str]:
         except LiquidError as exc:
             problems.append(f"{part}: {exc}")
     return problems
+
+
+# What a template can read: the context of sending.message_context, and the keys
+# profile_context gives every profile besides its traits.
+CONTEXT_NAMES = {
+    "profile",
+    "campaign",
+    "unsubscribe_url",
+    "preferences_url",
+    "web_version_url",
+}
+CAMPAIGN_KEYS = {"name", "slug"}
+PROFILE_KEYS = {
+    "email",
+    "first_name",
+    "last_name",
+    "full_name",
+    "city",
+    "region",
+    "country_code",
+    "continent",
+    "timezone",
+    "lifetime_value",
+    "order_count",
+    "tags",
+}
+
+
+@dataclass(frozen=True)
+class TemplateReview:
+    errors: list[str]  # the template cannot be parsed: it cannot be saved
+    warnings: list[str]  # names no recipient has: they render empty
+
+
+def template_review(
+    *, subject: str, html: str, text: str = "", traits: Iterable[str] = ()
+) -> TemplateReview:
+    """Check a template's syntax, and that each name it reads exists for recipients.
+
+    `traits` are the declared traits (the trait schema): `profile.<trait>` is known
+    when it is declared or is a profile field; anything else renders as nothing for
+    everyone, usually a typo or a trait that was never declared.
+    """
+    errors = template_check(subject=subject, html=html, text=text)
+    warnings: list[str] = []
+    known = PROFILE_KEYS | set(traits)
+    for part, source, is_html in (
+        ("subject", subject, False),
+        ("html", html, True),
+        ("text", text, False),
+    ):
+        if not source or any(error.startswith(f"{part}:") for error in errors):
+            continue
+        warned: set[str] = set()
+        for variables in _parse(source, html=is_html).analyze().globals.values():
+            for variable in variables:
+                problem = _unknown_name(variable.segments, known)
+                if problem and problem not in warned:
+                    warned.add(problem)
+                    line = source.count("\n", 0, variable.span.index) + 1
+                    warnings.append(f"{part}, line {line}: {problem}")
+    return TemplateReview(errors, warnings)
+
+
+def _unknown_name(segments: list, known: set[str]) -> str:
+    root = str(segments[0])
+    if root not in CONTEXT_NAMES:
+        hint = f"; did you mean profile.{root}?" if root in known else ""
+        return f"'{root}' is not a name templates can read{hint}"
+    if len(segments) < 2 or not isinstance(segments[1], str):
+        return ""
+    key = segments[1]
+    if root == "profile" and key not in known:
+        return (
+            f"profile.{key} is neither a profile field nor a declared trait: check "
+            "the spelling, or declare the trait on the trait schema page"
+        )
+    if root == "campaign" and key not in CAMPAIGN_KEYS:
+        return f"campaign.{key} does not exist: use campaign.name or campaign.slug"
+    return ""
 
 
 def email_render(

@@ -1,10 +1,13 @@
 import pytest
 
+from campaigns import demo
 from campaigns.rendering import (
+    PROFILE_KEYS,
     TemplateError,
     email_render,
     profile_context,
     template_check,
+    template_review,
 )
 from profiles.models import ProfileTag
 from tests.factories import ProfileFactory
@@ -97,3 +100,50 @@ def test_templates_see_plain_data_only():
     assert all(
         isinstance(v, str | int | float | bool | list | dict) for v in context.values()
     )
+
+
+def test_the_review_names_what_no_recipient_has_with_its_line():
+    review = template_review(
+        subject="Hi {{ profile.frist_name }}",
+        html=(
+            "<p>{{ first_name }}</p>\n{{ profile.tier }} {{ campaign.title }}"
+            "{% for t in profile.tags %}{{ t }}{% endfor %}{{ unsubscribe_url }}"
+        ),
+        text="{{ profile.shoe_size | default: 42 }}",
+        traits=["tier"],
+    )
+
+    assert review.errors == []
+    assert review.warnings == [
+        "subject, line 1: profile.frist_name is neither a profile field nor a "
+        "declared trait: check the spelling, or declare the trait on the trait "
+        "schema page",
+        "html, line 1: 'first_name' is not a name templates can read; did you mean "
+        "profile.first_name?",
+        "html, line 2: campaign.title does not exist: use campaign.name or "
+        "campaign.slug",
+        "text, line 1: profile.shoe_size is neither a profile field nor a declared "
+        "trait: check the spelling, or declare the trait on the trait schema page",
+    ]
+
+
+def test_a_template_that_does_not_parse_has_errors_and_no_name_review():
+    review = template_review(subject="{{ profile.nope }}", html="{% if %}")
+
+    assert [error.split(":")[0] for error in review.errors] == ["html"]
+    assert len(review.warnings) == 1
+
+
+def test_the_demo_template_reads_only_names_every_recipient_has():
+    parts = {key: demo.TEMPLATE[key] for key in ("subject", "html", "text")}
+
+    assert template_review(**parts) == template_review(**parts, traits=[])
+    assert template_review(**parts).warnings == []
+    assert template_review(**parts).errors == []
+
+
+@pytest.mark.django_db
+def test_the_review_knows_every_key_a_profile_gives_templates():
+    profile = ProfileFactory(email="pat@example.com", traits={})
+
+    assert set(profile_context(profile)) == PROFILE_KEYS
