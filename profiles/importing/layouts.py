@@ -74,6 +74,8 @@ class ConsentFact:
     ip_address: str | None
     wording: str
     evidence: dict[str, Any]
+    # False when the file does not say when: occurred_at is then the import's time.
+    dated: bool = True
 
 
 @dataclass(frozen=True)
@@ -384,15 +386,15 @@ def consent_fact(
 
     present = lambda name: cell(name) or ""  # noqa: E731 - a one-use reader
     occurred_at = _first_time(present, layout.consent_times)
-    if occurred_at is None:
-        occurred_at = now
+    dated = occurred_at is not None
+    if not dated:
         # The file does not say when; the time of the import is the honest bound.
-        if layout.consent_times:
-            evidence["occurred_at_is_import_time"] = True
+        occurred_at = now
+        evidence["occurred_at_is_import_time"] = True
 
     ip_address = None
     if layout.status == SubscriptionStatus.SUBSCRIBED:
         raw_ip = present("CONFIRM_IP") or present("OPTIN_IP")
         ip_address = _ip_or_none(raw_ip) if raw_ip else None
     wording = _wording(layout.wording, status)
-    return ConsentFact(status, occurred_at, ip_address, wording, evidence)
+    return ConsentFact(status, occurred_at, ip_address, wording, evidence, dated)

@@ -166,9 +166,25 @@ def consents_apply(
     pending: PendingWrites,
     outcome: BatchOutcome,
 ) -> set[str]:
-    """Decide each consent fact's record and its effect on the status, in time order."""
+    """Decide each consent fact's record and its effect on the status, in time order.
+
+    A list never subscribes again someone who left: such a fact is not recorded
+    (it is no consent) and the report notes it. A fact the file does not date (its
+    time is the import's) is recorded only when it changes the status, and an
+    undated subscription leaves the status undated, so that any dated fact, such as
+    an unsubscribe that arrives later but happened earlier, outranks it.
+    """
     changed = set()
     for fact in sorted(row.consents, key=lambda fact: fact.occurred_at):
+        kept = profile.subscription_status
+        if fact.status == SubscriptionStatus.SUBSCRIBED and kept in WITHDRAWN_STATUSES:
+            outcome.notes.append(_kept_note(profile, fact, kept))
+            continue
+        if fact.status == SubscriptionStatus.CLEANED:
+            pending.suppressed.append(row.email.key)
+        if not fact.dated and fact.status == kept:
+            continue
+
         # The same fact from the same source is already on record when a file is
         # imported again; appending it twice would only blur the history.
         marker = (profile.pk, fact.status.value, fact.occurred_at)
@@ -176,12 +192,6 @@ def consents_apply(
             recorded.add(marker)
             pending.consents.append((profile, fact))
             changed |= _status_move(profile, fact)
-
-        kept = profile.subscription_status
-        if fact.status == SubscriptionStatus.SUBSCRIBED and kept in WITHDRAWN_STATUSES:
-            outcome.notes.append(_kept_note(profile, fact, kept))
-        if fact.status == SubscriptionStatus.CLEANED:
-            pending.suppressed.append(row.email.key)
     return changed
 
 
@@ -199,7 +209,8 @@ def _status_move(profile: StatusHolder, fact: ConsentFact) -> set[str]:
         return set()
 
     profile.subscription_status = fact.status
-    profile.subscription_changed_at = fact.occurred_at
+    undated_subscribe = not fact.dated and fact.status == SubscriptionStatus.SUBSCRIBED
+    profile.subscription_changed_at = None if undated_subscribe else fact.occurred_at
     return {"subscription_status", "subscription_changed_at"}
 
 

@@ -138,9 +138,11 @@ def test_a_reimport_listing_an_unsubscriber_as_subscribed_never_resubscribes():
     luc = profile("luc@example.fr")
     assert luc.subscription_status == SubscriptionStatus.UNSUBSCRIBED
     assert [n["kind"] for n in contact_import.notes] == ["kept_status"]
+    # The list's "subscribed" is no consent from Luc: it is noted, not recorded, so
+    # his consent history does not show a subscription above his unsubscribe.
     assert list(
         luc.consent_records.order_by("id").values_list("status", flat=True)
-    ) == ["unsubscribed", "subscribed"]
+    ) == ["unsubscribed"]
 
 
 # Addresses ------------------------------------------------------------------------

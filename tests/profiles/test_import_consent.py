@@ -1,0 +1,91 @@
+"""Undated consent from a list never outranks a dated fact, and never re-dates one."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from profiles.importing import contact_import_file, runs
+from profiles.models import ConsentRecord, Profile, SubscriptionStatus
+from profiles.services import consent_record
+from tests.factories import ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+SUBSCRIBED_IN_2024 = datetime(2024, 7, 4, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(params=["orm", "copy"])
+def write_path(request, monkeypatch):
+    """Both ways of writing a batch must decide consent the same way."""
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if request.param == "copy" else 10**9)
+    return request.param
+
+
+def listed_as_subscribed(*emails: str) -> None:
+    rows = "".join(f"{email},subscribed\n" for email in emails)
+    contact_import_file(filename="list.csv", data=f"Email,Status\n{rows}".encode())
+
+
+def test_an_undated_subscribe_leaves_a_dated_one_as_it_was(write_path):
+    noah = ProfileFactory(
+        email="noah@example.com",
+        subscription_status=SubscriptionStatus.SUBSCRIBED,
+        subscription_changed_at=SUBSCRIBED_IN_2024,
+    )
+
+    listed_as_subscribed("noah@example.com")
+
+    noah.refresh_from_db()
+    assert noah.subscription_changed_at == SUBSCRIBED_IN_2024
+    assert not noah.consent_records.exists()  # it told us nothing new
+
+    # An unsubscribe that happened yesterday, arriving after the import, wins.
+    yesterday = timezone.now() - timedelta(days=1)
+    consent_record(
+        profile=noah,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="shopify",
+        occurred_at=yesterday,
+    )
+    noah.refresh_from_db()
+    assert noah.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+
+
+def test_an_undated_subscribe_is_recorded_undated_and_a_later_dated_fact_wins(
+    write_path,
+):
+    listed_as_subscribed("emma@example.com")
+
+    emma = Profile.objects.get(email="emma@example.com")
+    assert emma.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert emma.subscription_changed_at is None
+    record = ConsentRecord.objects.get(profile=emma)
+    assert record.evidence["occurred_at_is_import_time"] is True
+
+    earlier_today = timezone.now() - timedelta(hours=6)
+    consent_record(
+        profile=emma,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="shopify",
+        occurred_at=earlier_today,
+    )
+    emma.refresh_from_db()
+    assert emma.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+
+
+def test_an_undated_unsubscribe_is_dated_by_the_import_and_applies(write_path):
+    ProfileFactory(
+        email="ivy@example.com",
+        subscription_status=SubscriptionStatus.SUBSCRIBED,
+        subscription_changed_at=SUBSCRIBED_IN_2024,
+    )
+    before = timezone.now()
+
+    contact_import_file(
+        filename="left.csv", data=b"Email,Status\nivy@example.com,unsubscribed\n"
+    )
+
+    ivy = Profile.objects.get(email="ivy@example.com")
+    assert ivy.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert ivy.subscription_changed_at >= before
