@@ -24,6 +24,7 @@ from profiles.processing_identities import (
     profile_merge,
 )
 from profiles.processing_traits import number_coerce, profile_traits_compute
+from profiles.processing_writes import among
 from profiles.signals import profiles_changed
 from profiles.traits import TraitRule, trait_schema_load
 
@@ -43,7 +44,8 @@ EVENT_CHUNK_SIZE = 5000
 CHUNK_ATTEMPTS = 3
 # A task that finds other events waiting takes them along, up to this many.
 EVENTS_CATCH_UP_MAX = 20_000
-# What processing reads of an event; properties are left to the SQL of the traits.
+# What processing reads of every event; properties are left to the SQL of the
+# traits, and only an identify's traits and context are read (IDENTIFY_FIELDS_READ).
 EVENT_FIELDS_READ = (
     "message_id",
     "type",
@@ -52,12 +54,11 @@ EVENT_FIELDS_READ = (
     "anonymous_id",
     "previous_id",
     "profile_id",
-    "traits",
-    "context",
     "source",
     "timestamp",
     "received_at",
 )
+IDENTIFY_FIELDS_READ = ("traits", "context")
 
 
 def events_process(*, event_ids: list[int]) -> int:
@@ -189,7 +190,24 @@ def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[Event]:
     claimed = pending.select_for_update(skip_locked=True, of=("self",))
     ids = claimed.order_by("received_at", "timestamp", "id").values("pk")[:size]
     events = Event.objects.filter(pk__in=ids).only(*EVENT_FIELDS_READ)
-    return list(events.order_by("timestamp", "id"))
+    events = list(events.order_by("timestamp", "id"))
+    _identify_fields_read(events)
+    return events
+
+
+def _identify_fields_read(events: list[Event]) -> None:
+    # The other events' traits and context (a page's or a track's context is most
+    # of its row) would be decoded for nothing.
+    identifies = {
+        event.pk: event for event in events if event.type == EventType.IDENTIFY
+    }
+    if not identifies:
+        return
+
+    found = Event.objects.filter(pk__in=among(identifies, of="bigint"))
+    for pk, *values in found.values_list("pk", *IDENTIFY_FIELDS_READ):
+        for name, value in zip(IDENTIFY_FIELDS_READ, values, strict=True):
+            setattr(identifies[pk], name, value)
 
 
 # Any processed event can move computed traits (last seen, engagement, orders...).
