@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_datetime
 from profiles.models import TraitDefinition, TraitType
 
 PATTERN_TIMEOUT_SECONDS = 0.05
+NUMBER_MAX_DIGITS = 15
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}
 FALSE_TEXT = {"false", "no", "n", "0", "off"}
 
@@ -86,6 +87,14 @@ def _as_number(rule: TraitRule, raw: Any, _: str) -> int | float:
     if not number.is_finite():
         raise TraitInvalid(
             "not_a_number", f"{rule.name}: {raw!r} is not a finite number"
+        )
+    # Beyond this a number no longer survives a round trip through a float (segment
+    # rules, charts, JSON readers), and 1e5000 would be a 5,001-digit integer.
+    if number and number.adjusted() >= NUMBER_MAX_DIGITS:
+        raise TraitInvalid(
+            "number_too_large",
+            f"{rule.name}: {raw!r} is too large (at most {NUMBER_MAX_DIGITS} digits "
+            "before the decimal point)",
         )
     return int(number) if number == number.to_integral_value() else float(number)
 

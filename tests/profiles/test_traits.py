@@ -49,6 +49,9 @@ def test_datetimes_are_stored_in_utc():
         (TraitRule("plan", "text", allowed_values=("gold",)), "bronze", "not_allowed"),
         (TraitRule("rating", "number", maximum=Decimal(5)), "6", "above_maximum"),
         (TraitRule("rating", "number", minimum=Decimal(1)), 0, "below_minimum"),
+        (TraitRule("spend", "number"), "1e5000", "number_too_large"),
+        (TraitRule("spend", "number"), "-1e400", "number_too_large"),
+        (TraitRule("spend", "number"), 10**15, "number_too_large"),
         (
             TraitRule("sku", "text", pattern=r"[A-Z]{3}-\d+"),
             "abc-1",
@@ -71,3 +74,11 @@ def test_a_pattern_that_backtracks_badly_is_stopped_not_left_running():
         trait_coerce(rule, "a" * 40 + "!")
 
     assert caught.value.reason == "pattern_timeout"
+
+
+def test_the_largest_number_kept_has_fifteen_digits_before_the_point():
+    rule = TraitRule("spend", "number")
+
+    assert trait_coerce(rule, "999999999999999") == 999_999_999_999_999
+    assert trait_coerce(rule, "-999999999999999.5") == -999_999_999_999_999.5
+    assert trait_coerce(rule, "0") == 0
