@@ -198,6 +198,21 @@ def deliveries_retry(
     )
 
 
+class DeliveryErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "With an error"), ("no", "Without")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.exclude(error="")
+        if self.value() == "no":
+            return queryset.filter(error="")
+        return queryset
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     """Shop webhooks as received: what each delivery said and whether it applied."""
@@ -214,6 +229,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "source",
         "topic",
         ("processed_at", admin.EmptyFieldListFilter),
+        DeliveryErrorFilter,
     )
     search_fields = ("delivery_id", "shop_domain", "error")
     date_hierarchy = "received_at"

@@ -73,6 +73,9 @@ CHECKOUT_CONSENT_WORDING = (
 )
 
 
+AMOUNT_LIMIT = Decimal(10**12)
+
+
 class ShopifyPayloadError(ValueError):
     """A signed payload holds a value Bespoke cannot read (money, a time)."""
 
@@ -130,7 +133,8 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
 
     A delivery already processed, or held by another worker, is left alone. If
     applying it raises, its writes are rolled back, the error is kept on the
-    delivery and processed_at stays empty so that the sweep tries again.
+    delivery and processed_at stays empty so that the sweep tries again; a payload
+    that cannot be read (ShopifyPayloadError) is finished with its error instead.
     """
     with transaction.atomic():
         delivery = _delivery_claim(delivery_id)
@@ -141,6 +145,18 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
             with transaction.atomic():
                 _lock_timeout_set()
                 outcome = _delivery_apply(delivery)
+        except ShopifyPayloadError as exc:
+            # Trying again cannot help a payload that cannot be read: finish it,
+            # with the reason, instead of retrying it for a week.
+            logger.warning(
+                "Shopify delivery refused",
+                extra={"delivery": delivery.pk, "topic": delivery.topic},
+            )
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(
+                processed_at=timezone.now(),
+                error=f"The payload was refused: {exc}"[:500],
+            )
+            return []
         except Exception as exc:
             logger.exception(
                 "Shopify delivery processing failed",
@@ -714,6 +730,11 @@ def _money(value: Any) -> Decimal | None:
         raise ShopifyPayloadError(f"{value!r} is not an amount") from exc
     if not amount.is_finite():
         raise ShopifyPayloadError(f"{value!r} is not an amount")
+    # Orders and checkouts keep amounts in 14 digits with 2 decimals.
+    if abs(amount) >= AMOUNT_LIMIT:
+        raise ShopifyPayloadError(
+            f"{value!r} is too large an amount (at most {AMOUNT_LIMIT - 1:,})"
+        )
     return amount
 
 

@@ -66,3 +66,26 @@ def test_deliveries_checkouts_and_orders_have_read_only_pages(
     )
     assert change.status_code == 200
     assert 'name="_save"' not in change.content.decode()
+
+
+def test_the_deliveries_with_an_error_are_one_filter_away(admin_client, load_fixture):
+    failed = stored(load_fixture, "orders_create.json", "orders/create", "d-4")
+    stored(load_fixture, "checkouts_create.json", "checkouts/create", "d-5")
+    WebhookDelivery.objects.filter(pk=failed.pk).update(error="KeyError: 'id'")
+    url = reverse("admin:profiles_webhookdelivery_changelist")
+
+    response = admin_client.get(url, {"has_error": "yes"})
+
+    assert list(response.context["cl"].queryset) == [failed]
+
+
+def test_the_sources_page_links_to_the_deliveries_with_an_error(
+    admin_client, load_fixture
+):
+    failed = stored(load_fixture, "orders_create.json", "orders/create", "d-6")
+    WebhookDelivery.objects.filter(pk=failed.pk).update(error="KeyError: 'id'")
+
+    page = admin_client.get(reverse("sources_health")).content.decode()
+
+    changelist = reverse("admin:profiles_webhookdelivery_changelist")
+    assert f'href="{changelist}?has_error=yes"' in page

@@ -744,3 +744,29 @@ def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
     assert Event.objects.get().message_id == "shopify:order:5975551934712"
     ben.refresh_from_db()
     assert ben.first_name == "Ben"
+
+
+def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
+    db, deliver, load_fixture, shop_headers
+):
+    huge = load_fixture("shopify/orders_create.json").replace(
+        b'"total_price":"152.29"', b'"total_price":"99999999999999999.99"'
+    )
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        huge,
+        **{"X-Shopify-Webhook-Id": "huge-1"},
+    )
+
+    response = deliver("orders_create.json", headers=headers, body=huge)
+
+    assert response.status_code == 200
+    delivery = WebhookDelivery.objects.get(delivery_id="huge-1")
+    assert delivery.processed_at is not None  # not retried for a week
+    assert "'99999999999999999.99' is too large an amount" in delivery.error
+    assert not ShopOrder.objects.exists()
+
+    # The shop's next delivery for the same order, with a sound total, applies.
+    deliver("orders_create.json")
+    assert ShopOrder.objects.get().total == Decimal("152.29")
