@@ -403,12 +403,18 @@ def _emails_read(events: Iterable[Event]) -> _ChunkEmails:
     return emails
 
 
+# Plain strings: str() of a choices member, once per id of every event, adds up.
+USER_ID = str(IdentityKind.USER_ID)
+ANONYMOUS_ID = str(IdentityKind.ANONYMOUS_ID)
+
+
 def _identity_keys(event: Event) -> list[IdentityKey]:
-    keys = [
-        (IdentityKind.USER_ID, event.user_id),
-        (IdentityKind.ANONYMOUS_ID, event.anonymous_id),
-    ]
-    return [(str(kind), value) for kind, value in keys if value]
+    keys = []
+    if event.user_id:
+        keys.append((USER_ID, event.user_id))
+    if event.anonymous_id:
+        keys.append((ANONYMOUS_ID, event.anonymous_id))
+    return keys
 
 
 def _owners_load(events: list[Event]) -> dict[IdentityKey, int | None]:
