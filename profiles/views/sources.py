@@ -30,6 +30,12 @@ class WriteKeyForm(forms.Form):
         name = self.cleaned_data["name"].strip()
         if not name:
             raise forms.ValidationError("Give the key a name.")
+        if WriteKey.objects.filter(name__iexact=name, revoked_at=None).exists():
+            # The sources page counts events by key name: two keys would be one line.
+            raise forms.ValidationError(
+                f"A key named “{name}” is in use already: give each key its own "
+                "name, so that the sources page can tell their events apart."
+            )
         return name
 
 

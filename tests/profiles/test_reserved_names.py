@@ -1,0 +1,40 @@
+"""Names that would mean two things: a trait named like a profile field, two keys alike."""
+
+import pytest
+from django.urls import reverse
+
+from profiles.keys import write_key_create, write_key_revoke
+from profiles.models import TraitDefinition, WriteKey
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+@pytest.mark.parametrize("name", ["email", "first_name", "firstName", "city", "tags"])
+def test_a_trait_cannot_be_declared_under_a_profile_fields_name(signed_in, name):
+    response = signed_in.post(
+        reverse("trait_new"), {"name": name, "type": "number", "description": ""}
+    )
+
+    assert response.status_code == 200
+    assert "is a profile field, not a custom trait" in response.content.decode()
+    assert not TraitDefinition.objects.exists()
+
+
+def test_a_second_key_with_the_same_name_is_refused_until_the_first_is_revoked(
+    signed_in,
+):
+    first = write_key_create(name="Shop website")
+
+    refused = signed_in.post(reverse("source_keys"), {"name": "shop website "})
+
+    assert "A key named “shop website” is in use already" in refused.content.decode()
+    assert WriteKey.objects.count() == 1
+    write_key_revoke(write_key_id=first.pk)
+    signed_in.post(reverse("source_keys"), {"name": "Shop website"})
+    assert WriteKey.objects.filter(revoked_at=None).count() == 1
