@@ -158,7 +158,7 @@ _CONVERTERS = {
 
 def _check_rules(rule: TraitRule, value: Any) -> None:
     if rule.allowed_values and value not in rule.allowed_values:
-        allowed = ", ".join(map(str, rule.allowed_values))
+        allowed = ", ".join(map(_value_text, rule.allowed_values))
         raise TraitInvalid(
             "not_allowed",
             f"{rule.name}: {value!r} is not one of the allowed values ({allowed})",
@@ -169,7 +169,8 @@ def _check_rules(rule: TraitRule, value: Any) -> None:
         and value < rule.minimum
     ):
         raise TraitInvalid(
-            "below_minimum", f"{rule.name}: {value} is below {rule.minimum}"
+            "below_minimum",
+            f"{rule.name}: {_value_text(value)} is below {_value_text(rule.minimum)}",
         )
     if (
         rule.maximum is not None
@@ -177,12 +178,22 @@ def _check_rules(rule: TraitRule, value: Any) -> None:
         and value > rule.maximum
     ):
         raise TraitInvalid(
-            "above_maximum", f"{rule.name}: {value} is above {rule.maximum}"
+            "above_maximum",
+            f"{rule.name}: {_value_text(value)} is above {_value_text(rule.maximum)}",
         )
     if rule.pattern and isinstance(value, str) and not _pattern_matches(rule, value):
         raise TraitInvalid(
             "pattern_mismatch", f"{rule.name}: {value!r} does not match {rule.pattern}"
         )
+
+
+def _value_text(value: Any) -> str:
+    """Return a value as people write it: no exponent, no trailing zeros."""
+    # A rule's bounds are stored with six decimal places (0.000000), and a float
+    # may print as 1e-07.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return str(value)
+    return format(Decimal(str(value)).normalize(), "f")
 
 
 def _pattern_matches(rule: TraitRule, value: str) -> bool:

@@ -284,8 +284,6 @@ def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
     column_map: dict[str, str] = {}
     taken: set[str] = set()
     for position, name in enumerate(names):
-        if name in column_map:
-            continue
         target = _default_target(layout, name, position)
         # One column per profile field, status and email; the first one wins.
         if target in taken and not target.startswith(TRAIT_PREFIX):

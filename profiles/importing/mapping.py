@@ -42,7 +42,9 @@ from profiles.importing.layouts import (
 )
 from profiles.importing.reading import (
     ImportFormatError,
+    SheetDate,
     column_key,
+    contacts_header_read,
     contacts_records,
     contacts_tags_split,
 )
@@ -166,15 +168,11 @@ def column_plan_build(
 
 
 def _targets(names: list[str], column_map: dict[str, str]) -> list[tuple[int, str]]:
-    """Pair each column with its target; a repeated header name counts once."""
-    seen: set[str] = set()
-    targets = []
-    for position, name in enumerate(names):
-        if name in seen:
-            continue
-        seen.add(name)
-        targets.append((position, column_target_check(column_map.get(name, ""))))
-    return targets
+    """Pair each column with its target (header_names made every name different)."""
+    return [
+        (position, column_target_check(column_map.get(name, "")))
+        for position, name in enumerate(names)
+    ]
 
 
 def _plan_add(
@@ -317,7 +315,8 @@ def _traits_read(
     plan = context.plan
     traits: dict[str, Any] = {}
     for position, name, kind, rule in plan.traits:
-        value = cells[position].strip()
+        cell = cells[position]
+        value = cell.strip()
         if not value:
             continue
         try:
@@ -333,17 +332,25 @@ def _traits_read(
             traits[name] = typed
             continue
         try:
-            # The ESP's own typed columns have a known format; only text is read
-            # in the date format the marketer declared.
-            date_format = "" if kind else context.date_format
+            # The ESP's own typed columns and a workbook's date cells have a known
+            # format; only text is read in the date format the marketer declared.
+            typed_cell = kind or isinstance(cell, SheetDate)
+            date_format = "" if typed_cell else context.date_format
             traits[name] = _trait_coerce(context, rule, typed, date_format)
         except TraitInvalid as exc:
-            column = plan.names[position]
-            message = f"{column}: {exc.message}; the rest of the row was imported."
             context.field_rejections.append(
-                Rejection(record, line, email, exc.reason, message, column)
+                _field_rejection(plan.names[position], rule, exc, record, line, email)
             )
     return traits
+
+
+def _field_rejection(
+    column: str, rule: TraitRule, exc: TraitInvalid, record: int, line: int, email: str
+) -> Rejection:
+    # The trait's message starts with its name, and the column says it already.
+    detail = exc.message.removeprefix(f"{rule.name}: ")
+    message = f"{column}: {detail}; the rest of the row was imported."
+    return Rejection(record, line, email, exc.reason, message, column)
 
 
 def _trait_coerce(
@@ -515,12 +522,8 @@ def contacts_parse(
     now: datetime | None = None,
 ) -> ParsedContacts:
     """Read a contact file into merged rows and rejections; write nothing."""
-    records = contacts_records(data, date_format=date_format)
-    try:
-        _, names = next(records)
-    except StopIteration as exc:
-        raise ImportFormatError("The file is empty.") from exc
-    names = [name.strip() for name in names]
+    records = contacts_records(data)
+    names = contacts_header_read(records)
     layout = layout_detect(names)
     column_map = column_map or layout_column_map(layout, names)
     plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
@@ -570,14 +573,11 @@ def contacts_preview(data: bytes, *, sample_records: int = 20) -> ContactsPrevie
     """Return a file's header, a sample value per column and the layout's column map."""
     records = contacts_records(data)
     try:
-        _, names = next(records)
-        names = [name.strip() for name in names]
+        names = contacts_header_read(records)
         samples = [""] * len(names)
         for _, cells in itertools.islice(records, sample_records):
             for position, cell in enumerate(cells[: len(names)]):
                 samples[position] = samples[position] or cell.strip()
-    except StopIteration as exc:
-        raise ImportFormatError("The file is empty.") from exc
     finally:
         records.close()
 

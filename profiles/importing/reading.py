@@ -1,12 +1,16 @@
 """Reading a contact file: bytes to a header and records of text cells.
 
 CSV text in any of the encodings spreadsheets save (UTF-8 with or without a
-byte-order mark, UTF-16, Windows-1252) and any of the usual delimiters, or the first
-sheet of an XLSX workbook. Nothing here knows what a column means.
+byte-order mark, UTF-16, Windows-1252), any of the usual delimiters or the one an
+Excel "sep=" first line declares, and any line ending (CR LF, LF, or the lone CR of
+old Mac Excel); or the first sheet of an XLSX workbook. Every way a file cannot be
+read ends in ImportFormatError with a sentence for the marketer. Nothing here knows
+what a column means.
 """
 
 import csv
 import io
+import itertools
 import re
 import zipfile
 from collections.abc import Iterator
@@ -17,19 +21,57 @@ from openpyxl import load_workbook
 
 DELIMITERS = (",", ";", "\t")
 XLSX_PARTS = {"[Content_Types].xml", "xl/workbook.xml"}
+ZIP_LOCAL_HEADER = re.compile(rb"PK\x03\x04")
 # Tag names each in plain double quotes, comma-separated, no quote inside a name.
 QUOTED_TAGS = re.compile(r'"[^"]*"(?:,"[^"]*")*')
 QUOTED_TAG = re.compile(r'"([^"]*)"')
+# Excel's first line naming the file's delimiter, e.g. "sep=;".
+SEP_LINE = re.compile(r'sep=([^"\r\n])')
+# Fed to the CSV reader after the file's last line. It is read as a record of its
+# own unless the file ends inside a quoted cell, which then swallows it; a decoded
+# file holds no NUL (contacts_decode refuses one), so no file can contain it.
+END_OF_FILE = "\x00"
+XLSX_DAMAGED = (
+    "The workbook is damaged (often a file cut short while saving or uploading), "
+    "so it cannot be read. Open it in Excel, save it again and upload the new file."
+)
 
 
 class ImportFormatError(ValueError):
     """The file cannot be read as a contact list; the message says why, for people."""
 
 
+class SheetDate(str):
+    """A workbook cell typed as a date or a date and time, written in ISO 8601.
+
+    Its text says what the sheet holds, not how someone typed it, so it is read
+    whatever date format the marketer declared for the file's text dates.
+    """
+
+    __slots__ = ()
+
+
 @lru_cache(maxsize=4096)
 def column_key(name: str) -> str:
     """Return the key headers are compared by: case-folded, letters and digits only."""
     return re.sub(r"[\W_]+", "", name.casefold())
+
+
+def header_names(cells: list[str]) -> list[str]:
+    """Return a header's column names, stripped and each one different.
+
+    The column map names columns by header name, so a repeated name becomes
+    'Name (column 3)' and a blank one 'Column 4', by position counted from 1.
+    """
+    names: list[str] = []
+    taken: set[str] = set()
+    for position, cell in enumerate(cells, start=1):
+        name = cell.strip() or f"Column {position}"
+        while name in taken:
+            name = f"{name} (column {position})"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def trait_key(name: str, position: int) -> str:
@@ -57,7 +99,12 @@ def contacts_decode(data: bytes) -> str:
 
 def _text_decode(data: bytes) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise ImportFormatError(
+                "The file starts like UTF-16 text but is not; save it as CSV UTF-8."
+            ) from exc
 
     try:
         return data.decode("utf-8-sig")
@@ -73,9 +120,17 @@ def _text_decode(data: bytes) -> str:
         ) from exc
 
 
-def _delimiter_sniff(text: str) -> str:
-    """Return the delimiter that splits the header into the most columns."""
-    header = text.split("\n", 1)[0]
+def _csv_dialect(text: str) -> tuple[str, int]:
+    """Return the delimiter and how many lines before the header say only that."""
+    first_line = io.StringIO(text, newline="").readline()
+    declared = SEP_LINE.fullmatch(first_line.rstrip("\r\n"))
+    if declared:
+        return declared[1], 1
+    return _delimiter_sniff(first_line), 0
+
+
+def _delimiter_sniff(header: str) -> str:
+    """Return the delimiter that splits the header line into the most columns."""
     counts = {
         delimiter: len(next(csv.reader([header], delimiter=delimiter), []))
         for delimiter in DELIMITERS
@@ -85,29 +140,74 @@ def _delimiter_sniff(text: str) -> str:
 
 def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
     """Yield (physical line where the record starts, cells) for each CSV record."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter_sniff(text))
-    next_line = 1
+    try:
+        delimiter, skipped = _csv_dialect(text)
+    except csv.Error as exc:
+        raise ImportFormatError(f"The file is not valid CSV on line 1: {exc}.") from exc
+
+    lines = io.StringIO(text, newline="")
+    for _ in range(skipped):
+        lines.readline()
+    reader = csv.reader(itertools.chain(lines, [END_OF_FILE]), delimiter=delimiter)
+    next_line = skipped + 1
     try:
         for cells in reader:
+            if cells and cells[-1].endswith(END_OF_FILE):
+                _end_check(cells, next_line)
+                return
             yield next_line, cells
-            next_line = reader.line_num + 1
+            next_line = skipped + reader.line_num + 1
     except csv.Error as exc:
         raise ImportFormatError(
-            f"The file is not valid CSV near line {reader.line_num}: {exc}."
+            f"The file is not valid CSV near line {skipped + reader.line_num}: {exc}."
         ) from exc
 
 
+def _end_check(cells: list[str], line: int) -> None:
+    """Accept the end-of-file record alone; refuse a last cell that swallowed it."""
+    if cells == [END_OF_FILE]:
+        return
+
+    # The record's earlier cells keep their line breaks, so they say on which
+    # line the last cell, the one left open, starts.
+    opened = line + sum(_line_breaks(cell) for cell in cells[:-1])
+    raise ImportFormatError(
+        f"A quote opened on line {opened} is never closed, so the rest of the file "
+        "would be read as one cell. Close or remove that quote and upload the file "
+        "again."
+    )
+
+
+def _line_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
 def _is_xlsx(data: bytes) -> bool:
+    """Tell whether the bytes are a workbook; refuse a damaged one."""
     if not data.startswith(b"PK\x03\x04"):
         return False
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return set(archive.namelist()) >= XLSX_PARTS
-    except zipfile.BadZipFile:
+    except zipfile.BadZipFile as exc:
+        if any(name.startswith("xl/") for name in _zip_part_names(data)):
+            raise ImportFormatError(XLSX_DAMAGED) from exc
         return False
 
 
-def xlsx_cell_text(value: object, *, date_format: str = "") -> str:
+def _zip_part_names(data: bytes) -> set[str]:
+    """Return the part names a zip's local headers give, even in a zip cut short."""
+    # A cut zip loses its directory at the end, but each part it still holds
+    # starts with a header naming it: 30 bytes, the name's length at 26.
+    names = set()
+    for header in ZIP_LOCAL_HEADER.finditer(data):
+        start = header.start() + 30
+        length = int.from_bytes(data[start - 4 : start - 2], "little")
+        names.add(data[start : start + length].decode("cp437"))
+    return names
+
+
+def xlsx_cell_text(value: object) -> str:
     """Return a spreadsheet cell as the text a CSV export of it would hold."""
     if value is None:
         return ""
@@ -116,42 +216,40 @@ def xlsx_cell_text(value: object, *, date_format: str = "") -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, datetime):
-        return _datetime_text(value, date_format)
+        # A date typed into a sheet is a datetime at midnight: give the date alone.
+        if value.time() == time(0):
+            return SheetDate(value.date().isoformat())
+        return SheetDate(value.isoformat(sep=" "))
     if isinstance(value, date):
-        return value.strftime(date_format) if date_format else value.isoformat()
+        return SheetDate(value.isoformat())
     if isinstance(value, time):
         return value.isoformat()
     return str(value)
 
 
-def _datetime_text(value: datetime, date_format: str) -> str:
-    # A date typed into a sheet is a datetime at midnight: give the date alone.
-    if value.time() == time(0):
-        return value.strftime(date_format) if date_format else value.date().isoformat()
-    return value.isoformat(sep=" ")
-
-
-def _xlsx_records(data: bytes, date_format: str) -> Iterator[tuple[int, list[str]]]:
+def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
     """Yield (row number, cells as text) for each row of the workbook's first sheet."""
+    # openpyxl raises many kinds of error on a damaged workbook, on opening it or
+    # only on reaching the damaged part.
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many kinds on a damaged workbook
-        raise ImportFormatError(f"The workbook cannot be read: {exc}.") from exc
+    except Exception as exc:
+        raise ImportFormatError(XLSX_DAMAGED) from exc
 
     try:
         sheet = workbook.worksheets[0]
         for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            yield number, [xlsx_cell_text(v, date_format=date_format) for v in values]
+            yield number, [xlsx_cell_text(value) for value in values]
+    except Exception as exc:
+        raise ImportFormatError(XLSX_DAMAGED) from exc
     finally:
         workbook.close()
 
 
-def contacts_records(
-    data: bytes, *, date_format: str = ""
-) -> Iterator[tuple[int, list[str]]]:
+def contacts_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
     """Yield (line, cells) for every record of a CSV or XLSX file, header first."""
     if _is_xlsx(data):
-        yield from _xlsx_records(data, date_format)
+        yield from _xlsx_records(data)
         return
 
     text = contacts_decode(data)
@@ -160,16 +258,22 @@ def contacts_records(
     yield from _csv_records(text)
 
 
-def contacts_header(data: bytes) -> list[str]:
-    """Return the stripped column names of a file's first record."""
-    records = contacts_records(data)
+def contacts_header_read(records: Iterator[tuple[int, list[str]]]) -> list[str]:
+    """Return the column names of the records' first one, the header."""
     try:
-        _, names = next(records)
+        _, cells = next(records)
     except StopIteration as exc:
         raise ImportFormatError("The file is empty.") from exc
+    return header_names(cells)
+
+
+def contacts_header(data: bytes) -> list[str]:
+    """Return the column names of a file's first record (see header_names)."""
+    records = contacts_records(data)
+    try:
+        return contacts_header_read(records)
     finally:
         records.close()
-    return [name.strip() for name in names]
 
 
 def contacts_tags_split(cell: str) -> list[str]:

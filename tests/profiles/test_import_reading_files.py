@@ -1,0 +1,383 @@
+"""Files that broke reading in QA: stray quotes, lone CRs, Excel's sep= line,
+repeated headers, typed workbook dates and the wording of refused fields."""
+
+import io
+import zipfile
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from openpyxl import Workbook
+
+from profiles.importing import (
+    ImportFormatError,
+    contact_import_create,
+    contact_import_file,
+    contact_import_map,
+    contact_import_run_stored,
+    contacts_header,
+    contacts_parse,
+    contacts_preview,
+)
+from profiles.models import ImportStatus, Profile, TraitDefinition, TraitType
+from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+
+STRAY_QUOTE = (
+    b"Email,Name,City\r\n"
+    b"q1.qa@example.com,Ann,Paris\r\n"
+    b'q2.qa@example.com,"Bobby,Rome\r\n'
+    b"q3.qa@example.com,Cid,Oslo\r\n"
+    b"q4.qa@example.com,Dee,Lima\r\n"
+)
+UNCLOSED_ON_LINE_3 = (
+    "A quote opened on line 3 is never closed, so the rest of the file would be "
+    "read as one cell. Close or remove that quote and upload the file again."
+)
+DAMAGED_WORKBOOK = (
+    "The workbook is damaged (often a file cut short while saving or uploading), "
+    "so it cannot be read. Open it in Excel, save it again and upload the new file."
+)
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def xlsx_bytes(rows: list[list[object]]) -> bytes:
+    workbook = Workbook()
+    for row in rows:
+        workbook.active.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def run_mapped(data: bytes, column_map: dict[str, str], date_format: str = ""):
+    contact_import = contact_import_create(filename="qa.csv", data=data)
+    contact_import_map(
+        contact_import_id=contact_import.pk,
+        column_map=column_map,
+        date_format=date_format,
+    )
+    return contact_import_run_stored(contact_import_id=contact_import.pk)
+
+
+# A quote that is never closed -------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_stray_quote_fails_the_import_naming_its_line_and_writes_nothing():
+    contact_import = contact_import_file(filename="stray.csv", data=STRAY_QUOTE)
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error == UNCLOSED_ON_LINE_3
+    assert contact_import.records == 0
+    assert Profile.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_stray_quote_is_named_on_the_line_it_opens_after_a_multi_line_cell():
+    data = (
+        b"email,notes,city\n"
+        b"a@example.com,Ann,Paris\n"
+        b'b@example.com,"first line\nsecond line","Lyon\n'
+        b"c@example.com,Cid,Oslo\n"
+    )
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_parse(data)
+
+    assert str(refused.value).startswith("A quote opened on line 4 is never closed")
+
+
+@pytest.mark.django_db
+def test_a_quote_left_open_on_the_last_line_is_refused_too():
+    data = b'email,name\na@example.com,Ann\nb@example.com,"Bob'
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_parse(data)
+
+    assert str(refused.value).startswith("A quote opened on line 3 is never closed")
+
+
+def test_the_preview_refuses_a_stray_quote_among_its_sample_rows():
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_preview(STRAY_QUOTE)
+
+    assert str(refused.value) == UNCLOSED_ON_LINE_3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n", b"\r", b""])
+def test_closed_multi_line_cells_still_read_with_any_line_ending(ending):
+    data = (
+        b"email,notes" + b"\r\n"
+        b'a@example.com,"line one\r\nline two"\r\n'
+        b'b@example.com,"say ""hi"""' + ending
+    )
+
+    parsed = contacts_parse(data)
+
+    assert [row.traits for row in parsed.rows] == [
+        {"notes": "line one\r\nline two"},
+        {"notes": 'say "hi"'},
+    ]
+    assert [row.lines for row in parsed.rows] == [[2], [4]]
+
+
+# Line endings and Excel's sep= line ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_file_with_lone_cr_line_endings_imports_like_any_other():
+    data = (
+        b"Email;Name;City\r"
+        b"cr1.qa@example.com;Cr One;Paris\r"
+        b"cr2.qa@example.com;Two;Lyon\r"
+    )
+
+    contact_import = contact_import_file(filename="mac.csv", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert (contact_import.records, contact_import.rejected) == (2, 0)
+    cr1 = Profile.objects.get(email="cr1.qa@example.com")
+    assert (cr1.city, cr1.traits) == ("Paris", {"name": "Cr One"})
+    assert Profile.objects.get(email="cr2.qa@example.com").city == "Lyon"
+
+
+def test_a_header_too_long_for_the_csv_reader_is_a_format_error():
+    data = b'"' + b"x" * 200_000 + b'"\na@example.com\n'
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(data)
+
+    assert str(refused.value) == (
+        "The file is not valid CSV on line 1: field larger than field limit (131072)."
+    )
+
+
+def test_a_utf16_mark_before_odd_bytes_is_a_format_error():
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(b"\xff\xfeE\x00m\x00a")
+
+    assert str(refused.value) == (
+        "The file starts like UTF-16 text but is not; save it as CSV UTF-8."
+    )
+
+
+@pytest.mark.django_db
+def test_an_excel_sep_line_sets_the_delimiter_and_is_not_the_header():
+    data = b"sep=;\r\nEmail;Name\r\na@example.com;Ann, Jr.\r\nnot-an-email;Bob\r\n"
+
+    parsed = contacts_parse(data)
+
+    assert contacts_header(data) == ["Email", "Name"]
+    assert [(row.email.key, row.traits) for row in parsed.rows] == [
+        ("a@example.com", {"name": "Ann, Jr."})
+    ]
+    # Lines stay the file's own: the sep= line is line 1.
+    assert parsed.rows[0].lines == [3]
+    assert [(r.record, r.line) for r in parsed.rejections] == [(2, 4)]
+
+
+def test_a_sep_line_in_a_tab_file_uses_the_tab():
+    data = b"sep=\t\nemail\tcity\na@example.com\tParis, TX\n"
+
+    parsed = contacts_parse(data, column_map={"email": "email", "city": "city"})
+
+    assert parsed.rows[0].fields == {"city": "Paris, TX"}
+
+
+# Repeated and blank header names ----------------------------------------------------
+
+
+def test_repeated_and_blank_header_names_become_distinct_columns():
+    data = b"Email,Name,Name,,\r\ndup.qa@example.com,First,Second,X,Y"
+
+    preview = contacts_preview(data)
+
+    assert preview.names == ["Email", "Name", "Name (column 3)", "Column 4", "Column 5"]
+    assert preview.samples == ["dup.qa@example.com", "First", "Second", "X", "Y"]
+    assert preview.column_map == {
+        "Email": "email",
+        "Name": "traits.name",
+        "Name (column 3)": "traits.name_column_3",
+        "Column 4": "traits.column_4",
+        "Column 5": "traits.column_5",
+    }
+
+
+@pytest.mark.django_db
+def test_every_column_of_a_repeated_header_can_be_mapped_and_imported():
+    data = b"Email,Name,Name,,\r\ndup.qa@example.com,First,Second,X,Y"
+
+    contact_import = run_mapped(
+        data,
+        {
+            "Email": "email",
+            "Name": "first_name",
+            "Name (column 3)": "last_name",
+            "Column 4": "traits.x",
+            "Column 5": "traits.y",
+        },
+    )
+
+    assert contact_import.status == ImportStatus.DONE
+    dup = Profile.objects.get(email="dup.qa@example.com")
+    assert (dup.first_name, dup.last_name) == ("First", "Second")
+    assert dup.traits == {"x": "X", "y": "Y"}
+
+
+@pytest.mark.django_db
+def test_a_layout_is_recognised_when_a_column_repeats():
+    data = (
+        b"Email,Source,Email Marketing Consent,Source\n"
+        b"ana@example.com,Signup form,SUBSCRIBED,Popup\n"
+    )
+
+    parsed = contacts_parse(data)
+
+    assert parsed.layout == "klaviyo"
+    assert parsed.rows[0].traits == {
+        "klaviyo_source": "Signup form",
+        "source_column_4": "Popup",
+    }
+
+
+# Typed dates in a workbook -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_typed_workbook_dates_are_read_whatever_text_format_is_declared():
+    TraitDefinition.objects.create(name="last_login", type=TraitType.DATETIME)
+    TraitDefinition.objects.create(name="joined", type=TraitType.DATE)
+    data = xlsx_bytes(
+        [
+            ["Email", "Last Login", "Joined"],
+            ["a@example.com", datetime(2025, 3, 31, 14, 30), "31/03/2025"],  # noqa: DTZ001
+            ["b@example.com", datetime(2025, 3, 31), datetime(2024, 1, 2)],  # noqa: DTZ001
+            ["c@example.com", "2025-03-31 14:30:00", "2024-01-02"],
+        ]
+    )
+
+    contact_import = run_mapped(
+        data,
+        {
+            "Email": "email",
+            "Last Login": "traits.last_login",
+            "Joined": "traits.joined",
+        },
+        date_format="%d/%m/%Y",
+    )
+
+    assert contact_import.status == ImportStatus.DONE
+    assert Profile.objects.get(email="a@example.com").traits == {
+        "last_login": "2025-03-31T14:30:00+00:00",
+        "joined": "2025-03-31",
+    }
+    assert Profile.objects.get(email="b@example.com").traits == {
+        "last_login": "2025-03-31T00:00:00+00:00",
+        "joined": "2024-01-02",
+    }
+    # Text typed into the sheet is still read only in the declared format.
+    refused = [
+        (r["record"], r["column"], r["reason"]) for r in contact_import.rejections
+    ]
+    assert refused == [
+        (3, "Last Login", "not_a_date"),
+        (3, "Joined", "not_a_date"),
+    ]
+
+
+def test_a_zip_cut_short_that_holds_a_workbook_is_called_a_damaged_workbook():
+    whole = xlsx_bytes([["Email"], ["a@example.com"]])
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(whole[: len(whole) // 2])
+
+    assert str(refused.value) == DAMAGED_WORKBOOK
+
+
+def test_a_workbook_with_a_damaged_sheet_is_called_a_damaged_workbook():
+    whole = xlsx_bytes([["Email"], ["a@example.com"]])
+    damaged = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(whole)) as source,
+        zipfile.ZipFile(damaged, "w") as target,
+    ):
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                content = content[: len(content) // 2]
+            target.writestr(item, content)
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(damaged.getvalue())
+
+    assert str(refused.value) == DAMAGED_WORKBOOK
+
+
+def test_a_real_zip_of_csv_files_keeps_its_advice():
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as target:
+        target.writestr("subscribed_members_export.csv", "Email Address\n")
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(archive.getvalue())
+
+    assert str(refused.value).startswith("This is a zip archive. Unzip the Mailchimp")
+
+
+# How a refused field is worded -------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_refused_number_names_its_column_once_and_writes_bounds_plainly():
+    TraitDefinition.objects.create(
+        name="spend", type=TraitType.NUMBER, minimum=0, maximum=Decimal("99.5")
+    )
+    data = b"Email,Spend\na@example.com,-5\nb@example.com,100.25\nc@example.com,12\n"
+
+    contact_import = run_mapped(data, {"Email": "email", "Spend": "traits.spend"})
+
+    refused = [(r["reason"], r["message"]) for r in contact_import.rejections]
+    assert refused == [
+        (
+            "below_minimum",
+            "Spend: -5 is below 0; the rest of the row was imported.",
+        ),
+        (
+            "above_maximum",
+            "Spend: 100.25 is above 99.5; the rest of the row was imported.",
+        ),
+    ]
+    assert Profile.objects.get(email="c@example.com").traits == {"spend": 12}
+
+
+@pytest.mark.parametrize(
+    ("rule", "raw", "message"),
+    [
+        (
+            TraitRule("spend", "number", minimum=Decimal("0.000000")),
+            "-5",
+            "-5 is below 0",
+        ),
+        (
+            TraitRule("spend", "number", maximum=Decimal("1000000.000000")),
+            "1000000.5",
+            "1000000.5 is above 1000000",
+        ),
+        (
+            TraitRule("size", "number", allowed_values=(1.0, 2.5)),
+            "3",
+            "3 is not one of the allowed values (1, 2.5)",
+        ),
+    ],
+)
+def test_rule_messages_write_numbers_without_trailing_zeros(rule, raw, message):
+    with pytest.raises(TraitInvalid) as refused:
+        trait_coerce(rule, raw)
+
+    assert refused.value.message == f"{rule.name}: {message}"
