@@ -153,11 +153,7 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         unit="rows",
     )
     health = _feed_health(feed=feed, now=now, volume=Sum("records"))
-    health["unprocessed"] = _backlog(
-        feed.rows.filter(status__in=[ImportStatus.PENDING, ImportStatus.RUNNING]),
-        arrived=feed.arrived,
-        now=now,
-    )
+    health["unprocessed"] = _backlog(_imports_queued(), arrived=feed.arrived, now=now)
     health.update(
         name=SOURCE_IMPORTS,
         label="Contact imports",
@@ -173,6 +169,16 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         )["at"],
     )
     return _with_warnings(health)
+
+
+def _imports_queued() -> QuerySet:
+    """Return the imports waiting for the worker: mapped (or run again), not running.
+
+    An upload whose columns are not mapped yet waits for the marketer, and a
+    running import is the sweep's to watch; neither says the worker is down.
+    """
+    handed_over = ~Q(column_map={}) | Q(started_at__isnull=False)
+    return ContactImport.objects.filter(handed_over, status=ImportStatus.PENDING)
 
 
 def _with_warnings(health: dict[str, Any]) -> dict[str, Any]:

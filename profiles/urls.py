@@ -26,6 +26,7 @@ urlpatterns = [
         name="import_progress",
     ),
     path("imports/<int:pk>/retry/", imports.import_retry, name="import_retry"),
+    path("imports/<int:pk>/discard/", imports.import_discard, name="import_discard"),
     path(
         "imports/<int:pk>/rejections.csv",
         imports.import_rejections_csv,

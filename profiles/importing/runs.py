@@ -22,7 +22,7 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
@@ -99,9 +99,68 @@ def contact_import_map(
 
 
 def contact_import_preview(*, contact_import: ContactImport) -> ContactsPreview:
-    """Return the header, samples and default map of a pending import's kept file."""
-    data = contact_import_upload_path(contact_import).read_bytes()
-    return contacts_preview(data)
+    """Return the header, samples and default map of a pending import's kept file.
+
+    A file that cannot be read marks the import failed with the reason, at once
+    (no worker will ever read it better), and raises ImportFormatError.
+    """
+    try:
+        data = contact_import_upload_path(contact_import).read_bytes()
+        return contacts_preview(data)
+    except FileNotFoundError as exc:
+        error = "The uploaded file is gone; upload it again."
+        _unstarted_fail(contact_import, error)
+        raise ImportFormatError(error) from exc
+    except ImportFormatError as exc:
+        _unstarted_fail(contact_import, str(exc))
+        raise
+
+
+def _unstarted_fail(contact_import: ContactImport, error: str) -> None:
+    # Only while no worker has claimed it: a running import keeps its own story.
+    ContactImport.objects.filter(
+        pk=contact_import.pk, status=ImportStatus.PENDING, started_at=None
+    ).update(status=ImportStatus.FAILED, error=error, finished_at=timezone.now())
+    contact_import.refresh_from_db()
+
+
+def _discardable() -> Q:
+    # Waiting for the marketer's column map (no worker was asked to run it), or
+    # failed before writing a row. A queued import is the worker's, and one that
+    # wrote rows is the only account of what they came from.
+    waiting = Q(status=ImportStatus.PENDING, started_at=None, column_map={})
+    return waiting | Q(status=ImportStatus.FAILED, rows_done=0)
+
+
+def contact_import_discardable(*, contact_import: ContactImport) -> bool:
+    """Tell whether the marketer may discard an import (see contact_import_discard)."""
+    return ContactImport.objects.filter(_discardable(), pk=contact_import.pk).exists()
+
+
+def contact_import_discard(*, contact_import_id: int) -> bool:
+    """Delete an unmapped or failed import that wrote nothing, and its kept file.
+
+    Says whether it was deleted: an import that was mapped meanwhile, is running
+    or wrote rows is kept.
+    """
+    contact_import = ContactImport.objects.filter(pk=contact_import_id).first()
+    if contact_import is None:
+        return False
+
+    path = contact_import_upload_path(contact_import)
+    deleted, _ = ContactImport.objects.filter(
+        _discardable(), pk=contact_import_id
+    ).delete()
+    if not deleted:
+        return False
+
+    path.unlink(missing_ok=True)
+    logger.info(
+        "Contact import %s discarded",
+        contact_import_id,
+        extra={"contact_import_id": contact_import_id},
+    )
+    return True
 
 
 def contact_import_run(*, contact_import_id: int, data: bytes) -> ContactImport:

@@ -15,6 +15,8 @@ from profiles.forms import ContactImportForm, ContactImportMappingForm
 from profiles.importing import (
     ImportFormatError,
     contact_import_create,
+    contact_import_discard,
+    contact_import_discardable,
     contact_import_map,
     contact_import_preview,
     contact_import_retry,
@@ -45,6 +47,13 @@ def import_list(request: HttpRequest) -> HttpResponse:
 
 def _import_start(request: HttpRequest, upload: UploadedFile) -> HttpResponse:
     contact_import = contact_import_create(filename=upload.name, data=upload.read())
+    # Read it now: a file that cannot be read fails here, not after the mapping.
+    try:
+        contact_import_preview(contact_import=contact_import)
+    except ImportFormatError as exc:
+        flash.error(request, f"{contact_import.filename} cannot be imported: {exc}")
+        return redirect("import_detail", pk=contact_import.pk)
+
     flash.success(request, f"{contact_import.filename} is uploaded; map its columns.")
     return redirect("import_mapping", pk=contact_import.pk)
 
@@ -63,9 +72,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("import_detail", pk=pk)
     try:
         preview = contact_import_preview(contact_import=contact_import)
-    except (ImportFormatError, FileNotFoundError) as exc:
-        flash.error(request, f"The file cannot be read: {exc}")
-        return redirect("import_list")
+    except ImportFormatError:
+        # The import is failed with the reason, which its page shows.
+        return redirect("import_detail", pk=pk)
 
     traits = list(TraitDefinition.objects.order_by("name").values_list("name", "type"))
     options = {"names": preview.names, "column_map": preview.column_map}
@@ -112,6 +121,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "contact_import": contact_import,
         "waiting": waiting,
         "unmapped": waiting and not _is_mapped(contact_import),
+        "discardable": contact_import_discardable(contact_import=contact_import),
         "percent": _percent(contact_import),
         "fields_refused": len(rejections) - contact_import.rejected,
         "rejections_shown": rejections[:REPORT_ITEMS_SHOWN],
@@ -162,6 +172,23 @@ def import_retry(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         flash.error(request, "This import cannot run again; upload the file again.")
     return redirect("import_detail", pk=pk)
+
+
+@staff_required
+@require_POST
+def import_discard(request: HttpRequest, pk: int) -> HttpResponse:
+    contact_import = get_object_or_404(ContactImport, pk=pk)
+    if not contact_import_discard(contact_import_id=contact_import.pk):
+        flash.error(
+            request,
+            "This import is queued, running or has written rows, so it is kept.",
+        )
+        return redirect("import_detail", pk=pk)
+
+    flash.success(
+        request, f"{contact_import.filename} is discarded; none of it was imported."
+    )
+    return redirect("import_list")
 
 
 @staff_required

@@ -2,13 +2,21 @@
 
 import csv
 import io
+import zipfile
 
 import pytest
+from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from openpyxl import Workbook
 
 from config.celery import app as celery_app
-from profiles.importing import contact_import_file, contact_import_upload_path
+from profiles.importing import (
+    contact_import_create,
+    contact_import_file,
+    contact_import_map,
+    contact_import_upload_path,
+)
 from profiles.models import ContactImport, ImportStatus, Profile
 from tests.factories import ProfileFactory, UserFactory
 
@@ -261,3 +269,203 @@ def test_a_big_report_lists_its_first_items_and_downloads_them_all(signed_in):
     url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
     download = signed_in.get(url).content.decode()
     assert len(list(csv.reader(io.StringIO(download)))) == 251
+
+
+# Files that cannot be read, and discarding -------------------------------------------
+
+
+def flashes(response) -> list[tuple[str, str]]:
+    return [(m.level_tag, m.message) for m in get_messages(response.wsgi_request)]
+
+
+def xlsx_bytes(rows: list[list[object]]) -> bytes:
+    workbook = Workbook()
+    for row in rows:
+        workbook.active.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def csv_zip() -> bytes:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as target:
+        target.writestr("subscribed_members_export.csv", "Email Address\n")
+    return archive.getvalue()
+
+
+WHOLE_WORKBOOK = xlsx_bytes([["Email"], ["a@example.com"]])
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"\xef\xbb\xbf", "The file is empty."),
+        (
+            WHOLE_WORKBOOK[: len(WHOLE_WORKBOOK) // 2],
+            "The workbook is damaged (often a file cut short while saving or "
+            "uploading), so it cannot be read. Open it in Excel, save it again and "
+            "upload the new file.",
+        ),
+        (
+            csv_zip(),
+            "This is a zip archive. Unzip the Mailchimp export and import its CSV "
+            "files one by one: subscribed, then unsubscribed, then cleaned.",
+        ),
+    ],
+)
+def test_an_unreadable_upload_fails_at_once_with_only_its_error(
+    signed_in, data, error, django_capture_on_commit_callbacks
+):
+    file = SimpleUploadedFile("contacts.csv", data, content_type="text/csv")
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = signed_in.post(reverse("import_list"), {"file": file})
+
+    contact_import = ContactImport.objects.get()
+    assert response.url == reverse("import_detail", kwargs={"pk": contact_import.pk})
+    assert flashes(response) == [("error", f"contacts.csv cannot be imported: {error}")]
+    assert (contact_import.status, contact_import.error) == (ImportStatus.FAILED, error)
+    assert contact_import.finished_at is not None
+    assert callbacks == []
+    page = signed_in.get(response.url).content.decode()
+    assert "<strong data-status>Failed</strong>" in page
+    assert "map its columns" not in page
+    assert "data-discard" in page
+
+
+def test_a_lone_cr_file_uploads_to_its_mapping_page(signed_in):
+    data = b"Email;Name;City\rcr1.qa@example.com;Cr One;Paris\rcr2.qa@example.com;;\r"
+    file = SimpleUploadedFile("mac.csv", data, content_type="text/csv")
+
+    response = signed_in.post(reverse("import_list"), {"file": file})
+    mapping = signed_in.get(response.url)
+
+    assert mapping.status_code == 200
+    assert mapping.context["form"].names == ["Email", "Name", "City"]
+    assert ContactImport.objects.get().status == ImportStatus.PENDING
+
+
+def test_a_pending_upload_that_cannot_be_read_is_failed_by_its_mapping_page(
+    signed_in,
+):
+    # Uploaded before uploads were checked: a cell longer than the CSV reader takes.
+    data = b'email\n"' + b"x" * 200_000 + b'"\n'
+    contact_import = contact_import_create(filename="long.csv", data=data)
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+
+    response = signed_in.get(url)
+
+    contact_import.refresh_from_db()
+    assert response.url == reverse("import_detail", kwargs={"pk": contact_import.pk})
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error == (
+        "The file is not valid CSV near line 2: field larger than field limit (131072)."
+    )
+    page = signed_in.get(response.url)
+    assert page.status_code == 200
+    assert contact_import.error in page.content.decode()
+
+
+def test_a_pending_upload_whose_file_is_gone_is_failed_by_its_mapping_page(signed_in):
+    contact_import = contact_import_create(filename="a.csv", data=b"email\n")
+    contact_import_upload_path(contact_import).unlink()
+
+    response = signed_in.get(
+        reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    )
+
+    contact_import.refresh_from_db()
+    assert response.status_code == 302
+    assert (contact_import.status, contact_import.error) == (
+        ImportStatus.FAILED,
+        "The uploaded file is gone; upload it again.",
+    )
+
+
+def test_repeated_header_names_each_get_a_select_and_all_are_imported(
+    signed_in, django_capture_on_commit_callbacks, celery_eager
+):
+    data = b"Email,Name,Name,,\r\ndup.qa@example.com,First,Second,X,Y"
+    file = SimpleUploadedFile("dup.csv", data, content_type="text/csv")
+    response = signed_in.post(reverse("import_list"), {"file": file})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(response.url, mapping_defaults(signed_in, response.url))
+
+    contact_import = ContactImport.objects.get()
+    assert contact_import.column_map == {
+        "Email": "email",
+        "Name": "traits.name",
+        "Name (column 3)": "traits.name_column_3",
+        "Column 4": "traits.column_4",
+        "Column 5": "traits.column_5",
+    }
+    assert Profile.objects.get(email="dup.qa@example.com").traits == {
+        "name": "First",
+        "name_column_3": "Second",
+        "column_4": "X",
+        "column_5": "Y",
+    }
+
+
+def test_an_unmapped_upload_is_discarded_with_its_file(signed_in):
+    contact_import = contact_import_create(filename="a.csv", data=b"email\n")
+    path = contact_import_upload_path(contact_import)
+    detail = signed_in.get(reverse("import_detail", kwargs={"pk": contact_import.pk}))
+    assert "data-discard" in detail.content.decode()
+
+    response = signed_in.post(
+        reverse("import_discard", kwargs={"pk": contact_import.pk})
+    )
+
+    assert response.url == reverse("import_list")
+    assert flashes(response) == [
+        ("success", "a.csv is discarded; none of it was imported.")
+    ]
+    assert not ContactImport.objects.exists()
+    assert not path.exists()
+
+
+def test_a_failed_import_that_wrote_nothing_is_discarded(signed_in):
+    failed = contact_import_file(filename="names.csv", data=b"name\nPat\n")
+
+    signed_in.post(reverse("import_discard", kwargs={"pk": failed.pk}))
+
+    assert not ContactImport.objects.exists()
+
+
+def test_queued_done_and_partly_written_imports_are_kept(signed_in, subscribed_import):
+    queued = contact_import_create(filename="q.csv", data=b"email\na@example.com\n")
+    contact_import_map(
+        contact_import_id=queued.pk, column_map={"email": "email"}, date_format=""
+    )
+    partial = ContactImport.objects.create(
+        filename="p.csv", status=ImportStatus.FAILED, rows_done=10, rows_total=34
+    )
+
+    for kept in (queued, subscribed_import, partial):
+        detail = signed_in.get(reverse("import_detail", kwargs={"pk": kept.pk}))
+        response = signed_in.post(reverse("import_discard", kwargs={"pk": kept.pk}))
+
+        assert "data-discard" not in detail.content.decode()
+        assert response.url == reverse("import_detail", kwargs={"pk": kept.pk})
+        assert flashes(response) == [
+            (
+                "error",
+                "This import is queued, running or has written rows, so it is kept.",
+            )
+        ]
+    assert ContactImport.objects.count() == 3
+    assert contact_import_upload_path(queued).exists()
+
+
+def test_discarding_takes_a_post(signed_in):
+    contact_import = contact_import_create(filename="a.csv", data=b"email\n")
+
+    response = signed_in.get(
+        reverse("import_discard", kwargs={"pk": contact_import.pk})
+    )
+
+    assert response.status_code == 405
+    assert ContactImport.objects.count() == 1

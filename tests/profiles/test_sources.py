@@ -380,3 +380,30 @@ def test_the_health_page_warns_only_about_the_troubled_source(signed_in, shop_fe
     )
     assert "data-warning" not in quiet
     assert "Nothing rejected." in quiet
+
+
+def test_only_imports_handed_to_the_worker_raise_the_worker_alarm():
+    with time_machine.travel(at("2025-03-14 12:00:00"), tick=False):
+        # Waiting for the marketer to map its columns: not the worker's business.
+        ContactImport.objects.create(filename="unmapped.csv")
+        ContactImport.objects.create(
+            filename="running.csv",
+            status=ImportStatus.RUNNING,
+            column_map={"email": "email"},
+            started_at=at("2025-03-14 12:00:01"),
+        )
+    quiet = sources_health(now=NOW)[-1]
+    with time_machine.travel(at("2025-03-14 12:20:00"), tick=False):
+        ContactImport.objects.create(
+            filename="queued.csv", column_map={"email": "email"}
+        )
+        ContactImport.objects.create(
+            filename="retried.csv", started_at=at("2025-03-14 12:20:00")
+        )
+
+    queued = sources_health(now=NOW)[-1]
+
+    assert quiet["unprocessed"] == {"count": 0, "oldest_age_seconds": None}
+    assert quiet["backlog_warning"] is False
+    assert queued["unprocessed"] == {"count": 2, "oldest_age_seconds": 600.0}
+    assert queued["backlog_warning"] is True
