@@ -2,9 +2,9 @@
 
 Events are processed in chunks, in the order they arrived. A chunk is claimed under
 row locks (skipping rows another worker holds) and processed in one transaction that
-attaches each event to its profile and marks the chunk processed. The chunk's identities,
-email owners and profiles are read with a few queries up front: an event that
-cannot merge anyone is applied in memory and written with the rest of the chunk
+attaches each event to its profile and marks the chunk processed. The chunk's
+identities, email owners and profiles are read with a few queries up front: an event
+that cannot merge anyone is applied in memory and written with the rest of the chunk
 (profiles/processing_chunk.py), while one that may is resolved one query at a time
 (profiles/processing_identities.py). Computed traits are then brought up to date
 once per profile per chunk (profiles/processing_traits.py). An identify never
