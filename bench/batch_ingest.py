@@ -38,6 +38,7 @@ import logging
 import os
 import pstats
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -327,15 +328,15 @@ def _celery_workers(count: int) -> Iterator[None]:
     from config.celery import app
 
     app.control.purge()
+    name = f"bench{os.getpid()}@{socket.gethostname()}"
     command = [
         *(sys.executable, "-m", "celery", "-A", "config", "--quiet", "worker"),
         *("--concurrency", str(count), "--loglevel", "warning"),
-        *("--without-gossip", "--without-mingle"),
-        *("--hostname", f"bench{os.getpid()}@%h"),
+        *("--without-gossip", "--without-mingle", "--hostname", name),
     ]
     worker = subprocess.Popen(command, env=os.environ.copy())
     try:
-        _worker_ready_wait(app, worker)
+        _worker_ready_wait(app, worker, name=name)
         yield
     finally:
         worker.terminate()
@@ -347,12 +348,12 @@ def _celery_workers(count: int) -> Iterator[None]:
         app.control.purge()
 
 
-def _worker_ready_wait(app: Any, worker: subprocess.Popen) -> None:
+def _worker_ready_wait(app: Any, worker: subprocess.Popen, *, name: str) -> None:
     deadline = time.monotonic() + WORKER_READY_SECONDS
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             sys.exit("the Celery worker stopped before it was ready")
-        if app.control.ping(timeout=0.5):
+        if app.control.ping(destination=[name], timeout=0.5):
             return
     sys.exit("the Celery worker did not answer a ping in time")
 
@@ -360,15 +361,18 @@ def _worker_ready_wait(app: Any, worker: subprocess.Popen) -> None:
 def _processing_wait() -> None:
     from profiles.models import Event
 
+    # exists() is cheap enough to ask often without slowing the workers; the count
+    # that tells a stall from slow progress is taken once a stall period.
     pending = Event.objects.filter(processed_at__isnull=True)
-    left, moved_at = pending.count(), time.monotonic()
-    while left:
+    left, checked_at = None, time.monotonic()
+    while pending.exists():
         time.sleep(PROCESSED_POLL_SECONDS)
+        if time.monotonic() - checked_at < PROCESSING_STALL_SECONDS:
+            continue
         now_left = pending.count()
-        if now_left != left:
-            left, moved_at = now_left, time.monotonic()
-        elif time.monotonic() - moved_at > PROCESSING_STALL_SECONDS:
+        if now_left == left:
             sys.exit(f"{left} events are still unprocessed and the workers stopped")
+        left, checked_at = now_left, time.monotonic()
 
 
 def _summary_print() -> None:
