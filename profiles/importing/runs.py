@@ -140,8 +140,8 @@ def contact_import_discardable(*, contact_import: ContactImport) -> bool:
 def contact_import_discard(*, contact_import_id: int) -> bool:
     """Delete an unmapped or failed import that wrote nothing, and its kept file.
 
-    Says whether it was deleted: an import that was mapped meanwhile, is running
-    or wrote rows is kept.
+    Says whether it was deleted: an import that was mapped meanwhile, is running,
+    is done or wrote rows is kept.
     """
     contact_import = ContactImport.objects.filter(pk=contact_import_id).first()
     if contact_import is None:

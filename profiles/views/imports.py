@@ -181,7 +181,7 @@ def import_discard(request: HttpRequest, pk: int) -> HttpResponse:
     if not contact_import_discard(contact_import_id=contact_import.pk):
         flash.error(
             request,
-            "This import is queued, running or has written rows, so it is kept.",
+            "This import is queued, running, done or has written rows, so it is kept.",
         )
         return redirect("import_detail", pk=pk)
 
