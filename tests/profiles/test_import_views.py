@@ -453,7 +453,8 @@ def test_queued_done_and_partly_written_imports_are_kept(signed_in, subscribed_i
         assert flashes(response) == [
             (
                 "error",
-                "This import is queued, running, done or has written rows, so it is kept.",
+                "This import is queued, running, done or has written rows, "
+                "so it is kept.",
             )
         ]
     assert ContactImport.objects.count() == 3
