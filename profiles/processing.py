@@ -44,21 +44,17 @@ EVENT_CHUNK_SIZE = 5000
 CHUNK_ATTEMPTS = 3
 # A task that finds other events waiting takes them along, up to this many.
 EVENTS_CATCH_UP_MAX = 20_000
-# What processing reads of every event; properties are left to the SQL of the
-# traits, and only an identify's traits and context are read (IDENTIFY_FIELDS_READ).
+# What processing reads of every event: properties and times are left to the SQL of
+# the traits, and what an identify changes or reports is read for identifies only.
 EVENT_FIELDS_READ = (
-    "message_id",
     "type",
     "event",
     "user_id",
     "anonymous_id",
     "previous_id",
     "profile_id",
-    "source",
-    "timestamp",
-    "received_at",
 )
-IDENTIFY_FIELDS_READ = ("traits", "context")
+IDENTIFY_FIELDS_READ = ("traits", "context", "message_id", "source", "received_at")
 
 
 def events_process(*, event_ids: list[int]) -> int:
@@ -197,7 +193,7 @@ def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[Event]:
 
 def _identify_fields_read(events: list[Event]) -> None:
     # The other events' traits and context (a page's or a track's context is most
-    # of its row) would be decoded for nothing.
+    # of its row) and times would be decoded for nothing.
     identifies = {
         event.pk: event for event in events if event.type == EventType.IDENTIFY
     }
