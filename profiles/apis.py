@@ -8,6 +8,7 @@ from typing import Any
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -158,6 +159,7 @@ class BatchApi(TrackingApi):
     call_type = None
 
 
+@csrf_exempt  # any method, so a client's POST to a wrong path gets JSON, not a 403
 def unknown_path(request: HttpRequest, path: str) -> JsonResponse:
     """Answer a path the tracking API does not have in JSON, as clients expect."""
     return JsonResponse(

@@ -434,7 +434,17 @@ def _event_build(
 def _size_check(item: dict[str, Any]) -> None:
     # ensure_ascii=False measures UTF-8 bytes as Segment does, and makes lone
     # surrogates fail the encode: PostgreSQL could not store them.
-    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    try:
+        # allow_nan=False: a number past a float's range (1e999) was read as
+        # infinity, which is not JSON and which PostgreSQL's jsonb refuses.
+        text = json.dumps(
+            item, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    except ValueError as exc:
+        raise ItemRejected(
+            "invalid_number",
+            "The item holds a number too large for JSON, such as 1e999.",
+        ) from exc
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
@@ -539,7 +549,13 @@ def _times_read(
     else:
         # The device clock may be wrong; what it reports relative to its own
         # sentAt is right, so re-anchor that difference on our clock.
-        timestamp = received_at - (sent_at - original)
+        try:
+            timestamp = received_at - (sent_at - original)
+        except OverflowError as exc:
+            raise ItemRejected(
+                "invalid_timestamp",
+                "'timestamp' and 'sentAt' are too far apart to be real times.",
+            ) from exc
 
     if timestamp > received_at + FUTURE_TOLERANCE:
         # An event from the future would read as 'seen today' for years and break
@@ -570,7 +586,13 @@ def _time_parse(source: dict[str, Any], key: str) -> datetime | None:
     # A time with no offset is read as UTC, as Segment does.
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00 would be in year 0 in UTC.
+        raise ItemRejected(
+            "invalid_timestamp", f"'{key}' is outside the years 1 to 9999 in UTC."
+        ) from exc
 
 
 def _events_store(*, drafts: list[EventDraft], result: IngestResult) -> None:
@@ -664,7 +686,8 @@ def _rejections_store(
 
 
 def _storable(item: Any, code: str) -> Any:
-    # Text PostgreSQL refuses cannot be kept; the code says why it is missing.
-    if code == "invalid_characters":
+    # Text or numbers PostgreSQL refuses cannot be kept; the code says why it is
+    # missing.
+    if code in ("invalid_characters", "invalid_number"):
         return None
     return item

@@ -1,0 +1,79 @@
+"""Items at the edges of what JSON and dates can hold are refused one by one."""
+
+import base64
+
+import pytest
+from django.test import Client
+
+from profiles.models import Event
+
+pytestmark = pytest.mark.django_db
+
+AUTH = {
+    "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+}
+GOOD = '{"type":"track","messageId":"good-1","userId":"u","event":"Good"}'
+
+
+def batch(client: Client, *items: str):
+    body = '{"batch":[' + ",".join(items) + "]}"
+    return client.post("/v1/batch", data=body, content_type="application/json", **AUTH)
+
+
+def test_a_number_past_a_floats_range_is_refused_and_the_rest_stored(client):
+    huge = (
+        '{"type":"track","messageId":"inf-1","userId":"u","event":"Big",'
+        '"properties":{"amount":1e999}}'
+    )
+
+    response = batch(client, GOOD, huge)
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["stored"], answer["duplicates"]) == (1, 0)
+    assert [(r["messageId"], r["code"]) for r in answer["rejected"]] == [
+        ("inf-1", "invalid_number")
+    ]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["good-1"]
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        '"timestamp":"0001-01-01T00:00:00+01:00"',
+        '"timestamp":"9999-12-31T23:59:59-01:00"',
+        '"timestamp":"0001-01-01T00:00:00Z","sentAt":"9999-01-01T00:00:00Z"',
+    ],
+)
+def test_a_time_outside_the_calendar_is_refused_and_the_rest_stored(client, times):
+    odd = f'{{"type":"track","messageId":"odd-1","userId":"u","event":"X",{times}}}'
+
+    response = batch(client, GOOD, odd)
+
+    assert response.status_code == 200
+    assert [r["code"] for r in response.json()["rejected"]] == ["invalid_timestamp"]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["good-1"]
+
+
+def test_a_single_call_with_such_a_time_is_answered_in_json(client):
+    response = client.post(
+        "/v1/track",
+        data='{"userId":"u","event":"X","timestamp":"0001-01-01T00:00:00+01:00"}',
+        content_type="application/json",
+        **AUTH,
+    )
+
+    # As any refused item of a single call: named in the answer, nothing stored.
+    assert response.status_code == 200
+    assert [r["code"] for r in response.json()["rejected"]] == ["invalid_timestamp"]
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["/v1/track/", "/v1/nope"])
+def test_a_post_to_a_wrong_path_gets_json_even_with_csrf_checks(path):
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post(path, data="{}", content_type="application/json", **AUTH)
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
