@@ -696,6 +696,34 @@ def test_a_worker_skips_events_another_worker_holds(transactional_db):
     assert Event.objects.get(pk=held.pk).processed_at is None
 
 
+def test_a_task_whose_events_another_worker_holds_does_the_rest_and_stops(
+    transactional_db,
+):
+    held = track("held-mine", anonymous_id="anon-held", event="A")
+    free = track("free-other", anonymous_id="anon-free", event="B")
+    locked, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        with transaction.atomic():
+            list(Event.objects.select_for_update().filter(pk=held.pk))
+            locked.set()
+            release.wait(timeout=10)
+        connection.close()
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    assert locked.wait(timeout=10)
+    try:
+        processed = events_process(event_ids=[held.pk])
+    finally:
+        release.set()
+        worker.join()
+
+    assert processed == 1
+    assert Event.objects.get(pk=free.pk).processed_at is not None
+    assert Event.objects.get(pk=held.pk).processed_at is None
+
+
 def test_an_address_stored_with_capitals_is_still_the_same_mailbox(db):
     stored = Profile.objects.create(email="Olivia.Brown@Example.com")
     track("browsing", anonymous_id="anon-olivia", event="Product Viewed")
