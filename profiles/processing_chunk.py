@@ -409,7 +409,7 @@ ANONYMOUS_ID = str(IdentityKind.ANONYMOUS_ID)
 
 
 def _identity_keys(event: Event) -> list[IdentityKey]:
-    keys = []
+    keys: list[IdentityKey] = []
     if event.user_id:
         keys.append((USER_ID, event.user_id))
     if event.anonymous_id:
