@@ -444,11 +444,53 @@ def profile_memberships_refresh(
     depend on 'segment:A'. Listeners of segment_membership_changed hear the moves
     once the transaction commits.
     """
+    return profiles_memberships_refresh(
+        profile_ids=[profile_id], changed=changed, now=now, using=using
+    )
+
+
+def profiles_memberships_refresh(
+    *,
+    profile_ids: list[int],
+    changed: set[str] | None = None,
+    now: datetime | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[MembershipChange]:
+    """Re-evaluate several profiles as profile_memberships_refresh does each one.
+
+    The segments are read once for all of them, so profiles whose change no
+    segment reads cost no query at all.
+    """
     now = now or timezone.now()
     segments = list(
         Segment.objects.using(using).only("pk", "slug", "rule", "dependencies")
     )
     lookup = _Lookup(using, rules={segment.slug: segment.rule for segment in segments})
+    changes: list[MembershipChange] = []
+    for profile_id in profile_ids:
+        changes += _profile_memberships_refresh(
+            profile_id, segments, changed, now=now, using=using, lookup=lookup
+        )
+
+    if changes:
+        transaction.on_commit(
+            lambda: segment_membership_changed.send(
+                sender=SegmentMembership, changes=changes
+            ),
+            using=using,
+        )
+    return changes
+
+
+def _profile_memberships_refresh(
+    profile_id: int,
+    segments: list[Segment],
+    changed: set[str] | None,
+    *,
+    now: datetime,
+    using: str,
+    lookup: "_Lookup",
+) -> list[MembershipChange]:
     slugs = {segment.pk: segment.slug for segment in segments}
     evaluated: set[int] = set()
     words = None if changed is None else set(changed)
@@ -470,14 +512,6 @@ def profile_memberships_refresh(
         )
         changes.extend(moved)
         words = {f"segment:{slugs[change.segment_id]}" for change in moved}
-
-    if changes:
-        transaction.on_commit(
-            lambda: segment_membership_changed.send(
-                sender=SegmentMembership, changes=changes
-            ),
-            using=using,
-        )
     return changes
 
 

@@ -8,7 +8,7 @@ from django.db import OperationalError
 
 from segments.membership import (
     SegmentBusy,
-    profile_memberships_refresh,
+    profiles_memberships_refresh,
     segment_rebuild_batch,
     segment_refresh,
     segment_refreshes_reap,
@@ -53,10 +53,8 @@ def profile_memberships_refresh_task(
 ) -> int:
     """Re-evaluate each profile in the segments that read `changed`; return the moves."""
     words = None if changed is None else set(changed)
-    moves = 0
-    for profile_id in profile_ids:
-        moves += len(profile_memberships_refresh(profile_id=profile_id, changed=words))
-    return moves
+    # One read of the segments for the whole task, not one per profile.
+    return len(profiles_memberships_refresh(profile_ids=profile_ids, changed=words))
 
 
 @shared_task

@@ -14,6 +14,7 @@ from segments.membership import (
     MembershipChange,
     SegmentBusy,
     profile_memberships_refresh,
+    profiles_memberships_refresh,
     segment_rebuild_batch,
     segment_rebuild_cancel,
     segment_rebuild_start,
@@ -549,3 +550,29 @@ def test_recent_changes_list_entries_and_exits_newest_first():
             "at": NOW + timedelta(hours=1),
         },
     ]
+
+
+def test_many_profiles_read_the_segments_once(django_assert_num_queries):
+    ana = person("ana@example.com", country_code="FR")
+    bo = person("bo@example.com", country_code="DE")
+    segment("french", FRANCE, dependencies=["field:country_code"])
+
+    # A change no segment reads: the segments, and nothing per profile.
+    with django_assert_num_queries(1):
+        changes = profiles_memberships_refresh(
+            profile_ids=[ana.pk, bo.pk], changed={"event:Page Viewed"}, now=NOW
+        )
+
+    assert changes == []
+
+
+def test_many_profiles_each_enter_what_they_match():
+    ana = person("ana@example.com", country_code="FR")
+    bo = person("bo@example.com", country_code="DE")
+    french = segment("french", FRANCE, dependencies=["field:country_code"])
+
+    changes = profiles_memberships_refresh(
+        profile_ids=[ana.pk, bo.pk], changed={"field:country_code"}, now=NOW
+    )
+
+    assert changes == [MembershipChange(french.pk, ana.pk, "entered", NOW)]
