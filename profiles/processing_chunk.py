@@ -29,7 +29,7 @@ from profiles.processing_identify import (
     identify_change_set,
     identify_rejections,
 )
-from profiles.processing_identities import event_apply, identify_email
+from profiles.processing_identities import email_notices, event_apply, identify_email
 from profiles.processing_traits import (
     ORDER_COMPLETED,
     PRODUCT_EVENTS,
@@ -251,6 +251,7 @@ class EventChunk:
         identify_change_set(profile=profile, change=change)
         self.dirty.add(profile.pk)
         self.rejections += identify_rejections(event=event, change=change)
+        self.rejections += email_notices(event, profile, self.emails.get(event.pk))
 
     def _link(self, profile_id: int, keys: list[IdentityKey]) -> None:
         # Written by `flush`, which redoes the chunk if another worker was first.

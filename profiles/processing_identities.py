@@ -58,8 +58,12 @@ class MergeRefused(Exception):
 def event_apply(
     event: Event, *, schema: dict[str, TraitRule], rejections: list[RejectedEvent]
 ) -> Profile:
+    refused: list[str] = []
     if event.user_id or event.anonymous_id:
-        profile = _profile_resolve(event)
+        profile = _profile_resolve(event, refused=refused)
+        rejections += [
+            identity_notice(event, "merge_refused", message) for message in refused
+        ]
     elif event.profile_id is not None:
         # Written by another source (a webhook) that already knew the profile.
         # Read afresh: an earlier event of this chunk may have merged it away.
@@ -74,12 +78,49 @@ def event_apply(
         fields = identify_change_set(profile=profile, change=change)
         profile.save(update_fields=[*fields, "updated_at"])
         rejections += identify_rejections(event=event, change=change)
+        rejections += email_notices(event, profile, identify_email(event))
 
     Event.objects.filter(pk=event.pk).update(profile=profile)
     return profile
 
 
-def _profile_resolve(event: Event) -> Profile:
+def identity_notice(event: Event, code: str, message: str) -> RejectedEvent:
+    """Return the row that reports what an event asked for and did not get.
+
+    The event itself is kept and applied; the row makes the refusal visible on the
+    sources page instead of leaving it to a log line.
+    """
+    return RejectedEvent(
+        source=event.source,
+        message_id=event.message_id,
+        code=code,
+        message=message[:500],
+        payload={"userId": event.user_id, "anonymousId": event.anonymous_id},
+        received_at=event.received_at,
+    )
+
+
+def email_notices(
+    event: Event, profile: Profile, email: NormalizedEmail | None
+) -> list[RejectedEvent]:
+    """Report an identify's address that its profile did not take, and why."""
+    if email is None or (profile.email or "").lower() == email.key:
+        return []
+    if profile.email:
+        message = (
+            f"The identify names {email.display}, but this person's profile has "
+            f"{profile.email}: an identify does not change a known address, so "
+            f"{email.display} was not stored."
+        )
+        return [identity_notice(event, "email_not_changed", message)]
+    message = (
+        f"{email.display} belongs to another person's profile (another userId), so "
+        "it was not given to this one."
+    )
+    return [identity_notice(event, "email_taken", message)]
+
+
+def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     email = identify_email(event)
     user_id = event.user_id
     profile = _owner(IdentityKind.USER_ID, user_id)
@@ -93,7 +134,12 @@ def _profile_resolve(event: Event) -> Profile:
     profile = _join(profile, _claimable(anonymous_owner, user_id=user_id))
     if event.type == EventType.ALIAS:
         # An alias says outright that the two ids are one person.
-        profile = _join(profile, _previous_owner(event.previous_id), explicit=True)
+        profile = _join(
+            profile,
+            _previous_owner(event.previous_id),
+            explicit=True,
+            refused=refused,
+        )
 
     if profile is None:
         profile = _profile_create(email if email_owner is None else None)
@@ -159,16 +205,26 @@ def _previous_owner(previous_id: str) -> Profile | None:
 
 
 def _join(
-    profile: Profile | None, other: Profile | None, *, explicit: bool = False
+    profile: Profile | None,
+    other: Profile | None,
+    *,
+    explicit: bool = False,
+    refused: list[str] | None = None,
 ) -> Profile | None:
     if profile is None:
         return other
     if other is None:
         return profile
-    return _merge_or_keep(profile, other, explicit=explicit)
+    return _merge_or_keep(profile, other, explicit=explicit, refused=refused)
 
 
-def _merge_or_keep(profile: Profile, other: Profile, *, explicit: bool) -> Profile:
+def _merge_or_keep(
+    profile: Profile,
+    other: Profile,
+    *,
+    explicit: bool,
+    refused: list[str] | None = None,
+) -> Profile:
     if other.pk == profile.pk:
         return profile
 
@@ -177,12 +233,17 @@ def _merge_or_keep(profile: Profile, other: Profile, *, explicit: bool) -> Profi
         return profile_merge(
             first=profile, second=other, reason=reason, explicit=explicit
         )
-    except MergeRefused:
+    except MergeRefused as exc:
         # The event stays with the profile its strongest id points to.
         logger.info(
             "Profile merge refused",
             extra={"profile": profile.pk, "other_profile": other.pk},
         )
+        if refused is not None:
+            refused.append(
+                f"Profiles {profile.pk} and {other.pk} were not merged: {exc}. "
+                "They stay two people; merge them by hand if they are one."
+            )
         return profile
 
 

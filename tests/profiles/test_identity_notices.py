@@ -1,0 +1,73 @@
+"""What an identify or alias asked for and did not get is reported, not only logged."""
+
+import base64
+import json
+
+import pytest
+
+from profiles.models import Profile, RejectedEvent
+from profiles.processing import events_process_pending
+
+pytestmark = pytest.mark.django_db
+
+AUTH = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+
+
+@pytest.fixture
+def send(client):
+    def post(path: str, body: dict) -> None:
+        response = client.post(
+            path,
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=AUTH,
+        )
+        assert response.status_code == 200
+        events_process_pending()
+
+    return post
+
+
+def notices() -> list[tuple[str, str]]:
+    return list(RejectedEvent.objects.order_by("id").values_list("code", "message"))
+
+
+def test_a_known_person_with_a_new_address_keeps_the_old_one_and_it_is_said(send):
+    send("/v1/identify", {"userId": "u-1", "traits": {"email": "one@example.com"}})
+    send("/v1/identify", {"userId": "u-1", "traits": {"email": "new@example.com"}})
+
+    assert Profile.objects.get().email == "one@example.com"
+    assert notices() == [
+        (
+            "email_not_changed",
+            "The identify names new@example.com, but this person's profile has "
+            "one@example.com: an identify does not change a known address, so "
+            "new@example.com was not stored.",
+        )
+    ]
+
+
+def test_an_address_another_user_holds_is_not_given_and_it_is_said(send):
+    send("/v1/identify", {"userId": "u-2", "traits": {"email": "two@example.com"}})
+    send("/v1/identify", {"userId": "u-3", "traits": {"email": "two@example.com"}})
+
+    assert Profile.objects.filter(email="two@example.com").count() == 1
+    assert [code for code, _ in notices()] == ["email_taken"]
+    assert "two@example.com belongs to another person's profile" in notices()[0][1]
+
+
+def test_an_alias_of_two_people_with_addresses_is_refused_and_it_is_said(send):
+    send("/v1/identify", {"userId": "u-4", "traits": {"email": "four@example.com"}})
+    send("/v1/identify", {"userId": "u-5", "traits": {"email": "five@example.com"}})
+    send("/v1/alias", {"userId": "u-5", "previousId": "u-4"})
+
+    assert Profile.objects.count() == 2
+    assert [code for code, _ in notices()] == ["merge_refused"]
+    assert "both profiles have an email address" in notices()[0][1]
+
+
+def test_the_usual_identify_and_a_repeat_report_nothing(send):
+    send("/v1/identify", {"userId": "u-6", "traits": {"email": "Six@Example.com"}})
+    send("/v1/identify", {"userId": "u-6", "traits": {"email": "six@example.com"}})
+
+    assert notices() == []
