@@ -383,10 +383,17 @@
     }
     if (op === "between") {
       const pair = Array.isArray(node.value) ? node.value : [0, 0];
+      // Each bound changes only its own end of the rule's pair as it is now: the
+      // other input may have been edited since this one was drawn.
+      const bound = (index) => (text) => {
+        const current = Array.isArray(node.value) ? [...node.value] : [0, 0];
+        current[index] = Number(text);
+        set(current);
+      };
       return [
-        input(pair[0], (text) => set([Number(text), pair[1]]), { type: "number", "aria-label": "From", class: "narrow" }),
+        input(pair[0], bound(0), { type: "number", "aria-label": "From", class: "narrow" }),
         el("span", { text: "and" }),
-        input(pair[1], (text) => set([pair[0], Number(text)]), { type: "number", "aria-label": "To", class: "narrow" }),
+        input(pair[1], bound(1), { type: "number", "aria-label": "To", class: "narrow" }),
       ];
     }
     if (DAY_OPS.includes(op)) {

@@ -1,5 +1,6 @@
 """A marketer widens the spring sale audience in the builder, watching the count."""
 
+import json
 import re
 
 import pytest
@@ -181,3 +182,24 @@ def test_a_declared_trait_is_offered_and_its_values_fit_its_type(page, signed_in
     raw = page.get_by_label("Rule (JSON)").input_value()
     assert '"attribute": "traits.orders"' in raw
     assert '"value": 3' in raw
+
+
+def test_both_bounds_of_between_are_kept_when_edited_one_after_the_other(
+    page, signed_in
+):
+    page.get_by_role("link", name="Segments").first.click()
+    page.get_by_role("link", name="Spring sale audience").click()
+    root = page.locator('[data-path="rule"]')
+    root.locator(".node-head").first.get_by_role("button", name="Add condition").click()
+    added = page.locator('[data-path="rule.any[2]"]')
+    added.get_by_label("Condition kind").select_option(label="Metric")
+    added.get_by_label("Operator").select_option("between")
+
+    added.get_by_label("From", exact=True).fill("10")
+    added.get_by_label("From", exact=True).press("Tab")
+    added.get_by_label("To", exact=True).fill("90")
+    added.get_by_label("To", exact=True).press("Tab")
+
+    page.get_by_role("button", name="JSON").click()
+    rule = json.loads(page.get_by_label("Rule (JSON)").input_value())
+    assert rule["any"][2]["value"] == [10, 90]
