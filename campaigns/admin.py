@@ -29,7 +29,7 @@ class EmailTemplateForm(forms.ModelForm):
             traits=trait_schema_load(),
         )
         for error in self.review.errors:
-            part = error.split(":", 1)[0]
+            part = error.split(":", 1)[0].split(",", 1)[0]
             self.add_error(part if part in self.fields else None, error)
         return cleaned
 

@@ -116,8 +116,15 @@ def template_review(
     ):
         if not source or any(error.startswith(f"{part}:") for error in errors):
             continue
+        analysis = _parse(source, html=is_html).analyze()
+        # An unknown filter parses, then fails every render: refuse it now.
+        environment = _HTML if is_html else _TEXT
+        for name, spans in analysis.filters.items():
+            if name not in environment.filters:
+                line = source.count("\n", 0, spans[0].index) + 1
+                errors.append(f"{part}, line {line}: there is no filter '{name}'")
         warned: set[str] = set()
-        for variables in _parse(source, html=is_html).analyze().globals.values():
+        for variables in analysis.globals.values():
             for variable in variables:
                 problem = _unknown_name(variable.segments, known)
                 if problem and problem not in warned:

@@ -147,3 +147,13 @@ def test_the_review_knows_every_key_a_profile_gives_templates():
     profile = ProfileFactory(email="pat@example.com", traits={})
 
     assert set(profile_context(profile)) == PROFILE_KEYS
+
+
+def test_an_unknown_filter_is_an_error_with_its_line():
+    review = template_review(
+        subject="Hi",
+        html="<p>\n{{ profile.first_name | nosuchfilter }}</p>",
+        text="{{ profile.first_name | upcase | default: 'you' }}",
+    )
+
+    assert review.errors == ["html, line 2: there is no filter 'nosuchfilter'"]

@@ -41,3 +41,10 @@ def test_a_declared_trait_saves_without_a_warning(admin_client):
 
     assert EmailTemplate.objects.count() == 1
     assert "neither a profile field" not in response.content.decode()
+
+
+def test_a_template_with_an_unknown_filter_is_not_saved(admin_client):
+    response = post(admin_client, "<p>{{ profile.first_name | nosuchfilter }}</p>")
+
+    assert EmailTemplate.objects.count() == 0
+    assert "there is no filter &#x27;nosuchfilter&#x27;" in response.content.decode()
