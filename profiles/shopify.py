@@ -754,7 +754,12 @@ def _time(value: Any) -> datetime | None:
         raise ShopifyPayloadError(f"{value!r} is not an ISO-8601 time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise ShopifyPayloadError(
+            f"{value!r} is outside the years 1 to 9999 in UTC"
+        ) from exc
 
 
 def _lines_total(lines: list[Any]) -> Decimal:

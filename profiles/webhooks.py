@@ -62,7 +62,13 @@ def shopify_webhook(request: HttpRequest) -> JsonResponse:
     payload = _payload_parse(body)
     if payload is None:
         return _error(
-            status=400, code="invalid_json", message="The body is not a JSON object."
+            status=400,
+            code="invalid_json",
+            message=(
+                "The body is not a JSON object that can be stored: it does not parse, "
+                "or holds NaN, Infinity, a number past 1e308, or text with NUL or "
+                "lone surrogate characters."
+            ),
         )
 
     return _delivery_accept(headers=headers, payload=payload)
@@ -102,11 +108,22 @@ def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | 
 
 
 def _payload_parse(body: bytes) -> dict[str, Any] | None:
+    """Return the body's JSON object, or None if it is none the database can keep."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        payload = json.loads(body, parse_constant=_constant_refuse)
+        # Python reads 1e999 as infinity, and keeps lone surrogates and NUL in
+        # strings: none of them is JSON PostgreSQL's jsonb (or SQLite's) stores.
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (UnicodeError, ValueError, RecursionError):
+        return None
+    if "\\u0000" in text:
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def _constant_refuse(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _delivery_accept(

@@ -770,3 +770,37 @@ def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
     # The shop's next delivery for the same order, with a sound total, applies.
     deliver("orders_create.json")
     assert ShopOrder.objects.get().total == Decimal("152.29")
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"id": 1e999}', b'{"id": 5, "total_price": NaN}', b'{"x": "a\\u0000"}']
+)
+def test_a_body_no_database_can_keep_is_refused_in_json(
+    db, deliver, shop_headers, body
+):
+    headers = resigned(
+        shop_headers, "orders_create.json", body, **{"X-Shopify-Webhook-Id": "odd-1"}
+    )
+
+    response = deliver("orders_create.json", headers=headers, body=body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_a_time_outside_the_calendar_finishes_the_delivery_with_its_reason(
+    db, deliver, load_fixture, shop_headers
+):
+    order = json.loads(load_fixture("shopify/orders_create.json"))
+    order["created_at"] = order["processed_at"] = "0001-01-01T00:00:00+01:00"
+    body = json.dumps(order).encode()
+    headers = resigned(
+        shop_headers, "orders_create.json", body, **{"X-Shopify-Webhook-Id": "old-1"}
+    )
+
+    deliver("orders_create.json", headers=headers, body=body)
+
+    delivery = WebhookDelivery.objects.get(delivery_id="old-1")
+    assert delivery.processed_at is not None
+    assert "is outside the years 1 to 9999 in UTC" in delivery.error
