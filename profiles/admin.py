@@ -2,10 +2,12 @@
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from profiles.keys import write_key_name_taken, write_key_secret
 from profiles.models import (
     ConsentRecord,
     ContactImport,
@@ -22,6 +24,21 @@ from profiles.models import (
     WriteKey,
 )
 from profiles.shopify import shopify_delivery_process
+
+
+class WriteKeyAdminForm(forms.ModelForm):
+    class Meta:
+        model = WriteKey
+        fields = ("name", "revoked_at")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        unchanged = self.instance.pk is not None and self.instance.name == name
+        if not unchanged and write_key_name_taken(name):
+            raise forms.ValidationError(
+                f"A key named “{name}” is in use already: give each key its own name."
+            )
+        return name
 
 
 class IdentityInline(admin.TabularInline):
@@ -106,10 +123,20 @@ class ProfileMergeAdmin(ReadOnlyAdmin):
 
 @admin.register(WriteKey)
 class WriteKeyAdmin(admin.ModelAdmin):
+    """Keys are named here as on the sources page; their secret is always random."""
+
+    form = WriteKeyAdminForm
     list_display = ("name", "created_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("name",)
-    readonly_fields = ("created_at",)
+    readonly_fields = ("key", "created_at", "last_used_at")
+
+    def save_model(
+        self, request: HttpRequest, obj: WriteKey, form: Any, change: bool
+    ) -> None:
+        if not change:
+            obj.key = write_key_secret()
+        super().save_model(request, obj, form, change)
 
 
 @admin.action(description="Process the selected events again")

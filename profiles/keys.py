@@ -13,11 +13,21 @@ WRITE_KEY_BYTES = 24
 WRITE_KEY_SHOWN_CHARS = 4
 
 
+def write_key_secret() -> str:
+    return secrets.token_urlsafe(WRITE_KEY_BYTES)
+
+
+def write_key_name_taken(name: str) -> bool:
+    """Tell whether an active key has this name already (case aside).
+
+    The sources page counts events by key name, so two keys would read as one.
+    """
+    return WriteKey.objects.filter(name__iexact=name.strip(), revoked_at=None).exists()
+
+
 def write_key_create(*, name: str) -> WriteKey:
     """Create a write key with a fresh random secret under the given name."""
-    write_key = WriteKey.objects.create(
-        name=name.strip(), key=secrets.token_urlsafe(WRITE_KEY_BYTES)
-    )
+    write_key = WriteKey.objects.create(name=name.strip(), key=write_key_secret())
 
     logger.info("Write key created", extra={"write_key_id": write_key.pk})
     return write_key

@@ -38,3 +38,18 @@ def test_a_second_key_with_the_same_name_is_refused_until_the_first_is_revoked(
     write_key_revoke(write_key_id=first.pk)
     signed_in.post(reverse("source_keys"), {"name": "Shop website"})
     assert WriteKey.objects.filter(revoked_at=None).count() == 1
+
+
+def test_the_admin_refuses_a_second_key_of_that_name_and_makes_the_secret(
+    admin_client,
+):
+    write_key_create(name="Shop website")
+    url = reverse("admin:profiles_writekey_add")
+
+    refused = admin_client.post(url, {"name": "SHOP WEBSITE"})
+    assert "A key named “SHOP WEBSITE” is in use already" in refused.content.decode()
+
+    admin_client.post(url, {"name": "App", "key": "chosen-by-hand"})
+    app = WriteKey.objects.get(name="App")
+    assert app.key != "chosen-by-hand"
+    assert len(app.key) >= 32
