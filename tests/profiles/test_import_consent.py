@@ -89,3 +89,15 @@ def test_an_undated_unsubscribe_is_dated_by_the_import_and_applies(write_path):
     ivy = Profile.objects.get(email="ivy@example.com")
     assert ivy.subscription_status == SubscriptionStatus.UNSUBSCRIBED
     assert ivy.subscription_changed_at >= before
+
+
+def test_the_profile_page_marks_an_undated_fact(client, marketer):
+    from django.urls import reverse
+
+    listed_as_subscribed("una@example.com")
+    una = Profile.objects.get(email="una@example.com")
+    client.force_login(marketer)
+
+    page = client.get(reverse("profile_detail", kwargs={"pk": una.pk})).content.decode()
+
+    assert "undated in the file: the time it was imported" in page
