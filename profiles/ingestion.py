@@ -560,10 +560,19 @@ def _times_read(
     if timestamp > received_at + FUTURE_TOLERANCE:
         # An event from the future would read as 'seen today' for years and break
         # every 'in the last N days' rule for that person.
-        raise ItemRejected(
-            "timestamp_in_future",
-            f"timestamp {timestamp.isoformat()} is more than a day after it was received",
+        message = (
+            f"timestamp {timestamp.isoformat()} is more than a day after it was "
+            "received"
         )
+        if sent_at is not None and original is not None:
+            # Only a timestamp after its own sentAt lands in the future once the
+            # client's clock is corrected.
+            message = (
+                f"timestamp {original.isoformat()} is after sentAt "
+                f"{sent_at.isoformat()}: an event cannot happen after it was sent, "
+                "so one of the client's times is wrong"
+            )
+        raise ItemRejected("timestamp_in_future", message)
     return {
         "timestamp": timestamp,
         "original_timestamp": original,

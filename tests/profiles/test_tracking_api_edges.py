@@ -77,3 +77,20 @@ def test_a_post_to_a_wrong_path_gets_json_even_with_csrf_checks(path):
 
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_a_timestamp_after_its_sent_at_says_so(client):
+    late = (
+        '{"type":"track","messageId":"late-1","userId":"u","event":"X",'
+        '"timestamp":"2025-01-01T00:00:00Z","sentAt":"2000-01-01T00:00:00Z"}'
+    )
+
+    response = batch(client, late)
+
+    (rejected,) = response.json()["rejected"]
+    assert rejected["code"] == "timestamp_in_future"
+    assert rejected["message"] == (
+        "timestamp 2025-01-01T00:00:00+00:00 is after sentAt "
+        "2000-01-01T00:00:00+00:00: an event cannot happen after it was sent, so one "
+        "of the client's times is wrong"
+    )
