@@ -348,6 +348,7 @@ class WebhookDelivery(models.Model):
     error = models.CharField(max_length=500, blank=True)
 
     class Meta:
+        verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(
                 fields=["source", "delivery_id"], name="webhook_delivery_once"
