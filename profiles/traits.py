@@ -6,6 +6,8 @@ value of a declared trait, or raises TraitInvalid with a reason code and a sente
 Traits with no definition are stored as they came.
 """
 
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -20,6 +22,15 @@ from profiles.models import TraitDefinition, TraitType
 
 PATTERN_TIMEOUT_SECONDS = 0.05
 NUMBER_MAX_DIGITS = 15
+# A non-zero number closer to zero than 1e-15 would not survive a float either
+# (1e-5000 becomes 0.0), so it is refused rather than kept as something else.
+NUMBER_MIN_EXPONENT = -15
+NUMBER_SMALLEST = Decimal(1).scaleb(NUMBER_MIN_EXPONENT)
+# What a number is, written out: ASCII digits only (Decimal also reads '1_0' and
+# Arabic-Indic digits), an optional sign, one optional point, an optional exponent.
+NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# How much of a raw value a message quotes: a cell can hold thousands of characters.
+QUOTED_MAX_CHARS = 40
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}
 FALSE_TEXT = {"false", "no", "n", "0", "off"}
 
@@ -76,27 +87,53 @@ def trait_coerce(rule: TraitRule, raw: Any, *, date_format: str = "") -> Any:
 def _as_number(rule: TraitRule, raw: Any, _: str) -> int | float:
     if isinstance(raw, bool):
         raise TraitInvalid(
-            "not_a_number", f"{rule.name}: {raw!r} is a boolean, not a number"
+            "not_a_number", f"{rule.name}: {_quoted(raw)} is a boolean, not a number"
+        )
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise TraitInvalid(
+            "not_a_number", f"{rule.name}: {_quoted(raw)} is not a finite number"
+        )
+
+    text = str(raw).strip().replace(" ", "")
+    if not NUMBER_TEXT.fullmatch(text):
+        raise TraitInvalid(
+            "not_a_number", f"{rule.name}: {_quoted(raw)} is not a number"
         )
     try:
-        number = Decimal(str(raw).strip().replace(" ", ""))
+        number = Decimal(text)
     except InvalidOperation as exc:
-        raise TraitInvalid(
-            "not_a_number", f"{rule.name}: {raw!r} is not a number"
-        ) from exc
-    if not number.is_finite():
-        raise TraitInvalid(
-            "not_a_number", f"{rule.name}: {raw!r} is not a finite number"
-        )
+        # Only an exponent Decimal cannot hold gets here ('1e99999999999999999999').
+        raise _out_of_range(rule, raw) from exc
+
     # Beyond this a number no longer survives a round trip through a float (segment
     # rules, charts, JSON readers), and 1e5000 would be a 5,001-digit integer.
     if number and number.adjusted() >= NUMBER_MAX_DIGITS:
+        raise _out_of_range(rule, raw)
+    if number and number.adjusted() < NUMBER_MIN_EXPONENT:
         raise TraitInvalid(
-            "number_too_large",
-            f"{rule.name}: {raw!r} is too large (at most {NUMBER_MAX_DIGITS} digits "
-            "before the decimal point)",
+            "number_too_small",
+            f"{rule.name}: {_quoted(raw)} is too small to keep (a number other "
+            f"than 0 must be at least {_value_text(NUMBER_SMALLEST)} in size)",
         )
     return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _out_of_range(rule: TraitRule, raw: Any) -> TraitInvalid:
+    # The reason code predates negative numbers being refused with it.
+    return TraitInvalid(
+        "number_too_large",
+        f"{rule.name}: {_quoted(raw)} is out of range (a number may have at most "
+        f"{NUMBER_MAX_DIGITS} digits before the decimal point, whether positive or "
+        "negative)",
+    )
+
+
+def _quoted(raw: Any) -> str:
+    """Return a raw value quoted for a message, cut to QUOTED_MAX_CHARS characters."""
+    text = raw if isinstance(raw, str) else str(raw)
+    if len(text) <= QUOTED_MAX_CHARS:
+        return repr(raw)
+    return f"{text[:QUOTED_MAX_CHARS]!r}… ({len(text):,} characters)"
 
 
 def _as_boolean(rule: TraitRule, raw: Any, _: str) -> bool:
@@ -107,7 +144,9 @@ def _as_boolean(rule: TraitRule, raw: Any, _: str) -> bool:
         return True
     if text in FALSE_TEXT:
         return False
-    raise TraitInvalid("not_a_boolean", f"{rule.name}: {raw!r} is not true or false")
+    raise TraitInvalid(
+        "not_a_boolean", f"{rule.name}: {_quoted(raw)} is not true or false"
+    )
 
 
 def _as_date(rule: TraitRule, raw: Any, date_format: str) -> str:
@@ -134,7 +173,8 @@ def _parse_when(rule: TraitRule, raw: Any, date_format: str) -> datetime:
     except ValueError as exc:
         expected = date_format or "ISO-8601 (YYYY-MM-DD)"
         raise TraitInvalid(
-            "not_a_date", f"{rule.name}: {raw!r} is not a date in the format {expected}"
+            "not_a_date",
+            f"{rule.name}: {_quoted(raw)} is not a date in the format {expected}",
         ) from exc
     return parsed
 
@@ -161,7 +201,7 @@ def _check_rules(rule: TraitRule, value: Any) -> None:
         allowed = ", ".join(map(_value_text, rule.allowed_values))
         raise TraitInvalid(
             "not_allowed",
-            f"{rule.name}: {value!r} is not one of the allowed values ({allowed})",
+            f"{rule.name}: {_quoted(value)} is not one of the allowed values ({allowed})",
         )
     if (
         rule.minimum is not None
@@ -183,7 +223,8 @@ def _check_rules(rule: TraitRule, value: Any) -> None:
         )
     if rule.pattern and isinstance(value, str) and not _pattern_matches(rule, value):
         raise TraitInvalid(
-            "pattern_mismatch", f"{rule.name}: {value!r} does not match {rule.pattern}"
+            "pattern_mismatch",
+            f"{rule.name}: {_quoted(value)} does not match {rule.pattern}",
         )
 
 

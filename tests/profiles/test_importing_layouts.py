@@ -451,3 +451,21 @@ def test_the_mapping_page_refuses_a_map_without_an_email_column(client, marketer
     assert contact_import.column_map == {}
     assert Profile.objects.count() == 0
     assert ConsentRecord.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_huge_workbook_number_is_refused_with_a_short_message():
+    TraitDefinition.objects.create(name="spend", type=TraitType.NUMBER)
+    data = xlsx_bytes([["Email", "Spend"], ["huge@example.com", 1e300]])
+
+    contact_import = contact_import_file(filename="huge.xlsx", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    [rejection] = contact_import.rejections
+    assert rejection["reason"] == "number_too_large"
+    assert rejection["message"].startswith(
+        "Spend: '1000000000000000052504760255204420248704'… (301 characters) is out "
+        "of range"
+    )
+    assert len(rejection["message"]) < 250
+    assert profile("huge@example.com").traits == {}

@@ -82,3 +82,67 @@ def test_the_largest_number_kept_has_fifteen_digits_before_the_point():
     assert trait_coerce(rule, "999999999999999") == 999_999_999_999_999
     assert trait_coerce(rule, "-999999999999999.5") == -999_999_999_999_999.5
     assert trait_coerce(rule, "0") == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["1_0", "٥", "1٥", "１２", "1..2", "1e", "e5", "+-1", "NaN", "Infinity", "0x10"],
+)
+def test_only_ascii_digits_with_a_sign_a_point_and_an_exponent_are_numbers(raw):
+    rule = TraitRule("spend", "number")
+
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(rule, raw)
+
+    assert caught.value.reason == "not_a_number"
+    assert caught.value.message == f"spend: {raw!r} is not a number"
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("-12.5", -12.5),
+        ("+3e2", 300),
+        (".5", 0.5),
+        ("1 000", 1000),
+        ("2.5E-3", 0.0025),
+        ("1e-15", 1e-15),
+        ("0e-5000", 0),
+    ],
+)
+def test_the_usual_ways_of_writing_a_number_are_read(raw, stored):
+    assert trait_coerce(TraitRule("spend", "number"), raw) == stored
+
+
+@pytest.mark.parametrize("raw", ["1e-5000", "-1e-16", 1e-20])
+def test_a_number_too_close_to_zero_is_refused_rather_than_kept_as_zero(raw):
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(TraitRule("spend", "number"), raw)
+
+    assert caught.value.reason == "number_too_small"
+    assert caught.value.message == (
+        f"spend: {raw!r} is too small to keep (a number other than 0 must be at "
+        "least 0.000000000000001 in size)"
+    )
+
+
+@pytest.mark.parametrize("raw", ["1e5000", "-1e5000", "1e99999999999999999999999"])
+def test_a_number_out_of_range_says_so_for_either_sign(raw):
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(TraitRule("spend", "number"), raw)
+
+    assert caught.value.reason == "number_too_large"
+    assert caught.value.message == (
+        f"spend: {raw!r} is out of range (a number may have at most 15 digits "
+        "before the decimal point, whether positive or negative)"
+    )
+
+
+def test_a_long_value_is_quoted_cut_short_in_the_message():
+    raw = str(int(1e300))
+
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(TraitRule("spend", "number"), raw)
+
+    assert caught.value.message.startswith(f"spend: {raw[:40]!r}… (301 characters) ")
+    assert len(caught.value.message) < 200
