@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
+from profiles.processing_traits import ORDER_COMPLETED, number_coerce
 from profiles.tasks import events_process_enqueue
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
 
@@ -278,9 +279,12 @@ def events_ingest(
             )
             continue
 
-        warning = _email_trait_warning(item, path_type=path_type)
-        if warning:
-            result.warnings.append(Rejection(index, _message_id_of(item), *warning))
+        for warning in (
+            _email_trait_warning(item, path_type=path_type),
+            _order_amount_warning(item, path_type=path_type),
+        ):
+            if warning:
+                result.warnings.append(Rejection(index, _message_id_of(item), *warning))
         for code, message in _trait_notices(item, path_type=path_type):
             result.notices.append(Rejection(index, _message_id_of(item), code, message))
 
@@ -300,6 +304,30 @@ def events_ingest(
         extra={"source": source, "items": len(items)},
     )
     return result
+
+
+def _order_amount_warning(
+    item: dict[str, Any], *, path_type: str | None
+) -> tuple[str, str] | None:
+    """Name an order whose amount is there but is no number: it would count, unpaid."""
+    if (path_type or item.get("type")) != EventType.TRACK:
+        return None
+    properties = item.get("properties")
+    if item.get("event") != ORDER_COMPLETED or not isinstance(properties, dict):
+        return None
+
+    # The amount processing reads: total, else revenue (profiles/processing_traits).
+    name = "total" if properties.get("total") is not None else "revenue"
+    raw = properties.get(name)
+    if raw is None or number_coerce(raw) is not None:
+        return None
+    shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
+    return (
+        "order_amount_unreadable",
+        f"properties.{name} {shown[:60]} is not a number: the order is stored and "
+        "counts as an order, but adds nothing to lifetime value; send the amount "
+        "as a number such as 1234.50",
+    )
 
 
 def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple]:

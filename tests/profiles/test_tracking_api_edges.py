@@ -94,3 +94,29 @@ def test_a_timestamp_after_its_sent_at_says_so(client):
         "2000-01-01T00:00:00+00:00: an event cannot happen after it was sent, so one "
         "of the client's times is wrong"
     )
+
+
+def test_an_order_whose_amount_is_no_number_is_stored_with_a_warning(client):
+    from profiles.models import RejectedEvent
+
+    order = (
+        '{"type":"track","messageId":"ord-1","userId":"u","event":"Order Completed",'
+        '"properties":{"order_id":"1","total":"1,234.00"}}'
+    )
+    sound = (
+        '{"type":"track","messageId":"ord-2","userId":"u","event":"Order Completed",'
+        '"properties":{"order_id":"2","total":"29.50"}}'
+    )
+
+    response = batch(client, order, sound)
+
+    answer = response.json()
+    assert answer["stored"] == 2
+    assert [(w["messageId"], w["code"]) for w in answer["warnings"]] == [
+        ("ord-1", "order_amount_unreadable")
+    ]
+    assert (
+        "properties.total '1,234.00' is not a number"
+        in answer["warnings"][0]["message"]
+    )
+    assert RejectedEvent.objects.get().code == "order_amount_unreadable"
