@@ -18,7 +18,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from profiles.models import TraitDefinition, TraitType
+from profiles.models import Profile, TraitDefinition, TraitType
 
 PATTERN_TIMEOUT_SECONDS = 0.05
 NUMBER_MAX_DIGITS = 15
@@ -31,6 +31,19 @@ NUMBER_SMALLEST = Decimal(1).scaleb(NUMBER_MIN_EXPONENT)
 NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # How much of a raw value a message quotes: a cell can hold thousands of characters.
 QUOTED_MAX_CHARS = 40
+# Names a custom trait cannot have, compared case-folded: the names an identify turns
+# into profile fields (processing_identify.RESERVED_TRAITS), the profile's own
+# fields, and what templates read from a profile besides them
+# (campaigns/rendering.PROFILE_KEYS). A trait of such a name would be shadowed by
+# the field wherever a profile is shown or rendered.
+RESERVED_TRAIT_NAMES = frozenset(
+    name.casefold()
+    for name in (
+        {"email", "firstName", "first_name", "lastName", "last_name", "name", "phone"}
+        | {field.name for field in Profile._meta.concrete_fields}
+        | {"full_name", "continent", "tags"}
+    )
+)
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}
 FALSE_TEXT = {"false", "no", "n", "0", "off"}
 
@@ -52,6 +65,11 @@ class TraitRule:
     minimum: Decimal | None = None
     maximum: Decimal | None = None
     pattern: str = ""
+
+
+def trait_name_is_reserved(name: str) -> bool:
+    """Tell whether a trait name is a profile field's, whatever its case."""
+    return name.casefold() in RESERVED_TRAIT_NAMES
 
 
 def trait_schema_load(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, TraitRule]:

@@ -14,22 +14,17 @@ from django.views.decorators.http import require_http_methods
 
 from profiles.access import staff_required
 from profiles.health import trait_names_undeclared, trait_rule_breaches
-from profiles.models import Profile, TraitDefinition, TraitType
-from profiles.processing_identify import RESERVED_TRAITS
-from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+from profiles.models import TraitDefinition, TraitType
+from profiles.traits import (
+    TraitInvalid,
+    TraitRule,
+    trait_coerce,
+    trait_name_is_reserved,
+)
 
 logger = logging.getLogger(__name__)
 
 TRAIT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-# Names an identify turns into profile fields, the profile's own fields, and what
-# templates read from a profile besides them (campaigns/rendering.PROFILE_KEYS).
-RESERVED_NAMES = (
-    RESERVED_TRAITS
-    | {field.name for field in Profile._meta.concrete_fields}
-    | {"full_name", "continent", "tags"}
-)
 
 
 class TraitDefinitionForm(forms.ModelForm):
@@ -65,7 +60,7 @@ class TraitDefinitionForm(forms.ModelForm):
                 f"“{name}” is not a trait name: use letters, digits and underscores, "
                 "not starting with a digit."
             )
-        if name in RESERVED_NAMES:
+        if trait_name_is_reserved(name):
             raise forms.ValidationError(
                 f"“{name}” is a profile field, not a custom trait: its value is kept "
                 "on the profile itself, so it cannot be declared."

@@ -5,6 +5,8 @@ from django.urls import reverse
 
 from profiles.keys import write_key_create, write_key_revoke
 from profiles.models import TraitDefinition, WriteKey
+from profiles.processing_identify import RESERVED_TRAITS
+from profiles.traits import trait_name_is_reserved
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +17,21 @@ def signed_in(client, marketer):
     return client
 
 
-@pytest.mark.parametrize("name", ["email", "first_name", "firstName", "city", "tags"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "email",
+        "first_name",
+        "firstName",
+        "city",
+        "tags",
+        "Email",
+        "City",
+        "FIRST_NAME",
+        "Lifetime_Value",
+        "Full_Name",
+    ],
+)
 def test_a_trait_cannot_be_declared_under_a_profile_fields_name(signed_in, name):
     response = signed_in.post(
         reverse("trait_new"), {"name": name, "type": "number", "description": ""}
@@ -24,6 +40,15 @@ def test_a_trait_cannot_be_declared_under_a_profile_fields_name(signed_in, name)
     assert response.status_code == 200
     assert "is a profile field, not a custom trait" in response.content.decode()
     assert not TraitDefinition.objects.exists()
+
+
+def test_every_name_an_identify_or_a_template_reads_from_a_profile_is_reserved():
+    from campaigns.rendering import PROFILE_KEYS
+
+    names = RESERVED_TRAITS | PROFILE_KEYS | {"id", "created_at"}
+
+    assert [name for name in names if not trait_name_is_reserved(name)] == []
+    assert not trait_name_is_reserved("favorite_color")
 
 
 def test_a_second_key_with_the_same_name_is_refused_until_the_first_is_revoked(
