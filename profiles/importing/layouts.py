@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from profiles.importing.reading import column_key, trait_key
 from profiles.models import SubscriptionStatus
+from profiles.traits import trait_name_is_reserved
 
 TARGET_EMAIL = "email"
 TARGET_TAGS = "tags"
@@ -280,17 +281,50 @@ def layout_detect(names: list[str]) -> Layout:
 
 
 def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
-    """Return the default target of each column: the map the mapping step pre-fills."""
+    """Return the default target of each column: the map the mapping step pre-fills.
+
+    No two columns get the same target, and no column a trait of a reserved name
+    (a profile field's): such a column is ignored (see layout_columns_reserved).
+    """
     column_map: dict[str, str] = {}
     taken: set[str] = set()
     for position, name in enumerate(names):
         target = _default_target(layout, name, position)
-        # One column per profile field, status and email; the first one wins.
-        if target in taken and not target.startswith(TRAIT_PREFIX):
+        if target.startswith(TRAIT_PREFIX):
+            target = _trait_target_free(target, position, taken)
+        elif target in taken:
+            # One column per profile field, status and email; the first one wins.
             target = ""
         taken.add(target)
         column_map[name] = target
     return column_map
+
+
+def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:
+    """Return the columns the default map ignores because their trait name is reserved."""
+    return [
+        name
+        for position, name in enumerate(names)
+        if _trait_name_reserved(_default_target(layout, name, position))
+    ]
+
+
+def _trait_target_free(target: str, position: int, taken: set[str]) -> str:
+    """Return a trait target no earlier column has, or "" for a reserved name."""
+    if _trait_name_reserved(target):
+        return ""
+    # 'Favorite Color' and 'favorite_color' both read as favorite_color: the later
+    # column is named by its position, as header_names names a repeated header.
+    free = target
+    while free in taken:
+        free = f"{free}_column_{position + 1}"
+    return free
+
+
+def _trait_name_reserved(target: str) -> bool:
+    return target.startswith(TRAIT_PREFIX) and trait_name_is_reserved(
+        target[len(TRAIT_PREFIX) :]
+    )
 
 
 def _default_target(layout: Layout, name: str, position: int) -> str:

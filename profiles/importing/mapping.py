@@ -37,6 +37,7 @@ from profiles.importing.layouts import (
     consent_fact,
     contacts_time_parse,
     layout_column_map,
+    layout_columns_reserved,
     layout_detect,
     status_read,
 )
@@ -49,7 +50,13 @@ from profiles.importing.reading import (
     contacts_tags_split,
 )
 from profiles.models import Profile
-from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
+from profiles.traits import (
+    TraitInvalid,
+    TraitRule,
+    trait_coerce,
+    trait_name_is_reserved,
+    trait_schema_load,
+)
 
 TRAIT_NAME = re.compile(r"\w{1,100}")
 # A plain ASCII local part that email-validator always accepts; anything else takes
@@ -129,17 +136,57 @@ class ColumnPlan:
 # The column map ------------------------------------------------------------------
 
 
-def column_target_check(target: str) -> str:
+def column_target_check(target: str, *, column: str = "") -> str:
     """Return a column map target if Bespoke knows it, or raise ImportFormatError."""
     if target in ("", TARGET_TAGS, TARGET_STATUS, TARGET_UNSUBSCRIBED):
         return target
     if target in PROFILE_FIELDS:
         return target
-    if target.startswith(TRAIT_PREFIX) and TRAIT_NAME.fullmatch(
-        target[len(TRAIT_PREFIX) :]
-    ):
+
+    name = target.removeprefix(TRAIT_PREFIX)
+    the_column = f"The column “{column}”" if column else "A column"
+    if target.startswith(TRAIT_PREFIX) and trait_name_is_reserved(name):
+        raise ImportFormatError(
+            f"{the_column} cannot become the trait “{name}”: that is the name of a "
+            "profile field, which would hide the trait. Map it to a profile field "
+            "or ignore it."
+        )
+    if target.startswith(TRAIT_PREFIX) and TRAIT_NAME.fullmatch(name):
         return target
-    raise ImportFormatError(f"The column map names an unknown target: {target!r}.")
+    raise ImportFormatError(
+        f"{the_column} is mapped to {target!r}, which Bespoke cannot import into."
+    )
+
+
+def column_map_check(column_map: dict[str, str]) -> None:
+    """Raise ImportFormatError unless each target is known and takes one column only."""
+    # Two columns sent to one trait (or field) would keep only the later value.
+    columns_by_target: dict[str, str] = {}
+    for column, target in column_map.items():
+        column_target_check(target, column=column)
+        if not target:
+            continue
+        first = columns_by_target.setdefault(target, column)
+        if first != column:
+            raise ImportFormatError(
+                f"The columns “{first}” and “{column}” are both imported as "
+                f"{_target_label(target)}, and one would overwrite the other. "
+                "Import one of them as something else, or ignore it."
+            )
+
+
+def _target_label(target: str) -> str:
+    if target.startswith(TRAIT_PREFIX):
+        return f"the trait “{target.removeprefix(TRAIT_PREFIX)}”"
+    labels = {
+        **PROFILE_FIELDS,
+        TARGET_EMAIL: "the email address",
+        TARGET_TAGS: "tags",
+        TARGET_STATUS: "the subscription status",
+        TARGET_UNSUBSCRIBED: "the unsubscribed flag",
+    }
+    label = labels[target]
+    return label if label.startswith("the ") else label.lower()
 
 
 def column_plan_build(
@@ -153,7 +200,10 @@ def column_plan_build(
     for position, name in enumerate(names):
         by_key.setdefault(column_key(name), position)
 
-    targets = _targets(names, column_map)
+    # header_names made every name different, so each column has its own entry.
+    mapped = {name: column_map.get(name, "") for name in names}
+    column_map_check(mapped)
+    targets = list(enumerate(mapped.values()))
     emails = [position for position, target in targets if target == TARGET_EMAIL]
     if not emails:
         raise ImportFormatError(
@@ -165,14 +215,6 @@ def column_plan_build(
     for position, target in targets:
         _plan_add(plan, position, target, schema)
     return plan
-
-
-def _targets(names: list[str], column_map: dict[str, str]) -> list[tuple[int, str]]:
-    """Pair each column with its target (header_names made every name different)."""
-    return [
-        (position, column_target_check(column_map.get(name, "")))
-        for position, name in enumerate(names)
-    ]
 
 
 def _plan_add(
@@ -525,10 +567,15 @@ def contacts_parse(
     records = contacts_records(data)
     names = contacts_header_read(records)
     layout = layout_detect(names)
-    column_map = column_map or layout_column_map(layout, names)
+    notes: list[dict[str, Any]] = []
+    if not column_map:
+        column_map = layout_column_map(layout, names)
+        notes = [
+            _reserved_note(name) for name in layout_columns_reserved(layout, names)
+        ]
     plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
 
-    context = _RecordContext(plan, date_format, now or timezone.now(), [], [])
+    context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
     parsed = ParsedContacts(layout.name, layout.source, 0, [], [], [], context.notes)
     first: dict[str, ContactRow] = {}
     repeated: dict[str, list[ContactRow]] = {}
@@ -554,6 +601,22 @@ def contacts_parse(
     return parsed
 
 
+def _reserved_note(column: str) -> dict[str, Any]:
+    return {
+        "kind": "reserved_column",
+        "column": column,
+        "message": column_reserved_sentence(column),
+    }
+
+
+def column_reserved_sentence(column: str) -> str:
+    """Say why the default map ignores a column whose trait name is reserved."""
+    return (
+        f"The column “{column}” is ignored: as a trait its name would be a profile "
+        "field's, which would hide it. Map it to a profile field to import it."
+    )
+
+
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:
     # A file that maps no trait needs no query (and pure parsing stays pure).
     if not any(target.startswith(TRAIT_PREFIX) for target in column_map.values()):
@@ -567,6 +630,8 @@ class ContactsPreview:
     names: list[str]
     samples: list[str]
     column_map: dict[str, str]
+    # Columns the default map ignores because their trait name is a profile field's.
+    reserved: list[str] = field(default_factory=list)
 
 
 def contacts_preview(data: bytes, *, sample_records: int = 20) -> ContactsPreview:
@@ -582,4 +647,6 @@ def contacts_preview(data: bytes, *, sample_records: int = 20) -> ContactsPrevie
         records.close()
 
     layout = layout_detect(names)
-    return ContactsPreview(layout, names, samples, layout_column_map(layout, names))
+    column_map = layout_column_map(layout, names)
+    reserved = layout_columns_reserved(layout, names)
+    return ContactsPreview(layout, names, samples, column_map, reserved)

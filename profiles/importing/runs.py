@@ -32,7 +32,7 @@ from profiles.importing.mapping import (
     ContactsPreview,
     ParsedContacts,
     Rejection,
-    column_target_check,
+    column_map_check,
     contacts_parse,
     contacts_preview,
 )
@@ -87,8 +87,7 @@ def contact_import_map(
     *, contact_import_id: int, column_map: dict[str, str], date_format: str
 ) -> bool:
     """Keep the marketer's column map for a pending import; False if it already ran."""
-    for target in column_map.values():
-        column_target_check(target)
+    column_map_check(column_map)
     if list(column_map.values()).count(TARGET_EMAIL) != 1:
         raise ImportFormatError("Choose exactly one column as the email address.")
 

@@ -23,6 +23,7 @@ from profiles.importing import (
 )
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
+from profiles.traits import trait_name_is_reserved
 
 IMPORTS_PER_PAGE = 25
 # A big file can refuse hundreds of thousands of fields: the page shows the first
@@ -76,16 +77,28 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         # The import is failed with the reason, which its page shows.
         return redirect("import_detail", pk=pk)
 
-    traits = list(TraitDefinition.objects.order_by("name").values_list("name", "type"))
     options = {"names": preview.names, "column_map": preview.column_map}
-    form = ContactImportMappingForm(request.POST or None, traits=traits, **options)
+    form = ContactImportMappingForm(request.POST or None, traits=_traits(), **options)
     if request.method == "POST" and form.is_valid():
-        return _import_queue(request, contact_import, form)
+        try:
+            return _import_queue(request, contact_import, form)
+        except ImportFormatError as exc:
+            # Two columns sent to one trait, or a trait named like a profile field.
+            form.add_error(None, str(exc))
 
     rows = zip(form.names, preview.samples, _column_fields(form), strict=True)
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
+    context["reserved"] = preview.reserved
     return render(request, "profiles/import_mapping.html", context)
+
+
+def _traits() -> list[tuple[str, str]]:
+    """Return the declared traits a column may be imported as."""
+    # One declared before reserved names were compared whatever the case ('Email')
+    # cannot take a column: the import would refuse the map.
+    declared = TraitDefinition.objects.order_by("name").values_list("name", "type")
+    return [(name, kind) for name, kind in declared if not trait_name_is_reserved(name)]
 
 
 def _column_fields(form: ContactImportMappingForm) -> list:

@@ -386,7 +386,7 @@ def test_a_pending_upload_whose_file_is_gone_is_failed_by_its_mapping_page(signe
 def test_repeated_header_names_each_get_a_select_and_all_are_imported(
     signed_in, django_capture_on_commit_callbacks, celery_eager
 ):
-    data = b"Email,Name,Name,,\r\ndup.qa@example.com,First,Second,X,Y"
+    data = b"Email,Nickname,Nickname,,\r\ndup.qa@example.com,First,Second,X,Y"
     file = SimpleUploadedFile("dup.csv", data, content_type="text/csv")
     response = signed_in.post(reverse("import_list"), {"file": file})
 
@@ -396,14 +396,14 @@ def test_repeated_header_names_each_get_a_select_and_all_are_imported(
     contact_import = ContactImport.objects.get()
     assert contact_import.column_map == {
         "Email": "email",
-        "Name": "traits.name",
-        "Name (column 3)": "traits.name_column_3",
+        "Nickname": "traits.nickname",
+        "Nickname (column 3)": "traits.nickname_column_3",
         "Column 4": "traits.column_4",
         "Column 5": "traits.column_5",
     }
     assert Profile.objects.get(email="dup.qa@example.com").traits == {
-        "name": "First",
-        "name_column_3": "Second",
+        "nickname": "First",
+        "nickname_column_3": "Second",
         "column_4": "X",
         "column_5": "Y",
     }

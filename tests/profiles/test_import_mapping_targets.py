@@ -1,0 +1,234 @@
+"""Where columns go: one column per target, and no trait named like a profile field."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from profiles.importing import (
+    ImportFormatError,
+    column_target_check,
+    contact_import_create,
+    contact_import_file,
+    contact_import_map,
+    contacts_parse,
+    contacts_preview,
+)
+from profiles.models import ContactImport, Profile, TraitDefinition, TraitType
+
+TWO_COLORS = b"email,Favorite Color,favorite_color\nhd6@example.com,red,blue\n"
+RESERVED_HEADER = (
+    b"email,lifetime_value,full_name,id,continent,name,created_at,City,Plan\n"
+    b"res@example.com,120,Ann Lee,77,Europe,Ann,2020-01-01,Oslo,gold\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+# One column per target -------------------------------------------------------------
+
+
+def test_two_columns_that_read_as_one_trait_get_two_traits_by_default():
+    preview = contacts_preview(TWO_COLORS)
+
+    assert preview.column_map == {
+        "email": "email",
+        "Favorite Color": "traits.favorite_color",
+        "favorite_color": "traits.favorite_color_column_3",
+    }
+
+
+@pytest.mark.django_db
+def test_both_values_of_two_columns_alike_are_kept():
+    contact_import = contact_import_file(filename="colors.csv", data=TWO_COLORS)
+
+    assert contact_import.rejections == []
+    assert Profile.objects.get(email="hd6@example.com").traits == {
+        "favorite_color": "red",
+        "favorite_color_column_3": "blue",
+    }
+
+
+@pytest.mark.django_db
+def test_a_map_sending_two_columns_to_one_trait_is_refused_naming_both():
+    contact_import = contact_import_create(filename="colors.csv", data=TWO_COLORS)
+
+    with pytest.raises(ImportFormatError) as caught:
+        contact_import_map(
+            contact_import_id=contact_import.pk,
+            column_map={
+                "email": "email",
+                "Favorite Color": "traits.favorite_color",
+                "favorite_color": "traits.favorite_color",
+            },
+            date_format="",
+        )
+
+    assert str(caught.value) == (
+        "The columns “Favorite Color” and “favorite_color” are both imported as the "
+        "trait “favorite_color”, and one would overwrite the other. Import one of "
+        "them as something else, or ignore it."
+    )
+    contact_import.refresh_from_db()
+    assert contact_import.column_map == {}
+
+
+def test_a_stored_map_sending_two_columns_to_one_field_cannot_run():
+    column_map = {"email": "email", "Favorite Color": "city", "favorite_color": "city"}
+
+    with pytest.raises(ImportFormatError) as caught:
+        contacts_parse(TWO_COLORS, column_map=column_map)
+
+    assert str(caught.value).startswith(
+        "The columns “Favorite Color” and “favorite_color” are both imported as city,"
+    )
+
+
+@pytest.mark.django_db
+def test_the_mapping_form_refuses_two_columns_on_one_declared_trait(
+    signed_in, django_capture_on_commit_callbacks
+):
+    TraitDefinition.objects.create(name="favorite_color", type=TraitType.TEXT)
+    file = SimpleUploadedFile("colors.csv", TWO_COLORS, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": file})
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = signed_in.post(
+            uploaded.url,
+            {
+                "column_0": "email",
+                "column_1": "traits.favorite_color",
+                "column_2": "traits.favorite_color",
+                "date_format": "",
+            },
+        )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert (
+        "The columns “Favorite Color” and “favorite_color” are both imported as the "
+        "trait “favorite_color”"
+    ) in page
+    assert callbacks == []
+    assert ContactImport.objects.get().column_map == {}
+    assert not Profile.objects.exists()
+
+
+# Reserved trait names --------------------------------------------------------------
+
+
+def test_columns_named_like_profile_fields_are_ignored_by_default():
+    preview = contacts_preview(RESERVED_HEADER)
+
+    assert preview.column_map == {
+        "email": "email",
+        "lifetime_value": "",
+        "full_name": "",
+        "id": "",
+        "continent": "",
+        "name": "",
+        "created_at": "",
+        "City": "city",
+        "Plan": "traits.plan",
+    }
+    assert preview.reserved == [
+        "lifetime_value",
+        "full_name",
+        "id",
+        "continent",
+        "name",
+        "created_at",
+    ]
+
+
+@pytest.mark.django_db
+def test_an_import_on_the_default_map_notes_each_column_it_ignored_for_its_name():
+    contact_import = contact_import_file(filename="res.csv", data=RESERVED_HEADER)
+
+    profile = Profile.objects.get(email="res@example.com")
+    assert (profile.city, profile.lifetime_value, profile.traits) == (
+        "Oslo",
+        0,
+        {"plan": "gold"},
+    )
+    reserved = [n for n in contact_import.notes if n["kind"] == "reserved_column"]
+    assert [note["column"] for note in reserved] == [
+        "lifetime_value",
+        "full_name",
+        "id",
+        "continent",
+        "name",
+        "created_at",
+    ]
+    assert reserved[0]["message"] == (
+        "The column “lifetime_value” is ignored: as a trait its name would be a "
+        "profile field's, which would hide it. Map it to a profile field to import it."
+    )
+
+
+@pytest.mark.parametrize("name", ["name", "Name", "full_name", "LIFETIME_VALUE", "id"])
+def test_a_trait_named_like_a_profile_field_is_not_a_target(name):
+    with pytest.raises(ImportFormatError) as caught:
+        column_target_check(f"traits.{name}", column="Full name")
+
+    assert str(caught.value) == (
+        f"The column “Full name” cannot become the trait “{name}”: that is the name "
+        "of a profile field, which would hide the trait. Map it to a profile field "
+        "or ignore it."
+    )
+
+
+@pytest.mark.django_db
+def test_a_map_with_a_reserved_trait_is_refused_and_not_kept():
+    data = b"email,Full name\nann@example.com,Ann Lee\n"
+    contact_import = contact_import_create(filename="names.csv", data=data)
+
+    with pytest.raises(ImportFormatError, match="“Full name” cannot become the trait"):
+        contact_import_map(
+            contact_import_id=contact_import.pk,
+            column_map={"email": "email", "Full name": "traits.full_name"},
+            date_format="",
+        )
+
+    contact_import.refresh_from_db()
+    assert contact_import.column_map == {}
+
+
+@pytest.mark.django_db
+def test_a_name_column_may_go_to_a_real_profile_field():
+    data = b"email,Name\nann@example.com,Ann\n"
+    contact_import = contact_import_create(filename="names.csv", data=data)
+
+    saved = contact_import_map(
+        contact_import_id=contact_import.pk,
+        column_map={"email": "email", "Name": "first_name"},
+        date_format="",
+    )
+
+    assert saved is True
+
+
+@pytest.mark.django_db
+def test_the_mapping_page_says_which_columns_are_ignored_for_their_names(signed_in):
+    # Declared before names were compared whatever the case: never offered.
+    TraitDefinition.objects.create(name="Email", type=TraitType.TEXT)
+    file = SimpleUploadedFile("res.csv", RESERVED_HEADER, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": file})
+
+    response = signed_in.get(uploaded.url)
+
+    page = response.content.decode()
+    assert (
+        "Ignored unless you map them to a profile field: “lifetime_value”, "
+        "“full_name”, “id”, “continent”, “name”, “created_at”."
+    ) in page
+    assert 'value="traits.Email"' not in page
