@@ -137,7 +137,7 @@ def test_closed_multi_line_cells_still_read_with_any_line_ending(ending):
 @pytest.mark.django_db
 def test_a_file_with_lone_cr_line_endings_imports_like_any_other():
     data = (
-        b"Email;Name;City\r"
+        b"Email;Nickname;City\r"
         b"cr1.qa@example.com;Cr One;Paris\r"
         b"cr2.qa@example.com;Two;Lyon\r"
     )
@@ -147,7 +147,7 @@ def test_a_file_with_lone_cr_line_endings_imports_like_any_other():
     assert contact_import.status == ImportStatus.DONE
     assert (contact_import.records, contact_import.rejected) == (2, 0)
     cr1 = Profile.objects.get(email="cr1.qa@example.com")
-    assert (cr1.city, cr1.traits) == ("Paris", {"name": "Cr One"})
+    assert (cr1.city, cr1.traits) == ("Paris", {"nickname": "Cr One"})
     assert Profile.objects.get(email="cr2.qa@example.com").city == "Lyon"
 
 
@@ -173,13 +173,13 @@ def test_a_utf16_mark_before_odd_bytes_is_a_format_error():
 
 @pytest.mark.django_db
 def test_an_excel_sep_line_sets_the_delimiter_and_is_not_the_header():
-    data = b"sep=;\r\nEmail;Name\r\na@example.com;Ann, Jr.\r\nnot-an-email;Bob\r\n"
+    data = b"sep=;\r\nEmail;Nickname\r\na@example.com;Ann, Jr.\r\nnot-an-email;Bob\r\n"
 
     parsed = contacts_parse(data)
 
-    assert contacts_header(data) == ["Email", "Name"]
+    assert contacts_header(data) == ["Email", "Nickname"]
     assert [(row.email.key, row.traits) for row in parsed.rows] == [
-        ("a@example.com", {"name": "Ann, Jr."})
+        ("a@example.com", {"nickname": "Ann, Jr."})
     ]
     # Lines stay the file's own: the sep= line is line 1.
     assert parsed.rows[0].lines == [3]
@@ -198,16 +198,16 @@ def test_a_sep_line_in_a_tab_file_uses_the_tab():
 
 
 def test_repeated_and_blank_header_names_become_distinct_columns():
-    data = b"Email,Name,Name,,\r\ndup.qa@example.com,First,Second,X,Y"
+    data = b"Email,Nick,Nick,,\r\ndup.qa@example.com,First,Second,X,Y"
 
     preview = contacts_preview(data)
 
-    assert preview.names == ["Email", "Name", "Name (column 3)", "Column 4", "Column 5"]
+    assert preview.names == ["Email", "Nick", "Nick (column 3)", "Column 4", "Column 5"]
     assert preview.samples == ["dup.qa@example.com", "First", "Second", "X", "Y"]
     assert preview.column_map == {
         "Email": "email",
-        "Name": "traits.name",
-        "Name (column 3)": "traits.name_column_3",
+        "Nick": "traits.nick",
+        "Nick (column 3)": "traits.nick_column_3",
         "Column 4": "traits.column_4",
         "Column 5": "traits.column_5",
     }
