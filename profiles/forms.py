@@ -11,6 +11,8 @@ from profiles.importing.layouts import (
     TARGET_UNSUBSCRIBED,
     TRAIT_PREFIX,
 )
+from profiles.importing.mapping import column_map_check
+from profiles.importing.reading import ImportFormatError
 from profiles.models import SubscriptionStatus
 
 CONTACT_FILE_MAX_BYTES = 50 * 1024 * 1024
@@ -108,11 +110,11 @@ class ContactImportMappingForm(forms.Form):
             raise forms.ValidationError(
                 "Choose exactly one column as the email address."
             )
-        single = [t for t in targets if t and not t.startswith(TRAIT_PREFIX)]
-        if len(single) != len(set(single)):
-            raise forms.ValidationError(
-                "Each profile field, tags and status can take one column only."
-            )
+        try:
+            # Names the two columns that would share a field, tags or a trait.
+            column_map_check(dict(zip(self.names, targets, strict=True)))
+        except ImportFormatError as exc:
+            raise forms.ValidationError(str(exc)) from exc
         return cleaned
 
     def column_map(self) -> dict[str, str]:

@@ -567,12 +567,14 @@ def contacts_parse(
     records = contacts_records(data)
     names = contacts_header_read(records)
     layout = layout_detect(names)
-    notes: list[dict[str, Any]] = []
-    if not column_map:
-        column_map = layout_column_map(layout, names)
-        notes = [
-            _reserved_note(name) for name in layout_columns_reserved(layout, names)
-        ]
+    column_map = column_map or layout_column_map(layout, names)
+    # Whether the map is the default or the marketer's, the report says which
+    # columns stay out because their names are profile fields'.
+    notes = [
+        _reserved_note(name)
+        for name in layout_columns_reserved(layout, names)
+        if not column_map.get(name)
+    ]
     plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
 
     context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
