@@ -9,6 +9,7 @@ import functools
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 import zlib
@@ -226,7 +227,9 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
         raise _too_large(limit)
 
     try:
-        payload = json.loads(body, parse_constant=_constant_refuse)
+        payload = json.loads(
+            body, parse_constant=_constant_refuse, parse_float=_float_read
+        )
     except (ValueError, RecursionError) as exc:
         raise RequestRefused(
             status=400, code="invalid_json", message="The body is not valid JSON."
@@ -237,6 +240,16 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
             status=400, code="invalid_json", message="The body must be a JSON object."
         )
     return payload
+
+
+def _float_read(text: str) -> float:
+    number = float(text)
+    # 1e-5000 reads as 0.0, and would be stored as a number never sent: mark it as
+    # no number, so that its item is refused as 1e999 (read as infinity) is.
+    mantissa = text.lower().partition("e")[0]
+    if number == 0.0 and mantissa.strip("+-0.") != "":
+        return math.nan
+    return number
 
 
 def _constant_refuse(name: str) -> None:
@@ -471,7 +484,8 @@ def _size_check(item: dict[str, Any]) -> None:
     except ValueError as exc:
         raise ItemRejected(
             "invalid_number",
-            "The item holds a number too large for JSON, such as 1e999.",
+            "The item holds a number JSON cannot carry exactly, such as 1e999 or "
+            "1e-5000.",
         ) from exc
     try:
         size = len(text.encode("utf-8"))

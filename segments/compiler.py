@@ -48,6 +48,7 @@ from segments.language import (
     PROFILE_DATE_FIELDS,
     RuleInvalid,
     SegmentLookup,
+    rule_number,
     rule_validate,
 )
 
@@ -221,16 +222,18 @@ class _Compiler:
         if op == "is_empty":
             return ~known
         if op == "between":
-            low, high = sorted(float(v) for v in value)
+            low, high = sorted(rule_number(v) for v in value)
             return (
                 known
                 & Q(GreaterThanOrEqual(expression, low))
                 & Q(LessThanOrEqual(expression, high))
             )
         if op in _NUMBER_LOOKUPS:
-            return known & Q(_NUMBER_LOOKUPS[op](expression, float(value)))
+            return known & Q(_NUMBER_LOOKUPS[op](expression, rule_number(value)))
 
-        values = [float(v) for v in (value if isinstance(value, list) else [value])]
+        values = [
+            rule_number(v) for v in (value if isinstance(value, list) else [value])
+        ]
         matched = known & Q(In(expression, values))
         return matched if op in ("eq", "in") else ~matched
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.db.models import BooleanField, Expression, F, FloatField, TextField
 
+from segments.language import rule_number
+
 # A number as text: optional sign, digits, optional fraction, optional exponent.
 NUMBER_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 
@@ -148,7 +150,7 @@ class ArrayItemMatches(Expression):
                 self.item_key,
                 NUMBER_PATTERN,
                 self.item_key,
-                float(self.value),
+                rule_number(self.value),
             ]
         else:
             cond, cond_params = self._condition(item)
@@ -171,7 +173,7 @@ class ArrayItemMatches(Expression):
                 f"TRIM({item}) <> '' AND TRIM({item}) NOT GLOB '*[^0-9.eE+-]*' AND "
                 f"CAST(TRIM({item}) AS REAL) {_SQL_OP[self.op]} %s))"
             )
-            number = float(self.value)
+            number = rule_number(self.value)
             cond_params = [path, path, number, path, path, path, path, number]
         else:
             cond, cond_params = self._condition(item)

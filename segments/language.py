@@ -29,7 +29,12 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS
 
 from profiles.models import SubscriptionStatus, TraitType
-from profiles.traits import TraitRule, trait_schema_load
+from profiles.traits import (
+    TraitRule,
+    number_in_range,
+    number_text,
+    trait_schema_load,
+)
 from segments.geo import CONTINENTS
 
 PROFILE_TEXT_FIELDS = {
@@ -442,12 +447,23 @@ def _campaign_exists(slug: str) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
+    # The grammar and range every other path reads numbers with (profiles.traits).
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    text = number_text(value)
+    if text is None:
         return False
     try:
-        return Decimal(str(value)).is_finite()
+        return number_in_range(Decimal(text))
     except InvalidOperation:
         return False
+
+
+def rule_number(value: Any) -> float:
+    """Return a rule's number value ("1 000", "12.5" or 12.5) as the SQL compares it."""
+    if isinstance(value, str):
+        return float(Decimal(number_text(value) or "NaN"))
+    return float(value)
 
 
 def _is_count(value: Any) -> bool:

@@ -2,7 +2,7 @@
 
 import logging
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import regex
@@ -16,8 +16,12 @@ from profiles.access import staff_required
 from profiles.health import trait_names_undeclared, trait_rule_breaches
 from profiles.models import TraitDefinition, TraitType
 from profiles.traits import (
+    NUMBER_MAX_DIGITS,
+    NUMBER_SMALLEST,
     TraitInvalid,
     TraitRule,
+    number_in_range,
+    number_text,
     trait_coerce,
     trait_name_is_reserved,
 )
@@ -25,6 +29,33 @@ from profiles.traits import (
 logger = logging.getLogger(__name__)
 
 TRAIT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class RuleNumberField(forms.DecimalField):
+    """A bound of a number rule, read with the grammar and range values are read with."""
+
+    def to_python(self, value: Any) -> Decimal | None:
+        if value in self.empty_values:
+            return None
+        text = number_text(value)
+        if text is None:
+            raise forms.ValidationError(
+                f"“{value}” is not a number: use the digits 0 to 9, a sign, a decimal "
+                "point and an exponent, and spaces only between thousands.",
+                code="invalid",
+            )
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            number = Decimal("Infinity")
+        if not number_in_range(number):
+            raise forms.ValidationError(
+                f"“{value}” is out of range: a number other than 0 has at most "
+                f"{NUMBER_MAX_DIGITS} digits before the point and is at least "
+                f"{NUMBER_SMALLEST:f} in size.",
+                code="invalid",
+            )
+        return number
 
 
 class TraitDefinitionForm(forms.ModelForm):
@@ -36,6 +67,7 @@ class TraitDefinitionForm(forms.ModelForm):
 
     class Meta:
         model = TraitDefinition
+        field_classes = {"minimum": RuleNumberField, "maximum": RuleNumberField}
         fields = [
             "name",
             "type",

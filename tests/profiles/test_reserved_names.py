@@ -78,3 +78,22 @@ def test_the_admin_refuses_a_second_key_of_that_name_and_makes_the_secret(
     app = WriteKey.objects.get(name="App")
     assert app.key != "chosen-by-hand"
     assert len(app.key) >= 32
+
+
+@pytest.mark.parametrize(
+    ("bound", "message"),
+    [
+        ("1_0", "“1_0” is not a number"),
+        ("٥", "“٥” is not a number"),
+        ("1e-5000", "“1e-5000” is out of range"),
+        ("-1e400", "“-1e400” is out of range"),
+    ],
+)
+def test_a_rule_bound_is_read_as_values_are(signed_in, bound, message):
+    response = signed_in.post(
+        reverse("trait_new"),
+        {"name": "score", "type": "number", "description": "", "minimum": bound},
+    )
+
+    assert message in response.content.decode()
+    assert not TraitDefinition.objects.exists()

@@ -120,3 +120,29 @@ def test_an_order_whose_amount_is_no_number_is_stored_with_a_warning(client):
         in answer["warnings"][0]["message"]
     )
     assert RejectedEvent.objects.get().code == "order_amount_unreadable"
+
+
+def test_a_number_too_small_for_a_float_is_refused_not_stored_as_zero(client):
+    tiny = (
+        '{"type":"identify","messageId":"tiny-1","userId":"u",'
+        '"traits":{"score":1e-5000,"zero":0.0e10,"small":5e-300}}'
+    )
+
+    response = batch(client, tiny, GOOD)
+
+    answer = response.json()
+    assert [(r["messageId"], r["code"]) for r in answer["rejected"]] == [
+        ("tiny-1", "invalid_number")
+    ]
+    assert answer["stored"] == 1
+
+
+def test_zero_written_any_way_is_still_zero(client):
+    zero = (
+        '{"type":"identify","messageId":"zero-1","userId":"u",'
+        '"traits":{"a":0.0,"b":-0.0e5,"c":0e-10}}'
+    )
+
+    response = batch(client, zero)
+
+    assert response.json()["stored"] == 1

@@ -146,3 +146,18 @@ def test_a_long_value_is_quoted_cut_short_in_the_message():
 
     assert caught.value.message.startswith(f"spend: {raw[:40]!r}… (301 characters) ")
     assert len(caught.value.message) < 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"), [("1 000 000", 1_000_000), ("12 345.5", 12_345.5), ("7", 7)]
+)
+def test_spaces_may_group_thousands(raw, stored):
+    assert trait_coerce(TraitRule("spend", "number"), raw) == stored
+
+
+@pytest.mark.parametrize("raw", ["1 2", "12 34", "1  000", "1 000 00"])
+def test_spaces_anywhere_else_make_no_number(raw):
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(TraitRule("spend", "number"), raw)
+
+    assert caught.value.reason == "not_a_number"
