@@ -8,6 +8,7 @@ is marked 'unknown' by the sweep and shown, never resent by itself.
 """
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.headerregistry import Address
@@ -34,6 +35,8 @@ from profiles.selectors import profile_is_suppressed
 from segments.selectors import segment_member_ids
 
 logger = logging.getLogger(__name__)
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 FAN_OUT_CHUNK_SIZE = 2000
 # A message still 'sending' this long after its claim was lost with its worker.
@@ -217,7 +220,7 @@ def _send_one(
     _deliver(campaign, message, profile, rendered, connection, report)
 
 
-def _deliver(campaign, message, profile, rendered, connection, report) -> None:
+def _email_build(campaign, message, profile, rendered, connection) -> AnymailMessage:
     email = AnymailMessage(
         subject=rendered.subject,
         body=rendered.text or "This email is best viewed as HTML.",
@@ -233,6 +236,21 @@ def _deliver(campaign, message, profile, rendered, connection, report) -> None:
         connection=connection,
     )
     email.attach_alternative(rendered.html, "text/html")
+    return email
+
+
+def _deliver(campaign, message, profile, rendered, connection, report) -> None:
+    try:
+        email = _email_build(campaign, message, profile, rendered, connection)
+    except ValueError as exc:
+        # Refused before anything reached the ESP: certainly not sent.
+        _mark(message, status=MessageStatus.FAILED, error=f"Not sent: {exc}"[:2000])
+        report.failed += 1
+        logger.warning(
+            "Message could not be built",
+            extra={"campaign_id": campaign.pk, "message_id": message.pk},
+        )
+        return
 
     try:
         email.send()
@@ -288,9 +306,12 @@ def _mark(message: Message, **fields) -> None:
 def _recipient(profile: Profile) -> str:
     # Anymail encodes the display name and the IDN domain for the wire; this only
     # quotes the name where it holds specials such as the comma in "Smith, Jr.".
-    if not profile.full_name:
+    # A line break or other control character in a stored name would make a header
+    # of its own: it becomes a space.
+    name = " ".join(CONTROL_CHARACTERS.sub(" ", profile.full_name).split())
+    if not name:
         return profile.email
-    return str(Address(display_name=profile.full_name, addr_spec=profile.email))
+    return str(Address(display_name=name, addr_spec=profile.email))
 
 
 def message_skip_reason(profile: Profile) -> str:

@@ -177,3 +177,30 @@ def test_an_esp_that_never_answered_leaves_the_outcome_unknown(campaign):
     assert report.unknown == 1
     assert report.sent == 0
     assert Message.objects.filter(status=MessageStatus.UNKNOWN).count() == 1
+
+
+def test_a_line_break_in_a_name_is_a_space_in_the_address(campaign, audience):
+    eve = ProfileFactory(email="crlf@example.com", first_name="Eve\r\nBcc: x@y.z")
+    ProfileTag.objects.create(profile=eve, name="Spring")
+
+    campaign_start(campaign_id=campaign.pk)
+    report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert report.sent == 2
+    (to,) = [t for e in OutboxEmail.objects.all() for t in e.to if "crlf@" in t]
+    assert "\n" not in to
+    assert "\r" not in to
+    assert to.endswith("<crlf@example.com>")
+
+
+def test_a_message_that_cannot_be_built_fails_and_the_batch_goes_on(campaign, audience):
+    with mock.patch(
+        "campaigns.sending._recipient", side_effect=ValueError("bad address")
+    ):
+        campaign_start(campaign_id=campaign.pk)
+        report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert report.failed == 1
+    message = Message.objects.get(profile=audience["ok"])
+    assert message.status == MessageStatus.FAILED
+    assert message.error == "Not sent: bad address"
