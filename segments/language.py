@@ -22,6 +22,7 @@ Conditions (leaves):
 - ``{"segment": "<slug>"}``: membership of another segment (cycles are refused).
 """
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -97,6 +98,9 @@ LEAF_KEYS = (
 )
 MAX_DEPTH = 20
 MAX_DAYS = 36_500
+# A trait's name, or a path into a trait that holds an object: word characters only,
+# so that no name can break the JSON path a database reads it with.
+TRAIT_PATH = re.compile(r"\w{1,100}(?:\.\w{1,100}){0,4}")
 
 
 @dataclass(frozen=True)
@@ -411,7 +415,7 @@ def _attribute_ops(name: Any) -> set[str] | None:
         return {"eq", "neq", "in", "not_in"}
     if name == "tags":
         return {"contains", "exists", "is_empty"}
-    if name.startswith("traits.") and len(name) > len("traits."):
+    if name.startswith("traits.") and TRAIT_PATH.fullmatch(name[len("traits.") :]):
         return TRAIT_OPS
     return None
 

@@ -27,3 +27,32 @@ def test_thousands_written_with_spaces_compare_as_the_number():
     )
 
     assert [profile.email for profile in matched] == ["big@example.com"]
+
+
+@pytest.mark.parametrize("name", ["traits.score\u0000", "traits.", "traits.a b"])
+def test_a_trait_name_that_could_break_a_json_path_is_refused(name):
+    errors = rule_validate({"attribute": name, "op": "exists"})
+
+    assert [error.message for error in errors] == [
+        f"unknown attribute {name!r}: use city, country_code, created_at, email, "
+        "first_name, last_name, phone, region, timezone, continent, tags or "
+        "traits.<name>"
+    ]
+
+
+def test_a_segment_saved_with_such_a_name_leaves_the_pages_working(client, marketer):
+    from django.urls import reverse
+
+    from segments.models import Segment
+
+    Segment.objects.create(
+        name="Broken",
+        slug="broken",
+        rule={"attribute": "traits.x y", "op": "exists"},
+    )
+    person = ProfileFactory(email="p@example.com", traits={"x": 1})
+    client.force_login(marketer)
+
+    assert client.get(reverse("segment_list")).status_code == 200
+    profile_page = reverse("profile_detail", kwargs={"pk": person.pk})
+    assert client.get(profile_page).status_code == 200
