@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from liquid import Environment
-from liquid.exceptions import LiquidError
+from liquid.exceptions import LiquidError, TemplateNotFoundError
 
 from segments.geo import continent_of
 
@@ -116,7 +116,18 @@ def template_review(
     ):
         if not source or any(error.startswith(f"{part}:") for error in errors):
             continue
-        analysis = _parse(source, html=is_html).analyze()
+        template = _parse(source, html=is_html)
+        try:
+            analysis = template.analyze()
+        except TemplateNotFoundError as exc:
+            errors.append(
+                f"{part}: a template cannot include or render another one "
+                f"({exc.message})"
+            )
+            continue
+        except LiquidError as exc:
+            errors.append(f"{part}: {exc}")
+            continue
         # An unknown filter parses, then fails every render: refuse it now.
         environment = _HTML if is_html else _TEXT
         for name, spans in analysis.filters.items():
@@ -131,7 +142,45 @@ def template_review(
                     warned.add(problem)
                     line = source.count("\n", 0, variable.span.index) + 1
                     warnings.append(f"{part}, line {line}: {problem}")
+        if not any(error.startswith(part) for error in errors):
+            warnings += _sample_render_problems(part, template)
     return TemplateReview(errors, warnings)
+
+
+# A plausible recipient, to try a template on before anyone receives it.
+SAMPLE_CONTEXT = {
+    "profile": {
+        "email": "sam@example.com",
+        "first_name": "Sam",
+        "last_name": "Sample",
+        "full_name": "Sam Sample",
+        "city": "Lyon",
+        "region": "Auvergne-Rhône-Alpes",
+        "country_code": "FR",
+        "continent": "Europe",
+        "timezone": "Europe/Paris",
+        "lifetime_value": 120.0,
+        "order_count": 2,
+        "tags": ["VIP"],
+    },
+    "campaign": {"name": "Sample", "slug": "sample"},
+    "unsubscribe_url": "https://bespoke.example.com/u/sample",
+    "preferences_url": "https://bespoke.example.com/u/sample",
+    "web_version_url": "",
+}
+
+
+def _sample_render_problems(part: str, template: Any) -> list[str]:
+    """Say if rendering the part for a plausible recipient fails, as it would send."""
+    try:
+        template.render(**SAMPLE_CONTEXT)
+    except LiquidError as exc:
+        first_line = str(exc).splitlines()[0]
+        return [
+            f"{part}: it fails for a sample recipient ({first_line}); every "
+            "recipient it fails for is skipped when the campaign sends"
+        ]
+    return []
 
 
 def _unknown_name(segments: list, known: set[str]) -> str:

@@ -157,3 +157,27 @@ def test_an_unknown_filter_is_an_error_with_its_line():
     )
 
     assert review.errors == ["html, line 2: there is no filter 'nosuchfilter'"]
+
+
+def test_a_template_that_includes_another_is_an_error():
+    review = template_review(subject="Hi", html='<p>{% include "footer" %}</p>')
+
+    assert review.errors == [
+        "html: a template cannot include or render another one (footer)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("html", "cause"),
+    [
+        ("{{ profile.order_count | divided_by: 0 }}", "can't divide by 0"),
+        ("{% for i in (1..20000) %}x{% endfor %}", "loop iteration limit reached"),
+    ],
+)
+def test_a_template_that_fails_for_a_sample_recipient_is_warned_about(html, cause):
+    review = template_review(subject="Hi", html=html)
+
+    assert review.errors == []
+    (warning,) = review.warnings
+    assert warning.startswith("html: it fails for a sample recipient (")
+    assert cause in warning
