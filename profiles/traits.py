@@ -44,6 +44,8 @@ RESERVED_TRAIT_NAMES = frozenset(
         {"email", "firstName", "first_name", "lastName", "last_name", "name", "phone"}
         | {field.name for field in Profile._meta.concrete_fields}
         | {"full_name", "continent", "tags"}
+        # Flags Bespoke itself sets on a profile's traits.
+        | {"email_needs_smtputf8"}
     )
 )
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}

@@ -59,6 +59,15 @@ PROFILE_COLUMNS = {
     "cc": "country_code",
 }
 STATUS_COLUMNS = {"status", "subscriptionstatus"}
+# Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
+UNSUBSCRIBED_COLUMNS = {
+    "unsubscribed",
+    "unsubscribe",
+    "optedout",
+    "optout",
+    "emailoptout",
+    "blacklisted",
+}
 
 LAYOUT_MAILCHIMP_SUBSCRIBED = "mailchimp_subscribed"
 LAYOUT_MAILCHIMP_UNSUBSCRIBED = "mailchimp_unsubscribed"
@@ -339,6 +348,8 @@ def _default_target(layout: Layout, name: str, position: int) -> str:
         return TARGET_TAGS
     if key in STATUS_COLUMNS and layout.status is None:
         return TARGET_STATUS
+    if key in UNSUBSCRIBED_COLUMNS and layout.status is None:
+        return TARGET_UNSUBSCRIBED
     return TRAIT_PREFIX + trait_key(name, position)
 
 

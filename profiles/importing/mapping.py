@@ -49,7 +49,7 @@ from profiles.importing.reading import (
     contacts_records,
     contacts_tags_split,
 )
-from profiles.models import Profile
+from profiles.models import Profile, SubscriptionStatus
 from profiles.traits import (
     TraitInvalid,
     TraitRule,
@@ -438,14 +438,16 @@ def _consents_read(
     """Return the consent facts a record states; raise ValueError on a bad status."""
     plan = context.plan
     status = plan.layout.status
+    left = None
+    if status is None and plan.unsubscribed is not None:
+        cell = cells[plan.unsubscribed]
+        left = blacklisted_read(cell) if cell.strip() else None
     if status is None and plan.status is not None and cells[plan.status].strip():
         status = status_read(cells[plan.status])
-    elif (
-        status is None
-        and plan.unsubscribed is not None
-        and cells[plan.unsubscribed].strip()
-    ):
-        status = blacklisted_read(cells[plan.unsubscribed])
+    # A row that says both "subscribed" and "unsubscribed: yes" has left: a
+    # withdrawal always wins over a list's word that someone is subscribed.
+    if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
+        status = left or status
     if status is None:
         return []
 

@@ -101,3 +101,33 @@ def test_the_profile_page_marks_an_undated_fact(client, marketer):
     page = client.get(reverse("profile_detail", kwargs={"pk": una.pk})).content.decode()
 
     assert "undated in the file: the time it was imported" in page
+
+
+def test_an_unsubscribed_column_is_read_as_one_and_a_yes_wins_over_status():
+    data = (
+        b"Email,Status,Unsubscribed\n"
+        b"r1@example.com,subscribed,yes\n"
+        b"r2@example.com,subscribed,no\n"
+        b"r3@example.com,,yes\n"
+    )
+
+    contact_import = contact_import_file(filename="left.csv", data=data)
+
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "r1@example.com": SubscriptionStatus.UNSUBSCRIBED,
+        "r2@example.com": SubscriptionStatus.SUBSCRIBED,
+        "r3@example.com": SubscriptionStatus.UNSUBSCRIBED,
+    }
+    assert contact_import.rejected == 0
+    assert not Profile.objects.filter(traits__has_key="unsubscribed").exists()
+
+
+def test_a_column_named_like_a_flag_bespoke_sets_is_left_out():
+    data = b"Email,email_needs_smtputf8
+flag@example.com,true
+"
+
+    contact_import_file(filename="flag.csv", data=data)
+
+    assert Profile.objects.get(email="flag@example.com").traits == {}
