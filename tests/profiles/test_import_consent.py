@@ -124,9 +124,7 @@ def test_an_unsubscribed_column_is_read_as_one_and_a_yes_wins_over_status():
 
 
 def test_a_column_named_like_a_flag_bespoke_sets_is_left_out():
-    data = b"Email,email_needs_smtputf8
-flag@example.com,true
-"
+    data = b"Email,email_needs_smtputf8\nflag@example.com,true\n"
 
     contact_import_file(filename="flag.csv", data=data)
 
