@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from profiles.models import Event, EventType, Profile
 from profiles.processing_writes import int_array
+from profiles.traits import number_in_range, number_text
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,11 @@ class TraitsRefresh:
 
 
 def number_coerce(value: Any) -> Decimal | None:
-    """Return a property as a Decimal ("29.50" and 29.5 alike), or None if not one."""
+    """Return a property as a Decimal ("29.50" and 29.5 alike), or None if not one.
+
+    Read with the grammar and range of every other number (profiles.traits), so
+    1e-999 or a 4,001-digit total is no amount.
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     if isinstance(value, str) and not re.fullmatch(
@@ -102,8 +107,14 @@ def number_coerce(value: Any) -> Decimal | None:
     ):
         return None
 
-    number = Decimal(str(value).strip(NUMBER_BLANKS))
-    return number if number.is_finite() else None
+    text = number_text(str(value).strip(NUMBER_BLANKS))
+    if text is None:
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number_in_range(number) else None
 
 
 def profile_traits_compute(*, profile: Profile) -> None:

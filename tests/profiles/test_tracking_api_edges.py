@@ -146,3 +146,17 @@ def test_zero_written_any_way_is_still_zero(client):
     response = batch(client, zero)
 
     assert response.json()["stored"] == 1
+
+
+@pytest.mark.parametrize("amount", ['"1e-999"', '"1e999"', "1" + "0" * 400])
+def test_an_order_amount_out_of_range_is_warned_about(client, amount):
+    order = (
+        '{"type":"track","messageId":"ord-x","userId":"u","event":"Order Completed",'
+        f'"properties":{{"order_id":"9","total":{amount}}}}}'
+    )
+
+    response = batch(client, order)
+
+    answer = response.json()
+    assert answer["stored"] == 1
+    assert [w["code"] for w in answer["warnings"]] == ["order_amount_unreadable"]
