@@ -7,7 +7,11 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from profiles.keys import write_key_name_taken, write_key_secret
+from profiles.keys import (
+    write_key_name_clean,
+    write_key_name_taken,
+    write_key_secret,
+)
 from profiles.models import (
     ConsentRecord,
     ContactImport,
@@ -32,7 +36,7 @@ class WriteKeyAdminForm(forms.ModelForm):
         fields = ("name", "revoked_at")
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
+        name = write_key_name_clean(self.cleaned_data["name"])
         unchanged = self.instance.pk is not None and self.instance.name == name
         if not unchanged and write_key_name_taken(name):
             raise forms.ValidationError(

@@ -1,7 +1,9 @@
 """Write keys: the secrets with which a site or server sends events to /v1/."""
 
 import logging
+import re
 import secrets
+import unicodedata
 
 from django.utils import timezone
 
@@ -11,10 +13,22 @@ logger = logging.getLogger(__name__)
 
 WRITE_KEY_BYTES = 24
 WRITE_KEY_SHOWN_CHARS = 4
+# Zero-width and other format characters: they change a name without showing.
+INVISIBLE_CHARACTERS = re.compile(r"[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
 
 
 def write_key_secret() -> str:
     return secrets.token_urlsafe(WRITE_KEY_BYTES)
+
+
+def write_key_name_clean(name: str) -> str:
+    """Return a key's name as it is kept and compared: one form for what looks alike.
+
+    Full-width letters become plain ones (NFKC) and invisible characters go, so two
+    keys that read the same on the sources page are one name.
+    """
+    name = unicodedata.normalize("NFKC", name)
+    return " ".join(INVISIBLE_CHARACTERS.sub("", name).split())
 
 
 def write_key_name_taken(name: str) -> bool:
@@ -22,12 +36,15 @@ def write_key_name_taken(name: str) -> bool:
 
     The sources page counts events by key name, so two keys would read as one.
     """
-    return WriteKey.objects.filter(name__iexact=name.strip(), revoked_at=None).exists()
+    name = write_key_name_clean(name)
+    return WriteKey.objects.filter(name__iexact=name, revoked_at=None).exists()
 
 
 def write_key_create(*, name: str) -> WriteKey:
     """Create a write key with a fresh random secret under the given name."""
-    write_key = WriteKey.objects.create(name=name.strip(), key=write_key_secret())
+    write_key = WriteKey.objects.create(
+        name=write_key_name_clean(name), key=write_key_secret()
+    )
 
     logger.info("Write key created", extra={"write_key_id": write_key.pk})
     return write_key

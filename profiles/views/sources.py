@@ -13,6 +13,7 @@ from profiles.health import BACKLOG_WARNING_SECONDS, sources_health
 from profiles.keys import (
     write_key_create,
     write_key_masked,
+    write_key_name_clean,
     write_key_name_taken,
     write_key_revoke,
 )
@@ -32,7 +33,7 @@ class WriteKeyForm(forms.Form):
     )
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
+        name = write_key_name_clean(self.cleaned_data["name"])
         if not name:
             raise forms.ValidationError("Give the key a name.")
         if write_key_name_taken(name):

@@ -97,3 +97,13 @@ def test_a_rule_bound_is_read_as_values_are(signed_in, bound, message):
 
     assert message in response.content.decode()
     assert not TraitDefinition.objects.exists()
+
+
+@pytest.mark.parametrize("lookalike", ["Ｓｈｏｐ", "Shop\u200b", " shop "])
+def test_a_name_that_only_looks_different_is_the_same_name(signed_in, lookalike):
+    write_key_create(name="Shop")
+
+    response = signed_in.post(reverse("source_keys"), {"name": lookalike})
+
+    assert "is in use already" in response.content.decode()
+    assert WriteKey.objects.count() == 1
