@@ -188,11 +188,18 @@ def _is_xlsx(data: bytes) -> bool:
         return False
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return set(archive.namelist()) >= XLSX_PARTS
+            names = set(archive.namelist())
     except zipfile.BadZipFile as exc:
         if any(name.startswith("xl/") for name in _zip_part_names(data)):
             raise ImportFormatError(XLSX_DAMAGED) from exc
         return False
+
+    if names >= XLSX_PARTS:
+        return True
+    # Some of a workbook's parts but not all: a damaged workbook, not an export zip.
+    if "[Content_Types].xml" in names or any(name.startswith("xl/") for name in names):
+        raise ImportFormatError(XLSX_DAMAGED)
+    return False
 
 
 def _zip_part_names(data: bytes) -> set[str]:

@@ -385,3 +385,15 @@ def test_rule_messages_write_numbers_without_trailing_zeros(rule, raw, message):
         trait_coerce(rule, raw)
 
     assert refused.value.message == f"{rule.name}: {message}"
+
+
+def test_a_workbook_missing_a_part_is_called_damaged_not_a_zip():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_parse(buffer.getvalue())
+
+    assert "The workbook is damaged" in str(refused.value)
