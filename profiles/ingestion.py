@@ -227,9 +227,7 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
         raise _too_large(limit)
 
     try:
-        payload = json.loads(
-            body, parse_constant=_constant_refuse, parse_float=_float_read
-        )
+        payload = json_read_exact(body)
     except (ValueError, RecursionError) as exc:
         raise RequestRefused(
             status=400, code="invalid_json", message="The body is not valid JSON."
@@ -240,6 +238,16 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
             status=400, code="invalid_json", message="The body must be a JSON object."
         )
     return payload
+
+
+def json_read_exact(body: bytes | str) -> Any:
+    """Parse JSON, refusing what would not be stored as the number that was sent.
+
+    NaN and Infinity raise ValueError; 1e999 reads as infinity and 1e-5000 as NaN,
+    so that storing either (json.dumps with allow_nan=False) fails instead of
+    keeping infinity, or 0, in the sender's place.
+    """
+    return json.loads(body, parse_constant=_constant_refuse, parse_float=_float_read)
 
 
 def _float_read(text: str) -> float:

@@ -9,6 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from profiles.ingestion import json_read_exact
 from profiles.shopify import (
     shopify_delivery_process,
     shopify_delivery_store,
@@ -110,9 +111,9 @@ def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | 
 def _payload_parse(body: bytes) -> dict[str, Any] | None:
     """Return the body's JSON object, or None if it is none the database can keep."""
     try:
-        payload = json.loads(body, parse_constant=_constant_refuse)
-        # Python reads 1e999 as infinity, and keeps lone surrogates and NUL in
-        # strings: none of them is JSON PostgreSQL's jsonb (or SQLite's) stores.
+        payload = json_read_exact(body)
+        # Python keeps 1e999 (infinity), lone surrogates and NUL in strings: none
+        # of them is JSON PostgreSQL's jsonb (or SQLite's) stores.
         text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
     except (UnicodeError, ValueError, RecursionError):
@@ -120,10 +121,6 @@ def _payload_parse(body: bytes) -> dict[str, Any] | None:
     if "\\u0000" in text:
         return None
     return payload if isinstance(payload, dict) else None
-
-
-def _constant_refuse(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _delivery_accept(

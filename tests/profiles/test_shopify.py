@@ -773,7 +773,13 @@ def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
 
 
 @pytest.mark.parametrize(
-    "body", [b'{"id": 1e999}', b'{"id": 5, "total_price": NaN}', b'{"x": "a\\u0000"}']
+    "body",
+    [
+        b'{"id": 1e999}',
+        b'{"id": 5, "total_price": NaN}',
+        b'{"x": "a\\u0000"}',
+        b'{"id": 5, "total_price": 1e-5000}',
+    ],
 )
 def test_a_body_no_database_can_keep_is_refused_in_json(
     db, deliver, shop_headers, body
