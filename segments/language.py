@@ -126,6 +126,9 @@ class SegmentLookup:
     Kept apart so that tests can swap it.
     """
 
+    def __init__(self) -> None:
+        self._traits: dict[str, TraitRule] | None = None
+
     def rule_of(self, slug: str) -> dict | None:
         from segments.models import Segment
 
@@ -133,10 +136,9 @@ class SegmentLookup:
 
     def traits(self) -> dict[str, TraitRule]:
         """Return the trait schema, read once per lookup and only if a rule asks."""
-        traits = getattr(self, "_traits", None)
-        if traits is None:
-            traits = self._traits = trait_schema_load(using=self.database())
-        return traits
+        if self._traits is None:
+            self._traits = trait_schema_load(using=self.database())
+        return self._traits
 
     def database(self) -> str:
         return DEFAULT_DB_ALIAS

@@ -73,6 +73,7 @@ class _Lookup(SegmentLookup):
     """Find other segments' rules in one database, from rules already loaded if given."""
 
     def __init__(self, using: str, rules: dict[str, dict] | None = None) -> None:
+        super().__init__()
         self.using = using
         self.rules = rules
         # Changes whenever any rule does, so SQL compiled from the rules is reused
