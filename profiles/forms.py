@@ -3,6 +3,7 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from profiles.emails import InvalidEmail, email_normalize
 from profiles.importing.layouts import (
     PROFILE_FIELDS,
     TARGET_EMAIL,
@@ -13,7 +14,7 @@ from profiles.importing.layouts import (
 )
 from profiles.importing.mapping import column_map_check
 from profiles.importing.reading import ImportFormatError
-from profiles.models import SubscriptionStatus
+from profiles.models import Profile, SubscriptionStatus
 
 CONTACT_FILE_MAX_BYTES = 50 * 1024 * 1024
 
@@ -24,6 +25,54 @@ class ProfileSearchForm(forms.Form):
         required=False,
         choices=[("", "Any status"), *SubscriptionStatus.choices],
     )
+
+
+class ProfileMergeForm(forms.Form):
+    """The other profile a marketer merges into this one, named by email or id."""
+
+    other = forms.CharField(
+        label="Email or id of the other profile",
+        max_length=254,
+        help_text="You see both profiles, and which one is kept, before anything moves.",
+    )
+
+    def __init__(self, *args, profile: Profile, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.profile = profile
+
+    def clean_other(self) -> Profile:
+        written = self.cleaned_data["other"].strip()
+        other = _profile_named(written)
+        if other.pk == self.profile.pk:
+            raise forms.ValidationError(
+                "That is this profile itself: name another profile to merge into it."
+            )
+        return other
+
+
+def _profile_named(written: str) -> Profile:
+    """Return the profile an id ('42' or '#42') or an email address names."""
+    number = written.removeprefix("#")
+    if number.isascii() and number.isdigit():
+        found = Profile.objects.filter(pk=int(number)).first()
+        if found is None:
+            raise forms.ValidationError(
+                f"No profile has the id {number}. It may have been merged into "
+                "another profile or erased."
+            )
+        return found
+
+    try:
+        email = email_normalize(written)
+    except InvalidEmail as exc:
+        raise forms.ValidationError(
+            f"“{written}” is neither a profile id nor an email address."
+        ) from exc
+    # iexact, as the event path looks addresses up: a row stored with capitals counts.
+    found = Profile.objects.filter(email__iexact=email.key).first()
+    if found is None:
+        raise forms.ValidationError(f"No profile has the address {email.display}.")
+    return found
 
 
 class ContactImportForm(forms.Form):

@@ -7,6 +7,7 @@ from profiles.views import imports, people, schema, sources
 urlpatterns = [
     path("", people.profile_list, name="profile_list"),
     path("<int:pk>/", people.profile_detail, name="profile_detail"),
+    path("<int:pk>/merge/", people.profile_merge_page, name="profile_merge"),
     path("sources/", sources.sources_health_page, name="sources_health"),
     path("sources/keys/", sources.source_keys, name="source_keys"),
     path(

@@ -1,23 +1,48 @@
-"""Marketer pages about profiles: the list with search, and one person's whole story."""
+"""Marketer pages about profiles: the list with search, one person's whole story, and
+merging two profiles of one person by hand."""
 
+import logging
 from typing import Any
 
 from django import forms
+from django.contrib import messages as flash
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
 
 from profiles.access import staff_required
-from profiles.forms import ProfileSearchForm
-from profiles.models import Event, Profile, ProfileTag, TraitType
+from profiles.forms import ProfileMergeForm, ProfileSearchForm
+from profiles.models import (
+    Event,
+    IdentityKind,
+    Profile,
+    ProfileMerge,
+    ProfileTag,
+    TraitType,
+)
+
+# The event path's own rules for which profile is kept and which pairs cannot be
+# one person, so that the confirmation shows what the merge will do.
+from profiles.processing_identities import (
+    MergeRefused,
+    _merge_check,
+    _merge_order,
+    profile_merge,
+)
 from profiles.selectors import profile_is_suppressed
+from profiles.signals import profiles_changed
 from profiles.traits import trait_schema_load
 from segments.selectors import segments_containing
 
 PROFILES_PER_PAGE = 50
 EVENTS_PER_PAGE = 50
 PRODUCT_NAMES_SHOWN = 3
+
+logger = logging.getLogger(__name__)
 
 
 class ProfileFilterForm(ProfileSearchForm):
@@ -80,6 +105,7 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "consents": profile.consent_records.order_by("-occurred_at", "-pk"),
         "suppressed": bool(profile.email) and profile_is_suppressed(profile.email),
         "merges": profile.merges.order_by("-merged_at", "-pk"),
+        "merge_form": ProfileMergeForm(profile=profile),
         "segments": segments_containing(profile.pk),
         "page": page,
         "timeline": [_timeline_row(event) for event in page],
@@ -162,3 +188,120 @@ def _product_names(properties: dict[str, Any]) -> str:
 def _page_path(context: Any) -> str:
     page = context.get("page") if isinstance(context, dict) else None
     return str(page.get("path") or "") if isinstance(page, dict) else ""
+
+
+class ProfileGone(Exception):
+    """A profile of a merge was merged away or erased after the marketer chose it."""
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def profile_merge_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """Name the other profile (GET), see both and which is kept, then merge (POST)."""
+    profile = get_object_or_404(Profile, pk=pk)
+    data = request.POST if request.method == "POST" else request.GET or None
+    form = ProfileMergeForm(data, profile=profile)
+    if not form.is_valid():
+        return _merge_page_render(request, profile, form)
+
+    other = form.cleaned_data["other"]
+    kept, merged = _merge_order(profile, other)
+    try:
+        _merge_check(kept, merged, explicit=False)
+    except MergeRefused as exc:
+        return _merge_refused(request, profile, form, _refusal(kept, merged, exc))
+    if request.method == "GET":
+        return _merge_page_render(request, profile, form, kept=kept, merged=merged)
+
+    try:
+        kept = _merge_by_hand(profile, other, user=request.user)
+    except MergeRefused as exc:
+        return _merge_refused(request, profile, form, _refusal(kept, merged, exc))
+    except ProfileGone:
+        gone = (
+            f"Profile #{merged.pk} or #{kept.pk} no longer exists: an event may have "
+            "merged it into another profile meanwhile. Look the profile up again."
+        )
+        return _merge_refused(request, profile, form, gone)
+
+    flash.success(
+        request,
+        f"Profile #{merged.pk} ({_profile_label(merged)}) is merged into "
+        f"#{kept.pk} ({_profile_label(kept)}), which is kept.",
+    )
+    return redirect("profile_detail", pk=kept.pk)
+
+
+def _merge_by_hand(
+    profile: Profile, other: Profile, *, user: AbstractBaseUser
+) -> Profile:
+    """Merge two profiles as the event path does, in one transaction; return the kept."""
+    reason = f"merged by hand by {user.get_username()}"
+    with transaction.atomic():
+        # Locked in profile_merge's order before it runs: an event may have merged
+        # either profile away since the marketer chose it.
+        pair = [profile.pk, other.pk]
+        locked = Profile.objects.select_for_update().filter(pk__in=pair).order_by("pk")
+        if len(locked) != 2:
+            raise ProfileGone
+
+        kept = profile_merge(first=profile, second=other, reason=reason)
+        # As after an identify or an alias: every segment reads the kept profile again.
+        transaction.on_commit(
+            lambda: profiles_changed.send(
+                sender=ProfileMerge, profile_ids=[kept.pk], changed=None
+            )
+        )
+
+    logger.info(
+        "Profiles merged by hand", extra={"kept_profile": kept.pk, "user_id": user.pk}
+    )
+    return kept
+
+
+def _refusal(kept: Profile, merged: Profile, exc: MergeRefused) -> str:
+    return (
+        f"Profiles #{kept.pk} and #{merged.pk} cannot be merged: {exc}. Bespoke "
+        "merges only profiles that can be one person."
+    )
+
+
+def _merge_refused(
+    request: HttpRequest, profile: Profile, form: ProfileMergeForm, message: str
+) -> HttpResponse:
+    form.add_error("other", message)
+    return _merge_page_render(request, profile, form)
+
+
+def _merge_page_render(
+    request: HttpRequest,
+    profile: Profile,
+    form: ProfileMergeForm,
+    *,
+    kept: Profile | None = None,
+    merged: Profile | None = None,
+) -> HttpResponse:
+    context: dict[str, Any] = {"profile": profile, "form": form}
+    if kept is not None and merged is not None:
+        context["kept"] = _merge_side(kept)
+        context["merged"] = _merge_side(merged)
+        context["kept_because"] = (
+            "it has an email address"
+            if kept.email and not merged.email
+            else "it is the older profile"
+        )
+    return render(request, "profiles/profile_merge.html", context)
+
+
+def _merge_side(profile: Profile) -> dict[str, Any]:
+    user_ids = profile.identities.filter(kind=IdentityKind.USER_ID)
+    return {
+        "profile": profile,
+        "label": _profile_label(profile),
+        "events": profile.events.count(),
+        "user_ids": list(user_ids.values_list("value", flat=True)),
+    }
+
+
+def _profile_label(profile: Profile) -> str:
+    return profile.email_display or profile.email or "no email address"

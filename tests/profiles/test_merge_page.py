@@ -1,0 +1,388 @@
+"""A marketer merges two profiles of one person by hand, from the profile page."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.template import Context, Template
+from django.urls import reverse
+
+from config.celery import app
+from profiles.models import (
+    Event,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    ProfileMerge,
+    ProfileTag,
+)
+from profiles.signals import profiles_changed
+from profiles.views import people
+from segments.models import SegmentMembership
+from segments.services import segment_save
+from tests.factories import ProfileFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+WHEN = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)
+VIP_RULE = {"attribute": "tags", "op": "contains", "value": "VIP"}
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+@pytest.fixture
+def tasks_inline():
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.fixture
+def heard():
+    """Collect what profiles_changed says, as (profile_ids, changed)."""
+    said: list[tuple[list[int] | None, set[str] | None]] = []
+
+    def listen(sender, *, profile_ids, changed, **kwargs):
+        said.append((profile_ids, changed))
+
+    profiles_changed.connect(listen)
+    yield said
+    profiles_changed.disconnect(listen)
+
+
+def events(profile: Profile, count: int) -> None:
+    for n in range(count):
+        Event.objects.create(
+            message_id=f"msg-{profile.pk}-{n}",
+            type="track",
+            event="Product Viewed",
+            profile=profile,
+            timestamp=WHEN + timedelta(minutes=n),
+            received_at=WHEN + timedelta(minutes=n),
+        )
+
+
+def user_id(profile: Profile, value: str) -> None:
+    ProfileIdentity.objects.create(
+        profile=profile, kind=IdentityKind.USER_ID, value=value
+    )
+
+
+def shown_time(profile: Profile) -> str:
+    """Return a profile's creation time as the page writes it."""
+    return Template("{{ when }}").render(Context({"when": profile.created_at}))
+
+
+def merge_url(profile: Profile) -> str:
+    return reverse("profile_merge", kwargs={"pk": profile.pk})
+
+
+def rows(page: str) -> list[list[str]]:
+    """Return the text of each cell of the confirmation's table, row by row."""
+    table = re.search(r'<table class="merge">(.*?)</table>', page, re.S).group(1)
+    found = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S):
+        texts = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        found += [[" ".join(re.sub(r"<[^>]+>", " ", t).split()) for t in texts]]
+    return [row for row in found if row]
+
+
+def error_of(response) -> str:
+    found = re.search(
+        r'<ul class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.text, re.S
+    )
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
+
+
+def nothing_merged(*profiles: Profile) -> bool:
+    still_there = Profile.objects.filter(pk__in=[p.pk for p in profiles]).count()
+    return still_there == len(profiles) and not ProfileMerge.objects.exists()
+
+
+# Who may merge ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_stranger_is_sent_to_sign_in_and_nothing_is_merged(client, method):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+    url = merge_url(ana)
+
+    response = getattr(client, method)(url, {"other": str(anonymous.pk)})
+
+    assert response.status_code == 302
+    assert response.url.startswith(f"{reverse('login')}?next={url}")
+    assert nothing_merged(ana, anonymous)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_signed_in_user_who_is_not_staff_is_refused_and_nothing_is_merged(
+    client, method
+):
+    client.force_login(UserFactory(username="outsider", is_staff=False))
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+
+    response = getattr(client, method)(merge_url(ana), {"other": str(anonymous.pk)})
+
+    assert response.status_code == 403
+    assert nothing_merged(ana, anonymous)
+
+
+# Choosing and confirming -----------------------------------------------------------
+
+
+def test_the_profile_page_offers_the_merge_form(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    assert "Merge another profile into this one" in response.text
+    assert f'action="{merge_url(ana)}"' in response.text
+    assert 'name="other"' in response.text
+
+
+def test_the_confirmation_names_both_profiles_their_events_and_the_one_kept(
+    signed_in,
+):
+    ana = ProfileFactory(email="ana@example.com", first_name="Ana")
+    anonymous = Profile.objects.create(first_name="Ann")
+    user_id(anonymous, "usr_1001")
+    events(ana, 1)
+    events(anonymous, 3)
+
+    response = signed_in.get(merge_url(ana), {"other": str(anonymous.pk)})
+
+    assert response.status_code == 200
+    assert rows(response.text) == [
+        ["kept", f"#{ana.pk}", "ana@example.com", "Ana", "1", "—", shown_time(ana)],
+        [
+            "merged into it",
+            f"#{anonymous.pk}",
+            "no email address",
+            "Ann",
+            "3",
+            "usr_1001",
+            shown_time(anonymous),
+        ],
+    ]
+    assert (
+        f"Profile #{ana.pk} (ana@example.com) is kept, because it has an email address."
+    ) in response.text
+    assert f'<input type="hidden" name="other" value="{anonymous.pk}">' in response.text
+    assert "data-merge-confirm" in response.text
+    assert nothing_merged(ana, anonymous)
+
+
+@pytest.mark.parametrize("written", ["ANA@Example.com", "  ana@example.com ", "#{pk}"])
+def test_the_other_profile_may_be_named_by_email_or_id(signed_in, written):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+
+    response = signed_in.get(merge_url(anonymous), {"other": written.format(pk=ana.pk)})
+
+    assert f"Profile #{ana.pk} (ana@example.com) is kept" in response.text
+
+
+def test_the_page_says_when_the_other_profile_is_the_one_kept(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+
+    response = signed_in.get(merge_url(anonymous), {"other": "ana@example.com"})
+
+    assert (
+        f"Profile #{ana.pk} (ana@example.com) is kept, because it has an email "
+        f"address. Profile #{anonymous.pk} (no email address) is merged into it"
+    ) in response.text
+
+
+def test_of_two_profiles_without_email_the_older_is_kept(signed_in):
+    older = Profile.objects.create()
+    newer = Profile.objects.create()
+
+    response = signed_in.get(merge_url(newer), {"other": str(older.pk)})
+
+    assert (
+        f"Profile #{older.pk} (no email address) is kept, because it is the older "
+        "profile."
+    ) in response.text
+
+
+def test_confirming_merges_the_other_profile_and_records_who_did_it(signed_in):
+    ana = ProfileFactory(email="ana@example.com", first_name="Ana", city="")
+    anonymous = Profile.objects.create(city="Lisbon")
+    user_id(anonymous, "usr_1001")
+    ProfileTag.objects.create(profile=anonymous, name="VIP")
+    events(anonymous, 2)
+
+    response = signed_in.post(merge_url(ana), {"other": str(anonymous.pk)})
+
+    assert response.status_code == 302
+    assert response.url == reverse("profile_detail", kwargs={"pk": ana.pk})
+    assert not Profile.objects.filter(pk=anonymous.pk).exists()
+    ana.refresh_from_db()
+    assert ana.city == "Lisbon"
+    assert Event.objects.filter(profile=ana).count() == 2
+    assert list(ana.identities.values_list("value", flat=True)) == ["usr_1001"]
+    assert list(ana.tags.values_list("name", flat=True)) == ["VIP"]
+    merge = ProfileMerge.objects.get()
+    assert (merge.kept_id, merge.merged_profile_id, merge.reason) == (
+        ana.pk,
+        anonymous.pk,
+        "merged by hand by marketer",
+    )
+    page = signed_in.get(response.url).text
+    assert (
+        f"Profile #{anonymous.pk} (no email address) is merged into #{ana.pk} "
+        "(ana@example.com), which is kept."
+    ) in page
+
+
+def test_confirming_on_the_page_of_the_profile_not_kept_leads_to_the_kept_one(
+    signed_in,
+):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+
+    response = signed_in.post(merge_url(anonymous), {"other": str(ana.pk)})
+
+    assert response.url == reverse("profile_detail", kwargs={"pk": ana.pk})
+    assert list(Profile.objects.values_list("pk", flat=True)) == [ana.pk]
+
+
+def test_segments_are_told_after_commit_to_read_the_kept_profile_again(
+    signed_in, heard, django_capture_on_commit_callbacks
+):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        signed_in.post(merge_url(ana), {"other": str(anonymous.pk)})
+    assert heard == []
+    for callback in callbacks:
+        callback()
+
+    assert heard == [([ana.pk], None)]
+
+
+def test_the_kept_profile_enters_the_segments_the_merged_one_brought_it_into(
+    signed_in, tasks_inline, django_capture_on_commit_callbacks
+):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+    ProfileTag.objects.create(profile=anonymous, name="VIP")
+    with django_capture_on_commit_callbacks(execute=True):
+        vip = segment_save(name="VIP", rule=VIP_RULE)
+    assert not SegmentMembership.objects.filter(profile=ana).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(merge_url(ana), {"other": str(anonymous.pk)})
+
+    stays = SegmentMembership.objects.filter(profile=ana, left_at=None)
+    assert list(stays.values_list("segment_id", flat=True)) == [vip.pk]
+
+
+# Refusals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_profile_cannot_be_merged_into_itself(signed_in, method):
+    ana = ProfileFactory(email="ana@example.com")
+
+    response = getattr(signed_in, method)(merge_url(ana), {"other": str(ana.pk)})
+
+    assert response.status_code == 200
+    assert error_of(response) == (
+        "That is this profile itself: name another profile to merge into it."
+    )
+    assert "data-merge-confirm" not in response.text
+    assert nothing_merged(ana)
+
+
+@pytest.mark.parametrize(
+    ("written", "error"),
+    [
+        (
+            "987654",
+            "No profile has the id 987654. It may have been merged into "
+            "another profile or erased.",
+        ),
+        ("nobody@example.com", "No profile has the address nobody@example.com."),
+        ("Ana Souza", "“Ana Souza” is neither a profile id nor an email address."),
+    ],
+)
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_profile_that_does_not_exist_is_named_in_the_error(
+    signed_in, method, written, error
+):
+    ana = ProfileFactory(email="ana@example.com")
+
+    response = getattr(signed_in, method)(merge_url(ana), {"other": written})
+
+    assert response.status_code == 200
+    assert error_of(response) == error
+    assert nothing_merged(ana)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_two_profiles_with_email_addresses_are_refused(signed_in, method):
+    ana = ProfileFactory(email="ana@example.com")
+    ben = ProfileFactory(email="ben@example.com")
+    events(ben, 2)
+
+    response = getattr(signed_in, method)(merge_url(ana), {"other": str(ben.pk)})
+
+    assert response.status_code == 200
+    assert error_of(response) == (
+        f"Profiles #{ana.pk} and #{ben.pk} cannot be merged: both profiles have an "
+        "email address. Bespoke merges only profiles that can be one person."
+    )
+    assert "data-merge-confirm" not in response.text
+    assert nothing_merged(ana, ben)
+    assert Event.objects.filter(profile=ben).count() == 2
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_two_profiles_with_different_user_ids_are_refused(signed_in, method):
+    first = Profile.objects.create()
+    second = Profile.objects.create()
+    user_id(first, "usr_1001")
+    user_id(second, "usr_1002")
+
+    response = getattr(signed_in, method)(merge_url(first), {"other": str(second.pk)})
+
+    assert error_of(response) == (
+        f"Profiles #{first.pk} and #{second.pk} cannot be merged: both profiles have "
+        "a user id. Bespoke merges only profiles that can be one person."
+    )
+    assert nothing_merged(first, second)
+    assert ProfileIdentity.objects.get(value="usr_1002").profile_id == second.pk
+
+
+def test_a_profile_merged_away_while_the_marketer_confirms_is_named_not_merged(
+    signed_in, monkeypatch
+):
+    ana = ProfileFactory(email="ana@example.com")
+    anonymous = Profile.objects.create()
+    merged_away_meanwhile = people._merge_check
+
+    def check_then_lose_it(kept, merged, *, explicit):
+        merged_away_meanwhile(kept, merged, explicit=explicit)
+        Profile.objects.filter(pk=anonymous.pk).delete()
+
+    monkeypatch.setattr(people, "_merge_check", check_then_lose_it)
+
+    response = signed_in.post(merge_url(ana), {"other": str(anonymous.pk)})
+
+    assert response.status_code == 200
+    assert error_of(response) == (
+        f"Profile #{anonymous.pk} or #{ana.pk} no longer exists: an event may have "
+        "merged it into another profile meanwhile. Look the profile up again."
+    )
+    assert list(Profile.objects.values_list("pk", flat=True)) == [ana.pk]
+    assert not ProfileMerge.objects.exists()
