@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -250,13 +251,23 @@ def json_read_exact(body: bytes | str) -> Any:
     return json.loads(body, parse_constant=_constant_refuse, parse_float=_float_read)
 
 
+class _Unstorable(float):
+    """A JSON number no float holds: 1e999 (infinity) or 1e-5000 (NaN here).
+
+    json.dumps(allow_nan=False) refuses it as it refuses any infinity or NaN, and
+    orjson, which would write null for those, refuses it as a type it does not know.
+    """
+
+
 def _float_read(text: str) -> float:
     number = float(text)
+    if math.isinf(number):
+        return _Unstorable(number)
     # 1e-5000 reads as 0.0, and would be stored as a number never sent: mark it as
     # no number, so that its item is refused as 1e999 (read as infinity) is.
     mantissa = text.lower().partition("e")[0]
     if number == 0.0 and mantissa.strip("+-0.") != "":
-        return math.nan
+        return _Unstorable(math.nan)
     return number
 
 
@@ -481,6 +492,23 @@ def _event_build(
 
 
 def _size_check(item: dict[str, Any]) -> None:
+    # orjson writes UTF-8, so its length is the size Segment measures. It refuses
+    # what it cannot write exactly (a lone surrogate, an integer past 64 bits, a
+    # number past a float's range): json, slower, then says which it is.
+    try:
+        data = orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        data = _encoded_strictly(item)
+
+    if b"\\u0000" in data:
+        raise ItemRejected("invalid_characters", "The item holds NUL characters.")
+    if len(data) > MAX_CALL_BYTES:
+        raise ItemRejected(
+            "item_too_large", f"The item is {len(data)} bytes; the limit is 32 KB."
+        )
+
+
+def _encoded_strictly(item: dict[str, Any]) -> bytes:
     # ensure_ascii=False measures UTF-8 bytes as Segment does, and makes lone
     # surrogates fail the encode: PostgreSQL could not store them.
     try:
@@ -496,18 +524,11 @@ def _size_check(item: dict[str, Any]) -> None:
             "1e-5000.",
         ) from exc
     try:
-        size = len(text.encode("utf-8"))
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ItemRejected(
             "invalid_characters", "The item holds invalid Unicode text."
         ) from exc
-
-    if "\\u0000" in text:
-        raise ItemRejected("invalid_characters", "The item holds NUL characters.")
-    if size > MAX_CALL_BYTES:
-        raise ItemRejected(
-            "item_too_large", f"The item is {size} bytes; the limit is 32 KB."
-        )
 
 
 def _objects_read(*, item: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
@@ -688,7 +709,11 @@ def _events_insert(fresh: list[EventDraft]) -> list[int]:
     # One statement, one JSON parameter: the database parses the rows, skips the
     # messageIds it already has and returns the ids of those it stored. A draft
     # holds exactly the stored columns, so it is encoded as it is.
-    rows = json.dumps(fresh, ensure_ascii=False, default=_json_time)
+    try:
+        rows = orjson.dumps(fresh).decode()
+    except orjson.JSONEncodeError:
+        # An integer past 64 bits, which json writes as it came.
+        rows = json.dumps(fresh, ensure_ascii=False, default=_json_time)
     with connection.cursor() as cursor:
         cursor.execute(_EVENTS_INSERT_SQL, [rows])
         return [row[0] for row in cursor.fetchall()]

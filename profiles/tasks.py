@@ -39,7 +39,10 @@ def events_process_task(event_ids: list[int]) -> int:
 def events_process_enqueue(event_ids: list[int]) -> None:
     """Queue processing of stored events; if the broker is down, the sweep does it."""
     try:
-        events_process_task.delay(event_ids)
+        # The ids' repr would be built for the worker's log, at a cost per request.
+        events_process_task.apply_async(
+            (event_ids,), argsrepr=f"({len(event_ids)} event ids)"
+        )
     except Exception:
         # The events are stored unprocessed, so the beat sweep will find them.
         logger.warning(

@@ -160,3 +160,28 @@ def test_an_order_amount_out_of_range_is_warned_about(client, amount):
     answer = response.json()
     assert answer["stored"] == 1
     assert [w["code"] for w in answer["warnings"]] == ["order_amount_unreadable"]
+
+
+def test_an_integer_past_64_bits_is_stored_exactly(client):
+    # The fast encoder cannot write it; the item is still measured and stored.
+    big = (
+        '{"type":"track","messageId":"big-1","userId":"u","event":"Big",'
+        '"properties":{"id":123456789012345678901234567890}}'
+    )
+
+    response = batch(client, big)
+
+    assert response.json()["stored"] == 1
+    stored = Event.objects.get(message_id="big-1").properties["id"]
+    assert stored == 123456789012345678901234567890
+
+
+def test_a_lone_surrogate_is_refused_and_the_rest_stored(client):
+    broken = '{"type":"track","messageId":"sur-1","userId":"u","event":"\\ud800"}'
+
+    response = batch(client, GOOD, broken)
+
+    assert response.json()["stored"] == 1
+    assert [(r["messageId"], r["code"]) for r in response.json()["rejected"]] == [
+        ("sur-1", "invalid_characters")
+    ]
