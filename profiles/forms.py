@@ -7,6 +7,7 @@ from profiles.emails import InvalidEmail, email_normalize
 from profiles.importing.layouts import (
     PROFILE_FIELDS,
     TARGET_EMAIL,
+    TARGET_FULL_NAME,
     TARGET_STATUS,
     TARGET_TAGS,
     TARGET_UNSUBSCRIBED,
@@ -108,6 +109,7 @@ def column_choices(
 ) -> list[tuple[str, str]]:
     """Return the targets a column may be mapped to, its own new trait among them."""
     choices = [(name, label) for name, label in PROFILE_FIELDS.items()]
+    choices.append((TARGET_FULL_NAME, "Full name (split into first and last)"))
     declared = {f"{TRAIT_PREFIX}{name}" for name, _ in traits}
     choices += [
         (f"{TRAIT_PREFIX}{name}", f"Trait {name} ({kind})") for name, kind in traits

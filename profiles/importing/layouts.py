@@ -27,6 +27,8 @@ TARGET_EMAIL = "email"
 TARGET_TAGS = "tags"
 TARGET_STATUS = "status"
 TARGET_UNSUBSCRIBED = "unsubscribed"
+# One column holding a whole name, split into the first and last name fields.
+TARGET_FULL_NAME = "full_name"
 TRAIT_PREFIX = "traits."
 PROFILE_FIELDS = {
     "email": "Email address",
@@ -58,6 +60,8 @@ PROFILE_COLUMNS = {
     "countrycode": "country_code",
     "cc": "country_code",
 }
+# Split into first and last name by default only when no column holds either.
+FULL_NAME_COLUMNS = {"name", "fullname"}
 STATUS_COLUMNS = {"status", "subscriptionstatus"}
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
 UNSUBSCRIBED_COLUMNS = {
@@ -295,10 +299,11 @@ def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
     No two columns get the same target, and no column a trait of a reserved name
     (a profile field's): such a column is ignored (see layout_columns_reserved).
     """
+    full_name_at = _full_name_position(layout, names)
     column_map: dict[str, str] = {}
     taken: set[str] = set()
     for position, name in enumerate(names):
-        target = _default_target(layout, name, position)
+        target = _default_target(layout, name, position, full_name_at=full_name_at)
         if target.startswith(TRAIT_PREFIX):
             target = _trait_target_free(target, position, taken)
         elif target in taken:
@@ -311,11 +316,32 @@ def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
 
 def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:
     """Return the columns the default map ignores because their trait name is reserved."""
+    full_name_at = _full_name_position(layout, names)
     return [
         name
         for position, name in enumerate(names)
-        if _trait_name_reserved(_default_target(layout, name, position))
+        if _trait_name_reserved(
+            _default_target(layout, name, position, full_name_at=full_name_at)
+        )
     ]
+
+
+def _full_name_position(layout: Layout, names: list[str]) -> int | None:
+    """Return the column whose full name is split by default, if any.
+
+    The first column named like a full name ("Name", "Full name"), unless a column
+    of the file holds a first or a last name already.
+    """
+    targets = {
+        _default_target(layout, name, position) for position, name in enumerate(names)
+    }
+    if targets & {"first_name", "last_name"}:
+        return None
+    keys = (column_key(name) for name in names)
+    return next(
+        (position for position, key in enumerate(keys) if key in FULL_NAME_COLUMNS),
+        None,
+    )
 
 
 def _trait_target_free(target: str, position: int, taken: set[str]) -> str:
@@ -336,7 +362,9 @@ def _trait_name_reserved(target: str) -> bool:
     )
 
 
-def _default_target(layout: Layout, name: str, position: int) -> str:
+def _default_target(
+    layout: Layout, name: str, position: int, *, full_name_at: int | None = None
+) -> str:
     key = column_key(name)
     if key in EMAIL_COLUMNS:
         return TARGET_EMAIL
@@ -344,6 +372,8 @@ def _default_target(layout: Layout, name: str, position: int) -> str:
         return layout.columns[key]
     if key in PROFILE_COLUMNS:
         return PROFILE_COLUMNS[key]
+    if position == full_name_at:
+        return TARGET_FULL_NAME
     if key == TARGET_TAGS:
         return TARGET_TAGS
     if key in STATUS_COLUMNS and layout.status is None:

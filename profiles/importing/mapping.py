@@ -10,6 +10,10 @@ a TraitDefinition is stored by its declared type through trait_coerce, dates onl
 the import's declared format; a value that breaks the rule is refused for that field
 alone, and the rest of the row is kept. Any other trait is text as written, so a zip
 code like 02134 keeps its zero.
+
+A column mapped to the full name is split: its last word becomes the last name and
+the words before it the first name. A column mapped to first or last name wins over
+the split wherever it has a value.
 """
 
 import itertools
@@ -27,6 +31,7 @@ from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.importing.layouts import (
     PROFILE_FIELDS,
     TARGET_EMAIL,
+    TARGET_FULL_NAME,
     TARGET_STATUS,
     TARGET_TAGS,
     TARGET_UNSUBSCRIBED,
@@ -131,6 +136,7 @@ class ColumnPlan:
     tags: int | None = None
     status: int | None = None
     unsubscribed: int | None = None
+    full_name: int | None = None
 
 
 # The column map ------------------------------------------------------------------
@@ -139,6 +145,8 @@ class ColumnPlan:
 def column_target_check(target: str, *, column: str = "") -> str:
     """Return a column map target if Bespoke knows it, or raise ImportFormatError."""
     if target in ("", TARGET_TAGS, TARGET_STATUS, TARGET_UNSUBSCRIBED):
+        return target
+    if target == TARGET_FULL_NAME:
         return target
     if target in PROFILE_FIELDS:
         return target
@@ -184,6 +192,7 @@ def _target_label(target: str) -> str:
         TARGET_TAGS: "tags",
         TARGET_STATUS: "the subscription status",
         TARGET_UNSUBSCRIBED: "the unsubscribed flag",
+        TARGET_FULL_NAME: "the full name",
     }
     label = labels[target]
     return label if label.startswith("the ") else label.lower()
@@ -228,6 +237,8 @@ def _plan_add(
         plan.status = position
     elif target == TARGET_UNSUBSCRIBED and plan.unsubscribed is None:
         plan.unsubscribed = position
+    elif target == TARGET_FULL_NAME and plan.full_name is None:
+        plan.full_name = position
     elif target.startswith(TRAIT_PREFIX):
         name = target[len(TRAIT_PREFIX) :]
         kind = plan.layout.kinds.get(column_key(plan.names[position]), "")
@@ -335,6 +346,10 @@ def _fields_read(
 ) -> dict[str, str]:
     plan = context.plan
     fields: dict[str, str] = {}
+    if plan.full_name is not None:
+        # Read first, so that a column mapped to first or last name wins.
+        column, cell = plan.names[plan.full_name], cells[plan.full_name]
+        _full_name_split(context, record, column, cell, fields)
     for position, name in plan.fields:
         value = cells[position].strip()
         if not value:
@@ -349,6 +364,28 @@ def _fields_read(
                 _ignored_note(record, plan.names[position], value, str(exc))
             )
     return fields
+
+
+def _full_name_split(
+    context: _RecordContext,
+    record: int,
+    column: str,
+    cell: str,
+    fields: dict[str, str],
+) -> None:
+    """Put a full name's last word into last_name and the words before into first_name."""
+    words = cell.split()
+    if not words:
+        return
+
+    parts = {"first_name": words[0]}
+    if len(words) > 1:
+        parts = {"first_name": " ".join(words[:-1]), "last_name": words[-1]}
+    for name, value in parts.items():
+        try:
+            fields[name] = _profile_value_check(name, value)
+        except ValueError as exc:
+            context.notes.append(_ignored_note(record, column, value, str(exc)))
 
 
 def _traits_read(
@@ -578,6 +615,7 @@ def contacts_parse(
         if not column_map.get(name)
     ]
     plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
+    notes += _full_name_notes(plan)
 
     context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
     parsed = ParsedContacts(layout.name, layout.source, 0, [], [], [], context.notes)
@@ -603,6 +641,27 @@ def contacts_parse(
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     return parsed
+
+
+def _full_name_notes(plan: ColumnPlan) -> list[dict[str, Any]]:
+    """Say which name columns win over the split full name, one note per column."""
+    if plan.full_name is None:
+        return []
+
+    full_name = plan.names[plan.full_name]
+    return [
+        {
+            "kind": "full_name_overridden",
+            "column": plan.names[position],
+            "message": (
+                f"The column “{plan.names[position]}” is mapped to "
+                f"{PROFILE_FIELDS[name].lower()}: where it has a value, it wins over "
+                f"the split of “{full_name}”."
+            ),
+        }
+        for position, name in plan.fields
+        if name in ("first_name", "last_name")
+    ]
 
 
 def _reserved_note(column: str) -> dict[str, Any]:

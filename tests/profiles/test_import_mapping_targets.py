@@ -10,6 +10,7 @@ from profiles.importing import (
     contact_import_create,
     contact_import_file,
     contact_import_map,
+    contact_import_run_stored,
     contacts_parse,
     contacts_preview,
 )
@@ -129,10 +130,12 @@ def test_the_mapping_form_refuses_two_columns_on_one_declared_trait(
 def test_columns_named_like_profile_fields_are_ignored_by_default():
     preview = contacts_preview(RESERVED_HEADER)
 
+    # The first full name column is split (see "Full names" below); the second one
+    # is a reserved name like the others.
     assert preview.column_map == {
         "email": "email",
         "lifetime_value": "",
-        "full_name": "",
+        "full_name": "full_name",
         "id": "",
         "continent": "",
         "name": "",
@@ -142,7 +145,6 @@ def test_columns_named_like_profile_fields_are_ignored_by_default():
     }
     assert preview.reserved == [
         "lifetime_value",
-        "full_name",
         "id",
         "continent",
         "name",
@@ -160,10 +162,10 @@ def test_an_import_on_the_default_map_notes_each_column_it_ignored_for_its_name(
         0,
         {"plan": "gold"},
     )
+    assert (profile.first_name, profile.last_name) == ("Ann", "Lee")
     reserved = [n for n in contact_import.notes if n["kind"] == "reserved_column"]
     assert [note["column"] for note in reserved] == [
         "lifetime_value",
-        "full_name",
         "id",
         "continent",
         "name",
@@ -229,6 +231,159 @@ def test_the_mapping_page_says_which_columns_are_ignored_for_their_names(signed_
     page = response.content.decode()
     assert (
         "Ignored unless you map them to a profile field: “lifetime_value”, "
-        "“full_name”, “id”, “continent”, “name”, “created_at”."
+        "“id”, “continent”, “name”, “created_at”."
     ) in page
     assert 'value="traits.Email"' not in page
+
+
+# Full names ------------------------------------------------------------------------
+
+
+def mapped_import(data: bytes, column_map: dict[str, str]) -> ContactImport:
+    contact_import = contact_import_create(filename="names.csv", data=data)
+    contact_import_map(
+        contact_import_id=contact_import.pk, column_map=column_map, date_format=""
+    )
+    return contact_import_run_stored(contact_import_id=contact_import.pk)
+
+
+def names() -> dict[str, tuple[str, str]]:
+    found = Profile.objects.values_list("email", "first_name", "last_name")
+    return {email: (first, last) for email, first, last in found}
+
+
+@pytest.mark.parametrize("header", ["Name", "Full name", "FULL_NAME", "full-name"])
+def test_a_full_name_column_is_split_by_default_when_no_name_column_exists(header):
+    data = f"Email,{header},Plan\nann@example.com,Ann Lee,gold\n".encode()
+
+    preview = contacts_preview(data)
+
+    assert preview.column_map == {
+        "Email": "email",
+        header: "full_name",
+        "Plan": "traits.plan",
+    }
+    assert preview.reserved == []
+
+
+def test_a_klaviyo_name_column_is_split_by_default():
+    data = (
+        b"Email,Name,Email Marketing Consent,Klaviyo ID\n"
+        b"ann@example.com,Ann Lee,SUBSCRIBED,01H\n"
+    )
+
+    preview = contacts_preview(data)
+
+    assert preview.layout.name == "klaviyo"
+    assert preview.column_map["Name"] == "full_name"
+
+
+@pytest.mark.parametrize("other", ["First Name", "Last Name", "Surname"])
+def test_a_full_name_column_is_left_out_when_a_name_column_exists(other):
+    data = f"Email,Name,{other}\nann@example.com,Ann Lee,Ann\n".encode()
+
+    preview = contacts_preview(data)
+
+    assert preview.column_map["Name"] == ""
+    assert preview.reserved == ["Name"]
+
+
+@pytest.mark.django_db
+def test_the_split_puts_the_last_word_in_last_name_and_the_rest_in_first_name():
+    data = (
+        "Email,Name\n"
+        "ann@example.com,  Ann  Marie   Lee \n"
+        "cher@example.com, Cher \n"
+        "blank@example.com,\n"
+        "jose@example.com,José María de la Cruz\n"
+    ).encode()
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    assert names() == {
+        "ann@example.com": ("Ann Marie", "Lee"),
+        "cher@example.com": ("Cher", ""),
+        "blank@example.com": ("", ""),
+        "jose@example.com": ("José María de la", "Cruz"),
+    }
+    assert contact_import.rejections == []
+    assert contact_import.notes == []
+
+
+@pytest.mark.django_db
+def test_a_one_word_name_leaves_a_known_last_name_as_it_was():
+    Profile.objects.create(email="cher@example.com", last_name="Sarkisian")
+
+    contact_import_file(
+        filename="names.csv", data=b"Email,Name\ncher@example.com,Cher\n"
+    )
+
+    assert names() == {"cher@example.com": ("Cher", "Sarkisian")}
+
+
+@pytest.mark.django_db
+def test_a_column_mapped_to_first_name_wins_over_the_split_and_is_noted():
+    data = (
+        b"Email,Name,Nickname\n"
+        b"ann@example.com,Ann Lee,Annie\n"
+        b"ben@example.com,Ben Okafor,\n"
+    )
+
+    contact_import = mapped_import(
+        data, {"Email": "email", "Name": "full_name", "Nickname": "first_name"}
+    )
+
+    assert names() == {
+        "ann@example.com": ("Annie", "Lee"),
+        "ben@example.com": ("Ben", "Okafor"),
+    }
+    assert contact_import.notes == [
+        {
+            "kind": "full_name_overridden",
+            "column": "Nickname",
+            "message": (
+                "The column “Nickname” is mapped to first name: where it has a "
+                "value, it wins over the split of “Name”."
+            ),
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_a_part_of_a_name_too_long_for_its_field_is_noted_and_the_rest_kept():
+    long_last = "L" * 151
+    data = f"Email,Name\nann@example.com,Ann {long_last}\n".encode()
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    assert names() == {"ann@example.com": ("Ann", "")}
+    assert [note["message"] for note in contact_import.notes] == [
+        f"Record 1: Name {long_last!r} was not imported (longer than 150 characters)."
+    ]
+
+
+def test_two_columns_mapped_to_the_full_name_are_refused_naming_both():
+    data = b"email,Name,Full name\nann@example.com,Ann Lee,Ann Lee\n"
+    column_map = {"email": "email", "Name": "full_name", "Full name": "full_name"}
+
+    with pytest.raises(ImportFormatError) as caught:
+        contacts_parse(data, column_map=column_map)
+
+    assert str(caught.value).startswith(
+        "The columns “Name” and “Full name” are both imported as the full name,"
+    )
+
+
+@pytest.mark.django_db
+def test_the_mapping_page_offers_and_preselects_the_full_name(signed_in):
+    data = b"Email,Name\nann@example.com,Ann Lee\n"
+    file = SimpleUploadedFile("names.csv", data, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": file})
+
+    response = signed_in.get(uploaded.url)
+
+    assert response.context["form"]["column_1"].initial == "full_name"
+    assert (
+        '<option value="full_name" selected>Full name (split into first and last)'
+        "</option>"
+    ) in response.content.decode()
