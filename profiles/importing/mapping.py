@@ -9,7 +9,9 @@ MEMBER_RATING, LATITUDE, OPTIN_TIME...) are read as the ESP writes them. A trait
 a TraitDefinition is stored by its declared type through trait_coerce, dates only in
 the import's declared format; a value that breaks the rule is refused for that field
 alone, and the rest of the row is kept. Any other trait is text as written, so a zip
-code like 02134 keeps its zero.
+code like 02134 keeps its zero. A number with more significant digits than a float
+keeps (15) is never stored rounded: a declared number trait refuses it for that field,
+and an ESP's typed column of an undeclared trait keeps it as text, with a note.
 
 A column mapped to the full name is split: its last word becomes the last name and
 the words before it the first name. A column mapped to first or last name wins over
@@ -21,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -54,10 +57,14 @@ from profiles.importing.reading import (
     contacts_records,
     contacts_tags_split,
 )
-from profiles.models import Profile, SubscriptionStatus
+from profiles.models import Profile, SubscriptionStatus, TraitType
 from profiles.traits import (
+    NUMBER_MAX_DIGITS,
+    QUOTED_MAX_CHARS,
     TraitInvalid,
     TraitRule,
+    number_in_range,
+    number_text,
     trait_coerce,
     trait_name_is_reserved,
     trait_schema_load,
@@ -74,6 +81,8 @@ ADDRESS_MAX_CHARS = 254
 # A column holds the same few values again and again (a status, a city, a tag list,
 # a number): each distinct cell is read once per file and its outcome reused.
 CELL_CACHE_MAX = 100_000
+# The ESP's typed columns that are read as numbers.
+NUMBER_KINDS = ("int", "float")
 
 
 @dataclass(frozen=True)
@@ -398,6 +407,14 @@ def _traits_read(
         value = cell.strip()
         if not value:
             continue
+        digits = _digits_a_float_loses(value) if _is_number(kind, rule) else 0
+        if digits and rule is None:
+            # As text it keeps every digit; as a float it would be rounded.
+            context.notes.append(
+                _number_as_text_note(record, plan.names[position], value, digits)
+            )
+            traits[name] = value
+            continue
         try:
             typed = _value_read(kind, value) if kind else value
         except ValueError:
@@ -415,12 +432,78 @@ def _traits_read(
             # format; only text is read in the date format the marketer declared.
             typed_cell = kind or isinstance(cell, SheetDate)
             date_format = "" if typed_cell else context.date_format
+            if digits:
+                _number_precision_check(rule, value, digits)
             traits[name] = _trait_coerce(context, rule, typed, date_format)
         except TraitInvalid as exc:
             context.field_rejections.append(
                 _field_rejection(plan.names[position], rule, exc, record, line, email)
             )
     return traits
+
+
+def _is_number(kind: str, rule: TraitRule | None) -> bool:
+    if rule is not None:
+        return rule.type == TraitType.NUMBER
+    return kind in NUMBER_KINDS
+
+
+def _digits_a_float_loses(text: str) -> int:
+    """Return a number cell's significant digits if a float cannot keep them all, else 0."""
+    # A cell this short cannot hold more digits than a float keeps.
+    if len(text) <= NUMBER_MAX_DIGITS:
+        return 0
+    digits = _significant_digits(text)
+    return digits if digits > NUMBER_MAX_DIGITS else 0
+
+
+@lru_cache(maxsize=CELL_CACHE_MAX)
+def _significant_digits(text: str) -> int:
+    """Return how many significant digits a number written as text has; 0 if none."""
+    written = number_text(text)
+    if written is None:
+        return 0
+    try:
+        number = Decimal(written)
+    except InvalidOperation:
+        return 0
+    # Zeros at either end say only where the point is (1200, 0.0012, 1.50).
+    return len("".join(map(str, number.as_tuple().digits)).strip("0"))
+
+
+def _number_precision_check(rule: TraitRule, text: str, digits: int) -> None:
+    """Raise TraitInvalid for a number in range that a float would store rounded."""
+    written = number_text(text)
+    if written is None or not number_in_range(Decimal(written)):
+        return  # trait_coerce refuses it, as out of range.
+
+    raise TraitInvalid(
+        "number_too_precise",
+        f"{rule.name}: {_cell_quoted(text)} has {digits} significant digits, and a "
+        f"number keeps at most {NUMBER_MAX_DIGITS}: it would be stored rounded. "
+        "Round it in the file, or declare the trait as text to keep every digit",
+    )
+
+
+def _number_as_text_note(
+    record: int, column: str, value: str, digits: int
+) -> dict[str, Any]:
+    return {
+        "kind": "number_as_text",
+        "record": record,
+        "column": column,
+        "message": (
+            f"Record {record}: {column} {_cell_quoted(value)} has {digits} "
+            f"significant digits, more than a number keeps ({NUMBER_MAX_DIGITS}), "
+            "so it was imported as text, every digit kept."
+        ),
+    }
+
+
+def _cell_quoted(value: str) -> str:
+    if len(value) <= QUOTED_MAX_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_MAX_CHARS]!r}… ({len(value):,} characters)"
 
 
 def _field_rejection(

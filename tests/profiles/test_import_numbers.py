@@ -56,3 +56,134 @@ def test_an_identify_with_a_number_too_large_keeps_the_person_and_drops_the_trai
     assert list(RejectedEvent.objects.values_list("code", flat=True)) == [
         "trait_invalid:number_too_large"
     ]
+
+
+# More digits than a float keeps ----------------------------------------------------
+
+MAILCHIMP_NUMBERS = (
+    b"Email Address,First Name,LATITUDE,MEMBER_RATING,LAST_CHANGED\n"
+    b"long@example.com,Ana,12345678901234567,12345678901234567,\n"
+    b"short@example.com,Ben,40.7128,4,\n"
+    b"zeros@example.com,Cleo,1.500000000000000000,1000000000000000,\n"
+)
+
+
+def test_an_undeclared_typed_column_keeps_a_long_number_as_text_with_a_note():
+    contact_import = contact_import_file(filename="mc.csv", data=MAILCHIMP_NUMBERS)
+
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "long@example.com": {
+            "latitude": "12345678901234567",
+            "member_rating": "12345678901234567",
+        },
+        "short@example.com": {"latitude": 40.7128, "member_rating": 4},
+        "zeros@example.com": {"latitude": 1.5, "member_rating": 1000000000000000},
+    }
+    assert contact_import.rejections == []
+    assert contact_import.notes == [
+        {
+            "kind": "number_as_text",
+            "record": 1,
+            "column": "LATITUDE",
+            "message": (
+                "Record 1: LATITUDE '12345678901234567' has 17 significant digits, "
+                "more than a number keeps (15), so it was imported as text, every "
+                "digit kept."
+            ),
+        },
+        {
+            "kind": "number_as_text",
+            "record": 1,
+            "column": "MEMBER_RATING",
+            "message": (
+                "Record 1: MEMBER_RATING '12345678901234567' has 17 significant "
+                "digits, more than a number keeps (15), so it was imported as text, "
+                "every digit kept."
+            ),
+        },
+    ]
+
+
+def test_an_undeclared_plain_column_keeps_a_long_number_as_written_without_a_note():
+    data = b"Email,Account\nacc@example.com,012345678901234567\n"
+
+    contact_import = contact_import_file(filename="acc.csv", data=data)
+
+    assert Profile.objects.get().traits == {"account": "012345678901234567"}
+    assert contact_import.notes == []
+
+
+def test_a_declared_number_with_too_many_digits_is_refused_naming_column_and_value():
+    TraitDefinition.objects.create(name="spend", type=TraitType.NUMBER)
+    data = (
+        b"Email,Name,Spend,Plan\n"
+        b"precise@example.com,Ana Souza,1234567890.1234567,gold\n"
+        b"fine@example.com,Ben Okafor,1234567890.12345,silver\n"
+        b"zeros@example.com,Cleo,2.50000000000000000000,bronze\n"
+    )
+
+    contact_import = contact_import_file(filename="spend.csv", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert contact_import.rejections == [
+        {
+            "record": 1,
+            "line": 2,
+            "email": "precise@example.com",
+            "column": "Spend",
+            "reason": "number_too_precise",
+            "message": (
+                "Spend: '1234567890.1234567' has 17 significant digits, and a number "
+                "keeps at most 15: it would be stored rounded. Round it in the file, "
+                "or declare the trait as text to keep every digit; the rest of the "
+                "row was imported."
+            ),
+        }
+    ]
+    found = Profile.objects.values_list("email", "first_name", "traits")
+    assert sorted(found) == [
+        ("fine@example.com", "Ben", {"spend": 1234567890.12345, "plan": "silver"}),
+        ("precise@example.com", "Ana", {"plan": "gold"}),
+        ("zeros@example.com", "Cleo", {"spend": 2.5, "plan": "bronze"}),
+    ]
+
+
+def test_a_declared_number_too_large_says_so_naming_column_and_value():
+    TraitDefinition.objects.create(name="spend", type=TraitType.NUMBER)
+    data = b"Email,Spend,Plan\nbig@example.com,12345678901234567,gold\n"
+
+    contact_import = contact_import_file(filename="spend.csv", data=data)
+
+    assert [r["message"] for r in contact_import.rejections] == [
+        "Spend: '12345678901234567' is out of range (a number may have at most 15 "
+        "digits before the decimal point, whether positive or negative); the rest "
+        "of the row was imported."
+    ]
+    assert Profile.objects.get().traits == {"plan": "gold"}
+
+
+def test_a_declared_number_in_a_typed_column_is_refused_not_rounded():
+    TraitDefinition.objects.create(name="latitude", type=TraitType.NUMBER)
+
+    contact_import = contact_import_file(filename="mc.csv", data=MAILCHIMP_NUMBERS)
+
+    assert [
+        (r["record"], r["column"], r["reason"]) for r in contact_import.rejections
+    ] == [(1, "LATITUDE", "number_too_large")]
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits["long@example.com"] == {"member_rating": "12345678901234567"}
+    assert traits["short@example.com"]["latitude"] == 40.7128
+
+
+def test_a_long_value_is_quoted_cut_short_in_the_refusal():
+    TraitDefinition.objects.create(name="ratio", type=TraitType.NUMBER)
+    digits = "0." + "1234567890" * 6
+    data = f"Email,Ratio\nratio@example.com,{digits}\n".encode()
+
+    contact_import = contact_import_file(filename="ratio.csv", data=data)
+
+    assert contact_import.rejections[0]["message"].startswith(
+        "Ratio: '0.12345678901234567890123456789012345678'… (62 characters) has 59 "
+        "significant digits"
+    )
