@@ -386,3 +386,9 @@ def test_a_profile_merged_away_while_the_marketer_confirms_is_named_not_merged(
     )
     assert list(Profile.objects.values_list("pk", flat=True)) == [ana.pk]
     assert not ProfileMerge.objects.exists()
+
+
+def test_the_merge_page_of_a_profile_that_does_not_exist_is_not_found(signed_in):
+    response = signed_in.get(reverse("profile_merge", kwargs={"pk": 987654}))
+
+    assert response.status_code == 404
