@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import logging
 from datetime import datetime
+from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -26,6 +27,15 @@ logger = logging.getLogger(__name__)
 
 # Statuses that only the person (or a bounce) can lift, never a re-imported list.
 WITHDRAWN_STATUSES = {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.CLEANED}
+
+
+class StatusHolder(Protocol):
+    """What the consent rules read and move: a Profile, or a plain row of one."""
+
+    pk: int | None
+    email: str | None
+    subscription_status: str
+    subscription_changed_at: datetime | None
 
 
 def suppression_hash(email_key: str) -> str:
@@ -65,16 +75,29 @@ def consent_record(
     status: SubscriptionStatus,
     source: str,
     occurred_at: datetime,
+    dated: bool = True,
     from_import: bool = False,
     ip_address: str | None = None,
     wording: str = "",
     evidence: dict | None = None,
-) -> ConsentRecord:
+) -> ConsentRecord | None:
     """Append a consent record and move the profile's status if this fact is the newest.
 
-    A subscription that arrives from an imported list never lifts an unsubscribe or a
-    cleaned address: only the person can resubscribe.
+    A fact its source does not date (`dated=False`, occurred_at is then the time
+    Bespoke took it in) is recorded only when it moves the status, and None is
+    returned for one that does not. The rules of the move are consent_status_move's.
     """
+    current = profile.subscription_status
+    moved = consent_status_move(
+        profile,
+        status=status,
+        occurred_at=occurred_at,
+        dated=dated,
+        from_import=from_import,
+    )
+    if not dated and not moved:
+        return None
+
     record = ConsentRecord.objects.create(
         profile=profile,
         status=status,
@@ -84,25 +107,50 @@ def consent_record(
         wording=wording,
         evidence=evidence or {},
     )
-
-    current = profile.subscription_status
-    is_newer = (
-        profile.subscription_changed_at is None
-        or occurred_at >= profile.subscription_changed_at
-    )
-    resubscribes_from_list = (
-        from_import
-        and status == SubscriptionStatus.SUBSCRIBED
-        and current in WITHDRAWN_STATUSES
-    )
-    if is_newer and not resubscribes_from_list:
-        profile.subscription_status = status
-        profile.subscription_changed_at = occurred_at
+    if moved:
         profile.save(update_fields=["subscription_status", "subscription_changed_at"])
         if status != current:
             _announce(profile.pk, "consent")
 
     return record
+
+
+def consent_status_move(
+    profile: StatusHolder,
+    *,
+    status: SubscriptionStatus,
+    occurred_at: datetime,
+    dated: bool = True,
+    from_import: bool = False,
+) -> bool:
+    """Move the status (not saved) to a consent fact if it is the newest; say if it did.
+
+    Only the person can resubscribe after an unsubscribe or a cleaned address: a
+    subscription from an imported list, or one its source does not date, never lifts
+    a withdrawal. An undated subscription leaves the status undated, so that any dated
+    fact, such as an unsubscribe that arrives later but happened earlier, outranks it.
+    An undated fact never re-dates the status it repeats; an undated withdrawal is
+    dated by its arrival and applies like any other.
+    """
+    if not dated and status == profile.subscription_status:
+        return False
+
+    is_newer = (
+        profile.subscription_changed_at is None
+        or occurred_at >= profile.subscription_changed_at
+    )
+    lifts_withdrawal = (
+        status == SubscriptionStatus.SUBSCRIBED
+        and profile.subscription_status in WITHDRAWN_STATUSES
+        and (from_import or not dated)
+    )
+    if not is_newer or lifts_withdrawal:
+        return False
+
+    undated_subscribe = not dated and status == SubscriptionStatus.SUBSCRIBED
+    profile.subscription_status = status
+    profile.subscription_changed_at = None if undated_subscribe else occurred_at
+    return True
 
 
 def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:

@@ -365,7 +365,9 @@ def _consent_apply(
         # redacted state no consent given or withdrawn: nothing to record.
         return
 
-    occurred_at = _time(consent.get("consent_updated_at")) or delivery.received_at
+    consent_updated_at = _time(consent.get("consent_updated_at"))
+    dated = consent_updated_at is not None
+    occurred_at = consent_updated_at or delivery.received_at
     evidence = {
         "state": consent.get("state"),
         "opt_in_level": consent.get("opt_in_level"),
@@ -374,6 +376,10 @@ def _consent_apply(
         "webhook_id": delivery.delivery_id,
         "shop_domain": delivery.shop_domain,
     }
+    if not dated:
+        # Shopify does not say when: as for an undated row of an imported list, the
+        # time it reached Bespoke is only an upper bound, and a dated fact outranks it.
+        evidence["occurred_at_is_import_time"] = True
     if _consent_known(profile=profile, status=status, occurred_at=occurred_at):
         return
     # The shop's own consent state is the person's choice, made in the shop, so it
@@ -383,6 +389,7 @@ def _consent_apply(
         status=status,
         source=SOURCE,
         occurred_at=occurred_at,
+        dated=dated,
         wording=CONSENT_WORDING,
         evidence=evidence,
     )

@@ -12,7 +12,7 @@ transaction.
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -27,7 +27,12 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
-from profiles.services import WITHDRAWN_STATUSES, suppression_hash
+from profiles.services import (
+    WITHDRAWN_STATUSES,
+    StatusHolder,
+    consent_status_move,
+    suppression_hash,
+)
 
 ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
 TAG_MAX_CHARS = 100
@@ -40,15 +45,6 @@ class BatchOutcome:
     erased: list[Rejection] = field(default_factory=list)
     duplicates_erased: int = 0
     notes: list[dict[str, Any]] = field(default_factory=list)
-
-
-class StatusHolder(Protocol):
-    """What the consent rules read and move: a Profile, or a plain row of one."""
-
-    pk: int | None
-    email: str | None
-    subscription_status: str
-    subscription_changed_at: datetime | None
 
 
 @dataclass
@@ -182,36 +178,30 @@ def consents_apply(
             continue
         if fact.status == SubscriptionStatus.CLEANED:
             pending.suppressed.append(row.email.key)
-        if not fact.dated and fact.status == kept:
-            continue
 
         # The same fact from the same source is already on record when a file is
         # imported again; appending it twice would only blur the history.
         marker = (profile.pk, fact.status.value, fact.occurred_at)
-        if profile.pk is None or marker not in recorded:
-            recorded.add(marker)
-            pending.consents.append((profile, fact))
-            changed |= _status_move(profile, fact)
+        if profile.pk is not None and marker in recorded:
+            continue
+        moved = _status_move(profile, fact)
+        if not fact.dated and not moved:
+            continue
+        recorded.add(marker)
+        pending.consents.append((profile, fact))
+        changed |= moved
     return changed
 
 
 def _status_move(profile: StatusHolder, fact: ConsentFact) -> set[str]:
-    """Move the status if the fact is the newest; a list never lifts a withdrawal."""
-    is_newer = (
-        profile.subscription_changed_at is None
-        or fact.occurred_at >= profile.subscription_changed_at
+    moved = consent_status_move(
+        profile,
+        status=fact.status,
+        occurred_at=fact.occurred_at,
+        dated=fact.dated,
+        from_import=True,
     )
-    resubscribes = (
-        fact.status == SubscriptionStatus.SUBSCRIBED
-        and profile.subscription_status in WITHDRAWN_STATUSES
-    )
-    if not is_newer or resubscribes:
-        return set()
-
-    profile.subscription_status = fact.status
-    undated_subscribe = not fact.dated and fact.status == SubscriptionStatus.SUBSCRIBED
-    profile.subscription_changed_at = None if undated_subscribe else fact.occurred_at
-    return {"subscription_status", "subscription_changed_at"}
+    return {"subscription_status", "subscription_changed_at"} if moved else set()
 
 
 def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str, Any]:

@@ -10,8 +10,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 from django.db import connection
+from django.urls import reverse
 
 from profiles import shopify
+from profiles.importing import contact_import_file
 from profiles.models import (
     ConsentRecord,
     Event,
@@ -26,7 +28,7 @@ from profiles.models import (
     WebhookDelivery,
 )
 from profiles.processing import events_process_pending
-from profiles.services import suppression_add
+from profiles.services import consent_record, suppression_add
 from profiles.tasks import shopify_deliveries_sweep_task
 from tests.factories import ProfileFactory
 
@@ -810,3 +812,148 @@ def test_a_time_outside_the_calendar_finishes_the_delivery_with_its_reason(
     delivery = WebhookDelivery.objects.get(delivery_id="old-1")
     assert delivery.processed_at is not None
     assert "is outside the years 1 to 9999 in UTC" in delivery.error
+
+
+# Undated consent ---------------------------------------------------------------
+
+DMITRI = "d.volkov@example.com"
+CONSENT_TOPIC = "customers_email_marketing_consent/update"
+
+
+@pytest.fixture
+def dmitri_unsubscribed(settings, tmp_path, load_fixture):
+    """Dmitri as the Mailchimp export leaves him: unsubscribed on 2024-12-03."""
+    settings.VAR_DIR = tmp_path
+    name = "mailchimp/unsubscribed_members_export.csv"
+    contact_import_file(filename=name.rsplit("/", 1)[-1], data=load_fixture(name))
+    dmitri = Profile.objects.get(email=DMITRI)
+    assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    return dmitri
+
+
+def undated_consent(deliver, shop_headers, *, state: str, webhook_id: str):
+    body = (
+        b'{"customer_id":7412345678903,"email_address":"d.volkov@example.com",'
+        b'"email_marketing_consent":{"state":"' + state.encode() + b'",'
+        b'"opt_in_level":"single_opt_in","consent_updated_at":null}}'
+    )
+    name = "customers_email_marketing_consent_update.json"
+    headers = resigned(
+        shop_headers,
+        name,
+        body,
+        **{"X-Shopify-Webhook-Id": webhook_id, "X-Shopify-Topic": CONSENT_TOPIC},
+    )
+    return deliver(name, headers=headers, body=body)
+
+
+def test_an_undated_subscribe_does_not_lift_a_dated_unsubscribe(
+    db, deliver, shop_headers, dmitri_unsubscribed
+):
+    unsubscribed_at = dmitri_unsubscribed.subscription_changed_at
+    records_before = ConsentRecord.objects.filter(profile=dmitri_unsubscribed).count()
+
+    response = undated_consent(
+        deliver, shop_headers, state="subscribed", webhook_id="u-1"
+    )
+
+    assert response.status_code == 200
+    dmitri = Profile.objects.get(email=DMITRI)
+    assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert dmitri.subscription_changed_at == unsubscribed_at
+    assert ConsentRecord.objects.filter(profile=dmitri).count() == records_before
+
+
+def test_an_undated_subscribe_is_recorded_undated_and_a_dated_fact_outranks_it(
+    db, deliver, shop_headers
+):
+    undated_consent(deliver, shop_headers, state="subscribed", webhook_id="u-2")
+
+    dmitri = Profile.objects.get(email=DMITRI)
+    record = ConsentRecord.objects.get(profile=dmitri)
+    assert dmitri.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert dmitri.subscription_changed_at is None
+    assert record.evidence["occurred_at_is_import_time"] is True
+
+    # An unsubscribe that happened long ago, arriving later, still wins.
+    consent_record(
+        profile=dmitri,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="mailchimp",
+        occurred_at=utc("2024-12-03T08:15:00Z"),
+    )
+    dmitri.refresh_from_db()
+    assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+
+
+def test_an_undated_subscribe_does_not_redate_a_dated_subscription(
+    db, deliver, shop_headers
+):
+    ProfileFactory(
+        email=DMITRI,
+        subscription_status=SubscriptionStatus.SUBSCRIBED,
+        subscription_changed_at=utc("2025-01-10T09:00:00Z"),
+    )
+
+    undated_consent(deliver, shop_headers, state="subscribed", webhook_id="u-3")
+
+    dmitri = Profile.objects.get()
+    assert dmitri.subscription_changed_at == utc("2025-01-10T09:00:00Z")
+    assert ConsentRecord.objects.count() == 0
+
+
+def test_an_undated_unsubscribe_takes_effect(db, deliver, shop_headers):
+    ProfileFactory(
+        email=DMITRI,
+        subscription_status=SubscriptionStatus.SUBSCRIBED,
+        subscription_changed_at=utc("2025-01-10T09:00:00Z"),
+    )
+
+    undated_consent(deliver, shop_headers, state="unsubscribed", webhook_id="u-4")
+
+    dmitri = Profile.objects.get()
+    delivery = WebhookDelivery.objects.get(delivery_id="u-4")
+    record = ConsentRecord.objects.get()
+    assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert dmitri.subscription_changed_at == delivery.received_at
+    assert record.occurred_at == delivery.received_at
+    assert record.evidence["occurred_at_is_import_time"] is True
+
+
+def test_an_undated_customer_update_does_not_lift_a_dated_unsubscribe(
+    db, deliver, shop_headers, load_fixture, dmitri_unsubscribed
+):
+    name = "customers_create_legacy_2024-10.json"
+    body = (
+        load_fixture(f"shopify/{name}")
+        .replace(b"chloe.dubois@example.org", DMITRI.encode())
+        .replace(
+            b'"consent_updated_at":"2025-03-14T12:39:58-05:00"',
+            b'"consent_updated_at":null',
+        )
+    )
+    headers = resigned(
+        shop_headers,
+        name,
+        body,
+        **{"X-Shopify-Webhook-Id": "u-5", "X-Shopify-Topic": "customers/update"},
+    )
+
+    deliver(name, headers=headers, body=body)
+
+    dmitri = Profile.objects.get(email=DMITRI)
+    assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert not ConsentRecord.objects.filter(source="shopify").exists()
+
+
+def test_the_profile_page_marks_an_undated_shop_consent(
+    db, client, marketer, deliver, shop_headers
+):
+    undated_consent(deliver, shop_headers, state="subscribed", webhook_id="u-6")
+    dmitri = Profile.objects.get(email=DMITRI)
+    client.force_login(marketer)
+
+    url = reverse("profile_detail", kwargs={"pk": dmitri.pk})
+    page = client.get(url).content.decode()
+
+    assert "undated in the webhook: the time it was received" in page
