@@ -394,6 +394,32 @@ def contacts_time_parse(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+# What a status cell may say, as a marketer would write it; compared by column_key,
+# so case, spaces and underscores do not matter.
+STATUS_WORDS = (
+    "subscribed",
+    "unsubscribed",
+    "cleaned",
+    "bounced",
+    "hard bounce",
+    "not subscribed",
+    "never subscribed",
+)
+CLEANED_WORDS = {"bounced", "hardbounce"}
+# A yes/no "unsubscribed" column: yes means the person left.
+LEFT_WORDS = ("yes", "true", "1", "y", "oui")
+STAYED_WORDS = ("no", "false", "0", "n", "non")
+
+
+class StatusUnknown(ValueError):
+    """A consent cell holds a word that is none of the ones its column accepts."""
+
+    def __init__(self, text: str, accepted: tuple[str, ...]) -> None:
+        super().__init__(text)
+        self.text = text.strip()
+        self.accepted = accepted
+
+
 @lru_cache(maxsize=256)
 def status_read(text: str) -> SubscriptionStatus:
     """Read a status cell: our statuses by value or label, Klaviyo's words too."""
@@ -401,19 +427,19 @@ def status_read(text: str) -> SubscriptionStatus:
     for status in SubscriptionStatus:
         if wanted in {column_key(status.value), column_key(status.label)}:
             return status
-    if wanted in {"bounced", "hardbounce"}:
+    if wanted in CLEANED_WORDS:
         return SubscriptionStatus.CLEANED
-    raise ValueError(text)
+    raise StatusUnknown(text, STATUS_WORDS)
 
 
 def blacklisted_read(text: str) -> SubscriptionStatus:
     """Read a yes/no 'unsubscribed' cell such as Brevo's EMAIL_BLACKLISTED."""
     wanted = text.strip().casefold()
-    if wanted in {"yes", "true", "1", "y", "oui"}:
+    if wanted in LEFT_WORDS:
         return SubscriptionStatus.UNSUBSCRIBED
-    if wanted in {"no", "false", "0", "n", "non"}:
+    if wanted in STAYED_WORDS:
         return SubscriptionStatus.SUBSCRIBED
-    raise ValueError(text)
+    raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS)
 
 
 def _first_time(cell: Callable[[str], str], names: tuple[str, ...]) -> datetime | None:

@@ -41,6 +41,7 @@ from profiles.importing.layouts import (
     TRAIT_PREFIX,
     ConsentFact,
     Layout,
+    StatusUnknown,
     blacklisted_read,
     consent_fact,
     contacts_time_parse,
@@ -555,7 +556,7 @@ def _cell_reader(plan: ColumnPlan, cells: list[str]):
 def _consents_read(
     context: _RecordContext, record: int, cells: list[str]
 ) -> list[ConsentFact]:
-    """Return the consent facts a record states; raise ValueError on a bad status."""
+    """Return the consent facts a record states; raise StatusUnknown on a bad status."""
     plan = context.plan
     status = plan.layout.status
     left = None
@@ -607,8 +608,9 @@ def _record_read(
 
     try:
         consents = _consents_read(context, record, cells)
-    except ValueError as exc:
-        message = f"Unknown status {str(exc).strip()!r}."
+    except StatusUnknown as exc:
+        accepted = ", ".join(exc.accepted)
+        message = f"Unknown status {exc.text!r}. Accepted (any case): {accepted}."
         return Rejection(record, line, written.strip(), "invalid_status", message)
 
     traits = _traits_read(context, record, line, cells, email.display)

@@ -1,0 +1,57 @@
+"""A status cell Bespoke cannot read is refused with the words it would accept."""
+
+import pytest
+
+from profiles.importing import contact_import_file
+from profiles.importing.layouts import STATUS_WORDS, status_read
+from profiles.models import Profile
+
+pytestmark = pytest.mark.django_db
+
+STATUS_MESSAGE = (
+    "Unknown status {!r}. Accepted (any case): subscribed, unsubscribed, cleaned, "
+    "bounced, hard bounce, not subscribed, never subscribed."
+)
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+
+
+def test_an_unknown_status_is_refused_naming_the_accepted_values():
+    data = (
+        b"Email,Status\n"
+        b"pat@example.com,pending\n"
+        b"kim@example.com,Yes\n"
+        b"lee@example.com,1\n"
+        b"ann@example.com,Never Subscribed\n"
+    )
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    assert (contact_import.accepted, contact_import.rejected) == (1, 3)
+    assert [r["reason"] for r in contact_import.rejections] == ["invalid_status"] * 3
+    assert [r["message"] for r in contact_import.rejections] == [
+        STATUS_MESSAGE.format("pending"),
+        STATUS_MESSAGE.format("Yes"),
+        STATUS_MESSAGE.format("1"),
+    ]
+    assert list(Profile.objects.values_list("email", flat=True)) == ["ann@example.com"]
+
+
+def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
+    data = b"Email,Unsubscribed\npat@example.com,maybe\n"
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    assert contact_import.rejections[0]["message"] == (
+        "Unknown status 'maybe'. Accepted (any case): "
+        "yes, true, 1, y, oui, no, false, 0, n, non."
+    )
+    assert not Profile.objects.exists()
+
+
+@pytest.mark.parametrize("word", STATUS_WORDS)
+def test_every_word_the_message_offers_is_read(word):
+    status_read(word.upper())
