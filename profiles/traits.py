@@ -101,8 +101,22 @@ def trait_coerce(rule: TraitRule, raw: Any, *, date_format: str = "") -> Any:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
 
-    value = _CONVERTERS[rule.type](rule, raw, date_format)
+    value = _allowed_spelling(rule, _CONVERTERS[rule.type](rule, raw, date_format))
     _check_rules(rule, value)
+    return value
+
+
+def _allowed_spelling(rule: TraitRule, value: Any) -> Any:
+    # Segments compare text case-insensitively, so 'PRO' and 'pro' are one value to
+    # a marketer: any case is accepted and the declared spelling is what is stored,
+    # which keeps one spelling per value for templates and reports.
+    if not isinstance(value, str) or value in rule.allowed_values:
+        return value
+
+    wanted = value.casefold()
+    for allowed in rule.allowed_values:
+        if isinstance(allowed, str) and allowed.casefold() == wanted:
+            return allowed
     return value
 
 
