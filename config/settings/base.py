@@ -130,6 +130,9 @@ REST_FRAMEWORK = {
 # The filesystem transport ignores the host; naming one keeps kombu from warning.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Kombu's own filesystem channel lets a worker read a message file before it is
+    # written, and the worker dies on the empty JSON; config/broker.py closes that gap.
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
     _queue_dir = VAR_DIR / "queue"
     _queue_dir.mkdir(exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
