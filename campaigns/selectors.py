@@ -3,7 +3,8 @@
 from django.db.models import Count
 
 from campaigns.models import Campaign, Message, MessageStatus
-from profiles.models import ContactImport, Event, RejectedEvent
+from profiles.health import rejected_events_count
+from profiles.models import ContactImport, Event
 from profiles.selectors import profile_status_counts
 
 
@@ -27,13 +28,15 @@ def campaign_message_counts(campaign: Campaign) -> dict[str, object]:
 def dashboard_counts() -> dict[str, object]:
     """Return the figures the dashboard shows: profiles, imports, events, messages."""
     imports = ContactImport.objects.all()
+    rejected = rejected_events_count()
     return {
         "profiles": profile_status_counts(),
         "imports": imports.count(),
         "rows_rejected": sum(imports.values_list("rejected", flat=True)),
         "events": Event.objects.count(),
         "events_unprocessed": Event.objects.filter(processed_at=None).count(),
-        "events_rejected": RejectedEvent.objects.count(),
+        "events_rejected": rejected["refused"],
+        "events_noticed": rejected["notices"],
         "messages_sent": Message.objects.filter(status=MessageStatus.SENT).count(),
         "messages_skipped": Message.objects.filter(
             status=MessageStatus.SKIPPED

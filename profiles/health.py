@@ -54,6 +54,21 @@ SOURCE_SETTINGS = "segment:settings"
 SOURCE_SHOPIFY = "shopify"
 SOURCE_IMPORTS = "imports"
 
+# RejectedEvent rows are of two kinds. Most say an item was refused and not stored
+# (profiles/ingestion.py, ItemRejected). These codes instead report something about
+# an event that WAS stored and applied: ingestion's warnings (an email trait that is
+# no address, an order amount that is no number) and processing's notices
+# (profiles/processing_identities.py, processing_identify.py).
+NOTICE_CODES = (
+    "invalid_email_trait",
+    "order_amount_unreadable",
+    "merge_refused",
+    "email_taken",
+    "email_not_changed",
+)
+# A declared trait's value that was left out: "trait_invalid:<reason>".
+NOTICE_CODE_PREFIXES = ("trait_invalid:",)
+
 TRAIT_CHECK_CHUNK = 2000
 TRAIT_CHECK_MAX_VALUES = 200_000
 TRAIT_EXAMPLES_SHOWN = 5
@@ -128,17 +143,19 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         done="processed_at",
         unit="events",
     )
-    rejected = RejectedEvent.objects.filter(where)
+    rows = RejectedEvent.objects.filter(where)
+    refused, notices = rows.exclude(_is_notice()), rows.filter(_is_notice())
 
     health = _feed_health(feed=feed, now=now)
     health.update(
         name=name,
         label=label,
         kind="events",
-        rejections=_rejections_by_code(rejected, now=now),
-        rejected_last_hour=rejected.filter(
-            received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS)
-        ).count(),
+        rejections=_rejections_by_code(refused, now=now),
+        rejected_last_hour=_items_count(
+            refused.filter(received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS))
+        ),
+        notices=_rejections_by_code(notices, now=now),
         failed=_failed_events(feed.rows),
         webhook_errors=_webhook_errors() if name == SOURCE_SHOPIFY else None,
     )
@@ -159,6 +176,7 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         label="Contact imports",
         kind="imports",
         rejections=_import_rejections_by_reason(now=now),
+        notices=[],
         rejected_last_hour=_import_rejected_since(
             now - timedelta(seconds=LAG_WINDOW_SECONDS)
         ),
@@ -306,8 +324,45 @@ def _seconds(duration: timedelta | None) -> float | None:
 # Rejections and failures ----------------------------------------------------------
 
 
+def rejected_events_count() -> dict[str, int]:
+    """Return how many items were refused, and how many stored events got a notice."""
+    rows = RejectedEvent.objects.all()
+    return {
+        "refused": _items_count(rows.exclude(_is_notice())),
+        "notices": _items_count(rows.filter(_is_notice())),
+    }
+
+
+def _is_notice() -> Q:
+    """Match the rows that report on a stored event rather than a refused item."""
+    notice = Q(code__in=NOTICE_CODES)
+    for prefix in NOTICE_CODE_PREFIXES:
+        notice |= Q(code__startswith=prefix)
+    return notice
+
+
+def _items_counted() -> Any:
+    # Ingestion stores a row per attempt, so a retried batch repeats its refusals
+    # and warnings. Each (source, messageId, code) is counted once instead of
+    # skipping the insert: the rows stay as they came, evidence of every attempt,
+    # and nothing is lost if two different items share a messageId under another
+    # code. A row without a messageId cannot be matched to its retries and counts
+    # on its own.
+    return Count("message_id", distinct=True, filter=~Q(message_id="")) + Count(
+        "id", filter=Q(message_id="")
+    )
+
+
+def _items_count(rows: QuerySet) -> int:
+    grouped = rows.values("source", "code").annotate(n=_items_counted()).order_by()
+    return sum(row["n"] for row in grouped)
+
+
 def _rejections_by_code(rejected: QuerySet, *, now: datetime) -> list[dict[str, Any]]:
-    """Return the last 30 days' rejections grouped by code, newest group first."""
+    """Return the last 30 days' rejections grouped by code, newest group first.
+
+    A retried item is counted once per code (see _items_counted).
+    """
     recent = rejected.filter(
         received_at__gte=now - timedelta(days=REJECTIONS_WINDOW_DAYS)
     )
@@ -319,7 +374,7 @@ def _rejections_by_code(rejected: QuerySet, *, now: datetime) -> list[dict[str, 
     rows = (
         recent.values("code")
         .annotate(
-            count=Count("id"),
+            count=_items_counted(),
             last_at=Max("received_at"),
             message=Subquery(newest_message),
         )
