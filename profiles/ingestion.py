@@ -26,6 +26,7 @@ from django.utils import timezone
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
 from profiles.processing_traits import ORDER_COMPLETED, number_coerce
+from profiles.processing_writes import server_bound_cursor
 from profiles.tasks import events_process_enqueue
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
 
@@ -714,7 +715,7 @@ def _events_insert(fresh: list[EventDraft]) -> list[int]:
     except orjson.JSONEncodeError:
         # An integer past 64 bits, which json writes as it came.
         rows = json.dumps(fresh, ensure_ascii=False, default=_json_time)
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(_EVENTS_INSERT_SQL, [rows])
         return [row[0] for row in cursor.fetchall()]
 
