@@ -129,9 +129,13 @@ def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     email_owner = (
         Profile.objects.filter(email__iexact=email.key).first() if email else None
     )
-    profile = _join(profile, _claimable(email_owner, user_id=user_id))
+    profile = _join(
+        profile, _claimable(email_owner, user_id=user_id), refused=refused
+    )
     anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
-    profile = _join(profile, _claimable(anonymous_owner, user_id=user_id))
+    profile = _join(
+        profile, _claimable(anonymous_owner, user_id=user_id), refused=refused
+    )
     if event.type == EventType.ALIAS:
         # An alias says outright that the two ids are one person.
         profile = _join(
@@ -146,7 +150,7 @@ def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     elif email is not None and not profile.email and email_owner is None:
         profile = _email_assign(profile=profile, email=email)
 
-    return _identities_attach(profile=profile, event=event)
+    return _identities_attach(profile=profile, event=event, refused=refused)
 
 
 def _claimable(profile: Profile | None, *, user_id: str) -> Profile | None:
@@ -239,11 +243,12 @@ def _merge_or_keep(
             "Profile merge refused",
             extra={"profile": profile.pk, "other_profile": other.pk},
         )
-        if refused is not None:
-            refused.append(
-                f"Profiles {profile.pk} and {other.pk} were not merged: {exc}. "
-                "They stay two people; merge them by hand if they are one."
-            )
+        message = (
+            f"Profiles {profile.pk} and {other.pk} were not merged: {exc}. "
+            "They stay two people; merge them by hand if they are one."
+        )
+        if refused is not None and message not in refused:
+            refused.append(message)
         return profile
 
 
@@ -262,7 +267,9 @@ def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
     return profile
 
 
-def _identities_attach(*, profile: Profile, event: Event) -> Profile:
+def _identities_attach(
+    *, profile: Profile, event: Event, refused: list[str]
+) -> Profile:
     wanted = [
         (IdentityKind.USER_ID, event.user_id),
         (IdentityKind.ANONYMOUS_ID, event.anonymous_id),
@@ -275,17 +282,21 @@ def _identities_attach(*, profile: Profile, event: Event) -> Profile:
 
     for kind, value in wanted:
         if value:
-            profile = _identity_attach(profile=profile, kind=kind, value=value)
+            profile = _identity_attach(
+                profile=profile, kind=kind, value=value, refused=refused
+            )
     return profile
 
 
-def _identity_attach(*, profile: Profile, kind: str, value: str) -> Profile:
+def _identity_attach(
+    *, profile: Profile, kind: str, value: str, refused: list[str]
+) -> Profile:
     # get_or_create survives a concurrent insert of the same identity; if another
     # profile won that race, the two are joined like any other link.
     identity, _ = ProfileIdentity.objects.get_or_create(
         kind=kind, value=value, defaults={"profile": profile}
     )
-    return _merge_or_keep(profile, identity.profile, explicit=False)
+    return _merge_or_keep(profile, identity.profile, explicit=False, refused=refused)
 
 
 @transaction.atomic
@@ -305,8 +316,8 @@ def profile_merge(
         .filter(pk__in=[first.pk, second.pk])
         .order_by("pk")
     }
-    kept, merged = _merge_order(locked[first.pk], locked[second.pk])
-    _merge_check(kept, merged, explicit=explicit)
+    kept, merged = merge_order(locked[first.pk], locked[second.pk])
+    merge_check(kept, merged, explicit=explicit)
 
     moved = _related_move(kept=kept, merged=merged)
     _blanks_fill(kept=kept, merged=merged)
@@ -326,13 +337,15 @@ def profile_merge(
     return kept
 
 
-def _merge_order(a: Profile, b: Profile) -> tuple[Profile, Profile]:
+def merge_order(a: Profile, b: Profile) -> tuple[Profile, Profile]:
+    """Return (kept, merged): the one with an email is kept, else the older one."""
     if bool(a.email) != bool(b.email):
         return (a, b) if a.email else (b, a)
     return (a, b) if (a.created_at, a.pk) <= (b.created_at, b.pk) else (b, a)
 
 
-def _merge_check(kept: Profile, merged: Profile, *, explicit: bool) -> None:
+def merge_check(kept: Profile, merged: Profile, *, explicit: bool) -> None:
+    """Raise MergeRefused when the two cannot be one person."""
     if kept.email and merged.email:
         raise MergeRefused("both profiles have an email address")
     if explicit:

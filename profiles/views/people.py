@@ -29,8 +29,8 @@ from profiles.models import (
 # one person, so that the confirmation shows what the merge will do.
 from profiles.processing_identities import (
     MergeRefused,
-    _merge_check,
-    _merge_order,
+    merge_check,
+    merge_order,
     profile_merge,
 )
 from profiles.selectors import profile_is_suppressed
@@ -205,9 +205,9 @@ def profile_merge_page(request: HttpRequest, pk: int) -> HttpResponse:
         return _merge_page_render(request, profile, form)
 
     other = form.cleaned_data["other"]
-    kept, merged = _merge_order(profile, other)
+    kept, merged = merge_order(profile, other)
     try:
-        _merge_check(kept, merged, explicit=False)
+        merge_check(kept, merged, explicit=False)
     except MergeRefused as exc:
         return _merge_refused(request, profile, form, _refusal(kept, merged, exc))
     if request.method == "GET":

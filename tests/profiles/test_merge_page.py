@@ -369,13 +369,13 @@ def test_a_profile_merged_away_while_the_marketer_confirms_is_named_not_merged(
 ):
     ana = ProfileFactory(email="ana@example.com")
     anonymous = Profile.objects.create()
-    merged_away_meanwhile = people._merge_check
+    merged_away_meanwhile = people.merge_check
 
     def check_then_lose_it(kept, merged, *, explicit):
         merged_away_meanwhile(kept, merged, explicit=explicit)
         Profile.objects.filter(pk=anonymous.pk).delete()
 
-    monkeypatch.setattr(people, "_merge_check", check_then_lose_it)
+    monkeypatch.setattr(people, "merge_check", check_then_lose_it)
 
     response = signed_in.post(merge_url(ana), {"other": str(anonymous.pk)})
 
