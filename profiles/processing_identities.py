@@ -129,9 +129,7 @@ def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     email_owner = (
         Profile.objects.filter(email__iexact=email.key).first() if email else None
     )
-    profile = _join(
-        profile, _claimable(email_owner, user_id=user_id), refused=refused
-    )
+    profile = _join(profile, _claimable(email_owner, user_id=user_id), refused=refused)
     anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
     profile = _join(
         profile, _claimable(anonymous_owner, user_id=user_id), refused=refused

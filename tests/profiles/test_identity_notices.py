@@ -77,7 +77,9 @@ def test_a_device_of_another_person_with_an_address_is_not_merged_and_it_is_said
     # A browser that identified as one address, then signs in as someone who has
     # another: the two stay apart, and the refusal is on the sources page.
     send("/v1/track", {"anonymousId": "anon-x", "event": "Product Viewed"})
-    send("/v1/identify", {"anonymousId": "anon-x", "traits": {"email": "p@example.com"}})
+    send(
+        "/v1/identify", {"anonymousId": "anon-x", "traits": {"email": "p@example.com"}}
+    )
     send("/v1/identify", {"userId": "u-7", "traits": {"email": "a@example.com"}})
     send("/v1/identify", {"userId": "u-7", "anonymousId": "anon-x"})
 
