@@ -587,6 +587,9 @@ def _id_text(item: dict[str, Any], key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ItemRejected("invalid_field", f"'{key}' must be a string or a number.")
 
+    # A whole number sent as a float (1.0) is the same id as 1.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     text = str(value).strip()
     if len(text) > MAX_ID_CHARS:
         raise ItemRejected("field_too_long", f"'{key}' is over {MAX_ID_CHARS} chars.")
@@ -606,6 +609,12 @@ def _name_text(item: dict[str, Any], key: str) -> str:
 
 # Clocks drift and time zones get mislabelled; more than this is a wrong timestamp.
 FUTURE_TOLERANCE = timedelta(days=1)
+# timestamp and sentAt come from one clock: an event may be stamped a little after
+# the batch's sentAt only by the time the client took to write it down.
+SENT_AT_TOLERANCE = timedelta(minutes=1)
+# Before this, a time is a default or an empty date (0001-01-01), not when
+# anything was done on a site or in a shop.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _times_read(
@@ -613,6 +622,25 @@ def _times_read(
 ) -> dict[str, datetime | None]:
     original = _time_parse(item, "timestamp")
     sent_at = _time_parse(item, "sentAt") or _time_parse(shared, "sentAt")
+
+    if original is not None and original < EARLIEST_EVENT_TIME:
+        raise ItemRejected(
+            "invalid_timestamp",
+            f"timestamp {original.isoformat()} is before 1970: a default or empty "
+            "date, not the time of an event.",
+        )
+    stamped_after_sent = (
+        sent_at is not None
+        and original is not None
+        and original > sent_at + SENT_AT_TOLERANCE
+    )
+    if stamped_after_sent:
+        raise ItemRejected(
+            "timestamp_in_future",
+            f"timestamp {original.isoformat()} is after sentAt "
+            f"{sent_at.isoformat()}: an event cannot happen after it was sent, so "
+            "one of the client's times is wrong",
+        )
 
     if original is None:
         timestamp = received_at
@@ -632,19 +660,11 @@ def _times_read(
     if timestamp > received_at + FUTURE_TOLERANCE:
         # An event from the future would read as 'seen today' for years and break
         # every 'in the last N days' rule for that person.
-        message = (
+        raise ItemRejected(
+            "timestamp_in_future",
             f"timestamp {timestamp.isoformat()} is more than a day after it was "
-            "received"
+            "received",
         )
-        if sent_at is not None and original is not None:
-            # Only a timestamp after its own sentAt lands in the future once the
-            # client's clock is corrected.
-            message = (
-                f"timestamp {original.isoformat()} is after sentAt "
-                f"{sent_at.isoformat()}: an event cannot happen after it was sent, "
-                "so one of the client's times is wrong"
-            )
-        raise ItemRejected("timestamp_in_future", message)
     return {
         "timestamp": timestamp,
         "original_timestamp": original,

@@ -185,3 +185,49 @@ def test_a_lone_surrogate_is_refused_and_the_rest_stored(client):
     assert [(r["messageId"], r["code"]) for r in response.json()["rejected"]] == [
         ("sur-1", "invalid_characters")
     ]
+
+
+def test_a_timestamp_hours_after_its_sent_at_is_refused(client):
+    # Corrected onto the server's clock it would land 20 hours ahead: less than
+    # the day allowed for clients that send no sentAt, but impossible with one.
+    late = (
+        '{"type":"track","messageId":"late-2","userId":"u","event":"X",'
+        '"timestamp":"2025-01-01T20:00:00Z","sentAt":"2025-01-01T00:00:00Z"}'
+    )
+
+    (rejected,) = batch(client, GOOD, late).json()["rejected"]
+
+    assert (rejected["messageId"], rejected["code"]) == (
+        "late-2",
+        "timestamp_in_future",
+    )
+    assert Event.objects.filter(message_id="late-2").count() == 0
+
+
+def test_a_timestamp_seconds_after_its_sent_at_is_taken(client):
+    soon = (
+        '{"type":"track","messageId":"soon-1","userId":"u","event":"X",'
+        '"timestamp":"2025-01-01T00:00:05Z","sentAt":"2025-01-01T00:00:00Z"}'
+    )
+
+    assert batch(client, soon).json()["stored"] == 1
+
+
+def test_a_timestamp_from_an_empty_date_is_refused(client):
+    empty = (
+        '{"type":"track","messageId":"year-1","userId":"u","event":"X",'
+        '"timestamp":"0001-01-01T00:00:00Z"}'
+    )
+
+    (rejected,) = batch(client, GOOD, empty).json()["rejected"]
+
+    assert rejected["code"] == "invalid_timestamp"
+    assert "before 1970" in rejected["message"]
+
+
+def test_a_whole_number_user_id_sent_as_a_float_is_the_same_id(client):
+    one = '{"type":"track","messageId":"f-1","userId":1.0,"event":"X"}'
+
+    batch(client, one)
+
+    assert Event.objects.get(message_id="f-1").user_id == "1"
