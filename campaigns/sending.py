@@ -43,6 +43,16 @@ FAN_OUT_CHUNK_SIZE = 2000
 SENDING_STALE_AFTER_SECONDS = 15 * 60
 UNSUBSCRIBE_SALT = "bespoke.unsubscribe"
 
+# A skip reason that SkipReason (campaigns/models.py) does not list yet; the column
+# stores any short code, and the page shows the explanation kept in the error.
+SKIP_NEEDS_SMTPUTF8 = "needs_smtputf8"
+_SKIP_DETAILS = {
+    SKIP_NEEDS_SMTPUTF8: (
+        "The address has non-ASCII characters before the @, which needs an ESP "
+        "that supports SMTPUTF8; set BESPOKE_SMTPUTF8 if yours does."
+    ),
+}
+
 _SKIP_FOR_STATUS = {
     SubscriptionStatus.UNSUBSCRIBED: SkipReason.UNSUBSCRIBED,
     SubscriptionStatus.CLEANED: SkipReason.CLEANED,
@@ -194,7 +204,12 @@ def _send_one(
     profile = Profile.objects.prefetch_related("tags").get(pk=message.profile_id)
     reason = message_skip_reason(profile)
     if reason:
-        _mark(message, status=MessageStatus.SKIPPED, skip_reason=reason)
+        _mark(
+            message,
+            status=MessageStatus.SKIPPED,
+            skip_reason=reason,
+            error=_SKIP_DETAILS.get(reason, ""),
+        )
         report.add_skip(reason)
         return
 
@@ -311,7 +326,11 @@ def _recipient(profile: Profile) -> str:
     name = " ".join(CONTROL_CHARACTERS.sub(" ", profile.full_name).split())
     if not name:
         return profile.email
-    return str(Address(display_name=name, addr_spec=profile.email))
+
+    # The parts, not addr_spec: the standard library's parser refuses a non-ASCII
+    # local part, which is valid where the ESP supports SMTPUTF8.
+    local, _, domain = profile.email.rpartition("@")
+    return str(Address(display_name=name, username=local, domain=domain))
 
 
 def message_skip_reason(profile: Profile) -> str:
@@ -322,7 +341,14 @@ def message_skip_reason(profile: Profile) -> str:
         return _SKIP_FOR_STATUS[profile.subscription_status]
     if profile_is_suppressed(profile.email):
         return SkipReason.SUPPRESSED
+    if email_needs_smtputf8(profile.email) and not settings.BESPOKE_SMTPUTF8:
+        return SKIP_NEEDS_SMTPUTF8
     return ""
+
+
+def email_needs_smtputf8(address: str) -> bool:
+    """Return whether the address's local part has non-ASCII characters."""
+    return not address.rpartition("@")[0].isascii()
 
 
 def message_context(*, campaign: Campaign, profile: Profile, message: Message) -> dict:

@@ -9,6 +9,7 @@ does not validate.
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -29,8 +30,12 @@ INELIGIBLE_REASONS = (
     "unsubscribed",
     "cleaned",
     "not_subscribed",
+    "needs_smtputf8",
 )
 _ELIGIBLE = "eligible"
+# A non-ASCII character before the @: sending needs SMTPUTF8 (BESPOKE_SMTPUTF8).
+# Written for both PostgreSQL's regular expressions and Python's (SQLite).
+NON_ASCII_LOCAL_PART = r"^[^@]*[^\x01-\x7f][^@]*@"
 
 
 def rule_preview(
@@ -65,11 +70,22 @@ def rule_preview(
 
 
 def _email_reason() -> Case:
-    """Label each profile 'eligible' or with the first reason it cannot be emailed."""
+    """Label each profile 'eligible' or with the first reason it cannot be emailed.
+
+    A subscribed profile whose address needs SMTPUTF8 is counted under that reason
+    only when the ESP lacks it, as sending skips it (campaigns/sending.py).
+    """
+    subscribed = Q(subscription_status=SubscriptionStatus.SUBSCRIBED)
+    needs_smtputf8 = subscribed & Q(email__regex=NON_ASCII_LOCAL_PART)
     return Case(
         When(Q(email__isnull=True) | Q(email=""), then=Value("no_email")),
         When(suppressed_at__isnull=False, then=Value("suppressed")),
-        When(subscription_status=SubscriptionStatus.SUBSCRIBED, then=Value(_ELIGIBLE)),
+        *(
+            []
+            if settings.BESPOKE_SMTPUTF8
+            else [When(needs_smtputf8, then=Value("needs_smtputf8"))]
+        ),
+        When(subscribed, then=Value(_ELIGIBLE)),
         default=F("subscription_status"),
     )
 

@@ -170,6 +170,9 @@ BESPOKE_IMPORT_TIME_ZONE = env_str("BESPOKE_IMPORT_TIME_ZONE", "UTC")
 # The key of the hashes kept on the suppression list. Changing it orphans them.
 BESPOKE_SUPPRESSION_KEY = env_str("BESPOKE_SUPPRESSION_KEY", SECRET_KEY)
 BESPOKE_SEND_BATCH_SIZE = env_int("BESPOKE_SEND_BATCH_SIZE", 200)
+# Whether the ESP accepts addresses whose local part is not ASCII (SMTPUTF8, RFC 6531).
+# Few do; without it those recipients are skipped rather than failed at the ESP.
+BESPOKE_SMTPUTF8 = env_bool("BESPOKE_SMTPUTF8", default=False)
 # Profile ids a segment rebuild handles in one transaction before re-queueing.
 BESPOKE_SEGMENT_REBUILD_BATCH_SIZE = env_int(
     "BESPOKE_SEGMENT_REBUILD_BATCH_SIZE", 50_000

@@ -7,6 +7,7 @@ from anymail.exceptions import AnymailAPIError
 from django.utils import timezone
 
 from campaigns.models import CampaignStatus, Message, MessageStatus, OutboxEmail
+from campaigns.selectors import campaign_message_counts
 from campaigns.sending import (
     CampaignNotStartable,
     campaign_send_all,
@@ -204,3 +205,49 @@ def test_a_message_that_cannot_be_built_fails_and_the_batch_goes_on(campaign, au
     message = Message.objects.get(profile=audience["ok"])
     assert message.status == MessageStatus.FAILED
     assert message.error == "Not sent: bad address"
+
+
+def test_it_skips_an_address_that_needs_smtputf8_when_the_esp_lacks_it(
+    campaign, audience, settings
+):
+    # given an ESP without SMTPUTF8 and a subscribed member with a non-ASCII local part
+    settings.BESPOKE_SMTPUTF8 = False
+    jorg = ProfileFactory(email="sendtest.jörg@example.com", first_name="Jörg")
+    ProfileTag.objects.create(profile=jorg, name="Spring")
+
+    # when the campaign is sent
+    campaign_start(campaign_id=campaign.pk)
+    report = campaign_send_all(campaign_id=campaign.pk)
+
+    # then that member is skipped with a reason that says why, and nothing is sent
+    assert (report.sent, report.failed) == (1, 0)
+    assert report.skipped["needs_smtputf8"] == 1
+    message = Message.objects.get(profile=jorg)
+    assert message.status == MessageStatus.SKIPPED
+    assert message.skip_reason == "needs_smtputf8"
+    assert message.error == (
+        "The address has non-ASCII characters before the @, which needs an ESP "
+        "that supports SMTPUTF8; set BESPOKE_SMTPUTF8 if yours does."
+    )
+    assert [e.to for e in OutboxEmail.objects.all()] == [["Ana <ok@example.com>"]]
+    assert campaign_message_counts(campaign)["skip_reasons"]["needs_smtputf8"] == 1
+
+
+def test_it_sends_to_an_address_that_needs_smtputf8_when_the_esp_supports_it(
+    campaign, audience, settings
+):
+    settings.BESPOKE_SMTPUTF8 = True
+    jorg = ProfileFactory(email="sendtest.jörg@example.com", first_name="Jörg")
+    ProfileTag.objects.create(profile=jorg, name="Spring")
+
+    campaign_start(campaign_id=campaign.pk)
+    report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert (report.sent, report.failed) == (2, 0)
+    message = Message.objects.get(profile=jorg)
+    assert (message.status, message.error) == (MessageStatus.SENT, "")
+    assert message.to_email == "sendtest.jörg@example.com"
+    assert sorted(t for e in OutboxEmail.objects.all() for t in e.to) == [
+        "Ana <ok@example.com>",
+        "Jörg <sendtest.jörg@example.com>",
+    ]

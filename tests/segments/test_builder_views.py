@@ -65,6 +65,7 @@ def test_the_preview_counts_reasons_nodes_and_describes_the_rule(
         "unsubscribed": 1,
         "cleaned": 0,
         "not_subscribed": 0,
+        "needs_smtputf8": 0,
     }
     assert [(c["path"], c["count"]) for c in body["conditions"]] == [
         ("rule", 4),

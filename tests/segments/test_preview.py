@@ -80,7 +80,36 @@ def test_it_counts_matches_and_says_why_each_cannot_be_emailed(people):
         "unsubscribed": 2,
         "cleaned": 1,
         "not_subscribed": 1,
+        "needs_smtputf8": 0,
     }
+
+
+def test_it_counts_addresses_that_need_smtputf8_as_not_emailable(people, settings):
+    # given the ESP does not support SMTPUTF8, and a subscribed gold profile whose
+    # address has a non-ASCII local part
+    settings.BESPOKE_SMTPUTF8 = False
+    person("jörg", email="sendtest.jörg@example.com", traits={"tier": "gold"})
+    person("kai", email="kai@bücher.example.com", traits={"tier": "gold"})
+
+    # when the rule is previewed
+    preview = rule_preview(rule=GOLD, now=NOW)
+
+    # then that profile cannot be emailed, for its own reason; an IDN domain can be
+    assert (preview["matched"], preview["eligible"]) == (9, 2)
+    assert preview["ineligible"]["needs_smtputf8"] == 1
+    assert preview["ineligible"]["total"] == 7
+
+
+def test_addresses_that_need_smtputf8_can_be_emailed_when_the_esp_supports_it(
+    people, settings
+):
+    settings.BESPOKE_SMTPUTF8 = True
+    person("jörg", email="sendtest.jörg@example.com", traits={"tier": "gold"})
+
+    preview = rule_preview(rule=GOLD, now=NOW)
+
+    assert (preview["matched"], preview["eligible"]) == (8, 2)
+    assert preview["ineligible"]["needs_smtputf8"] == 0
 
 
 def test_the_sample_shows_the_most_recently_seen_first(people):
