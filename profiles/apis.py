@@ -21,6 +21,7 @@ from profiles.ingestion import (
     body_read,
     events_ingest,
     payload_parse,
+    write_key_revoked_at,
     write_key_source,
 )
 
@@ -122,13 +123,23 @@ class TrackingApi(APIView):
 
     def _source_for(self, key: str | None) -> str:
         source = write_key_source(key=key)
-        if source is None:
-            raise RequestRefused(
-                status=status.HTTP_401_UNAUTHORIZED,
-                code="invalid_write_key",
-                message="A valid write key is required (HTTP Basic or 'writeKey').",
+        if source is not None:
+            return source
+
+        message = "A valid write key is required (HTTP Basic or 'writeKey')."
+        revoked_at = write_key_revoked_at(key=key)
+        if revoked_at is not None:
+            # The sender holds the key already; saying it was revoked tells
+            # whoever runs the feed what to fix.
+            message = (
+                f"This write key was revoked on {revoked_at:%Y-%m-%d %H:%M} UTC; "
+                "make a new one on the Sources page."
             )
-        return source
+        raise RequestRefused(
+            status=status.HTTP_401_UNAUTHORIZED,
+            code="invalid_write_key",
+            message=message,
+        )
 
 
 class IdentifyApi(TrackingApi):

@@ -148,6 +148,14 @@ def write_key_source(*, key: str | None) -> str | None:
     return f"segment:{write_key.name}"[:100]
 
 
+def write_key_revoked_at(*, key: str | None) -> datetime | None:
+    """Return when a write key made in Bespoke was revoked, if it was."""
+    if not key:
+        return None
+    revoked = WriteKey.objects.filter(key=key, revoked_at__isnull=False)
+    return revoked.values_list("revoked_at", flat=True).first()
+
+
 def write_key_used(*, write_key: WriteKey, at: datetime) -> None:
     """Record that the key authenticated a request, at most once a minute per key."""
     stale_before = at - timedelta(seconds=WRITE_KEY_USE_RESOLUTION_SECONDS)

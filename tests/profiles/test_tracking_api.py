@@ -253,6 +253,11 @@ def test_it_refuses_a_revoked_write_key(db, post, load_fixture, where):
     response = post("/v1/page", body, key="wk_revoked" if where == "header" else None)
 
     assert response.status_code == 401
+    assert response.json() == {
+        "code": "invalid_write_key",
+        "message": "This write key was revoked on 2025-01-01 00:00 UTC; make a new "
+        "one on the Sources page.",
+    }
     assert Event.objects.count() == 0
 
 
