@@ -106,7 +106,7 @@ class RulePreviewApi(APIView):
 
 
 class RuleExplainApi(APIView):
-    """Say whether one profile (by id or email) is in, and which conditions decided."""
+    """Say whether one profile (by id, email or userId) is in, and which conditions decided."""
 
     permission_classes = [IsAdminUser]
 
@@ -145,7 +145,7 @@ class RuleExplainApi(APIView):
         data = serializer.validated_data
         profile = profile_find(data["profile"])
         if profile is None:
-            message = "there is no profile with this id or email address"
+            message = "there is no profile with this id, email address or userId"
             return _errors([{"path": "profile", "message": message}], status_code=404)
 
         segment = _segment_or_none(data.get("segment_id"))

@@ -31,6 +31,8 @@ from django.db import DEFAULT_DB_ALIAS
 
 from profiles.models import SubscriptionStatus, TraitType
 from profiles.traits import (
+    NUMBER_MAX_DIGITS,
+    NUMBER_MIN_EXPONENT,
     TraitRule,
     number_in_range,
     number_text,
@@ -246,7 +248,7 @@ class _Checker:
         if rule.type == TraitType.NUMBER:
             wrong = [v for v in values if not _is_number(v)]
             if wrong:
-                self.fail(path, f"{described}: {wrong[0]!r} is not a number")
+                self.fail(path, f"{described}: {_not_a_number(wrong[0])}")
         elif rule.type == TraitType.BOOLEAN:
             wrong = [v for v in values if not isinstance(v, bool)]
             if wrong:
@@ -392,10 +394,13 @@ class _Checker:
         value = node["value"]
         if op in ("in", "not_in") and not (isinstance(value, list) and value):
             self.fail(path, f"op {op!r} needs a non-empty list")
-        elif op == "between" and not (
-            isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
-        ):
+        elif op == "between" and not (isinstance(value, list) and len(value) == 2):
             self.fail(path, "op 'between' needs [low, high] numbers")
+        elif op == "between" and not all(map(_is_number, value)):
+            wrong = next(v for v in value if not _is_number(v))
+            self.fail(path, f"op 'between': {_not_a_number(wrong)}")
+        elif op in ("gt", "gte", "lt", "lte") and _is_out_of_range(value):
+            self.fail(path, f"op {op!r}: {_not_a_number(value)}")
         elif op in ("gt", "gte", "lt", "lte") and not _is_number(value):
             self.fail(path, f"op {op!r} needs a number, not {value!r}")
         elif op in DAY_OPS and not (_is_count(value) and value <= MAX_DAYS):
@@ -452,17 +457,41 @@ def _campaign_exists(slug: str) -> bool:
     return Campaign.objects.filter(slug=slug).exists()
 
 
+NUMBER_RANGE = (
+    f"a number must be under 1e{NUMBER_MAX_DIGITS} in size (at most "
+    f"{NUMBER_MAX_DIGITS} digits before the decimal point) and, unless it is 0, "
+    f"at least 1e{NUMBER_MIN_EXPONENT}"
+)
+
+
 def _is_number(value: Any) -> bool:
-    # The grammar and range every other path reads numbers with (profiles.traits).
+    number = _decimal(value)
+    return number is not None and number_in_range(number)
+
+
+def _is_out_of_range(value: Any) -> bool:
+    number = _decimal(value)
+    return number is not None and not number_in_range(number)
+
+
+def _not_a_number(value: Any) -> str:
+    """Say why a value is not a number a rule may compare with."""
+    if _is_out_of_range(value):
+        return f"{value!r} is out of range: {NUMBER_RANGE}"
+    return f"{value!r} is not a number"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    # The grammar every other path reads numbers with (profiles.traits).
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return False
+        return None
     text = number_text(value)
     if text is None:
-        return False
+        return None
     try:
-        return number_in_range(Decimal(text))
+        return Decimal(text)
     except InvalidOperation:
-        return False
+        return None
 
 
 def rule_number(value: Any) -> float:

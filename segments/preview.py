@@ -13,7 +13,8 @@ from django.conf import settings
 from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from profiles.models import Event, Profile, SubscriptionStatus
+from profiles.emails import InvalidEmail, email_normalize
+from profiles.models import Event, IdentityKind, Profile, SubscriptionStatus
 from segments.compiler import rule_compile
 from segments.language import RuleInvalid, SegmentLookup, rule_describe
 from segments.models import Segment
@@ -280,15 +281,24 @@ def _summary(is_in: bool, decided_by: list[dict]) -> str:
 
 
 def profile_find(reference: str) -> dict | None:
-    """Return the profile with this id or email address, as plain values."""
-    reference = reference.strip()
-    profiles = Profile.objects.all()
-    if reference.isdigit():
-        profiles = profiles.filter(pk=int(reference))
-    else:
-        profiles = profiles.filter(email__iexact=reference)
+    """Return the profile with this id, email address or userId, as plain values.
 
-    row = profiles.values("pk", "email", "first_name", "last_name").first()
+    A reference of digits is a profile id first, then a userId.
+    """
+    reference = reference.strip()
+    row = None
+    # ASCII digits that fit a bigint: '١٢' or twenty digits are not profile ids.
+    if reference.isascii() and reference.isdigit() and len(reference) <= 18:
+        row = _profile_row(Q(pk=int(reference)))
+    if row is None and "@" in reference:
+        row = _profile_row(Q(email__iexact=_email_key(reference)))
+    if row is None and reference:
+        row = _profile_row(
+            Q(
+                identities__kind=IdentityKind.USER_ID,
+                identities__value=reference,
+            )
+        )
     if row is None:
         return None
     return {
@@ -298,6 +308,23 @@ def profile_find(reference: str) -> dict | None:
             part for part in (row["first_name"], row["last_name"]) if part
         ),
     }
+
+
+def _profile_row(condition: Q) -> dict | None:
+    return (
+        Profile.objects.filter(condition)
+        .values("pk", "email", "first_name", "last_name")
+        .first()
+    )
+
+
+def _email_key(reference: str) -> str:
+    # Profiles keep the canonical key: lower case, the domain in Unicode, so the
+    # punycode form of the same mailbox finds the same profile.
+    try:
+        return email_normalize(reference).key
+    except InvalidEmail:
+        return reference
 
 
 def segment_summaries() -> list[dict]:

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from profiles.models import SubscriptionStatus
+from profiles.models import IdentityKind, ProfileIdentity, SubscriptionStatus
 from segments.models import Segment
 from segments.services import segment_save
 from tests.factories import ProfileFactory, SegmentFactory, UserFactory
@@ -194,6 +194,37 @@ def test_explain_finds_a_profile_by_id_and_says_when_there_is_none(
     assert by_id.json()["in"] is True
     assert nobody.status_code == 404
     assert nobody.json()["errors"][0]["path"] == "profile"
+
+
+def test_explain_finds_a_profile_by_the_punycode_form_of_its_address(
+    marketer_client, people
+):
+    kai = ProfileFactory(email="kai@bücher.example.com", country_code="FR")
+
+    response = post_json(
+        marketer_client,
+        EXPLAIN,
+        {"rule": FRENCH, "profile": "Kai@xn--bcher-kva.example.com"},
+    )
+
+    assert response.status_code == 200
+    assert response.json()["profile"]["id"] == kai.pk
+    assert response.json()["in"] is True
+
+
+def test_explain_finds_a_profile_by_its_user_id(marketer_client, people):
+    kai = ProfileFactory(email="kai@example.com", country_code="DE")
+    ProfileIdentity.objects.create(
+        profile=kai, kind=IdentityKind.USER_ID, value="usr_1001"
+    )
+
+    response = post_json(
+        marketer_client, EXPLAIN, {"rule": FRENCH, "profile": "usr_1001"}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["profile"]["id"] == kai.pk
+    assert response.json()["in"] is False
 
 
 def test_explain_refuses_a_bad_rule_with_its_path(marketer_client, people):

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from profiles.models import Event, SubscriptionStatus
+from profiles.models import Event, IdentityKind, ProfileIdentity, SubscriptionStatus
 from segments.language import RuleInvalid
 from segments.preview import (
     event_names,
@@ -358,6 +358,31 @@ def test_a_profile_is_found_by_id_or_by_email_in_any_case(people):
     }
     assert profile_find(" ANA@example.com ")["id"] == ana.pk
     assert profile_find("nobody@example.com") is None
+
+
+def test_a_profile_is_found_by_the_punycode_form_of_an_idn_address(people):
+    kai = person("kai", email="kai@bücher.example.com")
+
+    assert profile_find("kai@xn--bcher-kva.example.com")["id"] == kai.pk
+    assert profile_find("KAI@BÜCHER.example.com")["id"] == kai.pk
+
+
+def test_a_profile_is_found_by_a_user_id_and_an_id_comes_first(people):
+    ana, bo = people["ana"], people["bo"]
+    ProfileIdentity.objects.create(
+        profile=ana, kind=IdentityKind.USER_ID, value="usr_1001"
+    )
+    ProfileIdentity.objects.create(
+        profile=ana, kind=IdentityKind.USER_ID, value=str(bo.pk)
+    )
+    ProfileIdentity.objects.create(
+        profile=bo, kind=IdentityKind.ANONYMOUS_ID, value="anon_1"
+    )
+
+    assert profile_find("usr_1001")["id"] == ana.pk
+    assert profile_find(str(bo.pk))["id"] == bo.pk
+    assert profile_find("anon_1") is None
+    assert profile_find("") is None
 
 
 def test_the_segment_list_shows_sizes_and_rules_that_no_longer_compile(people):
