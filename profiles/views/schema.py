@@ -148,9 +148,27 @@ class TraitDefinitionForm(forms.ModelForm):
             except TraitInvalid as exc:
                 self.add_error("allowed_values", exc.message)
                 continue
-            if value not in values:
-                values.append(value)
+            if value in values:
+                continue
+            twin = _same_but_case(value, values)
+            if twin is not None:
+                # Values are matched in any case, so these would be one value.
+                self.add_error(
+                    "allowed_values",
+                    f"'{value}' and '{twin}' differ only in case; keep one of them.",
+                )
+                continue
+            values.append(value)
         return values
+
+
+def _same_but_case(value: Any, values: list[Any]) -> Any:
+    if not isinstance(value, str):
+        return None
+    folded = value.casefold()
+    return next(
+        (v for v in values if isinstance(v, str) and v.casefold() == folded), None
+    )
 
 
 @staff_required

@@ -113,6 +113,19 @@ def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
             {"allowed_values": ["member_rating: 'two' is not a number"]},
         ),
         (
+            {
+                "type": "text",
+                "minimum": "",
+                "maximum": "",
+                "allowed_values": "pro, PRO",
+            },
+            {
+                "allowed_values": [
+                    "'PRO' and 'pro' differ only in case; keep one of them."
+                ]
+            },
+        ),
+        (
             {"pattern": "[0-9]+"},
             {"pattern": ["A pattern applies to text traits only."]},
         ),
