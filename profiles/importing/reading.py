@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from functools import lru_cache
+from typing import Any
 
 from openpyxl import load_workbook
 
@@ -245,12 +246,48 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
 
     try:
         sheet = workbook.worksheets[0]
+        _formulas_calculated_check(data, sheet)
         for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
             yield number, [xlsx_cell_text(value) for value in values]
+    except ImportFormatError:
+        raise
     except Exception as exc:
         raise ImportFormatError(XLSX_DAMAGED) from exc
     finally:
         workbook.close()
+
+
+# A formula cell whose value was never calculated: `<f>` with an empty or no `<v>`.
+# Excel and LibreOffice store each formula's value; a workbook written by a script
+# may not, and its cells would read as empty.
+UNCALCULATED_FORMULA = re.compile(
+    rb'<(?:\w+:)?c\s+r="([A-Z]+[0-9]+)"[^>]*>\s*'
+    rb"<(?:\w+:)?f\b[^>]*(?:/>|>[^<]*</(?:\w+:)?f>)\s*"
+    rb"(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>"
+)
+FORMULA_CELLS_NAMED = 3
+
+
+def _formulas_calculated_check(data: bytes, sheet: Any) -> None:
+    # openpyxl gives such a cell as empty: refuse the file rather than import a
+    # column of blanks. The sheet's own XML says which cells they are.
+    path = getattr(sheet, "_worksheet_path", None)
+    if path is None:
+        return
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        xml = archive.read(path)
+    cells = [
+        match.group(1).decode()
+        for match in itertools.islice(
+            UNCALCULATED_FORMULA.finditer(xml), FORMULA_CELLS_NAMED
+        )
+    ]
+    if cells:
+        raise ImportFormatError(
+            f"The workbook holds formulas whose values were never calculated "
+            f"(cells {', '.join(cells)}), so they would import as empty. Open it "
+            "in Excel or LibreOffice, save it again and upload the new file."
+        )
 
 
 def contacts_records(data: bytes) -> Iterator[tuple[int, list[str]]]:

@@ -397,3 +397,38 @@ def test_a_workbook_missing_a_part_is_called_damaged_not_a_zip():
         contacts_parse(buffer.getvalue())
 
     assert "The workbook is damaged" in str(refused.value)
+
+
+def test_a_workbook_whose_formulas_were_never_calculated_is_refused_naming_cells():
+    # openpyxl, like other scripts, stores a formula without its value.
+    data = xlsx_bytes([["Email", "First name"], ["a@example.com", "=1+1"]])
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(data)
+
+    assert str(refused.value) == (
+        "The workbook holds formulas whose values were never calculated (cells B2), "
+        "so they would import as empty. Open it in Excel or LibreOffice, save it "
+        "again and upload the new file."
+    )
+
+
+def test_a_workbook_with_calculated_formulas_is_read():
+    data = xlsx_bytes([["Email", "Orders"], ["a@example.com", 3]])
+    # What Excel writes: the formula and, beside it, its value.
+    patched = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(data)) as source,
+        zipfile.ZipFile(patched, "w") as target,
+    ):
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                content = content.replace(
+                    b'<c r="B2" t="n"><v>3</v></c>',
+                    b'<c r="B2" t="n"><f>1+2</f><v>3</v></c>',
+                )
+                assert b"<f>1+2</f>" in content
+            target.writestr(item, content)
+
+    assert contacts_header(patched.getvalue()) == ["Email", "Orders"]
