@@ -60,6 +60,7 @@ class SkipReason(models.TextChoices):
     NOT_SUBSCRIBED = "not_subscribed", "Never gave consent"
     SUPPRESSED = "suppressed", "On the suppression list"
     RENDER_ERROR = "render_error", "Template failed to render"
+    NEEDS_SMTPUTF8 = "needs_smtputf8", "Address needs an ESP with SMTPUTF8"
 
 
 class Message(models.Model):

@@ -43,9 +43,8 @@ FAN_OUT_CHUNK_SIZE = 2000
 SENDING_STALE_AFTER_SECONDS = 15 * 60
 UNSUBSCRIBE_SALT = "bespoke.unsubscribe"
 
-# A skip reason that SkipReason (campaigns/models.py) does not list yet; the column
-# stores any short code, and the page shows the explanation kept in the error.
-SKIP_NEEDS_SMTPUTF8 = "needs_smtputf8"
+# The page shows this explanation, kept in the message's error, beside the reason.
+SKIP_NEEDS_SMTPUTF8 = SkipReason.NEEDS_SMTPUTF8
 _SKIP_DETAILS = {
     SKIP_NEEDS_SMTPUTF8: (
         "The address has non-ASCII characters before the @, which needs an ESP "

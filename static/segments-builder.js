@@ -35,6 +35,7 @@
     no_email: "no email address", suppressed: "suppressed",
     unsubscribed: "unsubscribed", cleaned: "cleaned (address bounced)",
     not_subscribed: "never subscribed",
+    needs_smtputf8: "address needs an ESP with SMTPUTF8",
   };
   const KIND_LABELS = {
     attribute: "Profile field", trait: "Custom trait", metric: "Metric",
