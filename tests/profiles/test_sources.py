@@ -80,9 +80,11 @@ def test_a_revoked_key_gets_401_from_the_tracking_api(client):
 
     assert accepted.status_code == 200
     assert refused.status_code == 401
+    revoked_at = WriteKey.objects.get().revoked_at
     assert refused.json() == {
         "code": "invalid_write_key",
-        "message": "A valid write key is required (HTTP Basic or 'writeKey').",
+        "message": f"This write key was revoked on {revoked_at:%Y-%m-%d %H:%M} UTC; "
+        "make a new one on the Sources page.",
     }
     assert list(Event.objects.values_list("message_id", flat=True)) == ["m-1"]
     assert RejectedEvent.objects.count() == 0
