@@ -187,7 +187,6 @@ class Event(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["profile", "event", "timestamp"]),
-            models.Index(fields=["anonymous_id"]),
             models.Index(
                 fields=["received_at"],
                 name="event_unprocessed",

@@ -136,7 +136,7 @@ class EventChunk:
         keys = [
             key
             for event in events
-            if event.type == EventType.IDENTIFY
+            if event.type == IDENTIFY
             for key in _identity_keys(event)
         ]
         found = {self.owners[key] for key in keys} | set(self.email_owners.values())
@@ -180,7 +180,7 @@ class EventChunk:
         # The quick path is for events that cannot merge profiles: their ids point
         # at one profile or none, and an identify's address is that profile's or
         # nobody's. Everything else goes the careful way.
-        if event.type == EventType.ALIAS or event.pk in self.emails.unreadable:
+        if event.type == ALIAS or event.pk in self.emails.unreadable:
             return None
         if not event.user_id and not event.anonymous_id:
             known = event.profile_id in self.locked
@@ -220,7 +220,7 @@ class EventChunk:
     def _apply_quickly(self, event: Event, plan: _Plan) -> int:
         # Read an identify's change first: an event that fails links nothing.
         change = None
-        if event.type == EventType.IDENTIFY:
+        if event.type == IDENTIFY:
             known = plan.profile_id is not None
             profile = self.profile(plan.profile_id) if known else Profile()
             change = identify_change_read(
@@ -290,7 +290,7 @@ class EventChunk:
             if self._is_newcomer(event, keys, named):
                 newcomers.append(keys)
             named.update(keys)
-            named.update((kind, event.previous_id) for kind in IdentityKind.values)
+            named.update((kind, event.previous_id) for kind in IDENTITY_KINDS)
         if not newcomers:
             return
 
@@ -310,7 +310,7 @@ class EventChunk:
     ) -> bool:
         return bool(
             keys
-            and event.type != EventType.ALIAS
+            and event.type != ALIAS
             and event.pk not in self.emails.unreadable
             and self.emails.get(event.pk) is None
             and all(self.owners.get(key) is None for key in keys)
@@ -364,7 +364,7 @@ class EventChunk:
         # event's ids or address pointed at; read those afresh when next needed.
         keys = _identity_keys(event)
         if event.previous_id:
-            keys += [(kind, event.previous_id) for kind in IdentityKind.values]
+            keys += [(kind, event.previous_id) for kind in IDENTITY_KINDS]
         involved = {self.owners.get(key) for key in keys}
         email = self.emails.get(event.pk)
         if email is not None:
@@ -394,7 +394,7 @@ class _ChunkEmails(dict):
 def _emails_read(events: Iterable[Event]) -> _ChunkEmails:
     emails = _ChunkEmails()
     for event in events:
-        if event.type != EventType.IDENTIFY:
+        if event.type != IDENTIFY:
             continue
         if isinstance(event.traits, dict) and isinstance(event.context, dict):
             emails[event.pk] = identify_email(event)
@@ -404,9 +404,12 @@ def _emails_read(events: Iterable[Event]) -> _ChunkEmails:
     return emails
 
 
-# Plain strings: str() of a choices member, once per id of every event, adds up.
+# Plain strings: reading a choices member, several times for every event, adds up.
 USER_ID = str(IdentityKind.USER_ID)
 ANONYMOUS_ID = str(IdentityKind.ANONYMOUS_ID)
+IDENTITY_KINDS = tuple(IdentityKind.values)
+IDENTIFY = str(EventType.IDENTIFY)
+ALIAS = str(EventType.ALIAS)
 
 
 def _identity_keys(event: Event) -> list[IdentityKey]:
