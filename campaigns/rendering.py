@@ -6,6 +6,7 @@ Templates see plain data only (dicts, lists, strings, numbers), never model obje
 a fallback, so missing data never breaks a layout.
 """
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,8 +62,43 @@ def template_check(*, subject: str, html: str, text: str = "") -> list[str]:
         try:
             _parse(source, html=is_html)
         except LiquidError as exc:
-            problems.append(f"{part}: {exc}")
+            problems.append(_syntax_problem(part, source, exc))
     return problems
+
+
+# Tags that open a block their `end` tag closes; raw and comment blocks hold text.
+BLOCK_TAGS = {"if", "unless", "for", "case", "capture", "tablerow", "comment", "raw"}
+TAG_NAME = re.compile(r"{%-?\s*(\w+)")
+
+
+def _syntax_problem(part: str, source: str, exc: LiquidError) -> str:
+    """Say what is wrong and on which line, as far as the error or the source tells."""
+    message = getattr(exc, "message", None) or str(exc)
+    index = getattr(getattr(exc, "token", None), "start_index", -1)
+    if index is not None and index >= 0:
+        line = source.count("\n", 0, index) + 1
+        return f"{part}, line {line}: {message}"
+    unclosed = _unclosed_block(source)
+    if message.startswith("expected tag end") and unclosed is not None:
+        name, index = unclosed
+        line = source.count("\n", 0, index) + 1
+        return f"{part}, line {line}: the '{name}' tag opened here is never closed"
+    return f"{part}: {message}"
+
+
+def _unclosed_block(source: str) -> tuple[str, int] | None:
+    """Return the name and place of the last block tag the source never closes."""
+    opened: list[tuple[str, int]] = []
+    for match in TAG_NAME.finditer(source):
+        name = match.group(1)
+        inside_text = opened and opened[-1][0] in ("raw", "comment")
+        if inside_text and name != f"end{opened[-1][0]}":
+            continue
+        if name in BLOCK_TAGS:
+            opened.append((name, match.start()))
+        elif name.startswith("end") and opened and opened[-1][0] == name[3:]:
+            opened.pop()
+    return opened[-1] if opened else None
 
 
 # What a template can read: the context of sending.message_context, and the keys
@@ -114,7 +150,9 @@ def template_review(
         ("html", html, True),
         ("text", text, False),
     ):
-        if not source or any(error.startswith(f"{part}:") for error in errors):
+        if not source or any(
+            error.startswith((f"{part}:", f"{part},")) for error in errors
+        ):
             continue
         template = _parse(source, html=is_html)
         try:
@@ -126,7 +164,7 @@ def template_review(
             )
             continue
         except LiquidError as exc:
-            errors.append(f"{part}: {exc}")
+            errors.append(_syntax_problem(part, source, exc))
             continue
         # An unknown filter parses, then fails every render: refuse it now.
         environment = _HTML if is_html else _TEXT

@@ -72,11 +72,19 @@ def test_runaway_loops_are_stopped():
         render_html("{% for i in (1..100000) %}x{% endfor %}", {})
 
 
-def test_syntax_errors_name_the_part():
-    problems = template_check(subject="ok", html="{% if %}", text="fine")
+def test_syntax_errors_name_the_part_and_line():
+    problems = template_check(subject="ok", html="<p>\n{% if %}", text="fine")
 
-    assert len(problems) == 1
-    assert problems[0].startswith("html: missing expression")
+    assert problems == ["html, line 2: missing expression"]
+
+
+def test_a_block_never_closed_is_named_at_the_line_that_opens_it():
+    html = "<p>\n{% if a %}{% raw %}{% if %}{% endraw %}{% endif %}\n{% unless b %}x"
+
+    problems = template_check(subject="ok", html=html, text="")
+
+    # Liquid itself only says "expected tag endunless" at the end of the text.
+    assert problems == ["html, line 3: the 'unless' tag opened here is never closed"]
 
 
 @pytest.mark.django_db
@@ -130,7 +138,7 @@ def test_the_review_names_what_no_recipient_has_with_its_line():
 def test_a_template_that_does_not_parse_has_errors_and_no_name_review():
     review = template_review(subject="{{ profile.nope }}", html="{% if %}")
 
-    assert [error.split(":")[0] for error in review.errors] == ["html"]
+    assert [error.split(":")[0] for error in review.errors] == ["html, line 1"]
     assert len(review.warnings) == 1
 
 

@@ -23,7 +23,7 @@ def test_a_template_that_does_not_parse_is_not_saved(admin_client):
     response = post(admin_client, "<p>{% if %}</p>")
 
     assert EmailTemplate.objects.count() == 0
-    assert "html: missing expression" in response.content.decode()
+    assert "html, line 1: missing expression" in response.content.decode()
 
 
 def test_a_trait_no_one_declared_saves_with_a_warning(admin_client):
