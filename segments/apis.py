@@ -4,6 +4,7 @@ Session authentication, staff only. A rule that does not validate gets a 400 who
 'errors' list names each bad node by path, so the editor can point at it.
 """
 
+import math
 from typing import Any
 
 from rest_framework import serializers, status
@@ -21,6 +22,39 @@ from segments.preview import (
     rule_explain,
     rule_preview,
 )
+
+
+class RuleField(serializers.JSONField):
+    """A rule as JSON; a number past a float's range is named, not called bad JSON."""
+
+    default_error_messages = {
+        "out_of_range": (
+            "The number at {path} is out of range: a number must be under 1e15 in "
+            "size (at most 15 digits before the decimal point)."
+        ),
+    }
+
+    def to_internal_value(self, data: Any) -> Any:
+        path = _non_finite_path(data, "rule")
+        if path is not None:
+            self.fail("out_of_range", path=path)
+        return super().to_internal_value(data)
+
+
+def _non_finite_path(value: Any, path: str) -> str | None:
+    # JSON's 1e999 reads as infinity, which no rule can compare with.
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next(
+        (found for key, item in items if (found := _non_finite_path(item, key))),
+        None,
+    )
 
 
 def _errors(errors: list[dict], *, status_code: int = 400) -> Response:
@@ -70,7 +104,7 @@ class RulePreviewApi(APIView):
     permission_classes = [IsAdminUser]
 
     class InputSerializer(serializers.Serializer):
-        rule = serializers.JSONField()
+        rule = RuleField()
         segment_id = serializers.IntegerField(required=False, allow_null=True)
 
     class OutputSerializer(serializers.Serializer):
@@ -111,7 +145,7 @@ class RuleExplainApi(APIView):
     permission_classes = [IsAdminUser]
 
     class InputSerializer(serializers.Serializer):
-        rule = serializers.JSONField()
+        rule = RuleField()
         profile = serializers.CharField()
         segment_id = serializers.IntegerField(required=False, allow_null=True)
 

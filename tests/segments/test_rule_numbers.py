@@ -90,3 +90,23 @@ def test_a_segment_saved_with_such_a_name_leaves_the_pages_working(client, marke
     assert client.get(reverse("segment_list")).status_code == 200
     profile_page = reverse("profile_detail", kwargs={"pk": person.pk})
     assert client.get(profile_page).status_code == 200
+
+
+def test_the_preview_api_names_a_number_past_a_floats_range(admin_client):
+    # 1e999 reads as infinity: the answer names where it is, not "invalid JSON".
+    body = (
+        '{"rule": {"all": [{"metric": "lifetime_value", "op": "gt", "value": 1e999}]}}'
+    )
+
+    response = admin_client.post(
+        "/segments/api/preview", body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {
+            "path": "rule",
+            "message": "The number at rule.all[0].value is out of range: a number "
+            "must be under 1e15 in size (at most 15 digits before the decimal point).",
+        }
+    ]
