@@ -26,7 +26,7 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.fields.json import KeyTransform
-from django.db.models.functions import TruncDay, TruncHour
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
 from profiles.models import (
@@ -170,7 +170,12 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         unit="rows",
     )
     health = _feed_health(feed=feed, now=now, volume=Sum("records"))
-    health["unprocessed"] = _backlog(_imports_queued(), arrived=feed.arrived, now=now)
+    # Waiting counts from the hand-over to the worker: an upload mapped a day
+    # later has not kept the worker waiting a day.
+    queued = _imports_queued().annotate(
+        waiting_since=Coalesce("queued_at", "created_at")
+    )
+    health["unprocessed"] = _backlog(queued, arrived="waiting_since", now=now)
     health.update(
         name=SOURCE_IMPORTS,
         label="Contact imports",

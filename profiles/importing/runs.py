@@ -93,7 +93,7 @@ def contact_import_map(
 
     saved = ContactImport.objects.filter(
         pk=contact_import_id, status=ImportStatus.PENDING, started_at=None
-    ).update(column_map=column_map, date_format=date_format)
+    ).update(column_map=column_map, date_format=date_format, queued_at=timezone.now())
     return bool(saved)
 
 
@@ -237,7 +237,12 @@ def contact_import_retry(*, contact_import_id: int) -> bool:
 
     requeued = ContactImport.objects.filter(
         pk=contact_import_id, status=ImportStatus.FAILED
-    ).update(status=ImportStatus.PENDING, error="", finished_at=None)
+    ).update(
+        status=ImportStatus.PENDING,
+        error="",
+        finished_at=None,
+        queued_at=timezone.now(),
+    )
     return bool(requeued)
 
 

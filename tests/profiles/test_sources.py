@@ -409,3 +409,20 @@ def test_only_imports_handed_to_the_worker_raise_the_worker_alarm():
     assert quiet["backlog_warning"] is False
     assert queued["unprocessed"] == {"count": 2, "oldest_age_seconds": 600.0}
     assert queued["backlog_warning"] is True
+
+
+def test_the_worker_alarm_counts_from_the_mapping_not_the_upload(marketer):
+    from profiles.importing import contact_import_map
+
+    with time_machine.travel(at("2025-03-14 09:00:00"), tick=False):
+        upload = ContactImport.objects.create(filename="mapped-late.csv")
+    # Mapped three hours after the upload, two minutes before now.
+    with time_machine.travel(at("2025-03-14 12:28:00"), tick=False):
+        contact_import_map(
+            contact_import_id=upload.pk, column_map={"email": "email"}, date_format=""
+        )
+
+    imports = sources_health(now=NOW)[-1]
+
+    assert imports["unprocessed"] == {"count": 1, "oldest_age_seconds": 120.0}
+    assert imports["backlog_warning"] is False
