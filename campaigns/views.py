@@ -90,7 +90,19 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     except (UnsubscribeLinkInvalid, signing.BadSignature, Message.DoesNotExist) as exc:
         raise Http404("This unsubscribe link is not valid.") from exc
 
+    # The address the message went to, partly hidden: the person sees which of
+    # their addresses this is; whoever else holds the link learns little.
+    sent_to = message.to_email or message.profile.email or ""
+    context = {"token": token, "address": address_masked(sent_to)}
     if request.method == "POST":
         message_unsubscribe(message=message, ip_address=request.META.get("REMOTE_ADDR"))
-        return render(request, "public/unsubscribed.html", {"message": message})
-    return render(request, "public/unsubscribe_confirm.html", {"token": token})
+        return render(request, "public/unsubscribed.html", context)
+    return render(request, "public/unsubscribe_confirm.html", context)
+
+
+def address_masked(address: str) -> str:
+    """Return an address with its local part hidden after the first character."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return ""
+    return f"{local[0]}{'•' * 3}@{domain}"

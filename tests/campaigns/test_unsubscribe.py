@@ -62,6 +62,8 @@ def test_a_link_scanner_get_only_shows_a_confirmation(client, message):
     assert response.status_code == 200
     assert b'<form method="post">' in response.content
     assert message.profile.subscription_status == SubscriptionStatus.SUBSCRIBED
+    # Which address, partly hidden.
+    assert "from us at a•••@example.com." in response.content.decode()
 
 
 def test_a_forged_token_gets_404_and_changes_nothing(client, message, load_fixture):
