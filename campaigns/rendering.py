@@ -72,7 +72,10 @@ TAG_NAME = re.compile(r"{%-?\s*(\w+)")
 
 
 def _syntax_problem(part: str, source: str, exc: LiquidError) -> str:
-    """Say what is wrong and on which line, as far as the error or the source tells."""
+    """Say what is wrong and on which line, as far as the error or the source tells.
+
+    For a template that parses but fails on a recipient's data, the same: one line.
+    """
     message = getattr(exc, "message", None) or str(exc)
     index = getattr(getattr(exc, "token", None), "start_index", -1)
     if index is not None and index >= 0:
@@ -254,7 +257,7 @@ def email_render(
                 _parse(source, html=is_html).render(**context) if source else ""
             )
         except LiquidError as exc:
-            raise TemplateError(f"{part}: {exc}") from exc
+            raise TemplateError(_syntax_problem(part, source, exc)) from exc
 
     return RenderedEmail(
         subject=" ".join(rendered["subject"].split()),

@@ -32,7 +32,7 @@ from campaigns.models import (
 from campaigns.rendering import TemplateError, email_render, profile_context
 from profiles.models import Profile, SubscriptionStatus
 from profiles.selectors import profile_is_suppressed
-from segments.selectors import segment_member_ids
+from segments.selectors import segment_member_ids, segment_members
 
 logger = logging.getLogger(__name__)
 
@@ -360,6 +360,56 @@ def message_context(*, campaign: Campaign, profile: Profile, message: Message) -
         "preferences_url": unsubscribe_url,
         "web_version_url": "",
     }
+
+
+PREVIEW_RECIPIENTS = 20
+
+
+@dataclass
+class CampaignPreview:
+    """One recipient's email as the campaign would render it, or why it cannot."""
+
+    recipients: list[tuple[int, str]]  # (profile pk, email) of the first few
+    profile_id: int | None
+    subject: str = ""
+    html: str = ""
+    error: str = ""
+
+
+def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignPreview:
+    """Render the campaign for one of its segment's first recipients (nothing is sent).
+
+    The unsubscribe link points nowhere: no message exists yet to sign it for.
+    """
+    members = segment_members(campaign.segment).exclude(email=None).order_by("pk")
+    recipients = list(members.values_list("pk", "email")[:PREVIEW_RECIPIENTS])
+    chosen = next((pk for pk, _ in recipients if pk == profile_id), None)
+    if chosen is None and recipients:
+        chosen = recipients[0][0]
+    preview = CampaignPreview(recipients=recipients, profile_id=chosen)
+    if chosen is None:
+        return preview
+
+    context = {
+        "profile": profile_context(Profile.objects.get(pk=chosen)),
+        "campaign": {"name": campaign.name, "slug": campaign.slug},
+        "unsubscribe_url": "#unsubscribe-link-in-the-sent-email",
+        "preferences_url": "#preferences-link-in-the-sent-email",
+        "web_version_url": "",
+    }
+    template = campaign.template
+    try:
+        rendered = email_render(
+            subject=template.subject,
+            html=template.html,
+            text=template.text,
+            context=context,
+        )
+    except TemplateError as exc:
+        preview.error = str(exc)
+        return preview
+    preview.subject, preview.html = rendered.subject, rendered.html
+    return preview
 
 
 def unsubscribe_token(message: Message) -> str:

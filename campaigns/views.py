@@ -9,9 +9,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from campaigns.models import Campaign, Message, OutboxEmail
+from campaigns.models import Campaign, CampaignStatus, Message, OutboxEmail
 from campaigns.selectors import campaign_message_counts, dashboard_counts
-from campaigns.sending import CampaignNotStartable, campaign_start
+from campaigns.sending import CampaignNotStartable, campaign_preview, campaign_start
 from campaigns.unsubscribe import (
     UnsubscribeLinkInvalid,
     message_from_token,
@@ -50,8 +50,17 @@ def campaign_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "campaign": campaign,
         "counts": campaign_message_counts(campaign),
         "page": page,
+        "preview": None,
     }
+    if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+        context["preview"] = campaign_preview(
+            campaign=campaign, profile_id=_int_or_none(request.GET.get("preview"))
+        )
     return render(request, "campaigns/campaign_detail.html", context)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 @login_required

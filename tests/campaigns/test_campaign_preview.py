@@ -1,0 +1,89 @@
+"""A draft campaign's page shows the email as one of its recipients would get it."""
+
+import html
+
+import pytest
+from django.urls import reverse
+
+from campaigns.models import CampaignStatus, Message, OutboxEmail
+from tests.factories import (
+    CampaignFactory,
+    EmailTemplateFactory,
+    ProfileFactory,
+    SegmentFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    client.force_login(marketer)
+    return client
+
+
+@pytest.fixture
+def campaign():
+    segment = SegmentFactory(
+        rule={"attribute": "email", "op": "contains", "value": "@shop.example"}
+    )
+    return CampaignFactory(segment=segment)
+
+
+def page_of(client, campaign, **params) -> str:
+    url = reverse("campaign_detail", kwargs={"slug": campaign.slug})
+    return client.get(url, params).content.decode()
+
+
+def test_a_draft_shows_the_email_for_its_first_recipient_and_sends_nothing(
+    signed_in, campaign
+):
+    ProfileFactory(email="ana@shop.example", first_name="Ana")
+    ProfileFactory(email="ben@shop.example", first_name="Ben")
+    ProfileFactory(email="zoe@elsewhere.example", first_name="Zoe")
+
+    page = page_of(signed_in, campaign)
+
+    assert "<strong data-preview-subject>Hello Ana</strong>" in page
+    assert 'sandbox="" title="The email as this recipient would see it"' in page
+    assert html.escape("<p>Hi Ana</p>") in page
+    assert "zoe@elsewhere.example" not in page
+    assert Message.objects.count() == 0
+    assert OutboxEmail.objects.count() == 0
+
+
+def test_another_recipient_can_be_chosen(signed_in, campaign):
+    ProfileFactory(email="ana@shop.example", first_name="Ana")
+    ben = ProfileFactory(email="ben@shop.example", first_name="Ben")
+
+    page = page_of(signed_in, campaign, preview=str(ben.pk))
+
+    assert "<strong data-preview-subject>Hello Ben</strong>" in page
+    assert f'<option value="{ben.pk}" selected>ben@shop.example</option>' in page
+
+
+def test_a_template_that_fails_for_the_recipient_says_why(signed_in, campaign):
+    ProfileFactory(email="ana@shop.example", traits={"orders": 0})
+    campaign.template = EmailTemplateFactory(
+        html="<p>{{ 10 | divided_by: profile.orders }}</p>"
+    )
+    campaign.save()
+
+    page = page_of(signed_in, campaign)
+
+    assert (
+        "data-preview-error>This email cannot be rendered: html, line 1: "
+        "divided_by: can&#x27;t divide by 0</p>"
+    ) in page
+
+
+def test_an_empty_segment_says_so(signed_in, campaign):
+    assert "data-preview-empty" in page_of(signed_in, campaign)
+
+
+def test_a_campaign_already_sending_shows_no_preview(signed_in, campaign):
+    ProfileFactory(email="ana@shop.example", first_name="Ana")
+    campaign.status = CampaignStatus.SENDING
+    campaign.save()
+
+    assert "<h2>Preview</h2>" not in page_of(signed_in, campaign)
