@@ -140,12 +140,27 @@ def write_key_source(*, key: str | None) -> str | None:
         if hmac.compare_digest(configured.encode(), key.encode()):
             return "segment:settings"
 
-    write_key = WriteKey.objects.filter(key=key, revoked_at__isnull=True).first()
-    if write_key is None:
+    # One plain statement: this runs on every request, and the ORM's building of
+    # the query cost more than the database's answer.
+    with connection.cursor() as cursor:
+        cursor.execute(_WRITE_KEY_SQL, [key])
+        row = cursor.fetchone()
+    if row is None:
         return None
 
+    pk, name, last_used_at = row
+    if last_used_at is not None and timezone.is_naive(last_used_at):
+        # SQLite hands a plain cursor the naive UTC time Django stored.
+        last_used_at = last_used_at.replace(tzinfo=UTC)
+    write_key = WriteKey(pk=pk, name=name, key=key, last_used_at=last_used_at)
     write_key_used(write_key=write_key, at=timezone.now())
-    return f"segment:{write_key.name}"[:100]
+    return f"segment:{name}"[:100]
+
+
+_WRITE_KEY_SQL = """
+SELECT id, name, last_used_at FROM profiles_writekey
+WHERE key = %s AND revoked_at IS NULL
+"""
 
 
 def write_key_revoked_at(*, key: str | None) -> datetime | None:

@@ -40,10 +40,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EVENT_CHUNK_SIZE = 5000
+EVENT_CHUNK_SIZE = 20000
 CHUNK_ATTEMPTS = 3
 # A task that finds other events waiting takes them along, up to this many.
-EVENTS_CATCH_UP_MAX = 20_000
+EVENTS_CATCH_UP_MAX = 60_000
 # What processing reads of every event: properties and times are left to the SQL of
 # the traits, and what an identify changes or reports is read for identifies only.
 EVENT_FIELDS_READ = (
