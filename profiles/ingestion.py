@@ -38,6 +38,8 @@ MAX_BATCH_BYTES = 500 * 1024
 # Segment asks for message ids under 100 characters; Event.message_id holds 99 + 1.
 MAX_MESSAGE_ID_CHARS = 99
 MAX_ID_CHARS = 255
+# The first whole number a float cannot tell from its neighbour (2**53 + 1).
+FLOAT_EXACT_LIMIT = 2.0**53
 MAX_NAME_CHARS = 200
 READ_CHUNK_BYTES = 64 * 1024
 EMAIL_CACHE_SIZE = 20_000
@@ -610,7 +612,13 @@ def _id_text(item: dict[str, Any], key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ItemRejected("invalid_field", f"'{key}' must be a string or a number.")
 
-    # A whole number sent as a float (1.0) is the same id as 1.
+    # A whole number sent as a float (1.0) is the same id as 1; past 2**53 a
+    # float no longer holds every whole number, so its digits may not be the id.
+    if isinstance(value, float) and abs(value) >= FLOAT_EXACT_LIMIT:
+        raise ItemRejected(
+            "invalid_field",
+            f"'{key}' is a number too large to be read exactly; send it as a string.",
+        )
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
@@ -652,10 +660,11 @@ def _times_read(
             f"timestamp {original.isoformat()} is before 1970: a default or empty "
             "date, not the time of an event.",
         )
+    # A difference, not sent_at + tolerance: that sum overflows near year 9999.
     stamped_after_sent = (
         sent_at is not None
         and original is not None
-        and original > sent_at + SENT_AT_TOLERANCE
+        and original - sent_at > SENT_AT_TOLERANCE
     )
     if stamped_after_sent:
         raise ItemRejected(
@@ -679,6 +688,13 @@ def _times_read(
                 "invalid_timestamp",
                 "'timestamp' and 'sentAt' are too far apart to be real times.",
             ) from exc
+        if timestamp < EARLIEST_EVENT_TIME:
+            raise ItemRejected(
+                "invalid_timestamp",
+                f"sentAt {sent_at.isoformat()} is so far after timestamp "
+                f"{original.isoformat()} that the event would land before 1970: "
+                "one of the client's times is wrong.",
+            )
 
     if timestamp > received_at + FUTURE_TOLERANCE:
         # An event from the future would read as 'seen today' for years and break

@@ -231,3 +231,47 @@ def test_a_whole_number_user_id_sent_as_a_float_is_the_same_id(client):
     batch(client, one)
 
     assert Event.objects.get(message_id="f-1").user_id == "1"
+
+
+def test_a_sent_at_near_the_end_of_the_calendar_is_refused_and_the_rest_stored(client):
+    # sentAt + a minute would overflow; the item is refused, not the request.
+    odd = (
+        '{"type":"track","messageId":"end-1","userId":"u","event":"X",'
+        '"timestamp":"2025-01-01T00:00:00Z","sentAt":"9999-12-31T23:59:59Z"}'
+    )
+
+    response = batch(client, GOOD, odd)
+
+    assert response.status_code == 200
+    (rejected,) = response.json()["rejected"]
+    assert (rejected["messageId"], rejected["code"]) == ("end-1", "invalid_timestamp")
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["good-1"]
+
+
+def test_a_batch_sent_at_near_the_end_of_the_calendar_refuses_each_item(client):
+    body = (
+        '{"sentAt":"9999-12-31T23:59:30+00:00","batch":['
+        '{"type":"track","messageId":"b-1","userId":"u","event":"X",'
+        '"timestamp":"2025-01-01T00:00:00Z"},'
+        '{"type":"track","messageId":"b-2","userId":"u","event":"X"}]}'
+    )
+
+    response = client.post(
+        "/v1/batch", data=body, content_type="application/json", **AUTH
+    )
+
+    assert response.status_code == 200
+    codes = {r["messageId"]: r["code"] for r in response.json()["rejected"]}
+    assert codes == {"b-1": "invalid_timestamp"}
+    # No timestamp: the time it was received stands, whatever sentAt says.
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["b-2"]
+
+
+@pytest.mark.parametrize("number", ["9007199254740993.0", "12345678901234567890.0"])
+def test_a_user_id_float_too_large_to_be_exact_is_refused(client, number):
+    item = '{"type":"track","messageId":"big-id","userId":' + number + ',"event":"X"}'
+
+    (rejected,) = batch(client, GOOD, item).json()["rejected"]
+
+    assert rejected["code"] == "invalid_field"
+    assert "send it as a string" in rejected["message"]
