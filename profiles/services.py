@@ -88,6 +88,11 @@ def consent_record(
     returned for one that does not. The rules of the move are consent_status_move's.
     """
     current = profile.subscription_status
+    now = timezone.now()
+    if occurred_at > now:
+        # Kept as the source said it, and recorded as of now (see consent_status_move).
+        evidence = {**(evidence or {}), "occurred_at_claimed": occurred_at.isoformat()}
+        occurred_at = now
     moved = consent_status_move(
         profile,
         status=status,
@@ -135,6 +140,10 @@ def consent_status_move(
     if not dated and status == profile.subscription_status:
         return False
 
+    # Nothing has happened later than now: a fact dated in the future (a wrong
+    # clock, a date typed wrong) counts as of now, or it would outrank every real
+    # withdrawal until that date, the person's own unsubscribe link included.
+    occurred_at = min(occurred_at, timezone.now())
     is_newer = (
         profile.subscription_changed_at is None
         or occurred_at >= profile.subscription_changed_at

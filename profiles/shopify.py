@@ -382,6 +382,15 @@ def _consent_apply(
         evidence["occurred_at_is_import_time"] = True
     if _consent_known(profile=profile, status=status, occurred_at=occurred_at):
         return
+    # A fact dated in the future is recorded as of its arrival (consent_record): the
+    # shop's own words for its time then tell a repeat of it.
+    if dated and _consent_known(
+        profile=profile,
+        status=status,
+        occurred_at=occurred_at,
+        consent_updated_at=consent.get("consent_updated_at"),
+    ):
+        return
     # The shop's own consent state is the person's choice, made in the shop, so it
     # moves the status like any first-hand fact when it is the newest one.
     consent_record(

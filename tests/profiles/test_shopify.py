@@ -957,3 +957,31 @@ def test_the_profile_page_marks_an_undated_shop_consent(
     page = client.get(url).content.decode()
 
     assert "undated in the webhook: the time it was received" in page
+
+
+def test_a_consent_dated_in_the_future_never_outranks_a_later_unsubscribe(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "customers_email_marketing_consent_update.json"
+    future = b"9999-12-31T23:59:59+00:00"
+    body = load_fixture(f"shopify/{name}").replace(b"2025-03-14T12:41:07-05:00", future)
+    deliver(name, headers=resigned(shop_headers, name, body), body=body)
+    chloe = Profile.objects.get()
+    subscribed_at = chloe.subscription_changed_at
+
+    # Her own one-click unsubscribe, a moment later.
+    consent_record(
+        profile=chloe,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="unsubscribe_link",
+        occurred_at=datetime.now(tz=UTC),
+    )
+    # customers/update repeats the same stale consent with another change.
+    headers = resigned(shop_headers, name, body, **{"X-Shopify-Webhook-Id": "c-9"})
+    deliver(name, headers=headers, body=body)
+
+    chloe.refresh_from_db()
+    assert subscribed_at.year == datetime.now(tz=UTC).year
+    assert chloe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    first = ConsentRecord.objects.filter(source=shopify.SOURCE).get()
+    assert first.evidence["occurred_at_claimed"] == "9999-12-31T23:59:59+00:00"
