@@ -55,6 +55,16 @@ class MergeRefused(Exception):
     """Two profiles look linked but cannot be one person (two emails, two user ids)."""
 
 
+MERGE_REFUSED_EMAILS = "both profiles have an email address"
+MERGE_REFUSED_USER_IDS = "both profiles have a user id"
+# What a marketer can do about a refused merge, on the sources page.
+MERGE_ADVICE = {
+    MERGE_REFUSED_EMAILS: "if they are one person, remove the wrong address from one "
+    "profile in the admin, then merge them on the profile page.",
+    MERGE_REFUSED_USER_IDS: "if they are one person, merge them on the profile page.",
+}
+
+
 def event_apply(
     event: Event, *, schema: dict[str, TraitRule], rejections: list[RejectedEvent]
 ) -> Profile:
@@ -243,7 +253,7 @@ def _merge_or_keep(
         )
         message = (
             f"Profiles {profile.pk} and {other.pk} were not merged: {exc}. "
-            "They stay two people; merge them by hand if they are one."
+            f"They stay two people; {MERGE_ADVICE[str(exc)]}"
         )
         if refused is not None and message not in refused:
             refused.append(message)
@@ -345,7 +355,7 @@ def merge_order(a: Profile, b: Profile) -> tuple[Profile, Profile]:
 def merge_check(kept: Profile, merged: Profile, *, explicit: bool) -> None:
     """Raise MergeRefused when the two cannot be one person."""
     if kept.email and merged.email:
-        raise MergeRefused("both profiles have an email address")
+        raise MergeRefused(MERGE_REFUSED_EMAILS)
     if explicit:
         return
 
@@ -353,7 +363,7 @@ def merge_check(kept: Profile, merged: Profile, *, explicit: bool) -> None:
         profile__in=[kept, merged], kind=IdentityKind.USER_ID
     )
     if with_user_id.values("profile").distinct().count() > 1:
-        raise MergeRefused("both profiles have a user id")
+        raise MergeRefused(MERGE_REFUSED_USER_IDS)
 
 
 def _related_move(*, kept: Profile, merged: Profile) -> dict[str, int]:

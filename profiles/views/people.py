@@ -207,7 +207,9 @@ def profile_merge_page(request: HttpRequest, pk: int) -> HttpResponse:
     other = form.cleaned_data["other"]
     kept, merged = merge_order(profile, other)
     try:
-        merge_check(kept, merged, explicit=False)
+        # A marketer saying two profiles are one person is explicit, as an alias is:
+        # two user ids may join; two addresses still cannot (a profile has one).
+        merge_check(kept, merged, explicit=True)
     except MergeRefused as exc:
         return _merge_refused(request, profile, form, _refusal(kept, merged, exc))
     if request.method == "GET":
@@ -245,7 +247,7 @@ def _merge_by_hand(
         if len(locked) != 2:
             raise ProfileGone
 
-        kept = profile_merge(first=profile, second=other, reason=reason)
+        kept = profile_merge(first=profile, second=other, reason=reason, explicit=True)
         # As after an identify or an alias: every segment reads the kept profile again.
         transaction.on_commit(
             lambda: profiles_changed.send(
@@ -261,8 +263,9 @@ def _merge_by_hand(
 
 def _refusal(kept: Profile, merged: Profile, exc: MergeRefused) -> str:
     return (
-        f"Profiles #{kept.pk} and #{merged.pk} cannot be merged: {exc}. Bespoke "
-        "merges only profiles that can be one person."
+        f"Profiles #{kept.pk} and #{merged.pk} cannot be merged: {exc}. A profile "
+        "keeps one address: if they are one person, remove the wrong address from "
+        "one of them in the admin first."
     )
 
 
