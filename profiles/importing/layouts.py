@@ -60,7 +60,7 @@ PROFILE_COLUMNS = {
     "countrycode": "country_code",
     "cc": "country_code",
 }
-# Split into first and last name by default only when no column holds either.
+# The first such column is split into first and last name by default.
 FULL_NAME_COLUMNS = {"name", "fullname"}
 STATUS_COLUMNS = {"status", "subscriptionstatus"}
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
@@ -299,7 +299,7 @@ def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
     No two columns get the same target, and no column a trait of a reserved name
     (a profile field's): such a column is ignored (see layout_columns_reserved).
     """
-    full_name_at = _full_name_position(layout, names)
+    full_name_at = _full_name_position(names)
     column_map: dict[str, str] = {}
     taken: set[str] = set()
     for position, name in enumerate(names):
@@ -316,7 +316,7 @@ def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
 
 def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:
     """Return the columns the default map ignores because their trait name is reserved."""
-    full_name_at = _full_name_position(layout, names)
+    full_name_at = _full_name_position(names)
     return [
         name
         for position, name in enumerate(names)
@@ -326,17 +326,13 @@ def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:
     ]
 
 
-def _full_name_position(layout: Layout, names: list[str]) -> int | None:
+def _full_name_position(names: list[str]) -> int | None:
     """Return the column whose full name is split by default, if any.
 
-    The first column named like a full name ("Name", "Full name"), unless a column
-    of the file holds a first or a last name already.
+    The first column named like a full name ("Name", "Full name"). A first- or
+    last-name column of the same file still wins wherever it has a value, and the
+    split fills its blanks (see mapping.py).
     """
-    targets = {
-        _default_target(layout, name, position) for position, name in enumerate(names)
-    }
-    if targets & {"first_name", "last_name"}:
-        return None
     keys = (column_key(name) for name in names)
     return next(
         (position for position, key in enumerate(keys) if key in FULL_NAME_COLUMNS),

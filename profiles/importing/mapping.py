@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.importing.layouts import (
+    FULL_NAME_COLUMNS,
     PROFILE_FIELDS,
     TARGET_EMAIL,
     TARGET_FULL_NAME,
@@ -759,10 +760,16 @@ def _reserved_note(column: str) -> dict[str, Any]:
 
 def column_reserved_sentence(column: str) -> str:
     """Say why the default map ignores a column whose trait name is reserved."""
-    return (
+    why = (
         f"The column “{column}” is ignored: as a trait its name would be a profile "
-        "field's, which would hide it. Map it to a profile field to import it."
+        "field's, which would hide it."
     )
+    if column_key(column) in FULL_NAME_COLUMNS:
+        return (
+            f"{why} Map it to “Full name (split into first and last)” or to a "
+            "profile field to import it."
+        )
+    return f"{why} Map it to a profile field to import it."
 
 
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:

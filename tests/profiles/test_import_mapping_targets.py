@@ -279,13 +279,75 @@ def test_a_klaviyo_name_column_is_split_by_default():
 
 
 @pytest.mark.parametrize("other", ["First Name", "Last Name", "Surname"])
-def test_a_full_name_column_is_left_out_when_a_name_column_exists(other):
+def test_a_full_name_column_is_split_by_default_beside_a_name_column(other):
     data = f"Email,Name,{other}\nann@example.com,Ann Lee,Ann\n".encode()
 
     preview = contacts_preview(data)
 
-    assert preview.column_map["Name"] == ""
-    assert preview.reserved == ["Name"]
+    assert preview.column_map["Name"] == "full_name"
+    assert preview.reserved == []
+
+
+@pytest.mark.django_db
+def test_a_last_name_column_wins_where_it_has_a_value_and_the_split_fills_blanks():
+    data = (
+        b"Email,Name,Last Name\n"
+        b"k1@example.com,Kim Lee,Park\n"
+        b"k2@example.com,Solo Name,\n"
+    )
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    assert names() == {
+        "k1@example.com": ("Kim", "Park"),
+        "k2@example.com": ("Solo", "Name"),
+    }
+    assert contact_import.notes == [
+        {
+            "kind": "full_name_overridden",
+            "column": "Last Name",
+            "message": (
+                "The column “Last Name” is mapped to last name: where it has a "
+                "value, it wins over the split of “Name”."
+            ),
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_a_first_name_column_wins_over_a_split_full_name_by_default():
+    data = (
+        b"Email,Full name,First Name\n"
+        b"ann@example.com,Ann Marie Lee,Annie\n"
+        b"ben@example.com,Ben Okafor,\n"
+    )
+
+    contact_import_file(filename="names.csv", data=data)
+
+    assert names() == {
+        "ann@example.com": ("Annie", "Lee"),
+        "ben@example.com": ("Ben", "Okafor"),
+    }
+
+
+@pytest.mark.django_db
+def test_an_ignored_name_column_is_told_it_can_be_split():
+    data = b"Email,Name,Full name\nann@example.com,Ann Lee,Ann Lee\n"
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    assert names() == {"ann@example.com": ("Ann", "Lee")}
+    assert contact_import.notes == [
+        {
+            "kind": "reserved_column",
+            "column": "Full name",
+            "message": (
+                "The column “Full name” is ignored: as a trait its name would be a "
+                "profile field's, which would hide it. Map it to “Full name (split "
+                "into first and last)” or to a profile field to import it."
+            ),
+        }
+    ]
 
 
 @pytest.mark.django_db
