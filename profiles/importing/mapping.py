@@ -14,8 +14,11 @@ keeps (15) is never stored rounded: a declared number trait refuses it for that 
 and an ESP's typed column of an undeclared trait keeps it as text, with a note.
 
 A column mapped to the full name is split: its last word becomes the last name and
-the words before it the first name. A column mapped to first or last name wins over
-the split wherever it has a value.
+the words before it the first name, or, when it holds a comma, what comes before the
+first comma is the last name and the rest the first name ("Smith, John"). A column
+mapped to first or last name wins over the split wherever it has a value. A name of
+one word sets the first name only: like a blank cell, the missing last name leaves
+the profile's own as it is.
 """
 
 import itertools
@@ -384,19 +387,32 @@ def _full_name_split(
     cell: str,
     fields: dict[str, str],
 ) -> None:
-    """Put a full name's last word into last_name and the words before into first_name."""
-    words = cell.split()
-    if not words:
-        return
-
-    parts = {"first_name": words[0]}
-    if len(words) > 1:
-        parts = {"first_name": " ".join(words[:-1]), "last_name": words[-1]}
-    for name, value in parts.items():
+    """Put a full name's first and last name into their fields (see _name_split)."""
+    for name, value in _name_split(cell).items():
         try:
             fields[name] = _profile_value_check(name, value)
         except ValueError as exc:
             context.notes.append(_ignored_note(record, column, value, str(exc)))
+
+
+def _name_split(full_name: str) -> dict[str, str]:
+    """Return the first_name and last_name a full name holds, leaving out blank ones.
+
+    "Last, First" when the name holds a comma (as directories and CRMs write it):
+    the last name is what comes before the first comma. Otherwise the last word is
+    the last name and the words before it the first name; one word is a first name.
+    """
+    if "," in full_name:
+        last, first = full_name.split(",", 1)
+    else:
+        words = full_name.split()
+        first, last = " ".join(words[:-1]), " ".join(words[-1:])
+        if len(words) == 1:
+            first, last = last, ""
+
+    parts = {"first_name": first, "last_name": last}
+    spaced = {name: " ".join(value.split()) for name, value in parts.items()}
+    return {name: value for name, value in spaced.items() if value}
 
 
 def _traits_read(

@@ -373,14 +373,45 @@ def test_the_split_puts_the_last_word_in_last_name_and_the_rest_in_first_name():
 
 
 @pytest.mark.django_db
+def test_a_full_name_with_a_comma_is_read_as_last_name_then_first_name():
+    data = (
+        "Email,Name\n"
+        'smith@example.com,"Smith, John"\n'
+        'garcia@example.com,"  García  Márquez ,  Gabriel  José "\n'
+        'jr@example.com,"King, Jr., Martin"\n'
+        'only-last@example.com,"Okafor,"\n'
+        'only-first@example.com,", Cher"\n'
+        'nothing@example.com," , "\n'
+    ).encode()
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    assert names() == {
+        "smith@example.com": ("John", "Smith"),
+        "garcia@example.com": ("Gabriel José", "García Márquez"),
+        "jr@example.com": ("Jr., Martin", "King"),
+        "only-last@example.com": ("", "Okafor"),
+        "only-first@example.com": ("Cher", ""),
+        "nothing@example.com": ("", ""),
+    }
+    assert contact_import.notes == []
+
+
+@pytest.mark.django_db
 def test_a_one_word_name_leaves_a_known_last_name_as_it_was():
     Profile.objects.create(email="cher@example.com", last_name="Sarkisian")
-
-    contact_import_file(
-        filename="names.csv", data=b"Email,Name\ncher@example.com,Cher\n"
+    Profile.objects.create(
+        email="anne@example.com", first_name="Anne Marie", last_name="Curie"
     )
+    data = b"Email,Name,Last Name\ncher@example.com,Cher,\nanne@example.com,Annie,\n"
 
-    assert names() == {"cher@example.com": ("Cher", "Sarkisian")}
+    contact_import_file(filename="names.csv", data=data)
+
+    # As a blank last-name cell does, a missing last name clears nothing.
+    assert names() == {
+        "cher@example.com": ("Cher", "Sarkisian"),
+        "anne@example.com": ("Annie", "Curie"),
+    }
 
 
 @pytest.mark.django_db
