@@ -15,6 +15,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime, time
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,11 @@ SEP_LINE = re.compile(r'sep=([^"\r\n])')
 # own unless the file ends inside a quoted cell, which then swallows it; a decoded
 # file holds no NUL (contacts_decode refuses one), so no file can contain it.
 END_OF_FILE = "\x00"
+# Excel shows a number with at most 15 significant digits, and in plain digits
+# (no exponent) from 1e-15 up to 1e21, the sizes a number trait can hold and more.
+EXCEL_DIGITS = 15
+EXCEL_PLAIN_SMALLEST = Decimal("1e-15")
+EXCEL_PLAIN_LARGEST = Decimal("1e21")
 XLSX_DAMAGED = (
     "The workbook is damaged (often a file cut short while saving or uploading), "
     "so it cannot be read. Open it in Excel, save it again and upload the new file."
@@ -221,8 +227,8 @@ def xlsx_cell_text(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        return _float_text(value)
     if isinstance(value, datetime):
         # A date typed into a sheet is a datetime at midnight: give the date alone.
         if value.time() == time(0):
@@ -233,6 +239,19 @@ def xlsx_cell_text(value: object) -> str:
     if isinstance(value, time):
         return value.isoformat()
     return str(value)
+
+
+def _float_text(value: float) -> str:
+    """Return a number cell as Excel shows it: at most 15 significant digits."""
+    # A workbook stores a float's 17 digits (0.30000000000000004, or
+    # 1.234567890123457e+18 for 1234567890123456789), of which Excel shows 15; the
+    # rest is binary noise, or digits that were never typed.
+    shown = Decimal(format(value, f".{EXCEL_DIGITS}g"))
+    if not shown:
+        return "0"
+    if EXCEL_PLAIN_SMALLEST <= abs(shown) < EXCEL_PLAIN_LARGEST:
+        return format(shown.normalize(), "f")
+    return format(shown, "e")
 
 
 def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:

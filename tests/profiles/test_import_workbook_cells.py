@@ -1,0 +1,120 @@
+"""Workbook cells read as Excel shows them: numbers to 15 digits, errors as empty."""
+
+import io
+import re
+import zipfile
+
+import pytest
+from openpyxl import Workbook
+
+from profiles.importing import contact_import_file
+from profiles.importing.reading import xlsx_cell_text
+from profiles.models import ImportStatus, Profile, TraitDefinition, TraitType
+
+SHEET = "xl/worksheets/sheet1.xml"
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def xlsx_bytes(rows: list[list[object]], stored: dict[str, str] | None = None) -> bytes:
+    """Write a workbook with openpyxl; `stored` sets a number cell's text in the file.
+
+    openpyxl writes a float to 16 digits, and Excel to 17 (0.30000000000000004).
+    """
+    workbook = Workbook()
+    for row in rows:
+        workbook.active.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    if not stored:
+        return buffer.getvalue()
+
+    written = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as source,
+        zipfile.ZipFile(written, "w") as target,
+    ):
+        for item in source.infolist():
+            part = source.read(item)
+            if item.filename == SHEET:
+                part = _values_set(part.decode(), stored).encode()
+            target.writestr(item, part)
+    return written.getvalue()
+
+
+def _values_set(xml: str, stored: dict[str, str]) -> str:
+    for cell, text in stored.items():
+        xml, count = re.subn(
+            rf'(<c r="{cell}" t="n"><v>)[^<]*(</v>)', rf"\g<1>{text}\g<2>", xml
+        )
+        assert count == 1
+    return xml
+
+
+# Numbers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1.234567890123457e18, "1234567890123460000"),
+        (1.234567890123457e16, "12345678901234600"),
+        (0.30000000000000004, "0.3"),
+        (1e-7, "0.0000001"),
+        (-2.5, "-2.5"),
+        (3.0, "3"),
+        (-0.0, "0"),
+        (1e21, "1e+21"),
+        (1e-16, "1e-16"),
+        (12345678901234567890123, "12345678901234567890123"),
+    ],
+)
+def test_a_number_cell_reads_as_excel_shows_it(value, text):
+    assert xlsx_cell_text(value) == text
+
+
+@pytest.mark.django_db
+def test_workbook_numbers_keep_no_digit_excel_does_not_show():
+    TraitDefinition.objects.create(name="score", type=TraitType.NUMBER)
+    data = xlsx_bytes(
+        [
+            ["Email", "Account", "Serial", "Small", "Orders", "Score"],
+            [
+                "a@example.com",
+                1234567890123456789,
+                12345678901234567,
+                1e-7,
+                3,
+                0.30000000000000004,
+            ],
+            ["b@example.com", 987654321, 2.5, 0.25, 7, 12.5],
+        ],
+        stored={"F2": "0.30000000000000004"},
+    )
+
+    contact_import = contact_import_file(filename="numbers.xlsx", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert contact_import.rejections == []
+    assert contact_import.notes == []
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "a@example.com": {
+            "account": "1234567890123460000",
+            "serial": "12345678901234600",
+            "small": "0.0000001",
+            "orders": "3",
+            "score": 0.3,
+        },
+        "b@example.com": {
+            "account": "987654321",
+            "serial": "2.5",
+            "small": "0.25",
+            "orders": "7",
+            "score": 12.5,
+        },
+    }
