@@ -12,6 +12,7 @@ changes consent or subscription status.
 """
 
 import logging
+import time
 
 from django.db import OperationalError, transaction
 from django.db.models import QuerySet
@@ -60,14 +61,20 @@ IDENTIFY_FIELDS_READ = ("traits", "context", "message_id", "source", "received_a
 def events_process(*, event_ids: list[int]) -> int:
     """Process the given events and the older ones waiting; return how many were.
 
-    Events already processed are skipped, and if all of them are, nothing else is
-    done. Otherwise the waiting events are processed as they arrived, in full chunks,
-    until the given ones are (at most EVENTS_CATCH_UP_MAX): a worker that fell
-    behind the API catches up in a few big chunks instead of one small chunk per
-    request, and the tasks queued behind it find their events done.
+    The waiting events are processed as they arrived, in full chunks, until the
+    given ones are (at most EVENTS_CATCH_UP_MAX): a worker that fell behind the API
+    catches up in a few big chunks instead of one small chunk per request, and the
+    tasks queued behind it find their events done. Such a task still takes along
+    whatever arrived since, at most every CATCH_UP_PAUSE_SECONDS: otherwise, after a
+    burst, a new event would wait until every task queued before it had run.
     """
-    if _recently_done.issuperset(event_ids) or not _any_waiting(event_ids):
-        return 0
+    global _caught_up_at
+
+    mine_done = _recently_done.issuperset(event_ids) or not _any_waiting(event_ids)
+    if mine_done:
+        paused = time.monotonic() - _caught_up_at < CATCH_UP_PAUSE_SECONDS
+        if paused or not Event.objects.filter(processed_at__isnull=True).exists():
+            return 0
 
     schema = trait_schema_load()
     waiting = Event.objects.filter(processed_at__isnull=True)
@@ -78,16 +85,24 @@ def events_process(*, event_ids: list[int]) -> int:
         )
         done += processed
         # None left, or what is left of the given events another worker holds.
-        if processed == 0 or not _any_waiting(event_ids):
+        if processed == 0 or (not mine_done and not _any_waiting(event_ids)):
             break
     else:
-        # Enough for one task: only the given events now.
-        mine = waiting.filter(pk__in=event_ids)
-        done += _events_process_queryset(mine, limit=len(event_ids), schema=schema)
+        if not mine_done:
+            # Enough for one task: only the given events now.
+            mine = waiting.filter(pk__in=event_ids)
+            done += _events_process_queryset(mine, limit=len(event_ids), schema=schema)
+    _caught_up_at = time.monotonic()
 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
+
+
+# When this process last caught up; a task whose own events are done looks for newer
+# ones at most this often, so a queue of such tasks costs a query now and then.
+CATCH_UP_PAUSE_SECONDS = 0.5
+_caught_up_at = 0.0
 
 
 # The events this process marked processed lately. The tasks queued behind a catch-up

@@ -544,14 +544,32 @@ def test_events_are_claimed_in_the_order_they_arrived(db):
 
 
 def test_a_task_for_events_this_worker_just_did_asks_nothing(
-    db, django_capture_on_commit_callbacks, django_assert_num_queries
+    db, django_capture_on_commit_callbacks, django_assert_num_queries, monkeypatch
 ):
+    monkeypatch.setattr(processing, "CATCH_UP_PAUSE_SECONDS", 3600)
     event = track("quick", anonymous_id="anon-quick", event="A")
     with django_capture_on_commit_callbacks(execute=True):
         assert events_process(event_ids=[event.pk]) == 1
 
     with django_assert_num_queries(0):
         assert events_process_task.apply(args=[[event.pk]]).get() == 0
+
+
+def test_a_task_whose_events_are_done_takes_along_what_arrived_since(
+    db, django_capture_on_commit_callbacks, monkeypatch
+):
+    # After a burst, the tasks queued first find their events done; a new event
+    # must not wait until all of them have run.
+    monkeypatch.setattr(processing, "CATCH_UP_PAUSE_SECONDS", 0)
+    early = track("early", anonymous_id="anon-early", event="A")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert events_process(event_ids=[early.pk]) == 1
+    newer = track("newer", anonymous_id="anon-early", event="B")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert events_process(event_ids=[early.pk]) == 1
+
+    assert Event.objects.get(pk=newer.pk).processed_at is not None
 
 
 def test_processing_says_after_commit_which_profiles_changed(
