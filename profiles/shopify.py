@@ -255,15 +255,16 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     if isinstance(payload.get("tags"), str):
         profile_tags_add(profile=profile, names=_tags_split(payload["tags"]))
     consent = payload.get("email_marketing_consent")
+    note = ""
     if isinstance(consent, dict):
-        _consent_apply(profile=profile, consent=consent, delivery=delivery)
+        note = _consent_apply(profile=profile, consent=consent, delivery=delivery)
     # Names, place and tags may have changed: segments re-check this profile.
     transaction.on_commit(
         lambda: profiles_changed.send(
             sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
         )
     )
-    return Outcome()
+    return Outcome(note=note)
 
 
 def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
@@ -277,8 +278,9 @@ def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
     if profile is None:
         return Outcome(note="The customer has no usable email address.")
 
-    _consent_apply(profile=profile, consent=consent, delivery=delivery)
-    return Outcome()
+    return Outcome(
+        note=_consent_apply(profile=profile, consent=consent, delivery=delivery)
+    )
 
 
 def _profile_for(raw: Any) -> Profile | None:
@@ -358,12 +360,13 @@ def _tags_split(text: str) -> list[str]:
 
 def _consent_apply(
     *, profile: Profile, consent: dict[str, Any], delivery: WebhookDelivery
-) -> None:
+) -> str:
+    """Record the shop's email consent; return a note when it is not recorded."""
     status = CONSENT_STATES.get(str(consent.get("state")))
     if status is None:
         # not_subscribed, pending (double opt-in not confirmed yet), invalid and
         # redacted state no consent given or withdrawn: nothing to record.
-        return
+        return ""
 
     consent_updated_at = _time(consent.get("consent_updated_at"))
     dated = consent_updated_at is not None
@@ -381,7 +384,7 @@ def _consent_apply(
         # time it reached Bespoke is only an upper bound, and a dated fact outranks it.
         evidence["occurred_at_is_import_time"] = True
     if _consent_known(profile=profile, status=status, occurred_at=occurred_at):
-        return
+        return ""
     # A fact dated in the future is recorded as of its arrival (consent_record): the
     # shop's own words for its time then tell a repeat of it.
     if dated and _consent_known(
@@ -390,10 +393,10 @@ def _consent_apply(
         occurred_at=occurred_at,
         consent_updated_at=consent.get("consent_updated_at"),
     ):
-        return
+        return ""
     # The shop's own consent state is the person's choice, made in the shop, so it
     # moves the status like any first-hand fact when it is the newest one.
-    consent_record(
+    recorded = consent_record(
         profile=profile,
         status=status,
         source=SOURCE,
@@ -402,6 +405,13 @@ def _consent_apply(
         wording=CONSENT_WORDING,
         evidence=evidence,
     )
+    if recorded is None:
+        return (
+            f"The email consent '{consent.get('state')}' has no date "
+            f"(consent_updated_at), so it does not replace the profile's status "
+            f"'{profile.subscription_status}' and is not recorded."
+        )
+    return ""
 
 
 def _consent_known(

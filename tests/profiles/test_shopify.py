@@ -862,6 +862,11 @@ def test_an_undated_subscribe_does_not_lift_a_dated_unsubscribe(
     assert dmitri.subscription_status == SubscriptionStatus.UNSUBSCRIBED
     assert dmitri.subscription_changed_at == unsubscribed_at
     assert ConsentRecord.objects.filter(profile=dmitri).count() == records_before
+    # Said on the delivery, as an import notes a resubscription it did not make.
+    assert WebhookDelivery.objects.get(delivery_id="u-1").error == (
+        "The email consent 'subscribed' has no date (consent_updated_at), so it does "
+        "not replace the profile's status 'unsubscribed' and is not recorded."
+    )
 
 
 def test_an_undated_subscribe_is_recorded_undated_and_a_dated_fact_outranks_it(
