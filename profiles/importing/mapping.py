@@ -57,8 +57,10 @@ from profiles.importing.layouts import (
 from profiles.importing.reading import (
     ImportFormatError,
     SheetDate,
+    SheetError,
     column_key,
     contacts_header_read,
+    contacts_is_workbook,
     contacts_records,
     contacts_tags_split,
 )
@@ -342,6 +344,7 @@ class _RecordContext:
     now: datetime
     notes: list[dict[str, Any]]
     field_rejections: list[Rejection]
+    workbook: bool = False
     coerced: dict[tuple, tuple] = field(default_factory=dict)
     tag_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -652,7 +655,28 @@ def _record_read_checked(
 
     if len(cells) != width:
         cells = cells[:width] + [""] * (width - len(cells))
+    if context.workbook:
+        context.notes += _sheet_error_notes(context.plan, record, cells)
     return _record_read(context, record, line, cells)
+
+
+def _sheet_error_notes(
+    plan: ColumnPlan, record: int, cells: list[str]
+) -> list[dict[str, Any]]:
+    """Say which of a record's cells hold an Excel error, read as empty."""
+    return [
+        {
+            "kind": "sheet_error",
+            "record": record,
+            "column": plan.names[position],
+            "message": (
+                f"Record {record}: {plan.names[position]} holds the Excel error "
+                f"{cell.error}, so it was read as empty."
+            ),
+        }
+        for position, cell in enumerate(cells)
+        if isinstance(cell, SheetError)
+    ]
 
 
 # Merging ---------------------------------------------------------------------------
@@ -720,6 +744,7 @@ def contacts_parse(
     notes += _full_name_notes(plan)
 
     context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
+    context.workbook = contacts_is_workbook(data)
     parsed = ParsedContacts(layout.name, layout.source, 0, [], [], [], context.notes)
     first: dict[str, ContactRow] = {}
     repeated: dict[str, list[ContactRow]] = {}

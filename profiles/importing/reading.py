@@ -58,6 +58,21 @@ class SheetDate(str):
     __slots__ = ()
 
 
+class SheetError(str):
+    """A workbook cell holding an Excel error (#DIV/0!, #N/A...), read as empty.
+
+    Its text is empty, so every reader of cells sees a blank; `error` keeps the
+    code, for the note that says the cell was not imported.
+    """
+
+    error: str
+
+    def __new__(cls, error: str) -> "SheetError":
+        cell = super().__new__(cls, "")
+        cell.error = error
+        return cell
+
+
 @lru_cache(maxsize=4096)
 def column_key(name: str) -> str:
     """Return the key headers are compared by: case-folded, letters and digits only."""
@@ -254,6 +269,14 @@ def _float_text(value: float) -> str:
     return format(shown, "e")
 
 
+def _sheet_cell_text(cell: Any) -> str:
+    # An error's code is stored like text (t="e"), and only the cell's type tells
+    # it from a text cell that reads "#N/A".
+    if cell.data_type == "e":
+        return SheetError(str(cell.value))
+    return xlsx_cell_text(cell.value)
+
+
 def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
     """Yield (row number, cells as text) for each row of the workbook's first sheet."""
     # openpyxl raises many kinds of error on a damaged workbook, on opening it or
@@ -266,8 +289,8 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
     try:
         sheet = workbook.worksheets[0]
         _formulas_calculated_check(data, sheet)
-        for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            yield number, [xlsx_cell_text(value) for value in values]
+        for number, cells in enumerate(sheet.iter_rows(), start=1):
+            yield number, [_sheet_cell_text(cell) for cell in cells]
     except ImportFormatError:
         raise
     except Exception as exc:
@@ -307,6 +330,11 @@ def _formulas_calculated_check(data: bytes, sheet: Any) -> None:
             f"(cells {', '.join(cells)}), so they would import as empty. Open it "
             "in Excel or LibreOffice, save it again and upload the new file."
         )
+
+
+def contacts_is_workbook(data: bytes) -> bool:
+    """Tell whether contacts_records reads the bytes as a workbook (or refuses them)."""
+    return data.startswith(b"PK\x03\x04")
 
 
 def contacts_records(data: bytes) -> Iterator[tuple[int, list[str]]]:

@@ -118,3 +118,98 @@ def test_workbook_numbers_keep_no_digit_excel_does_not_show():
             "score": 12.5,
         },
     }
+
+
+# Errors ----------------------------------------------------------------------------
+
+
+def error_workbook(codes: list[str]) -> bytes:
+    """Write a workbook whose Score cells hold Excel errors, as Excel types them."""
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["Email", "Name", "Score"])
+    for number, code in enumerate(codes, start=1):
+        sheet.append([f"e{number}@example.com", "Ann Lee", 7])
+        # openpyxl types only the older codes as errors by itself.
+        cell = sheet.cell(row=number + 1, column=3, value=code)
+        cell.data_type = "e"
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_excel_error_cell_is_imported_as_empty_with_a_note_naming_it():
+    TraitDefinition.objects.create(name="score", type=TraitType.NUMBER)
+    codes = [
+        "#DIV/0!",
+        "#N/A",
+        "#VALUE!",
+        "#REF!",
+        "#NAME?",
+        "#NUM!",
+        "#NULL!",
+        "#GETTING_DATA",
+    ]
+    Profile.objects.create(email="e1@example.com", traits={"score": 3})
+
+    contact_import = contact_import_file(
+        filename="errors.xlsx", data=error_workbook(codes)
+    )
+
+    assert contact_import.rejections == []
+    assert contact_import.notes == [
+        {
+            "kind": "sheet_error",
+            "record": number,
+            "column": "Score",
+            "message": (
+                f"Record {number}: Score holds the Excel error {code}, so it was "
+                "read as empty."
+            ),
+        }
+        for number, code in enumerate(codes, start=1)
+    ]
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {f"e{number}@example.com": {} for number in range(2, 9)} | {
+        "e1@example.com": {"score": 3}
+    }
+
+
+@pytest.mark.django_db
+def test_an_error_in_the_email_cell_refuses_the_record_and_names_the_error():
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["Email", "Plan"])
+    sheet.append(["#REF!", "gold"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    contact_import = contact_import_file(filename="e.xlsx", data=buffer.getvalue())
+
+    assert [r["reason"] for r in contact_import.rejections] == ["missing_email"]
+    assert [note["message"] for note in contact_import.notes] == [
+        "Record 1: Email holds the Excel error #REF!, so it was read as empty."
+    ]
+    assert not Profile.objects.exists()
+
+
+@pytest.mark.django_db
+def test_text_that_looks_like_an_excel_error_stays_text():
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["Email", "Code"])
+    sheet.append(["w@example.com", "#GETTING_DATA"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    csv_data = b"Email,Code\nc@example.com,#DIV/0!\n"
+
+    workbook_import = contact_import_file(filename="w.xlsx", data=buffer.getvalue())
+    csv_import = contact_import_file(filename="c.csv", data=csv_data)
+
+    assert (workbook_import.notes, csv_import.notes) == ([], [])
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "w@example.com": {"code": "#GETTING_DATA"},
+        "c@example.com": {"code": "#DIV/0!"},
+    }
