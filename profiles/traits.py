@@ -151,6 +151,16 @@ def _as_number(rule: TraitRule, raw: Any, _: str) -> int | float:
             f"{rule.name}: {_quoted(raw)} is too small to keep (a number other "
             f"than 0 must be at least {_value_text(NUMBER_SMALLEST)} in size)",
         )
+    # A float keeps 15 significant digits for sure: past them a value would be
+    # stored rounded (1234567890.123456789 as 1234567890.1234567) without a word.
+    digits = number_digits(text)
+    if digits > NUMBER_MAX_DIGITS:
+        raise TraitInvalid(
+            "number_too_precise",
+            f"{rule.name}: {_quoted(raw)} has {digits} significant digits, and a "
+            f"number keeps at most {NUMBER_MAX_DIGITS}: it would be stored rounded. "
+            "Round it, or declare the trait as text to keep every digit",
+        )
     return int(number) if number == number.to_integral_value() else float(number)
 
 
@@ -167,6 +177,13 @@ def number_text(raw: Any) -> str | None:
             return None
         text = text.replace(" ", "")
     return text if NUMBER_TEXT.fullmatch(text) else None
+
+
+def number_digits(text: str) -> int:
+    """Return how many significant digits a number's text (see number_text) has."""
+    mantissa = text.lstrip("+-").split("e")[0].split("E")[0]
+    # Zeros at either end say only where the point is (1200, 0.0012, 1.50).
+    return len(mantissa.replace(".", "").strip("0"))
 
 
 def number_in_range(number: Decimal) -> bool:

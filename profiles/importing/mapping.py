@@ -10,8 +10,9 @@ a TraitDefinition is stored by its declared type through trait_coerce, dates onl
 the import's declared format; a value that breaks the rule is refused for that field
 alone, and the rest of the row is kept. Any other trait is text as written, so a zip
 code like 02134 keeps its zero. A number with more significant digits than a float
-keeps (15) is never stored rounded: a declared number trait refuses it for that field,
-and an ESP's typed column of an undeclared trait keeps it as text, with a note.
+keeps (15) is never stored rounded: a declared number trait refuses it for that field
+(trait_coerce, as everywhere), and an ESP's typed column of an undeclared trait keeps
+it as text, with a note.
 
 A column mapped to the full name is split: its last word becomes the last name and
 the words before it the first name, or, when it holds a comma, what comes before the
@@ -26,7 +27,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,7 +70,7 @@ from profiles.traits import (
     QUOTED_MAX_CHARS,
     TraitInvalid,
     TraitRule,
-    number_in_range,
+    number_digits,
     number_text,
     trait_coerce,
     trait_name_is_reserved,
@@ -453,9 +453,10 @@ def _traits_read(
             # format; only text is read in the date format the marketer declared.
             typed_cell = kind or isinstance(cell, SheetDate)
             date_format = "" if typed_cell else context.date_format
-            if digits:
-                _number_precision_check(rule, value, digits)
-            traits[name] = _trait_coerce(context, rule, typed, date_format)
+            # As written, so that trait_coerce counts the cell's digits, not a
+            # float's, and refuses a number it would store rounded.
+            raw = value if digits else typed
+            traits[name] = _trait_coerce(context, rule, raw, date_format)
         except TraitInvalid as exc:
             context.field_rejections.append(
                 _field_rejection(plan.names[position], rule, exc, record, line, email)
@@ -482,28 +483,7 @@ def _digits_a_float_loses(text: str) -> int:
 def _significant_digits(text: str) -> int:
     """Return how many significant digits a number written as text has; 0 if none."""
     written = number_text(text)
-    if written is None:
-        return 0
-    try:
-        number = Decimal(written)
-    except InvalidOperation:
-        return 0
-    # Zeros at either end say only where the point is (1200, 0.0012, 1.50).
-    return len("".join(map(str, number.as_tuple().digits)).strip("0"))
-
-
-def _number_precision_check(rule: TraitRule, text: str, digits: int) -> None:
-    """Raise TraitInvalid for a number in range that a float would store rounded."""
-    written = number_text(text)
-    if written is None or not number_in_range(Decimal(written)):
-        return  # trait_coerce refuses it, as out of range.
-
-    raise TraitInvalid(
-        "number_too_precise",
-        f"{rule.name}: {_cell_quoted(text)} has {digits} significant digits, and a "
-        f"number keeps at most {NUMBER_MAX_DIGITS}: it would be stored rounded. "
-        "Round it in the file, or declare the trait as text to keep every digit",
-    )
+    return number_digits(written) if written is not None else 0
 
 
 def _number_as_text_note(

@@ -135,9 +135,9 @@ def test_a_declared_number_with_too_many_digits_is_refused_naming_column_and_val
             "reason": "number_too_precise",
             "message": (
                 "Spend: '1234567890.1234567' has 17 significant digits, and a number "
-                "keeps at most 15: it would be stored rounded. Round it in the file, "
-                "or declare the trait as text to keep every digit; the rest of the "
-                "row was imported."
+                "keeps at most 15: it would be stored rounded. Round it, or declare "
+                "the trait as text to keep every digit; the rest of the row was "
+                "imported."
             ),
         }
     ]

@@ -80,7 +80,8 @@ def test_the_largest_number_kept_has_fifteen_digits_before_the_point():
     rule = TraitRule("spend", "number")
 
     assert trait_coerce(rule, "999999999999999") == 999_999_999_999_999
-    assert trait_coerce(rule, "-999999999999999.5") == -999_999_999_999_999.5
+    assert trait_coerce(rule, "-999999999999999") == -999_999_999_999_999
+    assert trait_coerce(rule, "-99999999999999.5") == -99_999_999_999_999.5
     assert trait_coerce(rule, "0") == 0
 
 
