@@ -130,7 +130,12 @@ def _as_number(rule: TraitRule, raw: Any, _: str) -> int | float:
             "not_a_number", f"{rule.name}: {_quoted(raw)} is not a finite number"
         )
 
-    text = number_text(raw)
+    # A JSON number arrives as a float, whose last digits are binary noise more
+    # often than anyone's intent (a site's 0.1 + 0.2 is 0.30000000000000004): it is
+    # read to the 15 digits a float keeps for sure, as a spreadsheet shows it. A
+    # number written as text keeps every digit it has, and the check below refuses
+    # more than 15.
+    text = f"{raw:.15g}" if isinstance(raw, float) else number_text(raw)
     if text is None:
         raise TraitInvalid(
             "not_a_number", f"{rule.name}: {_quoted(raw)} is not a number"
