@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from campaigns.models import Campaign, EmailTemplate, Message, OutboxEmail
 from campaigns.rendering import TemplateReview, template_review
+from campaigns.sending import campaign_schedule
 from profiles.traits import trait_schema_load
 
 
@@ -63,6 +64,14 @@ class CampaignAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     # Sending state moves only through campaigns.sending, which claims it safely.
     readonly_fields = ("status", "started_at", "finished_at")
+
+    def save_model(
+        self, request: HttpRequest, obj: Campaign, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        # A time to send makes it scheduled; the beat sweep starts it then.
+        campaign_schedule(campaign_id=obj.pk)
+        obj.refresh_from_db(fields=["status"])
 
 
 @admin.register(Message)

@@ -75,6 +75,20 @@ class SendReport:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
+def campaign_schedule(*, campaign_id: int) -> None:
+    """Make a campaign not started yet follow its `scheduled_at`.
+
+    With a time it is scheduled (the beat sweep starts it once the time has come);
+    without one it is a draft again. A campaign already sending or sent is left
+    as it is.
+    """
+    waiting = Campaign.objects.filter(
+        pk=campaign_id, status__in=[CampaignStatus.DRAFT, CampaignStatus.SCHEDULED]
+    )
+    waiting.filter(scheduled_at__isnull=False).update(status=CampaignStatus.SCHEDULED)
+    waiting.filter(scheduled_at__isnull=True).update(status=CampaignStatus.DRAFT)
+
+
 def campaign_start(*, campaign_id: int) -> int:
     """Claim a draft or scheduled campaign, create its messages, and queue the send.
 
