@@ -2,7 +2,7 @@
 
 from django.db.models import Count
 
-from campaigns.models import Campaign, Message, MessageStatus
+from campaigns.models import Campaign, Message, MessageStatus, SkipReason
 from profiles.health import rejected_events_count
 from profiles.models import ContactImport, Event
 from profiles.selectors import profile_status_counts
@@ -22,6 +22,12 @@ def campaign_message_counts(campaign: Campaign) -> dict[str, object]:
         .order_by("-n", "skip_reason")
     )
     by_status["skip_reasons"] = {row["skip_reason"]: row["n"] for row in skipped}
+    # As the message rows name them: "Unsubscribed", not "unsubscribed".
+    labels = dict(SkipReason.choices)
+    by_status["skip_reason_rows"] = [
+        (labels.get(reason, reason), n)
+        for reason, n in by_status["skip_reasons"].items()
+    ]
     return by_status
 
 

@@ -383,8 +383,10 @@ PREVIEW_RECIPIENTS = 20
 class CampaignPreview:
     """One recipient's email as the campaign would render it, or why it cannot."""
 
-    recipients: list[tuple[int, str]]  # (profile pk, email) of the first few
+    # (profile pk, email, why it would be skipped or '') of the first few
+    recipients: list[tuple[int, str, str]]
     profile_id: int | None
+    skip: str = ""
     subject: str = ""
     html: str = ""
     error: str = ""
@@ -396,16 +398,22 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
     The unsubscribe link points nowhere: no message exists yet to sign it for.
     """
     members = segment_members(campaign.segment).exclude(email=None).order_by("pk")
-    recipients = list(members.values_list("pk", "email")[:PREVIEW_RECIPIENTS])
-    chosen = next((pk for pk, _ in recipients if pk == profile_id), None)
-    if chosen is None and recipients:
-        chosen = recipients[0][0]
+    profiles = {profile.pk: profile for profile in members[:PREVIEW_RECIPIENTS]}
+    # Checked as at sending, so the marketer sees who would be skipped, and why.
+    labels = dict(SkipReason.choices)
+    skips = {
+        pk: labels.get(reason, reason) if (reason := message_skip_reason(p)) else ""
+        for pk, p in profiles.items()
+    }
+    recipients = [(pk, p.email, skips[pk]) for pk, p in profiles.items()]
+    chosen = profile_id if profile_id in profiles else next(iter(profiles), None)
     preview = CampaignPreview(recipients=recipients, profile_id=chosen)
     if chosen is None:
         return preview
 
+    preview.skip = skips[chosen]
     context = {
-        "profile": profile_context(Profile.objects.get(pk=chosen)),
+        "profile": profile_context(profiles[chosen]),
         "campaign": {"name": campaign.name, "slug": campaign.slug},
         "unsubscribe_url": "#unsubscribe-link-in-the-sent-email",
         "preferences_url": "#preferences-link-in-the-sent-email",

@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from campaigns.models import CampaignStatus, Message, OutboxEmail
+from profiles.models import SubscriptionStatus
 from tests.factories import (
     CampaignFactory,
     EmailTemplateFactory,
@@ -60,6 +61,31 @@ def test_another_recipient_can_be_chosen(signed_in, campaign):
 
     assert "<strong data-preview-subject>Hello Ben</strong>" in page
     assert f'<option value="{ben.pk}" selected>ben@shop.example</option>' in page
+
+
+def test_a_recipient_who_would_be_skipped_is_marked_so(signed_in, campaign):
+    ana = ProfileFactory(
+        email="ana@shop.example",
+        first_name="Ana",
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+    )
+
+    page = page_of(signed_in, campaign, preview=str(ana.pk))
+
+    assert "ana@shop.example (will be skipped: Unsubscribed)</option>" in page
+    assert (
+        "data-preview-skip>This recipient will not be sent this email: Unsubscribed."
+        in page
+    )
+
+
+def test_someone_not_in_the_segment_is_not_previewed(signed_in, campaign):
+    ProfileFactory(email="ana@shop.example", first_name="Ana")
+    outsider = ProfileFactory(email="zoe@elsewhere.example", first_name="Zoe")
+
+    page = page_of(signed_in, campaign, preview=str(outsider.pk))
+
+    assert "<strong data-preview-subject>Hello Ana</strong>" in page
 
 
 def test_a_template_that_fails_for_the_recipient_says_why(signed_in, campaign):

@@ -230,7 +230,10 @@ def test_it_skips_an_address_that_needs_smtputf8_when_the_esp_lacks_it(
         "that supports SMTPUTF8; set BESPOKE_SMTPUTF8 if yours does."
     )
     assert [e.to for e in OutboxEmail.objects.all()] == [["Ana <ok@example.com>"]]
-    assert campaign_message_counts(campaign)["skip_reasons"]["needs_smtputf8"] == 1
+    counts = campaign_message_counts(campaign)
+    assert counts["skip_reasons"]["needs_smtputf8"] == 1
+    # The campaign page names reasons as the message rows do.
+    assert ("Address needs an ESP with SMTPUTF8", 1) in counts["skip_reason_rows"]
 
 
 def test_it_sends_to_an_address_that_needs_smtputf8_when_the_esp_supports_it(
