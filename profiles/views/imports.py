@@ -1,6 +1,7 @@
 """Marketer pages about contact imports: upload, mapping, progress and the report."""
 
 import csv
+from typing import Any
 
 from django.contrib import messages as flash
 from django.core.files.uploadedfile import UploadedFile
@@ -27,8 +28,10 @@ from profiles.traits import trait_name_is_reserved
 
 IMPORTS_PER_PAGE = 25
 # A big file can refuse hundreds of thousands of fields: the page shows the first
-# ones, and the CSV download has them all.
+# ones, and the CSV download has them all, with every note.
 REPORT_ITEMS_SHOWN = 200
+# The report download's header: what each line is, where it came from, and why.
+REPORT_COLUMNS = ["kind", "record", "line", "column", "email", "reason", "message"]
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -206,18 +209,48 @@ def import_discard(request: HttpRequest, pk: int) -> HttpResponse:
 
 @staff_required
 def import_rejections_csv(request: HttpRequest, pk: int) -> HttpResponse:
+    """Serve the whole report: refused rows, refused fields, then the notes."""
     contact_import = get_object_or_404(ContactImport, pk=pk)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
+    # The name predates the notes; the page and bookmarks link to it.
     filename = f"import-{contact_import.pk}-rejections.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
 
-    columns = ["record", "line", "email", "reason", "message"]
     writer = csv.writer(response)
-    writer.writerow([*columns, "column"])
+    writer.writerow(REPORT_COLUMNS)
     for rejection in contact_import.rejections:
-        values = [rejection.get(name, "") for name in [*columns, "column"]]
-        writer.writerow([_cell_safe(value) for value in values])
+        writer.writerow([_cell_safe(value) for value in _rejection_line(rejection)])
+    for note in contact_import.notes:
+        writer.writerow([_cell_safe(value) for value in _note_line(note)])
     return response
+
+
+def _rejection_line(rejection: dict[str, Any]) -> list[object]:
+    # A rejection that names a column refused that field and kept the row.
+    kind = "refused field" if rejection.get("column") else "refused row"
+    return [
+        kind,
+        rejection["record"],
+        rejection["line"],
+        rejection.get("column", ""),
+        rejection["email"],
+        rejection["reason"],
+        rejection["message"],
+    ]
+
+
+def _note_line(note: dict[str, Any]) -> list[object]:
+    # A merge note names all the records it merged; a note about a column, none.
+    records = note.get("records") or [note.get("record", "")]
+    return [
+        "note",
+        " ".join(str(record) for record in records),
+        note.get("line", ""),
+        note.get("column", ""),
+        note.get("email", ""),
+        note.get("kind", ""),
+        note["message"],
+    ]
 
 
 def _cell_safe(value: object) -> object:

@@ -17,10 +17,17 @@ from profiles.importing import (
     contact_import_map,
     contact_import_upload_path,
 )
-from profiles.models import ContactImport, ImportStatus, Profile
+from profiles.models import (
+    ContactImport,
+    ImportStatus,
+    Profile,
+    TraitDefinition,
+    TraitType,
+)
 from tests.factories import ProfileFactory, UserFactory
 
 SUBSCRIBED = "mailchimp/subscribed_members_export.csv"
+REPORT_HEADER = ["kind", "record", "line", "column", "email", "reason", "message"]
 
 
 @pytest.fixture(autouse=True)
@@ -181,37 +188,94 @@ def test_the_rejected_rows_download_as_csv(signed_in, subscribed_import):
         f'attachment; filename="import-{subscribed_import.pk}-rejections.csv"'
     )
     rows = list(csv.reader(io.StringIO(response.content.decode())))
-    assert rows == [
-        ["record", "line", "email", "reason", "message", "column"],
+    assert rows[:4] == [
+        REPORT_HEADER,
         [
+            "refused row",
             "34",
             "36",
+            "",
             "not-an-email",
             "invalid_email",
             "An email address must have an @-sign.",
-            "",
         ],
         [
+            "refused row",
             "37",
             "39",
+            "",
             "maria.garcia@@example.net",
             "invalid_email",
             "The part after the @-sign contains invalid characters: '@'.",
-            "",
         ],
-        ["40", "42", "", "missing_email", "The Email Address cell is empty.", ""],
+        [
+            "refused row",
+            "40",
+            "42",
+            "",
+            "",
+            "missing_email",
+            "The Email Address cell is empty.",
+        ],
     ]
+    assert len(rows) == 4 + len(subscribed_import.notes)
 
 
-def test_the_rejections_download_defuses_spreadsheet_formulas(signed_in):
-    data = b'email\n"=HYPERLINK(""http://evil.example"")"\n'
+def test_the_report_download_holds_refused_fields_and_notes(signed_in):
+    # Given a sheet with a refused row, a refused field, an Excel error, a
+    # duplicate and a column named like a profile field
+    data = xlsx_bytes(
+        [
+            ["Email", "Err", "Spend", "lifetime_value"],
+            ["a@example.com", "#N/A", 7, 5],
+            ["nobody", "", "", ""],
+            ["b@example.com", "", "1e5000", ""],
+            ["A@example.com", "", "", ""],
+        ]
+    )
+    TraitDefinition.objects.create(name="spend", type=TraitType.NUMBER)
+    contact_import = contact_import_file(filename="qa.xlsx", data=data)
+
+    # When the marketer downloads the report
+    url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
+    response = signed_in.get(url)
+
+    # Then it has every item the page lists, each saying what it is
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0] == REPORT_HEADER
+    kinds = [(row[0], row[5]) for row in rows[1:]]
+    assert kinds == [
+        ("refused row", "invalid_email"),
+        ("refused field", "number_too_large"),
+        ("note", "merged"),
+        ("note", "reserved_column"),
+        ("note", "sheet_error"),
+    ]
+    field = rows[2]
+    assert field[:5] == ["refused field", "3", "4", "Spend", "b@example.com"]
+    merged, reserved, sheet_error = rows[3:]
+    assert merged[1:5] == ["1 4", "", "", "a@example.com"]
+    assert reserved[3] == "lifetime_value"
+    assert sheet_error[:5] == ["note", "1", "", "Err", ""]
+    assert sheet_error[6] == (
+        "Record 1: Err holds the Excel error #N/A, so it was read as empty."
+    )
+
+
+def test_the_report_download_defuses_spreadsheet_formulas(signed_in):
+    data = (
+        b'email\n"=HYPERLINK(""http://evil.example"")"\n'
+        b"-a@example.com\n-A@example.com\n"
+    )
     contact_import = contact_import_file(filename="evil.csv", data=data)
     url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
 
     response = signed_in.get(url)
 
     rows = list(csv.reader(io.StringIO(response.content.decode())))
-    assert rows[1][2] == '\'=HYPERLINK("http://evil.example")'
+    assert rows[1][4] == '\'=HYPERLINK("http://evil.example")'
+    assert rows[2][0] == "note"
+    assert rows[2][4] == "'-a@example.com"
 
 
 def test_the_profile_list_searches_by_name_email_and_tag(signed_in, subscribed_import):
@@ -262,13 +326,13 @@ def test_a_big_report_lists_its_first_items_and_downloads_them_all(signed_in):
     response = signed_in.get(reverse("import_detail", kwargs={"pk": contact_import.pk}))
 
     page = response.content.decode()
-    assert "The first 200 of 250 are listed here." in page
+    assert "The first 200 of 250 are listed here; the CSV report has them all." in page
     assert page.count("user") == 200
-    assert "Download all of them as CSV" in page
-    assert "210 notes in all; the first 200 are listed." in page
+    assert "Download the whole report as CSV" in page
+    assert "210 notes in all; the first 200 are listed, and the CSV report" in page
     url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
     download = signed_in.get(url).content.decode()
-    assert len(list(csv.reader(io.StringIO(download)))) == 251
+    assert len(list(csv.reader(io.StringIO(download)))) == 1 + 250 + 210
 
 
 # Files that cannot be read, and discarding -------------------------------------------
