@@ -158,6 +158,10 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         notices=_rejections_by_code(notices, now=now),
         failed=_failed_events(feed.rows),
         webhook_errors=_webhook_errors() if name == SOURCE_SHOPIFY else None,
+        # Every delivery is refused before anything is stored: only this says so.
+        unconfigured=(
+            name == SOURCE_SHOPIFY and not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS
+        ),
     )
     return _with_warnings(health)
 

@@ -4,6 +4,7 @@ import json
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -43,6 +44,15 @@ def shopify_webhook(request: HttpRequest) -> JsonResponse:
     if body is None:
         return _error(
             status=413, code="request_too_large", message="The body is too large."
+        )
+    if not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS:
+        logger.warning(
+            "Shopify webhook refused: no secret is set (BESPOKE_SHOPIFY_WEBHOOK_SECRETS)"
+        )
+        return _error(
+            status=401,
+            code="invalid_signature",
+            message="No Shopify webhook secret is set here, so no signature can match.",
         )
     if not shopify_signature_valid(
         body=body, signature=request.headers.get("X-Shopify-Hmac-Sha256")

@@ -130,7 +130,15 @@ def test_it_refuses_everything_when_no_secret_is_configured(db, deliver, setting
     response = deliver("customers_create.json")
 
     assert response.status_code == 401
+    assert response.json()["message"] == (
+        "No Shopify webhook secret is set here, so no signature can match."
+    )
     assert WebhookDelivery.objects.count() == 0
+    # The sources page says why nothing arrives.
+    from profiles.health import sources_health
+
+    (shop,) = [s for s in sources_health() if s["name"] == "shopify"]
+    assert shop["unconfigured"] is True
 
 
 def test_it_refuses_a_signed_delivery_without_a_webhook_id(db, deliver, shop_headers):
