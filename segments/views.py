@@ -73,7 +73,12 @@ class SegmentForm(forms.Form):
 
         slug = cleaned.get("slug") or slugify(cleaned.get("name", ""))
         if not slug:
-            self.add_error("slug", "Give a slug: the name has no letters to make one.")
+            # slugify keeps ASCII letters and digits only: '日本' gives nothing.
+            self.add_error(
+                "slug",
+                "Give a slug (letters a to z, digits and hyphens): the name has none "
+                "of those to make one from.",
+            )
         elif Segment.objects.filter(slug=slug).exists():
             self.add_error("slug", f"The slug {slug!r} is already used.")
         cleaned["slug"] = slug

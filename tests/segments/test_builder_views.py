@@ -300,6 +300,20 @@ def test_a_new_segment_cannot_take_a_slug_in_use(marketer_client):
     assert Segment.objects.get().rule == FRENCH
 
 
+def test_a_name_with_no_latin_letters_asks_for_a_slug_saying_which(marketer_client):
+    response = marketer_client.post(
+        reverse("segment_new"),
+        {"name": "日本", "slug": "", "rule": json.dumps(SUBSCRIBED)},
+    )
+
+    assert response.status_code == 400
+    assert (
+        "Give a slug (letters a to z, digits and hyphens): the name has none of "
+        "those to make one from."
+    ) in response.content.decode()
+    assert not Segment.objects.exists()
+
+
 def test_an_invalid_rule_is_shown_next_to_its_node_and_nothing_is_saved(
     marketer_client,
 ):
