@@ -117,7 +117,8 @@ def _computed_traits(profile: Profile) -> list[tuple[str, Any]]:
     return [
         ("Lifetime value", profile.lifetime_value),
         ("Orders", profile.order_count),
-        ("Average order", profile.average_order_value),
+        # Over the orders that had an amount in the currency: not always every order.
+        ("Average order (of orders with an amount)", profile.average_order_value),
         ("First order", profile.first_order_at),
         ("Last order", profile.last_order_at),
         ("Last seen", profile.last_seen_at),

@@ -208,7 +208,10 @@ def test_the_profile_page_shows_computed_and_declared_traits(signed_in):
     page = response.content.decode()
     assert "<tr><th>Lifetime value</th><td>240.50</td></tr>" in page
     assert "<tr><th>Orders</th><td>2</td></tr>" in page
-    assert "<tr><th>Average order</th><td>120.25</td></tr>" in page
+    assert (
+        "<tr><th>Average order (of orders with an amount)</th><td>120.25</td></tr>"
+        in page
+    )
     assert "<tr><th>Engagement score</th><td>72</td></tr>" in page
     assert "<tr><th>Favourite category</th><td>Outerwear</td></tr>" in page
     assert "<tr><th>Last open</th><td>—</td></tr>" in page
