@@ -400,8 +400,13 @@ STATUS_WORDS = (
     "hard bounce",
     "not subscribed",
     "never subscribed",
+    "suppressed",
 )
-CLEANED_WORDS = {"bounced", "hardbounce"}
+# Klaviyo lists as SUPPRESSED a profile it will not email: a bounce, a spam
+# complaint or a suppression by hand. None is the person's own unsubscribe, and a
+# list must not lift it, so it reads as cleaned (and the report notes it).
+SUPPRESSED_WORDS = {"suppressed"}
+CLEANED_WORDS = {"bounced", "hardbounce", *SUPPRESSED_WORDS}
 # A yes/no "unsubscribed" column: yes means the person left.
 LEFT_WORDS = ("yes", "true", "1", "y", "oui")
 STAYED_WORDS = ("no", "false", "0", "n", "non")
@@ -457,9 +462,14 @@ def _ip_or_none(text: str) -> str | None:
         return None
 
 
+def status_is_suppressed(text: str) -> bool:
+    """Tell whether a status cell says suppressed, which status_read reads as cleaned."""
+    return column_key(text) in SUPPRESSED_WORDS
+
+
 @lru_cache(maxsize=64)
-def _wording(template: str, status: SubscriptionStatus) -> str:
-    return template.format(status=status.label.lower())
+def _wording(template: str, listed_as: str) -> str:
+    return template.format(status=listed_as)
 
 
 def consent_fact(
@@ -469,8 +479,13 @@ def consent_fact(
     status: SubscriptionStatus,
     cell: Callable[[str], str | None],
     now: datetime,
+    suppressed: bool = False,
 ) -> ConsentFact:
-    """Return the consent fact one record states; `cell` reads a column by name."""
+    """Return the consent fact one record states; `cell` reads a column by name.
+
+    `suppressed` says the status cell read "suppressed": the wording then quotes
+    the file's word, not the cleaned status it is recorded as.
+    """
     evidence: dict[str, Any] = {"layout": layout.name, "record": record}
     if layout.status is None:
         evidence["status"] = status.value
@@ -491,5 +506,6 @@ def consent_fact(
     if layout.status == SubscriptionStatus.SUBSCRIBED:
         raw_ip = present("CONFIRM_IP") or present("OPTIN_IP")
         ip_address = _ip_or_none(raw_ip) if raw_ip else None
-    wording = _wording(layout.wording, status)
+    listed_as = "suppressed" if suppressed else status.label.lower()
+    wording = _wording(layout.wording, listed_as)
     return ConsentFact(status, occurred_at, ip_address, wording, evidence, dated)

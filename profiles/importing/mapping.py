@@ -52,6 +52,7 @@ from profiles.importing.layouts import (
     layout_column_map,
     layout_columns_reserved,
     layout_detect,
+    status_is_suppressed,
     status_read,
 )
 from profiles.importing.reading import (
@@ -563,8 +564,10 @@ def _consents_read(
     if status is None and plan.unsubscribed is not None:
         cell = cells[plan.unsubscribed]
         left = blacklisted_read(cell) if cell.strip() else None
+    said = ""
     if status is None and plan.status is not None and cells[plan.status].strip():
-        status = status_read(cells[plan.status])
+        said = cells[plan.status]
+        status = status_read(said)
     # A row that says both "subscribed" and "unsubscribed: yes" has left: a
     # withdrawal always wins over a list's word that someone is subscribed.
     if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
@@ -572,11 +575,32 @@ def _consents_read(
     if status is None:
         return []
 
+    suppressed = status == SubscriptionStatus.CLEANED and status_is_suppressed(said)
+    if suppressed:
+        context.notes.append(_suppressed_note(record, plan.names[plan.status], said))
     cell = _cell_reader(plan, cells)
     fact = consent_fact(
-        plan.layout, record=record, status=status, cell=cell, now=context.now
+        plan.layout,
+        record=record,
+        status=status,
+        cell=cell,
+        now=context.now,
+        suppressed=suppressed,
     )
     return [fact]
+
+
+def _suppressed_note(record: int, column: str, said: str) -> dict[str, Any]:
+    return {
+        "kind": "suppressed_as_cleaned",
+        "record": record,
+        "column": column,
+        "message": (
+            f"Record {record}: {column} is {said.strip()!r}, read as cleaned: "
+            "Bespoke sends this address no email, and a later list import does "
+            "not subscribe it again."
+        ),
+    }
 
 
 def _changed_at(plan: ColumnPlan, cells: list[str]) -> datetime | None:

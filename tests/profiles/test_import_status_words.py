@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 STATUS_MESSAGE = (
     "Unknown status {!r}. Accepted (any case): subscribed, unsubscribed, cleaned, "
-    "bounced, hard bounce, not subscribed, never subscribed."
+    "bounced, hard bounce, not subscribed, never subscribed, suppressed."
 )
 
 

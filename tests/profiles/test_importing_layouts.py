@@ -103,6 +103,70 @@ def test_a_klaviyo_export_is_recognised_and_carries_its_consent_over():
     assert profile("cleo@example.org").subscription_status == "not_subscribed"
 
 
+KLAVIYO_CONSENTS = (
+    "Email,Email Marketing Consent,Email Marketing Consent Timestamp\n"
+    "sam@example.com,SUPPRESSED,2025-02-03T08:00:00+00:00\n"
+    "tia@example.com,SUBSCRIBED,2024-05-01T09:00:00+00:00\n"
+    "uma@example.com,UNSUBSCRIBED,2024-06-01T09:00:00+00:00\n"
+    "vic@example.com,NEVER_SUBSCRIBED,\n"
+)
+
+
+@pytest.mark.django_db
+def test_a_klaviyo_suppressed_profile_is_imported_as_cleaned_and_noted():
+    contact_import = contact_import_file(
+        filename="klaviyo.csv", data=KLAVIYO_CONSENTS.encode()
+    )
+
+    assert contact_import.layout == "klaviyo"
+    assert (contact_import.accepted, contact_import.rejected) == (4, 0)
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "sam@example.com": "cleaned",
+        "tia@example.com": "subscribed",
+        "uma@example.com": "unsubscribed",
+        "vic@example.com": "not_subscribed",
+    }
+    sam = profile("sam@example.com")
+    assert sam.suppressed_at is not None
+    record = sam.consent_records.get()
+    assert (record.status, record.source, record.occurred_at) == (
+        "cleaned",
+        "import:klaviyo",
+        datetime(2025, 2, 3, 8, 0, tzinfo=UTC),
+    )
+    assert record.wording == "Listed as suppressed in a Klaviyo profile export."
+    assert record.evidence["Email Marketing Consent"] == "SUPPRESSED"
+    assert contact_import.notes == [
+        {
+            "kind": "suppressed_as_cleaned",
+            "record": 1,
+            "column": "Email Marketing Consent",
+            "message": (
+                "Record 1: Email Marketing Consent is 'SUPPRESSED', read as cleaned: "
+                "Bespoke sends this address no email, and a later list import does "
+                "not subscribe it again."
+            ),
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_a_list_import_never_lifts_a_klaviyo_suppression():
+    contact_import_file(filename="klaviyo.csv", data=KLAVIYO_CONSENTS.encode())
+    again = (
+        "Email,Email Marketing Consent,Email Marketing Consent Timestamp\n"
+        "sam@example.com,SUBSCRIBED,2025-06-01T08:00:00+00:00\n"
+    )
+
+    contact_import = contact_import_file(filename="again.csv", data=again.encode())
+
+    sam = profile("sam@example.com")
+    assert sam.subscription_status == SubscriptionStatus.CLEANED
+    assert [n["kind"] for n in contact_import.notes] == ["kept_status"]
+    assert list(sam.consent_records.values_list("status", flat=True)) == ["cleaned"]
+
+
 @pytest.mark.django_db
 def test_a_brevo_export_is_recognised_and_its_blacklist_unsubscribes():
     contact_import = contact_import_file(filename="brevo.csv", data=BREVO.encode())
