@@ -3,7 +3,6 @@
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
-from profiles.emails import InvalidEmail, email_normalize
 from profiles.importing.layouts import (
     PROFILE_FIELDS,
     TARGET_EMAIL,
@@ -16,6 +15,7 @@ from profiles.importing.layouts import (
 from profiles.importing.mapping import column_map_check
 from profiles.importing.reading import ImportFormatError
 from profiles.models import Profile, SubscriptionStatus
+from profiles.selectors import profile_find
 
 CONTACT_FILE_MAX_BYTES = 50 * 1024 * 1024
 
@@ -29,12 +29,15 @@ class ProfileSearchForm(forms.Form):
 
 
 class ProfileMergeForm(forms.Form):
-    """The other profile a marketer merges into this one, named by email or id."""
+    """The other profile a marketer merges into this one, however it is named."""
 
     other = forms.CharField(
-        label="Email or id of the other profile",
+        label="The other profile",
         max_length=254,
-        help_text="You see both profiles, and which one is kept, before anything moves.",
+        help_text=(
+            "Its profile id (42 or #42), email address, userId or anonymousId. "
+            "You see both profiles, and which one is kept, before anything moves."
+        ),
     )
 
     def __init__(self, *args, profile: Profile, **kwargs) -> None:
@@ -43,7 +46,9 @@ class ProfileMergeForm(forms.Form):
 
     def clean_other(self) -> Profile:
         written = self.cleaned_data["other"].strip()
-        other = _profile_named(written)
+        other = profile_find(written)
+        if other is None:
+            raise forms.ValidationError(_not_found_message(written))
         if other.pk == self.profile.pk:
             raise forms.ValidationError(
                 "That is this profile itself: name another profile to merge into it."
@@ -51,29 +56,17 @@ class ProfileMergeForm(forms.Form):
         return other
 
 
-def _profile_named(written: str) -> Profile:
-    """Return the profile an id ('42' or '#42') or an email address names."""
+def _not_found_message(written: str) -> str:
+    """Say what was looked for, as profile_find reads what was written."""
     number = written.removeprefix("#")
+    gone = "It may have been merged into another profile or erased."
+    if written.startswith("#"):
+        return f"No profile has the id {number}. {gone}"
     if number.isascii() and number.isdigit():
-        found = Profile.objects.filter(pk=int(number)).first()
-        if found is None:
-            raise forms.ValidationError(
-                f"No profile has the id {number}. It may have been merged into "
-                "another profile or erased."
-            )
-        return found
-
-    try:
-        email = email_normalize(written)
-    except InvalidEmail as exc:
-        raise forms.ValidationError(
-            f"“{written}” is neither a profile id nor an email address."
-        ) from exc
-    # iexact, as the event path looks addresses up: a row stored with capitals counts.
-    found = Profile.objects.filter(email__iexact=email.key).first()
-    if found is None:
-        raise forms.ValidationError(f"No profile has the address {email.display}.")
-    return found
+        return f"No profile has the id or userId {number}. {gone}"
+    if "@" in written:
+        return f"No profile has the email address, userId or anonymousId {written}."
+    return f"No profile has the userId or anonymousId “{written}”."
 
 
 class ContactImportForm(forms.Form):

@@ -2,7 +2,14 @@
 
 from django.db.models import Count
 
-from profiles.models import Profile, SubscriptionStatus, Suppression
+from profiles.emails import InvalidEmail, email_normalize
+from profiles.models import (
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    SubscriptionStatus,
+    Suppression,
+)
 from profiles.services import suppression_hash
 
 
@@ -24,3 +31,55 @@ def profile_status_counts() -> dict[str, int]:
     counts["anonymous"] = Profile.objects.filter(email=None).count()
     counts["with_email"] = counts["total"] - counts["anonymous"]
     return counts
+
+
+# A profile id is a bigint: more digits than this cannot be one.
+PROFILE_ID_MAX_DIGITS = 18
+
+
+def profile_find(reference: str) -> Profile | None:
+    """Return the profile a marketer names by id, email address, userId or anonymousId.
+
+    "#42" is only a profile id. Digits are a profile id first, then a userId; an
+    address is an email first. Whatever is not found so is looked up as a userId,
+    then as an anonymousId, as a site sends them (case kept).
+    """
+    reference = reference.strip()
+    number = reference.removeprefix("#")
+    if reference.startswith("#"):
+        return _profile_by_id(number)
+
+    found = _profile_by_id(number)
+    if found is None and "@" in reference:
+        found = _profile_by_email(reference)
+    if found is None:
+        found = _profile_by_identity(reference)
+    return found
+
+
+def _profile_by_id(number: str) -> Profile | None:
+    # ASCII only: '١٢' is digits to Python, not a profile id.
+    if not (number.isascii() and number.isdigit()):
+        return None
+    if len(number) > PROFILE_ID_MAX_DIGITS:
+        return None
+    return Profile.objects.filter(pk=int(number)).first()
+
+
+def _profile_by_email(written: str) -> Profile | None:
+    try:
+        email = email_normalize(written)
+    except InvalidEmail:
+        return None
+    # iexact, as the event path looks addresses up: a row stored with capitals counts.
+    return Profile.objects.filter(email__iexact=email.key).first()
+
+
+def _profile_by_identity(value: str) -> Profile | None:
+    if not value:
+        return None
+    for kind in (IdentityKind.USER_ID, IdentityKind.ANONYMOUS_ID):
+        identity = ProfileIdentity.objects.filter(kind=kind, value=value).first()
+        if identity is not None:
+            return identity.profile
+    return None

@@ -145,6 +145,10 @@ def test_the_profile_page_offers_the_merge_form(signed_in):
     assert "Merge another profile into this one" in response.text
     assert f'action="{merge_url(ana)}"' in response.text
     assert 'name="other"' in response.text
+    assert (
+        "Its profile id (42 or #42), email address, userId or anonymousId."
+        in response.text
+    )
 
 
 def test_the_confirmation_names_both_profiles_their_events_and_the_one_kept(
@@ -174,7 +178,9 @@ def test_the_confirmation_names_both_profiles_their_events_and_the_one_kept(
     assert (
         f"Profile #{ana.pk} (ana@example.com) is kept, because it has an email address."
     ) in response.text
-    assert f'<input type="hidden" name="other" value="{anonymous.pk}">' in response.text
+    assert (
+        f'<input type="hidden" name="other" value="#{anonymous.pk}">' in response.text
+    )
     assert "data-merge-confirm" in response.text
     assert nothing_merged(ana, anonymous)
 
@@ -187,6 +193,57 @@ def test_the_other_profile_may_be_named_by_email_or_id(signed_in, written):
     response = signed_in.get(merge_url(anonymous), {"other": written.format(pk=ana.pk)})
 
     assert f"Profile #{ana.pk} (ana@example.com) is kept" in response.text
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [(IdentityKind.USER_ID, "usr_1001"), (IdentityKind.ANONYMOUS_ID, "anon-qa")],
+)
+def test_the_other_profile_may_be_named_by_user_id_or_anonymous_id(
+    signed_in, kind, value
+):
+    ana = ProfileFactory(email="ana@example.com")
+    visitor = Profile.objects.create()
+    ProfileIdentity.objects.create(profile=visitor, kind=kind, value=value)
+
+    response = signed_in.get(merge_url(ana), {"other": f" {value} "})
+
+    assert f"Profile #{ana.pk} (ana@example.com) is kept" in response.text
+    assert f'<input type="hidden" name="other" value="#{visitor.pk}">' in response.text
+    assert nothing_merged(ana, visitor)
+
+
+def test_digits_name_a_profile_id_first_then_a_user_id(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    by_id = Profile.objects.create()
+    by_user_id = Profile.objects.create()
+    user_id(by_user_id, str(by_id.pk))
+    user_id(by_user_id, "9876543210")
+
+    first = signed_in.get(merge_url(ana), {"other": str(by_id.pk)})
+    then = signed_in.get(merge_url(ana), {"other": "9876543210"})
+
+    assert f'name="other" value="#{by_id.pk}"' in first.text
+    assert f'name="other" value="#{by_user_id.pk}"' in then.text
+
+
+def test_a_confirmed_id_never_falls_back_to_a_user_id(signed_in):
+    # The confirmation posts "#<id>": if that profile is gone meanwhile, a userId
+    # written the same must not put another profile in its place.
+    ana = ProfileFactory(email="ana@example.com")
+    gone = Profile.objects.create()
+    other = Profile.objects.create()
+    user_id(other, str(gone.pk))
+    gone.delete()
+
+    response = signed_in.post(merge_url(ana), {"other": f"#{gone.pk}"})
+
+    assert response.status_code == 200
+    assert error_of(response) == (
+        f"No profile has the id {gone.pk}. It may have been merged into another "
+        "profile or erased."
+    )
+    assert nothing_merged(ana, other)
 
 
 def test_the_page_says_when_the_other_profile_is_the_one_kept(signed_in):
@@ -309,11 +366,20 @@ def test_a_profile_cannot_be_merged_into_itself(signed_in, method):
     [
         (
             "987654",
+            "No profile has the id or userId 987654. It may have been merged into "
+            "another profile or erased.",
+        ),
+        (
+            "#987654",
             "No profile has the id 987654. It may have been merged into "
             "another profile or erased.",
         ),
-        ("nobody@example.com", "No profile has the address nobody@example.com."),
-        ("Ana Souza", "“Ana Souza” is neither a profile id nor an email address."),
+        (
+            "nobody@example.com",
+            "No profile has the email address, userId or anonymousId "
+            "nobody@example.com.",
+        ),
+        ("anon-qa", "No profile has the userId or anonymousId “anon-qa”."),
     ],
 )
 @pytest.mark.parametrize("method", ["get", "post"])
