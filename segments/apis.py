@@ -140,7 +140,7 @@ class RulePreviewApi(APIView):
 
 
 class RuleExplainApi(APIView):
-    """Say whether one profile (by id, email or userId) is in, and which conditions decided."""
+    """Say whether one profile (id, email, userId or anonymousId) is in, and why."""
 
     permission_classes = [IsAdminUser]
 
@@ -179,7 +179,9 @@ class RuleExplainApi(APIView):
         data = serializer.validated_data
         profile = profile_find(data["profile"])
         if profile is None:
-            message = "there is no profile with this id, email address or userId"
+            message = (
+                "there is no profile with this id, email address, userId or anonymousId"
+            )
             return _errors([{"path": "profile", "message": message}], status_code=404)
 
         segment = _segment_or_none(data.get("segment_id"))

@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db.models import Case, Count, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from profiles.emails import InvalidEmail, email_normalize
-from profiles.models import Event, IdentityKind, Profile, SubscriptionStatus
+from profiles import selectors as profiles_selectors
+from profiles.models import Event, Profile, SubscriptionStatus
 from segments.compiler import rule_compile
 from segments.language import RuleInvalid, SegmentLookup, rule_describe
 from segments.models import Segment
@@ -281,50 +281,17 @@ def _summary(is_in: bool, decided_by: list[dict]) -> str:
 
 
 def profile_find(reference: str) -> dict | None:
-    """Return the profile with this id, email address or userId, as plain values.
-
-    A reference of digits is a profile id first, then a userId.
-    """
-    reference = reference.strip()
-    row = None
-    # ASCII digits that fit a bigint: '١٢' or twenty digits are not profile ids.
-    if reference.isascii() and reference.isdigit() and len(reference) <= 18:
-        row = _profile_row(Q(pk=int(reference)))
-    if row is None and "@" in reference:
-        row = _profile_row(Q(email__iexact=_email_key(reference)))
-    if row is None and reference:
-        row = _profile_row(
-            Q(
-                identities__kind=IdentityKind.USER_ID,
-                identities__value=reference,
-            )
-        )
-    if row is None:
+    """Return the profile a marketer names (id, address, userId), as plain values."""
+    profile = profiles_selectors.profile_find(reference)
+    if profile is None:
         return None
     return {
-        "id": row["pk"],
-        "email": row["email"] or "",
+        "id": profile.pk,
+        "email": profile.email or "",
         "name": " ".join(
-            part for part in (row["first_name"], row["last_name"]) if part
+            part for part in (profile.first_name, profile.last_name) if part
         ),
     }
-
-
-def _profile_row(condition: Q) -> dict | None:
-    return (
-        Profile.objects.filter(condition)
-        .values("pk", "email", "first_name", "last_name")
-        .first()
-    )
-
-
-def _email_key(reference: str) -> str:
-    # Profiles keep the canonical key: lower case, the domain in Unicode, so the
-    # punycode form of the same mailbox finds the same profile.
-    try:
-        return email_normalize(reference).key
-    except InvalidEmail:
-        return reference
 
 
 def segment_summaries() -> list[dict]:

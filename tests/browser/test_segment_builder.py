@@ -50,7 +50,9 @@ def test_a_marketer_adds_a_condition_sees_the_count_change_asks_why_and_saves(
     expect(page.locator("[data-leaving]")).to_have_text("−0")
     assert Segment.objects.get(slug="spring-sale-audience").version == 1
 
-    page.get_by_label("Email, profile id or userId").fill("ana.souza@example.com")
+    page.get_by_label("Email, profile id, userId or anonymousId").fill(
+        "ana.souza@example.com"
+    )
     page.get_by_role("button", name="Why?").click()
     expect(page.locator("[data-why-answer]")).to_have_text("In")
     assert page.locator("[data-why-summary]").inner_text().startswith("In because: ")
