@@ -13,6 +13,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
 from liquid import Environment
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 
@@ -264,6 +266,20 @@ def email_render(
         html=rendered["html"],
         text=rendered["text"],
     )
+
+
+def text_from_html(html: str) -> str:
+    """Return an email's HTML as plain text, each link's address beside its words.
+
+    For a template without a text part: the text part then says what the HTML
+    says, unsubscribe link included, instead of telling the reader to look
+    elsewhere.
+    """
+    if not html.strip():
+        return ""
+    text = get_text(html, ParserConfig(display_links=True))
+    # inscriptis keeps the blank lines of the layout; three in a row say no more.
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
 def profile_context(profile) -> dict[str, Any]:

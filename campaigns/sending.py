@@ -29,7 +29,12 @@ from campaigns.models import (
     MessageStatus,
     SkipReason,
 )
-from campaigns.rendering import TemplateError, email_render, profile_context
+from campaigns.rendering import (
+    TemplateError,
+    email_render,
+    profile_context,
+    text_from_html,
+)
 from profiles.models import Profile, SubscriptionStatus
 from profiles.selectors import profile_is_suppressed
 from segments.selectors import segment_member_ids, segment_members
@@ -251,7 +256,7 @@ def _send_one(
 def _email_build(campaign, message, profile, rendered, connection) -> AnymailMessage:
     email = AnymailMessage(
         subject=rendered.subject,
-        body=rendered.text or "This email is best viewed as HTML.",
+        body=rendered.text or text_from_html(rendered.html),
         from_email=campaign.from_email or settings.DEFAULT_FROM_EMAIL,
         to=[_recipient(profile)],
         headers=_list_unsubscribe_headers(message),
@@ -389,6 +394,7 @@ class CampaignPreview:
     skip: str = ""
     subject: str = ""
     html: str = ""
+    text: str = ""
     error: str = ""
 
 
@@ -431,6 +437,8 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
         preview.error = str(exc)
         return preview
     preview.subject, preview.html = rendered.subject, rendered.html
+    # As it is sent: the template's text part, or one made from the HTML.
+    preview.text = rendered.text or text_from_html(rendered.html)
     return preview
 
 

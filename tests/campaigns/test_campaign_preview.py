@@ -48,6 +48,7 @@ def test_a_draft_shows_the_email_for_its_first_recipient_and_sends_nothing(
     assert "<strong data-preview-subject>Hello Ana</strong>" in page
     assert 'sandbox="" title="The email as this recipient would see it"' in page
     assert html.escape("<p>Hi Ana</p>") in page
+    assert "<pre data-preview-text>Hi Ana\n</pre>" in page
     assert "zoe@elsewhere.example" not in page
     assert Message.objects.count() == 0
     assert OutboxEmail.objects.count() == 0

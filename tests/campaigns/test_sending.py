@@ -85,6 +85,9 @@ def test_it_sends_only_to_those_who_may_be_emailed(campaign, audience):
     assert outbox[0].to == ["Ana <ok@example.com>"]
     assert outbox[0].subject == "Ana, spring is here"
     assert "Frete grátis" in outbox[0].html
+    # No text part in the template: it is made from the HTML, links kept.
+    unsubscribe_url = outbox[0].headers["List-Unsubscribe"].strip("<>")
+    assert outbox[0].text == f"Frete grátis\n\n[Unsubscribe]({unsubscribe_url})\n"
     assert outbox[0].headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert (
         outbox[0]
