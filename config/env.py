@@ -1,6 +1,7 @@
 """Strict readers for settings that come from the environment."""
 
 import os
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -28,16 +29,43 @@ def env_bool(name: str, default: bool) -> bool:
     )
 
 
-def env_int(name: str, default: int) -> int:
-    """Return the variable as an integer; a value that is not one is an error."""
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """Return the variable as an integer; one that is not, or is below `minimum`, is
+    an error."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
 
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def env_time_zone(name: str, default: str) -> str:
+    """Return the variable as an IANA time zone name; an unknown name is an error."""
+    raw = env_str(name, default)
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a time zone: use an IANA name such as "
+            "'Europe/Lisbon' or 'UTC'"
+        ) from exc
+    return raw
+
+
+def env_currency(name: str, default: str) -> str:
+    """Return the variable as an ISO 4217 code in capitals ('usd' is 'USD')."""
+    raw = env_str(name, default).upper()
+    if not (len(raw) == 3 and raw.isascii() and raw.isalpha()):
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a currency code: use three letters such as 'EUR'"
+        )
+    return raw
 
 
 def env_list(name: str, default: list[str] | None = None) -> list[str]:

@@ -10,7 +10,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_prefixed, env_str
+from config.env import (
+    env_bool,
+    env_currency,
+    env_int,
+    env_list,
+    env_prefixed,
+    env_str,
+    env_time_zone,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("BESPOKE_VAR_DIR", str(BASE_DIR / "var")))
@@ -26,6 +34,26 @@ _DEV_SECRET_KEY = "bespoke-development-only-not-secret"  # noqa: S105
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
 if PRODUCTION and SECRET_KEY == _DEV_SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when BESPOKE_PRODUCTION is on")
+# It signs sessions and unsubscribe links and keys the suppression hashes.
+SECRET_KEY_MIN_CHARS = 32
+if PRODUCTION and len(SECRET_KEY) < SECRET_KEY_MIN_CHARS:
+    raise ImproperlyConfigured(
+        f"SECRET_KEY must be at least {SECRET_KEY_MIN_CHARS} characters when "
+        "BESPOKE_PRODUCTION is on"
+    )
+# Without these a production deployment would fall back, silently, to the embedded
+# defaults: a SQLite file, a folder as queue, links to 127.0.0.1.
+PRODUCTION_REQUIRED = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "ALLOWED_HOSTS",
+    "BESPOKE_PUBLIC_URL",
+)
+_missing = [name for name in PRODUCTION_REQUIRED if not env_str(name)]
+if PRODUCTION and _missing:
+    raise ImproperlyConfigured(
+        f"{', '.join(_missing)} must be set when BESPOKE_PRODUCTION is on"
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -76,7 +104,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'bespoke.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -167,19 +195,19 @@ BESPOKE_WRITE_KEYS = env_list("BESPOKE_WRITE_KEYS")
 # Shopify signs each webhook with the app's client secret (or the key shown in the
 # shop's notification settings); several may be listed while one is rotated.
 BESPOKE_SHOPIFY_WEBHOOK_SECRETS = env_list("BESPOKE_SHOPIFY_WEBHOOK_SECRETS")
-BESPOKE_ACCOUNT_TIME_ZONE = env_str("BESPOKE_ACCOUNT_TIME_ZONE", "UTC")
-BESPOKE_CURRENCY = env_str("BESPOKE_CURRENCY", "USD")
+BESPOKE_ACCOUNT_TIME_ZONE = env_time_zone("BESPOKE_ACCOUNT_TIME_ZONE", "UTC")
+BESPOKE_CURRENCY = env_currency("BESPOKE_CURRENCY", "USD")
 # Mailchimp exports carry naive times; the zone they are read in is an assumption.
-BESPOKE_IMPORT_TIME_ZONE = env_str("BESPOKE_IMPORT_TIME_ZONE", "UTC")
+BESPOKE_IMPORT_TIME_ZONE = env_time_zone("BESPOKE_IMPORT_TIME_ZONE", "UTC")
 # The key of the hashes kept on the suppression list. Changing it orphans them.
 BESPOKE_SUPPRESSION_KEY = env_str("BESPOKE_SUPPRESSION_KEY", SECRET_KEY)
-BESPOKE_SEND_BATCH_SIZE = env_int("BESPOKE_SEND_BATCH_SIZE", 200)
+BESPOKE_SEND_BATCH_SIZE = env_int("BESPOKE_SEND_BATCH_SIZE", 200, minimum=1)
 # Whether the ESP accepts addresses whose local part is not ASCII (SMTPUTF8, RFC 6531).
 # Few do; without it those recipients are skipped rather than failed at the ESP.
 BESPOKE_SMTPUTF8 = env_bool("BESPOKE_SMTPUTF8", default=False)
 # Profile ids a segment rebuild handles in one transaction before re-queueing.
 BESPOKE_SEGMENT_REBUILD_BATCH_SIZE = env_int(
-    "BESPOKE_SEGMENT_REBUILD_BATCH_SIZE", 50_000
+    "BESPOKE_SEGMENT_REBUILD_BATCH_SIZE", 50_000, minimum=1
 )
 
 LOGGING = {
