@@ -38,6 +38,10 @@ END_OF_FILE = "\x00"
 EXCEL_DIGITS = 15
 EXCEL_PLAIN_SMALLEST = Decimal("1e-15")
 EXCEL_PLAIN_LARGEST = Decimal("1e21")
+ZIP_DAMAGED = (
+    "The file starts as a zip archive or an Excel workbook does, but it is damaged "
+    "and cannot be read. Export or save it again and upload the new file."
+)
 XLSX_DAMAGED = (
     "The workbook is damaged (often a file cut short while saving or uploading), "
     "so it cannot be read. Open it in Excel, save it again and upload the new file."
@@ -214,7 +218,9 @@ def _is_xlsx(data: bytes) -> bool:
     except zipfile.BadZipFile as exc:
         if any(name.startswith("xl/") for name in _zip_part_names(data)):
             raise ImportFormatError(XLSX_DAMAGED) from exc
-        return False
+        # No archive to unzip either: saying "unzip it" would send the marketer
+        # after a file that does not open.
+        raise ImportFormatError(ZIP_DAMAGED) from exc
 
     if names >= XLSX_PARTS:
         return True

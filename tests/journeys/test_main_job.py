@@ -9,7 +9,7 @@ against the outcomes given in the fixtures' README.
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from campaigns.models import Campaign, Message, MessageStatus, OutboxEmail
 from profiles.models import ContactImport, Event, Profile, RejectedEvent
@@ -157,3 +157,15 @@ def test_a_replay_neither_resends_nor_resets_the_demo_password(
     assert (
         "was sent on an earlier run (nothing is sent twice): 8 sent" in out.getvalue()
     )
+
+
+@pytest.mark.django_db
+def test_the_demo_names_the_fixtures_a_partial_folder_lacks(tmp_path):
+    (tmp_path / "segment").mkdir()
+    (tmp_path / "segment" / "batch.json").write_text("{}")
+
+    with pytest.raises(CommandError) as refused:
+        call_command("demo", fixtures=tmp_path, stdout=io.StringIO())
+
+    assert "lacks mailchimp/subscribed_members_export.csv" in str(refused.value)
+    assert not Profile.objects.exists()

@@ -432,3 +432,13 @@ def test_a_workbook_with_calculated_formulas_is_read():
             target.writestr(item, content)
 
     assert contacts_header(patched.getvalue()) == ["Email", "Orders"]
+
+
+def test_a_file_that_only_starts_like_a_zip_is_called_damaged_not_a_zip_to_unzip():
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(b"PK\x03\x04" + b"not a zip at all" * 10)
+
+    assert str(refused.value) == (
+        "The file starts as a zip archive or an Excel workbook does, but it is "
+        "damaged and cannot be read. Export or save it again and upload the new file."
+    )

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import zipfile
 from datetime import UTC, datetime
 from io import StringIO
 
@@ -565,7 +566,12 @@ def test_a_database_error_midway_names_what_was_written_and_a_retry_continues(
 
 @pytest.mark.django_db
 def test_a_zip_archive_is_refused_with_advice():
-    contact_import = contact_import_file(filename="export.zip", data=b"PK\x03\x04xx")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as export:
+        export.writestr("subscribed_members_export.csv", "Email Address\n")
+    data = archive.getvalue()
+
+    contact_import = contact_import_file(filename="export.zip", data=data)
 
     assert contact_import.status == ImportStatus.FAILED
     assert contact_import.error.startswith("This is a zip archive.")
@@ -719,6 +725,14 @@ def test_the_command_prints_counts_and_every_rejected_row(fixtures_dir):
 def test_the_command_refuses_a_missing_file_before_importing_any(fixtures_dir):
     with pytest.raises(CommandError, match="No such file: nowhere.csv"):
         call_command("import_contacts", str(fixtures_dir / SUBSCRIBED), "nowhere.csv")
+
+    assert ContactImport.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_command_names_a_folder_given_as_a_file(fixtures_dir, tmp_path):
+    with pytest.raises(CommandError, match=f"A folder, not a file: {tmp_path}"):
+        call_command("import_contacts", str(tmp_path))
 
     assert ContactImport.objects.count() == 0
 

@@ -54,8 +54,20 @@ class Command(BaseCommand):
         self.fixtures = fixtures or Path(settings.BESPOKE_FIXTURES_DIR)
         if not self.fixtures.is_dir():
             raise CommandError(
-                f"The fixtures folder {self.fixtures} does not exist: pass --fixtures or "
-                "set BESPOKE_FIXTURES_DIR to the shared/fixtures folder."
+                f"The fixtures folder {self.fixtures} does not exist or is not a folder: "
+                "pass --fixtures or set BESPOKE_FIXTURES_DIR to the shared/fixtures "
+                "folder."
+            )
+        # Checked before anything is written, so a partial folder changes nothing.
+        missing = [
+            relative
+            for relative in (*demo.MAILCHIMP_FILES, *demo.SEGMENT_BATCHES)
+            if not (self.fixtures / relative).is_file()
+        ]
+        if missing:
+            raise CommandError(
+                f"The fixtures folder {self.fixtures} lacks {', '.join(missing)}: point "
+                "it at the shared/fixtures folder."
             )
 
         self._ensure_demo_user()

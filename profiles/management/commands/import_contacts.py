@@ -19,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
     def handle(self, *args, files: list[Path], **options) -> None:
+        folders = [str(path) for path in files if path.is_dir()]
+        if folders:
+            raise CommandError(f"A folder, not a file: {', '.join(folders)}")
         missing = [str(path) for path in files if not path.is_file()]
         if missing:
             raise CommandError(f"No such file: {', '.join(missing)}")
