@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from segments.language import RuleInvalid, rule_describe
+from segments.language import NUMBER_RANGE, RuleInvalid, rule_describe
 from segments.models import Segment
 from segments.preview import (
     profile_find,
@@ -27,11 +27,9 @@ from segments.preview import (
 class RuleField(serializers.JSONField):
     """A rule as JSON; a number past a float's range is named, not called bad JSON."""
 
+    # The same words the rule check uses for a number out of range.
     default_error_messages = {
-        "out_of_range": (
-            "The number at {path} is out of range: a number must be under 1e15 in "
-            "size (at most 15 digits before the decimal point)."
-        ),
+        "out_of_range": f"The number at {{path}} is out of range: {NUMBER_RANGE}.",
     }
 
     def to_internal_value(self, data: Any) -> Any:
