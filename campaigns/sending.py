@@ -371,7 +371,14 @@ def email_needs_smtputf8(address: str) -> bool:
 
 def message_context(*, campaign: Campaign, profile: Profile, message: Message) -> dict:
     """Return the template context for one message: plain data and signed links."""
-    unsubscribe_url = unsubscribe_link(message)
+    return _template_context(
+        campaign, profile, unsubscribe_url=unsubscribe_link(message)
+    )
+
+
+def _template_context(
+    campaign: Campaign, profile: Profile, *, unsubscribe_url: str
+) -> dict:
     return {
         "profile": profile_context(profile),
         "campaign": {"name": campaign.name, "slug": campaign.slug},
@@ -418,13 +425,11 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
         return preview
 
     preview.skip = skips[chosen]
-    context = {
-        "profile": profile_context(profiles[chosen]),
-        "campaign": {"name": campaign.name, "slug": campaign.slug},
-        "unsubscribe_url": "#unsubscribe-link-in-the-sent-email",
-        "preferences_url": "#preferences-link-in-the-sent-email",
-        "web_version_url": "",
-    }
+    context = _template_context(
+        campaign,
+        profiles[chosen],
+        unsubscribe_url="#unsubscribe-link-in-the-sent-email",
+    )
     template = campaign.template
     try:
         rendered = email_render(
