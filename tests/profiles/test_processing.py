@@ -921,3 +921,40 @@ def test_a_race_found_before_a_careful_event_redoes_the_chunk(transactional_db):
     assert event_profile_id("quick-link") == anonymous.pk
     assert profile_of("usr_7200").pk == anonymous.pk
     assert profile_of("usr_7201").identities.filter(value="anon-other").exists()
+
+
+def test_workers_take_turns_at_event_chunks(transactional_db):
+    # Two chunks side by side lock mostly the same profiles and can deadlock; a
+    # worker whose turn it is not waits instead, and then does its events.
+    event = track("turn", anonymous_id="anon-turn", event="A")
+    holding, release = threading.Event(), threading.Event()
+    done: dict[str, int] = {}
+
+    def other_worker() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s)", [processing.CHUNK_LOCK_KEY]
+            )
+            holding.set()
+            release.wait(timeout=10)
+        connection.close()
+
+    def this_worker() -> None:
+        done["processed"] = events_process_pending()
+        connection.close()
+
+    other = threading.Thread(target=other_worker)
+    other.start()
+    assert holding.wait(timeout=10)
+    mine = threading.Thread(target=this_worker)
+    mine.start()
+    try:
+        assert _waits_on_a_lock(seconds=10)
+        assert Event.objects.get(pk=event.pk).processed_at is None
+    finally:
+        release.set()
+        other.join()
+        mine.join(timeout=10)
+
+    assert done["processed"] == 1
+    assert Event.objects.get(pk=event.pk).processed_at is not None
