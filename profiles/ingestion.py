@@ -350,9 +350,7 @@ def events_ingest(
         _events_store(drafts=drafts, result=result)
         _rejections_store(items=items, result=result, source=source, at=received_at)
         if result.stored_ids:
-            transaction.on_commit(
-                lambda ids=tuple(result.stored_ids): events_process_enqueue(list(ids))
-            )
+            transaction.on_commit(events_process_enqueue)
 
     logger.info(
         "Tracking request ingested: %s stored, %s duplicates, %s rejected",

@@ -205,6 +205,19 @@ class Event(models.Model):
         return f"{self.type} {self.event or self.name} {self.message_id}"
 
 
+class ProcessingRequest(models.Model):
+    """One row: when event processing was asked for and no worker has begun it yet.
+
+    Requests that store events while a run is already asked for enqueue nothing:
+    that run takes their events along (profiles.processing).
+    """
+
+    requested_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"events processing requested at {self.requested_at or 'no time'}"
+
+
 class RejectedEvent(models.Model):
     """An item the tracking API refused, kept so a broken feed can be seen and fixed."""
 

@@ -12,12 +12,13 @@ changes consent or subscription status.
 """
 
 import logging
-import time
+from datetime import timedelta
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from profiles.models import Event, EventType
+from profiles.models import Event, EventType, ProcessingRequest
 from profiles.processing_chunk import EventChunk, IdentityTaken
 from profiles.processing_identities import (
     EventUnresolvable,
@@ -34,6 +35,8 @@ __all__ = [
     "MergeRefused",
     "events_process",
     "events_process_pending",
+    "events_processing_request",
+    "events_processing_request_drop",
     "number_coerce",
     "profile_merge",
     "profile_traits_compute",
@@ -43,8 +46,12 @@ logger = logging.getLogger(__name__)
 
 EVENT_CHUNK_SIZE = 20000
 CHUNK_ATTEMPTS = 3
-# A task that finds other events waiting takes them along, up to this many.
+# A run processes at most this many events, then asks for another run rather than
+# hold its worker while a busy site keeps sending.
 EVENTS_CATCH_UP_MAX = 60_000
+# A run asked for and not begun after this long (its task lost, or the queue busy
+# with long work) is asked for again by the next request.
+PROCESSING_REQUEST_STALE_SECONDS = 15
 # What processing reads of every event: properties and times are left to the SQL of
 # the traits, and what an identify changes or reports is read for identifies only.
 EVENT_FIELDS_READ = (
@@ -58,72 +65,61 @@ EVENT_FIELDS_READ = (
 IDENTIFY_FIELDS_READ = ("traits", "context", "message_id", "source", "received_at")
 
 
-def events_process(*, event_ids: list[int]) -> int:
-    """Process the given events and the older ones waiting; return how many were.
+def events_processing_request() -> bool:
+    """Ask for a processing run; return True if the caller must enqueue its task.
 
-    The waiting events are processed as they arrived, in full chunks, until the
-    given ones are (at most EVENTS_CATCH_UP_MAX): a worker that fell behind the API
-    catches up in a few big chunks instead of one small chunk per request, and the
-    tasks queued behind it find their events done. Such a task still takes along
-    whatever arrived since, at most every CATCH_UP_PAUSE_SECONDS: otherwise, after a
-    burst, a new event would wait until every task queued before it had run.
+    Called after events are committed. While a run is asked for and not yet begun,
+    the answer is False: that run begins after these events were committed, so it
+    takes them along. A burst of requests thus costs one task, not one each.
     """
-    global _caught_up_at
+    now = timezone.now()
+    stale = now - timedelta(seconds=PROCESSING_REQUEST_STALE_SECONDS)
+    table = ProcessingRequest._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (id, requested_at) VALUES (1, %s) "  # noqa: S608
+            "ON CONFLICT (id) DO UPDATE SET requested_at = excluded.requested_at "
+            f"WHERE {table}.requested_at IS NULL OR {table}.requested_at < %s "
+            "RETURNING id",
+            [adapt(now), adapt(stale)],
+        )
+        return cursor.fetchone() is not None
 
-    mine_done = _recently_done.issuperset(event_ids) or not _any_waiting(event_ids)
-    if mine_done:
-        paused = time.monotonic() - _caught_up_at < CATCH_UP_PAUSE_SECONDS
-        if paused or not Event.objects.filter(processed_at__isnull=True).exists():
-            return 0
 
+def events_processing_request_drop() -> None:
+    """Forget the request: its task could not be queued, so the next request tries."""
+    ProcessingRequest.objects.filter(pk=1).update(requested_at=None)
+
+
+def events_process() -> int:
+    """Process the waiting events as they arrived, in chunks; return how many were.
+
+    The request is taken first: events committed after that ask for a run of their
+    own. A run stops when a chunk comes back short, or after EVENTS_CATCH_UP_MAX
+    events, when it asks for the next run.
+    """
+    events_processing_request_drop()
     schema = trait_schema_load()
     waiting = Event.objects.filter(processed_at__isnull=True)
     done = 0
-    while done < EVENTS_CATCH_UP_MAX:
+    while True:
         processed = _chunk_redone_if_raced(
             waiting, size=EVENT_CHUNK_SIZE, schema=schema
         )
         done += processed
-        # None left, or what is left of the given events another worker holds.
-        if processed == 0 or (not mine_done and not _any_waiting(event_ids)):
+        if processed < EVENT_CHUNK_SIZE:
             break
-    else:
-        if not mine_done:
-            # Enough for one task: only the given events now.
-            mine = waiting.filter(pk__in=event_ids)
-            done += _events_process_queryset(mine, limit=len(event_ids), schema=schema)
-    _caught_up_at = time.monotonic()
+        if done >= EVENTS_CATCH_UP_MAX:
+            # Imported here: the tasks module imports this one.
+            from profiles.tasks import events_process_enqueue
+
+            events_process_enqueue()
+            break
 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
-
-
-# When this process last caught up; a task whose own events are done looks for newer
-# ones at most this often, so a queue of such tasks costs a query now and then.
-CATCH_UP_PAUSE_SECONDS = 0.5
-_caught_up_at = 0.0
-
-
-# The events this process marked processed lately. The tasks queued behind a catch-up
-# name events it has just done, and are answered without a database connection
-# (Celery opens one per task). An event never becomes unprocessed again.
-_recently_done: set[int] = set()
-RECENTLY_DONE_MAX = 100_000
-
-
-def _recently_done_note(event_ids: list[int]) -> None:
-    if len(_recently_done) + len(event_ids) > RECENTLY_DONE_MAX:
-        _recently_done.clear()
-    _recently_done.update(event_ids)
-
-
-def _any_waiting(event_ids: list[int]) -> bool:
-    # By primary key alone: on `processed_at IS NULL` the planner may walk the
-    # partial index of unprocessed events, which keeps an entry for every row
-    # processed since the last vacuum.
-    found = Event.objects.filter(pk__in=event_ids).values_list("processed_at")
-    return any(processed_at is None for (processed_at,) in found)
 
 
 def events_process_pending(*, limit: int | None = None) -> int:
@@ -188,8 +184,6 @@ def _chunk_process(
 
     attached = chunk.finish(events=events, failed=failed)
     _profiles_changed_announce(attached)
-    done = [event.pk for event in events]
-    transaction.on_commit(lambda: _recently_done_note(done))
     return len(events)
 
 

@@ -1,12 +1,18 @@
 """Celery tasks of the profiles app: thin callers of services, taking ids."""
 
+import contextlib
 import logging
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError
 
 from profiles.importing import contact_import_run_stored, contact_imports_sweep
-from profiles.processing import events_process, events_process_pending
+from profiles.processing import (
+    events_process,
+    events_process_pending,
+    events_processing_request,
+    events_processing_request_drop,
+)
 from profiles.shopify import shopify_deliveries_process_pending
 
 logger = logging.getLogger(__name__)
@@ -25,31 +31,40 @@ def contact_imports_sweep_task() -> int:
     return contact_imports_sweep()
 
 
-# Events: the API enqueues events_process_task with the ids it stored; the beat
-# sweep finds whatever a lost or failed task left unprocessed.
+# Events: the API and the Shopify webhook ask for a processing run once their events
+# are committed; a run already asked for and not yet begun takes them along. The
+# beat sweep finds whatever a lost or failed task left unprocessed.
 EVENTS_SWEEP_BATCH_SIZE = 1000
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
-def events_process_task(event_ids: list[int]) -> int:
-    """Process the given stored events; those already processed are skipped."""
-    return events_process(event_ids=event_ids)
+def events_process_task(event_ids: list[int] | None = None) -> int:
+    """Process the waiting events, oldest first; return how many were processed.
+
+    `event_ids` is ignored: tasks queued by an earlier release named their events.
+    """
+    return events_process()
 
 
-def events_process_enqueue(event_ids: list[int]) -> None:
-    """Queue processing of stored events; if the broker is down, the sweep does it."""
+def events_process_enqueue() -> None:
+    """Queue a processing run unless one is queued; if the broker is down, the sweep."""
     try:
-        # The ids' repr would be built for the worker's log, at a cost per request.
-        events_process_task.apply_async(
-            (event_ids,), argsrepr=f"({len(event_ids)} event ids)"
-        )
+        if not events_processing_request():
+            return
+    except DatabaseError:
+        # The events are committed; without the request row, ask anyway.
+        logger.warning("Could not record the processing request", exc_info=True)
+    try:
+        events_process_task.apply_async()
     except Exception:
-        # The events are stored unprocessed, so the beat sweep will find them.
+        # The events are stored unprocessed, so the beat sweep will find them; the
+        # next request tries the broker again.
         logger.warning(
             "Could not enqueue event processing; the sweep will pick it up",
             exc_info=True,
-            extra={"events": len(event_ids)},
         )
+        with contextlib.suppress(DatabaseError):
+            events_processing_request_drop()
 
 
 @shared_task

@@ -151,5 +151,5 @@ def _delivery_accept(
 
     event_ids = shopify_delivery_process(delivery_id=delivery.pk)
     if event_ids:
-        transaction.on_commit(lambda: events_process_enqueue(event_ids))
+        transaction.on_commit(events_process_enqueue)
     return JsonResponse({"success": True, "duplicate": False})

@@ -16,6 +16,7 @@ from profiles.models import (
     ConsentRecord,
     Event,
     IdentityKind,
+    ProcessingRequest,
     Profile,
     ProfileIdentity,
     ProfileMerge,
@@ -29,7 +30,11 @@ from profiles.processing import (
 )
 from profiles.services import consent_record
 from profiles.signals import profiles_changed
-from profiles.tasks import events_process_task, events_sweep_task
+from profiles.tasks import (
+    events_process_enqueue,
+    events_process_task,
+    events_sweep_task,
+)
 from tests.factories import CampaignFactory, ProfileFactory
 
 BATCH_RECEIVED_AT = "2025-03-15T08:06:12.600Z"
@@ -433,9 +438,9 @@ def test_it_processes_pending_events_oldest_first_up_to_the_limit(db):
 def test_it_skips_events_already_processed(db):
     event = track("once", anonymous_id="anon-once", event="A")
 
-    assert events_process(event_ids=[event.pk]) == 1
+    assert events_process() == 1
     first_at = Event.objects.get(pk=event.pk).processed_at
-    assert events_process(event_ids=[event.pk]) == 0
+    assert events_process() == 0
     assert Event.objects.get(pk=event.pk).processed_at == first_at
 
 
@@ -457,8 +462,8 @@ def test_a_broken_event_is_marked_and_does_not_block_the_rest(db):
 
 
 def test_the_tasks_process_what_is_pending(db):
-    first = track("task-1", anonymous_id="anon-task", event="A")
-    assert events_process_task.apply(args=[[first.pk]]).get() == 1
+    track("task-1", anonymous_id="anon-task", event="A")
+    assert events_process_task.apply().get() == 1
 
     # Stored with no task, as when the broker was down.
     track("task-2", anonymous_id="anon-task", event="B")
@@ -475,6 +480,7 @@ def test_a_task_takes_the_events_waiting_before_its_own_along(db):
     )
     mine = track("mine", anonymous_id="anon-behind", event="B")
 
+    # A task queued by an earlier release still names its events.
     assert events_process_task.apply(args=[[mine.pk]]).get() == 2
 
     assert Event.objects.get(pk=earlier.pk).processed_at is not None
@@ -482,43 +488,32 @@ def test_a_task_takes_the_events_waiting_before_its_own_along(db):
     assert events_sweep_task.apply().get() == 0
 
 
-def test_a_task_whose_events_are_done_leaves_the_rest_to_the_sweep(db):
+def test_a_run_takes_every_waiting_event_along(db):
     done = track("done", anonymous_id="anon-done", event="A")
-    assert events_process(event_ids=[done.pk]) == 1
+    assert events_process() == 1
     later = track("later", anonymous_id="anon-done", event="B")
 
-    assert events_process_task.apply(args=[[done.pk]]).get() == 0
+    assert events_process_task.apply(args=[[done.pk]]).get() == 1
 
-    assert Event.objects.get(pk=later.pk).processed_at is None
+    assert Event.objects.get(pk=later.pk).processed_at is not None
 
 
-def test_past_the_catch_up_limit_a_task_processes_only_its_own_events(db, monkeypatch):
+def test_past_the_catch_up_limit_a_run_asks_for_the_next(db, monkeypatch):
     monkeypatch.setattr(processing, "EVENT_CHUNK_SIZE", 1)
-    monkeypatch.setattr(processing, "EVENTS_CATCH_UP_MAX", 1)
-    first = track(
-        "first",
-        anonymous_id="anon-limit",
-        event="A",
-        received_at=utc("2025-03-14T10:00:00Z"),
+    monkeypatch.setattr(processing, "EVENTS_CATCH_UP_MAX", 2)
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
     )
-    second = track(
-        "second",
-        anonymous_id="anon-limit",
-        event="B",
-        received_at=utc("2025-03-14T10:00:01Z"),
-    )
-    mine = track(
-        "mine",
-        anonymous_id="anon-limit",
-        event="C",
-        received_at=utc("2025-03-14T10:00:02Z"),
-    )
+    for number in range(3):
+        track(f"limit-{number}", anonymous_id="anon-limit", event="A")
 
-    assert events_process(event_ids=[mine.pk]) == 2
+    assert events_process() == 2
 
     unprocessed = Event.objects.filter(processed_at__isnull=True)
-    assert list(unprocessed.values_list("pk", flat=True)) == [second.pk]
-    assert Event.objects.get(pk=first.pk).processed_at is not None
+    assert list(unprocessed.values_list("message_id", flat=True)) == ["limit-2"]
+    assert len(queued) == 1
+    assert ProcessingRequest.objects.get().requested_at is not None
 
 
 def test_events_are_claimed_in_the_order_they_arrived(db):
@@ -543,33 +538,83 @@ def test_events_are_claimed_in_the_order_they_arrived(db):
     assert Event.objects.get(pk=late.pk).processed_at is None
 
 
-def test_a_task_for_events_this_worker_just_did_asks_nothing(
-    db, django_capture_on_commit_callbacks, django_assert_num_queries, monkeypatch
+def test_requests_ask_for_one_run_until_it_begins(db, monkeypatch):
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
+    )
+
+    events_process_enqueue()
+    events_process_enqueue()
+    assert len(queued) == 1
+
+    # The run begins: events stored from now on ask for a run of their own.
+    track("after-start", anonymous_id="anon-run", event="A")
+    assert events_process() == 1
+    events_process_enqueue()
+    assert len(queued) == 2
+
+
+def test_a_request_not_begun_in_time_is_asked_again(db, monkeypatch):
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
+    )
+    with time_machine.travel("2025-03-14T10:00:00Z", tick=False):
+        events_process_enqueue()
+    with time_machine.travel("2025-03-14T10:00:10Z", tick=False):
+        events_process_enqueue()
+    assert len(queued) == 1
+
+    # Its task was lost, or the queue is busy: the next request asks again.
+    later = 1 + processing.PROCESSING_REQUEST_STALE_SECONDS
+    with time_machine.travel(f"2025-03-14T10:00:{later:02d}Z", tick=False):
+        events_process_enqueue()
+    assert len(queued) == 2
+
+
+def test_a_request_the_broker_refused_is_forgotten(db, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(events_process_task, "apply_async", refuse)
+    events_process_enqueue()
+    assert ProcessingRequest.objects.get().requested_at is None
+
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
+    )
+    events_process_enqueue()
+    assert len(queued) == 1
+
+
+def test_a_burst_of_requests_queues_one_task(
+    client, db, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(processing, "CATCH_UP_PAUSE_SECONDS", 3600)
-    event = track("quick", anonymous_id="anon-quick", event="A")
-    with django_capture_on_commit_callbacks(execute=True):
-        assert events_process(event_ids=[event.pk]) == 1
+    queued: list[tuple] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
+    )
+    token = base64.b64encode(b"test-env-write-key:").decode()
+    for number in range(5):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                "/v1/track",
+                data=json.dumps(
+                    {
+                        "anonymousId": "anon-burst",
+                        "event": "A",
+                        "messageId": f"b{number}",
+                    }
+                ),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Basic {token}",
+            )
+        assert response.status_code == 200
 
-    with django_assert_num_queries(0):
-        assert events_process_task.apply(args=[[event.pk]]).get() == 0
-
-
-def test_a_task_whose_events_are_done_takes_along_what_arrived_since(
-    db, django_capture_on_commit_callbacks, monkeypatch
-):
-    # After a burst, the tasks queued first find their events done; a new event
-    # must not wait until all of them have run.
-    monkeypatch.setattr(processing, "CATCH_UP_PAUSE_SECONDS", 0)
-    early = track("early", anonymous_id="anon-early", event="A")
-    with django_capture_on_commit_callbacks(execute=True):
-        assert events_process(event_ids=[early.pk]) == 1
-    newer = track("newer", anonymous_id="anon-early", event="B")
-
-    with django_capture_on_commit_callbacks(execute=True):
-        assert events_process(event_ids=[early.pk]) == 1
-
-    assert Event.objects.get(pk=newer.pk).processed_at is not None
+    assert len(queued) == 1
+    assert events_process_task.apply().get() == 5
 
 
 def test_processing_says_after_commit_which_profiles_changed(
@@ -732,7 +777,7 @@ def test_a_task_whose_events_another_worker_holds_does_the_rest_and_stops(
     worker.start()
     assert locked.wait(timeout=10)
     try:
-        processed = events_process(event_ids=[held.pk])
+        processed = events_process()
     finally:
         release.set()
         worker.join()
