@@ -19,7 +19,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from profiles.models import Event, EventType, ProcessingRequest
-from profiles.processing_chunk import EventChunk, IdentityTaken
+from profiles.processing_chunk import (
+    IDENTIFY_FIELDS,
+    ChunkEvent,
+    EventChunk,
+    IdentityTaken,
+)
 from profiles.processing_identities import (
     EventUnresolvable,
     MergeRefused,
@@ -44,11 +49,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EVENT_CHUNK_SIZE = 20000
+EVENT_CHUNK_SIZE = 40000
 CHUNK_ATTEMPTS = 3
 # A run processes at most this many events, then asks for another run rather than
 # hold its worker while a busy site keeps sending.
-EVENTS_CATCH_UP_MAX = 60_000
+EVENTS_CATCH_UP_MAX = 120_000
 # A run asked for and not begun after this long (its task lost, or the queue busy
 # with long work) is asked for again by the next request.
 PROCESSING_REQUEST_STALE_SECONDS = 15
@@ -62,7 +67,6 @@ EVENT_FIELDS_READ = (
     "previous_id",
     "profile_id",
 )
-IDENTIFY_FIELDS_READ = ("traits", "context", "message_id", "source", "received_at")
 
 
 def events_processing_request() -> bool:
@@ -201,7 +205,7 @@ def _chunk_turn_wait() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHUNK_LOCK_KEY])
 
 
-def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[Event]:
+def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[ChunkEvent]:
     # skip_locked lets two workers share the backlog without taking the same rows;
     # the locks last until this transaction marks the rows processed. Events are
     # claimed in the order they arrived, and only their ids are sorted and locked
@@ -209,13 +213,13 @@ def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[Event]:
     # is applied in the order its events happened, as far as one chunk can tell.
     claimed = pending.select_for_update(skip_locked=True, of=("self",))
     ids = claimed.order_by("received_at", "timestamp", "id").values("pk")[:size]
-    events = Event.objects.filter(pk__in=ids).only(*EVENT_FIELDS_READ)
-    events = list(events.order_by("timestamp", "id"))
+    rows = Event.objects.filter(pk__in=ids).order_by("timestamp", "id")
+    events = [ChunkEvent(*row) for row in rows.values_list("pk", *EVENT_FIELDS_READ)]
     _identify_fields_read(events)
     return events
 
 
-def _identify_fields_read(events: list[Event]) -> None:
+def _identify_fields_read(events: list[ChunkEvent]) -> None:
     # The other events' traits and context (a page's or a track's context is most
     # of its row) and times would be decoded for nothing.
     identifies = {
@@ -225,8 +229,8 @@ def _identify_fields_read(events: list[Event]) -> None:
         return
 
     found = Event.objects.filter(pk__in=among(identifies, of="bigint"))
-    for pk, *values in found.values_list("pk", *IDENTIFY_FIELDS_READ):
-        for name, value in zip(IDENTIFY_FIELDS_READ, values, strict=True):
+    for pk, *values in found.values_list("pk", *IDENTIFY_FIELDS):
+        for name, value in zip(IDENTIFY_FIELDS, values, strict=True):
             setattr(identifies[pk], name, value)
 
 

@@ -10,6 +10,7 @@ holds, and the chunk then forgets what that event may have changed.
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
@@ -54,6 +55,60 @@ class IdentityTaken(Exception):
     """Another worker linked one of a chunk's new ids first; the chunk is redone."""
 
 
+# Read for identifies up front, for other events only if asked.
+IDENTIFY_FIELDS = ("traits", "context", "message_id", "source", "received_at")
+
+
+class ChunkEvent:
+    """An event as a chunk reads it: a few columns, not a model instance.
+
+    Building 40,000 model instances a chunk cost more than applying the events.
+    An identify also carries IDENTIFY_FIELDS (set by the claim); any of those read
+    on another event is fetched from the database then, as a deferred field is.
+    """
+
+    __slots__ = (
+        "pk",
+        "type",
+        "event",
+        "user_id",
+        "anonymous_id",
+        "previous_id",
+        "profile_id",
+        *IDENTIFY_FIELDS,
+    )
+
+    def __init__(
+        self,
+        pk: int,
+        type: str,  # noqa: A002 - the column's name
+        event: str,
+        user_id: str,
+        anonymous_id: str,
+        previous_id: str,
+        profile_id: int | None,
+    ) -> None:
+        self.pk = pk
+        self.type = type
+        self.event = event
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.previous_id = previous_id
+        self.profile_id = profile_id
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for a slot never set: an identify field of another event.
+        if name not in IDENTIFY_FIELDS:
+            raise AttributeError(name)
+        found = Event.objects.filter(pk=self.pk).values_list(*IDENTIFY_FIELDS).get()
+        for field_name, value in zip(IDENTIFY_FIELDS, found, strict=True):
+            setattr(self, field_name, value)
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return f"<ChunkEvent {self.pk} {self.type}>"
+
+
 @dataclass
 class _Plan:
     profile_id: int | None  # None: a new profile
@@ -71,7 +126,9 @@ class EventChunk:
     changed.
     """
 
-    def __init__(self, *, events: list[Event], schema: dict[str, TraitRule]) -> None:
+    def __init__(
+        self, *, events: list[ChunkEvent], schema: dict[str, TraitRule]
+    ) -> None:
         self.schema = schema
         self.refresh = TraitsRefresh(profile_ids=set(), event_ids=[])
         self.rejections: list[RejectedEvent] = []
@@ -94,7 +151,7 @@ class EventChunk:
         self.attached: dict[int, int] = {}
         self.linked: list[tuple[int, str, str]] = []
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: ChunkEvent) -> None:
         """Attach one event to its profile, quickly unless it may merge profiles."""
         plan = self._plan(event)
         if plan is None:
@@ -110,7 +167,7 @@ class EventChunk:
             self.refresh.category_profile_ids.add(profile_id)
 
     def finish(
-        self, *, events: list[Event], failed: dict[int, str]
+        self, *, events: list[ChunkEvent], failed: dict[int, str]
     ) -> list[tuple[int, str, str]]:
         """Write everything the chunk did and bring its profiles' traits up to date.
 
@@ -132,7 +189,7 @@ class EventChunk:
             self.locked[pk] = self.profiles[pk].email
         return self.profiles[pk]
 
-    def _identify_profile_ids(self, events: list[Event]) -> set[int]:
+    def _identify_profile_ids(self, events: list[ChunkEvent]) -> set[int]:
         keys = [
             key
             for event in events
@@ -176,7 +233,7 @@ class EventChunk:
         profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
         self.dirty = set()
 
-    def _plan(self, event: Event) -> _Plan | None:
+    def _plan(self, event: ChunkEvent) -> _Plan | None:
         # The quick path is for events that cannot merge profiles: their ids point
         # at one profile or none, and an identify's address is that profile's or
         # nobody's. Everything else goes the careful way.
@@ -199,7 +256,7 @@ class EventChunk:
             return None
         return _Plan(profile_id=profile_id, missing=missing)
 
-    def _email_fits(self, event: Event, profile_id: int | None) -> bool:
+    def _email_fits(self, event: ChunkEvent, profile_id: int | None) -> bool:
         email = self.emails.get(event.pk)
         if email is None:
             return True
@@ -208,7 +265,7 @@ class EventChunk:
             return False
         return self.email_owner(email.key) in (None, profile_id)
 
-    def _claimable(self, event: Event, profile_id: int | None) -> bool:
+    def _claimable(self, event: ChunkEvent, profile_id: int | None) -> bool:
         # A profile that belongs to another userId is someone else who used the
         # same device: a new userId must not join it.
         if profile_id is None or not event.user_id:
@@ -217,7 +274,7 @@ class EventChunk:
             return True
         return not self.user_ids_of(profile_id)
 
-    def _apply_quickly(self, event: Event, plan: _Plan) -> int:
+    def _apply_quickly(self, event: ChunkEvent, plan: _Plan) -> int:
         # Read an identify's change first: an event that fails links nothing.
         change = None
         if event.type == IDENTIFY:
@@ -245,7 +302,7 @@ class EventChunk:
         return profile_id
 
     def _identify_apply(
-        self, event: Event, profile: Profile, change: IdentifyChange
+        self, event: ChunkEvent, profile: Profile, change: IdentifyChange
     ) -> None:
         self._email_take(event, profile)
         identify_change_set(profile=profile, change=change)
@@ -279,7 +336,7 @@ class EventChunk:
             if kind == IdentityKind.USER_ID:
                 self.user_ids_of(profile_id).add(value)
 
-    def _new_people_create(self, events: list[Event]) -> None:
+    def _new_people_create(self, events: list[ChunkEvent]) -> None:
         # An event whose ids nobody has, and that no earlier event of the chunk
         # names, would create a profile of its own when its turn came: create all
         # of those at once. Each then finds its profile like any known person.
@@ -306,7 +363,7 @@ class EventChunk:
         self._newcomers_keep(profile_ids, added)
 
     def _is_newcomer(
-        self, event: Event, keys: list[IdentityKey], named: set[IdentityKey]
+        self, event: ChunkEvent, keys: list[IdentityKey], named: set[IdentityKey]
     ) -> bool:
         return bool(
             keys
@@ -337,7 +394,7 @@ class EventChunk:
     def _owns_any(self, pk: int) -> bool:
         return pk in self.owners.values()
 
-    def _email_take(self, event: Event, profile: Profile) -> None:
+    def _email_take(self, event: ChunkEvent, profile: Profile) -> None:
         email = self.emails.get(event.pk)
         if email is None or profile.email or self.email_owner(email.key) is not None:
             return
@@ -349,7 +406,7 @@ class EventChunk:
         self.email_owners[email.key] = profile.pk
         self.dirty.add(profile.pk)
 
-    def _apply_carefully(self, event: Event) -> int:
+    def _apply_carefully(self, event: ChunkEvent) -> int:
         self.flush()
         rejections: list[RejectedEvent] = []
         with transaction.atomic():
@@ -359,7 +416,7 @@ class EventChunk:
         self._forget(event, kept=profile.pk)
         return profile.pk
 
-    def _forget(self, event: Event, *, kept: int) -> None:
+    def _forget(self, event: ChunkEvent, *, kept: int) -> None:
         # The careful path may have created, linked or merged any profile the
         # event's ids or address pointed at; read those afresh when next needed.
         keys = _identity_keys(event)
@@ -391,7 +448,7 @@ class _ChunkEmails(dict):
         self.unreadable: set[int] = set()
 
 
-def _emails_read(events: Iterable[Event]) -> _ChunkEmails:
+def _emails_read(events: Iterable[ChunkEvent]) -> _ChunkEmails:
     emails = _ChunkEmails()
     for event in events:
         if event.type != IDENTIFY:
@@ -412,7 +469,7 @@ IDENTIFY = str(EventType.IDENTIFY)
 ALIAS = str(EventType.ALIAS)
 
 
-def _identity_keys(event: Event) -> list[IdentityKey]:
+def _identity_keys(event: ChunkEvent) -> list[IdentityKey]:
     keys: list[IdentityKey] = []
     if event.user_id:
         keys.append((USER_ID, event.user_id))
@@ -421,7 +478,7 @@ def _identity_keys(event: Event) -> list[IdentityKey]:
     return keys
 
 
-def _owners_load(events: list[Event]) -> dict[IdentityKey, int | None]:
+def _owners_load(events: list[ChunkEvent]) -> dict[IdentityKey, int | None]:
     keys = {key for event in events for key in _identity_keys(event)}
     user_ids = [value for kind, value in keys if kind == IdentityKind.USER_ID]
     anonymous_ids = [value for kind, value in keys if kind == IdentityKind.ANONYMOUS_ID]

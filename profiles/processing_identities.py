@@ -77,7 +77,7 @@ def event_apply(
     elif event.profile_id is not None:
         # Written by another source (a webhook) that already knew the profile.
         # Read afresh: an earlier event of this chunk may have merged it away.
-        profile = Profile.objects.get(events=event)
+        profile = Profile.objects.get(events=event.pk)
     else:
         raise EventUnresolvable("The event has no userId, anonymousId or profile.")
 

@@ -1003,3 +1003,17 @@ def test_workers_take_turns_at_event_chunks(transactional_db):
 
     assert done["processed"] == 1
     assert Event.objects.get(pk=event.pk).processed_at is not None
+
+
+def test_a_claimed_event_reads_what_it_was_not_given_when_asked(db):
+    # A track is claimed without its traits or messageId; a notice about it still
+    # needs them, and they are read then.
+    event = track("lazy", anonymous_id="anon-lazy", event="A", traits={"k": "v"})
+
+    (claimed,) = processing._chunk_claim(Event.objects.all(), size=10)
+
+    assert (claimed.pk, claimed.type, claimed.event) == (event.pk, "track", "A")
+    assert (claimed.message_id, claimed.traits) == ("lazy", {"k": "v"})
+    assert claimed.received_at == event.received_at
+    with pytest.raises(AttributeError):
+        claimed.no_such_field  # noqa: B018
