@@ -606,8 +606,18 @@ def _id_text(item: dict[str, Any], key: str) -> str:
     value = item.get(key)
     if value is None:
         return ""
+    # A string is by far the usual id: tested first, on five ids of every item.
+    text = (value if type(value) is str else _id_number_text(value, key)).strip()
+    if len(text) > MAX_ID_CHARS:
+        raise ItemRejected("field_too_long", f"'{key}' is over {MAX_ID_CHARS} chars.")
+    return text
+
+
+def _id_number_text(value: Any, key: str) -> str:
     # Numeric ids are the same id as their text: userId 1006 is "1006".
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ItemRejected("invalid_field", f"'{key}' must be a string or a number.")
 
     # A whole number sent as a float (1.0) is the same id as 1; past 2**53 a
@@ -619,10 +629,7 @@ def _id_text(item: dict[str, Any], key: str) -> str:
         )
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    text = str(value).strip()
-    if len(text) > MAX_ID_CHARS:
-        raise ItemRejected("field_too_long", f"'{key}' is over {MAX_ID_CHARS} chars.")
-    return text
+    return str(value)
 
 
 def _name_text(item: dict[str, Any], key: str) -> str:
