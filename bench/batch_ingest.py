@@ -1,6 +1,6 @@
 """How fast Segment batches are stored and processed, against PostgreSQL's raw COPY.
 
-Run: python -m bench.batch_ingest [--events 200000] [--workers 1] [--profile]
+Run: python -m bench.batch_ingest [--events 200000] [--workers 2] [--profile]
 
 It creates and migrates its own database (bespoke_bench_events on the server named by
 BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432), then measures:
@@ -136,7 +136,10 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=20250315)
     parser.add_argument(
-        "--workers", type=int, default=1, help="Celery worker processes to run"
+        "--workers",
+        type=int,
+        default=2,
+        help="Celery worker processes to run (2, as the Procfile runs them)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="print where (a) spends its time"
