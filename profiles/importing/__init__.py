@@ -29,7 +29,6 @@ from profiles.importing.mapping import (
     column_target_check,
     contacts_parse,
     contacts_preview,
-    import_email_normalize,
 )
 from profiles.importing.reading import (
     ImportFormatError,
@@ -84,7 +83,6 @@ __all__ = [
     "contacts_tags_split",
     "contacts_time_parse",
     "header_names",
-    "import_email_normalize",
     "layout_column_map",
     "layout_detect",
 ]

@@ -81,11 +81,6 @@ from profiles.traits import (
 TRAIT_NAME = re.compile(r"\w{1,100}")
 # A plain ASCII local part that email-validator always accepts; anything else takes
 # the full check. The domain is checked once per file by email-validator itself.
-SIMPLE_ADDRESS = re.compile(
-    r"([A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*)@([^@\s\"\\]+)", re.ASCII
-)
-LOCAL_PART_MAX_CHARS = 64
-ADDRESS_MAX_CHARS = 254
 # A column holds the same few values again and again (a status, a city, a tag list,
 # a number): each distinct cell is read once per file and its outcome reused.
 CELL_CACHE_MAX = 100_000
@@ -265,35 +260,6 @@ def _plan_add(
 
 
 # Values ----------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=100_000)
-def _domain_key(domain: str) -> str | None:
-    """Return a domain's canonical form, or None if email-validator refuses it."""
-    try:
-        return email_normalize(f"a@{domain}").key.rsplit("@", 1)[1]
-    except InvalidEmail:
-        return None
-
-
-def import_email_normalize(raw: str) -> NormalizedEmail:
-    """Normalise an address exactly as email_normalize does, faster for plain ones."""
-    display = raw.strip()
-    match = SIMPLE_ADDRESS.fullmatch(display)
-    if (
-        match is None
-        or len(match[1]) > LOCAL_PART_MAX_CHARS
-        or len(display) > ADDRESS_MAX_CHARS
-    ):
-        return email_normalize(display)
-
-    domain = _domain_key(match[2])
-    if domain is None:
-        return email_normalize(display)
-    key = f"{match[1].lower()}@{domain}"
-    if len(key) > ADDRESS_MAX_CHARS:
-        return email_normalize(display)
-    return NormalizedEmail(key=key, display=display, ascii_only=True)
 
 
 def _value_read(kind: str, text: str) -> Any:
@@ -623,7 +589,7 @@ def _record_read(
     plan = context.plan
     written = cells[plan.email]
     try:
-        email = import_email_normalize(written)
+        email = email_normalize(written)
     except InvalidEmail as exc:
         message = exc.detail
         if exc.reason == "missing_email":
