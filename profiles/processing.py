@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from profiles.models import Event, EventType, ProcessingRequest
 from profiles.processing_chunk import (
+    EVENT_FIELDS,
     IDENTIFY_FIELDS,
     ChunkEvent,
     EventChunk,
@@ -57,16 +58,6 @@ EVENTS_CATCH_UP_MAX = 120_000
 # A run asked for and not begun after this long (its task lost, or the queue busy
 # with long work) is asked for again by the next request.
 PROCESSING_REQUEST_STALE_SECONDS = 15
-# What processing reads of every event: properties and times are left to the SQL of
-# the traits, and what an identify changes or reports is read for identifies only.
-EVENT_FIELDS_READ = (
-    "type",
-    "event",
-    "user_id",
-    "anonymous_id",
-    "previous_id",
-    "profile_id",
-)
 
 
 def events_processing_request() -> bool:
@@ -214,7 +205,7 @@ def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[ChunkEvent]:
     claimed = pending.select_for_update(skip_locked=True, of=("self",))
     ids = claimed.order_by("received_at", "timestamp", "id").values("pk")[:size]
     rows = Event.objects.filter(pk__in=ids).order_by("timestamp", "id")
-    events = [ChunkEvent(*row) for row in rows.values_list("pk", *EVENT_FIELDS_READ)]
+    events = [ChunkEvent(*row) for row in rows.values_list("pk", *EVENT_FIELDS)]
     _identify_fields_read(events)
     return events
 

@@ -55,7 +55,11 @@ class IdentityTaken(Exception):
     """Another worker linked one of a chunk's new ids first; the chunk is redone."""
 
 
-# Read for identifies up front, for other events only if asked.
+# What processing reads of every event: properties and times are left to the SQL of
+# the traits.
+EVENT_FIELDS = ("type", "event", "user_id", "anonymous_id", "previous_id", "profile_id")
+# What an identify changes or reports: read for identifies up front, for other
+# events only if asked.
 IDENTIFY_FIELDS = ("traits", "context", "message_id", "source", "received_at")
 
 
@@ -67,16 +71,7 @@ class ChunkEvent:
     on another event is fetched from the database then, as a deferred field is.
     """
 
-    __slots__ = (
-        "pk",
-        "type",
-        "event",
-        "user_id",
-        "anonymous_id",
-        "previous_id",
-        "profile_id",
-        *IDENTIFY_FIELDS,
-    )
+    __slots__ = ("pk", *EVENT_FIELDS, *IDENTIFY_FIELDS)
 
     def __init__(
         self,
@@ -88,6 +83,7 @@ class ChunkEvent:
         previous_id: str,
         profile_id: int | None,
     ) -> None:
+        # The pk, then EVENT_FIELDS in their order: a claimed row as it is read.
         self.pk = pk
         self.type = type
         self.event = event
