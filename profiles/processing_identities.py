@@ -30,7 +30,7 @@ from profiles.processing_identify import (
     identify_rejections,
 )
 from profiles.processing_traits import profile_traits_compute
-from profiles.services import profile_get_or_create_by_email
+from profiles.services import profile_by_email_key, profile_get_or_create_by_email
 from profiles.traits import TraitRule
 
 logger = logging.getLogger(__name__)
@@ -135,10 +135,9 @@ def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     user_id = event.user_id
     profile = _owner(IdentityKind.USER_ID, user_id)
 
-    # iexact, as profile_get_or_create_by_email: a hand-stored capitalised row counts.
-    email_owner = (
-        Profile.objects.filter(email__iexact=email.key).first() if email else None
-    )
+    # By lower(email), as the unique index: email__iexact compares upper(), where
+    # 'ſ' is 's' and 'ı' is 'i', and would join two mailboxes into one person.
+    email_owner = profile_by_email_key(email.key) if email else None
     profile = _join(profile, _claimable(email_owner, user_id=user_id), refused=refused)
     anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
     profile = _join(

@@ -10,7 +10,7 @@ from profiles.models import (
     SubscriptionStatus,
     Suppression,
 )
-from profiles.services import suppression_hash
+from profiles.services import profile_by_email_key, suppression_hash
 
 
 def profile_is_suppressed(email_key: str) -> bool:
@@ -71,8 +71,7 @@ def _profile_by_email(written: str) -> Profile | None:
         email = email_normalize(written)
     except InvalidEmail:
         return None
-    # iexact, as the event path looks addresses up: a row stored with capitals counts.
-    return Profile.objects.filter(email__iexact=email.key).first()
+    return profile_by_email_key(email.key)
 
 
 def _profile_by_identity(value: str) -> Profile | None:

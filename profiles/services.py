@@ -164,7 +164,7 @@ def consent_status_move(
 
 def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:
     """Return the profile that owns this mailbox, creating it if there is none."""
-    profile, created = _profile_by_email_key(email.key), False
+    profile, created = profile_by_email_key(email.key), False
     if profile is None:
         try:
             with transaction.atomic():
@@ -174,7 +174,7 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
             created = True
         except IntegrityError:
             # Another request created it between our look-up and our insert.
-            profile = _profile_by_email_key(email.key)
+            profile = profile_by_email_key(email.key)
     if (
         created
         and Suppression.objects.filter(email_hash=suppression_hash(email.key)).exists()
@@ -189,7 +189,8 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
     return profile, created
 
 
-def _profile_by_email_key(key: str) -> Profile | None:
+def profile_by_email_key(key: str) -> Profile | None:
+    """Return the profile whose address has this key (email_normalize's), if any."""
     # Lower(email) = key is the expression of the unique index, so this look-up uses
     # it, and still finds a row stored with capitals by hand or by an older import.
     return Profile.objects.filter(Exact(Lower("email"), key)).first()

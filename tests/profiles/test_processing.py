@@ -1017,3 +1017,32 @@ def test_a_claimed_event_reads_what_it_was_not_given_when_asked(db):
     assert claimed.received_at == event.received_at
     with pytest.raises(AttributeError):
         claimed.no_such_field  # noqa: B018
+
+
+@pytest.mark.parametrize(("plain", "other"), [("qa5s", "qa5ſ"), ("qa7i", "qa7ı")])
+def test_addresses_that_differ_only_in_upper_case_are_two_mailboxes(db, plain, other):
+    # 'ſ' and 'ı' are 'S' and 'I' in upper case, but other letters in lower case, as
+    # the unique index and the import read them: two mailboxes, two people.
+    for number, local in enumerate((plain, other)):
+        track(
+            f"who-{number}",
+            type="identify",
+            anonymous_id=f"anon-{number}",
+            traits={"email": f"{local}@example.com"},
+            timestamp=utc(f"2025-03-14T10:0{number}:00Z"),
+        )
+    events_process_pending()
+    # One at a time as well: the second one then goes the careful way.
+    track(
+        "who-again",
+        type="identify",
+        anonymous_id="anon-again",
+        traits={"email": f"{other}@example.com"},
+        timestamp=utc("2025-03-14T10:05:00Z"),
+    )
+    events_process_pending()
+
+    assert sorted(Profile.objects.values_list("email", flat=True)) == sorted(
+        [f"{plain}@example.com", f"{other}@example.com"]
+    )
+    assert event_profile_id("who-again") == event_profile_id("who-1")
