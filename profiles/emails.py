@@ -34,7 +34,9 @@ def email_normalize(raw: str | None) -> NormalizedEmail:
 
 def _validated_address(display: str) -> NormalizedEmail:
     try:
-        checked = validate_email(display, check_deliverability=False)
+        # strict: a local part over 64 characters, which mail servers may refuse,
+        # is refused here too (it is the only rule strict adds).
+        checked = validate_email(display, check_deliverability=False, strict=True)
     except EmailNotValidError as exc:
         raise InvalidEmail("invalid_email", str(exc)) from exc
 

@@ -29,6 +29,8 @@ def test_it_gives_one_key_per_mailbox(raw, key):
     [
         ("not-an-email", "invalid_email"),
         ("maria.garcia@@example.net", "invalid_email"),
+        ("a" * 65 + "@example.com", "invalid_email"),
+        ("ü" * 65 + "@example.com", "invalid_email"),
         ("", "missing_email"),
         (None, "missing_email"),
     ],
