@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -533,9 +533,19 @@ def _profile_apply(
     if not entering and not leaving:
         return []
 
-    with transaction.atomic(using=using):
-        entered = _stays_open(profile_id, entering, now=now, using=using)
-        left = _stays_close(profile_id, leaving, now=now, using=using)
+    try:
+        with transaction.atomic(using=using):
+            entered = _stays_open(profile_id, entering, now=now, using=using)
+            left = _stays_close(profile_id, leaving, now=now, using=using)
+    except IntegrityError:
+        # A merge took the profile away after its state was read (the new stay's
+        # foreign key is checked at commit): it has no memberships to move.
+        if Profile.objects.using(using).filter(pk=profile_id).exists():
+            raise
+        logger.info(
+            "Profile merged away during its refresh", extra={"profile": profile_id}
+        )
+        return []
 
     return [
         *(MembershipChange(pk, profile_id, ENTERED, now) for pk in sorted(entered)),

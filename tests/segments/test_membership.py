@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from config.celery import app
 from profiles.models import Event, Profile
+from segments import membership
 from segments.membership import (
     MembershipChange,
     SegmentBusy,
@@ -576,3 +577,24 @@ def test_many_profiles_each_enter_what_they_match():
     )
 
     assert changes == [MembershipChange(french.pk, ana.pk, "entered", NOW)]
+
+
+def test_a_profile_merged_away_during_its_refresh_moves_nothing(
+    transactional_db, monkeypatch
+):
+    # The state was read while the profile existed; a merge then deleted it before
+    # the new stay was written, whose foreign key fails at commit.
+    segment = segment_save(
+        name="Everyone", slug="everyone", rule={"consent": "subscribed"}
+    )
+    gone = Profile.objects.create(email="gone@example.com")
+    gone_id = gone.pk
+    gone.delete()
+    monkeypatch.setattr(
+        membership,
+        "_profile_state",
+        lambda *args, **kwargs: {segment.pk: (True, False)},
+    )
+
+    assert profiles_memberships_refresh(profile_ids=[gone_id]) == []
+    assert not SegmentMembership.objects.exists()
