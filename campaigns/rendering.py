@@ -9,6 +9,7 @@ a fallback, so missing data never breaks a layout.
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -116,6 +117,14 @@ CONTEXT_NAMES = {
     "web_version_url",
 }
 CAMPAIGN_KEYS = {"name", "slug"}
+# The computed traits that are times (nil until the person has done the thing).
+COMPUTED_TIMES = (
+    "first_order_at",
+    "last_order_at",
+    "last_seen_at",
+    "last_opened_at",
+    "last_clicked_at",
+)
 PROFILE_KEYS = {
     "email",
     "first_name",
@@ -129,6 +138,10 @@ PROFILE_KEYS = {
     "lifetime_value",
     "order_count",
     "tags",
+    *COMPUTED_TIMES,
+    "average_order_value",
+    "engagement_score",
+    "favourite_category",
 }
 
 
@@ -205,6 +218,14 @@ SAMPLE_CONTEXT = {
         "lifetime_value": 120.0,
         "order_count": 2,
         "tags": ["VIP"],
+        "average_order_value": 60.0,
+        "first_order_at": datetime(2025, 1, 10, 9, 30, tzinfo=UTC),
+        "last_order_at": datetime(2025, 3, 2, 18, 5, tzinfo=UTC),
+        "last_seen_at": datetime(2025, 3, 14, 10, 0, tzinfo=UTC),
+        "last_opened_at": datetime(2025, 3, 12, 7, 45, tzinfo=UTC),
+        "last_clicked_at": None,
+        "engagement_score": 42,
+        "favourite_category": "Tents",
     },
     "campaign": {"name": "Sample", "slug": "sample"},
     "unsubscribe_url": "https://bespoke.example.com/u/sample",
@@ -301,6 +322,12 @@ def profile_context(profile) -> dict[str, Any]:
             "lifetime_value": _plain(profile.lifetime_value),
             "order_count": profile.order_count,
             "tags": sorted(tag.name for tag in profile.tags.all()),
+            # The computed traits: empty (nil) until the person has done the thing;
+            # times are in UTC, for the `date` filter inside an `if`.
+            **{name: getattr(profile, name) for name in COMPUTED_TIMES},
+            "average_order_value": _plain(profile.average_order_value),
+            "engagement_score": profile.engagement_score,
+            "favourite_category": profile.favourite_category,
         }
     )
     return data

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 
 from campaigns import demo
@@ -105,9 +107,47 @@ def test_templates_see_plain_data_only():
     assert context["lifetime_value"] == 12.5
     assert context["tags"] == ["Newsletter"]
     assert context["member_rating"] == 2
+    # Data, never a model or a queryset a template could walk from: the computed
+    # times are plain datetimes, empty until the person has done the thing.
     assert all(
-        isinstance(v, str | int | float | bool | list | dict) for v in context.values()
+        v is None or isinstance(v, str | int | float | bool | list | dict | datetime)
+        for v in context.values()
     )
+
+
+COMPUTED_TRAITS_HTML = (
+    "You like {{ profile.favourite_category | default: 'gear' }}, "
+    "{{ profile.order_count }} orders of {{ profile.average_order_value }} on average"
+    "{% if profile.last_order_at %}, the last on "
+    "{{ profile.last_order_at | date: '%b %d, %Y' }}{% endif %}; "
+    "score {{ profile.engagement_score }}"
+    "{% if profile.last_clicked_at == nil %}, no clicks yet{% endif %}."
+)
+
+
+@pytest.mark.django_db
+def test_templates_read_the_computed_traits():
+    ben = ProfileFactory(
+        email="ben@example.net",
+        favourite_category="Accessories",
+        order_count=2,
+        lifetime_value="70.00",
+        average_order_value="35.00",
+        last_order_at=datetime(2025, 3, 2, 18, 5, tzinfo=UTC),
+        engagement_score=37,
+    )
+    ben.refresh_from_db()
+    nobody = ProfileFactory(email="new@example.net")
+
+    assert render_html(COMPUTED_TRAITS_HTML, profile_context(ben)) == (
+        "You like Accessories, 2 orders of 35.0 on average, the last on "
+        "Mar 02, 2025; score 37, no clicks yet."
+    )
+    assert render_html(COMPUTED_TRAITS_HTML, profile_context(nobody)) == (
+        "You like gear, 0 orders of  on average; score 0, no clicks yet."
+    )
+    review = template_review(subject="Hi", html=COMPUTED_TRAITS_HTML)
+    assert (review.errors, review.warnings) == ([], [])
 
 
 def test_the_review_names_what_no_recipient_has_with_its_line():
