@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from profiles.emails import InvalidEmail, email_normalize
 from profiles.keys import (
     write_key_name_clean,
     write_key_name_taken,
@@ -27,6 +28,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
+from profiles.services import profile_by_email_key, profile_email_flags_set
 from profiles.shopify import shopify_delivery_process
 
 
@@ -81,8 +83,49 @@ class ConsentInline(admin.TabularInline):
         return False
 
 
+class ProfileAdminForm(forms.ModelForm):
+    """The profile form: an address is stored as every input path stores it."""
+
+    class Meta:
+        model = Profile
+        # The admin adds every other field it shows; email_display is read-only.
+        fields = ("email",)
+
+    def clean_email(self) -> str | None:
+        written = self.cleaned_data.get("email") or ""
+        if not written.strip():
+            self.normalized_email = None
+            return None
+        try:
+            email = email_normalize(written)
+        except InvalidEmail as exc:
+            raise forms.ValidationError(
+                f"{written.strip()} is not an email address: {exc.detail}"
+            ) from exc
+        owner = profile_by_email_key(email.key)
+        if owner is not None and owner.pk != self.instance.pk:
+            raise forms.ValidationError(
+                f"{email.key} is the address of profile #{owner.pk}. Remove it there "
+                "first, or merge the two profiles on that profile's page."
+            )
+        self.normalized_email = email
+        return email.key
+
+    def save(self, commit: bool = True) -> Profile:
+        profile = super().save(commit=False)
+        if "email" in self.changed_data:
+            email = self.normalized_email
+            profile.email_display = email.display if email else ""
+            profile_email_flags_set(profile, email)
+        if commit:
+            profile.save()
+            self.save_m2m()
+        return profile
+
+
 @admin.register(Profile)
 class ProfileAdmin(admin.ModelAdmin):
+    form = ProfileAdminForm
     list_display = (
         "__str__",
         "first_name",
@@ -97,6 +140,7 @@ class ProfileAdmin(admin.ModelAdmin):
     search_fields = ("email", "first_name", "last_name", "identities__value")
     # Consent moves only through consent records; computed traits through events.
     readonly_fields = (
+        "email_display",
         "subscription_status",
         "subscription_changed_at",
         "lifetime_value",

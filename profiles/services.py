@@ -189,6 +189,24 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
     return profile, created
 
 
+def profile_email_flags_set(profile: Profile, email: NormalizedEmail | None) -> None:
+    """Set what follows from a profile's address: suppressed, SMTPUTF8 needed.
+
+    For an address set by hand (the admin); imports and events set the same flags
+    when they create the profile. Saved by the caller.
+    """
+    if email is None:
+        profile.traits.pop("email_needs_smtputf8", None)
+        return
+    suppressed = Suppression.objects.filter(email_hash=suppression_hash(email.key))
+    if profile.suppressed_at is None and suppressed.exists():
+        profile.suppressed_at = timezone.now()
+    if email.ascii_only:
+        profile.traits.pop("email_needs_smtputf8", None)
+    else:
+        profile.traits["email_needs_smtputf8"] = True
+
+
 def profile_by_email_key(key: str) -> Profile | None:
     """Return the profile whose address has this key (email_normalize's), if any."""
     # Lower(email) = key is the expression of the unique index, so this look-up uses

@@ -1,0 +1,101 @@
+"""The profile admin stores an address as every input path stores it."""
+
+import pytest
+from django.contrib import admin
+from django.forms import modelform_factory
+
+from profiles.admin import ProfileAdminForm
+from profiles.models import Profile, Suppression, SuppressionReason
+from profiles.services import suppression_hash
+
+pytestmark = pytest.mark.django_db
+
+Form = modelform_factory(
+    Profile, form=ProfileAdminForm, fields=["email", "first_name", "traits"]
+)
+
+
+def edit(profile: Profile, email: str):
+    return Form(
+        data={"email": email, "first_name": profile.first_name, "traits": "{}"},
+        instance=profile,
+    )
+
+
+def test_an_address_typed_in_the_admin_is_stored_normalised():
+    profile = Profile.objects.create(first_name="Kai")
+
+    form = edit(profile, " QA8@XN--BCHER-KVA.example.com ")
+    assert form.is_valid(), form.errors
+    form.save()
+
+    profile.refresh_from_db()
+    assert profile.email == "qa8@bücher.example.com"
+    assert profile.email_display == "QA8@XN--BCHER-KVA.example.com"
+
+
+def test_an_address_no_input_path_takes_is_refused_with_the_reason():
+    form = edit(Profile.objects.create(), "x@localhost")
+
+    assert not form.is_valid()
+    assert form.errors["email"][0].startswith("x@localhost is not an email address: ")
+
+
+def test_an_address_another_profile_has_is_refused_naming_it():
+    other = Profile.objects.create(email="ben@example.net")
+
+    form = edit(Profile.objects.create(), "Ben@Example.NET")
+
+    assert not form.is_valid()
+    assert form.errors["email"] == [
+        f"ben@example.net is the address of profile #{other.pk}. Remove it there "
+        "first, or merge the two profiles on that profile's page."
+    ]
+    # Saving the profile that has it, unchanged, is fine.
+    assert edit(other, "ben@example.net").is_valid()
+
+
+def test_a_suppressed_or_non_ascii_address_carries_its_flags():
+    Suppression.objects.create(
+        email_hash=suppression_hash("gone@example.com"),
+        reason=SuppressionReason.HARD_BOUNCE,
+        source="test",
+    )
+    profile = Profile.objects.create()
+
+    form = edit(profile, "gone@example.com")
+    assert form.is_valid(), form.errors
+    form.save()
+    profile.refresh_from_db()
+    assert profile.suppressed_at is not None
+
+    form = edit(profile, "jörg@example.com")
+    assert form.is_valid(), form.errors
+    form.save()
+    profile.refresh_from_db()
+    assert profile.traits == {"email_needs_smtputf8": True}
+
+
+def test_a_cleared_address_is_no_address():
+    profile = Profile.objects.create(email="ana@example.com", email_display="Ana@x")
+
+    form = edit(profile, "  ")
+    assert form.is_valid(), form.errors
+    form.save()
+
+    profile.refresh_from_db()
+    assert (profile.email, profile.email_display) == (None, "")
+
+
+def test_the_admin_page_edits_through_the_form(admin_client, rf, admin_user):
+    profile = Profile.objects.create(email="ana@example.com", email_display="Ana@…")
+    request = rf.get("/")
+    request.user = admin_user
+
+    form_class = admin.site._registry[Profile].get_form(request, profile)
+    response = admin_client.get(f"/admin/profiles/profile/{profile.pk}/change/")
+
+    assert issubclass(form_class, ProfileAdminForm)
+    assert "email_display" not in form_class.base_fields
+    assert response.status_code == 200
+    assert 'name="email"' in response.content.decode()
