@@ -34,6 +34,7 @@ from django.db.models.lookups import (
 )
 from django.utils import timezone
 
+from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, Profile, ProfileTag, TraitType
 from segments.expressions import (
     ArrayItemEquals,
@@ -144,6 +145,8 @@ class _Compiler:
             return self.tags(node)
         if name in PROFILE_DATE_FIELDS:
             return self.date_column(name, node)
+        if name == "email":
+            return self.text(F(name), _email_values_normalized(node))
         if name.startswith("traits."):
             key = name[len("traits.") :]
             declared = self.lookup.traits().get(key)
@@ -463,3 +466,21 @@ def _count_matches(events: Any, op: str, value: int) -> Q:
     if value == 0:
         return ~having("gte", 1)
     return having("exact", value)
+
+
+def _email_values_normalized(node: dict) -> dict:
+    """Compare whole addresses as stored: punycode, case and spaces as any input."""
+    if node["op"] not in ("eq", "neq", "in", "not_in"):
+        return node
+    value = node.get("value")
+    values = value if isinstance(value, list) else [value]
+    keys = [_email_key(str(v)) for v in values]
+    return {**node, "value": keys if isinstance(value, list) else keys[0]}
+
+
+def _email_key(written: str) -> str:
+    # Not an address (a rule may name one that no profile has): compared as written.
+    try:
+        return email_normalize(written).key
+    except InvalidEmail:
+        return written.strip()

@@ -33,7 +33,7 @@ from profiles.processing_identities import (
     merge_order,
     profile_merge,
 )
-from profiles.selectors import profile_is_suppressed
+from profiles.selectors import profile_find, profile_is_suppressed
 from profiles.signals import profiles_changed
 from profiles.traits import trait_schema_load
 from segments.selectors import segments_containing
@@ -76,13 +76,20 @@ def _query_without_page(request: HttpRequest) -> str:
 def _profiles_filter(
     profiles: QuerySet[Profile], *, q: str, status: str, tag: str
 ) -> QuerySet[Profile]:
+    q = q.strip()
     if q:
-        profiles = profiles.filter(
+        matches = (
             Q(email__icontains=q)
             | Q(first_name__icontains=q)
             | Q(last_name__icontains=q)
             | Q(tags__name__iexact=q)
-        ).distinct()
+        )
+        # The one profile the text names outright, as the merge and "why" boxes
+        # read it: #id, an address in any of its forms, a userId or anonymousId.
+        named = profile_find(q)
+        if named is not None:
+            matches |= Q(pk=named.pk)
+        profiles = profiles.filter(matches).distinct()
     if status:
         profiles = profiles.filter(subscription_status=status)
     if tag:

@@ -129,6 +129,24 @@ def test_the_profile_list_combines_search_status_and_tag(signed_in):
     assert f'href="{reverse("profile_detail", kwargs={"pk": gone.pk})}"' not in page
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["kai@xn--bcher-kva.example.com", " KAI@Bücher.example.com ", "usr_1001", "#{pk}"],
+)
+def test_the_profile_search_finds_a_profile_named_outright(signed_in, query):
+    kai = ProfileFactory(email="kai@bücher.example.com")
+    ProfileIdentity.objects.create(
+        profile=kai, kind=IdentityKind.USER_ID, value="usr_1001"
+    )
+    ProfileFactory(email="other@example.com")
+
+    response = signed_in.get(reverse("profile_list"), {"q": query.format(pk=kai.pk)})
+
+    page = response.content.decode()
+    assert "1 profile." in page
+    assert f'href="{reverse("profile_detail", kwargs={"pk": kai.pk})}"' in page
+
+
 def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
     signed_in,
 ):

@@ -207,3 +207,28 @@ def test_validation_errors_point_at_the_node(rule, path, words):
     assert len(errors) == 1
     assert errors[0].path == path
     assert words in errors[0].message
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "qa2@xn--bcher-kva.example.com",
+        " QA2@Bücher.Example.com ",
+        "qa2@bücher.example.com",
+    ],
+)
+def test_an_address_in_a_rule_is_read_as_every_input_reads_it(written):
+    ProfileFactory(email="qa2@bücher.example.com")
+    ProfileFactory(email="other@example.com")
+
+    assert emails({"attribute": "email", "op": "eq", "value": written}) == {
+        "qa2@bücher.example.com"
+    }
+    assert emails({"attribute": "email", "op": "in", "value": [written]}) == {
+        "qa2@bücher.example.com"
+    }
+    assert emails({"attribute": "email", "op": "neq", "value": written}) == {
+        "other@example.com"
+    }
+    # Not an address at all: compared as written, matching nobody.
+    assert emails({"attribute": "email", "op": "eq", "value": "qa2@"}) == set()
