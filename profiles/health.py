@@ -57,11 +57,13 @@ SOURCE_IMPORTS = "imports"
 # RejectedEvent rows are of two kinds. Most say an item was refused and not stored
 # (profiles/ingestion.py, ItemRejected). These codes instead report something about
 # an event that WAS stored and applied: ingestion's warnings (an email trait that is
-# no address, an order amount that is no number) and processing's notices
-# (profiles/processing_identities.py, processing_identify.py).
+# no address, an order amount that will not add to lifetime value as sent) and
+# processing's notices (profiles/processing_identities.py, processing_identify.py).
 NOTICE_CODES = (
     "invalid_email_trait",
     "order_amount_unreadable",
+    "order_amount_too_large",
+    "order_amount_negative",
     "merge_refused",
     "email_taken",
     "email_not_changed",

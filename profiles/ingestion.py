@@ -25,7 +25,11 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
-from profiles.processing_traits import ORDER_COMPLETED, number_coerce
+from profiles.processing_traits import (
+    ORDER_AMOUNT_LIMIT,
+    ORDER_COMPLETED,
+    number_coerce,
+)
 from profiles.processing_writes import server_bound_cursor
 from profiles.tasks import events_process_enqueue
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
@@ -365,7 +369,11 @@ def events_ingest(
 def _order_amount_warning(
     item: dict[str, Any], *, path_type: str | None
 ) -> tuple[str, str] | None:
-    """Name an order whose amount is there but is no number: it would count, unpaid."""
+    """Name an order whose amount will not add to lifetime value as sent.
+
+    No number: it counts as an order, unpaid. A billion or more: a feed error, left
+    out of lifetime value. Below zero: it lowers lifetime value.
+    """
     if (path_type or item.get("type")) != EventType.TRACK:
         return None
     properties = item.get("properties")
@@ -375,9 +383,25 @@ def _order_amount_warning(
     # The amount processing reads: total, else revenue (profiles/processing_traits).
     name = "total" if properties.get("total") is not None else "revenue"
     raw = properties.get(name)
-    if raw is None or number_coerce(raw) is not None:
+    if raw is None:
         return None
     shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
+    amount = number_coerce(raw)
+    if amount is not None and amount >= ORDER_AMOUNT_LIMIT:
+        return (
+            "order_amount_too_large",
+            f"properties.{name} {shown[:60]} is a billion or more, taken as a feed "
+            "error (cents sent as units, an id sent as the total): the order counts "
+            "as an order but adds nothing to lifetime value",
+        )
+    if amount is not None and amount < 0:
+        return (
+            "order_amount_negative",
+            f"properties.{name} {shown[:60]} is below zero: the order counts as an "
+            "order and lowers lifetime value; send refunds as 'Order Refunded'",
+        )
+    if amount is not None:
+        return None
     return (
         "order_amount_unreadable",
         f"properties.{name} {shown[:60]} is not a number: the order is stored and "

@@ -1,6 +1,7 @@
 """Items at the edges of what JSON and dates can hold are refused one by one."""
 
 import base64
+import json
 
 import pytest
 from django.test import Client
@@ -120,6 +121,35 @@ def test_an_order_whose_amount_is_no_number_is_stored_with_a_warning(client):
         in answer["warnings"][0]["message"]
     )
     assert RejectedEvent.objects.get().code == "order_amount_unreadable"
+
+
+@pytest.mark.parametrize(
+    ("total", "code", "words"),
+    [
+        (1000000000, "order_amount_too_large", "properties.total 1000000000 is a "),
+        ("-50", "order_amount_negative", "properties.total '-50' is below zero"),
+    ],
+)
+def test_an_order_amount_that_will_not_count_as_sent_is_warned_of(
+    client, total, code, words
+):
+    order = json.dumps(
+        {
+            "type": "track",
+            "messageId": "ord-odd",
+            "userId": "u",
+            "event": "Order Completed",
+            "properties": {"order_id": "1", "total": total},
+        }
+    )
+
+    answer = batch(client, order).json()
+
+    assert answer["stored"] == 1
+    assert [(w["messageId"], w["code"]) for w in answer["warnings"]] == [
+        ("ord-odd", code)
+    ]
+    assert answer["warnings"][0]["message"].startswith(words)
 
 
 def test_a_number_too_small_for_a_float_is_refused_not_stored_as_zero(client):
