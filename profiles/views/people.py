@@ -164,12 +164,13 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
     if products:
         details.append(("product", products))
 
-    total = next(
-        (properties[k] for k in ("total", "revenue", "value") if k in properties), None
-    )
-    if total is not None:
+    # Labelled by the property's own name: an order's total is not a view's value.
+    amount = next((k for k in ("total", "revenue", "value") if k in properties), None)
+    if amount is not None:
         currency = properties.get("currency", "")
-        details.append(("total", f"{total} {currency}".strip()))
+        details.append((amount, f"{properties[amount]} {currency}".strip()))
+    if properties.get("category"):
+        details.append(("category", str(properties["category"])))
 
     path = properties.get("path") or _page_path(event.context)
     if path:

@@ -163,7 +163,12 @@ def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
         ana,
         2,
         event="Product Viewed",
-        properties={"product_id": "801", "name": "Trailhead Rain Jacket"},
+        properties={
+            "product_id": "801",
+            "name": "Trailhead Rain Jacket",
+            "category": "Jackets",
+            "value": 89.0,
+        },
     )
     event(
         ana,
@@ -185,10 +190,14 @@ def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
         [
             "track",
             "Checkout Started",
-            "product Trailhead Rain Jacket, Socks total 113.0 USD "
+            "product Trailhead Rain Jacket, Socks revenue 113.0 USD "
             "page /checkouts/cn/b7d5",
         ],
-        ["track", "Product Viewed", "product Trailhead Rain Jacket"],
+        [
+            "track",
+            "Product Viewed",
+            "product Trailhead Rain Jacket value 89.0 category Jackets",
+        ],
         ["page", "Home", "page /collections/sale"],
     ]
     assert "3 events, newest first." in page
