@@ -12,6 +12,8 @@ changes consent or subscription status.
 """
 
 import logging
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import OperationalError, connection, transaction
@@ -91,26 +93,24 @@ def events_process() -> int:
     """Process the waiting events as they arrived, in chunks; return how many were.
 
     The request is taken first: events committed after that ask for a run of their
-    own. A run stops when a chunk comes back short, or after EVENTS_CATCH_UP_MAX
-    events, when it asks for the next run.
+    own. A run stops when a chunk comes back short; after EVENTS_CATCH_UP_MAX
+    events it asks for the next run. While another worker is at a chunk, the run
+    looks again CHUNK_BUSY_RETRY_SECONDS later instead of waiting for it.
     """
-    events_processing_request_drop()
-    schema = trait_schema_load()
-    waiting = Event.objects.filter(processed_at__isnull=True)
-    done = 0
-    while True:
-        processed = _chunk_redone_if_raced(
-            waiting, size=EVENT_CHUNK_SIZE, schema=schema
-        )
-        done += processed
-        if processed < EVENT_CHUNK_SIZE:
-            break
-        if done >= EVENTS_CATCH_UP_MAX:
-            # Imported here: the tasks module imports this one.
-            from profiles.tasks import events_process_enqueue
+    # Imported here: the tasks module imports this one.
+    from profiles.tasks import events_process_enqueue, events_process_task
 
-            events_process_enqueue()
-            break
+    events_processing_request_drop()
+    waiting = Event.objects.filter(processed_at__isnull=True)
+    done, end = _chunks_process(
+        waiting, limit=EVENTS_CATCH_UP_MAX, schema=trait_schema_load()
+    )
+    if end == RUN_MORE:
+        events_process_enqueue()
+    elif end == RUN_BUSY:
+        # That worker takes these events along, unless it is just finishing: look
+        # again shortly, without holding this worker process while it works.
+        events_process_task.apply_async(countdown=CHUNK_BUSY_RETRY_SECONDS)
 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
@@ -118,33 +118,65 @@ def events_process() -> int:
 
 
 def events_process_pending(*, limit: int | None = None) -> int:
-    """Process unprocessed events as they arrived, at most `limit`; return how many."""
+    """Process unprocessed events as they arrived, at most `limit`; return how many.
+
+    Another worker at a chunk ends it early: that worker goes on while any wait.
+    """
     pending = Event.objects.filter(processed_at__isnull=True)
-    done = _events_process_queryset(pending, limit=limit, schema=trait_schema_load())
+    done, _ = _chunks_process(pending, limit=limit, schema=trait_schema_load())
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
 
 
-def _events_process_queryset(
+# How a run of chunks ended: nothing left, more left (a limit was reached), or
+# another worker was at a chunk.
+RUN_DONE, RUN_MORE, RUN_BUSY = "done", "more", "busy"
+CHUNK_BUSY_RETRY_SECONDS = 1
+# A chunk stops taking events after this long, and the rest wait for the next one,
+# which claims about twice what this one managed. Quick events apply 40,000 to a
+# chunk well within it; a merge takes some 30 ms, and a backlog of merges would
+# otherwise be one transaction of minutes, holding its people's profiles (a
+# Shopify delivery for one of them failed) and keeping new events waiting.
+CHUNK_APPLY_SECONDS = 1.0
+CHUNK_SIZE_MIN = 100
+
+
+@dataclass(frozen=True)
+class _ChunkDone:
+    processed: int
+    full: bool  # as many claimed as asked for, or stopped early: more may wait
+    cut: bool  # stopped early, by CHUNK_APPLY_SECONDS
+
+
+class ChunkBusy(Exception):
+    """Another worker is at a chunk; event chunks are processed one at a time."""
+
+
+def _chunks_process(
     pending: QuerySet[Event], *, limit: int | None, schema: dict[str, TraitRule]
-) -> int:
+) -> tuple[int, str]:
     # `schema` is read once per run by the caller, not once per event.
-    done = 0
+    done, size = 0, EVENT_CHUNK_SIZE
     while limit is None or done < limit:
-        size = (
-            EVENT_CHUNK_SIZE if limit is None else min(EVENT_CHUNK_SIZE, limit - done)
-        )
-        processed = _chunk_redone_if_raced(pending, size=size, schema=schema)
-        if processed == 0:
-            break
-        done += processed
-    return done
+        wanted = size if limit is None else min(size, limit - done)
+        try:
+            chunk = _chunk_redone_if_raced(pending, size=wanted, schema=schema)
+        except ChunkBusy:
+            return done, RUN_BUSY
+        done += chunk.processed
+        if not chunk.full:
+            return done, RUN_DONE
+        if chunk.cut:
+            size = max(CHUNK_SIZE_MIN, 2 * chunk.processed)
+        else:
+            size = min(EVENT_CHUNK_SIZE, 2 * size)
+    return done, RUN_MORE
 
 
 def _chunk_redone_if_raced(
     pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
-) -> int:
+) -> _ChunkDone:
     for _ in range(CHUNK_ATTEMPTS - 1):
         try:
             return _chunk_process(pending, size=size, schema=schema)
@@ -158,15 +190,20 @@ def _chunk_redone_if_raced(
 @transaction.atomic
 def _chunk_process(
     pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
-) -> int:
-    _chunk_turn_wait()
+) -> _ChunkDone:
+    _chunk_turn_take()
     events = _chunk_claim(pending, size=size)
     if not events:
-        return 0
+        return _ChunkDone(processed=0, full=False, cut=False)
 
     chunk = EventChunk(events=events, schema=schema)
     failed: dict[int, str] = {}
-    for event in events:
+    started, cut = time.monotonic(), False
+    for count, event in enumerate(events):
+        if count and time.monotonic() - started > CHUNK_APPLY_SECONDS:
+            # The rest stay unprocessed; their row locks go with this transaction.
+            events, cut = events[:count], True
+            break
         try:
             chunk.apply(event)
         except (OperationalError, IdentityTaken):
@@ -179,7 +216,8 @@ def _chunk_process(
 
     attached = chunk.finish(events=events, failed=failed)
     _profiles_changed_announce(attached)
-    return len(events)
+    full = cut or len(events) == size
+    return _ChunkDone(processed=len(events), full=full, cut=cut)
 
 
 # Chunks are processed one at a time across all workers. Two chunks in a row touch
@@ -189,11 +227,20 @@ def _chunk_process(
 CHUNK_LOCK_KEY = 0x42E5_0E7E
 
 
-def _chunk_turn_wait() -> None:
+def _chunk_turn_take() -> None:
+    """Take the chunk lock, or raise ChunkBusy rather than wait for it.
+
+    Waiting would hold a worker process idle for as long as the other chunk runs;
+    runs queued meanwhile would fill the whole pool, and campaign sends wait.
+    """
     # Held until the chunk's transaction ends, commit or rollback, crash included.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHUNK_LOCK_KEY])
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [CHUNK_LOCK_KEY])
+        (taken,) = cursor.fetchone()
+    if not taken:
+        raise ChunkBusy("Another worker is processing a chunk of events.")
 
 
 def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[ChunkEvent]:

@@ -968,12 +968,16 @@ def test_a_race_found_before_a_careful_event_redoes_the_chunk(transactional_db):
     assert profile_of("usr_7201").identities.filter(value="anon-other").exists()
 
 
-def test_workers_take_turns_at_event_chunks(transactional_db):
-    # Two chunks side by side lock mostly the same profiles and can deadlock; a
-    # worker whose turn it is not waits instead, and then does its events.
+def test_workers_take_turns_at_event_chunks(transactional_db, monkeypatch):
+    # Two chunks side by side lock mostly the same profiles and can deadlock. A run
+    # whose turn it is not looks again shortly, and does not hold its worker
+    # process meanwhile: runs waiting in line filled the whole pool.
     event = track("turn", anonymous_id="anon-turn", event="A")
     holding, release = threading.Event(), threading.Event()
-    done: dict[str, int] = {}
+    queued: list[dict] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(k)
+    )
 
     def other_worker() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -984,25 +988,51 @@ def test_workers_take_turns_at_event_chunks(transactional_db):
             release.wait(timeout=10)
         connection.close()
 
-    def this_worker() -> None:
-        done["processed"] = events_process_pending()
-        connection.close()
-
     other = threading.Thread(target=other_worker)
     other.start()
     assert holding.wait(timeout=10)
-    mine = threading.Thread(target=this_worker)
-    mine.start()
     try:
-        assert _waits_on_a_lock(seconds=10)
-        assert Event.objects.get(pk=event.pk).processed_at is None
+        assert events_process() == 0
+        assert events_process_pending() == 0
     finally:
         release.set()
         other.join()
-        mine.join(timeout=10)
 
-    assert done["processed"] == 1
+    assert queued == [{"countdown": processing.CHUNK_BUSY_RETRY_SECONDS}]
+    assert Event.objects.get(pk=event.pk).processed_at is None
+    assert events_process() == 1
     assert Event.objects.get(pk=event.pk).processed_at is not None
+
+
+def test_a_chunk_stops_taking_events_after_its_time(db, monkeypatch):
+    # Merges are slow: a chunk of them would hold its people, and keep every new
+    # event waiting, for minutes. The rest wait for the next chunk, in order.
+    monkeypatch.setattr(processing, "CHUNK_APPLY_SECONDS", 0)
+    monkeypatch.setattr(processing, "CHUNK_SIZE_MIN", 1)
+    claims: list[int] = []
+    claim = processing._chunk_claim
+
+    def counted(pending, *, size):
+        events = claim(pending, size=size)
+        claims.append(len(events))
+        return events
+
+    monkeypatch.setattr(processing, "_chunk_claim", counted)
+    for number in range(4):
+        track(
+            f"slow-{number}",
+            anonymous_id="anon-slow",
+            event="A",
+            timestamp=utc(f"2025-03-14T10:0{number}:00Z"),
+        )
+
+    assert events_process() == 4
+
+    # Each chunk applied one event, and the next claimed twice that; the last,
+    # short of what it asked for, ends the run.
+    assert claims == [4, 2, 2, 1]
+    assert Event.objects.filter(processed_at__isnull=True).count() == 0
+    assert Event.objects.exclude(processing_error="").count() == 0
 
 
 def test_a_claimed_event_reads_what_it_was_not_given_when_asked(db):
