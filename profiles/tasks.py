@@ -81,12 +81,26 @@ def events_sweep_task() -> int:
 SHOPIFY_SWEEP_BATCH_SIZE = 200
 
 
+SHOPIFY_RETRY_SECONDS = 5
+
+
 @shared_task
 def shopify_deliveries_sweep_task() -> int:
     """Process one batch of unfinished Shopify deliveries; re-enqueue while it helps."""
     tried, finished = shopify_deliveries_process_pending(limit=SHOPIFY_SWEEP_BATCH_SIZE)
+    if finished:
+        # Their events wait for processing, as a webhook request's do.
+        events_process_enqueue()
     # A full batch that made progress may have more behind it; one that only
     # failed again waits for the next beat rather than spinning.
     if tried == SHOPIFY_SWEEP_BATCH_SIZE and finished:
         shopify_deliveries_sweep_task.delay()
     return finished
+
+
+def shopify_deliveries_retry_soon() -> None:
+    """Queue a sweep of unfinished deliveries in a few seconds; the beat's if not."""
+    try:
+        shopify_deliveries_sweep_task.apply_async(countdown=SHOPIFY_RETRY_SECONDS)
+    except Exception:
+        logger.warning("Could not queue a Shopify retry; the sweep will", exc_info=True)

@@ -11,12 +11,13 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from profiles.ingestion import json_read_exact
+from profiles.models import WebhookDelivery
 from profiles.shopify import (
     shopify_delivery_process,
     shopify_delivery_store,
     shopify_signature_valid,
 )
-from profiles.tasks import events_process_enqueue
+from profiles.tasks import events_process_enqueue, shopify_deliveries_retry_soon
 
 logger = logging.getLogger(__name__)
 
@@ -152,4 +153,10 @@ def _delivery_accept(
     event_ids = shopify_delivery_process(delivery_id=delivery.pk)
     if event_ids:
         transaction.on_commit(events_process_enqueue)
+    elif not WebhookDelivery.objects.filter(
+        pk=delivery.pk, processed_at__isnull=False
+    ).exists():
+        # Not applied (most often a profile another worker held past the lock
+        # timeout): try again in a few seconds rather than at the next sweep.
+        shopify_deliveries_retry_soon()
     return JsonResponse({"success": True, "duplicate": False})

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from profiles import shopify
+from profiles import shopify, tasks
 from profiles.importing import contact_import_file
 from profiles.models import (
     ConsentRecord,
@@ -715,6 +715,16 @@ def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
     # Given another worker holds Ben's profile row (as a traits recompute does)...
     ben = ProfileFactory(email=BEN, first_name="Pat")
     monkeypatch.setattr(shopify, "PROCESS_LOCK_TIMEOUT_MS", 100)
+    retries: list[dict] = []
+    monkeypatch.setattr(
+        tasks.shopify_deliveries_sweep_task,
+        "apply_async",
+        lambda *a, **k: retries.append(k),
+    )
+    runs: list[dict] = []
+    monkeypatch.setattr(
+        tasks.events_process_task, "apply_async", lambda *a, **k: runs.append(k)
+    )
     db = connection.settings_dict
     with (
         psycopg.connect(
@@ -742,10 +752,14 @@ def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
         assert ShopOrder.objects.count() == 0
         assert Event.objects.count() == 0
         assert ConsentRecord.objects.count() == 0
+        # A retry comes in a few seconds, not at the next sweep.
+        assert retries == [{"countdown": tasks.SHOPIFY_RETRY_SECONDS}]
 
-    # Then, once the lock is gone, the sweep finishes it, once.
+    # Then, once the lock is gone, the sweep finishes it, once, and asks for its
+    # event to be processed.
     assert shopify_deliveries_sweep_task() == 1
     assert shopify_deliveries_sweep_task() == 0
+    assert len(runs) == 1
 
     delivery.refresh_from_db()
     assert delivery.processed_at is not None
