@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import kombu.exceptions
 import pytest
 from kombu import Connection
 
@@ -162,3 +163,61 @@ def test_the_default_broker_is_the_safe_filesystem_transport(tmp_path):
     # then it is the filesystem URL, served by Bespoke's transport, polled often
     # enough that a queue of tasks drains in seconds, not minutes
     assert result.stdout.split() == ["filesystem", "config.broker", "0.1"]
+
+
+def test_a_broker_that_never_answers_fails_a_publish_in_seconds():
+    # A broker that accepts the connection and then says nothing (a failover, a
+    # NAT timeout) held a tracking request past two minutes.
+    import socket
+    import threading
+
+    from django.conf import settings
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except TimeoutError:
+                continue
+
+    listener = threading.Thread(target=accept, daemon=True)
+    listener.start()
+    url = f"redis://127.0.0.1:{port}/0"
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    raised: list[BaseException] = []
+
+    def publish() -> None:
+        # As Celery publishes a task: with its retry policy.
+        try:
+            with Connection(url, transport_options=options) as connection:
+                connection.Producer().publish(
+                    {"task": "profiles.tasks.events_process_task"},
+                    routing_key="celery",
+                    retry=True,
+                    retry_policy=settings.CELERY_TASK_PUBLISH_RETRY_POLICY,
+                )
+        except Exception as exc:
+            raised.append(exc)
+
+    # In a thread, so that a publish that hangs fails the test instead.
+    publisher = threading.Thread(target=publish, daemon=True)
+    try:
+        publisher.start()
+        publisher.join(timeout=4 * settings.BROKER_SOCKET_TIMEOUT_SECONDS)
+    finally:
+        stop.set()
+        listener.join()
+        for accepted_socket in accepted:
+            accepted_socket.close()
+        silent.close()
+
+    assert not publisher.is_alive(), "the publish still waits on the broker"
+    assert len(raised) == 1
+    assert isinstance(raised[0], kombu.exceptions.OperationalError)
+    assert "Timeout" in str(raised[0])

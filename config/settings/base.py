@@ -157,6 +157,7 @@ REST_FRAMEWORK = {
 # Celery: Redis in production; with no broker set, kombu's filesystem transport.
 # The filesystem transport ignores the host; naming one keeps kombu from warning.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
+BROKER_SOCKET_TIMEOUT_SECONDS = 3
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Kombu's own filesystem channel lets a worker read a message file before it is
     # written, and the worker dies on the empty JSON; config/broker.py closes that gap.
@@ -173,6 +174,21 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # of one take a task a second or so: 200 queued tasks took 75 s to drain,
         # and 10 s at a tenth of a second (an idle poll lists one small folder).
         "polling_interval": 0.1,
+    }
+else:
+    # A broker that accepts connections and never answers (a failover, a NAT or
+    # firewall timeout) would hold a publish, and the request that made it,
+    # forever: a tracking request hung past two minutes. With these, a publish
+    # gives up in seconds and the beat sweep does the work instead.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+    }
+    CELERY_TASK_PUBLISH_RETRY_POLICY = {
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
