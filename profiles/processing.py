@@ -13,8 +13,10 @@ changes consent or subscription status.
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
@@ -70,16 +72,28 @@ def events_processing_request() -> bool:
     takes them along. A burst of requests thus costs one task, not one each.
     """
     now = timezone.now()
-    stale = now - timedelta(seconds=PROCESSING_REQUEST_STALE_SECONDS)
+    return _request_set(
+        now, unless_since=now - timedelta(seconds=PROCESSING_REQUEST_STALE_SECONDS)
+    )
+
+
+def _request_set(now: datetime, *, unless_since: datetime | None) -> bool:
+    # Set the request's time, unless it was set after `unless_since`; return
+    # whether it was set.
     table = ProcessingRequest._meta.db_table
     adapt = connection.ops.adapt_datetimefield_value
+    condition = (
+        ""
+        if unless_since is None
+        else (f"WHERE {table}.requested_at IS NULL OR {table}.requested_at < %s ")
+    )
+    params = [adapt(now)] + ([] if unless_since is None else [adapt(unless_since)])
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (id, requested_at) VALUES (1, %s) "  # noqa: S608
             "ON CONFLICT (id) DO UPDATE SET requested_at = excluded.requested_at "
-            f"WHERE {table}.requested_at IS NULL OR {table}.requested_at < %s "
-            "RETURNING id",
-            [adapt(now), adapt(stale)],
+            f"{condition}RETURNING id",
+            params,
         )
         return cursor.fetchone() is not None
 
@@ -92,25 +106,31 @@ def events_processing_request_drop() -> None:
 def events_process() -> int:
     """Process the waiting events as they arrived, in chunks; return how many were.
 
-    The request is taken first: events committed after that ask for a run of their
-    own. A run stops when a chunk comes back short; after EVENTS_CATCH_UP_MAX
-    events it asks for the next run. While another worker is at a chunk, the run
-    looks again CHUNK_BUSY_RETRY_SECONDS later instead of waiting for it.
+    One run at a time across all workers. The request is taken once the run has its
+    turn: events committed after that ask for a run of their own. A run stops when
+    a chunk comes back short; after EVENTS_CATCH_UP_MAX events it asks for the next
+    run. A run that finds another one going looks again CHUNK_BUSY_RETRY_SECONDS
+    later, leaving the request standing, instead of waiting for it.
     """
     # Imported here: the tasks module imports this one.
     from profiles.tasks import events_process_enqueue, events_process_task
 
-    events_processing_request_drop()
-    waiting = Event.objects.filter(processed_at__isnull=True)
-    done, end = _chunks_process(
-        waiting, limit=EVENTS_CATCH_UP_MAX, schema=trait_schema_load()
-    )
-    if end == RUN_MORE:
+    with _run_turn() as mine:
+        if not mine:
+            # That run takes these events along, unless it is just finishing: look
+            # again shortly, without holding this worker process meanwhile. The
+            # request stands, so requests queue no runs of their own (each would
+            # find the same run going, and look again, and so on).
+            _request_set(timezone.now(), unless_since=None)
+            events_process_task.apply_async(countdown=CHUNK_BUSY_RETRY_SECONDS)
+            return 0
+        events_processing_request_drop()
+        waiting = Event.objects.filter(processed_at__isnull=True)
+        done, more = _chunks_process(
+            waiting, limit=EVENTS_CATCH_UP_MAX, schema=trait_schema_load()
+        )
+    if more:
         events_process_enqueue()
-    elif end == RUN_BUSY:
-        # That worker takes these events along, unless it is just finishing: look
-        # again shortly, without holding this worker process while it works.
-        events_process_task.apply_async(countdown=CHUNK_BUSY_RETRY_SECONDS)
 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
@@ -120,18 +140,48 @@ def events_process() -> int:
 def events_process_pending(*, limit: int | None = None) -> int:
     """Process unprocessed events as they arrived, at most `limit`; return how many.
 
-    Another worker at a chunk ends it early: that worker goes on while any wait.
+    Nothing, if another run is going: it goes on while any event waits.
     """
-    pending = Event.objects.filter(processed_at__isnull=True)
-    done, _ = _chunks_process(pending, limit=limit, schema=trait_schema_load())
+    with _run_turn() as mine:
+        if not mine:
+            return 0
+        pending = Event.objects.filter(processed_at__isnull=True)
+        done, _ = _chunks_process(pending, limit=limit, schema=trait_schema_load())
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
 
 
-# How a run of chunks ended: nothing left, more left (a limit was reached), or
-# another worker was at a chunk.
-RUN_DONE, RUN_MORE, RUN_BUSY = "done", "more", "busy"
+# Runs take turns across all workers. Two chunks in a row touch mostly the same
+# people: processed side by side, each would wait for the other's profile locks,
+# and lock them in an order that deadlocks (a worker pool of two took five times as
+# long as one). The key is any number no other lock uses.
+RUN_LOCK_KEY = 0x42E5_0E7E
+
+
+@contextmanager
+def _run_turn() -> Iterator[bool]:
+    """Yield whether this run has the turn; it is kept until the block ends.
+
+    A session lock, not a transaction's: each chunk commits on its own. A worker
+    that dies loses its connection, and the lock with it.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK_KEY])
+        (taken,) = cursor.fetchone()
+    if not taken:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [RUN_LOCK_KEY])
+
+
 CHUNK_BUSY_RETRY_SECONDS = 1
 # A chunk stops taking events after this long, and the rest wait for the next one,
 # which claims about twice what this one managed. Quick events apply 40,000 to a
@@ -149,29 +199,26 @@ class _ChunkDone:
     cut: bool  # stopped early, by CHUNK_APPLY_SECONDS
 
 
-class ChunkBusy(Exception):
-    """Another worker is at a chunk; event chunks are processed one at a time."""
-
-
 def _chunks_process(
     pending: QuerySet[Event], *, limit: int | None, schema: dict[str, TraitRule]
-) -> tuple[int, str]:
-    # `schema` is read once per run by the caller, not once per event.
+) -> tuple[int, bool]:
+    """Process chunks until one comes back short or `limit` events are done.
+
+    Return how many were done, and whether more may be waiting (the limit was
+    reached). `schema` is read once per run by the caller, not once per event.
+    """
     done, size = 0, EVENT_CHUNK_SIZE
     while limit is None or done < limit:
         wanted = size if limit is None else min(size, limit - done)
-        try:
-            chunk = _chunk_redone_if_raced(pending, size=wanted, schema=schema)
-        except ChunkBusy:
-            return done, RUN_BUSY
+        chunk = _chunk_redone_if_raced(pending, size=wanted, schema=schema)
         done += chunk.processed
         if not chunk.full:
-            return done, RUN_DONE
+            return done, False
         if chunk.cut:
             size = max(CHUNK_SIZE_MIN, 2 * chunk.processed)
         else:
             size = min(EVENT_CHUNK_SIZE, 2 * size)
-    return done, RUN_MORE
+    return done, True
 
 
 def _chunk_redone_if_raced(
@@ -191,7 +238,6 @@ def _chunk_redone_if_raced(
 def _chunk_process(
     pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
 ) -> _ChunkDone:
-    _chunk_turn_take()
     events = _chunk_claim(pending, size=size)
     if not events:
         return _ChunkDone(processed=0, full=False, cut=False)
@@ -218,29 +264,6 @@ def _chunk_process(
     _profiles_changed_announce(attached)
     full = cut or len(events) == size
     return _ChunkDone(processed=len(events), full=full, cut=cut)
-
-
-# Chunks are processed one at a time across all workers. Two chunks in a row touch
-# mostly the same people: processed side by side, each would wait for the other's
-# profile locks, and lock them in an order that deadlocks (a worker pool of two
-# took five times as long as one). The key is any number no other lock uses.
-CHUNK_LOCK_KEY = 0x42E5_0E7E
-
-
-def _chunk_turn_take() -> None:
-    """Take the chunk lock, or raise ChunkBusy rather than wait for it.
-
-    Waiting would hold a worker process idle for as long as the other chunk runs;
-    runs queued meanwhile would fill the whole pool, and campaign sends wait.
-    """
-    # Held until the chunk's transaction ends, commit or rollback, crash included.
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [CHUNK_LOCK_KEY])
-        (taken,) = cursor.fetchone()
-    if not taken:
-        raise ChunkBusy("Another worker is processing a chunk of events.")
 
 
 def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[ChunkEvent]:

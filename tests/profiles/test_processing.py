@@ -968,7 +968,7 @@ def test_a_race_found_before_a_careful_event_redoes_the_chunk(transactional_db):
     assert profile_of("usr_7201").identities.filter(value="anon-other").exists()
 
 
-def test_workers_take_turns_at_event_chunks(transactional_db, monkeypatch):
+def test_workers_take_turns_at_event_runs(transactional_db, monkeypatch):
     # Two chunks side by side lock mostly the same profiles and can deadlock. A run
     # whose turn it is not looks again shortly, and does not hold its worker
     # process meanwhile: runs waiting in line filled the whole pool.
@@ -982,7 +982,7 @@ def test_workers_take_turns_at_event_chunks(transactional_db, monkeypatch):
     def other_worker() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s)", [processing.CHUNK_LOCK_KEY]
+                "SELECT pg_advisory_xact_lock(%s)", [processing.RUN_LOCK_KEY]
             )
             holding.set()
             release.wait(timeout=10)
@@ -1000,6 +1000,10 @@ def test_workers_take_turns_at_event_chunks(transactional_db, monkeypatch):
 
     assert queued == [{"countdown": processing.CHUNK_BUSY_RETRY_SECONDS}]
     assert Event.objects.get(pk=event.pk).processed_at is None
+    # The request stands meanwhile: requests queue no runs of their own.
+    assert ProcessingRequest.objects.get().requested_at is not None
+    events_process_enqueue()
+    assert len(queued) == 1
     assert events_process() == 1
     assert Event.objects.get(pk=event.pk).processed_at is not None
 
