@@ -98,6 +98,10 @@ def _request_set(now: datetime, *, unless_since: datetime | None) -> bool:
         return cursor.fetchone() is not None
 
 
+def _request_standing() -> bool:
+    return ProcessingRequest.objects.filter(pk=1, requested_at__isnull=False).exists()
+
+
 def events_processing_request_drop() -> None:
     """Forget the request: its task could not be queued, so the next request tries."""
     ProcessingRequest.objects.filter(pk=1).update(requested_at=None)
@@ -124,11 +128,20 @@ def events_process() -> int:
             _request_set(timezone.now(), unless_since=None)
             events_process_task.apply_async(countdown=CHUNK_BUSY_RETRY_SECONDS)
             return 0
-        events_processing_request_drop()
+        schema = trait_schema_load()
         waiting = Event.objects.filter(processed_at__isnull=True)
-        done, more = _chunks_process(
-            waiting, limit=EVENTS_CATCH_UP_MAX, schema=trait_schema_load()
-        )
+        done, more = 0, False
+        while not more and done < EVENTS_CATCH_UP_MAX:
+            events_processing_request_drop()
+            processed, more = _chunks_process(
+                waiting, limit=EVENTS_CATCH_UP_MAX - done, schema=schema
+            )
+            done += processed
+            # Asked for again meanwhile (by a request, or by a run that found this
+            # one going): go on, rather than leave it to a run queued behind.
+            if not _request_standing():
+                break
+        more = more or done >= EVENTS_CATCH_UP_MAX
     if more:
         events_process_enqueue()
 

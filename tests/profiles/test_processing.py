@@ -1080,3 +1080,28 @@ def test_addresses_that_differ_only_in_upper_case_are_two_mailboxes(db, plain, o
         [f"{plain}@example.com", f"{other}@example.com"]
     )
     assert event_profile_id("who-again") == event_profile_id("who-1")
+
+
+def test_a_run_asked_for_again_while_it_ran_goes_on(db, monkeypatch):
+    # Otherwise the events that asked would wait for a run queued behind this one.
+    queued: list[dict] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(k)
+    )
+    track("first", anonymous_id="anon-again", event="A")
+    chunks = processing._chunks_process
+    calls: list[int] = []
+
+    def asked_meanwhile(pending, **kwargs):
+        done = chunks(pending, **kwargs)
+        calls.append(done[0])
+        if len(calls) == 1:
+            track("meanwhile", anonymous_id="anon-again", event="B")
+            events_process_enqueue()
+        return done
+
+    monkeypatch.setattr(processing, "_chunks_process", asked_meanwhile)
+
+    assert events_process() == 2
+    assert calls == [1, 1]
+    assert queued == [{}]
