@@ -103,7 +103,7 @@ def _request_standing() -> bool:
 
 
 def events_processing_request_drop() -> None:
-    """Forget the request: its task could not be queued, so the next request tries."""
+    """Forget the request: a run has begun, or its task could not be queued."""
     ProcessingRequest.objects.filter(pk=1).update(requested_at=None)
 
 
@@ -280,8 +280,8 @@ def _chunk_process(
 
 
 def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[ChunkEvent]:
-    # skip_locked lets two workers share the backlog without taking the same rows;
-    # the locks last until this transaction marks the rows processed. Events are
+    # Runs take turns; skip_locked still leaves alone a row some other transaction
+    # holds. The locks last until this transaction marks the rows processed. Events are
     # claimed in the order they arrived, and only their ids are sorted and locked
     # (a long backlog then costs a narrow sort, not one of whole rows); the chunk
     # is applied in the order its events happened, as far as one chunk can tell.
