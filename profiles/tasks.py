@@ -79,8 +79,8 @@ def events_sweep_task() -> int:
 # Shopify: a webhook request applies its delivery at once; this sweep finishes the
 # deliveries whose processing failed or never ran (processed_at still empty).
 SHOPIFY_SWEEP_BATCH_SIZE = 200
-
-
+# A delivery a webhook request could not apply (a profile held past the lock
+# timeout) is tried again this much later, not at the next beat sweep.
 SHOPIFY_RETRY_SECONDS = 5
 
 
