@@ -44,6 +44,16 @@ VISITOR_ANON = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
 DMITRI_ANON = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 
 
+@pytest.fixture
+def queued_runs(monkeypatch) -> list[dict]:
+    """The processing runs queued, by the options each was queued with."""
+    queued: list[dict] = []
+    monkeypatch.setattr(
+        events_process_task, "apply_async", lambda *a, **k: queued.append(k)
+    )
+    return queued
+
+
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
@@ -498,13 +508,10 @@ def test_a_run_takes_every_waiting_event_along(db):
     assert Event.objects.get(pk=later.pk).processed_at is not None
 
 
-def test_past_the_catch_up_limit_a_run_asks_for_the_next(db, monkeypatch):
+def test_past_the_catch_up_limit_a_run_asks_for_the_next(db, monkeypatch, queued_runs):
     monkeypatch.setattr(processing, "EVENT_CHUNK_SIZE", 1)
     monkeypatch.setattr(processing, "EVENTS_CATCH_UP_MAX", 2)
-    queued: list[tuple] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
-    )
+    queued = queued_runs
     for number in range(3):
         track(f"limit-{number}", anonymous_id="anon-limit", event="A")
 
@@ -538,11 +545,8 @@ def test_events_are_claimed_in_the_order_they_arrived(db):
     assert Event.objects.get(pk=late.pk).processed_at is None
 
 
-def test_requests_ask_for_one_run_until_it_begins(db, monkeypatch):
-    queued: list[tuple] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
-    )
+def test_requests_ask_for_one_run_until_it_begins(db, monkeypatch, queued_runs):
+    queued = queued_runs
 
     events_process_enqueue()
     events_process_enqueue()
@@ -555,11 +559,8 @@ def test_requests_ask_for_one_run_until_it_begins(db, monkeypatch):
     assert len(queued) == 2
 
 
-def test_a_request_not_begun_in_time_is_asked_again(db, monkeypatch):
-    queued: list[tuple] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
-    )
+def test_a_request_not_begun_in_time_is_asked_again(db, monkeypatch, queued_runs):
+    queued = queued_runs
     with time_machine.travel("2025-03-14T10:00:00Z", tick=False):
         events_process_enqueue()
     with time_machine.travel("2025-03-14T10:00:10Z", tick=False):
@@ -573,7 +574,9 @@ def test_a_request_not_begun_in_time_is_asked_again(db, monkeypatch):
     assert len(queued) == 2
 
 
-def test_a_request_the_broker_refused_is_forgotten(db, monkeypatch):
+def test_a_request_the_broker_refused_is_forgotten(db, monkeypatch, queued_runs):
+    queue = events_process_task.apply_async
+
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
@@ -581,21 +584,16 @@ def test_a_request_the_broker_refused_is_forgotten(db, monkeypatch):
     events_process_enqueue()
     assert ProcessingRequest.objects.get().requested_at is None
 
-    queued: list[tuple] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
-    )
+    # The broker is back: the next request queues a run.
+    monkeypatch.setattr(events_process_task, "apply_async", queue)
     events_process_enqueue()
-    assert len(queued) == 1
+    assert len(queued_runs) == 1
 
 
 def test_a_burst_of_requests_queues_one_task(
-    client, db, monkeypatch, django_capture_on_commit_callbacks
+    client, db, monkeypatch, django_capture_on_commit_callbacks, queued_runs
 ):
-    queued: list[tuple] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(a)
-    )
+    queued = queued_runs
     token = base64.b64encode(b"test-env-write-key:").decode()
     for number in range(5):
         with django_capture_on_commit_callbacks(execute=True):
@@ -968,16 +966,13 @@ def test_a_race_found_before_a_careful_event_redoes_the_chunk(transactional_db):
     assert profile_of("usr_7201").identities.filter(value="anon-other").exists()
 
 
-def test_workers_take_turns_at_event_runs(transactional_db, monkeypatch):
+def test_workers_take_turns_at_event_runs(transactional_db, monkeypatch, queued_runs):
     # Two chunks side by side lock mostly the same profiles and can deadlock. A run
     # whose turn it is not looks again shortly, and does not hold its worker
     # process meanwhile: runs waiting in line filled the whole pool.
     event = track("turn", anonymous_id="anon-turn", event="A")
     holding, release = threading.Event(), threading.Event()
-    queued: list[dict] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(k)
-    )
+    queued = queued_runs
 
     def other_worker() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -1082,12 +1077,9 @@ def test_addresses_that_differ_only_in_upper_case_are_two_mailboxes(db, plain, o
     assert event_profile_id("who-again") == event_profile_id("who-1")
 
 
-def test_a_run_asked_for_again_while_it_ran_goes_on(db, monkeypatch):
+def test_a_run_asked_for_again_while_it_ran_goes_on(db, monkeypatch, queued_runs):
     # Otherwise the events that asked would wait for a run queued behind this one.
-    queued: list[dict] = []
-    monkeypatch.setattr(
-        events_process_task, "apply_async", lambda *a, **k: queued.append(k)
-    )
+    queued = queued_runs
     track("first", anonymous_id="anon-again", event="A")
     chunks = processing._chunks_process
     calls: list[int] = []
