@@ -13,8 +13,6 @@ changes consent or subscription status.
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -110,56 +108,74 @@ def events_processing_request_drop() -> None:
 def events_process() -> int:
     """Process the waiting events as they arrived, in chunks; return how many were.
 
-    One run at a time across all workers. The request is taken once the run has its
-    turn: events committed after that ask for a run of their own. A run stops when
-    a chunk comes back short; after EVENTS_CATCH_UP_MAX events it asks for the next
-    run. A run that finds another one going looks again CHUNK_BUSY_RETRY_SECONDS
-    later, leaving the request standing, instead of waiting for it.
+    One run at a time across all workers. A run that has the turn drops the
+    request before it claims anything, so events committed after that ask again;
+    after letting go of its turn it looks at the request, and takes the turn again
+    if it was asked for meanwhile. A run that finds another one going leaves the
+    request standing for it, looks once more (the other may have just let go), and
+    ends: no worker process waits, and no task is queued to look again. After
+    EVENTS_CATCH_UP_MAX events or RUN_MAX_SECONDS a run queues the next one.
     """
-    # Imported here: the tasks module imports this one.
-    from profiles.tasks import events_process_enqueue, events_process_task
-
-    with _run_turn() as mine:
-        if not mine:
-            # That run takes these events along, unless it is just finishing: look
-            # again shortly, without holding this worker process meanwhile. The
-            # request stands, so requests queue no runs of their own (each would
-            # find the same run going, and look again, and so on).
+    done, started = 0, time.monotonic()
+    schema = trait_schema_load()
+    waiting = Event.objects.filter(processed_at__isnull=True)
+    while True:
+        if not _turn_take():
             _request_set(timezone.now(), unless_since=None)
-            events_process_task.apply_async(countdown=CHUNK_BUSY_RETRY_SECONDS)
-            return 0
-        schema = trait_schema_load()
-        waiting = Event.objects.filter(processed_at__isnull=True)
-        done, more = 0, False
-        while not more and done < EVENTS_CATCH_UP_MAX:
+            if not _turn_take():
+                break
+        try:
             events_processing_request_drop()
             processed, more = _chunks_process(
                 waiting, limit=EVENTS_CATCH_UP_MAX - done, schema=schema
             )
             done += processed
-            # Asked for again meanwhile (by a request, or by a run that found this
-            # one going): go on, rather than leave it to a run queued behind.
-            if not _request_standing():
-                break
-        more = more or done >= EVENTS_CATCH_UP_MAX
-    if more:
-        events_process_enqueue()
+        finally:
+            _turn_release()
+        spent = time.monotonic() - started
+        if more or done >= EVENTS_CATCH_UP_MAX or spent > RUN_MAX_SECONDS:
+            if more or _request_standing():
+                _next_run_queue()
+            break
+        if not _request_standing():
+            break
+        if connection.vendor != "postgresql":
+            # SQLite has one writer: let the API's requests write between chunks.
+            time.sleep(SQLITE_WRITERS_PAUSE_SECONDS)
 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
 
 
+# A run lets go of its worker process after this long, and queues the next run.
+RUN_MAX_SECONDS = 60
+SQLITE_WRITERS_PAUSE_SECONDS = 0.2
+
+
+def _next_run_queue() -> None:
+    # Queued outright: the request may be standing, and would make
+    # events_process_enqueue queue nothing.
+    from profiles.tasks import events_process_task  # the tasks module imports this
+
+    try:
+        events_process_task.apply_async()
+    except Exception:
+        logger.warning("Could not queue the next processing run", exc_info=True)
+
+
 def events_process_pending(*, limit: int | None = None) -> int:
     """Process unprocessed events as they arrived, at most `limit`; return how many.
 
-    Nothing, if another run is going: it goes on while any event waits.
+    Nothing, if another run is going: that run goes on while events wait.
     """
-    with _run_turn() as mine:
-        if not mine:
-            return 0
+    if not _turn_take():
+        return 0
+    try:
         pending = Event.objects.filter(processed_at__isnull=True)
         done, _ = _chunks_process(pending, limit=limit, schema=trait_schema_load())
+    finally:
+        _turn_release()
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
     return done
@@ -168,34 +184,28 @@ def events_process_pending(*, limit: int | None = None) -> int:
 # Runs take turns across all workers. Two chunks in a row touch mostly the same
 # people: processed side by side, each would wait for the other's profile locks,
 # and lock them in an order that deadlocks (a worker pool of two took five times as
-# long as one). The key is any number no other lock uses.
+# long as one). The key is any number no other lock uses. A session lock, not a
+# transaction's: each chunk commits on its own. A worker that dies loses its
+# connection, and the lock with it.
 RUN_LOCK_KEY = 0x42E5_0E7E
 
 
-@contextmanager
-def _run_turn() -> Iterator[bool]:
-    """Yield whether this run has the turn; it is kept until the block ends.
-
-    A session lock, not a transaction's: each chunk commits on its own. A worker
-    that dies loses its connection, and the lock with it.
-    """
+def _turn_take() -> bool:
     if connection.vendor != "postgresql":
-        yield True
-        return
+        return True
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK_KEY])
         (taken,) = cursor.fetchone()
-    if not taken:
-        yield False
+    return bool(taken)
+
+
+def _turn_release() -> None:
+    if connection.vendor != "postgresql":
         return
-    try:
-        yield True
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [RUN_LOCK_KEY])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s)", [RUN_LOCK_KEY])
 
 
-CHUNK_BUSY_RETRY_SECONDS = 1
 # A chunk stops taking events after this long, and the rest wait for the next one,
 # which claims about twice what this one managed. Quick events apply 40,000 to a
 # chunk well within it; a merge takes some 30 ms, and a backlog of merges would
