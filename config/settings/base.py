@@ -157,7 +157,7 @@ REST_FRAMEWORK = {
 # Celery: Redis in production; with no broker set, kombu's filesystem transport.
 # The filesystem transport ignores the host; naming one keeps kombu from warning.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
-BROKER_SOCKET_TIMEOUT_SECONDS = 3
+BROKER_SOCKET_TIMEOUT_SECONDS = 2
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Kombu's own filesystem channel lets a worker read a message file before it is
     # written, and the worker dies on the empty JSON; config/broker.py closes that gap.
