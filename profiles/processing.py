@@ -139,9 +139,6 @@ def events_process() -> int:
             break
         if not _request_standing():
             break
-        if connection.vendor != "postgresql":
-            # SQLite has one writer: let the API's requests write between chunks.
-            time.sleep(SQLITE_WRITERS_PAUSE_SECONDS)
 
     if done:
         logger.info("Events processed: %s", done, extra={"events": done})
@@ -237,6 +234,9 @@ def _chunks_process(
         done += chunk.processed
         if not chunk.full:
             return done, False
+        if connection.vendor != "postgresql":
+            # SQLite has one writer: let the API's requests write between chunks.
+            time.sleep(SQLITE_WRITERS_PAUSE_SECONDS)
         if chunk.cut:
             size = max(CHUNK_SIZE_MIN, 2 * chunk.processed)
         else:
