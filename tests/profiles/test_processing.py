@@ -511,7 +511,6 @@ def test_a_run_takes_every_waiting_event_along(db):
 def test_past_the_catch_up_limit_a_run_asks_for_the_next(db, monkeypatch, queued_runs):
     monkeypatch.setattr(processing, "EVENT_CHUNK_SIZE", 1)
     monkeypatch.setattr(processing, "EVENTS_CATCH_UP_MAX", 2)
-    queued = queued_runs
     for number in range(3):
         track(f"limit-{number}", anonymous_id="anon-limit", event="A")
 
@@ -520,7 +519,7 @@ def test_past_the_catch_up_limit_a_run_asks_for_the_next(db, monkeypatch, queued
     unprocessed = Event.objects.filter(processed_at__isnull=True)
     assert list(unprocessed.values_list("message_id", flat=True)) == ["limit-2"]
     # Queued outright: a request standing would make a request-based ask a no-op.
-    assert queued == [{}]
+    assert queued_runs == [{}]
 
 
 def test_events_are_claimed_in_the_order_they_arrived(db):
@@ -546,32 +545,30 @@ def test_events_are_claimed_in_the_order_they_arrived(db):
 
 
 def test_requests_ask_for_one_run_until_it_begins(db, monkeypatch, queued_runs):
-    queued = queued_runs
 
     events_process_enqueue()
     events_process_enqueue()
-    assert len(queued) == 1
+    assert len(queued_runs) == 1
 
     # The run begins: events stored from now on ask for a run of their own.
     track("after-start", anonymous_id="anon-run", event="A")
     assert events_process() == 1
     events_process_enqueue()
-    assert len(queued) == 2
+    assert len(queued_runs) == 2
 
 
 def test_a_request_not_begun_in_time_is_asked_again(db, monkeypatch, queued_runs):
-    queued = queued_runs
     with time_machine.travel("2025-03-14T10:00:00Z", tick=False):
         events_process_enqueue()
     with time_machine.travel("2025-03-14T10:00:10Z", tick=False):
         events_process_enqueue()
-    assert len(queued) == 1
+    assert len(queued_runs) == 1
 
     # Its task was lost, or the queue is busy: the next request asks again.
     later = 1 + processing.PROCESSING_REQUEST_STALE_SECONDS
     with time_machine.travel(f"2025-03-14T10:00:{later:02d}Z", tick=False):
         events_process_enqueue()
-    assert len(queued) == 2
+    assert len(queued_runs) == 2
 
 
 def test_a_request_the_broker_refused_is_forgotten(db, monkeypatch, queued_runs):
@@ -593,7 +590,6 @@ def test_a_request_the_broker_refused_is_forgotten(db, monkeypatch, queued_runs)
 def test_a_burst_of_requests_queues_one_task(
     client, db, monkeypatch, django_capture_on_commit_callbacks, queued_runs
 ):
-    queued = queued_runs
     token = base64.b64encode(b"test-env-write-key:").decode()
     for number in range(5):
         with django_capture_on_commit_callbacks(execute=True):
@@ -611,7 +607,7 @@ def test_a_burst_of_requests_queues_one_task(
             )
         assert response.status_code == 200
 
-    assert len(queued) == 1
+    assert len(queued_runs) == 1
     assert events_process_task.apply().get() == 5
 
 
@@ -973,7 +969,6 @@ def test_workers_take_turns_at_event_runs(transactional_db, monkeypatch, queued_
     # multiplied under live traffic.
     event = track("turn", anonymous_id="anon-turn", event="A")
     holding, release = threading.Event(), threading.Event()
-    queued = queued_runs
 
     def other_worker() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -994,12 +989,12 @@ def test_workers_take_turns_at_event_runs(transactional_db, monkeypatch, queued_
         release.set()
         other.join()
 
-    assert queued == []
+    assert queued_runs == []
     assert Event.objects.get(pk=event.pk).processed_at is None
     # The request stands for the run going: requests queue no runs of their own.
     assert ProcessingRequest.objects.get().requested_at is not None
     events_process_enqueue()
-    assert queued == []
+    assert queued_runs == []
     assert events_process() == 1
     assert Event.objects.get(pk=event.pk).processed_at is not None
 
@@ -1080,7 +1075,6 @@ def test_addresses_that_differ_only_in_upper_case_are_two_mailboxes(db, plain, o
 
 def test_a_run_asked_for_again_while_it_ran_goes_on(db, monkeypatch, queued_runs):
     # Otherwise the events that asked would wait for a run queued behind this one.
-    queued = queued_runs
     track("first", anonymous_id="anon-again", event="A")
     chunks = processing._chunks_process
     calls: list[int] = []
@@ -1097,7 +1091,7 @@ def test_a_run_asked_for_again_while_it_ran_goes_on(db, monkeypatch, queued_runs
 
     assert events_process() == 2
     assert calls == [1, 1]
-    assert queued == [{}]
+    assert queued_runs == [{}]
 
 
 def test_a_run_the_other_is_letting_go_of_takes_the_turn_itself(db, monkeypatch):
