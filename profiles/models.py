@@ -50,9 +50,17 @@ class Profile(models.Model):
     )
     last_opened_at = models.DateTimeField(null=True, blank=True)
     last_clicked_at = models.DateTimeField(null=True, blank=True)
-    # 0-100, from recent opens, clicks, visits and orders (see profiles/processing.py).
+    # 0-100, from decayed opens, clicks, visits and orders
+    # (profiles/processing_traits.py).
     engagement_score = models.PositiveSmallIntegerField(default=0)
     favourite_category = models.CharField(max_length=200, blank=True)
+    # What the computed traits are kept from, so that a chunk of new events adds to
+    # them instead of reading every earlier event again: the unrounded engagement
+    # points as of `engagement_at`, and {category: [times seen, last seen as Unix
+    # seconds]}. Empty until the first refresh, which reads every event once.
+    engagement_value = models.FloatField(null=True, blank=True, editable=False)
+    engagement_at = models.DateTimeField(null=True, blank=True, editable=False)
+    category_counts = models.JSONField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -34,6 +34,7 @@ from profiles.processing_identities import email_notices, event_apply, identify_
 from profiles.processing_traits import (
     ORDER_COMPLETED,
     PRODUCT_EVENTS,
+    VISIT_TYPES,
     TraitsRefresh,
     profiles_traits_refresh,
 )
@@ -161,6 +162,8 @@ class EventChunk:
             self.refresh.order_profile_ids.add(profile_id)
         if event.event in PRODUCT_EVENTS:
             self.refresh.category_profile_ids.add(profile_id)
+        if event.type in VISIT_TYPES and not event.event:
+            self.refresh.visit_profile_ids.add(profile_id)
 
     def finish(
         self, *, events: list[ChunkEvent], failed: dict[int, str]

@@ -333,6 +333,9 @@ def profile_merge(
     merged_id = merged.pk
     merged.delete()
     profile_traits_compute(profile=kept)
+    # The kept profile now holds events a chunk being processed may also count as
+    # new to it: its next refresh reads all of its events instead of adding.
+    Profile.objects.filter(pk=kept.pk).update(engagement_at=None, category_counts=None)
 
     ProfileMerge.objects.create(
         kept=kept, merged_profile_id=merged_id, reason=reason[:200], moved=moved

@@ -10,36 +10,46 @@
 - last_seen_at: the latest event. last_opened_at: the latest `Email Opened` that is not
   a machine open (`machine_open` or `sg_machine_open` true in properties, or
   `machine_open` in context). last_clicked_at: the latest `Email Link Clicked`.
-- engagement_score, 0 to 100: over the last 90 days, 3 points per human email open,
-  5 per click, 2 per day with a site visit (a page or screen call, which carries no
-  event name) and 10 per order, each halved for every 30 days of age (an open 30
-  days ago is worth 1.5, 60 days ago 0.75); the sum is rounded and capped at 100.
-  It is computed when the profile's events are processed, so it describes the
-  profile as of its latest processed event.
+- engagement_score, 0 to 100: 3 points per human email open, 5 per click, 2 per day
+  with a site visit (a page or screen call, which carries no event name; the day is
+  the UTC day, and it counts at its first visit) and 10 per order, each halved for
+  every 30 days of age (an open 30 days ago is worth 1.5, 60 days ago 0.75, a year
+  ago 0.0007; after 1,800 days nothing); the sum is rounded and capped at 100. It is
+  computed when the profile's events are processed, so it describes the profile as
+  of its latest processed event.
 - favourite_category: the category most often viewed, added or bought (`category`
   and `products[].category` of `Product Viewed`, `Product Added` and
   `Order Completed`); a tie goes to the category seen most recently.
 
-On PostgreSQL all of it is one aggregate query for a whole batch of profiles; other
-databases (the embedded SQLite) compute the same figures in Python.
+Kept, not recomputed: a chunk of new events adds to what the profile keeps
+(`engagement_value` as of `engagement_at`, and `category_counts`), so a refresh
+reads the chunk's events, the profile's orders when it has a new one, and for each
+day with a new visit that day's earlier visits; never the profile's whole history.
+The points of a visit day or an order that arrives out of order move to its
+earlier time. A profile that keeps nothing yet (new, or just merged) is computed
+from all of its events, with the same figures.
+
+On PostgreSQL all of it is one statement for a whole chunk of profiles; other
+databases (the embedded SQLite) compute the same figures in Python from all of a
+profile's events.
 """
 
 import json
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from profiles.models import Event, EventType, Profile
-from profiles.processing_writes import int_array
+from profiles.processing_writes import among, int_array
 from profiles.traits import number_in_range, number_text
 
 logger = logging.getLogger(__name__)
@@ -50,8 +60,13 @@ EMAIL_LINK_CLICKED = "Email Link Clicked"
 PRODUCT_EVENTS = ("Product Viewed", "Product Added", ORDER_COMPLETED)
 VISIT_TYPES = (EventType.PAGE, EventType.SCREEN)
 
-ENGAGEMENT_WINDOW_DAYS = 90
 ENGAGEMENT_HALF_LIFE_DAYS = 30
+# Points older than this many half-lives (some 1,800 days) count for nothing: their
+# weight would be below a billionth, and PostgreSQL refuses a float that underflows.
+ENGAGEMENT_HALF_LIVES_MAX = 60
+ENGAGEMENT_HALF_LIFE_SECONDS = ENGAGEMENT_HALF_LIFE_DAYS * 86400
+# Kept points below this are nothing (and would only underflow as they decay).
+ENGAGEMENT_VALUE_MIN = 1e-9
 ENGAGEMENT_POINTS = {"open": 3, "click": 5, "visit_day": 2, "order": 10}
 ENGAGEMENT_MAX = 100
 # Larger amounts are feed errors (cents sent as units, ids sent as totals).
@@ -80,6 +95,8 @@ COMPUTED_FIELDS = (
 )
 ORDER_FIELDS = COMPUTED_FIELDS[:5]
 LATEST_FIELDS = ("last_seen_at", "last_opened_at", "last_clicked_at")
+# What the figures are kept from between refreshes (Profile's fields of the name).
+KEPT_FIELDS = ("engagement_value", "engagement_at", "category_counts")
 
 
 @dataclass
@@ -87,11 +104,15 @@ class TraitsRefresh:
     """Which profiles to refresh, and how much of each to recompute."""
 
     profile_ids: set[int]
-    # Latest-event times come from these events only (None: from all events).
-    event_ids: list[int] | None = None
+    # The events new to these profiles since their last refresh: the chunk's.
+    event_ids: list[int] = field(default_factory=list)
     # Orders and categories are recomputed only where something new may change them.
     order_profile_ids: set[int] = field(default_factory=set)
     category_profile_ids: set[int] = field(default_factory=set)
+    # Visit days are looked up only for profiles with a new visit.
+    visit_profile_ids: set[int] = field(default_factory=set)
+    # Computed from all of their events, whatever they keep (see KEPT_FIELDS).
+    full_profile_ids: set[int] = field(default_factory=set)
 
 
 def number_coerce(value: Any) -> Decimal | None:
@@ -120,11 +141,7 @@ def number_coerce(value: Any) -> Decimal | None:
 def profile_traits_compute(*, profile: Profile) -> None:
     """Recompute every computed trait of one profile from all of its events."""
     profiles_traits_refresh(
-        refresh=TraitsRefresh(
-            profile_ids={profile.pk},
-            order_profile_ids={profile.pk},
-            category_profile_ids={profile.pk},
-        )
+        refresh=TraitsRefresh(profile_ids={profile.pk}, full_profile_ids={profile.pk})
     )
 
 
@@ -140,55 +157,68 @@ def profiles_traits_refresh(*, refresh: TraitsRefresh) -> int:
     if connection.vendor != "postgresql":
         return _refresh_in_python(refresh, now=now)
 
-    # One statement computes and writes every figure of the whole batch.
-    params = {**_figures_params(refresh, now=now), "value_max": LIFETIME_VALUE_MAX}
-    sql = _FIGURES_UPDATE if refresh.event_ids is None else _FIGURES_UPDATE_CHUNK
+    # A profile that keeps nothing yet is computed from all of its events.
+    full = refresh.full_profile_ids | set(
+        Profile.objects.filter(pk__in=among(refresh.profile_ids, of="bigint"))
+        .filter(Q(engagement_at=None) | Q(category_counts=None))
+        .values_list("pk", flat=True)
+    )
+    params = {
+        **_figures_params(refresh, full=full, now=now),
+        "value_max": LIFETIME_VALUE_MAX,
+    }
+    # One statement computes and writes every figure of the whole chunk.
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_FIGURES_UPDATE, params)
         return cursor.rowcount
 
 
 def _refresh_in_python(refresh: TraitsRefresh, *, now: datetime) -> int:
+    # Every figure of every profile from all of its events: the embedded database
+    # holds a demo's worth, and the figures are those the kept ones add up to.
     profiles = list(
         Profile.objects.select_for_update()
         .filter(pk__in=refresh.profile_ids)
         .order_by("pk")
-        .only("pk", *COMPUTED_FIELDS)
+        .only("pk", *COMPUTED_FIELDS, *KEPT_FIELDS)
     )
-    figures = _figures_python(refresh, now=now)
+    figures = _figures_python(refresh.profile_ids, now=now)
     for profile in profiles:
-        _figures_set(profile, figures.get(profile.pk, {}), refresh=refresh)
+        _figures_set(profile, figures.get(profile.pk, {}), now=now)
         profile.updated_at = now
-    Profile.objects.bulk_update(profiles, [*COMPUTED_FIELDS, "updated_at"])
+    Profile.objects.bulk_update(
+        profiles, [*COMPUTED_FIELDS, *KEPT_FIELDS, "updated_at"]
+    )
     return len(profiles)
 
 
-def _figures_set(
-    profile: Profile, figures: dict[str, Any], *, refresh: TraitsRefresh
-) -> None:
+def _figures_set(profile: Profile, figures: dict[str, Any], *, now: datetime) -> None:
     for name in LATEST_FIELDS:
         setattr(profile, name, _latest(getattr(profile, name), figures.get(name)))
-    profile.engagement_score = figures.get("engagement_score", 0)
+    engagement = figures.get("engagement_value", 0.0)
+    profile.engagement_value = engagement
+    profile.engagement_at = now
+    profile.engagement_score = min(ENGAGEMENT_MAX, round(engagement))
 
-    if profile.pk in refresh.order_profile_ids:
-        value = figures.get("lifetime_value", Decimal("0"))
-        counted = figures.get("orders_counted", 0)
-        profile.lifetime_value = min(value, LIFETIME_VALUE_MAX)
-        profile.order_count = figures.get("order_count", 0)
-        profile.first_order_at = figures.get("first_order_at")
-        profile.last_order_at = figures.get("last_order_at")
-        profile.average_order_value = (
-            (value / counted).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-            if counted
-            else None
+    value = figures.get("lifetime_value", Decimal("0"))
+    counted = figures.get("orders_counted", 0)
+    profile.lifetime_value = min(value, LIFETIME_VALUE_MAX)
+    profile.order_count = figures.get("order_count", 0)
+    profile.first_order_at = figures.get("first_order_at")
+    profile.last_order_at = figures.get("last_order_at")
+    profile.average_order_value = (
+        (value / counted).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        if counted
+        else None
+    )
+    if figures.get("orders_skipped"):
+        logger.info(
+            "Orders left out of lifetime value: other currency or no amount",
+            extra={"profile": profile.pk, "orders": figures["orders_skipped"]},
         )
-        if figures.get("orders_skipped"):
-            logger.info(
-                "Orders left out of lifetime value: other currency or no amount",
-                extra={"profile": profile.pk, "orders": figures["orders_skipped"]},
-            )
-    if profile.pk in refresh.category_profile_ids:
-        profile.favourite_category = figures.get("favourite_category", "")
+    counts = figures.get("category_counts", {})
+    profile.category_counts = counts
+    profile.favourite_category = _favourite(counts)
 
 
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -220,34 +250,97 @@ _ORDER_IN_CURRENCY = f"""CASE
     THEN true
     ELSE upper(e.properties->>'currency') = %(currency)s END"""
 
-_LATEST_ANY = "(%(all_events)s OR e.id = ANY(%(events)s::bigint[]))"
-# Rows from the array, so the chunk's events are read by primary key: with `= ANY`
-# the planner reads the whole event table once the chunk has a few thousand events.
-_LATEST_CHUNK = "e.id IN (SELECT unnest(%(events)s::bigint[]))"
-_LATEST_FILTER = _LATEST_ANY
+
+def _weight(at: str) -> str:
+    # The share of its points an event at `at` still counts for at %(now)s.
+    age = f"extract(epoch FROM %(now)s - {at})"
+    return (
+        f"CASE WHEN {age} > %(weight_horizon)s THEN 0::float8 "
+        f"ELSE power(0.5::float8, greatest(0, {age})::float8 / %(half_life)s) END"
+    )
+
+
+_FRESH = "(e.id = ANY(%(events)s::bigint[]) OR e.profile_id = ANY(%(full)s::bigint[]))"
+
+_CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp,
+        CASE
+            WHEN e.type = 'track' AND e.event = %(opened)s
+            THEN CASE WHEN {_MACHINE_OPEN} THEN NULL ELSE 'open' END
+            WHEN e.type = 'track' AND e.event = %(clicked)s THEN 'click'
+            WHEN e.type IN ('page', 'screen') AND e.event = '' THEN 'visit'
+        END AS kind,
+        CASE WHEN e.type = 'track' AND e.event = ANY(%(product_events)s::text[])
+            THEN e.properties END AS product_properties"""
 
 # The fragments above are constants of this module; every value is a parameter.
-_FIGURES_CTES = f"""
-WITH latest AS (
-    SELECT e.profile_id,
-        max(e.timestamp) AS last_seen_at,
-        max(e.timestamp) FILTER (
-            WHERE e.type = 'track' AND e.event = %(opened)s AND NOT {_MACHINE_OPEN}
-        ) AS last_opened_at,
-        max(e.timestamp) FILTER (
-            WHERE e.type = 'track' AND e.event = %(clicked)s
-        ) AS last_clicked_at
+_FIGURES_UPDATE = f"""
+WITH chunk_events AS MATERIALIZED (
+    -- The chunk's events, read by primary key from the array's rows. Nothing else
+    -- is asked of them here: with a filter beside it, a plan made from stale
+    -- statistics joined the array to the whole event table row by row.
+    SELECT {_CHUNK_COLUMNS}
     FROM profiles_event e
-    WHERE e.profile_id = ANY(%(profiles)s::bigint[]) AND {_LATEST_FILTER}
-    GROUP BY e.profile_id
+    WHERE e.id IN (SELECT unnest(%(events)s::bigint[]))
 ),
-orders AS (
-    SELECT DISTINCT ON (e.profile_id, {_ORDER_KEY})
-        e.profile_id, e.timestamp, {_ORDER_RAW} AS raw, {_ORDER_IN_CURRENCY} AS ours
+chunk AS MATERIALIZED (
+    -- The events new to each profile: the chunk's, or all of them for a profile
+    -- computed in full.
+    SELECT c.*
+    FROM chunk_events c
+    WHERE c.profile_id = ANY(%(profiles)s::bigint[])
+      AND NOT c.profile_id = ANY(%(full)s::bigint[])
+    UNION ALL
+    SELECT {_CHUNK_COLUMNS}
+    FROM profiles_event e
+    WHERE e.profile_id = ANY(%(full)s::bigint[])
+),
+latest AS (
+    SELECT c.profile_id,
+        max(c.timestamp) AS last_seen_at,
+        max(c.timestamp) FILTER (WHERE c.kind = 'open') AS last_opened_at,
+        max(c.timestamp) FILTER (WHERE c.kind = 'click') AS last_clicked_at
+    FROM chunk c
+    GROUP BY c.profile_id
+),
+visit_days AS (
+    SELECT c.profile_id, date_trunc('day', c.timestamp AT TIME ZONE 'UTC') AS day,
+        min(c.timestamp) AS first_at
+    FROM chunk c
+    WHERE c.kind = 'visit'
+    GROUP BY 1, 2
+),
+visit_before AS (
+    -- The days' first visits before the chunk: one scan of the recent visits of
+    -- the profiles with a new one (the chunk's are mostly from today).
+    SELECT e.profile_id, date_trunc('day', e.timestamp AT TIME ZONE 'UTC') AS day,
+        min(e.timestamp) AS first_at
+    FROM profiles_event e
+    WHERE e.profile_id = ANY(%(visit_profiles)s::bigint[])
+      AND e.event = '' AND e.type IN ('page', 'screen')
+      AND e.timestamp >= (SELECT min(d.day) FROM visit_days d) AT TIME ZONE 'UTC'
+      AND NOT {_FRESH}
+    GROUP BY 1, 2
+),
+visit_moves AS (
+    -- A day counts once, at its first visit: a new day adds its points, and a
+    -- visit before the day's earlier first one moves them to its time.
+    SELECT d.profile_id, d.first_at, b.first_at AS was_at
+    FROM visit_days d
+    LEFT JOIN visit_before b ON b.profile_id = d.profile_id AND b.day = d.day
+    WHERE b.first_at IS NULL OR d.first_at < b.first_at
+),
+order_events AS MATERIALIZED (
+    SELECT e.profile_id, e.id, e.timestamp, {_ORDER_KEY} AS order_key,
+        {_ORDER_RAW} AS raw, {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = %(order_event)s
-    ORDER BY e.profile_id, {_ORDER_KEY}, e.timestamp, e.id
+),
+orders AS (
+    SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.timestamp, o.raw,
+        o.ours
+    FROM order_events o
+    ORDER BY o.profile_id, o.order_key, o.timestamp, o.id
 ),
 order_amounts AS (
     SELECT o.profile_id, o.timestamp,
@@ -271,83 +364,101 @@ order_totals AS (
     FROM order_amounts a
     GROUP BY a.profile_id
 ),
-engagement_points AS (
-    SELECT e.profile_id, e.timestamp,
-        CASE WHEN e.event = %(clicked)s THEN %(click_points)s ELSE %(open_points)s END
-            AS points
-    FROM profiles_event e
-    WHERE e.profile_id = ANY(%(profiles)s::bigint[]) AND e.timestamp > %(since)s
-      -- The IN repeats the test below so the (profile, event, timestamp) index serves.
-      AND e.type = 'track' AND e.event IN (%(clicked)s, %(opened)s)
-      AND (e.event = %(clicked)s OR (e.event = %(opened)s AND NOT {_MACHINE_OPEN}))
-    UNION ALL
-    SELECT e.profile_id, max(e.timestamp), %(visit_points)s
-    FROM profiles_event e
-    WHERE e.profile_id = ANY(%(profiles)s::bigint[]) AND e.timestamp > %(since)s
-      AND e.type IN ('page', 'screen') AND e.event = ''
-    GROUP BY e.profile_id, date_trunc('day', e.timestamp AT TIME ZONE 'UTC')
-    UNION ALL
-    (SELECT DISTINCT ON (e.profile_id, {_ORDER_KEY})
-        e.profile_id, e.timestamp, %(order_points)s
-    FROM profiles_event e
-    WHERE e.profile_id = ANY(%(profiles)s::bigint[]) AND e.timestamp > %(since)s
-      AND e.type = 'track' AND e.event = %(order_event)s
-    ORDER BY e.profile_id, {_ORDER_KEY}, e.timestamp, e.id)
+order_moves AS (
+    -- An order counts once, at its first event: as a visit day does.
+    SELECT o.profile_id, min(o.timestamp) AS first_at,
+        min(o.timestamp) FILTER (WHERE NOT o.fresh) AS was_at
+    FROM order_events o
+    GROUP BY o.profile_id, o.order_key
+    HAVING bool_or(o.fresh)
 ),
-engagement AS (
-    SELECT p.profile_id,
-        least(%(engagement_max)s, round(sum(
-            p.points * power(0.5::float8, greatest(0,
-                extract(epoch FROM %(now)s - p.timestamp)::float8) / %(half_life)s)
-        )))::int AS engagement_score
-    FROM engagement_points p
+points AS (
+    SELECT c.profile_id, c.timestamp AS at,
+        CASE c.kind WHEN 'open' THEN %(open_points)s ELSE %(click_points)s END
+            AS points
+    FROM chunk c
+    WHERE c.kind IN ('open', 'click')
+    UNION ALL
+    SELECT v.profile_id, v.first_at, %(visit_points)s FROM visit_moves v
+    UNION ALL
+    SELECT v.profile_id, v.was_at, 0 - %(visit_points)s
+    FROM visit_moves v WHERE v.was_at IS NOT NULL
+    UNION ALL
+    SELECT o.profile_id, o.first_at, %(order_points)s
+    FROM order_moves o WHERE o.was_at IS NULL OR o.first_at < o.was_at
+    UNION ALL
+    SELECT o.profile_id, o.was_at, 0 - %(order_points)s
+    FROM order_moves o WHERE o.first_at < o.was_at
+),
+added AS (
+    SELECT p.profile_id, sum(p.points * {_weight("p.at")}) AS value
+    FROM points p
     GROUP BY p.profile_id
 ),
-categories AS (
-    SELECT e.profile_id, left(btrim(c.category), %(category_chars)s) AS category,
-        e.timestamp
-    FROM profiles_event e
+engagement AS (
+    SELECT p.id AS profile_id, greatest(0::float8,
+        CASE
+            WHEN p.id = ANY(%(full)s::bigint[]) OR p.engagement_at IS NULL
+              OR coalesce(p.engagement_value, 0) < %(value_min)s
+            THEN 0::float8
+            ELSE p.engagement_value * {_weight("p.engagement_at")}
+        END + coalesce(a.value, 0)) AS value
+    FROM profiles_profile p
+    LEFT JOIN added a ON a.profile_id = p.id
+    WHERE p.id = ANY(%(profiles)s::bigint[])
+),
+chunk_categories AS (
+    SELECT c.profile_id, left(btrim(found.category), %(category_chars)s) AS category,
+        count(*) AS n, max(c.timestamp) AS last_at
+    FROM chunk c
     CROSS JOIN LATERAL (
-        SELECT e.properties->>'category' AS category
-        WHERE jsonb_typeof(e.properties->'category') = 'string'
+        SELECT c.product_properties->>'category' AS category
+        WHERE jsonb_typeof(c.product_properties->'category') = 'string'
         UNION ALL
         SELECT item->>'category'
         FROM jsonb_array_elements(CASE
-            WHEN jsonb_typeof(e.properties->'products') = 'array'
-            THEN e.properties->'products' ELSE '[]'::jsonb END) AS item
+            WHEN jsonb_typeof(c.product_properties->'products') = 'array'
+            THEN c.product_properties->'products' ELSE '[]'::jsonb END) AS item
         WHERE jsonb_typeof(item->'category') = 'string'
-    ) c
-    WHERE e.profile_id = ANY(%(category_profiles)s::bigint[])
-      AND e.type = 'track' AND e.event = ANY(%(product_events)s::text[])
-      AND btrim(c.category) <> ''
+    ) found
+    WHERE c.product_properties IS NOT NULL
+      AND c.profile_id = ANY(%(category_profiles)s::bigint[])
+      AND btrim(found.category) <> ''
+    GROUP BY 1, 2
 ),
-favourites AS (
-    SELECT DISTINCT ON (c.profile_id) c.profile_id, c.category AS favourite_category
+category_totals AS (
+    -- What each profile kept, plus what the chunk saw.
+    SELECT t.profile_id, t.category, sum(t.n)::bigint AS n, max(t.last_at) AS last_at
     FROM (
-        SELECT profile_id, category, count(*) AS n, max(timestamp) AS last_at
-        FROM categories GROUP BY profile_id, category
-    ) c
-    ORDER BY c.profile_id, c.n DESC, c.last_at DESC, c.category
+        SELECT p.id AS profile_id, kept.key AS category, (kept.value->>0)::bigint AS n,
+            (kept.value->>1)::numeric AS last_at
+        FROM profiles_profile p
+        CROSS JOIN LATERAL jsonb_each(CASE
+            WHEN jsonb_typeof(p.category_counts) = 'object'
+            THEN p.category_counts ELSE '{{}}'::jsonb END) AS kept
+        WHERE p.id = ANY(%(category_profiles)s::bigint[])
+          AND NOT p.id = ANY(%(full)s::bigint[])
+        UNION ALL
+        SELECT k.profile_id, k.category, k.n, extract(epoch FROM k.last_at)
+        FROM chunk_categories k
+    ) t
+    GROUP BY t.profile_id, t.category
+),
+categories AS (
+    SELECT t.profile_id,
+        jsonb_object_agg(t.category, jsonb_build_array(t.n, t.last_at)) AS counts,
+        (array_agg(t.category ORDER BY t.n DESC, t.last_at DESC, t.category))[1]
+            AS favourite
+    FROM category_totals t
+    GROUP BY t.profile_id
 )
-"""  # noqa: S608 - only this module's constant fragments are formatted in
-
-_SELECT_TAIL = """
-SELECT ids.id, l.last_seen_at, l.last_opened_at, l.last_clicked_at,
-    o.order_count, o.first_order_at, o.last_order_at, o.lifetime_value,
-    o.orders_counted, g.engagement_score, f.favourite_category
-FROM unnest(%(profiles)s::bigint[]) AS ids(id)
-LEFT JOIN latest l ON l.profile_id = ids.id
-LEFT JOIN order_totals o ON o.profile_id = ids.id
-LEFT JOIN engagement g ON g.profile_id = ids.id
-LEFT JOIN favourites f ON f.profile_id = ids.id
-"""
-
-_UPDATE_TAIL = """
 UPDATE profiles_profile p SET
     last_seen_at = greatest(p.last_seen_at, l.last_seen_at),
     last_opened_at = greatest(p.last_opened_at, l.last_opened_at),
     last_clicked_at = greatest(p.last_clicked_at, l.last_clicked_at),
-    engagement_score = coalesce(g.engagement_score, 0),
+    engagement_value = g.value,
+    engagement_at = %(now)s,
+    engagement_score = least(%(engagement_max)s, round(g.value))::int,
     lifetime_value = CASE WHEN ids.orders
         THEN least(coalesce(o.lifetime_value, 0), %(value_max)s)
         ELSE p.lifetime_value END,
@@ -360,47 +471,34 @@ UPDATE profiles_profile p SET
     average_order_value = CASE WHEN ids.orders
         THEN round(o.lifetime_value / nullif(o.orders_counted, 0), 2)
         ELSE p.average_order_value END,
+    category_counts = CASE WHEN ids.categories
+        THEN coalesce(f.counts, '{{}}'::jsonb) ELSE p.category_counts END,
     favourite_category = CASE WHEN ids.categories
-        THEN coalesce(f.favourite_category, '') ELSE p.favourite_category END,
+        THEN coalesce(f.favourite, '') ELSE p.favourite_category END,
     updated_at = %(now)s
 FROM (
     SELECT id, id = ANY(%(order_profiles)s::bigint[]) AS orders,
         id = ANY(%(category_profiles)s::bigint[]) AS categories
     FROM unnest(%(profiles)s::bigint[]) AS id
 ) AS ids
+JOIN engagement g ON g.profile_id = ids.id
 LEFT JOIN latest l ON l.profile_id = ids.id
 LEFT JOIN order_totals o ON o.profile_id = ids.id
-LEFT JOIN engagement g ON g.profile_id = ids.id
-LEFT JOIN favourites f ON f.profile_id = ids.id
+LEFT JOIN categories f ON f.profile_id = ids.id
 WHERE p.id = ids.id AND p.id = ANY(%(profiles)s::bigint[])
-"""
-_FIGURES_SELECT = "".join((_FIGURES_CTES, _SELECT_TAIL))
-_FIGURES_UPDATE = "".join((_FIGURES_CTES, _UPDATE_TAIL))
-# Two texts rather than one with an OR: each gets the plan its filter needs (the
-# chunk's events by primary key, or every event of the profiles).
-_FIGURES_UPDATE_CHUNK = _FIGURES_UPDATE.replace(_LATEST_ANY, _LATEST_CHUNK)
-
-_SQL_COLUMNS = (
-    "last_seen_at",
-    "last_opened_at",
-    "last_clicked_at",
-    "order_count",
-    "first_order_at",
-    "last_order_at",
-    "lifetime_value",
-    "orders_counted",
-    "engagement_score",
-    "favourite_category",
-)
+"""  # noqa: S608 - only this module's constant fragments are formatted in
 
 
-def _figures_params(refresh: TraitsRefresh, *, now: datetime) -> dict[str, Any]:
+def _figures_params(
+    refresh: TraitsRefresh, *, full: set[int], now: datetime
+) -> dict[str, Any]:
     return {
-        "all_events": refresh.event_ids is None,
         "profiles": int_array(sorted(refresh.profile_ids)),
-        "events": int_array(refresh.event_ids or []),
-        "order_profiles": int_array(sorted(refresh.order_profile_ids)),
-        "category_profiles": int_array(sorted(refresh.category_profile_ids)),
+        "events": int_array(refresh.event_ids),
+        "full": int_array(sorted(full)),
+        "order_profiles": int_array(sorted(refresh.order_profile_ids | full)),
+        "visit_profiles": int_array(sorted(refresh.visit_profile_ids - full)),
+        "category_profiles": int_array(sorted(refresh.category_profile_ids | full)),
         "currency": settings.BESPOKE_CURRENCY.upper(),
         "opened": EMAIL_OPENED,
         "clicked": EMAIL_LINK_CLICKED,
@@ -410,8 +508,9 @@ def _figures_params(refresh: TraitsRefresh, *, now: datetime) -> dict[str, Any]:
         "blanks": NUMBER_BLANKS,
         "amount_limit": ORDER_AMOUNT_LIMIT,
         "now": now,
-        "since": now - timedelta(days=ENGAGEMENT_WINDOW_DAYS),
-        "half_life": ENGAGEMENT_HALF_LIFE_DAYS * 86400,
+        "half_life": ENGAGEMENT_HALF_LIFE_SECONDS,
+        "weight_horizon": ENGAGEMENT_HALF_LIFE_SECONDS * ENGAGEMENT_HALF_LIVES_MAX,
+        "value_min": ENGAGEMENT_VALUE_MIN,
         "open_points": ENGAGEMENT_POINTS["open"],
         "click_points": ENGAGEMENT_POINTS["click"],
         "visit_points": ENGAGEMENT_POINTS["visit_day"],
@@ -421,27 +520,11 @@ def _figures_params(refresh: TraitsRefresh, *, now: datetime) -> dict[str, Any]:
     }
 
 
-def _figures_sql(refresh: TraitsRefresh, *, now: datetime) -> dict[int, dict[str, Any]]:
-    with connection.cursor() as cursor:
-        cursor.execute(_FIGURES_SELECT, _figures_params(refresh, now=now))
-        rows = cursor.fetchall()
-
-    figures: dict[int, dict[str, Any]] = {}
-    for profile_id, *values in rows:
-        row = {k: v for k, v in zip(_SQL_COLUMNS, values, strict=True) if v is not None}
-        if "order_count" in row:
-            row["orders_skipped"] = row["order_count"] - row["orders_counted"]
-        figures[profile_id] = row
-    return figures
-
-
 # Other databases ---------------------------------------------------------------------
 
 
-def _figures_python(
-    refresh: TraitsRefresh, *, now: datetime
-) -> dict[int, dict[str, Any]]:
-    events = Event.objects.filter(profile_id__in=refresh.profile_ids).order_by(
+def _figures_python(profile_ids: set[int], *, now: datetime) -> dict[int, dict]:
+    events = Event.objects.filter(profile_id__in=profile_ids).order_by(
         "timestamp", "id"
     )
     rows = events.values_list(
@@ -452,33 +535,25 @@ def _figures_python(
         per_profile.setdefault(row[1], []).append(row)
 
     return {
-        profile_id: _profile_figures(profile_rows, refresh=refresh, now=now)
+        profile_id: _profile_figures(profile_rows, now=now)
         for profile_id, profile_rows in per_profile.items()
     }
 
 
-def _profile_figures(
-    rows: list[tuple], *, refresh: TraitsRefresh, now: datetime
-) -> dict[str, Any]:
-    profile_id = rows[0][1]
-    wanted = set(refresh.event_ids) if refresh.event_ids is not None else None
-    latest_rows = [row for row in rows if wanted is None or row[0] in wanted]
+def _profile_figures(rows: list[tuple], *, now: datetime) -> dict[str, Any]:
     figures: dict[str, Any] = {
-        "last_seen_at": max((row[4] for row in latest_rows), default=None),
+        "last_seen_at": max((row[4] for row in rows), default=None),
         "last_opened_at": max(
-            (row[4] for row in latest_rows if _is_human_open(row)), default=None
+            (row[4] for row in rows if _is_human_open(row)), default=None
         ),
         "last_clicked_at": max(
-            (row[4] for row in latest_rows if _is_click(row)), default=None
+            (row[4] for row in rows if _is_click(row)), default=None
         ),
-        "engagement_score": _engagement(rows, now=now),
+        "engagement_value": _engagement(rows, now=now),
+        "category_counts": _category_counts(rows),
+        **_orders_total(rows),
     }
-    if profile_id in refresh.order_profile_ids:
-        figures.update(_orders_total(rows))
-    if profile_id in refresh.category_profile_ids:
-        figures["favourite_category"] = _favourite_category(rows)
-    # As the SQL path gives them: a figure with nothing behind it is left out.
-    return {name: value for name, value in figures.items() if value not in (None, "")}
+    return {name: value for name, value in figures.items() if value is not None}
 
 
 def _is_human_open(row: tuple) -> bool:
@@ -553,46 +628,49 @@ def _order_amount(properties: dict[str, Any], *, currency: str) -> Decimal | Non
     return amount
 
 
-def _engagement(rows: list[tuple], *, now: datetime) -> int:
-    since = now - timedelta(days=ENGAGEMENT_WINDOW_DAYS)
-    recent = [row for row in rows if row[4] > since]
+def _engagement(rows: list[tuple], *, now: datetime) -> float:
     points: list[tuple[int, datetime]] = []
-    for row in recent:
+    for row in rows:
         if _is_click(row):
             points.append((ENGAGEMENT_POINTS["click"], row[4]))
         elif _is_human_open(row):
             points.append((ENGAGEMENT_POINTS["open"], row[4]))
 
+    # Rows come in time order: the first visit of each day is the day's.
     visit_days: dict[Any, datetime] = {}
-    for row in recent:
+    for row in rows:
         if row[2] in VISIT_TYPES and not row[3]:
-            day = row[4].astimezone(UTC).date()
-            visit_days[day] = max(visit_days.get(day, row[4]), row[4])
+            visit_days.setdefault(row[4].astimezone(UTC).date(), row[4])
     points += [(ENGAGEMENT_POINTS["visit_day"], at) for at in visit_days.values()]
-    points += [(ENGAGEMENT_POINTS["order"], row[4]) for row in _first_orders(recent)]
+    points += [(ENGAGEMENT_POINTS["order"], row[4]) for row in _first_orders(rows)]
 
-    half_life = ENGAGEMENT_HALF_LIFE_DAYS * 86400
-    total = sum(
-        value * 0.5 ** (max(0.0, (now - at).total_seconds()) / half_life)
-        for value, at in points
-    )
-    return min(ENGAGEMENT_MAX, round(total))
+    return sum(value * _weight_python(at, now=now) for value, at in points)
 
 
-def _favourite_category(rows: list[tuple]) -> str:
-    counts: Counter[str] = Counter()
-    last_seen: dict[str, datetime] = {}
+def _weight_python(at: datetime, *, now: datetime) -> float:
+    age = (now - at).total_seconds() / ENGAGEMENT_HALF_LIFE_SECONDS
+    return 0.0 if age > ENGAGEMENT_HALF_LIVES_MAX else 0.5 ** max(0.0, age)
+
+
+def _category_counts(rows: list[tuple]) -> dict[str, list]:
+    counts: dict[str, list] = {}
     for row in rows:
         if row[2] != EventType.TRACK or row[3] not in PRODUCT_EVENTS:
             continue
         for category in _categories(_dict(row[5])):
-            counts[category] += 1
-            last_seen[category] = max(last_seen.get(category, row[4]), row[4])
+            seen = row[4].timestamp()
+            count, last = counts.get(category, (0, seen))
+            counts[category] = [count + 1, max(last, seen)]
+    return counts
 
+
+def _favourite(counts: dict[str, Any]) -> str:
+    """The category seen most often; a tie goes to the latest seen, then by name."""
     if not counts:
         return ""
     return min(
-        counts, key=lambda name: (-counts[name], -last_seen[name].timestamp(), name)
+        counts,
+        key=lambda name: (-counts[name][0], -float(counts[name][1]), name),
     )
 
 

@@ -23,8 +23,6 @@ from profiles.processing import events_process_pending, profile_traits_compute
 from profiles.processing_traits import (
     COMPUTED_FIELDS,
     TraitsRefresh,
-    _figures_python,
-    _figures_sql,
     _refresh_in_python,
 )
 from tests.factories import ProfileFactory
@@ -136,18 +134,20 @@ def test_machine_opens_do_not_count_as_opens(db):
     assert profile.last_seen_at == days_ago(1)
 
 
-def test_engagement_adds_decayed_points_from_the_last_90_days(db):
+def test_engagement_adds_points_halved_every_30_days(db):
     event(event="Email Opened")  # 3
     event(event="Email Opened", properties={"machine_open": True})  # 0
     event(event="Email Link Clicked", at=days_ago(30))  # 5 halved once: 2.5
     order(10, at=days_ago(60))  # 10 halved twice: 2.5
-    event(type="page", at=days_ago(0.5))  # one visit day: 2
+    event(type="page", at=days_ago(0.5))  # one visit day, at its first visit: 1.98
     event(type="page", at=days_ago(0.25))
-    order(10, at=days_ago(91))  # outside the window
+    order(10, at=days_ago(90))  # halved three times: 1.25
+    order(10, at=days_ago(2000))  # past 60 half-lives: nothing
 
     profile = process()
 
-    assert profile.engagement_score == 10
+    assert profile.engagement_value == pytest.approx(3 + 2.5 + 2.5 + 1.977 + 1.25, 1e-3)
+    assert profile.engagement_score == 11
 
 
 def test_engagement_is_capped_at_100(db):
@@ -240,22 +240,11 @@ def test_recomputing_one_profile_gives_the_same_figures(db):
 @pytest.mark.parametrize(
     "total", ["10.50", 10.5, "1e2", "+3", ".5", "5.", "1_000", "NaN", "0x10", True]
 )
-def test_sql_and_python_figures_agree(db, total):
+def test_the_python_refresh_writes_what_the_sql_refresh_writes(db, total):
     if connection.vendor != "postgresql":
-        pytest.skip("compares the PostgreSQL query with the Python fallback")
+        pytest.skip("compares the PostgreSQL statement with the Python fallback")
     profile = process_profile_with_everything(total)
-    refresh = TraitsRefresh(
-        profile_ids={profile.pk},
-        order_profile_ids={profile.pk},
-        category_profile_ids={profile.pk},
-    )
-
-    assert _figures_python(refresh, now=NOW) == _figures_sql(refresh, now=NOW)
-
-
-def test_the_python_refresh_writes_what_the_sql_refresh_writes(db):
-    profile = process_profile_with_everything("10.50")
-    by_sql = Profile.objects.values(*COMPUTED_FIELDS).get(pk=profile.pk)
+    by_sql = kept_figures(profile)
     Profile.objects.filter(pk=profile.pk).update(
         lifetime_value=0,
         order_count=0,
@@ -264,19 +253,112 @@ def test_the_python_refresh_writes_what_the_sql_refresh_writes(db):
         average_order_value=None,
         engagement_score=0,
         favourite_category="",
-    )
-    refresh = TraitsRefresh(
-        profile_ids={profile.pk},
-        order_profile_ids={profile.pk},
-        category_profile_ids={profile.pk},
+        engagement_value=None,
+        category_counts=None,
     )
 
-    assert _refresh_in_python(refresh, now=NOW) == 1
+    assert _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW) == 1
 
-    assert Profile.objects.values(*COMPUTED_FIELDS).get(pk=profile.pk) == by_sql
-    assert by_sql["lifetime_value"] == Decimal("11.50")
-    assert by_sql["order_count"] == 3
-    assert by_sql["favourite_category"] == "Boots"
+    by_python = kept_figures(profile)
+    assert by_python.pop("engagement_value") == pytest.approx(
+        by_sql.pop("engagement_value")
+    )
+    assert by_python == by_sql
+    if total == "10.50":
+        assert by_sql["lifetime_value"] == Decimal("11.50")
+        assert by_sql["order_count"] == 3
+        assert by_sql["favourite_category"] == "Boots"
+
+
+def kept_figures(profile: Profile) -> dict:
+    fields = (*COMPUTED_FIELDS, "engagement_value", "engagement_at", "category_counts")
+    return Profile.objects.values(*fields).get(pk=profile.pk)
+
+
+def test_figures_added_chunk_by_chunk_are_those_of_all_events_at_once(db):
+    # First chunk: a visit day, an order, two views of Daypacks.
+    event(type="page", at=days_ago(3) + timedelta(hours=2))
+    order("20.00", at=days_ago(2), order_id="A")
+    event(event="Email Opened", at=days_ago(2))
+    for _ in range(2):
+        event(
+            event="Product Viewed", at=days_ago(3), properties={"category": "Daypacks"}
+        )
+    process()
+    # Ten days later: an earlier visit the same day moves the day's points, a later
+    # one adds nothing; the site reports order A earlier than the shop did, and a
+    # new order B; Tents are seen four times and Daypacks once more.
+    later = NOW + timedelta(days=10)
+    event(type="page", at=days_ago(3) + timedelta(hours=1))
+    event(type="page", at=days_ago(3) + timedelta(hours=5))
+    event(type="screen", at=days_ago(1))
+    order("20.00", at=days_ago(2.5), order_id="A")
+    order("5.00", at=later, order_id="B")
+    event(event="Email Link Clicked", at=later)
+    for _ in range(4):
+        event(event="Product Added", at=days_ago(1), properties={"category": "Tents"})
+    event(event="Product Viewed", at=days_ago(1), properties={"category": "Daypacks"})
+    with time_machine.travel(later, tick=False):
+        events_process_pending()
+    profile = ProfileIdentity.objects.get(value="usr_1").profile
+    added = kept_figures(profile)
+
+    with time_machine.travel(later, tick=False):
+        profile_traits_compute(profile=profile)
+
+    computed = kept_figures(profile)
+    assert added.pop("engagement_value") == pytest.approx(
+        computed.pop("engagement_value")
+    )
+    assert added == computed
+    assert computed["category_counts"]["Daypacks"][0] == 3
+    assert computed["favourite_category"] == "Tents"
+    assert (computed["order_count"], computed["lifetime_value"]) == (2, Decimal("25"))
+
+
+def test_a_profile_that_keeps_nothing_is_computed_from_all_its_events(db):
+    event(event="Email Opened", at=days_ago(1))
+    event(event="Product Viewed", properties={"category": "Boots"})
+    profile = process()
+    # As a profile processed before its figures were kept.
+    Profile.objects.filter(pk=profile.pk).update(
+        engagement_value=None, engagement_at=None, category_counts=None
+    )
+    event(event="Email Opened")
+
+    profile = process()
+
+    assert profile.engagement_score == round(3 * 0.5 ** (1 / 30) + 3)
+    assert profile.category_counts["Boots"][0] == 1
+    assert profile.favourite_category == "Boots"
+
+
+def test_events_merged_in_mid_chunk_are_counted_once(db):
+    kept = ProfileFactory(email="grace.lee@example.com")
+    ProfileIdentity.objects.create(
+        profile=kept, kind=IdentityKind.USER_ID, value="usr_1"
+    )
+    event(event="Email Opened")
+    process()
+    Event.objects.create(
+        message_id="anon-click",
+        type="track",
+        event="Email Link Clicked",
+        anonymous_id="anon-grace",
+        timestamp=NOW,
+        received_at=NOW,
+    )
+    event(
+        type="identify",
+        anonymous_id="anon-grace",
+        traits={"email": "grace.lee@example.com"},
+    )
+
+    merged = process()
+
+    assert merged.pk == kept.pk
+    assert merged.engagement_value == pytest.approx(3 + 5)
+    assert merged.engagement_score == 8
 
 
 def process_profile_with_everything(total) -> Profile:
