@@ -225,6 +225,8 @@ class _Compiler:
         if op == "is_empty":
             return ~known
         if op == "between":
+            # Validation refuses swapped bounds; a rule saved before it did is read
+            # as the range it names.
             low, high = sorted(rule_number(v) for v in value)
             return (
                 known

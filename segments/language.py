@@ -399,6 +399,13 @@ class _Checker:
         elif op == "between" and not all(map(_is_number, value)):
             wrong = next(v for v in value if not _is_number(v))
             self.fail(path, f"op 'between': {_not_a_number(wrong)}")
+        elif op == "between" and rule_number(value[0]) > rule_number(value[1]):
+            low, high = value
+            self.fail(
+                path,
+                f"op 'between': the low bound {low!r} is above the high bound "
+                f"{high!r}; write [{high!r}, {low!r}]",
+            )
         elif op in ("gt", "gte", "lt", "lte") and _is_out_of_range(value):
             self.fail(path, f"op {op!r}: {_not_a_number(value)}")
         elif op in ("gt", "gte", "lt", "lte") and not _is_number(value):

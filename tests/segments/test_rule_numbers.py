@@ -41,6 +41,20 @@ def test_a_between_bound_out_of_range_is_refused_with_the_limit():
     ]
 
 
+def test_a_between_with_its_bounds_swapped_is_refused_naming_them():
+    rule = {"metric": "lifetime_value", "op": "between", "value": [100, "0"]}
+
+    assert [error.message for error in rule_validate(rule)] == [
+        "op 'between': the low bound 100 is above the high bound '0'; write ['0', 100]"
+    ]
+
+
+def test_a_between_of_one_number_is_taken():
+    rule = {"metric": "lifetime_value", "op": "between", "value": [5, 5.0]}
+
+    assert rule_validate(rule) == []
+
+
 def test_the_preview_api_names_the_limit(admin_client):
     rule = {"metric": "lifetime_value", "op": "gt", "value": 1e300}
 
