@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
@@ -158,10 +158,18 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
             )
             return []
         except Exception as exc:
-            logger.exception(
-                "Shopify delivery processing failed",
-                extra={"delivery": delivery.pk, "topic": delivery.topic},
-            )
+            if _is_lock_timeout(exc):
+                # Expected under load, and tried again in seconds: no traceback.
+                logger.warning(
+                    "Shopify delivery not applied yet: a row it changes was held "
+                    "by another worker past the lock timeout; it is tried again",
+                    extra={"delivery": delivery.pk, "topic": delivery.topic},
+                )
+            else:
+                logger.exception(
+                    "Shopify delivery processing failed",
+                    extra={"delivery": delivery.pk, "topic": delivery.topic},
+                )
             error = f"{type(exc).__name__}: {exc}"[:500]
             WebhookDelivery.objects.filter(pk=delivery.pk).update(error=error)
             return []
@@ -217,6 +225,16 @@ def _delivery_claim(delivery_id: int) -> WebhookDelivery | None:
         .filter(pk=delivery_id, processed_at__isnull=True)
         .first()
     )
+
+
+def _is_lock_timeout(exc: Exception) -> bool:
+    # PostgreSQL's lock_not_available, as Django wraps psycopg's error.
+    return isinstance(exc, OperationalError) and (
+        getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE
+    )
+
+
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _lock_timeout_set() -> None:

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Shopify's largest payloads (orders with hundreds of lines) stay well under this.
 SHOPIFY_MAX_BODY_BYTES = 5 * 1024 * 1024
+# What WebhookDelivery.delivery_id holds.
+WEBHOOK_ID_MAX_CHARS = 255
 
 
 def _error(*, status: int, code: str, message: str) -> JsonResponse:
@@ -111,6 +113,16 @@ def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | 
             status=400,
             code="missing_webhook_id",
             message="X-Shopify-Webhook-Id is required.",
+        )
+    if len(headers["delivery_id"]) > WEBHOOK_ID_MAX_CHARS:
+        # Cut short, two different ids could be taken for one delivery repeated.
+        return headers, _error(
+            status=400,
+            code="webhook_id_too_long",
+            message=(
+                f"X-Shopify-Webhook-Id is longer than {WEBHOOK_ID_MAX_CHARS} "
+                "characters; Shopify's ids are far shorter."
+            ),
         )
     if not headers["topic"]:
         return headers, _error(

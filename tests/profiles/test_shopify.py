@@ -155,6 +155,17 @@ def test_it_refuses_a_signed_delivery_without_a_webhook_id(db, deliver, shop_hea
     assert WebhookDelivery.objects.count() == 0
 
 
+def test_it_refuses_a_webhook_id_too_long_to_keep_whole(db, deliver, shop_headers):
+    headers = dict(shop_headers["deliveries"]["customers_create.json"])
+    headers["X-Shopify-Webhook-Id"] = "w" * 256
+
+    response = deliver("customers_create.json", headers=headers)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "webhook_id_too_long"
+    assert WebhookDelivery.objects.count() == 0
+
+
 def test_it_answers_get_with_a_json_405(db, client):
     response = client.get(URL)
 
@@ -710,7 +721,7 @@ def test_bens_order_counts_once_from_the_site_and_the_shop(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
-    deliver, monkeypatch
+    deliver, monkeypatch, caplog
 ):
     # Given another worker holds Ben's profile row (as a traits recompute does)...
     ben = ProfileFactory(email=BEN, first_name="Pat")
@@ -754,6 +765,10 @@ def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
         assert ConsentRecord.objects.count() == 0
         # A retry comes in a few seconds, not at the next sweep.
         assert retries == [{"countdown": tasks.SHOPIFY_RETRY_SECONDS}]
+        # An expected wait is a warning without a traceback, not an error.
+        (record,) = [r for r in caplog.records if r.name == "profiles.shopify"]
+        assert (record.levelname, record.exc_info) == ("WARNING", None)
+        assert "lock timeout" in record.getMessage()
 
     # Then, once the lock is gone, the sweep finishes it, once, and asks for its
     # event to be processed.
