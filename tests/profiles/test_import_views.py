@@ -534,3 +534,13 @@ def test_discarding_takes_a_post(signed_in):
 
     assert response.status_code == 405
     assert ContactImport.objects.count() == 1
+
+
+def test_discarding_an_import_already_discarded_finds_nothing(signed_in):
+    contact_import = contact_import_create(filename="a.csv", data=b"email\n")
+    url = reverse("import_discard", kwargs={"pk": contact_import.pk})
+    signed_in.post(url)
+
+    response = signed_in.post(url)
+
+    assert response.status_code == 404
