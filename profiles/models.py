@@ -279,6 +279,9 @@ class SuppressionReason(models.TextChoices):
     COMPLAINT = "complaint", "Spam complaint"
     ERASURE = "erasure", "Erased on request"
     MANUAL = "manual", "Added by hand"
+    # Listed as suppressed by the tool a list came from, which does not say why
+    # (Klaviyo's SUPPRESSED: a bounce, a complaint or a suppression by hand).
+    IMPORTED = "imported", "Suppressed where it was imported from"
 
 
 class Suppression(models.Model):

@@ -182,7 +182,8 @@ ON CONFLICT DO NOTHING
 """
 SUPPRESSIONS_SQL = """
 INSERT INTO profiles_suppression (email_hash, reason, source, created_at)
-SELECT email_hash, %s, %s, %s FROM unnest(%s::text[]) AS email_hash
+SELECT email_hash, reason, %s, %s
+FROM unnest(%s::text[], %s::text[]) AS s(email_hash, reason)
 ON CONFLICT DO NOTHING
 """
 SUPPRESSED_AT_SQL = """
@@ -439,16 +440,16 @@ def _consents_copy(
             )
 
 
-def _suppressions_insert(cursor: Cursor, batch: _Batch, keys: list[str]) -> None:
-    if not keys:
+def _suppressions_insert(
+    cursor: Cursor, batch: _Batch, suppressed: list[tuple[str, str]]
+) -> None:
+    if not suppressed:
         return
 
-    hashes = [suppression_hash(key) for key in keys]
-    cursor.execute(
-        SUPPRESSIONS_SQL,
-        [SuppressionReason.HARD_BOUNCE.value, batch.source, batch.now, hashes],
-    )
-    ids = [batch.states[key].pk for key in keys]
+    hashes = [suppression_hash(key) for key, _ in suppressed]
+    reasons = [str(reason) for _, reason in suppressed]
+    cursor.execute(SUPPRESSIONS_SQL, [batch.source, batch.now, hashes, reasons])
+    ids = [batch.states[key].pk for key, _ in suppressed]
     cursor.execute(SUPPRESSED_AT_SQL, [batch.now, ids])
 
 

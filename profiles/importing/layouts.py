@@ -90,6 +90,8 @@ class ConsentFact:
     evidence: dict[str, Any]
     # False when the file does not say when: occurred_at is then the import's time.
     dated: bool = True
+    # The status cell read "suppressed" (recorded as cleaned, for a reason unknown).
+    suppressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -508,4 +510,6 @@ def consent_fact(
         ip_address = _ip_or_none(raw_ip) if raw_ip else None
     listed_as = "suppressed" if suppressed else status.label.lower()
     wording = _wording(layout.wording, listed_as)
-    return ConsentFact(status, occurred_at, ip_address, wording, evidence, dated)
+    return ConsentFact(
+        status, occurred_at, ip_address, wording, evidence, dated, suppressed
+    )

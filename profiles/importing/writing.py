@@ -38,6 +38,13 @@ ERASED_MESSAGE = "This person was erased on request; their data is not imported 
 TAG_MAX_CHARS = 100
 
 
+def suppression_reason(fact: ConsentFact) -> str:
+    """Why a cleaned fact puts its address on the suppression list."""
+    if fact.suppressed:
+        return SuppressionReason.IMPORTED
+    return SuppressionReason.HARD_BOUNCE
+
+
 @dataclass
 class BatchOutcome:
     created: int = 0
@@ -52,7 +59,8 @@ class PendingWrites:
     """What one batch will insert once its new profiles have ids."""
 
     consents: list[tuple[Any, ConsentFact]] = field(default_factory=list)
-    suppressed: list[str] = field(default_factory=list)
+    # (address key, SuppressionReason) of each address to put on the list.
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
 
 
@@ -177,7 +185,7 @@ def consents_apply(
             outcome.notes.append(_kept_note(profile, fact, kept))
             continue
         if fact.status == SubscriptionStatus.CLEANED:
-            pending.suppressed.append(row.email.key)
+            pending.suppressed.append((row.email.key, suppression_reason(fact)))
 
         # The same fact from the same source is already on record when a file is
         # imported again; appending it twice would only blur the history.
@@ -255,15 +263,15 @@ def _related_insert(
         [
             Suppression(
                 email_hash=suppression_hash(key),
-                reason=SuppressionReason.HARD_BOUNCE,
+                reason=reason,
                 source=source,
             )
-            for key in pending.suppressed
+            for key, reason in pending.suppressed
         ],
         ignore_conflicts=True,
     )
     # As suppression_add does: the flag rules and counts read while the list holds it.
-    suppressed_ids = [by_key[key].pk for key in pending.suppressed]
+    suppressed_ids = [by_key[key].pk for key, _ in pending.suppressed]
     Profile.objects.filter(pk__in=suppressed_ids, suppressed_at=None).update(
         suppressed_at=timezone.now()
     )

@@ -6,8 +6,14 @@ import pytest
 from django.utils import timezone
 
 from profiles.importing import contact_import_file, runs
-from profiles.models import ConsentRecord, Profile, SubscriptionStatus
-from profiles.services import consent_record
+from profiles.models import (
+    ConsentRecord,
+    Profile,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+)
+from profiles.services import consent_record, suppression_hash
 from tests.factories import ProfileFactory
 
 pytestmark = pytest.mark.django_db
@@ -129,3 +135,24 @@ def test_a_column_named_like_a_flag_bespoke_sets_is_left_out():
     contact_import_file(filename="flag.csv", data=data)
 
     assert Profile.objects.get(email="flag@example.com").traits == {}
+
+
+def test_the_suppression_list_says_why_each_address_is_on_it(write_path):
+    data = (
+        "Email,Email Marketing Consent\n"
+        "sam@example.com,SUPPRESSED\n"
+        "bo@example.com,BOUNCED\n"
+        "cy@example.com,subscribed\n"
+    )
+
+    contact_import_file(filename="list.csv", data=data.encode())
+
+    reasons = {
+        suppression.email_hash: suppression.reason
+        for suppression in Suppression.objects.all()
+    }
+    assert reasons == {
+        suppression_hash("sam@example.com"): SuppressionReason.IMPORTED,
+        suppression_hash("bo@example.com"): SuppressionReason.HARD_BOUNCE,
+    }
+    assert Profile.objects.filter(suppressed_at__isnull=False).count() == 2
