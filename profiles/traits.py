@@ -8,6 +8,7 @@ Traits with no definition are stored as they came.
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -113,11 +114,18 @@ def _allowed_spelling(rule: TraitRule, value: Any) -> Any:
     if not isinstance(value, str) or value in rule.allowed_values:
         return value
 
-    wanted = value.casefold()
+    wanted = _caseless(value)
     for allowed in rule.allowed_values:
-        if isinstance(allowed, str) and allowed.casefold() == wanted:
+        if isinstance(allowed, str) and _caseless(allowed) == wanted:
             return allowed
     return value
+
+
+def _caseless(text: str) -> str:
+    # Case folding turns a capital dotted İ into i and a combining dot, so
+    # "istanbul" and "ISTANBUL" would miss "İstanbul"; composed and decomposed
+    # accents are one letter too.
+    return unicodedata.normalize("NFC", text).casefold().replace("i\u0307", "i")
 
 
 def _as_number(rule: TraitRule, raw: Any, _: str) -> int | float:

@@ -82,3 +82,16 @@ def test_a_segment_matches_an_allowed_value_in_any_case(plan_declared):
 
     assert rule_validate(rule) == []
     assert list(profiles_matching(rule)) == [pro]
+
+
+@pytest.mark.parametrize("raw", ["istanbul", "ISTANBUL", "İSTANBUL", "İstanbul"])
+def test_a_capital_dotted_i_is_the_same_letter_in_any_case(raw):
+    city = TraitRule("city", TraitType.TEXT, allowed_values=("İstanbul", "Zürich"))
+
+    assert trait_coerce(city, raw) == "İstanbul"
+
+
+def test_a_decomposed_accent_is_the_same_letter():
+    city = TraitRule("city", TraitType.TEXT, allowed_values=("Zürich", "Köln"))
+
+    assert trait_coerce(city, "zu\u0308rich") == "Zürich"
