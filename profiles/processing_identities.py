@@ -10,7 +10,7 @@ a ProfileMerge.
 import functools
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
@@ -23,6 +23,8 @@ from profiles.models import (
     ProfileMerge,
     ProfileTag,
     RejectedEvent,
+    ShopCheckout,
+    ShopOrder,
 )
 from profiles.processing_identify import (
     identify_change_read,
@@ -242,7 +244,11 @@ def _merge_or_keep(
     reason = "alias" if explicit else "identity link"
     try:
         return profile_merge(
-            first=profile, second=other, reason=reason, explicit=explicit
+            first=profile,
+            second=other,
+            reason=reason,
+            explicit=explicit,
+            traits_now=False,
         )
     except MergeRefused as exc:
         # The event stays with the profile its strongest id points to.
@@ -308,14 +314,21 @@ def _identity_attach(
 
 @transaction.atomic
 def profile_merge(
-    *, first: Profile, second: Profile, reason: str, explicit: bool = False
+    *,
+    first: Profile,
+    second: Profile,
+    reason: str,
+    explicit: bool = False,
+    traits_now: bool = True,
 ) -> Profile:
     """Merge two profiles of one person into the one to keep; return it.
 
     The kept profile is the one with an email, else the older one. Everything the
     other owns moves over, blanks are filled, and a ProfileMerge records it.
     Raises MergeRefused when the two cannot be one person: two email addresses,
-    or two userIds unless the merge is `explicit` (an alias).
+    or two userIds unless the merge is `explicit` (an alias). The kept profile's
+    computed traits are recomputed at once, unless `traits_now` is False (event
+    processing, which recomputes them in full when its chunk finishes).
     """
     locked = {
         profile.pk: profile
@@ -331,8 +344,9 @@ def profile_merge(
     # Earlier merges into the merged profile keep their record under the kept one.
     ProfileMerge.objects.filter(kept=merged).update(kept=kept)
     merged_id = merged.pk
-    merged.delete()
-    profile_traits_compute(profile=kept)
+    _merged_delete(merged)
+    if traits_now:
+        profile_traits_compute(profile=kept)
     # The kept profile now holds events a chunk being processed may also count as
     # new to it: its next refresh reads all of its events instead of adding.
     Profile.objects.filter(pk=kept.pk).update(engagement_at=None, category_counts=None)
@@ -380,11 +394,37 @@ def _related_move(*, kept: Profile, merged: Profile) -> dict[str, int]:
             profile=kept
         ),
     }
+    # An order or checkout follows its buyer; unmoved, the delete below would
+    # leave it with no profile.
+    moved["shop_orders"] = ShopOrder.objects.filter(profile=merged).update(
+        profile=kept
+    )
+    moved["shop_checkouts"] = ShopCheckout.objects.filter(profile=merged).update(
+        profile=kept
+    )
     moved["tags"] = _tags_move(kept=kept, merged=merged)
     moved["messages"], moved["messages_dropped"] = _messages_move(
         kept=kept, merged=merged
     )
     return moved
+
+
+# What still points at a merged profile once _related_move has moved the rest: it
+# goes with the profile. Every other relation to Profile is moved (a test holds this
+# list to Profile's relations, so a new one is not forgotten).
+MERGED_DROPS = ("segment_memberships", "messages")
+
+
+def _merged_delete(merged: Profile) -> None:
+    # One statement per leftover relation and one for the row, instead of Django's
+    # collector looking through every relation again (a dozen queries a merge).
+    for name in MERGED_DROPS:
+        getattr(merged, name).all().delete()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {Profile._meta.db_table} WHERE id = %s",  # noqa: S608
+            [merged.pk],
+        )
 
 
 def _tags_move(*, kept: Profile, merged: Profile) -> int:

@@ -21,6 +21,8 @@ from profiles.models import (
     ProfileIdentity,
     ProfileMerge,
     ProfileTag,
+    ShopCheckout,
+    ShopOrder,
     SubscriptionStatus,
 )
 from profiles.processing import (
@@ -28,6 +30,7 @@ from profiles.processing import (
     events_process_pending,
     profile_traits_compute,
 )
+from profiles.processing_identities import MERGED_DROPS
 from profiles.services import consent_record
 from profiles.signals import profiles_changed
 from profiles.tasks import (
@@ -349,6 +352,8 @@ def test_a_merge_moves_tags_consent_and_messages(db):
     kept_message = Message.objects.create(campaign=both, profile=known)
     Message.objects.create(campaign=both, profile=anonymous)
     moved_message = Message.objects.create(campaign=only_anonymous, profile=anonymous)
+    order = ShopOrder.objects.create(shop_id="5975551934712", profile=anonymous)
+    checkout = ShopCheckout.objects.create(token="c1", profile=anonymous)
     anonymous.first_name = "Grace"
     anonymous.save()
     track(
@@ -379,7 +384,30 @@ def test_a_merge_moves_tags_consent_and_messages(db):
         "tags": 2,
         "messages": 1,
         "messages_dropped": 1,
+        "shop_orders": 1,
+        "shop_checkouts": 1,
     }
+    order.refresh_from_db()
+    checkout.refresh_from_db()
+    assert order.profile_id == checkout.profile_id == known.pk
+
+
+def test_every_relation_of_a_profile_is_moved_or_dropped_on_a_merge():
+    # profile_merge deletes the merged row itself: a relation it neither moves nor
+    # drops would fail the merge's commit on its foreign key.
+    moved = {
+        "events",
+        "identities",
+        "consent_records",
+        "tags",
+        "messages",
+        "orders",
+        "checkouts",
+        "merges",
+    }
+    relations = {rel.get_accessor_name() for rel in Profile._meta.related_objects}
+
+    assert relations == moved | set(MERGED_DROPS)
 
 
 def test_a_merge_moves_consent_records_untouched(db):

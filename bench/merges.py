@@ -1,0 +1,192 @@
+"""How long event processing takes to merge two profiles found to be one person.
+
+Run: python -m bench.merges [--people 2000]
+
+It creates and migrates its own database (bespoke_bench_merges on the server named
+by BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432). Through the
+tracking API it stores, for each of --people people, an identify that gives a
+userId its address, and five anonymous page views; these are processed. Then it
+stores and times the processing of two kinds of identify, in the same run:
+
+(a) the merge: an identify naming a person's userId and the anonymousId of their
+    browsing, which joins the anonymous profile to the known one (a ProfileMerge);
+(b) the baseline: an identify naming a person's userId and an anonymousId nobody
+    has yet, which links the new id to the known profile and merges nothing.
+
+The figure of the row `merge-ms` is (a) in milliseconds per identify; the baseline
+column gives (b) and the ratio. The database is dropped after.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+BENCH_DB = "bespoke_bench_merges"
+SERVER_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432"
+).rstrip("/")
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+WRITE_KEY = "bench-merges-key"
+BATCH_EVENTS = 100
+PAGE_VIEWS = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=2000)
+    args = parser.parse_args()
+
+    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    _admin_execute(f"CREATE DATABASE {BENCH_DB}")
+    try:
+        _django_setup()
+        merge_ms, link_ms = _measure(args.people)
+    finally:
+        _database_drop()
+
+    print(f"merge: {merge_ms:.1f} ms per identify; link without a merge {link_ms:.2f}")
+    from bench.report import bench_row_write
+
+    bench_row_write(
+        name="merge-ms",
+        figure=f"{merge_ms:.1f}",
+        baseline=(
+            f"an identify that links a new anonymousId and merges nothing "
+            f"{link_ms:.2f} ms ({merge_ms / link_ms:.0f} x); {args.people:,} merges"
+        ),
+        command="python -m bench.merges",
+    )
+
+
+def _admin_execute(sql: str) -> None:
+    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _database_drop() -> None:
+    from django.db import connections
+
+    from config.celery import app
+
+    app.control.purge()
+    connections.close_all()
+    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+
+
+def _django_setup() -> None:
+    os.environ["DATABASE_URL"] = f"{SERVER_URL}/{BENCH_DB}"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    os.environ["DJANGO_DEBUG"] = "false"
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    # Segment refreshes are queued on their own Redis database, purged after.
+    os.environ["CELERY_BROKER_URL"] = BROKER_URL
+    os.environ["BESPOKE_VAR_DIR"] = tempfile.mkdtemp(prefix="bespoke-bench-")
+
+    import logging
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    logging.disable(logging.INFO)
+    call_command("migrate", verbosity=0)
+
+    from profiles.models import WriteKey
+
+    WriteKey.objects.create(name="bench", key=WRITE_KEY)
+
+
+def _measure(people: int) -> tuple[float, float]:
+    from unittest import mock
+
+    from profiles.models import ProfileMerge
+
+    start = datetime.now(tz=UTC) - timedelta(days=1)
+    # Processing is run here and timed; nothing is queued for a worker.
+    with mock.patch("profiles.ingestion.events_process_enqueue", return_value=None):
+        _post(_known_people(people, start) + _browsing(people, start))
+        _process()
+
+        _post(_identifies(people, start, anonymous="link"))
+        link = _process() / people
+        _post(_identifies(people, start, anonymous="anon"))
+        merge = _process() / people
+
+    merges = ProfileMerge.objects.count()
+    if merges != people:
+        sys.exit(f"{merges} merges, not {people}")
+    return merge * 1000, link * 1000
+
+
+def _known_people(people: int, start: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "identify",
+            "userId": f"usr_{n}",
+            "messageId": f"known-{n}",
+            "timestamp": start.isoformat(),
+            "traits": {"email": f"person{n}@example.com", "firstName": "Ana"},
+        }
+        for n in range(people)
+    ]
+
+
+def _browsing(people: int, start: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "page",
+            "anonymousId": f"anon-{n}",
+            "messageId": f"page-{n}-{view}",
+            "timestamp": (start + timedelta(minutes=view)).isoformat(),
+            "properties": {"path": "/"},
+        }
+        for n in range(people)
+        for view in range(PAGE_VIEWS)
+    ]
+
+
+def _identifies(people: int, start: datetime, *, anonymous: str) -> list[dict]:
+    return [
+        {
+            "type": "identify",
+            "userId": f"usr_{n}",
+            "anonymousId": f"{anonymous}-{n}",
+            "messageId": f"{anonymous}-identify-{n}",
+            "timestamp": (start + timedelta(hours=1)).isoformat(),
+            "traits": {"plan": "pro"},
+        }
+        for n in range(people)
+    ]
+
+
+def _post(items: list[dict[str, Any]]) -> None:
+    from django.test import Client
+
+    client = Client()
+    for first in range(0, len(items), BATCH_EVENTS):
+        body = {"batch": items[first : first + BATCH_EVENTS], "writeKey": WRITE_KEY}
+        response = client.post(
+            "/v1/batch", data=json.dumps(body), content_type="application/json"
+        )
+        if response.status_code != 200 or response.json()["rejected"]:
+            sys.exit(f"a batch was not taken whole: {response.content[:300]!r}")
+
+
+def _process() -> float:
+    from profiles.processing import events_process_pending
+
+    started = time.perf_counter()
+    while events_process_pending():
+        pass
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    main()
