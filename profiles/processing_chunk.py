@@ -22,6 +22,7 @@ from profiles.models import (
     IdentityKind,
     Profile,
     ProfileIdentity,
+    ProfileMerge,
     RejectedEvent,
 )
 from profiles.processing_identify import (
@@ -147,6 +148,9 @@ class EventChunk:
         # (profile pk, kind, value) identities linked in memory.
         self.attached: dict[int, int] = {}
         self.linked: list[tuple[int, str, str]] = []
+        # The latest ProfileMerge the chunk knows of, read before its first careful
+        # event.
+        self.merges_seen: int | None = None
 
     def apply(self, event: ChunkEvent) -> None:
         """Attach one event to its profile, quickly unless it may merge profiles."""
@@ -407,21 +411,35 @@ class EventChunk:
 
     def _apply_carefully(self, event: ChunkEvent) -> int:
         self.flush()
+        if self.merges_seen is None:
+            self.merges_seen = _merges_latest()
         rejections: list[RejectedEvent] = []
         with transaction.atomic():
             profile = event_apply(event, schema=self.schema, rejections=rejections)
 
         self.rejections += rejections
-        self._forget(event, kept=profile.pk)
+        self._forget(event, kept=profile.pk, merged=self._merged_since())
         return profile.pk
 
-    def _forget(self, event: ChunkEvent, *, kept: int) -> None:
+    def _merged_since(self) -> set[int]:
+        # The profiles merged away since the last look: an id the chunk never read
+        # (an alias's previousId) may have taken a profile some cached id points at.
+        found = list(
+            ProfileMerge.objects.filter(pk__gt=self.merges_seen).values_list(
+                "pk", "merged_profile_id"
+            )
+        )
+        if found:
+            self.merges_seen = max(pk for pk, _ in found)
+        return {merged for _, merged in found}
+
+    def _forget(self, event: ChunkEvent, *, kept: int, merged: set[int]) -> None:
         # The careful path may have created, linked or merged any profile the
         # event's ids or address pointed at; read those afresh when next needed.
         keys = _identity_keys(event)
         if event.previous_id:
             keys += [(kind, event.previous_id) for kind in IDENTITY_KINDS]
-        involved = {self.owners.get(key) for key in keys}
+        involved = {self.owners.get(key) for key in keys} | merged
         email = self.emails.get(event.pk)
         if email is not None:
             involved.add(self.email_owners.pop(email.key, None))
@@ -437,6 +455,11 @@ class EventChunk:
             self.locked.pop(pk, None)
             self.profiles.pop(pk, None)
             self.user_ids.pop(pk, None)
+
+
+def _merges_latest() -> int:
+    latest = ProfileMerge.objects.order_by("-pk").values_list("pk", flat=True).first()
+    return latest or 0
 
 
 class _ChunkEmails(dict):

@@ -1131,3 +1131,40 @@ def test_a_run_the_other_is_letting_go_of_takes_the_turn_itself(db, monkeypatch)
 
     assert events_process() == 1
     assert Event.objects.get(pk=event.pk).processed_at is not None
+
+
+def test_an_alias_that_merges_in_mid_chunk_leaves_no_event_on_the_merged_profile(db):
+    # Grace's older profile has her userId; a newer one has another userId and
+    # her browser's anonymousId. In one chunk an alias joins the two (the newer is
+    # merged away), then that browser clicks.
+    grace = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=grace, kind=IdentityKind.USER_ID, value="usr_grace"
+    )
+    newer = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=newer, kind=IdentityKind.USER_ID, value="usr_grace_old"
+    )
+    ProfileIdentity.objects.create(
+        profile=newer, kind=IdentityKind.ANONYMOUS_ID, value="anon-grace"
+    )
+    track(
+        "alias-1",
+        type="alias",
+        user_id="usr_grace",
+        previous_id="usr_grace_old",
+        timestamp=utc("2025-03-14T10:00:00Z"),
+    )
+    click = track(
+        "click-1",
+        type="track",
+        event="Email Link Clicked",
+        anonymous_id="anon-grace",
+        timestamp=utc("2025-03-14T10:01:00Z"),
+    )
+
+    assert events_process_pending() == 2
+
+    click.refresh_from_db()
+    assert not Profile.objects.filter(pk=newer.pk).exists()
+    assert click.profile_id == grace.pk
