@@ -118,9 +118,29 @@ class ProfileAdminForm(forms.ModelForm):
             profile.email_display = email.display if email else ""
             profile_email_flags_set(profile, email)
         if commit:
-            profile.save()
+            profile_admin_save(profile, self)
             self.save_m2m()
         return profile
+
+    def fields_changed(self) -> list[str]:
+        """The profile's fields this form changes, and what follows from them."""
+        names = {field.name for field in Profile._meta.concrete_fields}
+        changed = [name for name in self.changed_data if name in names]
+        if "email" in changed:
+            changed += ["email_display", "traits", "suppressed_at"]
+        return changed
+
+
+def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
+    # A changed profile is saved by the fields its form changed: the rest of the
+    # row (what an event processed meanwhile wrote: computed traits and what they
+    # are kept from, identify fields) is left as the database has it.
+    if profile._state.adding:
+        profile.save()
+        return
+    changed = form.fields_changed()
+    if changed:
+        profile.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
 
 
 @admin.register(Profile)
@@ -147,11 +167,21 @@ class ProfileAdmin(admin.ModelAdmin):
         "order_count",
         "first_order_at",
         "last_order_at",
+        "average_order_value",
         "last_seen_at",
+        "last_opened_at",
+        "last_clicked_at",
+        "engagement_score",
+        "favourite_category",
         "created_at",
         "updated_at",
     )
     inlines = (IdentityInline, TagInline, ConsentInline)
+
+    def save_model(
+        self, request: HttpRequest, obj: Profile, form: ProfileAdminForm, change: bool
+    ) -> None:
+        profile_admin_save(obj, form)
 
 
 @admin.register(ProfileIdentity)

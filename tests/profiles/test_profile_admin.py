@@ -99,3 +99,39 @@ def test_the_admin_page_edits_through_the_form(admin_client, rf, admin_user):
     assert "email_display" not in form_class.base_fields
     assert response.status_code == 200
     assert 'name="email"' in response.content.decode()
+
+
+def test_saving_writes_only_what_the_form_changed():
+    profile = Profile.objects.create(first_name="Kai")
+    read = Profile.objects.get(pk=profile.pk)
+    # Events are processed while the form is open.
+    Profile.objects.filter(pk=profile.pk).update(
+        engagement_value=8.0, engagement_score=8, order_count=2, first_name="Kai"
+    )
+
+    form = Form(data={"email": "", "first_name": "Kay", "traits": "{}"}, instance=read)
+    assert form.is_valid(), form.errors
+    form.save()
+
+    profile.refresh_from_db()
+    assert profile.first_name == "Kay"
+    assert (profile.engagement_value, profile.engagement_score) == (8.0, 8)
+    assert profile.order_count == 2
+
+
+def test_the_admin_saves_a_changed_profile_by_its_changed_fields(rf, admin_user):
+    from profiles.admin import ProfileAdmin
+
+    profile = Profile.objects.create(first_name="Kai")
+    Profile.objects.filter(pk=profile.pk).update(order_count=3)
+    stale = Profile.objects.get(pk=profile.pk)
+    stale.order_count = 0
+    form = Form(data={"email": "", "first_name": "Kay", "traits": "{}"}, instance=stale)
+    assert form.is_valid(), form.errors
+
+    ProfileAdmin(Profile, admin.site).save_model(
+        rf.post("/"), form.save(commit=False), form, change=True
+    )
+
+    profile.refresh_from_db()
+    assert (profile.first_name, profile.order_count) == ("Kay", 3)
