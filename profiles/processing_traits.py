@@ -45,11 +45,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from profiles.models import Event, EventType, Profile
-from profiles.processing_writes import among, int_array
+from profiles.processing_writes import int_array
 from profiles.traits import number_in_range, number_text
 
 logger = logging.getLogger(__name__)
@@ -72,6 +71,10 @@ ENGAGEMENT_MAX = 100
 # Larger amounts are feed errors (cents sent as units, ids sent as totals).
 ORDER_AMOUNT_LIMIT = Decimal("1000000000")
 CATEGORY_MAX_CHARS = 200
+# What is trimmed off a category: ASCII white space, the same in SQL and Python.
+CATEGORY_BLANKS = " \t\n\r\x0b\x0c"
+# The smallest amount that counts, as number_in_range reads numbers.
+AMOUNT_SMALLEST = Decimal("1e-15")
 # The most Profile.lifetime_value can hold (14 digits, 2 of them decimals).
 LIFETIME_VALUE_MAX = Decimal("999999999999.99")
 
@@ -157,12 +160,7 @@ def profiles_traits_refresh(*, refresh: TraitsRefresh) -> int:
     if connection.vendor != "postgresql":
         return _refresh_in_python(refresh, now=now)
 
-    # A profile that keeps nothing yet is computed from all of its events.
-    full = refresh.full_profile_ids | set(
-        Profile.objects.filter(pk__in=among(refresh.profile_ids, of="bigint"))
-        .filter(Q(engagement_at=None) | Q(category_counts=None))
-        .values_list("pk", flat=True)
-    )
+    full = refresh.full_profile_ids | _keeping_nothing(refresh.profile_ids)
     params = {
         **_figures_params(refresh, full=full, now=now),
         "value_max": LIFETIME_VALUE_MAX,
@@ -171,6 +169,24 @@ def profiles_traits_refresh(*, refresh: TraitsRefresh) -> int:
     with connection.cursor() as cursor:
         cursor.execute(_FIGURES_UPDATE, params)
         return cursor.rowcount
+
+
+def _keeping_nothing(profile_ids: set[int]) -> set[int]:
+    # A profile that keeps nothing yet, or something no refresh wrote (edited by
+    # hand), is computed from all of its events.
+    with connection.cursor() as cursor:
+        cursor.execute(_KEEPING_NOTHING, [int_array(profile_ids)])
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+_KEEPING_NOTHING = """
+SELECT id FROM profiles_profile
+WHERE id = ANY(%s::bigint[])
+  AND (engagement_at IS NULL OR engagement_value IS NULL
+    OR category_counts IS NULL OR jsonb_typeof(category_counts) <> 'object'
+    OR category_counts @? 'strict $.* ? (@.type() != "array" || @.size() != 2
+        || @[0].type() != "number" || @[1].type() != "number")')
+"""
 
 
 def _refresh_in_python(refresh: TraitsRefresh, *, now: datetime) -> int:
@@ -202,7 +218,7 @@ def _figures_set(profile: Profile, figures: dict[str, Any], *, now: datetime) ->
 
     value = figures.get("lifetime_value", Decimal("0"))
     counted = figures.get("orders_counted", 0)
-    profile.lifetime_value = min(value, LIFETIME_VALUE_MAX)
+    profile.lifetime_value = max(-LIFETIME_VALUE_MAX, min(value, LIFETIME_VALUE_MAX))
     profile.order_count = figures.get("order_count", 0)
     profile.first_order_at = figures.get("first_order_at")
     profile.last_order_at = figures.get("last_order_at")
@@ -252,7 +268,8 @@ _ORDER_IN_CURRENCY = f"""CASE
 
 
 def _weight(at: str) -> str:
-    # The share of its points an event at `at` still counts for at %(now)s.
+    # The share of its points an event weighed at `at` (its time, or when it was
+    # processed if that was earlier: see WEIGHED_AT) still counts for at %(now)s.
     age = f"extract(epoch FROM %(now)s - {at})"
     return (
         f"CASE WHEN {age} > %(weight_horizon)s THEN 0::float8 "
@@ -260,9 +277,18 @@ def _weight(at: str) -> str:
     )
 
 
+# Below a billion, and no smaller than any number Bespoke keeps (number_in_range).
+_AMOUNT_COUNTS = (
+    "abs(a.amount) < %(amount_limit)s "
+    "AND (a.amount = 0 OR abs(a.amount) >= %(amount_smallest)s)"
+)
 _FRESH = "(e.id = ANY(%(events)s::bigint[]) OR e.profile_id = ANY(%(full)s::bigint[]))"
+# An event counts from its time, or from when it was processed if its time was
+# still to come then: the points a chunk adds decay from that moment, and a profile
+# computed in full later gives them the same weight.
+_WEIGHED_AT = "least(e.timestamp, coalesce(e.processed_at, %(now)s))"
 
-_CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp,
+_CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp, {_WEIGHED_AT} AS weighed_at,
         CASE
             WHEN e.type = 'track' AND e.event = %(opened)s
             THEN CASE WHEN {_MACHINE_OPEN} THEN NULL ELSE 'open' END
@@ -292,7 +318,9 @@ chunk AS MATERIALIZED (
     UNION ALL
     SELECT {_CHUNK_COLUMNS}
     FROM profiles_event e
-    WHERE e.profile_id = ANY(%(full)s::bigint[])
+    -- Processed: an event stored with its profile already (a shop's order) is
+    -- counted by the chunk that processes it, not before.
+    WHERE e.profile_id = ANY(%(full)s::bigint[]) AND e.processed_at IS NOT NULL
 ),
 latest AS (
     SELECT c.profile_id,
@@ -303,38 +331,44 @@ latest AS (
     GROUP BY c.profile_id
 ),
 visit_days AS (
-    SELECT c.profile_id, date_trunc('day', c.timestamp AT TIME ZONE 'UTC') AS day,
-        min(c.timestamp) AS first_at
+    -- Each day's first new visit (by time, then id) and when it is weighed from.
+    SELECT DISTINCT ON (c.profile_id, day) c.profile_id,
+        date_trunc('day', c.timestamp AT TIME ZONE 'UTC') AS day,
+        c.timestamp AS first_at, c.id AS first_id, c.weighed_at
     FROM chunk c
     WHERE c.kind = 'visit'
-    GROUP BY 1, 2
+    ORDER BY c.profile_id, day, c.timestamp, c.id
 ),
 visit_before AS (
-    -- The days' first visits before the chunk: one scan of the recent visits of
-    -- the profiles with a new one (the chunk's are mostly from today).
-    SELECT e.profile_id, date_trunc('day', e.timestamp AT TIME ZONE 'UTC') AS day,
-        min(e.timestamp) AS first_at
+    -- The days' first visits processed before the chunk: one scan of the recent
+    -- visits of the profiles with a new one (the chunk's are mostly from today).
+    SELECT DISTINCT ON (e.profile_id, day) e.profile_id,
+        date_trunc('day', e.timestamp AT TIME ZONE 'UTC') AS day,
+        e.timestamp AS first_at, e.id AS first_id, {_WEIGHED_AT} AS weighed_at
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(visit_profiles)s::bigint[])
       AND e.event = '' AND e.type IN ('page', 'screen')
       AND e.timestamp >= (SELECT min(d.day) FROM visit_days d) AT TIME ZONE 'UTC'
-      AND NOT {_FRESH}
-    GROUP BY 1, 2
+      AND e.processed_at IS NOT NULL AND NOT {_FRESH}
+    ORDER BY e.profile_id, day, e.timestamp, e.id
 ),
 visit_moves AS (
     -- A day counts once, at its first visit: a new day adds its points, and a
     -- visit before the day's earlier first one moves them to its time.
-    SELECT d.profile_id, d.first_at, b.first_at AS was_at
+    SELECT d.profile_id, d.weighed_at, b.weighed_at AS was_weighed_at
     FROM visit_days d
     LEFT JOIN visit_before b ON b.profile_id = d.profile_id AND b.day = d.day
-    WHERE b.first_at IS NULL OR d.first_at < b.first_at
+    WHERE b.first_at IS NULL OR (d.first_at, d.first_id) < (b.first_at, b.first_id)
 ),
 order_events AS MATERIALIZED (
-    SELECT e.profile_id, e.id, e.timestamp, {_ORDER_KEY} AS order_key,
-        {_ORDER_RAW} AS raw, {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh
+    -- Processed orders only (the chunk's are by now), as for a full count.
+    SELECT e.profile_id, e.id, e.timestamp, {_WEIGHED_AT} AS weighed_at,
+        {_ORDER_KEY} AS order_key, {_ORDER_RAW} AS raw,
+        {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = %(order_event)s
+      AND e.processed_at IS NOT NULL
 ),
 orders AS (
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.timestamp, o.raw,
@@ -358,37 +392,39 @@ order_totals AS (
         count(*) AS order_count,
         min(a.timestamp) AS first_order_at,
         max(a.timestamp) AS last_order_at,
-        coalesce(sum(a.amount) FILTER (WHERE abs(a.amount) < %(amount_limit)s), 0)
-            AS lifetime_value,
-        count(*) FILTER (WHERE abs(a.amount) < %(amount_limit)s) AS orders_counted
+        coalesce(sum(a.amount) FILTER (WHERE {_AMOUNT_COUNTS}), 0) AS lifetime_value,
+        count(*) FILTER (WHERE {_AMOUNT_COUNTS}) AS orders_counted
     FROM order_amounts a
     GROUP BY a.profile_id
 ),
 order_moves AS (
-    -- An order counts once, at its first event: as a visit day does.
-    SELECT o.profile_id, min(o.timestamp) AS first_at,
-        min(o.timestamp) FILTER (WHERE NOT o.fresh) AS was_at
+    -- An order counts once, at its first event (by time, then id): as a day does.
+    SELECT o.profile_id,
+        (array_agg(o.fresh ORDER BY o.timestamp, o.id))[1] AS first_fresh,
+        (array_agg(o.weighed_at ORDER BY o.timestamp, o.id))[1] AS weighed_at,
+        (array_agg(o.weighed_at ORDER BY o.timestamp, o.id)
+            FILTER (WHERE NOT o.fresh))[1] AS was_weighed_at
     FROM order_events o
     GROUP BY o.profile_id, o.order_key
     HAVING bool_or(o.fresh)
 ),
 points AS (
-    SELECT c.profile_id, c.timestamp AS at,
+    SELECT c.profile_id, c.weighed_at AS at,
         CASE c.kind WHEN 'open' THEN %(open_points)s ELSE %(click_points)s END
             AS points
     FROM chunk c
     WHERE c.kind IN ('open', 'click')
     UNION ALL
-    SELECT v.profile_id, v.first_at, %(visit_points)s FROM visit_moves v
+    SELECT v.profile_id, v.weighed_at, %(visit_points)s FROM visit_moves v
     UNION ALL
-    SELECT v.profile_id, v.was_at, 0 - %(visit_points)s
-    FROM visit_moves v WHERE v.was_at IS NOT NULL
+    SELECT v.profile_id, v.was_weighed_at, 0 - %(visit_points)s
+    FROM visit_moves v WHERE v.was_weighed_at IS NOT NULL
     UNION ALL
-    SELECT o.profile_id, o.first_at, %(order_points)s
-    FROM order_moves o WHERE o.was_at IS NULL OR o.first_at < o.was_at
+    SELECT o.profile_id, o.weighed_at, %(order_points)s
+    FROM order_moves o WHERE o.first_fresh
     UNION ALL
-    SELECT o.profile_id, o.was_at, 0 - %(order_points)s
-    FROM order_moves o WHERE o.first_at < o.was_at
+    SELECT o.profile_id, o.was_weighed_at, 0 - %(order_points)s
+    FROM order_moves o WHERE o.first_fresh AND o.was_weighed_at IS NOT NULL
 ),
 added AS (
     SELECT p.profile_id, sum(p.points * {_weight("p.at")}) AS value
@@ -408,7 +444,9 @@ engagement AS (
     WHERE p.id = ANY(%(profiles)s::bigint[])
 ),
 chunk_categories AS (
-    SELECT c.profile_id, left(btrim(found.category), %(category_chars)s) AS category,
+    SELECT c.profile_id,
+        left(btrim(found.category, %(category_blanks)s), %(category_chars)s)
+            AS category,
         count(*) AS n, max(c.timestamp) AS last_at
     FROM chunk c
     CROSS JOIN LATERAL (
@@ -423,14 +461,14 @@ chunk_categories AS (
     ) found
     WHERE c.product_properties IS NOT NULL
       AND c.profile_id = ANY(%(category_profiles)s::bigint[])
-      AND btrim(found.category) <> ''
+      AND btrim(found.category, %(category_blanks)s) <> ''
     GROUP BY 1, 2
 ),
 category_totals AS (
     -- What each profile kept, plus what the chunk saw.
-    SELECT t.profile_id, t.category, sum(t.n)::bigint AS n, max(t.last_at) AS last_at
+    SELECT t.profile_id, t.category, sum(t.n) AS n, max(t.last_at) AS last_at
     FROM (
-        SELECT p.id AS profile_id, kept.key AS category, (kept.value->>0)::bigint AS n,
+        SELECT p.id AS profile_id, kept.key AS category, (kept.value->>0)::numeric AS n,
             (kept.value->>1)::numeric AS last_at
         FROM profiles_profile p
         CROSS JOIN LATERAL jsonb_each(CASE
@@ -460,7 +498,8 @@ UPDATE profiles_profile p SET
     engagement_at = %(now)s,
     engagement_score = least(%(engagement_max)s, round(g.value))::int,
     lifetime_value = CASE WHEN ids.orders
-        THEN least(coalesce(o.lifetime_value, 0), %(value_max)s)
+        THEN greatest(0 - %(value_max)s,
+            least(coalesce(o.lifetime_value, 0), %(value_max)s))
         ELSE p.lifetime_value END,
     order_count = CASE WHEN ids.orders
         THEN coalesce(o.order_count, 0) ELSE p.order_count END,
@@ -517,6 +556,8 @@ def _figures_params(
         "order_points": ENGAGEMENT_POINTS["order"],
         "engagement_max": ENGAGEMENT_MAX,
         "category_chars": CATEGORY_MAX_CHARS,
+        "category_blanks": CATEGORY_BLANKS,
+        "amount_smallest": AMOUNT_SMALLEST,
     }
 
 
@@ -524,11 +565,20 @@ def _figures_params(
 
 
 def _figures_python(profile_ids: set[int], *, now: datetime) -> dict[int, dict]:
-    events = Event.objects.filter(profile_id__in=profile_ids).order_by(
-        "timestamp", "id"
-    )
+    # Processed events only: one stored with its profile already (a shop's order)
+    # counts once its chunk processes it.
+    events = Event.objects.filter(
+        profile_id__in=profile_ids, processed_at__isnull=False
+    ).order_by("timestamp", "id")
     rows = events.values_list(
-        "id", "profile_id", "type", "event", "timestamp", "properties", "context"
+        "id",
+        "profile_id",
+        "type",
+        "event",
+        "timestamp",
+        "properties",
+        "context",
+        "processed_at",
     )
     per_profile: dict[int, list[tuple]] = {}
     for row in rows.iterator():
@@ -557,7 +607,7 @@ def _profile_figures(rows: list[tuple], *, now: datetime) -> dict[str, Any]:
 
 
 def _is_human_open(row: tuple) -> bool:
-    _, _, kind, name, _, properties, context = row
+    _, _, kind, name, _, properties, context, _ = row
     if kind != EventType.TRACK or name != EMAIL_OPENED:
         return False
     flags = (
@@ -632,19 +682,26 @@ def _engagement(rows: list[tuple], *, now: datetime) -> float:
     points: list[tuple[int, datetime]] = []
     for row in rows:
         if _is_click(row):
-            points.append((ENGAGEMENT_POINTS["click"], row[4]))
+            points.append((ENGAGEMENT_POINTS["click"], _weighed_at(row)))
         elif _is_human_open(row):
-            points.append((ENGAGEMENT_POINTS["open"], row[4]))
+            points.append((ENGAGEMENT_POINTS["open"], _weighed_at(row)))
 
     # Rows come in time order: the first visit of each day is the day's.
     visit_days: dict[Any, datetime] = {}
     for row in rows:
         if row[2] in VISIT_TYPES and not row[3]:
-            visit_days.setdefault(row[4].astimezone(UTC).date(), row[4])
+            visit_days.setdefault(row[4].astimezone(UTC).date(), _weighed_at(row))
     points += [(ENGAGEMENT_POINTS["visit_day"], at) for at in visit_days.values()]
-    points += [(ENGAGEMENT_POINTS["order"], row[4]) for row in _first_orders(rows)]
+    points += [
+        (ENGAGEMENT_POINTS["order"], _weighed_at(row)) for row in _first_orders(rows)
+    ]
 
     return sum(value * _weight_python(at, now=now) for value, at in points)
+
+
+def _weighed_at(row: tuple) -> datetime:
+    # As _WEIGHED_AT: its time, or when it was processed if that came first.
+    return min(row[4], row[7]) if row[7] is not None else row[4]
 
 
 def _weight_python(at: datetime, *, now: datetime) -> float:
@@ -680,7 +737,7 @@ def _categories(properties: dict[str, Any]) -> list[str]:
     if isinstance(products, list):
         found += [_dict(item).get("category") for item in products]
     return [
-        value.strip()[:CATEGORY_MAX_CHARS]
+        value.strip(CATEGORY_BLANKS)[:CATEGORY_MAX_CHARS]
         for value in found
-        if isinstance(value, str) and value.strip()
+        if isinstance(value, str) and value.strip(CATEGORY_BLANKS)
     ]

@@ -93,6 +93,11 @@ def event_profile_id(message_id: str) -> int | None:
     return Event.objects.get(message_id=message_id).profile_id
 
 
+# Computed traits count processed events: an event stored with its profile (a
+# shop's order) counts once processed.
+PROCESSED = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
+
+
 def track(message_id: str, *, profile: Profile | None = None, **fields) -> Event:
     fields.setdefault("type", "track")
     fields.setdefault("timestamp", utc("2025-03-14T10:00:00Z"))
@@ -280,12 +285,14 @@ def test_string_numbers_count_in_lifetime_value(db):
     track(
         "order-1",
         profile=profile,
+        processed_at=PROCESSED,
         event="Order Completed",
         properties={"order_id": "A1", "total": "10.50", "currency": "USD"},
     )
     track(
         "order-2",
         profile=profile,
+        processed_at=PROCESSED,
         event="Order Completed",
         properties={"order_id": "A2", "revenue": 4},
     )
@@ -303,12 +310,14 @@ def test_other_currencies_are_left_out_of_lifetime_value(db):
     track(
         "order-eur",
         profile=profile,
+        processed_at=PROCESSED,
         event="Order Completed",
         properties={"order_id": "E1", "total": 80, "currency": "EUR"},
     )
     track(
         "order-usd",
         profile=profile,
+        processed_at=PROCESSED,
         event="Order Completed",
         properties={"order_id": "U1", "total": 20, "currency": "usd"},
         timestamp=utc("2025-03-14T11:00:00Z"),
@@ -329,6 +338,7 @@ def test_the_same_order_from_two_sources_counts_once(db):
         track(
             message_id,
             profile=profile,
+            processed_at=PROCESSED,
             event="Order Completed",
             properties={"order_id": 5975551934712, "total": 152.29},
         )
