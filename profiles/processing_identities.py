@@ -396,9 +396,7 @@ def _related_move(*, kept: Profile, merged: Profile) -> dict[str, int]:
     }
     # An order or checkout follows its buyer; unmoved, the delete below would
     # leave it with no profile.
-    moved["shop_orders"] = ShopOrder.objects.filter(profile=merged).update(
-        profile=kept
-    )
+    moved["shop_orders"] = ShopOrder.objects.filter(profile=merged).update(profile=kept)
     moved["shop_checkouts"] = ShopCheckout.objects.filter(profile=merged).update(
         profile=kept
     )
