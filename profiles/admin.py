@@ -28,6 +28,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
+from profiles.processing import events_process_again
 from profiles.services import profile_by_email_key, profile_email_flags_set
 from profiles.shopify import shopify_delivery_process
 
@@ -84,12 +85,33 @@ class ConsentInline(admin.TabularInline):
 
 
 class ProfileAdminForm(forms.ModelForm):
-    """The profile form: an address is stored as every input path stores it."""
+    """The profile form: an address is stored as every input path stores it.
+
+    Each field also sends the value the page was shown with, so that a field counts
+    as changed only where the marketer changed it: what events wrote to the profile
+    while the page was open is neither written back nor taken for an edit.
+    """
 
     class Meta:
         model = Profile
-        # The admin adds every other field it shows; email_display is read-only.
-        fields = ("email",)
+        # What a marketer may edit; ProfileAdmin shows the rest read-only.
+        fields = (
+            "email",
+            "first_name",
+            "last_name",
+            "phone",
+            "city",
+            "region",
+            "country_code",
+            "timezone",
+            "traits",
+            "suppressed_at",
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.show_hidden_initial = True
 
     def clean_email(self) -> str | None:
         written = self.cleaned_data.get("email") or ""
@@ -113,6 +135,12 @@ class ProfileAdminForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Profile:
         profile = super().save(commit=False)
+        if profile.pk is not None:
+            # The form put the page's values on every field; where the marketer
+            # changed nothing, the profile keeps what the database holds now.
+            for name in self.fields:
+                if name not in self.changed_data and name in self.initial:
+                    setattr(profile, name, self.initial[name])
         if "email" in self.changed_data:
             email = self.normalized_email
             profile.email_display = email.display if email else ""
@@ -222,7 +250,7 @@ def events_reprocess(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Event]
 ) -> None:
     # The beat sweep picks them up; nothing here runs the processing inline.
-    count = queryset.update(processed_at=None, processing_error="")
+    count = events_process_again(events=queryset)
     modeladmin.message_user(request, f"{count} events queued for processing again.")
 
 

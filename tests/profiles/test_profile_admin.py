@@ -1,5 +1,7 @@
 """The profile admin stores an address as every input path stores it."""
 
+import json
+
 import pytest
 from django.contrib import admin
 from django.forms import modelform_factory
@@ -16,10 +18,14 @@ Form = modelform_factory(
 
 
 def edit(profile: Profile, email: str):
-    return Form(
-        data={"email": email, "first_name": profile.first_name, "traits": "{}"},
-        instance=profile,
-    )
+    # As the page posts it: each field, and the value it was shown with.
+    shown = {
+        "email": profile.email or "",
+        "first_name": profile.first_name,
+        "traits": json.dumps(profile.traits),
+    }
+    data = {**shown, "email": email} | {f"initial-{k}": v for k, v in shown.items()}
+    return Form(data=data, instance=profile)
 
 
 def test_an_address_typed_in_the_admin_is_stored_normalised():
@@ -135,3 +141,100 @@ def test_the_admin_saves_a_changed_profile_by_its_changed_fields(rf, admin_user)
 
     profile.refresh_from_db()
     assert (profile.first_name, profile.order_count) == ("Kay", 3)
+
+
+# The admin's own pages ----------------------------------------------------------
+
+INLINES = ("identities", "tags", "consent_records")
+
+
+def page_post(**fields) -> dict:
+    data = {"_save": "Save", **fields}
+    for prefix in INLINES:
+        data |= {
+            f"{prefix}-TOTAL_FORMS": "0",
+            f"{prefix}-INITIAL_FORMS": "0",
+            f"{prefix}-MIN_NUM_FORMS": "0",
+            f"{prefix}-MAX_NUM_FORMS": "1000",
+        }
+    return data
+
+
+def shown_as(profile: Profile, **changes) -> dict:
+    """What the change page posts: each field, and the value it was shown with."""
+    shown = {
+        "email": profile.email or "",
+        "first_name": profile.first_name,
+        "last_name": profile.last_name,
+        "city": profile.city,
+        "traits": json.dumps(profile.traits),
+    }
+    data = page_post(**shown, **{f"initial-{k}": v for k, v in shown.items()})
+    return {**data, **changes}
+
+
+def test_the_add_page_creates_a_profile_with_every_field_it_shows(admin_client):
+    data = page_post(
+        email="New@Example.com",
+        first_name="Ada",
+        last_name="Lovelace",
+        city="Paris",
+        traits='{"plan": "pro"}',
+    )
+
+    response = admin_client.post("/admin/profiles/profile/add/", data)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    profile = Profile.objects.get()
+    assert profile.email == "new@example.com"
+    assert (profile.first_name, profile.last_name, profile.city) == (
+        "Ada",
+        "Lovelace",
+        "Paris",
+    )
+    assert profile.traits == {"plan": "pro"}
+
+
+def test_the_change_page_edits_a_name(admin_client):
+    profile = Profile.objects.create(email="kai@example.com", first_name="Kai")
+
+    response = admin_client.post(
+        f"/admin/profiles/profile/{profile.pk}/change/",
+        shown_as(profile, first_name="Kay"),
+    )
+
+    assert response.status_code == 302
+    profile.refresh_from_db()
+    assert profile.first_name == "Kay"
+
+
+def test_a_page_saved_after_events_changed_the_profile_keeps_what_they_wrote(
+    admin_client,
+):
+    profile = Profile.objects.create(first_name="Kai", traits={"plan": "free"})
+    page = shown_as(profile, city="Porto")
+    # An identify is processed while the page is open.
+    Profile.objects.filter(pk=profile.pk).update(
+        email="ana@example.com", first_name="Kim", traits={"plan": "pro"}
+    )
+
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    assert response.status_code == 302
+    profile.refresh_from_db()
+    assert profile.city == "Porto"
+    assert (profile.email, profile.first_name) == ("ana@example.com", "Kim")
+    assert profile.traits == {"plan": "pro"}
+
+
+def test_the_form_offers_every_field_the_admin_does_not_show_read_only():
+    from profiles.admin import ProfileAdmin
+
+    readonly = set(ProfileAdmin.readonly_fields)
+    editable = {
+        field.name
+        for field in Profile._meta.concrete_fields
+        if field.editable and not field.primary_key and field.name not in readonly
+    }
+
+    assert set(ProfileAdminForm._meta.fields) == editable
