@@ -20,7 +20,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from profiles.models import Event, EventType, ProcessingRequest
+from profiles.models import Event, EventType, ProcessingRequest, Profile
 from profiles.processing_chunk import (
     EVENT_FIELDS,
     IDENTIFY_FIELDS,
@@ -42,6 +42,7 @@ __all__ = [
     "EventUnresolvable",
     "MergeRefused",
     "events_process",
+    "events_process_again",
     "events_process_pending",
     "events_processing_request",
     "events_processing_request_drop",
@@ -159,6 +160,21 @@ def _next_run_queue() -> None:
         events_process_task.apply_async()
     except Exception:
         logger.warning("Could not queue the next processing run", exc_info=True)
+
+
+@transaction.atomic
+def events_process_again(*, events: QuerySet[Event]) -> int:
+    """Mark events to be processed again; return how many.
+
+    Their profiles' computed traits are counted again in full at their next
+    refresh: what those profiles keep already counts these events, and adding them
+    a second time would count them twice.
+    """
+    profiles = events.exclude(profile=None).values("profile_id")
+    Profile.objects.filter(pk__in=profiles).update(
+        engagement_at=None, category_counts=None
+    )
+    return events.update(processed_at=None, processing_error="")
 
 
 def events_process_pending(*, limit: int | None = None) -> int:
@@ -284,7 +300,7 @@ def _chunk_process(
             failed[event.pk] = f"{type(exc).__name__}: {exc}"[:500]
 
     attached = chunk.finish(events=events, failed=failed)
-    _profiles_changed_announce(attached)
+    _profiles_changed_announce(attached, merged_into=chunk.merged_into)
     full = cut or len(events) == size
     return _ChunkDone(processed=len(events), full=full, cut=cut)
 
@@ -336,12 +352,17 @@ METRIC_WORDS = frozenset(
 )
 
 
-def _profiles_changed_announce(rows: list[tuple[int, str, str]]) -> None:
+def _profiles_changed_announce(
+    rows: list[tuple[int, str, str]], *, merged_into: set[int]
+) -> None:
     """After commit, say which profiles changed and what about them (segments listen).
 
-    `rows` are the (profile pk, type, event name) of the chunk's attached events.
+    `rows` are the (profile pk, type, event name) of the chunk's attached events;
+    `merged_into` the profiles others were merged into, whatever event merged them
+    (a track that names a userId and an anonymousId does too): they took over tags,
+    fields and memberships, so every segment reads them again.
     """
-    identified: set[int] = set()
+    identified: set[int] = set(merged_into)
     tracked: set[int] = set()
     changed = set(METRIC_WORDS)
     for profile_id, kind, name in rows:

@@ -151,6 +151,8 @@ class EventChunk:
         # The latest ProfileMerge the chunk knows of, read before its first careful
         # event.
         self.merges_seen: int | None = None
+        # The profiles others were merged into: every segment reads them again.
+        self.merged_into: set[int] = set()
 
     def apply(self, event: ChunkEvent) -> None:
         """Attach one event to its profile, quickly unless it may merge profiles."""
@@ -418,7 +420,10 @@ class EventChunk:
             profile = event_apply(event, schema=self.schema, rejections=rejections)
 
         self.rejections += rejections
-        self._forget(event, kept=profile.pk, merged=self._merged_since())
+        merged = self._merged_since()
+        if merged:
+            self.merged_into.add(profile.pk)
+        self._forget(event, kept=profile.pk, merged=merged)
         return profile.pk
 
     def _merged_since(self) -> set[int]:

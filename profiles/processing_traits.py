@@ -283,6 +283,9 @@ _AMOUNT_COUNTS = (
     "AND (a.amount = 0 OR abs(a.amount) >= %(amount_smallest)s)"
 )
 _FRESH = "(e.id = ANY(%(events)s::bigint[]) OR e.profile_id = ANY(%(full)s::bigint[]))"
+# The events figures count: processed, and not failed (a failed one is in no chunk's
+# figures either).
+_COUNTED = "e.processed_at IS NOT NULL AND e.processing_error = ''"
 # An event counts from its time, or from when it was processed if its time was
 # still to come then: the points a chunk adds decay from that moment, and a profile
 # computed in full later gives them the same weight.
@@ -320,7 +323,7 @@ chunk AS MATERIALIZED (
     FROM profiles_event e
     -- Processed: an event stored with its profile already (a shop's order) is
     -- counted by the chunk that processes it, not before.
-    WHERE e.profile_id = ANY(%(full)s::bigint[]) AND e.processed_at IS NOT NULL
+    WHERE e.profile_id = ANY(%(full)s::bigint[]) AND {_COUNTED}
 ),
 latest AS (
     SELECT c.profile_id,
@@ -349,7 +352,7 @@ visit_before AS (
     WHERE e.profile_id = ANY(%(visit_profiles)s::bigint[])
       AND e.event = '' AND e.type IN ('page', 'screen')
       AND e.timestamp >= (SELECT min(d.day) FROM visit_days d) AT TIME ZONE 'UTC'
-      AND e.processed_at IS NOT NULL AND NOT {_FRESH}
+      AND {_COUNTED} AND NOT {_FRESH}
     ORDER BY e.profile_id, day, e.timestamp, e.id
 ),
 visit_moves AS (
@@ -367,8 +370,7 @@ order_events AS MATERIALIZED (
         {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
-      AND e.type = 'track' AND e.event = %(order_event)s
-      AND e.processed_at IS NOT NULL
+      AND e.type = 'track' AND e.event = %(order_event)s AND {_COUNTED}
 ),
 orders AS (
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.timestamp, o.raw,
@@ -565,10 +567,10 @@ def _figures_params(
 
 
 def _figures_python(profile_ids: set[int], *, now: datetime) -> dict[int, dict]:
-    # Processed events only: one stored with its profile already (a shop's order)
-    # counts once its chunk processes it.
+    # Processed events only (one stored with its profile already, a shop's order,
+    # counts once its chunk processes it), and none that failed.
     events = Event.objects.filter(
-        profile_id__in=profile_ids, processed_at__isnull=False
+        profile_id__in=profile_ids, processed_at__isnull=False, processing_error=""
     ).order_by("timestamp", "id")
     rows = events.values_list(
         "id",

@@ -304,3 +304,37 @@ def test_random_events_in_random_chunks_give_the_figures_of_all_at_once(seed):
         by_sql = figures(profile.pk)
         _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=at)
         assert_same(figures(profile.pk), by_sql)
+
+
+def test_events_processed_again_from_the_admin_count_once(admin_client):
+    event(event="Email Opened")
+    event(event="Product Viewed", properties={"category": "Hats"})
+    process(NOW)
+    profile = user_profile()
+    selected = [str(pk) for pk in Event.objects.values_list("pk", flat=True)]
+
+    response = admin_client.post(
+        "/admin/profiles/event/",
+        {"action": "events_reprocess", "_selected_action": selected},
+    )
+    assert response.status_code == 302
+    assert Event.objects.filter(processed_at__isnull=True).count() == 2
+    process(NOW)
+
+    assert_same(figures(profile.pk), recomputed(profile.pk, NOW))
+    assert figures(profile.pk)["category_counts"]["Hats"][0] == 1
+
+
+def test_an_event_that_failed_counts_in_no_figure():
+    event(event="Email Opened", at=NOW - timedelta(hours=1))
+    process(NOW)
+    profile = user_profile()
+    # Stored with its profile and unreadable traits: its processing fails.
+    failed = event("", type="identify", profile=profile, traits=["not", "a", "dict"])
+
+    process(NOW)
+
+    failed.refresh_from_db()
+    assert failed.processing_error
+    assert_same(figures(profile.pk), recomputed(profile.pk, NOW))
+    assert figures(profile.pk)["last_seen_at"] == NOW - timedelta(hours=1)

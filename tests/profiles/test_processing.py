@@ -449,6 +449,75 @@ def test_a_merge_moves_consent_records_untouched(db):
     assert moved.recorded_at == record.recorded_at
 
 
+@pytest.mark.parametrize(
+    ("left_at", "kept_status"),
+    [
+        ("2025-03-02T09:00:00Z", "unsubscribed"),  # after the kept subscription
+        ("2025-02-01T09:00:00Z", "subscribed"),  # before it: the kept one stands
+    ],
+)
+def test_a_merge_carries_over_a_later_unsubscribe_never_a_subscribe(
+    db, left_at, kept_status
+):
+    known = ProfileFactory(email="emma.davis@example.com")
+    consent_record(
+        profile=known,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="form",
+        occurred_at=utc("2025-03-01T09:00:00Z"),
+    )
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-left"
+    )
+    consent_record(
+        profile=anonymous,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="link",
+        occurred_at=utc(left_at),
+    )
+    track(
+        "left-identify",
+        type="identify",
+        anonymous_id="anon-left",
+        traits={"email": "emma.davis@example.com"},
+    )
+
+    events_process_pending()
+
+    known.refresh_from_db()
+    assert known.subscription_status == kept_status
+    newest = known.consent_records.order_by("-occurred_at").first()
+    assert newest.status == kept_status
+
+
+def test_a_merge_does_not_subscribe_the_kept_profile(db):
+    known = ProfileFactory(
+        email="ben@example.com", subscription_status=SubscriptionStatus.NOT_SUBSCRIBED
+    )
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-sub"
+    )
+    consent_record(
+        profile=anonymous,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="popup",
+        occurred_at=utc("2025-03-01T09:00:00Z"),
+    )
+    track(
+        "sub-identify",
+        type="identify",
+        anonymous_id="anon-sub",
+        traits={"email": "ben@example.com"},
+    )
+
+    events_process_pending()
+
+    known.refresh_from_db()
+    assert known.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+
+
 def test_two_user_ids_on_one_device_are_not_merged(db):
     first = Profile.objects.create()
     ProfileIdentity.objects.create(
@@ -1178,3 +1247,50 @@ def test_an_alias_that_merges_in_mid_chunk_leaves_no_event_on_the_merged_profile
     click.refresh_from_db()
     assert not Profile.objects.filter(pk=newer.pk).exists()
     assert click.profile_id == grace.pk
+
+
+@pytest.fixture
+def tasks_inline():
+    from config.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("track", {"event": "Signed In"}),
+        ("page", {}),
+        ("identify", {"traits": {}}),
+    ],
+)
+def test_a_merge_by_any_event_brings_the_kept_profile_into_the_segments(
+    db, kind, fields, django_capture_on_commit_callbacks, tasks_inline
+):
+    from segments.models import SegmentMembership
+    from segments.services import segment_save
+
+    ana = ProfileFactory(email="ana@example.com")
+    ProfileIdentity.objects.create(
+        profile=ana, kind=IdentityKind.USER_ID, value="u-ana"
+    )
+    anonymous = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=anonymous, kind=IdentityKind.ANONYMOUS_ID, value="anon-ana"
+    )
+    ProfileTag.objects.create(profile=anonymous, name="VIP")
+    with django_capture_on_commit_callbacks(execute=True):
+        vip = segment_save(
+            name="VIP", rule={"attribute": "tags", "op": "contains", "value": "VIP"}
+        )
+    track("merging", type=kind, user_id="u-ana", anonymous_id="anon-ana", **fields)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        events_process_pending()
+
+    assert not Profile.objects.filter(pk=anonymous.pk).exists()
+    stays = SegmentMembership.objects.filter(profile=ana, left_at=None)
+    assert list(stays.values_list("segment_id", flat=True)) == [vip.pk]
