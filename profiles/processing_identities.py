@@ -32,7 +32,11 @@ from profiles.processing_identify import (
     identify_rejections,
 )
 from profiles.processing_traits import profile_traits_compute
-from profiles.services import profile_by_email_key, profile_get_or_create_by_email
+from profiles.services import (
+    WITHDRAWN_STATUSES,
+    profile_by_email_key,
+    profile_get_or_create_by_email,
+)
 from profiles.traits import TraitRule
 
 logger = logging.getLogger(__name__)
@@ -450,4 +454,23 @@ def _blanks_fill(*, kept: Profile, merged: Profile) -> None:
             setattr(kept, name, getattr(merged, name))
 
     kept.traits = {**merged.traits, **kept.traits}
-    kept.save(update_fields=[*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"])
+    changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"]
+    if _withdrawal_carried(kept=kept, merged=merged):
+        changed += ["subscription_status", "subscription_changed_at"]
+    kept.save(update_fields=changed)
+
+
+def _withdrawal_carried(*, kept: Profile, merged: Profile) -> bool:
+    # The person left (unsubscribed, or the address bounced) on the profile merged
+    # away, later than the kept profile's status was set: the kept profile takes
+    # that status, as its newest consent record now says. A subscription is never
+    # carried over: consent given without the kept profile's address is none for it.
+    if merged.subscription_status not in WITHDRAWN_STATUSES:
+        return False
+    since = kept.subscription_changed_at
+    left = merged.subscription_changed_at
+    if since is not None and (left is None or left <= since):
+        return False
+    kept.subscription_status = merged.subscription_status
+    kept.subscription_changed_at = left
+    return True
