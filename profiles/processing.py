@@ -71,9 +71,13 @@ def events_processing_request() -> bool:
     takes them along. A burst of requests thus costs one task, not one each.
     """
     now = timezone.now()
-    return _request_set(
-        now, unless_since=now - timedelta(seconds=PROCESSING_REQUEST_STALE_SECONDS)
-    )
+    fresh_since = now - timedelta(seconds=PROCESSING_REQUEST_STALE_SECONDS)
+    # Read first: while a run is asked for, a request writes nothing (the upsert
+    # below would lock the row, and commit, for each request of a burst). A run
+    # drops the request before it claims, so one still standing here claims later.
+    if ProcessingRequest.objects.filter(pk=1, requested_at__gte=fresh_since).exists():
+        return False
+    return _request_set(now, unless_since=fresh_since)
 
 
 def _request_set(now: datetime, *, unless_since: datetime | None) -> bool:

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import Message
 from profiles import processing
@@ -662,6 +663,16 @@ def test_requests_ask_for_one_run_until_it_begins(db, monkeypatch, queued_runs):
     assert events_process() == 1
     events_process_enqueue()
     assert len(queued_runs) == 2
+
+
+def test_a_request_while_a_run_is_asked_for_writes_nothing(db, queued_runs):
+    events_process_enqueue()
+
+    with CaptureQueriesContext(connection) as queries:
+        events_process_enqueue()
+
+    assert len(queued_runs) == 1
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT"]
 
 
 def test_a_request_not_begun_in_time_is_asked_again(db, monkeypatch, queued_runs):
