@@ -19,7 +19,8 @@
   of its latest processed event.
 - favourite_category: the category most often viewed, added or bought (`category`
   and `products[].category` of `Product Viewed`, `Product Added` and
-  `Order Completed`); a tie goes to the category seen most recently.
+  `Order Completed`, an order counted once, by its first processed report); a tie
+  goes to the category seen most recently.
 
 Kept, not recomputed: a chunk of new events adds to what the profile keeps
 (`engagement_value` as of `engagement_at`, and `category_counts`), so a refresh
@@ -299,7 +300,8 @@ _CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp, {_WEIGHED_AT} AS weighed_a
             WHEN e.type IN ('page', 'screen') AND e.event = '' THEN 'visit'
         END AS kind,
         CASE WHEN e.type = 'track' AND e.event = ANY(%(product_events)s::text[])
-            THEN e.properties END AS product_properties"""
+            THEN e.properties END AS product_properties,
+        e.type = 'track' AND e.event = %(order_event)s AS is_order"""
 
 # The fragments above are constants of this module; every value is a parameter.
 _FIGURES_UPDATE = f"""
@@ -365,12 +367,20 @@ visit_moves AS (
 ),
 order_events AS MATERIALIZED (
     -- Processed orders only (the chunk's are by now), as for a full count.
-    SELECT e.profile_id, e.id, e.timestamp, {_WEIGHED_AT} AS weighed_at,
-        {_ORDER_KEY} AS order_key, {_ORDER_RAW} AS raw,
+    SELECT e.profile_id, e.id, e.timestamp, e.processed_at,
+        {_WEIGHED_AT} AS weighed_at, {_ORDER_KEY} AS order_key, {_ORDER_RAW} AS raw,
         {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = %(order_event)s AND {_COUNTED}
+),
+order_reports AS (
+    -- The report of each order whose products count towards categories: the first
+    -- processed (the site and the shop may both report it). A chunk adds the
+    -- categories of those it processed.
+    SELECT DISTINCT ON (o.profile_id, o.order_key) o.id, o.fresh
+    FROM order_events o
+    ORDER BY o.profile_id, o.order_key, o.processed_at, o.id
 ),
 orders AS (
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.timestamp, o.raw,
@@ -462,6 +472,7 @@ chunk_categories AS (
         WHERE jsonb_typeof(item->'category') = 'string'
     ) found
     WHERE c.product_properties IS NOT NULL
+      AND (NOT c.is_order OR c.id IN (SELECT r.id FROM order_reports r WHERE r.fresh))
       AND c.profile_id = ANY(%(category_profiles)s::bigint[])
       AND btrim(found.category, %(category_blanks)s) <> ''
     GROUP BY 1, 2
@@ -712,9 +723,23 @@ def _weight_python(at: datetime, *, now: datetime) -> float:
 
 
 def _category_counts(rows: list[tuple]) -> dict[str, list]:
+    # An order counts by its first processed report, as _FIGURES_UPDATE reads it.
+    reports: dict[str, tuple] = {}
+    for row in rows:
+        if row[2] == EventType.TRACK and row[3] == ORDER_COMPLETED:
+            key = _order_key(row)
+            if key not in reports or (row[7], row[0]) < (
+                reports[key][7],
+                reports[key][0],
+            ):
+                reports[key] = row
+    counted_orders = {row[0] for row in reports.values()}
+
     counts: dict[str, list] = {}
     for row in rows:
         if row[2] != EventType.TRACK or row[3] not in PRODUCT_EVENTS:
+            continue
+        if row[3] == ORDER_COMPLETED and row[0] not in counted_orders:
             continue
         for category in _categories(_dict(row[5])):
             seen = row[4].timestamp()

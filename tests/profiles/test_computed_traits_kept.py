@@ -338,3 +338,31 @@ def test_an_event_that_failed_counts_in_no_figure():
     assert failed.processing_error
     assert_same(figures(profile.pk), recomputed(profile.pk, NOW))
     assert figures(profile.pk)["last_seen_at"] == NOW - timedelta(hours=1)
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-chunk", "two-chunks"])
+def test_an_order_reported_twice_counts_its_categories_once(together):
+    order = {"order_id": "6001", "total": 10, "products": [{"category": "Shoes"}]}
+    event(event="Order Completed", at=NOW - timedelta(hours=2), properties=order)
+    if not together:
+        process(NOW)
+    event(event="Order Completed", at=NOW - timedelta(hours=2), properties=order)
+    event(
+        event="Product Viewed",
+        at=NOW - timedelta(hours=1),
+        properties={"category": "Hats"},
+    )
+
+    process(NOW)
+
+    profile = user_profile()
+    kept = figures(profile.pk)
+    assert {name: n for name, (n, _) in kept["category_counts"].items()} == {
+        "Shoes": 1,
+        "Hats": 1,
+    }
+    assert kept["favourite_category"] == "Hats"  # the tie goes to the latest seen
+    assert_same(kept, recomputed(profile.pk, NOW))
+    by_sql = figures(profile.pk)
+    _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+    assert_same(figures(profile.pk), by_sql)
