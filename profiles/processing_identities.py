@@ -25,6 +25,7 @@ from profiles.models import (
     RejectedEvent,
     ShopCheckout,
     ShopOrder,
+    SubscriptionStatus,
 )
 from profiles.processing_identify import (
     identify_change_read,
@@ -32,11 +33,7 @@ from profiles.processing_identify import (
     identify_rejections,
 )
 from profiles.processing_traits import profile_traits_compute
-from profiles.services import (
-    WITHDRAWN_STATUSES,
-    profile_by_email_key,
-    profile_get_or_create_by_email,
-)
+from profiles.services import profile_by_email_key, profile_get_or_create_by_email
 from profiles.traits import TraitRule
 
 logger = logging.getLogger(__name__)
@@ -461,11 +458,11 @@ def _blanks_fill(*, kept: Profile, merged: Profile) -> None:
 
 
 def _withdrawal_carried(*, kept: Profile, merged: Profile) -> bool:
-    # The person left (unsubscribed, or the address bounced) on the profile merged
-    # away, later than the kept profile's status was set: the kept profile takes
-    # that status, as its newest consent record now says. A subscription is never
-    # carried over: consent given without the kept profile's address is none for it.
-    if merged.subscription_status not in WITHDRAWN_STATUSES:
+    # The person unsubscribed on the profile merged away, later than the kept
+    # profile's status was set: the kept profile takes that status, as its newest
+    # consent record now says. Neither a subscription nor a bounce is carried over:
+    # both are about an address, and the kept profile's is another.
+    if merged.subscription_status != SubscriptionStatus.UNSUBSCRIBED:
         return False
     since = kept.subscription_changed_at
     left = merged.subscription_changed_at

@@ -492,6 +492,37 @@ def test_a_merge_carries_over_a_later_unsubscribe_never_a_subscribe(
     assert newest.status == kept_status
 
 
+def test_a_merge_does_not_carry_over_a_bounce_of_another_address(db):
+    known = ProfileFactory(email="ana@example.com")
+    consent_record(
+        profile=known,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="form",
+        occurred_at=utc("2025-03-01T09:00:00Z"),
+    )
+    bounced = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=bounced, kind=IdentityKind.ANONYMOUS_ID, value="anon-bounced"
+    )
+    consent_record(
+        profile=bounced,
+        status=SubscriptionStatus.CLEANED,
+        source="esp",
+        occurred_at=utc("2025-03-02T09:00:00Z"),
+    )
+    track(
+        "bounced-identify",
+        type="identify",
+        anonymous_id="anon-bounced",
+        traits={"email": "ana@example.com"},
+    )
+
+    events_process_pending()
+
+    known.refresh_from_db()
+    assert known.subscription_status == SubscriptionStatus.SUBSCRIBED
+
+
 def test_a_merge_does_not_subscribe_the_kept_profile(db):
     known = ProfileFactory(
         email="ben@example.com", subscription_status=SubscriptionStatus.NOT_SUBSCRIBED
