@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -31,6 +32,13 @@ from profiles.models import (
 from profiles.processing import events_process_again
 from profiles.services import profile_by_email_key, profile_email_flags_set
 from profiles.shopify import shopify_delivery_process
+from profiles.signals import profiles_changed
+from profiles.traits import (
+    TraitInvalid,
+    trait_coerce,
+    trait_name_is_reserved,
+    trait_schema_load,
+)
 
 
 class WriteKeyAdminForm(forms.ModelForm):
@@ -133,6 +141,35 @@ class ProfileAdminForm(forms.ModelForm):
         self.normalized_email = email
         return email.key
 
+    def clean_traits(self) -> dict[str, Any]:
+        """Hold a trait the marketer adds or changes to the rules every input obeys.
+
+        A value kept from before its rule was declared is left as it is.
+        """
+        traits = self.cleaned_data.get("traits")
+        if not isinstance(traits, dict):
+            raise forms.ValidationError("Traits must be a JSON object of names.")
+        before = self.initial.get("traits") or {}
+        schema = trait_schema_load()
+        errors, stored = [], {}
+        for name, value in traits.items():
+            if name in before and before[name] == value:
+                continue
+            if trait_name_is_reserved(name):
+                errors.append(
+                    f"{name!r} is the name of a profile field or computed trait; "
+                    "edit the field itself, or name the trait otherwise."
+                )
+                continue
+            if name in schema:
+                try:
+                    stored[name] = trait_coerce(schema[name], value)
+                except TraitInvalid as exc:
+                    errors.append(exc.message)
+        if errors:
+            raise forms.ValidationError(errors)
+        return {**traits, **stored}
+
     def save(self, commit: bool = True) -> Profile:
         profile = super().save(commit=False)
         if profile.pk is not None:
@@ -165,10 +202,17 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
     # are kept from, identify fields) is left as the database has it.
     if profile._state.adding:
         profile.save()
-        return
-    changed = form.fields_changed()
-    if changed:
+    else:
+        changed = form.fields_changed()
+        if not changed:
+            return
         profile.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
+    # As after an event: every segment reads the profile again.
+    transaction.on_commit(
+        lambda: profiles_changed.send(
+            sender=Profile, profile_ids=[profile.pk], changed=None
+        )
+    )
 
 
 @admin.register(Profile)

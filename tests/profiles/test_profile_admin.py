@@ -238,3 +238,65 @@ def test_the_form_offers_every_field_the_admin_does_not_show_read_only():
     }
 
     assert set(ProfileAdminForm._meta.fields) == editable
+
+
+def test_a_trait_added_in_the_admin_obeys_its_declared_rule(admin_client):
+    from profiles.models import TraitDefinition, TraitType
+
+    TraitDefinition.objects.create(name="shoe_size", type=TraitType.NUMBER)
+    profile = Profile.objects.create(first_name="Kai", traits={"plan": "free"})
+
+    refused = admin_client.post(
+        f"/admin/profiles/profile/{profile.pk}/change/",
+        shown_as(profile, traits='{"plan": "free", "shoe_size": "huge"}'),
+    )
+    taken = admin_client.post(
+        f"/admin/profiles/profile/{profile.pk}/change/",
+        shown_as(profile, traits='{"plan": "free", "shoe_size": "42"}'),
+    )
+
+    assert refused.status_code == 200
+    assert "shoe_size" in refused.content.decode()
+    assert taken.status_code == 302
+    profile.refresh_from_db()
+    assert profile.traits == {"plan": "free", "shoe_size": 42}
+
+
+def test_a_trait_named_like_a_profile_field_is_refused_in_the_admin(admin_client):
+    profile = Profile.objects.create(first_name="Kai")
+
+    response = admin_client.post(
+        f"/admin/profiles/profile/{profile.pk}/change/",
+        shown_as(profile, traits='{"lifetime_value": 5000}'),
+    )
+
+    assert response.status_code == 200
+    assert "&#x27;lifetime_value&#x27; is the name of a profile field" in (
+        response.content.decode()
+    )
+    profile.refresh_from_db()
+    assert profile.traits == {}
+
+
+def test_an_edit_in_the_admin_has_the_segments_read_the_profile_again(
+    admin_client, django_capture_on_commit_callbacks
+):
+    from profiles.signals import profiles_changed
+
+    heard = []
+
+    def listen(sender, *, profile_ids, changed, **kwargs):
+        heard.append((profile_ids, changed))
+
+    profiles_changed.connect(listen, dispatch_uid="admin-edit-test")
+    try:
+        profile = Profile.objects.create(first_name="Kai")
+        with django_capture_on_commit_callbacks(execute=True):
+            admin_client.post(
+                f"/admin/profiles/profile/{profile.pk}/change/",
+                shown_as(profile, first_name="Zed"),
+            )
+    finally:
+        profiles_changed.disconnect(dispatch_uid="admin-edit-test")
+
+    assert heard == [([profile.pk], None)]
