@@ -295,7 +295,8 @@ def events_reprocess(
 ) -> None:
     # The beat sweep picks them up; nothing here runs the processing inline.
     count = events_process_again(events=queryset)
-    modeladmin.message_user(request, f"{count} events queued for processing again.")
+    events = "event" if count == 1 else "events"
+    modeladmin.message_user(request, f"{count} {events} queued for processing again.")
 
 
 @admin.register(Event)

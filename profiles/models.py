@@ -114,6 +114,7 @@ class ProfileIdentity(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "profile identities"
         constraints = [
             models.UniqueConstraint(fields=["kind", "value"], name="identity_unique"),
         ]

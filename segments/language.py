@@ -583,7 +583,12 @@ def _describe_op(rule: dict) -> str:
 def _describe_event(rule: dict) -> str:
     did = rule.get("did", True)
     count = rule.get("count")
-    times = f" {_COUNT_WORDS[count['op']]} {count['value']} times" if count else ""
+    times = (
+        f" {_COUNT_WORDS[count['op']]} {count['value']} "
+        f"{'time' if count['value'] == 1 else 'times'}"
+        if count
+        else ""
+    )
     where = "".join(
         f" where {c['property']} {_describe_op(c)}" for c in rule.get("where", [])
     )
