@@ -64,6 +64,7 @@ NOTICE_CODES = (
     "order_amount_unreadable",
     "order_amount_too_large",
     "order_amount_negative",
+    "order_currency_other",
     "merge_refused",
     "email_taken",
     "email_not_changed",

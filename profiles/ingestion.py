@@ -385,6 +385,15 @@ def _order_amount_warning(
     raw = properties.get(name)
     if raw is None:
         return None
+    currency = properties.get("currency")
+    ours = settings.BESPOKE_CURRENCY.upper()
+    if currency and str(currency).upper() != ours:
+        return (
+            "order_currency_other",
+            f"properties.currency {str(currency)[:20]!r} is not {ours}, the "
+            "currency lifetime value is kept in (BESPOKE_CURRENCY): the order counts "
+            "as an order but adds nothing to lifetime value or the average order",
+        )
     shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
     amount = number_coerce(raw)
     if amount is not None and amount >= ORDER_AMOUNT_LIMIT:

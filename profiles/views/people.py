@@ -125,7 +125,7 @@ def _computed_traits(profile: Profile) -> list[tuple[str, Any]]:
         ("Lifetime value", profile.lifetime_value),
         ("Orders", profile.order_count),
         # Over the orders that had an amount in the currency: not always every order.
-        ("Average order (of orders with an amount)", profile.average_order_value),
+        ("Average order (of orders in lifetime value)", profile.average_order_value),
         ("First order", profile.first_order_at),
         ("Last order", profile.last_order_at),
         ("Last seen", profile.last_seen_at),

@@ -236,7 +236,7 @@ def test_the_profile_page_shows_computed_and_declared_traits(signed_in):
     assert "<tr><th>Lifetime value</th><td>240.50</td></tr>" in page
     assert "<tr><th>Orders</th><td>2</td></tr>" in page
     assert (
-        "<tr><th>Average order (of orders with an amount)</th><td>120.25</td></tr>"
+        "<tr><th>Average order (of orders in lifetime value)</th><td>120.25</td></tr>"
         in page
     )
     assert "<tr><th>Engagement score</th><td>72</td></tr>" in page

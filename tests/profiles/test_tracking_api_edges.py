@@ -128,18 +128,23 @@ def test_an_order_whose_amount_is_no_number_is_stored_with_a_warning(client):
     [
         (1000000000, "order_amount_too_large", "properties.total 1000000000 is a "),
         ("-50", "order_amount_negative", "properties.total '-50' is below zero"),
+        ("EUR", "order_currency_other", "properties.currency 'EUR' is not USD"),
     ],
 )
 def test_an_order_amount_that_will_not_count_as_sent_is_warned_of(
-    client, total, code, words
+    client, settings, total, code, words
 ):
+    settings.BESPOKE_CURRENCY = "USD"
+    properties = {"order_id": "1", "total": total}
+    if total == "EUR":
+        properties = {"order_id": "1", "total": 100, "currency": "EUR"}
     order = json.dumps(
         {
             "type": "track",
             "messageId": "ord-odd",
             "userId": "u",
             "event": "Order Completed",
-            "properties": {"order_id": "1", "total": total},
+            "properties": properties,
         }
     )
 
