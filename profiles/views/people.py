@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -99,7 +99,16 @@ def _profiles_filter(
 
 @staff_required
 def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    profile = get_object_or_404(Profile, pk=pk)
+    profile = Profile.objects.filter(pk=pk).first()
+    if profile is None:
+        # A profile merged away: its page is the kept one's, which records it.
+        merge = (
+            ProfileMerge.objects.filter(merged_profile_id=pk).order_by("-pk").first()
+        )
+        if merge is None:
+            raise Http404(f"There is no profile #{pk}.")
+        flash.info(request, f"Profile #{pk} was merged into #{merge.kept_id}.")
+        return redirect("profile_detail", pk=merge.kept_id)
 
     events = profile.events.order_by("-timestamp", "-pk")
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))

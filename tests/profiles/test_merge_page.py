@@ -460,3 +460,17 @@ def test_the_merge_page_of_a_profile_that_does_not_exist_is_not_found(signed_in)
     response = signed_in.get(reverse("profile_merge", kwargs={"pk": 987654}))
 
     assert response.status_code == 404
+
+
+def test_the_page_of_a_profile_merged_away_leads_to_the_kept_one(signed_in):
+    kept = ProfileFactory(email="ana@example.com")
+    merged = Profile.objects.create()
+    merged_pk = merged.pk
+    people._merge_by_hand(kept, merged, user=UserFactory(is_staff=True))
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": merged_pk}))
+
+    assert response.status_code == 302
+    assert response.url == reverse("profile_detail", kwargs={"pk": kept.pk})
+    missing = signed_in.get(reverse("profile_detail", kwargs={"pk": merged_pk + 999}))
+    assert missing.status_code == 404
