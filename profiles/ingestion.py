@@ -25,6 +25,10 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
+from profiles.processing_identify import (
+    IDENTIFY_FIELD_TRAITS,
+    identify_trait_reserved,
+)
 from profiles.processing_traits import (
     ORDER_AMOUNT_LIMIT,
     ORDER_COMPLETED,
@@ -32,7 +36,13 @@ from profiles.processing_traits import (
 )
 from profiles.processing_writes import server_bound_cursor
 from profiles.tasks import events_process_enqueue
-from profiles.traits import TraitInvalid, TraitRule, trait_coerce, trait_schema_load
+from profiles.traits import (
+    TraitInvalid,
+    TraitRule,
+    trait_coerce,
+    trait_name_is_reserved,
+    trait_schema_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -430,6 +440,10 @@ def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple
     schema = _trait_schema_recent()
     notices = []
     for name, raw in traits.items():
+        if name not in IDENTIFY_FIELD_TRAITS and trait_name_is_reserved(name):
+            exc = identify_trait_reserved(name)
+            notices.append((f"trait_invalid:{exc.reason}", exc.message))
+            continue
         rule = schema.get(name)
         if rule is None:
             continue

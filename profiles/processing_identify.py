@@ -11,10 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiles.models import Event, Profile, RejectedEvent
-from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+from profiles.traits import (
+    TraitInvalid,
+    TraitRule,
+    trait_coerce,
+    trait_name_is_reserved,
+)
 
 # Identify traits that become profile fields (or identities) rather than traits.
-RESERVED_TRAITS = {
+IDENTIFY_FIELD_TRAITS = {
     "email",
     "firstName",
     "first_name",
@@ -22,6 +27,8 @@ RESERVED_TRAITS = {
     "last_name",
     "name",
     "phone",
+    # Segment's `id` trait is the userId again.
+    "id",
 }
 TRAIT_INVALID_CODE = "trait_invalid:{reason}"
 
@@ -51,7 +58,12 @@ def identify_change_read(
     # The address stays whole in traits too: street and postal code have no field.
     change = IdentifyChange(fields=fields, traits={})
     for name, raw in traits.items():
-        if name in RESERVED_TRAITS:
+        if name in IDENTIFY_FIELD_TRAITS:
+            continue
+        if trait_name_is_reserved(name):
+            # As an import refuses such a column: a custom trait by that name would
+            # stand beside the field or computed trait, and templates read theirs.
+            change.refused.append((name, raw, identify_trait_reserved(name)))
             continue
         rule = schema.get(name)
         if rule is None:
@@ -63,6 +75,16 @@ def identify_change_read(
         except TraitInvalid as exc:
             change.refused.append((name, raw, exc))
     return change
+
+
+def identify_trait_reserved(name: str) -> TraitInvalid:
+    """The reason a custom trait named like a profile field is not stored."""
+    return TraitInvalid(
+        "reserved_name",
+        f"{name}: is the name of a profile field or computed trait, so it is not "
+        "kept as a custom trait (a place goes in address.city, address.state and "
+        "address.country)",
+    )
 
 
 def identify_change_set(*, profile: Profile, change: IdentifyChange) -> list[str]:

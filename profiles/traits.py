@@ -35,7 +35,7 @@ THOUSANDS_SPACED = re.compile(r"[+-]?[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]*)?")
 # How much of a raw value a message quotes: a cell can hold thousands of characters.
 QUOTED_MAX_CHARS = 40
 # Names a custom trait cannot have, compared case-folded: the names an identify turns
-# into profile fields (processing_identify.RESERVED_TRAITS), the profile's own
+# into profile fields (processing_identify.IDENTIFY_FIELD_TRAITS), the profile's own
 # fields, and what templates read from a profile besides them
 # (campaigns/rendering.PROFILE_KEYS). A trait of such a name would be shadowed by
 # the field wherever a profile is shown or rendered.

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from profiles.keys import write_key_create, write_key_revoke
 from profiles.models import TraitDefinition, WriteKey
-from profiles.processing_identify import RESERVED_TRAITS
+from profiles.processing_identify import IDENTIFY_FIELD_TRAITS
 from profiles.traits import trait_name_is_reserved
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_a_trait_cannot_be_declared_under_a_profile_fields_name(signed_in, name)
 def test_every_name_an_identify_or_a_template_reads_from_a_profile_is_reserved():
     from campaigns.rendering import PROFILE_KEYS
 
-    names = RESERVED_TRAITS | PROFILE_KEYS | {"id", "created_at"}
+    names = IDENTIFY_FIELD_TRAITS | PROFILE_KEYS | {"id", "created_at"}
 
     assert [name for name in names if not trait_name_is_reserved(name)] == []
     assert not trait_name_is_reserved("favorite_color")
@@ -107,3 +107,43 @@ def test_a_name_that_only_looks_different_is_the_same_name(signed_in, lookalike)
 
     assert "is in use already" in response.content.decode()
     assert WriteKey.objects.count() == 1
+
+
+def test_an_identify_trait_named_like_a_profile_field_is_named_and_not_stored(
+    db, client, django_capture_on_commit_callbacks
+):
+    import base64
+    import json
+
+    from profiles.models import IdentityKind, ProfileIdentity, RejectedEvent
+    from profiles.processing import events_process_pending
+
+    token = base64.b64encode(b"test-env-write-key:").decode()
+    body = {
+        "userId": "usr_carol",
+        "messageId": "carol-1",
+        "traits": {
+            "email": "carol@example.com",
+            "lifetime_value": 5000,
+            "city": "Lyon",
+            "id": "usr_carol",
+            "plan": "pro",
+        },
+    }
+
+    response = client.post(
+        "/v1/identify",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Basic {token}",
+    )
+    events_process_pending()
+
+    assert response.status_code == 200
+    notices = response.json()["warnings"]
+    assert [n["code"] for n in notices] == ["trait_invalid:reserved_name"] * 2
+    assert "a place goes in address.city" in notices[1]["message"]
+    carol = ProfileIdentity.objects.get(kind=IdentityKind.USER_ID, value="usr_carol")
+    assert carol.profile.traits == {"plan": "pro"}
+    refused = RejectedEvent.objects.filter(code="trait_invalid:reserved_name")
+    assert sorted(r.payload["trait"] for r in refused) == ["city", "lifetime_value"]
