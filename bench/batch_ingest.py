@@ -37,14 +37,12 @@ production deployment would.
 import argparse
 import cProfile
 import json
-import logging
 import os
 import pstats
 import random
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,10 +53,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bench.database import SERVER_URL, database_create, database_drop, django_setup
+
 BENCH_DB = "bespoke_bench_events"
-SERVER_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432"
-).rstrip("/")
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 BATCH_EVENTS = 100
 WORKER_READY_SECONDS = 60
@@ -92,7 +89,7 @@ COPY_COLUMNS = (
 
 def main() -> None:
     args = _arguments()
-    _database_create()
+    database_create(BENCH_DB)
     try:
         _django_setup()
         batches = _batches_generate(
@@ -104,7 +101,7 @@ def main() -> None:
         copy_rate = _copy_measure()
         floor_rate = _floor_measure()
     finally:
-        _database_drop()
+        database_drop(BENCH_DB)
 
     ratio = api_rate / copy_rate
     print(f"API + processing: {stored} events, {api_rate:,.0f} events/s")
@@ -156,42 +153,13 @@ def _arguments() -> argparse.Namespace:
 # The database --------------------------------------------------------------------
 
 
-def _admin_execute(sql: str) -> None:
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def _database_create() -> None:
-    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-    _admin_execute(f"CREATE DATABASE {BENCH_DB}")
-
-
-def _database_drop() -> None:
-    try:
-        from django.db import connections
-
-        connections.close_all()
-    except ImportError:
-        pass
-    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-
-
 def _django_setup() -> None:
-    os.environ["DATABASE_URL"] = f"{SERVER_URL}/{BENCH_DB}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["ALLOWED_HOSTS"] = "testserver"
-    os.environ["CELERY_BROKER_URL"] = BROKER_URL
-    os.environ["DATABASE_CONN_MAX_AGE"] = "600"
-    os.environ["BESPOKE_VAR_DIR"] = tempfile.mkdtemp(prefix="bespoke-bench-")
-
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    # One log line per request would measure the terminal, not Bespoke.
-    logging.disable(logging.INFO)
-    call_command("migrate", verbosity=0)
+    django_setup(
+        BENCH_DB,
+        ALLOWED_HOSTS="testserver",
+        CELERY_BROKER_URL=BROKER_URL,
+        DATABASE_CONN_MAX_AGE="600",
+    )
 
     from profiles.models import WriteKey
 

@@ -21,17 +21,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
+from bench.database import database_create, database_drop, django_setup
 
 BENCH_DB = "bespoke_bench_merges"
-SERVER_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432"
-).rstrip("/")
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
 WRITE_KEY = "bench-merges-key"
 BATCH_EVENTS = 100
@@ -43,8 +39,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=2000)
     args = parser.parse_args()
 
-    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-    _admin_execute(f"CREATE DATABASE {BENCH_DB}")
+    database_create(BENCH_DB)
     try:
         _django_setup()
         merge_ms, link_ms = _measure(args.people)
@@ -65,38 +60,16 @@ def main() -> None:
     )
 
 
-def _admin_execute(sql: str) -> None:
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def _database_drop() -> None:
-    from django.db import connections
-
     from config.celery import app
 
     app.control.purge()
-    connections.close_all()
-    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    database_drop(BENCH_DB)
 
 
 def _django_setup() -> None:
-    os.environ["DATABASE_URL"] = f"{SERVER_URL}/{BENCH_DB}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["ALLOWED_HOSTS"] = "testserver"
     # Segment refreshes are queued on their own Redis database, purged after.
-    os.environ["CELERY_BROKER_URL"] = BROKER_URL
-    os.environ["BESPOKE_VAR_DIR"] = tempfile.mkdtemp(prefix="bespoke-bench-")
-
-    import logging
-
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    logging.disable(logging.INFO)
-    call_command("migrate", verbosity=0)
+    django_setup(BENCH_DB, ALLOWED_HOSTS="testserver", CELERY_BROKER_URL=BROKER_URL)
 
     from profiles.models import WriteKey
 

@@ -20,21 +20,17 @@ and the ratio. The database is dropped after.
 """
 
 import argparse
-import os
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 from psycopg.types.json import Jsonb
 
+from bench.database import database_create, database_drop, django_setup
+
 BENCH_DB = "bespoke_bench_traits"
-SERVER_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432"
-).rstrip("/")
 SEED = 20250316
 CATEGORIES = ["Daypacks", "Tents", "Boots", "Jackets", "Stoves", "Maps", "Socks"]
 EVENT_COLUMNS = (
@@ -67,13 +63,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-    _admin_execute(f"CREATE DATABASE {BENCH_DB}")
+    database_create(BENCH_DB)
     try:
-        _django_setup()
+        django_setup(BENCH_DB)
         kept_ms, full_ms = _measure(args)
     finally:
-        _database_drop()
+        database_drop(BENCH_DB)
 
     print(f"kept: {kept_ms:.0f} ms a chunk; computed in full: {full_ms:.0f} ms")
     from bench.report import bench_row_write
@@ -88,34 +83,6 @@ def main() -> None:
         ),
         command="python -m bench.traits",
     )
-
-
-def _admin_execute(sql: str) -> None:
-    with psycopg.connect(f"{SERVER_URL}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def _database_drop() -> None:
-    from django.db import connections
-
-    connections.close_all()
-    _admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-
-
-def _django_setup() -> None:
-    os.environ["DATABASE_URL"] = f"{SERVER_URL}/{BENCH_DB}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
-    os.environ["DJANGO_DEBUG"] = "false"
-    os.environ["BESPOKE_VAR_DIR"] = tempfile.mkdtemp(prefix="bespoke-bench-")
-
-    import logging
-
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    logging.disable(logging.INFO)
-    call_command("migrate", verbosity=0)
 
 
 def _measure(args: argparse.Namespace) -> tuple[float, float]:

@@ -48,6 +48,17 @@ def outbox_email_backend(settings):
 
 
 @pytest.fixture
+def tasks_inline():
+    """Run Celery tasks in the calling process while the test runs."""
+    from config.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = before
+
+
+@pytest.fixture
 def celery_worker_own_queue():
     """A real Celery worker on the Redis broker, consuming a queue of this run's own.
 

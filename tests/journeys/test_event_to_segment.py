@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from config.celery import app
 from profiles.processing import events_process_pending
 from segments.models import SegmentMembership
 from segments.services import segment_save
@@ -14,14 +13,6 @@ from tests.factories import ProfileFactory
 pytestmark = pytest.mark.django_db
 
 AUTH = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
-
-
-@pytest.fixture
-def tasks_inline():
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
 
 
 def track(client, payload: dict) -> None:

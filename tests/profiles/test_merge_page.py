@@ -7,7 +7,6 @@ import pytest
 from django.template import Context, Template
 from django.urls import reverse
 
-from config.celery import app
 from profiles.models import (
     Event,
     IdentityKind,
@@ -32,14 +31,6 @@ VIP_RULE = {"attribute": "tags", "op": "contains", "value": "VIP"}
 def signed_in(client, marketer):
     client.force_login(marketer)
     return client
-
-
-@pytest.fixture
-def tasks_inline():
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
 
 
 @pytest.fixture

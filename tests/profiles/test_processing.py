@@ -1291,16 +1291,6 @@ def test_an_alias_that_merges_in_mid_chunk_leaves_no_event_on_the_merged_profile
     assert click.profile_id == grace.pk
 
 
-@pytest.fixture
-def tasks_inline():
-    from config.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = before
-
-
 @pytest.mark.parametrize(
     ("kind", "fields"),
     [
