@@ -28,31 +28,12 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg.types.json import Jsonb
 
+from bench.batch_ingest import COPY_COLUMNS
 from bench.database import database_create, database_drop, django_setup
 
 BENCH_DB = "bespoke_bench_traits"
 SEED = 20250316
 CATEGORIES = ["Daypacks", "Tents", "Boots", "Jackets", "Stoves", "Maps", "Socks"]
-EVENT_COLUMNS = (
-    "message_id",
-    "type",
-    "event",
-    "name",
-    "user_id",
-    "anonymous_id",
-    "previous_id",
-    "group_id",
-    "profile_id",
-    "properties",
-    "traits",
-    "context",
-    "integrations",
-    "source",
-    "timestamp",
-    "received_at",
-    "processed_at",
-    "processing_error",
-)
 
 
 def main() -> None:
@@ -147,7 +128,7 @@ def _events_copy(
     from django.db import connection
 
     span = (until - since).total_seconds()
-    columns = ", ".join(EVENT_COLUMNS)
+    columns = ", ".join(COPY_COLUMNS)
     with connection.cursor() as cursor:
         raw = cursor.cursor
         with raw.copy(f"COPY profiles_event ({columns}) FROM STDIN") as copy:
@@ -191,6 +172,8 @@ def _event_row(rng: random.Random, profile_id: int, at: datetime, now: datetime)
         Jsonb({}),
         "bench",
         at,
+        None,
+        None,
         at,
         now,
         "",
