@@ -348,9 +348,12 @@ def profile_merge(
     _merged_delete(merged)
     if traits_now:
         profile_traits_compute(profile=kept)
-    # The kept profile now holds events a chunk being processed may also count as
-    # new to it: its next refresh reads all of its events instead of adding.
-    Profile.objects.filter(pk=kept.pk).update(engagement_at=None, category_counts=None)
+    else:
+        # The kept profile now holds events the chunk processing this merge may
+        # also count as new to it: its refresh reads all of its events instead.
+        Profile.objects.filter(pk=kept.pk).update(
+            engagement_at=None, category_counts=None
+        )
 
     ProfileMerge.objects.create(
         kept=kept, merged_profile_id=merged_id, reason=reason[:200], moved=moved

@@ -97,7 +97,6 @@ COMPUTED_FIELDS = (
     "engagement_score",
     "favourite_category",
 )
-ORDER_FIELDS = COMPUTED_FIELDS[:5]
 LATEST_FIELDS = ("last_seen_at", "last_opened_at", "last_clicked_at")
 # What the figures are kept from between refreshes (Profile's fields of the name).
 KEPT_FIELDS = ("engagement_value", "engagement_at", "category_counts")

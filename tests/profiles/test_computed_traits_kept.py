@@ -366,3 +366,21 @@ def test_an_order_reported_twice_counts_its_categories_once(together):
     by_sql = figures(profile.pk)
     _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
     assert_same(figures(profile.pk), by_sql)
+
+
+def test_a_profile_merged_by_hand_keeps_figures_later_events_add_to():
+    from profiles.processing import profile_merge
+
+    event(event="Email Opened", at=NOW - timedelta(days=2))
+    event("usr_2", event="Product Viewed", properties={"category": "Boots"})
+    process(NOW)
+    kept, other = user_profile(), user_profile("usr_2")
+    with time_machine.travel(NOW, tick=False):
+        profile_merge(first=kept, second=other, reason="by hand", explicit=True)
+    event(event="Email Link Clicked", at=NOW + timedelta(hours=1))
+
+    process(NOW + timedelta(hours=1))
+
+    figures_now = figures(kept.pk)
+    assert figures_now["category_counts"]["Boots"][0] == 1
+    assert_same(figures_now, recomputed(kept.pk, NOW + timedelta(hours=1)))
