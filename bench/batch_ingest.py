@@ -1,6 +1,6 @@
 """How fast Segment batches are stored and processed, against PostgreSQL's raw COPY.
 
-Run: python -m bench.batch_ingest [--events 200000] [--workers 2] [--profile]
+Run: python -m bench.batch_ingest [--events 200000] [--workers 2] [--profile] [--cpu]
 
 It creates and migrates its own database (bespoke_bench_events on the server named by
 BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432), then measures:
@@ -20,7 +20,9 @@ BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432), then measures:
     view, the database) but no socket and no HTTP parser, so the API figure is about
     Bespoke's own work, in one process that a profiler can read (--profile profiles
     this process, not the workers); a real server adds its parsing cost but spreads
-    requests over many processes.
+    requests over many processes. --cpu prints the CPU seconds the API, the workers
+    and each one's PostgreSQL backends spent on (a), per 100,000 events: on a
+    two-core host the sum, not any one part, is what limits the rate.
 (b) the raw COPY rate of the same rows into a plain events-shaped table (no index,
     no key) with psycopg 3's cursor.copy.
 (c) the floor under any ingest design on this schema: the processed event rows
@@ -53,6 +55,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bench.cpu import CpuMeter, backends, descendants
 from bench.database import SERVER_URL, database_create, database_drop, django_setup
 
 BENCH_DB = "bespoke_bench_events"
@@ -96,7 +99,7 @@ def main() -> None:
             events=args.events, users=args.users, seed=args.seed
         )
         api_rate, stored = _api_measure(
-            batches, profile=args.profile, workers=args.workers
+            batches, profile=args.profile, cpu=args.cpu, workers=args.workers
         )
         copy_rate = _copy_measure()
         floor_rate = _floor_measure()
@@ -140,6 +143,11 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", action="store_true", help="print where (a) spends its time"
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="print the CPU seconds each process of (a) spends (Linux only)",
     )
     parser.add_argument(
         "--record-from",
@@ -265,15 +273,22 @@ def _track(rng: random.Random) -> dict[str, Any]:
 
 
 def _api_measure(
-    batches: list[bytes], *, profile: bool, workers: int
+    batches: list[bytes], *, profile: bool, cpu: bool, workers: int
 ) -> tuple[float, int]:
+    from django.db import connection
     from django.test import Client
 
     from profiles.models import Event
 
     client = Client()
     profiler = cProfile.Profile() if profile else None
-    with _celery_workers(workers):
+    with _celery_workers(workers) as worker:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (api_backend,) = cursor.fetchone()
+        meter = _cpu_meter(api_backend, worker.pid) if cpu else None
+        if meter:
+            meter.start()
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -290,6 +305,8 @@ def _api_measure(
         posted = time.perf_counter() - started
         _processing_wait()
         elapsed = time.perf_counter() - started
+        if meter:
+            meter.stop()
 
     stored = Event.objects.filter(processed_at__isnull=False).count()
     failed = Event.objects.exclude(processing_error="").count()
@@ -299,6 +316,8 @@ def _api_measure(
         f"API: {stored / posted:,.0f} events/s stored ({posted:.1f} s); "
         f"every event processed {elapsed - posted:.1f} s after the last request"
     )
+    if meter:
+        print(meter.report(count=stored, per=100_000, unit="events"))
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
@@ -306,8 +325,21 @@ def _api_measure(
     return stored / elapsed, stored
 
 
+def _cpu_meter(api_backend: int, worker: int) -> CpuMeter:
+    return CpuMeter(
+        {
+            "API (Python)": lambda: [os.getpid()],
+            "API (PostgreSQL)": lambda: [api_backend],
+            "workers (Python)": lambda: [worker, *descendants(worker)],
+            "workers (PostgreSQL)": lambda: [
+                pid for pid in backends(BENCH_DB) if pid != api_backend
+            ],
+        }
+    )
+
+
 @contextmanager
-def _celery_workers(count: int) -> Iterator[None]:
+def _celery_workers(count: int) -> Iterator[subprocess.Popen]:
     """Run `count` Celery worker processes on the bench database for the block."""
     from config.celery import app
 
@@ -321,7 +353,7 @@ def _celery_workers(count: int) -> Iterator[None]:
     worker = subprocess.Popen(command, env=os.environ.copy())
     try:
         _worker_ready_wait(app, worker, name=name)
-        yield
+        yield worker
     finally:
         worker.terminate()
         try:
