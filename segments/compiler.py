@@ -22,15 +22,15 @@ from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q, Value
 from django.db.models.functions import ExtractDay, ExtractMonth, Substr
 from django.db.models.lookups import (
+    Contains,
     Exact,
     GreaterThan,
     GreaterThanOrEqual,
-    IContains,
     In,
     IsNull,
-    IStartsWith,
     LessThan,
     LessThanOrEqual,
+    StartsWith,
 )
 from django.utils import timezone
 
@@ -39,9 +39,9 @@ from profiles.models import Event, Profile, ProfileTag, TraitType
 from segments.expressions import (
     ArrayItemEquals,
     ArrayItemMatches,
+    Caseless,
     JsonNumber,
     json_text,
-    lower_text,
 )
 from segments.geo import CONTINENTS
 from segments.language import (
@@ -172,7 +172,7 @@ class _Compiler:
     def tags(self, node: dict) -> Q:
         tags = ProfileTag.objects.filter(profile=OuterRef("pk"))
         if node["op"] == "contains":
-            tags = tags.filter(name__iexact=node["value"])
+            tags = tags.filter(Exact(Caseless("name"), Caseless(Value(node["value"]))))
         has = Q(Exists(tags))
         return ~has if node["op"] == "is_empty" else has
 
@@ -206,14 +206,15 @@ class _Compiler:
             return present
         if op == "is_empty":
             return ~present
+        # Both sides are lower-cased by the database (see Caseless).
         if op == "contains":
-            return known & Q(IContains(expression, value))
+            return known & Q(Contains(Caseless(expression), Caseless(Value(value))))
         if op == "starts_with":
-            return known & Q(IStartsWith(expression, value))
+            return known & Q(StartsWith(Caseless(expression), Caseless(Value(value))))
 
         values = value if op in ("in", "not_in") else [value]
         matched = known & Q(
-            In(lower_text(expression), [str(v).lower() for v in values])
+            In(Caseless(expression), [Caseless(Value(str(v))) for v in values])
         )
         return matched if op in ("eq", "in") else ~matched
 

@@ -8,9 +8,14 @@ number instead of failing the query.
 
 from typing import Any
 
-from django.db.models import BooleanField, Expression, F, FloatField, TextField
+from django.db.models import BooleanField, Expression, F, FloatField, Func, TextField
 
 from segments.language import rule_number
+
+# SQLite's own lower() changes only A to Z: Bespoke registers this function on every
+# SQLite connection (segments.apps) to lower-case text as segments.language.caseless
+# does.
+SQLITE_CASELESS = "bespoke_caseless"
 
 # A number as text: optional sign, digits, optional fraction, optional exponent.
 NUMBER_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
@@ -121,21 +126,23 @@ class ArrayItemMatches(Expression):
     def set_source_expressions(self, exprs: list) -> None:
         (self.column,) = exprs
 
-    def _condition(self, item_text: str) -> tuple[str, list]:
+    def _condition(self, item_text: str, lower: str) -> tuple[str, list]:
+        # Both sides lower-cased by the database, as Caseless does.
         op, value = self.op, self.value
+        item = f"{lower}({item_text})"
         if op == "eq":
-            return f"LOWER({item_text}) = LOWER(%s)", [str(value)]
+            return f"{item} = {lower}(%s)", [str(value)]
         if op == "neq":
-            return f"LOWER({item_text}) <> LOWER(%s)", [str(value)]
+            return f"{item} <> {lower}(%s)", [str(value)]
         if op == "in":
-            marks = ", ".join(["LOWER(%s)"] * len(value))
-            return f"LOWER({item_text}) IN ({marks})", [str(v) for v in value]
+            marks = ", ".join([f"{lower}(%s)"] * len(value))
+            return f"{item} IN ({marks})", [str(v) for v in value]
         if op == "contains":
-            pattern = f"%{_like_escape(str(value).lower())}%"
-            return f"LOWER({item_text}) LIKE %s ESCAPE '\\'", [pattern]
+            pattern = f"%{_like_escape(str(value))}%"
+            return f"{item} LIKE {lower}(%s) ESCAPE '\\'", [pattern]
         if op == "starts_with":
-            pattern = f"{_like_escape(str(value).lower())}%"
-            return f"LOWER({item_text}) LIKE %s ESCAPE '\\'", [pattern]
+            pattern = f"{_like_escape(str(value))}%"
+            return f"{item} LIKE {lower}(%s) ESCAPE '\\'", [pattern]
         raise ValueError(op)
 
     def as_postgresql(self, compiler, connection):
@@ -153,7 +160,7 @@ class ArrayItemMatches(Expression):
                 rule_number(self.value),
             ]
         else:
-            cond, cond_params = self._condition(item)
+            cond, cond_params = self._condition(item, "LOWER")
             cond_params = [self.item_key] * cond.count(item) + cond_params
         sql = (
             f"EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN "
@@ -176,7 +183,7 @@ class ArrayItemMatches(Expression):
             number = rule_number(self.value)
             cond_params = [path, path, number, path, path, path, path, number]
         else:
-            cond, cond_params = self._condition(item)
+            cond, cond_params = self._condition(item, SQLITE_CASELESS)
             cond_params = [path] * cond.count(item) + cond_params
         sql = (
             f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type({column}, %s) = 'array' "
@@ -193,11 +200,23 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def lower_text(expression: Any) -> Any:
-    """Return the expression as lower-case text, for case-insensitive comparisons."""
-    from django.db.models.functions import Cast, Lower
+class Caseless(Func):
+    """An expression's text lower-cased letter by letter, the same on both databases.
 
-    return Lower(Cast(expression, TextField()))
+    Rules compare text with both sides passed through this, never one side lowered
+    in Python, so a value matches however either side is written.
+    """
+
+    function = "LOWER"
+    output_field = TextField()
+
+    def __init__(self, expression: Any) -> None:
+        from django.db.models.functions import Cast
+
+        super().__init__(Cast(expression, TextField()))
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, function=SQLITE_CASELESS, **extra)
 
 
 class ArrayItemEquals(Expression):

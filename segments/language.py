@@ -254,8 +254,8 @@ class _Checker:
             if wrong:
                 self.fail(path, f"{described}: use true or false, not {wrong[0]!r}")
         elif rule.allowed_values:
-            allowed_text = {str(v).lower() for v in rule.allowed_values}
-            wrong = [v for v in values if str(v).lower() not in allowed_text]
+            allowed_text = {caseless(str(v)) for v in rule.allowed_values}
+            wrong = [v for v in values if caseless(str(v)) not in allowed_text]
             if wrong:
                 listed = ", ".join(str(v) for v in rule.allowed_values)
                 self.fail(
@@ -677,3 +677,15 @@ def _attribute_dependency(name: str) -> str:
     if name.startswith("traits."):
         return f"trait:{name[len('traits.') :]}"
     return f"field:{name}"
+
+
+def caseless(text: str | None) -> str | None:
+    """Return text as rules compare it: each letter lower-cased on its own.
+
+    This is PostgreSQL's lower(): a capital dotted İ becomes a plain i (Python's own
+    lower() makes it i and a combining dot, which no stored "istanbul" matches),
+    and a final capital sigma becomes σ wherever it stands.
+    """
+    if text is None:
+        return None
+    return "".join("i" if letter == "\u0130" else letter.lower() for letter in text)

@@ -82,7 +82,9 @@ class Reference:
             return inside if op in ("eq", "in") else not inside
         if name == "tags":
             if op == "contains":
-                return any(tag.lower() == rule["value"].lower() for tag in person.tags)
+                return any(
+                    caseless(tag) == caseless(rule["value"]) for tag in person.tags
+                )
             return bool(person.tags) if op == "exists" else not person.tags
         if name == "created_at":
             return self.date_value(person.fields.get(name), rule)
@@ -256,6 +258,11 @@ def numeric_comparison(op: str, value: Any) -> bool:
     )
 
 
+def caseless(text: str) -> str:
+    """Text as rules compare it: a dotted capital I is i, then each letter lowered."""
+    return "".join(map(str.lower, text.replace("\u0130", "i")))
+
+
 def text_matches(text: str | None, rule: dict) -> bool:
     op, value = rule["op"], rule.get("value")
     present = text is not None and text != ""
@@ -264,11 +271,11 @@ def text_matches(text: str | None, rule: dict) -> bool:
     if op == "is_empty":
         return not present
     if op == "contains":
-        return text is not None and str(value).lower() in text.lower()
+        return text is not None and caseless(str(value)) in caseless(text)
     if op == "starts_with":
-        return text is not None and text.lower().startswith(str(value).lower())
-    values = [str(v).lower() for v in (value if isinstance(value, list) else [value])]
-    inside = text is not None and text.lower() in values
+        return text is not None and caseless(text).startswith(caseless(str(value)))
+    values = [caseless(str(v)) for v in (value if isinstance(value, list) else [value])]
+    inside = text is not None and caseless(text) in values
     return inside if op in ("eq", "in") else not inside
 
 
@@ -297,7 +304,7 @@ def product_item_matches(raw: Any, condition: dict) -> bool:
     if text is None:
         return False
     if op == "neq":
-        return text.lower() != str(value).lower()
+        return caseless(text) != caseless(str(value))
     return text_matches(text, condition)
 
 

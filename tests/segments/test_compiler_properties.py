@@ -30,7 +30,8 @@ EVENT_NAMES = [
 ]
 
 texts = st.sampled_from(
-    ["Ana", "ana", "Ben", "", "Chloé", "Paris", "paris", "São Paulo"]
+    ["Ana", "ana", "Ben", "", "Chloé", "Paris", "paris", "São Paulo", "İstanbul"]
+    + ["ZÜRICH", "Zürich"]
 )
 days = st.sampled_from([0, 1, 3, 7, 30, 365])
 moments = st.one_of(
@@ -52,7 +53,9 @@ def products(draw):
     return [
         {
             "product_id": draw(st.sampled_from(["p1", "p2"])),
-            "category": draw(st.sampled_from(["Outerwear", "outerwear", "Socks"])),
+            "category": draw(
+                st.sampled_from(["Outerwear", "outerwear", "Socks", "İç Giyim"])
+            ),
             "price": draw(st.one_of(numbers, numeric_text)),
         }
         for _ in range(draw(st.integers(0, 2)))
@@ -63,7 +66,7 @@ def products(draw):
 def events(draw):
     properties = {}
     for key, values in (
-        ("category", st.sampled_from(["Outerwear", "outerwear", "Socks"])),
+        ("category", st.sampled_from(["Outerwear", "outerwear", "Socks", "İç Giyim"])),
         ("total", st.one_of(numbers, numeric_text)),
         ("product_id", st.sampled_from(["p1", "p2"])),
         ("campaign_id", st.sampled_from(["1", "2"])),
@@ -132,12 +135,16 @@ def text_leaf():
         lambda name, op, value: {"attribute": name, "op": op, "value": value},
         st.sampled_from(["first_name", "city", "country_code", "email", "traits.tier"]),
         st.sampled_from(["eq", "neq", "contains", "starts_with", "exists", "is_empty"]),
-        st.sampled_from(["ana", "Paris", "FR", "gold", "", "o"]),
+        st.sampled_from(["ana", "Paris", "FR", "gold", "", "o", "istanbul", "zür"]),
     ) | st.builds(
         lambda name, op, values: {"attribute": name, "op": op, "value": values},
         st.sampled_from(["first_name", "traits.tier", "country_code"]),
         st.sampled_from(["in", "not_in"]),
-        st.lists(st.sampled_from(["ana", "gold", "FR", "Ben"]), min_size=1, max_size=3),
+        st.lists(
+            st.sampled_from(["ana", "gold", "FR", "Ben", "İSTANBUL", "zürich"]),
+            min_size=1,
+            max_size=3,
+        ),
     )
 
 
@@ -190,7 +197,7 @@ def property_condition():
         st.builds(
             lambda op, value: {"property": "category", "op": op, "value": value},
             st.sampled_from(["eq", "neq", "contains"]),
-            st.sampled_from(["outerwear", "Socks"]),
+            st.sampled_from(["outerwear", "Socks", "İÇ GİYİM", "iç"]),
         ),
         st.builds(
             lambda op, value: {"property": "total", "op": op, "value": value},
@@ -205,7 +212,7 @@ def property_condition():
             },
             st.sampled_from(["category", "price"]),
             st.sampled_from(["eq", "gt", "lte", "contains"]),
-            st.sampled_from(["outerwear", 3, 29.5]),
+            st.sampled_from(["outerwear", 3, 29.5, "iç giyim", "İÇ"]),
         ).filter(
             lambda c: (c["op"] in ("gt", "lte")) == isinstance(c["value"], int | float)
         ),

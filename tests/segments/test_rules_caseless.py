@@ -1,0 +1,102 @@
+"""Text rules ignore case the same way for every letter, on both databases.
+
+A capital dotted İ (Turkish) is lower-cased to i; a letter with an accent keeps it
+(Ü and ü are one letter, ü and u are two).
+"""
+
+import pytest
+from django.utils import timezone
+
+from profiles.models import Event, Profile, ProfileTag, TraitDefinition, TraitType
+from segments.compiler import rule_compile
+from segments.language import rule_validate
+
+pytestmark = pytest.mark.django_db(databases=["default", "sqlite"])
+
+NOW = timezone.now()
+
+
+def selected(alias: str, rule: dict) -> set[str]:
+    assert rule_validate(rule) == []
+    found = Profile.objects.using(alias).filter(rule_compile(rule, now=NOW))
+    return set(found.values_list("email", flat=True))
+
+
+def person(alias: str, email: str, *, city: str, category: str) -> None:
+    profile = Profile.objects.using(alias).create(
+        email=email, city=city, traits={"district": city}
+    )
+    ProfileTag.objects.using(alias).create(profile=profile, name=city)
+    Event.objects.using(alias).create(
+        message_id=f"{alias}-{email}",
+        type="track",
+        event="Order Completed",
+        profile=profile,
+        properties={"category": category, "products": [{"category": category}]},
+        timestamp=NOW,
+        received_at=NOW,
+    )
+
+
+@pytest.fixture(params=["default", "sqlite"])
+def alias(request):
+    person(request.param, "ayse@example.com", city="İstanbul", category="İç Giyim")
+    person(request.param, "jonas@example.com", city="ZÜRICH", category="Outerwear")
+    person(request.param, "ines@example.com", city="Izmir", category="Socks")
+    return request.param
+
+
+@pytest.mark.parametrize("written", ["İstanbul", "istanbul", "İSTANBUL", "ISTANBUL"])
+@pytest.mark.parametrize("field", ["city", "traits.district"])
+def test_an_equal_rule_finds_the_city_however_it_is_written(alias, field, written):
+    rule = {"attribute": field, "op": "eq", "value": written}
+    assert selected(alias, rule) == {"ayse@example.com"}
+
+    rule = {"attribute": field, "op": "in", "value": [written, "nowhere"]}
+    assert selected(alias, rule) == {"ayse@example.com"}
+
+    rule = {"attribute": field, "op": "neq", "value": written}
+    assert selected(alias, rule) == {"jonas@example.com", "ines@example.com"}
+
+
+@pytest.mark.parametrize("field", ["city", "traits.district"])
+def test_contains_and_starts_with_ignore_case_beyond_ascii(alias, field):
+    contains = {"attribute": field, "op": "contains", "value": "İSTAN"}
+    assert selected(alias, contains) == {"ayse@example.com"}
+    assert selected(alias, {**contains, "value": "zür"}) == {"jonas@example.com"}
+    assert selected(alias, {**contains, "value": "zur"}) == set()
+
+    starts = {"attribute": field, "op": "starts_with", "value": "i"}
+    assert selected(alias, starts) == {"ayse@example.com", "ines@example.com"}
+
+
+def test_a_tag_matches_however_it_is_written(alias):
+    rule = {"attribute": "tags", "op": "contains", "value": "istanbul"}
+    assert selected(alias, rule) == {"ayse@example.com"}
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"property": "category", "op": "eq", "value": "İÇ GİYİM"},
+        {"property": "category", "op": "contains", "value": "iç"},
+        {"property": "products.category", "op": "eq", "value": "iç giyim"},
+        {"property": "products.category", "op": "contains", "value": "İÇ G"},
+    ],
+)
+def test_an_event_property_matches_however_it_is_written(alias, condition):
+    rule = {"event": "Order Completed", "did": True, "where": [condition]}
+    assert selected(alias, rule) == {"ayse@example.com"}
+
+
+@pytest.mark.parametrize("written", ["istanbul", "İSTANBUL", "ISTANBUL"])
+def test_a_declared_city_is_accepted_and_found_however_it_is_written(alias, written):
+    TraitDefinition.objects.create(
+        name="district", type=TraitType.TEXT, allowed_values=["İstanbul", "Zürich"]
+    )
+    rule = {"attribute": "traits.district", "op": "eq", "value": written}
+    assert selected(alias, rule) == {"ayse@example.com"}
+
+    wrong = {"attribute": "traits.district", "op": "eq", "value": "Izmir"}
+    (error,) = rule_validate(wrong)
+    assert "'Izmir' is not an allowed value of traits.district" in error.message
