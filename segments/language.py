@@ -395,16 +395,17 @@ class _Checker:
         if op in ("in", "not_in") and not (isinstance(value, list) and value):
             self.fail(path, f"op {op!r} needs a non-empty list")
         elif op == "between" and not (isinstance(value, list) and len(value) == 2):
-            self.fail(path, "op 'between' needs [low, high] numbers")
+            self.fail(path, "'is between' needs two numbers, the smaller first")
         elif op == "between" and not all(map(_is_number, value)):
             wrong = next(v for v in value if not _is_number(v))
-            self.fail(path, f"op 'between': {_not_a_number(wrong)}")
+            self.fail(path, f"'is between': {_not_a_number(wrong)}")
         elif op == "between" and rule_number(value[0]) > rule_number(value[1]):
+            # Worded for the builder's two boxes as much as for the JSON.
             low, high = value
             self.fail(
                 path,
-                f"op 'between': the low bound {low!r} is above the high bound "
-                f"{high!r}; write [{high!r}, {low!r}]",
+                f"'is between' takes the smaller number first: {low} is above "
+                f"{high}; swap them ({high} and {low})",
             )
         elif op in ("gt", "gte", "lt", "lte") and _is_out_of_range(value):
             self.fail(path, f"op {op!r}: {_not_a_number(value)}")

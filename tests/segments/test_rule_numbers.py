@@ -37,7 +37,7 @@ def test_a_between_bound_out_of_range_is_refused_with_the_limit():
     rule = {"attribute": "traits.score", "op": "between", "value": [1, 1e300]}
 
     assert [error.message for error in rule_validate(rule)] == [
-        f"op 'between': 1e+300 {OUT_OF_RANGE}"
+        f"'is between': 1e+300 {OUT_OF_RANGE}"
     ]
 
 
@@ -45,7 +45,8 @@ def test_a_between_with_its_bounds_swapped_is_refused_naming_them():
     rule = {"metric": "lifetime_value", "op": "between", "value": [100, "0"]}
 
     assert [error.message for error in rule_validate(rule)] == [
-        "op 'between': the low bound 100 is above the high bound '0'; write ['0', 100]"
+        "'is between' takes the smaller number first: 100 is above 0; "
+        "swap them (0 and 100)"
     ]
 
 
@@ -122,4 +123,12 @@ def test_the_preview_api_names_a_number_past_a_floats_range(admin_client):
             "path": "rule",
             "message": f"The number at rule.all[0].value {OUT_OF_RANGE}.",
         }
+    ]
+
+
+def test_a_between_of_one_bound_asks_for_two_numbers():
+    rule = {"metric": "lifetime_value", "op": "between", "value": [5]}
+
+    assert [error.message for error in rule_validate(rule)] == [
+        "'is between' needs two numbers, the smaller first"
     ]
