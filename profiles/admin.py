@@ -3,10 +3,11 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.keys import (
@@ -30,6 +31,7 @@ from profiles.models import (
     WriteKey,
 )
 from profiles.processing import events_process_again
+from profiles.selectors import profile_merged_into
 from profiles.services import profile_by_email_key, profile_email_flags_set
 from profiles.shopify import shopify_delivery_process
 from profiles.signals import profiles_changed
@@ -196,6 +198,10 @@ class ProfileAdminForm(forms.ModelForm):
         return changed
 
 
+class ProfileGone(Exception):
+    """The profile being saved was deleted (merged away) since its page was read."""
+
+
 def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
     # A changed profile is saved by the fields its form changed: the rest of the
     # row (what an event processed meanwhile wrote: computed traits and what they
@@ -203,6 +209,9 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
     if profile._state.adding:
         profile.save()
     else:
+        # Locked until the page's transaction ends, so no merge takes it meanwhile.
+        if not Profile.objects.select_for_update().filter(pk=profile.pk).exists():
+            raise ProfileGone(profile.pk)
         changed = form.fields_changed()
         if not changed:
             return
@@ -254,6 +263,37 @@ class ProfileAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: Profile, form: ProfileAdminForm, change: bool
     ) -> None:
         profile_admin_save(obj, form)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # A profile merged away, before its page was opened or while it was open:
+        # the marketer is sent to the kept profile, where the edits belong.
+        gone = object_id.isdigit() and not Profile.objects.filter(pk=object_id).exists()
+        if not gone:
+            try:
+                return super().change_view(request, object_id, form_url, extra_context)
+            except ProfileGone:
+                gone = True
+        merge = profile_merged_into(int(object_id)) if gone else None
+        if merge is None:
+            return super().change_view(request, object_id, form_url, extra_context)
+
+        unsaved = (
+            " Nothing was saved: make the change here."
+            if request.method == "POST"
+            else ""
+        )
+        self.message_user(
+            request,
+            f"Profile #{object_id} was merged into this one, #{merge.kept_id}.{unsaved}",
+            messages.WARNING,
+        )
+        return redirect("admin:profiles_profile_change", merge.kept_id)
 
 
 @admin.register(ProfileIdentity)

@@ -7,6 +7,7 @@ from profiles.models import (
     IdentityKind,
     Profile,
     ProfileIdentity,
+    ProfileMerge,
     SubscriptionStatus,
     Suppression,
 )
@@ -35,6 +36,12 @@ def profile_status_counts() -> dict[str, int]:
 
 # A profile id is a bigint: more digits than this cannot be one.
 PROFILE_ID_MAX_DIGITS = 18
+
+
+def profile_merged_into(pk: int) -> ProfileMerge | None:
+    """Return the latest merge that took the profile `pk` away, if one did."""
+    merges = ProfileMerge.objects.filter(merged_profile_id=pk)
+    return merges.order_by("-pk").first()
 
 
 def profile_find(reference: str) -> Profile | None:

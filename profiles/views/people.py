@@ -33,7 +33,11 @@ from profiles.processing_identities import (
     merge_order,
     profile_merge,
 )
-from profiles.selectors import profile_find, profile_is_suppressed
+from profiles.selectors import (
+    profile_find,
+    profile_is_suppressed,
+    profile_merged_into,
+)
 from profiles.signals import profiles_changed
 from profiles.traits import trait_schema_load
 from segments.selectors import segments_containing
@@ -102,9 +106,7 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
     profile = Profile.objects.filter(pk=pk).first()
     if profile is None:
         # A profile merged away: its page is the kept one's, which records it.
-        merge = (
-            ProfileMerge.objects.filter(merged_profile_id=pk).order_by("-pk").first()
-        )
+        merge = profile_merged_into(pk)
         if merge is None:
             raise Http404(f"There is no profile #{pk}.")
         flash.info(request, f"Profile #{pk} was merged into #{merge.kept_id}.")

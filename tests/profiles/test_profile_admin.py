@@ -1,9 +1,12 @@
 """The profile admin stores an address as every input path stores it."""
 
 import json
+import threading
+from collections.abc import Callable
 
 import pytest
 from django.contrib import admin
+from django.db import connection, transaction
 from django.forms import modelform_factory
 
 from profiles.admin import ProfileAdminForm
@@ -300,3 +303,73 @@ def test_an_edit_in_the_admin_has_the_segments_read_the_profile_again(
         profiles_changed.disconnect(dispatch_uid="admin-edit-test")
 
     assert heard == [([profile.pk], None)]
+
+
+def merged_pair() -> tuple[Profile, Profile, Callable[[], Profile]]:
+    from profiles.processing_identities import profile_merge
+
+    kept = Profile.objects.create(email="kai@example.com", first_name="Kai")
+    merged = Profile.objects.create(first_name="Anonymous")
+    return kept, merged, lambda: profile_merge(first=kept, second=merged, reason="test")
+
+
+def test_the_page_of_a_profile_merged_away_leads_to_the_kept_one(admin_client):
+    kept, merged, merge = merged_pair()
+    merge()
+
+    response = admin_client.get(
+        f"/admin/profiles/profile/{merged.pk}/change/", follow=True
+    )
+
+    assert response.redirect_chain == [
+        (f"/admin/profiles/profile/{kept.pk}/change/", 302)
+    ]
+    assert f"Profile #{merged.pk} was merged into this one, #{kept.pk}." in (
+        response.content.decode()
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_of_a_profile_merged_away_while_its_page_was_open_is_not_lost_silently(
+    admin_client, monkeypatch
+):
+    from profiles.admin import ProfileAdmin
+
+    kept, merged, merge = merged_pair()
+    page = shown_as(merged, city="Porto")
+    # The page's profile is read, then merged away by another worker (its own
+    # connection and transaction) before it is saved.
+    read = ProfileAdmin.get_object
+
+    def merge_elsewhere():
+        try:
+            with transaction.atomic():
+                merge()
+        finally:
+            connection.close()
+
+    def read_then_merge(self, *args, **kwargs):
+        found = read(self, *args, **kwargs)
+        if found is not None and found.pk == merged.pk:
+            worker = threading.Thread(target=merge_elsewhere)
+            worker.start()
+            worker.join()
+        return found
+
+    monkeypatch.setattr(ProfileAdmin, "get_object", read_then_merge)
+
+    response = admin_client.post(
+        f"/admin/profiles/profile/{merged.pk}/change/", page, follow=True
+    )
+
+    assert response.redirect_chain[0] == (
+        f"/admin/profiles/profile/{kept.pk}/change/",
+        302,
+    )
+    assert (
+        f"Profile #{merged.pk} was merged into this one, #{kept.pk}. Nothing was "
+        "saved: make the change here."
+    ) in response.content.decode()
+    kept.refresh_from_db()
+    assert kept.city == ""
+    assert not Profile.objects.filter(pk=merged.pk).exists()
