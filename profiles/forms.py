@@ -126,6 +126,11 @@ class ContactImportMappingForm(forms.Form):
         choices=DATE_FORMATS,
         required=False,
         label="Dates in this file are written",
+        help_text=(
+            "A date trait also takes a day and month with no year, such as a "
+            "birthday, in the same order: 07/14 when the month comes first, as in "
+            "Mailchimp's Birthday column."
+        ),
     )
 
     def __init__(

@@ -240,7 +240,45 @@ def _as_boolean(rule: TraitRule, raw: Any, _: str) -> bool:
 
 
 def _as_date(rule: TraitRule, raw: Any, date_format: str) -> str:
-    return _parse_when(rule, raw, date_format).date().isoformat()
+    if isinstance(raw, str):
+        yearless = _yearless_read(raw.strip(), date_format)
+        if yearless is not None:
+            return yearless
+    return _parse_when(rule, raw, date_format, yearless=True).date().isoformat()
+
+
+# A date with no year, as ISO 8601 and vCard write one: kept as such, since a
+# made-up year would put a birthday in a "within the last 30 days" segment.
+YEARLESS_DATE = re.compile(r"--(\d{2})-(\d{2})")
+# Read with this year, so that the 29th of February is a day like any other.
+_LEAP_YEAR = "2000"
+
+
+def _yearless_read(text: str, date_format: str) -> str | None:
+    # "--07-14" always; "07/14" only in the declared format's own order of day
+    # and month ("%m/%d/%Y" reads 07/14, "%d/%m/%Y" reads 14/07), never guessed.
+    if YEARLESS_DATE.fullmatch(text):
+        form = "--%m-%d"
+    else:
+        form = _year_dropped(date_format) if date_format else ""
+        if not form:
+            return None
+    try:
+        day = datetime.strptime(f"{text} {_LEAP_YEAR}", f"{form} %Y")  # noqa: DTZ007 - a calendar day
+    except ValueError:
+        return None
+    return f"--{day.month:02d}-{day.day:02d}"
+
+
+def _year_dropped(date_format: str) -> str:
+    # "%d/%m/%Y" -> "%d/%m", "%Y-%m-%d" -> "%m-%d": the year and the separator
+    # beside it go. Empty when the format has no year to drop.
+    for year in ("%Y", "%y"):
+        if date_format.startswith(year):
+            return date_format[len(year) + 1 :]
+        if date_format.endswith(year):
+            return date_format[: -len(year) - 1]
+    return ""
 
 
 def _as_datetime(rule: TraitRule, raw: Any, date_format: str) -> str:
@@ -250,7 +288,9 @@ def _as_datetime(rule: TraitRule, raw: Any, date_format: str) -> str:
     return when.astimezone(UTC).isoformat()
 
 
-def _parse_when(rule: TraitRule, raw: Any, date_format: str) -> datetime:
+def _parse_when(
+    rule: TraitRule, raw: Any, date_format: str, *, yearless: bool = False
+) -> datetime:
     if isinstance(raw, datetime):
         return raw
     if isinstance(raw, date):
@@ -262,6 +302,14 @@ def _parse_when(rule: TraitRule, raw: Any, date_format: str) -> datetime:
         parsed = parse_datetime(text) or datetime.fromisoformat(text)
     except ValueError as exc:
         expected = date_format or "ISO-8601 (YYYY-MM-DD)"
+        if yearless:
+            # The date trait's other form: a day and month with no year.
+            dropped = _year_dropped(date_format) if date_format else ""
+            expected = (
+                f"{date_format} (or {dropped} without a year)"
+                if dropped
+                else "ISO-8601 (YYYY-MM-DD, or --MM-DD without a year)"
+            )
         raise TraitInvalid(
             "not_a_date",
             f"{rule.name}: {_quoted(raw)} is not a date in the format {expected}",

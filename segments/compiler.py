@@ -264,22 +264,26 @@ class _Compiler:
 
     def date_text(self, text: Any, op: str, days: int) -> Q:
         # Dates in traits are ISO text ('YYYY-MM-DD', or a datetime starting so): the
-        # first ten characters compare in calendar order.
+        # first ten characters compare in calendar order. A day with no year
+        # ('--MM-DD', a birthday) has an anniversary but is no number of days ago.
         day_part = Substr(text, 1, 10)
         known = Q(IsNull(text, False))
+        yearless = Q(StartsWith(text, "--"))
         if op == "within_last_days":
             since = (self.today - timedelta(days=days)).isoformat()
             return (
                 known
+                & ~yearless
                 & Q(GreaterThanOrEqual(day_part, since))
                 & Q(LessThanOrEqual(day_part, self.today.isoformat()))
             )
         if op == "more_than_days_ago":
             until = (self.today - timedelta(days=days)).isoformat()
-            return known & Q(LessThan(day_part, until))
+            return known & ~yearless & Q(LessThan(day_part, until))
 
-        day = self.today + timedelta(days=days)
-        return known & Q(Exact(Substr(text, 6, 5), day.strftime("%m-%d")))
+        month_day = (self.today + timedelta(days=days)).strftime("%m-%d")
+        dated = ~yearless & Q(Exact(Substr(text, 6, 5), month_day))
+        return known & (dated | (yearless & Q(Exact(Substr(text, 3, 5), month_day))))
 
     # Behaviour ------------------------------------------------------------------
 

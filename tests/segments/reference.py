@@ -133,13 +133,17 @@ class Reference:
     def date_text(self, text: str | None, op: str, days: int) -> bool:
         if text is None:
             return False
+        month_day = (self.today + timedelta(days=days)).strftime("%m-%d")
+        if text.startswith("--"):
+            # A day with no year: an anniversary, and no number of days ago.
+            return op == "anniversary_in_days" and text[2:] == month_day
         day_part = text[:10]
         if op == "within_last_days":
             since = (self.today - timedelta(days=days)).isoformat()
             return since <= day_part <= self.today.isoformat()
         if op == "more_than_days_ago":
             return day_part < (self.today - timedelta(days=days)).isoformat()
-        return text[5:10] == (self.today + timedelta(days=days)).strftime("%m-%d")
+        return text[5:10] == month_day
 
     # Behaviour ------------------------------------------------------------------
 

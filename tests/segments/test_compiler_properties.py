@@ -45,6 +45,8 @@ birthdays = st.sampled_from(
         for d in (0, 1, 3, 30)
     ]
     + ["2024-12-01", "2026-06-14", "2026-05-16", "2026-06-15T08:00:00+00:00"]
+    # Birthdays with no year, one of them today.
+    + [(NOW.date() + timedelta(days=d)).strftime("--%m-%d") for d in (0, 3)]
 )
 
 
