@@ -86,7 +86,44 @@ def consent_record(
     A fact its source does not date (`dated=False`, occurred_at is then the time
     Bespoke took it in) is recorded only when it moves the status, and None is
     returned for one that does not. The rules of the move are consent_status_move's.
+    The profile's status is read again under a row lock first: an import or a
+    webhook may have moved it since `profile` was read.
     """
+    with transaction.atomic():
+        return _consent_record_locked(
+            profile=profile,
+            status=status,
+            source=source,
+            occurred_at=occurred_at,
+            dated=dated,
+            from_import=from_import,
+            ip_address=ip_address,
+            wording=wording,
+            evidence=evidence,
+        )
+
+
+def _consent_record_locked(
+    *,
+    profile: Profile,
+    status: SubscriptionStatus,
+    source: str,
+    occurred_at: datetime,
+    dated: bool,
+    from_import: bool,
+    ip_address: str | None,
+    wording: str,
+    evidence: dict | None,
+) -> ConsentRecord | None:
+    stored = (
+        Profile.objects.select_for_update()
+        .filter(pk=profile.pk)
+        .values("subscription_status", "subscription_changed_at")
+        .first()
+    )
+    if stored is not None:
+        profile.subscription_status = stored["subscription_status"]
+        profile.subscription_changed_at = stored["subscription_changed_at"]
     current = profile.subscription_status
     now = timezone.now()
     if occurred_at > now:

@@ -117,14 +117,28 @@ DROP_TABLES_SQL = (
 # Each key is looked up through the unique index on lower(email): LIMIT and OFFSET
 # keep the planner from hashing the whole profile table (or every consent record)
 # to join one batch.
+# The batch's stored profiles, locked (in pk order, as event processing locks
+# them) until the batch commits: a consent or trait written meanwhile by a webhook
+# or an unsubscribe link is read before the batch decides, never overwritten by it.
 EXISTING_SQL = """
-SELECT k.email_key, p.id, p.email, p.subscription_status, p.subscription_changed_at
-FROM bespoke_import_key k
-CROSS JOIN LATERAL (
-    SELECT * FROM profiles_profile
-    WHERE lower(email) = lower(k.email_key)
-    LIMIT 1
-) p
+WITH found AS (
+    SELECT k.email_key, p.id
+    FROM bespoke_import_key k
+    CROSS JOIN LATERAL (
+        SELECT id FROM profiles_profile
+        WHERE lower(email) = lower(k.email_key)
+        LIMIT 1
+    ) p
+),
+locked AS (
+    SELECT p.id, p.email, p.subscription_status, p.subscription_changed_at
+    FROM profiles_profile p
+    WHERE p.id IN (SELECT id FROM found)
+    ORDER BY p.id
+    FOR UPDATE OF p
+)
+SELECT f.email_key, l.id, l.email, l.subscription_status, l.subscription_changed_at
+FROM found f JOIN locked l ON l.id = f.id
 """
 # Ids for the batch's new profiles, taken from the table's own sequence up front so
 # that their tags and consent records need no lookup by address afterwards.

@@ -21,10 +21,11 @@ from pathlib import Path
 import orjson
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
-from django.db import connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import get_valid_filename
+from psycopg.errors import DeadlockDetected, UniqueViolation
 
 from profiles.importing.copying import contact_rows_copy
 from profiles.importing.layouts import TARGET_EMAIL
@@ -44,6 +45,8 @@ from profiles.signals import profiles_changed
 logger = logging.getLogger(__name__)
 
 IMPORT_BATCH_SIZE = 2000
+# How many times a batch is tried when another writer was first (see below).
+BATCH_ATTEMPTS = 3
 # Past this many rows, PostgreSQL takes the COPY path in batches of this size.
 COPY_MIN_ROWS = 5000
 COPY_BATCH_SIZE = 50_000
@@ -229,10 +232,18 @@ def contact_import_file(*, filename: str, data: bytes) -> ContactImport:
     return contact_import_run_stored(contact_import_id=contact_import.pk)
 
 
+def contact_import_retryable(*, contact_import: ContactImport) -> bool:
+    """Say whether a failed import can run again: its uploaded file is still kept."""
+    return (
+        contact_import.status == ImportStatus.FAILED
+        and contact_import_upload_path(contact_import).exists()
+    )
+
+
 def contact_import_retry(*, contact_import_id: int) -> bool:
     """Queue a failed import again if its file is still kept; say whether it was."""
     contact_import = ContactImport.objects.get(pk=contact_import_id)
-    if not contact_import_upload_path(contact_import).exists():
+    if not contact_import_retryable(contact_import=contact_import):
         return False
 
     requeued = ContactImport.objects.filter(
@@ -343,11 +354,26 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
     write, size = _batch_writer(len(parsed.rows))
     for first in range(start, len(parsed.rows), size):
         batch = parsed.rows[first : first + size]
-        with transaction.atomic():
-            outcome = write(
-                batch, source=parsed.source, filename=contact_import.filename
-            )
-            _progress_save(contact_import, first, first + len(batch), outcome)
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                with transaction.atomic():
+                    outcome = write(
+                        batch, source=parsed.source, filename=contact_import.filename
+                    )
+                    _progress_save(contact_import, first, first + len(batch), outcome)
+                break
+            except (OperationalError, IntegrityError, *RACES) as exc:
+                # Another writer was first: it created one of the batch's new
+                # addresses (another import, an identify), or it and the batch
+                # waited on each other's profile locks and the database stopped the
+                # batch. The batch wrote nothing; it is read and written again.
+                if not _is_race(exc) or attempt == BATCH_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "Contact import %s: a batch met another writer and is written "
+                    "again",
+                    contact_import.pk,
+                )
 
     ContactImport.objects.filter(
         pk=contact_import.pk, status=ImportStatus.RUNNING
@@ -358,6 +384,19 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
             sender=ContactImport, profile_ids=None, changed=None
         )
     )
+
+
+# What a batch meets when another writer is first (see _contacts_parse_and_write).
+RACES = (DeadlockDetected, UniqueViolation)
+EMAIL_UNIQUE = "profile_email_ci_unique"
+
+
+def _is_race(exc: Exception) -> bool:
+    # Django wraps the driver's error; the COPY path's own cursor does not.
+    found = exc if isinstance(exc, RACES) else exc.__cause__
+    if isinstance(found, UniqueViolation):
+        return found.diag.constraint_name == EMAIL_UNIQUE
+    return isinstance(found, DeadlockDetected)
 
 
 def _batch_writer(rows_total: int) -> tuple[Callable[..., BatchOutcome], int]:

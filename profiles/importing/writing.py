@@ -119,9 +119,15 @@ def erased_rows_drop(rows: list[ContactRow], outcome: BatchOutcome) -> list[Cont
 
 def _profiles_find(keys: list[str]) -> dict[str, Profile]:
     # Lower() matches the unique index, so a row stored with capitals by hand (or by
-    # an older import) is found instead of colliding with it.
-    found = Profile.objects.annotate(email_key=Lower("email")).filter(
-        email_key__in=keys
+    # an older import) is found instead of colliding with it. The rows are locked
+    # (in pk order, as event processing locks them) until the batch commits: a
+    # consent or trait written meanwhile by a webhook or an unsubscribe link is
+    # read before the batch decides, never overwritten by it.
+    found = (
+        Profile.objects.select_for_update()
+        .annotate(email_key=Lower("email"))
+        .filter(email_key__in=keys)
+        .order_by("pk")
     )
     return {profile.email_key: profile for profile in found}
 

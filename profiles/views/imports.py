@@ -21,6 +21,7 @@ from profiles.importing import (
     contact_import_map,
     contact_import_preview,
     contact_import_retry,
+    contact_import_retryable,
 )
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
@@ -138,6 +139,7 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "waiting": waiting,
         "unmapped": waiting and not _is_mapped(contact_import),
         "discardable": contact_import_discardable(contact_import=contact_import),
+        "retryable": contact_import_retryable(contact_import=contact_import),
         "percent": _percent(contact_import),
         "fields_refused": len(rejections) - contact_import.rejected,
         "rejections_shown": rejections[:REPORT_ITEMS_SHOWN],

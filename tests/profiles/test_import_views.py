@@ -544,3 +544,27 @@ def test_discarding_an_import_already_discarded_finds_nothing(signed_in):
     response = signed_in.post(url)
 
     assert response.status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_import_that_failed_before_its_first_row_offers_to_run_again(
+    signed_in, load_fixture, monkeypatch
+):
+    from profiles.importing import runs
+
+    def stopped(rows, **kwargs):
+        raise RuntimeError("the database went away")
+
+    contact_import = contact_import_create(
+        filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
+    )
+    monkeypatch.setattr(runs, "contact_rows_write", stopped)
+    with pytest.raises(RuntimeError):
+        runs.contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    page = signed_in.get(reverse("import_detail", args=[contact_import.pk]))
+
+    html = page.content.decode()
+    assert "0 of 34 rows were written; run it again" in html
+    assert reverse("import_retry", args=[contact_import.pk]) in html
+    assert ">Run it again</button>" in html
