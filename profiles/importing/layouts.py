@@ -10,7 +10,7 @@ column if it has one. Consent records name the layout as their source
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -279,20 +279,64 @@ LAYOUTS = {
 }
 
 
+# The system columns every Mailchimp audience export has, whatever its status: a
+# file is taken for one only with several of them, since a Mailchimp layout states
+# one status for every row (a CRM's "Last Changed" column alone says nothing).
+MAILCHIMP_SYSTEM_COLUMNS = {
+    "memberrating",
+    "optintime",
+    "optinip",
+    "confirmtime",
+    "confirmip",
+    "gmtoff",
+    "dstoff",
+    "leid",
+    "euid",
+}
+MAILCHIMP_SYSTEM_COLUMNS_MIN = 3
+# Brevo's columns a file may share with others: two of them, or EMAIL_BLACKLISTED.
+BREVO_COLUMNS_SHARED = {"doubleoptin", "optin", "addedtime", "modifiedtime"}
+
+
 def layout_detect(names: list[str]) -> Layout:
     """Recognise the export a header comes from; a generic layout if none."""
     keys = {column_key(name) for name in names}
-    if "cleantime" in keys:
-        return LAYOUTS[LAYOUT_MAILCHIMP_CLEANED]
-    if "unsubtime" in keys:
-        return LAYOUTS[LAYOUT_MAILCHIMP_UNSUBSCRIBED]
-    if keys & {"optintime", "lastchanged"}:
-        return LAYOUTS[LAYOUT_MAILCHIMP_SUBSCRIBED]
+    if len(keys & MAILCHIMP_SYSTEM_COLUMNS) >= MAILCHIMP_SYSTEM_COLUMNS_MIN:
+        if "cleantime" in keys:
+            return LAYOUTS[LAYOUT_MAILCHIMP_CLEANED]
+        if "unsubtime" in keys:
+            return LAYOUTS[LAYOUT_MAILCHIMP_UNSUBSCRIBED]
+        if keys & {"optintime", "lastchanged"}:
+            return LAYOUTS[LAYOUT_MAILCHIMP_SUBSCRIBED]
     if keys & {"emailmarketingconsent", "klaviyoid"}:
         return LAYOUTS[LAYOUT_KLAVIYO]
-    if keys & {"emailblacklisted", "doubleoptin", "addedtime", "modifiedtime"}:
+    if "emailblacklisted" in keys or len(keys & BREVO_COLUMNS_SHARED) >= 2:
         return LAYOUTS[LAYOUT_BREVO]
     return LAYOUTS[LAYOUT_GENERIC]
+
+
+def layout_with_status_column(layout: Layout) -> Layout:
+    """Return an export's layout for a file whose status a mapped column states.
+
+    A Mailchimp export states one status for the whole file; when the marketer
+    maps a column to the status, each row's own word decides, undated (the
+    export's times belong to its status), and its consent record says where the
+    word was read.
+    """
+    if layout.status is None:
+        return layout
+    # "Mailchimp audience export", without the status its name gives every row.
+    kind = layout.label.split(" (")[0]
+    return replace(
+        layout,
+        status=None,
+        consent_times=(),
+        changed_at="",
+        wording=(
+            "Listed as {status} in the status column mapped at import, in a file "
+            f"laid out as a {kind}, which does not say when or how."
+        ),
+    )
 
 
 def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:

@@ -52,6 +52,7 @@ from profiles.importing.layouts import (
     layout_column_map,
     layout_columns_reserved,
     layout_detect,
+    layout_with_status_column,
     status_is_suppressed,
     status_read,
 )
@@ -712,6 +713,11 @@ def contacts_parse(
     ]
     plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
     notes += _full_name_notes(plan)
+    status_column = plan.status if plan.status is not None else plan.unsubscribed
+    if layout.status is not None and status_column is not None:
+        # The marketer's mapped status column wins over the export's own status.
+        plan.layout = layout = layout_with_status_column(layout)
+        notes.append(_status_column_note(layout, plan.names[status_column]))
 
     context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
     context.workbook = contacts_is_workbook(data)
@@ -759,6 +765,18 @@ def _full_name_notes(plan: ColumnPlan) -> list[dict[str, Any]]:
         for position, name in plan.fields
         if name in ("first_name", "last_name")
     ]
+
+
+def _status_column_note(layout: Layout, column: str) -> dict[str, Any]:
+    return {
+        "kind": "status_column",
+        "column": column,
+        "message": (
+            f"This file looks like a {layout.label}, which lists one status for "
+            f"every row; each row's status is read from the column {column} "
+            "instead, as it was mapped."
+        ),
+    }
 
 
 def _reserved_note(column: str) -> dict[str, Any]:

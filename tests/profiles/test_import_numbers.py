@@ -61,10 +61,10 @@ def test_an_identify_with_a_number_too_large_keeps_the_person_and_drops_the_trai
 # More digits than a float keeps ----------------------------------------------------
 
 MAILCHIMP_NUMBERS = (
-    b"Email Address,First Name,LATITUDE,MEMBER_RATING,LAST_CHANGED\n"
-    b"long@example.com,Ana,12345678901234567,12345678901234567,\n"
-    b"short@example.com,Ben,40.7128,4,\n"
-    b"zeros@example.com,Cleo,1.500000000000000000,1000000000000000,\n"
+    b"Email Address,First Name,LATITUDE,MEMBER_RATING,LAST_CHANGED,LEID,EUID\n"
+    b"long@example.com,Ana,12345678901234567,12345678901234567,,,\n"
+    b"short@example.com,Ben,40.7128,4,,,\n"
+    b"zeros@example.com,Cleo,1.500000000000000000,1000000000000000,,,\n"
 )
 
 
