@@ -295,6 +295,9 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
     try:
         sheet = workbook.worksheets[0]
         _formulas_calculated_check(data, sheet)
+        # The size a sheet states is trusted by the read-only reader, and some
+        # writers state "A1" for a full sheet: every row is read instead.
+        sheet.reset_dimensions()
         for number, cells in enumerate(sheet.iter_rows(), start=1):
             yield number, [_sheet_cell_text(cell) for cell in cells]
     except ImportFormatError:

@@ -442,3 +442,38 @@ def test_a_file_that_only_starts_like_a_zip_is_called_damaged_not_a_zip_to_unzip
         "The file starts as a zip archive or an Excel workbook does, but it is "
         "damaged and cannot be read. Export or save it again and upload the new file."
     )
+
+
+def workbook_with_dimension(ref: str) -> bytes:
+    """A workbook whose sheet claims the range `ref`, as some writers get it wrong."""
+    import re
+    import zipfile
+
+    data = xlsx_bytes(
+        [["Email", "First name", "City"], ["ana@example.com", "Ana", "Porto"]]
+    )
+    source, target = io.BytesIO(data), io.BytesIO()
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            content = old.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                content = re.sub(
+                    rb'<dimension ref="[^"]*"/>',
+                    f'<dimension ref="{ref}"/>'.encode(),
+                    content,
+                )
+            new.writestr(item, content)
+    return target.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("ref", ["A1", "A1:A1", "B2:C3"])
+def test_a_workbook_that_misstates_its_size_is_read_whole(ref):
+    data = workbook_with_dimension(ref)
+
+    contact_import = contact_import_file(filename="wrong-size.xlsx", data=data)
+
+    assert contact_import.status == ImportStatus.DONE, contact_import.error
+    assert contact_import.records == 1
+    ana = Profile.objects.get(email="ana@example.com")
+    assert (ana.first_name, ana.city) == ("Ana", "Porto")
