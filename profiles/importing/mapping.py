@@ -89,6 +89,10 @@ CELL_CACHE_MAX = 100_000
 NUMBER_KINDS = ("int", "float")
 
 
+# An address has at most 254 characters; a report quotes a cell this long at most.
+REPORT_EMAIL_MAX_CHARS = 320
+
+
 @dataclass(frozen=True)
 class Rejection:
     record: int
@@ -99,10 +103,14 @@ class Rejection:
     column: str = ""  # set when one field was refused and the row was kept
 
     def as_dict(self) -> dict[str, Any]:
+        # The report quotes what the cell held, up to a length no address reaches.
+        email = self.email
+        if len(email) > REPORT_EMAIL_MAX_CHARS:
+            email = f"{email[:REPORT_EMAIL_MAX_CHARS]}… ({len(email):,} characters)"
         result = {
             "record": self.record,
             "line": self.line,
-            "email": self.email,
+            "email": email,
             "reason": self.reason,
             "message": self.message,
         }

@@ -47,6 +47,12 @@ XLSX_DAMAGED = (
     "so it cannot be read. Open it in Excel, save it again and upload the new file."
 )
 
+# A column name longer than this is no name: the first row is not a header.
+HEADER_NAME_MAX_CHARS = 200
+# Python's csv module refuses a cell over 131,072 characters, which would refuse a
+# whole file for one long note; a cell may be as long as the file.
+csv.field_size_limit(2**31 - 1)
+
 
 class ImportFormatError(ValueError):
     """The file cannot be read as a contact list; the message says why, for people."""
@@ -92,6 +98,12 @@ def header_names(cells: list[str]) -> list[str]:
     names: list[str] = []
     taken: set[str] = set()
     for position, cell in enumerate(cells, start=1):
+        if len(cell.strip()) > HEADER_NAME_MAX_CHARS:
+            raise ImportFormatError(
+                f"Column {position} of the first row is {len(cell.strip()):,} "
+                f"characters long, so the first row is not a header: a header "
+                f"names each column in at most {HEADER_NAME_MAX_CHARS} characters."
+            )
         name = cell.strip() or f"Column {position}"
         while name in taken:
             name = f"{name} (column {position})"

@@ -151,14 +151,15 @@ def test_a_file_with_lone_cr_line_endings_imports_like_any_other():
     assert Profile.objects.get(email="cr2.qa@example.com").city == "Lyon"
 
 
-def test_a_header_too_long_for_the_csv_reader_is_a_format_error():
+def test_a_header_cell_too_long_to_be_a_name_is_a_format_error():
     data = b'"' + b"x" * 200_000 + b'"\na@example.com\n'
 
     with pytest.raises(ImportFormatError) as refused:
         contacts_header(data)
 
     assert str(refused.value) == (
-        "The file is not valid CSV on line 1: field larger than field limit (131072)."
+        "Column 1 of the first row is 200,000 characters long, so the first row is "
+        "not a header: a header names each column in at most 200 characters."
     )
 
 
@@ -477,3 +478,15 @@ def test_a_workbook_that_misstates_its_size_is_read_whole(ref):
     assert contact_import.records == 1
     ana = Profile.objects.get(email="ana@example.com")
     assert (ana.first_name, ana.city) == ("Ana", "Porto")
+
+
+@pytest.mark.django_db
+def test_a_cell_longer_than_pythons_csv_default_is_read():
+    notes = "x" * 300_000
+    data = f'email,notes\nana@example.com,"{notes}"\nben@example.com,short\n'.encode()
+
+    contact_import = contact_import_file(filename="long.csv", data=data)
+
+    assert contact_import.status == ImportStatus.DONE, contact_import.error
+    assert Profile.objects.get(email="ana@example.com").traits["notes"] == notes
+    assert Profile.objects.get(email="ben@example.com").traits["notes"] == "short"

@@ -487,15 +487,18 @@ def test_a_header_without_an_email_column_fails_and_writes_nothing():
 
 
 @pytest.mark.django_db
-def test_a_file_broken_halfway_writes_none_of_its_rows():
+def test_a_cell_of_any_length_costs_only_its_own_row():
     oversized = b'"' + b"x" * 200_000 + b'"'
     data = b"email\nfirst@example.com\nsecond@example.com\n" + oversized + b"\n"
 
-    contact_import = contact_import_file(filename="broken.csv", data=data)
+    contact_import = contact_import_file(filename="long-cell.csv", data=data)
 
-    assert contact_import.status == ImportStatus.FAILED
-    assert contact_import.error.startswith("The file is not valid CSV near line 4")
-    assert Profile.objects.count() == 0
+    assert contact_import.status == ImportStatus.DONE
+    assert (contact_import.accepted, contact_import.rejected) == (2, 1)
+    rejection = contact_import.rejections[0]
+    assert rejection["line"] == 4
+    assert rejection["email"] == "x" * 320 + "… (200,000 characters)"
+    assert Profile.objects.count() == 2
 
 
 @pytest.mark.django_db
