@@ -13,7 +13,7 @@ from profiles.importing.layouts import (
     TRAIT_PREFIX,
 )
 from profiles.importing.mapping import column_map_check
-from profiles.importing.reading import ImportFormatError
+from profiles.importing.reading import ENCODINGS, ImportFormatError
 from profiles.models import Profile, SubscriptionStatus
 from profiles.selectors import profile_find
 
@@ -131,6 +131,13 @@ class ContactImportMappingForm(forms.Form):
             "birthday, in the same order: 07/14 when the month comes first, as in "
             "Mailchimp's Birthday column."
         ),
+    )
+
+    # Chosen above the form, on the page read in it; carried along when it posts.
+    encoding = forms.ChoiceField(
+        choices=[("", "as found"), *ENCODINGS.items()],
+        required=False,
+        widget=forms.HiddenInput,
     )
 
     def __init__(

@@ -325,6 +325,8 @@ class ContactImport(models.Model):
     column_map = models.JSONField(default=dict, blank=True)
     # The declared format of date cells, e.g. "%d/%m/%Y"; dates are never guessed.
     date_format = models.CharField(max_length=40, blank=True)
+    # A CSV file's text encoding as the marketer chose it; empty: found from the file.
+    encoding = models.CharField(max_length=20, blank=True)
     # Progress for the bar while a worker runs the file.
     rows_total = models.PositiveIntegerField(default=0)
     rows_done = models.PositiveIntegerField(default=0)

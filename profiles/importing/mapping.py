@@ -25,6 +25,7 @@ the profile's own as it is.
 import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -61,10 +62,12 @@ from profiles.importing.reading import (
     SheetDate,
     SheetError,
     column_key,
+    contacts_decoded,
     contacts_header_read,
     contacts_is_workbook,
     contacts_records,
     contacts_tags_split,
+    decoded_records,
 )
 from profiles.models import Profile, SubscriptionStatus, TraitType
 from profiles.traits import (
@@ -705,16 +708,20 @@ def contacts_parse(
     *,
     column_map: dict[str, str] | None = None,
     date_format: str = "",
+    encoding: str = "",
     now: datetime | None = None,
 ) -> ParsedContacts:
-    """Read a contact file into merged rows and rejections; write nothing."""
-    records = contacts_records(data)
+    """Read a contact file into merged rows and rejections; write nothing.
+
+    `encoding` is a CSV file's chosen text encoding; empty, it is found.
+    """
+    records, encoding_notes = _records_read(data, encoding)
     names = contacts_header_read(records)
     layout = layout_detect(names)
     column_map = column_map or layout_column_map(layout, names)
     # Whether the map is the default or the marketer's, the report says which
     # columns stay out because their names are profile fields'.
-    notes = [
+    notes = encoding_notes + [
         _reserved_note(name)
         for name in layout_columns_reserved(layout, names)
         if not column_map.get(name)
@@ -752,6 +759,44 @@ def contacts_parse(
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     return parsed
+
+
+def _records_read(
+    data: bytes, encoding: str
+) -> tuple[Iterator[tuple[int, list[str]]], list[dict[str, Any]]]:
+    # A CSV file's records, and what the report says of how its text was read.
+    if contacts_is_workbook(data):
+        return contacts_records(data), []
+    decoded = contacts_decoded(data, encoding)
+    notes = []
+    if decoded.stray_lines:
+        lines = ", ".join(str(line) for line in decoded.stray_lines[:10])
+        more = len(decoded.stray_lines) > 10
+        notes.append(
+            {
+                "kind": "encoding_mixed",
+                "lines": list(decoded.stray_lines),
+                "message": (
+                    f"The file is UTF-8 but line{'s' if len(decoded.stray_lines) > 1 else ''} "
+                    f"{lines}{' and more' if more else ''} hold bytes that are not; "
+                    "they were read as Windows-1252. Check those names, or choose "
+                    "the file's encoding and import it again."
+                ),
+            }
+        )
+    elif not encoding and decoded.encoding == "cp1252":
+        notes.append(
+            {
+                "kind": "encoding_found",
+                "encoding": decoded.encoding,
+                "message": (
+                    "The file is not UTF-8; it was read as Windows-1252. If letters "
+                    "look wrong (£ukasz for Łukasz), import it again and choose its "
+                    "encoding."
+                ),
+            }
+        )
+    return decoded_records(decoded), notes
 
 
 def _full_name_notes(plan: ColumnPlan) -> list[dict[str, Any]]:
@@ -824,11 +869,16 @@ class ContactsPreview:
     column_map: dict[str, str]
     # Columns the default map ignores because their trait name is a profile field's.
     reserved: list[str] = field(default_factory=list)
+    # How a CSV file's text was read (empty for a workbook).
+    encoding_label: str = ""
 
 
-def contacts_preview(data: bytes, *, sample_records: int = 20) -> ContactsPreview:
+def contacts_preview(
+    data: bytes, *, encoding: str = "", sample_records: int = 20
+) -> ContactsPreview:
     """Return a file's header, a sample value per column and the layout's column map."""
-    records = contacts_records(data)
+    label = "" if contacts_is_workbook(data) else contacts_decoded(data, encoding).label
+    records = contacts_records(data, encoding)
     try:
         names = contacts_header_read(records)
         samples = [""] * len(names)
@@ -841,4 +891,4 @@ def contacts_preview(data: bytes, *, sample_records: int = 20) -> ContactsPrevie
     layout = layout_detect(names)
     column_map = layout_column_map(layout, names)
     reserved = layout_columns_reserved(layout, names)
-    return ContactsPreview(layout, names, samples, column_map, reserved)
+    return ContactsPreview(layout, names, samples, column_map, reserved, label)

@@ -8,12 +8,15 @@ read ends in ImportFormatError with a sentence for the marketer. Nothing here kn
 what a column means.
 """
 
+import codecs
+import contextlib
 import csv
 import io
 import itertools
 import re
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
@@ -118,44 +121,163 @@ def trait_key(name: str, position: int) -> str:
     return key or f"column_{position + 1}"
 
 
-def contacts_decode(data: bytes) -> str:
-    """Return the file's text: UTF-8 (with or without BOM), UTF-16 or Windows-1252."""
+# The text encodings a marketer may choose for a CSV file, by Python codec name.
+ENCODINGS = {
+    "utf-8": "UTF-8",
+    "cp1252": "Windows-1252 (Western Europe and the Americas)",
+    "cp1250": "Windows-1250 (Central Europe: Polish, Czech, Hungarian)",
+    "cp1251": "Windows-1251 (Cyrillic)",
+    "cp1253": "Windows-1253 (Greek)",
+    "cp1254": "Windows-1254 (Turkish)",
+    "cp1257": "Windows-1257 (Baltic)",
+    "mac_roman": "Mac OS Roman",
+    "utf-16-le": "UTF-16, little-endian",
+    "utf-16-be": "UTF-16, big-endian",
+}
+# Found automatically: a UTF-8 file with a few bytes from another code page.
+UTF8_MIXED = "utf-8+cp1252"
+ENCODING_LABELS = {
+    **ENCODINGS,
+    "utf-8-sig": "UTF-8",
+    "utf-16": "UTF-16",
+    UTF8_MIXED: "UTF-8, with some bytes read as Windows-1252",
+}
+# More bytes than this that are not UTF-8, and a file is not taken for UTF-8.
+UTF8_STRAYS_MAX = 100
+# UTF-16 without a byte-order mark: this share of its ASCII letters' other byte is 0.
+UTF16_ZERO_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A CSV file's text, the encoding it was read in, and the lines it misread."""
+
+    text: str
+    encoding: str
+    # Lines holding bytes that are not UTF-8 in a file that otherwise is.
+    stray_lines: tuple[int, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return ENCODING_LABELS.get(self.encoding, self.encoding)
+
+
+def contacts_decode(data: bytes, encoding: str = "") -> str:
+    """Return the file's text, in `encoding` if one is chosen (see contacts_decoded)."""
+    return contacts_decoded(data, encoding).text
+
+
+def contacts_decoded(data: bytes, encoding: str = "") -> Decoded:
+    """Read the file's text in the chosen encoding, or in the one it shows.
+
+    Found automatically: UTF-16 with a byte-order mark, or without one when every
+    other byte of its letters is 0; UTF-8 with or without BOM, read as such even
+    when a few bytes are not (each of those is read as Windows-1252, and the lines
+    are named); otherwise Windows-1252, what Excel on Windows saves most often.
+    """
     if data.startswith(b"PK\x03\x04"):
         raise ImportFormatError(
             "This is a zip archive. Unzip the Mailchimp export and import its CSV "
             "files one by one: subscribed, then unsubscribed, then cleaned."
         )
 
-    text = _text_decode(data)
+    decoded = _chosen_decode(data, encoding) if encoding else _text_decode(data)
     # PostgreSQL stores no NUL character, and a text file has none.
-    if "\x00" in text:
+    if "\x00" in decoded.text:
         raise ImportFormatError(
             "The file contains NUL characters, so it is not a CSV text file."
         )
-    return text
+    return decoded
 
 
-def _text_decode(data: bytes) -> str:
+def _chosen_decode(data: bytes, encoding: str) -> Decoded:
+    if encoding not in ENCODINGS:
+        raise ImportFormatError(f"Bespoke does not read the encoding {encoding!r}.")
+    if encoding == "utf-8" and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return Decoded(data.decode(encoding), encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImportFormatError(
+            f"Line {line} holds the byte 0x{data[exc.start]:02X}, which is no "
+            f"letter in {ENCODINGS[encoding]}; choose the encoding the file was "
+            "saved in."
+        ) from exc
+
+
+def _text_decode(data: bytes) -> Decoded:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            return data.decode("utf-16")
+            return Decoded(data.decode("utf-16"), "utf-16")
         except UnicodeDecodeError as exc:
             raise ImportFormatError(
                 "The file starts like UTF-16 text but is not; save it as CSV UTF-8."
             ) from exc
+    utf16 = _utf16_without_mark(data)
+    if utf16:
+        with contextlib.suppress(UnicodeDecodeError):
+            return Decoded(data.decode(utf16), utf16)
 
     try:
-        return data.decode("utf-8-sig")
+        return Decoded(data.decode("utf-8-sig"), "utf-8-sig")
     except UnicodeDecodeError:
         pass
+    mixed = _utf8_mixed_decode(data)
+    if mixed is not None:
+        return mixed
 
     # Excel on Windows saves "CSV" in the machine's code page, most often this one.
     try:
-        return data.decode("cp1252")
+        return Decoded(data.decode("cp1252"), "cp1252")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(
-            "The file is neither UTF-8 nor Windows-1252 text; save it as CSV UTF-8."
+            "The file is neither UTF-8 nor Windows-1252 text; choose its encoding, "
+            "or save it as CSV UTF-8."
         ) from exc
+
+
+def _utf16_without_mark(data: bytes) -> str:
+    # ASCII text in UTF-16 has a 0 beside every letter: after it (little-endian)
+    # or before it (big-endian). Other files have next to no 0 bytes.
+    sample = data[:4096]
+    if len(sample) < 4 or len(data) % 2:
+        return ""
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) >= UTF16_ZERO_SHARE * len(odd) and not even.count(0):
+        return "utf-16-le"
+    if even.count(0) >= UTF16_ZERO_SHARE * len(even) and not odd.count(0):
+        return "utf-16-be"
+    return ""
+
+
+def _utf8_mixed_decode(data: bytes) -> Decoded | None:
+    # Bytes another code page wrote into a UTF-8 file (a name pasted from an old
+    # system): the file is UTF-8 if its other non-ASCII bytes are, and those few
+    # bytes are read as Windows-1252, each line named. A Windows-1252 file with
+    # accents almost never forms a valid UTF-8 sequence.
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    pieces: list[str] = []
+    lines: list[int] = []
+    start = 0
+    while True:
+        try:
+            pieces.append(data[start:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as exc:
+            if len(lines) == UTF8_STRAYS_MAX:
+                return None
+            bad, after = start + exc.start, start + exc.end
+            pieces.append(data[start:bad].decode("utf-8"))
+            pieces.append(data[bad:after].decode("cp1252", errors="replace"))
+            lines.append(data.count(b"\n", 0, bad) + 1)
+            start = after
+    text = "".join(pieces)
+    strays = len(lines)
+    if sum(1 for letter in text if ord(letter) > 127) <= strays:
+        return None  # no letter but the strays is UTF-8's: another code page
+    return Decoded(text, UTF8_MIXED, tuple(sorted(set(lines))))
 
 
 def _csv_dialect(text: str) -> tuple[str, int]:
@@ -358,16 +480,25 @@ def contacts_is_workbook(data: bytes) -> bool:
     return data.startswith(b"PK\x03\x04")
 
 
-def contacts_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line, cells) for every record of a CSV or XLSX file, header first."""
+def contacts_records(
+    data: bytes, encoding: str = ""
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line, cells) for every record of a CSV or XLSX file, header first.
+
+    `encoding` is a CSV file's chosen encoding (ENCODINGS); empty, it is found.
+    """
     if _is_xlsx(data):
         yield from _xlsx_records(data)
         return
 
-    text = contacts_decode(data)
-    if not text.strip():
+    yield from decoded_records(contacts_decoded(data, encoding))
+
+
+def decoded_records(decoded: Decoded) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line, cells) for every record of a decoded CSV file, header first."""
+    if not decoded.text.strip():
         raise ImportFormatError("The file is empty.")
-    yield from _csv_records(text)
+    yield from _csv_records(decoded.text)
 
 
 def contacts_header_read(records: Iterator[tuple[int, list[str]]]) -> list[str]:
@@ -379,9 +510,9 @@ def contacts_header_read(records: Iterator[tuple[int, list[str]]]) -> list[str]:
     return header_names(cells)
 
 
-def contacts_header(data: bytes) -> list[str]:
+def contacts_header(data: bytes, encoding: str = "") -> list[str]:
     """Return the column names of a file's first record (see header_names)."""
-    records = contacts_records(data)
+    records = contacts_records(data, encoding)
     try:
         return contacts_header_read(records)
     finally:

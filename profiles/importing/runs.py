@@ -87,7 +87,11 @@ def contact_import_create(*, filename: str, data: bytes) -> ContactImport:
 
 
 def contact_import_map(
-    *, contact_import_id: int, column_map: dict[str, str], date_format: str
+    *,
+    contact_import_id: int,
+    column_map: dict[str, str],
+    date_format: str,
+    encoding: str = "",
 ) -> bool:
     """Keep the marketer's column map for a pending import; False if it already ran."""
     column_map_check(column_map)
@@ -96,23 +100,35 @@ def contact_import_map(
 
     saved = ContactImport.objects.filter(
         pk=contact_import_id, status=ImportStatus.PENDING, started_at=None
-    ).update(column_map=column_map, date_format=date_format, queued_at=timezone.now())
+    ).update(
+        column_map=column_map,
+        date_format=date_format,
+        encoding=encoding,
+        queued_at=timezone.now(),
+    )
     return bool(saved)
 
 
-def contact_import_preview(*, contact_import: ContactImport) -> ContactsPreview:
+def contact_import_preview(
+    *, contact_import: ContactImport, encoding: str = ""
+) -> ContactsPreview:
     """Return the header, samples and default map of a pending import's kept file.
 
     A file that cannot be read marks the import failed with the reason, at once
-    (no worker will ever read it better), and raises ImportFormatError.
+    (no worker will ever read it better), and raises ImportFormatError. A file
+    that cannot be read in a chosen `encoding` raises it and stays pending.
     """
     try:
         data = contact_import_upload_path(contact_import).read_bytes()
-        return contacts_preview(data)
     except FileNotFoundError as exc:
         error = "The uploaded file is gone; upload it again."
         _unstarted_fail(contact_import, error)
         raise ImportFormatError(error) from exc
+    if encoding:
+        # A wrong choice is the marketer's to correct: the import stays pending.
+        return contacts_preview(data, encoding=encoding)
+    try:
+        return contacts_preview(data)
     except ImportFormatError as exc:
         _unstarted_fail(contact_import, str(exc))
         raise
@@ -226,9 +242,13 @@ def contact_import_run_stored(*, contact_import_id: int) -> ContactImport:
     return contact_import
 
 
-def contact_import_file(*, filename: str, data: bytes) -> ContactImport:
+def contact_import_file(
+    *, filename: str, data: bytes, encoding: str = ""
+) -> ContactImport:
     """Import a file now, in this process, and return the finished import."""
     contact_import = contact_import_create(filename=filename, data=data)
+    if encoding:
+        ContactImport.objects.filter(pk=contact_import.pk).update(encoding=encoding)
     return contact_import_run_stored(contact_import_id=contact_import.pk)
 
 
@@ -344,6 +364,7 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
         data,
         column_map=contact_import.column_map or None,
         date_format=contact_import.date_format,
+        encoding=contact_import.encoding,
     )
     start = contact_import.rows_done
     if start == 0:

@@ -23,6 +23,7 @@ from profiles.importing import (
     contact_import_retry,
     contact_import_retryable,
 )
+from profiles.importing.reading import ENCODINGS
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
 from profiles.traits import trait_name_is_reserved
@@ -75,14 +76,32 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     contact_import = get_object_or_404(ContactImport, pk=pk)
     if contact_import.status != ImportStatus.PENDING or _is_mapped(contact_import):
         return redirect("import_detail", pk=pk)
+    # The encoding chosen above the form (a GET), or carried by the form's post.
+    chosen = (request.POST if request.method == "POST" else request.GET).get(
+        "encoding", ""
+    )
+    encoding = chosen if chosen in ENCODINGS else ""
+    encoding_error = ""
     try:
-        preview = contact_import_preview(contact_import=contact_import)
-    except ImportFormatError:
-        # The import is failed with the reason, which its page shows.
-        return redirect("import_detail", pk=pk)
+        preview = contact_import_preview(
+            contact_import=contact_import, encoding=encoding
+        )
+    except ImportFormatError as exc:
+        if not encoding:
+            # The import is failed with the reason, which its page shows.
+            return redirect("import_detail", pk=pk)
+        # The file is not in the chosen encoding: shown as found, with the reason.
+        encoding, encoding_error = "", str(exc)
+        try:
+            preview = contact_import_preview(contact_import=contact_import)
+        except ImportFormatError:
+            return redirect("import_detail", pk=pk)
 
     options = {"names": preview.names, "column_map": preview.column_map}
-    form = ContactImportMappingForm(request.POST or None, traits=_traits(), **options)
+    initial = {"encoding": encoding}
+    form = ContactImportMappingForm(
+        request.POST or None, initial=initial, traits=_traits(), **options
+    )
     if request.method == "POST" and form.is_valid():
         try:
             return _import_queue(request, contact_import, form)
@@ -94,6 +113,12 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = preview.reserved
+    context["encoding"] = {
+        "found": preview.encoding_label,
+        "chosen": encoding,
+        "choices": ENCODINGS,
+        "error": encoding_error,
+    }
     return render(request, "profiles/import_mapping.html", context)
 
 
@@ -119,6 +144,7 @@ def _import_queue(
             contact_import_id=contact_import.pk,
             column_map=form.column_map(),
             date_format=form.cleaned_data["date_format"],
+            encoding=form.cleaned_data["encoding"],
         )
         # Enqueue only once the map is committed, so the worker runs with it.
         if saved:

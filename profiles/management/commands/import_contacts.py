@@ -5,6 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from profiles.importing import contact_import_file
+from profiles.importing.reading import ENCODINGS
 from profiles.models import ContactImport, ImportStatus
 
 
@@ -17,8 +18,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+        parser.add_argument(
+            "--encoding",
+            choices=sorted(ENCODINGS),
+            default="",
+            help="the CSV files' text encoding (found from each file when not given)",
+        )
 
-    def handle(self, *args, files: list[Path], **options) -> None:
+    def handle(self, *args, files: list[Path], encoding: str = "", **options) -> None:
         folders = [str(path) for path in files if path.is_dir()]
         if folders:
             raise CommandError(f"A folder, not a file: {', '.join(folders)}")
@@ -29,7 +36,7 @@ class Command(BaseCommand):
         failed = []
         for path in files:
             contact_import = contact_import_file(
-                filename=path.name, data=path.read_bytes()
+                filename=path.name, data=path.read_bytes(), encoding=encoding
             )
             self._report(contact_import)
             if contact_import.status != ImportStatus.DONE:

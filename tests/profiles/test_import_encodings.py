@@ -1,0 +1,117 @@
+"""A CSV file's text encoding: found when the file shows it, chosen when it cannot."""
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from profiles.importing import contact_import_create, contact_import_file
+from profiles.importing.reading import ImportFormatError, contacts_decoded
+from profiles.models import ContactImport, ImportStatus, Profile
+
+POLISH = "email,first_name,city\nlukasz@example.com,Łukasz,Łódź\n"
+MIXED = (
+    b"email,first_name\n"
+    + "ana@example.com,Chloé\n".encode()
+    + b"ben@example.com,Ren\xe9e\n"
+    + "cid@example.com,André\n".encode()
+)
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+
+
+def test_a_utf8_file_with_a_stray_byte_stays_utf8_and_names_the_line():
+    decoded = contacts_decoded(MIXED)
+
+    assert decoded.text.splitlines()[1:] == [
+        "ana@example.com,Chloé",
+        "ben@example.com,Renée",
+        "cid@example.com,André",
+    ]
+    assert decoded.stray_lines == (3,)
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_found(codec):
+    assert contacts_decoded(POLISH.encode(codec)).text == POLISH
+
+
+def test_a_file_that_is_not_in_the_chosen_encoding_names_the_line():
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_decoded("email\nana@example.com\nbé@example.com\n".encode(), "utf-8x")
+    assert "does not read the encoding" in str(refused.value)
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_decoded(b"email\nana@example.com\nb\x81@example.com\n", "cp1250")
+    assert str(refused.value).startswith(
+        "Line 3 holds the byte 0x81, which is no letter"
+    )
+
+
+@pytest.mark.django_db
+def test_a_mixed_file_is_imported_with_a_note_naming_the_line():
+    done = contact_import_file(filename="mixed.csv", data=MIXED)
+
+    assert Profile.objects.get(email="ben@example.com").first_name == "Renée"
+    assert Profile.objects.get(email="ana@example.com").first_name == "Chloé"
+    (note,) = [n for n in done.notes if n["kind"] == "encoding_mixed"]
+    assert note["lines"] == [3]
+    assert "line 3 hold bytes that are not" in note["message"]
+
+
+@pytest.mark.django_db
+def test_a_central_european_file_imports_right_in_its_chosen_encoding():
+    data = POLISH.encode("cp1250")
+
+    found = contact_import_file(filename="pl.csv", data=data)
+    assert Profile.objects.get().first_name == "£ukasz"
+    assert [n["kind"] for n in found.notes] == ["encoding_found"]
+
+    chosen = contact_import_file(filename="pl.csv", data=data, encoding="cp1250")
+    assert chosen.status == ImportStatus.DONE
+    lukasz = Profile.objects.get()
+    assert (lukasz.first_name, lukasz.city) == ("Łukasz", "Łódź")
+    assert chosen.notes == []
+
+
+@pytest.mark.django_db
+def test_the_command_takes_an_encoding(tmp_path):
+    path = tmp_path / "pl.csv"
+    path.write_bytes(POLISH.encode("cp1250"))
+
+    call_command("import_contacts", str(path), "--encoding", "cp1250")
+
+    assert Profile.objects.get().first_name == "Łukasz"
+
+
+@pytest.mark.django_db
+def test_the_mapping_page_reads_the_file_again_in_the_chosen_encoding(
+    client, django_user_model
+):
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    contact_import = contact_import_create(
+        filename="pl.csv", data=POLISH.encode("cp1250")
+    )
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+
+    found = client.get(url).content.decode()
+    assert "Windows-1252 (Western Europe and the Americas) (found in the file)" in found
+    assert "£ukasz" in found
+
+    chosen = client.get(url, {"encoding": "cp1250"}).content.decode()
+    assert "Łukasz" in chosen
+
+    wrong = client.get(url, {"encoding": "utf-8"}).content.decode()
+    assert "Line 2 holds the byte 0xA3, which is no letter in UTF-8" in wrong
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.PENDING
+
+    form = client.get(url, {"encoding": "cp1250"}).context["form"]
+    data = {name: form[name].initial or "" for name in form.fields}
+    response = client.post(url, data)
+
+    assert response.status_code == 302
+    assert ContactImport.objects.get(pk=contact_import.pk).encoding == "cp1250"
