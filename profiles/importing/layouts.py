@@ -428,12 +428,31 @@ def _default_target(
 # Consent ---------------------------------------------------------------------------
 
 
-def contacts_time_parse(text: str) -> datetime:
-    """Read a time as written in an export; a naive one is in the import time zone."""
-    parsed = datetime.fromisoformat(text.strip())
+def contacts_time_parse(text: str, date_format: str = "") -> datetime:
+    """Read a time as written in an export; a naive one is in the import time zone.
+
+    An export writes ISO times ("2025-03-31 14:05:00"); one saved again by Excel
+    writes them in the machine's format, which is read in the file's declared date
+    format, with or without the time of day ("31/03/2025 14:05").
+    """
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        if not date_format:
+            raise
+        parsed = _declared_time_parse(text.strip(), date_format)
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=ZoneInfo(settings.BESPOKE_IMPORT_TIME_ZONE))
     return parsed.astimezone(UTC)
+
+
+def _declared_time_parse(text: str, date_format: str) -> datetime:
+    for suffix in (" %H:%M:%S", " %H:%M", ""):
+        try:
+            return datetime.strptime(text, date_format + suffix)  # noqa: DTZ007 - zone added by the caller
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is no time in the format {date_format}")
 
 
 # What a status cell may say, as a marketer would write it; compared by column_key,
@@ -489,13 +508,15 @@ def blacklisted_read(text: str) -> SubscriptionStatus:
     raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS)
 
 
-def _first_time(cell: Callable[[str], str], names: tuple[str, ...]) -> datetime | None:
+def _first_time(
+    cell: Callable[[str], str], names: tuple[str, ...], date_format: str
+) -> datetime | None:
     for name in names:
         text = cell(name)
         if not text:
             continue
         try:
-            return contacts_time_parse(text)
+            return contacts_time_parse(text, date_format)
         except ValueError:
             continue
     return None
@@ -526,6 +547,7 @@ def consent_fact(
     cell: Callable[[str], str | None],
     now: datetime,
     suppressed: bool = False,
+    date_format: str = "",
 ) -> ConsentFact:
     """Return the consent fact one record states; `cell` reads a column by name.
 
@@ -541,7 +563,7 @@ def consent_fact(
             evidence[name] = value
 
     present = lambda name: cell(name) or ""  # noqa: E731 - a one-use reader
-    occurred_at = _first_time(present, layout.consent_times)
+    occurred_at = _first_time(present, layout.consent_times, date_format)
     dated = occurred_at is not None
     if not dated:
         # The file does not say when; the time of the import is the honest bound.

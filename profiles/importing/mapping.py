@@ -274,7 +274,7 @@ def _plan_add(
 # Values ----------------------------------------------------------------------------
 
 
-def _value_read(kind: str, text: str) -> Any:
+def _value_read(kind: str, text: str, date_format: str = "") -> Any:
     if kind == "int":
         return int(text)
     if kind == "float":
@@ -284,7 +284,7 @@ def _value_read(kind: str, text: str) -> Any:
             raise ValueError(text)
         return number
     if kind == "time":
-        return contacts_time_parse(text).isoformat()
+        return contacts_time_parse(text, date_format).isoformat()
     return text
 
 
@@ -416,7 +416,7 @@ def _traits_read(
             traits[name] = value
             continue
         try:
-            typed = _value_read(kind, value) if kind else value
+            typed = _value_read(kind, value, context.date_format) if kind else value
         except ValueError:
             why = f"expected a {'time' if kind == 'time' else 'number'}"
             context.notes.append(
@@ -564,6 +564,7 @@ def _consents_read(
         cell=cell,
         now=context.now,
         suppressed=suppressed,
+        date_format=context.date_format,
     )
     return [fact]
 
@@ -581,7 +582,9 @@ def _suppressed_note(record: int, column: str, said: str) -> dict[str, Any]:
     }
 
 
-def _changed_at(plan: ColumnPlan, cells: list[str]) -> datetime | None:
+def _changed_at(
+    plan: ColumnPlan, cells: list[str], date_format: str
+) -> datetime | None:
     if not plan.layout.changed_at:
         return None
 
@@ -589,7 +592,7 @@ def _changed_at(plan: ColumnPlan, cells: list[str]) -> datetime | None:
     if position is None or not cells[position].strip():
         return None
     try:
-        return contacts_time_parse(cells[position])
+        return contacts_time_parse(cells[position], date_format)
     except ValueError:
         return None
 
@@ -618,7 +621,7 @@ def _record_read(
     traits = _traits_read(context, record, line, cells, email.display)
     fields = _fields_read(context, record, cells, traits)
     tags = _tags_read(context, cells[plan.tags]) if plan.tags is not None else []
-    changed_at = _changed_at(plan, cells)
+    changed_at = _changed_at(plan, cells, context.date_format)
     return ContactRow(
         [record], [line], email, fields, traits, tags, changed_at, consents
     )

@@ -128,3 +128,37 @@ def test_a_status_column_mapped_in_a_mailchimp_export_decides_each_rows_status()
         note.get("kind") == "status_column" and note.get("column") == "Status"
         for note in done.notes
     )
+
+
+EXCEL_RESAVED = (
+    b"Email Address,First Name,MEMBER_RATING,OPTIN_TIME,CONFIRM_TIME,UNSUB_TIME,"
+    b"UNSUB_CAMPAIGN_TITLE,LEID,EUID\n"
+    b"grace@example.com,Grace,2,,20/08/2024 14:01,15/01/2025 10:22,January,1,a\n"
+    b"dmitri@example.com,Dmitri,2,,23/03/2024 10:50,03/12/2024 08:15:30,Preview,2,b\n"
+)
+
+
+@pytest.mark.django_db
+def test_an_export_saved_again_by_excel_keeps_its_times_in_the_declared_format(
+    settings,
+):
+    from datetime import UTC, datetime
+
+    settings.BESPOKE_IMPORT_TIME_ZONE = "UTC"
+    contact_import = contact_import_create(filename="unsub.csv", data=EXCEL_RESAVED)
+    from profiles.models import ContactImport
+
+    ContactImport.objects.filter(pk=contact_import.pk).update(date_format="%d/%m/%Y")
+
+    done = contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    assert done.layout == "mailchimp_unsubscribed"
+    assert not [n for n in done.notes if n.get("kind") == "ignored_value"]
+    grace = Profile.objects.get(email="grace@example.com")
+    assert grace.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert grace.subscription_changed_at == datetime(2025, 1, 15, 10, 22, tzinfo=UTC)
+    dmitri = Profile.objects.get(email="dmitri@example.com")
+    assert dmitri.subscription_changed_at == datetime(
+        2024, 12, 3, 8, 15, 30, tzinfo=UTC
+    )
+    assert dmitri.traits["confirm_at"] == "2024-03-23T10:50:00+00:00"
