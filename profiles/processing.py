@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -250,7 +250,7 @@ def _chunks_process(
     done, size = 0, EVENT_CHUNK_SIZE
     while limit is None or done < limit:
         wanted = size if limit is None else min(size, limit - done)
-        chunk = _chunk_redone_if_raced(pending, size=wanted, schema=schema)
+        chunk = _chunk_done(pending, size=wanted, schema=schema)
         done += chunk.processed
         if not chunk.full:
             return done, False
@@ -264,6 +264,21 @@ def _chunks_process(
     return done, True
 
 
+def _chunk_done(
+    pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
+) -> _ChunkDone:
+    try:
+        return _chunk_redone_if_raced(pending, size=size, schema=schema)
+    except OperationalError:
+        raise
+    except DatabaseError:
+        # A write the database refused for one event's sake rolled the whole chunk
+        # back: done again one event at a time, only that event fails, and the
+        # events behind it are not held up.
+        logger.exception("Event chunk failed; its events are processed one by one")
+        return _chunk_one_by_one(pending, size=size, schema=schema)
+
+
 def _chunk_redone_if_raced(
     pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
 ) -> _ChunkDone:
@@ -275,6 +290,33 @@ def _chunk_redone_if_raced(
             # the next attempt sees them.
             logger.warning("Event chunk redone: another worker linked its ids first")
     return _chunk_process(pending, size=size, schema=schema)
+
+
+def _chunk_one_by_one(
+    pending: QuerySet[Event], *, size: int, schema: dict[str, TraitRule]
+) -> _ChunkDone:
+    ids = list(
+        pending.order_by("received_at", "timestamp", "id").values_list("pk", flat=True)[
+            :size
+        ]
+    )
+    for event_id in ids:
+        try:
+            _chunk_redone_if_raced(pending.filter(pk=event_id), size=1, schema=schema)
+        except OperationalError:
+            raise
+        except DatabaseError as exc:
+            logger.exception("Event processing failed", extra={"event": event_id})
+            _event_failed(event_id, f"{type(exc).__name__}: {exc}"[:500])
+    return _ChunkDone(processed=len(ids), full=len(ids) == size, cut=False)
+
+
+def _event_failed(event_id: int, error: str) -> None:
+    # Marked processed with its error, as an event that fails in Python is, so the
+    # sweep moves on; "Process again" in the admin retries it after a fix.
+    Event.objects.filter(pk=event_id, processed_at__isnull=True).update(
+        processed_at=timezone.now(), processing_error=error
+    )
 
 
 @transaction.atomic

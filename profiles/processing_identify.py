@@ -14,6 +14,7 @@ from profiles.models import Event, Profile, RejectedEvent
 from profiles.traits import (
     TraitInvalid,
     TraitRule,
+    country_code_read,
     trait_coerce,
     trait_name_is_reserved,
 )
@@ -125,7 +126,7 @@ def _trait_fields(traits: dict[str, Any]) -> dict[str, str]:
         "phone": _text(traits.get("phone"), 50),
         "city": _text(address.get("city"), 100),
         "region": _text(address.get("state"), 100),
-        "country_code": country.upper() if len(country) == 2 else "",
+        "country_code": country_code_read(country),
     }
     # A trait that is absent or empty leaves what the profile knows.
     return {name: value for name, value in candidates.items() if value}

@@ -44,7 +44,12 @@ from profiles.services import (
     profile_tags_add,
 )
 from profiles.signals import profiles_changed
-from profiles.traits import TraitInvalid, trait_coerce, trait_schema_load
+from profiles.traits import (
+    TraitInvalid,
+    country_code_read,
+    trait_coerce,
+    trait_schema_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +336,7 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> None:
 
 def _customer_fields(customer: dict[str, Any]) -> dict[str, str]:
     address = _object(customer.get("default_address"))
-    country = _text(address.get("country_code"), 2).upper()
+    country = country_code_read(_text(address.get("country_code"), 100))
     candidates = {
         "first_name": _text(customer.get("first_name"), 150),
         "last_name": _text(customer.get("last_name"), 150),

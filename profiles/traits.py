@@ -92,6 +92,19 @@ def trait_schema_load(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, TraitRule]:
     }
 
 
+COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
+
+
+def country_code_read(text: str) -> str:
+    """Return a two-letter country code as a profile keeps it, or "" if not one.
+
+    Only the letters A to Z: "ßa" upper-cases to three letters ("SSA"), more than
+    the column holds.
+    """
+    text = text.strip()
+    return text.upper() if COUNTRY_CODE.fullmatch(text) else ""
+
+
 def trait_coerce(rule: TraitRule, raw: Any, *, date_format: str = "") -> Any:
     """Return the JSON-safe stored value of a raw input; raise TraitInvalid if it breaks the rule.
 

@@ -75,6 +75,7 @@ from profiles.traits import (
     QUOTED_MAX_CHARS,
     TraitInvalid,
     TraitRule,
+    country_code_read,
     number_digits,
     number_text,
     trait_coerce,
@@ -297,9 +298,10 @@ def _max_length(name: str) -> int | None:
 def _profile_value_check(name: str, value: str) -> str:
     """Return the value as the profile stores it, or raise ValueError."""
     if name == "country_code":
-        if len(value) != 2 or not value.isascii() or not value.isalpha():
+        code = country_code_read(value)
+        if not code:
             raise ValueError("not a two-letter country code")
-        return value.upper()
+        return code
 
     if name == "timezone":
         try:
