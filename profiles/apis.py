@@ -5,6 +5,7 @@ import binascii
 import logging
 from typing import Any
 
+import psycopg
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
@@ -81,8 +82,9 @@ class TrackingApi(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         # Clients read JSON with code and message on every answer; a database that is
-        # briefly unavailable (a lock, a restart) is a 503 they retry, not HTML.
-        if isinstance(exc, DatabaseError):
+        # briefly unavailable (a lock, a restart) is a 503 they retry, not HTML. The
+        # insert's own cursor raises the driver's errors, not Django's.
+        if isinstance(exc, DatabaseError | psycopg.Error):
             logger.error("Tracking request failed on the database", exc_info=exc)
             response = _error(
                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 import uuid
 import zlib
@@ -19,9 +20,10 @@ from typing import IO, Any
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg.errors import DeadlockDetected
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
@@ -147,9 +149,20 @@ class IngestResult:
         return answer
 
 
+def text_storable(text: str) -> bool:
+    """Tell whether PostgreSQL can store the text: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def write_key_source(*, key: str | None) -> str | None:
     """Return the source name a write key stands for, or None if it is not valid."""
-    if not key:
+    if not key or not text_storable(key):
         return None
 
     for configured in settings.BESPOKE_WRITE_KEYS:
@@ -181,7 +194,7 @@ WHERE key = %s AND revoked_at IS NULL
 
 def write_key_revoked_at(*, key: str | None) -> datetime | None:
     """Return when a write key made in Bespoke was revoked, if it was."""
-    if not key:
+    if not key or not text_storable(key):
         return None
     revoked = WriteKey.objects.filter(key=key, revoked_at__isnull=False)
     return revoked.values_list("revoked_at", flat=True).first()
@@ -360,11 +373,7 @@ def events_ingest(
         for code, message in _trait_notices(item, path_type=path_type):
             result.notices.append(Rejection(index, _message_id_of(item), code, message))
 
-    with transaction.atomic():
-        _events_store(drafts=drafts, result=result)
-        _rejections_store(items=items, result=result, source=source, at=received_at)
-        if result.stored_ids:
-            transaction.on_commit(events_process_enqueue)
+    _stored(drafts=drafts, items=items, result=result, source=source, at=received_at)
 
     logger.info(
         "Tracking request ingested: %s stored, %s duplicates, %s rejected",
@@ -374,6 +383,45 @@ def events_ingest(
         extra={"source": source, "items": len(items)},
     )
     return result
+
+
+# A NUL as JSON writes it: \u0000 after an even number of backslashes (after an odd
+# number, it is the text "\u0000" a sender wrote).
+ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# What PostgreSQL's text cannot hold: NUL, and lone UTF-16 surrogates.
+UNSTORABLE_LETTERS = re.compile("[\x00\ud800-\udfff]")
+# How many times a request's writes are tried when they meet a deadlock: two
+# requests storing the same messageIds in other orders wait on each other.
+STORE_ATTEMPTS = 3
+
+
+def _stored(
+    *,
+    drafts: list[EventDraft],
+    items: list[Any],
+    result: IngestResult,
+    source: str,
+    at: datetime,
+) -> None:
+    duplicates = result.duplicates
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                _events_store(drafts=drafts, result=result)
+                _rejections_store(items=items, result=result, source=source, at=at)
+                if result.stored_ids:
+                    transaction.on_commit(events_process_enqueue)
+            return
+        except (OperationalError, DeadlockDetected) as exc:
+            # The database stopped this request's writes, which are rolled back
+            # whole; the other request's are committed by now.
+            deadlock = isinstance(exc, DeadlockDetected) or isinstance(
+                exc.__cause__, DeadlockDetected
+            )
+            if not deadlock or attempt == STORE_ATTEMPTS:
+                raise
+            result.stored_ids, result.duplicates = [], duplicates
+            logger.warning("Tracking request met a deadlock; its writes are redone")
 
 
 def _order_amount_warning(
@@ -526,10 +574,14 @@ def _items_split(
 
 
 def _message_id_of(item: Any) -> str:
+    # Kept with a rejection as written, but storable: a NUL or a lone surrogate
+    # (the reason it was refused, perhaps) becomes U+FFFD.
     if not isinstance(item, dict):
         return ""
     value = item.get("messageId")
-    return str(value)[:255] if value is not None else ""
+    if value is None:
+        return ""
+    return UNSTORABLE_LETTERS.sub("\ufffd", str(value)[:255])
 
 
 def _event_build(
@@ -543,12 +595,13 @@ def _event_build(
     if not isinstance(item, dict):
         raise ItemRejected("invalid_type", "The item is not a JSON object.")
 
-    _size_check(item)
+    objects = _objects_read(item=item, shared=shared)
+    # Measured as it is stored: with the batch's context and integrations in it.
+    _size_check({**item, **objects} if shared else item)
     kind = path_type or item.get("type")
     if kind not in EVENT_TYPES:
         raise ItemRejected("invalid_type", f"Unknown call type {kind!r}.")
 
-    objects = _objects_read(item=item, shared=shared)
     ids = _ids_read(item=item, kind=kind)
     times = _times_read(item=item, shared=shared, received_at=received_at)
 
@@ -571,7 +624,7 @@ def _size_check(item: dict[str, Any]) -> None:
     except orjson.JSONEncodeError:
         data = _encoded_strictly(item)
 
-    if b"\\u0000" in data:
+    if b"\\u0000" in data and ESCAPED_NUL.search(data):
         raise ItemRejected("invalid_characters", "The item holds NUL characters.")
     if len(data) > MAX_CALL_BYTES:
         raise ItemRejected(
@@ -883,7 +936,11 @@ def _rejections_store(
 
 def _storable(item: Any, code: str) -> Any:
     # Text or numbers PostgreSQL refuses cannot be kept; the code says why it is
-    # missing.
+    # missing (an item that is not an object may hold them too).
     if code in ("invalid_characters", "invalid_number"):
         return None
-    return item
+    try:
+        data = orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return None
+    return None if ESCAPED_NUL.search(data) else item

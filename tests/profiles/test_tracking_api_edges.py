@@ -310,3 +310,136 @@ def test_a_user_id_float_too_large_to_be_exact_is_refused(client, number):
 
     assert rejected["code"] == "invalid_field"
     assert "send it as a string" in rejected["message"]
+
+
+# Items holding what PostgreSQL cannot store are refused alone ----------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "code", "kept_id"),
+    [
+        (
+            '{"type":"track","messageId":"n\\u0000ul","userId":"u","event":"X"}',
+            "invalid_characters",
+            "n\ufffdul",
+        ),
+        (
+            '{"type":"track","messageId":"bad\\ud800","userId":"u","event":"X"}',
+            "invalid_characters",
+            "bad\ufffd",
+        ),
+        ('"a\\u0000b"', "invalid_type", ""),
+        ('["\\u0000"]', "invalid_type", ""),
+        ('"\\ud83d"', "invalid_type", ""),
+    ],
+)
+def test_an_item_with_text_postgresql_refuses_is_refused_and_the_rest_stored(
+    client, item, code, kept_id
+):
+    from profiles.models import RejectedEvent
+
+    response = batch(client, GOOD, item)
+
+    assert response.status_code == 200, response.content[:300]
+    answer = response.json()
+    assert answer["stored"] == 1
+    assert [r["code"] for r in answer["rejected"]] == [code]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["good-1"]
+    rejected = RejectedEvent.objects.get()
+    assert (rejected.code, rejected.message_id) == (code, kept_id)
+
+
+@pytest.mark.parametrize("name", ["context", "integrations"])
+@pytest.mark.parametrize("text", ["\\u0000", "\\ud800"])
+def test_a_batch_context_postgresql_cannot_store_refuses_each_item_in_json(
+    client, name, text
+):
+    body = f'{{"batch":[{GOOD}],"{name}":{{"x":"a{text}b"}}}}'
+
+    response = client.post(
+        "/v1/batch", data=body, content_type="application/json", **AUTH
+    )
+
+    assert response.status_code == 200, response.content[:300]
+    assert [r["code"] for r in response.json()["rejected"]] == ["invalid_characters"]
+    assert not Event.objects.exists()
+
+
+def test_the_text_backslash_u0000_is_not_a_nul(client):
+    item = (
+        '{"type":"track","messageId":"path-1","userId":"u","event":"Searched",'
+        '"properties":{"query":"C:\\\\u0000logs"}}'
+    )
+
+    response = batch(client, item)
+
+    assert response.json()["rejected"] == []
+    stored = Event.objects.get()
+    assert stored.properties == {"query": "C:\\u0000logs"}
+
+
+def test_a_batch_context_counts_in_each_items_size(client):
+    big = json.dumps({"blob": "x" * 40_000})
+    body = f'{{"batch":[{GOOD}],"context":{big}}}'
+
+    response = client.post(
+        "/v1/batch", data=body, content_type="application/json", **AUTH
+    )
+
+    assert [r["code"] for r in response.json()["rejected"]] == ["item_too_large"]
+    assert not Event.objects.exists()
+
+
+@pytest.mark.parametrize("key", ["demo\u0000key", "demo\ud800key"])
+def test_a_write_key_postgresql_cannot_hold_is_a_401(client, key):
+    body = json.dumps({"writeKey": key, "batch": [json.loads(GOOD)]})
+
+    response = client.post("/v1/batch", data=body, content_type="application/json")
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_write_key"
+
+
+def test_a_request_that_meets_a_deadlock_is_stored_once(client, monkeypatch):
+    from psycopg.errors import DeadlockDetected
+
+    from profiles import ingestion
+
+    insert = ingestion._events_insert
+    met = []
+
+    def deadlocked_once(fresh):
+        ids = insert(fresh)
+        if not met:
+            met.append(1)
+            raise DeadlockDetected("deadlock detected")
+        return ids
+
+    monkeypatch.setattr(ingestion, "_events_insert", deadlocked_once)
+    twice = GOOD.replace("good-1", "good-2")
+
+    response = batch(client, GOOD, GOOD, twice)
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert (answer["stored"], answer["duplicates"]) == (2, 1)
+    assert Event.objects.count() == 2
+
+
+def test_a_database_error_from_the_inserts_own_cursor_is_a_json_503(
+    client, monkeypatch
+):
+    from psycopg.errors import AdminShutdown
+
+    from profiles import ingestion
+
+    def shut_down(fresh):
+        raise AdminShutdown("terminating connection due to administrator command")
+
+    monkeypatch.setattr(ingestion, "_events_insert", shut_down)
+
+    response = batch(client, GOOD)
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+    assert response["Retry-After"] == "5"
