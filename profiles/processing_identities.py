@@ -292,7 +292,10 @@ def _identities_attach(
         event.type == EventType.ALIAS
         and not ProfileIdentity.objects.filter(value=event.previous_id).exists()
     ):
+        # An id Bespoke has not seen may be an anonymousId or an earlier userId
+        # (the spec allows both): later events under either name find this person.
         wanted.append((IdentityKind.ANONYMOUS_ID, event.previous_id))
+        wanted.append((IdentityKind.USER_ID, event.previous_id))
 
     for kind, value in wanted:
         if value:

@@ -792,6 +792,28 @@ def test_an_alias_joins_an_earlier_user_id(db):
     assert ProfileMerge.objects.get().reason == "alias"
 
 
+@pytest.mark.parametrize("later", ["user_id", "anonymous_id"])
+def test_an_alias_from_an_id_not_yet_seen_takes_it_under_either_name(db, later):
+    track("alias-new", type="alias", user_id="usr_8002", previous_id="legacy-43")
+    events_process_pending()
+
+    track(
+        "order-old",
+        event="Order Completed",
+        properties={"order_id": "o-1", "total": 20, "currency": "USD"},
+        timestamp=utc("2025-03-14T11:00:00Z"),
+        received_at=utc("2025-03-14T11:00:01Z"),
+        **{later: "legacy-43"},
+    )
+    events_process_pending()
+
+    person = profile_of("usr_8002")
+    assert Profile.objects.count() == 1
+    assert Event.objects.get(message_id="order-old").profile_id == person.pk
+    person.refresh_from_db()
+    assert person.order_count == 1
+
+
 def test_an_email_owned_by_another_user_id_is_not_taken(db):
     owner = ProfileFactory(email="hannah.schmidt@example.com")
     ProfileIdentity.objects.create(
