@@ -16,6 +16,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 import orjson
@@ -32,6 +33,8 @@ from profiles.processing_identify import (
     identify_trait_reserved,
 )
 from profiles.processing_traits import (
+    NUMBER_BLANKS,
+    NUMBER_TEXT,
     ORDER_AMOUNT_LIMIT,
     ORDER_COMPLETED,
     number_coerce,
@@ -57,6 +60,8 @@ MAX_ID_CHARS = 255
 # The first whole number a float cannot tell from its neighbour (2**53 + 1).
 FLOAT_EXACT_LIMIT = 2.0**53
 MAX_NAME_CHARS = 200
+# A page's or screen's name is its title, which may be long.
+MAX_PAGE_NAME_CHARS = 1000
 READ_CHUNK_BYTES = 64 * 1024
 EMAIL_CACHE_SIZE = 20_000
 # A key's last_used_at is written at most this often, not on every request.
@@ -282,9 +287,29 @@ def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
 
     try:
         payload = json_read_exact(body)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
         raise RequestRefused(
-            status=400, code="invalid_json", message="The body is not valid JSON."
+            status=400,
+            code="invalid_json",
+            message="The body nests objects or arrays too deeply to be read (about "
+            "1,000 levels); nothing in it was stored.",
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise RequestRefused(
+            status=400,
+            code="invalid_json",
+            message=f"The body is not valid JSON: {exc}.",
+        ) from exc
+    except ValueError as exc:
+        # NaN and Infinity, which are not JSON, or an integer past the digits
+        # Python reads.
+        reason = str(exc)
+        if "integer string conversion" in reason:
+            reason = "an integer has more than 4,300 digits"
+        raise RequestRefused(
+            status=400,
+            code="invalid_json",
+            message=f"The body cannot be read: {reason}; nothing in it was stored.",
         ) from exc
 
     if not isinstance(payload, dict):
@@ -424,6 +449,19 @@ def _stored(
             logger.warning("Tracking request met a deadlock; its writes are redone")
 
 
+def _number_written_above(raw: Any, limit: Decimal) -> bool:
+    # Whether the amount is a number, as written, at least `limit` either way.
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return False
+    text = str(raw).strip(NUMBER_BLANKS)
+    if not re.fullmatch(NUMBER_TEXT, text):
+        return False
+    try:
+        return abs(Decimal(text)) >= limit
+    except InvalidOperation:
+        return False
+
+
 def _order_amount_warning(
     item: dict[str, Any], *, path_type: str | None
 ) -> tuple[str, str] | None:
@@ -454,6 +492,9 @@ def _order_amount_warning(
         )
     shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
     amount = number_coerce(raw)
+    if amount is None and _number_written_above(raw, ORDER_AMOUNT_LIMIT):
+        # A number, but longer than any Bespoke keeps (10 ** 30): too large.
+        amount = ORDER_AMOUNT_LIMIT
     if amount is not None and amount >= ORDER_AMOUNT_LIMIT:
         return (
             "order_amount_too_large",
@@ -465,7 +506,8 @@ def _order_amount_warning(
         return (
             "order_amount_negative",
             f"properties.{name} {shown[:60]} is below zero: the order counts as an "
-            "order and lowers lifetime value; send refunds as 'Order Refunded'",
+            "order and lowers lifetime value (Bespoke reads no 'Order Refunded' "
+            "event yet, so a refund sent this way also counts as one more order)",
         )
     if amount is not None:
         return None
@@ -604,6 +646,8 @@ def _event_build(
 
     ids = _ids_read(item=item, kind=kind)
     times = _times_read(item=item, shared=shared, received_at=received_at)
+    if kind in (EventType.PAGE, EventType.SCREEN) and "category" in item:
+        objects["properties"] = _category_kept(item, objects["properties"])
 
     return {
         "type": kind,
@@ -674,6 +718,15 @@ def _objects_read(*, item: dict[str, Any], shared: dict[str, Any]) -> dict[str, 
     return objects
 
 
+def _category_kept(item: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+    # A page call's top-level category (analytics clients still send it) is kept
+    # among its properties, unless they name one of their own.
+    category = _name_text(item, "category")
+    if not category or "category" in properties:
+        return properties
+    return {**properties, "category": category}
+
+
 def _ids_read(*, item: dict[str, Any], kind: str) -> dict[str, str]:
     ids = {
         "message_id": _id_text(item, "messageId") or str(uuid.uuid4()),
@@ -682,7 +735,7 @@ def _ids_read(*, item: dict[str, Any], kind: str) -> dict[str, str]:
         "previous_id": _id_text(item, "previousId"),
         "group_id": _id_text(item, "groupId"),
         "event": _name_text(item, "event"),
-        "name": _name_text(item, "name"),
+        "name": _name_text(item, "name", MAX_PAGE_NAME_CHARS),
     }
 
     if len(ids["message_id"]) > MAX_MESSAGE_ID_CHARS:
@@ -732,14 +785,14 @@ def _id_number_text(value: Any, key: str) -> str:
     return str(value)
 
 
-def _name_text(item: dict[str, Any], key: str) -> str:
+def _name_text(item: dict[str, Any], key: str, max_chars: int = MAX_NAME_CHARS) -> str:
     value = item.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
         raise ItemRejected("invalid_field", f"'{key}' must be a string.")
-    if len(value) > MAX_NAME_CHARS:
-        raise ItemRejected("field_too_long", f"'{key}' is over {MAX_NAME_CHARS} chars.")
+    if len(value) > max_chars:
+        raise ItemRejected("field_too_long", f"'{key}' is over {max_chars} chars.")
     return value.strip()
 
 

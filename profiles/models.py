@@ -166,7 +166,8 @@ class Event(models.Model):
     message_id = models.CharField(max_length=100)
     type = models.CharField(max_length=10, choices=EventType.choices)
     event = models.CharField(max_length=200, blank=True)
-    name = models.CharField(max_length=200, blank=True)
+    # A page's or screen's name: its title.
+    name = models.CharField(max_length=1000, blank=True)
     user_id = models.CharField(max_length=255, blank=True)
     anonymous_id = models.CharField(max_length=255, blank=True)
     previous_id = models.CharField(max_length=255, blank=True)

@@ -1,6 +1,7 @@
 """Marketer pages about profiles: the list with search, one person's whole story, and
 merging two profiles of one person by hand."""
 
+import json
 import logging
 from typing import Any
 
@@ -154,8 +155,18 @@ def _custom_traits(profile: Profile) -> list[dict[str, Any]]:
     for name, value in sorted(profile.traits.items()):
         rule = schema.get(name)
         declared = labels.get(rule.type, rule.type) if rule else ""
-        rows.append({"name": name, "value": value, "type": declared})
+        rows.append({"name": name, "value": trait_shown(value), "type": declared})
     return rows
+
+
+def trait_shown(value: Any) -> str:
+    """Return a trait's value as it was sent: JSON, not Python's spelling of it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1e21:
+        # The database keeps 1e308 as its 309 digits; shown as a site would.
+        return f"{value:.15g}"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _timeline_row(event: Event) -> dict[str, Any]:

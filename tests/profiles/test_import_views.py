@@ -569,3 +569,23 @@ def test_an_import_that_failed_before_its_first_row_offers_to_run_again(
     assert "0 of 34 rows were written; run it again" in html
     assert reverse("import_retry", args=[contact_import.pk]) in html
     assert ">Run it again</button>" in html
+
+
+@pytest.mark.django_db
+def test_the_profile_page_shows_traits_as_they_were_sent(signed_in):
+    kim = ProfileFactory(
+        traits={
+            "address": {"city": "São Paulo", "state": None},
+            "vip": False,
+            "huge": 1e308,
+            "plan": "gold",
+        }
+    )
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": kim.pk}))
+
+    html = page.content.decode()
+    assert "{&quot;city&quot;: &quot;São Paulo&quot;, &quot;state&quot;: null}" in html
+    assert "<td style=\"white-space: pre-line\">false</td>" in html
+    assert "1e+308" in html
+    assert "None" not in html

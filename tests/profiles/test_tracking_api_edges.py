@@ -127,6 +127,8 @@ def test_an_order_whose_amount_is_no_number_is_stored_with_a_warning(client):
     ("total", "code", "words"),
     [
         (1000000000, "order_amount_too_large", "properties.total 1000000000 is a "),
+        (10**30, "order_amount_too_large", f"properties.total {10**30} is a bil"),
+        ("1" + "0" * 30, "order_amount_too_large", f"properties.total '{10**30}' is"),
         ("-50", "order_amount_negative", "properties.total '-50' is below zero"),
         ("EUR", "order_currency_other", "properties.currency 'EUR' is not USD"),
     ],
@@ -183,8 +185,15 @@ def test_zero_written_any_way_is_still_zero(client):
     assert response.json()["stored"] == 1
 
 
-@pytest.mark.parametrize("amount", ['"1e-999"', '"1e999"', "1" + "0" * 400])
-def test_an_order_amount_out_of_range_is_warned_about(client, amount):
+@pytest.mark.parametrize(
+    ("amount", "code"),
+    [
+        ('"1e-999"', "order_amount_unreadable"),
+        ('"1e999"', "order_amount_too_large"),
+        ("1" + "0" * 400, "order_amount_too_large"),
+    ],
+)
+def test_an_order_amount_out_of_range_is_warned_about(client, amount, code):
     order = (
         '{"type":"track","messageId":"ord-x","userId":"u","event":"Order Completed",'
         f'"properties":{{"order_id":"9","total":{amount}}}}}'
@@ -194,7 +203,7 @@ def test_an_order_amount_out_of_range_is_warned_about(client, amount):
 
     answer = response.json()
     assert answer["stored"] == 1
-    assert [w["code"] for w in answer["warnings"]] == ["order_amount_unreadable"]
+    assert [w["code"] for w in answer["warnings"]] == [code]
 
 
 def test_an_integer_past_64_bits_is_stored_exactly(client):
@@ -443,3 +452,52 @@ def test_a_database_error_from_the_inserts_own_cursor_is_a_json_503(
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
     assert response["Retry-After"] == "5"
+
+
+def test_a_page_calls_category_is_kept_among_its_properties(client):
+    page = (
+        '{"type":"page","messageId":"p-1","userId":"u","name":"Install",'
+        '"category":"Docs","properties":{"path":"/docs/install"}}'
+    )
+    own = (
+        '{"type":"page","messageId":"p-2","userId":"u","name":"Tents",'
+        '"category":"Shop","properties":{"category":"Outdoor"}}'
+    )
+
+    batch(client, page, own)
+
+    assert Event.objects.get(message_id="p-1").properties == {
+        "path": "/docs/install",
+        "category": "Docs",
+    }
+    assert Event.objects.get(message_id="p-2").properties == {"category": "Outdoor"}
+
+
+def test_a_long_page_title_is_stored(client):
+    title = "A very long article title " * 30
+    page = json.dumps(
+        {"type": "page", "messageId": "p-3", "userId": "u", "name": title}
+    )
+
+    response = batch(client, page)
+
+    assert response.json()["rejected"] == []
+    assert Event.objects.get().name == title.strip()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('{"batch":[' + '{"a":' * 3000 + "1" + "}" * 3000 + "]}", "too deeply"),
+        ('{"batch":[{"a": 1]}', "The body is not valid JSON: Expecting"),
+        ('{"batch":[{"a":' + "9" * 5000 + "}]}", "more than 4,300 digits"),
+    ],
+)
+def test_a_body_that_cannot_be_read_says_why(client, body, words):
+    response = client.post(
+        "/v1/batch", data=body, content_type="application/json", **AUTH
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+    assert words in response.json()["message"]
