@@ -294,6 +294,35 @@ def _year_dropped(date_format: str) -> str:
     return ""
 
 
+def declared_time_parse(text: str, date_format: str) -> datetime:
+    """Read text in a file's declared date format, with or without a time of day."""
+    for suffix in (" %H:%M:%S", " %H:%M", ""):
+        try:
+            return datetime.strptime(text, date_format + suffix)  # noqa: DTZ007 - the caller adds the zone
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is no time in the format {date_format}")
+
+
+def date_format_shown(date_format: str) -> str:
+    """Return a declared format as a marketer reads it: "%d/%m/%Y" is DD/MM/YYYY."""
+    shown = date_format
+    for code, words in DATE_FORMAT_WORDS.items():
+        shown = shown.replace(code, words)
+    return shown
+
+
+DATE_FORMAT_WORDS = {
+    "%d": "DD",
+    "%m": "MM",
+    "%Y": "YYYY",
+    "%y": "YY",
+    "%H": "hh",
+    "%M": "mm",
+    "%S": "ss",
+}
+
+
 def _as_datetime(rule: TraitRule, raw: Any, date_format: str) -> str:
     when = _parse_when(rule, raw, date_format)
     if timezone.is_naive(when):
@@ -311,17 +340,18 @@ def _parse_when(
     text = str(raw).strip()
     try:
         if date_format:
-            return datetime.strptime(text, date_format)  # noqa: DTZ007 - zone added later
+            # Only the declared format, never guessed, with or without a time.
+            return declared_time_parse(text, date_format)
         parsed = parse_datetime(text) or datetime.fromisoformat(text)
     except ValueError as exc:
-        expected = date_format or "ISO-8601 (YYYY-MM-DD)"
+        expected = date_format_shown(date_format) or "ISO 8601 (YYYY-MM-DD)"
         if yearless:
             # The date trait's other form: a day and month with no year.
             dropped = _year_dropped(date_format) if date_format else ""
-            expected = (
-                f"{date_format} (or {dropped} without a year)"
+            expected += (
+                f" (or {date_format_shown(dropped)} without a year)"
                 if dropped
-                else "ISO-8601 (YYYY-MM-DD, or --MM-DD without a year)"
+                else " (or --MM-DD without a year)"
             )
         raise TraitInvalid(
             "not_a_date",

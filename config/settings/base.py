@@ -145,6 +145,9 @@ WHITENOISE_USE_FINDERS = DEBUG
 # Uploads above this size are streamed to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
+# The import's mapping page posts one field per column of the file: Django's
+# default of 1,000 fields refused a wide export with a bare 400.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 20_000
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from profiles.importing.reading import column_key, trait_key
 from profiles.models import SubscriptionStatus
-from profiles.traits import trait_name_is_reserved
+from profiles.traits import declared_time_parse, trait_name_is_reserved
 
 TARGET_EMAIL = "email"
 TARGET_TAGS = "tags"
@@ -440,19 +440,10 @@ def contacts_time_parse(text: str, date_format: str = "") -> datetime:
     except ValueError:
         if not date_format:
             raise
-        parsed = _declared_time_parse(text.strip(), date_format)
+        parsed = declared_time_parse(text.strip(), date_format)
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=ZoneInfo(settings.BESPOKE_IMPORT_TIME_ZONE))
     return parsed.astimezone(UTC)
-
-
-def _declared_time_parse(text: str, date_format: str) -> datetime:
-    for suffix in (" %H:%M:%S", " %H:%M", ""):
-        try:
-            return datetime.strptime(text, date_format + suffix)  # noqa: DTZ007 - zone added by the caller
-        except ValueError:
-            continue
-    raise ValueError(f"{text!r} is no time in the format {date_format}")
 
 
 # What a status cell may say, as a marketer would write it; compared by column_key,

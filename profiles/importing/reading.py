@@ -446,7 +446,7 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
 # Excel and LibreOffice store each formula's value; a workbook written by a script
 # may not, and its cells would read as empty.
 UNCALCULATED_FORMULA = re.compile(
-    rb'<(?:\w+:)?c\s+r="([A-Z]+[0-9]+)"[^>]*>\s*'
+    rb'<(?:\w+:)?c\s+(?:[^>]*?\s)?r="([A-Z]+[0-9]+)"[^>]*>\s*'
     rb"<(?:\w+:)?f\b[^>]*(?:/>|>[^<]*</(?:\w+:)?f>)\s*"
     rb"(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>"
 )

@@ -414,6 +414,27 @@ def test_a_workbook_whose_formulas_were_never_calculated_is_refused_naming_cells
     )
 
 
+def test_uncalculated_formulas_are_found_whatever_the_order_of_attributes():
+    import re
+
+    data = xlsx_bytes([["Email", "First name"], ["a@example.com", "=1+1"]])
+    source, target = io.BytesIO(data), io.BytesIO()
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            content = old.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                # Another writer puts the style before the reference.
+                content = re.sub(
+                    rb'<c r="([A-Z]+[0-9]+)"', rb'<c s="0" r="\1"', content
+                )
+            new.writestr(item, content)
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_header(target.getvalue())
+
+    assert "never calculated (cells B2)" in str(refused.value)
+
+
 def test_a_workbook_with_calculated_formulas_is_read():
     data = xlsx_bytes([["Email", "Orders"], ["a@example.com", 3]])
     # What Excel writes: the formula and, beside it, its value.

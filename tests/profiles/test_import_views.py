@@ -586,6 +586,22 @@ def test_the_profile_page_shows_traits_as_they_were_sent(signed_in):
 
     html = page.content.decode()
     assert "{&quot;city&quot;: &quot;São Paulo&quot;, &quot;state&quot;: null}" in html
-    assert "<td style=\"white-space: pre-line\">false</td>" in html
+    assert '<td style="white-space: pre-line">false</td>' in html
     assert "1e+308" in html
     assert "None" not in html
+
+
+@pytest.mark.django_db
+def test_a_file_with_a_thousand_columns_can_be_mapped(signed_in):
+    header = "email," + ",".join(f"field_{n}" for n in range(1200))
+    row = "ana@example.com," + ",".join("x" for _ in range(1200))
+    contact_import = contact_import_create(
+        filename="wide.csv", data=f"{header}\n{row}\n".encode()
+    )
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+
+    response = signed_in.post(url, mapping_defaults(signed_in, url))
+
+    assert response.status_code == 302
+    contact_import.refresh_from_db()
+    assert contact_import.column_map["email"] == "email"

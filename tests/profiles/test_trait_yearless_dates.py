@@ -41,8 +41,12 @@ def test_a_full_date_in_the_declared_format_keeps_its_year():
 @pytest.mark.parametrize(
     ("raw", "date_format", "words"),
     [
-        ("07/14", "", "is not a date in the format ISO-8601 (YYYY-MM-DD, or --MM-DD"),
-        ("07/14", "%d/%m/%Y", "is not a date in the format %d/%m/%Y (or %d/%m"),
+        ("07/14", "", "is not a date in the format ISO 8601 (YYYY-MM-DD) (or --MM-DD"),
+        (
+            "07/14",
+            "%d/%m/%Y",
+            "in the format DD/MM/YYYY (or DD/MM without a year)",
+        ),
         ("--02-30", "", "is not a date"),
         ("--13-01", "", "is not a date"),
     ],

@@ -162,3 +162,28 @@ def test_spaces_anywhere_else_make_no_number(raw):
         trait_coerce(TraitRule("spend", "number"), raw)
 
     assert caught.value.reason == "not_a_number"
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("31/03/2025 14:05", "2025-03-31T14:05:00+00:00"),
+        ("31/03/2025 14:05:30", "2025-03-31T14:05:30+00:00"),
+        ("31/03/2025", "2025-03-31T00:00:00+00:00"),
+    ],
+)
+def test_a_date_and_time_is_read_in_the_declared_format_with_its_time(raw, stored):
+    rule = TraitRule("last_login", "datetime")
+
+    assert trait_coerce(rule, raw, date_format="%d/%m/%Y") == stored
+
+
+def test_a_date_outside_the_declared_format_names_it_as_a_marketer_reads_it():
+    with pytest.raises(TraitInvalid) as caught:
+        trait_coerce(
+            TraitRule("last_login", "datetime"), "2025-31-03", date_format="%d/%m/%Y"
+        )
+
+    assert str(caught.value) == (
+        "last_login: '2025-31-03' is not a date in the format DD/MM/YYYY"
+    )
