@@ -282,11 +282,16 @@ def _utf8_mixed_decode(data: bytes) -> Decoded | None:
 
 def _csv_dialect(text: str) -> tuple[str, int]:
     """Return the delimiter and how many lines before the header say only that."""
-    first_line = io.StringIO(text, newline="").readline()
+    lines = io.StringIO(text, newline="")
+    first_line = lines.readline()
     declared = SEP_LINE.fullmatch(first_line.rstrip("\r\n"))
     if declared:
         return declared[1], 1
-    return _delimiter_sniff(first_line), 0
+    # The header is the first line with something on it (blank lines may lead).
+    header = first_line
+    while not header.strip() and (following := lines.readline()):
+        header = following
+    return _delimiter_sniff(header), 0
 
 
 def _delimiter_sniff(header: str) -> str:
@@ -502,12 +507,15 @@ def decoded_records(decoded: Decoded) -> Iterator[tuple[int, list[str]]]:
 
 
 def contacts_header_read(records: Iterator[tuple[int, list[str]]]) -> list[str]:
-    """Return the column names of the records' first one, the header."""
-    try:
-        _, cells = next(records)
-    except StopIteration as exc:
-        raise ImportFormatError("The file is empty.") from exc
-    return header_names(cells)
+    """Return the column names of the records' first one that is not blank, the header.
+
+    Blank rows above it (an empty first line, a sheet that starts lower) are
+    passed over, as blank rows between records are.
+    """
+    for _, cells in records:
+        if "".join(cells).strip():
+            return header_names(cells)
+    raise ImportFormatError("The file is empty.")
 
 
 def contacts_header(data: bytes, encoding: str = "") -> list[str]:

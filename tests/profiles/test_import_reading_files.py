@@ -511,3 +511,34 @@ def test_a_cell_longer_than_pythons_csv_default_is_read():
     assert contact_import.status == ImportStatus.DONE, contact_import.error
     assert Profile.objects.get(email="ana@example.com").traits["notes"] == notes
     assert Profile.objects.get(email="ben@example.com").traits["notes"] == "short"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\nemail,first_name\nana@example.com,Ana\n",
+        b",,\n\r\n \nemail,first_name\nana@example.com,Ana\n",
+        b"\n\nemail;first_name\nana@example.com;Ana\n",
+    ],
+)
+def test_blank_rows_above_the_header_are_passed_over(data):
+    assert contacts_header(data) == ["email", "first_name"]
+
+    contact_import = contact_import_file(filename="blank-first.csv", data=data)
+    assert contact_import.records == 1
+
+    assert contact_import.status == ImportStatus.DONE, contact_import.error
+    assert Profile.objects.get().first_name == "Ana"
+
+
+@pytest.mark.django_db
+def test_a_sheet_whose_header_starts_lower_is_read():
+    data = xlsx_bytes(
+        [[None, None], [], ["Email", "First name"], ["ana@example.com", "Ana"]]
+    )
+
+    contact_import = contact_import_file(filename="lower.xlsx", data=data)
+
+    assert contact_import.status == ImportStatus.DONE, contact_import.error
+    assert Profile.objects.get().first_name == "Ana"
