@@ -28,7 +28,14 @@ from profiles.traits import (
 
 logger = logging.getLogger(__name__)
 
-TRAIT_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a segment rule can name after "traits." (segments.language.TRAIT_PATH) and
+# what an import makes of a column's name: letters of any alphabet, digits, "_".
+TRAIT_NAME_PATTERN = re.compile(r"\w{1,100}")
+
+
+def trait_name_declarable(name: str) -> bool:
+    """Whether a trait of this name can be declared (see TraitDefinitionForm)."""
+    return bool(TRAIT_NAME_PATTERN.fullmatch(name)) and not trait_name_is_reserved(name)
 
 
 class RuleNumberField(forms.DecimalField):
@@ -89,8 +96,8 @@ class TraitDefinitionForm(forms.ModelForm):
         name = self.cleaned_data["name"].strip()
         if not TRAIT_NAME_PATTERN.fullmatch(name):
             raise forms.ValidationError(
-                f"“{name}” is not a trait name: use letters, digits and underscores, "
-                "not starting with a digit."
+                f"“{name}” is not a trait name: use up to 100 letters, digits and "
+                "underscores."
             )
         if trait_name_is_reserved(name):
             raise forms.ValidationError(
@@ -176,7 +183,10 @@ def trait_list(request: HttpRequest) -> HttpResponse:
     definitions = TraitDefinition.objects.order_by("name")
     context = {
         "definitions": [{"definition": d, "rule": _rule_of(d)} for d in definitions],
-        "undeclared": trait_names_undeclared(),
+        "undeclared": [
+            {**trait, "declarable": trait_name_declarable(trait["name"])}
+            for trait in trait_names_undeclared()
+        ],
     }
     return render(request, "profiles/traits_list.html", context)
 

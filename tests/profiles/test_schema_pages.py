@@ -140,8 +140,8 @@ def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
             {"name": "2nd plan"},
             {
                 "name": [
-                    "“2nd plan” is not a trait name: use letters, digits and "
-                    "underscores, not starting with a digit."
+                    "“2nd plan” is not a trait name: use up to 100 letters, digits "
+                    "and underscores."
                 ]
             },
         ),
@@ -210,3 +210,27 @@ def test_the_edit_page_shows_how_many_profiles_break_the_rule(signed_in):
     page = response.content.decode()
     assert "<strong data-breaking>1</strong> of 2 profiles with this trait" in page
     assert f"Profile {high.pk}</a>: member_rating: 9 is above 5</li>" in page
+
+
+@pytest.mark.django_db
+def test_every_name_an_import_makes_can_be_declared_and_others_are_not_offered(
+    signed_in,
+):
+    from tests.factories import ProfileFactory
+
+    ProfileFactory(
+        traits={"grösse": "M", "2024_spend": 10, "email_needs_smtputf8": True}
+    )
+    ProfileFactory(traits={"first name": "Ana"})
+
+    page = signed_in.get(reverse("trait_list")).content.decode()
+    assert 'href="/traits/new/?name=gr%C3%B6sse"' in page or "name=gr%C3%B6sse" in page
+    assert "name=2024_spend" in page
+    assert "name=email_needs_smtputf8" not in page
+    assert "name=first%20name" not in page
+
+    for name in ("grösse", "2024_spend"):
+        response = signed_in.post(
+            reverse("trait_new"), {"name": name, "type": "text", "description": ""}
+        )
+        assert response.status_code == 302, response.content.decode()[:500]
