@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -79,6 +79,7 @@ CHECKOUT_CONSENT_WORDING = (
 
 
 AMOUNT_LIMIT = Decimal(10**12)
+CENT = Decimal("0.01")
 
 
 class ShopifyPayloadError(ValueError):
@@ -536,8 +537,12 @@ def _checkout_upsert(
         and values["updated_at"] < checkout.updated_at
     )
     if not created and not stale:
-        # A checkout completed by an order stays completed.
+        # A checkout completed by an order stays completed, and an update that
+        # names no address (it was cleared in the form) keeps the person it had.
         values["completed_at"] = values["completed_at"] or checkout.completed_at
+        if values["profile"] is None:
+            values["profile"] = checkout.profile
+            values["email"] = values["email"] or checkout.email
         for name, value in values.items():
             setattr(checkout, name, value)
         checkout.save()
@@ -779,7 +784,10 @@ def _money(value: Any) -> Decimal | None:
         raise ShopifyPayloadError(f"{value!r} is not an amount") from exc
     if not amount.is_finite():
         raise ShopifyPayloadError(f"{value!r} is not an amount")
-    # Orders and checkouts keep amounts in 14 digits with 2 decimals.
+    # Orders and checkouts keep amounts in 14 digits with 2 decimals, rounded as
+    # Django rounds them on saving: 999999999999.999 is 1,000,000,000,000.00.
+    if abs(amount) < AMOUNT_LIMIT:
+        amount = amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
     if abs(amount) >= AMOUNT_LIMIT:
         raise ShopifyPayloadError(
             f"{value!r} is too large an amount (at most {AMOUNT_LIMIT - 1:,})"
@@ -838,10 +846,19 @@ def _line_item(line: Any) -> dict[str, Any]:
         "title": _text(line.get("title"), 255),
         "variant_title": _text(line.get("variant_title"), 255),
         "price": _text(line.get("price"), 40),
-        "quantity": line.get("quantity")
-        if isinstance(line.get("quantity"), int)
-        else 0,
+        "quantity": _quantity(line.get("quantity")),
     }
+
+
+def _quantity(value: Any) -> int:
+    # A whole number, or one written as text ("2"), as some apps send it.
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return 0
 
 
 def _products(value: Any) -> list[dict[str, Any]]:

@@ -392,6 +392,25 @@ def test_anas_checkout_is_upserted_by_token_and_stays_abandoned(db, deliver):
     assert checkout.order_shop_id == ""
 
 
+def test_an_update_without_an_address_keeps_the_checkouts_person(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("checkouts_create.json")
+    update = json.loads(load_fixture("shopify/checkouts_update.json"))
+    update["email"] = None
+    body = json.dumps(update).encode()
+    headers = resigned(
+        shop_headers, "checkouts_update.json", body, **{"X-Shopify-Webhook-Id": "u-2"}
+    )
+
+    deliver("checkouts_update.json", headers=headers, body=body)
+
+    checkout = ShopCheckout.objects.get()
+    assert checkout.profile == Profile.objects.get(email="ana.souza@example.com")
+    assert checkout.email == "ana.souza@example.com"
+    assert checkout.updated_at == utc("2025-03-14T09:19:02Z")
+
+
 def test_a_new_checkout_has_no_address_and_no_shipping_yet(db, deliver):
     deliver("checkouts_create.json")
 
@@ -849,6 +868,41 @@ def test_a_time_outside_the_calendar_finishes_the_delivery_with_its_reason(
     delivery = WebhookDelivery.objects.get(delivery_id="old-1")
     assert delivery.processed_at is not None
     assert "is outside the years 1 to 9999 in UTC" in delivery.error
+
+
+def test_an_amount_that_rounds_past_the_limit_finishes_the_delivery_with_its_reason(
+    db, deliver, load_fixture, shop_headers
+):
+    order = json.loads(load_fixture("shopify/orders_create.json"))
+    order["total_price"] = "999999999999.999"
+    body = json.dumps(order).encode()
+    headers = resigned(
+        shop_headers, "orders_create.json", body, **{"X-Shopify-Webhook-Id": "big-1"}
+    )
+
+    deliver("orders_create.json", headers=headers, body=body)
+
+    delivery = WebhookDelivery.objects.get(delivery_id="big-1")
+    assert delivery.processed_at is not None
+    assert "is too large an amount" in delivery.error
+
+
+def test_a_quantity_written_as_text_is_read(db, deliver, load_fixture, shop_headers):
+    order = json.loads(load_fixture("shopify/orders_create.json"))
+    for line in order["line_items"]:
+        line["quantity"] = str(line["quantity"])
+    body = json.dumps(order).encode()
+    headers = resigned(
+        shop_headers, "orders_create.json", body, **{"X-Shopify-Webhook-Id": "qty-1"}
+    )
+
+    deliver("orders_create.json", headers=headers, body=body)
+
+    sent = json.loads(load_fixture("shopify/orders_create.json"))["line_items"]
+    event = Event.objects.get(event="Order Completed")
+    assert [p["quantity"] for p in event.properties["products"]] == [
+        line["quantity"] for line in sent
+    ]
 
 
 # Undated consent ---------------------------------------------------------------
