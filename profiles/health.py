@@ -39,6 +39,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
+from profiles.shopify import PAYLOAD_REFUSED
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce
 
 VOLUME_HOURS = 48
@@ -93,6 +94,8 @@ class _Feed:
     arrived: str
     done: str
     unit: str
+    # Where the wait that lag measures starts, when not at arrival.
+    waited_from: str = ""
 
 
 # Sources ------------------------------------------------------------------------
@@ -146,6 +149,14 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         done="processed_at",
         unit="events",
     )
+    if name == SOURCE_SHOPIFY:
+        # What the shop sent is deliveries; the events made of them come after.
+        feed = _Feed(
+            rows=WebhookDelivery.objects.filter(source__startswith=SOURCE_SHOPIFY),
+            arrived="received_at",
+            done="processed_at",
+            unit="deliveries",
+        )
     rows = RejectedEvent.objects.filter(where)
     refused, notices = rows.exclude(_is_notice()), rows.filter(_is_notice())
 
@@ -159,8 +170,17 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             refused.filter(received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS))
         ),
         notices=_rejections_by_code(notices, now=now),
-        failed=_failed_events(feed.rows),
-        webhook_errors=_webhook_errors() if name == SOURCE_SHOPIFY else None,
+        failed=(
+            _failed_deliveries()
+            if name == SOURCE_SHOPIFY
+            else _failed_events(feed.rows)
+        ),
+        events_failed=(
+            Event.objects.filter(where).exclude(processing_error="").count()
+            if name == SOURCE_SHOPIFY
+            else None
+        ),
+        webhook_notes=_webhook_notes() if name == SOURCE_SHOPIFY else None,
         # Every delivery is refused before anything is stored: only this says so.
         unconfigured=(
             name == SOURCE_SHOPIFY and not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS
@@ -175,6 +195,8 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         arrived="created_at",
         done="finished_at",
         unit="rows",
+        # The worker's lag: not the time the marketer took to map the columns.
+        waited_from="queued_at",
     )
     health = _feed_health(feed=feed, now=now, volume=Sum("records"))
     # Waiting counts from the hand-over to the worker: an upload mapped a day
@@ -187,13 +209,14 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         name=SOURCE_IMPORTS,
         label="Contact imports",
         kind="imports",
-        rejections=_import_rejections_by_reason(now=now),
-        notices=[],
+        rejections=_import_rejections_by_reason(now=now, fields=False),
+        notices=_import_rejections_by_reason(now=now, fields=True),
         rejected_last_hour=_import_rejected_since(
             now - timedelta(seconds=LAG_WINDOW_SECONDS)
         ),
         failed=_failed_imports(),
-        webhook_errors=None,
+        webhook_notes=None,
+        events_failed=None,
         last_received_at=feed.rows.filter(status=ImportStatus.DONE).aggregate(
             at=Max("finished_at")
         )["at"],
@@ -295,12 +318,11 @@ def _floor(now: datetime, step: timedelta) -> datetime:
 def _lag(feed: _Feed, *, now: datetime) -> dict[str, Any]:
     """Return the median and longest wait, arrival to done, of the last hour's rows."""
     since = now - timedelta(seconds=LAG_WINDOW_SECONDS)
+    start = feed.waited_from or feed.arrived
     done = feed.rows.filter(
-        **{f"{feed.arrived}__gte": since, f"{feed.done}__isnull": False}
+        **{f"{start}__gte": since, f"{feed.done}__isnull": False}
     ).annotate(
-        wait=ExpressionWrapper(
-            F(feed.done) - F(feed.arrived), output_field=DurationField()
-        )
+        wait=ExpressionWrapper(F(feed.done) - F(start), output_field=DurationField())
     )
 
     figures = done.aggregate(n=Count("id"), longest=Max("wait"))
@@ -403,26 +425,50 @@ def _failed_events(events: QuerySet) -> dict[str, Any]:
     return {"count": failed.count(), "recent": list(recent)}
 
 
-def _webhook_errors() -> int:
+def _failed_deliveries() -> dict[str, Any]:
+    # Refused for good (a payload that cannot be read), or failing and tried again.
     deliveries = WebhookDelivery.objects.filter(source__startswith=SOURCE_SHOPIFY)
-    return deliveries.exclude(error="").count()
+    failed = deliveries.filter(
+        Q(error__startswith=PAYLOAD_REFUSED)
+        | Q(processed_at__isnull=True) & ~Q(error="")
+    )
+    recent = failed.order_by("-received_at", "-pk").values(
+        "delivery_id", "topic", "error", "received_at", "processed_at"
+    )[:FAILED_EVENTS_SHOWN]
+    return {"count": failed.count(), "recent": list(recent)}
+
+
+def _webhook_notes() -> int:
+    # Applied as far as they go, with a note: a topic Bespoke does not use, a
+    # customer with no address.
+    deliveries = WebhookDelivery.objects.filter(
+        source__startswith=SOURCE_SHOPIFY, processed_at__isnull=False
+    )
+    return (
+        deliveries.exclude(error="").exclude(error__startswith=PAYLOAD_REFUSED).count()
+    )
 
 
 def _imports_since(since: datetime) -> QuerySet:
     return ContactImport.objects.filter(created_at__gte=since)
 
 
-def _import_rejections_by_reason(*, now: datetime) -> list[dict[str, Any]]:
-    """Return the rejected rows of the last 30 days' imports grouped by reason.
+def _import_rejections_by_reason(
+    *, now: datetime, fields: bool
+) -> list[dict[str, Any]]:
+    """Return the last 30 days' refused rows, or refused fields, grouped by reason.
 
-    A file's rejections are one JSON list on its import, read here in Python: an
-    import holds at most one file's rows, and there are few imports a month.
+    A refused field names its column; its row was stored without it. A file's
+    rejections are one JSON list on its import, read here in Python: an import
+    holds at most one file's rows, and there are few imports a month.
     """
     since = now - timedelta(days=REJECTIONS_WINDOW_DAYS)
     groups: dict[str, dict[str, Any]] = {}
     imports = _imports_since(since).order_by("created_at", "pk")
     for created_at, rejections in imports.values_list("created_at", "rejections"):
         for rejection in rejections or []:
+            if bool(rejection.get("column")) != fields:
+                continue
             reason = rejection.get("reason", "")
             group = groups.setdefault(reason, {"code": reason, "count": 0})
             group.update(last_at=created_at, message=rejection.get("message", ""))

@@ -79,6 +79,9 @@ CHECKOUT_CONSENT_WORDING = (
 
 
 AMOUNT_LIMIT = Decimal(10**12)
+# How a delivery finished without being applied begins its error; any other error
+# of a finished delivery is a note (a topic not used, no address).
+PAYLOAD_REFUSED = "The payload was refused: "
 CENT = Decimal("0.01")
 
 
@@ -160,7 +163,7 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
             )
             WebhookDelivery.objects.filter(pk=delivery.pk).update(
                 processed_at=timezone.now(),
-                error=f"The payload was refused: {exc}"[:500],
+                error=f"{PAYLOAD_REFUSED}{exc}"[:500],
             )
             return []
         except Exception as exc:

@@ -3,7 +3,7 @@
 import base64
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -287,20 +287,35 @@ def test_shop_events_and_failed_deliveries_count_under_shopify():
         received_at=at("2025-03-14 12:00:00"),
         processed_at=at("2025-03-14 12:00:01"),
     )
-    for n, error in enumerate(["", "bad payload", "no email"]):
+    later = NOW + timedelta(seconds=2)
+    for n, (error, processed_at) in enumerate(
+        [
+            ("", later),
+            ("The payload was refused: 'x' is not an amount", later),
+            ("DataError: numeric field overflow", None),
+            ("The order has no usable email address.", later),
+            ("", None),
+        ]
+    ):
         WebhookDelivery.objects.create(
             source="shopify",
             delivery_id=f"d{n}",
             topic="orders/create",
             received_at=NOW,
+            processed_at=processed_at,
             error=error,
         )
 
-    shopify = next(s for s in sources_health(now=NOW) if s["name"] == "shopify")
+    shopify = next(s for s in sources_health(now=later) if s["name"] == "shopify")
 
-    assert shopify["daily_total"] == 1
-    assert shopify["lag"] == {"measured": 1, "median_seconds": 1.0, "max_seconds": 1.0}
-    assert shopify["webhook_errors"] == 2
+    # What the shop sent: five deliveries, not the one event made of them.
+    assert (shopify["unit"], shopify["daily_total"]) == ("deliveries", 5)
+    assert shopify["lag"] == {"measured": 3, "median_seconds": 2.0, "max_seconds": 2.0}
+    assert shopify["unprocessed"]["count"] == 2
+    assert shopify["failed"]["count"] == 2
+    assert [row["delivery_id"] for row in shopify["failed"]["recent"]] == ["d2", "d1"]
+    assert shopify["webhook_notes"] == 1
+    assert shopify["events_failed"] == 0
 
 
 def test_contact_imports_report_rows_rejections_and_failures():
@@ -315,6 +330,7 @@ def test_contact_imports_report_rows_rejections_and_failures():
                 {"reason": "invalid_email", "message": "two @ signs"},
                 {"reason": "missing_email", "message": "no email address given"},
             ],
+            queued_at=at("2025-03-14 12:10:00"),
             started_at=at("2025-03-14 12:10:01"),
             finished_at=at("2025-03-14 12:10:05"),
         )
@@ -426,3 +442,29 @@ def test_the_worker_alarm_counts_from_the_mapping_not_the_upload(marketer):
 
     assert imports["unprocessed"] == {"count": 1, "oldest_age_seconds": 120.0}
     assert imports["backlog_warning"] is False
+
+
+def test_an_imports_lag_starts_when_it_was_handed_to_the_worker():
+    with time_machine.travel(at("2025-03-14 12:00:00"), tick=False):
+        ContactImport.objects.create(
+            filename="mapped-later.csv",
+            status=ImportStatus.DONE,
+            records=2,
+            rejected=1,
+            rejections=[
+                {"record": 1, "reason": "invalid_email", "message": "no @"},
+                {"record": 2, "reason": "not_a_date", "message": "bad", "column": "X"},
+            ],
+            queued_at=at("2025-03-14 12:09:00"),
+            finished_at=at("2025-03-14 12:10:00"),
+        )
+
+    imports = next(
+        s
+        for s in sources_health(now=at("2025-03-14 12:30:00"))
+        if s["kind"] == "imports"
+    )
+
+    assert imports["lag"]["max_seconds"] == 60.0
+    assert [g["code"] for g in imports["rejections"]] == ["invalid_email"]
+    assert [g["code"] for g in imports["notices"]] == ["not_a_date"]
