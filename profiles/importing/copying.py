@@ -222,6 +222,7 @@ class _Batch:
 
     source: str
     filename: str
+    import_id: int | None
     now: datetime
     states: dict[str, ProfileState]
     recorded: set[tuple[int, str, datetime]]
@@ -233,7 +234,7 @@ class _Batch:
 
 
 def contact_rows_copy(
-    rows: list[ContactRow], *, source: str, filename: str
+    rows: list[ContactRow], *, source: str, filename: str, import_id: int | None = None
 ) -> BatchOutcome:
     """Write one batch of merged rows with COPY, as contact_rows_write would."""
     outcome = BatchOutcome()
@@ -246,6 +247,7 @@ def contact_rows_copy(
     with connection.connection.cursor() as cursor:
         set_json_dumps(_json_dumps, context=cursor)
         batch = _batch_load(cursor, rows, source=source, filename=filename)
+        batch.import_id = import_id
         pending = PendingWrites()
         for row in rows:
             _row_sort(batch, row, pending, outcome)
@@ -293,7 +295,7 @@ def _batch_load(
         cursor.execute(RECORDED_SQL, [source])
         recorded = set(cursor.fetchall())
     return _Batch(
-        source, filename, timezone.now(), states, recorded, [], [], [], [], []
+        source, filename, None, timezone.now(), states, recorded, [], [], [], [], []
     )
 
 
@@ -434,7 +436,7 @@ def _consents_copy(
         return
 
     columns, defaults = _copy_plan(ConsentRecord, CONSENT_COLUMNS)
-    file_evidence = {"file": batch.filename}
+    file_evidence = {"file": batch.filename, "import": batch.import_id}
     table = ConsentRecord._meta.db_table
     with _copy_binary(cursor, table, columns) as copy:
         for state, fact in consents:

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from openpyxl import load_workbook
+from openpyxl.utils.escape import unescape
 
 DELIMITERS = (",", ";", "\t")
 XLSX_PARTS = {"[Content_Types].xml", "xl/workbook.xml"}
@@ -398,7 +399,10 @@ def xlsx_cell_text(value: object) -> str:
         return SheetDate(value.isoformat())
     if isinstance(value, time):
         return value.isoformat()
-    return str(value)
+    text = str(value)
+    # Excel writes a control character as _xHHHH_ (a line break in a cell as
+    # _x000D_), and the reader gives it as written.
+    return unescape(text) if "_x" in text else text
 
 
 def _float_text(value: float) -> str:

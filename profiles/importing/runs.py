@@ -379,7 +379,10 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
             try:
                 with transaction.atomic():
                     outcome = write(
-                        batch, source=parsed.source, filename=contact_import.filename
+                        batch,
+                        source=parsed.source,
+                        filename=contact_import.filename,
+                        import_id=contact_import.pk,
                     )
                     _progress_save(contact_import, first, first + len(batch), outcome)
                 break

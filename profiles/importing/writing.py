@@ -65,7 +65,7 @@ class PendingWrites:
 
 
 def contact_rows_write(
-    rows: list[ContactRow], *, source: str, filename: str
+    rows: list[ContactRow], *, source: str, filename: str, import_id: int | None = None
 ) -> BatchOutcome:
     """Write one batch of merged rows; return its counts, erased rows and notes."""
     outcome = BatchOutcome()
@@ -89,7 +89,8 @@ def contact_rows_write(
             pending.changed |= changed
 
     _profiles_save(new_profiles, changed_profiles, pending.changed)
-    _related_insert(rows, existing, new_profiles, pending, source, filename)
+    origin = {"file": filename, "import": import_id}
+    _related_insert(rows, existing, new_profiles, pending, source, origin)
     outcome.created = len(new_profiles)
     outcome.updated = len(rows) - len(new_profiles)
     return outcome
@@ -252,7 +253,7 @@ def _related_insert(
     new_profiles: list[Profile],
     pending: PendingWrites,
     source: str,
-    filename: str,
+    origin: dict[str, Any],
 ) -> None:
     by_key = existing | {profile.email: profile for profile in new_profiles}
     tags = [
@@ -263,7 +264,7 @@ def _related_insert(
     ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
 
     ConsentRecord.objects.bulk_create(
-        [_consent_record(p, fact, source, filename) for p, fact in pending.consents]
+        [_consent_record(p, fact, source, origin) for p, fact in pending.consents]
     )
     Suppression.objects.bulk_create(
         [
@@ -284,7 +285,7 @@ def _related_insert(
 
 
 def _consent_record(
-    profile: Profile, fact: ConsentFact, source: str, filename: str
+    profile: Profile, fact: ConsentFact, source: str, origin: dict[str, Any]
 ) -> ConsentRecord:
     return ConsentRecord(
         profile=profile,
@@ -293,5 +294,6 @@ def _consent_record(
         occurred_at=fact.occurred_at,
         ip_address=fact.ip_address or None,
         wording=fact.wording,
-        evidence={"file": filename, **fact.evidence},
+        # The file and the import it came in: the consent's proof names both.
+        evidence={**origin, **fact.evidence},
     )

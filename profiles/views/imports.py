@@ -213,6 +213,8 @@ def import_retry(request: HttpRequest, pk: int) -> HttpResponse:
         flash.success(
             request, "The import is queued again; it continues where it stopped."
         )
+    elif contact_import.status in (ImportStatus.PENDING, ImportStatus.RUNNING):
+        flash.info(request, "The import is already queued or running.")
     else:
         flash.error(request, "This import cannot run again; upload the file again.")
     return redirect("import_detail", pk=pk)

@@ -542,3 +542,10 @@ def test_a_sheet_whose_header_starts_lower_is_read():
 
     assert contact_import.status == ImportStatus.DONE, contact_import.error
     assert Profile.objects.get().first_name == "Ana"
+
+
+def test_a_control_character_excel_escaped_is_read_as_itself():
+    from profiles.importing.reading import xlsx_cell_text
+
+    assert xlsx_cell_text("line1_x000D_\nline2") == "line1\r\nline2"
+    assert xlsx_cell_text("Plain_text") == "Plain_text"

@@ -605,3 +605,28 @@ def test_a_file_with_a_thousand_columns_can_be_mapped(signed_in):
     assert response.status_code == 302
     contact_import.refresh_from_db()
     assert contact_import.column_map["email"] == "email"
+
+
+@pytest.mark.django_db
+def test_running_an_import_again_twice_says_it_is_queued(
+    signed_in, load_fixture, monkeypatch
+):
+    from profiles.importing import runs
+
+    def stopped(rows, **kwargs):
+        raise RuntimeError("the database went away")
+
+    contact_import = contact_import_create(
+        filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
+    )
+    monkeypatch.setattr(runs, "contact_rows_write", stopped)
+    with pytest.raises(RuntimeError):
+        runs.contact_import_run_stored(contact_import_id=contact_import.pk)
+    url = reverse("import_retry", args=[contact_import.pk])
+
+    first = signed_in.post(url, follow=True).content.decode()
+    second = signed_in.post(url, follow=True).content.decode()
+
+    assert "The import is queued again" in first
+    assert "The import is already queued or running." in second
+    assert "cannot run again" not in second

@@ -255,6 +255,7 @@ def test_subscribed_rows_record_consent_with_its_time_ip_and_evidence(
     assert "Mailchimp audience export" in record.wording
     assert record.evidence == {
         "file": "subscribed_members_export.csv",
+        "import": ContactImport.objects.get().pk,
         "layout": "mailchimp_subscribed",
         "record": 1,
         "OPTIN_TIME": "2024-09-02 18:20:11",

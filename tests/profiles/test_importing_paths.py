@@ -176,6 +176,14 @@ def snapshot() -> dict[str, list[tuple]]:
         "notes",
         "error",
     )
+    # Each run's imports have their own ids: a record names its import by its
+    # place among them.
+    first_import = ContactImport.objects.order_by("id").values_list("id", flat=True)
+    first = first_import.first() or 0
+    consents = [
+        (*row[:-2], {**row[-2], "import": row[-2]["import"] - first}, row[-1])
+        for row in consents
+    ]
     return {
         "profiles": list(profiles),
         "tags": list(tags),
