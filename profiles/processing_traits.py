@@ -1,7 +1,8 @@
 """Computed traits: what a profile's events say about the person, kept on the profile.
 
 - lifetime_value, order_count, first_order_at, last_order_at: from `Order Completed`
-  track events, each order counted once by `order_id` (the site and the shop may both
+  track events, each order counted once by `order_id` (1057, "1057" and 1057.0 are
+  one id; the site and the shop may both
   report it). Only orders in BESPOKE_CURRENCY, or with no currency, add to the value;
   the amount is `total`, else `revenue`, as a JSON number or a string holding one
   ("29.50"). An amount of a billion or more is taken as a feed error and left out.
@@ -254,6 +255,8 @@ _ORDER_KEY = f"""CASE
     WHEN e.properties->'order_id' IS NULL
       OR e.properties->'order_id' IN ({", ".join(f"'{v}'" for v in JSON_FALSY)})
     THEN 'event:' || e.id
+    WHEN jsonb_typeof(e.properties->'order_id') = 'number'
+    THEN trim_scale((e.properties->'order_id')::numeric)::text
     ELSE e.properties->>'order_id' END"""
 
 _ORDER_RAW = """CASE
@@ -657,7 +660,9 @@ def _order_key(row: tuple) -> str:
     order_id = _dict(row[5]).get("order_id")
     if not order_id:
         return f"event:{row[0]}"
-    # Written as the SQL path reads it, so "1057" and 1057 are one order in both.
+    # Written as the SQL path reads it, so "1057", 1057 and 1057.0 are one order.
+    if isinstance(order_id, int | float) and not isinstance(order_id, bool):
+        return format(Decimal(str(order_id)).normalize(), "f")
     return order_id if isinstance(order_id, str) else json.dumps(order_id)
 
 

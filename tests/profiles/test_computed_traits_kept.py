@@ -206,6 +206,26 @@ def test_an_amount_too_small_to_keep_is_left_out_alike_in_sql_and_python(
 
 
 @pytest.mark.parametrize(
+    "ids", [(1058, 1058.0), ("1058", 1058.0), (1.5e3, 1500), (1e-7, 0.0000001)]
+)
+def test_an_order_id_written_as_another_number_is_one_order_in_sql_and_python(ids):
+    first, again = ids
+    for order_id in (first, again):
+        event(
+            event="Order Completed",
+            properties={"order_id": order_id, "total": 20, "currency": "USD"},
+        )
+    process(NOW)
+    profile = user_profile()
+    by_sql = recomputed(profile.pk, NOW)
+
+    _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+
+    assert_same(figures(profile.pk), by_sql)
+    assert (by_sql["order_count"], by_sql["lifetime_value"]) == (1, Decimal("20.00"))
+
+
+@pytest.mark.parametrize(
     ("category", "read_as"),
     [("\tBoots\n", "Boots"), ("\u00a0Boots", "\u00a0Boots"), ("\t", None)],
 )
