@@ -2,10 +2,10 @@
 
 - lifetime_value, order_count, first_order_at, last_order_at: from `Order Completed`
   track events, each order counted once by `order_id` (1057, "1057" and 1057.0 are
-  one id; the site and the shop may both
-  report it). Only orders in BESPOKE_CURRENCY, or with no currency, add to the value;
-  the amount is `total`, else `revenue`, as a JSON number or a string holding one
-  ("29.50"). An amount of a billion or more is taken as a feed error and left out.
+  one id; the site and the shop may both report it). Only orders in
+  BESPOKE_CURRENCY, or with no currency, add to the value; the amount is `total`,
+  else `revenue`, as a JSON number or a string holding one ("29.50"). An amount
+  of a billion or more is taken as a feed error and left out.
 - average_order_value: lifetime value over the orders that counted in it; empty when
   none did.
 - last_seen_at: the latest event. last_opened_at: the latest `Email Opened` that is not
