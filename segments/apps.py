@@ -20,8 +20,19 @@ def _sqlite_functions_add(sender, connection, **kwargs) -> None:
     if connection.vendor != "sqlite":
         return
     from segments.expressions import SQLITE_CASELESS
-    from segments.language import caseless
 
     connection.connection.create_function(
-        SQLITE_CASELESS, 1, caseless, deterministic=True
+        SQLITE_CASELESS, 1, _sqlite_caseless, deterministic=True
     )
+
+
+def _sqlite_caseless(value: object) -> str | None:
+    # SQLite hands over what the expression holds: text, or a number or a boolean
+    # (1 or 0) read out of JSON, which lower() takes as its text.
+    from segments.language import caseless
+
+    if value is None or isinstance(value, str):
+        return caseless(value)
+    if isinstance(value, bytes):
+        return caseless(value.decode("utf-8", "replace"))
+    return str(value)

@@ -183,8 +183,14 @@ class ArrayItemMatches(Expression):
             number = rule_number(self.value)
             cond_params = [path, path, number, path, path, path, path, number]
         else:
-            cond, cond_params = self._condition(item, SQLITE_CASELESS)
-            cond_params = [path] * cond.count(item) + cond_params
+            # As text, a JSON true or false is the word, as PostgreSQL's ->> gives
+            # it (json_extract gives 1 or 0).
+            text = (
+                "(CASE json_type(item.value, %s) WHEN 'true' THEN 'true' "
+                "WHEN 'false' THEN 'false' ELSE json_extract(item.value, %s) END)"
+            )
+            cond, cond_params = self._condition(text, SQLITE_CASELESS)
+            cond_params = [path, path] * cond.count(text) + cond_params
         sql = (
             f"EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type({column}, %s) = 'array' "
             f"THEN json_extract({column}, %s) ELSE '[]' END) AS item WHERE {cond})"

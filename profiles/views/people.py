@@ -3,6 +3,7 @@ merging two profiles of one person by hand."""
 
 import json
 import logging
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -165,7 +166,7 @@ def trait_shown(value: Any) -> str:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1e21:
         # The database keeps 1e308 as its 309 digits; shown as a site would.
-        return f"{value:.15g}"
+        return format(Decimal(value).normalize(), ".15g")
     return json.dumps(value, ensure_ascii=False)
 
 

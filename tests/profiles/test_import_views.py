@@ -630,3 +630,13 @@ def test_running_an_import_again_twice_says_it_is_queued(
     assert "The import is queued again" in first
     assert "The import is already queued or running." in second
     assert "cannot run again" not in second
+
+
+@pytest.mark.django_db
+def test_the_profile_page_shows_an_integer_too_large_for_a_float(signed_in):
+    kim = ProfileFactory(traits={"account_no": 10**400, "small": 12})
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": kim.pk}))
+
+    assert page.status_code == 200
+    assert "1e+400" in page.content.decode()

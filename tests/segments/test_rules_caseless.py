@@ -100,3 +100,32 @@ def test_a_declared_city_is_accepted_and_found_however_it_is_written(alias, writ
     wrong = {"attribute": "traits.district", "op": "eq", "value": "Izmir"}
     (error,) = rule_validate(wrong)
     assert "'Izmir' is not an allowed value of traits.district" in error.message
+
+
+@pytest.mark.parametrize(
+    ("condition", "found"),
+    [
+        ({"property": "products.price", "op": "eq", "value": 89}, True),
+        ({"property": "products.quantity", "op": "in", "value": [1, 2]}, True),
+        ({"property": "products.gift", "op": "eq", "value": "true"}, True),
+        ({"property": "products.sku", "op": "contains", "value": "1"}, True),
+    ],
+)
+def test_a_product_value_that_is_a_number_or_boolean_compares_as_text(
+    alias, condition, found
+):
+    profile = Profile.objects.using(alias).get(email="ines@example.com")
+    Event.objects.using(alias).create(
+        message_id=f"{alias}-numbers",
+        type="track",
+        event="Cart Viewed",
+        profile=profile,
+        properties={
+            "products": [{"price": 89, "quantity": 2, "gift": True, "sku": 501}]
+        },
+        timestamp=NOW,
+        received_at=NOW,
+    )
+    rule = {"event": "Cart Viewed", "did": True, "where": [condition]}
+
+    assert selected(alias, rule) == ({"ines@example.com"} if found else set())
