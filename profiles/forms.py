@@ -133,11 +133,11 @@ class ContactImportMappingForm(forms.Form):
         ),
     )
 
-    # Chosen above the form, on the page read in it; carried along when it posts.
+    # The samples above are read in it: "Read it again" shows them anew.
     encoding = forms.ChoiceField(
-        choices=[("", "as found"), *ENCODINGS.items()],
+        choices=[("", "the encoding found in the file"), *ENCODINGS.items()],
         required=False,
-        widget=forms.HiddenInput,
+        label="The file's text is read as",
     )
 
     def __init__(
@@ -150,6 +150,12 @@ class ContactImportMappingForm(forms.Form):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.names = names
+        found = kwargs.get("initial", {}).get("found_encoding")
+        if found:
+            self.fields["encoding"].choices = [
+                ("", f"{found} (found in the file)"),
+                *ENCODINGS.items(),
+            ]
         for position, name in enumerate(names):
             default = column_map.get(name, "")
             self.fields[f"column_{position}"] = forms.ChoiceField(

@@ -775,17 +775,16 @@ def _records_read(
     decoded = contacts_decoded(data, encoding)
     notes = []
     if decoded.stray_lines:
-        lines = ", ".join(str(line) for line in decoded.stray_lines[:10])
         more = len(decoded.stray_lines) > 10
         notes.append(
             {
                 "kind": "encoding_mixed",
                 "lines": list(decoded.stray_lines),
                 "message": (
-                    f"The file is UTF-8 but line{'s' if len(decoded.stray_lines) > 1 else ''} "
-                    f"{lines}{' and more' if more else ''} hold bytes that are not; "
-                    "they were read as Windows-1252. Check those names, or choose "
-                    "the file's encoding and import it again."
+                    f"The file is UTF-8 but {_lines_hold(decoded.stray_lines)} bytes "
+                    f"that are not{' (and more lines)' if more else ''}; they were "
+                    "read as Windows-1252. Check those names, or choose the file's "
+                    "encoding and import it again."
                 ),
             }
         )
@@ -802,6 +801,11 @@ def _records_read(
             }
         )
     return decoded_records(decoded), notes
+
+
+def _lines_hold(lines: tuple[int, ...]) -> str:
+    shown = ", ".join(str(line) for line in lines[:10])
+    return f"line {shown} holds" if len(lines) == 1 else f"lines {shown} hold"
 
 
 def _full_name_notes(plan: ColumnPlan) -> list[dict[str, Any]]:

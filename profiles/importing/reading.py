@@ -145,8 +145,11 @@ ENCODING_LABELS = {
 }
 # More bytes than this that are not UTF-8, and a file is not taken for UTF-8.
 UTF8_STRAYS_MAX = 100
-# UTF-16 without a byte-order mark: this share of its ASCII letters' other byte is 0.
-UTF16_ZERO_SHARE = 0.9
+# UTF-16 without a byte-order mark: at least this share of one side's bytes is 0,
+# and that side has this many times the other side's 0 bytes.
+UTF16_ZERO_SHARE = 0.2
+UTF16_SIDES = 4
+UTF16_SAMPLE_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def _chosen_decode(data: bytes, encoding: str) -> Decoded:
     try:
         return Decoded(data.decode(encoding), encoding)
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        line = _line_at(data, exc.start)
         raise ImportFormatError(
             f"Line {line} holds the byte 0x{data[exc.start]:02X}, which is no "
             f"letter in {ENCODINGS[encoding]}; choose the encoding the file was "
@@ -239,15 +242,18 @@ def _text_decode(data: bytes) -> Decoded:
 
 
 def _utf16_without_mark(data: bytes) -> str:
-    # ASCII text in UTF-16 has a 0 beside every letter: after it (little-endian)
-    # or before it (big-endian). Other files have next to no 0 bytes.
-    sample = data[:4096]
-    if len(sample) < 4 or len(data) % 2:
+    # An ASCII letter in UTF-16 has a 0 beside it: after it (little-endian) or
+    # before it (big-endian). A contact file's addresses, commas and line breaks
+    # are ASCII whatever its names' alphabet, so one side holds many 0 bytes and
+    # the other few (Ā, U+0100, has its 0 on the other side). A text file in any
+    # other encoding holds none.
+    sample = data[:UTF16_SAMPLE_BYTES]
+    if len(sample) < 4 or len(data) % 2 or b"\x00" not in sample:
         return ""
-    even, odd = sample[0::2], sample[1::2]
-    if odd.count(0) >= UTF16_ZERO_SHARE * len(odd) and not even.count(0):
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if odd >= UTF16_ZERO_SHARE * len(sample) / 2 and odd > UTF16_SIDES * even:
         return "utf-16-le"
-    if even.count(0) >= UTF16_ZERO_SHARE * len(even) and not odd.count(0):
+    if even >= UTF16_ZERO_SHARE * len(sample) / 2 and even > UTF16_SIDES * odd:
         return "utf-16-be"
     return ""
 
@@ -260,25 +266,38 @@ def _utf8_mixed_decode(data: bytes) -> Decoded | None:
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     pieces: list[str] = []
-    lines: list[int] = []
+    strays: list[int] = []  # where each run of stray bytes starts
+    utf8_letters = 0
     start = 0
     while True:
         try:
-            pieces.append(data[start:].decode("utf-8"))
-            break
+            piece = data[start:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            if len(lines) == UTF8_STRAYS_MAX:
+            if len(strays) == UTF8_STRAYS_MAX:
                 return None
             bad, after = start + exc.start, start + exc.end
-            pieces.append(data[start:bad].decode("utf-8"))
+            piece = data[start:bad].decode("utf-8")
+            pieces.append(piece)
+            utf8_letters += sum(1 for letter in piece if ord(letter) > 127)
             pieces.append(data[bad:after].decode("cp1252", errors="replace"))
-            lines.append(data.count(b"\n", 0, bad) + 1)
+            strays.append(bad)
             start = after
-    text = "".join(pieces)
-    strays = len(lines)
-    if sum(1 for letter in text if ord(letter) > 127) <= strays:
-        return None  # no letter but the strays is UTF-8's: another code page
-    return Decoded(text, UTF8_MIXED, tuple(sorted(set(lines))))
+            continue
+        pieces.append(piece)
+        utf8_letters += sum(1 for letter in piece if ord(letter) > 127)
+        break
+    if not utf8_letters:
+        return None  # no letter is UTF-8's: the file is in another code page
+    lines = sorted({_line_at(data, at) for at in strays})
+    return Decoded("".join(pieces), UTF8_MIXED, tuple(lines))
+
+
+def _line_at(data: bytes, at: int) -> int:
+    # Lines end in CR LF, LF or a lone CR, as the CSV reader counts them.
+    return len(LINE_BREAK.findall(data, 0, at)) + 1
+
+
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
 def _csv_dialect(text: str) -> tuple[str, int]:

@@ -253,9 +253,13 @@ def contact_import_file(
 
 
 def contact_import_retryable(*, contact_import: ContactImport) -> bool:
-    """Say whether a failed import can run again: its uploaded file is still kept."""
+    """Say whether a failed import can run again: it had started, and its file is kept.
+
+    One refused before it started (its file cannot be read) would only fail again.
+    """
     return (
         contact_import.status == ImportStatus.FAILED
+        and contact_import.started_at is not None
         and contact_import_upload_path(contact_import).exists()
     )
 

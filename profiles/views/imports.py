@@ -99,10 +99,13 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
 
     options = {"names": preview.names, "column_map": preview.column_map}
     initial = {"encoding": encoding}
+    if not encoding:
+        initial["found_encoding"] = preview.encoding_label
     form = ContactImportMappingForm(
         request.POST or None, initial=initial, traits=_traits(), **options
     )
-    if request.method == "POST" and form.is_valid():
+    # Not started in an encoding the file is not in: the page says why.
+    if request.method == "POST" and form.is_valid() and not encoding_error:
         try:
             return _import_queue(request, contact_import, form)
         except ImportFormatError as exc:
@@ -113,12 +116,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = preview.reserved
-    context["encoding"] = {
-        "found": preview.encoding_label,
-        "chosen": encoding,
-        "choices": ENCODINGS,
-        "error": encoding_error,
-    }
+    context["encoding"] = {"found": preview.encoding_label, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
 
 

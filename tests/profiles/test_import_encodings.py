@@ -58,7 +58,7 @@ def test_a_mixed_file_is_imported_with_a_note_naming_the_line():
     assert Profile.objects.get(email="ana@example.com").first_name == "Chloé"
     (note,) = [n for n in done.notes if n["kind"] == "encoding_mixed"]
     assert note["lines"] == [3]
-    assert "line 3 hold bytes that are not" in note["message"]
+    assert "line 3 holds bytes that are not" in note["message"]
 
 
 @pytest.mark.django_db
@@ -112,6 +112,65 @@ def test_the_mapping_page_reads_the_file_again_in_the_chosen_encoding(
     form = client.get(url, {"encoding": "cp1250"}).context["form"]
     data = {name: form[name].initial or "" for name in form.fields}
     response = client.post(url, data)
+
+    assert response.status_code == 302
+    assert ContactImport.objects.get(pk=contact_import.pk).encoding == "cp1250"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "email,first_name\nivan@example.com,Иван Петров\nolga@example.com,Ольга\n",
+        "email,first_name\nada@example.com,Āda\n",
+        "email,name\nli@example.com,一二三四五\n",
+    ],
+)
+def test_utf16_without_a_mark_is_found_whatever_the_names_alphabet(codec, text):
+    decoded = contacts_decoded(text.encode(codec))
+
+    assert decoded.text == text
+    assert decoded.encoding == codec
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["email,name\ncafe@example.com,Café’s\n".encode("cp1252"), POLISH.encode("cp1250")],
+)
+def test_a_single_byte_file_is_not_taken_for_utf8_with_stray_bytes(data):
+    assert contacts_decoded(data).encoding == "cp1252"
+
+
+def test_stray_bytes_are_placed_on_their_line_whatever_the_line_endings():
+    data = (
+        b"email,name\r"
+        + "a@example.com,Chloé\r".encode()
+        + b"b@example.com,Ren\xe9e\r"
+        + b"c@example.com,Zo\xeb\r"
+    )
+
+    assert contacts_decoded(data).stray_lines == (3, 4)
+
+
+@pytest.mark.django_db
+def test_an_encoding_chosen_and_started_at_once_is_the_one_imported_in(
+    client, django_user_model
+):
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    contact_import = contact_import_create(
+        filename="pl.csv", data=POLISH.encode("cp1250")
+    )
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    form = client.get(url).context["form"]
+    data = {name: form[name].initial or "" for name in form.fields}
+
+    wrong = client.post(url, {**data, "encoding": "utf-8"})
+    assert wrong.status_code == 200
+    assert "which is no letter in UTF-8" in wrong.content.decode()
+    assert ContactImport.objects.get(pk=contact_import.pk).encoding == ""
+
+    response = client.post(url, {**data, "encoding": "cp1250"})
 
     assert response.status_code == 302
     assert ContactImport.objects.get(pk=contact_import.pk).encoding == "cp1250"

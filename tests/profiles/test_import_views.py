@@ -640,3 +640,15 @@ def test_the_profile_page_shows_an_integer_too_large_for_a_float(signed_in):
 
     assert page.status_code == 200
     assert "1e+400" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_upload_refused_before_it_started_offers_no_run_again(signed_in):
+    contact_import = contact_import_create(filename="nul.csv", data=b"email\na\x00b\n")
+    signed_in.get(reverse("import_mapping", kwargs={"pk": contact_import.pk}))
+
+    page = signed_in.get(reverse("import_detail", args=[contact_import.pk]))
+
+    html = page.content.decode()
+    assert "NUL characters" in html
+    assert reverse("import_retry", args=[contact_import.pk]) not in html
