@@ -149,6 +149,7 @@ UTF8_STRAYS_MAX = 100
 # and that side has this many times the other side's 0 bytes.
 UTF16_ZERO_SHARE = 0.2
 UTF16_SIDES = 4
+UTF16_ZEROS_MIN = 8
 UTF16_SAMPLE_BYTES = 8192
 
 
@@ -221,7 +222,10 @@ def _text_decode(data: bytes) -> Decoded:
     utf16 = _utf16_without_mark(data)
     if utf16:
         with contextlib.suppress(UnicodeDecodeError):
-            return Decoded(data.decode(utf16), utf16)
+            text = data.decode(utf16)
+            # Read so, a CSV file has its line breaks and delimiters back.
+            if "\x00" not in text and any(mark in text for mark in "\r\n,;\t"):
+                return Decoded(text, utf16)
 
     try:
         return Decoded(data.decode("utf-8-sig"), "utf-8-sig")
@@ -251,9 +255,10 @@ def _utf16_without_mark(data: bytes) -> str:
     if len(sample) < 4 or len(data) % 2 or b"\x00" not in sample:
         return ""
     even, odd = sample[0::2].count(0), sample[1::2].count(0)
-    if odd >= UTF16_ZERO_SHARE * len(sample) / 2 and odd > UTF16_SIDES * even:
+    least = max(UTF16_ZEROS_MIN, UTF16_ZERO_SHARE * len(sample) / 2)
+    if odd >= least and odd > UTF16_SIDES * even:
         return "utf-16-le"
-    if even >= UTF16_ZERO_SHARE * len(sample) / 2 and even > UTF16_SIDES * odd:
+    if even >= least and even > UTF16_SIDES * odd:
         return "utf-16-be"
     return ""
 
