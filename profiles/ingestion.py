@@ -495,12 +495,13 @@ def _order_amount_warning(
     if amount is None and _number_written_above(raw, ORDER_AMOUNT_LIMIT):
         # A number, but longer than any Bespoke keeps (10 ** 30): too large.
         amount = ORDER_AMOUNT_LIMIT
-    if amount is not None and amount >= ORDER_AMOUNT_LIMIT:
+    # Processing leaves out a billion or more either way (processing_traits).
+    if amount is not None and abs(amount) >= ORDER_AMOUNT_LIMIT:
         return (
             "order_amount_too_large",
-            f"properties.{name} {shown[:60]} is a billion or more, taken as a feed "
-            "error (cents sent as units, an id sent as the total): the order counts "
-            "as an order but adds nothing to lifetime value",
+            f"properties.{name} {shown[:60]} is a billion or more (either way), "
+            "taken as a feed error (cents sent as units, an id sent as the total): "
+            "the order counts as an order but adds nothing to lifetime value",
         )
     if amount is not None and amount < 0:
         return (
@@ -672,7 +673,9 @@ def _size_check(item: dict[str, Any]) -> None:
         raise ItemRejected("invalid_characters", "The item holds NUL characters.")
     if len(data) > MAX_CALL_BYTES:
         raise ItemRejected(
-            "item_too_large", f"The item is {len(data)} bytes; the limit is 32 KB."
+            "item_too_large",
+            f"The item is {len(data)} bytes, with the batch's context and "
+            "integrations if it has them; the limit is 32 KB.",
         )
 
 
@@ -720,9 +723,13 @@ def _objects_read(*, item: dict[str, Any], shared: dict[str, Any]) -> dict[str, 
 
 def _category_kept(item: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
     # A page call's top-level category (analytics clients still send it) is kept
-    # among its properties, unless they name one of their own.
-    category = _name_text(item, "category")
-    if not category or "category" in properties:
+    # among its properties, unless they name one of their own; one that is not
+    # short text is left out, as it always was, and never costs the page.
+    category = item.get("category")
+    if not isinstance(category, str) or "category" in properties:
+        return properties
+    category = category.strip()
+    if not category or len(category) > MAX_NAME_CHARS:
         return properties
     return {**properties, "category": category}
 

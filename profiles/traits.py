@@ -10,7 +10,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -105,17 +105,25 @@ def country_code_read(text: str) -> str:
     return text.upper() if COUNTRY_CODE.fullmatch(text) else ""
 
 
-def trait_coerce(rule: TraitRule, raw: Any, *, date_format: str = "") -> Any:
+def trait_coerce(
+    rule: TraitRule, raw: Any, *, date_format: str = "", time_zone: tzinfo = UTC
+) -> Any:
     """Return the JSON-safe stored value of a raw input; raise TraitInvalid if it breaks the rule.
 
     Numbers are stored as JSON numbers (int when whole), dates as 'YYYY-MM-DD' and
-    datetimes as ISO-8601 in UTC. Text dates are read only in the declared
-    `date_format` (e.g. '%d/%m/%Y'); without one, only ISO-8601 is accepted.
+    datetimes as ISO-8601 in UTC, a time written without an offset being in
+    `time_zone` (an import's zone; UTC from the tracking API, as Segment reads it).
+    Text dates are read only in the declared `date_format` (e.g. '%d/%m/%Y');
+    without one, only ISO-8601 is accepted.
     """
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
 
-    value = _allowed_spelling(rule, _CONVERTERS[rule.type](rule, raw, date_format))
+    if rule.type == TraitType.DATETIME:
+        converted = _as_datetime(rule, raw, date_format, time_zone)
+    else:
+        converted = _CONVERTERS[rule.type](rule, raw, date_format)
+    value = _allowed_spelling(rule, converted)
     _check_rules(rule, value)
     return value
 
@@ -323,10 +331,12 @@ DATE_FORMAT_WORDS = {
 }
 
 
-def _as_datetime(rule: TraitRule, raw: Any, date_format: str) -> str:
+def _as_datetime(
+    rule: TraitRule, raw: Any, date_format: str, time_zone: tzinfo = UTC
+) -> str:
     when = _parse_when(rule, raw, date_format)
     if timezone.is_naive(when):
-        when = timezone.make_aware(when, UTC)
+        when = when.replace(tzinfo=time_zone)
     return when.astimezone(UTC).isoformat()
 
 
@@ -345,6 +355,8 @@ def _parse_when(
         parsed = parse_datetime(text) or datetime.fromisoformat(text)
     except ValueError as exc:
         expected = date_format_shown(date_format) or "ISO 8601 (YYYY-MM-DD)"
+        if date_format and rule.type == TraitType.DATETIME:
+            expected += ", a time (hh:mm or hh:mm:ss) may follow"
         if yearless:
             # The date trait's other form: a day and month with no year.
             dropped = _year_dropped(date_format) if date_format else ""

@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
@@ -506,7 +507,11 @@ def _trait_coerce(
     outcome = context.coerced.get(key)
     if outcome is None:
         try:
-            outcome = (True, trait_coerce(rule, value, date_format=date_format))
+            # A time with no offset is in the import's zone, as the layouts'
+            # own time columns are (contacts_time_parse).
+            zone = ZoneInfo(settings.BESPOKE_IMPORT_TIME_ZONE)
+            coerced = trait_coerce(rule, value, date_format=date_format, time_zone=zone)
+            outcome = (True, coerced)
         except TraitInvalid as exc:
             outcome = (False, exc.reason, exc.message)
         if len(context.coerced) < CELL_CACHE_MAX:

@@ -162,3 +162,41 @@ def test_an_export_saved_again_by_excel_keeps_its_times_in_the_declared_format(
         2024, 12, 3, 8, 15, 30, tzinfo=UTC
     )
     assert dmitri.traits["confirm_at"] == "2024-03-23T10:50:00+00:00"
+
+
+@pytest.mark.django_db
+def test_naive_times_of_one_file_are_all_in_the_import_time_zone(settings):
+    from datetime import UTC, datetime
+
+    from profiles.models import ContactImport, TraitDefinition, TraitType
+
+    settings.BESPOKE_IMPORT_TIME_ZONE = "America/Sao_Paulo"
+    TraitDefinition.objects.create(name="visit_at", type=TraitType.DATETIME)
+    data = (
+        b"Email Address,MEMBER_RATING,OPTIN_TIME,CONFIRM_TIME,LAST_CHANGED,LEID,"
+        b"EUID,Visit At\n"
+        b"ana@example.com,2,31/03/2025 14:05,31/03/2025 14:05,31/03/2025 14:05,1,a,"
+        b"31/03/2025 14:05\n"
+    )
+    contact_import = contact_import_create(filename="tz.csv", data=data)
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        date_format="%d/%m/%Y",
+        column_map={
+            "Email Address": "email",
+            "MEMBER_RATING": "",
+            "OPTIN_TIME": "",
+            "CONFIRM_TIME": "",
+            "LAST_CHANGED": "",
+            "LEID": "",
+            "EUID": "",
+            "Visit At": "traits.visit_at",
+        },
+    )
+
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    ana = Profile.objects.get()
+    assert ana.traits["visit_at"] == "2025-03-31T17:05:00+00:00"
+    assert ana.consent_records.get().occurred_at == datetime(
+        2025, 3, 31, 17, 5, tzinfo=UTC
+    )

@@ -130,6 +130,7 @@ def test_an_order_whose_amount_is_no_number_is_stored_with_a_warning(client):
         (10**30, "order_amount_too_large", f"properties.total {10**30} is a bil"),
         ("1" + "0" * 30, "order_amount_too_large", f"properties.total '{10**30}' is"),
         ("-50", "order_amount_negative", "properties.total '-50' is below zero"),
+        (-2e9, "order_amount_too_large", "properties.total -2000000000.0 is a bil"),
         ("EUR", "order_currency_other", "properties.currency 'EUR' is not USD"),
     ],
 )
@@ -501,3 +502,17 @@ def test_a_body_that_cannot_be_read_says_why(client, body, words):
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_json"
     assert words in response.json()["message"]
+
+
+@pytest.mark.parametrize("category", [5, {"a": 1}, "x" * 201, "  "])
+def test_a_page_category_that_is_not_short_text_is_left_out_not_the_page(
+    client, category
+):
+    page = json.dumps(
+        {"type": "page", "messageId": "p-9", "userId": "u", "category": category}
+    )
+
+    response = batch(client, page)
+
+    assert response.json()["rejected"] == []
+    assert Event.objects.get().properties == {}

@@ -185,5 +185,6 @@ def test_a_date_outside_the_declared_format_names_it_as_a_marketer_reads_it():
         )
 
     assert str(caught.value) == (
-        "last_login: '2025-31-03' is not a date in the format DD/MM/YYYY"
+        "last_login: '2025-31-03' is not a date in the format DD/MM/YYYY, a time "
+        "(hh:mm or hh:mm:ss) may follow"
     )
