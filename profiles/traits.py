@@ -123,26 +123,26 @@ def trait_coerce(
         converted = _as_datetime(rule, raw, date_format, time_zone)
     else:
         converted = _CONVERTERS[rule.type](rule, raw, date_format)
-    value = _allowed_spelling(rule, converted)
+    value = allowed_spelling(rule, converted)
     _check_rules(rule, value)
     return value
 
 
-def _allowed_spelling(rule: TraitRule, value: Any) -> Any:
+def allowed_spelling(rule: TraitRule, value: Any) -> Any:
     # Segments compare text case-insensitively, so 'PRO' and 'pro' are one value to
     # a marketer: any case is accepted and the declared spelling is what is stored,
     # which keeps one spelling per value for templates and reports.
     if not isinstance(value, str) or value in rule.allowed_values:
         return value
 
-    wanted = _caseless(value)
+    wanted = value_caseless(value)
     for allowed in rule.allowed_values:
-        if isinstance(allowed, str) and _caseless(allowed) == wanted:
+        if isinstance(allowed, str) and value_caseless(allowed) == wanted:
             return allowed
     return value
 
 
-def _caseless(text: str) -> str:
+def value_caseless(text: str) -> str:
     # Case folding turns a capital dotted İ into i and a combining dot, so
     # "istanbul" and "ISTANBUL" would miss "İstanbul"; composed and decomposed
     # accents are one letter too.

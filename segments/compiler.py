@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, Profile, ProfileTag, TraitType
+from profiles.traits import allowed_spelling
 from segments.expressions import (
     ArrayItemEquals,
     ArrayItemMatches,
@@ -152,6 +153,8 @@ class _Compiler:
             declared = self.lookup.traits().get(key)
             # A declared number compares as a number even when the rule wrote "12".
             numeric = declared is not None and declared.type == TraitType.NUMBER
+            if declared is not None and declared.allowed_values and not numeric:
+                node = _allowed_spellings(declared, node)
             return self.json_value("traits", key, node, numeric=numeric)
         return self.text(F(name), node)
 
@@ -473,6 +476,17 @@ def _count_matches(events: Any, op: str, value: int) -> Q:
     if value == 0:
         return ~having("gte", 1)
     return having("exact", value)
+
+
+def _allowed_spellings(rule: Any, node: dict) -> dict:
+    # A declared trait holds its allowed values as declared ("Straße" for a sent
+    # "STRASSE"): a rule's value is read the same way before it is compared.
+    if node["op"] not in ("eq", "neq", "in", "not_in"):
+        return node
+    value = node["value"]
+    if isinstance(value, list):
+        return {**node, "value": [allowed_spelling(rule, v) for v in value]}
+    return {**node, "value": allowed_spelling(rule, value)}
 
 
 def _email_values_normalized(node: dict) -> dict:

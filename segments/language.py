@@ -34,6 +34,7 @@ from profiles.traits import (
     NUMBER_MAX_DIGITS,
     NUMBER_MIN_EXPONENT,
     TraitRule,
+    allowed_spelling,
     number_in_range,
     number_text,
     trait_schema_load,
@@ -254,8 +255,12 @@ class _Checker:
             if wrong:
                 self.fail(path, f"{described}: use true or false, not {wrong[0]!r}")
         elif rule.allowed_values:
-            allowed_text = {caseless(str(v)) for v in rule.allowed_values}
-            wrong = [v for v in values if caseless(str(v)) not in allowed_text]
+            # Allowed as a value is, whatever its case (profiles.traits).
+            wrong = [
+                v
+                for v in values
+                if allowed_spelling(rule, str(v)) not in rule.allowed_values
+            ]
             if wrong:
                 listed = ", ".join(str(v) for v in rule.allowed_values)
                 self.fail(

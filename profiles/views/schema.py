@@ -24,6 +24,7 @@ from profiles.traits import (
     number_text,
     trait_coerce,
     trait_name_is_reserved,
+    value_caseless,
 )
 
 logger = logging.getLogger(__name__)
@@ -172,9 +173,11 @@ class TraitDefinitionForm(forms.ModelForm):
 def _same_but_case(value: Any, values: list[Any]) -> Any:
     if not isinstance(value, str):
         return None
-    folded = value.casefold()
+    # As trait values are matched (profiles.traits.allowed_spelling).
+    folded = value_caseless(value)
     return next(
-        (v for v in values if isinstance(v, str) and v.casefold() == folded), None
+        (v for v in values if isinstance(v, str) and value_caseless(v) == folded),
+        None,
     )
 
 

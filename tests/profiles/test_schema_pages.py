@@ -234,3 +234,16 @@ def test_every_name_an_import_makes_can_be_declared_and_others_are_not_offered(
             reverse("trait_new"), {"name": name, "type": "text", "description": ""}
         )
         assert response.status_code == 302, response.content.decode()[:500]
+
+
+@pytest.mark.django_db
+def test_allowed_values_that_differ_only_as_values_are_matched_are_refused(
+    signed_in,
+):
+    response = signed_in.post(
+        reverse("trait_new"),
+        {"name": "town", "type": "text", "allowed_values": "İstanbul, istanbul"},
+    )
+
+    assert response.status_code == 200
+    assert "differ only in case" in response.content.decode()

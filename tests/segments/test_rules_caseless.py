@@ -129,3 +129,28 @@ def test_a_product_value_that_is_a_number_or_boolean_compares_as_text(
     rule = {"event": "Cart Viewed", "did": True, "where": [condition]}
 
     assert selected(alias, rule) == ({"ines@example.com"} if found else set())
+
+
+@pytest.mark.parametrize("written", ["STRASSE", "straße", "Stra\u00dfe"])
+def test_a_rule_value_is_read_as_a_declared_traits_values_are(alias, written):
+    TraitDefinition.objects.create(
+        name="street", type=TraitType.TEXT, allowed_values=["Straße", "Zürich"]
+    )
+    profile = Profile.objects.using(alias).get(email="jonas@example.com")
+    profile.traits = {"street": "Straße", "district": "Zürich"}
+    profile.save()
+
+    rule = {"attribute": "traits.street", "op": "eq", "value": written}
+    assert selected(alias, rule) == {"jonas@example.com"}
+
+
+def test_a_decomposed_accent_is_the_same_allowed_value(alias):
+    TraitDefinition.objects.create(
+        name="district", type=TraitType.TEXT, allowed_values=["İstanbul", "Zürich"]
+    )
+    profile = Profile.objects.using(alias).get(email="jonas@example.com")
+    profile.traits = {"district": "Zürich"}
+    profile.save()
+
+    rule = {"attribute": "traits.district", "op": "in", "value": ["Zu\u0308rich"]}
+    assert selected(alias, rule) == {"jonas@example.com"}
