@@ -14,7 +14,8 @@ Meanings a marketer relies on:
   is the account's day (BESPOKE_ACCOUNT_TIME_ZONE).
 """
 
-from datetime import datetime, timedelta
+import calendar
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -257,13 +258,13 @@ class _Compiler:
         if op == "more_than_days_ago":
             return Q(**{f"{name}__lt": self.now - timedelta(days=days)})
 
-        day = self.today + timedelta(days=days)
         zone = ZoneInfo(settings.BESPOKE_ACCOUNT_TIME_ZONE)
-        return (
-            Q(**{f"{name}__isnull": False})
-            & Q(Exact(ExtractMonth(name, tzinfo=zone), day.month))
-            & Q(Exact(ExtractDay(name, tzinfo=zone), day.day))
-        )
+        month, day = ExtractMonth(name, tzinfo=zone), ExtractDay(name, tzinfo=zone)
+        matched = Q(pk__in=[])
+        for month_day in _anniversaries(self.today + timedelta(days=days)):
+            wanted_month, wanted_day = (int(part) for part in month_day.split("-"))
+            matched |= Q(Exact(month, wanted_month)) & Q(Exact(day, wanted_day))
+        return Q(**{f"{name}__isnull": False}) & matched
 
     def date_text(self, text: Any, op: str, days: int) -> Q:
         # Dates in traits are ISO text ('YYYY-MM-DD', or a datetime starting so): the
@@ -284,9 +285,9 @@ class _Compiler:
             until = (self.today - timedelta(days=days)).isoformat()
             return known & ~yearless & Q(LessThan(day_part, until))
 
-        month_day = (self.today + timedelta(days=days)).strftime("%m-%d")
-        dated = ~yearless & Q(Exact(Substr(text, 6, 5), month_day))
-        return known & (dated | (yearless & Q(Exact(Substr(text, 3, 5), month_day))))
+        month_days = _anniversaries(self.today + timedelta(days=days))
+        dated = ~yearless & Q(In(Substr(text, 6, 5), month_days))
+        return known & (dated | (yearless & Q(In(Substr(text, 3, 5), month_days))))
 
     # Behaviour ------------------------------------------------------------------
 
@@ -476,6 +477,18 @@ def _count_matches(events: Any, op: str, value: int) -> Q:
     if value == 0:
         return ~having("gte", 1)
     return having("exact", value)
+
+
+def _anniversaries(day: date) -> list[str]:
+    """Return the "MM-DD" of the dates whose anniversary falls on `day`.
+
+    Someone born on the 29th of February has it on the 28th when the year has no
+    29th, as most people who were born on it keep it.
+    """
+    found = [day.strftime("%m-%d")]
+    if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+        found.append("02-29")
+    return found
 
 
 def _allowed_spellings(rule: Any, node: dict) -> dict:

@@ -113,3 +113,33 @@ def test_a_birthday_with_no_year_has_an_anniversary_and_no_age(alias, settings):
     assert not selected("anniversary_in_days", 2)
     assert not selected("within_last_days", 3650)
     assert not selected("more_than_days_ago", 1)
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+@pytest.mark.parametrize("alias", ["default", "sqlite"])
+@pytest.mark.parametrize(
+    ("today", "leap_day_found"),
+    [("2026-02-28", True), ("2028-02-28", False), ("2028-02-29", True)],
+)
+def test_a_29th_of_february_has_its_anniversary_on_the_28th_in_other_years(
+    alias, settings, today, leap_day_found
+):
+    from datetime import datetime
+
+    from segments.compiler import rule_compile
+
+    settings.BESPOKE_ACCOUNT_TIME_ZONE = "UTC"
+    now = datetime.fromisoformat(f"{today}T12:00:00+00:00")
+    Profile.objects.using(alias).create(
+        email="leap@example.com",
+        traits={"birthday": "--02-29", "married": "2000-02-29"},
+        first_order_at=datetime.fromisoformat("2024-02-29T10:00:00+00:00"),
+    )
+
+    for rule in (
+        {"attribute": "traits.birthday", "op": "anniversary_in_days", "value": 0},
+        {"attribute": "traits.married", "op": "anniversary_in_days", "value": 0},
+        {"metric": "first_order_at", "op": "anniversary_in_days", "value": 0},
+    ):
+        found = Profile.objects.using(alias).filter(rule_compile(rule, now=now))
+        assert found.exists() == leap_day_found, rule

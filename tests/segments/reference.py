@@ -126,24 +126,31 @@ class Reference:
             return when >= self.now - timedelta(days=days)
         if op == "more_than_days_ago":
             return when < self.now - timedelta(days=days)
-        day = self.today + timedelta(days=days)
         local = when.astimezone(ZoneInfo(self.zone))
-        return (local.month, local.day) == (day.month, day.day)
+        return local.strftime("%m-%d") in self.anniversaries(days)
+
+    def anniversaries(self, days: int) -> set[str]:
+        # A 29th of February falls on the 28th in a year without one.
+        day = self.today + timedelta(days=days)
+        found = {day.strftime("%m-%d")}
+        if day.strftime("%m-%d") == "02-28" and (day + timedelta(days=1)).day == 1:
+            found.add("02-29")
+        return found
 
     def date_text(self, text: str | None, op: str, days: int) -> bool:
         if text is None:
             return False
-        month_day = (self.today + timedelta(days=days)).strftime("%m-%d")
+        month_days = self.anniversaries(days)
         if text.startswith("--"):
             # A day with no year: an anniversary, and no number of days ago.
-            return op == "anniversary_in_days" and text[2:] == month_day
+            return op == "anniversary_in_days" and text[2:] in month_days
         day_part = text[:10]
         if op == "within_last_days":
             since = (self.today - timedelta(days=days)).isoformat()
             return since <= day_part <= self.today.isoformat()
         if op == "more_than_days_ago":
             return day_part < (self.today - timedelta(days=days)).isoformat()
-        return text[5:10] == month_day
+        return text[5:10] in month_days
 
     # Behaviour ------------------------------------------------------------------
 
