@@ -300,6 +300,7 @@ def _chunk_one_by_one(
             :size
         ]
     )
+    failures: list[tuple[int, DatabaseError]] = []
     for event_id in ids:
         try:
             _chunk_redone_if_raced(pending.filter(pk=event_id), size=1, schema=schema)
@@ -307,7 +308,13 @@ def _chunk_one_by_one(
             raise
         except DatabaseError as exc:
             logger.exception("Event processing failed", extra={"event": event_id})
-            _event_failed(event_id, f"{type(exc).__name__}: {exc}"[:500])
+            failures.append((event_id, exc))
+    if len(failures) > 1 and len(failures) == len(ids):
+        # Not one event went through: the fault is not theirs (a table, a
+        # deployment), and they wait unprocessed, as before, until it is mended.
+        raise failures[0][1]
+    for event_id, exc in failures:
+        _event_failed(event_id, f"{type(exc).__name__}: {exc}"[:500])
     return _ChunkDone(processed=len(ids), full=len(ids) == size, cut=False)
 
 

@@ -130,7 +130,7 @@ WITH found AS (
         LIMIT 1
     ) p
 ),
-locked AS (
+locked AS MATERIALIZED (
     SELECT p.id, p.email, p.subscription_status, p.subscription_changed_at
     FROM profiles_profile p
     WHERE p.id IN (SELECT id FROM found)

@@ -78,3 +78,22 @@ def test_an_event_whose_write_the_database_refuses_fails_alone(monkeypatch):
     assert not others.exclude(processing_error="").exists()
     assert set(Profile.objects.values_list("first_name", flat=True)) >= {"Ana", "Ben"}
     assert events_process_pending() == 0
+
+
+def test_a_fault_no_event_gets_past_fails_none_of_them(monkeypatch):
+    write = processing_chunk.profiles_identify_write
+
+    def broken(*, profiles):
+        raise DataError("relation is broken for everyone")
+
+    monkeypatch.setattr(processing_chunk, "profiles_identify_write", broken)
+    identify("one", "u1", {"firstName": "Ana"})
+    identify("two", "u2", {"firstName": "Ben"})
+
+    with pytest.raises(DataError):
+        events_process_pending()
+
+    assert not Event.objects.filter(processed_at__isnull=False).exists()
+    monkeypatch.setattr(processing_chunk, "profiles_identify_write", write)
+    assert events_process_pending() == 2
+    assert not Event.objects.exclude(processing_error="").exists()
