@@ -652,3 +652,17 @@ def test_an_upload_refused_before_it_started_offers_no_run_again(signed_in):
     html = page.content.decode()
     assert "NUL characters" in html
     assert reverse("import_retry", args=[contact_import.pk]) not in html
+
+
+@pytest.mark.django_db
+def test_a_running_import_not_yet_read_says_so_instead_of_0_of_0(signed_in):
+    contact_import = contact_import_create(filename="a.csv", data=b"email\na@x.org\n")
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.RUNNING, column_map={"email": "email"}
+    )
+
+    page = signed_in.get(reverse("import_detail", args=[contact_import.pk]))
+
+    html = page.content.decode()
+    assert "Reading and checking the file…" in html
+    assert "0 of 0 rows" not in html
