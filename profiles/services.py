@@ -89,41 +89,7 @@ def consent_record(
     The profile's status is read again under a row lock first: an import or a
     webhook may have moved it since `profile` was read.
     """
-    with transaction.atomic():
-        return _consent_record_locked(
-            profile=profile,
-            status=status,
-            source=source,
-            occurred_at=occurred_at,
-            dated=dated,
-            from_import=from_import,
-            ip_address=ip_address,
-            wording=wording,
-            evidence=evidence,
-        )
-
-
-def _consent_record_locked(
-    *,
-    profile: Profile,
-    status: SubscriptionStatus,
-    source: str,
-    occurred_at: datetime,
-    dated: bool,
-    from_import: bool,
-    ip_address: str | None,
-    wording: str,
-    evidence: dict | None,
-) -> ConsentRecord | None:
-    stored = (
-        Profile.objects.select_for_update()
-        .filter(pk=profile.pk)
-        .values("subscription_status", "subscription_changed_at")
-        .first()
-    )
-    if stored is not None:
-        profile.subscription_status = stored["subscription_status"]
-        profile.subscription_changed_at = stored["subscription_changed_at"]
+    _status_reread(profile)
     current = profile.subscription_status
     now = timezone.now()
     if occurred_at > now:
@@ -155,6 +121,20 @@ def _consent_record_locked(
             _announce(profile.pk, "consent")
 
     return record
+
+
+def _status_reread(profile: Profile) -> None:
+    # Under a lock held until the transaction ends: a status moved since `profile`
+    # was read is what the new fact is weighed against, and nothing moves it now.
+    stored = (
+        Profile.objects.select_for_update()
+        .filter(pk=profile.pk)
+        .values("subscription_status", "subscription_changed_at")
+        .first()
+    )
+    if stored is not None:
+        profile.subscription_status = stored["subscription_status"]
+        profile.subscription_changed_at = stored["subscription_changed_at"]
 
 
 def consent_status_move(

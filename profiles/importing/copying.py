@@ -145,14 +145,10 @@ FROM found f JOIN locked l ON l.id = f.id
 NEW_IDS_SQL = (
     "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
 )
+# The consent facts on record for the batch's stored profiles (locked above).
 RECORDED_SQL = """
 SELECT c.profile_id, c.status, c.occurred_at
-FROM bespoke_import_key k
-CROSS JOIN LATERAL (
-    SELECT id FROM profiles_profile
-    WHERE lower(email) = lower(k.email_key)
-    LIMIT 1
-) p
+FROM unnest(%s::bigint[]) AS p(id)
 CROSS JOIN LATERAL (
     SELECT profile_id, status, occurred_at FROM profiles_consentrecord
     WHERE profile_id = p.id AND source = %s
@@ -292,7 +288,8 @@ def _batch_load(
     }
     recorded: set[tuple[int, str, datetime]] = set()
     if states:
-        cursor.execute(RECORDED_SQL, [source])
+        pks = [state.pk for state in states.values()]
+        cursor.execute(RECORDED_SQL, [pks, source])
         recorded = set(cursor.fetchall())
     return _Batch(
         source, filename, None, timezone.now(), states, recorded, [], [], [], [], []

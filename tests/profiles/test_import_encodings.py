@@ -22,6 +22,17 @@ def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
 
 
+@pytest.fixture
+def polish_upload(client, django_user_model):
+    """A Windows-1250 file uploaded by a signed-in marketer, and its mapping page."""
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    contact_import = contact_import_create(
+        filename="pl.csv", data=POLISH.encode("cp1250")
+    )
+    return contact_import, reverse("import_mapping", kwargs={"pk": contact_import.pk})
+
+
 def test_a_utf8_file_with_a_stray_byte_stays_utf8_and_names_the_line():
     decoded = contacts_decoded(MIXED)
 
@@ -88,14 +99,9 @@ def test_the_command_takes_an_encoding(tmp_path):
 
 @pytest.mark.django_db
 def test_the_mapping_page_reads_the_file_again_in_the_chosen_encoding(
-    client, django_user_model
+    client, polish_upload
 ):
-    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
-    client.force_login(marketer)
-    contact_import = contact_import_create(
-        filename="pl.csv", data=POLISH.encode("cp1250")
-    )
-    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    contact_import, url = polish_upload
 
     found = client.get(url).content.decode()
     assert "Windows-1252 (Western Europe and the Americas) (found in the file)" in found
@@ -154,14 +160,9 @@ def test_stray_bytes_are_placed_on_their_line_whatever_the_line_endings():
 
 @pytest.mark.django_db
 def test_an_encoding_chosen_and_started_at_once_is_the_one_imported_in(
-    client, django_user_model
+    client, polish_upload
 ):
-    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
-    client.force_login(marketer)
-    contact_import = contact_import_create(
-        filename="pl.csv", data=POLISH.encode("cp1250")
-    )
-    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    contact_import, url = polish_upload
     form = client.get(url).context["form"]
     data = {name: form[name].initial or "" for name in form.fields}
 

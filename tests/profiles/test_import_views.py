@@ -547,10 +547,9 @@ def test_discarding_an_import_already_discarded_finds_nothing(signed_in):
     assert response.status_code == 404
 
 
-@pytest.mark.django_db
-def test_an_import_that_failed_before_its_first_row_offers_to_run_again(
-    signed_in, load_fixture, monkeypatch
-):
+@pytest.fixture
+def failed_before_first_row(db, load_fixture, monkeypatch):
+    """An import whose worker stopped on an error before it wrote a row."""
     from profiles.importing import runs
 
     def stopped(rows, **kwargs):
@@ -559,9 +558,18 @@ def test_an_import_that_failed_before_its_first_row_offers_to_run_again(
     contact_import = contact_import_create(
         filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
     )
-    monkeypatch.setattr(runs, "contact_rows_write", stopped)
-    with pytest.raises(RuntimeError):
-        runs.contact_import_run_stored(contact_import_id=contact_import.pk)
+    with monkeypatch.context() as patched:
+        patched.setattr(runs, "contact_rows_write", stopped)
+        with pytest.raises(RuntimeError):
+            runs.contact_import_run_stored(contact_import_id=contact_import.pk)
+    return contact_import
+
+
+@pytest.mark.django_db
+def test_an_import_that_failed_before_its_first_row_offers_to_run_again(
+    signed_in, failed_before_first_row
+):
+    contact_import = failed_before_first_row
 
     page = signed_in.get(reverse("import_detail", args=[contact_import.pk]))
 
@@ -609,19 +617,9 @@ def test_a_file_with_a_thousand_columns_can_be_mapped(signed_in):
 
 @pytest.mark.django_db
 def test_running_an_import_again_twice_says_it_is_queued(
-    signed_in, load_fixture, monkeypatch
+    signed_in, failed_before_first_row
 ):
-    from profiles.importing import runs
-
-    def stopped(rows, **kwargs):
-        raise RuntimeError("the database went away")
-
-    contact_import = contact_import_create(
-        filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
-    )
-    monkeypatch.setattr(runs, "contact_rows_write", stopped)
-    with pytest.raises(RuntimeError):
-        runs.contact_import_run_stored(contact_import_id=contact_import.pk)
+    contact_import = failed_before_first_row
     url = reverse("import_retry", args=[contact_import.pk])
 
     first = signed_in.post(url, follow=True).content.decode()
