@@ -661,7 +661,10 @@ def _order_key(row: tuple) -> str:
     if not order_id:
         return f"event:{row[0]}"
     # Written as the SQL path reads it, so "1057", 1057 and 1057.0 are one order.
-    if isinstance(order_id, int | float) and not isinstance(order_id, bool):
+    if isinstance(order_id, int) and not isinstance(order_id, bool):
+        return str(order_id)
+    if isinstance(order_id, float):
+        # A float has at most 17 digits, well inside Decimal's 28.
         return format(Decimal(str(order_id)).normalize(), "f")
     return order_id if isinstance(order_id, str) else json.dumps(order_id)
 

@@ -493,13 +493,16 @@ def _anniversaries(day: date) -> list[str]:
 
 def _allowed_spellings(rule: Any, node: dict) -> dict:
     # A declared trait holds its allowed values as declared ("Straße" for a sent
-    # "STRASSE"): a rule's value is read the same way before it is compared.
-    if node["op"] not in ("eq", "neq", "in", "not_in"):
+    # "STRASSE"), and a value stored before it was declared as it came: a rule's
+    # value is compared both as written and as the declared spelling it stands for.
+    op = node["op"]
+    if op not in ("eq", "neq", "in", "not_in"):
         return node
-    value = node["value"]
-    if isinstance(value, list):
-        return {**node, "value": [allowed_spelling(rule, v) for v in value]}
-    return {**node, "value": allowed_spelling(rule, value)}
+    written = node["value"] if isinstance(node["value"], list) else [node["value"]]
+    values = list(
+        dict.fromkeys([*written, *(allowed_spelling(rule, v) for v in written)])
+    )
+    return {**node, "op": "in" if op in ("eq", "in") else "not_in", "value": values}
 
 
 def _email_values_normalized(node: dict) -> dict:

@@ -143,6 +143,8 @@ ENCODING_LABELS = {
     "utf-16": "UTF-16",
     UTF8_MIXED: "UTF-8, with some bytes read as Windows-1252",
 }
+# What a CSV file's text holds somewhere, read in the right encoding.
+CSV_MARKS = "\r\n,;\t"
 # More bytes than this that are not UTF-8, and a file is not taken for UTF-8.
 UTF8_STRAYS_MAX = 100
 # UTF-16 without a byte-order mark: at least this share of one side's bytes is 0,
@@ -201,7 +203,7 @@ def _chosen_decode(data: bytes, encoding: str) -> Decoded:
     if encoding == "utf-8" and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     try:
-        return Decoded(data.decode(encoding), encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         line = _line_at(data, exc.start)
         raise ImportFormatError(
@@ -209,6 +211,18 @@ def _chosen_decode(data: bytes, encoding: str) -> Decoded:
             f"letter in {ENCODINGS[encoding]}; choose the encoding the file was "
             "saved in."
         ) from exc
+    if not _reads_as_csv(text):
+        # UTF-16 in the other byte order decodes, but into one long line of
+        # letters from other alphabets.
+        raise ImportFormatError(
+            f"Read as {ENCODINGS[encoding]}, the file has no line break and no "
+            "comma, semicolon or tab; choose the encoding the file was saved in."
+        )
+    return Decoded(text, encoding)
+
+
+def _reads_as_csv(text: str) -> bool:
+    return any(mark in text for mark in CSV_MARKS)
 
 
 def _text_decode(data: bytes) -> Decoded:
@@ -224,7 +238,7 @@ def _text_decode(data: bytes) -> Decoded:
         with contextlib.suppress(UnicodeDecodeError):
             text = data.decode(utf16)
             # Read so, a CSV file has its line breaks and delimiters back.
-            if "\x00" not in text and any(mark in text for mark in "\r\n,;\t"):
+            if "\x00" not in text and _reads_as_csv(text):
                 return Decoded(text, utf16)
 
     try:

@@ -104,8 +104,15 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     form = ContactImportMappingForm(
         request.POST or None, initial=initial, traits=_traits(), **options
     )
-    # Not started in an encoding the file is not in: the page says why.
-    if request.method == "POST" and form.is_valid() and not encoding_error:
+    # "Read it again" shows the samples in the encoding chosen, and starts nothing;
+    # nor is a file started in an encoding it is not in: the page says why.
+    rereading = request.method == "POST" and "reread" in request.POST
+    if (
+        request.method == "POST"
+        and not rereading
+        and form.is_valid()
+        and not encoding_error
+    ):
         try:
             return _import_queue(request, contact_import, form)
         except ImportFormatError as exc:

@@ -3,7 +3,7 @@ merging two profiles of one person by hand."""
 
 import json
 import logging
-from decimal import Decimal
+from decimal import MAX_EMAX, Context, Decimal
 from typing import Any
 
 from django import forms
@@ -166,7 +166,8 @@ def trait_shown(value: Any) -> str:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1e21:
         # The database keeps 1e308 as its 309 digits; shown as a site would.
-        return format(Decimal(value).normalize(), ".15g")
+        shown = Context(prec=15, Emax=MAX_EMAX).plus(Decimal(value)).normalize()
+        return format(shown, "g")
     return json.dumps(value, ensure_ascii=False)
 
 

@@ -163,7 +163,8 @@ class TraitDefinitionForm(forms.ModelForm):
                 # Values are matched in any case, so these would be one value.
                 self.add_error(
                     "allowed_values",
-                    f"'{value}' and '{twin}' differ only in case; keep one of them.",
+                    f"'{value}' and '{twin}' differ only in case or in how an "
+                    "accent is written; keep one of them.",
                 )
                 continue
             values.append(value)

@@ -404,3 +404,22 @@ def test_a_profile_merged_by_hand_keeps_figures_later_events_add_to():
     figures_now = figures(kept.pk)
     assert figures_now["category_counts"]["Boots"][0] == 1
     assert_same(figures_now, recomputed(kept.pk, NOW + timedelta(hours=1)))
+
+
+def test_two_long_numeric_order_ids_are_two_orders_in_sql_and_python():
+    for order_id, total in (
+        (1234567890123456789012345678901, 10),
+        (1234567890123456789012345678902, 20),
+    ):
+        event(
+            event="Order Completed",
+            properties={"order_id": order_id, "total": total, "currency": "USD"},
+        )
+    process(NOW)
+    profile = user_profile()
+    by_sql = recomputed(profile.pk, NOW)
+
+    _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+
+    assert_same(figures(profile.pk), by_sql)
+    assert by_sql["order_count"] == 2

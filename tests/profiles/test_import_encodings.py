@@ -175,3 +175,25 @@ def test_an_encoding_chosen_and_started_at_once_is_the_one_imported_in(
 
     assert response.status_code == 302
     assert ContactImport.objects.get(pk=contact_import.pk).encoding == "cp1250"
+
+
+def test_utf16_read_in_the_wrong_byte_order_is_refused():
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_decoded(POLISH.encode("utf-16-le"), "utf-16-be")
+
+    assert str(refused.value).startswith(
+        "Read as UTF-16, big-endian, the file has no line break"
+    )
+
+
+@pytest.mark.django_db
+def test_read_it_again_posts_and_starts_nothing(client, polish_upload):
+    contact_import, url = polish_upload
+    form = client.get(url).context["form"]
+    data = {name: form[name].initial or "" for name in form.fields}
+
+    response = client.post(url, {**data, "encoding": "cp1250", "reread": "1"})
+
+    assert response.status_code == 200
+    assert "Łukasz" in response.content.decode()
+    assert ContactImport.objects.get(pk=contact_import.pk).queued_at is None

@@ -664,3 +664,12 @@ def test_a_running_import_not_yet_read_says_so_instead_of_0_of_0(signed_in):
     html = page.content.decode()
     assert "Reading and checking the file…" in html
     assert "0 of 0 rows" not in html
+
+
+@pytest.mark.django_db
+def test_a_large_integer_trait_is_shown_without_padding(signed_in):
+    kim = ProfileFactory(traits={"mid": 10**21 + 1})
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": kim.pk}))
+
+    assert "1e+21" in page.content.decode()

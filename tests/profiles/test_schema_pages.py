@@ -121,7 +121,8 @@ def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
             },
             {
                 "allowed_values": [
-                    "'PRO' and 'pro' differ only in case; keep one of them."
+                    "'PRO' and 'pro' differ only in case or in how an accent is "
+                    "written; keep one of them."
                 ]
             },
         ),

@@ -154,3 +154,24 @@ def test_a_decomposed_accent_is_the_same_allowed_value(alias):
 
     rule = {"attribute": "traits.district", "op": "in", "value": ["Zu\u0308rich"]}
     assert selected(alias, rule) == {"jonas@example.com"}
+
+
+def test_values_stored_before_a_trait_was_declared_are_still_found(alias):
+    profile = Profile.objects.using(alias).get(email="jonas@example.com")
+    profile.traits = {"road": "STRASSE"}
+    profile.save()
+    other = Profile.objects.using(alias).get(email="ines@example.com")
+    other.traits = {"road": "Straße"}
+    other.save()
+    TraitDefinition.objects.create(
+        name="road", type=TraitType.TEXT, allowed_values=["Straße", "Zürich"]
+    )
+
+    both = {"jonas@example.com", "ines@example.com"}
+    for written in ("STRASSE", "Straße"):
+        rule = {"attribute": "traits.road", "op": "eq", "value": written}
+        assert selected(alias, rule) >= {"ines@example.com"}
+    rule = {"attribute": "traits.road", "op": "eq", "value": "STRASSE"}
+    assert selected(alias, rule) == both
+    rule = {"attribute": "traits.road", "op": "neq", "value": "STRASSE"}
+    assert selected(alias, rule) == {"ayse@example.com"}
