@@ -285,7 +285,8 @@ def _yearless_read(text: str, date_format: str) -> str | None:
         if not form:
             return None
     try:
-        day = datetime.strptime(f"{text} {_LEAP_YEAR}", f"{form} %Y")  # noqa: DTZ007 - a calendar day
+        # A calendar day, which has no time zone.
+        day = datetime.strptime(f"{text} {_LEAP_YEAR}", f"{form} %Y")  # noqa: DTZ007
     except ValueError:
         return None
     return f"--{day.month:02d}-{day.day:02d}"
@@ -306,7 +307,8 @@ def declared_time_parse(text: str, date_format: str) -> datetime:
     """Read text in a file's declared date format, with or without a time of day."""
     for suffix in (" %H:%M:%S", " %H:%M", ""):
         try:
-            return datetime.strptime(text, date_format + suffix)  # noqa: DTZ007 - the caller adds the zone
+            # Naive: the caller puts it in its time zone.
+            return datetime.strptime(text, date_format + suffix)  # noqa: DTZ007
         except ValueError:
             continue
     raise ValueError(f"{text!r} is no time in the format {date_format}")
