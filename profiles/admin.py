@@ -16,6 +16,7 @@ from profiles.keys import (
     write_key_secret,
 )
 from profiles.models import (
+    PERSON_FIELDS,
     ConsentRecord,
     ContactImport,
     Event,
@@ -105,18 +106,7 @@ class ProfileAdminForm(forms.ModelForm):
     class Meta:
         model = Profile
         # What a marketer may edit; ProfileAdmin shows the rest read-only.
-        fields = (
-            "email",
-            "first_name",
-            "last_name",
-            "phone",
-            "city",
-            "region",
-            "country_code",
-            "timezone",
-            "traits",
-            "suppressed_at",
-        )
+        fields = ("email", *PERSON_FIELDS, "traits", "suppressed_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

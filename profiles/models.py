@@ -12,6 +12,19 @@ class SubscriptionStatus(models.TextChoices):
     NOT_SUBSCRIBED = "not_subscribed", "Never subscribed"
 
 
+# The profile's own text fields about the person, besides the address: what an
+# identify, an import and a merge fill, and what segment rules read as text.
+PERSON_FIELDS = (
+    "first_name",
+    "last_name",
+    "phone",
+    "city",
+    "region",
+    "country_code",
+    "timezone",
+)
+
+
 class Profile(models.Model):
     """One person, however many ids and sources describe them."""
 

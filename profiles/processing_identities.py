@@ -14,6 +14,7 @@ from django.db import connection, transaction
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
+    PERSON_FIELDS,
     ConsentRecord,
     Event,
     EventType,
@@ -39,15 +40,7 @@ from profiles.traits import TraitRule
 logger = logging.getLogger(__name__)
 
 EMAIL_CACHE_SIZE = 20_000
-PROFILE_FIELDS_FILLED_ON_MERGE = (
-    "first_name",
-    "last_name",
-    "phone",
-    "city",
-    "region",
-    "country_code",
-    "timezone",
-)
+PROFILE_FIELDS_FILLED_ON_MERGE = PERSON_FIELDS
 
 
 class EventUnresolvable(Exception):

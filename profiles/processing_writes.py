@@ -16,19 +16,9 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from profiles.models import Event, Profile
+from profiles.models import PERSON_FIELDS, Event, Profile
 
-IDENTIFY_FIELDS = (
-    "email",
-    "email_display",
-    "first_name",
-    "last_name",
-    "phone",
-    "city",
-    "region",
-    "country_code",
-    "timezone",
-)
+IDENTIFY_FIELDS = ("email", "email_display", *PERSON_FIELDS)
 
 _EVENTS_FINISH_SQL = """
 UPDATE profiles_event AS e

@@ -29,7 +29,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS
 
-from profiles.models import SubscriptionStatus, TraitType
+from profiles.models import PERSON_FIELDS, SubscriptionStatus, TraitType
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     NUMBER_MIN_EXPONENT,
@@ -41,16 +41,7 @@ from profiles.traits import (
 )
 from segments.geo import CONTINENTS
 
-PROFILE_TEXT_FIELDS = {
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "city",
-    "region",
-    "country_code",
-    "timezone",
-}
+PROFILE_TEXT_FIELDS = {"email", *PERSON_FIELDS}
 PROFILE_DATE_FIELDS = {"created_at"}
 METRICS = {
     "lifetime_value": "number",

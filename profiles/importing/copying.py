@@ -35,6 +35,7 @@ from profiles.importing.writing import (
     erased_rows_drop,
 )
 from profiles.models import (
+    PERSON_FIELDS,
     ConsentRecord,
     Profile,
     ProfileTag,
@@ -47,15 +48,7 @@ from profiles.services import suppression_hash
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
 # What COPY's text format escapes; a key has none unless the address is quoted.
 COPY_TEXT_SPECIAL = re.compile(r"[\\\t\r]")
-TEXT_FIELDS = (
-    "first_name",
-    "last_name",
-    "phone",
-    "city",
-    "region",
-    "country_code",
-    "timezone",
-)
+TEXT_FIELDS = PERSON_FIELDS
 PROFILE_COLUMNS = (
     "email",
     "email_display",
