@@ -24,6 +24,7 @@ from profiles.models import (
     ProfileIdentity,
     ProfileMerge,
     ProfileTag,
+    RefusedRequest,
     RejectedEvent,
     ShopCheckout,
     ShopOrder,
@@ -359,6 +360,15 @@ class RejectedEventAdmin(ReadOnlyAdmin):
     list_filter = ("code", "source")
     search_fields = ("message_id", "message")
     date_hierarchy = "received_at"
+
+
+@admin.register(RefusedRequest)
+class RefusedRequestAdmin(ReadOnlyAdmin):
+    """Requests refused whole, counted by the hour; nothing of them was stored."""
+
+    list_display = ("hour", "source", "code", "count", "last_at", "message")
+    list_filter = ("code", "source")
+    date_hierarchy = "hour"
 
 
 @admin.register(ConsentRecord)

@@ -22,9 +22,10 @@ from profiles.ingestion import (
     body_read,
     events_ingest,
     payload_parse,
-    write_key_revoked_at,
+    write_key_revoked,
     write_key_source,
 )
+from profiles.refusals import SOURCE_NO_KEY, request_refused_count
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class TrackingApi(APIView):
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         received_at = timezone.now()
+        # Whose feed a refusal is counted against: known once the key is read.
+        self.refused_source = SOURCE_NO_KEY
         try:
             payload, source = self._authenticated_payload(request)
             result = events_ingest(
@@ -75,6 +78,12 @@ class TrackingApi(APIView):
                 "Tracking request refused: %s",
                 exc.code,
                 extra={"path": request.path, "status": exc.status},
+            )
+            request_refused_count(
+                source=self.refused_source,
+                code=exc.code,
+                message=exc.message,
+                at=received_at,
             )
             return _error(status_code=exc.status, code=exc.code, message=exc.message)
 
@@ -126,11 +135,15 @@ class TrackingApi(APIView):
     def _source_for(self, key: str | None) -> str:
         source = write_key_source(key=key)
         if source is not None:
+            self.refused_source = source
             return source
 
         message = "A valid write key is required (HTTP Basic or 'writeKey')."
-        revoked_at = write_key_revoked_at(key=key)
-        if revoked_at is not None:
+        revoked = write_key_revoked(key=key)
+        if revoked is not None:
+            name, revoked_at = revoked
+            # Counted against the key's own feed, which then shows why it stopped.
+            self.refused_source = f"segment:{name}"[:100]
             # The sender holds the key already; saying it was revoked tells
             # whoever runs the feed what to fix.
             message = (

@@ -34,12 +34,15 @@ from profiles.models import (
     Event,
     ImportStatus,
     Profile,
+    RefusedRequest,
     RejectedEvent,
     TraitDefinition,
     WebhookDelivery,
     WriteKey,
 )
+from profiles.refusals import SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import PAYLOAD_REFUSED
+from profiles.shopify import SOURCE as SHOPIFY_SOURCE
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce
 
 VOLUME_HOURS = 48
@@ -52,7 +55,7 @@ FAILED_EVENTS_SHOWN = 5
 LAG_SAMPLE_MAX = 10_000
 
 SOURCE_SETTINGS = "segment:settings"
-SOURCE_SHOPIFY = "shopify"
+SOURCE_SHOPIFY = SHOPIFY_SOURCE
 SOURCE_IMPORTS = "imports"
 
 # RejectedEvent rows are of two kinds. Most say an item was refused and not stored
@@ -126,8 +129,14 @@ def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
     refused = RejectedEvent.objects.filter(received_at__gte=since).values_list(
         "source", flat=True
     )
-    for source in sorted(set(seen.distinct()) | set(refused.distinct())):
-        if not source.startswith(SOURCE_SHOPIFY):
+    refused_whole = RefusedRequest.objects.filter(last_at__gte=since).values_list(
+        "source", flat=True
+    )
+    sources = set(seen.distinct()) | set(refused.distinct())
+    for source in sorted(sources | set(refused_whole.distinct())):
+        if source == SOURCE_NO_KEY:
+            named.setdefault(source, "Requests without a valid write key")
+        elif not source.startswith(SOURCE_SHOPIFY):
             named.setdefault(source, source or "(no source)")
 
     named[SOURCE_SHOPIFY] = "Shopify webhooks"
@@ -164,7 +173,8 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
     health.update(
         name=name,
         label=label,
-        kind="events",
+        # Requests that named no valid key: refused, so counted and nothing else.
+        kind="no_key" if name == SOURCE_NO_KEY else "events",
         rejections=_rejections_by_code(refused, now=now),
         rejected_last_hour=_items_count(
             refused.filter(received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS))
@@ -181,6 +191,9 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             else None
         ),
         webhook_notes=_webhook_notes() if name == SOURCE_SHOPIFY else None,
+        refused_requests=_refused_requests(name, now=now),
+        refused_recent=_refused_recent(name, now=now),
+        refused_recent_since=_refused_recent_since(now),
         # Every delivery is refused before anything is stored: only this says so.
         unconfigured=(
             name == SOURCE_SHOPIFY and not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS
@@ -237,6 +250,7 @@ def _imports_queued() -> QuerySet:
 def _with_warnings(health: dict[str, Any]) -> dict[str, Any]:
     oldest = health["unprocessed"]["oldest_age_seconds"]
     health["rejections_warning"] = health["rejected_last_hour"] > 0
+    health["refused_warning"] = health.get("refused_recent", 0) > 0
     health["backlog_warning"] = oldest is not None and oldest > BACKLOG_WARNING_SECONDS
     return health
 
@@ -415,6 +429,43 @@ def _rejections_by_code(rejected: QuerySet, *, now: datetime) -> list[dict[str, 
         .order_by("-last_at", "code")
     )
     return [dict(row) for row in rows]
+
+
+def _refused_requests(name: str, *, now: datetime) -> list[dict[str, Any]]:
+    """Return the last 30 days' requests refused whole, grouped by code, newest first.
+
+    Every attempt counts: a refused request stored nothing by which a retry of it
+    could be known.
+    """
+    recent = RefusedRequest.objects.filter(
+        source=name, hour__gte=now - timedelta(days=REJECTIONS_WINDOW_DAYS)
+    )
+    newest_message = (
+        recent.filter(code=OuterRef("code"))
+        .order_by("-last_at", "-pk")
+        .values("message")[:1]
+    )
+    rows = (
+        recent.values("code")
+        .annotate(
+            count=Sum("count"), last_at=Max("last_at"), message=Subquery(newest_message)
+        )
+        .order_by("-last_at", "code")
+    )
+    return [dict(row) for row in rows]
+
+
+def _refused_recent_since(now: datetime) -> datetime:
+    # Counts are kept by the hour: "the last hour" is the hour before this one and
+    # this one so far.
+    return refusal_hour(now) - timedelta(hours=1)
+
+
+def _refused_recent(name: str, *, now: datetime) -> int:
+    recent = RefusedRequest.objects.filter(
+        source=name, hour__gte=_refused_recent_since(now)
+    )
+    return recent.aggregate(n=Sum("count"))["n"] or 0
 
 
 def _failed_events(events: QuerySet) -> dict[str, Any]:

@@ -197,12 +197,12 @@ WHERE key = %s AND revoked_at IS NULL
 """
 
 
-def write_key_revoked_at(*, key: str | None) -> datetime | None:
-    """Return when a write key made in Bespoke was revoked, if it was."""
+def write_key_revoked(*, key: str | None) -> tuple[str, datetime] | None:
+    """Return the name of a write key made in Bespoke and when it was revoked, if it was."""
     if not key or not text_storable(key):
         return None
     revoked = WriteKey.objects.filter(key=key, revoked_at__isnull=False)
-    return revoked.values_list("revoked_at", flat=True).first()
+    return revoked.values_list("name", "revoked_at").first()
 
 
 def write_key_used(*, write_key: WriteKey, at: datetime) -> None:

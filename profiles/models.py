@@ -255,6 +255,36 @@ class RejectedEvent(models.Model):
         return f"{self.code}: {self.message_id or 'no messageId'}"
 
 
+class RefusedRequest(models.Model):
+    """How many requests one source had refused whole, for one reason, in one hour.
+
+    A request refused before anything of it is stored (a wrong or revoked write key,
+    a Shopify signature that does not match, a body too large or unreadable) leaves
+    no event, delivery or item behind: these counts are all that shows a feed that
+    stopped working. Nothing of the request's body is kept.
+    """
+
+    source = models.CharField(max_length=100)
+    code = models.CharField(max_length=50)
+    # The start of the UTC hour the count is for.
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField()
+    # What the latest refused sender was told.
+    message = models.CharField(max_length=500)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "code", "hour"], name="refused_request_hour_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.code} x{self.count} at {self.hour:%Y-%m-%d %H}:00"
+
+
 class ConsentRecord(models.Model):
     """An append-only fact: who agreed to or withdrew from what, when, and how we know."""
 

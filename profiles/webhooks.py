@@ -12,6 +12,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from profiles.ingestion import json_read_exact
 from profiles.models import WebhookDelivery
+from profiles.refusals import request_refused_count
+from profiles.shopify import (
+    SOURCE as SHOPIFY_SOURCE,
+)
 from profiles.shopify import (
     shopify_delivery_process,
     shopify_delivery_store,
@@ -31,6 +35,13 @@ def _error(*, status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"code": code, "message": message}, status=status)
 
 
+def _refused(*, status: int, code: str, message: str) -> JsonResponse:
+    # A delivery refused here is stored nowhere: its count on the Sources page is
+    # what shows a shop whose secret changed.
+    request_refused_count(source=SHOPIFY_SOURCE, code=code, message=message)
+    return _error(status=status, code=code, message=message)
+
+
 @csrf_exempt
 def shopify_webhook(request: HttpRequest) -> JsonResponse:
     """Verify, store once and apply one Shopify delivery, whatever its topic.
@@ -45,14 +56,14 @@ def shopify_webhook(request: HttpRequest) -> JsonResponse:
 
     body = _body_read(request)
     if body is None:
-        return _error(
+        return _refused(
             status=413, code="request_too_large", message="The body is too large."
         )
     if not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS:
         logger.warning(
             "Shopify webhook refused: no secret is set (BESPOKE_SHOPIFY_WEBHOOK_SECRETS)"
         )
-        return _error(
+        return _refused(
             status=401,
             code="invalid_signature",
             message="No Shopify webhook secret is set here, so no signature can match.",
@@ -64,7 +75,7 @@ def shopify_webhook(request: HttpRequest) -> JsonResponse:
             "Shopify webhook refused: bad signature",
             extra={"shop_domain": request.headers.get("X-Shopify-Shop-Domain", "")},
         )
-        return _error(
+        return _refused(
             status=401,
             code="invalid_signature",
             message="X-Shopify-Hmac-Sha256 does not match the body.",
@@ -75,7 +86,7 @@ def shopify_webhook(request: HttpRequest) -> JsonResponse:
         return refusal
     payload = _payload_parse(body)
     if payload is None:
-        return _error(
+        return _refused(
             status=400,
             code="invalid_json",
             message=(
@@ -109,14 +120,14 @@ def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | 
         "api_version": request.headers.get("X-Shopify-API-Version", "").strip(),
     }
     if not headers["delivery_id"]:
-        return headers, _error(
+        return headers, _refused(
             status=400,
             code="missing_webhook_id",
             message="X-Shopify-Webhook-Id is required.",
         )
     if len(headers["delivery_id"]) > WEBHOOK_ID_MAX_CHARS:
         # Cut short, two different ids could be taken for one delivery repeated.
-        return headers, _error(
+        return headers, _refused(
             status=400,
             code="webhook_id_too_long",
             message=(
@@ -125,7 +136,7 @@ def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | 
             ),
         )
     if not headers["topic"]:
-        return headers, _error(
+        return headers, _refused(
             status=400, code="missing_topic", message="X-Shopify-Topic is required."
         )
     return headers, None
