@@ -169,6 +169,53 @@ def test_a_retried_batch_stores_nothing_twice(db, post, load_fixture):
     assert Event.objects.count() == 30
 
 
+def test_a_batch_partly_stored_before_stores_the_rest(db, post):
+    def item(number: int) -> dict:
+        return {
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": "usr_1001",
+            "messageId": f"m-{number}",
+        }
+
+    first = post("/v1/batch", {"batch": [item(1), item(2)]})
+    second = post("/v1/batch", {"batch": [item(2), item(3), item(1), item(4)]})
+
+    assert first.json()["stored"] == 2
+    assert (second.json()["stored"], second.json()["duplicates"]) == (2, 2)
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == [
+        "m-1",
+        "m-2",
+        "m-3",
+        "m-4",
+    ]
+
+
+def test_objects_are_stored_exactly_as_sent(db, post):
+    properties = {
+        "big": 2**70,
+        "small": -(2**63),
+        "price": 19.99,
+        "text": 'Zürich \\u0000 \t "quoted"',
+        "nested": {"list": [1, None, True, {"deep": "ü"}]},
+        "empty": {},
+    }
+    body = {
+        "userId": "usr_1001",
+        "event": "Product Viewed",
+        "properties": properties,
+        "context": {"locale": "de-CH"},
+    }
+
+    response = post("/v1/track", body)
+
+    assert response.json()["stored"] == 1
+    event = Event.objects.get()
+    assert event.properties == properties
+    assert event.context == {"locale": "de-CH"}
+    assert event.traits == {}
+
+
 @pytest.mark.parametrize(
     ("fixture", "path", "kind", "message_id"),
     [
