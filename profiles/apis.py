@@ -1,7 +1,6 @@
 """The Segment-compatible tracking API: one view per call type, plus batch."""
 
 import base64
-import binascii
 import logging
 from typing import Any
 
@@ -43,7 +42,9 @@ def _basic_auth_key(request: Request) -> str | None:
 
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
+        # Not base64 (binascii.Error), not ASCII to begin with, or not UTF-8 once
+        # decoded: no key, which gets the JSON 401.
         return None
     # The key is the username; the password is empty and the colon may be missing.
     return decoded.partition(":")[0] or None

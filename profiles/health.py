@@ -129,7 +129,7 @@ def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
     refused = RejectedEvent.objects.filter(received_at__gte=since).values_list(
         "source", flat=True
     )
-    refused_whole = RefusedRequest.objects.filter(last_at__gte=since).values_list(
+    refused_whole = RefusedRequest.objects.filter(hour__gte=since).values_list(
         "source", flat=True
     )
     sources = set(seen.distinct()) | set(refused.distinct())

@@ -18,9 +18,11 @@ from profiles.models import RefusedRequest
 
 logger = logging.getLogger(__name__)
 
-# Where a tracking request goes when no write key says whose it is.
-SOURCE_NO_KEY = "segment:no valid key"
-# Counts older than this are deleted as new hours begin; the page shows 30 days.
+# Where a tracking request goes when no write key says whose it is. A key's feed is
+# "segment:<its name>", so no key can be named into this one.
+SOURCE_NO_KEY = "tracking:no valid key"
+# Counts older than this are deleted as new hours' counts begin; the page shows 30
+# days.
 REFUSALS_KEPT_DAYS = 30
 
 

@@ -104,6 +104,30 @@ def test_requests_with_no_known_key_have_a_source_of_their_own(signed_in):
     assert "Rejected, last 30 days" not in no_key
 
 
+def test_a_key_named_like_the_no_key_feed_keeps_a_feed_of_its_own(signed_in):
+    key = write_key_create(name="no valid key")
+
+    track(signed_in, key=key.key, body=b"not json")
+    track(signed_in, key="never-made")
+
+    assert refused(SOURCE_NO_KEY) == [("invalid_write_key", 1)]
+    assert refused("segment:no valid key") == [("invalid_json", 1)]
+    assert source_health("segment:no valid key")["kind"] == "events"
+
+
+def test_an_authorization_header_that_is_not_ascii_gets_the_json_401(client):
+    response = client.post(
+        "/v1/track",
+        data=json.dumps(TRACK_BODY),
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Basic \u00ff\u00fe",
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_write_key"
+    assert refused(SOURCE_NO_KEY) == [("invalid_write_key", 1)]
+
+
 def test_a_source_that_refused_nothing_has_no_no_key_section(signed_in):
     write_key_create(name="Shop site")
 
