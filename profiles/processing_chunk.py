@@ -39,6 +39,7 @@ from profiles.processing_traits import (
     TraitsRefresh,
     profiles_traits_refresh,
 )
+from profiles.processing_writes import IDENTIFY_FIELDS as PROFILE_IDENTIFY_FIELDS
 from profiles.processing_writes import (
     among,
     events_finish,
@@ -63,6 +64,10 @@ EVENT_FIELDS = ("type", "event", "user_id", "anonymous_id", "previous_id", "prof
 # What an identify changes or reports: read for identifies up front, for other
 # events only if asked.
 IDENTIFY_FIELDS = ("traits", "context", "message_id", "source", "received_at")
+# What the chunk reads of a profile an identify may change: what it reads and writes
+# back. Building whole Profile instances (timestamps each loaded in Python) cost
+# about as much as reading them.
+PROFILE_FIELDS = ("pk", *PROFILE_IDENTIFY_FIELDS, "traits")
 
 
 class ChunkEvent:
@@ -190,7 +195,8 @@ class EventChunk:
 
     def profile(self, pk: int) -> Profile:
         if pk not in self.profiles:
-            self.profiles[pk] = Profile.objects.select_for_update().get(pk=pk)
+            locked = Profile.objects.select_for_update().only(*PROFILE_FIELDS)
+            self.profiles[pk] = locked.get(pk=pk)
             self.locked[pk] = self.profiles[pk].email
         return self.profiles[pk]
 
@@ -554,4 +560,4 @@ def _profiles_lock(pks: set[int]) -> dict[int, str | None]:
 
 def _profiles_read(pks: set[int]) -> dict[int, Profile]:
     found = Profile.objects.filter(pk__in=among(pks, of="bigint"))
-    return {profile.pk: profile for profile in found}
+    return {profile.pk: profile for profile in found.only(*PROFILE_FIELDS)}

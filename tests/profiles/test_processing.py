@@ -16,6 +16,7 @@ from profiles import processing
 from profiles.models import (
     ConsentRecord,
     Event,
+    EventType,
     IdentityKind,
     ProcessingRequest,
     Profile,
@@ -1316,3 +1317,33 @@ def test_a_merge_by_any_event_brings_the_kept_profile_into_the_segments(
     assert not Profile.objects.filter(pk=anonymous.pk).exists()
     stays = SegmentMembership.objects.filter(profile=ana, left_at=None)
     assert list(stays.values_list("segment_id", flat=True)) == [vip.pk]
+
+
+def _known_people_identify(count: int) -> None:
+    for number in range(count):
+        person = ProfileFactory(email=f"known{number}@example.com", timezone="UTC")
+        ProfileIdentity.objects.create(
+            profile=person, kind=IdentityKind.USER_ID, value=f"usr_{number}"
+        )
+        track(
+            f"identify-{count}-{number}",
+            type=EventType.IDENTIFY,
+            event="",
+            user_id=f"usr_{number}",
+            traits={"firstName": f"Name {number}", "plan": "pro"},
+            context={"timezone": "Europe/Lisbon"},
+        )
+
+
+@pytest.mark.parametrize("people", [3, 30])
+def test_known_peoples_identifies_cost_the_same_queries_however_many(db, people):
+    # The chunk reads only some of a profile's fields: one it did not read, used
+    # for each person, would cost a query each.
+    _known_people_identify(people)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert events_process_pending() == people
+
+    assert len(queries.captured_queries) < 40
+    assert Profile.objects.get(email="known2@example.com").traits["plan"] == "pro"
+    assert Profile.objects.get(email="known2@example.com").first_name == "Name 2"
