@@ -329,6 +329,8 @@ class _RecordContext:
     workbook: bool = False
     coerced: dict[tuple, tuple] = field(default_factory=dict)
     tag_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The records whose mapped status cell was blank, and that said nothing else.
+    status_blank: list[int] = field(default_factory=list)
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
@@ -558,6 +560,8 @@ def _consents_read(
     if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
         status = left or status
     if status is None:
+        if plan.status is not None:
+            context.status_blank.append(record)
         return []
 
     suppressed = status == SubscriptionStatus.CLEANED and status_is_suppressed(said)
@@ -766,6 +770,8 @@ def contacts_parse(
         for key, row in first.items()
     ]
     parsed.field_rejections = context.field_rejections
+    if context.status_blank:
+        parsed.notes.append(_status_blank_note(plan, context.status_blank))
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     return parsed
@@ -842,6 +848,28 @@ def _status_column_note(layout: Layout, column: str) -> dict[str, Any]:
             f"This file looks like a {layout.label}, which lists one status for "
             f"every row; each row's status is read from the column {column} "
             "instead, as it was mapped."
+        ),
+    }
+
+
+STATUS_BLANK_RECORDS_SHOWN = 10
+
+
+def _status_blank_note(plan: ColumnPlan, records: list[int]) -> dict[str, Any]:
+    # Said once for the file, not once a row: a list may leave most cells blank.
+    column = plan.names[plan.status]
+    shown = ", ".join(str(record) for record in records[:STATUS_BLANK_RECORDS_SHOWN])
+    more = " and more" if len(records) > STATUS_BLANK_RECORDS_SHOWN else ""
+    count = f"{len(records):,} record{'s' if len(records) != 1 else ''}"
+    return {
+        "kind": "status_blank",
+        "column": column,
+        "records": records[:STATUS_BLANK_RECORDS_SHOWN],
+        "count": len(records),
+        "message": (
+            f"{count} left the {column} cell blank (record {shown}{more}): their "
+            "subscription was left as it was, and a new person among them has no "
+            "consent on record, so no campaign mails them until they subscribe."
         ),
     }
 

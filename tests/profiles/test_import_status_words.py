@@ -55,3 +55,42 @@ def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
 @pytest.mark.parametrize("word", STATUS_WORDS)
 def test_every_word_the_message_offers_is_read(word):
     status_read(word.upper())
+
+
+def test_blank_status_cells_are_named_once_in_the_report():
+    rows = "".join(f"p{n}@example.com,\n" for n in range(12))
+    data = f"Email,Status\nann@example.com,subscribed\n{rows}".encode()
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    (note,) = [n for n in contact_import.notes if n["kind"] == "status_blank"]
+    assert note["count"] == 12
+    assert note["records"] == list(range(2, 12))
+    assert note["message"] == (
+        "12 records left the Status cell blank (record 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 "
+        "and more): their subscription was left as it was, and a new person among "
+        "them has no consent on record, so no campaign mails them until they "
+        "subscribe."
+    )
+    assert contact_import.accepted == 13
+    assert Profile.objects.get(email="p3@example.com").subscription_status == (
+        "not_subscribed"
+    )
+
+
+def test_an_unsubscribed_column_said_instead_is_no_blank_status():
+    data = b"Email,Status,Unsubscribed\npat@example.com,,yes\nkim@example.com,,\n"
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    (note,) = [n for n in contact_import.notes if n["kind"] == "status_blank"]
+    assert (note["count"], note["records"]) == (1, [2])
+    assert note["message"].startswith("1 record left the Status cell blank (record 2)")
+
+
+def test_a_file_without_a_status_column_has_no_blank_status_note():
+    contact_import = contact_import_file(
+        filename="crm.csv", data=b"Email,First name\npat@example.com,Pat\n"
+    )
+
+    assert [n for n in contact_import.notes if n["kind"] == "status_blank"] == []

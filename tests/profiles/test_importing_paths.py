@@ -248,7 +248,7 @@ def test_the_compared_files_reach_every_rule(monkeypatch, load_fixture):
     statuses = {row[10] for row in written["profiles"]}
     assert statuses == {"subscribed", "unsubscribed", "cleaned", "not_subscribed"}
     kinds = {note["kind"] for row in written["imports"] for note in row[-2]}
-    assert kinds == {"merged", "kept_status"}
+    assert kinds == {"merged", "kept_status", "status_blank"}
     reasons = {r["reason"] for row in written["imports"] for r in row[-3]}
     assert reasons == {
         "invalid_email",
