@@ -6,19 +6,26 @@ Templates see plain data only (dicts, lists, strings, numbers), never model obje
 a fallback, so missing data never breaks a layout.
 """
 
+import calendar
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
+from django.utils import timezone
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from liquid import Environment
+from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError, TemplateNotFoundError
+from liquid.filter import liquid_filter, with_environment
 
+from profiles.traits import YEARLESS_DATE
 from segments.geo import continent_of
 
 # Limits on what a marketer-written template may cost at send time.
@@ -37,9 +44,35 @@ class _SandboxedEnvironment(Environment):
     local_namespace_limit = LIQUID_NAMESPACE_LIMIT
 
 
+@with_environment
+@liquid_filter
+def _date(value: Any, fmt: str, *, environment: Environment) -> str:
+    """Liquid's `date`, which also reads a day and month kept with no year (--07-14).
+
+    Such a date (a birthday given without its year) is shown in this year, the
+    account's; the 29th of February is the 28th outside a leap year, the day a
+    segment gives its anniversary.
+    """
+    if isinstance(value, str) and (found := YEARLESS_DATE.fullmatch(value.strip())):
+        value = _this_years(int(found[1]), int(found[2])) or value
+    return liquid_date(value, fmt, environment=environment)
+
+
+def _this_years(month: int, day: int) -> datetime | None:
+    year = timezone.now().astimezone(ZoneInfo(settings.BESPOKE_ACCOUNT_TIME_ZONE)).year
+    if (month, day) == (2, 29) and not calendar.isleap(year):
+        day = 28
+    try:
+        return datetime.combine(date(year, month, day), datetime.min.time())
+    except ValueError:
+        return None
+
+
 # HTML output escapes every value; subject and text are plain text.
 _HTML = _SandboxedEnvironment(autoescape=True)
 _TEXT = _SandboxedEnvironment()
+for _environment in (_HTML, _TEXT):
+    _environment.filters["date"] = _date
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
+import time_machine
 
 from campaigns import demo
 from campaigns.rendering import (
@@ -229,3 +230,29 @@ def test_a_template_that_fails_for_a_sample_recipient_is_warned_about(html, caus
     (warning,) = review.warnings
     assert warning.startswith("html: it fails for a sample recipient (")
     assert cause in warning
+
+
+@pytest.mark.parametrize(
+    ("now", "birthday", "expected"),
+    [
+        ("2025-03-14T12:00:00Z", "--07-14", "Happy birthday on July 14, 2025"),
+        # The 29th of February is the 28th outside a leap year, as in segments.
+        ("2025-03-14T12:00:00Z", "--02-29", "Happy birthday on February 28, 2025"),
+        ("2028-01-02T12:00:00Z", "--02-29", "Happy birthday on February 29, 2028"),
+        ("2025-03-14T12:00:00Z", "1990-07-14", "Happy birthday on July 14, 1990"),
+        # Not a day of any year: shown as written, as Liquid shows what it cannot read.
+        ("2025-03-14T12:00:00Z", "--13-40", "Happy birthday on --13-40"),
+    ],
+)
+def test_the_date_filter_reads_a_birthday_kept_without_its_year(
+    now, birthday, expected
+):
+    with time_machine.travel(now, tick=False):
+        rendered = email_render(
+            subject='Happy birthday on {{ profile.birthday | date: "%B %d, %Y" }}',
+            html='<p>{{ profile.birthday | date: "%d/%m" }}</p>',
+            text="",
+            context={"profile": {"birthday": birthday}},
+        )
+
+    assert rendered.subject == expected
