@@ -288,7 +288,9 @@ def _chunk_redone_if_raced(
         except IdentityTaken:
             # Rolled back whole; the other worker's ids are committed by now, so
             # the next attempt sees them.
-            logger.warning("Event chunk redone: another worker linked its ids first")
+            logger.warning(
+                "Event chunk redone: another writer changed whose its ids are first"
+            )
     return _chunk_process(pending, size=size, schema=schema)
 
 

@@ -55,7 +55,11 @@ IdentityKey = tuple[str, str]
 
 
 class IdentityTaken(Exception):
-    """Another worker linked one of a chunk's new ids first; the chunk is redone."""
+    """Whose a chunk's ids are changed after the chunk read them; it is redone.
+
+    Another worker linked one of its new ids first, or a profile it read was
+    merged away (by hand, on the profile page) before the chunk could lock it.
+    """
 
 
 # What processing reads of every event: properties and times are left to the SQL of
@@ -144,7 +148,11 @@ class EventChunk:
         wanted |= {event.profile_id for event in events}
         # Every profile the chunk may touch is locked; only those an identify may
         # change are read whole.
-        self.locked = _profiles_lock({pk for pk in wanted if pk is not None})
+        wanted.discard(None)
+        self.locked = _profiles_lock(wanted)
+        if len(self.locked) < len(wanted):
+            # Deleted since the chunk read who owns its ids: merged into another.
+            raise IdentityTaken("A profile the chunk read was merged away meanwhile.")
         self.profiles = _profiles_read(self._identify_profile_ids(events))
         self.user_ids = _user_ids_load(set(self.locked))
         self._new_people_create(events)
@@ -196,7 +204,10 @@ class EventChunk:
     def profile(self, pk: int) -> Profile:
         if pk not in self.profiles:
             locked = Profile.objects.select_for_update().only(*PROFILE_FIELDS)
-            self.profiles[pk] = locked.get(pk=pk)
+            try:
+                self.profiles[pk] = locked.get(pk=pk)
+            except Profile.DoesNotExist as exc:
+                raise IdentityTaken(f"Profile {pk} was merged away meanwhile.") from exc
             self.locked[pk] = self.profiles[pk].email
         return self.profiles[pk]
 

@@ -1347,3 +1347,49 @@ def test_known_peoples_identifies_cost_the_same_queries_however_many(db, people)
     assert len(queries.captured_queries) < 40
     assert Profile.objects.get(email="known2@example.com").traits["plan"] == "pro"
     assert Profile.objects.get(email="known2@example.com").first_name == "Name 2"
+
+
+def test_a_chunk_whose_person_is_merged_away_meanwhile_attaches_to_the_kept_one(
+    transactional_db, caplog
+):
+    # The marketer merges a visitor into a known customer by hand while a chunk
+    # with the visitor's new events has read who owns their ids but not yet locked
+    # the profile: the chunk must not attach them to the profile that is gone.
+    visitor = Profile.objects.create()
+    ProfileIdentity.objects.create(
+        profile=visitor, kind=IdentityKind.ANONYMOUS_ID, value="anon-visitor"
+    )
+    customer = Profile.objects.create(email="ana@example.com")
+    track("late-view", anonymous_id="anon-visitor", event="Product Viewed")
+    merged, commit = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def marketer_merges() -> None:
+        with transaction.atomic():
+            processing.profile_merge(
+                first=customer, second=visitor, reason="by hand", explicit=True
+            )
+            merged.set()
+            commit.wait(timeout=10)
+        connection.close()
+
+    def worker_processes() -> None:
+        results["processed"] = events_process_pending()
+        connection.close()
+
+    marketer = threading.Thread(target=marketer_merges)
+    marketer.start()
+    assert merged.wait(timeout=10)
+    worker = threading.Thread(target=worker_processes)
+    worker.start()
+    # The worker reads the visitor's id as the visitor's, then waits on the lock.
+    worker.join(timeout=1)
+    commit.set()
+    marketer.join()
+    worker.join(timeout=30)
+
+    event = Event.objects.get(message_id="late-view")
+    assert results["processed"] == 1
+    assert (event.profile_id, event.processing_error) == (customer.pk, "")
+    assert not Profile.objects.filter(pk=visitor.pk).exists()
+    assert "processed one by one" not in caplog.text
