@@ -40,7 +40,7 @@ from profiles.processing_traits import (
     ORDER_COMPLETED,
     number_coerce,
 )
-from profiles.processing_writes import server_bound_cursor
+from profiles.processing_writes import driver_error, server_bound_cursor
 from profiles.tasks import events_process_enqueue
 from profiles.traits import (
     TraitInvalid,
@@ -441,9 +441,7 @@ def _stored(
         except (OperationalError, DeadlockDetected) as exc:
             # The database stopped this request's writes, which are rolled back
             # whole; the other request's are committed by now.
-            deadlock = isinstance(exc, DeadlockDetected) or isinstance(
-                exc.__cause__, DeadlockDetected
-            )
+            deadlock = isinstance(driver_error(exc), DeadlockDetected)
             if not deadlock or attempt == STORE_ATTEMPTS:
                 raise
             result.stored, result.duplicates = 0, duplicates

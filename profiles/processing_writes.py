@@ -69,6 +69,11 @@ def server_bound_cursor() -> Iterator[psycopg.Cursor]:
         yield cursor
 
 
+def driver_error(exc: BaseException) -> BaseException | None:
+    """Return psycopg's error behind a database error: Django wraps it, raw cursors not."""
+    return exc if isinstance(exc, psycopg.Error) else exc.__cause__
+
+
 def int_array(values: Iterable[int | None]) -> str:
     """Return ids as a PostgreSQL array literal, much faster than psycopg's dumper."""
     return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"

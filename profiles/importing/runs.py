@@ -40,6 +40,7 @@ from profiles.importing.mapping import (
 from profiles.importing.reading import ImportFormatError
 from profiles.importing.writing import BatchOutcome, contact_rows_write
 from profiles.models import ContactImport, ImportStatus
+from profiles.processing_writes import driver_error
 from profiles.signals import profiles_changed
 
 logger = logging.getLogger(__name__)
@@ -420,8 +421,7 @@ EMAIL_UNIQUE = "profile_email_ci_unique"
 
 
 def _is_race(exc: Exception) -> bool:
-    # Django wraps the driver's error; the COPY path's own cursor does not.
-    found = exc if isinstance(exc, RACES) else exc.__cause__
+    found = driver_error(exc)
     if isinstance(found, UniqueViolation):
         return found.diag.constraint_name == EMAIL_UNIQUE
     return isinstance(found, DeadlockDetected)
