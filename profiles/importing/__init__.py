@@ -31,6 +31,7 @@ from profiles.importing.mapping import (
     contacts_preview,
 )
 from profiles.importing.reading import (
+    EncodingUnknown,
     ImportFormatError,
     contacts_decode,
     contacts_header,
@@ -61,6 +62,7 @@ __all__ = [
     "LAYOUT_GENERIC",
     "LAYOUT_KLAVIYO",
     "ContactRow",
+    "EncodingUnknown",
     "ImportFormatError",
     "ParsedContacts",
     "Rejection",

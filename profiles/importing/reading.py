@@ -62,6 +62,14 @@ class ImportFormatError(ValueError):
     """The file cannot be read as a contact list; the message says why, for people."""
 
 
+class EncodingUnknown(ImportFormatError):
+    """A text file in an encoding Bespoke does not find by itself: it must be chosen.
+
+    The file may be fine (a Polish list in Windows-1250): the import waits for the
+    marketer's choice instead of failing.
+    """
+
+
 class SheetDate(str):
     """A workbook cell typed as a date or a date and time, written in ISO 8601.
 
@@ -253,7 +261,7 @@ def _text_decode(data: bytes) -> Decoded:
     try:
         return Decoded(data.decode("cp1252"), "cp1252")
     except UnicodeDecodeError as exc:
-        raise ImportFormatError(
+        raise EncodingUnknown(
             "The file is neither UTF-8 nor Windows-1252 text; choose its encoding, "
             "or save it as CSV UTF-8."
         ) from exc

@@ -37,7 +37,7 @@ from profiles.importing.mapping import (
     contacts_parse,
     contacts_preview,
 )
-from profiles.importing.reading import ImportFormatError
+from profiles.importing.reading import EncodingUnknown, ImportFormatError
 from profiles.importing.writing import BatchOutcome, contact_rows_write
 from profiles.models import ContactImport, ImportStatus
 from profiles.processing_writes import driver_error
@@ -117,7 +117,8 @@ def contact_import_preview(
 
     A file that cannot be read marks the import failed with the reason, at once
     (no worker will ever read it better), and raises ImportFormatError. A file
-    that cannot be read in a chosen `encoding` raises it and stays pending.
+    that cannot be read in a chosen `encoding`, or whose encoding is not found
+    (EncodingUnknown), raises it and stays pending: the marketer chooses one.
     """
     try:
         data = contact_import_upload_path(contact_import).read_bytes()
@@ -130,6 +131,8 @@ def contact_import_preview(
         return contacts_preview(data, encoding=encoding)
     try:
         return contacts_preview(data)
+    except EncodingUnknown:
+        raise
     except ImportFormatError as exc:
         _unstarted_fail(contact_import, str(exc))
         raise

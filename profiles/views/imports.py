@@ -23,7 +23,7 @@ from profiles.importing import (
     contact_import_retry,
     contact_import_retryable,
 )
-from profiles.importing.reading import ENCODINGS
+from profiles.importing.reading import ENCODINGS, EncodingUnknown
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
 from profiles.traits import trait_name_is_reserved
@@ -56,6 +56,13 @@ def _import_start(request: HttpRequest, upload: UploadedFile) -> HttpResponse:
     # Read it now: a file that cannot be read fails here, not after the mapping.
     try:
         contact_import_preview(contact_import=contact_import)
+    except EncodingUnknown:
+        flash.success(
+            request,
+            f"{contact_import.filename} is uploaded; choose the encoding it was "
+            "saved in, then map its columns.",
+        )
+        return redirect("import_mapping", pk=contact_import.pk)
     except ImportFormatError as exc:
         flash.error(request, f"{contact_import.filename} cannot be imported: {exc}")
         return redirect("import_detail", pk=contact_import.pk)
@@ -71,6 +78,12 @@ def _is_mapped(contact_import: ContactImport) -> bool:
     return bool(contact_import.column_map) or contact_import.started_at is not None
 
 
+# Every byte is a letter in Mac OS Roman: the samples of a file whose encoding is
+# not found can be shown in it, wrong letters and all, until the marketer chooses.
+ENCODING_READS_ANY_BYTE = "mac_roman"
+ENCODING_NOT_FOUND = "not found"
+
+
 @staff_required
 def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     contact_import = get_object_or_404(ContactImport, pk=pk)
@@ -81,29 +94,41 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         "encoding", ""
     )
     encoding = chosen if chosen in ENCODINGS else ""
-    encoding_error = ""
+    encoding_error, unknown = "", False
     try:
         preview = contact_import_preview(
             contact_import=contact_import, encoding=encoding
         )
     except ImportFormatError as exc:
-        if not encoding:
+        if not encoding and not isinstance(exc, EncodingUnknown):
             # The import is failed with the reason, which its page shows.
             return redirect("import_detail", pk=pk)
         # The file is not in the chosen encoding: shown as found, with the reason.
         encoding, encoding_error = "", str(exc)
         try:
             preview = contact_import_preview(contact_import=contact_import)
+        except EncodingUnknown:
+            # Nor in one Bespoke finds: the samples are shown in a code page that
+            # reads every byte, for the columns' sake, until one is chosen.
+            unknown = True
+            preview = contact_import_preview(
+                contact_import=contact_import, encoding=ENCODING_READS_ANY_BYTE
+            )
         except ImportFormatError:
             return redirect("import_detail", pk=pk)
 
     options = {"names": preview.names, "column_map": preview.column_map}
     initial = {"encoding": encoding}
-    if not encoding:
+    if not encoding and not unknown:
         initial["found_encoding"] = preview.encoding_label
     form = ContactImportMappingForm(
         request.POST or None, initial=initial, traits=_traits(), **options
     )
+    if unknown:
+        form.fields["encoding"].choices = [
+            ("", "none found in the file: choose one"),
+            *ENCODINGS.items(),
+        ]
     # "Read it again" shows the samples in the encoding chosen, and starts nothing;
     # nor is a file started in an encoding it is not in: the page says why.
     rereading = request.method == "POST" and "reread" in request.POST
@@ -123,7 +148,8 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = preview.reserved
-    context["encoding"] = {"found": preview.encoding_label, "error": encoding_error}
+    found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
+    context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
 
 

@@ -1,6 +1,7 @@
 """A CSV file's text encoding: found when the file shows it, chosen when it cannot."""
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.urls import reverse
 
@@ -197,3 +198,63 @@ def test_read_it_again_posts_and_starts_nothing(client, polish_upload):
     assert response.status_code == 200
     assert "Łukasz" in response.content.decode()
     assert ContactImport.objects.get(pk=contact_import.pk).queued_at is None
+
+
+# Ź is 0x8F in Windows-1250, a byte Windows-1252 leaves undefined: the file reads
+# as neither UTF-8 nor Windows-1252.
+UNFOUND = "email,first_name,last_name\nzofia@example.com,Zofia,Źrebiec\n"
+
+
+@pytest.mark.django_db
+def test_a_file_in_no_encoding_found_waits_for_one_to_be_chosen(
+    client, django_user_model
+):
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    upload = SimpleUploadedFile("pl.csv", UNFOUND.encode("cp1250"))
+
+    uploaded = client.post(reverse("import_list"), {"file": upload})
+    contact_import = ContactImport.objects.get()
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    page = client.get(url)
+    html = page.content.decode()
+
+    assert uploaded.status_code == 302
+    assert uploaded["Location"] == url
+    assert contact_import.status == ImportStatus.PENDING
+    assert "none found in the file: choose one" in html
+    assert "The file is neither UTF-8 nor Windows-1252 text" in html
+    form = page.context["form"]
+    data = {name: form[name].initial or "" for name in form.fields}
+
+    # Started without an encoding, it is not queued: the page says why again.
+    unchosen = client.post(url, data)
+    assert unchosen.status_code == 200
+    assert ContactImport.objects.get(pk=contact_import.pk).queued_at is None
+
+    chosen = client.post(url, {**data, "encoding": "cp1250", "reread": "1"})
+    assert "Źrebiec" in chosen.content.decode()
+    started = client.post(url, {**data, "encoding": "cp1250"})
+
+    assert started.status_code == 302
+    contact_import.refresh_from_db()
+    assert (contact_import.encoding, contact_import.status) == (
+        "cp1250",
+        ImportStatus.PENDING,
+    )
+    assert contact_import.queued_at is not None
+
+
+@pytest.mark.django_db
+def test_a_file_in_no_encoding_found_fails_a_run_without_a_choice():
+    contact_import = contact_import_file(
+        filename="pl.csv", data=UNFOUND.encode("cp1250")
+    )
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert "neither UTF-8 nor Windows-1252" in contact_import.error
+    chosen = contact_import_file(
+        filename="pl.csv", data=UNFOUND.encode("cp1250"), encoding="cp1250"
+    )
+    assert chosen.status == ImportStatus.DONE
+    assert Profile.objects.get().last_name == "Źrebiec"
