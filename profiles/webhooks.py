@@ -85,14 +85,17 @@ def shopify_webhook(request: HttpRequest) -> JsonResponse:
     if refusal is not None:
         return refusal
     payload = _payload_parse(body)
-    if payload is None:
+    if not isinstance(payload, dict):
         return _refused(
             status=400,
             code="invalid_json",
             message=(
-                "The body is not a JSON object that can be stored: it does not parse, "
-                "or holds NaN, Infinity, a number past 1e308, or text with NUL or "
-                "lone surrogate characters."
+                "The body is JSON, but not an object: Shopify sends each delivery as "
+                "one JSON object."
+                if payload is not None
+                else "The body is not JSON that can be stored: it does not parse, or "
+                "holds NaN, Infinity, a number past 1e308, or text with NUL or lone "
+                "surrogate characters."
             ),
         )
 
@@ -142,8 +145,8 @@ def _headers_read(request: HttpRequest) -> tuple[dict[str, str], JsonResponse | 
     return headers, None
 
 
-def _payload_parse(body: bytes) -> dict[str, Any] | None:
-    """Return the body's JSON object, or None if it is none the database can keep."""
+def _payload_parse(body: bytes) -> Any:
+    """Return the body's JSON value, or None if it is none the database can keep."""
     try:
         payload = json_read_exact(body)
         # Python keeps 1e999 (infinity), lone surrogates and NUL in strings: none
@@ -154,7 +157,7 @@ def _payload_parse(body: bytes) -> dict[str, Any] | None:
         return None
     if "\\u0000" in text:
         return None
-    return payload if isinstance(payload, dict) else None
+    return payload
 
 
 def _delivery_accept(

@@ -594,6 +594,26 @@ def test_a_signed_body_that_is_not_json_is_refused_and_not_stored(
     assert WebhookDelivery.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1, 2]", "The body is JSON, but not an object"),
+        (b'"text"', "The body is JSON, but not an object"),
+        (b"{", "The body is not JSON that can be stored: it does not parse"),
+    ],
+)
+def test_a_signed_body_that_is_no_object_says_which_it_is(
+    db, deliver, shop_headers, body, message
+):
+    headers = resigned(shop_headers, "customers_create.json", body)
+
+    response = deliver("customers_create.json", headers=headers, body=body)
+
+    assert response.status_code == 400
+    assert response.json()["message"].startswith(message)
+    assert WebhookDelivery.objects.count() == 0
+
+
 def test_chloes_consent_update_subscribes_her_with_confirmed_opt_in(db, deliver):
     deliver("customers_create.json")
 
