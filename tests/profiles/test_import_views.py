@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 import zipfile
 
 import pytest
@@ -312,6 +313,7 @@ def test_the_profile_page_shows_traits_tags_and_consent(signed_in, subscribed_im
     assert "import:mailchimp" in page
     assert "198.51.100.88" in page
     assert "No events yet." in page
+    assert re.search(r"<td data-status>Subscribed, as of [^<]+ <span", page)
 
 
 def test_a_big_report_lists_its_first_items_and_downloads_them_all(signed_in):
