@@ -80,12 +80,21 @@ def identify_change_read(
 
 def identify_trait_reserved(name: str) -> TraitInvalid:
     """The reason a custom trait named like a profile field is not stored."""
+    place = name.casefold() in PLACE_FIELDS
     return TraitInvalid(
         "reserved_name",
         f"{name}: is the name of a profile field or computed trait, so it is not "
-        "kept as a custom trait (a place goes in address.city, address.state and "
-        "address.country)",
+        "kept as a custom trait"
+        + (
+            " (a place goes in address.city, address.state and address.country)"
+            if place
+            else ""
+        ),
     )
+
+
+# The reserved names an identify sends a place under: address.* says where they go.
+PLACE_FIELDS = frozenset({"city", "region", "country_code", "country", "state"})
 
 
 def identify_change_set(*, profile: Profile, change: IdentifyChange) -> list[str]:

@@ -142,7 +142,9 @@ def test_an_identify_trait_named_like_a_profile_field_is_named_and_not_stored(
     assert response.status_code == 200
     notices = response.json()["warnings"]
     assert [n["code"] for n in notices] == ["trait_invalid:reserved_name"] * 2
-    assert "a place goes in address.city" in notices[1]["message"]
+    by_trait = {n["message"].split(":")[0]: n["message"] for n in notices}
+    assert "a place goes in address.city" in by_trait["city"]
+    assert by_trait["lifetime_value"].endswith("so it is not kept as a custom trait")
     carol = ProfileIdentity.objects.get(kind=IdentityKind.USER_ID, value="usr_carol")
     assert carol.profile.traits == {"plan": "pro"}
     refused = RejectedEvent.objects.filter(code="trait_invalid:reserved_name")
