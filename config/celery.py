@@ -36,4 +36,10 @@ app.conf.beat_schedule = {
         "task": "segments.tasks.segments_refresh_all_task",
         "schedule": 3600.0,
     },
+    # The event table has no foreign key to profiles: this finds any event a race
+    # left attached to a deleted profile (profiles/models.py, Event.profile).
+    "repair-orphaned-events": {
+        "task": "profiles.tasks.events_orphans_repair_task",
+        "schedule": 86400.0,
+    },
 }

@@ -186,6 +186,14 @@ class Event(models.Model):
     previous_id = models.CharField(max_length=255, blank=True)
     group_id = models.CharField(max_length=255, blank=True)
     # The (profile, event, timestamp) index serves lookups by profile.
+    #
+    # No foreign key in the database: its check, one index probe and row lock per
+    # event that processing attaches, cost about a tenth of the tracking path's
+    # throughput (docs/architecture.md). Every writer of this column holds the
+    # profile's row lock (processing chunks, merges, the shop), a merge moves the
+    # events before it deletes a profile, and Django deletes a profile's events with
+    # it; events_orphans_repair sends any left without their profile back to be
+    # processed again.
     profile = models.ForeignKey(
         Profile,
         null=True,
@@ -193,6 +201,7 @@ class Event(models.Model):
         on_delete=models.CASCADE,
         related_name="events",
         db_index=False,
+        db_constraint=False,
     )
     properties = models.JSONField(default=dict, blank=True)
     traits = models.JSONField(default=dict, blank=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError, OperationalError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from profiles.models import Event, EventType, ProcessingRequest, Profile
@@ -42,6 +42,7 @@ __all__ = [
     "EventUnresolvable",
     "MergeRefused",
     "events_process",
+    "events_orphans_repair",
     "events_process_again",
     "events_process_pending",
     "events_processing_request",
@@ -179,6 +180,24 @@ def events_process_again(*, events: QuerySet[Event]) -> int:
         engagement_at=None, category_counts=None
     )
     return events.update(processed_at=None, processing_error="")
+
+
+def events_orphans_repair() -> int:
+    """Send the events whose profile is gone back to be processed; return how many.
+
+    The event table keeps no foreign key to profiles (profiles/models.py says why).
+    An event attached to a profile deleted meanwhile (an admin's delete racing a
+    chunk) would be nobody's: processed again, it finds its person by its ids, or
+    fails with the reason if it has none.
+    """
+    profile_exists = Exists(Profile.objects.filter(pk=OuterRef("profile_id")))
+    orphans = Event.objects.exclude(profile=None).exclude(profile_exists)
+    count = orphans.update(profile=None, processed_at=None, processing_error="")
+    if count:
+        logger.warning(
+            "Events whose profile is gone are processed again", extra={"events": count}
+        )
+    return count
 
 
 def events_process_pending(*, limit: int | None = None) -> int:

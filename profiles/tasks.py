@@ -8,6 +8,7 @@ from django.db import DatabaseError, OperationalError
 
 from profiles.importing import contact_import_run_stored, contact_imports_sweep
 from profiles.processing import (
+    events_orphans_repair,
     events_process,
     events_process_pending,
     events_processing_request,
@@ -74,6 +75,12 @@ def events_sweep_task() -> int:
     if processed == EVENTS_SWEEP_BATCH_SIZE:
         events_sweep_task.delay()
     return processed
+
+
+@shared_task
+def events_orphans_repair_task() -> int:
+    """Send events whose profile was deleted meanwhile back to be processed."""
+    return events_orphans_repair()
 
 
 # Shopify: a webhook request applies its delivery at once; this sweep finishes the

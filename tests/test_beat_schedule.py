@@ -14,4 +14,5 @@ def test_every_scheduled_task_is_registered():
         "profiles.tasks.contact_imports_sweep_task",
         "segments.tasks.segments_time_refresh_task",
         "segments.tasks.segments_refresh_all_task",
+        "profiles.tasks.events_orphans_repair_task",
     }

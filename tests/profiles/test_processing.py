@@ -1393,3 +1393,39 @@ def test_a_chunk_whose_person_is_merged_away_meanwhile_attaches_to_the_kept_one(
     assert (event.profile_id, event.processing_error) == (customer.pk, "")
     assert not Profile.objects.filter(pk=visitor.pk).exists()
     assert "processed one by one" not in caplog.text
+
+
+def test_an_event_left_on_a_deleted_profile_is_processed_again_onto_its_person(db):
+    # A race the locks do not cover (a profile deleted in the admin while a chunk
+    # attaches to it) leaves an event on a profile that is gone: the table has no
+    # foreign key to refuse it. The repair sends it back to be processed.
+    person = Profile.objects.create(email="ana@example.com")
+    ProfileIdentity.objects.create(
+        profile=person, kind=IdentityKind.USER_ID, value="usr_ana"
+    )
+    gone = Profile.objects.create()
+    kept = track("kept", user_id="usr_ana", event="A", profile=person)
+    lost = track("lost", user_id="usr_ana", event="B", profile=gone)
+    for event in (kept, lost):
+        Event.objects.filter(pk=event.pk).update(processed_at=PROCESSED)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM profiles_profile WHERE id = %s", [gone.pk])
+
+    assert processing.events_orphans_repair() == 1
+    lost.refresh_from_db()
+    assert (lost.profile_id, lost.processed_at) == (None, None)
+    assert events_process_pending() == 1
+
+    lost.refresh_from_db()
+    assert (lost.profile_id, lost.processing_error) == (person.pk, "")
+    assert Event.objects.get(pk=kept.pk).processed_at == PROCESSED
+    assert processing.events_orphans_repair() == 0
+
+
+def test_the_event_table_keeps_no_foreign_key_to_profiles(db):
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(
+            cursor, Event._meta.db_table
+        )
+
+    assert [name for name, c in constraints.items() if c["foreign_key"]] == []
