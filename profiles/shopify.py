@@ -85,6 +85,10 @@ PAYLOAD_REFUSED = "The payload was refused: "
 CENT = Decimal("0.01")
 
 
+class ProfileGone(RuntimeError):
+    """The delivery's profile was deleted while the delivery was applied: retried."""
+
+
 class ShopifyPayloadError(ValueError):
     """A signed payload holds a value Bespoke cannot read (money, a time)."""
 
@@ -734,6 +738,7 @@ def _event_store(
     delivery: WebhookDelivery,
 ) -> Event | None:
     """Store a track event once under a deterministic messageId; None if known."""
+    _profile_hold(profile)
     event, created = Event.objects.get_or_create(
         message_id=f"{SOURCE}:{key}"[:100],
         defaults={
@@ -755,6 +760,19 @@ def _event_store(
         },
     )
     return event if created else None
+
+
+def _profile_hold(profile: Profile) -> None:
+    # The event table keeps no foreign key to profiles (profiles/models.py): as its
+    # check did, the profile is held against a delete until the delivery commits.
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM profiles_profile WHERE id = %s FOR KEY SHARE", [profile.pk]
+        )
+        if cursor.fetchone() is None:
+            raise ProfileGone(f"Profile {profile.pk} was deleted meanwhile.")
 
 
 # Reading Shopify values ---------------------------------------------------------

@@ -1101,3 +1101,21 @@ def test_a_consent_dated_in_the_future_never_outranks_a_later_unsubscribe(
     assert chloe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
     first = ConsentRecord.objects.filter(source=shopify.SOURCE).get()
     assert first.evidence["occurred_at_claimed"] == "9999-12-31T23:59:59+00:00"
+
+
+def test_an_order_for_a_profile_deleted_meanwhile_is_tried_again(db, deliver):
+    # The event table keeps no foreign key: the shop's event holds its profile
+    # against a delete instead, and one already gone sends the delivery back.
+    profile = ProfileFactory(email=BEN)
+    Profile.objects.filter(pk=profile.pk).delete()
+
+    with pytest.raises(shopify.ProfileGone):
+        shopify._event_store(
+            key="order:1",
+            name="Order Completed",
+            profile=profile,
+            properties={},
+            at=utc("2025-03-14T10:00:00Z"),
+            delivery=WebhookDelivery(topic="orders/create"),
+        )
+    assert Event.objects.count() == 0
