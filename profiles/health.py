@@ -414,18 +414,19 @@ def _rejections_by_code(rejected: QuerySet, *, now: datetime) -> list[dict[str, 
     recent = rejected.filter(
         received_at__gte=now - timedelta(days=REJECTIONS_WINDOW_DAYS)
     )
+    return _by_code(recent, at="received_at", count=_items_counted())
+
+
+def _by_code(recent: QuerySet, *, at: str, count: Any) -> list[dict[str, Any]]:
+    """Group rows by code, newest group first: each its count, latest time and message."""
     newest_message = (
         recent.filter(code=OuterRef("code"))
-        .order_by("-received_at", "-pk")
+        .order_by(f"-{at}", "-pk")
         .values("message")[:1]
     )
     rows = (
         recent.values("code")
-        .annotate(
-            count=_items_counted(),
-            last_at=Max("received_at"),
-            message=Subquery(newest_message),
-        )
+        .annotate(count=count, last_at=Max(at), message=Subquery(newest_message))
         .order_by("-last_at", "code")
     )
     return [dict(row) for row in rows]
@@ -440,19 +441,7 @@ def _refused_requests(name: str, *, now: datetime) -> list[dict[str, Any]]:
     recent = RefusedRequest.objects.filter(
         source=name, hour__gte=now - timedelta(days=REJECTIONS_WINDOW_DAYS)
     )
-    newest_message = (
-        recent.filter(code=OuterRef("code"))
-        .order_by("-last_at", "-pk")
-        .values("message")[:1]
-    )
-    rows = (
-        recent.values("code")
-        .annotate(
-            count=Sum("count"), last_at=Max("last_at"), message=Subquery(newest_message)
-        )
-        .order_by("-last_at", "code")
-    )
-    return [dict(row) for row in rows]
+    return _by_code(recent, at="last_at", count=Sum("count"))
 
 
 def _refused_recent_since(now: datetime) -> datetime:
