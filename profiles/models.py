@@ -1,7 +1,7 @@
 """Profiles, their identities, the event log, consent and suppressions."""
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 
 
@@ -25,8 +25,24 @@ PERSON_FIELDS = (
 )
 
 
+class ProfileQuerySet(models.QuerySet):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Delete the profiles, and their events, once no one attaches events to them.
+
+        The event table has no foreign key to profiles (Event.profile says why): the
+        rows are locked first, so that a processing chunk or a shop delivery that is
+        attaching events to one of them commits before its events are collected,
+        and they go with it.
+        """
+        with transaction.atomic(using=self.db):
+            list(self.select_for_update().order_by("pk").values_list("pk"))
+            return super().delete()
+
+
 class Profile(models.Model):
     """One person, however many ids and sources describe them."""
+
+    objects = ProfileQuerySet.as_manager()
 
     # Stored already normalised (stripped, lower case, IDN domain in Unicode form);
     # the unique index on Lower() keeps that true even for rows written by hand.
@@ -86,6 +102,14 @@ class Profile(models.Model):
 
     def __str__(self) -> str:
         return self.email or f"anonymous profile {self.pk}"
+
+    def delete(self, *args, **kwargs) -> tuple[int, dict[str, int]]:
+        # Locked first, as ProfileQuerySet.delete does and for the same reason.
+        using = kwargs.get("using") or self._state.db or "default"
+        with transaction.atomic(using=using):
+            locked = Profile.objects.using(using).select_for_update()
+            list(locked.filter(pk=self.pk).values_list("pk"))
+            return super().delete(*args, **kwargs)
 
     @property
     def full_name(self) -> str:
@@ -189,11 +213,12 @@ class Event(models.Model):
     #
     # No foreign key in the database: its check, one index probe and row lock per
     # event that processing attaches, cost about a tenth of the tracking path's
-    # throughput (docs/architecture.md). Every writer of this column holds the
+    # throughput (docs/limitations.md). Every writer of this column holds the
     # profile's row lock (processing chunks, merges, the shop), a merge moves the
-    # events before it deletes a profile, and Django deletes a profile's events with
-    # it; events_orphans_repair sends any left without their profile back to be
-    # processed again.
+    # events before it deletes a profile, and a profile's delete locks it first and
+    # takes its events along (ProfileQuerySet.delete). An event stored with a
+    # profile deleted since fails alone in processing, and events_orphans_repair
+    # deletes any event left without its profile.
     profile = models.ForeignKey(
         Profile,
         null=True,

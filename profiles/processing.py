@@ -183,19 +183,20 @@ def events_process_again(*, events: QuerySet[Event]) -> int:
 
 
 def events_orphans_repair() -> int:
-    """Send the events whose profile is gone back to be processed; return how many.
+    """Delete the events whose profile was deleted; return how many.
 
-    The event table keeps no foreign key to profiles (profiles/models.py says why).
-    An event attached to a profile deleted meanwhile (an admin's delete racing a
-    chunk) would be nobody's: processed again, it finds its person by its ids, or
-    fails with the reason if it has none.
+    The event table keeps no foreign key to profiles (profiles/models.py says why),
+    and a profile's delete locks it first, so that events being attached to it go
+    with it. Should one still be left behind, the person it belonged to was
+    deleted on purpose (an admin's delete, an erasure), and it goes as Django's
+    delete would have taken it: processed again, it would make them a profile anew.
     """
     profile_exists = Exists(Profile.objects.filter(pk=OuterRef("profile_id")))
     orphans = Event.objects.exclude(profile=None).exclude(profile_exists)
-    count = orphans.update(profile=None, processed_at=None, processing_error="")
+    count, _ = orphans.delete()
     if count:
         logger.warning(
-            "Events whose profile is gone are processed again", extra={"events": count}
+            "Events whose profile was deleted are deleted", extra={"events": count}
         )
     return count
 

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 IdentityKey = tuple[str, str]
 
 
+class ProfileDeleted(Exception):
+    """An event's stored profile was deleted after the event was attached to it."""
+
+
 class IdentityTaken(Exception):
     """Whose a chunk's ids are changed after the chunk read them; it is redone.
 
@@ -144,15 +148,17 @@ class EventChunk:
         self.email_owners = _email_owners_load(
             {email.key for email in self.emails.values() if email is not None}
         )
-        wanted = {*self.owners.values(), *self.email_owners.values()}
-        wanted |= {event.profile_id for event in events}
+        owning = {*self.owners.values(), *self.email_owners.values()} - {None}
+        stored = {event.profile_id for event in events} - {None}
         # Every profile the chunk may touch is locked; only those an identify may
         # change are read whole.
-        wanted.discard(None)
-        self.locked = _profiles_lock(wanted)
-        if len(self.locked) < len(wanted):
+        self.locked = _profiles_lock(owning | stored)
+        if not owning <= self.locked.keys():
             # Deleted since the chunk read who owns its ids: merged into another.
             raise IdentityTaken("A profile the chunk read was merged away meanwhile.")
+        # Events stored with a profile that was deleted since (the event table has
+        # no foreign key): each fails alone, and goes with its profile.
+        self.gone = stored - self.locked.keys()
         self.profiles = _profiles_read(self._identify_profile_ids(events))
         self.user_ids = _user_ids_load(set(self.locked))
         self._new_people_create(events)
@@ -169,6 +175,11 @@ class EventChunk:
 
     def apply(self, event: ChunkEvent) -> None:
         """Attach one event to its profile, quickly unless it may merge profiles."""
+        if event.profile_id in self.gone:
+            raise ProfileDeleted(
+                f"Its profile {event.profile_id} was deleted; the event is deleted "
+                "with it by the daily events_orphans_repair_task."
+            )
         plan = self._plan(event)
         if plan is None:
             profile_id = self._apply_carefully(event)

@@ -79,7 +79,7 @@ def events_sweep_task() -> int:
 
 @shared_task
 def events_orphans_repair_task() -> int:
-    """Send events whose profile was deleted meanwhile back to be processed."""
+    """Delete the events left behind by a profile deleted meanwhile."""
     return events_orphans_repair()
 
 

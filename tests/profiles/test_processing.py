@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import Message
-from profiles import processing
+from profiles import processing, processing_chunk
 from profiles.models import (
     ConsentRecord,
     Event,
@@ -1395,30 +1395,92 @@ def test_a_chunk_whose_person_is_merged_away_meanwhile_attaches_to_the_kept_one(
     assert "processed one by one" not in caplog.text
 
 
-def test_an_event_left_on_a_deleted_profile_is_processed_again_onto_its_person(db):
-    # A race the locks do not cover (a profile deleted in the admin while a chunk
-    # attaches to it) leaves an event on a profile that is gone: the table has no
-    # foreign key to refuse it. The repair sends it back to be processed.
+def _profile_deleted_behind_its_events(person: Profile) -> tuple[Event, Event]:
+    # What a race the locks did not cover would leave: events on a profile that is
+    # gone, which the table (no foreign key) does not refuse.
+    gone = Profile.objects.create()
+    kept = track("kept", user_id="usr_ana", event="A", profile=person)
+    lost = track("lost", user_id="usr_ana", event="B", profile=gone)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM profiles_profile WHERE id = %s", [gone.pk])
+    return kept, lost
+
+
+def test_events_left_on_a_deleted_profile_are_deleted_by_the_repair(db):
     person = Profile.objects.create(email="ana@example.com")
     ProfileIdentity.objects.create(
         profile=person, kind=IdentityKind.USER_ID, value="usr_ana"
     )
-    gone = Profile.objects.create()
-    kept = track("kept", user_id="usr_ana", event="A", profile=person)
-    lost = track("lost", user_id="usr_ana", event="B", profile=gone)
-    for event in (kept, lost):
-        Event.objects.filter(pk=event.pk).update(processed_at=PROCESSED)
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM profiles_profile WHERE id = %s", [gone.pk])
+    kept, lost = _profile_deleted_behind_its_events(person)
 
     assert processing.events_orphans_repair() == 1
-    lost.refresh_from_db()
-    assert (lost.profile_id, lost.processed_at) == (None, None)
-    assert events_process_pending() == 1
+
+    # Their person was deleted on purpose: processed again, they would make a
+    # profile for someone who asked to be forgotten.
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["kept"]
+    assert processing.events_orphans_repair() == 0
+
+
+def test_an_event_whose_profile_was_deleted_fails_alone_and_holds_up_no_one(db):
+    person = Profile.objects.create(email="ana@example.com")
+    ProfileIdentity.objects.create(
+        profile=person, kind=IdentityKind.USER_ID, value="usr_ana"
+    )
+    kept, lost = _profile_deleted_behind_its_events(person)
+    other = track("other", user_id="usr_bob", event="Signed Up")
+
+    assert events_process_pending() == 3
 
     lost.refresh_from_db()
-    assert (lost.profile_id, lost.processing_error) == (person.pk, "")
-    assert Event.objects.get(pk=kept.pk).processed_at == PROCESSED
+    assert lost.processing_error.startswith("ProfileDeleted: Its profile")
+    assert Event.objects.get(pk=kept.pk).profile_id == person.pk
+    assert Event.objects.get(pk=other.pk).processing_error == ""
+    assert Profile.objects.count() == 2  # Ana and Bob: none made for the lost event
+
+
+@pytest.mark.parametrize("how", ["instance", "queryset"])
+def test_a_profile_deleted_while_a_chunk_attaches_to_it_takes_those_events(
+    transactional_db, monkeypatch, how
+):
+    ana = Profile.objects.create(email="ana@example.com")
+    ProfileIdentity.objects.create(profile=ana, kind=IdentityKind.USER_ID, value="u1")
+    track("order", user_id="u1", event="Order Completed")
+    attached, go = threading.Event(), threading.Event()
+    finish = processing_chunk.EventChunk.finish
+
+    def finish_then_wait(self, **kwargs):
+        done = finish(self, **kwargs)
+        attached.set()
+        go.wait(timeout=10)
+        return done
+
+    monkeypatch.setattr(processing_chunk.EventChunk, "finish", finish_then_wait)
+
+    def admin_deletes() -> None:
+        if how == "instance":
+            Profile.objects.get(pk=ana.pk).delete()
+        else:  # the admin's "delete selected"
+            Profile.objects.filter(pk=ana.pk).delete()
+        connection.close()
+
+    def worker_processes() -> None:
+        events_process_pending()
+        connection.close()
+
+    worker = threading.Thread(target=worker_processes)
+    worker.start()
+    assert attached.wait(timeout=10)
+    admin = threading.Thread(target=admin_deletes)
+    admin.start()
+    # The delete waits for the chunk's lock on Ana, then takes her new event along.
+    admin.join(timeout=1)
+    assert admin.is_alive()
+    go.set()
+    worker.join(timeout=30)
+    admin.join(timeout=30)
+
+    assert Profile.objects.count() == 0
+    assert Event.objects.count() == 0
     assert processing.events_orphans_repair() == 0
 
 
