@@ -446,6 +446,11 @@ class EventChunk:
         rejections: list[RejectedEvent] = []
         with transaction.atomic():
             profile = event_apply(event, schema=self.schema, rejections=rejections)
+            # The event table has no foreign key (Event.profile): the profile the
+            # event went to is held until the chunk commits; one deleted meanwhile
+            # has the chunk redone.
+            if not Profile.objects.select_for_update().filter(pk=profile.pk).exists():
+                raise IdentityTaken(f"Profile {profile.pk} was deleted meanwhile.")
 
         self.rejections += rejections
         merged = self._merged_since()

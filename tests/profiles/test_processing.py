@@ -1491,3 +1491,39 @@ def test_the_event_table_keeps_no_foreign_key_to_profiles(db):
         )
 
     assert [name for name, c in constraints.items() if c["foreign_key"]] == []
+
+
+def test_a_careful_event_whose_profile_is_deleted_meanwhile_redoes_the_chunk(
+    db, monkeypatch
+):
+    # An alias goes the careful way; the profile it resolves to is deleted before
+    # the chunk can hold it (here, the first time only, by hand).
+    ana = Profile.objects.create(email="ana@example.com")
+    ProfileIdentity.objects.create(profile=ana, kind=IdentityKind.USER_ID, value="u1")
+    track("alias", type="alias", user_id="u1", previous_id="anon-1", event="")
+    resolve = processing_chunk.event_apply
+    deleted: list[int] = []
+
+    def resolve_then_lose(event, **kwargs):
+        profile = resolve(event, **kwargs)
+        if not deleted:
+            deleted.append(profile.pk)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "DELETE FROM profiles_profileidentity WHERE profile_id = %s",
+                    [profile.pk],
+                )
+                cursor.execute(
+                    "DELETE FROM profiles_profile WHERE id = %s", [profile.pk]
+                )
+        return profile
+
+    monkeypatch.setattr(processing_chunk, "event_apply", resolve_then_lose)
+
+    assert events_process_pending() == 1
+
+    event = Event.objects.get(message_id="alias")
+    # Redone whole: the delete was rolled back with the first attempt.
+    assert deleted == [ana.pk]
+    assert Profile.objects.filter(pk=ana.pk).exists()
+    assert (event.profile_id, event.processing_error) == (ana.pk, "")
