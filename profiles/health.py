@@ -42,7 +42,7 @@ from profiles.models import (
 )
 from profiles.refusals import SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import PAYLOAD_REFUSED
-from profiles.shopify import SOURCE as SHOPIFY_SOURCE
+from profiles.shopify import SOURCE as SOURCE_SHOPIFY
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce
 
 VOLUME_HOURS = 48
@@ -55,7 +55,6 @@ FAILED_EVENTS_SHOWN = 5
 LAG_SAMPLE_MAX = 10_000
 
 SOURCE_SETTINGS = "segment:settings"
-SOURCE_SHOPIFY = SHOPIFY_SOURCE
 SOURCE_IMPORTS = "imports"
 
 # RejectedEvent rows are of two kinds. Most say an item was refused and not stored
