@@ -1,8 +1,11 @@
 """The Celery app, configured from Django's settings (CELERY_* names)."""
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -43,3 +46,17 @@ app.conf.beat_schedule = {
         "schedule": 86400.0,
     },
 }
+
+
+# Celery's Django fixup closes every database connection after each task unless
+# CELERY_DB_REUSE_MAX is set, whatever DATABASE_CONN_MAX_AGE says: a worker
+# processing events then opened a PostgreSQL connection (a new backend, its caches
+# cold) for every task. Settings set CELERY_DB_REUSE_MAX so that the fixup leaves
+# them open, and a worker treats each task as Django treats a request: connections
+# past their age, or broken, are closed before and after it.
+@task_prerun.connect
+@task_postrun.connect
+def _database_connections_tidy(task: Any = None, **_: Any) -> None:
+    if task is not None and task.request.is_eager:
+        return  # run inside the caller's own transaction: its connection is not ours
+    close_old_connections()

@@ -199,6 +199,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
+# Without it Celery closes a worker's database connections after every task;
+# DATABASE_CONN_MAX_AGE decides instead (config/celery.py), and Celery renews them
+# after this many tasks in any case.
+CELERY_DB_REUSE_MAX = 1000
 
 # Email: the local outbox unless an Anymail backend is configured.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "campaigns.outbox.OutboxEmailBackend")
