@@ -250,7 +250,13 @@ class Event(models.Model):
             )
         ]
         indexes = [
-            models.Index(fields=["profile", "event", "timestamp"]),
+            # Only events with a profile: the tracking API stores every event
+            # without one, and an entry for each would be written, never read.
+            models.Index(
+                fields=["profile", "event", "timestamp"],
+                name="event_by_profile",
+                condition=models.Q(profile__isnull=False),
+            ),
             models.Index(
                 fields=["received_at"],
                 name="event_unprocessed",
