@@ -361,11 +361,22 @@ visit_before AS (
 ),
 visit_moves AS (
     -- A day counts once, at its first visit: a new day adds its points, and a
-    -- visit before the day's earlier first one moves them to its time.
-    SELECT d.profile_id, d.weighed_at, b.weighed_at AS was_weighed_at
-    FROM visit_days d
-    LEFT JOIN visit_before b ON b.profile_id = d.profile_id AND b.day = d.day
-    WHERE b.first_at IS NULL OR (d.first_at, d.first_id) < (b.first_at, b.first_id)
+    -- visit before the day's earlier first one moves them to its time. Grouped,
+    -- not joined: guessing a few days from the chunk's estimate, the planner once
+    -- nested the join, reading every earlier visit again for each new day.
+    SELECT v.profile_id,
+        (array_agg(v.weighed_at ORDER BY v.first_at, v.first_id))[1] AS weighed_at,
+        (array_agg(v.weighed_at) FILTER (WHERE NOT v.fresh))[1] AS was_weighed_at
+    FROM (
+        SELECT d.profile_id, d.day, d.first_at, d.first_id, d.weighed_at,
+            true AS fresh
+        FROM visit_days d
+        UNION ALL
+        SELECT b.profile_id, b.day, b.first_at, b.first_id, b.weighed_at, false
+        FROM visit_before b
+    ) v
+    GROUP BY v.profile_id, v.day
+    HAVING (array_agg(v.fresh ORDER BY v.first_at, v.first_id))[1]
 ),
 order_events AS MATERIALIZED (
     -- Processed orders only (the chunk's are by now), as for a full count.

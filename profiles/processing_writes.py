@@ -6,11 +6,13 @@ instead. Other databases (the embedded SQLite) use the ORM.
 """
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from django.db import connection
 from django.db.models.expressions import RawSQL
@@ -72,6 +74,31 @@ def server_bound_cursor() -> Iterator[psycopg.Cursor]:
 def driver_error(exc: BaseException) -> BaseException | None:
     """Return psycopg's error behind a database error: Django wraps it, raw cursors not."""
     return exc if isinstance(exc, psycopg.Error) else exc.__cause__
+
+
+def json_text(value: Any) -> str:
+    """Encode a value as JSON text with orjson; json for an integer past 64 bits."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False)
+
+
+def json_value(text: str | None) -> Any:
+    """Decode JSON text the database gave, with orjson: some times faster than json.
+
+    orjson reads an integer past 64 bits as a float, losing its last digits: text
+    with twenty digits in a row, or a minus and nineteen, goes to json, which keeps
+    them.
+    """
+    if text is None:
+        return None
+    if _PAST_64_BITS.search(text):
+        return json.loads(text)
+    return orjson.loads(text)
+
+
+_PAST_64_BITS = re.compile("[0-9]{20}|-[0-9]{19}")
 
 
 def int_array(values: Iterable[int | None]) -> str:
@@ -160,7 +187,7 @@ def profiles_identify_write(*, profiles: Iterable[Profile]) -> None:
         for profile in profiles
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_PROFILES_WRITE_SQL, [now, json.dumps(rows)])
+        cursor.execute(_PROFILES_WRITE_SQL, [now, json_text(rows)])
 
 
 def profiles_create(*, count: int) -> list[int]:

@@ -1527,3 +1527,25 @@ def test_a_careful_event_whose_profile_is_deleted_meanwhile_redoes_the_chunk(
     assert deleted == [ana.pk]
     assert Profile.objects.filter(pk=ana.pk).exists()
     assert (event.profile_id, event.processing_error) == (ana.pk, "")
+
+
+def test_an_identifys_traits_are_kept_as_sent_past_64_bit_integers(db):
+    # Read and written with orjson, which refuses integers past 64 bits: json
+    # takes those over.
+    track(
+        "big-1",
+        type="identify",
+        user_id="usr_big",
+        traits={"loyalty_points": 2**70, "nickname": "Łukasz ☃", "tier": 3},
+    )
+    track("big-2", type="identify", user_id="usr_low", traits={"tier": -(2**63) - 1})
+
+    events_process_pending()
+
+    assert profile_of("usr_big").traits == {
+        "loyalty_points": 2**70,
+        "nickname": "Łukasz ☃",
+        "tier": 3,
+    }
+    assert profile_of("usr_low").traits == {"tier": -(2**63) - 1}
+    assert not Event.objects.exclude(processing_error="").exists()
