@@ -32,6 +32,7 @@ from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
 from profiles.processing_identify import (
     IDENTIFY_FIELD_TRAITS,
+    identify_fields_read,
     identify_trait_reserved,
 )
 from profiles.processing_traits import (
@@ -537,7 +538,9 @@ def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple
         return []
 
     schema = _trait_schema_recent()
-    notices = []
+    refused: list[tuple[str, Any, TraitInvalid]] = []
+    identify_fields_read(traits, refused)  # a name too long for its field, say
+    notices = [(f"trait_invalid:{exc.reason}", exc.message) for _, _, exc in refused]
     for name, raw in traits.items():
         if name not in IDENTIFY_FIELD_TRAITS and trait_name_is_reserved(name):
             exc = identify_trait_reserved(name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiles.models import Event, Profile, RejectedEvent
+from profiles.names import name_split
 from profiles.traits import (
     TraitInvalid,
     TraitRule,
@@ -51,13 +52,14 @@ def identify_change_read(
     schema: dict[str, TraitRule],
 ) -> IdentifyChange:
     """Work out what an identify's traits change on the profile, writing nothing."""
-    fields = _trait_fields(traits)
+    refused: list[tuple[str, Any, TraitInvalid]] = []
+    fields = identify_fields_read(traits, refused)
     zone = context.get("timezone")
     if not profile.timezone and isinstance(zone, str) and _is_time_zone(zone):
         fields["timezone"] = zone
 
     # The address stays whole in traits too: street and postal code have no field.
-    change = IdentifyChange(fields=fields, traits={})
+    change = IdentifyChange(fields=fields, traits={}, refused=refused)
     for name, raw in traits.items():
         if name in IDENTIFY_FIELD_TRAITS:
             continue
@@ -120,25 +122,48 @@ def identify_rejections(*, event: Event, change: IdentifyChange) -> list[Rejecte
     ]
 
 
-def _trait_fields(traits: dict[str, Any]) -> dict[str, str]:
-    first = traits.get("firstName", traits.get("first_name"))
-    last = traits.get("lastName", traits.get("last_name"))
-    full = _text(traits.get("name"), 300)
-    if full and first is None and last is None:
-        first, _, last = full.partition(" ")
-
+def identify_fields_read(
+    traits: dict[str, Any], refused: list[tuple[str, Any, TraitInvalid]]
+) -> dict[str, str]:
+    """Return the profile fields the traits fill; refuse values too long for theirs."""
+    first_name = "firstName" if "firstName" in traits else "first_name"
+    last_name = "lastName" if "lastName" in traits else "last_name"
     address = _address(traits)
-    country = _text(address.get("country"), 100)
-    candidates = {
-        "first_name": _text(first, 150),
-        "last_name": _text(last, 150),
-        "phone": _text(traits.get("phone"), 50),
-        "city": _text(address.get("city"), 100),
-        "region": _text(address.get("state"), 100),
-        "country_code": country_code_read(country),
+    # Each field, and the trait (as sent) that fills it.
+    sent: dict[str, tuple[str, Any]] = {
+        "first_name": (first_name, traits.get(first_name)),
+        "last_name": (last_name, traits.get(last_name)),
+        "phone": ("phone", traits.get("phone")),
+        "city": ("address.city", address.get("city")),
+        "region": ("address.state", address.get("state")),
     }
-    # A trait that is absent or empty leaves what the profile knows.
-    return {name: value for name, value in candidates.items() if value}
+    full = _text(traits.get("name"))
+    if full and sent["first_name"][1] is None and sent["last_name"][1] is None:
+        # Read as an import reads a "Full name" column.
+        sent.update({name: ("name", part) for name, part in name_split(full).items()})
+
+    fields: dict[str, str] = {}
+    for field_name, (trait, raw) in sent.items():
+        value = _text(raw)
+        limit = Profile._meta.get_field(field_name).max_length
+        if len(value) > limit:
+            refused.append((trait, raw, _too_long(trait, value, field_name, limit)))
+        elif value:
+            # A trait that is absent or empty leaves what the profile knows.
+            fields[field_name] = value
+    country = country_code_read(_text(address.get("country"))[:100])
+    if country:
+        fields["country_code"] = country
+    return fields
+
+
+def _too_long(trait: str, value: str, field_name: str, limit: int) -> TraitInvalid:
+    label = field_name.replace("_", " ")
+    return TraitInvalid(
+        "too_long",
+        f"{trait}: {len(value)} characters, more than the {limit} of the profile's "
+        f"{label}, so it was not stored and the profile keeps the {label} it had",
+    )
 
 
 def _address(traits: dict[str, Any]) -> dict[str, Any]:
@@ -146,10 +171,10 @@ def _address(traits: dict[str, Any]) -> dict[str, Any]:
     return address if isinstance(address, dict) else {}
 
 
-def _text(value: Any, max_length: int) -> str:
+def _text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return ""
-    return str(value).strip()[:max_length]
+    return str(value).strip()
 
 
 def _is_time_zone(name: str) -> bool:

@@ -71,6 +71,7 @@ from profiles.importing.reading import (
     decoded_records,
 )
 from profiles.models import Profile, SubscriptionStatus, TraitType
+from profiles.names import name_split
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -374,32 +375,12 @@ def _full_name_split(
     cell: str,
     fields: dict[str, str],
 ) -> None:
-    """Put a full name's first and last name into their fields (see _name_split)."""
-    for name, value in _name_split(cell).items():
+    """Put a full name's first and last name into their fields (see name_split)."""
+    for name, value in name_split(cell).items():
         try:
             fields[name] = _profile_value_check(name, value)
         except ValueError as exc:
             context.notes.append(_ignored_note(record, column, value, str(exc)))
-
-
-def _name_split(full_name: str) -> dict[str, str]:
-    """Return the first_name and last_name a full name holds, leaving out blank ones.
-
-    "Last, First" when the name holds a comma (as directories and CRMs write it):
-    the last name is what comes before the first comma. Otherwise the last word is
-    the last name and the words before it the first name; one word is a first name.
-    """
-    if "," in full_name:
-        last, first = full_name.split(",", 1)
-    else:
-        words = full_name.split()
-        first, last = " ".join(words[:-1]), " ".join(words[-1:])
-        if len(words) == 1:
-            first, last = last, ""
-
-    parts = {"first_name": first, "last_name": last}
-    spaced = {name: " ".join(value.split()) for name, value in parts.items()}
-    return {name: value for name, value in spaced.items() if value}
 
 
 def _traits_read(

@@ -23,6 +23,7 @@ from profiles.models import (
     ProfileIdentity,
     ProfileMerge,
     ProfileTag,
+    RejectedEvent,
     ShopCheckout,
     ShopOrder,
     SubscriptionStatus,
@@ -1549,3 +1550,49 @@ def test_an_identifys_traits_are_kept_as_sent_past_64_bit_integers(db):
     }
     assert profile_of("usr_low").traits == {"tier": -(2**63) - 1}
     assert not Event.objects.exclude(processing_error="").exists()
+
+
+def test_a_name_too_long_for_its_field_is_refused_with_its_reason_not_cut(db):
+    profile = ProfileFactory(email="ann.lee@example.com", first_name="Ann")
+    track(
+        "long-1",
+        type="identify",
+        user_id="usr_long",
+        traits={
+            "email": "ann.lee@example.com",
+            "firstName": "A" * 151,
+            "lastName": "Lee",
+            "address": {"city": "C" * 101},
+        },
+    )
+
+    events_process_pending()
+
+    profile.refresh_from_db()
+    assert (profile.first_name, profile.last_name, profile.city) == ("Ann", "Lee", "")
+    refusals = RejectedEvent.objects.filter(message_id="long-1").order_by("message")
+    assert [(r.code, r.payload["trait"]) for r in refusals] == [
+        ("trait_invalid:too_long", "address.city"),
+        ("trait_invalid:too_long", "firstName"),
+    ]
+    assert refusals[1].message == (
+        "Trait firstName: 151 characters, more than the 150 of the profile's first "
+        "name, so it was not stored and the profile keeps the first name it had"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "last"),
+    [
+        ("Mary Ann Smith", "Mary Ann", "Smith"),
+        ("Lee, Ann", "Ann", "Lee"),
+        ("Cher", "Cher", ""),
+    ],
+)
+def test_an_identifys_full_name_is_split_as_an_import_splits_it(db, name, first, last):
+    track("name-1", type="identify", user_id="usr_name", traits={"name": name})
+
+    events_process_pending()
+
+    profile = profile_of("usr_name")
+    assert (profile.first_name, profile.last_name) == (first, last)

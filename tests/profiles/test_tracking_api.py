@@ -685,3 +685,17 @@ def test_the_sender_is_told_which_traits_break_their_declared_rule(post):
     assert [w["code"] for w in answer["warnings"]] == ["trait_invalid:not_allowed"]
     assert "not stored" in answer["warnings"][0]["message"]
     assert RejectedEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_sender_is_told_of_a_name_too_long_for_the_profile(post):
+    traits = {"name": "Ann " + "L" * 151, "phone": "+33 6 12 34 56 78"}
+
+    response = post("/v1/identify", {"userId": "u-4", "traits": traits})
+
+    answer = response.json()
+    assert answer["stored"] == 1
+    assert [w["code"] for w in answer["warnings"]] == ["trait_invalid:too_long"]
+    assert answer["warnings"][0]["message"].startswith(
+        "name: 151 characters, more than the 150 of the profile's last name"
+    )
