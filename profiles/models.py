@@ -117,7 +117,10 @@ class Profile(models.Model):
 
 
 class ProfileTag(models.Model):
-    # The unique (profile, name) index serves lookups by profile: no index of its own.
+    """A tag on a profile. "VIP" and "vip" are one tag, kept as first written."""
+
+    # The unique (profile, lower(name)) index serves lookups by profile: no index of
+    # its own.
     profile = models.ForeignKey(
         Profile, on_delete=models.CASCADE, related_name="tags", db_index=False
     )
@@ -126,10 +129,12 @@ class ProfileTag(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["profile", "name"], name="profile_tag_unique"
+                models.F("profile"),
+                Lower("name"),
+                name="profile_tag_unique_caseless",
             ),
         ]
-        indexes = [models.Index(fields=["name"])]
+        indexes = [models.Index(Lower("name"), name="profile_tag_name_caseless")]
 
     def __str__(self) -> str:
         return self.name

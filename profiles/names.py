@@ -1,4 +1,10 @@
-"""How a full name is read as a first and a last name: the same for imports and identifies."""
+"""How names are read the same way wherever they arrive.
+
+A full name as a first and a last name, for imports and identifies; tags as one tag
+whatever the case they are written in, as segment rules compare them.
+"""
+
+from collections.abc import Iterable
 
 
 def name_split(full_name: str) -> dict[str, str]:
@@ -19,3 +25,17 @@ def name_split(full_name: str) -> dict[str, str]:
     parts = {"first_name": first, "last_name": last}
     spaced = {name: " ".join(value.split()) for name, value in parts.items()}
     return {name: value for name, value in spaced.items() if value}
+
+
+def tag_key(name: str) -> str:
+    """Return what makes two tag names one tag: PostgreSQL's lower(), which the
+    unique index of a profile's tags holds."""
+    return name.lower()
+
+
+def tags_distinct(names: Iterable[str]) -> list[str]:
+    """Return the names with each tag once, as first written ("VIP" before "vip")."""
+    kept: dict[str, str] = {}
+    for name in names:
+        kept.setdefault(tag_key(name), name)
+    return list(kept.values())

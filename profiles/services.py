@@ -21,6 +21,7 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
+from profiles.names import tags_distinct
 from profiles.signals import profiles_changed
 
 logger = logging.getLogger(__name__)
@@ -233,7 +234,8 @@ def profile_by_email_key(key: str) -> Profile | None:
 
 def profile_tags_add(*, profile: Profile, names: list[str]) -> None:
     """Give the profile these tags, keeping the ones it has."""
-    tags = [ProfileTag(profile=profile, name=name[:100]) for name in names if name]
+    kept = tags_distinct(name[:100] for name in names if name)
+    tags = [ProfileTag(profile=profile, name=name) for name in kept]
     ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
 
 

@@ -43,6 +43,7 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
+from profiles.names import tags_distinct
 from profiles.services import suppression_hash
 
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
@@ -360,7 +361,7 @@ def _tags_queue(
     kept = names
     if max(map(len, names)) > TAG_MAX_CHARS:
         # Cut to the column's length, a cut name may repeat another: keep the first.
-        kept = list(dict.fromkeys(name[:TAG_MAX_CHARS] for name in names))
+        kept = tags_distinct(name[:TAG_MAX_CHARS] for name in names)
     if is_new:
         batch.new_tags.extend((state, name) for name in kept)
     else:

@@ -71,7 +71,7 @@ from profiles.importing.reading import (
     decoded_records,
 )
 from profiles.models import Profile, SubscriptionStatus, TraitType
-from profiles.names import name_split
+from profiles.names import name_split, tags_distinct
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -676,7 +676,7 @@ def _rows_merge(rows: list[ContactRow]) -> ContactRow:
     for row in rows:
         merged.records.extend(row.records)
         merged.lines.extend(row.lines)
-        merged.tags.extend(tag for tag in row.tags if tag not in merged.tags)
+        merged.tags = tags_distinct([*merged.tags, *row.tags])
         merged.consents.extend(c for c in row.consents if _is_new_fact(c, merged))
     return merged
 

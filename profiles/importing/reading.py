@@ -25,6 +25,8 @@ from typing import Any
 from openpyxl import load_workbook
 from openpyxl.utils.escape import unescape
 
+from profiles.names import tags_distinct
+
 DELIMITERS = (",", ";", "\t")
 XLSX_PARTS = {"[Content_Types].xml", "xl/workbook.xml"}
 ZIP_LOCAL_HEADER = re.compile(rb"PK\x03\x04")
@@ -586,12 +588,9 @@ def contacts_tags_split(cell: str) -> list[str]:
     if QUOTED_TAGS.fullmatch(cell):
         # What Mailchimp writes, read without a CSV reader: '"VIP","Expo, Boston"'.
         stripped = (name.strip() for name in QUOTED_TAG.findall(cell))
-        return list(dict.fromkeys(name for name in stripped if name))
+        return tags_distinct(name for name in stripped if name)
 
     names: list[str] = []
     for cells in csv.reader(io.StringIO(cell, newline=""), skipinitialspace=True):
-        for name in cells:
-            name = name.strip()
-            if name and name not in names:
-                names.append(name)
-    return names
+        names.extend(name.strip() for name in cells if name.strip())
+    return tags_distinct(names)

@@ -27,6 +27,7 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
+from profiles.names import tags_distinct
 from profiles.services import (
     WITHDRAWN_STATUSES,
     StatusHolder,
@@ -257,9 +258,9 @@ def _related_insert(
 ) -> None:
     by_key = existing | {profile.email: profile for profile in new_profiles}
     tags = [
-        ProfileTag(profile=by_key[row.email.key], name=name[:TAG_MAX_CHARS])
+        ProfileTag(profile=by_key[row.email.key], name=name)
         for row in rows
-        for name in row.tags
+        for name in tags_distinct(name[:TAG_MAX_CHARS] for name in row.tags)
     ]
     ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
 

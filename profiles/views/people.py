@@ -11,7 +11,8 @@ from django.contrib import messages as flash
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Lower
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -26,6 +27,7 @@ from profiles.models import (
     ProfileTag,
     TraitType,
 )
+from profiles.names import tag_key, tags_distinct
 
 # The event path's own rules for which profile is kept and which pairs cannot be
 # one person, so that the confirmation shows what the merge will do.
@@ -56,9 +58,15 @@ class ProfileFilterForm(ProfileSearchForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        names = ProfileTag.objects.order_by("name").values_list("name", flat=True)
-        choices = [("", "Any tag"), *((name, name) for name in names.distinct())]
-        self.fields["tag"].choices = choices
+        # One choice per tag, in its most used spelling ("VIP" and "vip" are one).
+        spellings = (
+            ProfileTag.objects.values("name")
+            .annotate(uses=Count("id"), first=Min("id"))
+            .order_by("-uses", "first")
+            .values_list("name", flat=True)
+        )
+        names = sorted(tags_distinct(spellings), key=tag_key)
+        self.fields["tag"].choices = [("", "Any tag"), *((n, n) for n in names)]
 
 
 @staff_required
@@ -99,7 +107,10 @@ def _profiles_filter(
     if status:
         profiles = profiles.filter(subscription_status=status)
     if tag:
-        profiles = profiles.filter(tags__name=tag).distinct()
+        tagged = ProfileTag.objects.annotate(key=Lower("name")).filter(
+            profile=OuterRef("pk"), key=Lower(Value(tag))
+        )
+        profiles = profiles.filter(Exists(tagged))
     return profiles
 
 
