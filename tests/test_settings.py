@@ -101,3 +101,34 @@ def test_production_refuses_a_short_secret_key(tmp_path):
 
     assert result.returncode != 0
     assert "SECRET_KEY must be at least 32 characters" in result.stderr
+
+
+@pytest.mark.parametrize(("age", "checked"), [("60", "True"), ("0", "False")])
+def test_connections_kept_between_requests_are_checked_before_reuse(
+    tmp_path, age, checked
+):
+    # A kept connection the server closed meanwhile would fail the next task.
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BESPOKE_", "DJANGO_", "DATABASE_", "CELERY_"))
+    }
+    clean.update(
+        DJANGO_SETTINGS_MODULE="config.settings.local",
+        BESPOKE_VAR_DIR=str(tmp_path),
+        DATABASE_CONN_MAX_AGE=age,
+    )
+    database = (
+        "import django; django.setup(); from django.conf import settings; "
+        "d = settings.DATABASES['default']; "
+        "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", database],
+        env=clean,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert shown.stdout.split() == [age, checked]

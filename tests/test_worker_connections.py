@@ -35,14 +35,17 @@ def _server_url() -> str:
 
 @pytest.fixture
 def conn_max_age():
+    """Set DATABASE_CONN_MAX_AGE's effect: the age, and the health checks it turns on."""
+
     def set_age(seconds: int) -> None:
         connection.close()
         connection.settings_dict["CONN_MAX_AGE"] = seconds
+        connection.settings_dict["CONN_HEALTH_CHECKS"] = seconds > 0
 
-    before = connection.settings_dict["CONN_MAX_AGE"]
+    before = dict(connection.settings_dict)
     yield set_age
     connection.close()
-    connection.settings_dict["CONN_MAX_AGE"] = before
+    connection.settings_dict.update(before)
 
 
 def test_celerys_fixup_leaves_the_connection_open_after_a_task():
@@ -82,6 +85,19 @@ def test_a_broken_connection_is_not_handed_to_the_next_task(conn_max_age):
         other.execute("SELECT pg_terminate_backend(%s)", [backend])
     with pytest.raises(OperationalError):
         _backend()  # the task's query fails, as it would have in the task
+
+    _database_connections_tidy(task=A_WORKERS_TASK)
+
+    assert _backend() != backend
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced(conn_max_age):
+    # A restart, a failover or an idle timeout: no error was seen on it.
+    conn_max_age(600)
+    backend = _backend()
+    _database_connections_tidy(task=A_WORKERS_TASK)
+    with psycopg.connect(_server_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
 
     _database_connections_tidy(task=A_WORKERS_TASK)
 

@@ -101,10 +101,15 @@ TEMPLATES = [
     },
 ]
 
+# A connection kept between requests and tasks is checked before its next use: one
+# the server closed meanwhile (a restart, a failover, an idle timeout) is replaced,
+# not handed to a task that would fail on it.
+conn_max_age = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'bespoke.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        conn_max_age=conn_max_age,
+        conn_health_checks=conn_max_age > 0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
