@@ -423,6 +423,8 @@ class ContactImport(models.Model):
     # When it was last handed to the worker (mapped, or run again): how long the
     # worker has kept it waiting is counted from here, not from the upload.
     queued_at = models.DateTimeField(null=True, blank=True)
+    # When the sweep last queued it again, no worker having begun it.
+    requeued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

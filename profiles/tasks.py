@@ -6,7 +6,11 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError, OperationalError
 
-from profiles.importing import contact_import_run_stored, contact_imports_sweep
+from profiles.importing import (
+    contact_import_run_stored,
+    contact_imports_requeue,
+    contact_imports_sweep,
+)
 from profiles.processing import (
     events_orphans_repair,
     events_process,
@@ -28,7 +32,9 @@ def contact_import_task(contact_import_id: int) -> None:
 
 @shared_task
 def contact_imports_sweep_task() -> int:
-    """Mark failed the running imports whose worker stopped making progress."""
+    """Fail the running imports whose worker stopped; queue again the lost ones."""
+    for contact_import_id in contact_imports_requeue():
+        contact_import_task.delay(contact_import_id)
     return contact_imports_sweep()
 
 

@@ -52,6 +52,7 @@ from profiles.importing.runs import (
     contact_import_run,
     contact_import_run_stored,
     contact_import_upload_path,
+    contact_imports_requeue,
     contact_imports_sweep,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "contact_import_run",
     "contact_import_run_stored",
     "contact_import_upload_path",
+    "contact_imports_requeue",
     "contact_imports_sweep",
     "contacts_decode",
     "contacts_header",

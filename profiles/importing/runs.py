@@ -54,6 +54,10 @@ COPY_BATCH_SIZE = 50_000
 UPLOAD_NAME_MAX_CHARS = 100
 # A running import whose worker wrote nothing for this long is taken for dead.
 IMPORT_STUCK_AFTER_SECONDS = 15 * 60
+# An import handed to the workers that none has begun after this long is queued
+# again (at most once a period): its task was lost, by a broker that restarted or a
+# worker that failed before it began. A second task for it finds it begun and ends.
+IMPORT_REQUEUE_AFTER_SECONDS = 10 * 60
 
 
 class ImportInterrupted(RuntimeError):
@@ -299,6 +303,29 @@ def contact_imports_sweep(
             continue
         failed += _stuck_fail(contact_import, stuck_after_seconds)
     return failed
+
+
+def contact_imports_requeue(
+    *, waited_seconds: int = IMPORT_REQUEUE_AFTER_SECONDS
+) -> list[int]:
+    """Return the imports handed over and not begun for too long, marked requeued.
+
+    The caller queues their tasks again.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=waited_seconds)
+    waiting = ContactImport.objects.filter(
+        Q(requeued_at__isnull=True) | Q(requeued_at__lt=cutoff),
+        status=ImportStatus.PENDING,
+        queued_at__lt=cutoff,
+    )
+    ids = list(waiting.values_list("pk", flat=True))
+    if ids:
+        ContactImport.objects.filter(pk__in=ids).update(requeued_at=now)
+        logger.warning(
+            "Contact imports queued again, no worker having begun them: %s", ids
+        )
+    return ids
 
 
 def _last_progress_at(contact_import: ContactImport) -> datetime:
