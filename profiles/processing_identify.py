@@ -145,7 +145,7 @@ def identify_fields_read(
     fields: dict[str, str] = {}
     for field_name, (trait, raw) in sent.items():
         value = _text(raw)
-        limit = Profile._meta.get_field(field_name).max_length
+        limit = FIELD_LENGTHS[field_name]
         if len(value) > limit:
             refused.append((trait, raw, _too_long(trait, value, field_name, limit)))
         elif value:
@@ -155,6 +155,13 @@ def identify_fields_read(
     if country:
         fields["country_code"] = country
     return fields
+
+
+# How long a value each field an identify fills holds.
+FIELD_LENGTHS = {
+    name: Profile._meta.get_field(name).max_length
+    for name in ("first_name", "last_name", "phone", "city", "region")
+}
 
 
 def _too_long(trait: str, value: str, field_name: str, limit: int) -> TraitInvalid:
