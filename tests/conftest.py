@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite."""
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -72,6 +73,10 @@ def celery_worker_own_queue():
     queue = f"test-{os.getpid()}"
     default_queue = app.conf.task_default_queue
     app.conf.task_default_queue = queue
+    # Celery sets up logging for its worker (the root logger's level and handlers):
+    # the tests after it would miss the records they look for.
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
     try:
         with start_worker(
             app,
@@ -83,6 +88,8 @@ def celery_worker_own_queue():
             yield worker
     finally:
         app.conf.task_default_queue = default_queue
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def wait_for(predicate, *, seconds: float = 30) -> bool:
