@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint check demo serve install browser clean
 
-# Create the virtualenv, migrate, load the demo once, and serve web, worker and beat.
+# Create the virtualenv, migrate, load the demo once, and serve web, worker and beat
+# (on 127.0.0.1:8000; `make run PORT=8001` for another port).
+PORT ?= 8000
+run: export BESPOKE_PORT = $(PORT)
 run: install
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py demo --once

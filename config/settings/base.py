@@ -218,7 +218,11 @@ DEFAULT_FROM_EMAIL = env_str(
 ANYMAIL = env_prefixed("ANYMAIL_")
 
 # Bespoke's own settings.
-BESPOKE_PUBLIC_URL = env_str("BESPOKE_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+# The port `make run` serves on (PORT=...), for the default public URL.
+BESPOKE_PORT = env_int("BESPOKE_PORT", 8000, minimum=1)
+BESPOKE_PUBLIC_URL = env_str(
+    "BESPOKE_PUBLIC_URL", f"http://127.0.0.1:{BESPOKE_PORT}"
+).rstrip("/")
 BESPOKE_WRITE_KEYS = env_list("BESPOKE_WRITE_KEYS")
 # Shopify signs each webhook with the app's client secret (or the key shown in the
 # shop's notification settings); several may be listed while one is rotated.
