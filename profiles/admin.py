@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
@@ -32,6 +33,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
+from profiles.names import tag_key
 from profiles.processing import events_process_again
 from profiles.selectors import profile_merged_into
 from profiles.services import profile_by_email_key, profile_email_flags_set
@@ -67,8 +69,37 @@ class IdentityInline(admin.TabularInline):
     readonly_fields = ("created_at",)
 
 
+class TagFormSet(BaseInlineFormSet):
+    """A profile's tags, refused when two are one tag written in another case.
+
+    The unique index is on lower(name); the form cannot check it, the profile
+    being left out of each tag's own validation.
+    """
+
+    def clean(self) -> None:
+        super().clean()
+        kept = [
+            form
+            for form in self.forms
+            if form.cleaned_data.get("name") and not form.cleaned_data.get("DELETE")
+        ]
+        seen: dict[str, str] = {}
+        for form in kept:
+            name = form.cleaned_data["name"]
+            earlier = seen.get(tag_key(name))
+            if earlier is None:
+                seen[tag_key(name)] = name
+                continue
+            form.add_error(
+                "name",
+                f"“{name}” is the tag “{earlier}” again (tags differing only in "
+                "case are one): a profile holds a tag once.",
+            )
+
+
 class TagInline(admin.TabularInline):
     model = ProfileTag
+    formset = TagFormSet
     extra = 0
 
 

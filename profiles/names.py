@@ -28,9 +28,14 @@ def name_split(full_name: str) -> dict[str, str]:
 
 
 def tag_key(name: str) -> str:
-    """Return what makes two tag names one tag: PostgreSQL's lower(), which the
-    unique index of a profile's tags holds."""
-    return name.lower()
+    """Return what makes two tag names one tag, as PostgreSQL's lower() reads it.
+
+    Letter by letter, as the database lowers them for the unique index of a
+    profile's tags: a final sigma is "σ" there ("ΣΑΣ" is "σασ", where Python's
+    lower() gives "σας"), and "İ" is "i" (Python adds a combining dot). The index
+    decides in the end; this only keeps a tag's first spelling in Python.
+    """
+    return "".join(letter.lower()[0] for letter in name)
 
 
 def tags_distinct(names: Iterable[str]) -> list[str]:

@@ -38,7 +38,6 @@ from profiles.models import (
     PERSON_FIELDS,
     ConsentRecord,
     Profile,
-    ProfileTag,
     SubscriptionStatus,
     Suppression,
     SuppressionReason,
@@ -70,7 +69,6 @@ CONSENT_COLUMNS = (
     "wording",
     "evidence",
 )
-TAG_COLUMNS = ("profile_id", "name")
 CHANGE_COLUMNS = (
     "profile_id",
     "email_display",
@@ -404,20 +402,21 @@ def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
 
 
 def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
-    if batch.new_tags:
-        columns, defaults = _copy_plan(ProfileTag, TAG_COLUMNS)
-        with _copy_binary(cursor, ProfileTag._meta.db_table, columns) as copy:
-            for state, name in batch.new_tags:
-                copy.write_row((state.pk, name, *defaults))
+    if not (batch.new_tags or batch.old_tags):
+        return
 
-    if batch.old_tags:
-        # A stored profile may have the tag already: merge with ON CONFLICT.
-        cursor.execute(TAGS_TABLE_SQL)
-        columns = ("seq", "profile_id", "name")
-        with _copy_binary(cursor, "bespoke_import_tag", columns) as copy:
-            for values in batch.old_tags:
-                copy.write_row(values)
-        cursor.execute(TAGS_MERGE_SQL)
+    # Merged with ON CONFLICT, a new profile's too: a stored profile may have the
+    # tag already, and the database's lower() is what makes two spellings one tag
+    # (tags_distinct comes close, but a collation may lower a letter otherwise).
+    cursor.execute(TAGS_TABLE_SQL)
+    columns = ("seq", "profile_id", "name")
+    with _copy_binary(cursor, "bespoke_import_tag", columns) as copy:
+        for values in batch.old_tags:
+            copy.write_row(values)
+        first = len(batch.old_tags)
+        for seq, (state, name) in enumerate(batch.new_tags, start=first):
+            copy.write_row((seq, state.pk, name))
+    cursor.execute(TAGS_MERGE_SQL)
 
 
 def _consents_copy(

@@ -12,7 +12,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Value
-from django.db.models.functions import Lower
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -44,6 +43,7 @@ from profiles.selectors import (
 )
 from profiles.signals import profiles_changed
 from profiles.traits import trait_schema_load
+from segments.expressions import Caseless
 from segments.selectors import segments_containing
 
 PROFILES_PER_PAGE = 50
@@ -107,8 +107,9 @@ def _profiles_filter(
     if status:
         profiles = profiles.filter(subscription_status=status)
     if tag:
-        tagged = ProfileTag.objects.annotate(key=Lower("name")).filter(
-            profile=OuterRef("pk"), key=Lower(Value(tag))
+        # Caseless as segment rules compare tags: on SQLite too, any letter.
+        tagged = ProfileTag.objects.annotate(key=Caseless("name")).filter(
+            profile=OuterRef("pk"), key=Caseless(Value(tag))
         )
         profiles = profiles.filter(Exists(tagged))
     return profiles

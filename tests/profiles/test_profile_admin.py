@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.forms import modelform_factory
 
 from profiles.admin import ProfileAdminForm
-from profiles.models import Profile, Suppression, SuppressionReason
+from profiles.models import Profile, ProfileTag, Suppression, SuppressionReason
 from profiles.services import suppression_hash
 
 pytestmark = pytest.mark.django_db
@@ -373,3 +373,25 @@ def test_an_edit_of_a_profile_merged_away_while_its_page_was_open_is_not_lost_si
     kept.refresh_from_db()
     assert kept.city == ""
     assert not Profile.objects.filter(pk=merged.pk).exists()
+
+
+def test_a_tag_added_in_another_case_is_refused_with_the_reason(admin_client):
+    profile = Profile.objects.create(email="kai@example.com")
+    vip = ProfileTag.objects.create(profile=profile, name="VIP")
+    page = shown_as(profile) | {
+        "tags-TOTAL_FORMS": "3",
+        "tags-INITIAL_FORMS": "1",
+        "tags-0-id": str(vip.pk),
+        "tags-0-profile": str(profile.pk),
+        "tags-0-name": "VIP",
+        "tags-1-profile": str(profile.pk),
+        "tags-1-name": "vip",
+        "tags-2-profile": str(profile.pk),
+        "tags-2-name": "Club",
+    }
+
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    assert response.status_code == 200
+    assert "“vip” is the tag “VIP” again" in response.content.decode()
+    assert list(profile.tags.values_list("name", flat=True)) == ["VIP"]

@@ -10,9 +10,9 @@ import pytest
 from django.apps import apps as django_apps
 from django.db import connection
 
-from profiles.importing import contact_import_file, runs
+from profiles.importing import contact_import_file, copying, mapping, reading, runs
 from profiles.importing.reading import contacts_tags_split
-from profiles.models import Profile, ProfileTag
+from profiles.models import ImportStatus, Profile, ProfileTag
 from profiles.names import tags_distinct
 from profiles.services import profile_tags_add
 from tests.factories import ProfileFactory
@@ -74,6 +74,33 @@ def test_a_big_import_copied_in_gives_the_tag_once(monkeypatch):
 
     assert ProfileTag.objects.count() == 3
     assert tags_of("p0@example.com") == ["VIP"]
+
+
+@pytest.mark.django_db
+def test_letters_python_lowers_otherwise_than_the_database_are_one_tag(monkeypatch):
+    # "İ" and a final "Σ": Python's lower() of a whole word differs from
+    # PostgreSQL's, which the index holds; tag_key lowers letter by letter as it.
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0)
+    data = 'Email,Tags\nann@example.com,"İstanbul, istanbul, ΣΑΣ, σασ"\n'.encode()
+
+    contact_import_file(filename="big.csv", data=data)
+
+    assert tags_of("ann@example.com") == ["İstanbul", "ΣΑΣ"]
+
+
+@pytest.mark.django_db
+def test_the_database_decides_when_python_keeps_two_spellings(monkeypatch):
+    # A collation may lower a letter otherwise still: the COPY path merges new
+    # profiles' tags with ON CONFLICT, as stored profiles' tags, and never fails.
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0)
+    for module in (reading, mapping, copying):
+        monkeypatch.setattr(module, "tags_distinct", list)
+    data = b'Email,Tags\nann@example.com,"VIP, vip"\nbob@example.com,Club\n'
+
+    contact_import = contact_import_file(filename="big.csv", data=data)
+
+    assert contact_import.status == ImportStatus.DONE
+    assert tags_of("ann@example.com") == ["VIP"]
 
 
 @pytest.mark.django_db
