@@ -196,14 +196,23 @@ def contact_import_run(*, contact_import_id: int, data: bytes) -> ContactImport:
     A file that cannot be read marks the import failed and writes no profile; an
     error midway marks it failed with the count of rows written.
     """
-    claimed = ContactImport.objects.filter(
-        pk=contact_import_id, status=ImportStatus.PENDING
-    ).update(status=ImportStatus.RUNNING, started_at=timezone.now())
-    contact_import = ContactImport.objects.get(pk=contact_import_id)
-    if not claimed:
+    if not _claim(contact_import_id):
         logger.warning("Contact import %s is not pending; skipped", contact_import_id)
-        return contact_import
+        return ContactImport.objects.get(pk=contact_import_id)
+    return _claimed_run(contact_import_id, data)
 
+
+def _claim(contact_import_id: int) -> bool:
+    """Take a pending import for this run; False if another run has it, or had it."""
+    return bool(
+        ContactImport.objects.filter(
+            pk=contact_import_id, status=ImportStatus.PENDING
+        ).update(status=ImportStatus.RUNNING, started_at=timezone.now())
+    )
+
+
+def _claimed_run(contact_import_id: int, data: bytes) -> ContactImport:
+    contact_import = ContactImport.objects.get(pk=contact_import_id)
     try:
         _contacts_import(contact_import, data)
     except ImportFormatError as exc:
@@ -230,12 +239,16 @@ def contact_import_run(*, contact_import_id: int, data: bytes) -> ContactImport:
 
 
 def contact_import_run_stored(*, contact_import_id: int) -> ContactImport:
-    """Run an import from the bytes kept at upload; delete them unless it can resume."""
-    contact_import = ContactImport.objects.get(pk=contact_import_id)
-    if contact_import.status != ImportStatus.PENDING:
-        logger.warning("Contact import %s is not pending; skipped", contact_import_id)
-        return contact_import
+    """Run an import from the bytes kept at upload; delete them unless it can resume.
 
+    Claimed first: a second task for the same import (the sweep queues a lost one
+    again) ends there, and leaves the file to the run that has it.
+    """
+    if not _claim(contact_import_id):
+        logger.warning("Contact import %s is not pending; skipped", contact_import_id)
+        return ContactImport.objects.get(pk=contact_import_id)
+
+    contact_import = ContactImport.objects.get(pk=contact_import_id)
     path = contact_import_upload_path(contact_import)
     try:
         data = path.read_bytes()
@@ -245,7 +258,7 @@ def contact_import_run_stored(*, contact_import_id: int) -> ContactImport:
         return contact_import
 
     # On an unexpected error the bytes stay, so that a re-run can continue.
-    contact_import = contact_import_run(contact_import_id=contact_import_id, data=data)
+    contact_import = _claimed_run(contact_import_id, data)
     path.unlink(missing_ok=True)
     return contact_import
 
@@ -319,9 +332,14 @@ def contact_imports_requeue(
         status=ImportStatus.PENDING,
         queued_at__lt=cutoff,
     )
-    ids = list(waiting.values_list("pk", flat=True))
-    if ids:
+    # Locked, so that two sweeps at once (a backlog of them run side by side)
+    # queue an import once: the other skips it, or finds it requeued just now.
+    with transaction.atomic():
+        ids = list(
+            waiting.select_for_update(skip_locked=True).values_list("pk", flat=True)
+        )
         ContactImport.objects.filter(pk__in=ids).update(requeued_at=now)
+    if ids:
         logger.warning(
             "Contact imports queued again, no worker having begun them: %s", ids
         )

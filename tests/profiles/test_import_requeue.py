@@ -4,14 +4,18 @@ A broker that restarted, or a worker that failed before it began, loses the task
 the import would wait, "queued", for ever.
 """
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles.importing import (
     contact_import_create,
     contact_import_map,
+    contact_import_run_stored,
+    contact_import_upload_path,
     contact_imports_requeue,
 )
 from profiles.models import ContactImport, ImportStatus, Profile
@@ -84,3 +88,50 @@ def test_the_beat_sweep_has_a_real_worker_run_a_lost_import(celery_worker_own_qu
         "Ann",
         "Bob",
     ]
+
+
+@pytest.mark.django_db
+def test_a_second_task_for_an_import_leaves_its_file_to_the_run_that_has_it():
+    contact_import = handed_over()
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.RUNNING, started_at=timezone.now()
+    )
+    path = contact_import_upload_path(contact_import)
+
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    assert path.exists()
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sweeps_at_once_queue_a_lost_import_once():
+    lost = handed_over()
+    found: list[list[int]] = []
+    first_has_it, second_done = threading.Event(), threading.Event()
+
+    def sweep(*, first: bool) -> None:
+        try:
+            if first:
+                with transaction.atomic():
+                    found.append(contact_imports_requeue())
+                    first_has_it.set()
+                    second_done.wait(timeout=10)
+            else:
+                first_has_it.wait(timeout=10)
+                found.append(contact_imports_requeue())
+                second_done.set()
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=sweep, kwargs={"first": first})
+        for first in (True, False)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    assert sorted(found) == [[], [lost.pk]]
