@@ -151,6 +151,10 @@ def identify_fields_read(
         elif value:
             # A trait that is absent or empty leaves what the profile knows.
             fields[field_name] = value
+    if any(trait == "name" for trait, _, _ in refused):
+        # Half a name would be a name nobody sent: the other half goes too.
+        fields.pop("first_name", None)
+        fields.pop("last_name", None)
     country = country_code_read(_text(address.get("country"))[:100])
     if country:
         fields["country_code"] = country
@@ -169,7 +173,7 @@ def _too_long(trait: str, value: str, field_name: str, limit: int) -> TraitInval
     return TraitInvalid(
         "too_long",
         f"{trait}: {len(value)} characters, more than the {limit} of the profile's "
-        f"{label}, so it was not stored and the profile keeps the {label} it had",
+        f"{label}, which keeps the {label} it had",
     )
 
 

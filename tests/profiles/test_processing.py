@@ -1577,8 +1577,26 @@ def test_a_name_too_long_for_its_field_is_refused_with_its_reason_not_cut(db):
     ]
     assert refusals[1].message == (
         "Trait firstName: 151 characters, more than the 150 of the profile's first "
-        "name, so it was not stored and the profile keeps the first name it had"
+        "name, which keeps the first name it had"
     )
+
+
+def test_a_full_name_with_a_part_too_long_leaves_both_names_as_they_were(db):
+    profile = ProfileFactory(
+        email="ann.lee@example.com", first_name="Ann", last_name="Lee"
+    )
+    track(
+        "long-2",
+        type="identify",
+        user_id="usr_long2",
+        traits={"email": "ann.lee@example.com", "name": "Zed " + "Q" * 151},
+    )
+
+    events_process_pending()
+
+    profile.refresh_from_db()
+    assert (profile.first_name, profile.last_name) == ("Ann", "Lee")
+    assert RejectedEvent.objects.get(message_id="long-2").payload["trait"] == "name"
 
 
 @pytest.mark.parametrize(
