@@ -19,10 +19,11 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 from psycopg import Copy, Cursor
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import set_json_dumps
 
 from profiles.importing.layouts import ConsentFact
@@ -38,6 +39,7 @@ from profiles.models import (
     PERSON_FIELDS,
     ConsentRecord,
     Profile,
+    ProfileTag,
     SubscriptionStatus,
     Suppression,
     SuppressionReason,
@@ -69,6 +71,7 @@ CONSENT_COLUMNS = (
     "wording",
     "evidence",
 )
+TAG_COLUMNS = ("profile_id", "name")
 CHANGE_COLUMNS = (
     "profile_id",
     "email_display",
@@ -402,19 +405,31 @@ def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
 
 
 def _tags_copy(cursor: Cursor, batch: _Batch) -> None:
-    if not (batch.new_tags or batch.old_tags):
+    new_tags = batch.new_tags
+    if new_tags:
+        # New profiles have no tags yet: COPY, in a savepoint. The database's
+        # lower() makes two spellings one tag, and tags_distinct comes close, but
+        # a collation may lower a letter otherwise: then those tags are merged too.
+        try:
+            with transaction.atomic():
+                columns, defaults = _copy_plan(ProfileTag, TAG_COLUMNS)
+                with _copy_binary(cursor, ProfileTag._meta.db_table, columns) as copy:
+                    for state, name in new_tags:
+                        copy.write_row((state.pk, name, *defaults))
+            new_tags = []
+        except UniqueViolation:
+            pass
+    if not (new_tags or batch.old_tags):
         return
 
-    # Merged with ON CONFLICT, a new profile's too: a stored profile may have the
-    # tag already, and the database's lower() is what makes two spellings one tag
-    # (tags_distinct comes close, but a collation may lower a letter otherwise).
+    # A stored profile may have the tag already: merge with ON CONFLICT.
     cursor.execute(TAGS_TABLE_SQL)
     columns = ("seq", "profile_id", "name")
     with _copy_binary(cursor, "bespoke_import_tag", columns) as copy:
         for values in batch.old_tags:
             copy.write_row(values)
         first = len(batch.old_tags)
-        for seq, (state, name) in enumerate(batch.new_tags, start=first):
+        for seq, (state, name) in enumerate(new_tags, start=first):
             copy.write_row((seq, state.pk, name))
     cursor.execute(TAGS_MERGE_SQL)
 
