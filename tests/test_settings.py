@@ -22,7 +22,9 @@ PRODUCTION = {
 }
 
 
-def settings_run(tmp_path, **env: str) -> subprocess.CompletedProcess:
+def settings_run(
+    tmp_path, *, code: str = PRINT, **env: str
+) -> subprocess.CompletedProcess:
     # A fresh process: settings are read once, at start-up.
     clean = {
         key: value
@@ -33,7 +35,7 @@ def settings_run(tmp_path, **env: str) -> subprocess.CompletedProcess:
     clean.update(DJANGO_SETTINGS_MODULE="config.settings.local")
     clean.update(BESPOKE_VAR_DIR=str(tmp_path), **env)
     return subprocess.run(
-        [sys.executable, "-c", PRINT],
+        [sys.executable, "-c", code],
         env=clean,
         capture_output=True,
         text=True,
@@ -108,27 +110,12 @@ def test_connections_kept_between_requests_are_checked_before_reuse(
     tmp_path, age, checked
 ):
     # A kept connection the server closed meanwhile would fail the next task.
-    clean = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("BESPOKE_", "DJANGO_", "DATABASE_", "CELERY_"))
-    }
-    clean.update(
-        DJANGO_SETTINGS_MODULE="config.settings.local",
-        BESPOKE_VAR_DIR=str(tmp_path),
-        DATABASE_CONN_MAX_AGE=age,
-    )
     database = (
         "import django; django.setup(); from django.conf import settings; "
         "d = settings.DATABASES['default']; "
         "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", database],
-        env=clean,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
+
+    shown = settings_run(tmp_path, code=database, DATABASE_CONN_MAX_AGE=age)
+
     assert shown.stdout.split() == [age, checked]

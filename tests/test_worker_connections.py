@@ -33,6 +33,12 @@ def _server_url() -> str:
     )
 
 
+def _terminate(backend: int) -> None:
+    """End the backend from another connection, as a restart or a timeout would."""
+    with psycopg.connect(_server_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+
 @pytest.fixture
 def conn_max_age():
     """Set DATABASE_CONN_MAX_AGE's effect: the age, and the health checks it turns on."""
@@ -81,8 +87,7 @@ def test_with_no_age_set_each_task_gets_a_new_connection(conn_max_age):
 def test_a_broken_connection_is_not_handed_to_the_next_task(conn_max_age):
     conn_max_age(600)
     backend = _backend()
-    with psycopg.connect(_server_url(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    _terminate(backend)
     with pytest.raises(OperationalError):
         _backend()  # the task's query fails, as it would have in the task
 
@@ -96,8 +101,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(conn_max_age):
     conn_max_age(600)
     backend = _backend()
     _database_connections_tidy(task=A_WORKERS_TASK)
-    with psycopg.connect(_server_url(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [backend])
+    _terminate(backend)
 
     _database_connections_tidy(task=A_WORKERS_TASK)
 
