@@ -52,6 +52,13 @@ BATCH_ATTEMPTS = 3
 COPY_MIN_ROWS = 5000
 COPY_BATCH_SIZE = 50_000
 UPLOAD_NAME_MAX_CHARS = 100
+# Every byte is a letter in Mac OS Roman: a file no encoding reads is shown in it,
+# wrong letters and all, until the marketer chooses one.
+ENCODING_READS_ANY_BYTE = "mac_roman"
+NOT_TEXT = (
+    "The file is neither CSV text in an encoding Bespoke reads nor an .xlsx "
+    "workbook (a picture, a PDF or an old .xls?)."
+)
 # A running import whose worker wrote nothing for this long is taken for dead.
 IMPORT_STUCK_AFTER_SECONDS = 15 * 60
 # An import handed to the workers that none has begun after this long is queued
@@ -135,8 +142,16 @@ def contact_import_preview(
         return contacts_preview(data, encoding=encoding)
     try:
         return contacts_preview(data)
-    except EncodingUnknown:
-        raise
+    except EncodingUnknown as unknown:
+        # Waits for the marketer's choice, unless no choice could read it: every
+        # byte is a letter in Mac OS Roman, and a file that is no CSV even so is
+        # no text (a picture, a PDF).
+        try:
+            contacts_preview(data, encoding=ENCODING_READS_ANY_BYTE)
+        except ImportFormatError as exc:
+            _unstarted_fail(contact_import, NOT_TEXT)
+            raise ImportFormatError(NOT_TEXT) from exc
+        raise unknown from None
     except ImportFormatError as exc:
         _unstarted_fail(contact_import, str(exc))
         raise

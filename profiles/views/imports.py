@@ -7,7 +7,7 @@ from django.contrib import messages as flash
 from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -24,6 +24,7 @@ from profiles.importing import (
     contact_import_retryable,
 )
 from profiles.importing.reading import ENCODINGS, EncodingUnknown
+from profiles.importing.runs import ENCODING_READS_ANY_BYTE
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
 from profiles.traits import trait_name_is_reserved
@@ -78,9 +79,6 @@ def _is_mapped(contact_import: ContactImport) -> bool:
     return bool(contact_import.column_map) or contact_import.started_at is not None
 
 
-# Every byte is a letter in Mac OS Roman: the samples of a file whose encoding is
-# not found can be shown in it, wrong letters and all, until the marketer chooses.
-ENCODING_READS_ANY_BYTE = "mac_roman"
 ENCODING_NOT_FOUND = "not found"
 
 
@@ -121,8 +119,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     initial = {"encoding": encoding}
     if not encoding and not unknown:
         initial["found_encoding"] = preview.encoding_label
+    posted = request.POST.copy() if request.method == "POST" else None
     form = ContactImportMappingForm(
-        request.POST or None, initial=initial, traits=_traits(), **options
+        posted, initial=initial, traits=_traits(), **options
     )
     if unknown:
         form.fields["encoding"].choices = [
@@ -131,7 +130,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         ]
     # "Read it again" shows the samples in the encoding chosen, and starts nothing;
     # nor is a file started in an encoding it is not in: the page says why.
-    rereading = request.method == "POST" and "reread" in request.POST
+    rereading = posted is not None and "reread" in posted
+    if rereading:
+        _columns_offered_keep(form, posted)
     if (
         request.method == "POST"
         and not rereading
@@ -151,6 +152,19 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
+
+
+def _columns_offered_keep(form: ContactImportMappingForm, posted: QueryDict) -> None:
+    """Keep each column's choice if it is still offered, else its new default.
+
+    Read in another encoding, a column's name, and the new trait named after it,
+    change ("Imiê" becomes "Imię"): the choice made for the old one is no option.
+    """
+    for name, field in form.fields.items():
+        if not name.startswith("column_"):
+            continue
+        if posted.get(name) not in {value for value, _ in field.choices}:
+            posted[name] = field.initial
 
 
 def _traits() -> list[tuple[str, str]]:

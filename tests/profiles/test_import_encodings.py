@@ -258,3 +258,60 @@ def test_a_file_in_no_encoding_found_fails_a_run_without_a_choice():
     )
     assert chosen.status == ImportStatus.DONE
     assert Profile.objects.get().last_name == "Źrebiec"
+
+
+def test_reading_again_keeps_the_columns_mapped_to_what_they_now_are(
+    client, django_user_model
+):
+    # A header with a letter read otherwise before an encoding is chosen: the new
+    # trait the first reading offered is no option once read as Windows-1250.
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    data = "Email,Imię,Nazwisko\nola@example.com,Ola,Źrebiec\n".encode("cp1250")
+    contact_import = contact_import_create(filename="pl.csv", data=data)
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+    form = client.get(url).context["form"]
+    shown = {name: form[name].initial or "" for name in form.fields}
+    assert shown["column_1"].startswith("traits.imi")
+    assert shown["column_1"] != "traits.imię"
+
+    again = client.post(url, {**shown, "encoding": "cp1250", "reread": "1"})
+
+    reread = again.context["form"]
+    assert reread["column_0"].value() == "email"
+    assert reread["column_1"].value() == "traits.imię"
+    start = {name: value for name, value in reread.data.items() if name != "reread"}
+    started = client.post(url, start)
+    assert started.status_code == 302
+    contact_import.refresh_from_db()
+    assert contact_import.column_map["Imię"] == "traits.imię"
+
+
+@pytest.mark.parametrize(
+    ("filename", "data"),
+    [
+        ("photo.csv", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + bytes(range(256))),
+        ("report.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(200) + b"\x9c\x8f"),
+    ],
+)
+def test_a_file_no_encoding_reads_as_text_cannot_be_imported(
+    client, django_user_model, filename, data
+):
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+
+    uploaded = client.post(
+        reverse("import_list"), {"file": SimpleUploadedFile(filename, data)}
+    )
+
+    contact_import = ContactImport.objects.get()
+    assert uploaded["Location"] == reverse(
+        "import_detail", kwargs={"pk": contact_import.pk}
+    )
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error.startswith("The file is neither CSV text")
+    mapping = client.get(
+        reverse("import_mapping", kwargs={"pk": contact_import.pk}),
+        {"encoding": "cp1250"},
+    )
+    assert mapping.status_code == 302
