@@ -70,7 +70,7 @@ class TraitDefinitionForm(forms.ModelForm):
     allowed_values = forms.CharField(
         required=False,
         label="Allowed values",
-        help_text="Comma-separated; leave empty to allow any value.",
+        help_text="Comma-separated, or one a line; leave empty to allow any value.",
     )
 
     class Meta:
@@ -147,7 +147,9 @@ class TraitDefinitionForm(forms.ModelForm):
 
     def _allowed_values(self, kind: str, cleaned: dict[str, Any]) -> list[Any]:
         # Stored typed, as trait_coerce will compare them with coerced values.
-        texts = [t.strip() for t in (cleaned.get("allowed_values") or "").split(",")]
+        # Commas, or line breaks: a list pasted one value a line is as many values.
+        written = cleaned.get("allowed_values") or ""
+        texts = [t.strip() for t in re.split(r"[,\r\n]", written)]
         rule = TraitRule(name=cleaned.get("name") or "value", type=kind)
         values: list[Any] = []
         for text in filter(None, texts):

@@ -82,6 +82,17 @@ def test_a_valid_definition_is_saved_with_typed_allowed_values(signed_in):
     assert definition.minimum is None
 
 
+def test_allowed_values_pasted_one_a_line_are_as_many_values(signed_in):
+    data = {**VALID, "name": "tier", "type": "text", "minimum": "", "maximum": ""}
+    data["allowed_values"] = "gold\r\nsilver\nbronze, tin"
+
+    response = signed_in.post(reverse("trait_new"), data)
+
+    assert response.status_code == 302
+    tier = TraitDefinition.objects.get()
+    assert tier.allowed_values == ["gold", "silver", "bronze", "tin"]
+
+
 def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
     definition = TraitDefinition.objects.create(
         name="tier", type="text", allowed_values=["gold", "silver"]
