@@ -12,8 +12,10 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
+import pycountry
 import regex
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
@@ -96,13 +98,32 @@ COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 
 
 def country_code_read(text: str) -> str:
-    """Return a two-letter country code as a profile keeps it, or "" if not one.
+    """Return the two-letter country code a text gives, as a profile keeps it, or "".
 
-    Only the letters A to Z: "ßa" upper-cases to three letters ("SSA"), more than
-    the column holds.
+    A two-letter code as written (only the letters A to Z: "ßa" upper-cases to
+    three letters, more than the column holds); or a country's ISO 3166 name or
+    three-letter code ("France", "united states", "DEU"), as Klaviyo exports and
+    Segment's address.country write it.
     """
     text = text.strip()
-    return text.upper() if COUNTRY_CODE.fullmatch(text) else ""
+    if COUNTRY_CODE.fullmatch(text):
+        return text.upper()
+    return _country_named(text)
+
+
+@lru_cache(maxsize=4096)
+def _country_named(text: str) -> str:
+    # Exact lookups: a misspelt name is no country. Not the ISO numbers either,
+    # which a postal code mapped to the country by mistake could be.
+    if not text or len(text) > COUNTRY_NAME_MAX_CHARS or text.isdigit():
+        return ""
+    try:
+        return pycountry.countries.lookup(text).alpha_2
+    except LookupError:
+        return ""
+
+
+COUNTRY_NAME_MAX_CHARS = 100
 
 
 def trait_coerce(

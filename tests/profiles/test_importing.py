@@ -435,9 +435,35 @@ def test_a_generic_file_maps_its_columns_and_states_consent():
     assert pat.subscription_status == SubscriptionStatus.UNSUBSCRIBED
     assert pat.consent_records.get().source == "import:file"
     kim = profile("kim@example.com")
-    assert kim.traits == {"country": "Germany"}
+    assert (kim.country_code, kim.traits) == ("DE", {})
     assert kim.timezone == ""
     assert [n["column"] for n in contact_import.notes] == ["Timezone"]
+
+
+@pytest.mark.django_db
+def test_a_country_written_by_name_is_its_code_and_an_unknown_one_a_trait():
+    data = (
+        b"Email,Country\n"
+        b"ann@example.com,France\n"
+        b"bob@example.com,united states\n"
+        b"cy@example.com,DEU\n"
+        b"di@example.com,Atlantis\n"
+        b"ed@example.com,250\n"
+    )
+
+    contact_import_file(filename="crm.csv", data=data)
+
+    emails = [f"{name}@example.com" for name in ("ann", "bob", "cy", "di", "ed")]
+    found = {
+        email: (profile(email).country_code, profile(email).traits) for email in emails
+    }
+    assert found == {
+        "ann@example.com": ("FR", {}),
+        "bob@example.com": ("US", {}),
+        "cy@example.com": ("DE", {}),
+        "di@example.com": ("", {"country": "Atlantis"}),
+        "ed@example.com": ("", {"country": "250"}),
+    }
 
 
 @pytest.mark.django_db

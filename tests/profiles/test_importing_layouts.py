@@ -76,15 +76,15 @@ def test_a_klaviyo_export_is_recognised_and_carries_its_consent_over():
     assert contact_import.layout == "klaviyo"
     assert (contact_import.records, contact_import.accepted) == (3, 3)
     ana = profile("ana@example.com")
-    assert (ana.first_name, ana.phone, ana.city, ana.region) == (
+    assert (ana.first_name, ana.phone, ana.city, ana.region, ana.country_code) == (
         "Ana",
         "+55 11 5555-0123",
         "São Paulo",
         "SP",
+        "BR",  # Klaviyo writes the country's name
     )
     assert ana.traits == {
         "address": "Rua A 1",
-        "country": "Brazil",
         "zip_code": "01000",
         "klaviyo_source": "Signup form",
         "klaviyo_created_at": "2024-09-02",

@@ -1614,3 +1614,16 @@ def test_an_identifys_full_name_is_split_as_an_import_splits_it(db, name, first,
 
     profile = profile_of("usr_name")
     assert (profile.first_name, profile.last_name) == (first, last)
+
+
+def test_an_identifys_country_written_by_name_is_its_code(db):
+    track(
+        "country-1",
+        type="identify",
+        user_id="usr_fr",
+        traits={"address": {"city": "Lyon", "country": "France"}},
+    )
+
+    events_process_pending()
+
+    assert profile_of("usr_fr").country_code == "FR"

@@ -34,7 +34,7 @@ def page(message_id: str, user_id: str) -> Event:
     )
 
 
-@pytest.mark.parametrize("written", ["ßa", "ǆa", "D1", "Portugal", "p"])
+@pytest.mark.parametrize("written", ["ßa", "ǆa", "D1", "Atlantis", "p"])
 def test_a_country_that_is_no_two_letter_code_is_left_out(written):
     identify("m1", "u1", {"email": "kim@example.com", "address": {"country": written}})
     identify("m2", "u2", {"firstName": "Ana", "address": {"country": written}})
