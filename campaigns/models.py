@@ -1,5 +1,8 @@
 """Templates, campaigns, the message log and the local outbox."""
 
+from anymail.exceptions import AnymailInvalidAddress
+from anymail.utils import parse_address_list
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -24,12 +27,26 @@ class CampaignStatus(models.TextChoices):
     SENT = "sent", "Sent"
 
 
+def from_address_check(value: str) -> None:
+    """Refuse a From no message could be sent from ("Shop <shop@example.com>" is one)."""
+    try:
+        found = parse_address_list([value])
+    except AnymailInvalidAddress as exc:
+        raise ValidationError(
+            f"{value!r} is not an address a message can be sent from: {exc}"
+        ) from exc
+    if len(found) != 1:
+        raise ValidationError(f"{value!r} holds {len(found)} addresses; give one.")
+
+
 class Campaign(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     template = models.ForeignKey(EmailTemplate, on_delete=models.PROTECT)
     segment = models.ForeignKey("segments.Segment", on_delete=models.PROTECT)
-    from_email = models.CharField(max_length=254, blank=True)
+    from_email = models.CharField(
+        max_length=254, blank=True, validators=[from_address_check]
+    )
     status = models.CharField(
         max_length=10, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT
     )

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from email.headerregistry import Address
 
-from anymail.exceptions import AnymailError
+from anymail.exceptions import (
+    AnymailError,
+    AnymailInvalidAddress,
+    AnymailSerializationError,
+    AnymailUnsupportedFeature,
+)
 from anymail.message import AnymailMessage
 from django.conf import settings
 from django.core import signing
@@ -272,6 +277,15 @@ def _email_build(campaign, message, profile, rendered, connection) -> AnymailMes
     return email
 
 
+# What Anymail raises before it sends the ESP a request (a From it cannot parse, a
+# feature the ESP lacks, a payload it cannot encode).
+REFUSED_BEFORE_SENDING = (
+    AnymailInvalidAddress,
+    AnymailUnsupportedFeature,
+    AnymailSerializationError,
+)
+
+
 def _deliver(campaign, message, profile, rendered, connection, report) -> None:
     try:
         email = _email_build(campaign, message, profile, rendered, connection)
@@ -287,6 +301,15 @@ def _deliver(campaign, message, profile, rendered, connection, report) -> None:
 
     try:
         email.send()
+    except REFUSED_BEFORE_SENDING as exc:
+        # Anymail refused it while building the ESP's request: certainly not sent.
+        _mark(message, status=MessageStatus.FAILED, error=f"Not sent: {exc}"[:2000])
+        report.failed += 1
+        logger.warning(
+            "Message refused before it reached the ESP",
+            extra={"campaign_id": campaign.pk, "message_id": message.pk},
+        )
+        return
     except AnymailError as exc:
         # An ESP that answered refused the message; one that did not may have sent it.
         answered = getattr(exc, "response", None) is not None

@@ -4,9 +4,17 @@ from unittest import mock
 import pytest
 import requests
 from anymail.exceptions import AnymailAPIError
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from campaigns.models import CampaignStatus, Message, MessageStatus, OutboxEmail
+from campaigns.models import (
+    Campaign,
+    CampaignStatus,
+    Message,
+    MessageStatus,
+    OutboxEmail,
+    from_address_check,
+)
 from campaigns.selectors import campaign_message_counts
 from campaigns.sending import (
     CampaignNotStartable,
@@ -257,3 +265,24 @@ def test_it_sends_to_an_address_that_needs_smtputf8_when_the_esp_supports_it(
         "Ana <ok@example.com>",
         "Jörg <sendtest.jörg@example.com>",
     ]
+
+
+def test_a_from_no_message_can_be_sent_from_is_refused_on_save():
+    with pytest.raises(ValidationError, match="not an address a message can be sent"):
+        from_address_check("Bad From <<>>")
+    from_address_check("Spring shop <shop@example.com>")
+    with pytest.raises(ValidationError, match="holds 2 addresses"):
+        from_address_check("a@example.com, b@example.com")
+
+
+def test_messages_anymail_refuses_before_sending_failed_not_unknown(campaign):
+    # A From saved before it was checked: nothing ever reaches the ESP, so the
+    # messages failed, with the reason, and are not left 'outcome unknown'.
+    Campaign.objects.filter(pk=campaign.pk).update(from_email="Bad From <<>>")
+    campaign_start(campaign_id=campaign.pk)
+
+    report = campaign_send_all(campaign_id=campaign.pk)
+
+    assert (report.failed, report.unknown, report.sent) == (1, 0, 0)
+    failed = Message.objects.get(status=MessageStatus.FAILED)
+    assert failed.error.startswith("Not sent: Invalid email address")
