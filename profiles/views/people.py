@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Concat
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -98,6 +99,15 @@ def _profiles_filter(
             | Q(last_name__icontains=q)
             | Q(tags__name__iexact=q)
         )
+        if " " in q:
+            # A whole name: "Ana Souza", as the list shows it.
+            words = " ".join(q.split())
+            full_name = Concat("first_name", Value(" "), "last_name")
+            matches |= Q(
+                pk__in=Profile.objects.alias(full_name=full_name)
+                .filter(full_name__icontains=words)
+                .values("pk")
+            )
         # The one profile the text names outright, as the merge and "why" boxes
         # read it: #id, an address in any of its forms, a userId or anonymousId.
         named = profile_find(q)

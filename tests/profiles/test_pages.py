@@ -338,3 +338,15 @@ def test_segments_containing_compiles_each_rule_for_the_one_profile():
     assert segments_containing(ben.pk) == [
         {"id": everyone.pk, "slug": "everyone", "name": "Everyone"}
     ]
+
+
+@pytest.mark.parametrize("query", ["Ana Souza", "  ana   SOUZA ", "a Souz"])
+def test_the_profile_search_finds_a_whole_name(signed_in, query):
+    ana = ProfileFactory(email="a1@example.com", first_name="Ana", last_name="Souza")
+    ProfileFactory(email="a2@example.com", first_name="Ana", last_name="Lee")
+
+    response = signed_in.get(reverse("profile_list"), {"q": query})
+
+    page = response.content.decode()
+    assert "1 profile." in page
+    assert f'href="{reverse("profile_detail", kwargs={"pk": ana.pk})}"' in page
