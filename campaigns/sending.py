@@ -290,25 +290,14 @@ def _deliver(campaign, message, profile, rendered, connection, report) -> None:
     try:
         email = _email_build(campaign, message, profile, rendered, connection)
     except ValueError as exc:
-        # Refused before anything reached the ESP: certainly not sent.
-        _mark(message, status=MessageStatus.FAILED, error=f"Not sent: {exc}"[:2000])
-        report.failed += 1
-        logger.warning(
-            "Message could not be built",
-            extra={"campaign_id": campaign.pk, "message_id": message.pk},
-        )
+        _not_sent(campaign, message, report, exc, "Message could not be built")
         return
 
     try:
         email.send()
     except REFUSED_BEFORE_SENDING as exc:
-        # Anymail refused it while building the ESP's request: certainly not sent.
-        _mark(message, status=MessageStatus.FAILED, error=f"Not sent: {exc}"[:2000])
-        report.failed += 1
-        logger.warning(
-            "Message refused before it reached the ESP",
-            extra={"campaign_id": campaign.pk, "message_id": message.pk},
-        )
+        # Anymail refused it while building the ESP's request.
+        _not_sent(campaign, message, report, exc, "Message refused before the ESP")
         return
     except AnymailError as exc:
         # An ESP that answered refused the message; one that did not may have sent it.
@@ -353,6 +342,13 @@ def _deliver(campaign, message, profile, rendered, connection, report) -> None:
         error=f"ESP answered {sorted(anymail_status.status or [])}",
     )
     report.failed += 1
+
+
+def _not_sent(campaign, message, report, exc: Exception, what: str) -> None:
+    # Refused before anything reached the ESP: certainly not sent.
+    _mark(message, status=MessageStatus.FAILED, error=f"Not sent: {exc}"[:2000])
+    report.failed += 1
+    logger.warning(what, extra={"campaign_id": campaign.pk, "message_id": message.pk})
 
 
 def _mark(message: Message, **fields) -> None:
