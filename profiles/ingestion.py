@@ -42,7 +42,7 @@ from profiles.processing_traits import (
     ORDER_COMPLETED,
     number_coerce,
 )
-from profiles.processing_writes import driver_error, server_bound_cursor
+from profiles.processing_writes import driver_error, json_bytes, server_bound_cursor
 from profiles.tasks import events_process_enqueue
 from profiles.traits import (
     TraitInvalid,
@@ -966,19 +966,11 @@ def _events_insert(fresh: list[EventDraft]) -> int:
 
 def _events_copy(fresh: list[EventDraft]) -> None:
     with server_bound_cursor() as cursor:
-        set_json_dumps(_json_encoded, cursor)
+        set_json_dumps(json_bytes, cursor)
         with cursor.copy(_EVENTS_COPY_SQL) as copy:
             copy.set_types(_EVENTS_COPY_TYPES)
             for draft in fresh:
                 copy.write_row([*(draft[name] for name in STORED_COLUMNS), ""])
-
-
-def _json_encoded(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        # An integer past 64 bits, which json writes as it came.
-        return json.dumps(value, ensure_ascii=False).encode()
 
 
 def _events_insert_new(fresh: list[EventDraft]) -> int:

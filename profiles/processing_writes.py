@@ -76,12 +76,16 @@ def driver_error(exc: BaseException) -> BaseException | None:
     return exc if isinstance(exc, psycopg.Error) else exc.__cause__
 
 
-def json_text(value: Any) -> str:
-    """Encode a value as JSON text with orjson; json for an integer past 64 bits."""
+def json_bytes(value: Any) -> bytes:
+    """Encode a jsonb value with orjson, several times faster than json.
+
+    json takes over for what orjson refuses (an integer past 64 bits), and writes
+    it as it came. Also the dumper of the binary COPYs of events and imports.
+    """
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value)
     except orjson.JSONEncodeError:
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False).encode()
 
 
 def json_value(text: str | None) -> Any:
@@ -187,7 +191,7 @@ def profiles_identify_write(*, profiles: Iterable[Profile]) -> None:
         for profile in profiles
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_PROFILES_WRITE_SQL, [now, json_text(rows)])
+        cursor.execute(_PROFILES_WRITE_SQL, [now, json_bytes(rows).decode()])
 
 
 def profiles_create(*, count: int) -> list[int]:

@@ -9,7 +9,6 @@ records under the ids the same keys find, and stored profiles are updated from a
 COPYed staging table in one set-based UPDATE that fills only what the row states.
 """
 
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-import orjson
 from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
@@ -45,6 +43,7 @@ from profiles.models import (
     SuppressionReason,
 )
 from profiles.names import tags_distinct
+from profiles.processing_writes import json_bytes
 from profiles.services import suppression_hash
 
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
@@ -236,7 +235,7 @@ def contact_rows_copy(
 
     connection.ensure_connection()
     with connection.connection.cursor() as cursor:
-        set_json_dumps(_json_dumps, context=cursor)
+        set_json_dumps(json_bytes, context=cursor)
         batch = _batch_load(cursor, rows, source=source, filename=filename)
         batch.import_id = import_id
         pending = PendingWrites()
@@ -507,15 +506,6 @@ def _copy_binary(
     with cursor.copy(statement) as copy:
         copy.set_types([oids[column] for column in columns])
         yield copy
-
-
-def _json_dumps(value: Any) -> bytes:
-    """Encode a jsonb value: orjson, many times faster than json for a million rows."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        # An integer past 64 bits, say: the standard encoder writes any JSON value.
-        return json.dumps(value).encode()
 
 
 def _ip_address(text: str | None) -> IPv4Address | IPv6Address | None:
