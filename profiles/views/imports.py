@@ -23,6 +23,7 @@ from profiles.importing import (
     contact_import_retry,
     contact_import_retryable,
 )
+from profiles.importing.mapping import ContactsPreview
 from profiles.importing.reading import ENCODINGS, EncodingUnknown
 from profiles.importing.runs import ENCODING_READS_ANY_BYTE
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
@@ -97,8 +98,13 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         preview = contact_import_preview(
             contact_import=contact_import, encoding=encoding
         )
+    except EncodingUnknown as exc:
+        # Found in no encoding (none was chosen): the samples are shown in a code
+        # page that reads every byte, for the columns' sake, until one is chosen.
+        encoding_error, unknown = str(exc), True
+        preview = _any_byte_preview(contact_import)
     except ImportFormatError as exc:
-        if not encoding and not isinstance(exc, EncodingUnknown):
+        if not encoding:
             # The import is failed with the reason, which its page shows.
             return redirect("import_detail", pk=pk)
         # The file is not in the chosen encoding: shown as found, with the reason.
@@ -106,12 +112,8 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             preview = contact_import_preview(contact_import=contact_import)
         except EncodingUnknown:
-            # Nor in one Bespoke finds: the samples are shown in a code page that
-            # reads every byte, for the columns' sake, until one is chosen.
             unknown = True
-            preview = contact_import_preview(
-                contact_import=contact_import, encoding=ENCODING_READS_ANY_BYTE
-            )
+            preview = _any_byte_preview(contact_import)
         except ImportFormatError:
             return redirect("import_detail", pk=pk)
 
@@ -152,6 +154,12 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
+
+
+def _any_byte_preview(contact_import: ContactImport) -> ContactsPreview:
+    return contact_import_preview(
+        contact_import=contact_import, encoding=ENCODING_READS_ANY_BYTE
+    )
 
 
 def _columns_offered_keep(form: ContactImportMappingForm, posted: QueryDict) -> None:
