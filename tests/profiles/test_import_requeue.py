@@ -17,6 +17,7 @@ from profiles.importing import (
     contact_import_run_stored,
     contact_import_upload_path,
     contact_imports_requeue,
+    runs,
 )
 from profiles.models import ContactImport, ImportStatus, Profile
 from profiles.tasks import contact_imports_sweep_task
@@ -103,6 +104,30 @@ def test_a_second_task_for_an_import_leaves_its_file_to_the_run_that_has_it():
     assert path.exists()
     contact_import.refresh_from_db()
     assert contact_import.status == ImportStatus.RUNNING
+
+
+@pytest.mark.django_db
+def test_a_task_racing_another_workers_claim_never_deletes_a_running_imports_file(
+    monkeypatch,
+):
+    # The other worker claims the import just as this task looks for its file.
+    contact_import = handed_over()
+    path_of = runs.contact_import_upload_path
+
+    def claimed_meanwhile(of: ContactImport):
+        ContactImport.objects.filter(pk=of.pk, status=ImportStatus.PENDING).update(
+            status=ImportStatus.RUNNING, started_at=timezone.now()
+        )
+        return path_of(of)
+
+    monkeypatch.setattr(runs, "contact_import_upload_path", claimed_meanwhile)
+    path = path_of(contact_import)
+
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    contact_import.refresh_from_db()
+    # This task claimed it first and ran it, or it left the file to the other.
+    assert contact_import.status == ImportStatus.DONE or path.exists()
 
 
 @pytest.mark.django_db(transaction=True)
