@@ -25,12 +25,15 @@ EVENT_NAMES_SHOWN = 200
 
 # Why a matched profile cannot be emailed. Each ineligible profile is counted once,
 # under the first reason in this order, so the reasons add up to the ineligible total.
+# The order is the one sending skips by (campaigns.sending.message_skip_reason): a
+# bounced address, which is on the suppression list too, counts as cleaned, as the
+# dashboard and the campaign's skipped messages say.
 INELIGIBLE_REASONS = (
     "no_email",
-    "suppressed",
     "unsubscribed",
     "cleaned",
     "not_subscribed",
+    "suppressed",
     "needs_smtputf8",
 )
 _ELIGIBLE = "eligible"
@@ -77,17 +80,16 @@ def _email_reason() -> Case:
     only when the ESP lacks it, as sending skips it (campaigns/sending.py).
     """
     subscribed = Q(subscription_status=SubscriptionStatus.SUBSCRIBED)
-    needs_smtputf8 = subscribed & Q(email__regex=NON_ASCII_LOCAL_PART)
     return Case(
         When(Q(email__isnull=True) | Q(email=""), then=Value("no_email")),
+        When(~subscribed, then=F("subscription_status")),
         When(suppressed_at__isnull=False, then=Value("suppressed")),
         *(
             []
             if settings.BESPOKE_SMTPUTF8
-            else [When(needs_smtputf8, then=Value("needs_smtputf8"))]
+            else [When(email__regex=NON_ASCII_LOCAL_PART, then=Value("needs_smtputf8"))]
         ),
-        When(subscribed, then=Value(_ELIGIBLE)),
-        default=F("subscription_status"),
+        default=Value(_ELIGIBLE),
     )
 
 

@@ -1,10 +1,20 @@
 """The builder's reads: counts with reasons, per-node counts, diff and explanations."""
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from profiles.models import Event, IdentityKind, ProfileIdentity, SubscriptionStatus
+from campaigns.sending import message_skip_reason
+from profiles.models import (
+    Event,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    SubscriptionStatus,
+    SuppressionReason,
+)
+from profiles.services import suppression_add
 from segments.language import RuleInvalid
 from segments.preview import (
     event_names,
@@ -397,3 +407,29 @@ def test_the_segment_list_shows_sizes_and_rules_that_no_longer_compile(people):
         ("Gold", 7, ""),
     ]
     assert rows[1]["description"] == "Tier gold"
+
+
+def test_a_bounced_or_unsubscribed_address_counts_as_sending_would_skip_it(db):
+    # given a bounced and an unsubscribed profile, both on the suppression list as
+    # a bounce and a complaint put them, and a subscribed one suppressed by hand
+    cleaned = person("hal", subscription_status=SubscriptionStatus.CLEANED)
+    gone = person("ida", subscription_status=SubscriptionStatus.UNSUBSCRIBED)
+    held = person("jo")
+    for profile, reason in (
+        (cleaned, SuppressionReason.HARD_BOUNCE),
+        (gone, SuppressionReason.COMPLAINT),
+        (held, SuppressionReason.MANUAL),
+    ):
+        suppression_add(email_key=profile.email, reason=reason, source="test")
+
+    # when the rule is previewed
+    preview = rule_preview(rule=GOLD, now=NOW)
+
+    # then each counts under the reason a campaign would skip it for
+    skipped = Counter(
+        message_skip_reason(profile)
+        for profile in Profile.objects.filter(pk__in=[cleaned.pk, gone.pk, held.pk])
+    )
+    assert skipped == {"cleaned": 1, "unsubscribed": 1, "suppressed": 1}
+    counted = {key: n for key, n in preview["ineligible"].items() if n}
+    assert counted == {"total": 3, **skipped}
