@@ -88,6 +88,10 @@ class _Median(Aggregate):
     output_field = DurationField()
 
 
+# Each feed's unit, and what the page calls one of them ("1 event").
+UNIT_ONE = {"events": "event", "deliveries": "delivery", "rows": "row"}
+
+
 @dataclass(frozen=True)
 class _Feed:
     """Where one source's rows live and which of their fields tell their story."""
@@ -279,6 +283,7 @@ def _feed_health(
     )
     return {
         "unit": feed.unit,
+        "unit_one": UNIT_ONE[feed.unit],
         "hourly": hourly,
         "daily": daily,
         "hourly_max": max(bucket["count"] for bucket in hourly),

@@ -468,3 +468,20 @@ def test_an_imports_lag_starts_when_it_was_handed_to_the_worker():
     assert imports["lag"]["max_seconds"] == 60.0
     assert [g["code"] for g in imports["rejections"]] == ["invalid_email"]
     assert [g["code"] for g in imports["notices"]] == ["not_a_date"]
+
+
+def test_the_health_page_says_one_event_not_one_events(signed_in, shop_feed):
+    # given a source whose one event arrived 13 days ago
+    with time_machine.travel(NOW, tick=False):
+        response = signed_in.get(reverse("sources_health"))
+
+    page = response.content.decode()
+    quiet = page.split('data-source="segment:Quiet"')[1].split("</section>")[0]
+    assert (
+        '<div class="figure" data-figure="last_30d">1</div>'
+        '<div class="label">event in the last 30 days</div>'
+    ) in quiet
+    assert (
+        '<div class="figure" data-figure="last_48h">0</div>'
+        '<div class="label">events in the last 48 hours</div>'
+    ) in quiet
