@@ -178,6 +178,28 @@ PROFILE_KEYS = {
 }
 
 
+# Liquid counts every value but nil and false as true, empty text and 0 included.
+# These profile keys hold "" or 0 when there is nothing to say, so a bare test of one
+# (`{% if profile.city %}`) is true for everyone. Traits are absent instead (nil),
+# as are the computed times and the average order value.
+EMPTY_TEXT_KEYS = {
+    "email",
+    "first_name",
+    "last_name",
+    "full_name",
+    "city",
+    "region",
+    "country_code",
+    "continent",
+    "timezone",
+    "favourite_category",
+}
+ZERO_NUMBER_KEYS = {"lifetime_value", "order_count", "engagement_score"}
+CONDITION_TAG = re.compile(r"{%-?\s*(if|elsif|unless)\s+(.*?)\s*-?%}", re.S)
+CONDITION_OPERANDS = re.compile(r"\s+(?:and|or)\s+")
+BARE_PROFILE_KEY = re.compile(r"profile\.(\w+)")
+
+
 @dataclass(frozen=True)
 class TemplateReview:
     errors: list[str]  # the template cannot be parsed: it cannot be saved
@@ -232,8 +254,31 @@ def template_review(
                     line = source.count("\n", 0, variable.span.index) + 1
                     warnings.append(f"{part}, line {line}: {problem}")
         if not any(error.startswith(part) for error in errors):
+            warnings += _always_true_tests(part, source)
             warnings += _sample_render_problems(part, template)
     return TemplateReview(errors, warnings)
+
+
+def _always_true_tests(part: str, source: str) -> list[str]:
+    """Name each condition that tests a profile key Liquid finds true when empty."""
+    warnings = []
+    for match in CONDITION_TAG.finditer(source):
+        tag, condition = match.groups()
+        line = source.count("\n", 0, match.start()) + 1
+        for operand in CONDITION_OPERANDS.split(condition):
+            found = BARE_PROFILE_KEY.fullmatch(operand.strip())
+            key = found and found[1]
+            if key in EMPTY_TEXT_KEYS:
+                why, fix = "empty text", f"profile.{key} != blank"
+            elif key in ZERO_NUMBER_KEYS:
+                why, fix = "0", f"profile.{key} > 0"
+            else:
+                continue
+            warnings.append(
+                f"{part}, line {line}: profile.{key} in an '{tag}' is true for every "
+                f"recipient, since Liquid counts {why} as true: test {fix} instead"
+            )
+    return warnings
 
 
 # A plausible recipient, to try a template on before anyone receives it.

@@ -5,7 +5,9 @@ import time_machine
 
 from campaigns import demo
 from campaigns.rendering import (
+    EMPTY_TEXT_KEYS,
     PROFILE_KEYS,
+    ZERO_NUMBER_KEYS,
     TemplateError,
     email_render,
     profile_context,
@@ -256,3 +258,61 @@ def test_the_date_filter_reads_a_birthday_kept_without_its_year(
         )
 
     assert rendered.subject == expected
+
+
+def test_a_bare_test_of_a_field_that_is_never_nil_is_warned_about():
+    # given conditions on fields that hold "" or 0 when there is nothing to say,
+    # beside ones that are nil then or already compare
+    review = template_review(
+        subject="{% if profile.first_name %}Hi {{ profile.first_name }}{% endif %}",
+        html=(
+            "<p>{% if profile.city != blank %}{{ profile.city }}{% endif %}</p>\n"
+            "{%- unless profile.region and profile.tier -%}x{%- endunless -%}\n"
+            "{% if profile.last_order_at or profile.order_count %}y{% endif %}"
+            "{% if profile.order_count > 0 %}z{% endif %}"
+        ),
+        traits=["tier"],
+    )
+
+    # then each bare test of such a field is named, with the test to write instead
+    assert review.errors == []
+    assert review.warnings == [
+        "subject, line 1: profile.first_name in an 'if' is true for every "
+        "recipient, since Liquid counts empty text as true: test "
+        "profile.first_name != blank instead",
+        "html, line 2: profile.region in an 'unless' is true for every recipient, "
+        "since Liquid counts empty text as true: test profile.region != blank "
+        "instead",
+        "html, line 3: profile.order_count in an 'if' is true for every recipient, "
+        "since Liquid counts 0 as true: test profile.order_count > 0 instead",
+    ]
+
+
+@pytest.mark.django_db
+def test_the_keys_warned_about_are_those_a_profile_with_nothing_has_as_0_or_empty():
+    profile = ProfileFactory(
+        email=None, first_name="", last_name="", city="", region="", timezone=""
+    )
+    profile.country_code = ""
+
+    context = profile_context(profile)
+
+    never_nil = {key for key, value in context.items() if value in ("", 0)}
+    assert never_nil == EMPTY_TEXT_KEYS | ZERO_NUMBER_KEYS
+
+
+@pytest.mark.parametrize(
+    ("city", "shown"), [("", "Hi there"), ("Lyon", "Hi from Lyon")]
+)
+def test_the_test_the_warning_suggests_tells_an_empty_field_from_a_set_one(city, shown):
+    rendered = email_render(
+        subject=(
+            "{% if profile.city != blank %}Hi from {{ profile.city }}"
+            "{% else %}Hi there{% endif %}"
+        ),
+        html="",
+        text="",
+        context={"profile": {"city": city}},
+    )
+
+    assert rendered.subject == shown
