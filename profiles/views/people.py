@@ -55,7 +55,8 @@ logger = logging.getLogger(__name__)
 
 
 class ProfileFilterForm(ProfileSearchForm):
-    tag = forms.ChoiceField(required=False, choices=[])
+    # Any name is a valid filter: a tag nobody has (any more) matches nobody.
+    tag = forms.CharField(required=False, max_length=100, widget=forms.Select)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,7 +68,7 @@ class ProfileFilterForm(ProfileSearchForm):
             .values_list("name", flat=True)
         )
         names = sorted(tags_distinct(spellings), key=tag_key)
-        self.fields["tag"].choices = [("", "Any tag"), *((n, n) for n in names)]
+        self.fields["tag"].widget.choices = [("", "Any tag"), *((n, n) for n in names)]
 
 
 @staff_required
@@ -76,6 +77,10 @@ def profile_list(request: HttpRequest) -> HttpResponse:
     profiles = Profile.objects.prefetch_related("tags").order_by("-created_at", "-pk")
     if form.is_valid():
         profiles = _profiles_filter(profiles, **form.cleaned_data)
+    else:
+        # The page says what is wrong with the search; it lists nobody rather
+        # than everyone, which would look like a search that found them all.
+        profiles = profiles.none()
 
     page = Paginator(profiles, PROFILES_PER_PAGE).get_page(request.GET.get("page"))
     context = {"form": form, "page": page, "query": _query_without_page(request)}

@@ -350,3 +350,41 @@ def test_the_profile_search_finds_a_whole_name(signed_in, query):
     page = response.content.decode()
     assert "1 profile." in page
     assert f'href="{reverse("profile_detail", kwargs={"pk": ana.pk})}"' in page
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        (
+            {"q": "a" * 201},
+            "Search: Ensure this value has at most 200 characters (it has 201).",
+        ),
+        (
+            {"status": "vip"},
+            "Status: Select a valid choice. vip is not one of the available choices.",
+        ),
+    ],
+)
+def test_a_search_the_list_cannot_run_says_why_and_lists_nobody(
+    signed_in, query, error
+):
+    ProfileFactory(email="ana@example.com")
+
+    response = signed_in.get(reverse("profile_list"), query)
+
+    page = response.content.decode()
+    assert error in page
+    assert "0 profiles." in page
+    assert "ana@example.com" not in page
+
+
+def test_a_tag_nobody_has_any_more_matches_nobody_without_an_error(signed_in):
+    # given a link to the list filtered by a tag whose last holder lost it
+    ProfileFactory(email="ana@example.com")
+
+    response = signed_in.get(reverse("profile_list"), {"tag": "Gone"})
+
+    page = response.content.decode()
+    assert "data-search-error" not in page
+    assert "No profiles match." in page
+    assert "ana@example.com" not in page
