@@ -4,7 +4,28 @@ A full name as a first and a last name, for imports and identifies; tags as one 
 whatever the case they are written in, as segment rules compare them.
 """
 
+import re
 from collections.abc import Iterable
+
+# In no one's name, city or phone number: NUL, escape, the other C0 and C1 codes.
+# Tabs and line breaks are white space, read as one space.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
+def field_text_clean(value: str) -> str:
+    """Return a profile text field's value with each run of white space one space.
+
+    A cell or trait that wraps ("Ana\nMaria") is the name on one line. A value with
+    any other control character is refused with ValueError, which names it: such a
+    value is a broken feed's, and would break the headers an email's name goes in.
+    """
+    found = CONTROL_CHARACTER.search(value)
+    if found:
+        raise ValueError(
+            f"it holds the control character U+{ord(found.group()):04X}, "
+            "which no name, place or phone number holds"
+        )
+    return " ".join(value.split())
 
 
 def name_split(full_name: str) -> dict[str, str]:

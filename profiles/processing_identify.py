@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiles.models import Event, Profile, RejectedEvent
-from profiles.names import name_split
+from profiles.names import field_text_clean, name_split
 from profiles.traits import (
     TraitInvalid,
     TraitRule,
@@ -137,21 +137,24 @@ def identify_fields_read(
         "city": ("address.city", address.get("city")),
         "region": ("address.state", address.get("state")),
     }
-    full = _text(traits.get("name"))
-    if full and sent["first_name"][1] is None and sent["last_name"][1] is None:
+    full = _field_text("name", traits.get("name"), "name", refused)
+    named_apart = sent["first_name"][1] is not None or sent["last_name"][1] is not None
+    split = bool(full) and not named_apart
+    if split:
         # Read as an import reads a "Full name" column.
         sent.update({name: ("name", part) for name, part in name_split(full).items()})
 
     fields: dict[str, str] = {}
     for field_name, (trait, raw) in sent.items():
-        value = _text(raw)
+        label = field_name.replace("_", " ")
+        value = raw if trait == "name" else _field_text(trait, raw, label, refused)
         limit = FIELD_LENGTHS[field_name]
         if len(value) > limit:
             refused.append((trait, raw, _too_long(trait, value, field_name, limit)))
         elif value:
             # A trait that is absent or empty leaves what the profile knows.
             fields[field_name] = value
-    if any(trait == "name" for trait, _, _ in refused):
+    if split and any(trait == "name" for trait, _, _ in refused):
         # Half a name would be a name nobody sent: the other half goes too.
         fields.pop("first_name", None)
         fields.pop("last_name", None)
@@ -174,6 +177,43 @@ def _too_long(trait: str, value: str, field_name: str, limit: int) -> TraitInval
         "too_long",
         f"{trait}: {len(value)} characters, more than the {limit} of the profile's "
         f"{label}, which keeps the {label} it had",
+    )
+
+
+def _field_text(
+    trait: str, raw: Any, label: str, refused: list[tuple[str, Any, TraitInvalid]]
+) -> str:
+    """Return the text a trait gives a profile field, or refuse it and return ''."""
+    if raw is None:
+        return ""
+    kind = _NOT_TEXT.get(type(raw))
+    if kind is not None:
+        refused.append((trait, raw, _not_text(trait, kind, label)))
+        return ""
+    try:
+        return field_text_clean(_text(raw))
+    except ValueError as exc:
+        refused.append(
+            (
+                trait,
+                raw,
+                TraitInvalid(
+                    "control_character",
+                    f"{trait}: {exc}, so the profile keeps the {label} it had",
+                ),
+            )
+        )
+        return ""
+
+
+# What a JSON value that cannot be a profile's text is called in a warning.
+_NOT_TEXT = {dict: "an object", list: "a list", bool: "true or false"}
+
+
+def _not_text(trait: str, kind: str, label: str) -> TraitInvalid:
+    return TraitInvalid(
+        "not_text",
+        f"{trait}: is {kind}, not text, so the profile keeps the {label} it had",
     )
 
 

@@ -71,7 +71,7 @@ from profiles.importing.reading import (
     decoded_records,
 )
 from profiles.models import Profile, SubscriptionStatus, TraitType
-from profiles.names import name_split, tags_distinct
+from profiles.names import field_text_clean, name_split, tags_distinct
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -311,6 +311,7 @@ def _profile_value_check(name: str, value: str) -> str:
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError("not an IANA time zone name") from exc
 
+    value = field_text_clean(value)
     limit = _max_length(name)
     if limit is not None and len(value) > limit:
         raise ValueError(f"longer than {limit} characters")

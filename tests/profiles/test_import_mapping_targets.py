@@ -480,3 +480,23 @@ def test_the_mapping_page_offers_and_preselects_the_full_name(signed_in):
         '<option value="full_name" selected>Full name (split into first and last)'
         "</option>"
     ) in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_name_cell_that_wraps_is_one_line_and_a_control_character_is_refused():
+    # given a first name whose cell wraps onto two lines, and a last name holding
+    # an escape character
+    data = (
+        b"Email,First name,Last name,City\n"
+        b'ann@example.com,"Ann\r\nMarie",Lee\x1b[31m,"  Porto \t Alegre "\n'
+    )
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    # then the first name is on one line, the last name is left out with why
+    assert names() == {"ann@example.com": ("Ann Marie", "")}
+    assert Profile.objects.get().city == "Porto Alegre"
+    assert [note["message"] for note in contact_import.notes] == [
+        "Record 1: Last name 'Lee\\x1b[31m' was not imported (it holds the control "
+        "character U+001B, which no name, place or phone number holds)."
+    ]

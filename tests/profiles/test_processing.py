@@ -1627,3 +1627,61 @@ def test_an_identifys_country_written_by_name_is_its_code(db):
     events_process_pending()
 
     assert profile_of("usr_fr").country_code == "FR"
+
+
+def test_a_name_that_is_not_text_or_holds_a_control_character_is_refused(db):
+    # given a known person, then an identify whose first name is an object, whose
+    # last name holds an escape character, and whose city wraps onto two lines
+    profile = ProfileFactory(
+        email="ann.lee@example.com", first_name="Ann", last_name="Lee"
+    )
+    track(
+        "odd-1",
+        type="identify",
+        user_id="usr_odd",
+        traits={
+            "email": "ann.lee@example.com",
+            "firstName": {"given": "Ann"},
+            "lastName": "Lee\x1b[31m",
+            "address": {"city": "Porto\r\nAlegre"},
+        },
+    )
+
+    # when it is processed
+    events_process_pending()
+
+    # then the names are kept as they were, each refusal says why, and the city
+    # is on one line
+    profile.refresh_from_db()
+    assert (profile.first_name, profile.last_name) == ("Ann", "Lee")
+    assert profile.city == "Porto Alegre"
+    refusals = RejectedEvent.objects.filter(message_id="odd-1").order_by("code")
+    assert [(r.code, r.message) for r in refusals] == [
+        (
+            "trait_invalid:control_character",
+            "Trait lastName: it holds the control character U+001B, which no name, "
+            "place or phone number holds, so the profile keeps the last name it had",
+        ),
+        (
+            "trait_invalid:not_text",
+            "Trait firstName: is an object, not text, so the profile keeps the first "
+            "name it had",
+        ),
+    ]
+
+
+def test_a_full_name_that_is_not_text_leaves_the_names_sent_apart(db):
+    track(
+        "odd-2",
+        type="identify",
+        user_id="usr_odd2",
+        traits={"firstName": "Ann", "lastName": "Lee", "name": ["Ann", "Lee"]},
+    )
+
+    events_process_pending()
+
+    profile = profile_of("usr_odd2")
+    assert (profile.first_name, profile.last_name) == ("Ann", "Lee")
+    assert RejectedEvent.objects.get(message_id="odd-2").code == (
+        "trait_invalid:not_text"
+    )

@@ -699,3 +699,17 @@ def test_the_sender_is_told_of_a_name_too_long_for_the_profile(post):
     assert answer["warnings"][0]["message"].startswith(
         "name: 151 characters, more than the 150 of the profile's last name"
     )
+
+
+@pytest.mark.django_db
+def test_the_sender_is_told_of_a_name_that_is_not_text(post):
+    traits = {"firstName": {"given": "Ann"}, "lastName": "Lee\x07"}
+
+    response = post("/v1/identify", {"userId": "u-5", "traits": traits})
+
+    answer = response.json()
+    assert answer["stored"] == 1
+    assert sorted(w["code"] for w in answer["warnings"]) == [
+        "trait_invalid:control_character",
+        "trait_invalid:not_text",
+    ]
