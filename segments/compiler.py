@@ -31,6 +31,7 @@ from django.db.models.lookups import (
     IsNull,
     LessThan,
     LessThanOrEqual,
+    Regex,
     StartsWith,
 )
 from django.utils import timezone
@@ -58,6 +59,18 @@ from segments.language import (
 _ONCE = {("gte", 1), ("gt", 0)}
 _NEVER = {("lt", 1), ("lte", 0), ("eq", 0)}
 ENGAGEMENT_EVENTS = {"opened": "Email Opened", "clicked": "Email Link Clicked"}
+
+# A calendar day as an ISO date's first ten characters, and one with no year
+# ('--07-14'): the 29th of February in any year, as a birthday kept without its
+# year has one.
+_MONTH_DAY = (
+    "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
+    "|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    "|02-(0[1-9]|1[0-9]|2[0-9]))"
+)
+ISO_DAY = f"^[0-9]{{4}}-{_MONTH_DAY}$"
+YEARLESS_DAY = f"^--{_MONTH_DAY}$"
+
 _NUMBER_LOOKUPS = {
     "gt": GreaterThan,
     "gte": GreaterThanOrEqual,
@@ -270,8 +283,11 @@ class _Compiler:
         # Dates in traits are ISO text ('YYYY-MM-DD', or a datetime starting so): the
         # first ten characters compare in calendar order. A day with no year
         # ('--MM-DD', a birthday) has an anniversary but is no number of days ago.
+        # Text that names no day ('2024-13-45', an undeclared trait's) is no date.
         day_part = Substr(text, 1, 10)
-        known = Q(IsNull(text, False))
+        known = Q(IsNull(text, False)) & (
+            Q(Regex(day_part, ISO_DAY)) | Q(Regex(text, YEARLESS_DAY))
+        )
         yearless = Q(StartsWith(text, "--"))
         if op == "within_last_days":
             since = (self.today - timedelta(days=days)).isoformat()

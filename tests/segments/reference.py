@@ -138,7 +138,7 @@ class Reference:
         return found
 
     def date_text(self, text: str | None, op: str, days: int) -> bool:
-        if text is None:
+        if text is None or not names_a_day(text):
             return False
         month_days = self.anniversaries(days)
         if text.startswith("--"):
@@ -340,3 +340,27 @@ def compare(left: float, op: str, right: float) -> bool:
         "lte": left <= right,
         "eq": left == right,
     }[op]
+
+
+def names_a_day(text: str) -> bool:
+    """Whether trait text is a date: a calendar day, or a month and day with no year.
+
+    The 29th of February counts in any year (read in a leap year), as a birthday
+    kept without its year has one.
+    """
+    if text.startswith("--"):
+        year, month_day = "2000", text[2:]
+    else:
+        year, month_day = text[:4], text[5:10]
+        if not (year.isascii() and year.isdigit() and text[4:5] == "-"):
+            return False
+    month, _, day = month_day.partition("-")
+    if not all(p.isascii() and p.isdigit() and len(p) == 2 for p in (month, day)):
+        return False
+    if text.startswith("--") and len(text) != 7:
+        return False
+    try:
+        date(2000, int(month), int(day))
+    except ValueError:
+        return False
+    return True

@@ -47,6 +47,8 @@ birthdays = st.sampled_from(
     + ["2024-12-01", "2026-06-14", "2026-05-16", "2026-06-15T08:00:00+00:00"]
     # Birthdays with no year, one of them today.
     + [(NOW.date() + timedelta(days=d)).strftime("--%m-%d") for d in (0, 3)]
+    # Text that names no day, as an undeclared trait may hold.
+    + ["2024-13-45", "2026-02-30", "2026-6-1", "--13-01", "--06-15x", "soon"]
 )
 
 

@@ -121,3 +121,19 @@ def test_declaring_a_trait_later_never_stops_a_saved_segment(schema):
     with pytest.raises(RuleInvalid) as refused:
         rule_preview(rule=rule)
     assert "not an allowed value of traits.tier" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("op", "days"), [("within_last_days", 36500), ("more_than_days_ago", 1)]
+)
+def test_an_undeclared_trait_that_names_no_day_is_no_date(op, days):
+    # given undeclared "date" traits: a real day, and text that names none
+    ProfileFactory(email="real@example.com", traits={"renewal": "2020-03-01"})
+    ProfileFactory(email="nonsense@example.com", traits={"renewal": "2024-13-45"})
+    ProfileFactory(email="feb@example.com", traits={"renewal": "2023-02-30"})
+
+    # when a rule asks how many days ago it was
+    matched = profiles_matching(trait("renewal", op, days))
+
+    # then only the real day is any number of days ago
+    assert set(matched.values_list("email", flat=True)) == {"real@example.com"}
