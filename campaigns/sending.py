@@ -41,7 +41,7 @@ from campaigns.rendering import (
     text_from_html,
 )
 from profiles.models import Profile, SubscriptionStatus
-from profiles.selectors import profile_is_suppressed
+from profiles.selectors import profile_suppressed
 from segments.selectors import segment_member_ids, segment_members
 
 logger = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ def message_skip_reason(profile: Profile) -> str:
         return SkipReason.NO_EMAIL
     if profile.subscription_status in _SKIP_FOR_STATUS:
         return _SKIP_FOR_STATUS[profile.subscription_status]
-    if profile_is_suppressed(profile.email):
+    if profile_suppressed(profile):
         return SkipReason.SUPPRESSED
     if email_needs_smtputf8(profile.email) and not settings.BESPOKE_SMTPUTF8:
         return SKIP_NEEDS_SMTPUTF8

@@ -30,13 +30,18 @@ from profiles.models import (
     ShopCheckout,
     ShopOrder,
     Suppression,
+    SuppressionReason,
     WebhookDelivery,
     WriteKey,
 )
 from profiles.names import tag_key
 from profiles.processing import events_process_again
-from profiles.selectors import profile_merged_into
-from profiles.services import profile_by_email_key, profile_email_flags_set
+from profiles.selectors import profile_is_suppressed, profile_merged_into
+from profiles.services import (
+    profile_by_email_key,
+    profile_email_flags_set,
+    suppression_add,
+)
 from profiles.shopify import shopify_delivery_process
 from profiles.signals import profiles_changed
 from profiles.traits import (
@@ -165,6 +170,23 @@ class ProfileAdminForm(forms.ModelForm):
         self.normalized_email = email
         return email.key
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        email = cleaned.get("email")
+        lifted = "suppressed_at" in self.changed_data and not cleaned.get(
+            "suppressed_at"
+        )
+        if lifted and email and profile_is_suppressed(email):
+            # Sending reads the list: clearing the mark would only make segments
+            # and the preview count someone Bespoke will never email.
+            self.add_error(
+                "suppressed_at",
+                f"{email} is on the suppression list (a bounce, a complaint, an "
+                "erasure or by hand): Bespoke never sends to it, so the profile "
+                "stays suppressed.",
+            )
+        return cleaned
+
     def clean_traits(self) -> dict[str, Any]:
         """Hold a trait the marketer adds or changes to the rules every input obeys.
 
@@ -238,6 +260,14 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
         if not changed:
             return
         profile.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
+    if "suppressed_at" in form.changed_data and profile.suppressed_at and profile.email:
+        # Suppressed by hand: the address goes on the list, which sending reads,
+        # and a profile made for it later (an identify, an import) starts so.
+        suppression_add(
+            email_key=profile.email.lower(),
+            reason=SuppressionReason.MANUAL,
+            source=f"admin: profile #{profile.pk}",
+        )
     # As after an event: every segment reads the profile again.
     transaction.on_commit(
         lambda: profiles_changed.send(

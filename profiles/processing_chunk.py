@@ -47,6 +47,7 @@ from profiles.processing_writes import (
     profiles_create,
     profiles_identify_write,
 )
+from profiles.services import profiles_suppression_mark
 from profiles.traits import TraitRule
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class EventChunk:
         self.user_ids = _user_ids_load(set(self.locked))
         self._new_people_create(events)
         self.dirty: set[int] = set()
+        # The profiles that took an address: marked suppressed if it is listed.
+        self.emails_taken: set[int] = set()
         # Written by `flush`: events attached (event pk -> profile pk) and the
         # (profile pk, kind, value) identities linked in memory.
         self.attached: dict[int, int] = {}
@@ -203,6 +206,8 @@ class EventChunk:
         Return the (profile pk, type, event name) of each event attached to a profile.
         """
         self._profiles_flush()
+        if self.emails_taken:
+            profiles_suppression_mark(self.emails_taken)
         attached = events_finish(
             event_ids=[event.pk for event in events],
             profiles=self.attached,
@@ -438,6 +443,7 @@ class EventChunk:
         self.locked[profile.pk] = email.key
         self.email_owners[email.key] = profile.pk
         self.dirty.add(profile.pk)
+        self.emails_taken.add(profile.pk)
 
     def _apply_carefully(self, event: ChunkEvent) -> int:
         self.flush()

@@ -34,7 +34,11 @@ from profiles.processing_identify import (
     identify_rejections,
 )
 from profiles.processing_traits import profile_traits_compute
-from profiles.services import profile_by_email_key, profile_get_or_create_by_email
+from profiles.services import (
+    profile_by_email_key,
+    profile_get_or_create_by_email,
+    profiles_suppression_mark,
+)
 from profiles.traits import TraitRule
 
 logger = logging.getLogger(__name__)
@@ -271,6 +275,8 @@ def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
     profile.email = email.key
     profile.email_display = email.display
     profile.save(update_fields=["email", "email_display", "updated_at"])
+    profiles_suppression_mark([profile.pk])
+    profile.refresh_from_db(fields=["suppressed_at"])
     return profile
 
 
@@ -451,6 +457,11 @@ def _blanks_fill(*, kept: Profile, merged: Profile) -> None:
 
     kept.traits = {**merged.traits, **kept.traits}
     changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"]
+    if kept.suppressed_at is None and merged.suppressed_at is not None:
+        # Suppressed by hand, or under an address the merged profile had: the
+        # person is not to be emailed, whichever profile is kept.
+        kept.suppressed_at = merged.suppressed_at
+        changed.append("suppressed_at")
     if _withdrawal_carried(kept=kept, merged=merged):
         changed += ["subscription_status", "subscription_changed_at"]
     kept.save(update_fields=changed)

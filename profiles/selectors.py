@@ -14,9 +14,29 @@ from profiles.models import (
 from profiles.services import profile_by_email_key, suppression_hash
 
 
-def profile_is_suppressed(email_key: str) -> bool:
-    """Return whether the address is on the suppression list."""
-    return Suppression.objects.filter(email_hash=suppression_hash(email_key)).exists()
+def profile_is_suppressed(email: str) -> bool:
+    """Return whether the address is on the suppression list, however it is written.
+
+    The list holds each address's key (email_normalize's): a profile's address
+    stored with capitals, by hand or by an older import, is still found.
+    """
+    try:
+        key = email_normalize(email).key
+    except InvalidEmail:
+        key = email.strip().lower()
+    return Suppression.objects.filter(email_hash=suppression_hash(key)).exists()
+
+
+def profile_suppressed(profile: Profile) -> bool:
+    """Return whether Bespoke must never email this profile.
+
+    Suppressed on the profile (by hand, or under an address it had before) or its
+    address on the suppression list: segment rules and the builder's preview read
+    the first, which every path that sets an address keeps in step with the list.
+    """
+    if profile.suppressed_at is not None:
+        return True
+    return bool(profile.email) and profile_is_suppressed(profile.email)
 
 
 def profile_status_counts() -> dict[str, int]:

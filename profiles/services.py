@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -58,6 +59,27 @@ def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -
         _announce(profile_id, "suppressed")
     suppressed.update(suppressed_at=timezone.now())
     return created
+
+
+def profiles_suppression_mark(profile_ids: Iterable[int]) -> None:
+    """Mark suppressed those of the profiles whose address is on the suppression list.
+
+    For the paths that give a profile an address (an identify): segment rules and
+    the builder's preview read the profile's mark, sending reads the list too.
+    """
+    found = Profile.objects.filter(
+        pk__in=list(profile_ids), suppressed_at=None, email__isnull=False
+    ).values_list("pk", "email")
+    hashes = {suppression_hash(email.lower()): pk for pk, email in found if email}
+    if not hashes:
+        return
+    listed = Suppression.objects.filter(email_hash__in=list(hashes))
+    marked = [
+        hashes[email_hash] for email_hash in listed.values_list("email_hash", flat=True)
+    ]
+    Profile.objects.filter(pk__in=marked).update(suppressed_at=timezone.now())
+    for profile_id in marked:
+        _announce(profile_id, "suppressed")
 
 
 def _announce(profile_id: int, word: str) -> None:

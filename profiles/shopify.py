@@ -36,7 +36,7 @@ from profiles.models import (
     SubscriptionStatus,
     WebhookDelivery,
 )
-from profiles.selectors import profile_is_suppressed
+from profiles.selectors import profile_suppressed
 from profiles.services import (
     WITHDRAWN_STATUSES,
     consent_record,
@@ -473,7 +473,7 @@ def _accepts_marketing_apply(
     # unsubscribe it would only mislead whoever reads the consent history.
     if profile.subscription_status in WITHDRAWN_STATUSES:
         return
-    if profile_is_suppressed(profile.email or ""):
+    if profile_suppressed(profile):
         return
     if _consent_known(
         profile=profile, status=SubscriptionStatus.SUBSCRIBED, occurred_at=at, **keys

@@ -31,11 +31,11 @@
     "": "at least once", gte: "at least", gt: "more than", lte: "at most",
     lt: "fewer than", eq: "exactly",
   };
+  // In the order segments/preview.py counts them (INELIGIBLE_REASONS).
   const REASON_LABELS = {
-    no_email: "no email address", suppressed: "suppressed",
-    unsubscribed: "unsubscribed", cleaned: "cleaned (address bounced)",
-    not_subscribed: "never subscribed",
-    needs_smtputf8: "address needs an ESP with SMTPUTF8",
+    no_email: "no email address", unsubscribed: "unsubscribed",
+    cleaned: "cleaned (address bounced)", not_subscribed: "never subscribed",
+    suppressed: "suppressed", needs_smtputf8: "address needs an ESP with SMTPUTF8",
   };
   const KIND_LABELS = {
     attribute: "Profile field", trait: "Custom trait", metric: "Metric",

@@ -39,8 +39,8 @@ from profiles.processing_identities import (
 )
 from profiles.selectors import (
     profile_find,
-    profile_is_suppressed,
     profile_merged_into,
+    profile_suppressed,
 )
 from profiles.signals import profiles_changed
 from profiles.traits import trait_schema_load
@@ -150,7 +150,7 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tags": profile.tags.order_by("name"),
         "identities": profile.identities.order_by("kind", "created_at", "pk"),
         "consents": profile.consent_records.order_by("-occurred_at", "-pk"),
-        "suppressed": bool(profile.email) and profile_is_suppressed(profile.email),
+        "suppressed": profile_suppressed(profile),
         "merges": profile.merges.order_by("-merged_at", "-pk"),
         "merge_form": ProfileMergeForm(profile=profile),
         "segments": segments_containing(profile.pk),

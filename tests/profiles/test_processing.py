@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import Message
+from campaigns.sending import message_skip_reason
 from profiles import processing, processing_chunk
 from profiles.models import (
     ConsentRecord,
@@ -27,6 +28,8 @@ from profiles.models import (
     ShopCheckout,
     ShopOrder,
     SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
 )
 from profiles.processing import (
     events_process,
@@ -34,13 +37,14 @@ from profiles.processing import (
     profile_traits_compute,
 )
 from profiles.processing_identities import MERGED_DROPS
-from profiles.services import consent_record
+from profiles.services import consent_record, suppression_hash
 from profiles.signals import profiles_changed
 from profiles.tasks import (
     events_process_enqueue,
     events_process_task,
     events_sweep_task,
 )
+from segments.compiler import profiles_matching
 from tests.factories import CampaignFactory, ProfileFactory
 
 BATCH_RECEIVED_AT = "2025-03-15T08:06:12.600Z"
@@ -1685,3 +1689,74 @@ def test_a_full_name_that_is_not_text_leaves_the_names_sent_apart(db):
     assert RejectedEvent.objects.get(message_id="odd-2").code == (
         "trait_invalid:not_text"
     )
+
+
+def listed(email_key: str) -> None:
+    Suppression.objects.create(
+        email_hash=suppression_hash(email_key),
+        reason=SuppressionReason.COMPLAINT,
+        source="test",
+    )
+
+
+def test_a_profile_that_takes_a_listed_address_is_marked_suppressed(db):
+    # given an address on the suppression list, and a visitor who then signs in
+    # with it (the quick path: the visitor's profile takes the address)
+    listed("gone@example.com")
+    track("sup-1", type="page", anonymous_id="anon-sup")
+    track(
+        "sup-2",
+        type="identify",
+        anonymous_id="anon-sup",
+        user_id="usr_sup",
+        traits={"email": "Gone@Example.com"},
+        timestamp=utc("2025-03-14T10:00:05Z"),
+    )
+
+    events_process_pending()
+
+    # then segment rules and the preview, which read the mark, agree with sending
+    profile = profile_of("usr_sup")
+    assert profile.email == "gone@example.com"
+    assert profile.suppressed_at is not None
+    assert list(profiles_matching({"suppressed": True})) == [profile]
+
+
+@pytest.mark.parametrize("how", ["marked by hand", "address listed"])
+def test_profiles_merged_by_an_identify_stay_suppressed(db, how):
+    # given two profiles of one person: a visitor, and a newer signed-in profile
+    # that was suppressed by hand, or whose address to come is on the list
+    track("mrg-1", type="page", anonymous_id="anon-mrg")
+    events_process_pending()
+    track("mrg-2", user_id="usr_mrg", timestamp=utc("2025-03-14T10:00:02Z"))
+    events_process_pending()
+    signed_in = profile_of("usr_mrg")
+    if how == "marked by hand":
+        Profile.objects.filter(pk=signed_in.pk).update(suppressed_at=PROCESSED)
+    else:
+        listed("both@example.com")
+
+    # when an identify links them (the careful path: the newer is merged into the
+    # visitor) and gives an address
+    track(
+        "mrg-3",
+        type="identify",
+        user_id="usr_mrg",
+        anonymous_id="anon-mrg",
+        traits={"email": "both@example.com"},
+        timestamp=utc("2025-03-14T10:00:03Z"),
+    )
+    events_process_pending()
+
+    # then the one profile left is suppressed
+    (profile,) = Profile.objects.all()
+    assert profile.pk != signed_in.pk
+    assert profile.email == "both@example.com"
+    assert profile.suppressed_at is not None
+
+
+def test_sending_finds_a_listed_address_stored_with_capitals(db):
+    listed("ann@example.com")
+    profile = ProfileFactory(email="Ann@Example.com", suppressed_at=None)
+
+    assert message_skip_reason(profile) == "suppressed"

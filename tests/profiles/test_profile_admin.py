@@ -9,9 +9,10 @@ from django.contrib import admin
 from django.db import connection, transaction
 from django.forms import modelform_factory
 
+from campaigns.sending import message_skip_reason
 from profiles.admin import ProfileAdminForm
 from profiles.models import Profile, ProfileTag, Suppression, SuppressionReason
-from profiles.services import suppression_hash
+from profiles.services import suppression_add, suppression_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -395,3 +396,74 @@ def test_a_tag_added_in_another_case_is_refused_with_the_reason(admin_client):
     assert response.status_code == 200
     assert "“vip” is the tag “VIP” again" in response.content.decode()
     assert list(profile.tags.values_list("name", flat=True)) == ["VIP"]
+
+
+def suppression_shown(profile: Profile, **changes) -> dict:
+    # The suppression time as the page shows it: a date and a time field.
+    at = profile.suppressed_at
+    shown = {
+        "suppressed_at_0": at.strftime("%Y-%m-%d") if at else "",
+        "suppressed_at_1": at.strftime("%H:%M:%S") if at else "",
+    }
+    initial = {f"initial-{k}": v for k, v in shown.items()}
+    return {**shown_as(profile), **shown, **initial, **changes}
+
+
+def test_a_profile_suppressed_by_hand_puts_its_address_on_the_list(admin_client):
+    # given a subscribed profile a privacy admin suppresses by hand
+    profile = Profile.objects.create(
+        email="kai@example.com", first_name="Kai", subscription_status="subscribed"
+    )
+    page = suppression_shown(
+        profile, suppressed_at_0="2026-03-01", suppressed_at_1="10:00:00"
+    )
+
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    # then the address is on the list, which sending reads, as suppressed by hand
+    assert response.status_code == 302, response.content.decode()[:2000]
+    profile.refresh_from_db()
+    assert profile.suppressed_at is not None
+    listed = Suppression.objects.get(email_hash=suppression_hash("kai@example.com"))
+    assert listed.reason == SuppressionReason.MANUAL
+    assert message_skip_reason(profile) == "suppressed"
+
+
+def test_the_mark_of_an_address_on_the_list_cannot_be_cleared_by_hand(admin_client):
+    # given a profile whose address bounced
+    profile = Profile.objects.create(email="gone@example.com")
+    suppression_add(
+        email_key="gone@example.com", reason=SuppressionReason.HARD_BOUNCE, source="t"
+    )
+    profile.refresh_from_db()
+
+    # when its suppression time is cleared in the admin
+    page = suppression_shown(profile, suppressed_at_0="", suppressed_at_1="")
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    # then the page says why it stays, and it stays
+    assert response.status_code == 200
+    assert (
+        "gone@example.com is on the suppression list (a bounce, a complaint, an "
+        "erasure or by hand): Bespoke never sends to it, so the profile stays "
+        "suppressed."
+    ) in response.content.decode()
+    profile.refresh_from_db()
+    assert profile.suppressed_at is not None
+
+
+def test_the_mark_of_an_address_not_on_the_list_can_be_cleared_by_hand(admin_client):
+    # given a profile marked suppressed under an address it no longer has
+    profile = Profile.objects.create(
+        email="new@example.com", subscription_status="subscribed"
+    )
+    Profile.objects.filter(pk=profile.pk).update(suppressed_at="2026-01-01T00:00Z")
+    profile.refresh_from_db()
+
+    page = suppression_shown(profile, suppressed_at_0="", suppressed_at_1="")
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    assert response.status_code == 302
+    profile.refresh_from_db()
+    assert profile.suppressed_at is None
+    assert message_skip_reason(profile) == ""
