@@ -23,6 +23,7 @@ from profiles.models import (
     SuppressionReason,
 )
 from profiles.names import tags_distinct
+from profiles.processing_writes import among
 from profiles.signals import profiles_changed
 
 logger = logging.getLogger(__name__)
@@ -67,13 +68,14 @@ def profiles_suppression_mark(profile_ids: Iterable[int]) -> None:
     For the paths that give a profile an address (an identify): segment rules and
     the builder's preview read the profile's mark, sending reads the list too.
     """
+    # One array parameter each: a chunk of events may give thousands an address.
     found = Profile.objects.filter(
-        pk__in=list(profile_ids), suppressed_at=None, email__isnull=False
+        pk__in=among(profile_ids, of="bigint"), suppressed_at=None
     ).values_list("pk", "email")
     hashes = {suppression_hash(email.lower()): pk for pk, email in found if email}
     if not hashes:
         return
-    listed = Suppression.objects.filter(email_hash__in=list(hashes))
+    listed = Suppression.objects.filter(email_hash__in=among(hashes, of="text"))
     marked = [
         hashes[email_hash] for email_hash in listed.values_list("email_hash", flat=True)
     ]
