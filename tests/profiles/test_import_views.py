@@ -675,3 +675,20 @@ def test_a_large_integer_trait_is_shown_without_padding(signed_in):
     page = signed_in.get(reverse("profile_detail", kwargs={"pk": kim.pk}))
 
     assert "1e+21" in page.content.decode()
+
+
+def test_the_import_page_and_the_sources_page_say_1_of_a_thing_in_the_singular(
+    signed_in,
+):
+    # given one import of one new address, and one import that failed
+    done = contact_import_file(filename="one.csv", data=b"email\nann@example.com\n")
+    contact_import_file(filename="names.csv", data=b"name\nPat\n")
+
+    page = signed_in.get(reverse("import_detail", kwargs={"pk": done.pk}))
+    sources = signed_in.get(reverse("sources_health"))
+
+    detail = page.content.decode()
+    assert '<div class="figure">1</div><div class="label">record</div>' in detail
+    assert '<div class="label">profile created</div>' in detail
+    assert '<div class="label">profiles updated</div>' in detail
+    assert '<div class="label">import failed</div>' in sources.content.decode()
