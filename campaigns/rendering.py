@@ -178,12 +178,12 @@ PROFILE_KEYS = {
 }
 
 
-# Liquid counts every value but nil and false as true, empty text and 0 included.
-# These profile keys hold "" or 0 when there is nothing to say, so a bare test of one
-# (`{% if profile.city %}`) is true for everyone. Traits are absent instead (nil),
+# Liquid counts every value but nil and false as true: empty text, 0 and an empty
+# list included. These profile keys hold "", 0 or [] when there is nothing to say,
+# so a bare test of one (`{% if profile.city %}`) is true for every recipient. The
+# address is left out (every recipient has one); traits are absent instead (nil),
 # as are the computed times and the average order value.
 EMPTY_TEXT_KEYS = {
-    "email",
     "first_name",
     "last_name",
     "full_name",
@@ -195,9 +195,23 @@ EMPTY_TEXT_KEYS = {
     "favourite_category",
 }
 ZERO_NUMBER_KEYS = {"lifetime_value", "order_count", "engagement_score"}
+EMPTY_LIST_KEYS = {"tags"}
 CONDITION_TAG = re.compile(r"{%-?\s*(if|elsif|unless)\s+(.*?)\s*-?%}", re.S)
 CONDITION_OPERANDS = re.compile(r"\s+(?:and|or)\s+")
-BARE_PROFILE_KEY = re.compile(r"profile\.(\w+)")
+# `profile.city`, bare or compared with nil (it is never nil); `profile['city']`
+# is read as the same.
+PROFILE_KEY_TESTED = re.compile(r"profile\.(\w+)(?:\s*!=\s*(?:nil|null))?")
+PROFILE_KEY_BRACKETED = re.compile(r"profile\[\s*(['\"])(\w+)\1\s*\]")
+# What a condition cannot be in: raw and comment blocks, output tags, inline
+# comments. Blanked out, line breaks kept, before conditions are looked for.
+NOT_CONDITIONS = re.compile(
+    r"{%-?\s*raw\s*-?%}.*?{%-?\s*endraw\s*-?%}"
+    r"|{%-?\s*comment\s*-?%}.*?{%-?\s*endcomment\s*-?%}"
+    r"|{%-?\s*#.*?%}"
+    r"|{{.*?}}",
+    re.S,
+)
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 @dataclass(frozen=True)
@@ -261,23 +275,33 @@ def template_review(
 
 def _always_true_tests(part: str, source: str) -> list[str]:
     """Name each condition that tests a profile key Liquid finds true when empty."""
-    warnings = []
-    for match in CONDITION_TAG.finditer(source):
+    scanned = NOT_CONDITIONS.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), source)
+    warnings: list[str] = []
+    for match in CONDITION_TAG.finditer(scanned):
         tag, condition = match.groups()
-        line = source.count("\n", 0, match.start()) + 1
+        line = scanned.count("\n", 0, match.start()) + 1
+        # Text in quotes is a value, whatever "and" or "profile.city" it holds.
+        condition = QUOTED.sub(
+            "''", PROFILE_KEY_BRACKETED.sub(r"profile.\2", condition)
+        )
         for operand in CONDITION_OPERANDS.split(condition):
-            found = BARE_PROFILE_KEY.fullmatch(operand.strip())
+            found = PROFILE_KEY_TESTED.fullmatch(operand.strip())
             key = found and found[1]
             if key in EMPTY_TEXT_KEYS:
                 why, fix = "empty text", f"profile.{key} != blank"
             elif key in ZERO_NUMBER_KEYS:
                 why, fix = "0", f"profile.{key} > 0"
+            elif key in EMPTY_LIST_KEYS:
+                why, fix = "an empty list", f"profile.{key}.size > 0"
             else:
                 continue
-            warnings.append(
-                f"{part}, line {line}: profile.{key} in an '{tag}' is true for every "
-                f"recipient, since Liquid counts {why} as true: test {fix} instead"
+            warning = (
+                f"{part}, line {line}: in this '{tag}', profile.{key} counts as set "
+                f"for every recipient, since Liquid counts {why} as true: test {fix} "
+                "instead"
             )
+            if warning not in warnings:
+                warnings.append(warning)
     return warnings
 
 
