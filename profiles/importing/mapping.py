@@ -377,6 +377,13 @@ def _full_name_split(
     fields: dict[str, str],
 ) -> None:
     """Put a full name's first and last name into their fields (see name_split)."""
+    try:
+        # A control character anywhere refuses the name whole: half of it would
+        # be a name nobody wrote.
+        field_text_clean(cell)
+    except ValueError as exc:
+        context.notes.append(_ignored_note(record, column, cell.strip(), str(exc)))
+        return
     for name, value in name_split(cell).items():
         try:
             fields[name] = _profile_value_check(name, value)

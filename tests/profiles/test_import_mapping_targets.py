@@ -500,3 +500,21 @@ def test_a_name_cell_that_wraps_is_one_line_and_a_control_character_is_refused()
         "Record 1: Last name 'Lee\\x1b[31m' was not imported (it holds the control "
         "character U+001B, which no name, place or phone number holds)."
     ]
+
+
+@pytest.mark.django_db
+def test_a_full_name_with_a_control_character_is_refused_whole():
+    # given a known person, and a file whose full name holds a bell character
+    Profile.objects.create(
+        email="keep@example.com", first_name="Good", last_name="Name"
+    )
+    data = b'Email,Full Name\nkeep@example.com,"Ann Lee\x07"\n'
+
+    contact_import = contact_import_file(filename="names.csv", data=data)
+
+    # then both names stay as they were, and the note quotes the whole name
+    assert names() == {"keep@example.com": ("Good", "Name")}
+    assert [note["message"] for note in contact_import.notes] == [
+        "Record 1: Full Name 'Ann Lee\\x07' was not imported (it holds the control "
+        "character U+0007, which no name, place or phone number holds)."
+    ]
