@@ -7,9 +7,12 @@ whatever the case they are written in, as segment rules compare them.
 import re
 from collections.abc import Iterable
 
-# In no one's name, city or phone number: NUL, escape, the other C0 and C1 codes.
-# Tabs and line breaks are white space, read as one space.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+# In no one's name, city or phone number: NUL, escape, the other C0 and C1 codes,
+# and the controls that reverse the direction of text ("Ann\u202egnp.exe" shows as
+# "Annexe.png"). Tabs and line breaks are white space, read as one space.
+CONTROL_CHARACTER = re.compile(
+    r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def field_text_clean(value: str) -> str:

@@ -197,10 +197,7 @@ def _field_text(
             (
                 trait,
                 raw,
-                TraitInvalid(
-                    "control_character",
-                    f"{trait}: {exc}, so the profile keeps the {label} it had",
-                ),
+                TraitInvalid("control_character", f"{trait}: {exc}, {_unused(label)}"),
             )
         )
         return ""
@@ -211,10 +208,14 @@ _NOT_TEXT = {dict: "an object", list: "a list", bool: "true or false"}
 
 
 def _not_text(trait: str, kind: str, label: str) -> TraitInvalid:
-    return TraitInvalid(
-        "not_text",
-        f"{trait}: is {kind}, not text, so the profile keeps the {label} it had",
-    )
+    return TraitInvalid("not_text", f"{trait}: is {kind}, not text, {_unused(label)}")
+
+
+def _unused(label: str) -> str:
+    # A full name fills two fields, which firstName and lastName may have filled.
+    if label == "name":
+        return "so it is not used"
+    return f"so the profile keeps the {label} it had"
 
 
 def _address(traits: dict[str, Any]) -> dict[str, Any]:

@@ -1760,3 +1760,29 @@ def test_sending_finds_a_listed_address_stored_with_capitals(db):
     profile = ProfileFactory(email="Ann@Example.com", suppressed_at=None)
 
     assert message_skip_reason(profile) == "suppressed"
+
+
+def test_a_name_that_turns_text_around_is_refused_and_a_full_name_unused(db):
+    # given an identify whose last name reverses the direction of what follows,
+    # and whose full name is a list beside the names sent apart
+    track(
+        "bidi-1",
+        type="identify",
+        user_id="usr_bidi",
+        traits={
+            "firstName": "Ann",
+            "lastName": "Lee\u202egnp.exe",
+            "name": ["Ann", "Lee"],
+        },
+    )
+
+    events_process_pending()
+
+    profile = profile_of("usr_bidi")
+    assert (profile.first_name, profile.last_name) == ("Ann", "")
+    refusals = RejectedEvent.objects.filter(message_id="bidi-1").order_by("code")
+    assert [r.message for r in refusals] == [
+        "Trait lastName: it holds the control character U+202E, which no name, "
+        "place or phone number holds, so the profile keeps the last name it had",
+        "Trait name: is a list, not text, so it is not used",
+    ]
