@@ -60,16 +60,17 @@ _ONCE = {("gte", 1), ("gt", 0)}
 _NEVER = {("lt", 1), ("lte", 0), ("eq", 0)}
 ENGAGEMENT_EVENTS = {"opened": "Email Opened", "clicked": "Email Link Clicked"}
 
-# A calendar day as an ISO date's first ten characters, and one with no year
-# ('--07-14'): the 29th of February in any year, as a birthday kept without its
-# year has one.
+# A calendar day: an ISO date, alone or before a time ('2024-01-05T10:00:00Z'),
+# or a month and day with no year ('--07-14', a birthday, the 29th of February
+# included). Written for PostgreSQL's regular expressions and Python's (SQLite).
 _MONTH_DAY = (
     "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"
     "|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
-    "|02-(0[1-9]|1[0-9]|2[0-9]))"
+    "|02-(0[1-9]|1[0-9]|2[0-8]))"
 )
-ISO_DAY = f"^[0-9]{{4}}-{_MONTH_DAY}$"
-YEARLESS_DAY = f"^--{_MONTH_DAY}$"
+_LEAP_YEAR = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)"
+ISO_DAY = rf"\A(?!0000)([0-9]{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)([T ]|\Z)"
+YEARLESS_DAY = rf"\A--({_MONTH_DAY}|02-29)\Z"
 
 _NUMBER_LOOKUPS = {
     "gt": GreaterThan,
@@ -286,7 +287,7 @@ class _Compiler:
         # Text that names no day ('2024-13-45', an undeclared trait's) is no date.
         day_part = Substr(text, 1, 10)
         known = Q(IsNull(text, False)) & (
-            Q(Regex(day_part, ISO_DAY)) | Q(Regex(text, YEARLESS_DAY))
+            Q(Regex(text, ISO_DAY)) | Q(Regex(text, YEARLESS_DAY))
         )
         yearless = Q(StartsWith(text, "--"))
         if op == "within_last_days":

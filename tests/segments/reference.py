@@ -345,22 +345,23 @@ def compare(left: float, op: str, right: float) -> bool:
 def names_a_day(text: str) -> bool:
     """Whether trait text is a date: a calendar day, or a month and day with no year.
 
-    The 29th of February counts in any year (read in a leap year), as a birthday
-    kept without its year has one.
+    An ISO day may go on with a time ('T' or a space, then anything). With no
+    year, the 29th of February counts (read in a leap year).
     """
     if text.startswith("--"):
         year, month_day = "2000", text[2:]
+        if len(text) != 7:
+            return False
     else:
         year, month_day = text[:4], text[5:10]
-        if not (year.isascii() and year.isdigit() and text[4:5] == "-"):
+        if text[4:5] != "-" or (len(text) > 10 and text[10] not in "T "):
             return False
-    month, _, day = month_day.partition("-")
-    if not all(p.isascii() and p.isdigit() and len(p) == 2 for p in (month, day)):
-        return False
-    if text.startswith("--") and len(text) != 7:
+    parts = [year, *month_day.split("-")]
+    sizes = [len(part) for part in parts]
+    if sizes != [4, 2, 2] or not all(p.isascii() and p.isdigit() for p in parts):
         return False
     try:
-        date(2000, int(month), int(day))
+        date(*(int(part) for part in parts))
     except ValueError:
         return False
     return True

@@ -49,6 +49,7 @@ birthdays = st.sampled_from(
     + [(NOW.date() + timedelta(days=d)).strftime("--%m-%d") for d in (0, 3)]
     # Text that names no day, as an undeclared trait may hold.
     + ["2024-13-45", "2026-02-30", "2026-6-1", "--13-01", "--06-15x", "soon"]
+    + ["2023-02-29", "2024-02-29", "2026-06-10xyz", "0000-06-10", "--06-15\n"]
 )
 
 

@@ -131,9 +131,14 @@ def test_an_undeclared_trait_that_names_no_day_is_no_date(op, days):
     ProfileFactory(email="real@example.com", traits={"renewal": "2020-03-01"})
     ProfileFactory(email="nonsense@example.com", traits={"renewal": "2024-13-45"})
     ProfileFactory(email="feb@example.com", traits={"renewal": "2023-02-30"})
+    ProfileFactory(email="leap@example.com", traits={"renewal": "2023-02-29"})
+    ProfileFactory(email="tail@example.com", traits={"renewal": "2020-03-01xyz"})
+    ProfileFactory(email="zero@example.com", traits={"renewal": "0000-01-01"})
+    ProfileFactory(email="time@example.com", traits={"renewal": "2020-03-01T10:00Z"})
 
     # when a rule asks how many days ago it was
     matched = profiles_matching(trait("renewal", op, days))
 
-    # then only the real day is any number of days ago
-    assert set(matched.values_list("email", flat=True)) == {"real@example.com"}
+    # then only the real days are any number of days ago
+    found = set(matched.values_list("email", flat=True))
+    assert found == {"real@example.com", "time@example.com"}
