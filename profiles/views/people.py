@@ -68,6 +68,16 @@ class ProfileFilterForm(ProfileSearchForm):
             .values_list("name", flat=True)
         )
         names = sorted(tags_distinct(spellings), key=tag_key)
+        wanted = self.data.get("tag", "") if self.is_bound else ""
+        if wanted:
+            # The list shows the tag it is filtered by: in the spelling the choices
+            # use ("vip" is "VIP"), or as written when nobody has it any more.
+            same = next((n for n in names if tag_key(n) == tag_key(wanted)), None)
+            if same is None:
+                names.append(wanted)
+            elif same != wanted:
+                self.data = self.data.copy()
+                self.data["tag"] = same
         self.fields["tag"].widget.choices = [("", "Any tag"), *((n, n) for n in names)]
 
 

@@ -388,3 +388,17 @@ def test_a_tag_nobody_has_any_more_matches_nobody_without_an_error(signed_in):
     assert "data-search-error" not in page
     assert "No profiles match." in page
     assert "ana@example.com" not in page
+    # The list shows what it is filtered by, so searching again keeps it.
+    assert '<option value="Gone" selected>Gone</option>' in page
+
+
+def test_a_tag_written_in_another_case_is_chosen_in_the_list_spelling(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    ProfileTag.objects.create(profile=ana, name="VIP")
+
+    response = signed_in.get(reverse("profile_list"), {"tag": "vip"})
+
+    page = response.content.decode()
+    assert "ana@example.com" in page
+    assert '<option value="VIP" selected>VIP</option>' in page
+    assert 'value="vip"' not in page
