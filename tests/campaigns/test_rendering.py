@@ -330,3 +330,17 @@ def test_the_test_the_warning_suggests_tells_an_empty_field_from_a_set_one(city,
     )
 
     assert rendered.subject == shown
+
+
+@pytest.mark.django_db
+def test_the_keys_warned_about_are_those_a_profile_with_nothing_has_as_0_or_empty():
+    profile = ProfileFactory(
+        email=None, first_name="", last_name="", city="", region="", timezone=""
+    )
+    profile.country_code = ""
+
+    context = profile_context(profile)
+
+    never_nil = {key for key, value in context.items() if value in ("", 0, [])}
+    # Every recipient has an address: a test of it is no mistake.
+    assert never_nil - {"email"} == EMPTY_TEXT_KEYS | ZERO_NUMBER_KEYS | EMPTY_LIST_KEYS
