@@ -36,6 +36,8 @@ from profiles.models import (
     SubscriptionStatus,
     WebhookDelivery,
 )
+from profiles.names import field_text_clean
+from profiles.processing_identify import FIELD_LENGTHS
 from profiles.selectors import profile_suppressed
 from profiles.services import (
     WITHDRAWN_STATUSES,
@@ -279,7 +281,7 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     if profile is None:
         return Outcome(note="The customer has no usable email address.")
 
-    _profile_fill(profile=profile, customer=payload)
+    refused = _profile_fill(profile=profile, customer=payload)
     # API versions before 2025-01 put tags and email consent in the customer
     # payload; later ones send consent on its own topic. Branching on the keys
     # present reads both shapes whatever version the subscription names.
@@ -295,7 +297,7 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
             sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
         )
     )
-    return Outcome(note=note)
+    return Outcome(note="; ".join(part for part in (refused, note) if part))
 
 
 def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
@@ -326,9 +328,12 @@ def _profile_for(raw: Any) -> Profile | None:
     return profile
 
 
-def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> None:
-    """Copy the customer's names, phone, place and Shopify facts onto the profile."""
-    fields = _customer_fields(customer)
+def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
+    """Copy the customer's names, phone, place and Shopify facts onto the profile.
+
+    Return a note naming the values not used, as an identify's warnings do.
+    """
+    fields, refused = _customer_fields(customer)
     changed = [
         name for name, value in fields.items() if getattr(profile, name) != value
     ]
@@ -336,25 +341,56 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> None:
     for name in changed:
         setattr(profile, name, fields[name])
 
+    note = "; ".join(refused)
     if not changed and all(profile.traits.get(k) == v for k, v in traits.items()):
-        return
+        return note
     profile.traits = {**profile.traits, **traits}
     profile.save(update_fields=[*changed, "traits", "updated_at"])
+    return note
 
 
-def _customer_fields(customer: dict[str, Any]) -> dict[str, str]:
+def _customer_fields(customer: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Return the profile fields the customer fills, and why any value was not used."""
     address = _object(customer.get("default_address"))
     country = country_code_read(_text(address.get("country_code"), 100))
-    candidates = {
-        "first_name": _text(customer.get("first_name"), 150),
-        "last_name": _text(customer.get("last_name"), 150),
-        "phone": _text(customer.get("phone") or address.get("phone"), 50),
-        "city": _text(address.get("city"), 100),
-        "region": _text(address.get("province_code") or address.get("province"), 100),
-        "country_code": country if len(country) == 2 else "",
+    sent = {
+        "first_name": ("first_name", customer.get("first_name")),
+        "last_name": ("last_name", customer.get("last_name")),
+        "phone": ("phone", customer.get("phone") or address.get("phone")),
+        "city": ("default_address.city", address.get("city")),
+        "region": (
+            "default_address.province",
+            address.get("province_code") or address.get("province"),
+        ),
     }
-    # What Shopify leaves empty keeps what the profile already knows.
-    return {name: value for name, value in candidates.items() if value}
+    fields: dict[str, str] = {}
+    refused: list[str] = []
+    for name, (key, raw) in sent.items():
+        value, why = _customer_text(raw, limit=FIELD_LENGTHS[name])
+        label = name.replace("_", " ")
+        if why:
+            refused.append(f"{key}: {why}, so the profile keeps the {label} it had")
+        elif value:
+            # What Shopify leaves empty keeps what the profile already knows.
+            fields[name] = value
+    if len(country) == 2:
+        fields["country_code"] = country
+    return fields, refused
+
+
+def _customer_text(raw: Any, *, limit: int) -> tuple[str, str]:
+    """Return a customer's text for a profile field, or why it cannot be one."""
+    if raw is None:
+        return "", ""
+    if isinstance(raw, bool | dict | list):
+        return "", "is not text"
+    try:
+        value = field_text_clean(str(raw))
+    except ValueError as exc:
+        return "", str(exc)
+    if len(value) > limit:
+        return "", f"is {len(value)} characters, more than the {limit} it may have"
+    return value, ""
 
 
 def _customer_traits(customer: dict[str, Any]) -> dict[str, Any]:
@@ -507,8 +543,10 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
         return Outcome(note="The checkout has no token.")
 
     profile = _profile_for(payload.get("email"))
+    refused = ""
     if profile is not None:
-        _profile_fill(profile=profile, customer=_object(payload.get("customer")))
+        customer = _object(payload.get("customer"))
+        refused = _profile_fill(profile=profile, customer=customer)
     checkout = _checkout_upsert(token=token, payload=payload, profile=profile)
 
     started_at = checkout.started_at or delivery.received_at
@@ -517,7 +555,7 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
             profile=profile, delivery=delivery, at=started_at, checkout_token=token
         )
     if profile is None or delivery.topic != "checkouts/create":
-        return Outcome()
+        return Outcome(note=refused)
 
     event = _event_store(
         key=f"checkout:{token}",
@@ -527,7 +565,7 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
         at=started_at,
         delivery=delivery,
     )
-    return Outcome(event_ids=[event.pk] if event else [])
+    return Outcome(event_ids=[event.pk] if event else [], note=refused)
 
 
 def _checkout_upsert(
@@ -626,8 +664,9 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
     profile = _profile_for(
         payload.get("email") or payload.get("contact_email") or customer.get("email")
     )
+    refused = ""
     if profile is not None:
-        _profile_fill(profile=profile, customer=customer)
+        refused = _profile_fill(profile=profile, customer=customer)
     order = _order_upsert(payload=payload, profile=profile)
     _order_join_checkout(order)
 
@@ -649,7 +688,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         at=placed_at,
         delivery=delivery,
     )
-    return Outcome(event_ids=[event.pk] if event else [])
+    return Outcome(event_ids=[event.pk] if event else [], note=refused)
 
 
 def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOrder:

@@ -1119,3 +1119,38 @@ def test_an_order_for_a_profile_deleted_meanwhile_is_tried_again(db, deliver):
             delivery=WebhookDelivery(topic="orders/create"),
         )
     assert Event.objects.count() == 0
+
+
+def test_a_customers_names_that_cannot_be_a_profiles_are_noted_not_stored(
+    db, deliver, load_fixture, shop_headers
+):
+    # given a known customer, then a customer update whose first name wraps onto
+    # two lines, whose last name holds an escape character and whose phone is an
+    # object
+    ProfileFactory(email="chloe.dubois@example.org", last_name="Dubois")
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer.update(
+        first_name="Chloé\r\nMarie", last_name="Dubois\x1b[31m", phone={"n": 1}
+    )
+    body = json.dumps(customer).encode()
+    headers = resigned(
+        shop_headers,
+        "customers_create.json",
+        body,
+        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "odd-1"},
+    )
+
+    response = deliver("customers_create.json", headers=headers, body=body)
+
+    # then the wrapped name is one line, the others keep what the profile had, and
+    # the delivery is applied with a note naming them
+    assert response.status_code == 200
+    chloe = Profile.objects.get()
+    assert (chloe.first_name, chloe.last_name) == ("Chloé Marie", "Dubois")
+    delivery = WebhookDelivery.objects.get(delivery_id="odd-1")
+    assert delivery.processed_at is not None
+    assert delivery.error == (
+        "last_name: it holds the control character U+001B, which no name, place "
+        "or phone number holds, so the profile keeps the last name it had; phone: "
+        "is not text, so the profile keeps the phone it had"
+    )
