@@ -158,26 +158,6 @@ COMPUTED_TIMES = (
     "last_opened_at",
     "last_clicked_at",
 )
-PROFILE_KEYS = {
-    "email",
-    "first_name",
-    "last_name",
-    "full_name",
-    "city",
-    "region",
-    "country_code",
-    "continent",
-    "timezone",
-    "lifetime_value",
-    "order_count",
-    "tags",
-    *COMPUTED_TIMES,
-    "average_order_value",
-    "engagement_score",
-    "favourite_category",
-}
-
-
 # Liquid counts every value but nil and false as true: empty text, 0 and an empty
 # list included. These profile keys hold "", 0 or [] when there is nothing to say,
 # so a bare test of one (`{% if profile.city %}`) is true for every recipient. The
@@ -196,6 +176,16 @@ EMPTY_TEXT_KEYS = {
 }
 ZERO_NUMBER_KEYS = {"lifetime_value", "order_count", "engagement_score"}
 EMPTY_LIST_KEYS = {"tags"}
+# Every key profile_context gives a profile besides its traits.
+PROFILE_KEYS = {
+    "email",
+    *EMPTY_TEXT_KEYS,
+    *ZERO_NUMBER_KEYS,
+    *EMPTY_LIST_KEYS,
+    *COMPUTED_TIMES,
+    "average_order_value",
+}
+
 CONDITION_TAG = re.compile(r"{%-?\s*(if|elsif|unless)\s+(.*?)\s*-?%}", re.S)
 CONDITION_OPERANDS = re.compile(r"\s+(?:and|or)\s+")
 # `profile.city`, bare or compared with nil (it is never nil); `profile['city']`
