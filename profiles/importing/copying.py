@@ -31,7 +31,7 @@ from profiles.importing.writing import (
     BatchOutcome,
     PendingWrites,
     consents_apply,
-    erased_rows_drop,
+    suppressions_read,
 )
 from profiles.models import (
     PERSON_FIELDS,
@@ -39,8 +39,6 @@ from profiles.models import (
     Profile,
     ProfileTag,
     SubscriptionStatus,
-    Suppression,
-    SuppressionReason,
 )
 from profiles.names import tags_distinct
 from profiles.processing_writes import json_bytes
@@ -228,8 +226,7 @@ def contact_rows_copy(
 ) -> BatchOutcome:
     """Write one batch of merged rows with COPY, as contact_rows_write would."""
     outcome = BatchOutcome()
-    if _has_erasures():
-        rows = erased_rows_drop(rows, outcome)
+    rows, listed = suppressions_read(rows, outcome)
     if not rows:
         return outcome
 
@@ -247,18 +244,13 @@ def contact_rows_copy(
         _changes_apply(cursor, batch)
         _tags_copy(cursor, batch)
         _consents_copy(cursor, batch, pending.consents)
-        _suppressions_insert(cursor, batch, pending.suppressed)
+        _suppressions_insert(cursor, batch, pending.suppressed, listed)
         # ON COMMIT DROP does not fire when the caller's transaction is a savepoint.
         cursor.execute(DROP_TABLES_SQL)
 
     outcome.created = len(batch.new_profiles)
     outcome.updated = len(rows) - len(batch.new_profiles)
     return outcome
-
-
-def _has_erasures() -> bool:
-    # Hashing every address costs more than this query; most lists hold no erasure.
-    return Suppression.objects.filter(reason=SuppressionReason.ERASURE).exists()
 
 
 def _batch_load(
@@ -461,16 +453,17 @@ def _consents_copy(
 
 
 def _suppressions_insert(
-    cursor: Cursor, batch: _Batch, suppressed: list[tuple[str, str]]
+    cursor: Cursor, batch: _Batch, suppressed: list[tuple[str, str]], listed: set[str]
 ) -> None:
-    if not suppressed:
-        return
-
-    hashes = [suppression_hash(key) for key, _ in suppressed]
-    reasons = [str(reason) for _, reason in suppressed]
-    cursor.execute(SUPPRESSIONS_SQL, [batch.source, batch.now, hashes, reasons])
-    ids = [batch.states[key].pk for key, _ in suppressed]
-    cursor.execute(SUPPRESSED_AT_SQL, [batch.now, ids])
+    # `listed`: the keys already on the list, whose profiles are marked too.
+    if suppressed:
+        hashes = [suppression_hash(key) for key, _ in suppressed]
+        reasons = [str(reason) for _, reason in suppressed]
+        cursor.execute(SUPPRESSIONS_SQL, [batch.source, batch.now, hashes, reasons])
+    keys = {key for key, _ in suppressed} | listed
+    if keys:
+        ids = [batch.states[key].pk for key in keys]
+        cursor.execute(SUPPRESSED_AT_SQL, [batch.now, ids])
 
 
 def _copy_plan(

@@ -70,7 +70,7 @@ def contact_rows_write(
 ) -> BatchOutcome:
     """Write one batch of merged rows; return its counts, erased rows and notes."""
     outcome = BatchOutcome()
-    rows = erased_rows_drop(rows, outcome)
+    rows, listed = suppressions_read(rows, outcome)
     if not rows:
         return outcome
 
@@ -91,22 +91,34 @@ def contact_rows_write(
 
     _profiles_save(new_profiles, changed_profiles, pending.changed)
     origin = {"file": filename, "import": import_id}
-    _related_insert(rows, existing, new_profiles, pending, source, origin)
+    _related_insert(rows, existing, new_profiles, pending, source, origin, listed)
     outcome.created = len(new_profiles)
     outcome.updated = len(rows) - len(new_profiles)
     return outcome
 
 
-def erased_rows_drop(rows: list[ContactRow], outcome: BatchOutcome) -> list[ContactRow]:
-    """Set aside the rows of people erased on request: an old file must not revive them."""
+def suppressions_read(
+    rows: list[ContactRow], outcome: BatchOutcome
+) -> tuple[list[ContactRow], set[str]]:
+    """Read the batch's addresses on the suppression list.
+
+    Return the rows without those of people erased on request (an old file must
+    not revive them), and the keys of the other listed addresses: their profiles
+    are marked suppressed, as segment rules and the builder's preview read the mark.
+    """
+    # Hashing every address costs more than this query; a new list holds nothing.
+    if not Suppression.objects.exists():
+        return rows, set()
     hashes = {suppression_hash(row.email.key): row for row in rows}
-    erased = set(
-        Suppression.objects.filter(
-            email_hash__in=hashes, reason=SuppressionReason.ERASURE
-        ).values_list("email_hash", flat=True)
+    found = list(
+        Suppression.objects.filter(email_hash__in=hashes).values_list(
+            "email_hash", "reason"
+        )
     )
+    erased = {h for h, reason in found if reason == SuppressionReason.ERASURE}
+    listed = {hashes[h].email.key for h, reason in found if h not in erased}
     if not erased:
-        return rows
+        return rows, listed
 
     for email_hash in erased:
         row = hashes[email_hash]
@@ -116,7 +128,8 @@ def erased_rows_drop(rows: list[ContactRow], outcome: BatchOutcome) -> list[Cont
             Rejection(record, line, "", "erased", ERASED_MESSAGE)
             for record, line in zip(row.records, row.lines, strict=True)
         )
-    return [row for row in rows if suppression_hash(row.email.key) not in erased]
+    gone = {hashes[email_hash].email.key for email_hash in erased}
+    return [row for row in rows if row.email.key not in gone], listed
 
 
 def _profiles_find(keys: list[str]) -> dict[str, Profile]:
@@ -255,6 +268,7 @@ def _related_insert(
     pending: PendingWrites,
     source: str,
     origin: dict[str, Any],
+    listed: set[str],
 ) -> None:
     by_key = existing | {profile.email: profile for profile in new_profiles}
     tags = [
@@ -279,7 +293,8 @@ def _related_insert(
         ignore_conflicts=True,
     )
     # As suppression_add does: the flag rules and counts read while the list holds it.
-    suppressed_ids = [by_key[key].pk for key, _ in pending.suppressed]
+    suppressed = {key for key, _ in pending.suppressed} | listed
+    suppressed_ids = [by_key[key].pk for key in suppressed]
     Profile.objects.filter(pk__in=suppressed_ids, suppressed_at=None).update(
         suppressed_at=timezone.now()
     )

@@ -267,3 +267,36 @@ def test_the_compared_files_reach_every_rule(monkeypatch, load_fixture):
     assert len([t for t in written["tags"] if t[1] == LONG_TAG[:100]]) > 0
     assert len(written["suppressions"]) > 4
     assert len([t for t in written["tags"] if t[1] == TAG_NAMES[3]]) > 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_an_import_marks_the_profiles_of_addresses_already_on_the_list(
+    monkeypatch, copy
+):
+    # given a suppressed address no profile holds, and a profile whose listed
+    # address was never marked (as before marks were kept in step)
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    for key, reason in (
+        ("emma@example.org", SuppressionReason.MANUAL),
+        ("old@example.org", SuppressionReason.HARD_BOUNCE),
+    ):
+        Suppression.objects.create(
+            email_hash=suppression_hash(key), reason=reason, source="test"
+        )
+    Profile.objects.create(email="old@example.org")
+
+    # when a list names both as subscribed, beside someone not listed
+    data = (
+        b"email,first_name,status\n"
+        b"Emma@Example.org,Emma,subscribed\n"
+        b"old@example.org,Olga,subscribed\n"
+        b"new@example.org,Nia,subscribed\n"
+    )
+    contact_import_file(filename="list.csv", data=data)
+
+    # then the listed ones are marked, as segment rules and the preview read it
+    marked = dict(Profile.objects.values_list("email", "suppressed_at"))
+    assert marked["emma@example.org"] is not None
+    assert marked["old@example.org"] is not None
+    assert marked["new@example.org"] is None
