@@ -1,6 +1,7 @@
 """Event processing: identity stitching, profile upserts, merges, computed traits."""
 
 import base64
+import importlib
 import json
 import threading
 from datetime import UTC, datetime
@@ -8,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.apps import apps as django_apps
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -1786,3 +1788,19 @@ def test_a_name_that_turns_text_around_is_refused_and_a_full_name_unused(db):
         "place or phone number holds, so the profile keeps the last name it had",
         "Trait name: is a list, not text, so it is not used",
     ]
+
+
+def test_the_migration_marks_profiles_whose_address_is_listed(db):
+    migration = importlib.import_module(
+        "profiles.migrations.0021_suppressed_profiles_marked"
+    )
+    listed("old@example.com")
+    old = ProfileFactory(email="Old@Example.com", suppressed_at=None)
+    other = ProfileFactory(email="other@example.com", suppressed_at=None)
+    nobody = ProfileFactory(email=None, suppressed_at=None)
+
+    migration.suppressed_profiles_mark(django_apps, None)
+
+    marked = {p.pk for p in Profile.objects.all() if p.suppressed_at is not None}
+    assert marked == {old.pk}
+    assert {other.pk, nobody.pk}.isdisjoint(marked)
