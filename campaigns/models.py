@@ -75,7 +75,7 @@ class SkipReason(models.TextChoices):
     UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
     CLEANED = "cleaned", "Address bounced (cleaned)"
     NOT_SUBSCRIBED = "not_subscribed", "Never gave consent"
-    SUPPRESSED = "suppressed", "On the suppression list"
+    SUPPRESSED = "suppressed", "Suppressed (address listed, or profile marked)"
     RENDER_ERROR = "render_error", "Template failed to render"
     NEEDS_SMTPUTF8 = "needs_smtputf8", "Address needs an ESP with SMTPUTF8"
 

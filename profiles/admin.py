@@ -260,14 +260,17 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
         if not changed:
             return
         profile.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
-    if "suppressed_at" in form.changed_data and profile.suppressed_at and profile.email:
+    if "suppressed_at" in form.changed_data and profile.suppressed_at:
         # Suppressed by hand: the address goes on the list, which sending reads,
-        # and a profile made for it later (an identify, an import) starts so.
-        suppression_add(
-            email_key=profile.email.lower(),
-            reason=SuppressionReason.MANUAL,
-            source=f"admin: profile #{profile.pk}",
-        )
+        # and a profile made for it later (an identify, an import) starts so. The
+        # address the page showed goes too, should the same save change or clear it.
+        shown = form.initial.get("email") or ""
+        for address in dict.fromkeys(a.lower() for a in (profile.email, shown) if a):
+            suppression_add(
+                email_key=address,
+                reason=SuppressionReason.MANUAL,
+                source=f"admin: profile #{profile.pk}",
+            )
     # As after an event: every segment reads the profile again.
     transaction.on_commit(
         lambda: profiles_changed.send(

@@ -39,6 +39,7 @@ from profiles.processing_identities import (
 )
 from profiles.selectors import (
     profile_find,
+    profile_is_suppressed,
     profile_merged_into,
     profile_suppressed,
 )
@@ -161,6 +162,7 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "identities": profile.identities.order_by("kind", "created_at", "pk"),
         "consents": profile.consent_records.order_by("-occurred_at", "-pk"),
         "suppressed": profile_suppressed(profile),
+        "listed": bool(profile.email) and profile_is_suppressed(profile.email),
         "merges": profile.merges.order_by("-merged_at", "-pk"),
         "merge_form": ProfileMergeForm(profile=profile),
         "segments": segments_containing(profile.pk),

@@ -467,3 +467,41 @@ def test_the_mark_of_an_address_not_on_the_list_can_be_cleared_by_hand(admin_cli
     profile.refresh_from_db()
     assert profile.suppressed_at is None
     assert message_skip_reason(profile) == ""
+
+
+@pytest.mark.parametrize("email", ["", "right@example.com"])
+def test_suppressing_by_hand_while_changing_the_address_lists_the_one_shown(
+    admin_client, email
+):
+    # given a profile suppressed by hand in the same save that clears or changes
+    # its address
+    profile = Profile.objects.create(email="typo@example.com")
+    page = suppression_shown(
+        profile, email=email, suppressed_at_0="2026-03-01", suppressed_at_1="10:00:00"
+    )
+
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    # then the address the page showed is listed, and the new one if any
+    assert response.status_code == 302, response.content.decode()[:2000]
+    listed = set(Suppression.objects.values_list("email_hash", flat=True))
+    wanted = {"typo@example.com", *([email] if email else [])}
+    assert listed == {suppression_hash(address) for address in wanted}
+
+
+def test_the_profile_page_says_whether_the_address_or_the_profile_is_suppressed(
+    admin_client,
+):
+    marked = Profile.objects.create(email="new@example.com")
+    Profile.objects.filter(pk=marked.pk).update(suppressed_at="2026-01-01T00:00Z")
+    listed = Profile.objects.create(email="gone@example.com")
+    suppression_add(
+        email_key="gone@example.com", reason=SuppressionReason.COMPLAINT, source="t"
+    )
+
+    marked_page = admin_client.get(f"/profiles/{marked.pk}/").content.decode()
+    listed_page = admin_client.get(f"/profiles/{listed.pk}/").content.decode()
+
+    assert "This profile is marked suppressed" in marked_page
+    assert "suppression list" not in marked_page
+    assert "This address is on the suppression list" in listed_page
