@@ -60,7 +60,8 @@ _ONCE = {("gte", 1), ("gt", 0)}
 _NEVER = {("lt", 1), ("lte", 0), ("eq", 0)}
 ENGAGEMENT_EVENTS = {"opened": "Email Opened", "clicked": "Email Link Clicked"}
 
-# A calendar day: an ISO date, alone or before a time ('2024-01-05T10:00:00Z'),
+# A calendar day: an ISO date, alone or before a time ('2024-01-05T10:00:00Z',
+# '2024-01-05 10:00'),
 # or a month and day with no year ('--07-14', a birthday, the 29th of February
 # included). Written for PostgreSQL's regular expressions and Python's (SQLite).
 _MONTH_DAY = (
@@ -69,7 +70,10 @@ _MONTH_DAY = (
     "|02-(0[1-9]|1[0-9]|2[0-8]))"
 )
 _LEAP_YEAR = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)"
-ISO_DAY = rf"\A(?!0000)([0-9]{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)([T ]|\Z)"
+ISO_DAY = (
+    rf"\A(?!0000)([0-9]{{4}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+    r"([T ][0-9]{2}:[0-9]{2}|\Z)"
+)
 YEARLESS_DAY = rf"\A--({_MONTH_DAY}|02-29)\Z"
 
 _NUMBER_LOOKUPS = {

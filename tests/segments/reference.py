@@ -345,8 +345,8 @@ def compare(left: float, op: str, right: float) -> bool:
 def names_a_day(text: str) -> bool:
     """Whether trait text is a date: a calendar day, or a month and day with no year.
 
-    An ISO day may go on with a time ('T' or a space, then anything). With no
-    year, the 29th of February counts (read in a leap year).
+    An ISO day may go on with a time ('T' or a space, hours and minutes, then
+    anything). With no year, the 29th of February counts (read in a leap year).
     """
     if text.startswith("--"):
         year, month_day = "2000", text[2:]
@@ -354,7 +354,7 @@ def names_a_day(text: str) -> bool:
             return False
     else:
         year, month_day = text[:4], text[5:10]
-        if text[4:5] != "-" or (len(text) > 10 and text[10] not in "T "):
+        if text[4:5] != "-" or (len(text) > 10 and not _time_follows(text[10:])):
             return False
     parts = [year, *month_day.split("-")]
     sizes = [len(part) for part in parts]
@@ -365,3 +365,9 @@ def names_a_day(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _time_follows(rest: str) -> bool:
+    hours, minutes = rest[1:3], rest[4:6]
+    digits = all(p.isascii() and p.isdigit() and len(p) == 2 for p in (hours, minutes))
+    return rest[:1] in ("T", " ") and rest[3:4] == ":" and digits

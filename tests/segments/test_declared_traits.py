@@ -135,6 +135,7 @@ def test_an_undeclared_trait_that_names_no_day_is_no_date(op, days):
     ProfileFactory(email="tail@example.com", traits={"renewal": "2020-03-01xyz"})
     ProfileFactory(email="zero@example.com", traits={"renewal": "0000-01-01"})
     ProfileFactory(email="time@example.com", traits={"renewal": "2020-03-01T10:00Z"})
+    ProfileFactory(email="junk@example.com", traits={"renewal": "2020-03-01 junk"})
 
     # when a rule asks how many days ago it was
     matched = profiles_matching(trait("renewal", op, days))
