@@ -353,26 +353,37 @@ def _customer_fields(customer: dict[str, Any]) -> tuple[dict[str, str], list[str
     """Return the profile fields the customer fills, and why any value was not used."""
     address = _object(customer.get("default_address"))
     country = country_code_read(_text(address.get("country_code"), 100))
+    # Each field's values, in the order they are tried: the first usable one fills it.
     sent = {
-        "first_name": ("first_name", customer.get("first_name")),
-        "last_name": ("last_name", customer.get("last_name")),
-        "phone": ("phone", customer.get("phone") or address.get("phone")),
-        "city": ("default_address.city", address.get("city")),
-        "region": (
-            "default_address.province",
-            address.get("province_code") or address.get("province"),
-        ),
+        "first_name": [("first_name", customer.get("first_name"))],
+        "last_name": [("last_name", customer.get("last_name"))],
+        "phone": [
+            ("phone", customer.get("phone")),
+            ("default_address.phone", address.get("phone")),
+        ],
+        "city": [("default_address.city", address.get("city"))],
+        "region": [
+            ("default_address.province_code", address.get("province_code")),
+            ("default_address.province", address.get("province")),
+        ],
     }
     fields: dict[str, str] = {}
     refused: list[str] = []
-    for name, (key, raw) in sent.items():
-        value, why = _customer_text(raw, limit=FIELD_LENGTHS[name])
+    for name, candidates in sent.items():
         label = name.replace("_", " ")
-        if why:
-            refused.append(f"{key}: {why}, so the profile keeps the {label} it had")
-        elif value:
-            # What Shopify leaves empty keeps what the profile already knows.
-            fields[name] = value
+        notes = []
+        for key, raw in candidates:
+            value, why = _customer_text(raw, limit=FIELD_LENGTHS[name])
+            if why:
+                notes.append(f"{key}: {why}")
+            elif value:
+                # What Shopify leaves empty keeps what the profile already knows.
+                fields[name] = value
+                break
+        if notes and name not in fields:
+            refused.append(
+                f"{', '.join(notes)}, so the profile keeps the {label} it had"
+            )
     if len(country) == 2:
         fields["country_code"] = country
     return fields, refused

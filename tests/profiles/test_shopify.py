@@ -1132,6 +1132,10 @@ def test_a_customers_names_that_cannot_be_a_profiles_are_noted_not_stored(
     customer.update(
         first_name="Chloé\r\nMarie", last_name="Dubois\x1b[31m", phone={"n": 1}
     )
+    customer["default_address"] = {
+        **(customer.get("default_address") or {}),
+        "phone": None,
+    }
     body = json.dumps(customer).encode()
     headers = resigned(
         shop_headers,
@@ -1154,3 +1158,26 @@ def test_a_customers_names_that_cannot_be_a_profiles_are_noted_not_stored(
         "or phone number holds, so the profile keeps the last name it had; phone: "
         "is not text, so the profile keeps the phone it had"
     )
+
+
+def test_a_customers_phone_that_cannot_be_used_gives_way_to_the_addresss(
+    db, deliver, load_fixture, shop_headers
+):
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer["phone"] = "+33\x1b612"
+    customer["default_address"] = {
+        **(customer.get("default_address") or {}),
+        "phone": "+33 6 12 34 56 78",
+    }
+    body = json.dumps(customer).encode()
+    headers = resigned(
+        shop_headers,
+        "customers_create.json",
+        body,
+        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "odd-2"},
+    )
+
+    deliver("customers_create.json", headers=headers, body=body)
+
+    assert Profile.objects.get().phone == "+33 6 12 34 56 78"
+    assert WebhookDelivery.objects.get(delivery_id="odd-2").error == ""
