@@ -187,16 +187,23 @@ PROFILE_KEYS = {
 }
 
 CONDITION_TAG = re.compile(r"{%-?\s*(if|elsif|unless)\s+(.*?)\s*-?%}", re.S)
+# A `{% liquid %}` tag holds one tag a line, without delimiters.
+LIQUID_TAG = re.compile(r"{%-?\s*liquid\s(.*?)-?%}", re.S)
+LIQUID_CONDITION = re.compile(r"^[ \t]*(if|elsif|unless)\s+(.*?)\s*$", re.M)
 CONDITION_OPERANDS = re.compile(r"\s+(?:and|or)\s+")
-# `profile.city`, bare or compared with nil (it is never nil); `profile['city']`
-# is read as the same.
-PROFILE_KEY_TESTED = re.compile(r"profile\.(\w+)(?:\s*!=\s*(?:nil|null))?")
+# `profile.city` (or `.size`), bare or compared with nil either way round (it is
+# never nil); `profile['city']` is read as the same.
+PROFILE_KEY_TESTED = re.compile(
+    r"(?:(?:nil|null)\s*(==|!=|<>)\s*)?profile\.(\w+)(\.size)?"
+    r"(?:\s*(==|!=|<>)\s*(?:nil|null))?"
+)
 PROFILE_KEY_BRACKETED = re.compile(r"profile\[\s*(['\"])(\w+)\1\s*\]")
-# What a condition cannot be in: raw and comment blocks, output tags, inline
+# What a condition cannot be in: raw, comment and doc blocks, output tags, inline
 # comments. Blanked out, line breaks kept, before conditions are looked for.
 NOT_CONDITIONS = re.compile(
     r"{%-?\s*raw\s*-?%}.*?{%-?\s*endraw\s*-?%}"
     r"|{%-?\s*comment\s*-?%}.*?{%-?\s*endcomment\s*-?%}"
+    r"|{%-?\s*doc\s*-?%}.*?{%-?\s*enddoc\s*-?%}"
     r"|{%-?\s*#.*?%}"
     r"|{{.*?}}",
     re.S,
@@ -264,35 +271,65 @@ def template_review(
 
 
 def _always_true_tests(part: str, source: str) -> list[str]:
-    """Name each condition that tests a profile key Liquid finds true when empty."""
+    """Name each condition on a profile key that Liquid decides alike for everyone."""
     scanned = NOT_CONDITIONS.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), source)
     warnings: list[str] = []
-    for match in CONDITION_TAG.finditer(scanned):
-        tag, condition = match.groups()
-        line = scanned.count("\n", 0, match.start()) + 1
+    for tag, condition, index in _conditions(scanned):
+        line = scanned.count("\n", 0, index) + 1
         # Text in quotes is a value, whatever "and" or "profile.city" it holds.
         condition = QUOTED.sub(
             "''", PROFILE_KEY_BRACKETED.sub(r"profile.\2", condition)
         )
         for operand in CONDITION_OPERANDS.split(condition):
-            found = PROFILE_KEY_TESTED.fullmatch(operand.strip())
-            key = found and found[1]
-            if key in EMPTY_TEXT_KEYS:
-                why, fix = "empty text", f"profile.{key} != blank"
-            elif key in ZERO_NUMBER_KEYS:
-                why, fix = "0", f"profile.{key} > 0"
-            elif key in EMPTY_LIST_KEYS:
-                why, fix = "an empty list", f"profile.{key}.size > 0"
-            else:
-                continue
-            warning = (
-                f"{part}, line {line}: in this '{tag}', profile.{key} counts as set "
-                f"for every recipient, since Liquid counts {why} as true: test {fix} "
-                "instead"
-            )
-            if warning not in warnings:
-                warnings.append(warning)
+            problem = _always_alike(operand.strip())
+            if problem:
+                warning = f"{part}, line {line}: in this '{tag}', {problem}"
+                if warning not in warnings:
+                    warnings.append(warning)
     return warnings
+
+
+def _conditions(source: str) -> list[tuple[str, str, int]]:
+    """Return each if, elsif and unless, in order: its tag, condition and place."""
+    found = [(m[1], m[2], m.start()) for m in CONDITION_TAG.finditer(source)]
+    for block in LIQUID_TAG.finditer(source):
+        found += [
+            (m[1], m[2], block.start(1) + m.start())
+            for m in LIQUID_CONDITION.finditer(block[1])
+        ]
+    return sorted(found, key=lambda condition: condition[2])
+
+
+def _always_alike(operand: str) -> str:
+    """Say why a test of a profile key is true, or false, for every recipient."""
+    found = PROFILE_KEY_TESTED.fullmatch(operand)
+    if found is None or (found[1] and found[4]):
+        return ""
+    key, size, compared = found[2], found[3], found[1] or found[4]
+    if size and key in EMPTY_TEXT_KEYS | EMPTY_LIST_KEYS:
+        empty, why, fix = "0", "0", f"profile.{key}.size > 0"
+    elif size:
+        return ""
+    elif key in EMPTY_TEXT_KEYS:
+        empty, why, fix = "empty text", "empty text", f"profile.{key} != blank"
+    elif key in ZERO_NUMBER_KEYS:
+        empty, why, fix = "0", "0", f"profile.{key} > 0"
+    elif key in EMPTY_LIST_KEYS:
+        empty, why, fix = "an empty list", "an empty list", f"profile.{key}.size > 0"
+    else:
+        return ""
+    tested = f"profile.{key}{size or ''}"
+    if compared == "==":
+        # Never nil: when there is nothing, it is empty text, 0 or an empty list.
+        never = fix.replace("!= blank", "== blank").replace("> 0", "== 0")
+        return (
+            f"{tested} == nil is false for every recipient, since it is {empty} "
+            f"when there is nothing: test {never} instead"
+        )
+    return (
+        f"{tested} counts as set for every recipient, since Liquid counts {why} "
+        f"as true: test {fix} instead"
+    )
 
 
 # A plausible recipient, to try a template on before anyone receives it.

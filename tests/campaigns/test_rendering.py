@@ -344,3 +344,30 @@ def test_the_keys_warned_about_are_those_a_profile_with_nothing_has_as_0_or_empt
     never_nil = {key for key, value in context.items() if value in ("", 0, [])}
     # Every recipient has an address: a test of it is no mistake.
     assert never_nil - {"email"} == EMPTY_TEXT_KEYS | ZERO_NUMBER_KEYS | EMPTY_LIST_KEYS
+
+
+def test_the_review_reads_liquid_tags_sizes_and_comparisons_with_nil():
+    review = template_review(
+        subject="Hi",
+        html=(
+            "{% liquid\n  if profile.city\n    echo profile.city\n  endif %}\n"
+            "{% if profile.tags.size %}t{% endif %}\n"
+            "{% if profile.city == nil %}a{% elsif nil <> profile.region %}b{% endif %}\n"
+            "{% doc %}{% if profile.city %}{% enddoc %}"
+            "{% if profile.tags.size > 0 or profile.order_count == 0 %}ok{% endif %}"
+        ),
+    )
+
+    assert review.errors == []
+    assert [w.split(": test ")[1] for w in review.warnings] == [
+        "profile.city != blank instead",
+        "profile.tags.size > 0 instead",
+        "profile.city == blank instead",
+        "profile.region != blank instead",
+    ]
+    assert review.warnings[2] == (
+        "html, line 6: in this 'if', profile.city == nil is false for every "
+        "recipient, since it is empty text when there is nothing: test "
+        "profile.city == blank instead"
+    )
+    assert review.warnings[0].startswith("html, line 2: in this 'if', ")
