@@ -174,8 +174,9 @@ def consent_status_move(
 
     Only the person can resubscribe after an unsubscribe or a cleaned address: a
     subscription from an imported list, or one its source does not date, never lifts
-    a withdrawal. An undated subscription leaves the status undated, so that any dated
-    fact, such as an unsubscribe that arrives later but happened earlier, outranks it.
+    a withdrawal, nor does "never subscribed", from any source. An undated
+    subscription leaves the status undated, so that any dated fact, such as an
+    unsubscribe that arrives later but happened earlier, outranks it.
     An undated fact never re-dates the status it repeats; an undated withdrawal is
     dated by its arrival and applies like any other.
     """
@@ -190,10 +191,12 @@ def consent_status_move(
         profile.subscription_changed_at is None
         or occurred_at >= profile.subscription_changed_at
     )
-    lifts_withdrawal = (
-        status == SubscriptionStatus.SUBSCRIBED
-        and profile.subscription_status in WITHDRAWN_STATUSES
-        and (from_import or not dated)
+    withdrawn = profile.subscription_status in WITHDRAWN_STATUSES
+    lifts_withdrawal = withdrawn and (
+        # "Never subscribed" is not true of someone who left, and would let the
+        # next list's subscription through.
+        status == SubscriptionStatus.NOT_SUBSCRIBED
+        or (status == SubscriptionStatus.SUBSCRIBED and (from_import or not dated))
     )
     if not is_newer or lifts_withdrawal:
         return False

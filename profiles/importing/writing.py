@@ -202,7 +202,7 @@ def consents_apply(
     changed = set()
     for fact in sorted(row.consents, key=lambda fact: fact.occurred_at):
         kept = profile.subscription_status
-        if fact.status == SubscriptionStatus.SUBSCRIBED and kept in WITHDRAWN_STATUSES:
+        if fact.status in LIFTS_NOTHING and kept in WITHDRAWN_STATUSES:
             outcome.notes.append(_kept_note(profile, fact, kept))
             continue
         if fact.status == SubscriptionStatus.CLEANED:
@@ -233,17 +233,23 @@ def _status_move(profile: StatusHolder, fact: ConsentFact) -> set[str]:
     return {"subscription_status", "subscription_changed_at"} if moved else set()
 
 
+# What a list says that never undoes an unsubscribe or a cleaned address.
+LIFTS_NOTHING = {SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.NOT_SUBSCRIBED}
+
+
 def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str, Any]:
     record = fact.evidence["record"]
+    why = (
+        "an import never subscribes again someone who left"
+        if fact.status == SubscriptionStatus.SUBSCRIBED
+        else "someone who left is not someone who never subscribed"
+    )
     return {
         "kind": "kept_status",
         "email": profile.email,
         "record": record,
         "status": kept,
-        "message": (
-            f"Record {record}: {profile.email} stays {kept}; "
-            "an import never subscribes again someone who left."
-        ),
+        "message": f"Record {record}: {profile.email} stays {kept}; {why}.",
     }
 
 

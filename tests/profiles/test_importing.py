@@ -776,3 +776,27 @@ def test_a_profile_stored_with_capitals_is_found_not_duplicated(load_fixture):
     zoe = Profile.objects.get(email__iexact="zoe.martin@example.org")
     assert zoe.first_name == "Zoë"
     assert Profile.objects.count() == 34
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("between", ["never subscribed", "not subscribed"])
+def test_a_list_saying_never_subscribed_does_not_open_the_way_to_resubscribing(
+    all_three, between
+):
+    # given Dmitri unsubscribed (a dated fact of the Mailchimp export), then a list
+    # that says he never subscribed, then one that says he is subscribed
+    first = contact_import_file(
+        filename="between.csv",
+        data=f"Email,Status\nd.volkov@example.com,{between}\n".encode(),
+    )
+    contact_import_file(
+        filename="later.csv", data=b"Email,Status\nd.volkov@example.com,subscribed\n"
+    )
+
+    # then he stays unsubscribed, and the first report says why
+    assert profile("d.volkov@example.com").subscription_status == "unsubscribed"
+    kept = [note for note in first.notes if note["kind"] == "kept_status"]
+    assert [n["message"] for n in kept] == [
+        "Record 1: d.volkov@example.com stays unsubscribed; someone who left is not "
+        "someone who never subscribed."
+    ]
