@@ -89,8 +89,9 @@ class TraitDefinitionForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk and self.instance.allowed_values:
-            values = ", ".join(map(str, self.instance.allowed_values))
+        if self.instance.pk:
+            # As written in the box: no allowed values is an empty box, not "[]".
+            values = ", ".join(map(str, self.instance.allowed_values or []))
             self.initial["allowed_values"] = values
 
     def clean_name(self) -> str:

@@ -103,6 +103,32 @@ def test_editing_keeps_the_allowed_values_as_text_in_the_form(signed_in):
     assert 'name="allowed_values" value="gold, silver"' in response.content.decode()
 
 
+@pytest.mark.parametrize("kind", ["text", "date"])
+def test_a_definition_with_no_allowed_values_is_edited_with_an_empty_box(
+    signed_in, kind
+):
+    # given a trait declared with no allowed values
+    definition = TraitDefinition.objects.create(name="colour", type=kind)
+    url = reverse("trait_edit", kwargs={"pk": definition.pk})
+
+    # when its page is read, and saved again with a new description
+    page = signed_in.get(url).content.decode()
+    form = signed_in.get(url).context["form"]
+    data = {
+        name: ("" if value is None else value)
+        for name, value in form.initial.items()
+        if name in form.fields
+    }
+    response = signed_in.post(url, {**data, "description": "Favourite colour"})
+
+    # then the box is empty, and it still allows any value
+    assert 'name="allowed_values" value=' not in page
+    assert response.status_code == 302, response.context["form"].errors
+    definition.refresh_from_db()
+    assert definition.allowed_values == []
+    assert definition.description == "Favourite colour"
+
+
 @pytest.mark.parametrize(
     ("changes", "errors"),
     [
