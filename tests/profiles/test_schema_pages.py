@@ -1,8 +1,10 @@
 """The trait schema pages: declared traits, undeclared ones, and the rule form."""
 
+import importlib
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
 from django.urls import reverse
 
 from profiles.health import trait_names_undeclared, trait_rule_breaches
@@ -285,3 +287,21 @@ def test_allowed_values_that_differ_only_as_values_are_matched_are_refused(
 
     assert response.status_code == 200
     assert "differ only in case" in response.content.decode()
+
+
+def test_the_migration_clears_the_allowed_value_the_page_made_of_an_empty_box():
+    migration = importlib.import_module(
+        "profiles.migrations.0022_trait_allowed_values_unbracketed"
+    )
+    broken = TraitDefinition.objects.create(
+        name="colour", type="text", allowed_values=["[]"]
+    )
+    kept = TraitDefinition.objects.create(
+        name="tier", type="text", allowed_values=["[]", "gold"]
+    )
+
+    migration.allowed_brackets_clear(django_apps, None)
+
+    broken.refresh_from_db()
+    kept.refresh_from_db()
+    assert (broken.allowed_values, kept.allowed_values) == ([], ["[]", "gold"])
