@@ -51,8 +51,12 @@ def _date(value: Any, fmt: str, *, environment: Environment) -> str:
 
     Such a date (a birthday given without its year) is shown in this year, the
     account's; the 29th of February is the 28th outside a leap year, the day a
-    segment gives its anniversary.
+    segment gives its anniversary. Nil (a computed time of someone who has not
+    done the thing yet) is nothing, as a missing value is and as Shopify's Liquid
+    has it, where python-liquid refused the whole message.
     """
+    if value is None:
+        return ""
     if isinstance(value, str) and (found := YEARLESS_DATE.fullmatch(value.strip())):
         value = _this_years(int(found[1]), int(found[2])) or value
     return liquid_date(value, fmt, environment=environment)
@@ -363,16 +367,37 @@ SAMPLE_CONTEXT = {
 }
 
 
+# A recipient Bespoke knows nothing of yet but the address: no name, no orders.
+NEWCOMER_CONTEXT = {
+    **SAMPLE_CONTEXT,
+    "profile": {
+        "email": "new@example.com",
+        **dict.fromkeys(EMPTY_TEXT_KEYS, ""),
+        **dict.fromkeys(ZERO_NUMBER_KEYS, 0),
+        **{key: [] for key in EMPTY_LIST_KEYS},
+        **dict.fromkeys(COMPUTED_TIMES),
+        "average_order_value": None,
+    },
+}
+
+
 def _sample_render_problems(part: str, template: Any) -> list[str]:
-    """Say if rendering the part for a plausible recipient fails, as it would send."""
-    try:
-        template.render(**SAMPLE_CONTEXT)
-    except LiquidError as exc:
-        first_line = str(exc).splitlines()[0]
-        return [
-            f"{part}: it fails for a sample recipient ({first_line}); every "
-            "recipient it fails for is skipped when the campaign sends"
-        ]
+    """Say if rendering the part fails for a plausible recipient, as it would send.
+
+    Tried for a known customer, then for someone known by the address only.
+    """
+    for who, context in (
+        ("a sample recipient", SAMPLE_CONTEXT),
+        ("a recipient with no name or orders yet", NEWCOMER_CONTEXT),
+    ):
+        try:
+            template.render(**context)
+        except LiquidError as exc:
+            first_line = str(exc).splitlines()[0]
+            return [
+                f"{part}: it fails for {who} ({first_line}); every recipient it "
+                "fails for is skipped when the campaign sends"
+            ]
     return []
 
 

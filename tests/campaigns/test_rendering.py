@@ -371,3 +371,29 @@ def test_the_review_reads_liquid_tags_sizes_and_comparisons_with_nil():
         "profile.city == blank instead"
     )
     assert review.warnings[0].startswith("html, line 2: in this 'if', ")
+
+
+def test_a_time_nobody_has_yet_is_nothing_through_date_not_a_failed_message():
+    # given a template that formats a computed time outside any if
+    html = '<p>Last order: {{ profile.last_order_at | date: "%b %d" }}</p>'
+
+    # when it is rendered for someone with no order, and reviewed
+    rendered = email_render(
+        subject="Hi", html=html, text="", context={"profile": {"last_order_at": None}}
+    )
+
+    # then it shows nothing there, as a missing value does, and is no problem
+    assert rendered.html == "<p>Last order: </p>"
+    assert template_review(subject="Hi", html=html).warnings == []
+
+
+def test_a_template_that_fails_for_someone_with_no_orders_yet_is_warned_about():
+    review = template_review(
+        subject="Hi",
+        html="Average: {{ profile.lifetime_value | divided_by: profile.order_count }}",
+    )
+
+    (warning,) = review.warnings
+    assert warning.startswith(
+        "html: it fails for a recipient with no name or orders yet ("
+    )
