@@ -466,6 +466,28 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
     return preview
 
 
+def campaign_render_problem(campaign: Campaign) -> str:
+    """Say for which of the first recipients the email cannot be rendered, and why.
+
+    Empty when it renders for each of the segment's first PREVIEW_RECIPIENTS: a
+    recipient it fails for at sending is skipped for good.
+    """
+    members = segment_members(campaign.segment).exclude(email=None).order_by("pk")
+    template = campaign.template
+    for profile in members[:PREVIEW_RECIPIENTS]:
+        context = _template_context(campaign, profile, unsubscribe_url="#")
+        try:
+            email_render(
+                subject=template.subject,
+                html=template.html,
+                text=template.text,
+                context=context,
+            )
+        except TemplateError as exc:
+            return f"{profile.email}: {exc}"
+    return ""
+
+
 def unsubscribe_token(message: Message) -> str:
     """Return the signed, opaque token that names a message in its unsubscribe link."""
     return signing.dumps({"m": message.pk}, salt=UNSUBSCRIBE_SALT, compress=True)

@@ -11,7 +11,12 @@ from django.views.decorators.http import require_POST
 
 from campaigns.models import Campaign, CampaignStatus, Message, OutboxEmail
 from campaigns.selectors import campaign_message_counts, dashboard_counts
-from campaigns.sending import CampaignNotStartable, campaign_preview, campaign_start
+from campaigns.sending import (
+    CampaignNotStartable,
+    campaign_preview,
+    campaign_render_problem,
+    campaign_start,
+)
 from campaigns.unsubscribe import (
     UnsubscribeLinkInvalid,
     message_from_token,
@@ -67,6 +72,15 @@ def _int_or_none(text: str | None) -> int | None:
 @require_POST
 def campaign_send(request: HttpRequest, slug: str) -> HttpResponse:
     campaign = get_object_or_404(Campaign, slug=slug)
+    problem = campaign_render_problem(campaign)
+    if problem:
+        # Each recipient it fails for would be skipped, and never sent it later.
+        flash.error(
+            request,
+            f"Not sent: the email cannot be rendered for {problem}. Fix the template, "
+            "then send.",
+        )
+        return redirect("campaign_detail", slug=slug)
     try:
         created = campaign_start(campaign_id=campaign.pk)
     except CampaignNotStartable:

@@ -114,3 +114,28 @@ def test_a_campaign_already_sending_shows_no_preview(signed_in, campaign):
     campaign.save()
 
     assert "<h2>Preview</h2>" not in page_of(signed_in, campaign)
+
+
+def test_sending_is_refused_while_the_email_fails_for_a_first_recipient(
+    signed_in, campaign
+):
+    # given a template that fails for one of the segment's first recipients
+    ProfileFactory(email="ana@shop.example", traits={"orders": 2})
+    ProfileFactory(email="ben@shop.example", traits={"orders": 0})
+    campaign.template = EmailTemplateFactory(
+        html="<p>{{ 10 | divided_by: profile.orders }}</p>"
+    )
+    campaign.save()
+
+    # when Send now is pressed
+    url = reverse("campaign_send", kwargs={"slug": campaign.slug})
+    response = signed_in.post(url, follow=True)
+
+    # then nothing is queued, and the page says for whom and why
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.DRAFT
+    assert Message.objects.count() == 0
+    assert (
+        "Not sent: the email cannot be rendered for ben@shop.example: html, line 1: "
+        "divided_by: can&#x27;t divide by 0. Fix the template, then send."
+    ) in response.content.decode()
