@@ -1,6 +1,7 @@
 """Marketer pages about contact imports: upload, mapping, progress and the report."""
 
 import csv
+import re
 from typing import Any
 
 from django.contrib import messages as flash
@@ -23,6 +24,7 @@ from profiles.importing import (
     contact_import_retry,
     contact_import_retryable,
 )
+from profiles.importing.layouts import TRAIT_PREFIX
 from profiles.importing.mapping import ContactsPreview
 from profiles.importing.reading import ENCODINGS, EncodingUnknown
 from profiles.importing.runs import ENCODING_READS_ANY_BYTE
@@ -151,9 +153,30 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = preview.reserved
+    context["undeclared_dates"] = _undeclared_dates(preview)
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
+
+
+# A sample that looks like a date: 07/14, 14.07.1990, 1990-07-14.
+DATE_LIKE = re.compile(r"\d{1,2}[/.-]\d{1,2}([/.-]\d{2,4})?|\d{4}-\d{2}-\d{2}")
+
+
+def _undeclared_dates(preview: ContactsPreview) -> list[tuple[str, str, str]]:
+    """Return (column, sample, trait) for each new trait whose sample looks like a date.
+
+    Undeclared, its values are kept as text, which date rules cannot read.
+    """
+    declared = {name for name, _ in _traits()}
+    found = []
+    for name, sample in zip(preview.names, preview.samples, strict=True):
+        target = preview.column_map.get(name, "")
+        trait = target.removeprefix(TRAIT_PREFIX)
+        new = target.startswith(TRAIT_PREFIX) and trait not in declared
+        if new and DATE_LIKE.fullmatch(sample.strip()):
+            found.append((name, sample.strip(), trait))
+    return found
 
 
 def _any_byte_preview(contact_import: ContactImport) -> ContactsPreview:

@@ -202,7 +202,12 @@ def trait_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     definition = get_object_or_404(TraitDefinition, pk=pk) if pk else None
-    initial = {"name": request.GET.get("name", "")} if definition is None else None
+    initial = None
+    if definition is None:
+        # A link may name the trait and its type ("declare birthday as a date").
+        initial = {"name": request.GET.get("name", "")}
+        if request.GET.get("type") in TraitType.values:
+            initial["type"] = request.GET["type"]
     form = TraitDefinitionForm(
         request.POST or None, instance=definition, initial=initial
     )

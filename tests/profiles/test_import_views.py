@@ -692,3 +692,27 @@ def test_the_import_page_and_the_sources_page_say_1_of_a_thing_in_the_singular(
     assert '<div class="label">profile created</div>' in detail
     assert '<div class="label">profiles updated</div>' in detail
     assert '<div class="label">import failed</div>' in sources.content.decode()
+
+
+def test_the_mapping_page_says_a_new_trait_of_dates_must_be_declared_to_be_dates(
+    signed_in, load_fixture
+):
+    # given Mailchimp's export, whose Birthday column holds 07/14 and the like
+    uploaded = signed_in.post(reverse("import_list"), {"file": upload(load_fixture)})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    # then the page says so, with a link that declares the trait as a date
+    assert "data-undeclared-date>“Birthday” holds dates such as" in page
+    assert 'href="/profiles/traits/new/?name=birthday&amp;type=date"' in page
+
+    # and once it is declared, it says nothing
+    TraitDefinition.objects.create(name="birthday", type="date")
+    assert "data-undeclared-date" not in signed_in.get(uploaded.url).content.decode()
+
+
+def test_the_declare_page_takes_the_name_and_type_a_link_gives(signed_in):
+    response = signed_in.get(reverse("trait_new"), {"name": "birthday", "type": "date"})
+
+    form = response.context["form"]
+    assert (form.initial["name"], form.initial["type"]) == ("birthday", "date")
