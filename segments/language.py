@@ -525,7 +525,7 @@ _OP_WORDS = {
     "is_empty": "is empty",
     "within_last_days": "in the last",
     "more_than_days_ago": "more than",
-    "anniversary_in_days": "has its anniversary in",
+    "anniversary_in_days": "has its anniversary in exactly",
 }
 
 
@@ -571,7 +571,8 @@ def _describe_op(rule: dict) -> str:
     if op in ("within_last_days", "more_than_days_ago"):
         return f"{words} {value} days" + (" ago" if op == "more_than_days_ago" else "")
     if op == "anniversary_in_days":
-        return f"{words} {value} days"
+        # That day exactly: 0 is today, 7 a week from today.
+        return "has its anniversary today" if value == 0 else f"{words} {value} days"
     if op == "between":
         return f"{words} {value[0]} and {value[1]}"
     return f"{words} {value!r}" if not isinstance(value, list) else f"{words} {value}"

@@ -25,7 +25,7 @@
     contains: "contains", starts_with: "starts with", gt: ">", gte: "≥", lt: "<",
     lte: "≤", between: "is between", exists: "is set", is_empty: "is empty",
     within_last_days: "in the last … days", more_than_days_ago: "more than … days ago",
-    anniversary_in_days: "has its anniversary in … days",
+    anniversary_in_days: "has its anniversary in exactly … days (0: today)",
   };
   const COUNT_LABELS = {
     "": "at least once", gte: "at least", gt: "more than", lte: "at most",

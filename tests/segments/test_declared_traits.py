@@ -4,7 +4,7 @@ import pytest
 
 from profiles.models import TraitDefinition, TraitType
 from segments.compiler import profiles_matching
-from segments.language import RuleInvalid, rule_validate
+from segments.language import RuleInvalid, rule_describe, rule_validate
 from tests.factories import ProfileFactory
 
 pytestmark = pytest.mark.django_db
@@ -143,3 +143,16 @@ def test_an_undeclared_trait_that_names_no_day_is_no_date(op, days):
     # then only the real days are any number of days ago
     found = set(matched.values_list("email", flat=True))
     assert found == {"real@example.com", "time@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("days", "said"),
+    [
+        (0, "traits.birthday has its anniversary today"),
+        (7, "traits.birthday has its anniversary in exactly 7 days"),
+    ],
+)
+def test_an_anniversary_rule_says_it_means_that_day_exactly(days, said):
+    rule = {"attribute": "traits.birthday", "op": "anniversary_in_days", "value": days}
+
+    assert rule_describe(rule) == said
