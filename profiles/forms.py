@@ -8,6 +8,7 @@ from profiles.importing.layouts import (
     TARGET_EMAIL,
     TARGET_FULL_NAME,
     TARGET_STATUS,
+    TARGET_SUBSCRIBED,
     TARGET_TAGS,
     TARGET_UNSUBSCRIBED,
     TRAIT_PREFIX,
@@ -114,6 +115,7 @@ def column_choices(
         (TARGET_TAGS, "Tags (comma-separated)"),
         (TARGET_STATUS, "Subscription status"),
         (TARGET_UNSUBSCRIBED, "Unsubscribed? (yes / no)"),
+        (TARGET_SUBSCRIBED, "Subscribed? (yes / no; no changes nothing)"),
         ("", "Ignore this column"),
     ]
     return choices

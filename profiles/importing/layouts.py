@@ -27,6 +27,8 @@ TARGET_EMAIL = "email"
 TARGET_TAGS = "tags"
 TARGET_STATUS = "status"
 TARGET_UNSUBSCRIBED = "unsubscribed"
+# A yes/no column that says someone opted in (Shopify's "Accepts Email Marketing").
+TARGET_SUBSCRIBED = "subscribed"
 # One column holding a whole name, split into the first and last name fields.
 TARGET_FULL_NAME = "full_name"
 TRAIT_PREFIX = "traits."
@@ -63,6 +65,16 @@ PROFILE_COLUMNS = {
 # The first such column is split into first and last name by default.
 FULL_NAME_COLUMNS = {"name", "fullname"}
 STATUS_COLUMNS = {"status", "subscriptionstatus"}
+# Yes/no columns that say someone opted in: "no" says nothing of consent (no one
+# is unsubscribed by a list that did not ask them).
+SUBSCRIBED_COLUMNS = {
+    "subscribed",
+    "acceptsemailmarketing",
+    "acceptsmarketing",
+    "emailoptin",
+    "optedin",
+    "optin",
+}
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
 UNSUBSCRIBED_COLUMNS = {
     "unsubscribed",
@@ -422,6 +434,8 @@ def _default_target(
         return TARGET_STATUS
     if key in UNSUBSCRIBED_COLUMNS and layout.status is None:
         return TARGET_UNSUBSCRIBED
+    if key in SUBSCRIBED_COLUMNS and layout.status is None:
+        return TARGET_SUBSCRIBED
     return TRAIT_PREFIX + trait_key(name, position)
 
 
@@ -487,6 +501,16 @@ def status_read(text: str) -> SubscriptionStatus:
     if wanted in CLEANED_WORDS:
         return SubscriptionStatus.CLEANED
     raise StatusUnknown(text, STATUS_WORDS)
+
+
+def opted_in_read(text: str) -> SubscriptionStatus | None:
+    """Read a yes/no 'subscribed' cell: yes is a subscription, no says nothing."""
+    wanted = text.strip().casefold()
+    if wanted in LEFT_WORDS:
+        return SubscriptionStatus.SUBSCRIBED
+    if wanted in STAYED_WORDS:
+        return None
+    raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS)
 
 
 def blacklisted_read(text: str) -> SubscriptionStatus:

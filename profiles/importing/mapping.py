@@ -42,6 +42,7 @@ from profiles.importing.layouts import (
     TARGET_EMAIL,
     TARGET_FULL_NAME,
     TARGET_STATUS,
+    TARGET_SUBSCRIBED,
     TARGET_TAGS,
     TARGET_UNSUBSCRIBED,
     TRAIT_PREFIX,
@@ -55,6 +56,7 @@ from profiles.importing.layouts import (
     layout_columns_reserved,
     layout_detect,
     layout_with_status_column,
+    opted_in_read,
     status_is_suppressed,
     status_read,
 )
@@ -163,6 +165,7 @@ class ColumnPlan:
     tags: int | None = None
     status: int | None = None
     unsubscribed: int | None = None
+    subscribed: int | None = None
     full_name: int | None = None
 
 
@@ -172,6 +175,8 @@ class ColumnPlan:
 def column_target_check(target: str, *, column: str = "") -> str:
     """Return a column map target if Bespoke knows it, or raise ImportFormatError."""
     if target in ("", TARGET_TAGS, TARGET_STATUS, TARGET_UNSUBSCRIBED):
+        return target
+    if target == TARGET_SUBSCRIBED:
         return target
     if target == TARGET_FULL_NAME:
         return target
@@ -219,6 +224,7 @@ def _target_label(target: str) -> str:
         TARGET_TAGS: "tags",
         TARGET_STATUS: "the subscription status",
         TARGET_UNSUBSCRIBED: "the unsubscribed flag",
+        TARGET_SUBSCRIBED: "the subscribed flag",
         TARGET_FULL_NAME: "the full name",
     }
     label = labels[target]
@@ -264,6 +270,8 @@ def _plan_add(
         plan.status = position
     elif target == TARGET_UNSUBSCRIBED and plan.unsubscribed is None:
         plan.unsubscribed = position
+    elif target == TARGET_SUBSCRIBED and plan.subscribed is None:
+        plan.subscribed = position
     elif target == TARGET_FULL_NAME and plan.full_name is None:
         plan.full_name = position
     elif target.startswith(TRAIT_PREFIX):
@@ -548,6 +556,9 @@ def _consents_read(
     # withdrawal always wins over a list's word that someone is subscribed.
     if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
         status = left or status
+    if status is None and plan.subscribed is not None:
+        cell = cells[plan.subscribed]
+        status = opted_in_read(cell) if cell.strip() else None
     if status is None:
         if plan.status is not None:
             context.status_blank.append(record)
@@ -731,7 +742,8 @@ def contacts_parse(
     ]
     plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
     notes += _full_name_notes(plan)
-    status_column = plan.status if plan.status is not None else plan.unsubscribed
+    mapped = (plan.status, plan.unsubscribed, plan.subscribed)
+    status_column = next((at for at in mapped if at is not None), None)
     if layout.status is not None and status_column is not None:
         # The marketer's mapped status column wins over the export's own status.
         plan.layout = layout = layout_with_status_column(layout)

@@ -800,3 +800,26 @@ def test_a_list_saying_never_subscribed_does_not_open_the_way_to_resubscribing(
         "Record 1: d.volkov@example.com stays unsubscribed; someone who left is not "
         "someone who never subscribed."
     ]
+
+
+@pytest.mark.django_db
+def test_a_yes_no_opt_in_column_is_consent_and_its_no_changes_nothing(all_three):
+    # given a shop's export: an opt-in column of yes and no, Grace (unsubscribed in
+    # the Mailchimp export) among those who said yes
+    data = (
+        b"Email,Accepts Email Marketing\n"
+        b"new.yes@example.com,yes\n"
+        b"new.no@example.com,no\n"
+        b"grace.lee@example.com,yes\n"
+        b"ana.souza@example.com,no\n"
+    )
+
+    contact_import_file(filename="shop.csv", data=data)
+
+    # then the column is read as consent by default, yes subscribes a new address,
+    # no changes nothing, and nobody who left is subscribed again
+    assert profile("new.yes@example.com").subscription_status == "subscribed"
+    assert profile("new.no@example.com").subscription_status == "not_subscribed"
+    assert profile("grace.lee@example.com").subscription_status == "unsubscribed"
+    assert profile("ana.souza@example.com").subscription_status == "subscribed"
+    assert "subscribed" not in profile("new.no@example.com").traits
