@@ -107,8 +107,52 @@ def country_code_read(text: str) -> str:
     """
     text = text.strip()
     if COUNTRY_CODE.fullmatch(text):
-        return text.upper()
+        code = text.upper()
+        return COUNTRY_ALIASES.get(code.casefold(), code)
     return _country_named(text)
+
+
+# Names in everyday English that ISO 3166 words otherwise ("Russian Federation"),
+# and the codes written for the United Kingdom and Greece outside ISO ("UK", "EL").
+# Only names that mean one country: "Korea" or "Congo" alone are left unread.
+COUNTRY_ALIASES = {
+    "uk": "GB",
+    "el": "GR",
+    "britain": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "russia": "RU",
+    "turkey": "TR",
+    "holland": "NL",
+    "the netherlands": "NL",
+    "republic of ireland": "IE",
+    "ivory coast": "CI",
+    "macedonia": "MK",
+    "palestine": "PS",
+    "vatican": "VA",
+    "vatican city": "VA",
+    "brunei": "BN",
+    "cape verde": "CV",
+    "swaziland": "SZ",
+    "burma": "MM",
+    "east timor": "TL",
+    "uae": "AE",
+    "dr congo": "CD",
+    "democratic republic of the congo": "CD",
+    "the bahamas": "BS",
+    "the gambia": "GM",
+    "falkland islands": "FK",
+    "st lucia": "LC",
+    "curacao": "CW",
+    "reunion": "RE",
+    "aland islands": "AX",
+    "macau": "MO",
+    "micronesia": "FM",
+    "kosovo": "XK",
+}
 
 
 @lru_cache(maxsize=4096)
@@ -117,6 +161,9 @@ def _country_named(text: str) -> str:
     # which a postal code mapped to the country by mistake could be.
     if not text or len(text) > COUNTRY_NAME_MAX_CHARS or text.isdigit():
         return ""
+    alias = COUNTRY_ALIASES.get(" ".join(text.casefold().split()))
+    if alias:
+        return alias
     try:
         return pycountry.countries.lookup(text).alpha_2
     except LookupError:

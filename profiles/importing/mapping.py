@@ -352,6 +352,19 @@ def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, A
     }
 
 
+def _country_note(record: int, column: str, value: str) -> dict[str, Any]:
+    return {
+        "kind": "country_as_trait",
+        "record": record,
+        "column": column,
+        "message": (
+            f"Record {record}: {column} {value!r} is no country Bespoke knows by that "
+            "name: it is kept as the trait country, and the profile's country is "
+            "unchanged."
+        ),
+    }
+
+
 def _fields_read(
     context: _RecordContext, record: int, cells: list[str], traits: dict[str, Any]
 ) -> dict[str, str]:
@@ -370,6 +383,7 @@ def _fields_read(
         except ValueError as exc:
             if name == "country_code" and plan.layout.country_as_trait:
                 traits["country"] = value
+                context.notes.append(_country_note(record, plan.names[position], value))
                 continue
             context.notes.append(
                 _ignored_note(record, plan.names[position], value, str(exc))

@@ -449,11 +449,14 @@ def test_a_country_written_by_name_is_its_code_and_an_unknown_one_a_trait():
         b"cy@example.com,DEU\n"
         b"di@example.com,Atlantis\n"
         b"ed@example.com,250\n"
+        b"fay@example.com,Russia\n"
+        b"gus@example.com,UK\n"
     )
 
-    contact_import_file(filename="crm.csv", data=data)
+    done = contact_import_file(filename="crm.csv", data=data)
 
-    emails = [f"{name}@example.com" for name in ("ann", "bob", "cy", "di", "ed")]
+    names = ("ann", "bob", "cy", "di", "ed", "fay", "gus")
+    emails = [f"{name}@example.com" for name in names]
     found = {
         email: (profile(email).country_code, profile(email).traits) for email in emails
     }
@@ -463,7 +466,16 @@ def test_a_country_written_by_name_is_its_code_and_an_unknown_one_a_trait():
         "cy@example.com": ("DE", {}),
         "di@example.com": ("", {"country": "Atlantis"}),
         "ed@example.com": ("", {"country": "250"}),
+        "fay@example.com": ("RU", {}),
+        "gus@example.com": ("GB", {}),
     }
+    kept = [n["message"] for n in done.notes if n["kind"] == "country_as_trait"]
+    assert kept == [
+        "Record 4: Country 'Atlantis' is no country Bespoke knows by that name: it "
+        "is kept as the trait country, and the profile's country is unchanged.",
+        "Record 5: Country '250' is no country Bespoke knows by that name: it is "
+        "kept as the trait country, and the profile's country is unchanged.",
+    ]
 
 
 @pytest.mark.django_db
