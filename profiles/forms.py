@@ -152,10 +152,18 @@ class ContactImportMappingForm(forms.Form):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.names = names
-        found = kwargs.get("initial", {}).get("found_encoding")
+        initial = kwargs.get("initial", {})
+        found = initial.get("found_encoding")
         if found:
+            # Windows-1252 is read when a file is not UTF-8: it is no finding.
+            how = (
+                "read as the file is not UTF-8: choose its encoding if letters look "
+                "wrong"
+                if initial.get("encoding_guessed")
+                else "found in the file"
+            )
             self.fields["encoding"].choices = [
-                ("", f"{found} (found in the file)"),
+                ("", f"{found} ({how})"),
                 *ENCODINGS.items(),
             ]
         for position, name in enumerate(names):

@@ -926,15 +926,19 @@ class ContactsPreview:
     column_map: dict[str, str]
     # Columns the default map ignores because their trait name is a profile field's.
     reserved: list[str] = field(default_factory=list)
-    # How a CSV file's text was read (empty for a workbook).
+    # How a CSV file's text was read (empty for a workbook), and whether that is
+    # Windows-1252 read for want of any sign (a single-byte code page has none).
     encoding_label: str = ""
+    encoding_guessed: bool = False
 
 
 def contacts_preview(
     data: bytes, *, encoding: str = "", sample_records: int = 20
 ) -> ContactsPreview:
     """Return a file's header, a sample value per column and the layout's column map."""
-    label = "" if contacts_is_workbook(data) else contacts_decoded(data, encoding).label
+    decoded = None if contacts_is_workbook(data) else contacts_decoded(data, encoding)
+    label = decoded.label if decoded else ""
+    guessed = bool(decoded) and not encoding and decoded.encoding == "cp1252"
     records = contacts_records(data, encoding)
     try:
         names = contacts_header_read(records)
@@ -948,4 +952,4 @@ def contacts_preview(
     layout = layout_detect(names)
     column_map = layout_column_map(layout, names)
     reserved = layout_columns_reserved(layout, names)
-    return ContactsPreview(layout, names, samples, column_map, reserved, label)
+    return ContactsPreview(layout, names, samples, column_map, reserved, label, guessed)

@@ -123,6 +123,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     initial = {"encoding": encoding}
     if not encoding and not unknown:
         initial["found_encoding"] = preview.encoding_label
+        initial["encoding_guessed"] = preview.encoding_guessed
     posted = request.POST.copy() if request.method == "POST" else None
     form = ContactImportMappingForm(
         posted, initial=initial, traits=_traits(), **options

@@ -105,7 +105,11 @@ def test_the_mapping_page_reads_the_file_again_in_the_chosen_encoding(
     contact_import, url = polish_upload
 
     found = client.get(url).content.decode()
-    assert "Windows-1252 (Western Europe and the Americas) (found in the file)" in found
+    # Read for want of any sign, not found: the page says so.
+    assert (
+        "Windows-1252 (Western Europe and the Americas) (read as the file is not "
+        "UTF-8: choose its encoding if letters look wrong)"
+    ) in found
     assert "£ukasz" in found
 
     chosen = client.get(url, {"encoding": "cp1250"}).content.decode()
@@ -315,3 +319,17 @@ def test_a_file_no_encoding_reads_as_text_cannot_be_imported(
         {"encoding": "cp1250"},
     )
     assert mapping.status_code == 302
+
+
+@pytest.mark.django_db
+def test_an_encoding_the_file_shows_is_said_to_be_found(client, django_user_model):
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    data = "\ufeffemail,first_name\nlukasz@example.com,Łukasz\n".encode()
+    contact_import = contact_import_create(filename="bom.csv", data=data)
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+
+    page = client.get(url).content.decode()
+
+    assert "(found in the file)" in page
+    assert "is not UTF-8" not in page
