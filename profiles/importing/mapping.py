@@ -71,9 +71,11 @@ from profiles.importing.reading import (
     contacts_records,
     contacts_tags_split,
     decoded_records,
+    trait_key,
 )
 from profiles.models import Profile, SubscriptionStatus, TraitType
 from profiles.names import field_text_clean, name_split, tags_distinct
+from profiles.processing_traits import COMPUTED_FIELDS
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -907,6 +909,12 @@ def column_reserved_sentence(column: str) -> str:
         return (
             f"{why} Map it to “Full name (split into first and last)” or to a "
             "profile field to import it."
+        )
+    if trait_key(column, 0) in COMPUTED_FIELDS:
+        figure = trait_key(column, 0).removesuffix("_at").replace("_", " ")
+        return (
+            f"The column “{column}” is not imported: Bespoke works out the {figure} "
+            "itself, from the orders and events it receives."
         )
     return f"{why} Map it to a profile field to import it."
 

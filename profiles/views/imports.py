@@ -26,7 +26,7 @@ from profiles.importing import (
 )
 from profiles.importing.layouts import TRAIT_PREFIX
 from profiles.importing.mapping import ContactsPreview
-from profiles.importing.reading import ENCODINGS, EncodingUnknown
+from profiles.importing.reading import ENCODINGS, EncodingUnknown, column_key
 from profiles.importing.runs import ENCODING_READS_ANY_BYTE
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
 from profiles.tasks import contact_import_task
@@ -150,7 +150,12 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
             # Two columns sent to one trait, or a trait named like a profile field.
             form.add_error(None, str(exc))
 
-    rows = zip(form.names, preview.samples, _column_fields(form), strict=True)
+    # A layout reads its consent times by name, whatever the column is mapped to.
+    consent_keys = {column_key(name) for name in preview.layout.consent_times}
+    consent_times = [column_key(name) in consent_keys for name in form.names]
+    rows = zip(
+        form.names, preview.samples, _column_fields(form), consent_times, strict=True
+    )
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = preview.reserved

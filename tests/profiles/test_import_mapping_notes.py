@@ -5,6 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from profiles.importing import contacts_parse
+from profiles.importing.mapping import column_reserved_sentence
 from profiles.models import ContactImport
 
 pytestmark = pytest.mark.django_db
@@ -42,3 +43,11 @@ def test_a_mapped_run_notes_the_columns_left_out_for_their_reserved_names():
 
     assert [note["column"] for note in parsed.notes] == ["lifetime_value"]
     assert parsed.notes[0]["kind"] == "reserved_column"
+
+
+def test_a_column_of_a_figure_bespoke_computes_says_so():
+    assert column_reserved_sentence("Lifetime value") == (
+        "The column “Lifetime value” is not imported: Bespoke works out the "
+        "lifetime value itself, from the orders and events it receives."
+    )
+    assert "works out the last seen itself" in column_reserved_sentence("Last Seen At")

@@ -172,8 +172,12 @@ def test_an_import_on_the_default_map_notes_each_column_it_ignored_for_its_name(
         "created_at",
     ]
     assert reserved[0]["message"] == (
-        "The column “lifetime_value” is ignored: as a trait its name would be a "
-        "profile field's, which would hide it. Map it to a profile field to import it."
+        "The column “lifetime_value” is not imported: Bespoke works out the lifetime "
+        "value itself, from the orders and events it receives."
+    )
+    assert reserved[1]["message"] == (
+        "The column “id” is ignored: as a trait its name would be a profile "
+        "field's, which would hide it. Map it to a profile field to import it."
     )
 
 

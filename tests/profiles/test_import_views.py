@@ -690,7 +690,7 @@ def test_the_import_page_and_the_sources_page_say_1_of_a_thing_in_the_singular(
     detail = page.content.decode()
     assert '<div class="figure">1</div><div class="label">record</div>' in detail
     assert '<div class="label">profile created</div>' in detail
-    assert '<div class="label">profiles updated</div>' in detail
+    assert '<div class="label">profiles already known</div>' in detail
     assert '<div class="label">import failed</div>' in sources.content.decode()
 
 
@@ -716,3 +716,17 @@ def test_the_declare_page_takes_the_name_and_type_a_link_gives(signed_in):
 
     form = response.context["form"]
     assert (form.initial["name"], form.initial["type"]) == ("birthday", "date")
+
+
+def test_the_mapping_page_says_which_column_is_read_as_the_consent_time(
+    signed_in, load_fixture
+):
+    # given Mailchimp's unsubscribed export, whose UNSUB_TIME dates each unsubscribe
+    data = load_fixture("mailchimp/unsubscribed_members_export.csv")
+    upload = SimpleUploadedFile("unsubscribed.csv", data, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": upload})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    row = page.split("<td>UNSUB_TIME</td>")[1].split("</tr>")[0]
+    assert "data-consent-time>also read as the time consent was given or" in row
