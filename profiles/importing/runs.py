@@ -583,3 +583,27 @@ def _heartbeat(contact_import: ContactImport) -> None:
     path = contact_import_upload_path(contact_import)
     with contextlib.suppress(FileNotFoundError):
         os.utime(path)
+
+
+def contact_import_summary(contact_import: ContactImport) -> str:
+    """Return an import's counts on one line, as the commands print them."""
+
+    def counted(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    return ", ".join(
+        [
+            counted(contact_import.records, "record", "records"),
+            f"{contact_import.accepted} accepted",
+            f"{contact_import.rejected} rejected",
+            counted(
+                contact_import.duplicates_merged,
+                "duplicate merged",
+                "duplicates merged",
+            ),
+            counted(
+                contact_import.profiles_created, "profile created", "profiles created"
+            ),
+            f"{contact_import.profiles_updated} already known",
+        ]
+    )

@@ -16,6 +16,7 @@ from profiles.importing import (
     contact_import_retry,
     contact_import_run,
     contact_import_run_stored,
+    contact_import_summary,
     contact_import_upload_path,
     contacts_parse,
     contacts_tags_split,
@@ -753,7 +754,8 @@ def test_the_command_prints_counts_and_every_rejected_row(fixtures_dir):
     lines = out.getvalue().splitlines()
     assert lines[0] == (
         "subscribed_members_export.csv (mailchimp_subscribed): 40 records, "
-        "37 accepted, 3 rejected, 3 duplicates merged, 34 profiles created, 0 updated"
+        "37 accepted, 3 rejected, 3 duplicates merged, 34 profiles created, "
+        "0 already known"
     )
     assert lines[1].startswith("  record 34 (line 36): invalid_email: 'not-an-email'")
     assert lines[2].startswith("  record 37 (line 39): invalid_email:")
@@ -835,3 +837,13 @@ def test_a_yes_no_opt_in_column_is_consent_and_its_no_changes_nothing(all_three)
     assert profile("grace.lee@example.com").subscription_status == "unsubscribed"
     assert profile("ana.souza@example.com").subscription_status == "subscribed"
     assert "subscribed" not in profile("new.no@example.com").traits
+
+
+@pytest.mark.django_db
+def test_the_summary_of_one_record_is_in_the_singular():
+    done = contact_import_file(filename="one.csv", data=b"email\nann@example.com\n")
+
+    assert contact_import_summary(done) == (
+        "1 record, 1 accepted, 0 rejected, 0 duplicates merged, 1 profile created, "
+        "0 already known"
+    )

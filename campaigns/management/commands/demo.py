@@ -21,7 +21,7 @@ from campaigns import demo
 from campaigns.models import Campaign, CampaignStatus, EmailTemplate
 from campaigns.selectors import campaign_message_counts
 from campaigns.sending import campaign_send_all, campaign_start
-from profiles.importing import contact_import_file
+from profiles.importing import contact_import_file, contact_import_summary
 from profiles.models import WriteKey
 from profiles.processing import events_process_pending
 from profiles.selectors import profile_status_counts
@@ -101,12 +101,7 @@ class Command(BaseCommand):
         for relative in demo.MAILCHIMP_FILES:
             path = self.fixtures / relative
             result = contact_import_file(filename=path.name, data=path.read_bytes())
-            self.stdout.write(
-                f"  {path.name}: {result.records} records, {result.accepted} accepted, "
-                f"{result.rejected} rejected, {result.duplicates_merged} duplicates merged, "
-                f"{result.profiles_created} profiles created, "
-                f"{result.profiles_updated} updated"
-            )
+            self.stdout.write(f"  {path.name}: {contact_import_summary(result)}")
             for row in result.rejections:
                 self.stdout.write(
                     self.style.WARNING(

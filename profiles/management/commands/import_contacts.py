@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from profiles.importing import contact_import_file
+from profiles.importing import contact_import_file, contact_import_summary
 from profiles.importing.reading import ENCODINGS
 from profiles.models import ContactImport, ImportStatus
 
@@ -52,11 +52,8 @@ class Command(BaseCommand):
             return
 
         self.stdout.write(
-            f"{name} ({contact_import.layout}): {contact_import.records} records, "
-            f"{contact_import.accepted} accepted, {contact_import.rejected} rejected, "
-            f"{contact_import.duplicates_merged} duplicates merged, "
-            f"{contact_import.profiles_created} profiles created, "
-            f"{contact_import.profiles_updated} updated"
+            f"{name} ({contact_import.layout}): "
+            f"{contact_import_summary(contact_import)}"
         )
         for rejection in contact_import.rejections:
             self.stdout.write(
