@@ -43,7 +43,7 @@ from profiles.models import (
 from profiles.refusals import SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import PAYLOAD_REFUSED
 from profiles.shopify import SOURCE as SOURCE_SHOPIFY
-from profiles.traits import TraitInvalid, TraitRule, trait_coerce
+from profiles.traits import BESPOKE_FLAGS, TraitInvalid, TraitRule, trait_coerce
 
 VOLUME_HOURS = 48
 VOLUME_DAYS = 30
@@ -543,7 +543,7 @@ def trait_names_undeclared() -> list[dict[str, Any]]:
     return [
         {"name": name, "profiles": count}
         for name, count in sorted(counts.items())
-        if name not in declared
+        if name not in declared and name not in BESPOKE_FLAGS
     ]
 
 

@@ -36,19 +36,20 @@ NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 THOUSANDS_SPACED = re.compile(r"[+-]?[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]*)?")
 # How much of a raw value a message quotes: a cell can hold thousands of characters.
 QUOTED_MAX_CHARS = 40
+# The traits Bespoke itself sets on a profile, which no marketer declares.
+BESPOKE_FLAGS = frozenset({"email_needs_smtputf8"})
 # Names a custom trait cannot have, compared case-folded: the names an identify turns
 # into profile fields (processing_identify.IDENTIFY_FIELD_TRAITS), the profile's own
-# fields, and what templates read from a profile besides them
-# (campaigns/rendering.PROFILE_KEYS). A trait of such a name would be shadowed by
-# the field wherever a profile is shown or rendered.
+# fields, what templates read from a profile besides them
+# (campaigns/rendering.PROFILE_KEYS) and Bespoke's flags. A trait of such a name
+# would be shadowed by the field wherever a profile is shown or rendered.
 RESERVED_TRAIT_NAMES = frozenset(
     name.casefold()
     for name in (
         {"email", "firstName", "first_name", "lastName", "last_name", "name", "phone"}
         | {field.name for field in Profile._meta.concrete_fields}
         | {"full_name", "continent", "tags"}
-        # Flags Bespoke itself sets on a profile's traits.
-        | {"email_needs_smtputf8"}
+        | BESPOKE_FLAGS
     )
 )
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}

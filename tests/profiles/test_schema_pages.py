@@ -305,3 +305,10 @@ def test_the_migration_clears_the_allowed_value_the_page_made_of_an_empty_box():
     broken.refresh_from_db()
     kept.refresh_from_db()
     assert (broken.allowed_values, kept.allowed_values) == ([], ["[]", "gold"])
+
+
+def test_a_flag_bespoke_sets_is_not_listed_as_an_undeclared_trait():
+    ProfileFactory(email="jörg@example.com", traits={"email_needs_smtputf8": True})
+    ProfileFactory(email="kai@example.com", traits={"plan": "pro"})
+
+    assert [row["name"] for row in trait_names_undeclared()] == ["plan"]
