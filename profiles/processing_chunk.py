@@ -164,8 +164,9 @@ class EventChunk:
         self.user_ids = _user_ids_load(set(self.locked))
         self._new_people_create(events)
         self.dirty: set[int] = set()
-        # The profiles that took an address: marked suppressed if it is listed.
-        self.emails_taken: set[int] = set()
+        # The profiles that took an address (pk: its key): marked suppressed if it
+        # is on the suppression list.
+        self.emails_taken: dict[int, str] = {}
         # Written by `flush`: events attached (event pk -> profile pk) and the
         # (profile pk, kind, value) identities linked in memory.
         self.attached: dict[int, int] = {}
@@ -443,7 +444,7 @@ class EventChunk:
         self.locked[profile.pk] = email.key
         self.email_owners[email.key] = profile.pk
         self.dirty.add(profile.pk)
-        self.emails_taken.add(profile.pk)
+        self.emails_taken[profile.pk] = email.key
 
     def _apply_carefully(self, event: ChunkEvent) -> int:
         self.flush()

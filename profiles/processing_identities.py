@@ -275,7 +275,7 @@ def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
     profile.email = email.key
     profile.email_display = email.display
     profile.save(update_fields=["email", "email_display", "updated_at"])
-    profiles_suppression_mark([profile.pk])
+    profiles_suppression_mark({profile.pk: email.key})
     profile.refresh_from_db(fields=["suppressed_at"])
     return profile
 

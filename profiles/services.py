@@ -3,7 +3,6 @@
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
@@ -62,24 +61,25 @@ def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -
     return created
 
 
-def profiles_suppression_mark(profile_ids: Iterable[int]) -> None:
-    """Mark suppressed those of the profiles whose address is on the suppression list.
+def profiles_suppression_mark(addresses: dict[int, str]) -> None:
+    """Mark suppressed the profiles (pk: address key) whose address is listed.
 
     For the paths that give a profile an address (an identify): segment rules and
     the builder's preview read the profile's mark, sending reads the list too.
     """
-    # One array parameter each: a chunk of events may give thousands an address.
-    found = Profile.objects.filter(
-        pk__in=among(profile_ids, of="bigint"), suppressed_at=None
-    ).values_list("pk", "email")
-    hashes = {suppression_hash(email.lower()): pk for pk, email in found if email}
+    hashes = {suppression_hash(key.lower()): pk for pk, key in addresses.items()}
     if not hashes:
         return
+    # One array parameter: a chunk of events may give thousands an address.
     listed = Suppression.objects.filter(email_hash__in=among(hashes, of="text"))
     marked = [
         hashes[email_hash] for email_hash in listed.values_list("email_hash", flat=True)
     ]
-    Profile.objects.filter(pk__in=marked).update(suppressed_at=timezone.now())
+    if not marked:
+        return
+    Profile.objects.filter(pk__in=marked, suppressed_at=None).update(
+        suppressed_at=timezone.now()
+    )
     for profile_id in marked:
         _announce(profile_id, "suppressed")
 
