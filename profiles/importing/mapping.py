@@ -38,6 +38,7 @@ from django.utils import timezone
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.importing.layouts import (
     FULL_NAME_COLUMNS,
+    LAYOUT_BREVO,
     PROFILE_FIELDS,
     TARGET_EMAIL,
     TARGET_FULL_NAME,
@@ -564,6 +565,10 @@ def _consents_read(
     if status is None and plan.unsubscribed is not None:
         cell = cells[plan.unsubscribed]
         left = blacklisted_read(cell) if cell.strip() else None
+        if left == SubscriptionStatus.SUBSCRIBED and plan.layout.name != LAYOUT_BREVO:
+            # "Not unsubscribed" is no consent, but in Brevo's export, whose
+            # EMAIL_BLACKLISTED says whether a contact of the list may be emailed.
+            left = None
     said = ""
     if status is None and plan.status is not None and cells[plan.status].strip():
         said = cells[plan.status]
@@ -760,7 +765,11 @@ def contacts_parse(
     notes += _full_name_notes(plan)
     mapped = (plan.status, plan.unsubscribed, plan.subscribed)
     status_column = next((at for at in mapped if at is not None), None)
-    if layout.status is not None and status_column is not None:
+    if layout.status in WITHDRAWN and status_column is not None:
+        # Everyone in an export of those who left has left: no column of it may
+        # say otherwise, as a list never subscribes them again.
+        notes.append(_status_column_unread_note(layout, plan.names[status_column]))
+    elif layout.status is not None and status_column is not None:
         # The marketer's mapped status column wins over the export's own status.
         plan.layout = layout = layout_with_status_column(layout)
         notes.append(_status_column_note(layout, plan.names[status_column]))
@@ -869,6 +878,20 @@ def _status_column_note(layout: Layout, column: str) -> dict[str, Any]:
     }
 
 
+def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
+    return {
+        "kind": "status_column",
+        "column": column,
+        "message": (
+            f"This file looks like a {layout.label}: everyone in it has left, so "
+            f"the column {column} is not read as their consent; a list never "
+            "subscribes again someone who left."
+        ),
+    }
+
+
+# The statuses of those who left: only they can undo them.
+WITHDRAWN = {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.CLEANED}
 STATUS_BLANK_RECORDS_SHOWN = 10
 
 

@@ -1,11 +1,19 @@
 """Undated consent from a list never outranks a dated fact, and never re-dates one."""
 
+import csv
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
-from profiles.importing import contact_import_file, runs
+from profiles.importing import (
+    contact_import_create,
+    contact_import_file,
+    contact_import_map,
+    contact_import_run_stored,
+    runs,
+)
+from profiles.importing.layouts import layout_column_map, layout_detect
 from profiles.models import (
     ConsentRecord,
     Profile,
@@ -156,3 +164,54 @@ def test_the_suppression_list_says_why_each_address_is_on_it(write_path):
         suppression_hash("bo@example.com"): SuppressionReason.HARD_BOUNCE,
     }
     assert Profile.objects.filter(suppressed_at__isnull=False).count() == 2
+
+
+@pytest.mark.parametrize(
+    "header", ["Unsubscribed,Subscribed", "Opted out,Subscribed", "Opt-out,Opt-in"]
+)
+def test_no_to_leaving_and_no_to_joining_is_no_consent(header):
+    # given a file whose yes/no columns say someone neither left nor joined
+    data = f"Email,{header}\nnew@example.com,no,no\n".encode()
+
+    contact_import_file(filename="flags.csv", data=data)
+
+    # then nobody is subscribed by it
+    profile = Profile.objects.get()
+    assert profile.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+    assert profile.consent_records.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("export", "column", "word"),
+    [
+        ("mailchimp/unsubscribed_members_export.csv", "subscribed", "yes"),
+        ("mailchimp/cleaned_members_export.csv", "unsubscribed", "no"),
+        ("mailchimp/cleaned_members_export.csv", "status", "subscribed"),
+    ],
+)
+def test_a_column_mapped_on_an_export_of_those_who_left_subscribes_nobody(
+    load_fixture, export, column, word
+):
+    # given a Mailchimp export of people who left, with a column added that the
+    # marketer maps to consent, saying they are subscribed
+    lines = load_fixture(export).decode("utf-8-sig").splitlines()
+    data = "\n".join(
+        [lines[0] + ",Flag", *(f"{line},{word}" for line in lines[1:] if line)]
+    )
+    header = next(csv.reader([lines[0] + ",Flag"]))
+    contact_import = contact_import_create(filename="left.csv", data=data.encode())
+    column_map = layout_column_map(layout_detect(header), header) | {"Flag": column}
+    contact_import_map(
+        contact_import_id=contact_import.pk, column_map=column_map, date_format=""
+    )
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    # then everyone in it stays as the export says, and the report says why
+    assert not Profile.objects.filter(
+        subscription_status=SubscriptionStatus.SUBSCRIBED
+    ).exists()
+    contact_import.refresh_from_db()
+    assert any(
+        "is not read as their consent" in note["message"]
+        for note in contact_import.notes
+    )
