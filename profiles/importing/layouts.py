@@ -504,13 +504,20 @@ def status_read(text: str) -> SubscriptionStatus:
 
 
 def opted_in_read(text: str) -> SubscriptionStatus | None:
-    """Read a yes/no 'subscribed' cell: yes is a subscription, no says nothing."""
+    """Read a yes/no 'subscribed' cell: yes is a subscription, no says nothing.
+
+    A status word ("unsubscribed", "cleaned") is read as a status column reads it:
+    a "Subscribed" column often holds them.
+    """
     wanted = text.strip().casefold()
     if wanted in LEFT_WORDS:
         return SubscriptionStatus.SUBSCRIBED
     if wanted in STAYED_WORDS:
         return None
-    raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS)
+    try:
+        return status_read(text)
+    except StatusUnknown:
+        raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS + STATUS_WORDS) from None
 
 
 def blacklisted_read(text: str) -> SubscriptionStatus:

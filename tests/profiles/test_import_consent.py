@@ -215,3 +215,22 @@ def test_a_column_mapped_on_an_export_of_those_who_left_subscribes_nobody(
         "is not read as their consent" in note["message"]
         for note in contact_import.notes
     )
+
+
+def test_a_subscribed_column_of_status_words_is_read_as_statuses():
+    data = (
+        b"Email,Subscribed\n"
+        b"a@example.com,subscribed\n"
+        b"b@example.com,unsubscribed\n"
+        b"c@example.com,never subscribed\n"
+    )
+
+    contact_import = contact_import_file(filename="words.csv", data=data)
+
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "a@example.com": SubscriptionStatus.SUBSCRIBED,
+        "b@example.com": SubscriptionStatus.UNSUBSCRIBED,
+        "c@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+    }
+    assert contact_import.rejected == 0
