@@ -8,7 +8,7 @@ from django.http import HttpRequest
 
 from campaigns.models import Campaign, EmailTemplate, Message, OutboxEmail
 from campaigns.rendering import TemplateReview, template_review
-from campaigns.sending import campaign_schedule
+from campaigns.sending import campaign_render_problem, campaign_schedule
 from profiles.traits import trait_schema_load
 
 
@@ -49,8 +49,38 @@ class EmailTemplateAdmin(admin.ModelAdmin):
             self.message_user(request, warning, level=messages.WARNING)
 
 
+class CampaignForm(forms.ModelForm):
+    """Refuses a time to send while the email cannot be rendered for a recipient."""
+
+    class Meta:
+        model = Campaign
+        fields = ("name", "slug", "template", "segment", "from_email", "scheduled_at")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        segment, template = cleaned.get("segment"), cleaned.get("template")
+        if cleaned.get("scheduled_at") and segment and template:
+            # As "Send now" checks: the sweep would start it unwatched, and each
+            # recipient it fails for would be skipped for good.
+            unsaved = Campaign(
+                name=cleaned.get("name") or "",
+                slug=cleaned.get("slug") or "",
+                segment=segment,
+                template=template,
+            )
+            problem = campaign_render_problem(unsaved)
+            if problem:
+                self.add_error(
+                    "scheduled_at",
+                    f"The email cannot be rendered for {problem}. Fix the template, "
+                    "then schedule it.",
+                )
+        return cleaned
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignForm
     list_display = (
         "name",
         "segment",

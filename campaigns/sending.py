@@ -469,12 +469,14 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
 def campaign_render_problem(campaign: Campaign) -> str:
     """Say for which of the first recipients the email cannot be rendered, and why.
 
-    Empty when it renders for each of the segment's first PREVIEW_RECIPIENTS: a
-    recipient it fails for at sending is skipped for good.
+    Empty when it renders for each of the segment's first PREVIEW_RECIPIENTS who
+    would be sent it: a recipient it fails for at sending is skipped for good.
     """
     members = segment_members(campaign.segment).exclude(email=None).order_by("pk")
     template = campaign.template
     for profile in members[:PREVIEW_RECIPIENTS]:
+        if message_skip_reason(profile):
+            continue  # never rendered: not sent this email
         context = _template_context(campaign, profile, unsubscribe_url="#")
         try:
             email_render(

@@ -67,3 +67,34 @@ def test_clearing_the_time_makes_it_a_draft_again(admin_client):
     campaign = save_in_admin(admin_client, scheduled_at="", pk=campaign.pk)
 
     assert campaign.status == CampaignStatus.DRAFT
+
+
+def test_a_time_to_send_is_refused_while_the_email_fails_for_a_recipient(
+    admin_client,
+):
+    # given a segment whose first recipient has no orders, and a template that
+    # divides by them; an unsubscribed one, never sent it, is no reason to refuse
+    ProfileFactory(
+        email="gone@example.com",
+        traits={"orders": 0},
+        subscription_status="unsubscribed",
+    )
+    ProfileFactory(email="ana@example.com", traits={"orders": 0})
+    template = EmailTemplateFactory(html="<p>{{ 10 | divided_by: profile.orders }}</p>")
+    later = (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    data = {
+        "name": "Spring",
+        "slug": "spring",
+        "template": template.pk,
+        "segment": SegmentFactory().pk,
+        "from_email": "",
+        "scheduled_at_0": later[:10],
+        "scheduled_at_1": later[11:19],
+    }
+
+    response = admin_client.post(reverse("admin:campaigns_campaign_add"), data)
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "The email cannot be rendered for ana@example.com: html, line 1" in page
+    assert not Campaign.objects.exists()
