@@ -117,12 +117,14 @@ def consent_record(
     _status_reread(profile)
     current = profile.subscription_status
     now = timezone.now()
-    if occurred_at > now:
+    from_future = occurred_at > now
+    if from_future:
         # Kept as the source said it, and recorded as of now (see consent_status_move).
         evidence = {**(evidence or {}), "occurred_at_claimed": occurred_at.isoformat()}
         occurred_at = now
     moved = consent_status_move(
         profile,
+        from_future=from_future,
         status=status,
         occurred_at=occurred_at,
         dated=dated,
@@ -169,6 +171,7 @@ def consent_status_move(
     occurred_at: datetime,
     dated: bool = True,
     from_import: bool = False,
+    from_future: bool = False,
 ) -> bool:
     """Move the status (not saved) to a consent fact if it is the newest; say if it did.
 
@@ -186,6 +189,8 @@ def consent_status_move(
     # Nothing has happened later than now: a fact dated in the future (a wrong
     # clock, a date typed wrong) counts as of now, or it would outrank every real
     # withdrawal until that date, the person's own unsubscribe link included.
+    # `from_future`: the source dated it after now (a caller may have clamped it).
+    from_future = from_future or occurred_at > timezone.now()
     occurred_at = min(occurred_at, timezone.now())
     is_newer = (
         profile.subscription_changed_at is None
@@ -196,7 +201,11 @@ def consent_status_move(
         # "Never subscribed" is not true of someone who left, and would let the
         # next list's subscription through.
         status == SubscriptionStatus.NOT_SUBSCRIBED
-        or (status == SubscriptionStatus.SUBSCRIBED and (from_import or not dated))
+        # A subscription dated after now is no opt-in anyone saw the person give.
+        or (
+            status == SubscriptionStatus.SUBSCRIBED
+            and (from_import or not dated or from_future)
+        )
     )
     if not is_newer or lifts_withdrawal:
         return False

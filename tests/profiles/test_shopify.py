@@ -1181,3 +1181,23 @@ def test_a_customers_phone_that_cannot_be_used_gives_way_to_the_addresss(
 
     assert Profile.objects.get().phone == "+33 6 12 34 56 78"
     assert WebhookDelivery.objects.get(delivery_id="odd-2").error == ""
+
+
+def test_a_consent_dated_in_the_future_never_lifts_an_earlier_unsubscribe(
+    db, deliver, load_fixture, shop_headers
+):
+    # given a customer who unsubscribed, then a consent webhook dated in 2099
+    ProfileFactory(
+        email="chloe.dubois@example.org",
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        subscription_changed_at=utc("2026-06-01T00:00:00Z"),
+    )
+    name = "customers_email_marketing_consent_update.json"
+    future = b"2099-01-01T00:00:00+00:00"
+    body = load_fixture(f"shopify/{name}").replace(b"2025-03-14T12:41:07-05:00", future)
+
+    deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    # then she stays unsubscribed: nobody saw that opt-in given
+    chloe = Profile.objects.get()
+    assert chloe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
