@@ -109,13 +109,27 @@ def country_code_read(text: str) -> str:
     text = text.strip()
     if COUNTRY_CODE.fullmatch(text):
         code = text.upper()
-        return COUNTRY_ALIASES.get(code.casefold(), code)
+        code = COUNTRY_ALIASES.get(code.casefold(), code)
+        return code if _is_country_code(code) else ""
     return _country_named(text)
+
+
+# Not in ISO 3166, but written for a country and read as one: Kosovo.
+USER_ASSIGNED_CODES = frozenset({"XK"})
+
+
+@lru_cache(maxsize=512)
+def _is_country_code(code: str) -> bool:
+    # "EU", "UN" or "ZZ" are two letters but no country: no continent, no rule.
+    return (
+        code in USER_ASSIGNED_CODES or pycountry.countries.get(alpha_2=code) is not None
+    )
 
 
 # Names in everyday English that ISO 3166 words otherwise ("Russian Federation"),
 # and the codes written for the United Kingdom and Greece outside ISO ("UK", "EL").
-# Only names that mean one country: "Korea" or "Congo" alone are left unread.
+# Only names that mean one country: "Korea" alone is left unread ("Congo" is the
+# Republic of the Congo's name in ISO 3166).
 COUNTRY_ALIASES = {
     "uk": "GB",
     "el": "GR",
@@ -153,6 +167,18 @@ COUNTRY_ALIASES = {
     "macau": "MO",
     "micronesia": "FM",
     "kosovo": "XK",
+    "u.k.": "GB",
+    "the uk": "GB",
+    "u.s.": "US",
+    "u.s.a.": "US",
+    "the us": "US",
+    "the usa": "US",
+    "turkiye": "TR",
+    "drc": "CD",
+    "st. lucia": "LC",
+    "trinidad & tobago": "TT",
+    "holy see": "VA",
+    "cote d'ivoire": "CI",
 }
 
 
@@ -162,6 +188,8 @@ def _country_named(text: str) -> str:
     # which a postal code mapped to the country by mistake could be.
     if not text or len(text) > COUNTRY_NAME_MAX_CHARS or text.isdigit():
         return ""
+    # As word processors write it: "Côte d’Ivoire".
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
     alias = COUNTRY_ALIASES.get(" ".join(text.casefold().split()))
     if alias:
         return alias

@@ -847,3 +847,13 @@ def test_the_summary_of_one_record_is_in_the_singular():
         "1 record, 1 accepted, 0 rejected, 0 duplicates merged, 1 profile created, "
         "0 already known"
     )
+
+
+@pytest.mark.django_db
+def test_two_letters_that_are_no_country_are_no_country_code():
+    data = b"Email,Country\na@example.com,EU\nb@example.com,xk\nc@example.com,UK\n"
+
+    contact_import_file(filename="codes.csv", data=data)
+
+    codes = dict(Profile.objects.values_list("email", "country_code"))
+    assert codes == {"a@example.com": "", "b@example.com": "XK", "c@example.com": "GB"}
