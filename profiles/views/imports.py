@@ -25,7 +25,7 @@ from profiles.importing import (
     contact_import_retryable,
 )
 from profiles.importing.layouts import TRAIT_PREFIX
-from profiles.importing.mapping import ContactsPreview
+from profiles.importing.mapping import ContactsPreview, column_reserved_sentence
 from profiles.importing.reading import ENCODINGS, EncodingUnknown, column_key
 from profiles.importing.runs import ENCODING_READS_ANY_BYTE
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
@@ -158,15 +158,18 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
-    context["reserved"] = preview.reserved
+    context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
     context["undeclared_dates"] = _undeclared_dates(preview)
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
 
 
-# A sample that looks like a date: 07/14, 14.07.1990, 1990-07-14.
-DATE_LIKE = re.compile(r"\d{1,2}[/.-]\d{1,2}([/.-]\d{2,4})?|\d{4}-\d{2}-\d{2}")
+# A sample that looks like a date: 07/14, 14.07.1990, 14-07-1990, 1990-07-14; not a
+# decimal number such as 10.5.
+DATE_LIKE = re.compile(
+    r"\d{1,2}/\d{1,2}(/\d{2,4})?|\d{1,2}([.-])\d{1,2}\2\d{2,4}|\d{4}-\d{2}-\d{2}"
+)
 
 
 def _undeclared_dates(preview: ContactsPreview) -> list[tuple[str, str, str]]:

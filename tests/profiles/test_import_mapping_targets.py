@@ -233,10 +233,13 @@ def test_the_mapping_page_says_which_columns_are_ignored_for_their_names(signed_
     response = signed_in.get(uploaded.url)
 
     page = response.content.decode()
+    listed = page.split("data-reserved-columns>")[1].split("</ul>")[0]
+    assert listed.count("<li>") == 5
     assert (
-        "Ignored unless you map them to a profile field: “lifetime_value”, "
-        "“id”, “continent”, “name”, “created_at”."
-    ) in page
+        "<li>The column “lifetime_value” is not imported: Bespoke works out the "
+        "lifetime value itself, from the orders and events it receives.</li>"
+    ) in listed
+    assert "<li>The column “id” is ignored: as a trait its name would be" in listed
     assert 'value="traits.Email"' not in page
 
 

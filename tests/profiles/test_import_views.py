@@ -730,3 +730,14 @@ def test_the_mapping_page_says_which_column_is_read_as_the_consent_time(
 
     row = page.split("<td>UNSUB_TIME</td>")[1].split("</tr>")[0]
     assert "data-consent-time>also read as the time consent was given or" in row
+
+
+def test_a_decimal_sample_is_not_taken_for_a_date(signed_in):
+    data = b"Email,Shoe Size,Joined\nann@example.com,10.5,14.07.2021\n"
+    upload = SimpleUploadedFile("sizes.csv", data, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": upload})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    assert "“Joined” holds dates such as 14.07.2021" in page
+    assert "Shoe Size” holds dates" not in page
