@@ -239,10 +239,15 @@ LIFTS_NOTHING = {SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.NOT_SUBSCRIBE
 
 def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str, Any]:
     record = fact.evidence["record"]
+    who = (
+        "an address that bounced"
+        if kept == SubscriptionStatus.CLEANED
+        else "someone who left"
+    )
     why = (
-        "an import never subscribes again someone who left"
+        f"an import never subscribes again {who}"
         if fact.status == SubscriptionStatus.SUBSCRIBED
-        else "someone who left is not someone who never subscribed"
+        else f"{who} is not one that never subscribed"
     )
     return {
         "kind": "kept_status",

@@ -812,7 +812,7 @@ def test_a_list_saying_never_subscribed_does_not_open_the_way_to_resubscribing(
     kept = [note for note in first.notes if note["kind"] == "kept_status"]
     assert [n["message"] for n in kept] == [
         "Record 1: d.volkov@example.com stays unsubscribed; someone who left is not "
-        "someone who never subscribed."
+        "one that never subscribed."
     ]
 
 
