@@ -466,6 +466,11 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
     return preview
 
 
+# How many of a segment's first members the render check looks through for the
+# PREVIEW_RECIPIENTS it renders for (those who would be sent the email).
+RENDER_CHECK_SCAN = 1000
+
+
 def campaign_render_problem(campaign: Campaign) -> str:
     """Say for which of the first recipients the email cannot be rendered, and why.
 
@@ -474,9 +479,13 @@ def campaign_render_problem(campaign: Campaign) -> str:
     """
     members = segment_members(campaign.segment).exclude(email=None).order_by("pk")
     template = campaign.template
-    for profile in members[:PREVIEW_RECIPIENTS]:
+    checked = 0
+    for profile in members[:RENDER_CHECK_SCAN]:
+        if checked == PREVIEW_RECIPIENTS:
+            break
         if message_skip_reason(profile):
             continue  # never rendered: not sent this email
+        checked += 1
         context = _template_context(campaign, profile, unsubscribe_url="#")
         try:
             email_render(

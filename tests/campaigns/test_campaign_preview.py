@@ -139,3 +139,27 @@ def test_sending_is_refused_while_the_email_fails_for_a_first_recipient(
         "Not sent: the email cannot be rendered for ben@shop.example: html, line 1: "
         "divided_by: can&#x27;t divide by 0. Fix the template, then send."
     ) in response.content.decode()
+
+
+def test_the_render_check_reaches_past_members_who_would_be_skipped(
+    signed_in, campaign
+):
+    # given the segment's first members all unsubscribed, then one who would be
+    # sent the email, for whom it cannot be rendered
+    for number in range(25):
+        ProfileFactory(
+            email=f"gone{number}@shop.example",
+            traits={"orders": 0},
+            subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        )
+    ProfileFactory(email="ana@shop.example", traits={"orders": 0})
+    campaign.template = EmailTemplateFactory(
+        html="<p>{{ 10 | divided_by: profile.orders }}</p>"
+    )
+    campaign.save()
+
+    url = reverse("campaign_send", kwargs={"slug": campaign.slug})
+    response = signed_in.post(url, follow=True)
+
+    assert Message.objects.count() == 0
+    assert "cannot be rendered for ana@shop.example" in response.content.decode()
