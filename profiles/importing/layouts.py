@@ -117,6 +117,9 @@ class Layout:
     kinds: dict[str, str] = field(default_factory=dict)
     # The status every row of the file states (a Mailchimp export is one status).
     status: SubscriptionStatus | None = None
+    # That status, when a mapped column speaks for each row instead: a yes/no
+    # "unsubscribed" column's "no" leaves a row with it.
+    status_of_export: SubscriptionStatus | None = None
     # Columns kept verbatim as evidence with each consent record, by header name.
     evidence: tuple[str, ...] = ()
     # The first of these columns holding a time says when the consent happened.
@@ -306,6 +309,8 @@ MAILCHIMP_SYSTEM_COLUMNS = {
     "euid",
 }
 MAILCHIMP_SYSTEM_COLUMNS_MIN = 3
+# Brevo's yes/no column of contacts who may not be emailed.
+BREVO_BLACKLIST = "emailblacklisted"
 # Brevo's columns a file may share with others: two of them, or EMAIL_BLACKLISTED.
 BREVO_COLUMNS_SHARED = {"doubleoptin", "optin", "addedtime", "modifiedtime"}
 
@@ -322,7 +327,7 @@ def layout_detect(names: list[str]) -> Layout:
             return LAYOUTS[LAYOUT_MAILCHIMP_SUBSCRIBED]
     if keys & {"emailmarketingconsent", "klaviyoid"}:
         return LAYOUTS[LAYOUT_KLAVIYO]
-    if "emailblacklisted" in keys or len(keys & BREVO_COLUMNS_SHARED) >= 2:
+    if BREVO_BLACKLIST in keys or len(keys & BREVO_COLUMNS_SHARED) >= 2:
         return LAYOUTS[LAYOUT_BREVO]
     return LAYOUTS[LAYOUT_GENERIC]
 
@@ -342,6 +347,7 @@ def layout_with_status_column(layout: Layout) -> Layout:
     return replace(
         layout,
         status=None,
+        status_of_export=layout.status,
         consent_times=(),
         changed_at="",
         wording=(

@@ -37,8 +37,8 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.importing.layouts import (
+    BREVO_BLACKLIST,
     FULL_NAME_COLUMNS,
-    LAYOUT_BREVO,
     PROFILE_FIELDS,
     TARGET_EMAIL,
     TARGET_FULL_NAME,
@@ -565,10 +565,12 @@ def _consents_read(
     if status is None and plan.unsubscribed is not None:
         cell = cells[plan.unsubscribed]
         left = blacklisted_read(cell) if cell.strip() else None
-        if left == SubscriptionStatus.SUBSCRIBED and plan.layout.name != LAYOUT_BREVO:
-            # "Not unsubscribed" is no consent, but in Brevo's export, whose
-            # EMAIL_BLACKLISTED says whether a contact of the list may be emailed.
-            left = None
+        blacklist = column_key(plan.names[plan.unsubscribed]) == BREVO_BLACKLIST
+        if left == SubscriptionStatus.SUBSCRIBED and not blacklist:
+            # "Not unsubscribed" is no consent: the row keeps what the export says
+            # of everyone in it, if anything. Brevo's EMAIL_BLACKLISTED aside,
+            # which says whether a contact of the list may be emailed.
+            left = plan.layout.status_of_export
     said = ""
     if status is None and plan.status is not None and cells[plan.status].strip():
         said = cells[plan.status]
@@ -578,8 +580,7 @@ def _consents_read(
     if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
         status = left or status
     if status is None and plan.subscribed is not None:
-        cell = cells[plan.subscribed]
-        status = opted_in_read(cell) if cell.strip() else None
+        status = _opted_in(context, record, cells[plan.subscribed])
     if status is None:
         if plan.status is not None:
             context.status_blank.append(record)
@@ -599,6 +600,26 @@ def _consents_read(
         date_format=context.date_format,
     )
     return [fact]
+
+
+def _opted_in(
+    context: _RecordContext, record: int, cell: str
+) -> SubscriptionStatus | None:
+    # A word an opt-in column does not know ("pending", "N/A") is no consent: the
+    # contact is imported without one, and the report says so.
+    if not cell.strip():
+        return None
+    try:
+        return opted_in_read(cell)
+    except StatusUnknown:
+        plan = context.plan
+        column = plan.names[plan.subscribed]
+        context.notes.append(
+            _ignored_note(
+                record, column, cell.strip(), "not yes, no or a status: no consent"
+            )
+        )
+        return None
 
 
 def _suppressed_note(record: int, column: str, said: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Undated consent from a list never outranks a dated fact, and never re-dates one."""
 
 import csv
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -234,3 +235,66 @@ def test_a_subscribed_column_of_status_words_is_read_as_statuses():
         "c@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
     }
     assert contact_import.rejected == 0
+
+
+def test_an_unsubscribed_column_on_a_subscribed_export_leaves_the_rest_subscribed(
+    load_fixture,
+):
+    # given Mailchimp's subscribed export with an Unsubscribed column added and
+    # mapped: yes on the first row, no on the others
+    lines = (
+        load_fixture("mailchimp/subscribed_members_export.csv")
+        .decode("utf-8-sig")
+        .splitlines()
+    )
+    rows = [line for line in lines[1:] if line]
+    data = "\n".join(
+        [lines[0] + ",Unsubscribed"]
+        + [f"{line},{'yes' if n == 0 else 'no'}" for n, line in enumerate(rows)]
+    )
+    header = next(csv.reader([lines[0] + ",Unsubscribed"]))
+    contact_import = contact_import_create(filename="sub.csv", data=data.encode())
+    column_map = layout_column_map(layout_detect(header), header) | {
+        "Unsubscribed": "unsubscribed"
+    }
+    contact_import_map(
+        contact_import_id=contact_import.pk, column_map=column_map, date_format=""
+    )
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    # then the first row left, and "no" keeps the export's subscription
+    statuses = Counter(Profile.objects.values_list("subscription_status", flat=True))
+    assert statuses[SubscriptionStatus.UNSUBSCRIBED] == 1
+    assert statuses[SubscriptionStatus.SUBSCRIBED] >= 30
+
+
+def test_only_brevos_blacklist_column_says_no_means_subscribed():
+    # given a CRM file that looks like a Brevo export (Opt-in, Added Time) with an
+    # Unsubscribed column of its own
+    data = b"Email,Opt-in,Added Time,Unsubscribed\ncrm1@example.com,no,2024-01-01,no\n"
+
+    contact_import_file(filename="crm.csv", data=data)
+
+    profile = Profile.objects.get()
+    assert profile.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+
+
+def test_an_opt_in_word_that_is_not_yes_or_no_imports_the_contact_without_consent():
+    data = (
+        b"Email,Accepts Email Marketing\n"
+        b"a@example.com,pending\nb@example.com,N/A\nc@example.com,yes\n"
+    )
+
+    contact_import = contact_import_file(filename="shop.csv", data=data)
+
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "a@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+        "b@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+        "c@example.com": SubscriptionStatus.SUBSCRIBED,
+    }
+    assert contact_import.rejected == 0
+    assert [n["message"] for n in contact_import.notes][:1] == [
+        "Record 1: Accepts Email Marketing 'pending' was not imported (not yes, no "
+        "or a status: no consent)."
+    ]
