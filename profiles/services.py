@@ -3,7 +3,7 @@
 import hashlib
 import hmac
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from django.conf import settings
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 # Statuses that only the person (or a bounce) can lift, never a re-imported list.
 WITHDRAWN_STATUSES = {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.CLEANED}
+# How far ahead of Bespoke's clock a source's clock may run before a time it gives is
+# taken for one in the future: a real opt-in a few seconds "ahead" still counts.
+CLOCK_SKEW_ALLOWED = timedelta(minutes=5)
 
 
 class StatusHolder(Protocol):
@@ -117,8 +120,16 @@ def consent_record(
     _status_reread(profile)
     current = profile.subscription_status
     now = timezone.now()
-    from_future = occurred_at > now
-    if from_future:
+    from_future = occurred_at > now + CLOCK_SKEW_ALLOWED
+    if (
+        from_future
+        and status == SubscriptionStatus.SUBSCRIBED
+        and current in WITHDRAWN_STATUSES
+    ):
+        # Refused below; recorded, it would head the history above the unsubscribe
+        # it does not undo.
+        return None
+    if occurred_at > now:
         # Kept as the source said it, and recorded as of now (see consent_status_move).
         evidence = {**(evidence or {}), "occurred_at_claimed": occurred_at.isoformat()}
         occurred_at = now
@@ -190,7 +201,7 @@ def consent_status_move(
     # clock, a date typed wrong) counts as of now, or it would outrank every real
     # withdrawal until that date, the person's own unsubscribe link included.
     # `from_future`: the source dated it after now (a caller may have clamped it).
-    from_future = from_future or occurred_at > timezone.now()
+    from_future = from_future or occurred_at > timezone.now() + CLOCK_SKEW_ALLOWED
     occurred_at = min(occurred_at, timezone.now())
     is_newer = (
         profile.subscription_changed_at is None

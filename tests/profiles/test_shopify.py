@@ -4,7 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -1201,3 +1201,31 @@ def test_a_consent_dated_in_the_future_never_lifts_an_earlier_unsubscribe(
     # then she stays unsubscribed: nobody saw that opt-in given
     chloe = Profile.objects.get()
     assert chloe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+
+
+def test_a_refused_future_subscription_leaves_no_record_and_a_near_one_counts(
+    db, deliver, load_fixture, shop_headers
+):
+    # given a customer who unsubscribed in June 2026
+    ProfileFactory(
+        email="chloe.dubois@example.org",
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        subscription_changed_at=utc("2026-06-01T00:00:00Z"),
+    )
+    name = "customers_email_marketing_consent_update.json"
+    original = b"2025-03-14T12:41:07-05:00"
+
+    # when the shop says she subscribed in 2099, then 30 seconds from now
+    far = load_fixture(f"shopify/{name}").replace(original, b"2099-01-01T00:00:00Z")
+    deliver(name, headers=resigned(shop_headers, name, far), body=far)
+    chloe = Profile.objects.get()
+    refused = (chloe.subscription_status, chloe.consent_records.count())
+    soon = (datetime.now(tz=UTC) + timedelta(seconds=30)).isoformat().encode()
+    near = load_fixture(f"shopify/{name}").replace(original, soon)
+    headers = resigned(shop_headers, name, near, **{"X-Shopify-Webhook-Id": "near"})
+    deliver(name, headers=headers, body=near)
+
+    # then the first records nothing, and the second, a clock a little ahead, counts
+    assert refused == (SubscriptionStatus.UNSUBSCRIBED, 0)
+    chloe.refresh_from_db()
+    assert chloe.subscription_status == SubscriptionStatus.SUBSCRIBED
