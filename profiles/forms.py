@@ -114,7 +114,7 @@ def column_choices(
     choices += [
         (TARGET_TAGS, "Tags (comma-separated)"),
         (TARGET_STATUS, "Subscription status"),
-        (TARGET_UNSUBSCRIBED, "Unsubscribed? (yes / no)"),
+        (TARGET_UNSUBSCRIBED, "Unsubscribed? (yes / no; no changes nothing)"),
         (TARGET_SUBSCRIBED, "Subscribed? (yes / no; no changes nothing)"),
         ("", "Ignore this column"),
     ]

@@ -955,12 +955,14 @@ def column_reserved_sentence(column: str) -> str:
             "profile field to import it."
         )
     if trait_key(column, 0) in COMPUTED_FIELDS:
-        figure = trait_key(column, 0).removesuffix("_at").replace("_", " ")
+        key = trait_key(column, 0)
+        figure = key.removesuffix("_at").replace("_", " ")
+        figure += " time" if key.endswith("_at") else ""
         return (
             f"The column “{column}” is not imported: Bespoke works out the {figure} "
             "itself, from the orders and events it receives."
         )
-    return f"{why} Map it to a profile field to import it."
+    return f"{why} Map it to a profile field if it holds one."
 
 
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:

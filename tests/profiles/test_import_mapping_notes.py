@@ -50,4 +50,6 @@ def test_a_column_of_a_figure_bespoke_computes_says_so():
         "The column “Lifetime value” is not imported: Bespoke works out the "
         "lifetime value itself, from the orders and events it receives."
     )
-    assert "works out the last seen itself" in column_reserved_sentence("Last Seen At")
+    assert "works out the last seen time itself" in column_reserved_sentence(
+        "Last Seen At"
+    )

@@ -177,7 +177,7 @@ def test_an_import_on_the_default_map_notes_each_column_it_ignored_for_its_name(
     )
     assert reserved[1]["message"] == (
         "The column “id” is ignored: as a trait its name would be a profile "
-        "field's, which would hide it. Map it to a profile field to import it."
+        "field's, which would hide it. Map it to a profile field if it holds one."
     )
 
 

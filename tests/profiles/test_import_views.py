@@ -729,7 +729,7 @@ def test_the_mapping_page_says_which_column_is_read_as_the_consent_time(
     page = signed_in.get(uploaded.url).content.decode()
 
     row = page.split("<td>UNSUB_TIME</td>")[1].split("</tr>")[0]
-    assert "data-consent-time>also read as the time consent was given or" in row
+    assert "data-consent-time>also read as the time of the consent the export" in row
 
 
 def test_a_decimal_sample_is_not_taken_for_a_date(signed_in):
