@@ -17,6 +17,7 @@ from profiles.importing import (
 from profiles.importing.layouts import layout_column_map, layout_detect
 from profiles.models import (
     ConsentRecord,
+    ContactImport,
     Profile,
     SubscriptionStatus,
     Suppression,
@@ -28,6 +29,27 @@ from tests.factories import ProfileFactory
 pytestmark = pytest.mark.django_db
 
 SUBSCRIBED_IN_2024 = datetime(2024, 7, 4, 9, 30, tzinfo=UTC)
+
+
+def export_with_column(data: bytes, *, target: str, words) -> ContactImport:
+    """Import an export with a column "Flag" added, mapped to `target`.
+
+    `words(row)` is the column's cell in each data row (0 is the first).
+    """
+    lines = data.decode("utf-8-sig").splitlines()
+    rows = [line for line in lines[1:] if line]
+    text = "\n".join(
+        [lines[0] + ",Flag", *(f"{line},{words(n)}" for n, line in enumerate(rows))]
+    )
+    header = next(csv.reader([lines[0] + ",Flag"]))
+    contact_import = contact_import_create(filename="flag.csv", data=text.encode())
+    column_map = layout_column_map(layout_detect(header), header) | {"Flag": target}
+    contact_import_map(
+        contact_import_id=contact_import.pk, column_map=column_map, date_format=""
+    )
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+    contact_import.refresh_from_db()
+    return contact_import
 
 
 @pytest.fixture(params=["orm", "copy"])
@@ -195,23 +217,14 @@ def test_a_column_mapped_on_an_export_of_those_who_left_subscribes_nobody(
 ):
     # given a Mailchimp export of people who left, with a column added that the
     # marketer maps to consent, saying they are subscribed
-    lines = load_fixture(export).decode("utf-8-sig").splitlines()
-    data = "\n".join(
-        [lines[0] + ",Flag", *(f"{line},{word}" for line in lines[1:] if line)]
+    contact_import = export_with_column(
+        load_fixture(export), target=column, words=lambda _: word
     )
-    header = next(csv.reader([lines[0] + ",Flag"]))
-    contact_import = contact_import_create(filename="left.csv", data=data.encode())
-    column_map = layout_column_map(layout_detect(header), header) | {"Flag": column}
-    contact_import_map(
-        contact_import_id=contact_import.pk, column_map=column_map, date_format=""
-    )
-    contact_import_run_stored(contact_import_id=contact_import.pk)
 
     # then everyone in it stays as the export says, and the report says why
     assert not Profile.objects.filter(
         subscription_status=SubscriptionStatus.SUBSCRIBED
     ).exists()
-    contact_import.refresh_from_db()
     assert any(
         "is not read as their consent" in note["message"]
         for note in contact_import.notes
@@ -242,25 +255,11 @@ def test_an_unsubscribed_column_on_a_subscribed_export_leaves_the_rest_subscribe
 ):
     # given Mailchimp's subscribed export with an Unsubscribed column added and
     # mapped: yes on the first row, no on the others
-    lines = (
-        load_fixture("mailchimp/subscribed_members_export.csv")
-        .decode("utf-8-sig")
-        .splitlines()
+    export_with_column(
+        load_fixture("mailchimp/subscribed_members_export.csv"),
+        target="unsubscribed",
+        words=lambda row: "yes" if row == 0 else "no",
     )
-    rows = [line for line in lines[1:] if line]
-    data = "\n".join(
-        [lines[0] + ",Unsubscribed"]
-        + [f"{line},{'yes' if n == 0 else 'no'}" for n, line in enumerate(rows)]
-    )
-    header = next(csv.reader([lines[0] + ",Unsubscribed"]))
-    contact_import = contact_import_create(filename="sub.csv", data=data.encode())
-    column_map = layout_column_map(layout_detect(header), header) | {
-        "Unsubscribed": "unsubscribed"
-    }
-    contact_import_map(
-        contact_import_id=contact_import.pk, column_map=column_map, date_format=""
-    )
-    contact_import_run_stored(contact_import_id=contact_import.pk)
 
     # then the first row left, and "no" keeps the export's subscription
     statuses = Counter(Profile.objects.values_list("subscription_status", flat=True))
