@@ -9,6 +9,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignStatus, Message, MessageStatus
 from campaigns.sending import (
     CampaignNotStartable,
+    campaign_render_problem,
     campaign_send_batch,
     campaign_start,
     messages_reconcile_stuck,
@@ -27,7 +28,26 @@ def campaign_send_task(campaign_id: int) -> None:
 
 @shared_task
 def campaign_start_task(campaign_id: int) -> None:
-    """Start a campaign whose time has come (a second start is harmless)."""
+    """Start a campaign whose time has come (a second start is harmless).
+
+    Its template may have changed since it was scheduled: while the email cannot
+    be rendered for a first recipient, it goes back to draft, where its page
+    shows why, instead of skipping each such recipient for good.
+    """
+    campaign = Campaign.objects.filter(
+        pk=campaign_id, status=CampaignStatus.SCHEDULED
+    ).first()
+    problem = campaign_render_problem(campaign) if campaign else ""
+    if problem:
+        Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.SCHEDULED).update(
+            status=CampaignStatus.DRAFT
+        )
+        logger.warning(
+            "Scheduled campaign not started: the email cannot be rendered for %s",
+            problem,
+            extra={"campaign_id": campaign_id},
+        )
+        return
     try:
         campaign_start(campaign_id=campaign_id)
     except CampaignNotStartable:

@@ -98,3 +98,27 @@ def test_a_time_to_send_is_refused_while_the_email_fails_for_a_recipient(
     assert response.status_code == 200
     assert "The email cannot be rendered for ana@example.com: html, line 1" in page
     assert not Campaign.objects.exists()
+
+
+def test_a_campaign_whose_template_broke_after_scheduling_goes_back_to_draft(
+    admin_client, monkeypatch
+):
+    # given a campaign scheduled with a template that rendered, then broken
+    ProfileFactory(email="ana@example.com", traits={"orders": 0})
+    monkeypatch.setattr(
+        tasks.campaign_start_task, "delay", lambda pk: tasks.campaign_start_task(pk)
+    )
+    monkeypatch.setattr(sending, "_enqueue_send", lambda pk: None)
+    past = (timezone.now() - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    campaign = save_in_admin(admin_client, scheduled_at=past)
+    template = campaign.template
+    template.html = "<p>{{ 10 | divided_by: profile.orders }}</p>"
+    template.save()
+
+    # when the sweep's time comes
+    tasks.campaigns_sweep_task()
+
+    # then it is not started: it is a draft again, and nobody was skipped for good
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.DRAFT
+    assert campaign.messages.count() == 0
