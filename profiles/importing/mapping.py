@@ -579,8 +579,10 @@ def _consents_read(
     # withdrawal always wins over a list's word that someone is subscribed.
     if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
         status = left or status
+    said_in = plan.status
     if status is None and plan.subscribed is not None:
         status = _opted_in(context, record, cells[plan.subscribed])
+        said, said_in = cells[plan.subscribed], plan.subscribed
     if status is None:
         if plan.status is not None:
             context.status_blank.append(record)
@@ -588,7 +590,7 @@ def _consents_read(
 
     suppressed = status == SubscriptionStatus.CLEANED and status_is_suppressed(said)
     if suppressed:
-        context.notes.append(_suppressed_note(record, plan.names[plan.status], said))
+        context.notes.append(_suppressed_note(record, plan.names[said_in], said))
     cell = _cell_reader(plan, cells)
     fact = consent_fact(
         plan.layout,

@@ -297,3 +297,15 @@ def test_an_opt_in_word_that_is_not_yes_or_no_imports_the_contact_without_consen
         "Record 1: Accepts Email Marketing 'pending' was not imported (not yes, no "
         "or a status: no consent)."
     ]
+
+
+def test_suppressed_in_an_opt_in_column_is_read_and_noted_as_in_a_status_column():
+    data = b"Email,Subscribed\nsup@example.com,suppressed\n"
+
+    contact_import = contact_import_file(filename="words.csv", data=data)
+
+    profile = Profile.objects.get()
+    assert profile.subscription_status == SubscriptionStatus.CLEANED
+    listed = Suppression.objects.get(email_hash=suppression_hash("sup@example.com"))
+    assert listed.reason == SuppressionReason.IMPORTED
+    assert [n["kind"] for n in contact_import.notes] == ["suppressed_as_cleaned"]
