@@ -77,6 +77,7 @@ from profiles.importing.reading import (
 from profiles.models import Profile, SubscriptionStatus, TraitType
 from profiles.names import field_text_clean, name_split, tags_distinct
 from profiles.processing_traits import COMPUTED_FIELDS
+from profiles.services import WITHDRAWN_STATUSES
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -177,9 +178,8 @@ class ColumnPlan:
 
 def column_target_check(target: str, *, column: str = "") -> str:
     """Return a column map target if Bespoke knows it, or raise ImportFormatError."""
-    if target in ("", TARGET_TAGS, TARGET_STATUS, TARGET_UNSUBSCRIBED):
-        return target
-    if target == TARGET_SUBSCRIBED:
+    consent = (TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED)
+    if target in ("", TARGET_TAGS, *consent):
         return target
     if target == TARGET_FULL_NAME:
         return target
@@ -788,7 +788,7 @@ def contacts_parse(
     notes += _full_name_notes(plan)
     mapped = (plan.status, plan.unsubscribed, plan.subscribed)
     status_column = next((at for at in mapped if at is not None), None)
-    if layout.status in WITHDRAWN and status_column is not None:
+    if layout.status in WITHDRAWN_STATUSES and status_column is not None:
         # Everyone in an export of those who left has left: no column of it may
         # say otherwise, as a list never subscribes them again.
         notes.append(_status_column_unread_note(layout, plan.names[status_column]))
@@ -913,8 +913,6 @@ def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
     }
 
 
-# The statuses of those who left: only they can undo them.
-WITHDRAWN = {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.CLEANED}
 STATUS_BLANK_RECORDS_SHOWN = 10
 
 

@@ -125,9 +125,8 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         initial["found_encoding"] = preview.encoding_label
         initial["encoding_guessed"] = preview.encoding_guessed
     posted = request.POST.copy() if request.method == "POST" else None
-    form = ContactImportMappingForm(
-        posted, initial=initial, traits=_traits(), **options
-    )
+    traits = _traits()
+    form = ContactImportMappingForm(posted, initial=initial, traits=traits, **options)
     if unknown:
         form.fields["encoding"].choices = [
             ("", "none found in the file: choose one"),
@@ -159,7 +158,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
-    context["undeclared_dates"] = _undeclared_dates(preview)
+    context["undeclared_dates"] = _undeclared_dates(preview, traits)
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
@@ -172,12 +171,14 @@ DATE_LIKE = re.compile(
 )
 
 
-def _undeclared_dates(preview: ContactsPreview) -> list[tuple[str, str, str]]:
+def _undeclared_dates(
+    preview: ContactsPreview, traits: list[tuple[str, str]]
+) -> list[tuple[str, str, str]]:
     """Return (column, sample, trait) for each new trait whose sample looks like a date.
 
     Undeclared, its values are kept as text, which date rules cannot read.
     """
-    declared = {name for name, _ in _traits()}
+    declared = {name for name, _ in traits}
     found = []
     for name, sample in zip(preview.names, preview.samples, strict=True):
         target = preview.column_map.get(name, "")
