@@ -35,6 +35,7 @@ from campaigns.models import (
     SkipReason,
 )
 from campaigns.rendering import (
+    RenderedEmail,
     TemplateError,
     email_render,
     profile_context,
@@ -237,13 +238,9 @@ def _send_one(
         return
 
     try:
-        rendered = email_render(
-            subject=campaign.template.subject,
-            html=campaign.template.html,
-            text=campaign.template.text,
-            context=message_context(
-                campaign=campaign, profile=profile, message=message
-            ),
+        rendered = _campaign_render(
+            campaign,
+            message_context(campaign=campaign, profile=profile, message=message),
         )
     except TemplateError as exc:
         _mark(
@@ -395,6 +392,17 @@ def message_context(*, campaign: Campaign, profile: Profile, message: Message) -
     )
 
 
+def _campaign_render(campaign: Campaign, context: dict) -> RenderedEmail:
+    """Render the campaign's template with a recipient's context (TemplateError)."""
+    template = campaign.template
+    return email_render(
+        subject=template.subject,
+        html=template.html,
+        text=template.text,
+        context=context,
+    )
+
+
 def _template_context(
     campaign: Campaign, profile: Profile, *, unsubscribe_url: str
 ) -> dict:
@@ -449,14 +457,8 @@ def campaign_preview(*, campaign: Campaign, profile_id: int | None) -> CampaignP
         profiles[chosen],
         unsubscribe_url="#unsubscribe-link-in-the-sent-email",
     )
-    template = campaign.template
     try:
-        rendered = email_render(
-            subject=template.subject,
-            html=template.html,
-            text=template.text,
-            context=context,
-        )
+        rendered = _campaign_render(campaign, context)
     except TemplateError as exc:
         preview.error = str(exc)
         return preview
@@ -478,7 +480,6 @@ def campaign_render_problem(campaign: Campaign) -> str:
     would be sent it: a recipient it fails for at sending is skipped for good.
     """
     members = segment_members(campaign.segment).exclude(email=None).order_by("pk")
-    template = campaign.template
     checked = 0
     for profile in members[:RENDER_CHECK_SCAN]:
         if checked == PREVIEW_RECIPIENTS:
@@ -488,12 +489,7 @@ def campaign_render_problem(campaign: Campaign) -> str:
         checked += 1
         context = _template_context(campaign, profile, unsubscribe_url="#")
         try:
-            email_render(
-                subject=template.subject,
-                html=template.html,
-                text=template.text,
-                context=context,
-            )
+            _campaign_render(campaign, context)
         except TemplateError as exc:
             return f"{profile.email}: {exc}"
     return ""
