@@ -85,7 +85,10 @@ HAND_SQL = {
         JOIN (
           SELECT profile_id FROM profiles_event
           WHERE event = 'Order Completed' AND timestamp >= %(d30)s
-          GROUP BY profile_id HAVING count(*) > 3
+          GROUP BY profile_id
+          HAVING count(DISTINCT NULLIF(properties ->> 'order_id', ''))
+               + count(*) FILTER (WHERE NULLIF(properties ->> 'order_id', '') IS NULL)
+               > 3
         ) orders ON orders.profile_id = p.id
         WHERE p.country_code = ANY(%(europe)s)
     """,

@@ -9,6 +9,8 @@ evaluated by looping over profiles in Python.
 Meanings a marketer relies on:
 - "not equal", "not in" and "is empty" include profiles that lack the field;
 - "did not" and counts of zero include profiles with no events at all;
+- a count of `Order Completed` events counts orders: the site's and the shop's
+  report of one order (the same `order_id`) are one, as in the order metrics;
 - windows are measured on the event's own time, boundaries included;
 - text comparisons ignore case; dates in traits are 'YYYY-MM-DD' text, and "today"
   is the account's day (BESPOKE_ACCOUNT_TIME_ZONE).
@@ -20,8 +22,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, Value
-from django.db.models.functions import ExtractDay, ExtractMonth, Substr
+from django.db.models import Count, Exists, F, OuterRef, Q, TextField, Value
+from django.db.models.functions import ExtractDay, ExtractMonth, NullIf, Substr
 from django.db.models.lookups import (
     Contains,
     Exact,
@@ -56,6 +58,7 @@ from segments.language import (
     rule_validate,
 )
 
+ORDER_COMPLETED = "Order Completed"
 _ONCE = {("gte", 1), ("gt", 0)}
 _NEVER = {("lt", 1), ("lte", 0), ("eq", 0)}
 ENGAGEMENT_EVENTS = {"opened": "Email Opened", "clicked": "Email Link Clicked"}
@@ -329,7 +332,7 @@ class _Compiler:
             lookup = "exact" if op == "eq" else op
             passing = (
                 events.values("profile")
-                .annotate(n=Count("id"))
+                .annotate(n=_occurrences(node["event"]))
                 .filter(**{f"n__{lookup}": value})
                 .values("profile")
             )
@@ -338,7 +341,7 @@ class _Compiler:
         # "At most N" and the negations keep NOT EXISTS, which counts a profile with
         # no events as zero (a NOT IN over a big set would also degrade past work_mem).
         events = self.events_matching(node, profile=OuterRef("pk"))
-        matched = _count_matches(events, op, value)
+        matched = _count_matches(events, node["event"], op, value)
         return matched if did else ~matched
 
     def events_matching(self, node: dict, *, profile: Any) -> Any:
@@ -427,8 +430,8 @@ class _Compiler:
             )
             .values("profile")
             .annotate(
-                recent=Count("id", filter=Q(timestamp__gte=middle)),
-                earlier=Count("id", filter=Q(timestamp__lt=middle)),
+                recent=_occurrences(node["trend"], Q(timestamp__gte=middle)),
+                earlier=_occurrences(node["trend"], Q(timestamp__lt=middle)),
             )
         )
         compare = "recent__lt" if node["direction"] == "declining" else "recent__gt"
@@ -478,9 +481,27 @@ def _campaign_id(slug: str) -> str:
     return str(campaign_id) if campaign_id is not None else f"missing:{slug}"
 
 
-def _count_matches(events: Any, op: str, value: int) -> Q:
+def _occurrences(event_name: str, only: Q | None = None) -> Any:
+    """Count a profile's events of one name; orders by `order_id`, each once.
+
+    An order the site tracks and the shop's webhook reports too is two `Order
+    Completed` events; they count as one order, as lifetime value and the order count
+    do. An order event with no order id counts alone.
+    """
+    if event_name != ORDER_COMPLETED:
+        return Count("id", filter=only)
+    order_id = NullIf(
+        json_text("properties", "order_id"), Value(""), output_field=TextField()
+    )
+    without_id = Q(IsNull(order_id, True))
+    return Count(order_id, distinct=True, filter=only) + Count(
+        "id", filter=without_id & only if only is not None else without_id
+    )
+
+
+def _count_matches(events: Any, event_name: str, op: str, value: int) -> Q:
     """Compare a profile's number of matching events, zero included, as an EXISTS."""
-    counted = events.values("profile").annotate(n=Count("id"))
+    counted = events.values("profile").annotate(n=_occurrences(event_name))
 
     def having(lookup: str, n: int) -> Q:
         return Q(Exists(counted.filter(**{f"n__{lookup}": n})))

@@ -159,7 +159,7 @@ class Reference:
             e for e in self.event_rows(rule, person) if self.followed(rule, e, person)
         ]
         count = rule.get("count") or {"op": "gte", "value": 1}
-        matched = compare(len(found), count["op"], count["value"])
+        matched = compare(occurrences(found), count["op"], count["value"])
         return matched if rule.get("did", True) else not matched
 
     def event_rows(self, rule: dict, person: Person) -> list[dict]:
@@ -203,14 +203,14 @@ class Reference:
     def trend(self, rule: dict, person: Person) -> bool:
         start = self.now - timedelta(days=rule["over_days"])
         middle = self.now - timedelta(days=rule["over_days"] / 2)
-        times = [
-            e["timestamp"]
+        found = [
+            e
             for e in person.events
             if e["event"] == rule["trend"] and e["timestamp"] >= start
         ]
-        recent = sum(1 for t in times if t >= middle)
-        earlier = len(times) - recent
-        if not times:
+        recent = occurrences([e for e in found if e["timestamp"] >= middle])
+        earlier = occurrences([e for e in found if e["timestamp"] < middle])
+        if not found:
             return False
         return (
             recent < earlier if rule["direction"] == "declining" else recent > earlier
@@ -236,6 +236,20 @@ class Reference:
 
 
 # Values ---------------------------------------------------------------------------
+
+
+def occurrences(events: list[dict]) -> int:
+    """How many times: orders by their order id, each once; other events each."""
+    ids, alone = set(), 0
+    for event in events:
+        order_id = event["event"] == "Order Completed" and json_as_text(
+            event["properties"].get("order_id")
+        )
+        if order_id:
+            ids.add(order_id)
+        else:
+            alone += 1
+    return len(ids) + alone
 
 
 def json_as_text(raw: Any) -> str | None:

@@ -5,8 +5,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from profiles.models import Event, ProfileTag, SubscriptionStatus
-from segments.compiler import profiles_matching
+from profiles.models import Event, Profile, ProfileTag, SubscriptionStatus
+from segments.compiler import profiles_matching, rule_compile
 from segments.language import RuleInvalid, rule_validate
 from segments.services import segment_save
 from tests.factories import ProfileFactory
@@ -16,13 +16,15 @@ pytestmark = pytest.mark.django_db
 NOW = timezone.now()
 
 
-def order(profile, *, days_ago: float, total: float = 100.0, n: int = 0) -> Event:
+def order(
+    profile, *, days_ago: float, total: float = 100.0, n: int = 0, **properties
+) -> Event:
     return Event.objects.create(
         message_id=f"order-{profile.pk}-{days_ago}-{n}",
         type="track",
         event="Order Completed",
         profile=profile,
-        properties={"total": total, "currency": "USD"},
+        properties={"total": total, "currency": "USD", **properties},
         timestamp=NOW - timedelta(days=days_ago),
         received_at=NOW,
     )
@@ -71,6 +73,73 @@ def test_it_counts_orders_in_a_window_and_places_people_by_continent():
     }
 
     assert emails(rule) == {"paris@example.com"}
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+@pytest.mark.parametrize("database", ["default", "sqlite"])
+def test_an_order_reported_by_the_site_and_the_shop_counts_once(database):
+    """Two reports of one order id are one order; orders with no id count alone."""
+    orders = {
+        # The site's "1057" and the shop's 1057, then the site's and shop's 1058.
+        "both@example.com": ["1057", 1057, "1058", 1058, "1059"],
+        "three@example.com": ["A1", "A2", "A3"],
+        "unnamed@example.com": ["", None, ""],
+    }
+    for email, order_ids in orders.items():
+        profile = Profile.objects.using(database).create(email=email)
+        Event.objects.using(database).bulk_create(
+            Event(
+                message_id=f"{email}-{n}",
+                type="track",
+                event="Order Completed",
+                profile=profile,
+                properties={"order_id": order_id, "total": 10},
+                timestamp=NOW - timedelta(days=1 + n / 10),
+                received_at=NOW,
+            )
+            for n, order_id in enumerate(order_ids)
+        )
+
+    def matching(op: str, value: int) -> set[str]:
+        count = {"op": op, "value": value}
+        rule = {"event": "Order Completed", "within_days": 30, "count": count}
+        found = set()
+        for one_profile in (False, True):
+            compiled = rule_compile(rule, now=NOW, one_profile=one_profile)
+            emails = Profile.objects.using(database).filter(compiled)
+            found.add(frozenset(emails.values_list("email", flat=True)))
+        (agreed,) = found
+        return set(agreed)
+
+    # both@ placed three orders (five events), three@ three, unnamed@ three.
+    assert matching("eq", 3) == set(orders)
+    assert matching("gt", 3) == set()
+    assert matching("lte", 3) == set(orders)
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+@pytest.mark.parametrize("database", ["default", "sqlite"])
+def test_a_trend_in_orders_counts_each_order_once(database):
+    """Two orders in the earlier half and two in the later, one reported twice."""
+    profile = Profile.objects.using(database).create(email="steady@example.com")
+    placed = [("E1", 25), ("E2", 20), ("R1", 5), ("R1", 5), ("R2", 3)]
+    Event.objects.using(database).bulk_create(
+        Event(
+            message_id=f"steady-{n}",
+            type="track",
+            event="Order Completed",
+            profile=profile,
+            properties={"order_id": order_id},
+            timestamp=NOW - timedelta(days=days_ago),
+            received_at=NOW,
+        )
+        for n, (order_id, days_ago) in enumerate(placed)
+    )
+
+    for direction in ("rising", "declining"):
+        trend = {"trend": "Order Completed", "over_days": 30, "direction": direction}
+        found = Profile.objects.using(database).filter(rule_compile(trend, now=NOW))
+        assert not found.exists()
 
 
 def test_did_not_and_at_most_include_profiles_with_no_events_at_all():
