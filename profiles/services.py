@@ -8,6 +8,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -192,7 +193,9 @@ def consent_status_move(
     subscription leaves the status undated, so that any dated fact, such as an
     unsubscribe that arrives later but happened earlier, outranks it.
     An undated fact never re-dates the status it repeats; an undated withdrawal is
-    dated by its arrival and applies like any other.
+    dated by its arrival and applies like any other. A withdrawal older than the
+    status still applies when nothing the person said first-hand came after it (only
+    a list's or a ticked box's subscription), as it would have arrived first.
     """
     if not dated and status == profile.subscription_status:
         return False
@@ -208,6 +211,12 @@ def consent_status_move(
         or occurred_at >= profile.subscription_changed_at
     )
     withdrawn = profile.subscription_status in WITHDRAWN_STATUSES
+    if not is_newer and status in WITHDRAWN_STATUSES and not withdrawn:
+        # A withdrawal that arrives after a list's or a checkbox's subscription
+        # dated later would have stopped that subscription, had it come first: the
+        # order facts arrive in must not decide. Only the person's own later word
+        # outranks it.
+        is_newer = not firsthand_consent_since(profile.pk, occurred_at)
     lifts_withdrawal = withdrawn and (
         # "Never subscribed" is not true of someone who left, and would let the
         # next list's subscription through.
@@ -225,6 +234,22 @@ def consent_status_move(
     profile.subscription_status = status
     profile.subscription_changed_at = None if undated_subscribe else occurred_at
     return True
+
+
+# Consent the person did not give in so many words: a list's subscription (it never
+# lifts a withdrawal) and a shop's "accepts marketing" box ticked while buying.
+# (has_key first: without the key, the comparison is NULL, and NOT NULL excludes.)
+SECONDHAND_CONSENT = Q(source__startswith="import:") | Q(
+    evidence__has_key="buyer_accepts_marketing", evidence__buyer_accepts_marketing=True
+)
+
+
+def firsthand_consent_since(profile_id: int | None, since: datetime) -> bool:
+    """Whether the profile has a first-hand consent fact dated after `since`."""
+    if profile_id is None:
+        return False
+    later = ConsentRecord.objects.filter(profile_id=profile_id, occurred_at__gt=since)
+    return later.exclude(SECONDHAND_CONSENT).exists()
 
 
 def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:

@@ -111,6 +111,55 @@ def test_an_undated_subscribe_is_recorded_undated_and_a_later_dated_fact_wins(
     assert emma.subscription_status == SubscriptionStatus.UNSUBSCRIBED
 
 
+UNSUBSCRIBED_IN_JANUARY = (
+    b"Email Address,MEMBER_RATING,OPTIN_TIME,UNSUB_TIME,LEID\n"
+    b"zoe@example.com,2,2024-06-01 10:00:00,2025-01-15 00:00:00,1\n"
+)
+
+
+def test_an_older_unsubscribe_imported_after_a_newer_list_subscription_wins(
+    write_path,
+):
+    """Lists imported newest first decide as they would oldest first."""
+    contact_import_file(
+        filename="march.csv",
+        data=b"Email Address,MEMBER_RATING,OPTIN_TIME,LAST_CHANGED,LEID\n"
+        b"zoe@example.com,2,2025-03-01 10:00:00,2025-03-01 10:00:00,1\n",
+    )
+    zoe = Profile.objects.get(email="zoe@example.com")
+    assert zoe.subscription_status == SubscriptionStatus.SUBSCRIBED
+
+    contact_import_file(
+        filename="january.csv",
+        data=UNSUBSCRIBED_IN_JANUARY,
+    )
+
+    zoe.refresh_from_db()
+    assert zoe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert zoe.subscription_changed_at == datetime(2025, 1, 15, tzinfo=UTC)
+
+
+def test_the_persons_own_later_subscription_outranks_an_older_imported_unsubscribe(
+    write_path,
+):
+    zoe = ProfileFactory(email="zoe@example.com")
+    consent_record(
+        profile=zoe,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="form",
+        occurred_at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+
+    contact_import_file(
+        filename="january.csv",
+        data=UNSUBSCRIBED_IN_JANUARY,
+    )
+
+    zoe.refresh_from_db()
+    assert zoe.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert zoe.subscription_changed_at == datetime(2025, 3, 1, tzinfo=UTC)
+
+
 def test_an_undated_unsubscribe_is_dated_by_the_import_and_applies(write_path):
     ProfileFactory(
         email="ivy@example.com",
