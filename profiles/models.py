@@ -548,6 +548,9 @@ class ShopOrder(models.Model):
     line_items = models.JSONField(default=list, blank=True)
     buyer_accepts_marketing = models.BooleanField(null=True)
     placed_at = models.DateTimeField(null=True, blank=True)
+    # The shop's `updated_at` of the version kept: an older one arriving late
+    # (deliveries come in any order) does not undo a refund or a cancellation.
+    shop_updated_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name or self.shop_id

@@ -334,6 +334,13 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
     Return a note naming the values not used, as an identify's warnings do.
     """
     fields, refused = _customer_fields(customer)
+    moved = any(
+        name in fields and fields[name] != getattr(profile, name)
+        for name in ("city", "country_code")
+    )
+    if moved and "region" not in fields:
+        # A new address is one whole: the old one's region is not the new one's.
+        fields["region"] = ""
     changed = [
         name for name, value in fields.items() if getattr(profile, name) != value
     ]
@@ -372,18 +379,22 @@ def _customer_fields(customer: dict[str, Any]) -> tuple[dict[str, str], list[str
     for name, candidates in sent.items():
         label = name.replace("_", " ")
         notes = []
+        taken = ""
         for key, raw in candidates:
             value, why = _customer_text(raw, limit=FIELD_LENGTHS[name])
             if why:
                 notes.append(f"{key}: {why}")
             elif value:
                 # What Shopify leaves empty keeps what the profile already knows.
-                fields[name] = value
+                fields[name], taken = value, key
                 break
-        if notes and name not in fields:
-            refused.append(
-                f"{', '.join(notes)}, so the profile keeps the {label} it had"
+        if notes:
+            instead = (
+                f"so the {label} is taken from {taken}"
+                if taken
+                else f"so the profile keeps the {label} it had"
             )
+            refused.append(f"{', '.join(notes)}, {instead}")
     if len(country) == 2:
         fields["country_code"] = country
     return fields, refused
@@ -565,13 +576,16 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
         _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=started_at, checkout_token=token
         )
-    if profile is None or delivery.topic != "checkouts/create":
+    # Written once per checkout, for the person it has: a guest's checkout gets its
+    # address from a later update, and then its Checkout Started.
+    buyer = checkout.profile
+    if buyer is None:
         return Outcome(note=refused)
 
     event = _event_store(
         key=f"checkout:{token}",
         name=CHECKOUT_STARTED,
-        profile=profile,
+        profile=buyer,
         properties=_checkout_properties(payload, token=token),
         at=started_at,
         delivery=delivery,
@@ -680,6 +694,9 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         refused = _profile_fill(profile=profile, customer=customer)
     order = _order_upsert(payload=payload, profile=profile)
     _order_join_checkout(order)
+    if profile is None and order.profile_id is not None:
+        # An update that names no address keeps the customer the order had.
+        profile = order.profile
 
     placed_at = order.placed_at or delivery.received_at
     if profile is not None and order.buyer_accepts_marketing:
@@ -699,16 +716,45 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         at=placed_at,
         delivery=delivery,
     )
-    return Outcome(event_ids=[event.pk] if event else [], note=refused)
+    notes = [refused, _order_currency_note(order)]
+    return Outcome(
+        event_ids=[event.pk] if event else [], note=" ".join(n for n in notes if n)
+    )
+
+
+def _order_currency_note(order: ShopOrder) -> str:
+    ours = settings.BESPOKE_CURRENCY.upper()
+    if not order.currency or order.currency.upper() == ours:
+        return ""
+    return (
+        f"The order is in {order.currency}, not {ours}, the currency lifetime value "
+        "is kept in (BESPOKE_CURRENCY): it counts as an order but adds nothing to "
+        "lifetime value or the average order."
+    )
 
 
 def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOrder:
+    shop_id = str(payload["id"])[:40]
+    updated_at = _time(payload.get("updated_at"))
+    stored = ShopOrder.objects.select_for_update().filter(shop_id=shop_id).first()
+    if stored is not None and (
+        updated_at is not None
+        and stored.shop_updated_at is not None
+        and updated_at < stored.shop_updated_at
+    ):
+        return stored  # an older version, arriving late
+
+    email = payload.get("email") or payload.get("contact_email")
+    customer_email = _object(payload.get("customer")).get("email")
+    if stored is not None and profile is None:
+        profile, email = stored.profile, email or stored.email
     order, _ = ShopOrder.objects.update_or_create(
-        shop_id=str(payload["id"])[:40],
+        shop_id=shop_id,
         defaults={
             "name": _text(payload.get("name"), 40),
             "profile": profile,
-            "email": _text(payload.get("email") or payload.get("contact_email"), 254),
+            "email": _text(email or customer_email, 254),
+            "shop_updated_at": updated_at,
             "checkout_token": _text(payload.get("checkout_token"), 100),
             "financial_status": _text(payload.get("financial_status"), 40),
             "currency": _text(payload.get("currency"), 3),
