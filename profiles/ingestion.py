@@ -653,7 +653,7 @@ def _event_build(
     # Measured as it is stored: with the batch's context and integrations in it.
     _size_check({**item, **objects} if shared else item)
     kind = path_type or item.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise ItemRejected("invalid_type", f"Unknown call type {kind!r}.")
 
     ids = _ids_read(item=item, kind=kind)

@@ -436,7 +436,14 @@ def _as_datetime(
     when = _parse_when(rule, raw, date_format)
     if timezone.is_naive(when):
         when = when.replace(tzinfo=time_zone)
-    return when.astimezone(UTC).isoformat()
+    try:
+        return when.astimezone(UTC).isoformat()
+    except OverflowError as exc:
+        # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC.
+        raise TraitInvalid(
+            "out_of_range",
+            f"{rule.name}: {_quoted(raw)} is outside the years 1 to 9999 in UTC",
+        ) from exc
 
 
 def _parse_when(

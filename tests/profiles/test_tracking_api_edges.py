@@ -516,3 +516,39 @@ def test_a_page_category_that_is_not_short_text_is_left_out_not_the_page(
 
     assert response.json()["rejected"] == []
     assert Event.objects.get().properties == {}
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]
+)
+def test_a_declared_time_past_the_calendar_in_utc_is_a_trait_left_out(client, when):
+    from profiles.models import TraitDefinition
+
+    TraitDefinition.objects.create(name="trial_ends", type="datetime")
+    identify = json.dumps(
+        {
+            "type": "identify",
+            "messageId": "id-1",
+            "userId": "u",
+            "traits": {"trial_ends": when, "plan": "pro"},
+        }
+    )
+
+    response = batch(client, GOOD, identify)
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["stored"] == 2
+    assert [w["code"] for w in answer["warnings"]] == ["trait_invalid:out_of_range"]
+    assert "outside the years 1 to 9999" in answer["warnings"][0]["message"]
+
+
+@pytest.mark.parametrize("kind", ['["track"]', '{"t":1}', "7", "null"])
+def test_a_type_that_is_not_text_refuses_its_item_alone(client, kind):
+    odd = f'{{"type":{kind},"messageId":"odd-1","userId":"u","event":"X"}}'
+
+    response = batch(client, GOOD, odd)
+
+    assert response.status_code == 200
+    assert [r["code"] for r in response.json()["rejected"]] == ["invalid_type"]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["good-1"]
