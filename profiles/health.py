@@ -19,10 +19,8 @@ from django.db.models import (
     F,
     Max,
     Min,
-    OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Sum,
 )
 from django.db.models.fields.json import KeyTransform
@@ -423,17 +421,24 @@ def _rejections_by_code(rejected: QuerySet, *, now: datetime) -> list[dict[str, 
 
 def _by_code(recent: QuerySet, *, at: str, count: Any) -> list[dict[str, Any]]:
     """Group rows by code, newest group first: each its count, latest time and message."""
-    newest_message = (
-        recent.filter(code=OuterRef("code"))
-        .order_by(f"-{at}", "-pk")
-        .values("message")[:1]
-    )
-    rows = (
+    groups = (
         recent.values("code")
-        .annotate(count=count, last_at=Max(at), message=Subquery(newest_message))
+        .annotate(count=count, last_at=Max(at))
         .order_by("-last_at", "code")
     )
-    return [dict(row) for row in rows]
+    # The newest message of each code, looked up once per group: as a subquery in
+    # the grouping it ran once per row, and 50,000 refused items (one request
+    # can send them) took the page minutes.
+    return [
+        {
+            **row,
+            "message": recent.filter(code=row["code"])
+            .order_by(f"-{at}", "-pk")
+            .values_list("message", flat=True)
+            .first(),
+        }
+        for row in groups
+    ]
 
 
 def _refused_requests(name: str, *, now: datetime) -> list[dict[str, Any]]:

@@ -296,6 +296,10 @@ class RejectedEvent(models.Model):
     payload = models.JSONField(null=True, blank=True)
     received_at = models.DateTimeField()
 
+    class Meta:
+        # The Sources page's newest message of each feed's each code.
+        indexes = [models.Index(fields=["source", "code", "received_at"])]
+
     def __str__(self) -> str:
         return f"{self.code}: {self.message_id or 'no messageId'}"
 
