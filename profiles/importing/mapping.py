@@ -710,8 +710,8 @@ def _sheet_error_notes(
             "record": record,
             "column": plan.names[position],
             "message": (
-                f"Record {record}: {plan.names[position]} holds the Excel error "
-                f"{cell.error}, so it was read as empty."
+                f"Record {record}: {plan.names[position]} holds {cell.held}, "
+                "so it was read as empty."
             ),
         }
         for position, cell in enumerate(cells)

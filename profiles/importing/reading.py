@@ -86,15 +86,22 @@ class SheetError(str):
     """A workbook cell holding an Excel error (#DIV/0!, #N/A...), read as empty.
 
     Its text is empty, so every reader of cells sees a blank; `error` keeps the
-    code, for the note that says the cell was not imported.
+    code, and `held` what the note that says the cell was not imported names.
     """
 
     error: str
+    held: str
 
-    def __new__(cls, error: str) -> "SheetError":
+    def __new__(cls, error: str, held: str = "") -> "SheetError":
         cell = super().__new__(cls, "")
         cell.error = error
+        cell.held = held or f"the Excel error {error}"
         return cell
+
+
+# Excel's escape of a NUL character: PostgreSQL stores none, and no name, tag or
+# value holds one.
+SHEET_NUL = SheetError("_x0000_", "a NUL character (Excel's _x0000_)")
 
 
 @lru_cache(maxsize=4096)
@@ -450,7 +457,10 @@ def xlsx_cell_text(value: object) -> str:
     text = str(value)
     # Excel writes a control character as _xHHHH_ (a line break in a cell as
     # _x000D_), and the reader gives it as written.
-    return unescape(text) if "_x" in text else text
+    if "_x" not in text:
+        return text
+    text = unescape(text)
+    return SHEET_NUL if "\x00" in text else text
 
 
 def _float_text(value: float) -> str:

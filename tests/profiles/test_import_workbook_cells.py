@@ -213,3 +213,33 @@ def test_text_that_looks_like_an_excel_error_stays_text():
         "w@example.com": {"code": "#GETTING_DATA"},
         "c@example.com": {"code": "#DIV/0!"},
     }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy_rows_min", [0, 10**9])
+def test_a_nul_written_as_excels_escape_is_read_as_empty_and_named(
+    monkeypatch, copy_rows_min
+):
+    from profiles.importing import runs
+
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", copy_rows_min)
+    rows = [
+        ["Email", "First Name", "Note", "Tags", "Odd_x0000_name"],
+        ["ok1@example.com", "Ana", "bad_x0000_note", "VIP", "a"],
+        ["ok2@example.com", "Ben", "fine", "big_x0000_", "b"],
+        ["nul_x0000_@example.com", "Cy", "n", "", "c"],
+    ]
+
+    contact_import = contact_import_file(filename="n.xlsx", data=xlsx_bytes(rows))
+
+    assert contact_import.status == ImportStatus.DONE
+    assert [r["reason"] for r in contact_import.rejections] == ["missing_email"]
+    messages = [note["message"] for note in contact_import.notes]
+    nul = "holds a NUL character (Excel's _x0000_), so it was read as empty."
+    assert f"Record 1: Note {nul}" in messages
+    assert f"Record 2: Tags {nul}" in messages
+    assert f"Record 3: Email {nul}" in messages
+    ana, ben = Profile.objects.order_by("email")
+    assert "note" not in ana.traits
+    assert ana.traits["column_5"] == "a"
+    assert list(ben.tags.values_list("name", flat=True)) == []
