@@ -38,7 +38,11 @@ from profiles.importing.mapping import (
     contacts_preview,
 )
 from profiles.importing.reading import EncodingUnknown, ImportFormatError
-from profiles.importing.writing import BatchOutcome, contact_rows_write
+from profiles.importing.writing import (
+    BatchOutcome,
+    contact_rows_write,
+    report_erased_leave_out,
+)
 from profiles.models import ContactImport, ImportStatus
 from profiles.processing_writes import driver_error
 from profiles.signals import profiles_changed
@@ -500,6 +504,7 @@ def _batch_writer(rows_total: int) -> tuple[Callable[..., BatchOutcome], int]:
 
 
 def _parse_report_save(contact_import: ContactImport, parsed: ParsedContacts) -> None:
+    report_erased_leave_out(parsed)
     rejections = sorted(
         parsed.rejections + parsed.field_rejections, key=lambda r: r.record
     )

@@ -17,8 +17,9 @@ from typing import Any
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from profiles.emails import InvalidEmail, email_normalize
 from profiles.importing.layouts import ConsentFact
-from profiles.importing.mapping import ContactRow, Rejection
+from profiles.importing.mapping import ContactRow, ParsedContacts, Rejection
 from profiles.models import (
     ConsentRecord,
     Profile,
@@ -132,6 +133,56 @@ def suppressions_read(
     return [row for row in rows if row.email.key not in gone], listed
 
 
+def report_erased_leave_out(parsed: ParsedContacts) -> None:
+    """Leave the people erased on request out of a file's report, before it is kept.
+
+    Their rows are left out when written (suppressions_read), but the report of
+    the file as read would still quote their address, a refused value or a merge
+    of their records: a refused record of theirs says only that it was erased, and
+    their notes and refused fields are dropped.
+    """
+    if not Suppression.objects.filter(reason=SuppressionReason.ERASURE).exists():
+        return
+    keys = {row.email.key for row in parsed.rows}
+    keys |= {_key(r.email) for r in parsed.rejections + parsed.field_rejections}
+    keys |= {_key(note.get("email") or "") for note in parsed.notes}
+    keys.discard("")
+    hashes = {suppression_hash(key): key for key in keys}
+    erased = {
+        hashes[email_hash]
+        for email_hash in Suppression.objects.filter(
+            email_hash__in=hashes, reason=SuppressionReason.ERASURE
+        ).values_list("email_hash", flat=True)
+    }
+    if not erased:
+        return
+
+    records = {n for row in parsed.rows if row.email.key in erased for n in row.records}
+    parsed.rejections = [
+        Rejection(r.record, r.line, "", "erased", ERASED_MESSAGE)
+        if _key(r.email) in erased
+        else r
+        for r in parsed.rejections
+    ]
+    records |= {r.record for r in parsed.rejections if r.reason == "erased"}
+    parsed.field_rejections = [
+        r for r in parsed.field_rejections if _key(r.email) not in erased
+    ]
+    parsed.notes = [
+        note
+        for note in parsed.notes
+        if note.get("record") not in records
+        and _key(note.get("email") or "") not in erased
+    ]
+
+
+def _key(written: str) -> str:
+    try:
+        return email_normalize(written).key
+    except InvalidEmail:
+        return ""
+
+
 def _profiles_find(keys: list[str]) -> dict[str, Profile]:
     # Lower() matches the unique index, so a row stored with capitals by hand (or by
     # an older import) is found instead of colliding with it. The rows are locked
@@ -202,7 +253,12 @@ def consents_apply(
     changed = set()
     for fact in sorted(row.consents, key=lambda fact: fact.occurred_at):
         kept = profile.subscription_status
-        if fact.status in LIFTS_NOTHING and kept in WITHDRAWN_STATUSES:
+        if (fact.status in LIFTS_NOTHING and kept in WITHDRAWN_STATUSES) or (
+            # "Never subscribed" says the list had no consent, not that the
+            # person withdrew one given elsewhere.
+            fact.status == SubscriptionStatus.NOT_SUBSCRIBED
+            and kept == SubscriptionStatus.SUBSCRIBED
+        ):
             outcome.notes.append(_kept_note(profile, fact, kept))
             continue
         if fact.status == SubscriptionStatus.CLEANED:
@@ -249,6 +305,8 @@ def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str,
         if fact.status == SubscriptionStatus.SUBSCRIBED
         else f"{who} is not one that never subscribed"
     )
+    if kept == SubscriptionStatus.SUBSCRIBED:
+        why = 'a list\'s "never subscribed" does not undo a subscription on record'
     return {
         "kind": "kept_status",
         "email": profile.email,

@@ -358,3 +358,27 @@ def test_suppressed_in_an_opt_in_column_is_read_and_noted_as_in_a_status_column(
     listed = Suppression.objects.get(email_hash=suppression_hash("sup@example.com"))
     assert listed.reason == SuppressionReason.IMPORTED
     assert [n["kind"] for n in contact_import.notes] == ["suppressed_as_cleaned"]
+
+
+def test_never_subscribed_in_a_list_leaves_a_subscription_on_record(write_path):
+    chloe = ProfileFactory(email="chloe@example.com")
+    consent_record(
+        profile=chloe,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="shopify",
+        occurred_at=SUBSCRIBED_IN_2024,
+    )
+
+    contact_import = contact_import_file(
+        filename="klaviyo.csv",
+        data=b"Email,Status\nchloe@example.com,never subscribed\n",
+    )
+
+    chloe.refresh_from_db()
+    assert chloe.subscription_status == SubscriptionStatus.SUBSCRIBED
+    assert chloe.consent_records.count() == 1
+    (note,) = [n for n in contact_import.notes if n["kind"] == "kept_status"]
+    assert note["message"] == (
+        'Record 1: chloe@example.com stays subscribed; a list\'s "never subscribed" '
+        "does not undo a subscription on record."
+    )

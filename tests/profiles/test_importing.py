@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import zipfile
 from datetime import UTC, datetime
 from io import StringIO
@@ -30,6 +31,8 @@ from profiles.models import (
     SubscriptionStatus,
     Suppression,
     SuppressionReason,
+    TraitDefinition,
+    TraitType,
 )
 from profiles.services import suppression_hash
 from profiles.tasks import contact_import_task
@@ -651,6 +654,35 @@ def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
         "reason": "erased",
         "message": "This person was erased on request; their data is not imported again.",
     }
+
+
+@pytest.mark.django_db
+def test_the_report_keeps_nothing_of_an_erased_person():
+    Suppression.objects.create(
+        email_hash=suppression_hash("erased.person@example.com"),
+        reason=SuppressionReason.ERASURE,
+        source="privacy-request",
+    )
+    TraitDefinition.objects.create(name="age", type=TraitType.NUMBER, maximum=120)
+    data = (
+        b"Email,First Name,Status,Age\n"
+        b"Erased.Person@Example.com,Gone,subscribed,200\n"
+        b"erased.person@example.com,Gone2,subscribed,\n"
+        b"erased.person@example.com,Gone3,pending,\n"
+        b"keep@example.com,Keep,subscribed,30\n"
+    )
+
+    contact_import = contact_import_file(filename="erased.csv", data=data)
+
+    report = json.dumps([contact_import.rejections, contact_import.notes]).lower()
+    assert "erased.person" not in report
+    assert "gone" not in report
+    assert [(r["record"], r["reason"]) for r in contact_import.rejections] == [
+        (1, "erased"),
+        (2, "erased"),
+        (3, "erased"),
+    ]
+    assert list(Profile.objects.values_list("email", flat=True)) == ["keep@example.com"]
 
 
 # Parsing details -----------------------------------------------------------------
