@@ -302,6 +302,11 @@ class EventChunk:
         # A new profile with an address is found or made by that address, carefully.
         if profile_id is None:
             return False
+        # Another address than the profile's: a known person's new address, or
+        # another person on a shared device, which the careful path tells apart.
+        held = self.profile(profile_id).email
+        if held and held.lower() != email.key:
+            return False
         return self.email_owner(email.key) in (None, profile_id)
 
     def _claimable(self, event: ChunkEvent, profile_id: int | None) -> bool:

@@ -140,6 +140,11 @@ def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     email_owner = profile_by_email_key(email.key) if email else None
     profile = _join(profile, _claimable(email_owner, user_id=user_id), refused=refused)
     anonymous_owner = _owner(IdentityKind.ANONYMOUS_ID, event.anonymous_id)
+    device_shared = None
+    if _someone_else(anonymous_owner, profile=profile, email=email):
+        # The browser's earlier visitor had another address: the one signing in now
+        # is another person, and the anonymousId stays with the first.
+        device_shared, anonymous_owner = anonymous_owner, None
     profile = _join(
         profile, _claimable(anonymous_owner, user_id=user_id), refused=refused
     )
@@ -157,7 +162,24 @@ def _profile_resolve(event: Event, *, refused: list[str]) -> Profile:
     elif email is not None and not profile.email and email_owner is None:
         profile = _email_assign(profile=profile, email=email)
 
-    return _identities_attach(profile=profile, event=event, refused=refused)
+    if device_shared is not None and event.type == EventType.IDENTIFY:
+        # Said once per identify, not for every event the device sends after.
+        refused.append(_refused_message(profile, device_shared, MERGE_REFUSED_EMAILS))
+    return _identities_attach(
+        profile=profile, event=event, refused=refused, device_shared=device_shared
+    )
+
+
+def _someone_else(
+    owner: Profile | None, *, profile: Profile | None, email: NormalizedEmail | None
+) -> bool:
+    """Whether an anonymousId's profile has an address other than this person's."""
+    if owner is None or not owner.email:
+        return False
+    known = owner.email.lower()
+    if email is not None:
+        return known != email.key
+    return bool(profile and profile.email and profile.email.lower() != known)
 
 
 def _claimable(profile: Profile | None, *, user_id: str) -> Profile | None:
@@ -254,13 +276,17 @@ def _merge_or_keep(
             "Profile merge refused",
             extra={"profile": profile.pk, "other_profile": other.pk},
         )
-        message = (
-            f"Profiles {profile.pk} and {other.pk} were not merged: {exc}. "
-            f"They stay two people; {MERGE_ADVICE[str(exc)]}"
-        )
+        message = _refused_message(profile, other, str(exc))
         if refused is not None and message not in refused:
             refused.append(message)
         return profile
+
+
+def _refused_message(profile: Profile, other: Profile, reason: str) -> str:
+    return (
+        f"Profiles {profile.pk} and {other.pk} were not merged: {reason}. "
+        f"They stay two people; {MERGE_ADVICE[reason]}"
+    )
 
 
 def _profile_create(email: NormalizedEmail | None) -> Profile:
@@ -281,12 +307,15 @@ def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
 
 
 def _identities_attach(
-    *, profile: Profile, event: Event, refused: list[str]
+    *,
+    profile: Profile,
+    event: Event,
+    refused: list[str],
+    device_shared: Profile | None = None,
 ) -> Profile:
-    wanted = [
-        (IdentityKind.USER_ID, event.user_id),
-        (IdentityKind.ANONYMOUS_ID, event.anonymous_id),
-    ]
+    wanted = [(IdentityKind.USER_ID, event.user_id)]
+    if device_shared is None:
+        wanted.append((IdentityKind.ANONYMOUS_ID, event.anonymous_id))
     if (
         event.type == EventType.ALIAS
         and not ProfileIdentity.objects.filter(value=event.previous_id).exists()

@@ -86,3 +86,67 @@ def test_a_device_of_another_person_with_an_address_is_not_merged_and_it_is_said
     assert Profile.objects.count() == 2
     assert [code for code, _ in notices()] == ["merge_refused"]
     assert "both profiles have an email address" in notices()[0][1]
+
+
+def test_someone_signing_in_on_a_shared_browser_gets_a_profile_of_their_own(send):
+    # Dora used the browser first; Ed signs in on it with his own address.
+    send(
+        "/v1/identify",
+        {"anonymousId": "shared", "traits": {"email": "dora@example.com"}},
+    )
+    send("/v1/track", {"anonymousId": "shared", "event": "Product Viewed"})
+    send(
+        "/v1/identify",
+        {
+            "anonymousId": "shared",
+            "userId": "u-ed",
+            "traits": {"email": "ed@example.com", "firstName": "Ed"},
+        },
+    )
+    send(
+        "/v1/track",
+        {"anonymousId": "shared", "userId": "u-ed", "event": "Checkout Started"},
+    )
+
+    dora = Profile.objects.get(email="dora@example.com")
+    ed = Profile.objects.get(email="ed@example.com")
+    assert dora.first_name == ""
+    assert ed.first_name == "Ed"
+    assert list(ed.identities.values_list("value", flat=True)) == ["u-ed"]
+    assert list(dora.events.values_list("event", flat=True).order_by("id")) == [
+        "",
+        "Product Viewed",
+    ]
+    assert list(ed.events.values_list("event", flat=True).order_by("id")) == [
+        "",
+        "Checkout Started",
+    ]
+    # Said once, for the identify: not for every event the device sends after.
+    assert [code for code, _ in notices()] == ["merge_refused"]
+
+
+def test_a_shared_browser_in_one_batch_keeps_the_two_people_apart(send):
+    items = [
+        {"type": "identify", "traits": {"email": "dora@example.com"}},
+        {"type": "track", "event": "Product Viewed"},
+        {
+            "type": "identify",
+            "userId": "u-ed",
+            "traits": {"email": "ed@example.com", "firstName": "Ed"},
+        },
+        {"type": "track", "userId": "u-ed", "event": "Checkout Started"},
+    ]
+    batch = [
+        {**item, "anonymousId": "shared", "messageId": f"m-{n}"}
+        for n, item in enumerate(items)
+    ]
+
+    send("/v1/batch", {"batch": batch})
+
+    ed = Profile.objects.get(email="ed@example.com")
+    assert ed.first_name == "Ed"
+    assert Profile.objects.get(email="dora@example.com").first_name == ""
+    assert list(ed.events.values_list("message_id", flat=True).order_by("id")) == [
+        "m-2",
+        "m-3",
+    ]
