@@ -371,8 +371,9 @@ def profile_merge(
     kept, merged = merge_order(locked[first.pk], locked[second.pk])
     merge_check(kept, merged, explicit=explicit)
 
+    later = _traits_set_later(kept=kept, merged=merged)
     moved = _related_move(kept=kept, merged=merged)
-    _blanks_fill(kept=kept, merged=merged)
+    _blanks_fill(kept=kept, merged=merged, later=later)
     # Earlier merges into the merged profile keep their record under the kept one.
     ProfileMerge.objects.filter(kept=merged).update(kept=kept)
     merged_id = merged.pk
@@ -479,12 +480,47 @@ def _messages_move(*, kept: Profile, merged: Profile) -> tuple[int, int]:
     return moved, dropped
 
 
-def _blanks_fill(*, kept: Profile, merged: Profile) -> None:
+# Traits two merged profiles hold differently are weighed one identify query each,
+# up to this many; past it (a bulk import on both), the kept profile's stand.
+TRAITS_WEIGHED_MAX = 50
+
+
+def _traits_set_later(*, kept: Profile, merged: Profile) -> set[str]:
+    """Return the traits both hold differently that the merged profile was sent last.
+
+    Each is read from the latest identify of either profile that names it: the
+    person's newest word wins, whichever profile the merge keeps. A value no
+    identify sent (an import's) yields to one an identify did.
+    """
+    differing = [
+        key
+        for key, value in merged.traits.items()
+        if key in kept.traits and kept.traits[key] != value
+    ]
+    later = set()
+    for key in differing[:TRAITS_WEIGHED_MAX]:
+        latest = (
+            Event.objects.filter(
+                profile__in=[kept.pk, merged.pk],
+                type=EventType.IDENTIFY,
+                traits__has_key=key,
+            )
+            .order_by("-timestamp", "-pk")
+            .values_list("profile_id", flat=True)
+            .first()
+        )
+        if latest == merged.pk:
+            later.add(key)
+    return later
+
+
+def _blanks_fill(*, kept: Profile, merged: Profile, later: set[str]) -> None:
     for name in PROFILE_FIELDS_FILLED_ON_MERGE:
         if not getattr(kept, name) and getattr(merged, name):
             setattr(kept, name, getattr(merged, name))
 
-    kept.traits = {**merged.traits, **kept.traits}
+    newer = {key: merged.traits[key] for key in later}
+    kept.traits = {**merged.traits, **kept.traits, **newer}
     changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"]
     if kept.suppressed_at is None and merged.suppressed_at is not None:
         # Suppressed by hand, or under an address the merged profile had: the

@@ -150,3 +150,41 @@ def test_a_shared_browser_in_one_batch_keeps_the_two_people_apart(send):
         "m-2",
         "m-3",
     ]
+
+
+def test_a_merge_keeps_the_trait_value_sent_last(send):
+    # Pia browses and gives her address, her account says "new" later, then the
+    # two ids are joined: the value sent last wins, whichever profile is kept.
+    sent = [
+        {"anonymousId": "x-1", "traits": {"email": "pia@example.com", "plan": "old"}},
+        {"userId": "u-pia", "traits": {"plan": "new", "colour": "blue"}},
+        {"userId": "u-pia", "anonymousId": "x-1"},
+    ]
+    for minute, identify in enumerate(sent):
+        at = f"2026-03-01T11:0{minute}:00Z"
+        send("/v1/identify", {**identify, "timestamp": at, "sentAt": at})
+
+    pia = Profile.objects.get()
+    assert pia.email == "pia@example.com"
+    assert (pia.traits["plan"], pia.traits["colour"]) == ("new", "blue")
+
+
+def test_a_merge_in_one_batch_keeps_the_trait_value_sent_last(send):
+    items = [
+        {"anonymousId": "x-1", "traits": {"email": "pia@example.com", "plan": "old"}},
+        {"userId": "u-pia", "traits": {"plan": "new"}},
+        {"userId": "u-pia", "anonymousId": "x-1"},
+    ]
+    batch = [
+        {
+            **item,
+            "type": "identify",
+            "messageId": f"m-{n}",
+            "timestamp": f"2026-03-01T11:0{n}:00Z",
+        }
+        for n, item in enumerate(items)
+    ]
+
+    send("/v1/batch", {"batch": batch})
+
+    assert Profile.objects.get().traits["plan"] == "new"
