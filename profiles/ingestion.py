@@ -650,8 +650,13 @@ def _event_build(
         raise ItemRejected("invalid_type", "The item is not a JSON object.")
 
     objects = _objects_read(item=item, shared=shared)
-    # Measured as it is stored: with the batch's context and integrations in it.
-    _size_check({**item, **objects} if shared else item)
+    # Measured as it is stored: with the batch's context and integrations in it,
+    # when the batch has them, and without the empty objects the sender left out.
+    measured = dict(item)
+    for name in ("context", "integrations"):
+        if shared.get(name):
+            measured[name] = objects[name]
+    _size_check(measured)
     kind = path_type or item.get("type")
     if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise ItemRejected("invalid_type", f"Unknown call type {kind!r}.")
@@ -1041,6 +1046,10 @@ def _storable(item: Any, code: str) -> Any:
     # missing (an item that is not an object may hold them too).
     if code in ("invalid_characters", "invalid_number"):
         return None
+    if isinstance(item, dict) and "writeKey" in item:
+        # A single call may carry its write key in the body: the admin shows
+        # the kept item, and a key is shown once, when it is made.
+        item = {**item, "writeKey": "(not kept)"}
     try:
         data = orjson.dumps(item)
     except orjson.JSONEncodeError:

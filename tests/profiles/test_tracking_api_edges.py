@@ -400,6 +400,24 @@ def test_a_batch_context_counts_in_each_items_size(client):
     assert not Event.objects.exists()
 
 
+def test_an_item_of_exactly_32_kb_in_a_batch_is_taken(client):
+    # Sized as sent: no empty traits, context or integrations are added to it.
+    item = {"type": "track", "messageId": "k-1", "userId": "u", "event": "Big"}
+    item["properties"] = {"blob": ""}
+    padding = 32 * 1024 - len(json.dumps(item, separators=(",", ":")))
+    item["properties"]["blob"] = "x" * padding
+    too_big = {**item, "messageId": "k-2", "properties": {"blob": "x" * (padding + 1)}}
+    body = json.dumps({"batch": [item, too_big]}, separators=(",", ":"))
+
+    response = client.post(
+        "/v1/batch", data=body, content_type="application/json", **AUTH
+    )
+
+    assert response.json()["stored"] == 1
+    assert [r["code"] for r in response.json()["rejected"]] == ["item_too_large"]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["k-1"]
+
+
 @pytest.mark.parametrize("key", ["demo\u0000key", "demo\ud800key"])
 def test_a_write_key_postgresql_cannot_hold_is_a_401(client, key):
     body = json.dumps({"writeKey": key, "batch": [json.loads(GOOD)]})
@@ -552,3 +570,18 @@ def test_a_type_that_is_not_text_refuses_its_item_alone(client, kind):
     assert response.status_code == 200
     assert [r["code"] for r in response.json()["rejected"]] == ["invalid_type"]
     assert list(Event.objects.values_list("message_id", flat=True)) == ["good-1"]
+
+
+def test_a_refused_single_call_does_not_keep_its_write_key(client):
+    from profiles.models import RejectedEvent
+
+    body = json.dumps(
+        {"writeKey": "test-env-write-key", "userId": "u", "timestamp": "bad"}
+    )
+
+    response = client.post("/v1/track", data=body, content_type="application/json")
+
+    assert response.status_code == 200
+    (kept,) = RejectedEvent.objects.values_list("payload", flat=True)
+    assert kept["writeKey"] == "(not kept)"
+    assert "test-env-write-key" not in json.dumps(kept)
