@@ -47,8 +47,11 @@ PROFILE_FIELDS = {
 EMAIL_COLUMNS = {"email", "emailaddress"}
 PROFILE_COLUMNS = {
     "firstname": "first_name",
+    "first": "first_name",
+    "forename": "first_name",
     "givenname": "first_name",
     "lastname": "last_name",
+    "last": "last_name",
     "surname": "last_name",
     "familyname": "last_name",
     "phone": "phone",
@@ -64,7 +67,14 @@ PROFILE_COLUMNS = {
 }
 # The first such column is split into first and last name by default.
 FULL_NAME_COLUMNS = {"name", "fullname"}
-STATUS_COLUMNS = {"status", "subscriptionstatus"}
+STATUS_COLUMNS = {
+    "status",
+    "subscriptionstatus",
+    "emailstatus",
+    "emailsubscriptionstatus",
+    "subscriberstatus",
+    "memberstatus",
+}
 # Yes/no columns that say someone opted in: "no" says nothing of consent (no one
 # is unsubscribed by a list that did not ask them).
 SUBSCRIBED_COLUMNS = {
@@ -74,6 +84,10 @@ SUBSCRIBED_COLUMNS = {
     "emailoptin",
     "optedin",
     "optin",
+    "marketingconsent",
+    "emailconsent",
+    "marketingoptin",
+    "newsletteroptin",
 }
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
 UNSUBSCRIBED_COLUMNS = {
@@ -82,7 +96,11 @@ UNSUBSCRIBED_COLUMNS = {
     "optedout",
     "optout",
     "emailoptout",
+    "emailoptedout",
     "blacklisted",
+    "donotemail",
+    "donotmail",
+    "donotcontact",
 }
 
 LAYOUT_MAILCHIMP_SUBSCRIBED = "mailchimp_subscribed"
@@ -425,7 +443,8 @@ def _trait_name_reserved(target: str) -> bool:
 def _default_target(
     layout: Layout, name: str, position: int, *, full_name_at: int | None = None
 ) -> str:
-    key = column_key(name)
+    # "Unsubscribed (yes/no)" is an Unsubscribed column.
+    key = column_key(name).removesuffix("yesno") or column_key(name)
     if key in EMAIL_COLUMNS:
         return TARGET_EMAIL
     if key in layout.columns:

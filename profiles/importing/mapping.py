@@ -572,9 +572,18 @@ def _consents_read(
             # which says whether a contact of the list may be emailed.
             left = plan.layout.status_of_export
     said = ""
+    not_yet = False
     if status is None and plan.status is not None and cells[plan.status].strip():
         said = cells[plan.status]
-        status = status_read(said)
+        not_yet = column_key(said) in NO_CONSENT_YET
+        if not_yet:
+            # Mailchimp's "pending": asked, not confirmed. The contact is imported,
+            # with no consent, and the report says so.
+            column = plan.names[plan.status]
+            why = "no consent yet (not confirmed): the contact has none"
+            context.notes.append(_ignored_note(record, column, said.strip(), why))
+        else:
+            status = status_read(said)
     # A row that says both "subscribed" and "unsubscribed: yes" has left: a
     # withdrawal always wins over a list's word that someone is subscribed.
     if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
@@ -584,7 +593,7 @@ def _consents_read(
         status = _opted_in(context, record, cells[plan.subscribed])
         said, said_in = cells[plan.subscribed], plan.subscribed
     if status is None:
-        if plan.status is not None:
+        if plan.status is not None and not not_yet:
             context.status_blank.append(record)
         return []
 
@@ -602,6 +611,10 @@ def _consents_read(
         date_format=context.date_format,
     )
     return [fact]
+
+
+# Statuses an export gives someone who has not consented yet: no consent, no refusal.
+NO_CONSENT_YET = {"pending", "transactional"}
 
 
 def _opted_in(

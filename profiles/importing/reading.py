@@ -191,6 +191,10 @@ def contacts_decode(data: bytes, encoding: str = "") -> str:
     return contacts_decoded(data, encoding).text
 
 
+# The first bytes of an old Office file (Excel's .xls, Word's .doc).
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
 def contacts_decoded(data: bytes, encoding: str = "") -> Decoded:
     """Read the file's text in the chosen encoding, or in the one it shows.
 
@@ -203,6 +207,12 @@ def contacts_decoded(data: bytes, encoding: str = "") -> Decoded:
         raise ImportFormatError(
             "This is a zip archive. Unzip the Mailchimp export and import its CSV "
             "files one by one: subscribed, then unsubscribed, then cleaned."
+        )
+    if data.startswith(OLE2_MAGIC):
+        raise ImportFormatError(
+            "This is an Excel 97-2003 workbook (.xls), which Bespoke does not read. "
+            "Open it in Excel or LibreOffice, save it as an Excel Workbook (.xlsx) "
+            "or as CSV, and import that."
         )
 
     decoded = _chosen_decode(data, encoding) if encoding else _text_decode(data)

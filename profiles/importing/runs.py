@@ -283,12 +283,18 @@ def contact_import_run_stored(*, contact_import_id: int) -> ContactImport:
 
 
 def contact_import_file(
-    *, filename: str, data: bytes, encoding: str = ""
+    *, filename: str, data: bytes, encoding: str = "", date_format: str = ""
 ) -> ContactImport:
-    """Import a file now, in this process, and return the finished import."""
+    """Import a file now, in this process, and return the finished import.
+
+    `date_format` is the format its text dates are written in, as the mapping
+    page declares it ("%d/%m/%Y"); ISO 8601 only when not given.
+    """
     contact_import = contact_import_create(filename=filename, data=data)
-    if encoding:
-        ContactImport.objects.filter(pk=contact_import.pk).update(encoding=encoding)
+    if encoding or date_format:
+        ContactImport.objects.filter(pk=contact_import.pk).update(
+            encoding=encoding, date_format=date_format
+        )
     return contact_import_run_stored(contact_import_id=contact_import.pk)
 
 

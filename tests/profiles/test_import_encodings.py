@@ -333,3 +333,23 @@ def test_an_encoding_the_file_shows_is_said_to_be_found(client, django_user_mode
 
     assert "(found in the file)" in page
     assert "is not UTF-8" not in page
+
+
+@pytest.mark.django_db
+def test_the_command_takes_a_date_format(tmp_path):
+    from profiles.models import TraitDefinition, TraitType
+
+    TraitDefinition.objects.create(name="joined", type=TraitType.DATE)
+    path = tmp_path / "uk.csv"
+    path.write_bytes(b"Email,Joined\nann@example.com,31/03/2025\n")
+
+    call_command("import_contacts", str(path), "--date-format", "day-first")
+
+    assert Profile.objects.get().traits["joined"] == "2025-03-31"
+
+
+def test_the_commands_date_formats_are_the_mapping_pages():
+    from profiles.forms import DATE_FORMATS
+    from profiles.management.commands.import_contacts import DATE_FORMAT_NAMES
+
+    assert set(DATE_FORMAT_NAMES.values()) == {value for value, _ in DATE_FORMATS}

@@ -525,3 +525,35 @@ def test_a_full_name_with_a_control_character_is_refused_whole():
         "Record 1: Full Name 'Ann Lee\\x07' was not imported (it holds the control "
         "character U+0007, which no name, place or phone number holds)."
     ]
+
+
+@pytest.mark.parametrize(
+    ("header", "target"),
+    [
+        ("First", "first_name"),
+        ("Last", "last_name"),
+        ("Email Status", "status"),
+        ("Subscriber status", "status"),
+        ("Unsubscribed (yes/no)", "unsubscribed"),
+        ("Do Not Email", "unsubscribed"),
+        ("Marketing Consent", "subscribed"),
+        ("Newsletter Opt-In", "subscribed"),
+    ],
+)
+def test_a_spreadsheets_usual_names_for_names_and_consent_are_read(header, target):
+    data = f"Email,{header}\nann@example.com,x\n".encode()
+
+    assert contacts_preview(data).column_map == {"Email": "email", header: target}
+
+
+@pytest.mark.django_db
+def test_an_email_status_column_keeps_an_unsubscribe_from_a_later_list():
+    contact_import_file(
+        filename="sheet.csv",
+        data=b"Email,First Name,Email Status\ncs2@example.com,Cee,unsubscribed\n",
+    )
+    contact_import_file(
+        filename="list.csv", data=b"Email,Status\ncs2@example.com,subscribed\n"
+    )
+
+    assert Profile.objects.get().subscription_status == "unsubscribed"

@@ -4,7 +4,7 @@ import pytest
 
 from profiles.importing import contact_import_file
 from profiles.importing.layouts import STATUS_WORDS, status_read
-from profiles.models import Profile
+from profiles.models import Profile, SubscriptionStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ def var_dir(settings, tmp_path):
 def test_an_unknown_status_is_refused_naming_the_accepted_values():
     data = (
         b"Email,Status\n"
-        b"pat@example.com,pending\n"
+        b"pat@example.com,maybe later\n"
         b"kim@example.com,Yes\n"
         b"lee@example.com,1\n"
         b"ann@example.com,Never Subscribed\n"
@@ -33,7 +33,7 @@ def test_an_unknown_status_is_refused_naming_the_accepted_values():
     assert (contact_import.accepted, contact_import.rejected) == (1, 3)
     assert [r["reason"] for r in contact_import.rejections] == ["invalid_status"] * 3
     assert [r["message"] for r in contact_import.rejections] == [
-        STATUS_MESSAGE.format("pending"),
+        STATUS_MESSAGE.format("maybe later"),
         STATUS_MESSAGE.format("Yes"),
         STATUS_MESSAGE.format("1"),
     ]
@@ -94,3 +94,20 @@ def test_a_file_without_a_status_column_has_no_blank_status_note():
     )
 
     assert [n for n in contact_import.notes if n["kind"] == "status_blank"] == []
+
+
+@pytest.mark.django_db
+def test_a_pending_status_imports_the_contact_without_consent_and_says_so():
+    contact_import = contact_import_file(
+        filename="pending.csv",
+        data=b"Email,Status\npat@example.com,pending\nsam@example.com,subscribed\n",
+    )
+
+    assert contact_import.rejections == []
+    pat = Profile.objects.get(email="pat@example.com")
+    assert pat.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+    assert not pat.consent_records.exists()
+    assert [note["message"] for note in contact_import.notes] == [
+        "Record 1: Status 'pending' was not imported (no consent yet (not "
+        "confirmed): the contact has none)."
+    ]

@@ -624,6 +624,18 @@ def test_a_zip_archive_is_refused_with_advice():
 
 
 @pytest.mark.django_db
+def test_an_old_excel_workbook_is_refused_with_advice():
+    # The first sector of an .xls file: its signature, then binary.
+    data = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+
+    contact_import = contact_import_file(filename="list.xls", data=data)
+
+    assert contact_import.status == ImportStatus.FAILED
+    assert contact_import.error.startswith("This is an Excel 97-2003 workbook (.xls)")
+    assert "(.xlsx) or as CSV" in contact_import.error
+
+
+@pytest.mark.django_db
 def test_a_record_with_more_cells_than_the_header_is_rejected():
     data = b"email,first_name\none@example.com,One\ntwo@example.com,Smith, Jr.\n"
 

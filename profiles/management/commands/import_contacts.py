@@ -8,6 +8,16 @@ from profiles.importing import contact_import_file, contact_import_summary
 from profiles.importing.reading import ENCODINGS
 from profiles.models import ContactImport, ImportStatus
 
+# The mapping page's date formats (profiles/forms.py DATE_FORMATS), by name.
+DATE_FORMAT_NAMES = {
+    "iso": "",
+    "day-first": "%d/%m/%Y",
+    "month-first": "%m/%d/%Y",
+    "day-first-dots": "%d.%m.%Y",
+    "day-first-dashes": "%d-%m-%Y",
+    "year-first": "%Y-%m-%d",
+}
+
 
 class Command(BaseCommand):
     help = (
@@ -24,8 +34,24 @@ class Command(BaseCommand):
             default="",
             help="the CSV files' text encoding (found from each file when not given)",
         )
+        parser.add_argument(
+            "--date-format",
+            choices=sorted(DATE_FORMAT_NAMES),
+            default="iso",
+            help="how the files write dates, as on the mapping page: iso "
+            "(2025-03-31, the default), day-first (31/03/2025), month-first "
+            "(03/31/2025), day-first-dots, day-first-dashes, year-first; dates "
+            "are never guessed",
+        )
 
-    def handle(self, *args, files: list[Path], encoding: str = "", **options) -> None:
+    def handle(
+        self,
+        *args,
+        files: list[Path],
+        encoding: str = "",
+        date_format: str = "iso",
+        **options,
+    ) -> None:
         folders = [str(path) for path in files if path.is_dir()]
         if folders:
             raise CommandError(f"A folder, not a file: {', '.join(folders)}")
@@ -36,7 +62,10 @@ class Command(BaseCommand):
         failed = []
         for path in files:
             contact_import = contact_import_file(
-                filename=path.name, data=path.read_bytes(), encoding=encoding
+                filename=path.name,
+                data=path.read_bytes(),
+                encoding=encoding,
+                date_format=DATE_FORMAT_NAMES[date_format],
             )
             self._report(contact_import)
             if contact_import.status != ImportStatus.DONE:
