@@ -40,6 +40,7 @@ from profiles.names import field_text_clean
 from profiles.processing_identify import FIELD_LENGTHS
 from profiles.selectors import profile_suppressed
 from profiles.services import (
+    CLOCK_SKEW_ALLOWED,
     WITHDRAWN_STATUSES,
     consent_record,
     profile_get_or_create_by_email,
@@ -263,8 +264,28 @@ def _lock_timeout_set() -> None:
         )
 
 
+# Shopify's mandatory privacy topics: Bespoke has no access or erasure requests yet
+# (docs/limitations.md), so the note says what a privacy admin must do by hand.
+PRIVACY_TOPICS = {
+    "customers/data_request": (
+        "PRIVACY REQUEST: the customer asked the shop for their data. Bespoke does "
+        "not answer access requests yet: export this customer's profile by hand."
+    ),
+    "customers/redact": (
+        "PRIVACY REQUEST: the shop asked for this customer's data to be erased. "
+        "Bespoke does not erase on request yet: erase the profile by hand."
+    ),
+    "shop/redact": (
+        "PRIVACY REQUEST: the shop asked for all its customers' data to be erased. "
+        "Bespoke does not erase on request yet: do it by hand."
+    ),
+}
+
+
 def _delivery_apply(delivery: WebhookDelivery) -> Outcome:
     handler = TOPIC_HANDLERS.get(delivery.topic)
+    if delivery.topic in PRIVACY_TOPICS:
+        return Outcome(note=PRIVACY_TOPICS[delivery.topic])
     if handler is None:
         # Shopify disables an endpoint that keeps failing, so a topic Bespoke does
         # not use is accepted and noted, not refused.
@@ -571,7 +592,10 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
         refused = _profile_fill(profile=profile, customer=customer)
     checkout = _checkout_upsert(token=token, payload=payload, profile=profile)
 
-    started_at = checkout.started_at or delivery.received_at
+    started_at, future_note = _arrival_bounded(
+        checkout.started_at, delivery, "checkout"
+    )
+    refused = " ".join(note for note in (refused, future_note) if note)
     if profile is not None and payload.get("buyer_accepts_marketing") is True:
         _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=started_at, checkout_token=token
@@ -698,7 +722,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         # An update that names no address keeps the customer the order had.
         profile = order.profile
 
-    placed_at = order.placed_at or delivery.received_at
+    placed_at, future_note = _arrival_bounded(order.placed_at, delivery, "order")
     if profile is not None and order.buyer_accepts_marketing:
         _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=placed_at, order_id=order.shop_id
@@ -716,10 +740,29 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         at=placed_at,
         delivery=delivery,
     )
-    notes = [refused, _order_currency_note(order)]
+    notes = [refused, _order_currency_note(order), future_note]
     return Outcome(
         event_ids=[event.pk] if event else [], note=" ".join(n for n in notes if n)
     )
+
+
+def _arrival_bounded(
+    at: datetime | None, delivery: WebhookDelivery, what: str
+) -> tuple[datetime, str]:
+    """Return when something happened, no later than its delivery arrived, and a note.
+
+    A shop's clock, or a date typed by hand, may put it years ahead: as of then it
+    would be the last order and last seen until that day came.
+    """
+    if at is None:
+        return delivery.received_at, ""
+    if at <= delivery.received_at + CLOCK_SKEW_ALLOWED:
+        return at, ""
+    note = (
+        f"The {what} is dated {at.isoformat()}, after it arrived: it is placed at "
+        "its arrival."
+    )
+    return delivery.received_at, note
 
 
 def _order_currency_note(order: ShopOrder) -> str:

@@ -810,6 +810,25 @@ def test_an_order_from_a_suppressed_address_records_no_consent(db, deliver):
     assert ConsentRecord.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "topic", ["customers/redact", "customers/data_request", "shop/redact"]
+)
+def test_a_privacy_request_topic_is_noted_as_one(db, deliver, shop_headers, topic):
+    body = b'{"shop_id":1,"customer":{"id":7412345678903,"email":"chloe@example.org"}}'
+    headers = resigned(
+        shop_headers,
+        "customers_create.json",
+        body,
+        **{"X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": "priv-1"},
+    )
+
+    assert (
+        deliver("customers_create.json", headers=headers, body=body).status_code == 200
+    )
+
+    assert WebhookDelivery.objects.get().error.startswith("PRIVACY REQUEST: ")
+
+
 def test_an_unknown_topic_is_stored_and_noted(db, deliver, load_fixture, shop_headers):
     body = b'{"id":7412345678903,"orders_count":3}'
     headers = resigned(
@@ -1393,3 +1412,25 @@ def test_a_refused_future_subscription_leaves_no_record_and_a_near_one_counts(
     assert refused == (SubscriptionStatus.UNSUBSCRIBED, 0)
     chloe.refresh_from_db()
     assert chloe.subscription_status == SubscriptionStatus.SUBSCRIBED
+
+
+def test_an_order_dated_years_ahead_is_placed_at_its_arrival(
+    db, deliver, load_fixture, shop_headers
+):
+    future = (
+        b'"processed_at":"2025-03-14T09:09:42-05:00"',
+        b'"processed_at":"2030-01-01T00:00:00+00:00"',
+    )
+    body = load_fixture("shopify/orders_create.json")
+    assert future[0] in body
+    body = body.replace(*future)
+    headers = resigned(shop_headers, "orders_create.json", body)
+
+    deliver("orders_create.json", headers=headers, body=body)
+
+    event = Event.objects.get()
+    assert event.timestamp == event.received_at
+    delivery = WebhookDelivery.objects.get()
+    assert "The order is dated 2030-01-01T00:00:00+00:00, after it arrived" in (
+        delivery.error
+    )
