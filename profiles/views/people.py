@@ -111,6 +111,8 @@ def _profiles_filter(
     if q:
         matches = (
             Q(email__icontains=q)
+            # As the list shows it: an address written in punycode, say.
+            | Q(email_display__icontains=q)
             | Q(first_name__icontains=q)
             | Q(last_name__icontains=q)
             | Q(tags__name__iexact=q)

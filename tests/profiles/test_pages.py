@@ -402,3 +402,29 @@ def test_a_tag_written_in_another_case_is_chosen_in_the_list_spelling(signed_in)
     assert "ana@example.com" in page
     assert '<option value="VIP" selected>VIP</option>' in page
     assert 'value="vip"' not in page
+
+
+@pytest.mark.parametrize(
+    ("status", "said"), [("subscribed", True), ("unsubscribed", False)]
+)
+def test_the_status_line_speaks_of_repeated_subscriptions_only_when_subscribed(
+    signed_in, status, said
+):
+    profile = ProfileFactory(
+        subscription_status=status,
+        subscription_changed_at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": profile.pk}))
+
+    assert ("a repeated subscription dates it too" in page.content.decode()) is said
+
+
+def test_the_profile_search_finds_an_address_as_the_list_shows_it(signed_in):
+    erin = ProfileFactory(
+        email="erin@bücher.example.com", email_display="erin@xn--bcher-kva.example.com"
+    )
+
+    page = signed_in.get(reverse("profile_list"), {"q": "xn--bcher"}).content.decode()
+
+    assert f'href="{reverse("profile_detail", kwargs={"pk": erin.pk})}"' in page
