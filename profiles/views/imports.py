@@ -276,6 +276,7 @@ def import_progress(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(
         {
             "status": contact_import.status,
+            "status_label": contact_import.get_status_display(),
             "rows_done": contact_import.rows_done,
             "rows_total": contact_import.rows_total,
             "percent": _percent(contact_import),

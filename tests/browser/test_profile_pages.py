@@ -40,3 +40,28 @@ def test_a_marketer_reads_a_profile_and_creates_a_write_key(page, signed_in):
         row.inner_text().strip(),
         re.S,
     )
+
+
+def test_an_import_page_follows_a_worker_and_shows_the_counts_once_known(
+    page, signed_in, live_server
+):
+    from django.urls import reverse
+
+    from profiles.importing import contact_import_create
+    from profiles.models import ContactImport, ImportStatus
+
+    running = contact_import_create(filename="big.csv", data=b"email\n")
+    imports = ContactImport.objects.filter(pk=running.pk)
+    imports.update(status=ImportStatus.RUNNING, column_map={"email": "email"})
+    url = reverse("import_detail", kwargs={"pk": running.pk})
+
+    page.goto(f"{live_server.url}{url}")
+
+    assert page.locator("[data-status]").inner_text() == "Running"
+    assert (
+        "A background worker is writing" in page.locator("[data-waiting]").inner_text()
+    )
+    # The worker has read and checked the file: the page shows what it found.
+    imports.update(records=8000, accepted=7990, rejected=10, rows_total=8000)
+    page.get_by_text("0 of 8000 rows written").wait_for()
+    assert page.locator(".card", has_text="accepted").inner_text().startswith("7990")

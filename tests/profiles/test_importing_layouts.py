@@ -488,6 +488,7 @@ def test_the_progress_endpoint_reports_rows_written(client, marketer):
 
     assert response.json() == {
         "status": "running",
+        "status_label": "Running",
         "rows_done": 2000,
         "rows_total": 8000,
         "percent": 25,
