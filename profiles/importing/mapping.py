@@ -103,6 +103,8 @@ NUMBER_KINDS = ("int", "float")
 
 # An address has at most 254 characters; a report quotes a cell this long at most.
 REPORT_EMAIL_MAX_CHARS = 320
+# A refused value is quoted up to this many characters in the report.
+REPORT_VALUE_MAX_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -347,11 +349,15 @@ class _RecordContext:
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
+    shown = repr(value)
+    if len(value) > REPORT_VALUE_MAX_CHARS:
+        # A value refused for its length would fill the page and the CSV again.
+        shown = f"{value[:REPORT_VALUE_MAX_CHARS]!r}… ({len(value):,} characters)"
     return {
         "kind": "ignored_value",
         "record": record,
         "column": column,
-        "message": f"Record {record}: {column} {value!r} was not imported ({why}).",
+        "message": f"Record {record}: {column} {shown} was not imported ({why}).",
     }
 
 

@@ -901,3 +901,15 @@ def test_two_letters_that_are_no_country_are_no_country_code():
 
     codes = dict(Profile.objects.values_list("email", "country_code"))
     assert codes == {"a@example.com": "", "b@example.com": "XK", "c@example.com": "GB"}
+
+
+@pytest.mark.django_db
+def test_a_long_refused_value_is_quoted_in_part():
+    long_name = "L" * 5000
+    data = f"Email,Last Name\nann@example.com,{long_name}\n".encode()
+
+    contact_import = contact_import_file(filename="long.csv", data=data)
+
+    (note,) = contact_import.notes
+    assert len(note["message"]) < 400
+    assert "… (5,000 characters) was not imported" in note["message"]
