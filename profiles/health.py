@@ -66,6 +66,7 @@ NOTICE_CODES = (
     "order_amount_too_large",
     "order_amount_negative",
     "order_currency_other",
+    "sent_at_unreadable",
     "merge_refused",
     "email_taken",
     "email_not_changed",

@@ -395,6 +395,7 @@ def events_ingest(
         for warning in (
             _email_trait_warning(item, path_type=path_type),
             _order_amount_warning(item, path_type=path_type),
+            _sent_at_warning(item, shared),
         ):
             if warning:
                 result.warnings.append(Rejection(index, _message_id_of(item), *warning))
@@ -833,7 +834,7 @@ def _times_read(
     *, item: dict[str, Any], shared: dict[str, Any], received_at: datetime
 ) -> dict[str, datetime | None]:
     original = _time_parse(item, "timestamp")
-    sent_at = _time_parse(item, "sentAt") or _time_parse(shared, "sentAt")
+    sent_at = _sent_at_read(item) or _sent_at_read(shared)
 
     if original is not None and original < EARLIEST_EVENT_TIME:
         raise ItemRejected(
@@ -890,6 +891,32 @@ def _times_read(
         "original_timestamp": original,
         "sent_at": sent_at,
     }
+
+
+def _sent_at_read(source: dict[str, Any]) -> datetime | None:
+    # sentAt only corrects the sender's clock: one that cannot be read corrects
+    # nothing, and costs no event (_sent_at_warning says so). A batch's would
+    # otherwise refuse every item in it.
+    try:
+        return _time_parse(source, "sentAt")
+    except ItemRejected:
+        return None
+
+
+def _sent_at_warning(item: Any, shared: dict[str, Any]) -> tuple[str, str] | None:
+    for source in (item, shared):
+        if not isinstance(source, dict) or source.get("sentAt") is None:
+            continue
+        try:
+            _time_parse(source, "sentAt")
+        except ItemRejected as exc:
+            shown = json.dumps(source["sentAt"])[:60]
+            return (
+                "sent_at_unreadable",
+                f"sentAt {shown} cannot be read ({exc.message}): the event keeps its "
+                "own timestamp, uncorrected for the sender's clock",
+            )
+    return None
 
 
 def _time_parse(source: dict[str, Any], key: str) -> datetime | None:

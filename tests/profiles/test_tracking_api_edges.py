@@ -585,3 +585,23 @@ def test_a_refused_single_call_does_not_keep_its_write_key(client):
     (kept,) = RejectedEvent.objects.values_list("payload", flat=True)
     assert kept["writeKey"] == "(not kept)"
     assert "test-env-write-key" not in json.dumps(kept)
+
+
+@pytest.mark.parametrize("sent_at", ['""', '"yesterday"', "12345"])
+def test_a_batch_sent_at_that_cannot_be_read_costs_no_event(client, sent_at):
+    body = (
+        f'{{"sentAt":{sent_at},"batch":['
+        '{"type":"track","messageId":"s-1","userId":"u","event":"X",'
+        '"timestamp":"2025-01-01T00:00:00Z"},'
+        '{"type":"track","messageId":"s-2","userId":"u","event":"Y"}]}'
+    )
+
+    response = client.post(
+        "/v1/batch", data=body, content_type="application/json", **AUTH
+    )
+
+    answer = response.json()
+    assert (answer["stored"], answer["rejected"]) == (2, [])
+    assert [w["code"] for w in answer["warnings"]] == ["sent_at_unreadable"] * 2
+    first = Event.objects.get(message_id="s-1")
+    assert first.timestamp.isoformat() == "2025-01-01T00:00:00+00:00"
