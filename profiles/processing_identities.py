@@ -176,6 +176,9 @@ def _someone_else(
     """Whether an anonymousId's profile has an address other than this person's."""
     if owner is None or not owner.email:
         return False
+    if profile is not None and profile.pk == owner.pk:
+        # The person's own profile: a new address of theirs (email_not_changed).
+        return False
     known = owner.email.lower()
     if email is not None:
         return known != email.key

@@ -199,6 +199,11 @@ def consent_status_move(
     """
     if not dated and status == profile.subscription_status:
         return False
+    if from_import and status == SubscriptionStatus.NOT_SUBSCRIBED:
+        # A list's "never subscribed" undoes no subscription and lifts no
+        # withdrawal; nor does it date the status, or an older subscription that
+        # arrives after it would be refused, which arriving first it would not.
+        return False
 
     # Nothing has happened later than now: a fact dated in the future (a wrong
     # clock, a date typed wrong) counts as of now, or it would outrank every real
@@ -236,11 +241,18 @@ def consent_status_move(
     return True
 
 
-# Consent the person did not give in so many words: a list's subscription (it never
-# lifts a withdrawal) and a shop's "accepts marketing" box ticked while buying.
+# Facts that never lift a withdrawal, so none outranks an older one arriving late:
+# a list's (import:...), a shop's "accepts marketing" box ticked while buying, one
+# its source did not date (timed at its arrival), one dated after it arrived.
 # (has_key first: without the key, the comparison is NULL, and NOT NULL excludes.)
-SECONDHAND_CONSENT = Q(source__startswith="import:") | Q(
-    evidence__has_key="buyer_accepts_marketing", evidence__buyer_accepts_marketing=True
+SECONDHAND_CONSENT = (
+    Q(source__startswith="import:")
+    | Q(
+        evidence__has_key="buyer_accepts_marketing",
+        evidence__buyer_accepts_marketing=True,
+    )
+    | Q(evidence__has_key="occurred_at_is_import_time")
+    | Q(evidence__has_key="occurred_at_claimed")
 )
 
 

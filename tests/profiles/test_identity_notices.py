@@ -32,9 +32,18 @@ def notices() -> list[tuple[str, str]]:
     return list(RejectedEvent.objects.order_by("id").values_list("code", "message"))
 
 
-def test_a_known_person_with_a_new_address_keeps_the_old_one_and_it_is_said(send):
-    send("/v1/identify", {"userId": "u-1", "traits": {"email": "one@example.com"}})
-    send("/v1/identify", {"userId": "u-1", "traits": {"email": "new@example.com"}})
+@pytest.mark.parametrize("device", [{}, {"anonymousId": "x-one"}])
+def test_a_known_person_with_a_new_address_keeps_the_old_one_and_it_is_said(
+    send, device
+):
+    send(
+        "/v1/identify",
+        {"userId": "u-1", **device, "traits": {"email": "one@example.com"}},
+    )
+    send(
+        "/v1/identify",
+        {"userId": "u-1", **device, "traits": {"email": "new@example.com"}},
+    )
 
     assert Profile.objects.get().email == "one@example.com"
     assert notices() == [

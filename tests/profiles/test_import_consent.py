@@ -382,3 +382,50 @@ def test_never_subscribed_in_a_list_leaves_a_subscription_on_record(write_path):
         'Record 1: chloe@example.com stays subscribed; a list\'s "never subscribed" '
         "does not undo a subscription on record."
     )
+
+
+@pytest.mark.parametrize(
+    "later", [{"dated": False}, {"occurred_at": datetime(2099, 1, 1, tzinfo=UTC)}]
+)
+def test_an_undated_or_future_subscription_does_not_outrank_an_older_unsubscribe(
+    later,
+):
+    """Neither lifts a withdrawal had it come first, so neither outranks one now."""
+    zoe = ProfileFactory(email="zoe@example.com")
+    consent_record(
+        profile=zoe,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="shopify",
+        **{"occurred_at": timezone.now(), **later},
+    )
+
+    consent_record(
+        profile=zoe,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="shopify",
+        occurred_at=timezone.now() - timedelta(days=1),
+    )
+
+    zoe.refresh_from_db()
+    assert zoe.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+
+
+def test_an_older_subscription_arriving_after_never_subscribed_in_a_list_counts(
+    write_path,
+):
+    contact_import_file(
+        filename="klaviyo.csv",
+        data=b"Email,Email Marketing Consent,Email Marketing Consent Timestamp\n"
+        b"kim@example.com,NEVER_SUBSCRIBED,2025-09-01 10:00:00\n",
+    )
+    kim = Profile.objects.get(email="kim@example.com")
+
+    consent_record(
+        profile=kim,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="shopify",
+        occurred_at=datetime(2025, 6, 1, 10, tzinfo=UTC),
+    )
+
+    kim.refresh_from_db()
+    assert kim.subscription_status == SubscriptionStatus.SUBSCRIBED
