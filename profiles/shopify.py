@@ -585,10 +585,12 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
     if not token:
         return Outcome(note="The checkout has no token.")
 
-    profile = _profile_for(payload.get("email"))
+    if _checkout_stale(token, payload):
+        return Outcome(note=STALE_NOTE.format(what="checkout"))
+    customer = _object(payload.get("customer"))
+    profile = _profile_for(payload.get("email") or customer.get("email"))
     refused = ""
     if profile is not None:
-        customer = _object(payload.get("customer"))
         refused = _profile_fill(profile=profile, customer=customer)
     checkout = _checkout_upsert(token=token, payload=payload, profile=profile)
 
@@ -615,6 +617,19 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
         delivery=delivery,
     )
     return Outcome(event_ids=[event.pk] if event else [], note=refused)
+
+
+def _checkout_stale(token: str, payload: dict[str, Any]) -> bool:
+    updated_at = _time(payload.get("updated_at"))
+    if updated_at is None:
+        return False
+    kept = (
+        ShopCheckout.objects.select_for_update()
+        .filter(token=token)
+        .values_list("updated_at", flat=True)
+        .first()
+    )
+    return kept is not None and updated_at < kept
 
 
 def _checkout_upsert(
@@ -652,7 +667,9 @@ def _checkout_values(
     return {
         "shop_id": _text(payload.get("id"), 40),
         "profile": profile,
-        "email": _text(payload.get("email"), 254),
+        "email": _text(
+            payload.get("email") or _object(payload.get("customer")).get("email"), 254
+        ),
         "currency": _text(payload.get("currency"), 3),
         "subtotal": _money(payload.get("subtotal_price")),
         # No shipping line yet means no shipping chosen, not free shipping.
@@ -710,6 +727,9 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         return Outcome(note="The order has no id.")
 
     customer = _object(payload.get("customer"))
+    if _order_stale(payload):
+        # Its profile is left alone too: the newer version kept named it already.
+        return Outcome(note=STALE_NOTE.format(what="order"))
     profile = _profile_for(
         payload.get("email") or payload.get("contact_email") or customer.get("email")
     )
@@ -774,6 +794,25 @@ def _order_currency_note(order: ShopOrder) -> str:
         "is kept in (BESPOKE_CURRENCY): it counts as an order but adds nothing to "
         "lifetime value or the average order."
     )
+
+
+STALE_NOTE = (
+    "An older version of the {what} than the one kept (by its updated_at): not "
+    "applied, as deliveries may arrive out of order."
+)
+
+
+def _order_stale(payload: dict[str, Any]) -> bool:
+    updated_at = _time(payload.get("updated_at"))
+    if updated_at is None:
+        return False
+    kept = (
+        ShopOrder.objects.select_for_update()
+        .filter(shop_id=str(payload["id"])[:40])
+        .values_list("shop_updated_at", flat=True)
+        .first()
+    )
+    return kept is not None and updated_at < kept
 
 
 def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOrder:

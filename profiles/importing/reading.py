@@ -102,6 +102,11 @@ class SheetError(str):
 # Excel's escape of a NUL character: PostgreSQL stores none, and no name, tag or
 # value holds one.
 SHEET_NUL = SheetError("_x0000_", "a NUL character (Excel's _x0000_)")
+# Half of a UTF-16 pair on its own (Excel's _xD800_ to _xDFFF_): no text holds one.
+SHEET_SURROGATE = SheetError(
+    "_xD800_", "half of a character (Excel's _xD800_ to _xDFFF_), which no text holds"
+)
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @lru_cache(maxsize=4096)
@@ -470,7 +475,11 @@ def xlsx_cell_text(value: object) -> str:
     if "_x" not in text:
         return text
     text = unescape(text)
-    return SHEET_NUL if "\x00" in text else text
+    if "\x00" in text:
+        return SHEET_NUL
+    if SURROGATE.search(text):
+        return SHEET_SURROGATE
+    return text
 
 
 def _float_text(value: float) -> str:

@@ -243,3 +243,18 @@ def test_a_nul_written_as_excels_escape_is_read_as_empty_and_named(
     assert "note" not in ana.traits
     assert ana.traits["column_5"] == "a"
     assert list(ben.tags.values_list("name", flat=True)) == []
+
+
+@pytest.mark.django_db
+def test_half_a_character_written_as_excels_escape_is_read_as_empty_and_named():
+    rows = [["Email", "Notes", "Tags"], ["ok@example.com", "x_xD800_y", "t_xDC00_"]]
+
+    contact_import = contact_import_file(filename="s.xlsx", data=xlsx_bytes(rows))
+
+    assert contact_import.status == ImportStatus.DONE
+    half = "holds half of a character (Excel's _xD800_ to _xDFFF_)"
+    assert [note["message"] for note in contact_import.notes] == [
+        f"Record 1: Notes {half}, which no text holds, so it was read as empty.",
+        f"Record 1: Tags {half}, which no text holds, so it was read as empty.",
+    ]
+    assert Profile.objects.get().traits == {}

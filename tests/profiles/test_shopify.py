@@ -1434,3 +1434,41 @@ def test_an_order_dated_years_ahead_is_placed_at_its_arrival(
     assert "The order is dated 2030-01-01T00:00:00+00:00, after it arrived" in (
         delivery.error
     )
+
+
+def test_an_older_order_update_arriving_late_leaves_the_profile_alone(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")  # updated 09:09:47
+    renamed = (b'"first_name":"Ben"', b'"first_name":"Benjamin"')
+    later = (b'"updated_at":"2025-03-14T09:09:47', b'"updated_at":"2025-03-14T12:00:00')
+    order_update(deliver, load_fixture, shop_headers, "r-1", a=renamed, b=later)
+    older = (b'"updated_at":"2025-03-14T09:09:47', b'"updated_at":"2025-03-14T10:00:00')
+    stale = (b'"first_name":"Ben"', b'"first_name":"Old Ben"')
+
+    delivery = order_update(
+        deliver, load_fixture, shop_headers, "s-1", a=older, b=stale
+    )
+
+    assert Profile.objects.get().first_name == "Benjamin"
+    assert delivery.error.startswith("An older version of the order than the one kept")
+
+
+def test_a_checkout_naming_its_buyer_only_under_customer_is_hers(
+    db, deliver, load_fixture, shop_headers
+):
+    payload = json.loads(load_fixture("shopify/checkouts_create.json"))
+    email = payload["email"]
+    payload["email"] = None
+    payload["customer"] = {**(payload.get("customer") or {}), "email": email}
+    body = json.dumps(payload).encode()
+
+    deliver(
+        "checkouts_create.json",
+        headers=resigned(shop_headers, "checkouts_create.json", body),
+        body=body,
+    )
+
+    checkout = ShopCheckout.objects.get()
+    assert checkout.profile == Profile.objects.get(email=email)
+    assert Event.objects.get().event == "Checkout Started"
