@@ -54,6 +54,13 @@ def identify_change_read(
     """Work out what an identify's traits change on the profile, writing nothing."""
     refused: list[tuple[str, Any, TraitInvalid]] = []
     fields = identify_fields_read(traits, refused)
+    moved = any(
+        name in fields and fields[name].casefold() != getattr(profile, name).casefold()
+        for name in ("city", "country_code")
+    )
+    if moved and profile.region and not _address(traits).get("state"):
+        # A new address is one whole: the old one's region is not the new one's.
+        fields["region"] = ""
     zone = context.get("timezone")
     if not profile.timezone and isinstance(zone, str) and _is_time_zone(zone):
         fields["timezone"] = zone

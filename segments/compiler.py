@@ -22,8 +22,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, TextField, Value
-from django.db.models.functions import ExtractDay, ExtractMonth, NullIf, Substr
+from django.db.models import Count, Exists, F, OuterRef, Q, Value
+from django.db.models.functions import ExtractDay, ExtractMonth, Substr
 from django.db.models.lookups import (
     Contains,
     Exact,
@@ -46,6 +46,7 @@ from segments.expressions import (
     ArrayItemMatches,
     Caseless,
     JsonNumber,
+    OrderKey,
     json_text,
 )
 from segments.geo import CONTINENTS
@@ -486,13 +487,12 @@ def _occurrences(event_name: str, only: Q | None = None) -> Any:
 
     An order the site tracks and the shop's webhook reports too is two `Order
     Completed` events; they count as one order, as lifetime value and the order count
-    do. An order event with no order id counts alone.
+    do ("1057", 1057 and 1057.0 are one id). An order event with no order id (or a
+    falsy one: 0, false, "") counts alone.
     """
     if event_name != ORDER_COMPLETED:
         return Count("id", filter=only)
-    order_id = NullIf(
-        json_text("properties", "order_id"), Value(""), output_field=TextField()
-    )
+    order_id = OrderKey("properties")
     without_id = Q(IsNull(order_id, True))
     return Count(order_id, distinct=True, filter=only) + Count(
         "id", filter=without_id & only if only is not None else without_id

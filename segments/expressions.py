@@ -281,3 +281,52 @@ class ArrayItemEquals(Expression):
             f'$."{self.item_key}"',
             *other_params,
         ]
+
+
+class OrderKey(Expression):
+    """An order event's `order_id` as the order metrics key it: NULL when it has none.
+
+    "1057", 1057 and 1057.0 are one order; a falsy id (0, false, "", null, [], {})
+    names none, so its event counts alone (profiles/processing_traits.py).
+    """
+
+    output_field = TextField()
+
+    def __init__(self, source: Any) -> None:
+        super().__init__()
+        self.source = F(source) if isinstance(source, str) else source
+
+    def get_source_expressions(self) -> list:
+        return [self.source]
+
+    def set_source_expressions(self, exprs: list) -> None:
+        (self.source,) = exprs
+
+    def as_postgresql(self, compiler, connection):
+        column, params = compiler.compile(self.source)
+        value = f"({column} -> 'order_id')"
+        falsy = "'null', 'false', '0', '\"\"', '[]', '{}'"
+        sql = (
+            f"(CASE WHEN {value} IS NULL OR {value} IN ({falsy}) THEN NULL "
+            f"WHEN jsonb_typeof({value}) = 'number' "
+            f"THEN trim_scale({value}::numeric)::text "
+            f"ELSE {column} ->> 'order_id' END)"
+        )
+        return sql, [*params] * sql.count(column)
+
+    def as_sqlite(self, compiler, connection):
+        column, params = compiler.compile(self.source)
+        kind = f"JSON_TYPE({column}, '$.order_id')"
+        value = f"JSON_EXTRACT({column}, '$.order_id')"
+        sql = (
+            f"(CASE WHEN {kind} IS NULL OR {kind} IN ('null', 'false') THEN NULL "
+            f"WHEN {kind} IN ('integer', 'real') THEN (CASE WHEN {value} = 0 THEN NULL "
+            f"WHEN {value} = CAST({value} AS INTEGER) "
+            f"THEN CAST(CAST({value} AS INTEGER) AS TEXT) "
+            f"ELSE CAST({value} AS TEXT) END) "
+            f"WHEN {kind} = 'text' THEN NULLIF({value}, '') "
+            f"WHEN {kind} = 'true' THEN 'true' "
+            f"WHEN {value} IN ('[]', '{{}}') THEN NULL "
+            f"ELSE {value} END)"
+        )
+        return sql, [*params] * sql.count(column)

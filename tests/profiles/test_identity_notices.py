@@ -197,3 +197,17 @@ def test_a_merge_in_one_batch_keeps_the_trait_value_sent_last(send):
     send("/v1/batch", {"batch": batch})
 
     assert Profile.objects.get().traits["plan"] == "new"
+
+
+def test_an_identify_with_a_new_address_and_no_state_clears_the_old_region(send):
+    springfield = {"city": "Springfield", "state": "IL", "country": "US"}
+    send("/v1/identify", {"userId": "u-r", "traits": {"address": springfield}})
+    send(
+        "/v1/identify",
+        {"userId": "u-r", "traits": {"address": {"city": "Lyon", "country": "FR"}}},
+    )
+    send("/v1/identify", {"userId": "u-r", "traits": {"firstName": "Rae"}})
+
+    rae = Profile.objects.get()
+    assert (rae.city, rae.region, rae.country_code) == ("Lyon", "", "FR")
+    assert notices() == []

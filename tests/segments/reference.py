@@ -5,6 +5,7 @@ rule's meaning as directly as possible, so that a property-based test can compar
 it with the compiler's single SQL query on random rules and random data.
 """
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -242,14 +243,21 @@ def occurrences(events: list[dict]) -> int:
     """How many times: orders by their order id, each once; other events each."""
     ids, alone = set(), 0
     for event in events:
-        order_id = event["event"] == "Order Completed" and json_as_text(
-            event["properties"].get("order_id")
-        )
-        if order_id:
-            ids.add(order_id)
+        order_id = event["properties"].get("order_id")
+        if event["event"] == "Order Completed" and order_id:
+            ids.add(order_key(order_id))
         else:
             alone += 1
     return len(ids) + alone
+
+
+def order_key(order_id: Any) -> str:
+    """The text one order is known by, however its id was written."""
+    if isinstance(order_id, bool) or not isinstance(order_id, int | float | str):
+        return json.dumps(order_id)
+    if isinstance(order_id, str):
+        return order_id
+    return format(Decimal(str(order_id)).normalize(), "f")
 
 
 def json_as_text(raw: Any) -> str | None:

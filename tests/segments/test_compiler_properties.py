@@ -77,7 +77,7 @@ def events(draw):
         ("product_id", st.sampled_from(["p1", "p2"])),
         ("campaign_id", st.sampled_from(["1", "2"])),
         # The site's and the shop's report of one order: one order in a count.
-        ("order_id", st.sampled_from(["1057", 1057, "1058", "", None])),
+        ("order_id", st.sampled_from(["1057", 1057, 1057.0, "1058", "", None, 0])),
     ):
         if draw(st.booleans()):
             properties[key] = draw(values)
