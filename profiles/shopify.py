@@ -356,10 +356,13 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
     """
     fields, refused = _customer_fields(customer)
     moved = any(
-        name in fields and fields[name] != getattr(profile, name)
+        name in fields and fields[name].casefold() != getattr(profile, name).casefold()
         for name in ("city", "country_code")
     )
-    if moved and "region" not in fields:
+    region_refused = any(
+        note.startswith("default_address.province") for note in refused
+    )
+    if moved and "region" not in fields and not region_refused:
         # A new address is one whole: the old one's region is not the new one's.
         fields["region"] = ""
     changed = [

@@ -1472,3 +1472,36 @@ def test_a_checkout_naming_its_buyer_only_under_customer_is_hers(
     checkout = ShopCheckout.objects.get()
     assert checkout.profile == Profile.objects.get(email=email)
     assert Event.objects.get().event == "Checkout Started"
+
+
+@pytest.mark.parametrize(
+    ("address", "region"),
+    [
+        # Only the city's case changed: the same place.
+        ({"city": "são paulo", "country_code": "BR"}, "SP"),
+        # The province was sent but refused: the note says the region stays.
+        ({"city": "Paris", "country_code": "FR", "province_code": "I\x07F"}, "SP"),
+    ],
+)
+def test_the_region_stays_when_the_place_is_the_same_or_its_province_refused(
+    db, deliver, load_fixture, shop_headers, address, region
+):
+    ProfileFactory(
+        email="chloe.dubois@example.org",
+        city="São Paulo",
+        region="SP",
+        country_code="BR",
+    )
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer["default_address"] = address
+    body = json.dumps(customer).encode()
+    headers = resigned(
+        shop_headers,
+        "customers_create.json",
+        body,
+        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "rg-1"},
+    )
+
+    deliver("customers_create.json", headers=headers, body=body)
+
+    assert Profile.objects.get().region == region
