@@ -27,25 +27,32 @@ def json_text(field: Any, path: str) -> "JsonText":
     return JsonText(source, path.split("."))
 
 
-class JsonText(Expression):
-    """A JSON value as text, the same on both databases.
-
-    PostgreSQL's ->> already gives text, with NULL for a JSON null. Django's SQLite
-    form returns the word 'null' for a JSON null, so SQLite gets its own SQL here.
-    """
+class _TextFromJson(Expression):
+    """Text read from one JSON column, in each database's own SQL."""
 
     output_field = TextField()
 
-    def __init__(self, source: Any, keys: list[str]) -> None:
+    def __init__(self, source: Any) -> None:
         super().__init__()
-        self.source = source
-        self.keys = keys
+        self.source = F(source) if isinstance(source, str) else source
 
     def get_source_expressions(self) -> list:
         return [self.source]
 
     def set_source_expressions(self, exprs: list) -> None:
         (self.source,) = exprs
+
+
+class JsonText(_TextFromJson):
+    """A JSON value as text, the same on both databases.
+
+    PostgreSQL's ->> already gives text, with NULL for a JSON null. Django's SQLite
+    form returns the word 'null' for a JSON null, so SQLite gets its own SQL here.
+    """
+
+    def __init__(self, source: Any, keys: list[str]) -> None:
+        super().__init__(source)
+        self.keys = keys
 
     def as_postgresql(self, compiler, connection):
         column, params = compiler.compile(self.source)
@@ -283,24 +290,12 @@ class ArrayItemEquals(Expression):
         ]
 
 
-class OrderKey(Expression):
+class OrderKey(_TextFromJson):
     """An order event's `order_id` as the order metrics key it: NULL when it has none.
 
     "1057", 1057 and 1057.0 are one order; a falsy id (0, false, "", null, [], {})
     names none, so its event counts alone (profiles/processing_traits.py).
     """
-
-    output_field = TextField()
-
-    def __init__(self, source: Any) -> None:
-        super().__init__()
-        self.source = F(source) if isinstance(source, str) else source
-
-    def get_source_expressions(self) -> list:
-        return [self.source]
-
-    def set_source_expressions(self, exprs: list) -> None:
-        (self.source,) = exprs
 
     def as_postgresql(self, compiler, connection):
         column, params = compiler.compile(self.source)

@@ -73,6 +73,18 @@ def resigned(shop_headers, name: str, body: bytes, **changes: str) -> dict:
     return headers
 
 
+def customer_updated(deliver, shop_headers, customer: dict, webhook_id: str):
+    """Post a customers/update delivery of this customer, signed as Shopify would."""
+    body = json.dumps(customer).encode()
+    headers = resigned(
+        shop_headers,
+        "customers_create.json",
+        body,
+        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": webhook_id},
+    )
+    return deliver("customers_create.json", headers=headers, body=body)
+
+
 def test_it_refuses_a_bad_signature_and_stores_nothing(db, deliver, shop_headers):
     response = deliver(
         "orders_create.json", headers=shop_headers["bad_signature_example"]
@@ -1286,15 +1298,7 @@ def test_a_customers_names_that_cannot_be_a_profiles_are_noted_not_stored(
         **(customer.get("default_address") or {}),
         "phone": None,
     }
-    body = json.dumps(customer).encode()
-    headers = resigned(
-        shop_headers,
-        "customers_create.json",
-        body,
-        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "odd-1"},
-    )
-
-    response = deliver("customers_create.json", headers=headers, body=body)
+    response = customer_updated(deliver, shop_headers, customer, "odd-1")
 
     # then the wrapped name is one line, the others keep what the profile had, and
     # the delivery is applied with a note naming them
@@ -1319,15 +1323,7 @@ def test_a_customers_phone_that_cannot_be_used_gives_way_to_the_addresss(
         **(customer.get("default_address") or {}),
         "phone": "+33 6 12 34 56 78",
     }
-    body = json.dumps(customer).encode()
-    headers = resigned(
-        shop_headers,
-        "customers_create.json",
-        body,
-        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "odd-2"},
-    )
-
-    deliver("customers_create.json", headers=headers, body=body)
+    customer_updated(deliver, shop_headers, customer, "odd-2")
 
     assert Profile.objects.get().phone == "+33 6 12 34 56 78"
     assert WebhookDelivery.objects.get(delivery_id="odd-2").error == (
@@ -1352,15 +1348,7 @@ def test_a_new_address_replaces_the_old_ones_region(
         "province": None,
         "province_code": None,
     }
-    body = json.dumps(customer).encode()
-    headers = resigned(
-        shop_headers,
-        "customers_create.json",
-        body,
-        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "moved-1"},
-    )
-
-    deliver("customers_create.json", headers=headers, body=body)
+    customer_updated(deliver, shop_headers, customer, "moved-1")
 
     chloe = Profile.objects.get()
     assert (chloe.city, chloe.region, chloe.country_code) == ("Paris", "", "FR")
@@ -1494,14 +1482,6 @@ def test_the_region_stays_when_the_place_is_the_same_or_its_province_refused(
     )
     customer = json.loads(load_fixture("shopify/customers_create.json"))
     customer["default_address"] = address
-    body = json.dumps(customer).encode()
-    headers = resigned(
-        shop_headers,
-        "customers_create.json",
-        body,
-        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": "rg-1"},
-    )
-
-    deliver("customers_create.json", headers=headers, body=body)
+    customer_updated(deliver, shop_headers, customer, "rg-1")
 
     assert Profile.objects.get().region == region
