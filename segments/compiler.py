@@ -11,6 +11,7 @@ Meanings a marketer relies on:
 - "did not" and counts of zero include profiles with no events at all;
 - a count of `Order Completed` events counts orders: the site's and the shop's
   report of one order (the same `order_id`) are one, as in the order metrics;
+  `Checkout Started` counts checkouts by `checkout_id` the same way;
 - windows are measured on the event's own time, boundaries included;
 - text comparisons ignore case; dates in traits are 'YYYY-MM-DD' text, and "today"
   is the account's day (BESPOKE_ACCOUNT_TIME_ZONE).
@@ -59,7 +60,9 @@ from segments.language import (
     rule_validate,
 )
 
-ORDER_COMPLETED = "Order Completed"
+# Events one thing may be reported by twice (the site's tracking and the shop's
+# webhook), and the property that names that thing: each counts once.
+COUNTED_BY = {"Order Completed": "order_id", "Checkout Started": "checkout_id"}
 _ONCE = {("gte", 1), ("gt", 0)}
 _NEVER = {("lt", 1), ("lte", 0), ("eq", 0)}
 ENGAGEMENT_EVENTS = {"opened": "Email Opened", "clicked": "Email Link Clicked"}
@@ -381,7 +384,14 @@ class _Compiler:
             later = later.filter(_same_property(follow["same"]))
 
         found = Q(Exists(later))
-        return found if follow.get("did", True) else ~found
+        if follow.get("did", True):
+            return found
+        if follow.get("within_days"):
+            # "Not followed within N days" holds once N days have passed: someone
+            # checking out now has not abandoned the cart yet.
+            closed = self.now - timedelta(days=follow["within_days"])
+            return ~found & Q(timestamp__lte=closed)
+        return ~found
 
     def property(self, condition: dict) -> Q:
         name, op = condition["property"], condition["op"]
@@ -488,13 +498,15 @@ def _occurrences(event_name: str, only: Q | None = None) -> Any:
     An order the site tracks and the shop's webhook reports too is two `Order
     Completed` events; they count as one order, as lifetime value and the order count
     do ("1057", 1057 and 1057.0 are one id). An order event with no order id (or a
-    falsy one: 0, false, "") counts alone.
+    falsy one: 0, false, "") counts alone. A checkout counts once by its
+    `checkout_id` the same way.
     """
-    if event_name != ORDER_COMPLETED:
+    key = COUNTED_BY.get(event_name)
+    if key is None:
         return Count("id", filter=only)
-    order_id = OrderKey("properties")
-    without_id = Q(IsNull(order_id, True))
-    return Count(order_id, distinct=True, filter=only) + Count(
+    thing = OrderKey("properties", key)
+    without_id = Q(IsNull(thing, True))
+    return Count(thing, distinct=True, filter=only) + Count(
         "id", filter=without_id & only if only is not None else without_id
     )
 

@@ -294,25 +294,30 @@ class OrderKey(_TextFromJson):
     """An order event's `order_id` as the order metrics key it: NULL when it has none.
 
     "1057", 1057 and 1057.0 are one order; a falsy id (0, false, "", null, [], {})
-    names none, so its event counts alone (profiles/processing_traits.py).
+    names none, so its event counts alone (profiles/processing_traits.py). Another
+    id property may be read the same way (`checkout_id` for a checkout).
     """
+
+    def __init__(self, source: Any, key: str = "order_id") -> None:
+        super().__init__(source)
+        self.key = key
 
     def as_postgresql(self, compiler, connection):
         column, params = compiler.compile(self.source)
-        value = f"({column} -> 'order_id')"
+        value = f"({column} -> '{self.key}')"
         falsy = "'null', 'false', '0', '\"\"', '[]', '{}'"
         sql = (
             f"(CASE WHEN {value} IS NULL OR {value} IN ({falsy}) THEN NULL "
             f"WHEN jsonb_typeof({value}) = 'number' "
             f"THEN trim_scale({value}::numeric)::text "
-            f"ELSE {column} ->> 'order_id' END)"
+            f"ELSE {column} ->> '{self.key}' END)"
         )
         return sql, [*params] * sql.count(column)
 
     def as_sqlite(self, compiler, connection):
         column, params = compiler.compile(self.source)
-        kind = f"JSON_TYPE({column}, '$.order_id')"
-        value = f"JSON_EXTRACT({column}, '$.order_id')"
+        kind = f"JSON_TYPE({column}, '$.{self.key}')"
+        value = f"JSON_EXTRACT({column}, '$.{self.key}')"
         sql = (
             f"(CASE WHEN {kind} IS NULL OR {kind} IN ('null', 'false') THEN NULL "
             f"WHEN {kind} IN ('integer', 'real') THEN (CASE WHEN {value} = 0 THEN NULL "

@@ -598,6 +598,8 @@ def _describe_event(rule: dict) -> str:
         same = f" for the same {follow['same']}" if follow.get("same") else ""
         then = "followed by" if follow.get("did", True) else "not followed by"
         text += f", {then} {follow['event']}{same}{_window(follow, 'within')}"
+        if not follow.get("did", True) and follow.get("within_days"):
+            text += " (once those days have passed)"
     return text
 
 
@@ -612,7 +614,9 @@ _COUNT_WORDS = {
 
 def _window(rule: dict, word: str = "in the last") -> str:
     days = rule.get("within_days")
-    return f" {word} {days} days" if days else ""
+    if not days:
+        return ""
+    return f" {word} {days} day{'' if days == 1 else 's'}"
 
 
 def rule_dependencies(

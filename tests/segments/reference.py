@@ -186,7 +186,13 @@ class Reference:
             later = [e for e in later if e["timestamp"] <= until]
         if follow.get("same"):
             later = [e for e in later if same_thing(follow["same"], earlier, e)]
-        return bool(later) if follow.get("did", True) else not later
+        if follow.get("did", True):
+            return bool(later)
+        if follow.get("within_days"):
+            # Not followed within N days: and the N days have passed.
+            closed = self.now - timedelta(days=follow["within_days"])
+            return not later and earlier["timestamp"] <= closed
+        return not later
 
     def property(self, condition: dict, properties: dict) -> bool:
         name = condition["property"]
@@ -243,12 +249,17 @@ def occurrences(events: list[dict]) -> int:
     """How many times: orders by their order id, each once; other events each."""
     ids, alone = set(), 0
     for event in events:
-        order_id = event["properties"].get("order_id")
-        if event["event"] == "Order Completed" and order_id:
-            ids.add(order_key(order_id))
+        key = COUNTED_BY.get(event["event"])
+        thing = event["properties"].get(key) if key else None
+        if thing:
+            ids.add((key, order_key(thing)))
         else:
             alone += 1
     return len(ids) + alone
+
+
+# One thing the site and the shop may each report: counted once by this property.
+COUNTED_BY = {"Order Completed": "order_id", "Checkout Started": "checkout_id"}
 
 
 def order_key(order_id: Any) -> str:

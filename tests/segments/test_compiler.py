@@ -119,6 +119,27 @@ def test_an_order_reported_by_the_site_and_the_shop_counts_once(database):
 
 @pytest.mark.django_db(databases=["default", "sqlite"])
 @pytest.mark.parametrize("database", ["default", "sqlite"])
+def test_a_checkout_reported_by_the_site_and_the_shop_counts_once(database):
+    ana = Profile.objects.using(database).create(email="ana@example.com")
+    Event.objects.using(database).bulk_create(
+        Event(
+            message_id=f"c-{n}",
+            type="track",
+            event="Checkout Started",
+            profile=ana,
+            properties={"checkout_id": "b7d5a9e0"},
+            timestamp=NOW - timedelta(hours=n + 1),
+            received_at=NOW,
+        )
+        for n in range(2)
+    )
+    rule = {"event": "Checkout Started", "count": {"op": "gte", "value": 2}}
+
+    assert not Profile.objects.using(database).filter(rule_compile(rule, now=NOW))
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+@pytest.mark.parametrize("database", ["default", "sqlite"])
 def test_a_trend_in_orders_counts_each_order_once(database):
     """Two orders in the earlier half and two in the later, one reported twice."""
     profile = Profile.objects.using(database).create(email="steady@example.com")

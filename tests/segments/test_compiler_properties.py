@@ -25,6 +25,7 @@ DAY_OFFSETS = [0, 0.5, 1, 6.99, 7, 7.01, 29.99, 30, 30.01, 45, 400]
 EVENT_NAMES = [
     "Product Viewed",
     "Order Completed",
+    "Checkout Started",
     "Email Opened",
     "Email Link Clicked",
 ]
@@ -78,6 +79,7 @@ def events(draw):
         ("campaign_id", st.sampled_from(["1", "2"])),
         # The site's and the shop's report of one order: one order in a count.
         ("order_id", st.sampled_from(["1057", 1057, 1057.0, "1058", "", None, 0])),
+        ("checkout_id", st.sampled_from(["c1", "c2", ""])),
     ):
         if draw(st.booleans()):
             properties[key] = draw(values)

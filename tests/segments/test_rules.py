@@ -59,6 +59,24 @@ def test_viewed_a_product_and_did_not_buy_it_within_7_days():
     }
 
 
+def test_not_followed_within_a_day_waits_for_the_day_to_pass():
+    """A checkout started minutes ago is not abandoned yet; one a day old is."""
+    abandoned = ProfileFactory(email="abandoned@example.com")
+    track(abandoned, "Checkout Started", days_ago=1.5)
+    checking_out = ProfileFactory(email="checking.out@example.com")
+    track(checking_out, "Checkout Started", days_ago=0.01)
+    rule = {
+        "event": "Checkout Started",
+        "followed_by": {"event": "Order Completed", "did": False, "within_days": 1},
+    }
+
+    assert emails(rule) == {"abandoned@example.com"}
+    assert rule_describe(rule) == (
+        "did Checkout Started, not followed by Order Completed within 1 day "
+        "(once those days have passed)"
+    )
+
+
 def test_product_properties_match_any_item_of_the_order():
     jacket = ProfileFactory(email="jacket@example.com")
     track(
