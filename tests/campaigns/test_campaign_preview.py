@@ -163,3 +163,24 @@ def test_the_render_check_reaches_past_members_who_would_be_skipped(
 
     assert Message.objects.count() == 0
     assert "cannot be rendered for ana@shop.example" in response.content.decode()
+
+
+def test_the_counts_add_up_while_a_message_is_being_handed_over(signed_in, campaign):
+    ana = ProfileFactory(email="ana@shop.example")
+    ben = ProfileFactory(email="ben@shop.example")
+    Message.objects.create(campaign=campaign, profile=ana, status="sending")
+    Message.objects.create(campaign=campaign, profile=ben, status="pending")
+
+    page = page_of(signed_in, campaign)
+
+    assert (
+        '<div class="figure">1</div><div class="label">being handed to the ESP</div>'
+        in page
+    )
+
+
+def test_the_campaigns_page_says_where_campaigns_are_made(signed_in):
+    page = signed_in.get(reverse("campaign_list")).content.decode()
+
+    assert 'href="/admin/campaigns/emailtemplate/add/">new template</a>' in page
+    assert 'href="/admin/campaigns/campaign/add/">new campaign</a>' in page
