@@ -51,6 +51,8 @@ def profile_status_counts() -> dict[str, int]:
     counts["total"] = sum(counts.values())
     counts["anonymous"] = Profile.objects.filter(email=None).count()
     counts["with_email"] = counts["total"] - counts["anonymous"]
+    # Never emailed, whatever their status says (sending reads the list too).
+    counts["suppressed"] = Profile.objects.filter(suppressed_at__isnull=False).count()
     return counts
 
 

@@ -184,3 +184,18 @@ def test_the_campaigns_page_says_where_campaigns_are_made(signed_in):
 
     assert 'href="/admin/campaigns/emailtemplate/add/">new template</a>' in page
     assert 'href="/admin/campaigns/campaign/add/">new campaign</a>' in page
+
+
+def test_the_dashboard_counts_the_suppressed(signed_in):
+    from django.utils import timezone
+
+    ProfileFactory(email="kept@example.com", subscription_status="subscribed")
+    ProfileFactory(
+        email="blocked@example.com",
+        subscription_status="subscribed",
+        suppressed_at=timezone.now(),
+    )
+
+    page = signed_in.get(reverse("dashboard")).content.decode()
+
+    assert '<div class="figure bad" data-count="suppressed">1</div>' in page
