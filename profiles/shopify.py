@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
@@ -623,16 +624,8 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
 
 
 def _checkout_stale(token: str, payload: dict[str, Any]) -> bool:
-    updated_at = _time(payload.get("updated_at"))
-    if updated_at is None:
-        return False
-    kept = (
-        ShopCheckout.objects.select_for_update()
-        .filter(token=token)
-        .values_list("updated_at", flat=True)
-        .first()
-    )
-    return kept is not None and updated_at < kept
+    kept = ShopCheckout.objects.filter(token=token)
+    return _older_than_kept(payload, kept.values_list("updated_at", flat=True))
 
 
 def _checkout_upsert(
@@ -806,29 +799,24 @@ STALE_NOTE = (
 
 
 def _order_stale(payload: dict[str, Any]) -> bool:
+    kept = ShopOrder.objects.filter(shop_id=str(payload["id"])[:40])
+    return _older_than_kept(payload, kept.values_list("shop_updated_at", flat=True))
+
+
+def _older_than_kept(payload: dict[str, Any], kept_times: QuerySet) -> bool:
+    """Whether a delivery is an older version than the one kept (locked until commit)."""
     updated_at = _time(payload.get("updated_at"))
     if updated_at is None:
         return False
-    kept = (
-        ShopOrder.objects.select_for_update()
-        .filter(shop_id=str(payload["id"])[:40])
-        .values_list("shop_updated_at", flat=True)
-        .first()
-    )
+    kept = kept_times.select_for_update().first()
     return kept is not None and updated_at < kept
 
 
 def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOrder:
+    # An older version arriving late never gets here (_order_stale).
     shop_id = str(payload["id"])[:40]
     updated_at = _time(payload.get("updated_at"))
     stored = ShopOrder.objects.select_for_update().filter(shop_id=shop_id).first()
-    if stored is not None and (
-        updated_at is not None
-        and stored.shop_updated_at is not None
-        and updated_at < stored.shop_updated_at
-    ):
-        return stored  # an older version, arriving late
-
     email = payload.get("email") or payload.get("contact_email")
     customer_email = _object(payload.get("customer")).get("email")
     if stored is not None and profile is None:
