@@ -897,26 +897,40 @@ def _sent_at_read(source: dict[str, Any]) -> datetime | None:
     # sentAt only corrects the sender's clock: one that cannot be read corrects
     # nothing, and costs no event (_sent_at_warning says so). A batch's would
     # otherwise refuse every item in it.
-    try:
-        return _time_parse(source, "sentAt")
-    except ItemRejected:
-        return None
+    return _sent_at_of(source)[0]
 
 
 def _sent_at_warning(item: Any, shared: dict[str, Any]) -> tuple[str, str] | None:
     for source in (item, shared):
-        if not isinstance(source, dict) or source.get("sentAt") is None:
-            continue
-        try:
-            _time_parse(source, "sentAt")
-        except ItemRejected as exc:
+        why = _sent_at_of(source)[1]
+        if why:
             shown = json.dumps(source["sentAt"])[:60]
             return (
                 "sent_at_unreadable",
-                f"sentAt {shown} cannot be read ({exc.message}): the event keeps its "
-                "own timestamp, uncorrected for the sender's clock",
+                f"sentAt {shown} cannot be read ({why}): the event keeps its own "
+                "timestamp, uncorrected for the sender's clock",
             )
     return None
+
+
+def _sent_at_of(source: Any) -> tuple[datetime | None, str]:
+    """Return a sentAt as a time, or why it cannot be read ("" when it is absent)."""
+    value = source.get("sentAt") if isinstance(source, dict) else None
+    if value is None:
+        return None, ""
+    if not isinstance(value, str):
+        return None, "'sentAt' is not an ISO-8601 date and time."
+    return _sent_at_parsed(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _sent_at_parsed(value: str) -> tuple[datetime | None, str]:
+    # A batch's sentAt is every item's: read once, not once per item and again for
+    # its warning.
+    try:
+        return _time_parse({"sentAt": value}, "sentAt"), ""
+    except ItemRejected as exc:
+        return None, exc.message
 
 
 def _time_parse(source: dict[str, Any], key: str) -> datetime | None:

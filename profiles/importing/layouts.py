@@ -443,8 +443,9 @@ def _trait_name_reserved(target: str) -> bool:
 def _default_target(
     layout: Layout, name: str, position: int, *, full_name_at: int | None = None
 ) -> str:
+    key = column_key(name)
     # "Unsubscribed (yes/no)" is an Unsubscribed column.
-    key = column_key(name).removesuffix("yesno") or column_key(name)
+    key = key.removesuffix("yesno") or key
     if key in EMAIL_COLUMNS:
         return TARGET_EMAIL
     if key in layout.columns:

@@ -143,9 +143,11 @@ def report_erased_leave_out(parsed: ParsedContacts) -> None:
     """
     if not Suppression.objects.filter(reason=SuppressionReason.ERASURE).exists():
         return
-    keys = {row.email.key for row in parsed.rows}
-    keys |= {_key(r.email) for r in parsed.rejections + parsed.field_rejections}
-    keys |= {_key(note.get("email") or "") for note in parsed.notes}
+    # Each address as written in the report, by the key it normalises to, once.
+    written = {r.email for r in parsed.rejections + parsed.field_rejections}
+    written |= {note.get("email") or "" for note in parsed.notes}
+    key_of = {text: _key(text) for text in written}
+    keys = {row.email.key for row in parsed.rows} | set(key_of.values())
     keys.discard("")
     hashes = {suppression_hash(key): key for key in keys}
     erased = {
@@ -160,19 +162,19 @@ def report_erased_leave_out(parsed: ParsedContacts) -> None:
     records = {n for row in parsed.rows if row.email.key in erased for n in row.records}
     parsed.rejections = [
         Rejection(r.record, r.line, "", "erased", ERASED_MESSAGE)
-        if _key(r.email) in erased
+        if key_of[r.email] in erased
         else r
         for r in parsed.rejections
     ]
     records |= {r.record for r in parsed.rejections if r.reason == "erased"}
     parsed.field_rejections = [
-        r for r in parsed.field_rejections if _key(r.email) not in erased
+        r for r in parsed.field_rejections if key_of[r.email] not in erased
     ]
     parsed.notes = [
         note
         for note in parsed.notes
         if note.get("record") not in records
-        and _key(note.get("email") or "") not in erased
+        and key_of[note.get("email") or ""] not in erased
     ]
 
 
