@@ -33,7 +33,7 @@ from profiles.processing_identify import (
 )
 from profiles.processing_identities import email_notices, event_apply, identify_email
 from profiles.processing_traits import (
-    ORDER_COMPLETED,
+    ORDER_EVENTS,
     PRODUCT_EVENTS,
     VISIT_TYPES,
     TraitsRefresh,
@@ -192,7 +192,7 @@ class EventChunk:
 
         self.refresh.profile_ids.add(profile_id)
         self.refresh.event_ids.append(event.pk)
-        if event.event == ORDER_COMPLETED:
+        if event.event in ORDER_EVENTS:
             self.refresh.order_profile_ids.add(profile_id)
         if event.event in PRODUCT_EVENTS:
             self.refresh.category_profile_ids.add(profile_id)

@@ -6,6 +6,13 @@
   BESPOKE_CURRENCY, or with no currency, add to the value; the amount is `total`,
   else `revenue`, as a JSON number or a string holding one ("29.50"). An amount
   of a billion or more is taken as a feed error and left out.
+  An order with an `Order Cancelled` of its `order_id` is left out of all four. An
+  `Order Refunded` of its `order_id` takes its amount (`total`, else `revenue`, in
+  BESPOKE_CURRENCY or none; a negative one read as positive) off the order's value,
+  down to nothing, and one with no amount at all refunds the whole order; a
+  refund's `refund_id` counts it once (the site and the shop may both report it).
+  A refunded order still counts as an order; an unreadable refund amount, or one in
+  another currency, changes nothing.
 - average_order_value: lifetime value over the orders that counted in it; empty when
   none did.
 - last_seen_at: the latest event. last_opened_at: the latest `Email Opened` that is not
@@ -56,6 +63,10 @@ from profiles.traits import number_in_range, number_text
 logger = logging.getLogger(__name__)
 
 ORDER_COMPLETED = "Order Completed"
+ORDER_REFUNDED = "Order Refunded"
+ORDER_CANCELLED = "Order Cancelled"
+# The events that change what a profile's orders add up to.
+ORDER_EVENTS = (ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED)
 EMAIL_OPENED = "Email Opened"
 EMAIL_LINK_CLICKED = "Email Link Clicked"
 PRODUCT_EVENTS = ("Product Viewed", "Product Added", ORDER_COMPLETED)
@@ -251,17 +262,32 @@ _MACHINE_OPEN = """coalesce(
     OR e.properties->>'sg_machine_open' = 'true'
     OR e.context->>'machine_open' = 'true', false)"""
 
-_ORDER_KEY = f"""CASE
-    WHEN e.properties->'order_id' IS NULL
-      OR e.properties->'order_id' IN ({", ".join(f"'{v}'" for v in JSON_FALSY)})
+
+def _id_key(name: str) -> str:
+    # An id property as one text (1057, "1057" and 1057.0 alike); a falsy one is
+    # the event's own.
+    return f"""CASE
+    WHEN e.properties->'{name}' IS NULL
+      OR e.properties->'{name}' IN ({", ".join(f"'{v}'" for v in JSON_FALSY)})
     THEN 'event:' || e.id
-    WHEN jsonb_typeof(e.properties->'order_id') = 'number'
-    THEN trim_scale((e.properties->'order_id')::numeric)::text
-    ELSE e.properties->>'order_id' END"""
+    WHEN jsonb_typeof(e.properties->'{name}') = 'number'
+    THEN trim_scale((e.properties->'{name}')::numeric)::text
+    ELSE e.properties->>'{name}' END"""
+
+
+_ORDER_KEY = _id_key("order_id")
 
 _ORDER_RAW = """CASE
     WHEN coalesce(jsonb_typeof(e.properties->'total'), 'null') = 'null'
     THEN e.properties->'revenue' ELSE e.properties->'total' END"""
+
+# A JSON amount, a number or a string holding one ("29.50"), as a numeric; else NULL.
+_AMOUNT = """CASE
+            WHEN jsonb_typeof({raw}) = 'number' THEN ({raw})::numeric
+            WHEN jsonb_typeof({raw}) = 'string'
+              AND ({raw} #>> '{{}}') ~ %(number_re)s
+            THEN btrim({raw} #>> '{{}}', %(blanks)s)::numeric
+        END"""
 
 _ORDER_IN_CURRENCY = f"""CASE
     WHEN e.properties->'currency' IS NULL
@@ -396,28 +422,54 @@ order_reports AS (
     ORDER BY o.profile_id, o.order_key, o.processed_at, o.id
 ),
 orders AS (
-    SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.timestamp, o.raw,
-        o.ours
+    SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.order_key,
+        o.timestamp, o.raw, o.ours
     FROM order_events o
     ORDER BY o.profile_id, o.order_key, o.timestamp, o.id
 ),
+order_changes AS (
+    -- Refunds and cancellations of the orders, each refund once by its refund_id.
+    SELECT DISTINCT ON (e.profile_id, e.event, order_key, change_key)
+        e.profile_id, e.event, {_ORDER_KEY} AS order_key,
+        {_id_key("refund_id")} AS change_key,
+        coalesce(jsonb_typeof({_ORDER_RAW}), 'null') = 'null' AS whole,
+        {_AMOUNT.format(raw=_ORDER_RAW)} AS amount, {_ORDER_IN_CURRENCY} AS ours
+    FROM profiles_event e
+    WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
+      AND e.type = 'track' AND e.event = ANY(%(order_change_events)s::text[])
+      AND {_COUNTED}
+    ORDER BY e.profile_id, e.event, order_key, change_key, e.timestamp, e.id
+),
+refunds AS (
+    SELECT c.profile_id, c.order_key, bool_or(c.whole) AS whole,
+        sum(abs(c.amount)) FILTER (WHERE abs(c.amount) < %(amount_limit)s)
+            AS refunded
+    FROM order_changes c
+    WHERE c.event = %(refunded_event)s AND c.ours
+    GROUP BY c.profile_id, c.order_key
+),
 order_amounts AS (
     SELECT o.profile_id, o.timestamp,
-        CASE
-            WHEN NOT o.ours THEN NULL
-            WHEN jsonb_typeof(o.raw) = 'number' THEN (o.raw)::numeric
-            WHEN jsonb_typeof(o.raw) = 'string'
-              AND (o.raw #>> '{{}}') ~ %(number_re)s
-            THEN btrim(o.raw #>> '{{}}', %(blanks)s)::numeric
-        END AS amount
+        CASE WHEN o.ours THEN {_AMOUNT.format(raw="o.raw")} END AS amount,
+        r.whole, r.refunded
     FROM orders o
+    LEFT JOIN refunds r ON r.profile_id = o.profile_id AND r.order_key = o.order_key
+    WHERE NOT EXISTS (
+        SELECT 1 FROM order_changes c
+        WHERE c.profile_id = o.profile_id AND c.order_key = o.order_key
+          AND c.event = %(cancelled_event)s
+    )
 ),
 order_totals AS (
     SELECT a.profile_id,
         count(*) AS order_count,
         min(a.timestamp) AS first_order_at,
         max(a.timestamp) AS last_order_at,
-        coalesce(sum(a.amount) FILTER (WHERE {_AMOUNT_COUNTS}), 0) AS lifetime_value,
+        coalesce(sum(CASE
+            WHEN a.whole THEN 0
+            WHEN a.refunded IS NULL THEN a.amount
+            ELSE greatest(0, a.amount - a.refunded) END
+        ) FILTER (WHERE {_AMOUNT_COUNTS}), 0) AS lifetime_value,
         count(*) FILTER (WHERE {_AMOUNT_COUNTS}) AS orders_counted
     FROM order_amounts a
     GROUP BY a.profile_id
@@ -568,6 +620,9 @@ def _figures_params(
         "opened": EMAIL_OPENED,
         "clicked": EMAIL_LINK_CLICKED,
         "order_event": ORDER_COMPLETED,
+        "order_change_events": [ORDER_REFUNDED, ORDER_CANCELLED],
+        "refunded_event": ORDER_REFUNDED,
+        "cancelled_event": ORDER_CANCELLED,
         "product_events": list(PRODUCT_EVENTS),
         "number_re": f"^[{NUMBER_BLANKS}]*{NUMBER_TEXT}[{NUMBER_BLANKS}]*$",
         "blanks": NUMBER_BLANKS,
@@ -667,8 +722,8 @@ def _first_orders(rows: Iterable[tuple]) -> list[tuple]:
     return firsts
 
 
-def _order_key(row: tuple) -> str:
-    order_id = _dict(row[5]).get("order_id")
+def _order_key(row: tuple, name: str = "order_id") -> str:
+    order_id = _dict(row[5]).get(name)
     if not order_id:
         return f"event:{row[0]}"
     # Written as the SQL path reads it, so "1057", 1057 and 1057.0 are one order.
@@ -682,9 +737,17 @@ def _order_key(row: tuple) -> str:
 
 def _orders_total(rows: list[tuple]) -> dict[str, Any]:
     currency = settings.BESPOKE_CURRENCY.upper()
-    orders = _first_orders(rows)
-    amounts = [_order_amount(_dict(row[5]), currency=currency) for row in orders]
-    counted = [amount for amount in amounts if amount is not None]
+    cancelled, refunds = _order_changes(rows, currency=currency)
+    orders = [row for row in _first_orders(rows) if _order_key(row) not in cancelled]
+    counted = []
+    for row in orders:
+        amount = _order_amount(_dict(row[5]), currency=currency)
+        if amount is None:
+            continue
+        refunded = refunds.get(_order_key(row))
+        if refunded is not None:
+            amount = max(Decimal("0"), amount - refunded)
+        counted.append(amount)
     return {
         "order_count": len(orders),
         "first_order_at": orders[0][4] if orders else None,
@@ -695,15 +758,56 @@ def _orders_total(rows: list[tuple]) -> dict[str, Any]:
     }
 
 
-def _order_amount(properties: dict[str, Any], *, currency: str) -> Decimal | None:
+def _order_changes(
+    rows: list[tuple], *, currency: str
+) -> tuple[set[str], dict[str, Decimal]]:
+    """Return the keys of the cancelled orders, and what was refunded of each order.
+
+    A refund with no amount refunds the whole order (an infinite amount here).
+    """
+    cancelled: set[str] = set()
+    refunds: dict[str, Decimal] = {}
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        if row[2] != EventType.TRACK or row[3] not in (ORDER_REFUNDED, ORDER_CANCELLED):
+            continue
+
+        key = _order_key(row)
+        if row[3] == ORDER_CANCELLED:
+            cancelled.add(key)
+            continue
+        refund_key = (key, _order_key(row, "refund_id"))
+        properties = _dict(row[5])
+        if refund_key in seen:
+            continue
+
+        seen.add(refund_key)
+        if not _in_currency(properties, currency=currency):
+            continue
+        if _order_raw(properties) is None:
+            refunds[key] = Decimal("Infinity")
+            continue
+        amount = _order_amount(properties, currency=currency)
+        if amount is not None:
+            refunds[key] = refunds.get(key, Decimal("0")) + abs(amount)
+    return cancelled, refunds
+
+
+def _in_currency(properties: dict[str, Any], *, currency: str) -> bool:
     order_currency = properties.get("currency")
-    if order_currency and str(order_currency).upper() != currency:
+    return not order_currency or str(order_currency).upper() == currency
+
+
+def _order_raw(properties: dict[str, Any]) -> Any:
+    raw = properties.get("total")
+    return properties.get("revenue") if raw is None else raw
+
+
+def _order_amount(properties: dict[str, Any], *, currency: str) -> Decimal | None:
+    if not _in_currency(properties, currency=currency):
         return None
 
-    raw = properties.get("total")
-    if raw is None:
-        raw = properties.get("revenue")
-    amount = number_coerce(raw)
+    amount = number_coerce(_order_raw(properties))
     if amount is None or abs(amount) >= ORDER_AMOUNT_LIMIT:
         return None
     return amount

@@ -7,7 +7,8 @@ same transaction, so its effects happen once; a failure leaves processed_at empt
 with the error kept, for the sweep to finish later.
 
 Shop behaviour also enters the event log under the Segment e-commerce names
-(`Order Completed`, `Checkout Started`), unprocessed, so that event processing
+(`Order Completed`, `Order Refunded`, `Order Cancelled`, `Checkout Started`),
+unprocessed, so that event processing
 computes the profile's traits and segments and flows see it like site tracking.
 """
 
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "shopify"
 ORDER_COMPLETED = "Order Completed"
+ORDER_REFUNDED = "Order Refunded"
+ORDER_CANCELLED = "Order Cancelled"
 CHECKOUT_STARTED = "Checkout Started"
 
 # A webhook request should answer within Shopify's few seconds: processing that
@@ -756,10 +759,132 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         at=placed_at,
         delivery=delivery,
     )
-    notes = [refused, _order_currency_note(order), future_note]
-    return Outcome(
-        event_ids=[event.pk] if event else [], note=" ".join(n for n in notes if n)
+    changes, change_notes = _order_changes_store(
+        payload, order=order, profile=profile, delivery=delivery
     )
+    notes = [refused, _order_currency_note(order), future_note, *change_notes]
+    return Outcome(
+        event_ids=[event.pk for event in (event, *changes) if event],
+        note=" ".join(n for n in notes if n),
+    )
+
+
+def _order_changes_store(
+    payload: dict[str, Any],
+    *,
+    order: ShopOrder,
+    profile: Profile,
+    delivery: WebhookDelivery,
+) -> tuple[list[Event | None], list[str]]:
+    """Store the order's cancellation and refunds, each once; return them and notes.
+
+    Every version of an order carries its refunds so far, so a refund missed on its
+    own topic is stored from the next update of its order.
+    """
+    events, notes = [], []
+    cancelled_at = _time(payload.get("cancelled_at"))
+    if cancelled_at is not None:
+        at, note = _arrival_bounded(cancelled_at, delivery, "cancellation")
+        properties = {
+            "order_id": order.shop_id,
+            "reason": _text(payload.get("cancel_reason"), 100),
+            "total": _number(order.total),
+            "currency": order.currency,
+        }
+        events.append(
+            _event_store(
+                key=f"order-cancelled:{order.shop_id}",
+                name=ORDER_CANCELLED,
+                profile=profile,
+                properties=properties,
+                at=at,
+                delivery=delivery,
+            )
+        )
+        notes.append(note)
+    for refund in payload.get("refunds") or []:
+        event, note = _refund_store(
+            _object(refund), order=order, profile=profile, delivery=delivery
+        )
+        events.append(event)
+        notes.append(note)
+    return events, notes
+
+
+def _refund_apply(delivery: WebhookDelivery) -> Outcome:
+    payload = delivery.payload
+    order_id = payload.get("order_id")
+    order = None
+    if order_id is not None:
+        order = ShopOrder.objects.filter(shop_id=str(order_id)[:40]).first()
+    if order is None:
+        return Outcome(
+            note=(
+                f"The refund is of order {order_id}, which Bespoke has not received: "
+                "it is counted when an update of that order arrives."
+            )
+        )
+    if order.profile is None:
+        return Outcome(note="The refunded order has no usable email address.")
+
+    event, note = _refund_store(
+        payload, order=order, profile=order.profile, delivery=delivery
+    )
+    return Outcome(event_ids=[event.pk] if event else [], note=note)
+
+
+def _refund_store(
+    refund: dict[str, Any],
+    *,
+    order: ShopOrder,
+    profile: Profile,
+    delivery: WebhookDelivery,
+) -> tuple[Event | None, str]:
+    """Store one refund as `Order Refunded` with the money its transactions returned.
+
+    Only successful refund transactions count: a pending one is stored by the update
+    of its order that says it succeeded.
+    """
+    refund_id = refund.get("id")
+    if refund_id is None:
+        return None, "A refund has no id."
+
+    paid_back = [
+        transaction
+        for transaction in map(_object, refund.get("transactions") or [])
+        if transaction.get("kind") == "refund"
+        and transaction.get("status") == "success"
+    ]
+    if not paid_back:
+        return None, (
+            f"Refund {refund_id} returned no money (no successful refund "
+            "transaction): lifetime value is unchanged."
+        )
+
+    amount = sum(
+        (
+            _money(transaction.get("amount")) or Decimal("0")
+            for transaction in paid_back
+        ),
+        Decimal("0"),
+    )
+    currencies = {_text(transaction.get("currency"), 3) for transaction in paid_back}
+    at, note = _arrival_bounded(_time(refund.get("created_at")), delivery, "refund")
+    event = _event_store(
+        key=f"refund:{refund_id}",
+        name=ORDER_REFUNDED,
+        profile=profile,
+        properties={
+            "order_id": order.shop_id,
+            "refund_id": str(refund_id),
+            "total": _number(amount),
+            "currency": currencies.pop() if len(currencies) == 1 else order.currency,
+            "note": _text(refund.get("note"), 500),
+        },
+        at=at,
+        delivery=delivery,
+    )
+    return event, note
 
 
 def _arrival_bounded(
@@ -1074,6 +1199,8 @@ TOPIC_HANDLERS: dict[str, Handler] = {
     "orders/create": _order_apply,
     "orders/updated": _order_apply,
     "orders/paid": _order_apply,
+    "orders/cancelled": _order_apply,
+    "refunds/create": _refund_apply,
     "checkouts/create": _checkout_apply,
     "checkouts/update": _checkout_apply,
     "customers/create": _customer_apply,

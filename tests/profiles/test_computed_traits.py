@@ -461,3 +461,90 @@ def test_known_profiles_cost_the_same_queries_for_5_or_50_events(db):
     process()
 
     assert queries_for(5) == queries_for(50)
+
+
+def refund(order_id, **properties) -> Event:
+    return event(
+        event="Order Refunded", properties={"order_id": order_id, **properties}
+    )
+
+
+def test_a_refund_takes_its_amount_off_the_order_and_the_average(db):
+    order(100, order_id="1001", at=days_ago(3))
+    order("40", order_id=1002, at=days_ago(2))
+    process()
+
+    refund(1001, total="30", refund_id="r1")
+    refund("1001", total=-20, refund_id="r2")  # a negative amount is a refund too
+    refund("1001", total=30, refund_id="r1")  # the shop reports the site's refund
+    refund("1002", total=55)  # more than the order: down to nothing
+    profile = process()
+
+    assert profile.lifetime_value == Decimal("50.00")
+    assert profile.order_count == 2
+    assert profile.average_order_value == Decimal("25.00")
+
+
+def test_a_refund_with_no_amount_refunds_the_whole_order(db):
+    order(100, order_id="1001")
+    order(60, order_id="1002")
+    refund("1001")
+    refund("1002", total="lots")  # unreadable: changes nothing
+    refund("1002", total=10, currency="EUR")  # another currency: changes nothing
+    refund("9999", total=10)  # no such order
+    refund("", total=10)  # no order id
+
+    profile = process()
+
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("60.00"), 2)
+
+
+def test_a_cancelled_order_is_no_order(db):
+    order(100, order_id="1001", at=days_ago(5))
+    order(60, order_id="1002", at=days_ago(1))
+    assert process().order_count == 2
+
+    event(event="Order Cancelled", properties={"order_id": 1001.0})
+    profile = process()
+
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("60.00"), 1)
+    assert profile.first_order_at == days_ago(1)
+    assert profile.average_order_value == Decimal("60.00")
+
+    event(event="Order Cancelled", properties={"order_id": "1002", "total": 60})
+    profile = process()
+
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("0.00"), 0)
+    assert (profile.first_order_at, profile.last_order_at) == (None, None)
+    assert profile.average_order_value is None
+
+
+def test_the_python_refresh_reads_refunds_and_cancellations_as_the_sql_does(db):
+    if connection.vendor != "postgresql":
+        pytest.skip("compares the PostgreSQL statement with the Python fallback")
+    order(100, order_id="1001", at=days_ago(3))
+    order(80, order_id="1002", at=days_ago(2))
+    order(70, order_id="1003", at=days_ago(1))
+    order(50, order_id="1004")
+    refund("1001", total=" 12.5 ", refund_id=7)
+    refund("1001", total=12.5, refund_id="7")
+    refund("1001", revenue="2.5")
+    refund("1002")
+    refund("1004", total=5, currency="EUR")
+    event(event="Order Cancelled", properties={"order_id": "1003"})
+    profile = process()
+    by_sql = kept_figures(profile)
+    Profile.objects.filter(pk=profile.pk).update(
+        lifetime_value=0, order_count=0, average_order_value=None
+    )
+
+    _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+
+    by_python = kept_figures(profile)
+    assert by_python.pop("engagement_value") == pytest.approx(
+        by_sql.pop("engagement_value")
+    )
+    assert by_python == by_sql
+    # 100 - 12.50 - 2.50, 0 for the whole refund, 50; the cancelled 1003 not at all.
+    assert by_sql["lifetime_value"] == Decimal("135.00")
+    assert by_sql["order_count"] == 3

@@ -1485,3 +1485,118 @@ def test_the_region_stays_when_the_place_is_the_same_or_its_province_refused(
     customer_updated(deliver, shop_headers, customer, "rg-1")
 
     assert Profile.objects.get().region == region
+
+
+def order_payload_update(
+    deliver, load_fixture, shop_headers, webhook_id: str, *, topic: str, **changes
+):
+    """Post Ben's order again under `topic`, later, with fields changed."""
+    payload = json.loads(load_fixture("shopify/orders_create.json"))
+    payload.update(updated_at="2025-03-14T12:00:00-05:00", **changes)
+    body = json.dumps(payload).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": webhook_id},
+    )
+    assert deliver("orders_create.json", headers=headers, body=body).status_code == 200
+    return WebhookDelivery.objects.get(delivery_id=webhook_id)
+
+
+def shop_refund(refund_id: int, *amounts: str, status: str = "success") -> dict:
+    return {
+        "id": refund_id,
+        "order_id": 5975551934712,
+        "created_at": "2025-03-14T11:00:00-05:00",
+        "note": "Returned the tent",
+        "transactions": [
+            {"kind": "refund", "status": status, "amount": amount, "currency": "USD"}
+            for amount in amounts
+        ],
+    }
+
+
+def test_a_refund_in_an_order_update_lowers_bens_lifetime_value_once(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    events_process_pending()
+    assert Profile.objects.get().lifetime_value == Decimal("152.29")
+    refunds = [
+        shop_refund(801, "40.00", "10.29"),
+        shop_refund(802, "5", status="pending"),
+    ]
+
+    delivery = order_payload_update(
+        deliver, load_fixture, shop_headers, "u-1", topic="orders/updated",
+        refunds=refunds, financial_status="partially_refunded",
+    )  # fmt: skip
+    order_payload_update(
+        deliver, load_fixture, shop_headers, "u-2", topic="orders/updated",
+        refunds=refunds,
+    )  # fmt: skip
+    events_process_pending()
+
+    refund = Event.objects.get(event="Order Refunded")
+    assert refund.properties == {
+        "order_id": "5975551934712",
+        "refund_id": "801",
+        "total": 50.29,
+        "currency": "USD",
+        "note": "Returned the tent",
+    }
+    assert refund.timestamp == utc("2025-03-14T16:00:00Z")
+    assert "Refund 802 returned no money" in delivery.error
+    profile = Profile.objects.get()
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("102.00"), 1)
+
+
+def test_refunds_create_lowers_lifetime_value_and_a_later_update_adds_nothing(
+    db, deliver, load_fixture, shop_headers
+):
+    refund = shop_refund(901, "152.29")
+    body = json.dumps(refund).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-0"},
+    )
+    deliver("orders_create.json", headers=headers, body=body)
+    assert "which Bespoke has not received" in (
+        WebhookDelivery.objects.get(delivery_id="rf-0").error
+    )
+    deliver("orders_create.json")
+    headers["X-Shopify-Webhook-Id"] = "rf-1"
+    deliver("orders_create.json", headers=headers, body=body)
+    order_payload_update(
+        deliver, load_fixture, shop_headers, "u-1", topic="orders/updated",
+        refunds=[refund],
+    )  # fmt: skip
+    events_process_pending()
+
+    assert Event.objects.filter(event="Order Refunded").count() == 1
+    profile = Profile.objects.get()
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("0.00"), 1)
+
+
+def test_a_cancelled_order_is_no_longer_counted(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    events_process_pending()
+
+    delivery = order_payload_update(
+        deliver, load_fixture, shop_headers, "c-1", topic="orders/cancelled",
+        cancelled_at="2025-03-14T12:00:00-05:00", cancel_reason="customer",
+    )  # fmt: skip
+    events_process_pending()
+
+    cancelled = Event.objects.get(event="Order Cancelled")
+    assert cancelled.properties["reason"] == "customer"
+    assert cancelled.timestamp == utc("2025-03-14T17:00:00Z")
+    assert delivery.error == ""
+    profile = Profile.objects.get()
+    assert (profile.lifetime_value, profile.order_count) == (Decimal("0.00"), 0)
+    assert profile.last_order_at is None
