@@ -147,16 +147,22 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) c
 """
+# A row that moves the person to another city or country without naming a region
+# clears the old one, as writing.py's _profile_fill does.
+_REGION = """CASE
+        WHEN s.region IS NULL AND (lower(s.city) <> lower(p.city)
+          OR upper(s.country_code) <> upper(p.country_code))
+        THEN '' ELSE COALESCE(s.region, p.region) END"""
 # A blank never erases: a field the row does not state (NULL here) keeps its value,
 # and traits are merged key by key, as _profile_fill does one profile at a time.
-UPDATE_SQL = """
+UPDATE_SQL = f"""
 UPDATE profiles_profile p SET
     email_display = s.email_display,
     first_name = COALESCE(s.first_name, p.first_name),
     last_name = COALESCE(s.last_name, p.last_name),
     phone = COALESCE(s.phone, p.phone),
     city = COALESCE(s.city, p.city),
-    region = COALESCE(s.region, p.region),
+    region = {_REGION},
     country_code = COALESCE(s.country_code, p.country_code),
     timezone = COALESCE(s.timezone, p.timezone),
     traits = p.traits || s.traits,
@@ -171,12 +177,12 @@ WHERE p.id = s.profile_id AND (
     OR p.last_name <> COALESCE(s.last_name, p.last_name)
     OR p.phone <> COALESCE(s.phone, p.phone)
     OR p.city <> COALESCE(s.city, p.city)
-    OR p.region <> COALESCE(s.region, p.region)
+    OR p.region <> {_REGION}
     OR p.country_code <> COALESCE(s.country_code, p.country_code)
     OR p.timezone <> COALESCE(s.timezone, p.timezone)
     OR p.traits <> p.traits || s.traits
 )
-"""
+"""  # noqa: S608 - only this module's constant fragment is formatted in
 TAGS_MERGE_SQL = """
 INSERT INTO profiles_profiletag (profile_id, name)
 SELECT profile_id, name FROM bespoke_import_tag ORDER BY seq

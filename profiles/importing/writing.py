@@ -217,9 +217,20 @@ def _profile_new(row: ContactRow) -> Profile:
 
 
 def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str]:
-    """Copy the row's values onto the profile; a blank never erases what is there."""
+    """Copy the row's values onto the profile; a blank never erases what is there.
+
+    Except the region of a row that moves the person to another city or country
+    without naming one: the old region is not the new place's.
+    """
     changed = set()
-    for name, value in row.fields.items():
+    fields = dict(row.fields)
+    moved = any(
+        name in fields and fields[name].lower() != getattr(profile, name).lower()
+        for name in ("city", "country_code")
+    )
+    if moved and "region" not in fields:
+        fields["region"] = ""
+    for name, value in fields.items():
         if getattr(profile, name) != value:
             setattr(profile, name, value)
             changed.add(name)

@@ -300,3 +300,44 @@ def test_an_import_marks_the_profiles_of_addresses_already_on_the_list(
     assert marked["emma@example.org"] is not None
     assert marked["old@example.org"] is not None
     assert marked["new@example.org"] is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_a_row_that_moves_the_person_without_a_region_clears_the_old_one(
+    monkeypatch, copy
+):
+    # given people on record with a city and a region
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    for email, city in (
+        ("ana@example.org", "Springfield"),
+        ("ben@example.org", "Springfield"),
+        ("cy@example.org", "Springfield"),
+        ("di@example.org", "Springfield"),
+    ):
+        Profile.objects.create(email=email, city=city, region="IL", country_code="US")
+
+    # when a list moves Ana to Lyon, says Ben's city in another case, names Cy's
+    # new region and gives Di no place at all
+    data = (
+        b"email,city,region,country\n"
+        b"ana@example.org,Lyon,,FR\n"
+        b"ben@example.org,SPRINGFIELD,,\n"
+        b"cy@example.org,Portland,OR,\n"
+        b"di@example.org,,,\n"
+    )
+    contact_import_file(filename="list.csv", data=data)
+
+    # then only Ana's old region goes; a blank still erases nothing else
+    places = {
+        email: (city, region, country)
+        for email, city, region, country in Profile.objects.values_list(
+            "email", "city", "region", "country_code"
+        )
+    }
+    assert places == {
+        "ana@example.org": ("Lyon", "", "FR"),
+        "ben@example.org": ("SPRINGFIELD", "IL", "US"),
+        "cy@example.org": ("Portland", "OR", "US"),
+        "di@example.org": ("Springfield", "IL", "US"),
+    }
