@@ -35,6 +35,7 @@ from profiles.traits import (
     NUMBER_MIN_EXPONENT,
     TraitRule,
     allowed_spelling,
+    country_code_read,
     number_in_range,
     number_text,
     trait_schema_load,
@@ -147,9 +148,10 @@ def rule_validate(
 ) -> list[RuleError]:
     """Return every problem in the rule, each naming the node it is at.
 
-    With `check_schema`, a condition on a declared trait must fit the trait's type.
-    Saving and previewing check it; refreshing a saved rule does not, so that
-    declaring a trait later never stops a segment that already sends.
+    With `check_schema`, a condition on a declared trait must fit the trait's type,
+    and one on country_code must name ISO 3166 codes. Saving and previewing check
+    it; refreshing a saved rule does not, so that declaring a trait later (or this
+    check, added later) never stops a segment that already sends.
     """
     checker = _Checker(lookup or SegmentLookup(), check_schema=check_schema)
     checker.node(rule, "rule", depth=0, seen=(slug,) if slug else ())
@@ -214,6 +216,8 @@ class _Checker:
                 return
 
         self.op_and_value(node, path, allowed)
+        if name == "country_code" and "value" in node and self.check_schema:
+            self.country_codes(node, path)
         if name == "continent" and "value" in node:
             values = (
                 node["value"] if isinstance(node["value"], list) else [node["value"]]
@@ -223,6 +227,25 @@ class _Checker:
                 self.fail(
                     path, f"unknown continent {unknown[0]!r}: use {sorted(CONTINENTS)}"
                 )
+
+    def country_codes(self, node: dict, path: str) -> None:
+        # A profile keeps ISO 3166 codes only ("UK" is read as GB on the way in):
+        # a rule comparing with anything else would match nobody, silently.
+        if node.get("op") not in ("eq", "neq", "in", "not_in"):
+            return
+        values = node["value"] if isinstance(node["value"], list) else [node["value"]]
+        for value in values:
+            if not isinstance(value, str):
+                continue
+            code = country_code_read(value)
+            if value and code != value.upper():
+                hint = f"; {value!r} is kept as {code!r}" if code else ""
+                self.fail(
+                    path,
+                    f"{value!r} is not a two-letter ISO 3166 country code, so no "
+                    f"profile has it{hint}",
+                )
+                return
 
     def declared_trait(self, node: dict, path: str, rule: TraitRule) -> None:
         """Hold a declared trait's condition to its type and allowed values."""

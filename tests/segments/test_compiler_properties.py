@@ -140,22 +140,41 @@ def people(draw):
     return result
 
 
+def compares_with_a_country_code(leaf: dict) -> bool:
+    # A rule comparing country_code with anything but a code is refused (the
+    # builder names the code): such leaves are not rules to compile.
+    if leaf["attribute"] != "country_code" or leaf["op"] not in EQUALITY_OPS:
+        return True
+    values = leaf["value"] if isinstance(leaf["value"], list) else [leaf["value"]]
+    return all(value in ("", "FR") for value in values)
+
+
+EQUALITY_OPS = ("eq", "neq", "in", "not_in")
+
+
 def text_leaf():
-    return st.builds(
-        lambda name, op, value: {"attribute": name, "op": op, "value": value},
-        st.sampled_from(["first_name", "city", "country_code", "email", "traits.tier"]),
-        st.sampled_from(["eq", "neq", "contains", "starts_with", "exists", "is_empty"]),
-        st.sampled_from(["ana", "Paris", "FR", "gold", "", "o", "istanbul", "zür"]),
-    ) | st.builds(
-        lambda name, op, values: {"attribute": name, "op": op, "value": values},
-        st.sampled_from(["first_name", "traits.tier", "country_code"]),
-        st.sampled_from(["in", "not_in"]),
-        st.lists(
-            st.sampled_from(["ana", "gold", "FR", "Ben", "İSTANBUL", "zürich"]),
-            min_size=1,
-            max_size=3,
-        ),
-    )
+    return (
+        st.builds(
+            lambda name, op, value: {"attribute": name, "op": op, "value": value},
+            st.sampled_from(
+                ["first_name", "city", "country_code", "email", "traits.tier"]
+            ),
+            st.sampled_from(
+                ["eq", "neq", "contains", "starts_with", "exists", "is_empty"]
+            ),
+            st.sampled_from(["ana", "Paris", "FR", "gold", "", "o", "istanbul", "zür"]),
+        )
+        | st.builds(
+            lambda name, op, values: {"attribute": name, "op": op, "value": values},
+            st.sampled_from(["first_name", "traits.tier", "country_code"]),
+            st.sampled_from(["in", "not_in"]),
+            st.lists(
+                st.sampled_from(["ana", "gold", "FR", "Ben", "İSTANBUL", "zürich"]),
+                min_size=1,
+                max_size=3,
+            ),
+        )
+    ).filter(compares_with_a_country_code)
 
 
 def number_leaf():
