@@ -102,6 +102,14 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # What the ESP's tracking webhooks said of it, each the first time
+    # (campaigns/tracking.py); a machine open is no open.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    bounced_at = models.DateTimeField(null=True, blank=True)
+    complained_at = models.DateTimeField(null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -109,7 +117,15 @@ class Message(models.Model):
                 fields=["campaign", "profile"], name="message_once_per_campaign"
             ),
         ]
-        indexes = [models.Index(fields=["campaign", "status"])]
+        indexes = [
+            models.Index(fields=["campaign", "status"]),
+            # An ESP's tracking event names the message by the ESP's id.
+            models.Index(
+                fields=["esp_message_id"],
+                name="message_esp_id",
+                condition=~models.Q(esp_message_id=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.campaign_id}/{self.profile_id} {self.status}"

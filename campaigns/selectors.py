@@ -1,6 +1,6 @@
 """Reads for the marketer pages: counts per status, as plain values."""
 
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from campaigns.models import Campaign, Message, MessageStatus, SkipReason
 from profiles.health import rejected_events_count
@@ -28,7 +28,41 @@ def campaign_message_counts(campaign: Campaign) -> dict[str, object]:
         (labels.get(reason, reason), n)
         for reason, n in by_status["skip_reasons"].items()
     ]
+    by_status["results"] = campaign_results(campaign)
     return by_status
+
+
+# What the ESP reported of a campaign's messages, in the order the page shows it.
+RESULTS = (
+    ("delivered", "delivered_at", "delivered"),
+    ("opened", "opened_at", "opened (a click counts; machine opens do not)"),
+    ("clicked", "clicked_at", "clicked"),
+    ("bounced", "bounced_at", "bounced (address suppressed)"),
+    ("complained", "complained_at", "marked as spam (address suppressed)"),
+    ("unsubscribed", "unsubscribed_at", "unsubscribed at the ESP"),
+)
+
+
+def campaign_results(campaign: Campaign) -> list[dict[str, object]]:
+    """Return how many of the campaign's messages each ESP outcome reached, and rates.
+
+    A rate is over the messages sent; the ESP reports come through its tracking
+    webhooks, so they are empty until those are set up (docs/esp-webhooks.md).
+    """
+    counts = campaign.messages.aggregate(
+        sent=Count("id", filter=Q(status=MessageStatus.SENT)),
+        **{key: Count(field) for key, field, _ in RESULTS},
+    )
+    sent = counts["sent"]
+    return [
+        {
+            "key": key,
+            "label": label,
+            "count": counts[key],
+            "rate": f"{100 * counts[key] / sent:.1f} %" if sent else "",
+        }
+        for key, _, label in RESULTS
+    ]
 
 
 def dashboard_counts() -> dict[str, object]:

@@ -14,8 +14,11 @@ from campaigns.sending import (
     campaign_start,
     messages_reconcile_stuck,
 )
+from campaigns.tracking import esp_events_process_pending
 
 logger = logging.getLogger(__name__)
+
+ESP_SWEEP_BATCH_SIZE = 500
 
 
 @shared_task(acks_late=True)
@@ -73,3 +76,16 @@ def campaigns_sweep_task() -> None:
         campaign_send_task.delay(campaign_id)
 
     messages_reconcile_stuck()
+
+
+@shared_task
+def esp_events_sweep_task() -> int:
+    """Apply the ESP events a webhook request could not; re-enqueue while it helps."""
+    tried, stored = esp_events_process_pending(limit=ESP_SWEEP_BATCH_SIZE)
+    if stored:
+        from profiles.tasks import events_process_enqueue
+
+        events_process_enqueue()
+    if tried == ESP_SWEEP_BATCH_SIZE and stored:
+        esp_events_sweep_task.delay()
+    return stored

@@ -26,6 +26,10 @@ app.conf.beat_schedule = {
         "task": "profiles.tasks.shopify_deliveries_sweep_task",
         "schedule": 60.0,
     },
+    "finish-esp-events": {
+        "task": "campaigns.tasks.esp_events_sweep_task",
+        "schedule": 60.0,
+    },
     "fail-stuck-contact-imports": {
         "task": "profiles.tasks.contact_imports_sweep_task",
         "schedule": 60.0,

@@ -38,7 +38,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
-from profiles.refusals import SOURCE_NO_KEY, refusal_hour
+from profiles.refusals import SOURCE_ESP, SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import PAYLOAD_REFUSED
 from profiles.shopify import SOURCE as SOURCE_SHOPIFY
 from profiles.traits import BESPOKE_FLAGS, TraitInvalid, TraitRule, trait_coerce
@@ -53,6 +53,12 @@ FAILED_EVENTS_SHOWN = 5
 LAG_SAMPLE_MAX = 10_000
 
 SOURCE_SETTINGS = "segment:settings"
+# The webhook feeds, each shown as one source: what they sent is deliveries, and
+# their deliveries and events carry the name as a prefix ("esp:mailgun").
+WEBHOOK_SOURCES = {
+    SOURCE_SHOPIFY: "Shopify webhooks",
+    SOURCE_ESP: "ESP tracking webhooks (bounces, complaints, opens, clicks)",
+}
 SOURCE_IMPORTS = "imports"
 
 # RejectedEvent rows are of two kinds. Most say an item was refused and not stored
@@ -138,17 +144,21 @@ def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
     for source in sorted(sources | set(refused_whole.distinct())):
         if source == SOURCE_NO_KEY:
             named.setdefault(source, "Requests without a valid write key")
-        elif not source.startswith(SOURCE_SHOPIFY):
+        elif not _webhook_source(source):
             named.setdefault(source, source or "(no source)")
 
-    named[SOURCE_SHOPIFY] = "Shopify webhooks"
+    named.update(WEBHOOK_SOURCES)
     return list(named.items())
 
 
+def _webhook_source(source: str) -> str | None:
+    return next((name for name in WEBHOOK_SOURCES if source.startswith(name)), None)
+
+
 def _source_filter(name: str) -> Q:
-    # Shop events may carry the shop's domain after the prefix.
-    if name == SOURCE_SHOPIFY:
-        return Q(source__startswith=SOURCE_SHOPIFY)
+    # A webhook feed's rows carry its name as a prefix (the shop's domain, the ESP).
+    if name in WEBHOOK_SOURCES:
+        return Q(source__startswith=name)
     return Q(source=name)
 
 
@@ -160,10 +170,11 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         done="processed_at",
         unit="events",
     )
-    if name == SOURCE_SHOPIFY:
-        # What the shop sent is deliveries; the events made of them come after.
+    webhook = name in WEBHOOK_SOURCES
+    if webhook:
+        # What the shop or ESP sent is deliveries; the events made of them come after.
         feed = _Feed(
-            rows=WebhookDelivery.objects.filter(source__startswith=SOURCE_SHOPIFY),
+            rows=WebhookDelivery.objects.filter(where),
             arrived="received_at",
             done="processed_at",
             unit="deliveries",
@@ -182,23 +193,20 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             refused.filter(received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS))
         ),
         notices=_rejections_by_code(notices, now=now),
-        failed=(
-            _failed_deliveries()
-            if name == SOURCE_SHOPIFY
-            else _failed_events(feed.rows)
-        ),
+        failed=_failed_deliveries(where) if webhook else _failed_events(feed.rows),
         events_failed=(
             Event.objects.filter(where).exclude(processing_error="").count()
-            if name == SOURCE_SHOPIFY
+            if webhook
             else None
         ),
-        webhook_notes=_webhook_notes() if name == SOURCE_SHOPIFY else None,
+        webhook_notes=_webhook_notes(where) if webhook else None,
         refused_requests=_refused_requests(name, now=now),
         refused_recent=_refused_recent(name, now=now),
         refused_recent_since=_refused_recent_since(now),
         # Every delivery is refused before anything is stored: only this says so.
         unconfigured=(
-            name == SOURCE_SHOPIFY and not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS
+            (name == SOURCE_SHOPIFY and not settings.BESPOKE_SHOPIFY_WEBHOOK_SECRETS)
+            or (name == SOURCE_ESP and not settings.ANYMAIL.get("WEBHOOK_SECRET"))
         ),
     )
     return _with_warnings(health)
@@ -475,9 +483,9 @@ def _failed_events(events: QuerySet) -> dict[str, Any]:
     return {"count": failed.count(), "recent": list(recent)}
 
 
-def _failed_deliveries() -> dict[str, Any]:
+def _failed_deliveries(where: Q) -> dict[str, Any]:
     # Refused for good (a payload that cannot be read), or failing and tried again.
-    deliveries = WebhookDelivery.objects.filter(source__startswith=SOURCE_SHOPIFY)
+    deliveries = WebhookDelivery.objects.filter(where)
     failed = deliveries.filter(
         Q(error__startswith=PAYLOAD_REFUSED)
         | Q(processed_at__isnull=True) & ~Q(error="")
@@ -488,12 +496,10 @@ def _failed_deliveries() -> dict[str, Any]:
     return {"count": failed.count(), "recent": list(recent)}
 
 
-def _webhook_notes() -> int:
+def _webhook_notes(where: Q) -> int:
     # Applied as far as they go, with a note: a topic Bespoke does not use, a
-    # customer with no address.
-    deliveries = WebhookDelivery.objects.filter(
-        source__startswith=SOURCE_SHOPIFY, processed_at__isnull=False
-    )
+    # customer with no address, an ESP event that changes nothing.
+    deliveries = WebhookDelivery.objects.filter(where, processed_at__isnull=False)
     return (
         deliveries.exclude(error="").exclude(error__startswith=PAYLOAD_REFUSED).count()
     )

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 # Where a tracking request goes when no write key says whose it is. A key's feed is
 # "segment:<its name>", so no key can be named into this one.
 SOURCE_NO_KEY = "tracking:no valid key"
+# The ESPs' tracking webhooks (campaigns/tracking.py): refusals are counted under
+# it, and each ESP's deliveries and events carry it with the ESP: "esp:mailgun".
+SOURCE_ESP = "esp"
 # Counts older than this are deleted as new hours' counts begin; the page shows 30
 # days.
 REFUSALS_KEPT_DAYS = 30

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
@@ -329,3 +329,23 @@ def profile_touch(profile: Profile, at: datetime | None = None) -> None:
     if profile.last_seen_at is None or at > profile.last_seen_at:
         profile.last_seen_at = at
         profile.save(update_fields=["last_seen_at"])
+
+
+class ProfileGone(RuntimeError):
+    """The profile an event was to be stored for was deleted meanwhile."""
+
+
+def profile_hold(profile: Profile) -> None:
+    """Hold the profile against a delete until the transaction commits.
+
+    The event table keeps no foreign key to profiles (profiles/models.py): a path
+    that stores an event for a profile holds it as that key's check would have.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM profiles_profile WHERE id = %s FOR KEY SHARE", [profile.pk]
+        )
+        if cursor.fetchone() is None:
+            raise ProfileGone(f"Profile {profile.pk} was deleted meanwhile.")

@@ -46,6 +46,7 @@ from profiles.services import (
     WITHDRAWN_STATUSES,
     consent_record,
     profile_get_or_create_by_email,
+    profile_hold,
     profile_tags_add,
 )
 from profiles.signals import profiles_changed
@@ -90,10 +91,6 @@ AMOUNT_LIMIT = Decimal(10**12)
 # of a finished delivery is a note (a topic not used, no address).
 PAYLOAD_REFUSED = "The payload was refused: "
 CENT = Decimal("0.01")
-
-
-class ProfileGone(RuntimeError):
-    """The delivery's profile was deleted while the delivery was applied: retried."""
 
 
 class ShopifyPayloadError(ValueError):
@@ -1032,7 +1029,7 @@ def _event_store(
     delivery: WebhookDelivery,
 ) -> Event | None:
     """Store a track event once under a deterministic messageId; None if known."""
-    _profile_hold(profile)
+    profile_hold(profile)
     event, created = Event.objects.get_or_create(
         message_id=f"{SOURCE}:{key}"[:100],
         defaults={
@@ -1054,19 +1051,6 @@ def _event_store(
         },
     )
     return event if created else None
-
-
-def _profile_hold(profile: Profile) -> None:
-    # The event table keeps no foreign key to profiles (profiles/models.py): as its
-    # check did, the profile is held against a delete until the delivery commits.
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM profiles_profile WHERE id = %s FOR KEY SHARE", [profile.pk]
-        )
-        if cursor.fetchone() is None:
-            raise ProfileGone(f"Profile {profile.pk} was deleted meanwhile.")
 
 
 # Reading Shopify values ---------------------------------------------------------

@@ -11,6 +11,7 @@ def test_every_scheduled_task_is_registered():
         "profiles.tasks.events_sweep_task",
         "campaigns.tasks.campaigns_sweep_task",
         "profiles.tasks.shopify_deliveries_sweep_task",
+        "campaigns.tasks.esp_events_sweep_task",
         "profiles.tasks.contact_imports_sweep_task",
         "segments.tasks.segments_time_refresh_task",
         "segments.tasks.segments_refresh_all_task",

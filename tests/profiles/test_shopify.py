@@ -28,7 +28,7 @@ from profiles.models import (
     WebhookDelivery,
 )
 from profiles.processing import events_process_pending
-from profiles.services import consent_record, suppression_add
+from profiles.services import ProfileGone, consent_record, suppression_add
 from profiles.tasks import shopify_deliveries_sweep_task
 from tests.factories import ProfileFactory
 
@@ -1271,7 +1271,7 @@ def test_an_order_for_a_profile_deleted_meanwhile_is_tried_again(db, deliver):
     profile = ProfileFactory(email=BEN)
     Profile.objects.filter(pk=profile.pk).delete()
 
-    with pytest.raises(shopify.ProfileGone):
+    with pytest.raises(ProfileGone):
         shopify._event_store(
             key="order:1",
             name="Order Completed",

@@ -216,6 +216,7 @@ def test_the_health_of_a_write_key_source_is_aggregated_exactly(shop_feed):
         SHOP,
         "segment:settings",
         "shopify",
+        "esp",
         "imports",
     ]
     busy_hours = [(b["at"], b["count"]) for b in shop["hourly"] if b["count"]]

@@ -1,0 +1,57 @@
+"""The ESPs' tracking webhooks: anymail's views, each refusal counted for the Sources page.
+
+Anymail checks each request (the shared secret, the ESP's signature) and answers a
+failed check itself, before Bespoke sees an event. Wrapping its views counts those
+refusals against the "esp" source, as a refused Shopify delivery is counted, so a
+secret changed on one side only shows on the Sources page at once.
+"""
+
+from functools import wraps
+from typing import Any
+
+from anymail import urls as anymail_urls
+from anymail.exceptions import AnymailWebhookValidationFailure
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern
+
+from campaigns.tracking import SOURCE, EspWebhookUnconfigured
+from profiles.refusals import request_refused_count
+
+app_name = anymail_urls.app_name
+
+
+def _refusals_counted(view: Any) -> Any:
+    @wraps(view)
+    def counted(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except EspWebhookUnconfigured as exc:
+            _count(request, "unconfigured", exc)
+            raise
+        except AnymailWebhookValidationFailure as exc:
+            _count(request, "validation_failed", exc)
+            raise
+        except ImproperlyConfigured as exc:
+            # A setting the ESP's check needs is missing (Mailgun's signing key).
+            _count(request, "esp_setting_missing", exc)
+            raise
+
+    return counted
+
+
+def _count(request: HttpRequest, code: str, exc: Exception) -> None:
+    request_refused_count(
+        source=SOURCE, code=code, message=f"{request.path}: {exc}"[:500]
+    )
+
+
+urlpatterns = [
+    URLPattern(
+        pattern.pattern,
+        _refusals_counted(pattern.callback),
+        pattern.default_args,
+        pattern.name,
+    )
+    for pattern in anymail_urls.urlpatterns
+]

@@ -1,0 +1,304 @@
+"""ESP tracking webhooks, posted with the shared fixtures' exact bytes through anymail."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from campaigns.models import Message, MessageStatus
+from campaigns.tasks import esp_events_sweep_task
+from profiles.health import sources_health
+from profiles.importing import contact_import_file
+from profiles.models import (
+    ConsentRecord,
+    Event,
+    Profile,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    WebhookDelivery,
+)
+from profiles.processing import events_process_pending
+from profiles.services import suppression_hash
+from tests.factories import CampaignFactory
+
+SENDGRID = "/anymail/sendgrid/tracking/"
+MAILGUN = "/anymail/mailgun/tracking/"
+MAILCHIMP = [
+    "mailchimp/subscribed_members_export.csv",
+    "mailchimp/unsubscribed_members_export.csv",
+    "mailchimp/cleaned_members_export.csv",
+]
+
+
+@pytest.fixture
+def esp_settings(settings, load_fixture):
+    sendgrid = load_fixture("anymail/sendgrid/webhook_headers.json", as_json=True)
+    mailgun = load_fixture("anymail/mailgun/webhook_headers.json", as_json=True)
+    settings.ANYMAIL = {
+        "WEBHOOK_SECRET": "fixtureuser:fixture-webhook-password",
+        "MAILGUN_WEBHOOK_SIGNING_KEY": mailgun["webhook_signing_key"],
+        "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": sendgrid[
+            "verification_public_key"
+        ],
+    }
+    return settings
+
+
+@pytest.fixture
+def people(db, load_fixture, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    for name in MAILCHIMP:
+        contact_import_file(filename=name.rsplit("/", 1)[1], data=load_fixture(name))
+
+
+@pytest.fixture
+def post(client, load_fixture):
+    """Post an ESP fixture body with its recorded headers, as the ESP would."""
+
+    def send(esp: str, name: str, *, body: bytes | None = None, **changes):
+        headers_file = load_fixture(f"anymail/{esp}/webhook_headers.json", as_json=True)
+        if esp == "sendgrid":
+            headers = dict(headers_file["deliveries"][name])
+        else:
+            headers = dict(headers_file["common_headers"])
+        headers.pop("Content-Type")
+        headers.update(changes)
+        return client.post(
+            SENDGRID if esp == "sendgrid" else MAILGUN,
+            data=load_fixture(f"anymail/{esp}/{name}") if body is None else body,
+            content_type="application/json",
+            headers=headers,
+        )
+
+    return send
+
+
+def status(email: str) -> str:
+    return Profile.objects.get(email=email).subscription_status
+
+
+def suppressed(email: str) -> str | None:
+    found = Suppression.objects.filter(email_hash=suppression_hash(email)).first()
+    return found.reason if found else None
+
+
+def test_every_sendgrid_fixture_has_the_effect_the_fixtures_give(
+    esp_settings, people, post
+):
+    assert status("olivia.brown@example.net") == SubscriptionStatus.SUBSCRIBED
+    for name in (
+        "delivered.json",
+        "open.json",
+        "click.json",
+        "bounce.json",
+        "spamreport.json",
+        "batch_mixed.json",
+    ):
+        assert post("sendgrid", name).status_code == 200, name
+    events_process_pending()
+
+    assert suppressed("lukasz.nowak@example.com") == SuppressionReason.HARD_BOUNCE
+    assert Profile.objects.get(email="lukasz.nowak@example.com").suppressed_at
+    assert suppressed("arjun.shah@example.net") == SuppressionReason.COMPLAINT
+    assert status("olivia.brown@example.net") == SubscriptionStatus.UNSUBSCRIBED
+    # Bespoke has one marketing list: a group unsubscribe is an unsubscribe.
+    assert status("noah.wilson@example.com") == SubscriptionStatus.UNSUBSCRIBED
+    noah = ConsentRecord.objects.get(
+        profile__email="noah.wilson@example.com", source="esp:sendgrid"
+    )
+    assert noah.evidence["esp_group_id"] == 21045
+    # Deferred, and a message the ESP dropped: nothing changes.
+    assert status("mia.johnson@example.net") == SubscriptionStatus.SUBSCRIBED
+    assert suppressed("mia.johnson@example.net") is None
+    # (Jennifer's address is on the list from the cleaned export, not the drop.)
+    assert Suppression.objects.filter(source__startswith="esp:").count() == 2
+
+    ben = Profile.objects.get(email="ben.okafor@example.net")
+    assert ben.last_opened_at == datetime(2025, 3, 14, 15, 1, 10, tzinfo=UTC)
+    assert ben.last_clicked_at == datetime(2025, 3, 14, 15, 1, 21, tzinfo=UTC)
+    click = Event.objects.get(event="Email Link Clicked")
+    assert click.properties["link_url"].startswith("https://shop.example.com/")
+    assert click.properties["campaign_id"] == "spring_sale_2025"
+    # Emma's open was a machine's: kept, but no open of hers.
+    emma = Profile.objects.get(email="emma.davis@example.org")
+    assert emma.last_opened_at is None
+    assert Event.objects.get(profile=emma).properties["machine_open"] is True
+    assert WebhookDelivery.objects.filter(source="esp:sendgrid").count() == 12
+    dropped = WebhookDelivery.objects.get(source="esp:sendgrid", topic="rejected")
+    assert "dropped the message (bounced)" in dropped.error
+
+
+def test_every_mailgun_fixture_has_the_effect_the_fixtures_give(
+    esp_settings, people, post
+):
+    for name in (
+        "delivered.json",
+        "opened.json",
+        "clicked.json",
+        "failed_permanent.json",
+        "failed_temporary.json",
+        "complained.json",
+        "unsubscribed.json",
+    ):
+        assert post("mailgun", name).status_code == 200, name
+    events_process_pending()
+
+    assert suppressed("sofia.rossi@example.com") == SuppressionReason.HARD_BOUNCE
+    assert suppressed("emma.davis@example.org") == SuppressionReason.COMPLAINT
+    assert status("hannah.schmidt@example.org") == SubscriptionStatus.UNSUBSCRIBED
+    click = Event.objects.get(event="Email Link Clicked")
+    # The abandoned-cart recovery click is attributed to Ana's checkout.
+    assert click.properties["checkout_id"].startswith("b7d5a9e0")
+    assert click.profile.email == "ana.souza@example.com"
+    assert click.profile.last_clicked_at is not None
+    deferred = WebhookDelivery.objects.get(source="esp:mailgun", topic="deferred")
+    assert deferred.processed_at is not None
+
+
+def test_a_repeated_or_replayed_event_changes_nothing_again(esp_settings, people, post):
+    post("sendgrid", "batch_mixed.json")
+    olivia = Profile.objects.get(email="olivia.brown@example.net")
+    records = ConsentRecord.objects.filter(profile=olivia).count()
+
+    assert post("sendgrid", "batch_mixed.json").status_code == 200
+
+    assert ConsentRecord.objects.filter(profile=olivia).count() == records
+    assert WebhookDelivery.objects.filter(source="esp:sendgrid").count() == 7
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"Authorization": "Basic d3Jvbmc6d3Jvbmc="},  # wrong:wrong
+        {"X-Twilio-Email-Event-Webhook-Signature": "MEUCIQDS"},
+    ],
+    ids=["wrong secret", "wrong signature"],
+)
+def test_a_request_that_fails_its_checks_stores_nothing(
+    esp_settings, people, post, changes
+):
+    response = post("sendgrid", "bounce.json", **changes)
+
+    assert response.status_code == 400
+    assert not WebhookDelivery.objects.exists()
+    assert suppressed("lukasz.nowak@example.com") is None
+
+
+def test_without_a_shared_secret_every_event_is_refused(esp_settings, people, post):
+    del esp_settings.ANYMAIL["WEBHOOK_SECRET"]
+
+    response = post("mailgun", "unsubscribed.json")
+
+    assert response.status_code == 400
+    assert not WebhookDelivery.objects.exists()
+    assert status("hannah.schmidt@example.org") == SubscriptionStatus.SUBSCRIBED
+
+
+def test_an_event_about_bespokes_own_message_finds_it_by_its_metadata(
+    esp_settings, people, post, load_fixture
+):
+    ben = Profile.objects.get(email="ben.okafor@example.net")
+    campaign = CampaignFactory(slug="spring")
+    message = Message.objects.create(
+        campaign=campaign, profile=ben, status=MessageStatus.SENT
+    )
+    events = json.loads(load_fixture("anymail/sendgrid/open.json"))
+    events[0]["message_id"] = str(message.pk)  # Bespoke's metadata, sent as custom args
+    body = json.dumps(events).encode()
+
+    # The recorded signature is of the recorded bytes: check the secret only here.
+    del esp_settings.ANYMAIL["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"]
+    assert post("sendgrid", "open.json", body=body).status_code == 200
+
+    opened = Event.objects.get(event="Email Opened")
+    assert opened.properties["campaign_id"] == "spring"
+    assert opened.profile == ben
+
+
+def test_a_failure_is_kept_and_the_sweep_finishes_it(
+    esp_settings, people, post, monkeypatch
+):
+    from campaigns import tracking
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(tracking, "consent_record", broken)
+    assert post("mailgun", "unsubscribed.json").status_code == 200
+    kept = WebhookDelivery.objects.get(source="esp:mailgun")
+    assert kept.processed_at is None
+    assert "database went away" in kept.error
+
+    monkeypatch.undo()
+    esp_events_sweep_task()
+
+    assert status("hannah.schmidt@example.org") == SubscriptionStatus.UNSUBSCRIBED
+    kept.refresh_from_db()
+    assert kept.processed_at is not None
+
+
+def esp_health() -> dict:
+    return next(source for source in sources_health() if source["name"] == "esp")
+
+
+def test_the_sources_page_counts_refusals_and_deliveries_of_the_esps(
+    esp_settings, people, post, admin_client
+):
+    post("sendgrid", "bounce.json", Authorization="Basic d3Jvbmc6d3Jvbmc=")
+    post("mailgun", "failed_temporary.json")
+    post("sendgrid", "batch_mixed.json")
+
+    health = esp_health()
+    refused = [(g["code"], g["count"]) for g in health["refused_requests"]]
+    assert refused == [("validation_failed", 1)]
+    assert health["unconfigured"] is False
+    assert health["webhook_notes"] == 4  # deferred twice, queued, dropped
+    page = admin_client.get(reverse("sources_health")).content.decode()
+    assert "ESP tracking webhooks" in page
+
+
+def test_the_sources_page_says_when_no_esp_secret_is_set(
+    esp_settings, post, admin_client
+):
+    del esp_settings.ANYMAIL["WEBHOOK_SECRET"]
+
+    post("mailgun", "delivered.json")
+
+    health = esp_health()
+    assert health["unconfigured"] is True
+    assert [g["code"] for g in health["refused_requests"]] == ["unconfigured"]
+    page = admin_client.get(reverse("sources_health")).content.decode()
+    assert "No ESP webhook secret is set (<code>ANYMAIL_WEBHOOK_SECRET</code>)" in page
+
+
+def test_a_campaigns_page_shows_what_the_esp_reported_of_its_messages(
+    esp_settings, people, post, load_fixture, admin_client
+):
+    del esp_settings.ANYMAIL["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"]
+    campaign = CampaignFactory(slug="spring")
+    sent = {}
+    for email in ("ben.okafor@example.net", "emma.davis@example.org"):
+        profile = Profile.objects.get(email=email)
+        sent[email] = Message.objects.create(
+            campaign=campaign, profile=profile, status=MessageStatus.SENT
+        )
+    # Ben's click arrives before his open; Emma's open is a machine's.
+    for name, email, index in (
+        ("click.json", "ben.okafor@example.net", 0),
+        ("open.json", "ben.okafor@example.net", 0),
+        ("batch_mixed.json", "emma.davis@example.org", 5),
+    ):
+        events = json.loads(load_fixture(f"anymail/sendgrid/{name}"))
+        events[index]["message_id"] = str(sent[email].pk)
+        post("sendgrid", name, body=json.dumps(events[index : index + 1]).encode())
+
+    ben = Message.objects.get(pk=sent["ben.okafor@example.net"].pk)
+    assert ben.clicked_at == datetime(2025, 3, 14, 15, 1, 21, tzinfo=UTC)
+    assert ben.opened_at == datetime(2025, 3, 14, 15, 1, 10, tzinfo=UTC)
+    assert Message.objects.get(pk=sent["emma.davis@example.org"].pk).opened_at is None
+    page = admin_client.get(reverse("campaign_detail", args=["spring"]))
+    html = page.content.decode()
+    assert 'data-result="opened"><div class="figure">1</div>' in html
+    assert "50.0 % of sent" in html
