@@ -5,187 +5,81 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("profiles", "0001_initial"),
-        ("segments", "0001_initial"),
+        ('profiles', '0001_initial'),
+        ('segments', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="EmailTemplate",
+            name='EmailTemplate',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True,
-                        primary_key=True,
-                        serialize=False,
-                        verbose_name="ID",
-                    ),
-                ),
-                ("name", models.CharField(max_length=200, unique=True)),
-                ("subject", models.CharField(max_length=500)),
-                ("html", models.TextField()),
-                ("text", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200, unique=True)),
+                ('subject', models.CharField(max_length=500)),
+                ('html', models.TextField()),
+                ('text', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name="OutboxEmail",
+            name='OutboxEmail',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True,
-                        primary_key=True,
-                        serialize=False,
-                        verbose_name="ID",
-                    ),
-                ),
-                ("esp_message_id", models.CharField(max_length=64, unique=True)),
-                ("from_email", models.CharField(max_length=254)),
-                ("to", models.JSONField(default=list)),
-                ("subject", models.CharField(max_length=500)),
-                ("text", models.TextField(blank=True)),
-                ("html", models.TextField(blank=True)),
-                ("headers", models.JSONField(default=dict)),
-                ("metadata", models.JSONField(default=dict)),
-                ("tags", models.JSONField(default=list)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('esp_message_id', models.CharField(max_length=64, unique=True)),
+                ('from_email', models.CharField(max_length=254)),
+                ('to', models.JSONField(default=list)),
+                ('subject', models.CharField(max_length=500)),
+                ('text', models.TextField(blank=True)),
+                ('html', models.TextField(blank=True)),
+                ('headers', models.JSONField(default=dict)),
+                ('metadata', models.JSONField(default=dict)),
+                ('tags', models.JSONField(default=list)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["-created_at", "-id"],
+                'ordering': ['-created_at', '-id'],
             },
         ),
         migrations.CreateModel(
-            name="Campaign",
+            name='Campaign',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True,
-                        primary_key=True,
-                        serialize=False,
-                        verbose_name="ID",
-                    ),
-                ),
-                ("name", models.CharField(max_length=200)),
-                ("slug", models.SlugField(max_length=100, unique=True)),
-                ("from_email", models.CharField(blank=True, max_length=254)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("draft", "Draft"),
-                            ("scheduled", "Scheduled"),
-                            ("sending", "Sending"),
-                            ("sent", "Sent"),
-                        ],
-                        default="draft",
-                        max_length=10,
-                    ),
-                ),
-                ("scheduled_at", models.DateTimeField(blank=True, null=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "segment",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        to="segments.segment",
-                    ),
-                ),
-                (
-                    "template",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        to="campaigns.emailtemplate",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200)),
+                ('slug', models.SlugField(max_length=100, unique=True)),
+                ('from_email', models.CharField(blank=True, max_length=254)),
+                ('status', models.CharField(choices=[('draft', 'Draft'), ('scheduled', 'Scheduled'), ('sending', 'Sending'), ('sent', 'Sent')], default='draft', max_length=10)),
+                ('scheduled_at', models.DateTimeField(blank=True, null=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('segment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='segments.segment')),
+                ('template', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='campaigns.emailtemplate')),
             ],
         ),
         migrations.CreateModel(
-            name="Message",
+            name='Message',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True,
-                        primary_key=True,
-                        serialize=False,
-                        verbose_name="ID",
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Waiting to send"),
-                            ("sending", "Handed to the ESP"),
-                            ("sent", "Sent"),
-                            ("skipped", "Skipped"),
-                            ("failed", "Failed"),
-                            ("unknown", "Outcome unknown"),
-                        ],
-                        default="pending",
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "skip_reason",
-                    models.CharField(
-                        blank=True,
-                        choices=[
-                            ("no_email", "Profile has no email address"),
-                            ("unsubscribed", "Unsubscribed"),
-                            ("cleaned", "Address bounced (cleaned)"),
-                            ("not_subscribed", "Never gave consent"),
-                            ("suppressed", "On the suppression list"),
-                            ("render_error", "Template failed to render"),
-                        ],
-                        max_length=20,
-                    ),
-                ),
-                ("error", models.TextField(blank=True)),
-                ("to_email", models.CharField(blank=True, max_length=254)),
-                ("subject", models.CharField(blank=True, max_length=500)),
-                ("esp_message_id", models.CharField(blank=True, max_length=255)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("claimed_at", models.DateTimeField(blank=True, null=True)),
-                ("sent_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "campaign",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="messages",
-                        to="campaigns.campaign",
-                    ),
-                ),
-                (
-                    "profile",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="messages",
-                        to="profiles.profile",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('status', models.CharField(choices=[('pending', 'Waiting to send'), ('sending', 'Handed to the ESP'), ('sent', 'Sent'), ('skipped', 'Skipped'), ('failed', 'Failed'), ('unknown', 'Outcome unknown')], default='pending', max_length=10)),
+                ('skip_reason', models.CharField(blank=True, choices=[('no_email', 'Profile has no email address'), ('unsubscribed', 'Unsubscribed'), ('cleaned', 'Address bounced (cleaned)'), ('not_subscribed', 'Never gave consent'), ('suppressed', 'On the suppression list'), ('render_error', 'Template failed to render')], max_length=20)),
+                ('error', models.TextField(blank=True)),
+                ('to_email', models.CharField(blank=True, max_length=254)),
+                ('subject', models.CharField(blank=True, max_length=500)),
+                ('esp_message_id', models.CharField(blank=True, max_length=255)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('claimed_at', models.DateTimeField(blank=True, null=True)),
+                ('sent_at', models.DateTimeField(blank=True, null=True)),
+                ('campaign', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='campaigns.campaign')),
+                ('profile', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='profiles.profile')),
             ],
             options={
-                "indexes": [
-                    models.Index(
-                        fields=["campaign", "status"],
-                        name="campaigns_m_campaig_6ddb94_idx",
-                    )
-                ],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("campaign", "profile"), name="message_once_per_campaign"
-                    )
-                ],
+                'indexes': [models.Index(fields=['campaign', 'status'], name='campaigns_m_campaig_6ddb94_idx')],
+                'constraints': [models.UniqueConstraint(fields=('campaign', 'profile'), name='message_once_per_campaign')],
             },
         ),
     ]
