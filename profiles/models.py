@@ -143,6 +143,8 @@ class ProfileTag(models.Model):
 class IdentityKind(models.TextChoices):
     USER_ID = "user_id", "User id"
     ANONYMOUS_ID = "anonymous_id", "Anonymous id"
+    # A Shopify customer's id: the shop's account, whatever its address is now.
+    SHOPIFY_CUSTOMER = "shopify_customer", "Shopify customer id"
 
 
 class ProfileIdentity(models.Model):

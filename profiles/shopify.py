@@ -27,12 +27,14 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from profiles.emails import InvalidEmail, email_normalize
+from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
     ConsentRecord,
     Event,
     EventType,
+    IdentityKind,
     Profile,
+    ProfileIdentity,
     ShopCheckout,
     ShopOrder,
     SubscriptionStatus,
@@ -45,9 +47,11 @@ from profiles.services import (
     CLOCK_SKEW_ALLOWED,
     WITHDRAWN_STATUSES,
     consent_record,
+    profile_by_email_key,
     profile_get_or_create_by_email,
     profile_hold,
     profile_tags_add,
+    profiles_suppression_mark,
 )
 from profiles.signals import profiles_changed
 from profiles.traits import (
@@ -299,7 +303,7 @@ def _delivery_apply(delivery: WebhookDelivery) -> Outcome:
 
 def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     payload = delivery.payload
-    profile = _profile_for(payload.get("email"))
+    profile, found_note = _customer_profile(payload.get("email"), customer=payload)
     if profile is None:
         return Outcome(note="The customer has no usable email address.")
 
@@ -319,7 +323,7 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
             sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
         )
     )
-    return Outcome(note="; ".join(part for part in (refused, note) if part))
+    return Outcome(note="; ".join(part for part in (found_note, refused, note) if part))
 
 
 def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
@@ -329,25 +333,84 @@ def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
         # customers_marketing_consent/update carries SMS consent only.
         return Outcome(note="The delivery holds no email marketing consent.")
 
-    profile = _profile_for(payload.get("email_address") or payload.get("email"))
+    profile, found_note = _customer_profile(
+        payload.get("email_address") or payload.get("email"),
+        customer={"id": payload.get("customer_id")},
+    )
     if profile is None:
         return Outcome(note="The customer has no usable email address.")
 
-    return Outcome(
-        note=_consent_apply(profile=profile, consent=consent, delivery=delivery)
-    )
+    note = _consent_apply(profile=profile, consent=consent, delivery=delivery)
+    return Outcome(note="; ".join(part for part in (found_note, note) if part))
 
 
-def _profile_for(raw: Any) -> Profile | None:
+def _customer_profile(
+    raw_email: Any, *, customer: dict[str, Any]
+) -> tuple[Profile | None, str]:
+    """Return the customer's profile, by the shop's customer id first, and a note.
+
+    The id is the shop's account: a customer who changes address in the shop keeps
+    their profile, which takes the new address, unless another profile has it
+    already (two people's profiles are never merged on a shop's word).
+    """
+    customer_id = _customer_id(customer)
+    owner = None
+    if customer_id:
+        identity = (
+            ProfileIdentity.objects.select_related("profile")
+            .filter(kind=IdentityKind.SHOPIFY_CUSTOMER, value=customer_id)
+            .first()
+        )
+        owner = identity.profile if identity else None
+    email = _email_or_none(raw_email)
+    if owner is None:
+        if email is None:
+            return None, ""
+        profile, _ = profile_get_or_create_by_email(email)
+        if customer_id:
+            _customer_id_attach(profile, customer_id)
+        return profile, ""
+
+    if email is None or (owner.email or "").lower() == email.key:
+        return owner, ""
+    holder = profile_by_email_key(email.key)
+    if holder is not None:
+        return owner, (
+            f"The shop's customer {customer_id} now has the address {email.display}, "
+            "which another profile has: this profile keeps "
+            f"{owner.email_display or owner.email}."
+        )
+    was = owner.email_display or owner.email
+    owner.email, owner.email_display = email.key, email.display
+    owner.save(update_fields=["email", "email_display", "updated_at"])
+    profiles_suppression_mark({owner.pk: email.key})
+    return owner, f"The customer's address changed in the shop from {was}."
+
+
+def _customer_id(customer: dict[str, Any]) -> str:
+    value = customer.get("id")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return ""
+    return str(value).strip()[:255]
+
+
+def _customer_id_attach(profile: Profile, customer_id: str) -> None:
+    # Another delivery of the same customer may attach it first: theirs stands.
+    with transaction.atomic():
+        ProfileIdentity.objects.get_or_create(
+            kind=IdentityKind.SHOPIFY_CUSTOMER,
+            value=customer_id,
+            defaults={"profile": profile},
+        )
+
+
+def _email_or_none(raw: Any) -> NormalizedEmail | None:
     if not isinstance(raw, str):
         return None
-
     try:
-        email = email_normalize(raw)
+        return email_normalize(raw)
     except InvalidEmail:
         return None
-    profile, _ = profile_get_or_create_by_email(email)
-    return profile
 
 
 def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
@@ -592,10 +655,16 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
     if _checkout_stale(token, payload):
         return Outcome(note=STALE_NOTE.format(what="checkout"))
     customer = _object(payload.get("customer"))
-    profile = _profile_for(payload.get("email") or customer.get("email"))
-    refused = ""
+    profile, found_note = _customer_profile(
+        payload.get("email") or customer.get("email"), customer=customer
+    )
+    refused = found_note
     if profile is not None:
-        refused = _profile_fill(profile=profile, customer=customer)
+        refused = " ".join(
+            n
+            for n in (found_note, _profile_fill(profile=profile, customer=customer))
+            if n
+        )
     checkout = _checkout_upsert(token=token, payload=payload, profile=profile)
 
     started_at, future_note = _arrival_bounded(
@@ -726,12 +795,17 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
     if _order_stale(payload):
         # Its profile is left alone too: the newer version kept named it already.
         return Outcome(note=STALE_NOTE.format(what="order"))
-    profile = _profile_for(
-        payload.get("email") or payload.get("contact_email") or customer.get("email")
+    profile, found_note = _customer_profile(
+        payload.get("email") or payload.get("contact_email") or customer.get("email"),
+        customer=customer,
     )
-    refused = ""
+    refused = found_note
     if profile is not None:
-        refused = _profile_fill(profile=profile, customer=customer)
+        refused = " ".join(
+            n
+            for n in (found_note, _profile_fill(profile=profile, customer=customer))
+            if n
+        )
     order = _order_upsert(payload=payload, profile=profile)
     _order_join_checkout(order)
     if profile is None and order.profile_id is not None:

@@ -1600,3 +1600,61 @@ def test_a_cancelled_order_is_no_longer_counted(
     profile = Profile.objects.get()
     assert (profile.lifetime_value, profile.order_count) == (Decimal("0.00"), 0)
     assert profile.last_order_at is None
+
+
+def test_a_customer_who_changes_address_in_the_shop_keeps_her_profile(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("customers_create.json")
+    chloe = Profile.objects.get()
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer.update(email="Chloe.New@Example.org", updated_at="2025-03-20T10:00:00Z")
+
+    response = customer_updated(deliver, shop_headers, customer, "c-new-1")
+
+    assert response.status_code == 200
+    assert list(Profile.objects.values_list("pk", "email", "email_display")) == [
+        (chloe.pk, "chloe.new@example.org", "Chloe.New@Example.org")
+    ]
+    delivery = WebhookDelivery.objects.get(delivery_id="c-new-1")
+    assert "changed in the shop from chloe.dubois@example.org" in delivery.error
+
+
+def test_a_customers_new_address_another_profile_has_is_not_taken(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("customers_create.json")
+    other = ProfileFactory(email="dora@example.org")
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer["email"] = "dora@example.org"
+
+    customer_updated(deliver, shop_headers, customer, "c-dora-1")
+
+    chloe = Profile.objects.exclude(pk=other.pk).get()
+    assert chloe.email == "chloe.dubois@example.org"
+    assert chloe.first_name == "Chloé"
+    other.refresh_from_db()
+    assert other.first_name != "Chloé"
+    delivery = WebhookDelivery.objects.get(delivery_id="c-dora-1")
+    assert "which another profile has: this profile keeps" in delivery.error
+
+
+def test_an_order_naming_only_a_known_customer_joins_his_profile(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    payload = json.loads(load_fixture("shopify/orders_create.json"))
+    payload.update(id=1, email=None, contact_email=None, checkout_token=None)
+    payload["customer"]["email"] = None
+    body = json.dumps(payload).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Webhook-Id": "o-2"},
+    )
+
+    deliver("orders_create.json", headers=headers, body=body)
+
+    assert ShopOrder.objects.get(shop_id="1").profile == Profile.objects.get()
+    assert Event.objects.filter(event="Order Completed").count() == 2
