@@ -15,7 +15,8 @@
   another currency, changes nothing.
 - average_order_value: lifetime value over the orders that counted in it; empty when
   none did.
-- last_seen_at: the latest event. last_opened_at: the latest `Email Opened` that is not
+- last_seen_at: the latest event, except an ESP's report of a message reaching or
+  bouncing off the mailbox (`Email Delivered`, `Email Bounced`). last_opened_at: the latest `Email Opened` that is not
   a machine open (`machine_open` or `sg_machine_open` true in properties, or
   `machine_open` in context). last_clicked_at: the latest `Email Link Clicked`.
 - engagement_score, 0 to 100: 3 points per human email open, 5 per click, 2 per day
@@ -69,6 +70,9 @@ ORDER_CANCELLED = "Order Cancelled"
 ORDER_EVENTS = (ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED)
 EMAIL_OPENED = "Email Opened"
 EMAIL_LINK_CLICKED = "Email Link Clicked"
+# What the ESP reports of a message, not something the person did: no sign of
+# them, so not "last seen" (campaigns/tracking.py writes these).
+NOT_SEEN_EVENTS = ("Email Delivered", "Email Bounced")
 PRODUCT_EVENTS = ("Product Viewed", "Product Added", ORDER_COMPLETED)
 VISIT_TYPES = (EventType.PAGE, EventType.SCREEN)
 
@@ -326,6 +330,8 @@ _CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp, {_WEIGHED_AT} AS weighed_a
             THEN CASE WHEN {_MACHINE_OPEN} THEN NULL ELSE 'open' END
             WHEN e.type = 'track' AND e.event = %(clicked)s THEN 'click'
             WHEN e.type IN ('page', 'screen') AND e.event = '' THEN 'visit'
+            WHEN e.type = 'track' AND e.event = ANY(%(not_seen)s::text[])
+            THEN 'not_seen'
         END AS kind,
         CASE WHEN e.type = 'track' AND e.event = ANY(%(product_events)s::text[])
             THEN e.properties END AS product_properties,
@@ -357,7 +363,8 @@ chunk AS MATERIALIZED (
 ),
 latest AS (
     SELECT c.profile_id,
-        max(c.timestamp) AS last_seen_at,
+        max(c.timestamp) FILTER (WHERE c.kind IS DISTINCT FROM 'not_seen')
+            AS last_seen_at,
         max(c.timestamp) FILTER (WHERE c.kind = 'open') AS last_opened_at,
         max(c.timestamp) FILTER (WHERE c.kind = 'click') AS last_clicked_at
     FROM chunk c
@@ -620,6 +627,7 @@ def _figures_params(
         "opened": EMAIL_OPENED,
         "clicked": EMAIL_LINK_CLICKED,
         "order_event": ORDER_COMPLETED,
+        "not_seen": list(NOT_SEEN_EVENTS),
         "order_change_events": [ORDER_REFUNDED, ORDER_CANCELLED],
         "refunded_event": ORDER_REFUNDED,
         "cancelled_event": ORDER_CANCELLED,
@@ -673,7 +681,9 @@ def _figures_python(profile_ids: set[int], *, now: datetime) -> dict[int, dict]:
 
 def _profile_figures(rows: list[tuple], *, now: datetime) -> dict[str, Any]:
     figures: dict[str, Any] = {
-        "last_seen_at": max((row[4] for row in rows), default=None),
+        "last_seen_at": max(
+            (row[4] for row in rows if not _is_not_seen(row)), default=None
+        ),
         "last_opened_at": max(
             (row[4] for row in rows if _is_human_open(row)), default=None
         ),
@@ -697,6 +707,10 @@ def _is_human_open(row: tuple) -> bool:
         _dict(context).get("machine_open"),
     )
     return not any(flag is True or flag == "true" for flag in flags)
+
+
+def _is_not_seen(row: tuple) -> bool:
+    return row[2] == EventType.TRACK and row[3] in NOT_SEEN_EVENTS
 
 
 def _is_click(row: tuple) -> bool:

@@ -548,3 +548,22 @@ def test_the_python_refresh_reads_refunds_and_cancellations_as_the_sql_does(db):
     # 100 - 12.50 - 2.50, 0 for the whole refund, 50; the cancelled 1003 not at all.
     assert by_sql["lifetime_value"] == Decimal("135.00")
     assert by_sql["order_count"] == 3
+
+
+@pytest.mark.parametrize("path", ["sql", "python"])
+def test_what_the_esp_reports_of_a_message_is_no_sign_of_the_person(db, path):
+    if path == "sql" and connection.vendor != "postgresql":
+        pytest.skip("the chunk statement is PostgreSQL's")
+    order(10, at=days_ago(16))
+    event(event="Email Delivered", at=days_ago(0.1))
+    event(event="Email Bounced", at=days_ago(0.05))
+    profile = process()
+    if path == "python":
+        Profile.objects.filter(pk=profile.pk).update(last_seen_at=None)
+        _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+        profile.refresh_from_db()
+
+    assert profile.last_seen_at == days_ago(16)
+
+    event(event="Email Opened", at=days_ago(0.01))
+    assert process().last_seen_at == days_ago(0.01)
