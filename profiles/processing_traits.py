@@ -16,9 +16,10 @@
 - average_order_value: lifetime value over the orders that counted in it; empty when
   none did.
 - last_seen_at: the latest event, except an ESP's report of a message reaching or
-  bouncing off the mailbox (`Email Delivered`, `Email Bounced`). last_opened_at: the latest `Email Opened` that is not
-  a machine open (`machine_open` or `sg_machine_open` true in properties, or
-  `machine_open` in context). last_clicked_at: the latest `Email Link Clicked`.
+  bouncing off the mailbox (`Email Delivered`, `Email Bounced`).
+- last_opened_at: the latest `Email Opened` that is not a machine open
+  (`machine_open` or `sg_machine_open` true in properties, or `machine_open` in
+  context). last_clicked_at: the latest `Email Link Clicked`.
 - engagement_score, 0 to 100: 3 points per human email open, 5 per click, 2 per day
   with a site visit (a page or screen call, which carries no event name; the day is
   the UTC day, and it counts at its first visit) and 10 per order, each halved for
