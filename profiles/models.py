@@ -354,6 +354,11 @@ class ConsentRecord(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     wording = models.TextField(blank=True)
     evidence = models.JSONField(default=dict, blank=True)
+    # The address the fact is about: the profile's when it was recorded. A merge
+    # moves facts about another address onto the kept profile; they stay about
+    # that address. Empty for a profile with no address, and for facts recorded
+    # before Bespoke kept it.
+    address = models.CharField(max_length=254, blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["profile", "occurred_at"])]

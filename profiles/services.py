@@ -153,6 +153,7 @@ def consent_record(
         ip_address=ip_address or None,
         wording=wording,
         evidence=evidence or {},
+        address=profile.email or "",
     )
     if moved:
         profile.save(update_fields=["subscription_status", "subscription_changed_at"])
@@ -221,7 +222,7 @@ def consent_status_move(
         # dated later would have stopped that subscription, had it come first: the
         # order facts arrive in must not decide. Only the person's own later word
         # outranks it.
-        is_newer = not firsthand_consent_since(profile.pk, occurred_at)
+        is_newer = not firsthand_consent_since(profile, occurred_at)
     lifts_withdrawal = withdrawn and (
         # "Never subscribed" is not true of someone who left, and would let the
         # next list's subscription through.
@@ -256,12 +257,17 @@ SECONDHAND_CONSENT = (
 )
 
 
-def firsthand_consent_since(profile_id: int | None, since: datetime) -> bool:
-    """Whether the profile has a first-hand consent fact dated after `since`."""
-    if profile_id is None:
+def firsthand_consent_since(profile: StatusHolder, since: datetime) -> bool:
+    """Whether the profile has a first-hand consent fact dated after `since`.
+
+    About its own address: a fact a merge brought from another address is that
+    address's (the kept profile's status never took it either).
+    """
+    if profile.pk is None:
         return False
-    later = ConsentRecord.objects.filter(profile_id=profile_id, occurred_at__gt=since)
-    return later.exclude(SECONDHAND_CONSENT).exists()
+    later = ConsentRecord.objects.filter(profile_id=profile.pk, occurred_at__gt=since)
+    own = Q(address="") | Q(address__iexact=profile.email or "")
+    return later.exclude(SECONDHAND_CONSENT).filter(own).exists()
 
 
 def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, bool]:

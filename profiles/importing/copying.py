@@ -67,6 +67,7 @@ CONSENT_COLUMNS = (
     "ip_address",
     "wording",
     "evidence",
+    "address",
 )
 TAG_COLUMNS = ("profile_id", "name")
 CHANGE_COLUMNS = (
@@ -453,6 +454,7 @@ def _consents_copy(
                     _ip_address(fact.ip_address),
                     fact.wording,
                     evidence,
+                    state.email or "",
                     *defaults,
                 )
             )

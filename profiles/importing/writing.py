@@ -394,4 +394,5 @@ def _consent_record(
         wording=fact.wording,
         # The file and the import it came in: the consent's proof names both.
         evidence={**origin, **fact.evidence},
+        address=profile.email or "",
     )

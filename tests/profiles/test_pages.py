@@ -271,6 +271,7 @@ def test_the_profile_page_shows_identities_consent_suppression_and_merges(
         status=SubscriptionStatus.UNSUBSCRIBED,
         source="unsubscribe_link",
         occurred_at=WHEN + timedelta(days=2),
+        address="ana@example.com",
     )
     suppression_add(
         email_key="ana@example.com",
@@ -286,10 +287,11 @@ def test_the_profile_page_shows_identities_consent_suppression_and_merges(
         ["Anonymous id", "anon-7"],
         ["User id", "usr_1001"],
     ]
-    assert [row[1:5] for row in joined(page, "consents")] == [
-        ["Unsubscribed", "unsubscribe_link", "", ""],
+    assert [row[1:6] for row in joined(page, "consents")] == [
+        ["Unsubscribed", "ana@example.com", "unsubscribe_link", "", ""],
         [
             "Subscribed",
+            "–",
             "import:mailchimp",
             "198.51.100.7",
             "Yes, send me the newsletter",

@@ -4,7 +4,7 @@ import base64
 import importlib
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -47,7 +47,7 @@ from profiles.tasks import (
     events_sweep_task,
 )
 from segments.compiler import profiles_matching
-from tests.factories import CampaignFactory, ProfileFactory
+from tests.factories import CampaignFactory, ProfileFactory, UserFactory
 
 BATCH_RECEIVED_AT = "2025-03-15T08:06:12.600Z"
 EDGE_SENT_AT = "2025-03-14T14:10:09.000Z"
@@ -1804,3 +1804,49 @@ def test_the_migration_marks_profiles_whose_address_is_listed(db):
     marked = {p.pk for p in Profile.objects.all() if p.suppressed_at is not None}
     assert marked == {old.pk}
     assert {other.pk, nobody.pk}.isdisjoint(marked)
+
+
+def test_a_fact_merged_in_about_another_address_does_not_outrank_a_late_unsubscribe(
+    db, client
+):
+    # given Yara subscribed by ticking the checkout box two days ago, and her old
+    # address subscribed first-hand yesterday on a profile merged into hers
+    from profiles.processing_identities import profile_merge
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    yara = ProfileFactory(email="yara.new@example.com")
+    consent_record(
+        profile=yara,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="shopify",
+        occurred_at=now - timedelta(days=2),
+        evidence={"buyer_accepts_marketing": True},
+    )
+    old = ProfileFactory(email="yara.old@example.com")
+    consent_record(
+        profile=old,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="shopify",
+        occurred_at=now - timedelta(days=1),
+    )
+    Profile.objects.filter(pk=old.pk).update(email=None)
+    old.refresh_from_db()
+    yara = profile_merge(first=yara, second=old, reason="by hand", explicit=True)
+
+    # when an unsubscribe of her address dated three days ago arrives
+    consent_record(
+        profile=yara,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="shopify",
+        occurred_at=now - timedelta(days=3),
+    )
+
+    # then it applies, as it would have without the merge, and her page says
+    # which address the merged-in fact was about
+    yara.refresh_from_db()
+    assert yara.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    merged_in = ConsentRecord.objects.get(address="yara.old@example.com")
+    assert merged_in.profile_id == yara.pk
+    client.force_login(UserFactory())
+    page = client.get(f"/profiles/{yara.pk}/").content.decode()
+    assert "another address, merged in" in page
