@@ -5,7 +5,7 @@ aggregated in SQL; no selector loads a source's events to count them.
 """
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,6 +107,8 @@ class _Feed:
     unit: str
     # Where the wait that lag measures starts, when not at arrival.
     waited_from: str = ""
+    # Which processed rows went through: "last success" is the latest of them.
+    succeeded: Q = field(default_factory=Q)
 
 
 # Sources ------------------------------------------------------------------------
@@ -169,6 +171,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         arrived="received_at",
         done="processed_at",
         unit="events",
+        succeeded=Q(processing_error=""),
     )
     webhook = name in WEBHOOK_SOURCES
     if webhook:
@@ -178,6 +181,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             arrived="received_at",
             done="processed_at",
             unit="deliveries",
+            succeeded=~Q(error__startswith=PAYLOAD_REFUSED),
         )
     rows = RejectedEvent.objects.filter(where)
     refused, notices = rows.exclude(_is_notice()), rows.filter(_is_notice())
@@ -196,6 +200,16 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         failed=_failed_deliveries(where) if webhook else _failed_events(feed.rows),
         events_failed=(
             Event.objects.filter(where).exclude(processing_error="").count()
+            if webhook
+            else None
+        ),
+        # The events a shop's or ESP's deliveries made wait for the workers too.
+        events_unprocessed=(
+            _backlog(
+                Event.objects.filter(where, processed_at__isnull=True),
+                arrived="received_at",
+                now=now,
+            )
             if webhook
             else None
         ),
@@ -303,7 +317,11 @@ def _feed_health(
             arrived=feed.arrived,
             now=now,
         ),
-        "last_received_at": feed.rows.aggregate(at=Max(feed.arrived))["at"],
+        # Arrival, not processing, of the latest item that went through: an item
+        # that is still waiting, or failed, is no success.
+        "last_received_at": feed.rows.filter(
+            feed.succeeded, **{f"{feed.done}__isnull": False}
+        ).aggregate(at=Max(feed.arrived))["at"],
     }
 
 

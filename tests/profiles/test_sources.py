@@ -486,3 +486,38 @@ def test_the_health_page_says_one_event_not_one_events(signed_in, shop_feed):
         '<div class="figure" data-figure="last_48h">0</div>'
         '<div class="label">events in the last 48 hours</div>'
     ) in quiet
+
+
+def test_last_success_is_the_latest_item_processed_not_the_latest_arrival(shop_feed):
+    for message_id, received, error in (
+        ("late-waiting", "2025-03-14 12:29:00", None),
+        ("late-failed", "2025-03-14 12:28:00", "no such profile"),
+    ):
+        Event.objects.create(
+            message_id=message_id,
+            type="track",
+            event="Product Viewed",
+            user_id="usr_1",
+            source=SHOP,
+            timestamp=at(received),
+            received_at=at(received),
+            processed_at=at(received) if error else None,
+            processing_error=error or "",
+        )
+    Event.objects.create(
+        message_id="shopify:order:1",
+        type="track",
+        event="Order Completed",
+        source="shopify",
+        timestamp=at("2025-03-14 12:00:00"),
+        received_at=at("2025-03-14 12:00:00"),
+    )
+
+    sources = {source["name"]: source for source in sources_health(now=NOW)}
+
+    assert sources[SHOP]["last_received_at"] == at("2025-03-14 12:20:00")
+    assert sources["shopify"]["events_unprocessed"] == {
+        "count": 1,
+        "oldest_age_seconds": 1800.0,
+    }
+    assert sources["shopify"]["last_received_at"] is None
