@@ -61,6 +61,13 @@ def identify_change_read(
     if moved and profile.region and not _address(traits).get("state"):
         # A new address is one whole: the old one's region is not the new one's.
         fields["region"] = ""
+    unknown_country = any(
+        trait == "address.country" and exc.reason == "unknown_country"
+        for trait, _, exc in refused
+    )
+    if moved and unknown_country and profile.country_code:
+        # Nor is its country: unknown is truer than the old one (Wien, US).
+        fields["country_code"] = ""
     zone = context.get("timezone")
     if not profile.timezone and isinstance(zone, str) and _is_time_zone(zone):
         fields["timezone"] = zone
@@ -165,10 +172,24 @@ def identify_fields_read(
         # Half a name would be a name nobody sent: the other half goes too.
         fields.pop("first_name", None)
         fields.pop("last_name", None)
-    country = country_code_read(_text(address.get("country"))[:100])
+    written = _text(address.get("country"))[:100]
+    country = country_code_read(written)
     if country:
         fields["country_code"] = country
+    elif written.strip():
+        refused.append(
+            ("address.country", address.get("country"), _no_country(written))
+        )
     return fields
+
+
+def _no_country(written: str) -> TraitInvalid:
+    return TraitInvalid(
+        "unknown_country",
+        f"address.country: {written!r} is not a country Bespoke can read (a "
+        "two-letter code, or the country's name in English, such as 'Austria'), so "
+        "it was not stored; with a new city, the old country goes too",
+    )
 
 
 # How long a value each field an identify fills holds.

@@ -211,3 +211,34 @@ def test_an_identify_with_a_new_address_and_no_state_clears_the_old_region(send)
     rae = Profile.objects.get()
     assert (rae.city, rae.region, rae.country_code) == ("Lyon", "", "FR")
     assert notices() == []
+
+
+def test_a_country_bespoke_cannot_read_is_said_and_a_move_clears_the_old_one(send):
+    springfield = {"city": "Springfield", "state": "IL", "country": "US"}
+    send("/v1/identify", {"userId": "u-p", "traits": {"address": springfield}})
+    send(
+        "/v1/identify",
+        {
+            "userId": "u-p",
+            "traits": {"address": {"city": "Wien", "country": "Ruritania"}},
+        },
+    )
+
+    paul = Profile.objects.get()
+    assert (paul.city, paul.region, paul.country_code) == ("Wien", "", "")
+    assert [code for code, _ in notices()] == ["trait_invalid:unknown_country"]
+
+    # The same city with the country written in its own language: read, and kept.
+    send(
+        "/v1/identify",
+        {
+            "userId": "u-p",
+            "traits": {"address": {"city": "Wien", "country": "Österreich"}},
+        },
+    )
+    send(
+        "/v1/identify",
+        {"userId": "u-p", "traits": {"address": {"city": "Wien", "country": "Vulcan"}}},
+    )
+    paul.refresh_from_db()
+    assert paul.country_code == "AT"
