@@ -149,6 +149,12 @@ class Layout:
     country_as_trait: bool = True
 
 
+# The traits that describe an opt-in (Mailchimp's): a subscription the import does
+# not record (the person had left) must not leave them claiming one.
+OPT_IN_TRAITS = frozenset(
+    {"optin_at", "optin_ip", "confirm_at", "confirm_ip", "mailchimp_last_changed_at"}
+)
+
 MAILCHIMP_COLUMNS = {
     "memberrating": ("member_rating", "int"),
     "optintime": ("optin_at", "time"),
@@ -617,6 +623,12 @@ def consent_fact(
         # The file does not say when; the time of the import is the honest bound.
         occurred_at = now
         evidence["occurred_at_is_import_time"] = True
+    elif occurred_at > now:
+        # Nothing in the file happened after it was imported: a wrong clock or a
+        # typo. Kept as written, and recorded as of the import, or it would head the
+        # history above withdrawals it never undid (as consent_record does).
+        evidence["occurred_at_claimed"] = occurred_at.isoformat()
+        occurred_at = now
 
     ip_address = None
     if layout.status == SubscriptionStatus.SUBSCRIBED:

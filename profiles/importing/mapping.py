@@ -592,7 +592,10 @@ def _consents_read(
             status = status_read(said)
     # A row that says both "subscribed" and "unsubscribed: yes" has left: a
     # withdrawal always wins over a list's word that someone is subscribed.
-    if left == SubscriptionStatus.UNSUBSCRIBED or status is None:
+    # Except a bounce: cleaned stops all email, which unsubscribed does not say.
+    if status is None or (
+        left == SubscriptionStatus.UNSUBSCRIBED and status != SubscriptionStatus.CLEANED
+    ):
         status = left or status
     said_in = plan.status
     if status is None and plan.subscribed is not None:
@@ -616,7 +619,20 @@ def _consents_read(
         suppressed=suppressed,
         date_format=context.date_format,
     )
+    if "occurred_at_claimed" in fact.evidence:
+        context.notes.append(_future_note(record, fact.evidence["occurred_at_claimed"]))
     return [fact]
+
+
+def _future_note(record: int, claimed: str) -> dict[str, Any]:
+    return {
+        "kind": "consent_time_future",
+        "record": record,
+        "message": (
+            f"Record {record}: its consent is dated {claimed}, after the import; "
+            "it is recorded as of the import, with the date written kept as evidence."
+        ),
+    }
 
 
 # Statuses an export gives someone who has not consented yet: no consent, no refusal.

@@ -18,7 +18,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
-from profiles.importing.layouts import ConsentFact
+from profiles.importing.layouts import OPT_IN_TRAITS, ConsentFact
 from profiles.importing.mapping import ContactRow, ParsedContacts, Rejection
 from profiles.models import (
     ConsentRecord,
@@ -84,8 +84,9 @@ def contact_rows_write(
         if profile is None:
             profile = _profile_new(row)
             new_profiles.append(profile)
-        changed = _profile_fill(profile, row, is_new=profile.pk is None)
-        changed |= consents_apply(profile, row, recorded, pending, outcome)
+        # Consent first: a refused subscription takes its opt-in traits off the row.
+        changed = consents_apply(profile, row, recorded, pending, outcome)
+        changed |= _profile_fill(profile, row, is_new=profile.pk is None)
         if changed and profile.pk is not None:
             changed_profiles.append(profile)
             pending.changed |= changed
@@ -273,6 +274,12 @@ def consents_apply(
             and kept == SubscriptionStatus.SUBSCRIBED
         ):
             outcome.notes.append(_kept_note(profile, fact, kept))
+            if fact.status == SubscriptionStatus.SUBSCRIBED:
+                row.traits = {
+                    name: value
+                    for name, value in row.traits.items()
+                    if name not in OPT_IN_TRAITS
+                }
             continue
         if fact.status == SubscriptionStatus.CLEANED:
             pending.suppressed.append((row.email.key, suppression_reason(fact)))

@@ -341,3 +341,83 @@ def test_a_row_that_moves_the_person_without_a_region_clears_the_old_one(
         "cy@example.org": ("Portland", "OR", "US"),
         "di@example.org": ("Springfield", "IL", "US"),
     }
+
+
+MAILCHIMP_HEADER = (
+    b'"Email Address","First Name",OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP,'
+    b"LAST_CHANGED\n"
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_a_refused_resubscription_leaves_no_opt_in_traits_behind(monkeypatch, copy):
+    # given Grace, who unsubscribed
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    Profile.objects.create(
+        email="grace@example.com",
+        traits={"optin_at": "2024-08-20T14:00:00+00:00"},
+        subscription_status=SubscriptionStatus.UNSUBSCRIBED,
+        subscription_changed_at=datetime(2025, 1, 15, tzinfo=UTC),
+    )
+
+    # when a subscribed export claims a newer opt-in for her and for someone new
+    contact_import_file(
+        filename="subscribed_members_export.csv",
+        data=MAILCHIMP_HEADER
+        + b'grace@example.com,Grace,"2026-06-01 10:00:00",192.0.2.1,'
+        b'"2026-06-01 10:01:00",192.0.2.1,"2026-06-01 10:01:00"\n'
+        b'nia@example.com,Nia,"2024-06-01 10:00:00",192.0.2.2,'
+        b'"2024-06-01 10:01:00",192.0.2.2,"2024-06-01 10:01:00"\n',
+    )
+
+    # then Grace keeps her status and her old opt-in trait, with her new name
+    grace = Profile.objects.get(email="grace@example.com")
+    assert grace.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert grace.first_name == "Grace"
+    assert grace.traits == {"optin_at": "2024-08-20T14:00:00+00:00"}
+    nia = Profile.objects.get(email="nia@example.com")
+    assert nia.traits["confirm_ip"] == "192.0.2.2"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_a_consent_dated_after_the_import_is_recorded_as_of_the_import(
+    monkeypatch, copy
+):
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+
+    with time_machine.travel(datetime(2025, 6, 1, 12, tzinfo=UTC), tick=False):
+        done = contact_import_file(
+            filename="subscribed_members_export.csv",
+            data=MAILCHIMP_HEADER
+            + b'zoe@example.com,Zoe,"2030-06-01 10:00:00",192.0.2.3,'
+            b'"2030-06-01 10:01:00",192.0.2.3,"2030-06-01 10:01:00"\n',
+        )
+
+    record = ConsentRecord.objects.get()
+    assert record.occurred_at == datetime(2025, 6, 1, 12, tzinfo=UTC)
+    assert record.evidence["occurred_at_claimed"].startswith("2030-06-01T10:01:00")
+    assert [note["kind"] for note in done.notes] == ["consent_time_future"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_a_bounce_outranks_an_unsubscribe_in_the_same_row(monkeypatch, copy):
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+
+    contact_import_file(
+        filename="list.csv",
+        data=b"Email,Status,Unsubscribed\n"
+        b"clean@example.com,cleaned,yes\n"
+        b"supp@example.com,suppressed,yes\n"
+        b"left@example.com,subscribed,yes\n",
+    )
+
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "clean@example.com": SubscriptionStatus.CLEANED,
+        "supp@example.com": SubscriptionStatus.CLEANED,
+        "left@example.com": SubscriptionStatus.UNSUBSCRIBED,
+    }
+    assert Suppression.objects.count() == 2
