@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 # Segment's limits: 32 KB for one call or one batch item, 500 KB for a batch.
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+# The messageIds of the events Bespoke makes itself (profiles/shopify.py,
+# campaigns/tracking.py): refused from the tracking API.
+RESERVED_MESSAGE_ID_PREFIXES = ("shopify:", "esp:")
 # Segment asks for message ids under 100 characters; Event.message_id holds 99 + 1.
 MAX_MESSAGE_ID_CHARS = 99
 MAX_ID_CHARS = 255
@@ -765,6 +768,15 @@ def _ids_read(*, item: dict[str, Any], kind: str) -> dict[str, str]:
     if len(ids["message_id"]) > MAX_MESSAGE_ID_CHARS:
         raise ItemRejected(
             "message_id_too_long", "messageId must be under 100 characters."
+        )
+    if ids["message_id"].startswith(RESERVED_MESSAGE_ID_PREFIXES):
+        # Bespoke's own events (a shop's order, an ESP's open) are keyed so: a
+        # tracked one of that id would stop the real one from being stored.
+        raise ItemRejected(
+            "message_id_reserved",
+            f"messageId {ids['message_id']!r} begins with one of "
+            f"{', '.join(RESERVED_MESSAGE_ID_PREFIXES)}, which Bespoke keeps for the "
+            "events it makes of Shopify and ESP webhooks.",
         )
     if not ids["user_id"] and not ids["anonymous_id"]:
         raise ItemRejected(

@@ -432,7 +432,7 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
     changed = [
         name for name, value in fields.items() if getattr(profile, name) != value
     ]
-    traits = _traits_checked(_customer_traits(customer))
+    traits = _traits_checked(_customer_traits(customer), refused)
     for name in changed:
         setattr(profile, name, fields[name])
 
@@ -515,9 +515,9 @@ def _customer_traits(customer: dict[str, Any]) -> dict[str, Any]:
     return traits
 
 
-def _traits_checked(traits: dict[str, Any]) -> dict[str, Any]:
+def _traits_checked(traits: dict[str, Any], refused: list[str]) -> dict[str, Any]:
     # A trait the marketer declared keeps its declared type; a value that breaks
-    # the rule is left out rather than stored wrong.
+    # the rule is left out rather than stored wrong, and the delivery's note says so.
     schema = trait_schema_load()
     checked: dict[str, Any] = {}
     for name, value in traits.items():
@@ -525,9 +525,7 @@ def _traits_checked(traits: dict[str, Any]) -> dict[str, Any]:
         try:
             checked[name] = value if rule is None else trait_coerce(rule, value)
         except TraitInvalid as exc:
-            logger.warning(
-                "Shopify trait left out: %s", exc.reason, extra={"trait": name}
-            )
+            refused.append(f"{name} {value!r} not stored: {exc.message}")
     return checked
 
 

@@ -675,6 +675,8 @@ def test_a_declared_trait_keeps_its_declared_type(db, deliver):
         "shopify_customer_id": "7412345678903",
         "shopify_orders_count": "0",
     }
+    note = WebhookDelivery.objects.get().error
+    assert note.startswith("shopify_total_spent 0.0 not stored: ")
 
 
 def test_a_signed_body_that_is_not_json_is_refused_and_not_stored(

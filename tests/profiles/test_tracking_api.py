@@ -713,3 +713,25 @@ def test_the_sender_is_told_of_a_name_that_is_not_text(post):
         "trait_invalid:control_character",
         "trait_invalid:not_text",
     ]
+
+
+def test_a_message_id_bespoke_keeps_for_its_own_events_is_refused(db, post):
+    batch = {
+        "batch": [
+            {
+                "type": "track",
+                "event": "Page Liked",
+                "userId": "someone-else",
+                "messageId": message_id,
+            }
+            for message_id in ("shopify:order:9301", "esp:sendgrid:abc", "ok-1")
+        ]
+    }
+
+    body = post("/v1/batch", batch).json()
+
+    assert [(r["messageId"], r["code"]) for r in body["rejected"]] == [
+        ("shopify:order:9301", "message_id_reserved"),
+        ("esp:sendgrid:abc", "message_id_reserved"),
+    ]
+    assert list(Event.objects.values_list("message_id", flat=True)) == ["ok-1"]
