@@ -504,7 +504,11 @@ def _sheet_cell_text(cell: Any) -> str:
 
 
 def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
-    """Yield (row number, cells as text) for each row of the workbook's first sheet."""
+    """Yield (row number, cells as text) for each row of the workbook's first sheet.
+
+    The first that holds anything: contacts saved on a second sheet, the first
+    left empty, are read, not refused as an empty file.
+    """
     # openpyxl raises many kinds of error on a damaged workbook, on opening it or
     # only on reaching the damaged part.
     try:
@@ -513,7 +517,7 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
         raise ImportFormatError(XLSX_DAMAGED) from exc
 
     try:
-        sheet = workbook.worksheets[0]
+        sheet = _first_sheet_used(workbook)
         _formulas_calculated_check(data, sheet)
         # The size a sheet states is trusted by the read-only reader, and some
         # writers state "A1" for a full sheet: every row is read instead.
@@ -526,6 +530,15 @@ def _xlsx_records(data: bytes) -> Iterator[tuple[int, list[str]]]:
         raise ImportFormatError(XLSX_DAMAGED) from exc
     finally:
         workbook.close()
+
+
+def _first_sheet_used(workbook: Any) -> Any:
+    for sheet in workbook.worksheets:
+        sheet.reset_dimensions()
+        for row in sheet.iter_rows(values_only=True):
+            if any(value not in (None, "") for value in row):
+                return sheet
+    return workbook.worksheets[0]
 
 
 # A formula cell whose value was never calculated: `<f>` with an empty or no `<v>`.

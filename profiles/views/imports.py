@@ -333,6 +333,9 @@ def import_rejections_csv(request: HttpRequest, pk: int) -> HttpResponse:
     filename = f"import-{contact_import.pk}-rejections.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
 
+    # A byte-order mark, or Excel on Windows reads the UTF-8 as its code page and
+    # garbles every accented name and address.
+    response.write("\ufeff")
     writer = csv.writer(response)
     writer.writerow(REPORT_COLUMNS)
     for rejection in contact_import.rejections:

@@ -540,3 +540,20 @@ def test_a_control_character_excel_escaped_is_read_as_itself():
 
     assert xlsx_cell_text("line1_x000D_\nline2") == "line1\r\nline2"
     assert xlsx_cell_text("Plain_text") == "Plain_text"
+
+
+def test_contacts_on_a_second_sheet_are_read_when_the_first_is_empty(db):
+    workbook = Workbook()
+    workbook.active.title = "Notes"
+    contacts = workbook.create_sheet("Contacts")
+    for row in (["Email", "First name"], ["ada@example.com", "Ada"]):
+        contacts.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    done = contact_import_file(filename="list.xlsx", data=buffer.getvalue())
+
+    assert done.status == ImportStatus.DONE
+    assert list(Profile.objects.values_list("email", "first_name")) == [
+        ("ada@example.com", "Ada")
+    ]
