@@ -521,6 +521,7 @@ class StatusUnknown(ValueError):
         super().__init__(text)
         self.text = text.strip()
         self.accepted = accepted
+        self.column = ""
 
 
 @lru_cache(maxsize=256)

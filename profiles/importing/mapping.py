@@ -25,7 +25,7 @@ the profile's own as it is.
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -570,7 +570,7 @@ def _consents_read(
     left = None
     if status is None and plan.unsubscribed is not None:
         cell = cells[plan.unsubscribed]
-        left = blacklisted_read(cell) if cell.strip() else None
+        left = _named(blacklisted_read, cell, plan.names[plan.unsubscribed])
         blacklist = column_key(plan.names[plan.unsubscribed]) == BREVO_BLACKLIST
         if left == SubscriptionStatus.SUBSCRIBED and not blacklist:
             # "Not unsubscribed" is no consent: the row keeps what the export says
@@ -589,7 +589,7 @@ def _consents_read(
             why = "no consent yet (not confirmed): the contact has none"
             context.notes.append(_ignored_note(record, column, said.strip(), why))
         else:
-            status = status_read(said)
+            status = _named(status_read, said, plan.names[plan.status])
     # A row that says both "subscribed" and "unsubscribed: yes" has left: a
     # withdrawal always wins over a list's word that someone is subscribed.
     # Except a bounce: cleaned stops all email, which unsubscribed does not say.
@@ -633,6 +633,19 @@ def _future_note(record: int, claimed: str) -> dict[str, Any]:
             "it is recorded as of the import, with the date written kept as evidence."
         ),
     }
+
+
+def _named(
+    read: Callable[[str], SubscriptionStatus], cell: str, column: str
+) -> SubscriptionStatus | None:
+    # Read a consent cell; a word it does not know is refused naming its column.
+    if not cell.strip():
+        return None
+    try:
+        return read(cell)
+    except StatusUnknown as exc:
+        exc.column = column
+        raise
 
 
 # Statuses an export gives someone who has not consented yet: no consent, no refusal.
@@ -704,9 +717,19 @@ def _record_read(
     try:
         consents = _consents_read(context, record, cells)
     except StatusUnknown as exc:
+        # The rest of the row is good: the contact is imported, with no consent
+        # from this row (a CRM's "Active" or "Lead" is no consent either way).
         accepted = ", ".join(exc.accepted)
-        message = f"Unknown status {exc.text!r}. Accepted (any case): {accepted}."
-        return Rejection(record, line, written.strip(), "invalid_status", message)
+        message = (
+            f"{exc.column}: unknown status {exc.text!r}. Accepted (any case): "
+            f"{accepted}. The contact was imported without consent from this row."
+        )
+        context.field_rejections.append(
+            Rejection(
+                record, line, email.display, "invalid_status", message, exc.column
+            )
+        )
+        consents = []
 
     traits = _traits_read(context, record, line, cells, email.display)
     fields = _fields_read(context, record, cells, traits)

@@ -24,8 +24,19 @@ from profiles.importing import (
     contact_import_retry,
     contact_import_retryable,
 )
-from profiles.importing.layouts import TRAIT_PREFIX
-from profiles.importing.mapping import ContactsPreview, column_reserved_sentence
+from profiles.importing.layouts import (
+    TARGET_STATUS,
+    TARGET_UNSUBSCRIBED,
+    TRAIT_PREFIX,
+    StatusUnknown,
+    blacklisted_read,
+    status_read,
+)
+from profiles.importing.mapping import (
+    NO_CONSENT_YET,
+    ContactsPreview,
+    column_reserved_sentence,
+)
 from profiles.importing.reading import ENCODINGS, EncodingUnknown, column_key
 from profiles.importing.runs import ENCODING_READS_ANY_BYTE
 from profiles.models import ContactImport, ImportStatus, TraitDefinition
@@ -159,6 +170,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context["layout"] = preview.layout
     context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
     context["undeclared_dates"] = _undeclared_dates(preview, traits)
+    context["unread_statuses"] = _unread_statuses(preview)
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
@@ -186,6 +198,25 @@ def _undeclared_dates(
         new = target.startswith(TRAIT_PREFIX) and trait not in declared
         if new and DATE_LIKE.fullmatch(sample.strip()):
             found.append((name, sample.strip(), trait))
+    return found
+
+
+def _unread_statuses(preview: ContactsPreview) -> list[tuple[str, str]]:
+    """Return (column, sample) for each consent column whose sample is no status word.
+
+    A CRM's "Active" or "Lead" is no consent: each such row is imported without
+    one, and the marketer may rather keep the column as a trait.
+    """
+    readers = {TARGET_STATUS: status_read, TARGET_UNSUBSCRIBED: blacklisted_read}
+    found = []
+    for name, sample in zip(preview.names, preview.samples, strict=True):
+        read = readers.get(preview.column_map.get(name, ""))
+        if read is None or not sample.strip() or column_key(sample) in NO_CONSENT_YET:
+            continue
+        try:
+            read(sample)
+        except StatusUnknown:
+            found.append((name, sample.strip()))
     return found
 
 

@@ -1,16 +1,20 @@
-"""A status cell Bespoke cannot read is refused with the words it would accept."""
+"""A status cell Bespoke cannot read is refused with the words it would accept.
+
+The cell, not the row: the contact is imported with no consent from it.
+"""
 
 import pytest
 
 from profiles.importing import contact_import_file
 from profiles.importing.layouts import STATUS_WORDS, status_read
-from profiles.models import Profile, SubscriptionStatus
+from profiles.models import ConsentRecord, Profile, SubscriptionStatus
 
 pytestmark = pytest.mark.django_db
 
 STATUS_MESSAGE = (
-    "Unknown status {!r}. Accepted (any case): subscribed, unsubscribed, cleaned, "
-    "bounced, hard bounce, not subscribed, never subscribed, suppressed."
+    "Status: unknown status {!r}. Accepted (any case): subscribed, unsubscribed, "
+    "cleaned, bounced, hard bounce, not subscribed, never subscribed, suppressed. "
+    "The contact was imported without consent from this row."
 )
 
 
@@ -30,14 +34,22 @@ def test_an_unknown_status_is_refused_naming_the_accepted_values():
 
     contact_import = contact_import_file(filename="crm.csv", data=data)
 
-    assert (contact_import.accepted, contact_import.rejected) == (1, 3)
+    assert (contact_import.accepted, contact_import.rejected) == (4, 0)
     assert [r["reason"] for r in contact_import.rejections] == ["invalid_status"] * 3
+    assert [r["column"] for r in contact_import.rejections] == ["Status"] * 3
     assert [r["message"] for r in contact_import.rejections] == [
         STATUS_MESSAGE.format("maybe later"),
         STATUS_MESSAGE.format("Yes"),
         STATUS_MESSAGE.format("1"),
     ]
-    assert list(Profile.objects.values_list("email", flat=True)) == ["ann@example.com"]
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "pat@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+        "kim@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+        "lee@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+        "ann@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+    }
+    assert not ConsentRecord.objects.exclude(profile__email="ann@example.com").exists()
 
 
 def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
@@ -46,10 +58,13 @@ def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
     contact_import = contact_import_file(filename="crm.csv", data=data)
 
     assert contact_import.rejections[0]["message"] == (
-        "Unknown status 'maybe'. Accepted (any case): "
-        "yes, true, 1, y, oui, no, false, 0, n, non."
+        "Unsubscribed: unknown status 'maybe'. Accepted (any case): "
+        "yes, true, 1, y, oui, no, false, 0, n, non. The contact was imported "
+        "without consent from this row."
     )
-    assert not Profile.objects.exists()
+    assert Profile.objects.get().subscription_status == (
+        SubscriptionStatus.NOT_SUBSCRIBED
+    )
 
 
 @pytest.mark.parametrize("word", STATUS_WORDS)

@@ -743,3 +743,22 @@ def test_a_decimal_sample_is_not_taken_for_a_date(signed_in):
 
     assert "“Joined” holds dates such as 14.07.2021" in page
     assert "Shoe Size” holds dates" not in page
+
+
+def test_the_mapping_page_says_when_a_status_column_holds_no_status_words(
+    signed_in, load_fixture
+):
+    crm = SimpleUploadedFile(
+        "crm.csv",
+        b"Email,Name,Status\nada@example.com,Ada,Active\nbo@example.com,Bo,Lead\n",
+        content_type="text/csv",
+    )
+    uploaded = signed_in.post(reverse("import_list"), {"file": crm})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    assert "data-unread-status>“Status” is read as email consent" in page
+    assert "“Active”, which are no subscription status" in page
+
+    listed = signed_in.post(reverse("import_list"), {"file": upload(load_fixture)})
+    assert "data-unread-status" not in signed_in.get(listed.url).content.decode()

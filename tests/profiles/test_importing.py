@@ -425,8 +425,9 @@ def test_a_generic_file_maps_its_columns_and_states_consent():
     contact_import = contact_import_file(filename="crm.tsv", data=data)
 
     assert contact_import.layout == "generic"
-    assert (contact_import.accepted, contact_import.rejected) == (2, 1)
+    assert (contact_import.accepted, contact_import.rejected) == (3, 0)
     assert contact_import.rejections[0]["reason"] == "invalid_status"
+    assert profile("lee@example.com").subscription_status == "not_subscribed"
     pat = profile("pat@example.com")
     assert (pat.first_name, pat.last_name, pat.country_code, pat.timezone) == (
         "Pat",
