@@ -430,6 +430,9 @@ class ContactImport(models.Model):
     # Progress for the bar while a worker runs the file.
     rows_total = models.PositiveIntegerField(default=0)
     rows_done = models.PositiveIntegerField(default=0)
+    # The declared traits its first run read the rows under: a run resumed after
+    # they changed starts again from the first row (profiles/importing/runs.py).
+    trait_rules = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # When it was last handed to the worker (mapped, or run again): how long the
     # worker has kept it waiting is counted from here, not from the upload.

@@ -41,10 +41,12 @@ from profiles.importing.reading import (
 )
 from profiles.importing.runs import (
     IMPORT_BATCH_SIZE,
+    IMPORT_STUCK_AFTER_SECONDS,
     contact_import_create,
     contact_import_discard,
     contact_import_discardable,
     contact_import_file,
+    contact_import_idle_seconds,
     contact_import_map,
     contact_import_preview,
     contact_import_retry,
@@ -59,6 +61,7 @@ from profiles.importing.runs import (
 
 __all__ = [
     "IMPORT_BATCH_SIZE",
+    "IMPORT_STUCK_AFTER_SECONDS",
     "LAYOUTS",
     "LAYOUT_BREVO",
     "LAYOUT_GENERIC",
@@ -73,6 +76,7 @@ __all__ = [
     "contact_import_discard",
     "contact_import_discardable",
     "contact_import_file",
+    "contact_import_idle_seconds",
     "contact_import_map",
     "contact_import_preview",
     "contact_import_retry",

@@ -156,6 +156,8 @@ class ParsedContacts:
     rejections: list[Rejection]
     field_rejections: list[Rejection] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # The declared traits the rows were read under.
+    schema: dict[str, TraitRule] = field(default_factory=dict)
 
 
 @dataclass
@@ -842,7 +844,8 @@ def contacts_parse(
         for name in layout_columns_reserved(layout, names)
         if not column_map.get(name)
     ]
-    plan = column_plan_build(layout, names, column_map, _schema_for(column_map))
+    schema = _schema_for(column_map)
+    plan = column_plan_build(layout, names, column_map, schema)
     notes += _full_name_notes(plan)
     mapped = (plan.status, plan.unsubscribed, plan.subscribed)
     status_column = next((at for at in mapped if at is not None), None)
@@ -877,6 +880,7 @@ def contacts_parse(
         for key, row in first.items()
     ]
     parsed.field_rejections = context.field_rejections
+    parsed.schema = schema
     if context.status_blank:
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]

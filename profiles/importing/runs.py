@@ -12,6 +12,7 @@ the rows already written, so nothing is half-written that the import cannot name
 
 import contextlib
 import gc
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from profiles.importing.writing import (
 from profiles.models import ContactImport, ImportStatus
 from profiles.processing_writes import driver_error
 from profiles.signals import profiles_changed
+from profiles.traits import TraitRule
 
 logger = logging.getLogger(__name__)
 
@@ -371,6 +373,16 @@ def contact_imports_requeue(
     return ids
 
 
+def contact_import_idle_seconds(
+    contact_import: ContactImport, *, now: datetime | None = None
+) -> int | None:
+    """Seconds since a running import last made progress; None if it is not running."""
+    if contact_import.status != ImportStatus.RUNNING or not contact_import.started_at:
+        return None
+    idle = (now or timezone.now()) - _last_progress_at(contact_import)
+    return max(0, int(idle.total_seconds()))
+
+
 def _last_progress_at(contact_import: ContactImport) -> datetime:
     # The worker touches the kept upload after every batch (see _progress_save).
     path = contact_import_upload_path(contact_import)
@@ -445,10 +457,16 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
         encoding=contact_import.encoding,
     )
     start = contact_import.rows_done
-    if start == 0:
-        _parse_report_save(contact_import, parsed)
-    elif contact_import.rows_total != len(parsed.rows):
+    rules = trait_rules_written(parsed.schema)
+    if start and contact_import.rows_total != len(parsed.rows):
         raise ImportFormatError("The file changed since the first run; upload again.")
+    if start and contact_import.trait_rules != rules:
+        # The rows written so far were read under other rules than the rest would
+        # be, and the report says what the first ones were: all of them again.
+        start = _restart(contact_import)
+        parsed.notes.insert(0, RESTART_NOTE)
+    if start == 0:
+        _parse_report_save(contact_import, parsed, rules)
 
     write, size = _batch_writer(len(parsed.rows))
     for first in range(start, len(parsed.rows), size):
@@ -509,7 +527,46 @@ def _batch_writer(rows_total: int) -> tuple[Callable[..., BatchOutcome], int]:
     return contact_rows_write, IMPORT_BATCH_SIZE
 
 
-def _parse_report_save(contact_import: ContactImport, parsed: ParsedContacts) -> None:
+RESTART_NOTE = {
+    "kind": "restarted",
+    "message": (
+        "The declared traits changed after this import stopped, so it was run "
+        "again from the first row under the new rules; the profiles its first run "
+        "created count as already known."
+    ),
+}
+
+
+def trait_rules_written(schema: dict[str, TraitRule]) -> list[list[str]]:
+    """The declared traits a file was read under, as JSON that compares exactly."""
+    return [
+        [
+            rule.name,
+            rule.type,
+            json.dumps(list(rule.allowed_values)),
+            str(rule.minimum),
+            str(rule.maximum),
+            rule.pattern,
+        ]
+        for rule in sorted(schema.values(), key=lambda rule: rule.name)
+    ]
+
+
+def _restart(contact_import: ContactImport) -> int:
+    restarted = ContactImport.objects.filter(
+        pk=contact_import.pk, status=ImportStatus.RUNNING
+    ).update(rows_done=0, profiles_created=0, profiles_updated=0)
+    if not restarted:
+        raise ImportInterrupted(
+            f"Contact import {contact_import.pk} is no longer running here."
+        )
+    contact_import.rows_done = 0
+    return 0
+
+
+def _parse_report_save(
+    contact_import: ContactImport, parsed: ParsedContacts, rules: list[list[str]]
+) -> None:
     report_erased_leave_out(parsed)
     rejections = sorted(
         parsed.rejections + parsed.field_rejections, key=lambda r: r.record
@@ -523,6 +580,7 @@ def _parse_report_save(contact_import: ContactImport, parsed: ParsedContacts) ->
         rejections=[rejection.as_dict() for rejection in rejections],
         notes=parsed.notes,
         rows_total=len(parsed.rows),
+        trait_rules=rules,
     )
 
 

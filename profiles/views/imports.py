@@ -15,10 +15,12 @@ from django.views.decorators.http import require_POST
 from profiles.access import staff_required
 from profiles.forms import ContactImportForm, ContactImportMappingForm
 from profiles.importing import (
+    IMPORT_STUCK_AFTER_SECONDS,
     ImportFormatError,
     contact_import_create,
     contact_import_discard,
     contact_import_discardable,
+    contact_import_idle_seconds,
     contact_import_map,
     contact_import_preview,
     contact_import_retry,
@@ -284,6 +286,8 @@ def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "discardable": contact_import_discardable(contact_import=contact_import),
         "retryable": contact_import_retryable(contact_import=contact_import),
         "percent": _percent(contact_import),
+        "idle_seconds": contact_import_idle_seconds(contact_import),
+        "stuck_after_minutes": IMPORT_STUCK_AFTER_SECONDS // 60,
         "fields_refused": len(rejections) - contact_import.rejected,
         "rejections_shown": rejections[:REPORT_ITEMS_SHOWN],
         "rejections_total": len(rejections),
@@ -311,6 +315,7 @@ def import_progress(request: HttpRequest, pk: int) -> JsonResponse:
             "rows_done": contact_import.rows_done,
             "rows_total": contact_import.rows_total,
             "percent": _percent(contact_import),
+            "idle_seconds": contact_import_idle_seconds(contact_import),
             "records": contact_import.records,
             "rejected": contact_import.rejected,
             "error": contact_import.error,

@@ -914,3 +914,47 @@ def test_a_long_refused_value_is_quoted_in_part():
     (note,) = contact_import.notes
     assert len(note["message"]) < 400
     assert "… (5,000 characters) was not imported" in note["message"]
+
+
+@pytest.mark.django_db
+def test_a_retry_after_the_traits_changed_runs_the_whole_file_under_the_new_rules(
+    monkeypatch,
+):
+    # given an import of 30 rows whose points break the declared maximum from row
+    # 11 on, stopped by an error after its first batch of 10
+    TraitDefinition.objects.create(name="points", type=TraitType.NUMBER, maximum=10)
+    lines = [f"p{n}@example.com,{n}" for n in range(1, 31)]
+    data = ("Email,Points\n" + "\n".join(lines) + "\n").encode()
+    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
+    real_write = runs.contact_rows_write
+    calls = []
+
+    def failing_write(rows, **kwargs):
+        calls.append(len(rows))
+        written = real_write(rows, **kwargs)
+        if len(calls) == 2:
+            raise IntegrityError("simulated failure in the second batch")
+        return written
+
+    contact_import = contact_import_create(filename="points.csv", data=data)
+    monkeypatch.setattr(runs, "contact_rows_write", failing_write)
+    with pytest.raises(IntegrityError):
+        contact_import_run_stored(contact_import_id=contact_import.pk)
+    contact_import.refresh_from_db()
+    assert len(contact_import.rejections) == 20
+
+    # when the marketer raises the maximum and runs it again
+    TraitDefinition.objects.filter(name="points").update(maximum=100)
+    monkeypatch.setattr(runs, "contact_rows_write", real_write)
+    contact_import_retry(contact_import_id=contact_import.pk)
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    # then every row was read under the new rule, and the report says so
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.DONE
+    assert contact_import.rejections == []
+    assert contact_import.notes[0]["kind"] == "restarted"
+    assert sorted(p.traits["points"] for p in Profile.objects.all()) == list(
+        range(1, 31)
+    )
+    assert contact_import.rows_done == 30

@@ -495,9 +495,32 @@ def test_the_progress_endpoint_reports_rows_written(client, marketer):
         "records": 0,
         "rejected": 0,
         "error": "",
+        # Not started yet by a worker: no progress to measure the idle time from.
+        "idle_seconds": None,
     }
     page = client.get(reverse("import_detail", kwargs={"pk": contact_import.pk}))
     assert '<progress max="100" value="25">' in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_import_page_says_when_a_running_import_made_no_progress(
+    client, marketer, var_dir
+):
+    client.force_login(marketer)
+    contact_import = contact_import_create(filename="big.csv", data=b"email\n")
+    long_ago = datetime.now(tz=UTC) - timedelta(minutes=5)
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.RUNNING, started_at=long_ago, rows_done=10, rows_total=90
+    )
+    for path in (var_dir / "imports").iterdir():
+        os.utime(path, (long_ago.timestamp(), long_ago.timestamp()))
+
+    progress = client.get(reverse("import_progress", kwargs={"pk": contact_import.pk}))
+    page = client.get(reverse("import_detail", kwargs={"pk": contact_import.pk}))
+
+    assert 299 <= progress.json()["idle_seconds"] <= 310
+    assert "No progress for 30" in page.content.decode()
+    assert "marked failed after 15 minutes without progress" in page.content.decode()
 
 
 @pytest.mark.django_db
