@@ -443,12 +443,14 @@ def _related_move(*, kept: Profile, merged: Profile) -> dict[str, int]:
     moved["messages"], moved["messages_dropped"] = _messages_move(
         kept=kept, merged=merged
     )
+    moved["segment_stays"] = _stays_move(kept=kept, merged=merged)
     return moved
 
 
 # What still points at a merged profile once _related_move has moved the rest: it
-# goes with the profile. Every other relation to Profile is moved (a test holds this
-# list to Profile's relations, so a new one is not forgotten).
+# goes with the profile (an open stay or a message the kept profile has its own
+# of). Every other relation to Profile is moved (a test holds this list to
+# Profile's relations, so a new one is not forgotten).
 MERGED_DROPS = ("segment_memberships", "messages")
 
 
@@ -471,6 +473,17 @@ def _tags_move(*, kept: Profile, merged: Profile) -> int:
     )
     merged.tags.all().delete()
     return len(names)
+
+
+def _stays_move(*, kept: Profile, merged: Profile) -> int:
+    # A stay in a segment is the person's: moved, a merge starts no new stay (an
+    # "entered the segment" flow would start again for someone already in it) and
+    # loses no history. An open stay where the kept profile is in the segment
+    # already goes with the merged row (one open stay a segment).
+    kept_in = kept.segment_memberships.filter(left_at__isnull=True).values("segment_id")
+    return merged.segment_memberships.exclude(
+        left_at__isnull=True, segment_id__in=kept_in
+    ).update(profile=kept)
 
 
 def _messages_move(*, kept: Profile, merged: Profile) -> tuple[int, int]:

@@ -39,7 +39,29 @@ def segment_save(
     segment.save()
     if changed:
         _refresh_on_commit(segment.pk)
+        _dependents_update(slug)
     return segment
+
+
+def _dependents_update(slug: str) -> None:
+    """Re-read what the segments built on this one read, and refresh them.
+
+    A segment's dependencies include those of the segments it names, however deep,
+    and whether the clock alone moves it: both change with the segment it names,
+    and so do its members.
+    """
+    named = f"segment:{slug}"
+    # In Python: few segments, and SQLite cannot ask a JSON list what it contains.
+    for dependent in Segment.objects.exclude(slug=slug).only(
+        "pk", "rule", "dependencies", "time_dependent"
+    ):
+        if named not in dependent.dependencies:
+            continue
+        dependencies, time_dependent = rule_dependencies(dependent.rule)
+        dependent.dependencies = sorted(dependencies)
+        dependent.time_dependent = time_dependent
+        dependent.save(update_fields=["dependencies", "time_dependent"])
+        _refresh_on_commit(dependent.pk)
 
 
 def _refresh_on_commit(segment_id: int) -> None:

@@ -405,6 +405,7 @@ def test_a_merge_moves_tags_consent_and_messages(db):
         "messages_dropped": 1,
         "shop_orders": 1,
         "shop_checkouts": 1,
+        "segment_stays": 0,
     }
     order.refresh_from_db()
     checkout.refresh_from_db()
@@ -1850,3 +1851,36 @@ def test_a_fact_merged_in_about_another_address_does_not_outrank_a_late_unsubscr
     client.force_login(UserFactory())
     page = client.get(f"/profiles/{yara.pk}/").content.decode()
     assert "another address, merged in" in page
+
+
+def test_a_merge_moves_segment_stays_so_no_one_enters_a_segment_twice(db):
+    from profiles.processing_identities import profile_merge
+    from segments.models import SegmentMembership
+    from tests.factories import SegmentFactory
+
+    hats, boots, old = SegmentFactory(), SegmentFactory(), SegmentFactory()
+    kept, merged = ProfileFactory(email="kept@example.com"), Profile.objects.create()
+    since = utc("2025-03-01T09:00:00Z")
+    SegmentMembership.objects.create(segment=boots, profile=kept, entered_at=since)
+    for segment in (hats, boots):
+        SegmentMembership.objects.create(
+            segment=segment, profile=merged, entered_at=since
+        )
+    SegmentMembership.objects.create(
+        segment=old,
+        profile=merged,
+        entered_at=since,
+        left_at=utc("2025-03-02T09:00:00Z"),
+    )
+
+    profile_merge(first=kept, second=merged, reason="by hand", explicit=True)
+
+    stays = set(
+        SegmentMembership.objects.values_list("segment_id", "profile_id", "left_at")
+    )
+    assert stays == {
+        (hats.pk, kept.pk, None),
+        (boots.pk, kept.pk, None),
+        (old.pk, kept.pk, utc("2025-03-02T09:00:00Z")),
+    }
+    assert SegmentMembership.objects.get(segment=hats).entered_at == since

@@ -486,6 +486,35 @@ def test_saving_a_new_or_changed_rule_refreshes_the_segment_after_commit(
     assert [row[0] for row in stays(saved.pk)] == ["ana@example.com", "ben@example.com"]
 
 
+def test_changing_a_segment_refreshes_the_segments_built_on_it(
+    eager_celery, django_capture_on_commit_callbacks
+):
+    person("ana@example.com", country_code="FR")
+    person("ben@example.com", country_code="DE")
+    with django_capture_on_commit_callbacks(execute=True):
+        segment_save(name="Inner", slug="inner", rule=FRANCE)
+        segment_save(name="Outer", slug="outer", rule={"segment": "inner"})
+    outer = Segment.objects.filter(slug="outer")
+    assert outer.get().member_count == 1
+
+    # when the inner rule changes to one the clock moves
+    ordered = {"event": "Order Completed", "count": {"op": "gte", "value": 0}}
+    with django_capture_on_commit_callbacks(execute=True):
+        segment_save(
+            name="Inner",
+            slug="inner",
+            rule={"any": [{"attribute": "continent", "op": "eq", "value": "Europe"},
+                          {**ordered, "within_days": 30}]},
+        )  # fmt: skip
+
+    # then the outer one reads what the inner one now reads, and has its members
+    saved = outer.get()
+    assert saved.member_count == 2
+    assert saved.time_dependent is True
+    assert "event:Order Completed" in saved.dependencies
+    assert [row[0] for row in stays(saved.pk)] == ["ana@example.com", "ben@example.com"]
+
+
 def test_saving_a_rule_enqueues_nothing_before_commit(
     django_capture_on_commit_callbacks,
 ):
