@@ -395,15 +395,18 @@ def events_ingest(
             )
             continue
 
+        # As stored: the id Bespoke gave an item sent without one, which the
+        # Sources page lists, so the answer and the page can be matched.
+        message_id = drafts[-1]["message_id"]
         for warning in (
             _email_trait_warning(item, path_type=path_type),
             _order_amount_warning(item, path_type=path_type),
             _sent_at_warning(item, shared),
         ):
             if warning:
-                result.warnings.append(Rejection(index, _message_id_of(item), *warning))
+                result.warnings.append(Rejection(index, message_id, *warning))
         for code, message in _trait_notices(item, path_type=path_type):
-            result.notices.append(Rejection(index, _message_id_of(item), code, message))
+            result.notices.append(Rejection(index, message_id, code, message))
 
     _stored(drafts=drafts, items=items, result=result, source=source, at=received_at)
 
@@ -848,11 +851,11 @@ def _times_read(
     original = _time_parse(item, "timestamp")
     sent_at = _sent_at_read(item) or _sent_at_read(shared)
 
-    if original is not None and original < EARLIEST_EVENT_TIME:
+    if original is not None and original <= EARLIEST_EVENT_TIME:
         raise ItemRejected(
             "invalid_timestamp",
-            f"timestamp {original.isoformat()} is before 1970: a default or empty "
-            "date, not the time of an event.",
+            f"timestamp {original.isoformat()} is not after 1970-01-01T00:00:00Z "
+            "(Unix time 0): a default or empty date, not the time of an event.",
         )
     # A difference, not sent_at + tolerance: that sum overflows near year 9999.
     stamped_after_sent = (

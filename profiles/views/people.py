@@ -225,6 +225,11 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
     properties = event.properties if isinstance(event.properties, dict) else {}
     details = []
 
+    # What tells two reports of one order apart from two orders (lifetime value
+    # counts an order_id once), and a refund from its order.
+    for key, label in (("order_id", "order"), ("refund_id", "refund")):
+        if properties.get(key) not in (None, ""):
+            details.append((label, str(properties[key])))
     products = _product_names(properties)
     if products:
         details.append(("product", products))
@@ -242,7 +247,18 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
         details.append(("page", str(path)))
     if properties.get("query"):
         details.append(("search", str(properties["query"])))
+    if properties.get("link_url"):
+        details.append(("link", str(properties["link_url"])))
+    if _flagged(properties, event.context, "machine_open", "sg_machine_open"):
+        details.append(("machine open", "not counted as an open"))
     return details
+
+
+def _flagged(properties: dict[str, Any], context: Any, *names: str) -> bool:
+    # As computed traits read the flag: true, or the text "true".
+    context = context if isinstance(context, dict) else {}
+    flags = [properties.get(name) for name in names] + [context.get(names[0])]
+    return any(flag is True or flag == "true" for flag in flags)
 
 
 def _product_names(properties: dict[str, Any]) -> str:

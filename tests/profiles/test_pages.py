@@ -203,6 +203,29 @@ def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
     assert "3 events, newest first." in page
 
 
+def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    event(ana, 1, event="Order Completed", properties={"order_id": 1057, "total": 5})
+    event(
+        ana, 2, event="Order Refunded", properties={"order_id": "1057", "refund_id": 9}
+    )
+    event(
+        ana,
+        3,
+        event="Email Opened",
+        properties={"sg_machine_open": True, "campaign_id": "spring"},
+    )
+
+    response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    rows = joined(response.content.decode(), "timeline")
+    assert [row[2:] for row in rows] == [
+        ["Email Opened", "machine open not counted as an open"],
+        ["Order Refunded", "order 1057 refund 9"],
+        ["Order Completed", "order 1057 total 5"],
+    ]
+
+
 def test_the_timeline_pages_through_older_events(signed_in):
     ana = ProfileFactory(email="ana@example.com")
     for n in range(51):

@@ -258,16 +258,26 @@ def test_a_timestamp_seconds_after_its_sent_at_is_taken(client):
     assert batch(client, soon).json()["stored"] == 1
 
 
-def test_a_timestamp_from_an_empty_date_is_refused(client):
-    empty = (
+@pytest.mark.parametrize("empty", ["0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z"])
+def test_a_timestamp_from_an_empty_date_is_refused(client, empty):
+    item = (
         '{"type":"track","messageId":"year-1","userId":"u","event":"X",'
-        '"timestamp":"0001-01-01T00:00:00Z"}'
+        f'"timestamp":"{empty}"}}'
     )
 
-    (rejected,) = batch(client, GOOD, empty).json()["rejected"]
+    (rejected,) = batch(client, GOOD, item).json()["rejected"]
 
     assert rejected["code"] == "invalid_timestamp"
-    assert "before 1970" in rejected["message"]
+    assert "not after 1970-01-01T00:00:00Z (Unix time 0)" in rejected["message"]
+
+
+def test_a_warning_names_the_message_id_bespoke_gave_an_item_sent_without_one(client):
+    item = '{"type":"identify","userId":"u","traits":{"email":"not an address"}}'
+
+    (warning,) = batch(client, item).json()["warnings"]
+
+    stored = Event.objects.get()
+    assert warning["messageId"] == stored.message_id != ""
 
 
 def test_a_whole_number_user_id_sent_as_a_float_is_the_same_id(client):
