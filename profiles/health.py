@@ -456,16 +456,23 @@ def _by_code(recent: QuerySet, *, at: str, count: Any) -> list[dict[str, Any]]:
     # The newest message of each code, looked up once per group: as a subquery in
     # the grouping it ran once per row, and 50,000 refused items (one request
     # can send them) took the page minutes.
-    return [
-        {
-            **row,
-            "message": recent.filter(code=row["code"])
+    result = []
+    for row in groups:
+        latest = (
+            recent.filter(code=row["code"])
             .order_by(f"-{at}", "-pk")
-            .values_list("message", flat=True)
-            .first(),
-        }
-        for row in groups
-    ]
+            .values_list("message", flat=True)[:MESSAGES_READ]
+        )
+        # The newest few that differ: one identify can break two traits the same
+        # way, and the page should name both.
+        messages = list(dict.fromkeys(latest))[:MESSAGES_SHOWN]
+        result.append({**row, "message": messages[0], "messages": messages})
+    return result
+
+
+# How many of a code's newest messages are read, and how many distinct ones shown.
+MESSAGES_READ = 50
+MESSAGES_SHOWN = 3
 
 
 def _refused_requests(name: str, *, now: datetime) -> list[dict[str, Any]]:

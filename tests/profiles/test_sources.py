@@ -244,12 +244,15 @@ def test_the_health_of_a_write_key_source_is_aggregated_exactly(shop_feed):
             "count": 2,
             "last_at": at("2025-03-14 12:25:00"),
             "message": "The item needs a userId.",
+            # The newest few that differ, newest first.
+            "messages": ["The item needs a userId.", "An older wording."],
         },
         {
             "code": "invalid_type",
             "count": 1,
             "last_at": at("2025-03-12 09:00:00"),
             "message": "Unknown call type 'x'.",
+            "messages": ["Unknown call type 'x'."],
         },
     ]
     assert shop["rejected_last_hour"] == 1
