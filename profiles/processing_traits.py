@@ -30,7 +30,8 @@
 - favourite_category: the category most often viewed, added or bought (`category`
   and `products[].category` of `Product Viewed`, `Product Added` and
   `Order Completed`, an order counted once, by its first processed report); a tie
-  goes to the category seen most recently.
+  goes to the category seen most recently. A category is one whatever its case
+  ("Shoes", "shoes"), named by its spelling that sorts first by code point.
 
 Kept, not recomputed: a chunk of new events adds to what the profile keeps
 (`engagement_value` as of `engagement_at`, and `category_counts`), so a refresh
@@ -529,9 +530,11 @@ engagement AS (
     WHERE p.id = ANY(%(profiles)s::bigint[])
 ),
 chunk_categories AS (
+    -- A category whatever its case ("Shoes", "shoes"), spelt the way that sorts
+    -- first by code point, so that chunk by chunk or all at once it is one name.
     SELECT c.profile_id,
-        left(btrim(found.category, %(category_blanks)s), %(category_chars)s)
-            AS category,
+        min(left(btrim(found.category, %(category_blanks)s), %(category_chars)s)
+            COLLATE "C") AS category,
         count(*) AS n, max(c.timestamp) AS last_at
     FROM chunk c
     CROSS JOIN LATERAL (
@@ -548,11 +551,13 @@ chunk_categories AS (
       AND (NOT c.is_order OR c.id IN (SELECT r.id FROM order_reports r WHERE r.fresh))
       AND c.profile_id = ANY(%(category_profiles)s::bigint[])
       AND btrim(found.category, %(category_blanks)s) <> ''
-    GROUP BY 1, 2
+    GROUP BY c.profile_id,
+        lower(left(btrim(found.category, %(category_blanks)s), %(category_chars)s))
 ),
 category_totals AS (
     -- What each profile kept, plus what the chunk saw.
-    SELECT t.profile_id, t.category, sum(t.n) AS n, max(t.last_at) AS last_at
+    SELECT t.profile_id, min(t.category COLLATE "C") AS category, sum(t.n) AS n,
+        max(t.last_at) AS last_at
     FROM (
         SELECT p.id AS profile_id, kept.key AS category, (kept.value->>0)::numeric AS n,
             (kept.value->>1)::numeric AS last_at
@@ -566,7 +571,7 @@ category_totals AS (
         SELECT k.profile_id, k.category, k.n, extract(epoch FROM k.last_at)
         FROM chunk_categories k
     ) t
-    GROUP BY t.profile_id, t.category
+    GROUP BY t.profile_id, lower(t.category)
 ),
 categories AS (
     SELECT t.profile_id,
@@ -872,7 +877,9 @@ def _category_counts(rows: list[tuple]) -> dict[str, list]:
                 reports[key] = row
     counted_orders = {row[0] for row in reports.values()}
 
-    counts: dict[str, list] = {}
+    # By lower case: one category whatever its case, spelt as _FIGURES_UPDATE
+    # spells it (the spelling first by code point).
+    groups: dict[str, list] = {}
     for row in rows:
         if row[2] != EventType.TRACK or row[3] not in PRODUCT_EVENTS:
             continue
@@ -880,9 +887,13 @@ def _category_counts(rows: list[tuple]) -> dict[str, list]:
             continue
         for category in _categories(_dict(row[5])):
             seen = row[4].timestamp()
-            count, last = counts.get(category, (0, seen))
-            counts[category] = [count + 1, max(last, seen)]
-    return counts
+            name, count, last = groups.get(category.lower(), (category, 0, seen))
+            groups[category.lower()] = [
+                min(name, category),
+                count + 1,
+                max(last, seen),
+            ]
+    return {name: [count, last] for name, count, last in groups.values()}
 
 
 def _favourite(counts: dict[str, Any]) -> str:

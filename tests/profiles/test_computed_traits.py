@@ -567,3 +567,28 @@ def test_what_the_esp_reports_of_a_message_is_no_sign_of_the_person(db, path):
 
     event(event="Email Opened", at=days_ago(0.01))
     assert process().last_seen_at == days_ago(0.01)
+
+
+@pytest.mark.parametrize("path", ["sql", "python"])
+def test_a_category_is_one_whatever_its_case(db, path):
+    if path == "sql" and connection.vendor != "postgresql":
+        pytest.skip("the chunk statement is PostgreSQL's")
+    for category in ("shoes", "Shoes", "SHOES ", "Shoes", "Bags", "Bags", "Bags"):
+        event(event="Product Viewed", properties={"category": category})
+    profile = process()
+    if path == "python":
+        _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+        profile.refresh_from_db()
+
+    assert profile.favourite_category == "SHOES"
+    assert {name: n for name, (n, _) in profile.category_counts.items()} == {
+        "SHOES": 4,
+        "Bags": 3,
+    }
+
+    # Counted on in a later chunk, with yet another case.
+    event(event="Product Viewed", properties={"category": "bags"}, at=days_ago(1))
+    event(event="Product Viewed", properties={"category": "bags"}, at=days_ago(1))
+    profile = process()
+    assert profile.favourite_category == "Bags"
+    assert profile.category_counts["Bags"][0] == 5
