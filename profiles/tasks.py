@@ -8,6 +8,7 @@ from django.db import DatabaseError, OperationalError
 
 from profiles.importing import (
     contact_import_run_stored,
+    contact_import_uploads_purge,
     contact_imports_requeue,
     contact_imports_sweep,
 )
@@ -32,9 +33,13 @@ def contact_import_task(contact_import_id: int) -> None:
 
 @shared_task
 def contact_imports_sweep_task() -> int:
-    """Fail the running imports whose worker stopped; queue again the lost ones."""
+    """Fail the running imports whose worker stopped; queue again the lost ones.
+
+    Also deletes the uploads left unused for a week (contact_import_uploads_purge).
+    """
     for contact_import_id in contact_imports_requeue():
         contact_import_task.delay(contact_import_id)
+    contact_import_uploads_purge()
     return contact_imports_sweep()
 
 

@@ -55,6 +55,7 @@ from profiles.importing.runs import (
     contact_import_run_stored,
     contact_import_summary,
     contact_import_upload_path,
+    contact_import_uploads_purge,
     contact_imports_requeue,
     contact_imports_sweep,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "contact_import_run_stored",
     "contact_import_summary",
     "contact_import_upload_path",
+    "contact_import_uploads_purge",
     "contact_imports_requeue",
     "contact_imports_sweep",
     "contacts_decode",

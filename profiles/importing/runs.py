@@ -23,7 +23,8 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from psycopg.errors import DeadlockDetected, UniqueViolation
@@ -343,6 +344,51 @@ def contact_imports_sweep(
             continue
         failed += _stuck_fail(contact_import, stuck_after_seconds)
     return failed
+
+
+# An uploaded file holds people's data: kept this long for the marketer to map it
+# or run it again, then deleted.
+UPLOAD_KEPT_DAYS = 7
+UPLOAD_PURGED = (
+    "The uploaded file was deleted {days} days after it was last used, as it "
+    "holds people's data. Upload it again to import it."
+)
+
+
+def contact_import_uploads_purge(*, now: datetime | None = None) -> int:
+    """Delete the files of imports left unmapped, or failed, for UPLOAD_KEPT_DAYS.
+
+    The import stays, failed, with its report and an error saying why; one still
+    running or done has no file left to delete.
+    """
+    cutoff = (now or timezone.now()) - timedelta(days=UPLOAD_KEPT_DAYS)
+    idle = ContactImport.objects.filter(
+        Q(
+            status=ImportStatus.PENDING,
+            started_at=None,
+            column_map={},
+            created_at__lt=cutoff,
+        )
+        | Q(status=ImportStatus.FAILED, finished_at__lt=cutoff)
+    )
+    purged = 0
+    for contact_import in idle.only("pk", "filename", "status", "error"):
+        path = contact_import_upload_path(contact_import)
+        if not path.exists():
+            continue
+        path.unlink(missing_ok=True)
+        error = UPLOAD_PURGED.format(days=UPLOAD_KEPT_DAYS)
+        if contact_import.error:
+            error = f"{contact_import.error} {error}"
+        ContactImport.objects.filter(pk=contact_import.pk).update(
+            status=ImportStatus.FAILED,
+            error=error,
+            finished_at=Coalesce(F("finished_at"), Value(timezone.now())),
+        )
+        purged += 1
+    if purged:
+        logger.info("Contact import uploads deleted: %s", purged)
+    return purged
 
 
 def contact_imports_requeue(

@@ -16,6 +16,8 @@ from profiles.importing import (
     contact_import_file,
     contact_import_map,
     contact_import_run_stored,
+    contact_import_upload_path,
+    contact_import_uploads_purge,
     contact_imports_sweep,
     contacts_preview,
 )
@@ -560,3 +562,27 @@ def test_a_huge_workbook_number_is_refused_with_a_short_message():
         "imported."
     )
     assert profile("huge@example.com").traits == {}
+
+
+@pytest.mark.django_db
+def test_uploads_left_unused_for_a_week_are_deleted_and_their_imports_say_so(var_dir):
+    unmapped = contact_import_create(filename="old.csv", data=b"email\na@x.example\n")
+    recent = contact_import_create(filename="new.csv", data=b"email\nb@x.example\n")
+    failed = contact_import_create(filename="bad.csv", data=b"email\nc@x.example\n")
+    week_ago = datetime.now(tz=UTC) - timedelta(days=8)
+    ContactImport.objects.filter(pk=unmapped.pk).update(created_at=week_ago)
+    ContactImport.objects.filter(pk=failed.pk).update(
+        status=ImportStatus.FAILED, finished_at=week_ago, error="It broke."
+    )
+
+    assert contact_import_uploads_purge() == 2
+
+    assert not contact_import_upload_path(unmapped).exists()
+    assert not contact_import_upload_path(failed).exists()
+    assert contact_import_upload_path(recent).exists()
+    unmapped.refresh_from_db()
+    failed.refresh_from_db()
+    assert unmapped.status == ImportStatus.FAILED
+    assert unmapped.error.startswith("The uploaded file was deleted 7 days after")
+    assert failed.error.startswith("It broke. The uploaded file was deleted")
+    assert contact_import_uploads_purge() == 0
