@@ -44,7 +44,22 @@ PROFILE_FIELDS = {
 }
 
 # Header names every layout understands, compared by column_key().
-EMAIL_COLUMNS = {"email", "emailaddress"}
+# Mailchimp and the others translate their column names with the account's
+# language: German, French, Spanish, Italian, Portuguese and Dutch are read too.
+EMAIL_COLUMNS = {
+    "email",
+    "emailaddress",
+    "emailadresse",
+    "adresseemail",
+    "courriel",
+    "correoelectrónico",
+    "correoelectronico",
+    "direccióndecorreoelectrónico",
+    "indirizzoemail",
+    "endereçodeemail",
+    "enderecodeemail",
+    "emailadres",
+}
 PROFILE_COLUMNS = {
     "firstname": "first_name",
     "first": "first_name",
@@ -64,6 +79,37 @@ PROFILE_COLUMNS = {
     "country": "country_code",
     "countrycode": "country_code",
     "cc": "country_code",
+    # The same in the languages EMAIL_COLUMNS reads.
+    "vorname": "first_name",
+    "nachname": "last_name",
+    "telefon": "phone",
+    "telefonnummer": "phone",
+    "stadt": "city",
+    "land": "country_code",
+    "prénom": "first_name",
+    "prenom": "first_name",
+    "nom": "last_name",
+    "nomdefamille": "last_name",
+    "téléphone": "phone",
+    "ville": "city",
+    "pays": "country_code",
+    "nombre": "first_name",
+    "apellido": "last_name",
+    "apellidos": "last_name",
+    "teléfono": "phone",
+    "ciudad": "city",
+    "país": "country_code",
+    "cognome": "last_name",
+    "telefono": "phone",
+    "città": "city",
+    "paese": "country_code",
+    "nome": "first_name",
+    "sobrenome": "last_name",
+    "cidade": "city",
+    "voornaam": "first_name",
+    "achternaam": "last_name",
+    "telefoonnummer": "phone",
+    "plaats": "city",
 }
 # The first such column is split into first and last name by default.
 FULL_NAME_COLUMNS = {"name", "fullname"}

@@ -1,8 +1,10 @@
 """A CSV file's text encoding: found when the file shows it, chosen when it cannot."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from profiles.importing import contact_import_create, contact_import_file
@@ -353,3 +355,63 @@ def test_the_commands_date_formats_are_the_mapping_pages():
     from profiles.management.commands.import_contacts import DATE_FORMAT_NAMES
 
     assert set(DATE_FORMAT_NAMES.values()) == {value for value, _ in DATE_FORMATS}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "header",
+    [
+        '"E-Mail-Adresse",Vorname,Nachname,MEMBER_RATING,OPTIN_TIME,LAST_CHANGED,LEID',
+        '"Adresse e-mail",Prénom,Nom,MEMBER_RATING,OPTIN_TIME,LAST_CHANGED,LEID',
+    ],
+    ids=["german", "french"],
+)
+def test_a_mailchimp_export_in_another_language_is_read(tmp_path, header):
+    path = tmp_path / "subscribed_members_export.csv"
+    row = 'ada@example.com,Ada,Lovelace,2,"2024-01-02 10:00:00","2024-01-02 10:00:00",1'
+    path.write_text(f"{header}\n{row}\n", encoding="utf-8")
+
+    call_command("import_contacts", str(path))
+
+    ada = Profile.objects.get()
+    assert (ada.email, ada.first_name, ada.last_name) == (
+        "ada@example.com",
+        "Ada",
+        "Lovelace",
+    )
+    assert ada.subscription_status == "subscribed"
+
+
+@pytest.mark.django_db
+def test_the_command_maps_columns_as_the_mapping_page_does(tmp_path):
+    path = tmp_path / "crm.csv"
+    path.write_bytes(b"Mail,Stage,Notes\nann@example.com,Lead,call back\n")
+
+    call_command(
+        "import_contacts", str(path), "--map", "Mail=email", "--map", "Stage=traits.stage",
+        "--map", "Notes=",
+    )  # fmt: skip
+
+    ann = Profile.objects.get()
+    assert (ann.email, ann.traits) == ("ann@example.com", {"stage": "Lead"})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("Nowhere=email", "no column 'Nowhere'; its columns are 'Mail', 'Stage'"),
+        ("Stage=shoe_size", "is mapped to 'shoe_size', which Bespoke cannot import"),
+        ("Stage", "write it as COLUMN=TARGET"),
+    ],
+)
+def test_the_command_names_a_map_it_cannot_use(tmp_path, given, said):
+    path = tmp_path / "crm.csv"
+    path.write_bytes(b"Mail,Stage\nann@example.com,Lead\n")
+
+    with pytest.raises(CommandError, match=re.escape(said)):
+        call_command(
+            "import_contacts", str(path), "--map", "Mail=email", "--map", given
+        )
+    assert not Profile.objects.exists()
+    assert not ContactImport.objects.exists()

@@ -4,7 +4,17 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from profiles.importing import contact_import_file, contact_import_summary
+from profiles.importing import (
+    ImportFormatError,
+    column_target_check,
+    contact_import_create,
+    contact_import_discard,
+    contact_import_file,
+    contact_import_map,
+    contact_import_preview,
+    contact_import_run_stored,
+    contact_import_summary,
+)
 from profiles.importing.reading import ENCODINGS
 from profiles.models import ContactImport, ImportStatus
 
@@ -35,6 +45,17 @@ class Command(BaseCommand):
             help="the CSV files' text encoding (found from each file when not given)",
         )
         parser.add_argument(
+            "--map",
+            action="append",
+            default=[],
+            metavar="COLUMN=TARGET",
+            help="import a column as something else than its default, as the "
+            "mapping page does: a profile field (email, first_name, last_name, "
+            "full_name, phone, city, region, country_code, timezone), tags, "
+            "status, subscribed, unsubscribed, traits.<name>, or nothing to leave "
+            "it out ('Notes='); may be given once per column",
+        )
+        parser.add_argument(
             "--date-format",
             choices=sorted(DATE_FORMAT_NAMES),
             default="iso",
@@ -59,14 +80,20 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No such file: {', '.join(missing)}")
 
+        changes = _map_read(options.get("map") or [])
         failed = []
         for path in files:
-            contact_import = contact_import_file(
-                filename=path.name,
-                data=path.read_bytes(),
-                encoding=encoding,
-                date_format=DATE_FORMAT_NAMES[date_format],
-            )
+            if changes:
+                contact_import = _mapped_import(
+                    path, changes, encoding, DATE_FORMAT_NAMES[date_format]
+                )
+            else:
+                contact_import = contact_import_file(
+                    filename=path.name,
+                    data=path.read_bytes(),
+                    encoding=encoding,
+                    date_format=DATE_FORMAT_NAMES[date_format],
+                )
             self._report(contact_import)
             if contact_import.status != ImportStatus.DONE:
                 failed.append(path.name)
@@ -91,3 +118,50 @@ class Command(BaseCommand):
             )
         for note in contact_import.notes:
             self.stdout.write(f"  note: {note['message']}")
+
+
+def _map_read(given: list[str]) -> dict[str, str]:
+    changes = {}
+    for item in given:
+        column, sep, target = item.partition("=")
+        if not sep or not column.strip():
+            raise CommandError(f"--map {item!r}: write it as COLUMN=TARGET")
+        try:
+            changes[column.strip()] = column_target_check(
+                target.strip(), column=column.strip()
+            )
+        except ImportFormatError as exc:
+            raise CommandError(f"--map {item!r}: {exc}") from exc
+    return changes
+
+
+def _mapped_import(
+    path: Path, changes: dict[str, str], encoding: str, date_format: str
+) -> ContactImport:
+    """Import a file with the default map of its layout, changed as --map says."""
+    contact_import = contact_import_create(filename=path.name, data=path.read_bytes())
+    try:
+        preview = contact_import_preview(
+            contact_import=contact_import, encoding=encoding
+        )
+    except ImportFormatError:
+        contact_import.refresh_from_db()
+        return contact_import
+    unknown = sorted(set(changes) - set(preview.names))
+    if unknown:
+        contact_import_discard(contact_import_id=contact_import.pk)
+        raise CommandError(
+            f"{path.name}: no column {', '.join(map(repr, unknown))}; its columns "
+            f"are {', '.join(map(repr, preview.names))}"
+        )
+    try:
+        contact_import_map(
+            contact_import_id=contact_import.pk,
+            column_map={**preview.column_map, **changes},
+            date_format=date_format,
+            encoding=encoding,
+        )
+    except ImportFormatError as exc:
+        contact_import_discard(contact_import_id=contact_import.pk)
+        raise CommandError(f"{path.name}: {exc}") from exc
+    return contact_import_run_stored(contact_import_id=contact_import.pk)
