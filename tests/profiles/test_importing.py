@@ -395,7 +395,7 @@ def test_a_reimport_never_blanks_existing_values(import_fixture):
 @pytest.mark.django_db
 def test_a_windows_1252_semicolon_file_imports_its_accents():
     data = (
-        "E-mail;Prénom;First name;Last name;City\r\n"
+        "E-mail;Surnom préféré;First name;Last name;City\r\n"
         "zoe@example.com;x;Zoë;Müller;Köln\r\n"
         'rene@example.org;x;René;"Dupont; fils";Besançon'
     ).encode("cp1252")
@@ -407,7 +407,7 @@ def test_a_windows_1252_semicolon_file_imports_its_accents():
     assert contact_import.records == 2
     zoe = profile("zoe@example.com")
     assert (zoe.first_name, zoe.last_name, zoe.city) == ("Zoë", "Müller", "Köln")
-    assert zoe.traits == {"prénom": "x"}
+    assert zoe.traits == {"surnom_préféré": "x"}
     assert profile("rene@example.org").last_name == "Dupont; fils"
 
 
