@@ -25,7 +25,7 @@ the profile's own as it is.
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -74,10 +74,16 @@ from profiles.importing.reading import (
     decoded_records,
     trait_key,
 )
-from profiles.models import Profile, SubscriptionStatus, TraitType
+from profiles.models import (
+    Profile,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    TraitType,
+)
 from profiles.names import field_text_clean, name_split, tags_distinct
 from profiles.processing_traits import COMPUTED_FIELDS
-from profiles.services import WITHDRAWN_STATUSES
+from profiles.services import WITHDRAWN_STATUSES, suppression_hash
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -1048,24 +1054,62 @@ class ContactsPreview:
     encoding_guessed: bool = False
 
 
+def _email_key(written: str) -> str:
+    try:
+        return email_normalize(written).key
+    except InvalidEmail:
+        return ""
+
+
+def contacts_erased_keys(written: Iterable[str]) -> set[str]:
+    """The address keys among these that were erased on request."""
+    keys = {_email_key(text) for text in written} - {""}
+    hashes = {suppression_hash(key): key for key in keys}
+    found = Suppression.objects.filter(
+        email_hash__in=hashes, reason=SuppressionReason.ERASURE
+    ).values_list("email_hash", flat=True)
+    return {hashes[email_hash] for email_hash in found}
+
+
 def contacts_preview(
-    data: bytes, *, encoding: str = "", sample_records: int = 20
+    data: bytes,
+    *,
+    encoding: str = "",
+    sample_records: int = 20,
+    erased: Callable[[Iterable[str]], set[str]] | None = None,
 ) -> ContactsPreview:
-    """Return a file's header, a sample value per column and the layout's column map."""
+    """Return a file's header, a sample value per column and the layout's column map.
+
+    `erased` names which of the sampled addresses were erased on request (their
+    records give no sample); contacts_erased_keys asks the database.
+    """
     decoded = None if contacts_is_workbook(data) else contacts_decoded(data, encoding)
     label = decoded.label if decoded else ""
     guessed = bool(decoded) and not encoding and decoded.encoding == "cp1252"
     records = contacts_records(data, encoding)
     try:
         names = contacts_header_read(records)
-        samples = [""] * len(names)
-        for _, cells in itertools.islice(records, sample_records):
-            for position, cell in enumerate(cells[: len(names)]):
-                samples[position] = samples[position] or cell.strip()
+        read = [cells for _, cells in itertools.islice(records, sample_records)]
     finally:
         records.close()
 
     layout = layout_detect(names)
     column_map = layout_column_map(layout, names)
+    # Nothing of someone erased on request is shown, their address least of all.
+    email_at = next(
+        (at for at, name in enumerate(names) if column_map.get(name) == TARGET_EMAIL),
+        None,
+    )
+    if email_at is not None and erased is not None:
+        gone = erased(cells[email_at] for cells in read if len(cells) > email_at)
+        read = [
+            cells
+            for cells in read
+            if len(cells) <= email_at or _email_key(cells[email_at]) not in gone
+        ]
+    samples = [""] * len(names)
+    for cells in read:
+        for position, cell in enumerate(cells[: len(names)]):
+            samples[position] = samples[position] or cell.strip()
     reserved = layout_columns_reserved(layout, names)
     return ContactsPreview(layout, names, samples, column_map, reserved, label, guessed)

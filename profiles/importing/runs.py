@@ -36,6 +36,7 @@ from profiles.importing.mapping import (
     ParsedContacts,
     Rejection,
     column_map_check,
+    contacts_erased_keys,
     contacts_parse,
     contacts_preview,
 )
@@ -146,9 +147,9 @@ def contact_import_preview(
         raise ImportFormatError(error) from exc
     if encoding:
         # A wrong choice is the marketer's to correct: the import stays pending.
-        return contacts_preview(data, encoding=encoding)
+        return contacts_preview(data, encoding=encoding, erased=contacts_erased_keys)
     try:
-        return contacts_preview(data)
+        return contacts_preview(data, erased=contacts_erased_keys)
     except EncodingUnknown as unknown:
         # Waits for the marketer's choice, unless no choice could read it: every
         # byte is a letter in Mac OS Roman, and a file that is no CSV even so is

@@ -762,3 +762,27 @@ def test_the_mapping_page_says_when_a_status_column_holds_no_status_words(
 
     listed = signed_in.post(reverse("import_list"), {"file": upload(load_fixture)})
     assert "data-unread-status" not in signed_in.get(listed.url).content.decode()
+
+
+def test_the_mapping_page_shows_nothing_of_someone_erased(signed_in):
+    from profiles.models import Suppression, SuppressionReason
+    from profiles.services import suppression_hash
+
+    Suppression.objects.create(
+        email_hash=suppression_hash("gone@example.com"),
+        reason=SuppressionReason.ERASURE,
+        source="privacy_request",
+    )
+    listed = SimpleUploadedFile(
+        "list.csv",
+        b"Email,Name,City\nGone@Example.com,Gwen Gone,Oslo\nada@example.com,Ada,\n",
+        content_type="text/csv",
+    )
+    uploaded = signed_in.post(reverse("import_list"), {"file": listed})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    assert "ada@example.com" in page
+    assert "Gone@Example.com" not in page
+    assert "Gwen" not in page
+    assert "Oslo" not in page
