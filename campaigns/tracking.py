@@ -3,11 +3,12 @@
 django-anymail's tracking views (`/anymail/<esp>/tracking/`) check the request (the
 shared Basic-auth secret, and the ESP's own signature where it has one) and turn
 each ESP's format into one AnymailTrackingEvent per event. Bespoke receives those
-through anymail's `tracking` signal and, as for a Shopify delivery, keeps each one
-first, once per (ESP, event id), committed before anything acts on it; then applies
-it in one transaction and marks it processed in that same transaction. A failure
-leaves it unprocessed with its error, for the beat sweep to finish. Because a kept
-event id is never applied twice, a replayed request changes nothing.
+through anymail's `tracking` signal and keeps each one first, once per (ESP,
+event id), committed before anything acts on it. A worker then applies them, a
+batch's at once a second or two later, each in one transaction that also marks it
+processed; a failure leaves one unprocessed with its error, for the beat sweep to
+finish. Because a kept event id is never applied twice, a replayed request changes
+nothing.
 
 What each event type does to the person:
 
@@ -28,6 +29,7 @@ The person is the profile of the message Bespoke sent (its `message_id` metadata
 checked against the recipient), else the profile that has the recipient's address.
 """
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from typing import Any
 from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.signals import AnymailTrackingEvent
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -90,8 +93,15 @@ UNSUBSCRIBE_WORDING = (
     "group unsubscribe; the wording the person saw is the ESP's."
 )
 TEXT_LIMIT = 1000
+# WebhookDelivery.delivery_id's length.
+DELIVERY_ID_CHARS = 255
+# What no PostgreSQL text holds: NUL, and half a character.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Longer digits are no message's primary key (a bigint), whoever wrote them.
 MESSAGE_PK_DIGITS = 18
+# A batch's events are applied this long after its first arrived, by one sweep.
+APPLY_AFTER_SECONDS = 2
+APPLY_QUEUED_KEY = "bespoke:esp-events-sweep-queued"
 # An event a worker could not apply is tried again by the sweep this long.
 SWEEP_MAX_AGE = timedelta(days=7)
 
@@ -123,14 +133,21 @@ def esp_tracking_receive(
         logger.info("ESP event repeated; already kept", extra={"delivery": delivery.pk})
         return
 
-    if esp_event_process(delivery_id=delivery.pk):
-        transaction.on_commit(_events_process_enqueue)
+    # Applied by a worker: an ESP posts up to thousands of events in one request,
+    # and must be answered in seconds. The first event of a batch queues one sweep.
+    _apply_soon()
 
 
-def _events_process_enqueue() -> None:
-    from profiles.tasks import events_process_enqueue
+def _apply_soon() -> None:
+    if not cache.add(APPLY_QUEUED_KEY, True, timeout=APPLY_AFTER_SECONDS):
+        return
+    from campaigns.tasks import esp_events_sweep_task
 
-    events_process_enqueue()
+    try:
+        esp_events_sweep_task.apply_async(countdown=APPLY_AFTER_SECONDS)
+    except Exception:
+        # The events are kept unapplied: the beat's sweep applies them.
+        logger.warning("Could not queue the ESP events' sweep", exc_info=True)
 
 
 def esp_event_store(
@@ -138,14 +155,15 @@ def esp_event_store(
 ) -> tuple[WebhookDelivery, bool]:
     """Keep a tracking event once by its ESP's event id; return it and whether it is new."""
     payload = esp_event_payload(event)
-    # An ESP that gives no event id (anymail says None) is kept by what it says.
-    event_id = event.event_id or "|".join(
+    # An ESP that gives no event id (anymail says None: Brevo, Mailjet) is kept by
+    # what it says, the clicked link included.
+    event_id = _storable(str(event.event_id or "")) or "|".join(
         str(payload[name])
-        for name in ("event_type", "message_id", "recipient", "timestamp")
+        for name in ("event_type", "message_id", "recipient", "timestamp", "click_url")
     )
     return WebhookDelivery.objects.get_or_create(
         source=f"{SOURCE_PREFIX}{esp_slug(esp_name)}"[:40],
-        delivery_id=event_id[:255],
+        delivery_id=_key_fitted(event_id, DELIVERY_ID_CHARS),
         defaults={
             "topic": str(event.event_type)[:100],
             "payload": payload,
@@ -159,6 +177,18 @@ def esp_slug(esp_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", esp_name.lower()).strip("_")
 
 
+def _storable(value: Any) -> Any:
+    # PostgreSQL keeps no NUL in text or JSON, nor half a character: one such in
+    # a user agent would otherwise refuse the whole batch on every retry.
+    if isinstance(value, str):
+        return UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
+
+
 def esp_event_payload(event: AnymailTrackingEvent) -> dict[str, Any]:
     """What Bespoke keeps of a normalized event: JSON, and the ESP's own raw form."""
     esp_event = event.esp_event
@@ -166,21 +196,23 @@ def esp_event_payload(event: AnymailTrackingEvent) -> dict[str, Any]:
     if raw is None and hasattr(esp_event, "lists"):
         raw = dict(esp_event.lists())  # a Mailgun legacy form post
     tags = event.tags
-    return {
-        "event_type": event.event_type,
-        "timestamp": event.timestamp.isoformat() if event.timestamp else None,
-        "message_id": _text(event.message_id),
-        "recipient": _text(event.recipient),
-        "reject_reason": event.reject_reason,
-        "description": _text(event.description),
-        "mta_response": _text(event.mta_response),
-        "click_url": _text(event.click_url),
-        "user_agent": _text(event.user_agent),
-        # A SendGrid category sent as one string arrives as a string.
-        "tags": [tags] if isinstance(tags, str) else list(tags or []),
-        "metadata": dict(event.metadata or {}),
-        "esp_event": raw,
-    }
+    return _storable(
+        {
+            "event_type": event.event_type,
+            "timestamp": event.timestamp.isoformat() if event.timestamp else None,
+            "message_id": _text(event.message_id),
+            "recipient": _text(event.recipient),
+            "reject_reason": event.reject_reason,
+            "description": _text(event.description),
+            "mta_response": _text(event.mta_response),
+            "click_url": _text(event.click_url),
+            "user_agent": _text(event.user_agent),
+            # A SendGrid category sent as one string arrives as a string.
+            "tags": [tags] if isinstance(tags, str) else list(tags or []),
+            "metadata": dict(event.metadata or {}),
+            "esp_event": raw,
+        }
+    )
 
 
 def esp_event_process(*, delivery_id: int) -> bool:
@@ -235,6 +267,8 @@ def _apply(delivery: WebhookDelivery) -> Outcome:
     esp = delivery.source.removeprefix(SOURCE_PREFIX)
     if kind not in (*EVENT_NAMES, "unsubscribed"):
         return Outcome(note=_untouched_note(kind, payload))
+    if kind == "bounced" and _is_blocked(payload):
+        return Outcome(note=BLOCKED_NOTE)
 
     message = _message_for(payload)
     if message is not None and not (kind == "opened" and _machine_open(payload)):
@@ -261,6 +295,18 @@ def _apply(delivery: WebhookDelivery) -> Outcome:
     return Outcome(event_id=event.pk if event else None)
 
 
+BLOCKED_NOTE = (
+    "The receiving server blocked the message for now (SendGrid's 'blocked': a "
+    "reputation or content refusal, not a bad address): nothing changes, as for a "
+    "deferral."
+)
+
+
+def _is_blocked(payload: dict[str, Any]) -> bool:
+    esp_event = payload.get("esp_event")
+    return isinstance(esp_event, dict) and esp_event.get("type") == "blocked"
+
+
 def _untouched_note(kind: Any, payload: dict[str, Any]) -> str:
     if kind == "rejected":
         return (
@@ -280,11 +326,13 @@ def _message_for(payload: dict[str, Any]) -> Message | None:
         message = messages.filter(pk=int(ours)).first()
     if message is None and payload.get("message_id"):
         message = messages.filter(esp_message_id=payload["message_id"]).first()
-    # Metadata is the sender's to write; the recipient must be the message's.
+    # Metadata is the sender's to write; the recipient must be the message's, as
+    # sent (the person may have another address since, or been merged).
     key = _address_key(payload.get("recipient"))
-    if message is None or key is None or _address_key(message.profile.email) != key:
+    if message is None or key is None:
         return None
-    return message
+    sent_to = message.to_email or message.profile.email
+    return message if _address_key(sent_to) == key else None
 
 
 def _message_mark(message: Message, *, kind: str, at: datetime) -> None:
@@ -368,7 +416,7 @@ def _event_store(
         properties["checkout_id"] = str(metadata["checkout_token"])
     profile_hold(profile)
     event, created = Event.objects.get_or_create(
-        message_id=f"{delivery.source}:{delivery.delivery_id}"[:100],
+        message_id=_key_fitted(f"{delivery.source}:{delivery.delivery_id}", 100),
         defaults={
             "type": EventType.TRACK,
             "event": name,
@@ -383,6 +431,13 @@ def _event_store(
         },
     )
     return event if created else None
+
+
+def _key_fitted(key: str, limit: int) -> str:
+    # Cut, two long keys sharing their start (an id and a time) would be one.
+    if len(key) <= limit:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _machine_open(payload: dict[str, Any]) -> bool:

@@ -6,13 +6,14 @@ refusals against the "esp" source, as a refused Shopify delivery is counted, so 
 secret changed on one side only shows on the Sources page at once.
 """
 
+import json
 from functools import wraps
 from typing import Any
 
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailWebhookValidationFailure
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern
 
 from campaigns.tracking import SOURCE, EspWebhookUnconfigured
@@ -36,13 +37,24 @@ def _refusals_counted(view: Any) -> Any:
             # A setting the ESP's check needs is missing (Mailgun's signing key).
             _count(request, "esp_setting_missing", exc)
             raise
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # A signed body that is not JSON: anymail parses it and fails.
+            _count(request, "invalid_json", exc)
+            return JsonResponse(
+                {"code": "invalid_json", "message": f"The body is not JSON: {exc}"},
+                status=400,
+            )
 
     return counted
 
 
 def _count(request: HttpRequest, code: str, exc: Exception) -> None:
+    # By ESP too, as the path names it: a secret wrong at one ESP shows as its own.
+    esp = request.path.rstrip("/").split("/")[-2] if request.path.count("/") > 2 else ""
     request_refused_count(
-        source=SOURCE, code=code, message=f"{request.path}: {exc}"[:500]
+        source=SOURCE,
+        code=f"{code}:{esp}" if esp else code,
+        message=f"{request.path}: {exc}"[:500],
     )
 
 

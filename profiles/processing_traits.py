@@ -16,7 +16,8 @@
 - average_order_value: lifetime value over the orders that counted in it; empty when
   none did.
 - last_seen_at: the latest event, except an ESP's report of a message reaching or
-  bouncing off the mailbox (`Email Delivered`, `Email Bounced`).
+  bouncing off the mailbox (`Email Delivered`, `Email Bounced`) and a machine open
+  (a mail client or privacy proxy fetching images, not the person).
 - last_opened_at: the latest `Email Opened` that is not a machine open
   (`machine_open` or `sg_machine_open` true in properties, or `machine_open` in
   context). last_clicked_at: the latest `Email Link Clicked`.
@@ -329,7 +330,7 @@ _WEIGHED_AT = "least(e.timestamp, coalesce(e.processed_at, %(now)s))"
 _CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp, {_WEIGHED_AT} AS weighed_at,
         CASE
             WHEN e.type = 'track' AND e.event = %(opened)s
-            THEN CASE WHEN {_MACHINE_OPEN} THEN NULL ELSE 'open' END
+            THEN CASE WHEN {_MACHINE_OPEN} THEN 'not_seen' ELSE 'open' END
             WHEN e.type = 'track' AND e.event = %(clicked)s THEN 'click'
             WHEN e.type IN ('page', 'screen') AND e.event = '' THEN 'visit'
             WHEN e.type = 'track' AND e.event = ANY(%(not_seen)s::text[])
@@ -716,7 +717,10 @@ def _is_human_open(row: tuple) -> bool:
 
 
 def _is_not_seen(row: tuple) -> bool:
-    return row[2] == EventType.TRACK and row[3] in NOT_SEEN_EVENTS
+    if row[2] != EventType.TRACK:
+        return False
+    machine_open = row[3] == EMAIL_OPENED and not _is_human_open(row)
+    return row[3] in NOT_SEEN_EVENTS or machine_open
 
 
 def _is_click(row: tuple) -> bool:

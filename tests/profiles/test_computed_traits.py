@@ -131,7 +131,8 @@ def test_machine_opens_do_not_count_as_opens(db):
 
     assert profile.last_opened_at == days_ago(5)
     assert profile.last_clicked_at == days_ago(4)
-    assert profile.last_seen_at == days_ago(1)
+    # Nor as a sign of the person: a mail client or a privacy proxy opened them.
+    assert profile.last_seen_at == days_ago(4)
 
 
 def test_engagement_adds_points_halved_every_30_days(db):
@@ -557,6 +558,7 @@ def test_what_the_esp_reports_of_a_message_is_no_sign_of_the_person(db, path):
     order(10, at=days_ago(16))
     event(event="Email Delivered", at=days_ago(0.1))
     event(event="Email Bounced", at=days_ago(0.05))
+    event(event="Email Opened", at=days_ago(0.04), properties={"sg_machine_open": True})
     profile = process()
     if path == "python":
         Profile.objects.filter(pk=profile.pk).update(last_seen_at=None)
