@@ -156,6 +156,9 @@ class ProfileIdentity(models.Model):
     kind = models.CharField(max_length=20, choices=IdentityKind.choices)
     value = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The source's own time of the version of the person last applied (a Shopify
+    # customer's updated_at): an older version arriving late changes nothing.
+    source_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "profile identities"
@@ -366,6 +369,9 @@ class ConsentRecord(models.Model):
     # that address. Empty for a profile with no address, and for facts recorded
     # before Bespoke kept it.
     address = models.CharField(max_length=254, blank=True, default="")
+    # The profile a merge moved the fact from (the first, if merged again): a fact
+    # about that profile's address is not the kept profile's own word.
+    merged_from = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["profile", "occurred_at"])]

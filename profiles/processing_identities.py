@@ -11,6 +11,8 @@ import functools
 import logging
 
 from django.db import connection, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
@@ -430,7 +432,7 @@ def _related_move(*, kept: Profile, merged: Profile) -> dict[str, int]:
         # A queryset update bypasses ConsentRecord.save(): the records are moved
         # whole, never rewritten, so they stay append-only facts.
         "consent_records": ConsentRecord.objects.filter(profile=merged).update(
-            profile=kept
+            profile=kept, merged_from=Coalesce("merged_from", Value(merged.pk))
         ),
     }
     # An order or checkout follows its buyer; unmoved, the delete below would

@@ -260,13 +260,18 @@ SECONDHAND_CONSENT = (
 def firsthand_consent_since(profile: StatusHolder, since: datetime) -> bool:
     """Whether the profile has a first-hand consent fact dated after `since`.
 
-    About its own address: a fact a merge brought from another address is that
-    address's (the kept profile's status never took it either).
+    About its own address: a fact a merge brought from another profile's address
+    is that address's (the kept profile's status never took it either). A fact of
+    this profile's own from before it changed address is still the person's.
     """
     if profile.pk is None:
         return False
     later = ConsentRecord.objects.filter(profile_id=profile.pk, occurred_at__gt=since)
-    own = Q(address="") | Q(address__iexact=profile.email or "")
+    own = (
+        Q(merged_from__isnull=True)
+        | Q(address="")
+        | Q(address__iexact=profile.email or "")
+    )
     return later.exclude(SECONDHAND_CONSENT).filter(own).exists()
 
 

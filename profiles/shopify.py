@@ -303,7 +303,12 @@ def _delivery_apply(delivery: WebhookDelivery) -> Outcome:
 
 def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     payload = delivery.payload
-    profile, found_note = _customer_profile(payload.get("email"), customer=payload)
+    if _customer_stale(payload):
+        # Deliveries come in any order: an older version would undo the newer.
+        return Outcome(note=STALE_NOTE.format(what="customer"))
+    profile, found_note = _customer_profile(
+        payload.get("email"), customer=payload, account=True
+    )
     if profile is None:
         return Outcome(note="The customer has no usable email address.")
 
@@ -345,33 +350,33 @@ def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
 
 
 def _customer_profile(
-    raw_email: Any, *, customer: dict[str, Any]
+    raw_email: Any, *, customer: dict[str, Any], account: bool = False
 ) -> tuple[Profile | None, str]:
     """Return the customer's profile, by the shop's customer id first, and a note.
 
-    The id is the shop's account: a customer who changes address in the shop keeps
-    their profile, which takes the new address, unless another profile has it
-    already (two people's profiles are never merged on a shop's word).
+    The id is the shop's account. Only the account itself (`account`: a customers/
+    topic) changes the address: a customer who changes it in the shop keeps her
+    profile, which takes the new address, unless another profile has it already
+    (two people's profiles are never merged on a shop's word). An order's or a
+    checkout's contact address, or an older order updated later, changes nothing.
     """
     customer_id = _customer_id(customer)
-    owner = None
-    if customer_id:
-        identity = (
-            ProfileIdentity.objects.select_related("profile")
-            .filter(kind=IdentityKind.SHOPIFY_CUSTOMER, value=customer_id)
-            .first()
-        )
-        owner = identity.profile if identity else None
+    identity = _customer_identity(customer_id)
     email = _email_or_none(raw_email)
-    if owner is None:
+    if identity is None:
         if email is None:
             return None, ""
         profile, _ = profile_get_or_create_by_email(email)
-        if customer_id:
-            _customer_id_attach(profile, customer_id)
+        account_email = _email_or_none(customer.get("email"))
+        # Tied to the account's own address, not an order's contact address.
+        if customer_id and (account_email is None or account_email.key == email.key):
+            _customer_id_attach(profile, customer_id, customer if account else None)
         return profile, ""
 
-    if email is None or (owner.email or "").lower() == email.key:
+    owner = identity.profile
+    if account:
+        _customer_seen(identity, customer)
+    if not account or email is None or (owner.email or "").lower() == email.key:
         return owner, ""
     holder = profile_by_email_key(email.key)
     if holder is not None:
@@ -387,6 +392,39 @@ def _customer_profile(
     return owner, f"The customer's address changed in the shop from {was}."
 
 
+def _customer_identity(customer_id: str) -> ProfileIdentity | None:
+    if not customer_id:
+        return None
+    return (
+        ProfileIdentity.objects.select_related("profile")
+        .select_for_update(of=("self",))
+        .filter(kind=IdentityKind.SHOPIFY_CUSTOMER, value=customer_id)
+        .first()
+    )
+
+
+def _customer_stale(customer: dict[str, Any]) -> bool:
+    """Whether a customers/ delivery is older than the customer's version applied."""
+    identity = _customer_identity(_customer_id(customer))
+    updated_at = _time(customer.get("updated_at"))
+    return bool(
+        identity is not None
+        and identity.source_updated_at is not None
+        and updated_at is not None
+        and updated_at < identity.source_updated_at
+    )
+
+
+def _customer_seen(identity: ProfileIdentity, customer: dict[str, Any]) -> None:
+    updated_at = _time(customer.get("updated_at"))
+    if updated_at is None or (
+        identity.source_updated_at and updated_at <= identity.source_updated_at
+    ):
+        return
+    identity.source_updated_at = updated_at
+    identity.save(update_fields=["source_updated_at"])
+
+
 def _customer_id(customer: dict[str, Any]) -> str:
     value = customer.get("id")
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -394,13 +432,16 @@ def _customer_id(customer: dict[str, Any]) -> str:
     return str(value).strip()[:255]
 
 
-def _customer_id_attach(profile: Profile, customer_id: str) -> None:
+def _customer_id_attach(
+    profile: Profile, customer_id: str, account: dict[str, Any] | None
+) -> None:
     # Another delivery of the same customer may attach it first: theirs stands.
+    updated_at = _time(account.get("updated_at")) if account else None
     with transaction.atomic():
         ProfileIdentity.objects.get_or_create(
             kind=IdentityKind.SHOPIFY_CUSTOMER,
             value=customer_id,
-            defaults={"profile": profile},
+            defaults={"profile": profile, "source_updated_at": updated_at},
         )
 
 

@@ -1884,3 +1884,32 @@ def test_a_merge_moves_segment_stays_so_no_one_enters_a_segment_twice(db):
         (old.pk, kept.pk, utc("2025-03-02T09:00:00Z")),
     }
     assert SegmentMembership.objects.get(segment=hats).entered_at == since
+
+
+def test_a_persons_own_consent_from_before_an_address_change_still_counts(db, client):
+    # given Cleo, subscribed first-hand in June, who has changed address since
+    cleo = ProfileFactory(email="cleo.old@example.com")
+    consent_record(
+        profile=cleo,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="signup_form",
+        occurred_at=utc("2026-06-01T09:00:00Z"),
+    )
+    Profile.objects.filter(pk=cleo.pk).update(email="cleo.new@example.com")
+    cleo.refresh_from_db()
+
+    # when an unsubscribe dated May arrives late
+    consent_record(
+        profile=cleo,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="esp:sendgrid",
+        occurred_at=utc("2026-05-01T09:00:00Z"),
+    )
+
+    # then her own later subscription stands, and her page says whose it was
+    cleo.refresh_from_db()
+    assert cleo.subscription_status == SubscriptionStatus.SUBSCRIBED
+    client.force_login(UserFactory())
+    page = client.get(f"/profiles/{cleo.pk}/").content.decode()
+    assert "an earlier address of this profile" in page
+    assert "another address, merged in" not in page

@@ -1660,3 +1660,47 @@ def test_an_order_naming_only_a_known_customer_joins_his_profile(
 
     assert ShopOrder.objects.get(shop_id="1").profile == Profile.objects.get()
     assert Event.objects.filter(event="Order Completed").count() == 2
+
+
+def test_an_older_customer_update_arriving_late_changes_nothing(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("customers_create.json")
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer.update(email="chloe.c@example.org", updated_at="2025-03-20T10:00:00Z")
+    customer_updated(deliver, shop_headers, customer, "c-new")
+    customer.update(email="chloe.b@example.org", updated_at="2025-03-10T10:00:00Z")
+
+    customer_updated(deliver, shop_headers, customer, "c-late")
+
+    assert list(Profile.objects.values_list("email", flat=True)) == [
+        "chloe.c@example.org"
+    ]
+    assert "An older version of the customer" in (
+        WebhookDelivery.objects.get(delivery_id="c-late").error
+    )
+
+
+def test_an_update_of_an_old_order_leaves_the_customers_new_address(
+    db, deliver, load_fixture, shop_headers
+):
+    # given Ben, whose order was placed under his old address, and who has changed
+    # it in the shop since
+    deliver("orders_create.json")
+    payload = json.loads(load_fixture("shopify/orders_create.json"))
+    account = {**payload["customer"], "email": "ben.new@example.net"}
+    account["updated_at"] = "2025-03-20T10:00:00Z"
+    customer_updated(deliver, shop_headers, account, "c-ben")
+    assert Profile.objects.get().email == "ben.new@example.net"
+
+    # when the old order is updated (fulfilled), still naming the old address
+    order_payload_update(
+        deliver, load_fixture, shop_headers, "u-old", topic="orders/updated",
+        financial_status="refunded",
+    )  # fmt: skip
+
+    # then Ben keeps his new address, and the order stays his
+    assert list(Profile.objects.values_list("email", flat=True)) == [
+        "ben.new@example.net"
+    ]
+    assert ShopOrder.objects.get().profile == Profile.objects.get()
