@@ -39,7 +39,9 @@ from profiles.processing_traits import (
     NUMBER_BLANKS,
     NUMBER_TEXT,
     ORDER_AMOUNT_LIMIT,
+    ORDER_CANCELLED,
     ORDER_COMPLETED,
+    ORDER_REFUNDED,
     number_coerce,
 )
 from profiles.processing_writes import driver_error, json_bytes, server_bound_cursor
@@ -401,6 +403,7 @@ def events_ingest(
         for warning in (
             _email_trait_warning(item, path_type=path_type),
             _order_amount_warning(item, path_type=path_type),
+            _order_change_warning(item, path_type=path_type),
             _sent_at_warning(item, shared),
         ):
             if warning:
@@ -523,8 +526,8 @@ def _order_amount_warning(
         return (
             "order_amount_negative",
             f"properties.{name} {shown[:60]} is below zero: the order counts as an "
-            "order and lowers lifetime value (Bespoke reads no 'Order Refunded' "
-            "event yet, so a refund sent this way also counts as one more order)",
+            "order and lowers lifetime value; a refund sent this way also counts as "
+            "one more order (send it as 'Order Refunded' with the order's order_id)",
         )
     if amount is not None:
         return None
@@ -533,6 +536,49 @@ def _order_amount_warning(
         f"properties.{name} {shown[:60]} is not a number: the order is stored and "
         "counts as an order, but adds nothing to lifetime value; send the amount "
         "as a number such as 1234.50",
+    )
+
+
+ORDER_CHANGES = (ORDER_REFUNDED, ORDER_CANCELLED)
+
+
+def _order_change_warning(
+    item: dict[str, Any], *, path_type: str | None
+) -> tuple[str, str] | None:
+    """Name a refund or cancellation that will change nothing, as it was sent."""
+    if (path_type or item.get("type")) != EventType.TRACK:
+        return None
+    event = item.get("event")
+    properties = item.get("properties")
+    if event not in ORDER_CHANGES or not isinstance(properties, dict):
+        return None
+
+    if not properties.get("order_id"):
+        return (
+            "order_id_missing",
+            f"an {event!r} names the order it changes by properties.order_id; "
+            "without one it changes no order",
+        )
+    if event != ORDER_REFUNDED:
+        return None
+    currency = properties.get("currency")
+    ours = settings.BESPOKE_CURRENCY.upper()
+    if currency and str(currency).upper() != ours:
+        return (
+            "refund_currency_other",
+            f"properties.currency {str(currency)[:20]!r} is not {ours}, the currency "
+            "lifetime value is kept in (BESPOKE_CURRENCY): the refund changes nothing",
+        )
+    name = "total" if properties.get("total") is not None else "revenue"
+    raw = properties.get(name)
+    if raw is None or number_coerce(raw) is not None:
+        return None
+    shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
+    return (
+        "refund_amount_unreadable",
+        f"properties.{name} {shown[:60]} is not a number: the refund changes "
+        "nothing; send the amount refunded as a number, or none to refund the "
+        "whole order",
     )
 
 

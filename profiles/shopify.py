@@ -971,15 +971,23 @@ def _refund_store(
             "transaction): lifetime value is unchanged."
         )
 
-    amount = sum(
-        (
-            _money(transaction.get("amount")) or Decimal("0")
-            for transaction in paid_back
-        ),
-        Decimal("0"),
-    )
-    currencies = {_text(transaction.get("currency"), 3) for transaction in paid_back}
+    # In the shop's currency where the transaction says it (a multi-currency shop
+    # refunds in the currency the customer paid in), as the order's totals are.
+    money = [_shop_money(transaction) for transaction in paid_back]
+    amount = sum((value for value, _ in money), Decimal("0"))
+    currencies = {currency for _, currency in money}
     at, note = _arrival_bounded(_time(refund.get("created_at")), delivery, "refund")
+    if currencies - {"", order.currency}:
+        note = " ".join(
+            part
+            for part in (
+                note,
+                f"Refund {refund_id} is in {', '.join(sorted(currencies - {''}))}, "
+                f"not the order's {order.currency or 'currency'}: it lowers "
+                "lifetime value only in BESPOKE_CURRENCY.",
+            )
+            if part
+        )
     event = _event_store(
         key=f"refund:{refund_id}",
         name=ORDER_REFUNDED,
@@ -1014,6 +1022,15 @@ def _arrival_bounded(
         "its arrival."
     )
     return delivery.received_at, note
+
+
+def _shop_money(transaction: dict[str, Any]) -> tuple[Decimal, str]:
+    shop_money = _object(_object(transaction.get("amount_set")).get("shop_money"))
+    if shop_money.get("amount") is not None:
+        amount, currency = shop_money["amount"], shop_money.get("currency_code")
+    else:
+        amount, currency = transaction.get("amount"), transaction.get("currency")
+    return _money(amount) or Decimal("0"), _text(currency, 3)
 
 
 def _order_currency_note(order: ShopOrder) -> str:

@@ -578,7 +578,9 @@ RESTART_NOTE = {
     "kind": "restarted",
     "message": (
         "The declared traits changed after this import stopped, so it was run "
-        "again from the first row under the new rules; the profiles its first run "
+        "again from the first row under the new rules. A value its first run "
+        "stored that the new rules refuse stays on its profile (a refused value "
+        "erases nothing): check those rows' profiles. The profiles its first run "
         "created count as already known."
     ),
 }

@@ -28,10 +28,12 @@ from profiles.importing import (
 )
 from profiles.importing.layouts import (
     TARGET_STATUS,
+    TARGET_SUBSCRIBED,
     TARGET_UNSUBSCRIBED,
     TRAIT_PREFIX,
     StatusUnknown,
     blacklisted_read,
+    opted_in_read,
     status_read,
 )
 from profiles.importing.mapping import (
@@ -172,7 +174,10 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context["layout"] = preview.layout
     context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
     context["undeclared_dates"] = _undeclared_dates(preview, traits)
-    context["unread_statuses"] = _unread_statuses(preview)
+    # As the page now maps them: a column remapped and read again is checked anew.
+    fields = zip(form.names, _column_fields(form), strict=True)
+    mapped = {name: field.value() or "" for name, field in fields}
+    context["unread_statuses"] = _unread_statuses(preview, mapped)
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)
@@ -203,16 +208,22 @@ def _undeclared_dates(
     return found
 
 
-def _unread_statuses(preview: ContactsPreview) -> list[tuple[str, str]]:
+def _unread_statuses(
+    preview: ContactsPreview, mapped: dict[str, str]
+) -> list[tuple[str, str]]:
     """Return (column, sample) for each consent column whose sample is no status word.
 
     A CRM's "Active" or "Lead" is no consent: each such row is imported without
     one, and the marketer may rather keep the column as a trait.
     """
-    readers = {TARGET_STATUS: status_read, TARGET_UNSUBSCRIBED: blacklisted_read}
+    readers = {
+        TARGET_STATUS: status_read,
+        TARGET_UNSUBSCRIBED: blacklisted_read,
+        TARGET_SUBSCRIBED: opted_in_read,
+    }
     found = []
     for name, sample in zip(preview.names, preview.samples, strict=True):
-        read = readers.get(preview.column_map.get(name, ""))
+        read = readers.get(mapped.get(name, ""))
         if read is None or not sample.strip() or column_key(sample) in NO_CONSENT_YET:
             continue
         try:

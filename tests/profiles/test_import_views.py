@@ -786,3 +786,30 @@ def test_the_mapping_page_shows_nothing_of_someone_erased(signed_in):
     assert "Gone@Example.com" not in page
     assert "Gwen" not in page
     assert "Oslo" not in page
+
+
+def test_the_status_warning_follows_the_columns_as_mapped_on_the_page(signed_in):
+    crm = SimpleUploadedFile(
+        "crm.csv",
+        b"Email,Status,Lifecycle,Opt-in\nw1@example.com,Active,Lead,perhaps\n",
+        content_type="text/csv",
+    )
+    uploaded = signed_in.post(reverse("import_list"), {"file": crm})
+    page = signed_in.get(uploaded.url).content.decode()
+    assert "“Status” is read as email consent" in page
+
+    # the marketer leaves Status out, reads Lifecycle as the status, reads again
+    reread = signed_in.post(
+        uploaded.url,
+        {
+            "column_0": "email",
+            "column_1": "",
+            "column_2": "status",
+            "column_3": "subscribed",
+            "reread": "1",
+        },
+    ).content.decode()
+
+    assert "“Status” is read as email consent" not in reread
+    assert "“Lifecycle” is read as email consent" in reread
+    assert "“Opt-in” is read as email consent" in reread

@@ -1704,3 +1704,28 @@ def test_an_update_of_an_old_order_leaves_the_customers_new_address(
         "ben.new@example.net"
     ]
     assert ShopOrder.objects.get().profile == Profile.objects.get()
+
+
+def test_a_refund_in_the_customers_currency_counts_its_shop_money(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    refund = shop_refund(811, "92.00")
+    refund["transactions"][0].update(
+        currency="EUR",
+        amount_set={
+            "shop_money": {"amount": "100.00", "currency_code": "USD"},
+            "presentment_money": {"amount": "92.00", "currency_code": "EUR"},
+        },
+    )
+    euros_only = shop_refund(812, "5.00")
+    euros_only["transactions"][0]["currency"] = "EUR"
+
+    delivery = order_payload_update(
+        deliver, load_fixture, shop_headers, "u-fx", topic="orders/updated",
+        refunds=[refund, euros_only],
+    )  # fmt: skip
+    events_process_pending()
+
+    assert Profile.objects.get().lifetime_value == Decimal("52.29")
+    assert "Refund 812 is in EUR, not the order's USD" in delivery.error

@@ -615,3 +615,26 @@ def test_a_batch_sent_at_that_cannot_be_read_costs_no_event(client, sent_at):
     assert [w["code"] for w in answer["warnings"]] == ["sent_at_unreadable"] * 2
     first = Event.objects.get(message_id="s-1")
     assert first.timestamp.isoformat() == "2025-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("event", "properties", "code"),
+    [
+        ("Order Refunded", {"total": 5}, "order_id_missing"),
+        ("Order Cancelled", {"order_id": ""}, "order_id_missing"),
+        ("Order Refunded", {"order_id": "1", "total": 5, "currency": "EUR"},
+         "refund_currency_other"),
+        ("Order Refunded", {"order_id": "1", "total": "abc"}, "refund_amount_unreadable"),
+    ],
+)  # fmt: skip
+def test_a_refund_or_cancellation_that_changes_nothing_is_said(
+    client, event, properties, code
+):
+    item = json.dumps(
+        {"type": "track", "userId": "u", "event": event, "properties": properties}
+    )
+
+    body = batch(client, item).json()
+
+    assert body["stored"] == 1
+    assert [w["code"] for w in body["warnings"]] == [code]
