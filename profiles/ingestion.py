@@ -400,12 +400,7 @@ def events_ingest(
         # As stored: the id Bespoke gave an item sent without one, which the
         # Sources page lists, so the answer and the page can be matched.
         message_id = drafts[-1]["message_id"]
-        for warning in (
-            _email_trait_warning(item, path_type=path_type),
-            _order_amount_warning(item, path_type=path_type),
-            _order_change_warning(item, path_type=path_type),
-            _sent_at_warning(item, shared),
-        ):
+        for warning in _warnings(item, shared, path_type=path_type):
             if warning:
                 result.warnings.append(Rejection(index, message_id, *warning))
         for code, message in _trait_notices(item, path_type=path_type):
@@ -621,6 +616,25 @@ def _trait_schema_recent() -> dict[str, TraitRule]:
     if now - _trait_schema["at"] > TRAIT_SCHEMA_REUSE_SECONDS:
         _trait_schema["rules"], _trait_schema["at"] = trait_schema_load(), now
     return _trait_schema["rules"]
+
+
+def _warnings(
+    item: dict[str, Any], shared: dict[str, Any], *, path_type: str | None
+) -> tuple:
+    """What a stored item's sender should hear: each checked only where it can apply."""
+    kind = path_type or item.get("type")
+    found: tuple = ()
+    if kind == EventType.IDENTIFY:
+        found = (_email_trait_warning(item, path_type=path_type),)
+    elif kind == EventType.TRACK:
+        event = item.get("event")
+        if event == ORDER_COMPLETED:
+            found = (_order_amount_warning(item, path_type=path_type),)
+        elif event in ORDER_CHANGES:
+            found = (_order_change_warning(item, path_type=path_type),)
+    if "sentAt" in item or "sentAt" in shared:
+        found += (_sent_at_warning(item, shared),)
+    return found
 
 
 def _email_trait_warning(
