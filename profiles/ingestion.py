@@ -495,14 +495,12 @@ def _order_amount_warning(
     raw = properties.get(name)
     if raw is None:
         return None
-    currency = properties.get("currency")
-    ours = settings.BESPOKE_CURRENCY.upper()
-    if currency and str(currency).upper() != ours:
+    other = _currency_other(properties)
+    if other:
         return (
             "order_currency_other",
-            f"properties.currency {str(currency)[:20]!r} is not {ours}, the "
-            "currency lifetime value is kept in (BESPOKE_CURRENCY): the order counts "
-            "as an order but adds nothing to lifetime value or the average order",
+            f"{other}: the order counts as an order but adds nothing to lifetime "
+            "value or the average order",
         )
     shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
     amount = number_coerce(raw)
@@ -534,6 +532,18 @@ def _order_amount_warning(
     )
 
 
+def _currency_other(properties: dict[str, Any]) -> str:
+    """Say how an amount's currency is not the one lifetime value is kept in, if so."""
+    currency = properties.get("currency")
+    ours = settings.BESPOKE_CURRENCY.upper()
+    if not currency or str(currency).upper() == ours:
+        return ""
+    return (
+        f"properties.currency {str(currency)[:20]!r} is not {ours}, the currency "
+        "lifetime value is kept in (BESPOKE_CURRENCY)"
+    )
+
+
 ORDER_CHANGES = (ORDER_REFUNDED, ORDER_CANCELLED)
 
 
@@ -556,14 +566,9 @@ def _order_change_warning(
         )
     if event != ORDER_REFUNDED:
         return None
-    currency = properties.get("currency")
-    ours = settings.BESPOKE_CURRENCY.upper()
-    if currency and str(currency).upper() != ours:
-        return (
-            "refund_currency_other",
-            f"properties.currency {str(currency)[:20]!r} is not {ours}, the currency "
-            "lifetime value is kept in (BESPOKE_CURRENCY): the refund changes nothing",
-        )
+    other = _currency_other(properties)
+    if other:
+        return ("refund_currency_other", f"{other}: the refund changes nothing")
     name = "total" if properties.get("total") is not None else "revenue"
     raw = properties.get(name)
     if raw is None or number_coerce(raw) is not None:

@@ -558,14 +558,14 @@ def test_a_file_with_nul_characters_is_refused():
     assert Profile.objects.count() == 0
 
 
-@pytest.mark.django_db
-def test_a_database_error_midway_names_what_was_written_and_a_retry_continues(
-    load_fixture, monkeypatch
-):
-    # Batches of 10 rows; the second batch's write fails after the first committed.
+def second_batch_failing(monkeypatch) -> tuple[list[int], object]:
+    """Write batches of 10 rows, the second failing after the first committed.
+
+    Return the sizes of the batches tried, and the real writer to put back.
+    """
     monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
     real_write = runs.contact_rows_write
-    calls = []
+    calls: list[int] = []
 
     def failing_write(rows, **kwargs):
         calls.append(len(rows))
@@ -574,10 +574,19 @@ def test_a_database_error_midway_names_what_was_written_and_a_retry_continues(
             raise IntegrityError("simulated failure in the second batch")
         return written
 
+    monkeypatch.setattr(runs, "contact_rows_write", failing_write)
+    return calls, real_write
+
+
+@pytest.mark.django_db
+def test_a_database_error_midway_names_what_was_written_and_a_retry_continues(
+    load_fixture, monkeypatch
+):
+    # Batches of 10 rows; the second batch's write fails after the first committed.
+    calls, real_write = second_batch_failing(monkeypatch)
     contact_import = contact_import_create(
         filename="subscribed.csv", data=load_fixture(SUBSCRIBED)
     )
-    monkeypatch.setattr(runs, "contact_rows_write", failing_write)
 
     with pytest.raises(IntegrityError):
         contact_import_run_stored(contact_import_id=contact_import.pk)
@@ -925,19 +934,8 @@ def test_a_retry_after_the_traits_changed_runs_the_whole_file_under_the_new_rule
     TraitDefinition.objects.create(name="points", type=TraitType.NUMBER, maximum=10)
     lines = [f"p{n}@example.com,{n}" for n in range(1, 31)]
     data = ("Email,Points\n" + "\n".join(lines) + "\n").encode()
-    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
-    real_write = runs.contact_rows_write
-    calls = []
-
-    def failing_write(rows, **kwargs):
-        calls.append(len(rows))
-        written = real_write(rows, **kwargs)
-        if len(calls) == 2:
-            raise IntegrityError("simulated failure in the second batch")
-        return written
-
+    _, real_write = second_batch_failing(monkeypatch)
     contact_import = contact_import_create(filename="points.csv", data=data)
-    monkeypatch.setattr(runs, "contact_rows_write", failing_write)
     with pytest.raises(IntegrityError):
         contact_import_run_stored(contact_import_id=contact_import.pk)
     contact_import.refresh_from_db()
