@@ -119,7 +119,7 @@ class Outcome:
 def esp_tracking_receive(
     sender: Any, event: AnymailTrackingEvent, esp_name: str, **_: Any
 ) -> None:
-    """Keep one tracking event from anymail's views, then apply it (the signal's receiver)."""
+    """Keep one tracking event from anymail's views for a worker to apply (the receiver)."""
     if not settings.ANYMAIL.get("WEBHOOK_SECRET"):
         # Anymail only warns; Bespoke refuses (400), as it refuses an unsigned shop.
         raise EspWebhookUnconfigured(
