@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, Profile, ProfileTag, TraitType
-from profiles.traits import allowed_spelling
+from profiles.traits import allowed_spelling, country_code_read
 from segments.expressions import (
     ArrayItemEquals,
     ArrayItemMatches,
@@ -174,6 +174,8 @@ class _Compiler:
             return self.date_column(name, node)
         if name == "email":
             return self.text(F(name), _email_values_normalized(node))
+        if name == "country_code":
+            return self.text(F(name), _country_values_normalized(node))
         if name.startswith("traits."):
             key = name[len("traits.") :]
             declared = self.lookup.traits().get(key)
@@ -567,6 +569,19 @@ def _email_values_normalized(node: dict) -> dict:
     values = value if isinstance(value, list) else [value]
     keys = [_email_key(str(v)) for v in values]
     return {**node, "value": keys if isinstance(value, list) else keys[0]}
+
+
+def _country_values_normalized(node: dict) -> dict:
+    """Compare countries as profiles keep them: "UK" and "United Kingdom" are GB."""
+    if node["op"] not in ("eq", "neq", "in", "not_in"):
+        return node
+    value = node.get("value")
+    values = value if isinstance(value, list) else [value]
+    codes = [
+        (country_code_read(v) or v) if isinstance(v, str) and v.strip() else v
+        for v in values
+    ]
+    return {**node, "value": codes if isinstance(value, list) else codes[0]}
 
 
 def _email_key(written: str) -> str:

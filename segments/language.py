@@ -229,21 +229,22 @@ class _Checker:
                 )
 
     def country_codes(self, node: dict, path: str) -> None:
-        # A profile keeps ISO 3166 codes only ("UK" is read as GB on the way in):
-        # a rule comparing with anything else would match nobody, silently.
+        # A country is read as imports and identifies read it ("UK" and "United
+        # Kingdom" are GB): one Bespoke cannot read would match nobody, silently.
         if node.get("op") not in ("eq", "neq", "in", "not_in"):
             return
         values = node["value"] if isinstance(node["value"], list) else [node["value"]]
         for value in values:
-            if not isinstance(value, str):
-                continue
-            code = country_code_read(value)
-            if value and code != value.upper():
-                hint = f"; {value!r} is kept as {code!r}" if code else ""
+            if (
+                isinstance(value, str)
+                and value.strip()
+                and not country_code_read(value)
+            ):
                 self.fail(
                     path,
-                    f"{value!r} is not a two-letter ISO 3166 country code, so no "
-                    f"profile has it{hint}",
+                    f"{value!r} is no country Bespoke knows, so no profile has it: "
+                    "write a two-letter ISO 3166 code such as GB, or a country's "
+                    "name in English",
                 )
                 return
 
