@@ -106,7 +106,17 @@ class CampaignAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("campaign", "profile", "status", "skip_reason", "sent_at")
+    list_display = (
+        "campaign",
+        "profile",
+        "status",
+        "skip_reason",
+        "sent_at",
+        "delivered_at",
+        "opened_at",
+        "clicked_at",
+        "bounced_at",
+    )
     list_filter = ("status", "skip_reason", "campaign")
     raw_id_fields = ("profile",)
 

@@ -29,6 +29,7 @@ def campaign_message_counts(campaign: Campaign) -> dict[str, object]:
         for reason, n in by_status["skip_reasons"].items()
     ]
     by_status["results"] = campaign_results(campaign)
+    by_status["results_any"] = any(result["count"] for result in by_status["results"])
     return by_status
 
 

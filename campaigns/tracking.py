@@ -314,7 +314,7 @@ def _untouched_note(kind: Any, payload: dict[str, Any]) -> str:
             f"({payload.get('reject_reason') or 'no reason given'}): it says nothing "
             "new about the address, so nothing changes."
         )
-    return f"A {kind!s} event changes nothing in Bespoke; it is kept."
+    return f"The ESP's {kind!s} event changes nothing in Bespoke; it is kept."
 
 
 def _message_for(payload: dict[str, Any]) -> Message | None:

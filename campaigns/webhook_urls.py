@@ -44,6 +44,19 @@ def _refusals_counted(view: Any) -> Any:
                 {"code": "invalid_json", "message": f"The body is not JSON: {exc}"},
                 status=400,
             )
+        except (TypeError, KeyError, AttributeError, IndexError) as exc:
+            # JSON, but not in the ESP's shape (an object where SendGrid posts a
+            # list): anymail's parser trips on it. Bespoke's own receiver only
+            # stores, so what fails here is the body.
+            _count(request, "invalid_payload", exc)
+            return JsonResponse(
+                {
+                    "code": "invalid_payload",
+                    "message": "The body is not in this ESP's event format: "
+                    f"{type(exc).__name__}: {exc}",
+                },
+                status=400,
+            )
 
     return counted
 

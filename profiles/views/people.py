@@ -249,6 +249,11 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
         details.append(("search", str(properties["query"])))
     if properties.get("link_url"):
         details.append(("link", str(properties["link_url"])))
+    # An ESP's report: which campaign, and what the receiving server answered.
+    if event.event.startswith("Email ") and properties.get("campaign_id"):
+        details.append(("campaign", str(properties["campaign_id"])))
+    if properties.get("reason"):
+        details.append(("reason", str(properties["reason"])))
     if _flagged(properties, event.context, "machine_open", "sg_machine_open"):
         details.append(("machine open", "not counted as an open"))
     return details

@@ -430,3 +430,16 @@ def test_a_body_that_is_not_json_is_refused_and_counted(db, esp_settings, post):
     assert response.json()["code"] == "invalid_json"
     codes = [g["code"] for g in esp_health()["refused_requests"]]
     assert codes == ["invalid_json:sendgrid"]
+
+
+def test_json_that_is_not_the_esps_format_is_refused_and_counted(
+    db, esp_settings, post
+):
+    esp_settings.ANYMAIL.pop("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", None)
+
+    response = post("sendgrid", "open.json", body=b'{"a": 1}')
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_payload"
+    codes = [g["code"] for g in esp_health()["refused_requests"]]
+    assert codes == ["invalid_payload:sendgrid"]

@@ -200,11 +200,17 @@ def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
         ],
         ["page", "Home", "page /collections/sale"],
     ]
-    assert "3 events, newest first." in page
+    assert "3 events, newest first; times are in UTC." in page
 
 
 def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
     ana = ProfileFactory(email="ana@example.com")
+    event(
+        ana,
+        0,
+        event="Email Bounced",
+        properties={"campaign_id": "spring", "reason": "550 5.1.1 no such user"},
+    )
     event(ana, 1, event="Order Completed", properties={"order_id": 1057, "total": 5})
     event(
         ana, 2, event="Order Refunded", properties={"order_id": "1057", "refund_id": 9}
@@ -220,9 +226,10 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
 
     rows = joined(response.content.decode(), "timeline")
     assert [row[2:] for row in rows] == [
-        ["Email Opened", "machine open not counted as an open"],
+        ["Email Opened", "campaign spring machine open not counted as an open"],
         ["Order Refunded", "order 1057 refund 9"],
         ["Order Completed", "order 1057 total 5"],
+        ["Email Bounced", "campaign spring reason 550 5.1.1 no such user"],
     ]
 
 
@@ -453,3 +460,14 @@ def test_the_profile_search_finds_an_address_as_the_list_shows_it(signed_in):
     page = signed_in.get(reverse("profile_list"), {"q": "xn--bcher"}).content.decode()
 
     assert f'href="{reverse("profile_detail", kwargs={"pk": erin.pk})}"' in page
+
+
+def test_the_people_list_marks_the_suppressed(signed_in):
+    from django.utils import timezone
+
+    ProfileFactory(email="sofia@example.com", suppressed_at=timezone.now())
+    ProfileFactory(email="ada@example.com")
+
+    page = signed_in.get(reverse("profile_list")).content.decode()
+
+    assert page.count("data-suppressed") == 1
