@@ -138,6 +138,10 @@ SUBSCRIBED_COLUMNS = {
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
 UNSUBSCRIBED_COLUMNS = {
     "unsubscribed",
+    "abgemeldet",
+    "désabonné",
+    "desabonne",
+    "désinscrit",
     "unsubscribe",
     "optedout",
     "optout",
@@ -556,8 +560,9 @@ STATUS_WORDS = (
 SUPPRESSED_WORDS = {"suppressed"}
 CLEANED_WORDS = {"bounced", "hardbounce", *SUPPRESSED_WORDS}
 # A yes/no "unsubscribed" column: yes means the person left.
-LEFT_WORDS = ("yes", "true", "1", "y", "oui")
-STAYED_WORDS = ("no", "false", "0", "n", "non")
+# In the languages whose column names imports read too: ja, sí, sim; nein, não, nee.
+LEFT_WORDS = ("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim")
+STAYED_WORDS = ("no", "false", "0", "n", "non", "nein", "não", "nao", "nee")
 
 
 class StatusUnknown(ValueError):

@@ -59,8 +59,8 @@ def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
 
     assert contact_import.rejections[0]["message"] == (
         "Unsubscribed: unknown status 'maybe'. Accepted (any case): "
-        "yes, true, 1, y, oui, no, false, 0, n, non. The contact was imported "
-        "without consent from this row."
+        "yes, true, 1, y, oui, ja, j, sí, si, sì, sim, no, false, 0, n, non, nein, "
+        "não, nao, nee. The contact was imported without consent from this row."
     )
     assert Profile.objects.get().subscription_status == (
         SubscriptionStatus.NOT_SUBSCRIBED
@@ -126,3 +126,15 @@ def test_a_pending_status_imports_the_contact_without_consent_and_says_so():
         "Record 1: Status 'pending' was not imported (no consent yet (not "
         "confirmed): the contact has none)."
     ]
+
+
+def test_yes_and_no_in_other_languages_are_read():
+    data = b"Email,Abgemeldet\nja@example.com,ja\nnein@example.com,Nein\n"
+
+    contact_import_file(filename="de.csv", data=data)
+
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "ja@example.com": SubscriptionStatus.UNSUBSCRIBED,
+        "nein@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+    }
