@@ -390,6 +390,23 @@ def order_update(deliver, load_fixture, shop_headers, webhook_id: str, **replace
     return WebhookDelivery.objects.get(delivery_id=webhook_id)
 
 
+def order_payload_update(
+    deliver, load_fixture, shop_headers, webhook_id: str, *, topic: str, **changes
+):
+    """Post Ben's order again under `topic`, later, with fields changed."""
+    payload = json.loads(load_fixture("shopify/orders_create.json"))
+    payload.update(updated_at="2025-03-14T12:00:00-05:00", **changes)
+    body = json.dumps(payload).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": webhook_id},
+    )
+    assert deliver("orders_create.json", headers=headers, body=body).status_code == 200
+    return WebhookDelivery.objects.get(delivery_id=webhook_id)
+
+
 def test_an_older_order_update_arriving_late_does_not_undo_a_refund(
     db, deliver, load_fixture, shop_headers
 ):
@@ -410,23 +427,16 @@ def test_an_order_update_without_an_address_keeps_the_orders_customer(
     db, deliver, load_fixture, shop_headers
 ):
     deliver("orders_create.json")
-    payload = json.loads(load_fixture("shopify/orders_create.json"))
-    payload.update(email=None, contact_email=None, customer=None)
-    payload["updated_at"] = "2025-03-14T12:00:00-05:00"
-    body = json.dumps(payload).encode()
-    headers = resigned(
-        shop_headers,
-        "orders_create.json",
-        body,
-        **{"X-Shopify-Topic": "orders/updated", "X-Shopify-Webhook-Id": "n-1"},
-    )
 
-    assert deliver("orders_create.json", headers=headers, body=body).status_code == 200
+    delivery = order_payload_update(
+        deliver, load_fixture, shop_headers, "n-1", topic="orders/updated",
+        email=None, contact_email=None, customer=None,
+    )  # fmt: skip
 
     order = ShopOrder.objects.get()
     assert order.profile == Profile.objects.get(email=BEN)
     assert order.email == BEN
-    assert WebhookDelivery.objects.get(delivery_id="n-1").error == ""
+    assert delivery.error == ""
 
 
 def test_an_order_in_another_currency_is_noted_on_its_delivery(
@@ -1487,23 +1497,6 @@ def test_the_region_stays_when_the_place_is_the_same_or_its_province_refused(
     customer_updated(deliver, shop_headers, customer, "rg-1")
 
     assert Profile.objects.get().region == region
-
-
-def order_payload_update(
-    deliver, load_fixture, shop_headers, webhook_id: str, *, topic: str, **changes
-):
-    """Post Ben's order again under `topic`, later, with fields changed."""
-    payload = json.loads(load_fixture("shopify/orders_create.json"))
-    payload.update(updated_at="2025-03-14T12:00:00-05:00", **changes)
-    body = json.dumps(payload).encode()
-    headers = resigned(
-        shop_headers,
-        "orders_create.json",
-        body,
-        **{"X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": webhook_id},
-    )
-    assert deliver("orders_create.json", headers=headers, body=body).status_code == 200
-    return WebhookDelivery.objects.get(delivery_id=webhook_id)
 
 
 def shop_refund(refund_id: int, *amounts: str, status: str = "success") -> dict:
