@@ -161,6 +161,21 @@ def test_revoking_a_revoked_key_from_the_page_says_so(signed_in):
 # Ingestion health -------------------------------------------------------------------
 
 
+def shop_view(message_id: str, received: str, processed: str | None, error: str):
+    """A product view the shop's write key sent, processed (or failed) or waiting."""
+    Event.objects.create(
+        message_id=message_id,
+        type="track",
+        event="Product Viewed",
+        user_id="usr_1",
+        source=SHOP,
+        timestamp=at(received),
+        received_at=at(received),
+        processed_at=at(processed) if processed else None,
+        processing_error=error,
+    )
+
+
 @pytest.fixture
 def shop_feed():
     """Six events and four rejections from one key, and one old event from another."""
@@ -175,17 +190,7 @@ def shop_feed():
         ("e6", "2025-03-09 09:00:00", "2025-03-09 09:00:01", "no such profile"),
     ]
     for message_id, received, processed, error in events:
-        Event.objects.create(
-            message_id=message_id,
-            type="track",
-            event="Product Viewed",
-            user_id="usr_1",
-            source=SHOP,
-            timestamp=at(received),
-            received_at=at(received),
-            processed_at=at(processed) if processed else None,
-            processing_error=error,
-        )
+        shop_view(message_id, received, processed, error)
     Event.objects.create(
         message_id="q1",
         type="page",
@@ -492,21 +497,8 @@ def test_the_health_page_says_one_event_not_one_events(signed_in, shop_feed):
 
 
 def test_last_success_is_the_latest_item_processed_not_the_latest_arrival(shop_feed):
-    for message_id, received, error in (
-        ("late-waiting", "2025-03-14 12:29:00", None),
-        ("late-failed", "2025-03-14 12:28:00", "no such profile"),
-    ):
-        Event.objects.create(
-            message_id=message_id,
-            type="track",
-            event="Product Viewed",
-            user_id="usr_1",
-            source=SHOP,
-            timestamp=at(received),
-            received_at=at(received),
-            processed_at=at(received) if error else None,
-            processing_error=error or "",
-        )
+    shop_view("late-waiting", "2025-03-14 12:29:00", None, "")
+    shop_view("late-failed", "2025-03-14 12:28:00", "2025-03-14 12:28:00", "no such")
     Event.objects.create(
         message_id="shopify:order:1",
         type="track",
