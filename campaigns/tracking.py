@@ -31,6 +31,7 @@ checked against the recipient), else the profile that has the recipient's addres
 
 import hashlib
 import logging
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,7 +44,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns.models import Message
+from campaigns.models import Campaign, Message
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import (
     Event,
@@ -182,6 +183,9 @@ def _storable(value: Any) -> Any:
     # a user agent would otherwise refuse the whole batch on every retry.
     if isinstance(value, str):
         return UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN and infinity are no JSON PostgreSQL keeps: kept as their words.
+        return str(value)
     if isinstance(value, dict):
         return {_storable(key): _storable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -322,7 +326,7 @@ def _message_for(payload: dict[str, Any]) -> Message | None:
     messages = Message.objects.select_related("profile", "campaign")
     ours = str(payload.get("metadata", {}).get("message_id", ""))
     message = None
-    if ours.isdigit() and len(ours) <= MESSAGE_PK_DIGITS:
+    if ours.isascii() and ours.isdigit() and len(ours) <= MESSAGE_PK_DIGITS:
         message = messages.filter(pk=int(ours)).first()
     if message is None and payload.get("message_id"):
         message = messages.filter(esp_message_id=payload["message_id"]).first()
@@ -399,7 +403,7 @@ def _event_store(
     metadata = payload.get("metadata") or {}
     properties = {
         "campaign_id": (
-            message.campaign.slug if message else str(metadata.get("campaign_id", ""))
+            message.campaign.slug if message else _campaign_named(metadata)
         ),
         "email_id": payload.get("message_id", ""),
         "esp": delivery.source.removeprefix(SOURCE_PREFIX),
@@ -431,6 +435,16 @@ def _event_store(
         },
     )
     return event if created else None
+
+
+def _campaign_named(metadata: dict[str, Any]) -> str:
+    # Bespoke's own sends name their campaign by its id: the timeline names it by
+    # its slug, as for a matched message. Mail sent elsewhere keeps its own name.
+    named = str(metadata.get("campaign_id", ""))
+    if named.isascii() and named.isdigit() and len(named) <= MESSAGE_PK_DIGITS:
+        slug = Campaign.objects.filter(pk=int(named)).values_list("slug", flat=True)
+        return slug.first() or named
+    return named
 
 
 def _key_fitted(key: str, limit: int) -> str:

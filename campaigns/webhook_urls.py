@@ -13,6 +13,7 @@ from typing import Any
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailWebhookValidationFailure
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DataError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern
 
@@ -44,10 +45,21 @@ def _refusals_counted(view: Any) -> Any:
                 {"code": "invalid_json", "message": f"The body is not JSON: {exc}"},
                 status=400,
             )
-        except (TypeError, KeyError, AttributeError, IndexError) as exc:
+        except (
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            ValueError,
+            OverflowError,
+            RecursionError,
+            UnicodeError,
+            DataError,
+        ) as exc:
             # JSON, but not in the ESP's shape (an object where SendGrid posts a
-            # list): anymail's parser trips on it. Bespoke's own receiver only
-            # stores, so what fails here is the body.
+            # list, a time past the calendar, nesting deeper than Python reads):
+            # anymail's parser trips on it, or the database refuses a value.
+            # Bespoke's own receiver only stores, so what fails here is the body.
             _count(request, "invalid_payload", exc)
             return JsonResponse(
                 {

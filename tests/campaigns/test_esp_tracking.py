@@ -443,3 +443,54 @@ def test_json_that_is_not_the_esps_format_is_refused_and_counted(
     assert response.json()["code"] == "invalid_payload"
     codes = [g["code"] for g in esp_health()["refused_requests"]]
     assert codes == ["invalid_payload:sendgrid"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"event": "open", "email": "a@example.com", "timestamp": 1e20}]',
+        b"[" * 5000 + b"]" * 5000,
+        b'[{"event": "open", "email": "a@example.com", "timestamp": 1, "x": '
+        + b"9" * 5000
+        + b"}]",
+    ],
+    ids=["time past the calendar", "nested too deep", "integer too long"],
+)
+def test_a_body_anymail_cannot_parse_is_refused_and_counted(
+    db, esp_settings, post, body
+):
+    esp_settings.ANYMAIL.pop("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", None)
+
+    response = post("sendgrid", "open.json", body=body)
+
+    assert response.status_code == 400
+    codes = [g["code"] for g in esp_health()["refused_requests"]]
+    assert codes == ["invalid_payload:sendgrid"]
+
+
+def test_a_value_json_cannot_keep_spoils_no_other_event_of_the_batch(
+    esp_settings, people, post
+):
+    batch = [
+        sendgrid_event("mia.johnson@example.net", "open", "n-1", score=float("nan")),
+        sendgrid_event("mia.johnson@example.net", "unsubscribe", "n-2"),
+    ]
+    esp_settings.ANYMAIL.pop("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", None)
+
+    response = post("sendgrid", "open.json", body=json.dumps(batch).encode())
+    esp_events_sweep_task()
+
+    assert response.status_code == 200
+    assert status("mia.johnson@example.net") == SubscriptionStatus.UNSUBSCRIBED
+
+
+def test_metadata_that_only_looks_like_a_message_id_is_no_message(
+    esp_settings, people, post
+):
+    event = sendgrid_event("mia.johnson@example.net", "open", "m-1", message_id="²")
+
+    sendgrid_events(esp_settings, post, [event])
+
+    kept = WebhookDelivery.objects.get()
+    assert kept.processed_at is not None
+    assert kept.error == ""
