@@ -9,6 +9,7 @@ column if it has one. Consent records name the layout as their source
 """
 
 import ipaddress
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -101,6 +102,10 @@ PROFILE_COLUMNS = {
     "país": "country_code",
     "cognome": "last_name",
     "telefono": "phone",
+    "telefone": "phone",
+    "telefoon": "phone",
+    "ort": "city",
+    "pais": "country_code",
     "città": "city",
     "paese": "country_code",
     "nome": "first_name",
@@ -142,6 +147,12 @@ UNSUBSCRIBED_COLUMNS = {
     "désabonné",
     "desabonne",
     "désinscrit",
+    "baja",
+    "dadodebaja",
+    "disiscritto",
+    "descadastrado",
+    "afgemeld",
+    "uitgeschreven",
     "unsubscribe",
     "optedout",
     "optout",
@@ -560,9 +571,16 @@ STATUS_WORDS = (
 SUPPRESSED_WORDS = {"suppressed"}
 CLEANED_WORDS = {"bounced", "hardbounce", *SUPPRESSED_WORDS}
 # A yes/no "unsubscribed" column: yes means the person left.
-# In the languages whose column names imports read too: ja, sí, sim; nein, não, nee.
-LEFT_WORDS = ("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim")
-STAYED_WORDS = ("no", "false", "0", "n", "non", "nein", "não", "nao", "nee")
+# In the languages whose column names imports read too: ja, sí, sim; nein, não, nee;
+# and TRUE and FALSE as Excel writes them in those languages (WAHR, VRAI, VERO...).
+LEFT_WORDS = (
+    *("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim"),
+    *("wahr", "vrai", "verdadero", "vero", "verdadeiro", "waar"),
+)
+STAYED_WORDS = (
+    *("no", "false", "0", "n", "non", "nein", "não", "nao", "nee"),
+    *("falsch", "faux", "falso", "onwaar"),
+)
 
 
 class StatusUnknown(ValueError):
@@ -593,7 +611,7 @@ def opted_in_read(text: str) -> SubscriptionStatus | None:
     A status word ("unsubscribed", "cleaned") is read as a status column reads it:
     a "Subscribed" column often holds them.
     """
-    wanted = text.strip().casefold()
+    wanted = unicodedata.normalize("NFC", text.strip()).casefold()
     if wanted in LEFT_WORDS:
         return SubscriptionStatus.SUBSCRIBED
     if wanted in STAYED_WORDS:
@@ -606,7 +624,7 @@ def opted_in_read(text: str) -> SubscriptionStatus | None:
 
 def blacklisted_read(text: str) -> SubscriptionStatus:
     """Read a yes/no 'unsubscribed' cell such as Brevo's EMAIL_BLACKLISTED."""
-    wanted = text.strip().casefold()
+    wanted = unicodedata.normalize("NFC", text.strip()).casefold()
     if wanted in LEFT_WORDS:
         return SubscriptionStatus.UNSUBSCRIBED
     if wanted in STAYED_WORDS:

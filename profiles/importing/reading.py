@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import re
+import unicodedata
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,8 +112,11 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 
 @lru_cache(maxsize=4096)
 def column_key(name: str) -> str:
-    """Return the key headers are compared by: case-folded, letters and digits only."""
-    return re.sub(r"[\W_]+", "", name.casefold())
+    """Return the key headers are compared by: case-folded, letters and digits only.
+
+    Composed first: "é" written as e and an accent (as macOS names files) is é.
+    """
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFC", name).casefold())
 
 
 def header_names(cells: list[str]) -> list[str]:

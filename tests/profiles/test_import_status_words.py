@@ -59,8 +59,9 @@ def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
 
     assert contact_import.rejections[0]["message"] == (
         "Unsubscribed: unknown status 'maybe'. Accepted (any case): "
-        "yes, true, 1, y, oui, ja, j, sí, si, sì, sim, no, false, 0, n, non, nein, "
-        "não, nao, nee. The contact was imported without consent from this row."
+        "yes, true, 1, y, oui, ja, j, sí, si, sì, sim, wahr, vrai, verdadero, vero, "
+        "verdadeiro, waar, no, false, 0, n, non, nein, não, nao, nee, falsch, faux, "
+        "falso, onwaar. The contact was imported without consent from this row."
     )
     assert Profile.objects.get().subscription_status == (
         SubscriptionStatus.NOT_SUBSCRIBED
@@ -138,3 +139,45 @@ def test_yes_and_no_in_other_languages_are_read():
         "ja@example.com": SubscriptionStatus.UNSUBSCRIBED,
         "nein@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
     }
+
+
+@pytest.mark.parametrize(
+    ("header", "left", "stayed"),
+    [
+        ("Baja", "sí", "no"),
+        ("Afgemeld", "WAAR", "ONWAAR"),
+        ("Abgemeldet", "WAHR", "FALSCH"),
+        ("Descadastrado", "sim", "na\u0303o"),  # não written as n, a, a tilde
+    ],
+)
+def test_unsubscribed_columns_and_words_in_other_languages_are_read(
+    header, left, stayed
+):
+    data = f"Email,{header}\nleft@example.com,{left}\nstayed@example.com,{stayed}\n"
+
+    contact_import_file(filename="list.csv", data=data.encode())
+
+    statuses = dict(Profile.objects.values_list("email", "subscription_status"))
+    assert statuses == {
+        "left@example.com": SubscriptionStatus.UNSUBSCRIBED,
+        "stayed@example.com": SubscriptionStatus.NOT_SUBSCRIBED,
+    }
+
+
+def test_portuguese_dutch_and_decomposed_headers_fill_the_profile():
+    data = (
+        "Endereço de email,Nome,Sobrenome,Telefone,Cidade,Pais,Te\u0301le\u0301phone\n"
+        "ana@example.com,Ana,Souza,+55 11 5555-0123,São Paulo,Brasil,\n"
+    ).encode()
+
+    contact_import_file(filename="pt.csv", data=data)
+
+    ana = Profile.objects.get()
+    assert (ana.first_name, ana.last_name, ana.phone, ana.city, ana.country_code) == (
+        "Ana",
+        "Souza",
+        "+55 11 5555-0123",
+        "São Paulo",
+        "BR",
+    )
+    assert ana.traits == {}
