@@ -578,8 +578,7 @@ def _country_values_normalized(node: dict) -> dict:
     value = node.get("value")
     values = value if isinstance(value, list) else [value]
     codes = [
-        (country_code_read(v) or v) if isinstance(v, str) and v.strip() else v
-        for v in values
+        (country_code_read(v) or v.strip()) if isinstance(v, str) else v for v in values
     ]
     return {**node, "value": codes if isinstance(value, list) else codes[0]}
 

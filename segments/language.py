@@ -231,15 +231,22 @@ class _Checker:
     def country_codes(self, node: dict, path: str) -> None:
         # A country is read as imports and identifies read it ("UK" and "United
         # Kingdom" are GB): one Bespoke cannot read would match nobody, silently.
-        if node.get("op") not in ("eq", "neq", "in", "not_in"):
+        op = node.get("op")
+        if op in ("contains", "starts_with"):
+            self.fail(
+                path,
+                "country_code holds two-letter codes: compare whole countries with "
+                "eq or in (a country's name is read as its code)",
+            )
             return
-        values = node["value"] if isinstance(node["value"], list) else [node["value"]]
+        if op not in ("eq", "neq", "in", "not_in"):
+            return
+        values = node["value"] if op in ("in", "not_in") else [node["value"]]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            self.fail(path, "a country is text: a code such as GB, or a country's name")
+            return
         for value in values:
-            if (
-                isinstance(value, str)
-                and value.strip()
-                and not country_code_read(value)
-            ):
+            if value.strip() and not country_code_read(value):
                 self.fail(
                     path,
                     f"{value!r} is no country Bespoke knows, so no profile has it: "
@@ -391,7 +398,13 @@ class _Checker:
         if rule is None:
             self.fail(path, f"there is no segment {slug!r}")
             return
-        self.node(rule, f"{path}<{slug}>", depth=0, seen=(*seen, slug))
+        # A saved rule is checked as its refresh checks it: a check added or a
+        # trait declared since never stops a segment built on it.
+        checking, self.check_schema = self.check_schema, False
+        try:
+            self.node(rule, f"{path}<{slug}>", depth=0, seen=(*seen, slug))
+        finally:
+            self.check_schema = checking
 
     def days(self, node: dict, path: str) -> None:
         days = node.get("within_days")

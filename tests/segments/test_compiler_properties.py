@@ -143,7 +143,11 @@ def people(draw):
 def compares_with_a_country_code(leaf: dict) -> bool:
     # A rule comparing country_code with anything but a code is refused (the
     # builder names the code): such leaves are not rules to compile.
-    if leaf["attribute"] != "country_code" or leaf["op"] not in EQUALITY_OPS:
+    if leaf["attribute"] != "country_code":
+        return True
+    if leaf["op"] in ("contains", "starts_with"):
+        return False
+    if leaf["op"] not in EQUALITY_OPS:
         return True
     values = leaf["value"] if isinstance(leaf["value"], list) else [leaf["value"]]
     return all(value in ("", "FR") for value in values)

@@ -169,3 +169,31 @@ def test_a_country_is_compared_as_profiles_keep_it(db, op, value):
     matched = Profile.objects.filter(rule_compile(rule))
 
     assert list(matched.values_list("email", flat=True)) == ["gb@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "message"),
+    [
+        ("eq", 44, "a country is text"),
+        ("eq", ["UK", "FR"], "a country is text"),
+        ("in", ["UK", ["FR"]], "a country is text"),
+        ("contains", "UK", "country_code holds two-letter codes"),
+        ("starts_with", "United", "country_code holds two-letter codes"),
+    ],
+)
+def test_a_country_rule_that_could_only_match_nobody_is_refused(op, value, message):
+    errors = rule_validate({"attribute": "country_code", "op": op, "value": value})
+
+    assert [error.message.startswith(message) for error in errors] == [True]
+
+
+def test_a_segment_built_on_one_saved_before_a_check_is_still_taken(db):
+    from segments.models import Segment
+
+    Segment.objects.create(
+        name="Old",
+        slug="old",
+        rule={"attribute": "country_code", "op": "eq", "value": "EU"},
+    )
+
+    assert rule_validate({"segment": "old"}) == []
