@@ -403,6 +403,7 @@ def test_the_command_maps_columns_as_the_mapping_page_does(tmp_path):
         ("Nowhere=email", "no column 'Nowhere'; its columns are 'Mail', 'Stage'"),
         ("Stage=shoe_size", "is mapped to 'shoe_size', which Bespoke cannot import"),
         ("Stage", "write it as COLUMN=TARGET"),
+        ("Mail=tags", "'Mail' is mapped twice"),
     ],
 )
 def test_the_command_names_a_map_it_cannot_use(tmp_path, given, said):
@@ -415,3 +416,15 @@ def test_the_command_names_a_map_it_cannot_use(tmp_path, given, said):
         )
     assert not Profile.objects.exists()
     assert not ContactImport.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_commands_map_names_a_column_in_any_case(tmp_path):
+    path = tmp_path / "crm.csv"
+    path.write_bytes(b"Mail,Stage\nann@example.com,Lead\n")
+
+    call_command("import_contacts", str(path), "--map", "mail=email", "--map", "STAGE=")
+
+    assert list(Profile.objects.values_list("email", "traits")) == [
+        ("ann@example.com", {})
+    ]

@@ -15,7 +15,7 @@ from profiles.importing import (
     contact_import_run_stored,
     contact_import_summary,
 )
-from profiles.importing.reading import ENCODINGS
+from profiles.importing.reading import ENCODINGS, column_key
 from profiles.models import ContactImport, ImportStatus
 
 # The mapping page's date formats (profiles/forms.py DATE_FORMATS), by name.
@@ -126,6 +126,8 @@ def _map_read(given: list[str]) -> dict[str, str]:
         column, sep, target = item.partition("=")
         if not sep or not column.strip():
             raise CommandError(f"--map {item!r}: write it as COLUMN=TARGET")
+        if column.strip() in changes:
+            raise CommandError(f"--map {item!r}: {column.strip()!r} is mapped twice")
         try:
             changes[column.strip()] = column_target_check(
                 target.strip(), column=column.strip()
@@ -147,6 +149,11 @@ def _mapped_import(
     except ImportFormatError:
         contact_import.refresh_from_db()
         return contact_import
+    # Header names are matched as everywhere else: any case, any spacing.
+    by_key = {column_key(name): name for name in preview.names}
+    changes = {
+        by_key.get(column_key(name), name): target for name, target in changes.items()
+    }
     unknown = sorted(set(changes) - set(preview.names))
     if unknown:
         contact_import_discard(contact_import_id=contact_import.pk)
