@@ -12,7 +12,7 @@ from typing import Any
 
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailWebhookValidationFailure
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
 from django.db import DataError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern
@@ -31,6 +31,11 @@ def _refusals_counted(view: Any) -> Any:
         except EspWebhookUnconfigured as exc:
             _count(request, "unconfigured", exc)
             raise
+        except RequestDataTooBig as exc:
+            _count(request, "request_too_large", exc)
+            return JsonResponse(
+                {"code": "request_too_large", "message": str(exc)}, status=413
+            )
         except AnymailWebhookValidationFailure as exc:
             _count(request, "validation_failed", exc)
             raise

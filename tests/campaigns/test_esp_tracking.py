@@ -494,3 +494,16 @@ def test_metadata_that_only_looks_like_a_message_id_is_no_message(
     kept = WebhookDelivery.objects.get()
     assert kept.processed_at is not None
     assert kept.error == ""
+
+
+def test_a_body_past_the_upload_limit_is_refused_and_counted(
+    db, esp_settings, post, settings
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+
+    response = post("mailgun", "delivered.json")
+
+    assert response.status_code == 413
+    assert [g["code"] for g in esp_health()["refused_requests"]] == [
+        "request_too_large:mailgun"
+    ]
