@@ -80,12 +80,14 @@ def campaigns_sweep_task() -> None:
 
 @shared_task
 def esp_events_sweep_task() -> int:
-    """Apply the ESP events a webhook request could not; re-enqueue while it helps."""
-    tried, stored = esp_events_process_pending(limit=ESP_SWEEP_BATCH_SIZE)
+    """Apply the ESP events kept and not yet applied; re-enqueue while it helps."""
+    tried, finished, stored = esp_events_process_pending(limit=ESP_SWEEP_BATCH_SIZE)
     if stored:
         from profiles.tasks import events_process_enqueue
 
         events_process_enqueue()
-    if tried == ESP_SWEEP_BATCH_SIZE and stored:
+    # A full batch that made progress (unsubscribes store no event) may have more
+    # behind it; one that only failed again waits for the next beat.
+    if tried == ESP_SWEEP_BATCH_SIZE and finished:
         esp_events_sweep_task.delay()
-    return stored
+    return finished

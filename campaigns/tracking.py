@@ -253,8 +253,12 @@ def esp_event_process(*, delivery_id: int) -> bool:
     return outcome.event_id is not None
 
 
-def esp_events_process_pending(*, limit: int) -> tuple[int, int]:
-    """Apply up to `limit` unfinished ESP events, oldest first; return (tried, stored)."""
+def esp_events_process_pending(*, limit: int) -> tuple[int, int, int]:
+    """Apply up to `limit` unfinished ESP events, oldest first.
+
+    Return how many were tried, how many are now finished, and how many stored an
+    event for event processing.
+    """
     pending = WebhookDelivery.objects.filter(
         source__startswith=SOURCE_PREFIX,
         processed_at__isnull=True,
@@ -262,7 +266,10 @@ def esp_events_process_pending(*, limit: int) -> tuple[int, int]:
     ).order_by("received_at", "id")
     delivery_ids = list(pending.values_list("id", flat=True)[:limit])
     stored = sum(esp_event_process(delivery_id=pk) for pk in delivery_ids)
-    return len(delivery_ids), stored
+    finished = WebhookDelivery.objects.filter(
+        pk__in=delivery_ids, processed_at__isnull=False
+    ).count()
+    return len(delivery_ids), finished, stored
 
 
 def _apply(delivery: WebhookDelivery) -> Outcome:

@@ -507,3 +507,28 @@ def test_a_body_past_the_upload_limit_is_refused_and_counted(
     assert [g["code"] for g in esp_health()["refused_requests"]] == [
         "request_too_large:mailgun"
     ]
+
+
+def test_a_full_sweep_of_events_that_store_nothing_goes_on(
+    esp_settings, people, post, monkeypatch
+):
+    from campaigns import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks, "ESP_SWEEP_BATCH_SIZE", 2)
+    monkeypatch.setattr(tasks.esp_events_sweep_task, "delay", lambda: queued.append(1))
+    esp_settings.ANYMAIL.pop("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", None)
+    unsubscribes = [
+        sendgrid_event(email, "unsubscribe", f"s-{n}")
+        for n, email in enumerate(
+            [
+                "mia.johnson@example.net",
+                "grace.lee@example.com",
+                "noah.wilson@example.com",
+            ]
+        )
+    ]
+    post("sendgrid", "open.json", body=json.dumps(unsubscribes).encode())
+
+    assert esp_events_sweep_task() == 2
+    assert queued == [1]
