@@ -97,6 +97,10 @@ PAYLOAD_REFUSED = "The payload was refused: "
 CENT = Decimal("0.01")
 
 
+class RefundAwaitsOrder(RuntimeError):
+    """A refund of an order not received yet: applied when the order arrives."""
+
+
 class ShopifyPayloadError(ValueError):
     """A signed payload holds a value Bespoke cannot read (money, a time)."""
 
@@ -166,6 +170,13 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
             with transaction.atomic():
                 _lock_timeout_set()
                 outcome = _delivery_apply(delivery)
+        except RefundAwaitsOrder as exc:
+            # Expected: deliveries come in any order. No traceback.
+            logger.info(
+                "Shopify refund waits for its order", extra={"delivery": delivery.pk}
+            )
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(error=str(exc)[:500])
+            return []
         except ShopifyPayloadError as exc:
             # Trying again cannot help a payload that cannot be read: finish it,
             # with the reason, instead of retrying it for a week.
@@ -872,6 +883,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
     changes, change_notes = _order_changes_store(
         payload, order=order, profile=profile, delivery=delivery
     )
+    changes += _waiting_refunds_apply(order=order, profile=profile)
     notes = [refused, _order_currency_note(order), future_note, *change_notes]
     return Outcome(
         event_ids=[event.pk for event in (event, *changes) if event],
@@ -921,6 +933,26 @@ def _order_changes_store(
     return events, notes
 
 
+def _waiting_refunds_apply(*, order: ShopOrder, profile: Profile) -> list[Event | None]:
+    """Apply the refunds of this order that arrived before it (RefundAwaitsOrder)."""
+    # Few: only the refunds still waiting, and nothing else, are read.
+    waiting = WebhookDelivery.objects.select_for_update(skip_locked=True).filter(
+        source=SOURCE, topic="refunds/create", processed_at__isnull=True
+    )
+    events = []
+    for refund in waiting:
+        if str(refund.payload.get("order_id"))[:40] != order.shop_id:
+            continue
+        event, note = _refund_store(
+            refund.payload, order=order, profile=profile, delivery=refund
+        )
+        events.append(event)
+        WebhookDelivery.objects.filter(pk=refund.pk).update(
+            processed_at=timezone.now(), error=note[:500]
+        )
+    return events
+
+
 def _refund_apply(delivery: WebhookDelivery) -> Outcome:
     payload = delivery.payload
     order_id = payload.get("order_id")
@@ -928,11 +960,11 @@ def _refund_apply(delivery: WebhookDelivery) -> Outcome:
     if order_id is not None:
         order = ShopOrder.objects.filter(shop_id=str(order_id)[:40]).first()
     if order is None:
-        return Outcome(
-            note=(
-                f"The refund is of order {order_id}, which Bespoke has not received: "
-                "it is counted when an update of that order arrives."
-            )
+        # Kept unfinished: the order's own delivery applies it (or the sweep, once
+        # the order is here), for the seven days the sweep tries.
+        raise RefundAwaitsOrder(
+            f"The refund is of order {order_id}, which Bespoke has not received yet: "
+            "it is applied when the order arrives."
         )
     if order.profile is None:
         return Outcome(note="The refunded order has no usable email address.")

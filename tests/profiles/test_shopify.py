@@ -1559,10 +1559,17 @@ def test_refunds_create_lowers_lifetime_value_and_a_later_update_adds_nothing(
         **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-0"},
     )
     deliver("orders_create.json", headers=headers, body=body)
-    assert "which Bespoke has not received" in (
-        WebhookDelivery.objects.get(delivery_id="rf-0").error
-    )
+    waiting = WebhookDelivery.objects.get(delivery_id="rf-0")
+    assert "which Bespoke has not received yet" in waiting.error
+    assert waiting.processed_at is None
+
+    # the order arrives: the refund that waited for it is applied with it
     deliver("orders_create.json")
+    waiting.refresh_from_db()
+    assert waiting.processed_at is not None
+    events_process_pending()
+    assert Profile.objects.get().lifetime_value == Decimal("0.00")
+
     headers["X-Shopify-Webhook-Id"] = "rf-1"
     deliver("orders_create.json", headers=headers, body=body)
     order_payload_update(
