@@ -34,6 +34,7 @@ from profiles.models import (
     Profile,
     RefusedRequest,
     RejectedEvent,
+    SourceHour,
     TraitDefinition,
     WebhookDelivery,
     WriteKey,
@@ -41,6 +42,7 @@ from profiles.models import (
 from profiles.refusals import SOURCE_ESP, SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import PAYLOAD_REFUSED
 from profiles.shopify import SOURCE as SOURCE_SHOPIFY
+from profiles.source_counts import source_hour
 from profiles.traits import BESPOKE_FLAGS, TraitInvalid, TraitRule, trait_coerce
 
 VOLUME_HOURS = 48
@@ -112,6 +114,9 @@ class _Feed:
     waited_from: str = ""
     # Which processed rows went through: "last success" is the latest of them.
     succeeded: Q = field(default_factory=Q)
+    # A tracking source's events: what is processed is counted by the hour in
+    # SourceHour, read instead of the event table (profiles/source_counts.py).
+    hours_source: str = ""
 
 
 # Sources ------------------------------------------------------------------------
@@ -138,14 +143,19 @@ def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
 
     # Sources seen lately that no key names any more (a renamed or deleted key).
     since = now - timedelta(days=VOLUME_DAYS)
-    seen = Event.objects.filter(received_at__gte=since).values_list("source", flat=True)
+    counted = SourceHour.objects.filter(hour__gte=source_hour(since))
+    waiting = Event.objects.filter(processed_at__isnull=True, received_at__gte=since)
     refused = RejectedEvent.objects.filter(received_at__gte=since).values_list(
         "source", flat=True
     )
     refused_whole = RefusedRequest.objects.filter(hour__gte=since).values_list(
         "source", flat=True
     )
-    sources = set(seen.distinct()) | set(refused.distinct())
+    sources = {
+        *counted.values_list("source", flat=True).distinct(),
+        *waiting.values_list("source", flat=True).distinct(),
+        *refused.distinct(),
+    }
     for source in sorted(sources | set(refused_whole.distinct())):
         if source == SOURCE_NO_KEY:
             named.setdefault(source, "Requests without a valid write key")
@@ -175,6 +185,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         done="processed_at",
         unit="events",
         succeeded=Q(processing_error=""),
+        hours_source=name,
     )
     webhook = name in WEBHOOK_SOURCES
     if webhook:
@@ -200,12 +211,10 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             refused.filter(received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS))
         ),
         notices=_rejections_by_code(notices, now=now),
-        failed=_failed_deliveries(where) if webhook else _failed_events(feed.rows),
-        events_failed=(
-            Event.objects.filter(where).exclude(processing_error="").count()
-            if webhook
-            else None
-        ),
+        failed=_failed_deliveries(where)
+        if webhook
+        else _failed_events(feed.rows, where),
+        events_failed=_events_failed_count(where) if webhook else None,
         # The events a shop's or ESP's deliveries made wait for the workers too.
         events_unprocessed=(
             _backlog(
@@ -289,22 +298,19 @@ def _feed_health(
     *, feed: _Feed, now: datetime, volume: Aggregate | None = None
 ) -> dict[str, Any]:
     volume = volume or Count("id")
-    hourly = _volume(
-        feed,
-        trunc=TruncHour,
-        step=timedelta(hours=1),
-        now=now,
-        n=VOLUME_HOURS,
-        volume=volume,
-    )
-    daily = _volume(
-        feed,
-        trunc=TruncDay,
-        step=timedelta(days=1),
-        now=now,
-        n=VOLUME_DAYS,
-        volume=volume,
-    )
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    if feed.hours_source:
+        by_hour = _event_hours(feed, since=_floor(now, day) - day * (VOLUME_DAYS - 1))
+        hourly_counts, daily_counts = by_hour, _days(by_hour)
+    else:
+        hourly_counts = _counted(
+            feed, trunc=TruncHour, step=hour, now=now, n=VOLUME_HOURS, volume=volume
+        )
+        daily_counts = _counted(
+            feed, trunc=TruncDay, step=day, now=now, n=VOLUME_DAYS, volume=volume
+        )
+    hourly = _volume(hourly_counts, step=hour, now=now, n=VOLUME_HOURS)
+    daily = _volume(daily_counts, step=day, now=now, n=VOLUME_DAYS)
     return {
         "unit": feed.unit,
         "unit_one": UNIT_ONE[feed.unit],
@@ -320,15 +326,11 @@ def _feed_health(
             arrived=feed.arrived,
             now=now,
         ),
-        # Arrival, not processing, of the latest item that went through: an item
-        # that is still waiting, or failed, is no success.
-        "last_received_at": feed.rows.filter(
-            feed.succeeded, **{f"{feed.done}__isnull": False}
-        ).aggregate(at=Max(feed.arrived))["at"],
+        "last_received_at": _last_success(feed),
     }
 
 
-def _volume(
+def _counted(
     feed: _Feed,
     *,
     trunc: type,
@@ -336,11 +338,9 @@ def _volume(
     now: datetime,
     n: int,
     volume: Aggregate,
-) -> list[dict[str, Any]]:
-    """Return n buckets, oldest first, each with its start and how much arrived."""
-    last = _floor(now, step)
-    first = last - step * (n - 1)
-
+) -> dict[datetime, int]:
+    """Return how much arrived in each of the last n buckets that saw anything."""
+    first = _floor(now, step) - step * (n - 1)
     rows = (
         feed.rows.filter(**{f"{feed.arrived}__gte": first})
         .annotate(bucket=trunc(feed.arrived, tzinfo=UTC))
@@ -348,10 +348,53 @@ def _volume(
         .annotate(n=volume)
         .order_by()
     )
-    counts = {row["bucket"]: row["n"] or 0 for row in rows}
+    return {row["bucket"]: row["n"] or 0 for row in rows}
 
+
+def _event_hours(feed: _Feed, *, since: datetime) -> dict[datetime, int]:
+    """Return a tracking source's events by the hour they arrived, processed or not."""
+    counted = SourceHour.objects.filter(source=feed.hours_source, hour__gte=since)
+    # The events still waiting are few, and found by their own index. One query
+    # reads both: a chunk committed between two would be counted twice, or not.
+    waiting = (
+        feed.rows.filter(processed_at__isnull=True, received_at__gte=since)
+        .annotate(hour=TruncHour("received_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .values_list("hour", "n")
+        .order_by()
+    )
+    hours: dict[datetime, int] = {}
+    for hour, n in counted.values_list("hour", "events").union(waiting, all=True):
+        hours[hour] = hours.get(hour, 0) + n
+    return hours
+
+
+def _days(hours: dict[datetime, int]) -> dict[datetime, int]:
+    days: dict[datetime, int] = {}
+    for hour, n in hours.items():
+        day = hour.replace(hour=0)
+        days[day] = days.get(day, 0) + n
+    return days
+
+
+def _volume(
+    counts: dict[datetime, int], *, step: timedelta, now: datetime, n: int
+) -> list[dict[str, Any]]:
+    """Return n buckets, oldest first, each with its start and how much arrived."""
+    first = _floor(now, step) - step * (n - 1)
     starts = [first + step * i for i in range(n)]
     return [{"at": start, "count": counts.get(start, 0)} for start in starts]
+
+
+def _last_success(feed: _Feed) -> datetime | None:
+    # Arrival, not processing, of the latest item that went through: an item that
+    # is still waiting, or failed, is no success.
+    if feed.hours_source:
+        counted = SourceHour.objects.filter(source=feed.hours_source)
+        return counted.aggregate(at=Max("last_succeeded_at"))["at"]
+    done = feed.rows.filter(feed.succeeded, **{f"{feed.done}__isnull": False})
+    return done.aggregate(at=Max(feed.arrived))["at"]
 
 
 def _floor(now: datetime, step: timedelta) -> datetime:
@@ -365,7 +408,16 @@ def _lag(feed: _Feed, *, now: datetime) -> dict[str, Any]:
     """Return the median and longest wait, arrival to done, of the last hour's rows."""
     since = now - timedelta(seconds=LAG_WINDOW_SECONDS)
     start = feed.waited_from or feed.arrived
-    done = feed.rows.filter(
+    rows = feed.rows
+    if feed.hours_source:
+        # The hour's events begin at its lowest id: a scan of the newest ids, not
+        # of every event the source sent.
+        counted = SourceHour.objects.filter(
+            source=feed.hours_source, hour__gte=source_hour(since)
+        )
+        first_id = counted.aggregate(id=Min("first_event_id"))["id"]
+        rows = rows.filter(pk__gte=first_id) if first_id else rows.none()
+    done = rows.filter(
         **{f"{start}__gte": since, f"{feed.done}__isnull": False}
     ).annotate(
         wait=ExpressionWrapper(F(feed.done) - F(start), output_field=DurationField())
@@ -503,12 +555,18 @@ def _refused_recent(name: str, *, now: datetime) -> int:
     return recent.aggregate(n=Sum("count"))["n"] or 0
 
 
-def _failed_events(events: QuerySet) -> dict[str, Any]:
+def _failed_events(events: QuerySet, where: Q) -> dict[str, Any]:
     failed = events.exclude(processing_error="")
     recent = failed.order_by("-received_at", "-pk").values(
         "message_id", "type", "event", "processing_error", "received_at"
     )[:FAILED_EVENTS_SHOWN]
-    return {"count": failed.count(), "recent": list(recent)}
+    return {"count": _events_failed_count(where), "recent": list(recent)}
+
+
+def _events_failed_count(where: Q) -> int:
+    # Counted by the hour as they failed: a feed that fails often has many.
+    counted = SourceHour.objects.filter(where).aggregate(n=Sum("failed"))
+    return counted["n"] or 0
 
 
 def _failed_deliveries(where: Q) -> dict[str, Any]:

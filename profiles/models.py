@@ -316,6 +316,38 @@ class RejectedEvent(models.Model):
         return f"{self.code}: {self.message_id or 'no messageId'}"
 
 
+class SourceHour(models.Model):
+    """How many of one source's events that arrived in one hour are processed.
+
+    Event processing adds each chunk's events here as it marks them processed, so
+    the Sources page reads a few rows an hour rather than counting the event table,
+    which grows with every event a site sends (profiles/source_counts.py). An
+    event deleted later (an erasure) still counts: it arrived.
+    """
+
+    source = models.CharField(max_length=100)
+    # The start of the UTC hour the events arrived in.
+    hour = models.DateTimeField()
+    # Processed, whether or not they failed.
+    events = models.PositiveBigIntegerField(default=0)
+    # Of those, the ones whose processing failed.
+    failed = models.PositiveBigIntegerField(default=0)
+    # When the latest of them that went through (did not fail) arrived.
+    last_succeeded_at = models.DateTimeField(null=True, blank=True)
+    # The lowest event id among them: where a scan of the hour's events starts.
+    first_event_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "hour"], name="source_hour_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.events} at {self.hour:%Y-%m-%d %H}:00"
+
+
 class RefusedRequest(models.Model):
     """How many requests one source had refused whole, for one reason, in one hour.
 

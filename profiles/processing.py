@@ -13,6 +13,8 @@ changes consent or subscription status.
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,6 +39,7 @@ from profiles.processing_identities import (
 from profiles.processing_traits import number_coerce, profile_traits_compute
 from profiles.processing_writes import among, json_value
 from profiles.signals import profiles_changed
+from profiles.source_counts import source_hours_add, source_hours_take_off
 from profiles.traits import TraitRule, trait_schema_load
 
 __all__ = [
@@ -180,6 +183,7 @@ def events_process_again(*, events: QuerySet[Event]) -> int:
     Profile.objects.filter(pk__in=profiles).update(
         engagement_at=None, category_counts=None
     )
+    source_hours_take_off(events=events)
     return events.update(processed_at=None, processing_error="")
 
 
@@ -344,9 +348,11 @@ def _chunk_one_by_one(
 def _event_failed(event_id: int, error: str) -> None:
     # Marked processed with its error, as an event that fails in Python is, so the
     # sweep moves on; "Process again" in the admin retries it after a fix.
-    Event.objects.filter(pk=event_id, processed_at__isnull=True).update(
+    marked = Event.objects.filter(pk=event_id, processed_at__isnull=True).update(
         processed_at=timezone.now(), processing_error=error
     )
+    if marked:
+        source_hours_add(event_ids=[event_id])
 
 
 @transaction.atomic
@@ -390,9 +396,26 @@ def _chunk_claim(pending: QuerySet[Event], *, size: int) -> list[ChunkEvent]:
     claimed = pending.select_for_update(skip_locked=True, of=("self",))
     ids = claimed.order_by("received_at", "timestamp", "id").values("pk")[:size]
     rows = Event.objects.filter(pk__in=ids).order_by("timestamp", "id")
-    events = [ChunkEvent(*row) for row in rows.values_list("pk", *EVENT_FIELDS)]
+    with _bitmap_scans_off():
+        events = [ChunkEvent(*row) for row in rows.values_list("pk", *EVENT_FIELDS)]
     _identify_fields_read(events)
     return events
+
+
+@contextmanager
+def _bitmap_scans_off() -> Iterator[None]:
+    # The unprocessed-events index keeps an entry for each event processed since the
+    # table was last vacuumed. A bitmap scan of it visits every one of their rows,
+    # at each claim: at 200,000 events, 9 of a claim's 14 ms. An index scan marks
+    # the dead entries it meets, and the next claims step over them.
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_bitmapscan TO DEFAULT")
 
 
 def _identify_fields_read(events: list[ChunkEvent]) -> None:

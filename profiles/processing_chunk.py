@@ -258,8 +258,12 @@ class EventChunk:
         """Write what the quick path changed in memory, before a careful event."""
         self._profiles_flush()
         if self.attached:
+            # The chunk's last finish marks these again, and counts them then.
             events_finish(
-                event_ids=list(self.attached), profiles=self.attached, failed={}
+                event_ids=list(self.attached),
+                profiles=self.attached,
+                failed={},
+                count=False,
             )
             self.attached = {}
 

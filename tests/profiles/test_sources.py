@@ -19,6 +19,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
+from profiles.source_counts import source_hours_add
 
 pytestmark = pytest.mark.django_db
 
@@ -161,9 +162,17 @@ def test_revoking_a_revoked_key_from_the_page_says_so(signed_in):
 # Ingestion health -------------------------------------------------------------------
 
 
+def event_stored(**fields) -> Event:
+    """An event as stored, counted for the Sources page as processing counts it."""
+    event = Event.objects.create(**fields)
+    if event.processed_at:
+        source_hours_add(event_ids=[event.pk])
+    return event
+
+
 def shop_view(message_id: str, received: str, processed: str | None, error: str):
     """A product view the shop's write key sent, processed (or failed) or waiting."""
-    Event.objects.create(
+    event_stored(
         message_id=message_id,
         type="track",
         event="Product Viewed",
@@ -191,7 +200,7 @@ def shop_feed():
     ]
     for message_id, received, processed, error in events:
         shop_view(message_id, received, processed, error)
-    Event.objects.create(
+    event_stored(
         message_id="q1",
         type="page",
         anonymous_id="a-1",
