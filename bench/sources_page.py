@@ -1,13 +1,15 @@
-"""How long the Sources page's figures take to read beside a big event table.
+"""How long the Sources page's figures take to read beside big event tables.
 
-Run: python -m bench.sources_page [--events 3000000]
+Run: python -m bench.sources_page [--events 3000000] [--deliveries 3000000]
 
 It creates and migrates its own database (bespoke_bench_sources on the server named
 by BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432) and writes, with
-one INSERT ... SELECT, --events events from three write keys spread over the last 30
-days in the order they arrived: one in a hundred failed, the last thousand still
-waiting. Each source's hours are then counted as the migration that made them
-counts them (profiles/source_counts.py), and it measures, in the same run:
+one INSERT ... SELECT each, --events events from three write keys and --deliveries
+webhook deliveries (nine in ten from an ESP, one from the shop), each spread over
+the last 30 days in the order they arrived: one event in a hundred failed, one
+delivery in five hundred noted, the last thousand of each still waiting. Each
+source's hours are then counted as the migration that made them counts them
+(profiles/source_counts.py), and it measures, in the same run:
 
 (a) sources_health(), everything the Sources page shows: the median of five runs;
 (b) the baseline: one count of the last 30 days' events by source and day from the
@@ -44,6 +46,20 @@ FROM generate_series(1, %(events)s) AS g,
     LATERAL (SELECT now() - interval '30 days' * (%(events)s - g) / %(events)s AS at) t
 """
 
+_DELIVERIES_SQL = """
+INSERT INTO profiles_webhookdelivery (source, delivery_id, topic, shop_domain,
+    api_version, payload, received_at, processed_at, error)
+SELECT CASE WHEN g %% 10 = 0 THEN 'shopify' ELSE 'esp:mailgun' END, 'd-' || g,
+    CASE WHEN g %% 10 = 0 THEN 'orders/create' ELSE 'opened' END, '', '',
+    '{"event": "opened", "recipient": "kim@example.com"}', at, CASE
+        WHEN g > %(deliveries)s - 1000 THEN NULL
+        ELSE at + interval '1 second' END,
+    CASE WHEN g %% 500 = 3 THEN 'No message of Bespoke''s has this id.' ELSE '' END
+FROM generate_series(1, %(deliveries)s) AS g,
+    LATERAL (SELECT now() - interval '30 days' * (%(deliveries)s - g)
+        / %(deliveries)s AS at) t
+"""
+
 _BASELINE_SQL = """
 SELECT source, date_trunc('day', received_at, 'UTC'), count(*)
 FROM profiles_event WHERE received_at >= now() - interval '30 days'
@@ -54,12 +70,13 @@ GROUP BY 1, 2
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3_000_000)
+    parser.add_argument("--deliveries", type=int, default=3_000_000)
     args = parser.parse_args()
 
     database_create(BENCH_DB)
     try:
         django_setup(BENCH_DB)
-        _events_write(args.events)
+        _rows_write(events=args.events, deliveries=args.deliveries)
         page_ms, baseline_ms = _measure()
     finally:
         database_drop(BENCH_DB)
@@ -74,14 +91,14 @@ def main() -> None:
         figure=f"{page_ms:.0f}",
         baseline=(
             f"one count of the last 30 days' events by source and day from the "
-            f"event table {baseline_ms:.0f} ms; {args.events:,} events, "
-            f"{len(SOURCES)} write keys"
+            f"event table {baseline_ms:.0f} ms; {args.events:,} events of "
+            f"{len(SOURCES)} write keys, {args.deliveries:,} webhook deliveries"
         ),
         command="python -m bench.sources_page",
     )
 
 
-def _events_write(events: int) -> None:
+def _rows_write(*, events: int, deliveries: int) -> None:
     from profiles.models import WriteKey
     from profiles.source_counts import source_hours_rebuild
 
@@ -89,6 +106,7 @@ def _events_write(events: int) -> None:
         WriteKey.objects.create(name=name, key=f"bench-{name}")
     with psycopg.connect(f"{SERVER_URL}/{BENCH_DB}") as conn:
         conn.execute(_EVENTS_SQL, {"events": events, "sources": list(SOURCES)})
+        conn.execute(_DELIVERIES_SQL, {"deliveries": deliveries})
         conn.commit()
         conn.execute("ANALYZE")
     source_hours_rebuild()

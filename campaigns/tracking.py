@@ -62,6 +62,7 @@ from profiles.services import (
     profile_hold,
     suppression_add,
 )
+from profiles.source_counts import delivery_counted
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ def esp_event_process(*, delivery_id: int) -> bool:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             processed_at=timezone.now(), error=outcome.note[:500]
         )
+        delivery_counted(delivery=delivery, error=outcome.note[:500])
     return outcome.event_id is not None
 
 

@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
 from profiles.models import (
+    PAYLOAD_REFUSED,
     ContactImport,
     Event,
     ImportStatus,
@@ -35,12 +36,12 @@ from profiles.models import (
     RefusedRequest,
     RejectedEvent,
     SourceHour,
+    SourceUnit,
     TraitDefinition,
     WebhookDelivery,
     WriteKey,
 )
 from profiles.refusals import SOURCE_ESP, SOURCE_NO_KEY, refusal_hour
-from profiles.shopify import PAYLOAD_REFUSED
 from profiles.shopify import SOURCE as SOURCE_SHOPIFY
 from profiles.source_counts import source_hour
 from profiles.traits import BESPOKE_FLAGS, TraitInvalid, TraitRule, trait_coerce
@@ -114,9 +115,9 @@ class _Feed:
     waited_from: str = ""
     # Which processed rows went through: "last success" is the latest of them.
     succeeded: Q = field(default_factory=Q)
-    # A tracking source's events: what is processed is counted by the hour in
-    # SourceHour, read instead of the event table (profiles/source_counts.py).
-    hours_source: str = ""
+    # Which SourceHour rows count the feed's rows by the hour they arrived, once
+    # done: read instead of the feed's table (profiles/source_counts.py).
+    hours: Q = field(default_factory=Q)
 
 
 # Sources ------------------------------------------------------------------------
@@ -143,7 +144,9 @@ def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
 
     # Sources seen lately that no key names any more (a renamed or deleted key).
     since = now - timedelta(days=VOLUME_DAYS)
-    counted = SourceHour.objects.filter(hour__gte=source_hour(since))
+    counted = SourceHour.objects.filter(
+        unit=SourceUnit.EVENTS, hour__gte=source_hour(since)
+    )
     waiting = Event.objects.filter(processed_at__isnull=True, received_at__gte=since)
     refused = RejectedEvent.objects.filter(received_at__gte=since).values_list(
         "source", flat=True
@@ -185,7 +188,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         done="processed_at",
         unit="events",
         succeeded=Q(processing_error=""),
-        hours_source=name,
+        hours=where & Q(unit=SourceUnit.EVENTS),
     )
     webhook = name in WEBHOOK_SOURCES
     if webhook:
@@ -196,6 +199,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             done="processed_at",
             unit="deliveries",
             succeeded=~Q(error__startswith=PAYLOAD_REFUSED),
+            hours=where & Q(unit=SourceUnit.DELIVERIES),
         )
     rows = RejectedEvent.objects.filter(where)
     refused, notices = rows.exclude(_is_notice()), rows.filter(_is_notice())
@@ -299,8 +303,8 @@ def _feed_health(
 ) -> dict[str, Any]:
     volume = volume or Count("id")
     hour, day = timedelta(hours=1), timedelta(days=1)
-    if feed.hours_source:
-        by_hour = _event_hours(feed, since=_floor(now, day) - day * (VOLUME_DAYS - 1))
+    if feed.hours:
+        by_hour = _hours(feed, since=_floor(now, day) - day * (VOLUME_DAYS - 1))
         hourly_counts, daily_counts = by_hour, _days(by_hour)
     else:
         hourly_counts = _counted(
@@ -351,10 +355,10 @@ def _counted(
     return {row["bucket"]: row["n"] or 0 for row in rows}
 
 
-def _event_hours(feed: _Feed, *, since: datetime) -> dict[datetime, int]:
-    """Return a tracking source's events by the hour they arrived, processed or not."""
-    counted = SourceHour.objects.filter(source=feed.hours_source, hour__gte=since)
-    # The events still waiting are few, and found by their own index. One query
+def _hours(feed: _Feed, *, since: datetime) -> dict[datetime, int]:
+    """Return a feed's rows by the hour they arrived, done or still waiting."""
+    counted = SourceHour.objects.filter(feed.hours, hour__gte=since)
+    # The rows still waiting are few, and found by their own index. One query
     # reads both: a chunk committed between two would be counted twice, or not.
     waiting = (
         feed.rows.filter(processed_at__isnull=True, received_at__gte=since)
@@ -365,7 +369,7 @@ def _event_hours(feed: _Feed, *, since: datetime) -> dict[datetime, int]:
         .order_by()
     )
     hours: dict[datetime, int] = {}
-    for hour, n in counted.values_list("hour", "events").union(waiting, all=True):
+    for hour, n in counted.values_list("hour", "done").union(waiting, all=True):
         hours[hour] = hours.get(hour, 0) + n
     return hours
 
@@ -390,8 +394,8 @@ def _volume(
 def _last_success(feed: _Feed) -> datetime | None:
     # Arrival, not processing, of the latest item that went through: an item that
     # is still waiting, or failed, is no success.
-    if feed.hours_source:
-        counted = SourceHour.objects.filter(source=feed.hours_source)
+    if feed.hours:
+        counted = SourceHour.objects.filter(feed.hours)
         return counted.aggregate(at=Max("last_succeeded_at"))["at"]
     done = feed.rows.filter(feed.succeeded, **{f"{feed.done}__isnull": False})
     return done.aggregate(at=Max(feed.arrived))["at"]
@@ -409,13 +413,11 @@ def _lag(feed: _Feed, *, now: datetime) -> dict[str, Any]:
     since = now - timedelta(seconds=LAG_WINDOW_SECONDS)
     start = feed.waited_from or feed.arrived
     rows = feed.rows
-    if feed.hours_source:
-        # The hour's events begin at its lowest id: a scan of the newest ids, not
-        # of every event the source sent.
-        counted = SourceHour.objects.filter(
-            source=feed.hours_source, hour__gte=source_hour(since)
-        )
-        first_id = counted.aggregate(id=Min("first_event_id"))["id"]
+    if feed.hours:
+        # The hour's rows begin at its lowest id: a scan of the newest ids, not of
+        # everything the source sent.
+        counted = SourceHour.objects.filter(feed.hours, hour__gte=source_hour(since))
+        first_id = counted.aggregate(id=Min("first_id"))["id"]
         rows = rows.filter(pk__gte=first_id) if first_id else rows.none()
     done = rows.filter(
         **{f"{start}__gte": since, f"{feed.done}__isnull": False}
@@ -565,30 +567,32 @@ def _failed_events(events: QuerySet, where: Q) -> dict[str, Any]:
 
 def _events_failed_count(where: Q) -> int:
     # Counted by the hour as they failed: a feed that fails often has many.
-    counted = SourceHour.objects.filter(where).aggregate(n=Sum("failed"))
-    return counted["n"] or 0
+    return _hours_sum(where & Q(unit=SourceUnit.EVENTS), "failed")
+
+
+def _hours_sum(counted: Q, name: str) -> int:
+    return SourceHour.objects.filter(counted).aggregate(n=Sum(name))["n"] or 0
 
 
 def _failed_deliveries(where: Q) -> dict[str, Any]:
     # Refused for good (a payload that cannot be read), or failing and tried again.
-    deliveries = WebhookDelivery.objects.filter(where)
-    failed = deliveries.filter(
-        Q(error__startswith=PAYLOAD_REFUSED)
-        | Q(processed_at__isnull=True) & ~Q(error="")
+    # Only the few with an error are read, by their own index.
+    with_error = WebhookDelivery.objects.filter(where).exclude(error="")
+    failing = with_error.filter(processed_at__isnull=True)
+    failed = with_error.filter(
+        Q(error__startswith=PAYLOAD_REFUSED) | Q(processed_at__isnull=True)
     )
     recent = failed.order_by("-received_at", "-pk").values(
         "delivery_id", "topic", "error", "received_at", "processed_at"
     )[:FAILED_EVENTS_SHOWN]
-    return {"count": failed.count(), "recent": list(recent)}
+    refused = _hours_sum(where & Q(unit=SourceUnit.DELIVERIES), "failed")
+    return {"count": refused + failing.count(), "recent": list(recent)}
 
 
 def _webhook_notes(where: Q) -> int:
     # Applied as far as they go, with a note: a topic Bespoke does not use, a
     # customer with no address, an ESP event that changes nothing.
-    deliveries = WebhookDelivery.objects.filter(where, processed_at__isnull=False)
-    return (
-        deliveries.exclude(error="").exclude(error__startswith=PAYLOAD_REFUSED).count()
-    )
+    return _hours_sum(where & Q(unit=SourceUnit.DELIVERIES), "noted")
 
 
 def _imports_since(since: datetime) -> QuerySet:

@@ -316,36 +316,49 @@ class RejectedEvent(models.Model):
         return f"{self.code}: {self.message_id or 'no messageId'}"
 
 
-class SourceHour(models.Model):
-    """How many of one source's events that arrived in one hour are processed.
+class SourceUnit(models.TextChoices):
+    EVENTS = "events", "Events"
+    # What a webhook feed (the shop, an ESP) sent, before any event is made of it.
+    DELIVERIES = "deliveries", "Webhook deliveries"
 
-    Event processing adds each chunk's events here as it marks them processed, so
-    the Sources page reads a few rows an hour rather than counting the event table,
-    which grows with every event a site sends (profiles/source_counts.py). An
-    event deleted later (an erasure) still counts: it arrived.
+
+class SourceHour(models.Model):
+    """How many of one source's events, or deliveries, that arrived in one hour are done.
+
+    Processing adds each chunk of events here as it marks them processed, and each
+    webhook delivery as it is applied, so the Sources page reads a few rows an hour
+    rather than counting tables that grow with everything a site and a shop send
+    (profiles/source_counts.py). What is deleted later (an erasure) still counts:
+    it arrived.
     """
 
     source = models.CharField(max_length=100)
-    # The start of the UTC hour the events arrived in.
+    unit = models.CharField(
+        max_length=10, choices=SourceUnit.choices, default=SourceUnit.EVENTS
+    )
+    # The start of the UTC hour they arrived in.
     hour = models.DateTimeField()
     # Processed, whether or not they failed.
-    events = models.PositiveBigIntegerField(default=0)
-    # Of those, the ones whose processing failed.
+    done = models.PositiveBigIntegerField(default=0)
+    # Of those, the ones that failed: an event whose processing raised, a delivery
+    # refused for good.
     failed = models.PositiveBigIntegerField(default=0)
+    # Of those, the deliveries applied with a note (a topic Bespoke does not use).
+    noted = models.PositiveBigIntegerField(default=0)
     # When the latest of them that went through (did not fail) arrived.
     last_succeeded_at = models.DateTimeField(null=True, blank=True)
-    # The lowest event id among them: where a scan of the hour's events starts.
-    first_event_id = models.BigIntegerField(null=True, blank=True)
+    # The lowest id among them: where a scan of the hour's rows starts.
+    first_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["source", "hour"], name="source_hour_unique"
+                fields=["source", "unit", "hour"], name="source_hour_unique"
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.source} {self.events} at {self.hour:%Y-%m-%d %H}:00"
+        return f"{self.source} {self.done} {self.unit} at {self.hour:%Y-%m-%d %H}:00"
 
 
 class RefusedRequest(models.Model):
@@ -520,6 +533,11 @@ class TraitDefinition(models.Model):
         return f"{self.name} ({self.type})"
 
 
+# How a delivery finished without being applied begins its error; any other error
+# of a finished delivery is a note (a topic not used, no address).
+PAYLOAD_REFUSED = "The payload was refused: "
+
+
 class WebhookDelivery(models.Model):
     """One webhook delivery, kept by its id so a retried delivery is processed once."""
 
@@ -538,6 +556,20 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["source", "delivery_id"], name="webhook_delivery_once"
+            ),
+        ]
+        indexes = [
+            # The sweeps' and the Sources page's: the few still to apply.
+            models.Index(
+                fields=["received_at"],
+                name="delivery_unprocessed",
+                condition=models.Q(processed_at__isnull=True),
+            ),
+            # The Sources page's newest failures and notes: the few with an error.
+            models.Index(
+                fields=["received_at"],
+                name="delivery_with_error",
+                condition=~models.Q(error=""),
             ),
         ]
 

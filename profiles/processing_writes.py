@@ -41,20 +41,20 @@ WITH finished AS (
 ),
 counted AS (
     INSERT INTO profiles_sourcehour AS h
-        (source, hour, events, failed, last_succeeded_at, first_event_id)
-    SELECT d.source, date_trunc('hour', d.received_at, 'UTC'), count(*),
-        count(*) FILTER (WHERE d.processing_error <> ''),
+        (source, unit, hour, done, failed, noted, last_succeeded_at, first_id)
+    SELECT d.source, 'events', date_trunc('hour', d.received_at, 'UTC'), count(*),
+        count(*) FILTER (WHERE d.processing_error <> ''), 0,
         max(d.received_at) FILTER (WHERE d.processing_error = ''), min(d.id)
     FROM finished d
     WHERE %(count)s
-    GROUP BY 1, 2
+    GROUP BY 1, 3
     -- Every writer locks the rows in this order: two never wait on each other.
-    ORDER BY 1, 2
-    ON CONFLICT (source, hour) DO UPDATE SET
-        events = h.events + excluded.events,
+    ORDER BY 1, 3
+    ON CONFLICT (source, unit, hour) DO UPDATE SET
+        done = h.done + excluded.done,
         failed = h.failed + excluded.failed,
         last_succeeded_at = greatest(h.last_succeeded_at, excluded.last_succeeded_at),
-        first_event_id = least(h.first_event_id, excluded.first_event_id)
+        first_id = least(h.first_id, excluded.first_id)
 )
 SELECT d.profile_id, d.type, d.event FROM finished d WHERE d.profile_id IS NOT NULL
 """

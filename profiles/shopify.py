@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
+    PAYLOAD_REFUSED,
     ConsentRecord,
     Event,
     EventType,
@@ -54,6 +55,7 @@ from profiles.services import (
     profiles_suppression_mark,
 )
 from profiles.signals import profiles_changed
+from profiles.source_counts import delivery_counted
 from profiles.traits import (
     TraitInvalid,
     country_code_read,
@@ -91,9 +93,6 @@ CHECKOUT_CONSENT_WORDING = (
 
 
 AMOUNT_LIMIT = Decimal(10**12)
-# How a delivery finished without being applied begins its error; any other error
-# of a finished delivery is a note (a topic not used, no address).
-PAYLOAD_REFUSED = "The payload was refused: "
 CENT = Decimal("0.01")
 
 
@@ -184,10 +183,11 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
                 "Shopify delivery refused",
                 extra={"delivery": delivery.pk, "topic": delivery.topic},
             )
+            error = f"{PAYLOAD_REFUSED}{exc}"[:500]
             WebhookDelivery.objects.filter(pk=delivery.pk).update(
-                processed_at=timezone.now(),
-                error=f"{PAYLOAD_REFUSED}{exc}"[:500],
+                processed_at=timezone.now(), error=error
             )
+            delivery_counted(delivery=delivery, error=error)
             return []
         except Exception as exc:
             if _is_lock_timeout(exc):
@@ -209,6 +209,7 @@ def shopify_delivery_process(*, delivery_id: int) -> list[int]:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(
             processed_at=timezone.now(), error=outcome.note[:500]
         )
+        delivery_counted(delivery=delivery, error=outcome.note[:500])
 
     logger.info(
         "Shopify delivery processed",
@@ -950,6 +951,7 @@ def _waiting_refunds_apply(*, order: ShopOrder, profile: Profile) -> list[Event 
         WebhookDelivery.objects.filter(pk=refund.pk).update(
             processed_at=timezone.now(), error=note[:500]
         )
+        delivery_counted(delivery=refund, error=note[:500])
     return events
 
 

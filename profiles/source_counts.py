@@ -1,13 +1,17 @@
-"""Each source's processed events, counted by the hour they arrived (SourceHour).
+"""Each source's processed events and applied deliveries, by the hour they arrived.
 
 The Sources page shows each feed's volume, failures, last success and lag. Counted
-from the event table, they cost scans of every event a site ever sent, on every page
-view: 3,000,000 events took the page 3.7 seconds. Processing counts each chunk's
-events here instead, in the chunk's transaction, as it marks them processed; an
-event marked to be processed again is taken off first, so each counts once.
+from the event and delivery tables, they cost scans of everything a site and a shop
+ever sent, on every page view: 3,000,000 events and 3,000,000 deliveries took the
+page over 5 seconds. They are counted in SourceHour instead, as they are done:
 
-source_hours_rebuild counts everything again from the event table, for an operator
-who changed events by hand (`manage.py source_hours_rebuild`).
+- a chunk of events on PostgreSQL in the statement that marks it processed
+  (profiles/processing_writes.py), any other through source_hours_add;
+- a webhook delivery through delivery_counted, as it is applied or refused.
+
+An event marked to be processed again is taken off first, so each counts once.
+source_hours_rebuild counts everything again from the tables, for an operator who
+changed rows by hand (`manage.py source_hours_rebuild`).
 """
 
 import logging
@@ -16,62 +20,85 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, Q, QuerySet
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Value
 from django.db.models.functions import TruncHour
 
-from profiles.models import Event, SourceHour
+from profiles.models import (
+    PAYLOAD_REFUSED,
+    Event,
+    SourceHour,
+    SourceUnit,
+    WebhookDelivery,
+)
 
 logger = logging.getLogger(__name__)
 
 
-@transaction.atomic
-def source_hours_add(*, event_ids: list[int]) -> None:
-    """Count these events, just marked processed, by their source and hour.
-
-    A chunk on PostgreSQL counts its events in the statement that marks them
-    (profiles/processing_writes.py); this counts the rest: the embedded SQLite's
-    chunks, and an event marked failed on its own.
-    """
-    rows = Event.objects.filter(pk__in=event_ids, processed_at__isnull=False)
-    found = rows.values_list("pk", "source", "received_at", "processing_error")
-    # In the order every writer locks them: two never wait on each other.
-    for key, hour in sorted(_hours(found).items()):
-        _hour_add(key, hour)
-
-
 @dataclass
 class _Hour:
-    events: int = 0
+    done: int = 0
     failed: int = 0
+    noted: int = 0
     last_succeeded_at: datetime | None = None
-    first_event_id: int | None = None
+    first_id: int | None = None
+
+    def add(self, pk: int, received_at: datetime, *, failed: bool, noted: bool) -> None:
+        self.done += 1
+        self.failed += failed
+        self.noted += noted
+        if not failed:
+            self.last_succeeded_at = _latest(self.last_succeeded_at, received_at)
+        self.first_id = pk if self.first_id is None else min(pk, self.first_id)
 
 
-def _hours(
-    rows: Iterable[tuple[int, str, datetime, str]],
-) -> dict[tuple[str, datetime], _Hour]:
-    hours: dict[tuple[str, datetime], _Hour] = {}
+_Key = tuple[str, str, datetime]  # source, unit, hour
+
+
+@transaction.atomic
+def source_hours_add(*, event_ids: list[int]) -> None:
+    """Count these events, just marked processed, by their source and hour."""
+    rows = Event.objects.filter(pk__in=event_ids, processed_at__isnull=False)
+    found = rows.values_list("pk", "source", "received_at", "processing_error")
+    _hours_add(_event_hours(found))
+
+
+def _event_hours(rows: Iterable[tuple[int, str, datetime, str]]) -> dict[_Key, _Hour]:
+    hours: dict[_Key, _Hour] = {}
     for pk, source, received_at, error in rows:
-        hour = hours.setdefault((source, source_hour(received_at)), _Hour())
-        hour.events += 1
-        if error:
-            hour.failed += 1
-        else:
-            hour.last_succeeded_at = _latest(hour.last_succeeded_at, received_at)
-        hour.first_event_id = min(pk, hour.first_event_id or pk)
+        key = (source, SourceUnit.EVENTS, source_hour(received_at))
+        hours.setdefault(key, _Hour()).add(
+            pk, received_at, failed=bool(error), noted=False
+        )
     return hours
 
 
-def _hour_add(key: tuple[str, datetime], added: _Hour) -> None:
-    source, hour = key
-    locked = SourceHour.objects.select_for_update()
-    row, _ = locked.get_or_create(source=source, hour=hour)
-    row.events += added.events
-    row.failed += added.failed
-    row.last_succeeded_at = _latest(row.last_succeeded_at, added.last_succeeded_at)
-    if added.first_event_id is not None:
-        row.first_event_id = min(added.first_event_id, row.first_event_id or 1 << 62)
-    row.save(update_fields=["events", "failed", "last_succeeded_at", "first_event_id"])
+@transaction.atomic
+def delivery_counted(*, delivery: WebhookDelivery, error: str) -> None:
+    """Count a webhook delivery just finished with `error` (empty, a note, a refusal)."""
+    hour = _Hour()
+    refused = error.startswith(PAYLOAD_REFUSED)
+    noted = bool(error) and not refused
+    hour.add(delivery.pk, delivery.received_at, failed=refused, noted=noted)
+    key = (delivery.source, SourceUnit.DELIVERIES, source_hour(delivery.received_at))
+    _hours_add({key: hour})
+
+
+def _hours_add(hours: dict[_Key, _Hour]) -> None:
+    # In the order every writer locks them: two never wait on each other.
+    for key in sorted(hours):
+        source, unit, hour = key
+        added = hours[key]
+        locked = SourceHour.objects.select_for_update()
+        row, _ = locked.get_or_create(source=source, unit=unit, hour=hour)
+        row.done += added.done
+        row.failed += added.failed
+        row.noted += added.noted
+        row.last_succeeded_at = _latest(row.last_succeeded_at, added.last_succeeded_at)
+        if row.first_id is None or added.first_id < row.first_id:
+            row.first_id = added.first_id
+        row.save(
+            update_fields=["done", "failed", "noted", "last_succeeded_at", "first_id"]
+        )
 
 
 def source_hour(at: datetime) -> datetime:
@@ -98,36 +125,50 @@ def source_hours_take_off(*, events: QuerySet[Event]) -> None:
         .order_by("source", "hour")
     )
     for row in grouped:
-        counted = SourceHour.objects.filter(source=row["source"], hour=row["hour"])
-        counted.filter(events__gte=row["n"], failed__gte=row["failed"]).update(
-            events=F("events") - row["n"], failed=F("failed") - row["failed"]
+        counted = SourceHour.objects.filter(
+            source=row["source"], unit=SourceUnit.EVENTS, hour=row["hour"]
+        )
+        counted.filter(done__gte=row["n"], failed__gte=row["failed"]).update(
+            done=F("done") - row["n"], failed=F("failed") - row["failed"]
         )
 
 
 @transaction.atomic
 def source_hours_rebuild() -> int:
-    """Count every processed event again from the event table; return the hours kept."""
+    """Count everything done again from the event and delivery tables; return the hours."""
     if connection.vendor == "postgresql":
-        # Chunks that count meanwhile wait, and then count on top of the new rows
+        # Writers that count meanwhile wait, and then count on top of the new rows
         # only what this count could not see.
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE profiles_sourcehour IN EXCLUSIVE MODE")
     SourceHour.objects.all().delete()
 
-    counted = (
-        Event.objects.filter(processed_at__isnull=False)
+    failed = ~Q(processing_error="")
+    events = _grouped(Event.objects.all(), failed=failed, noted=None)
+    refused = Q(error__startswith=PAYLOAD_REFUSED)
+    deliveries = _grouped(
+        WebhookDelivery.objects.all(), failed=refused, noted=~Q(error="") & ~refused
+    )
+    rows = [
+        *(SourceHour(unit=SourceUnit.EVENTS, **row) for row in events),
+        *(SourceHour(unit=SourceUnit.DELIVERIES, **row) for row in deliveries),
+    ]
+    SourceHour.objects.bulk_create(rows, batch_size=2000)
+    logger.info("Source hours counted again", extra={"hours": len(rows)})
+    return len(rows)
+
+
+def _grouped(rows: QuerySet, *, failed: Q, noted: Q | None) -> QuerySet:
+    return (
+        rows.filter(processed_at__isnull=False)
         .annotate(hour=TruncHour("received_at", tzinfo=UTC))
         .values("source", "hour")
         .annotate(
-            events=Count("id"),
-            failed=Count("id", filter=~Q(processing_error="")),
-            last_succeeded_at=Max("received_at", filter=Q(processing_error="")),
-            first_event_id=Min("id"),
+            done=Count("id"),
+            failed=Count("id", filter=failed),
+            noted=Value(0) if noted is None else Count("id", filter=noted),
+            last_succeeded_at=Max("received_at", filter=~failed),
+            first_id=Min("id"),
         )
         .order_by()
     )
-    rows = SourceHour.objects.bulk_create(
-        (SourceHour(**row) for row in counted), batch_size=2000
-    )
-    logger.info("Source hours counted again", extra={"hours": len(rows)})
-    return len(rows)

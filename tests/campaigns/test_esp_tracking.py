@@ -14,6 +14,7 @@ from profiles.models import (
     ConsentRecord,
     Event,
     Profile,
+    SourceHour,
     SubscriptionStatus,
     Suppression,
     SuppressionReason,
@@ -21,6 +22,7 @@ from profiles.models import (
 )
 from profiles.processing import events_process_pending
 from profiles.services import suppression_hash
+from profiles.source_counts import source_hours_rebuild
 from tests.factories import CampaignFactory
 
 SENDGRID = "/anymail/sendgrid/tracking/"
@@ -263,6 +265,15 @@ def test_the_sources_page_counts_refusals_and_deliveries_of_the_esps(
     assert refused == [("validation_failed:sendgrid", 1)]
     assert health["unconfigured"] is False
     assert health["webhook_notes"] == 4  # deferred twice, queued, dropped
+    # Counted as each was applied, as a count of the table finds them.
+    kept = WebhookDelivery.objects.filter(source__startswith="esp:")
+    assert health["daily_total"] == kept.count() > 4
+    counted = set(SourceHour.objects.values_list("source", "unit", "done", "noted"))
+    source_hours_rebuild()
+    assert (
+        set(SourceHour.objects.values_list("source", "unit", "done", "noted"))
+        == counted
+    )
     page = admin_client.get(reverse("sources_health")).content.decode()
     assert "ESP tracking webhooks" in page
 

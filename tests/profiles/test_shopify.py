@@ -13,14 +13,17 @@ from django.db import connection
 from django.urls import reverse
 
 from profiles import shopify, tasks
+from profiles.health import sources_health
 from profiles.importing import contact_import_file
 from profiles.models import (
+    PAYLOAD_REFUSED,
     ConsentRecord,
     Event,
     Profile,
     ProfileTag,
     ShopCheckout,
     ShopOrder,
+    SourceHour,
     SubscriptionStatus,
     SuppressionReason,
     TraitDefinition,
@@ -29,6 +32,7 @@ from profiles.models import (
 )
 from profiles.processing import events_process_pending
 from profiles.services import ProfileGone, consent_record, suppression_add
+from profiles.source_counts import source_hours_rebuild
 from profiles.tasks import shopify_deliveries_sweep_task
 from tests.factories import ProfileFactory
 
@@ -442,6 +446,35 @@ def test_an_order_in_another_currency_is_noted_on_its_delivery(
 
     assert "The order is in EUR, not USD" in delivery.error
     assert Profile.objects.get().lifetime_value == 0
+
+
+def test_each_delivery_is_counted_for_the_sources_page_as_it_finishes(
+    db, deliver, load_fixture, shop_headers
+):
+    euros = (b'"currency":"USD"', b'"currency":"EUR"')
+    lots = (b'"total_price":"152.29"', b'"total_price":"lots"')
+
+    deliver("orders_create.json")
+    order_update(deliver, load_fixture, shop_headers, "eur-1", a=euros)
+    refused = order_update(deliver, load_fixture, shop_headers, "lots-1", a=lots)
+
+    assert refused.error.startswith(PAYLOAD_REFUSED)
+    shop = next(s for s in sources_health() if s["name"] == "shopify")
+    assert (shop["hourly_total"], shop["webhook_notes"]) == (3, 1)
+    assert shop["failed"]["count"] == 1
+    assert (
+        shop["last_received_at"]
+        == WebhookDelivery.objects.get(delivery_id="eur-1").received_at
+    )
+    kept = set(
+        SourceHour.objects.values_list("source", "unit", "done", "failed", "noted")
+    )
+    assert ("shopify", "deliveries", 3, 1, 1) in kept
+    source_hours_rebuild()
+    assert (
+        set(SourceHour.objects.values_list("source", "unit", "done", "failed", "noted"))
+        == kept
+    )
 
 
 def test_anas_checkout_is_upserted_by_token_and_stays_abandoned(db, deliver):

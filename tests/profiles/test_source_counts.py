@@ -32,7 +32,7 @@ def stored(message_id: str, *, source: str, received: datetime, **fields) -> Eve
 
 def counted() -> dict[tuple[str, datetime], tuple[int, datetime | None, int]]:
     rows = SourceHour.objects.values_list(
-        "source", "hour", "events", "last_succeeded_at", "first_event_id"
+        "source", "hour", "done", "last_succeeded_at", "first_id"
     )
     return {(source, hour): tuple(rest) for source, hour, *rest in rows}
 
@@ -107,7 +107,7 @@ def test_a_failed_event_processed_again_is_no_longer_counted_failed(monkeypatch)
     WriteKey.objects.create(name="Web", key="web-key")
     web = {s["name"]: s for s in sources_health(now=NOON)}[WEB]
     assert web["failed"]["count"] == 0
-    assert SourceHour.objects.values_list("events", "failed").get() == (1, 0)
+    assert SourceHour.objects.values_list("done", "failed").get() == (1, 0)
 
 
 def test_an_event_the_database_refuses_counts_once_when_marked_failed(monkeypatch):

@@ -19,7 +19,7 @@ from profiles.models import (
     WebhookDelivery,
     WriteKey,
 )
-from profiles.source_counts import source_hours_add
+from profiles.source_counts import delivery_counted, source_hours_add
 
 pytestmark = pytest.mark.django_db
 
@@ -315,7 +315,7 @@ def test_shop_events_and_failed_deliveries_count_under_shopify():
             ("", None),
         ]
     ):
-        WebhookDelivery.objects.create(
+        delivery = WebhookDelivery.objects.create(
             source="shopify",
             delivery_id=f"d{n}",
             topic="orders/create",
@@ -323,6 +323,8 @@ def test_shop_events_and_failed_deliveries_count_under_shopify():
             processed_at=processed_at,
             error=error,
         )
+        if processed_at:
+            delivery_counted(delivery=delivery, error=error)
 
     shopify = next(s for s in sources_health(now=later) if s["name"] == "shopify")
 
