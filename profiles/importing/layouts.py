@@ -172,7 +172,8 @@ LAYOUT_BREVO = "brevo"
 LAYOUT_GENERIC = "generic"
 
 
-@dataclass(frozen=True)
+# Slots: an import keeps one for each of up to a million rows.
+@dataclass(frozen=True, slots=True)
 class ConsentFact:
     status: SubscriptionStatus
     occurred_at: datetime
