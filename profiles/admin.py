@@ -10,6 +10,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
+from profiles.deliveries import delivery_applier
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.keys import (
     write_key_name_clean,
@@ -42,7 +43,6 @@ from profiles.services import (
     profile_email_flags_set,
     suppression_add,
 )
-from profiles.shopify import shopify_delivery_process
 from profiles.signals import profiles_changed
 from profiles.traits import (
     TraitInvalid,
@@ -465,19 +465,30 @@ def deliveries_retry(
     request: HttpRequest,
     queryset: QuerySet[WebhookDelivery],
 ) -> None:
-    # A finished delivery is never applied twice; the sweep gives up after 7 days,
+    # A finished delivery is never applied twice; the sweeps give up after 7 days,
     # so this is how an older one that failed (its cause since fixed) is finished.
-    pending = list(queryset.filter(processed_at=None).values_list("pk", flat=True))
-    for delivery_id in pending:
-        shopify_delivery_process(delivery_id=delivery_id)
-    finished = WebhookDelivery.objects.filter(
-        pk__in=pending, processed_at__isnull=False
-    ).count()
-    modeladmin.message_user(
-        request,
-        f"{finished} of {len(pending)} unfinished deliveries applied; "
-        f"{queryset.count() - len(pending)} selected were finished already.",
+    # Each by its own feed's service: the shop's would read an ESP's bounce as a
+    # topic it does not use, and finish it unapplied.
+    pending = list(
+        queryset.filter(processed_at=None).values_list("pk", "source").order_by("pk")
     )
+    unknown = 0
+    for delivery_id, source in pending:
+        apply = delivery_applier(source)
+        if apply is None:
+            unknown += 1
+            continue
+        apply(delivery_id=delivery_id)
+    finished = WebhookDelivery.objects.filter(
+        pk__in=[pk for pk, _ in pending], processed_at__isnull=False
+    ).count()
+    message = (
+        f"{finished} of {len(pending)} unfinished deliveries applied; "
+        f"{queryset.count() - len(pending)} selected were finished already."
+    )
+    if unknown:
+        message += f" {unknown} came from a feed Bespoke no longer applies."
+    modeladmin.message_user(request, message)
 
 
 class DeliveryErrorFilter(admin.SimpleListFilter):

@@ -543,3 +543,24 @@ def test_a_full_sweep_of_events_that_store_nothing_goes_on(
 
     assert esp_events_sweep_task() == 2
     assert queued == [1]
+
+
+def test_the_admin_retry_applies_an_esp_bounce_as_the_esp_sweep_would(
+    esp_settings, people, post, admin_client
+):
+    # Applied by the shop's service instead, it was finished as a topic Bespoke
+    # does not use, and the bounced address stayed mailable.
+    post("mailgun", "failed_permanent.json")
+    delivery = WebhookDelivery.objects.get(source="esp:mailgun")
+    url = reverse("admin:profiles_webhookdelivery_changelist")
+
+    response = admin_client.post(
+        url,
+        {"action": "deliveries_retry", "_selected_action": [delivery.pk]},
+        follow=True,
+    )
+
+    assert "1 of 1 unfinished deliveries applied" in response.content.decode()
+    delivery.refresh_from_db()
+    assert (delivery.processed_at is not None, delivery.error) == (True, "")
+    assert suppressed("sofia.rossi@example.com") == SuppressionReason.HARD_BOUNCE
