@@ -179,6 +179,9 @@ def events_process_again(*, events: QuerySet[Event]) -> int:
     refresh: what those profiles keep already counts these events, and adding them
     a second time would count them twice.
     """
+    # Locked first, as a chunk locks them before its profiles and counts: a chunk
+    # processing them now finishes, and what it counted is then taken off.
+    list(events.select_for_update().values_list("pk", flat=True))
     profiles = events.exclude(profile=None).values("profile_id")
     Profile.objects.filter(pk__in=profiles).update(
         engagement_at=None, category_counts=None

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Value
-from django.db.models.functions import TruncHour
+from django.db.models.functions import Greatest, TruncHour
 
 from profiles.models import (
     PAYLOAD_REFUSED,
@@ -128,8 +128,11 @@ def source_hours_take_off(*, events: QuerySet[Event]) -> None:
         counted = SourceHour.objects.filter(
             source=row["source"], unit=SourceUnit.EVENTS, hour=row["hour"]
         )
-        counted.filter(done__gte=row["n"], failed__gte=row["failed"]).update(
-            done=F("done") - row["n"], failed=F("failed") - row["failed"]
+        # Never below nothing: an hour counted short (rows changed by hand) stays
+        # as near the truth as it can.
+        counted.update(
+            done=Greatest(F("done") - row["n"], 0),
+            failed=Greatest(F("failed") - row["failed"], 0),
         )
 
 

@@ -1025,6 +1025,45 @@ def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
     assert ben.first_name == "Ben"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_that_arrives_during_a_recount_of_hours_is_retried(
+    deliver, monkeypatch
+):
+    # Given the Sources page's hours are being counted again (the lock the recount
+    # holds), a delivery's count waits past the lock timeout...
+    monkeypatch.setattr(shopify, "PROCESS_LOCK_TIMEOUT_MS", 100)
+    monkeypatch.setattr(
+        tasks.shopify_deliveries_sweep_task, "apply_async", lambda *a, **k: None
+    )
+    monkeypatch.setattr(tasks.events_process_task, "apply_async", lambda *a, **k: None)
+    db = connection.settings_dict
+    with (
+        psycopg.connect(
+            dbname=db["NAME"],
+            user=db["USER"],
+            password=db["PASSWORD"] or None,
+            host=db["HOST"],
+            port=db["PORT"] or None,
+        ) as other,
+        other.transaction(),
+    ):
+        other.execute("LOCK TABLE profiles_sourcehour IN EXCLUSIVE MODE")
+
+        response = deliver("orders_create.json")
+
+        # ...so it is answered, and nothing of it is applied or counted yet.
+        assert response.status_code == 200
+        delivery = WebhookDelivery.objects.get()
+        assert delivery.processed_at is None
+        assert "lock timeout" in delivery.error
+        assert ShopOrder.objects.count() == 0
+
+    assert shopify_deliveries_sweep_task() == 1
+    shop = next(s for s in sources_health() if s["name"] == "shopify")
+    assert (shop["hourly_total"], shop["unprocessed"]["count"]) == (1, 0)
+    assert SourceHour.objects.get(unit="deliveries").done == 1
+
+
 def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
     db, deliver, load_fixture, shop_headers
 ):

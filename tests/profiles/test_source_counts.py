@@ -1,11 +1,13 @@
 """Processing counts each source's events by the hour they arrived, each event once."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
-from profiles import processing_chunk
+from profiles import processing, processing_chunk
 from profiles.health import sources_health
 from profiles.models import Event, ProfileMerge, SourceHour, WriteKey
 from profiles.processing import events_process_again, events_process_pending
@@ -86,6 +88,23 @@ def test_a_failed_event_counts_but_is_no_success(monkeypatch):
     events, last, _ = counted()[(WEB, NOON)]
     assert (events, last) == (2, NOON + timedelta(minutes=1))
     assert SourceHour.objects.get().failed == 1
+
+
+def test_the_page_counts_failed_events_that_are_still_there(monkeypatch):
+    def failing(self, event):
+        raise ValueError("cannot apply")
+
+    monkeypatch.setattr(processing_chunk.EventChunk, "apply", failing)
+    WriteKey.objects.create(name="Web", key="web-key")
+    stored("bad", source=WEB, received=NOON)
+    stored("worse", source=WEB, received=NOON)
+    events_process_pending()
+    Event.objects.filter(message_id="bad").delete()  # an operator clears one
+
+    web = {s["name"]: s for s in sources_health(now=NOON)}[WEB]
+
+    assert web["failed"]["count"] == 1
+    assert [e["message_id"] for e in web["failed"]["recent"]] == ["worse"]
 
 
 def test_a_failed_event_processed_again_is_no_longer_counted_failed(monkeypatch):
@@ -229,3 +248,43 @@ def test_the_sources_page_adds_what_waits_to_what_is_counted():
     ]
     assert web["last_received_at"] == NOON + timedelta(minutes=1)
     assert web["unprocessed"]["count"] == 1
+
+
+def test_events_processed_again_while_a_chunk_processes_them_count_once(
+    transactional_db, monkeypatch
+):
+    for n in range(3):
+        stored(f"w{n}", source=WEB, received=NOON + timedelta(minutes=n))
+    finishing, release = threading.Event(), threading.Event()
+    announce = processing._profiles_changed_announce
+
+    def held(*args, **kwargs):
+        # Inside the chunk's transaction: its events and counts are written.
+        finishing.set()
+        release.wait(timeout=10)
+        return announce(*args, **kwargs)
+
+    monkeypatch.setattr(processing, "_profiles_changed_announce", held)
+
+    def worker() -> None:
+        events_process_pending()
+        connection.close()
+
+    def admin() -> None:
+        events_process_again(events=Event.objects.all())
+        connection.close()
+
+    chunk, again = threading.Thread(target=worker), threading.Thread(target=admin)
+    chunk.start()
+    assert finishing.wait(timeout=10)
+    again.start()
+    again.join(timeout=1)
+    release.set()
+    chunk.join()
+    again.join()
+    monkeypatch.setattr(processing, "_profiles_changed_announce", announce)
+
+    assert Event.objects.filter(processed_at=None).count() == 3
+    assert counted()[(WEB, NOON)][0] == 0
+    events_process_pending()
+    assert counted()[(WEB, NOON)][0] == 3
