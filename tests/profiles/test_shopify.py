@@ -959,6 +959,18 @@ def test_bens_order_counts_once_from_the_site_and_the_shop(
     assert ben.first_order_at == utc("2025-03-14T14:09:42Z")
 
 
+def other_connection() -> psycopg.Connection:
+    """A second connection to the test database, as another worker's."""
+    db = connection.settings_dict
+    return psycopg.connect(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        host=db["HOST"],
+        port=db["PORT"] or None,
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
     deliver, monkeypatch, caplog
@@ -976,17 +988,7 @@ def test_a_failed_delivery_keeps_its_error_and_the_sweep_finishes_it(
     monkeypatch.setattr(
         tasks.events_process_task, "apply_async", lambda *a, **k: runs.append(k)
     )
-    db = connection.settings_dict
-    with (
-        psycopg.connect(
-            dbname=db["NAME"],
-            user=db["USER"],
-            password=db["PASSWORD"] or None,
-            host=db["HOST"],
-            port=db["PORT"] or None,
-        ) as other,
-        other.transaction(),
-    ):
+    with other_connection() as other, other.transaction():
         other.execute(
             "SELECT id FROM profiles_profile WHERE id = %s FOR UPDATE", [ben.pk]
         )
@@ -1036,17 +1038,7 @@ def test_a_delivery_that_arrives_during_a_recount_of_hours_is_retried(
         tasks.shopify_deliveries_sweep_task, "apply_async", lambda *a, **k: None
     )
     monkeypatch.setattr(tasks.events_process_task, "apply_async", lambda *a, **k: None)
-    db = connection.settings_dict
-    with (
-        psycopg.connect(
-            dbname=db["NAME"],
-            user=db["USER"],
-            password=db["PASSWORD"] or None,
-            host=db["HOST"],
-            port=db["PORT"] or None,
-        ) as other,
-        other.transaction(),
-    ):
+    with other_connection() as other, other.transaction():
         other.execute("LOCK TABLE profiles_sourcehour IN EXCLUSIVE MODE")
 
         response = deliver("orders_create.json")

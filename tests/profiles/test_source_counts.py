@@ -68,7 +68,8 @@ def test_a_second_run_adds_to_the_hour_the_first_began():
     assert (events, last) == (2, NOON + timedelta(minutes=5))
 
 
-def test_a_failed_event_counts_but_is_no_success(monkeypatch):
+def poison_fails(monkeypatch) -> None:
+    """Make processing raise on any event from the anonymousId "poison"."""
     apply = processing_chunk.EventChunk.apply
 
     def failing(self, event):
@@ -77,6 +78,10 @@ def test_a_failed_event_counts_but_is_no_success(monkeypatch):
         return apply(self, event)
 
     monkeypatch.setattr(processing_chunk.EventChunk, "apply", failing)
+
+
+def test_a_failed_event_counts_but_is_no_success(monkeypatch):
+    poison_fails(monkeypatch)
     stored("ok", source=WEB, received=NOON + timedelta(minutes=1))
     stored(
         "bad", source=WEB, received=NOON + timedelta(minutes=9), anonymous_id="poison"
@@ -109,13 +114,7 @@ def test_the_page_counts_failed_events_that_are_still_there(monkeypatch):
 
 def test_a_failed_event_processed_again_is_no_longer_counted_failed(monkeypatch):
     apply = processing_chunk.EventChunk.apply
-
-    def failing(self, event):
-        if event.anonymous_id == "poison":
-            raise ValueError("cannot apply")
-        return apply(self, event)
-
-    monkeypatch.setattr(processing_chunk.EventChunk, "apply", failing)
+    poison_fails(monkeypatch)
     stored("bad", source=WEB, received=NOON, anonymous_id="poison")
     events_process_pending()
     monkeypatch.setattr(processing_chunk.EventChunk, "apply", apply)
