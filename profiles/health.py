@@ -215,9 +215,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             refused.filter(received_at__gte=now - timedelta(seconds=LAG_WINDOW_SECONDS))
         ),
         notices=_rejections_by_code(notices, now=now),
-        failed=_failed_deliveries(where)
-        if webhook
-        else _failed_events(feed.rows, where),
+        failed=_failed_deliveries(where) if webhook else _failed_events(feed.rows),
         events_failed=_events_failed_count(where) if webhook else None,
         # The events a shop's or ESP's deliveries made wait for the workers too.
         events_unprocessed=(
@@ -557,43 +555,39 @@ def _refused_recent(name: str, *, now: datetime) -> int:
     return recent.aggregate(n=Sum("count"))["n"] or 0
 
 
-def _failed_events(events: QuerySet, where: Q) -> dict[str, Any]:
+def _failed_events(events: QuerySet) -> dict[str, Any]:
+    # Counted from the table, through the failed events' own index: they are few,
+    # and an operator who deletes them, or has them processed again, sees them go.
     failed = events.exclude(processing_error="")
     recent = failed.order_by("-received_at", "-pk").values(
         "message_id", "type", "event", "processing_error", "received_at"
     )[:FAILED_EVENTS_SHOWN]
-    return {"count": _events_failed_count(where), "recent": list(recent)}
+    return {"count": failed.count(), "recent": list(recent)}
 
 
 def _events_failed_count(where: Q) -> int:
-    # From the table, through the failed events' own index: they are few, and an
-    # operator who deletes them, or has them processed again, sees the count go.
     return Event.objects.filter(where).exclude(processing_error="").count()
-
-
-def _hours_sum(counted: Q, name: str) -> int:
-    return SourceHour.objects.filter(counted).aggregate(n=Sum(name))["n"] or 0
 
 
 def _failed_deliveries(where: Q) -> dict[str, Any]:
     # Refused for good (a payload that cannot be read), or failing and tried again.
     # Only the few with an error are read, by their own index.
     with_error = WebhookDelivery.objects.filter(where).exclude(error="")
-    failing = with_error.filter(processed_at__isnull=True)
     failed = with_error.filter(
         Q(error__startswith=PAYLOAD_REFUSED) | Q(processed_at__isnull=True)
     )
     recent = failed.order_by("-received_at", "-pk").values(
         "delivery_id", "topic", "error", "received_at", "processed_at"
     )[:FAILED_EVENTS_SHOWN]
-    refused = _hours_sum(where & Q(unit=SourceUnit.DELIVERIES), "failed")
-    return {"count": refused + failing.count(), "recent": list(recent)}
+    return {"count": failed.count(), "recent": list(recent)}
 
 
 def _webhook_notes(where: Q) -> int:
     # Applied as far as they go, with a note: a topic Bespoke does not use, a
     # customer with no address, an ESP event that changes nothing.
-    return _hours_sum(where & Q(unit=SourceUnit.DELIVERIES), "noted")
+    # Counted by the hour as applied: an ESP may send many.
+    counted = SourceHour.objects.filter(where, unit=SourceUnit.DELIVERIES)
+    return counted.aggregate(n=Sum("noted"))["n"] or 0
 
 
 def _imports_since(since: datetime) -> QuerySet:
