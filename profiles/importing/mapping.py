@@ -111,6 +111,10 @@ NUMBER_KINDS = ("int", "float")
 REPORT_EMAIL_MAX_CHARS = 320
 # A refused value is quoted up to this many characters in the report.
 REPORT_VALUE_MAX_CHARS = 200
+# A trait's value from one cell, at most: as much as the tracking API takes in a
+# whole call. A longer cell (a pasted document) is left out with a note, rather than
+# make its profile's page megabytes long.
+TRAIT_VALUE_MAX_CHARS = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -439,6 +443,12 @@ def _traits_read(
         cell = cells[position]
         value = cell.strip()
         if not value:
+            continue
+        if len(value) > TRAIT_VALUE_MAX_CHARS:
+            why = f"longer than {TRAIT_VALUE_MAX_CHARS:,} characters"
+            context.notes.append(
+                _ignored_note(record, plan.names[position], value, why)
+            )
             continue
         digits = _digits_a_float_loses(value) if _is_number(kind, rule) else 0
         if digits and rule is None:
@@ -891,6 +901,8 @@ def contacts_parse(
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
+    if layout.status is None and status_column is None:
+        parsed.notes.append(NO_CONSENT_COLUMN_NOTE)
     return parsed
 
 
@@ -982,6 +994,16 @@ def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
 
 
 STATUS_BLANK_RECORDS_SHOWN = 10
+
+
+NO_CONSENT_COLUMN_NOTE = {
+    "kind": "no_consent_column",
+    "message": (
+        "No column was read as email consent, so the people the file added have no "
+        "consent on record and no campaign mails them until they subscribe; those "
+        "known already keep theirs."
+    ),
+}
 
 
 def _status_blank_note(plan: ColumnPlan, records: list[int]) -> dict[str, Any]:

@@ -119,6 +119,9 @@ def column_key(name: str) -> str:
     return re.sub(r"[\W_]+", "", unicodedata.normalize("NFC", name).casefold())
 
 
+ADDRESS_ALONE = re.compile(r"[^\s@,;\"<>]+@[^\s@,;\"<>]+\.[^\s@,;\"<>]+")
+
+
 def header_names(cells: list[str]) -> list[str]:
     """Return a header's column names, stripped and each one different.
 
@@ -133,6 +136,13 @@ def header_names(cells: list[str]) -> list[str]:
                 f"Column {position} of the first row is {len(cell.strip()):,} "
                 f"characters long, so the first row is not a header: a header "
                 f"names each column in at most {HEADER_NAME_MAX_CHARS} characters."
+            )
+        if ADDRESS_ALONE.fullmatch(cell.strip()):
+            raise ImportFormatError(
+                f"The first row holds the address {cell.strip()[:100]} where the "
+                "column names belong, so it would be read as a name and its "
+                "person left out. Add a first row that names the columns (Email, "
+                "First name...) and upload the file again."
             )
         name = cell.strip() or f"Column {position}"
         while name in taken:
@@ -215,7 +225,7 @@ def contacts_decoded(data: bytes, encoding: str = "") -> Decoded:
     if data.startswith(b"PK\x03\x04"):
         raise ImportFormatError(
             "This is a zip archive. Unzip the Mailchimp export and import its CSV "
-            "files one by one: subscribed, then unsubscribed, then cleaned."
+            "files one by one (subscribed, unsubscribed and cleaned, in any order)."
         )
     if data.startswith(OLE2_MAGIC):
         raise ImportFormatError(
@@ -390,13 +400,18 @@ def _csv_records(text: str) -> Iterator[tuple[int, list[str]]]:
         lines.readline()
     reader = csv.reader(itertools.chain(lines, [END_OF_FILE]), delimiter=delimiter)
     next_line = skipped + 1
+    width = 0
     try:
         for cells in reader:
             if cells and cells[-1].endswith(END_OF_FILE):
                 _end_check(cells, next_line)
                 return
+            last_line = skipped + reader.line_num
+            if last_line > next_line:
+                _swallowed_check(cells, next_line, last_line, delimiter, width)
+            width = width or len(cells)
             yield next_line, cells
-            next_line = skipped + reader.line_num + 1
+            next_line = last_line + 1
     except csv.Error as exc:
         raise ImportFormatError(
             f"The file is not valid CSV near line {skipped + reader.line_num}: {exc}."
@@ -416,6 +431,39 @@ def _end_check(cells: list[str], line: int) -> None:
         "would be read as one cell. Close or remove that quote and upload the file "
         "again."
     )
+
+
+# Something like an address: a line of a cell that holds one and as many cells as
+# the header is a row of its own.
+ADDRESS_LIKE = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]")
+
+
+def _swallowed_check(
+    cells: list[str], first: int, last: int, delimiter: str, width: int
+) -> None:
+    """Refuse a record whose quoted cell took in whole rows, a quote left open.
+
+    A cell may hold line breaks (an address on two lines); one whose later lines
+    each read as a row of the file's own, with an address, is a stray quote that
+    closed lines later: the rows between would be lost inside one cell.
+    """
+    if width < 2:
+        return
+    opened = first
+    for cell in cells:
+        inner = cell.splitlines()[1:]
+        if any(_is_row(line, delimiter, width) for line in inner):
+            raise ImportFormatError(
+                f"A quote opened on line {opened} is closed only on line {last}, "
+                "so the lines between were read as part of one cell, though they "
+                "look like rows of their own. Remove or close that quote and "
+                "upload the file again."
+            )
+        opened += _line_breaks(cell)
+
+
+def _is_row(line: str, delimiter: str, width: int) -> bool:
+    return len(line.split(delimiter)) >= width and bool(ADDRESS_LIKE.search(line))
 
 
 def _line_breaks(text: str) -> int:

@@ -178,6 +178,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     fields = zip(form.names, _column_fields(form), strict=True)
     mapped = {name: field.value() or "" for name, field in fields}
     context["unread_statuses"] = _unread_statuses(preview, mapped)
+    context["no_consent_column"] = preview.layout.status is None and not (
+        set(mapped.values()) & {TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED}
+    )
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}
     return render(request, "profiles/import_mapping.html", context)

@@ -81,13 +81,13 @@ def test_a_central_european_file_imports_right_in_its_chosen_encoding():
 
     found = contact_import_file(filename="pl.csv", data=data)
     assert Profile.objects.get().first_name == "£ukasz"
-    assert [n["kind"] for n in found.notes] == ["encoding_found"]
+    assert [n["kind"] for n in found.notes] == ["encoding_found", "no_consent_column"]
 
     chosen = contact_import_file(filename="pl.csv", data=data, encoding="cp1250")
     assert chosen.status == ImportStatus.DONE
     lukasz = Profile.objects.get()
     assert (lukasz.first_name, lukasz.city) == ("Łukasz", "Łódź")
-    assert chosen.notes == []
+    assert [n["kind"] for n in chosen.notes] == ["no_consent_column"]
 
 
 @pytest.mark.django_db

@@ -41,8 +41,9 @@ def test_a_mapped_run_notes_the_columns_left_out_for_their_reserved_names():
         column_map={"email": "email", "lifetime_value": "", "score": "traits.score"},
     )
 
-    assert [note["column"] for note in parsed.notes] == ["lifetime_value"]
-    assert parsed.notes[0]["kind"] == "reserved_column"
+    kinds = [note["kind"] for note in parsed.notes]
+    assert kinds == ["reserved_column", "no_consent_column"]
+    assert parsed.notes[0]["column"] == "lifetime_value"
 
 
 def test_a_column_of_a_figure_bespoke_computes_says_so():

@@ -14,6 +14,7 @@ from profiles.importing import (
     contacts_parse,
     contacts_preview,
 )
+from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.models import ContactImport, Profile, TraitDefinition, TraitType
 
 TWO_COLORS = b"email,Favorite Color,favorite_color\nhd6@example.com,red,blue\n"
@@ -317,7 +318,8 @@ def test_a_last_name_column_wins_where_it_has_a_value_and_the_split_fills_blanks
                 "The column “Last Name” is mapped to last name: where it has a "
                 "value, it wins over the split of “Name”."
             ),
-        }
+        },
+        NO_CONSENT_COLUMN_NOTE,
     ]
 
 
@@ -353,7 +355,8 @@ def test_an_ignored_name_column_is_told_it_can_be_split():
                 "profile field's, which would hide it. Map it to “Full name (split "
                 "into first and last)” or to a profile field to import it."
             ),
-        }
+        },
+        NO_CONSENT_COLUMN_NOTE,
     ]
 
 
@@ -376,7 +379,7 @@ def test_the_split_puts_the_last_word_in_last_name_and_the_rest_in_first_name():
         "jose@example.com": ("José María de la", "Cruz"),
     }
     assert contact_import.rejections == []
-    assert contact_import.notes == []
+    assert contact_import.notes == [NO_CONSENT_COLUMN_NOTE]
 
 
 @pytest.mark.django_db
@@ -401,7 +404,7 @@ def test_a_full_name_with_a_comma_is_read_as_last_name_then_first_name():
         "only-first@example.com": ("Cher", ""),
         "nothing@example.com": ("", ""),
     }
-    assert contact_import.notes == []
+    assert contact_import.notes == [NO_CONSENT_COLUMN_NOTE]
 
 
 @pytest.mark.django_db
@@ -445,7 +448,8 @@ def test_a_column_mapped_to_first_name_wins_over_the_split_and_is_noted():
                 "The column “Nickname” is mapped to first name: where it has a "
                 "value, it wins over the split of “Name”."
             ),
-        }
+        },
+        NO_CONSENT_COLUMN_NOTE,
     ]
 
 
@@ -458,7 +462,8 @@ def test_a_part_of_a_name_too_long_for_its_field_is_noted_and_the_rest_kept():
 
     assert names() == {"ann@example.com": ("Ann", "")}
     assert [note["message"] for note in contact_import.notes] == [
-        f"Record 1: Name {long_last!r} was not imported (longer than 150 characters)."
+        f"Record 1: Name {long_last!r} was not imported (longer than 150 characters).",
+        NO_CONSENT_COLUMN_NOTE["message"],
     ]
 
 
@@ -505,7 +510,8 @@ def test_a_name_cell_that_wraps_is_one_line_and_a_control_character_is_refused()
     assert Profile.objects.get().city == "Porto Alegre"
     assert [note["message"] for note in contact_import.notes] == [
         "Record 1: Last name 'Lee\\x1b[31m' was not imported (it holds the control "
-        "character U+001B, which no name, place or phone number holds)."
+        "character U+001B, which no name, place or phone number holds).",
+        NO_CONSENT_COLUMN_NOTE["message"],
     ]
 
 
@@ -523,7 +529,8 @@ def test_a_full_name_with_a_control_character_is_refused_whole():
     assert names() == {"keep@example.com": ("Good", "Name")}
     assert [note["message"] for note in contact_import.notes] == [
         "Record 1: Full Name 'Ann Lee\\x07' was not imported (it holds the control "
-        "character U+0007, which no name, place or phone number holds)."
+        "character U+0007, which no name, place or phone number holds).",
+        NO_CONSENT_COLUMN_NOTE["message"],
     ]
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from profiles.importing import contact_import_file
+from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.models import ImportStatus, Profile, TraitDefinition, TraitType
 
 pytestmark = pytest.mark.django_db
@@ -111,7 +112,7 @@ def test_an_undeclared_plain_column_keeps_a_long_number_as_written_without_a_not
     contact_import = contact_import_file(filename="acc.csv", data=data)
 
     assert Profile.objects.get().traits == {"account": "012345678901234567"}
-    assert contact_import.notes == []
+    assert contact_import.notes == [NO_CONSENT_COLUMN_NOTE]
 
 
 def test_a_declared_number_with_too_many_digits_is_refused_naming_column_and_value():

@@ -97,6 +97,57 @@ def test_a_stray_quote_is_named_on_the_line_it_opens_after_a_multi_line_cell():
 
 
 @pytest.mark.django_db
+def test_a_stray_quote_closed_lines_later_is_refused_not_left_to_swallow_rows():
+    # The lines between would be one cell of the first name, and their people lost.
+    data = (
+        b"email,first_name,last_name\n"
+        b'one@example.com,"Ann,One\n'
+        b"two@example.com,Two,Two\n"
+        b"three@example.com,Three,Three\n"
+        b'five@example.com,Fi"ve,Five\n'
+    )
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_parse(data)
+
+    assert str(refused.value) == (
+        "A quote opened on line 2 is closed only on line 5, so the lines between "
+        "were read as part of one cell, though they look like rows of their own. "
+        "Remove or close that quote and upload the file again."
+    )
+
+
+@pytest.mark.django_db
+def test_a_quoted_cell_on_two_lines_with_commas_is_one_cell():
+    data = (
+        b"email,first_name,address\n"
+        b'ann@example.com,Ann,"12 Main St, Apt 4\nSpringfield, IL, 62704"\n'
+        b"bo@example.com,Bo,Oslo\n"
+    )
+
+    column_map = {"email": "email", "first_name": "", "address": "traits.address"}
+    parsed = contacts_parse(data, column_map=column_map)
+
+    assert [row.traits for row in parsed.rows] == [
+        {"address": "12 Main St, Apt 4\nSpringfield, IL, 62704"},
+        {"address": "Oslo"},
+    ]
+
+
+@pytest.mark.django_db
+def test_a_list_of_addresses_without_column_names_is_refused():
+    data = b"plain.one@example.com\nplain.two@example.com\n"
+
+    with pytest.raises(ImportFormatError) as refused:
+        contacts_parse(data)
+
+    assert str(refused.value).startswith(
+        "The first row holds the address plain.one@example.com where the column "
+        "names belong"
+    )
+
+
+@pytest.mark.django_db
 def test_a_quote_left_open_on_the_last_line_is_refused_too():
     data = b'email,name\na@example.com,Ann\nb@example.com,"Bob'
 
@@ -499,8 +550,10 @@ def test_a_cell_longer_than_pythons_csv_default_is_read():
 
     contact_import = contact_import_file(filename="long.csv", data=data)
 
+    # Read whole, then left out of the trait for its length, with a note.
     assert contact_import.status == ImportStatus.DONE, contact_import.error
-    assert Profile.objects.get(email="ana@example.com").traits["notes"] == notes
+    assert Profile.objects.get(email="ana@example.com").traits == {}
+    assert "(300,000 characters) was not imported" in contact_import.notes[0]["message"]
     assert Profile.objects.get(email="ben@example.com").traits["notes"] == "short"
 
 

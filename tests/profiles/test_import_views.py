@@ -253,10 +253,11 @@ def test_the_report_download_holds_refused_fields_and_notes(signed_in):
         ("note", "merged"),
         ("note", "reserved_column"),
         ("note", "sheet_error"),
+        ("note", "no_consent_column"),
     ]
     field = rows[2]
     assert field[:5] == ["refused field", "3", "4", "Spend", "b@example.com"]
-    merged, reserved, sheet_error = rows[3:]
+    merged, reserved, sheet_error, _ = rows[3:]
     assert merged[1:5] == ["1 4", "", "", "a@example.com"]
     assert reserved[3] == "lifetime_value"
     assert sheet_error[:5] == ["note", "1", "", "Err", ""]
@@ -325,7 +326,7 @@ def test_a_big_report_lists_its_first_items_and_downloads_them_all(signed_in):
         filename="big.csv", data=("email\n" + rows).encode()
     )
     assert len(contact_import.rejections) == 250
-    assert len(contact_import.notes) == 210
+    assert len(contact_import.notes) == 211
 
     response = signed_in.get(reverse("import_detail", kwargs={"pk": contact_import.pk}))
 
@@ -333,10 +334,10 @@ def test_a_big_report_lists_its_first_items_and_downloads_them_all(signed_in):
     assert "The first 200 of 250 are listed here; the CSV report has them all." in page
     assert page.count("user") == 200
     assert "Download the whole report as CSV" in page
-    assert "210 notes in all; the first 200 are listed, and the CSV report" in page
+    assert "211 notes in all; the first 200 are listed, and the CSV report" in page
     url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
     download = signed_in.get(url).content.decode()
-    assert len(list(csv.reader(io.StringIO(download)))) == 1 + 250 + 210
+    assert len(list(csv.reader(io.StringIO(download)))) == 1 + 250 + 211
 
 
 # Files that cannot be read, and discarding -------------------------------------------
@@ -378,7 +379,7 @@ WHOLE_WORKBOOK = xlsx_bytes([["Email"], ["a@example.com"]])
         (
             csv_zip(),
             "This is a zip archive. Unzip the Mailchimp export and import its CSV "
-            "files one by one: subscribed, then unsubscribed, then cleaned.",
+            "files one by one (subscribed, unsubscribed and cleaned, in any order).",
         ),
     ],
 )
@@ -762,6 +763,22 @@ def test_the_mapping_page_says_when_a_status_column_holds_no_status_words(
 
     listed = signed_in.post(reverse("import_list"), {"file": upload(load_fixture)})
     assert "data-unread-status" not in signed_in.get(listed.url).content.decode()
+
+
+def test_the_mapping_page_says_when_no_column_is_read_as_consent(
+    signed_in, load_fixture
+):
+    names = SimpleUploadedFile(
+        "names.csv", b"Email,Name\nada@example.com,Ada\n", content_type="text/csv"
+    )
+    uploaded = signed_in.post(reverse("import_list"), {"file": names})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    assert "data-no-consent-column>No column is read as email consent" in page
+    # A Mailchimp export says everyone's status by which export it is.
+    listed = signed_in.post(reverse("import_list"), {"file": upload(load_fixture)})
+    assert "data-no-consent-column" not in signed_in.get(listed.url).content.decode()
 
 
 def test_the_mapping_page_shows_nothing_of_someone_erased(signed_in):

@@ -8,6 +8,7 @@ import pytest
 from openpyxl import Workbook
 
 from profiles.importing import contact_import_file
+from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.importing.reading import xlsx_cell_text
 from profiles.models import ImportStatus, Profile, TraitDefinition, TraitType
 
@@ -100,7 +101,7 @@ def test_workbook_numbers_keep_no_digit_excel_does_not_show():
 
     assert contact_import.status == ImportStatus.DONE
     assert contact_import.rejections == []
-    assert contact_import.notes == []
+    assert contact_import.notes == [NO_CONSENT_COLUMN_NOTE]
     traits = dict(Profile.objects.values_list("email", "traits"))
     assert traits == {
         "a@example.com": {
@@ -159,16 +160,19 @@ def test_an_excel_error_cell_is_imported_as_empty_with_a_note_naming_it():
 
     assert contact_import.rejections == []
     assert contact_import.notes == [
-        {
-            "kind": "sheet_error",
-            "record": number,
-            "column": "Score",
-            "message": (
-                f"Record {number}: Score holds the Excel error {code}, so it was "
-                "read as empty."
-            ),
-        }
-        for number, code in enumerate(codes, start=1)
+        *(
+            {
+                "kind": "sheet_error",
+                "record": number,
+                "column": "Score",
+                "message": (
+                    f"Record {number}: Score holds the Excel error {code}, so it "
+                    "was read as empty."
+                ),
+            }
+            for number, code in enumerate(codes, start=1)
+        ),
+        NO_CONSENT_COLUMN_NOTE,
     ]
     traits = dict(Profile.objects.values_list("email", "traits"))
     assert traits == {f"e{number}@example.com": {} for number in range(2, 9)} | {
@@ -189,7 +193,8 @@ def test_an_error_in_the_email_cell_refuses_the_record_and_names_the_error():
 
     assert [r["reason"] for r in contact_import.rejections] == ["missing_email"]
     assert [note["message"] for note in contact_import.notes] == [
-        "Record 1: Email holds the Excel error #REF!, so it was read as empty."
+        "Record 1: Email holds the Excel error #REF!, so it was read as empty.",
+        NO_CONSENT_COLUMN_NOTE["message"],
     ]
     assert not Profile.objects.exists()
 
@@ -207,7 +212,10 @@ def test_text_that_looks_like_an_excel_error_stays_text():
     workbook_import = contact_import_file(filename="w.xlsx", data=buffer.getvalue())
     csv_import = contact_import_file(filename="c.csv", data=csv_data)
 
-    assert (workbook_import.notes, csv_import.notes) == ([], [])
+    assert (workbook_import.notes, csv_import.notes) == (
+        [NO_CONSENT_COLUMN_NOTE],
+        [NO_CONSENT_COLUMN_NOTE],
+    )
     traits = dict(Profile.objects.values_list("email", "traits"))
     assert traits == {
         "w@example.com": {"code": "#GETTING_DATA"},
@@ -256,5 +264,6 @@ def test_half_a_character_written_as_excels_escape_is_read_as_empty_and_named():
     assert [note["message"] for note in contact_import.notes] == [
         f"Record 1: Notes {half}, which no text holds, so it was read as empty.",
         f"Record 1: Tags {half}, which no text holds, so it was read as empty.",
+        NO_CONSENT_COLUMN_NOTE["message"],
     ]
     assert Profile.objects.get().traits == {}

@@ -23,6 +23,7 @@ from profiles.importing import (
     contacts_tags_split,
     runs,
 )
+from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.models import (
     ConsentRecord,
     ContactImport,
@@ -920,7 +921,8 @@ def test_a_long_refused_value_is_quoted_in_part():
 
     contact_import = contact_import_file(filename="long.csv", data=data)
 
-    (note,) = contact_import.notes
+    note, consent = contact_import.notes
+    assert consent == NO_CONSENT_COLUMN_NOTE
     assert len(note["message"]) < 400
     assert "… (5,000 characters) was not imported" in note["message"]
 
@@ -956,3 +958,18 @@ def test_a_retry_after_the_traits_changed_runs_the_whole_file_under_the_new_rule
         range(1, 31)
     )
     assert contact_import.rows_done == 30
+
+
+@pytest.mark.django_db
+def test_a_cell_too_long_for_a_trait_is_left_out_with_a_note():
+    pasted = "x" * 40_000
+    data = f"Email,Notes,Plan\nann@example.com,{pasted},pro\n".encode()
+
+    contact_import = contact_import_file(filename="long.csv", data=data)
+
+    assert Profile.objects.get().traits == {"plan": "pro"}
+    note = contact_import.notes[0]
+    assert note["kind"] == "ignored_value"
+    assert note["message"].endswith(
+        "(40,000 characters) was not imported (longer than 32,768 characters)."
+    )

@@ -32,8 +32,8 @@ DATE_FORMAT_NAMES = {
 class Command(BaseCommand):
     help = (
         "Import contact CSV or XLSX files in the order given, each with its "
-        "recognised layout's column map. For a Mailchimp export, give the "
-        "subscribed file first, then unsubscribed, then cleaned."
+        "recognised layout's column map. A Mailchimp export's subscribed, "
+        "unsubscribed and cleaned files give the same outcome in any order."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
