@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 # Segment's limits: 32 KB for one call or one batch item, 500 KB for a batch.
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
+# Items in one batch, at most. Real events take 50 bytes or more, so a batch within
+# MAX_BATCH_BYTES never reaches it; 500 KB of "1," would be 250,000 items to refuse,
+# each a row kept, from one small request.
+MAX_BATCH_ITEMS = 10_000
 # The messageIds of the events Bespoke makes itself (profiles/shopify.py,
 # campaigns/tracking.py): refused from the tracking API.
 RESERVED_MESSAGE_ID_PREFIXES = ("shopify:", "esp:")
@@ -271,21 +275,27 @@ def _stream_read(*, stream: IO[bytes], limit: int) -> bytes:
 
 
 def _gunzip(*, data: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise RequestRefused(
-            status=400, code="invalid_gzip", message="The gzip body is corrupt."
-        ) from exc
+    # A gzip body may be several members one after another (RFC 1952): each is
+    # read, so that none after the first is dropped unread.
+    body = b""
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            body += inflater.decompress(data, limit + 1 - len(body))
+        except zlib.error as exc:
+            raise RequestRefused(
+                status=400, code="invalid_gzip", message="The gzip body is corrupt."
+            ) from exc
 
-    if len(body) > limit:
-        raise _too_large(limit)
-    if not inflater.eof:
-        raise RequestRefused(
-            status=400, code="invalid_gzip", message="The gzip body is truncated."
-        )
-    return body
+        if len(body) > limit:
+            raise _too_large(limit)
+        if not inflater.eof:
+            raise RequestRefused(
+                status=400, code="invalid_gzip", message="The gzip body is truncated."
+            )
+        data = inflater.unused_data
+        if not data:
+            return body
 
 
 def payload_parse(*, body: bytes, limit: int) -> dict[str, Any]:
@@ -682,6 +692,15 @@ def _items_split(
             status=400,
             code="invalid_batch",
             message="A batch body needs a 'batch' array of events.",
+        )
+    if len(items) > MAX_BATCH_ITEMS:
+        raise RequestRefused(
+            status=400,
+            code="batch_too_many_items",
+            message=(
+                f"The batch holds {len(items):,} items; a batch holds at most "
+                f"{MAX_BATCH_ITEMS:,}. Nothing in it was stored: send it in parts."
+            ),
         )
 
     shared = {

@@ -397,6 +397,43 @@ def test_it_stops_inflating_a_gzip_bomb_at_the_limit(db, post):
     assert Event.objects.count() == 0
 
 
+def test_it_reads_every_member_of_a_gzip_body(db, post, load_fixture):
+    # Two members one after another are one gzip body (RFC 1952): the JSON split
+    # between them is read whole, not cut after the first.
+    raw = load_fixture("segment/batch.json")
+    body = gzip.compress(raw[:100]) + gzip.compress(raw[100:])
+
+    with time_machine.travel(BATCH_RECEIVED_AT, tick=False):
+        response = post("/v1/batch", body, HTTP_CONTENT_ENCODING="gzip")
+
+    assert response.status_code == 200
+    assert response.json()["stored"] == 30
+
+
+def test_it_refuses_a_gzip_body_with_something_after_it(db, post, load_fixture):
+    body = gzip.compress(load_fixture("segment/batch.json")) + b"trailing bytes"
+
+    response = post("/v1/batch", body, HTTP_CONTENT_ENCODING="gzip")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_gzip"
+    assert Event.objects.count() == 0
+
+
+def test_it_refuses_a_batch_of_more_items_than_any_real_batch_holds(db, post):
+    body = b'{"batch": [' + b",".join([b"1"] * 10_001) + b"]}"
+
+    response = post("/v1/batch", body)
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "batch_too_many_items",
+        "message": "The batch holds 10,001 items; a batch holds at most 10,000. "
+        "Nothing in it was stored: send it in parts.",
+    }
+    assert (Event.objects.count(), RejectedEvent.objects.count()) == (0, 0)
+
+
 def test_it_refuses_a_corrupt_gzip_body(db, post):
     response = post("/v1/batch", b"\x1f\x8b not gzip", HTTP_CONTENT_ENCODING="gzip")
 
