@@ -14,7 +14,7 @@ from profiles.deliveries import delivery_applier
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.keys import (
     write_key_name_clean,
-    write_key_name_taken,
+    write_key_name_refusal,
     write_key_secret,
 )
 from profiles.models import (
@@ -60,10 +60,9 @@ class WriteKeyAdminForm(forms.ModelForm):
     def clean_name(self) -> str:
         name = write_key_name_clean(self.cleaned_data["name"])
         unchanged = self.instance.pk is not None and self.instance.name == name
-        if not unchanged and write_key_name_taken(name):
-            raise forms.ValidationError(
-                f"A key named “{name}” is in use already: give each key its own name."
-            )
+        refusal = None if unchanged else write_key_name_refusal(name)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return name
 
 

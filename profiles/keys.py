@@ -31,6 +31,13 @@ def write_key_name_clean(name: str) -> str:
     return " ".join(INVISIBLE_CHARACTERS.sub("", name).split())
 
 
+# A key's events carry "segment:<its name>" in 100 characters: a longer name would
+# be cut, and two names alike in their first 92 characters would be one source.
+WRITE_KEY_NAME_MAX_CHARS = 92
+# The source of the keys set in BESPOKE_WRITE_KEYS is "segment:settings".
+WRITE_KEY_NAME_RESERVED = "settings"
+
+
 def write_key_name_taken(name: str) -> bool:
     """Tell whether an active key has this name already (case aside).
 
@@ -38,6 +45,27 @@ def write_key_name_taken(name: str) -> bool:
     """
     name = write_key_name_clean(name)
     return WriteKey.objects.filter(name__iexact=name, revoked_at=None).exists()
+
+
+def write_key_name_refusal(name: str) -> str | None:
+    """Say why a new key may not have this name, if it may not; else None."""
+    name = write_key_name_clean(name)
+    if len(name) > WRITE_KEY_NAME_MAX_CHARS:
+        return (
+            f"A key's name has at most {WRITE_KEY_NAME_MAX_CHARS} characters, so "
+            "that the sources page tells its events apart from another key's."
+        )
+    if name.casefold() == WRITE_KEY_NAME_RESERVED:
+        return (
+            f"“{name}” names the keys set in BESPOKE_WRITE_KEYS on the sources "
+            "page: give this key another name."
+        )
+    if write_key_name_taken(name):
+        return (
+            f"A key named “{name}” is in use already: give each key its own name, "
+            "so that the sources page can tell their events apart."
+        )
+    return None
 
 
 def write_key_create(*, name: str) -> WriteKey:

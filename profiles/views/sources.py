@@ -14,7 +14,7 @@ from profiles.keys import (
     write_key_create,
     write_key_masked,
     write_key_name_clean,
-    write_key_name_taken,
+    write_key_name_refusal,
     write_key_revoke,
 )
 from profiles.models import WriteKey
@@ -36,11 +36,9 @@ class WriteKeyForm(forms.Form):
         name = write_key_name_clean(self.cleaned_data["name"])
         if not name:
             raise forms.ValidationError("Give the key a name.")
-        if write_key_name_taken(name):
-            raise forms.ValidationError(
-                f"A key named “{name}” is in use already: give each key its own "
-                "name, so that the sources page can tell their events apart."
-            )
+        refusal = write_key_name_refusal(name)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return name
 
 

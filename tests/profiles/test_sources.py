@@ -128,6 +128,23 @@ def test_a_key_without_a_name_is_refused(signed_in):
     assert WriteKey.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        # Its events would show as the settings keys' ("segment:settings").
+        ("Settings", "“Settings” names the keys set in BESPOKE_WRITE_KEYS"),
+        # Cut to fit the events' source, it would share one with a longer name.
+        ("k" * 93, "name has at most 92 characters"),
+    ],
+)
+def test_a_name_whose_source_another_feed_has_is_refused(signed_in, name, said):
+    response = signed_in.post(reverse("source_keys"), {"name": name})
+
+    assert response.status_code == 200
+    assert said in response.content.decode()
+    assert WriteKey.objects.count() == 0
+
+
 def test_revoking_from_the_page_asks_first_then_revokes(signed_in, client):
     write_key = write_key_create(name="Shop website")
     url = reverse("source_key_revoke", kwargs={"pk": write_key.pk})
