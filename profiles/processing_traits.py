@@ -480,7 +480,9 @@ order_totals AS (
             WHEN a.refunded IS NULL THEN a.amount
             ELSE greatest(0, a.amount - a.refunded) END
         ) FILTER (WHERE {_AMOUNT_COUNTS}), 0) AS lifetime_value,
-        count(*) FILTER (WHERE {_AMOUNT_COUNTS}) AS orders_counted
+        -- The average's orders: a refund that took all of one leaves it out.
+        count(*) FILTER (WHERE {_AMOUNT_COUNTS} AND NOT coalesce(a.amount > 0
+            AND (a.whole OR a.refunded >= a.amount), false)) AS orders_counted
     FROM order_amounts a
     GROUP BY a.profile_id
 ),
@@ -763,13 +765,16 @@ def _orders_total(rows: list[tuple]) -> dict[str, Any]:
     currency = settings.BESPOKE_CURRENCY.upper()
     cancelled, refunds = _order_changes(rows, currency=currency)
     orders = [row for row in _first_orders(rows) if _order_key(row) not in cancelled]
-    counted = []
+    counted, refunded_whole = [], 0
     for row in orders:
         amount = _order_amount(_dict(row[5]), currency=currency)
         if amount is None:
             continue
         refunded = refunds.get(_order_key(row))
         if refunded is not None:
+            # Refunded whole, it was placed (the order count keeps it) but kept
+            # nothing: the average is of the orders that kept something.
+            refunded_whole += amount > 0 and refunded >= amount
             amount = max(Decimal("0"), amount - refunded)
         counted.append(amount)
     return {
@@ -777,7 +782,7 @@ def _orders_total(rows: list[tuple]) -> dict[str, Any]:
         "first_order_at": orders[0][4] if orders else None,
         "last_order_at": max((row[4] for row in orders), default=None),
         "lifetime_value": sum(counted, Decimal("0")),
-        "orders_counted": len(counted),
+        "orders_counted": len(counted) - refunded_whole,
         "orders_skipped": len(orders) - len(counted),
     }
 
