@@ -1037,6 +1037,9 @@ def _time_parse(source: dict[str, Any], key: str) -> datetime | None:
     if value is None:
         return None
 
+    # RFC 3339 allows a lower-case "z" for UTC, which Python does not read.
+    if isinstance(value, str) and value.endswith("z"):
+        value = f"{value[:-1]}Z"
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError) as exc:

@@ -490,6 +490,16 @@ def test_it_rejects_an_unreadable_timestamp(db, post):
     assert Event.objects.count() == 0
 
 
+def test_it_reads_a_timestamp_written_in_lower_case_as_rfc_3339_allows(db, post):
+    item = {"type": "track", "userId": "u1", "event": "A"}
+    body = {"batch": [{**item, "timestamp": "2025-03-14t10:00:00.5z"}]}
+
+    response = post("/v1/batch", body)
+
+    assert response.json()["stored"] == 1
+    assert Event.objects.get().timestamp == utc("2025-03-14T10:00:00.5Z")
+
+
 def test_it_rejects_text_postgresql_cannot_store(db, post):
     body = {
         "batch": [
