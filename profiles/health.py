@@ -43,7 +43,6 @@ from profiles.models import (
 )
 from profiles.refusals import SOURCE_ESP, SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import SOURCE as SOURCE_SHOPIFY
-from profiles.source_counts import source_hour
 from profiles.traits import BESPOKE_FLAGS, TraitInvalid, TraitRule, trait_coerce
 
 VOLUME_HOURS = 48
@@ -145,7 +144,7 @@ def _event_sources(*, now: datetime) -> list[tuple[str, str]]:
     # Sources seen lately that no key names any more (a renamed or deleted key).
     since = now - timedelta(days=VOLUME_DAYS)
     counted = SourceHour.objects.filter(
-        unit=SourceUnit.EVENTS, hour__gte=source_hour(since)
+        unit=SourceUnit.EVENTS, hour__gte=refusal_hour(since)
     )
     waiting = Event.objects.filter(processed_at__isnull=True, received_at__gte=since)
     refused = RejectedEvent.objects.filter(received_at__gte=since).values_list(
@@ -416,7 +415,7 @@ def _lag(feed: _Feed, *, now: datetime) -> dict[str, Any]:
     if feed.hours:
         # The hour's rows begin at its lowest id: a scan of the newest ids, not of
         # everything the source sent.
-        counted = SourceHour.objects.filter(feed.hours, hour__gte=source_hour(since))
+        counted = SourceHour.objects.filter(feed.hours, hour__gte=refusal_hour(since))
         first_id = counted.aggregate(id=Min("first_id"))["id"]
         rows = rows.filter(pk__gte=first_id) if first_id else rows.none()
     done = rows.filter(

@@ -30,6 +30,7 @@ from profiles.models import (
     SourceUnit,
     WebhookDelivery,
 )
+from profiles.refusals import refusal_hour
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def source_hours_add(*, event_ids: list[int]) -> None:
 def _event_hours(rows: Iterable[tuple[int, str, datetime, str]]) -> dict[_Key, _Hour]:
     hours: dict[_Key, _Hour] = {}
     for pk, source, received_at, error in rows:
-        key = (source, SourceUnit.EVENTS, source_hour(received_at))
+        key = (source, SourceUnit.EVENTS, refusal_hour(received_at))
         hours.setdefault(key, _Hour()).add(
             pk, received_at, failed=bool(error), noted=False
         )
@@ -79,7 +80,7 @@ def delivery_counted(*, delivery: WebhookDelivery, error: str) -> None:
     refused = error.startswith(PAYLOAD_REFUSED)
     noted = bool(error) and not refused
     hour.add(delivery.pk, delivery.received_at, failed=refused, noted=noted)
-    key = (delivery.source, SourceUnit.DELIVERIES, source_hour(delivery.received_at))
+    key = (delivery.source, SourceUnit.DELIVERIES, refusal_hour(delivery.received_at))
     _hours_add({key: hour})
 
 
@@ -99,11 +100,6 @@ def _hours_add(hours: dict[_Key, _Hour]) -> None:
         row.save(
             update_fields=["done", "failed", "noted", "last_succeeded_at", "first_id"]
         )
-
-
-def source_hour(at: datetime) -> datetime:
-    """Return the start of the UTC hour that `at` falls in."""
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
