@@ -72,11 +72,18 @@ class IdentityTaken(Exception):
 EVENT_FIELDS = ("type", "event", "user_id", "anonymous_id", "previous_id", "profile_id")
 # What an identify changes or reports: read for identifies up front, for other
 # events only if asked.
-IDENTIFY_FIELDS = ("traits", "context", "message_id", "source", "received_at")
+IDENTIFY_FIELDS = (
+    "traits",
+    "context",
+    "message_id",
+    "source",
+    "received_at",
+    "timestamp",
+)
 # What the chunk reads of a profile an identify may change: what it reads and writes
 # back. Building whole Profile instances (timestamps each loaded in Python) cost
 # about as much as reading them.
-PROFILE_FIELDS = ("pk", *PROFILE_IDENTIFY_FIELDS, "traits")
+PROFILE_FIELDS = ("pk", *PROFILE_IDENTIFY_FIELDS, "traits", "identify_times")
 
 
 class ChunkEvent:
@@ -333,6 +340,7 @@ class EventChunk:
                 traits=event.traits,
                 context=event.context,
                 schema=self.schema,
+                at=event.timestamp,
             )
 
         if plan.profile_id is None:

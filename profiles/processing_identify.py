@@ -4,10 +4,16 @@ An identify never changes consent or subscription status. Custom traits that hav
 TraitDefinition are stored as their coerced, typed value; a value that breaks its
 rule is left off the profile and reported (the event itself is kept), while the
 call's other traits are applied.
+
+Each field and trait an identify sets keeps the identify's time (Profile.
+identify_times): an identify older than the value it would replace (history
+back-filled, or a retry that arrives after a newer call) leaves that value be, so
+the person's newest word stands in whatever order their calls are processed.
 """
 
 import zoneinfo
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from profiles.models import Event, Profile, RejectedEvent
@@ -42,6 +48,8 @@ class IdentifyChange:
     fields: dict[str, str]
     traits: dict[str, Any]
     refused: list[tuple[str, Any, TraitInvalid]] = field(default_factory=list)
+    # The identify's time, as Profile.identify_times keeps it; None: not kept.
+    at: str | None = None
 
 
 def identify_change_read(
@@ -50,22 +58,39 @@ def identify_change_read(
     traits: dict[str, Any],
     context: dict[str, Any],
     schema: dict[str, TraitRule],
+    at: datetime | None,
 ) -> IdentifyChange:
-    """Work out what an identify's traits change on the profile, writing nothing."""
+    """Work out what an identify's traits change on the profile, writing nothing.
+
+    `at` is the identify's timestamp: what the profile holds from a later identify
+    is left out of the change.
+    """
+    said = identify_time_text(at) if at is not None else None
+    newer = _newer_names(profile, said)
     refused: list[tuple[str, Any, TraitInvalid]] = []
-    fields = identify_fields_read(traits, refused)
+    fields = {
+        name: value
+        for name, value in identify_fields_read(traits, refused).items()
+        if name not in newer
+    }
     moved = any(
         name in fields and fields[name].casefold() != getattr(profile, name).casefold()
         for name in ("city", "country_code")
     )
-    if moved and profile.region and not _address(traits).get("state"):
+    state_sent = bool(_address(traits).get("state"))
+    if moved and profile.region and not state_sent and "region" not in newer:
         # A new address is one whole: the old one's region is not the new one's.
         fields["region"] = ""
     unknown_country = any(
         trait == "address.country" and exc.reason == "unknown_country"
         for trait, _, exc in refused
     )
-    if moved and unknown_country and profile.country_code:
+    if (
+        moved
+        and unknown_country
+        and profile.country_code
+        and "country_code" not in newer
+    ):
         # Nor is its country: unknown is truer than the old one (Wien, US).
         fields["country_code"] = ""
     zone = context.get("timezone")
@@ -73,9 +98,9 @@ def identify_change_read(
         fields["timezone"] = zone
 
     # The address stays whole in traits too: street and postal code have no field.
-    change = IdentifyChange(fields=fields, traits={}, refused=refused)
+    change = IdentifyChange(fields=fields, traits={}, refused=refused, at=said)
     for name, raw in traits.items():
-        if name in IDENTIFY_FIELD_TRAITS:
+        if name in IDENTIFY_FIELD_TRAITS or name in newer:
             continue
         if trait_name_is_reserved(name):
             # As an import refuses such a column: a custom trait by that name would
@@ -118,7 +143,34 @@ def identify_change_set(*, profile: Profile, change: IdentifyChange) -> list[str
     for name, value in change.fields.items():
         setattr(profile, name, value)
     profile.traits = {**profile.traits, **change.traits}
-    return [*change.fields, "traits"]
+    if change.at is None:
+        return [*change.fields, "traits"]
+    timed = [*change.fields, *change.traits]
+    if any(name in change.fields for name in ADDRESS_FIELDS):
+        # An address is one whole: a city sent without its state says the old state
+        # is not the new city's, so an older call's state must not come back.
+        timed += ADDRESS_FIELDS
+    profile.identify_times = {
+        **profile.identify_times,
+        **dict.fromkeys(timed, change.at),
+    }
+    return [*change.fields, "traits", "identify_times"]
+
+
+# The profile fields an identify's address fills.
+ADDRESS_FIELDS = ("city", "region", "country_code")
+
+
+def identify_time_text(at: datetime) -> str:
+    """Return a time as Profile.identify_times keeps it: texts that sort as times do."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _newer_names(profile: Profile, said: str | None) -> set[str]:
+    # The fields and traits a later identify than this one set.
+    if said is None:
+        return set()
+    return {name for name, time in profile.identify_times.items() if time > said}
 
 
 def identify_rejections(*, event: Event, change: IdentifyChange) -> list[RejectedEvent]:

@@ -9,6 +9,7 @@ a ProfileMerge.
 
 import functools
 import logging
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Value
@@ -85,7 +86,11 @@ def event_apply(
 
     if event.type == EventType.IDENTIFY:
         change = identify_change_read(
-            profile=profile, traits=event.traits, context=event.context, schema=schema
+            profile=profile,
+            traits=event.traits,
+            context=event.context,
+            schema=schema,
+            at=event.timestamp,
         )
         fields = identify_change_set(profile=profile, change=change)
         profile.save(update_fields=[*fields, "updated_at"])
@@ -498,48 +503,53 @@ def _messages_move(*, kept: Profile, merged: Profile) -> tuple[int, int]:
     return moved, dropped
 
 
-# Traits two merged profiles hold differently are weighed one identify query each,
-# up to this many; past it (a bulk import on both), the kept profile's stand.
-TRAITS_WEIGHED_MAX = 50
-
-
 def _traits_set_later(*, kept: Profile, merged: Profile) -> set[str]:
-    """Return the traits both hold differently that the merged profile was sent last.
+    """Return what both hold differently that the merged profile was told last.
 
-    Each is read from the latest identify of either profile that names it: the
-    person's newest word wins, whichever profile the merge keeps. A value no
-    identify sent (an import's) yields to one an identify did.
+    Each is weighed by the time of the identify that set it on either profile
+    (Profile.identify_times): the person's newest word wins, whichever profile the
+    merge keeps. A value no identify sent (an import's) yields to one an identify did.
     """
+    kept_times, merged_times = kept.identify_times, merged.identify_times
     differing = [
         key
         for key, value in merged.traits.items()
         if key in kept.traits and kept.traits[key] != value
     ]
-    later = set()
-    for key in differing[:TRAITS_WEIGHED_MAX]:
-        latest = (
-            Event.objects.filter(
-                profile__in=[kept.pk, merged.pk],
-                type=EventType.IDENTIFY,
-                traits__has_key=key,
-            )
-            .order_by("-timestamp", "-pk")
-            .values_list("profile_id", flat=True)
-            .first()
-        )
-        if latest == merged.pk:
-            later.add(key)
-    return later
+    differing += [
+        name
+        for name in PROFILE_FIELDS_FILLED_ON_MERGE
+        if getattr(kept, name) and getattr(merged, name) != getattr(kept, name)
+    ]
+    return {
+        key
+        for key in differing
+        if key in merged_times and merged_times[key] > kept_times.get(key, "")
+    }
 
 
 def _blanks_fill(*, kept: Profile, merged: Profile, later: set[str]) -> None:
+    taken = set()
     for name in PROFILE_FIELDS_FILLED_ON_MERGE:
-        if not getattr(kept, name) and getattr(merged, name):
-            setattr(kept, name, getattr(merged, name))
+        value = getattr(merged, name)
+        if value and (name in later or not getattr(kept, name)):
+            setattr(kept, name, value)
+            taken.add(name)
 
-    newer = {key: merged.traits[key] for key in later}
-    kept.traits = {**merged.traits, **kept.traits, **newer}
-    changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "updated_at"]
+    taken |= {key for key in merged.traits if key in later or key not in kept.traits}
+    kept.traits = {
+        **kept.traits,
+        **{key: merged.traits[key] for key in merged.traits if key in taken},
+    }
+    # Each value keeps the time of the identify that set it, on whichever profile.
+    times = dict(kept.identify_times)
+    for key, time in merged.identify_times.items():
+        same = _value(kept, key) == _value(merged, key)
+        if key in taken or (same and time > times.get(key, "")):
+            times[key] = time
+    kept.identify_times = times
+    changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "identify_times"]
+    changed.append("updated_at")
     if kept.suppressed_at is None and merged.suppressed_at is not None:
         # Suppressed by hand, or under an address the merged profile had: the
         # person is not to be emailed, whichever profile is kept.
@@ -548,6 +558,16 @@ def _blanks_fill(*, kept: Profile, merged: Profile, later: set[str]) -> None:
     if _withdrawal_carried(kept=kept, merged=merged):
         changed += ["subscription_status", "subscription_changed_at"]
     kept.save(update_fields=changed)
+
+
+def _value(profile: Profile, name: str) -> Any:
+    # A field's or a custom trait's value: no custom trait is named like a field.
+    if name in PROFILE_FIELDS_FILLED_ON_MERGE:
+        return getattr(profile, name)
+    return profile.traits.get(name, _ABSENT)
+
+
+_ABSENT = object()
 
 
 def _withdrawal_carried(*, kept: Profile, merged: Profile) -> bool:
