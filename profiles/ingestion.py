@@ -660,9 +660,22 @@ def _email_trait_warning(
         return None
     traits = item.get("traits")
     raw = traits.get("email") if isinstance(traits, dict) else None
-    if not isinstance(raw, str) or not raw.strip():
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        kind = _NOT_AN_ADDRESS.get(type(raw), "a number")
+        return (
+            "invalid_email_trait",
+            f"traits.email is {kind}, not an email address; the event is stored, "
+            "the address is not used",
+        )
+    if not raw.strip():
         return None
     return _email_warning(raw)
+
+
+# What an email trait that is not text is called in its warning.
+_NOT_AN_ADDRESS = {dict: "an object", list: "a list", bool: "true or false"}
 
 
 @functools.lru_cache(maxsize=EMAIL_CACHE_SIZE)

@@ -526,9 +526,14 @@ def _parse_when(
 
 def _as_text(rule: TraitRule, raw: Any, _: str) -> str:
     if isinstance(raw, dict | list):
-        raise TraitInvalid(
-            "not_text", f"{rule.name}: expected text, got a {type(raw).__name__}"
-        )
+        kind = "an object" if isinstance(raw, dict) else "a list"
+        raise TraitInvalid("not_text", f"{rule.name}: expected text, got {kind}")
+    # Written as JSON writes them, the way the sender wrote them: true, not True;
+    # 12345, not 12345.0.
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, float) and raw.is_integer() and abs(raw) < 2**53:
+        return str(int(raw))
     return str(raw).strip()
 
 

@@ -901,7 +901,9 @@ def contacts_parse(
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
-    if layout.status is None and status_column is None:
+    if not parsed.records:
+        parsed.notes.append(NO_RECORDS_NOTE)
+    elif layout.status is None and status_column is None:
         parsed.notes.append(NO_CONSENT_COLUMN_NOTE)
     return parsed
 
@@ -996,6 +998,13 @@ def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
 STATUS_BLANK_RECORDS_SHOWN = 10
 
 
+NO_RECORDS_NOTE = {
+    "kind": "no_records",
+    "message": (
+        "The file has column names but no rows under them, so nobody was imported. "
+        "Check that it is the export you meant, with its people in it."
+    ),
+}
 NO_CONSENT_COLUMN_NOTE = {
     "kind": "no_consent_column",
     "message": (

@@ -23,7 +23,7 @@ from profiles.importing import (
     contacts_tags_split,
     runs,
 )
-from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
+from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE, NO_RECORDS_NOTE
 from profiles.models import (
     ConsentRecord,
     ContactImport,
@@ -502,6 +502,8 @@ def test_an_empty_file_fails_and_a_header_alone_imports_nothing():
     assert (empty.status, empty.error) == (ImportStatus.FAILED, "The file is empty.")
     assert (header.status, header.records) == (ImportStatus.DONE, 0)
     assert Profile.objects.count() == 0
+    # and the report says why nobody came in, not that nobody has consent
+    assert header.notes == [NO_RECORDS_NOTE]
 
 
 @pytest.mark.django_db

@@ -471,3 +471,19 @@ def test_the_people_list_marks_the_suppressed(signed_in):
     page = signed_in.get(reverse("profile_list")).content.decode()
 
     assert page.count("data-suppressed") == 1
+
+
+@pytest.mark.parametrize("page", ["profile_list", "profile_detail"])
+def test_a_tag_holding_a_comma_reads_as_one_tag(signed_in, page):
+    ana = ProfileFactory(email="ana@example.com")
+    ProfileTag.objects.create(profile=ana, name="Expo 2024, Boston")
+    ProfileTag.objects.create(profile=ana, name="VIP")
+    args = [ana.pk] if page == "profile_detail" else []
+
+    html = signed_in.get(reverse(page, args=args)).content.decode()
+
+    cell = re.search(r"<td data-tags>(.*?)</td>", html).group(1)
+    assert re.findall(r'<span class="pill">([^<]*)</span>', cell) == [
+        "Expo 2024, Boston",
+        "VIP",
+    ]

@@ -690,6 +690,27 @@ def test_an_identify_with_an_invalid_email_is_stored_and_flagged(post):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("email", "kind"),
+    [
+        ({"address": "eve@example.com"}, "an object"),
+        (42, "a number"),
+        (True, "true or false"),
+    ],
+)
+def test_an_identify_whose_email_is_not_text_is_stored_and_flagged(post, email, kind):
+    body = {"userId": "u-9", "messageId": "obj-email", "traits": {"email": email}}
+
+    answer = post("/v1/identify", body).json()
+
+    assert answer["stored"] == 1
+    (warning,) = answer["warnings"]
+    assert warning["code"] == "invalid_email_trait"
+    assert warning["message"].startswith(f"traits.email is {kind}, not an email")
+    assert RejectedEvent.objects.get().code == "invalid_email_trait"
+
+
+@pytest.mark.django_db
 def test_a_database_outage_is_a_json_503_the_client_retries(post, monkeypatch):
     from django.db import OperationalError
 

@@ -17,6 +17,11 @@ from profiles.traits import TraitInvalid, TraitRule, trait_coerce
         (TraitRule("rating", "number", minimum=Decimal(1), maximum=Decimal(5)), 5, 5),
         (TraitRule("sku", "text", pattern=r"[A-Z]{3}-\d+"), "ABC-12", "ABC-12"),
         (TraitRule("age", "number"), "", None),
+        # JSON's words and whole numbers as the sender wrote them, not Python's
+        (TraitRule("answer", "text"), True, "true"),
+        (TraitRule("answer", "text"), False, "false"),
+        (TraitRule("zip", "text"), 12345.0, "12345"),
+        (TraitRule("zip", "text"), 2.5, "2.5"),
     ],
 )
 def test_it_stores_values_by_the_declared_type(rule, raw, stored):
