@@ -259,6 +259,7 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
         if not changed:
             return
         profile.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
+        _value_times_forget(profile, form, changed)
     if "suppressed_at" in form.changed_data and profile.suppressed_at:
         # Suppressed by hand: the address goes on the list, which sending reads,
         # and a profile made for it later (an identify, an import) starts so. The
@@ -276,6 +277,36 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
             sender=Profile, profile_ids=[profile.pk], changed=None
         )
     )
+
+
+def _value_times_forget(
+    profile: Profile, form: ProfileAdminForm, changed: list[str]
+) -> None:
+    # A value edited by hand has no time of its own (profiles/value_times.py): the
+    # person's next identify replaces it, as it does an import's.
+    names = [name for name in changed if name in PERSON_FIELDS]
+    if "traits" in changed:
+        # As the page showed them (its hidden initial value), as changed_data reads.
+        posted = form.data.get(form.add_initial_prefix("traits"))
+        shown = form.initial.get("traits")
+        if posted is not None:
+            shown = form.fields["traits"].to_python(posted)
+        shown = shown if isinstance(shown, dict) else {}
+        now = profile.traits if isinstance(profile.traits, dict) else {}
+        names += [
+            key
+            for key in {*shown, *now}
+            if shown.get(key, _NONE) != now.get(key, _NONE)
+        ]
+    # Read under the row's lock: processing may have said more since the page opened.
+    row = Profile.objects.filter(pk=profile.pk)
+    times = row.values_list("value_times", flat=True).get()
+    kept = {name: time for name, time in times.items() if name not in names}
+    if kept != times:
+        row.update(value_times=kept)
+
+
+_NONE = object()
 
 
 @admin.register(Profile)
@@ -308,6 +339,7 @@ class ProfileAdmin(admin.ModelAdmin):
         "last_clicked_at",
         "engagement_score",
         "favourite_category",
+        "value_times",
         "created_at",
         "updated_at",
     )

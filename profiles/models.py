@@ -61,7 +61,7 @@ class Profile(models.Model):
     # {name: the identify's timestamp, ISO 8601 in UTC}. An identify older than the
     # time a value holds (history back-filled, or a retry arriving late) leaves that
     # value as it is (profiles/processing_identify.py).
-    identify_times = models.JSONField(default=dict, blank=True, editable=False)
+    value_times = models.JSONField(default=dict, blank=True, editable=False)
 
     subscription_status = models.CharField(
         max_length=20,

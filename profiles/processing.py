@@ -80,9 +80,22 @@ def events_processing_request() -> bool:
     # Read first: while a run is asked for, a request writes nothing (the upsert
     # below would lock the row, and commit, for each request of a burst). A run
     # drops the request before it claims, so one still standing here claims later.
-    if ProcessingRequest.objects.filter(pk=1, requested_at__gte=fresh_since).exists():
-        return False
+    # In SQL of its own: every API request asks, and the ORM's query cost twice
+    # the database's answer (0.4 ms against 0.17 ms).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _REQUEST_STANDING_SQL,
+            [connection.ops.adapt_datetimefield_value(fresh_since)],
+        )
+        if cursor.fetchone() is not None:
+            return False
     return _request_set(now, unless_since=fresh_since)
+
+
+_REQUEST_STANDING_SQL = (
+    f"SELECT 1 FROM {ProcessingRequest._meta.db_table} "  # noqa: S608 - the model's
+    "WHERE id = 1 AND requested_at >= %s"
+)
 
 
 def _request_set(now: datetime, *, unless_since: datetime | None) -> bool:

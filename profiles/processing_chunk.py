@@ -49,6 +49,7 @@ from profiles.processing_writes import (
 )
 from profiles.services import profiles_suppression_mark
 from profiles.traits import TraitRule
+from profiles.value_times import said_at
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ IDENTIFY_FIELDS = (
 # What the chunk reads of a profile an identify may change: what it reads and writes
 # back. Building whole Profile instances (timestamps each loaded in Python) cost
 # about as much as reading them.
-PROFILE_FIELDS = ("pk", *PROFILE_IDENTIFY_FIELDS, "traits", "identify_times")
+PROFILE_FIELDS = ("pk", *PROFILE_IDENTIFY_FIELDS, "traits", "value_times")
 
 
 class ChunkEvent:
@@ -340,7 +341,7 @@ class EventChunk:
                 traits=event.traits,
                 context=event.context,
                 schema=self.schema,
-                at=event.timestamp,
+                said=said_at(event.timestamp, event.received_at),
             )
 
         if plan.profile_id is None:

@@ -6,14 +6,14 @@ rule is left off the profile and reported (the event itself is kept), while the
 call's other traits are applied.
 
 Each field and trait an identify sets keeps the identify's time (Profile.
-identify_times): an identify older than the value it would replace (history
-back-filled, or a retry that arrives after a newer call) leaves that value be, so
-the person's newest word stands in whatever order their calls are processed.
+value_times, profiles/value_times.py): an identify older than the value it would
+replace (history back-filled, or a retry that arrives after a newer call) leaves
+that value be, so the person's newest word stands in whatever order their calls
+are processed.
 """
 
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from profiles.models import Event, Profile, RejectedEvent
@@ -25,6 +25,7 @@ from profiles.traits import (
     trait_coerce,
     trait_name_is_reserved,
 )
+from profiles.value_times import place_names_said, values_newer, values_stamp
 
 # Identify traits that become profile fields (or identities) rather than traits.
 IDENTIFY_FIELD_TRAITS = {
@@ -48,8 +49,9 @@ class IdentifyChange:
     fields: dict[str, str]
     traits: dict[str, Any]
     refused: list[tuple[str, Any, TraitInvalid]] = field(default_factory=list)
-    # The identify's time, as Profile.identify_times keeps it; None: not kept.
-    at: str | None = None
+    # When the identify was said (value_times.said_at), and the names it speaks for.
+    said: str | None = None
+    said_for: list[str] = field(default_factory=list)
 
 
 def identify_change_read(
@@ -58,15 +60,14 @@ def identify_change_read(
     traits: dict[str, Any],
     context: dict[str, Any],
     schema: dict[str, TraitRule],
-    at: datetime | None,
+    said: str | None,
 ) -> IdentifyChange:
     """Work out what an identify's traits change on the profile, writing nothing.
 
-    `at` is the identify's timestamp: what the profile holds from a later identify
-    is left out of the change.
+    `said` is when the identify was said (value_times.said_at): what the profile
+    holds from a later one is left out of the change. None: every value is taken.
     """
-    said = identify_time_text(at) if at is not None else None
-    newer = _newer_names(profile, said)
+    newer = values_newer(profile, said) if said is not None else set()
     refused: list[tuple[str, Any, TraitInvalid]] = []
     fields = {
         name: value
@@ -98,7 +99,7 @@ def identify_change_read(
         fields["timezone"] = zone
 
     # The address stays whole in traits too: street and postal code have no field.
-    change = IdentifyChange(fields=fields, traits={}, refused=refused, at=said)
+    change = IdentifyChange(fields=fields, traits={}, refused=refused, said=said)
     for name, raw in traits.items():
         if name in IDENTIFY_FIELD_TRAITS or name in newer:
             continue
@@ -116,6 +117,8 @@ def identify_change_read(
             change.traits[name] = trait_coerce(rule, raw)
         except TraitInvalid as exc:
             change.refused.append((name, raw, exc))
+    said_for = [*place_names_said(fields, moved=moved), *change.traits]
+    change.said_for = [name for name in said_for if name not in newer]
     return change
 
 
@@ -143,34 +146,10 @@ def identify_change_set(*, profile: Profile, change: IdentifyChange) -> list[str
     for name, value in change.fields.items():
         setattr(profile, name, value)
     profile.traits = {**profile.traits, **change.traits}
-    if change.at is None:
+    if change.said is None:
         return [*change.fields, "traits"]
-    timed = [*change.fields, *change.traits]
-    if any(name in change.fields for name in ADDRESS_FIELDS):
-        # An address is one whole: a city sent without its state says the old state
-        # is not the new city's, so an older call's state must not come back.
-        timed += ADDRESS_FIELDS
-    profile.identify_times = {
-        **profile.identify_times,
-        **dict.fromkeys(timed, change.at),
-    }
-    return [*change.fields, "traits", "identify_times"]
-
-
-# The profile fields an identify's address fills.
-ADDRESS_FIELDS = ("city", "region", "country_code")
-
-
-def identify_time_text(at: datetime) -> str:
-    """Return a time as Profile.identify_times keeps it: texts that sort as times do."""
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _newer_names(profile: Profile, said: str | None) -> set[str]:
-    # The fields and traits a later identify than this one set.
-    if said is None:
-        return set()
-    return {name for name, time in profile.identify_times.items() if time > said}
+    values_stamp(profile, change.said_for, change.said)
+    return [*change.fields, "traits", "value_times"]
 
 
 def identify_rejections(*, event: Event, change: IdentifyChange) -> list[RejectedEvent]:

@@ -43,6 +43,7 @@ from profiles.services import (
     profiles_suppression_mark,
 )
 from profiles.traits import TraitRule
+from profiles.value_times import said_at
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def event_apply(
             traits=event.traits,
             context=event.context,
             schema=schema,
-            at=event.timestamp,
+            said=said_at(event.timestamp, event.received_at),
         )
         fields = identify_change_set(profile=profile, change=change)
         profile.save(update_fields=[*fields, "updated_at"])
@@ -381,9 +382,9 @@ def profile_merge(
     kept, merged = merge_order(locked[first.pk], locked[second.pk])
     merge_check(kept, merged, explicit=explicit)
 
-    later = _traits_set_later(kept=kept, merged=merged)
+    taken = merge_values_taken(kept=kept, merged=merged)
     moved = _related_move(kept=kept, merged=merged)
-    _blanks_fill(kept=kept, merged=merged, later=later)
+    _blanks_fill(kept=kept, merged=merged, taken=taken)
     # Earlier merges into the merged profile keep their record under the kept one.
     ProfileMerge.objects.filter(kept=merged).update(kept=kept)
     merged_id = merged.pk
@@ -503,52 +504,49 @@ def _messages_move(*, kept: Profile, merged: Profile) -> tuple[int, int]:
     return moved, dropped
 
 
-def _traits_set_later(*, kept: Profile, merged: Profile) -> set[str]:
-    """Return what both hold differently that the merged profile was told last.
+def merge_values_taken(*, kept: Profile, merged: Profile) -> set[str]:
+    """Return the fields and traits the kept profile takes from the merged one.
 
-    Each is weighed by the time of the identify that set it on either profile
-    (Profile.identify_times): the person's newest word wins, whichever profile the
-    merge keeps. A value no identify sent (an import's) yields to one an identify did.
+    Each is weighed by when it was said (Profile.value_times): the person's newest
+    word wins, whichever profile the merge keeps, an empty field included (a move
+    to a city with no state). A value with no time (an import's) yields to one said
+    by the person, and an empty field is filled unless it was said empty later.
     """
-    kept_times, merged_times = kept.identify_times, merged.identify_times
-    differing = [
-        key
-        for key, value in merged.traits.items()
-        if key in kept.traits and kept.traits[key] != value
-    ]
-    differing += [
-        name
-        for name in PROFILE_FIELDS_FILLED_ON_MERGE
-        if getattr(kept, name) and getattr(merged, name) != getattr(kept, name)
-    ]
-    return {
-        key
-        for key in differing
-        if key in merged_times and merged_times[key] > kept_times.get(key, "")
-    }
+    kept_times, merged_times = kept.value_times, merged.value_times
 
+    def newer(name: str) -> bool:
+        return name in merged_times and merged_times[name] > kept_times.get(name, "")
 
-def _blanks_fill(*, kept: Profile, merged: Profile, later: set[str]) -> None:
     taken = set()
     for name in PROFILE_FIELDS_FILLED_ON_MERGE:
-        value = getattr(merged, name)
-        if value and (name in later or not getattr(kept, name)):
-            setattr(kept, name, value)
+        mine, theirs = getattr(kept, name), getattr(merged, name)
+        if theirs == mine:
+            continue
+        blank_filled = bool(theirs) and not mine and name not in kept_times
+        if newer(name) or blank_filled:
             taken.add(name)
+    for key, value in merged.traits.items():
+        if key not in kept.traits or (kept.traits[key] != value and newer(key)):
+            taken.add(key)
+    return taken
 
-    taken |= {key for key in merged.traits if key in later or key not in kept.traits}
+
+def _blanks_fill(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
+    for name in PROFILE_FIELDS_FILLED_ON_MERGE:
+        if name in taken:
+            setattr(kept, name, getattr(merged, name))
     kept.traits = {
         **kept.traits,
-        **{key: merged.traits[key] for key in merged.traits if key in taken},
+        **{key: value for key, value in merged.traits.items() if key in taken},
     }
-    # Each value keeps the time of the identify that set it, on whichever profile.
-    times = dict(kept.identify_times)
-    for key, time in merged.identify_times.items():
-        same = _value(kept, key) == _value(merged, key)
-        if key in taken or (same and time > times.get(key, "")):
-            times[key] = time
-    kept.identify_times = times
-    changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "identify_times"]
+    # Each value keeps the time it was said, on whichever profile it was.
+    times = {name: time for name, time in kept.value_times.items() if name not in taken}
+    for name, time in merged.value_times.items():
+        same = _value(kept, name) == _value(merged, name)
+        if name in taken or (same and time > times.get(name, "")):
+            times[name] = time
+    kept.value_times = times
+    changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "value_times"]
     changed.append("updated_at")
     if kept.suppressed_at is None and merged.suppressed_at is not None:
         # Suppressed by hand, or under an address the merged profile had: the

@@ -63,11 +63,11 @@ _PROFILES_WRITE_SQL = f"""
 UPDATE profiles_profile AS p
 SET {", ".join(f"{name} = v.{name}" for name in IDENTIFY_FIELDS)},
     traits = v.traits,
-    identify_times = v.identify_times,
+    value_times = v.value_times,
     updated_at = %s
 FROM jsonb_to_recordset(%s::jsonb) AS v(
     id bigint, {", ".join(f"{name} text" for name in IDENTIFY_FIELDS)}, traits jsonb,
-    identify_times jsonb
+    value_times jsonb
 )
 WHERE p.id = v.id
 """  # noqa: S608 - only the field names above are formatted in
@@ -217,7 +217,7 @@ def profiles_identify_write(*, profiles: Iterable[Profile]) -> None:
         for profile in profiles:
             profile.updated_at = now
         Profile.objects.bulk_update(
-            profiles, [*IDENTIFY_FIELDS, "traits", "identify_times", "updated_at"]
+            profiles, [*IDENTIFY_FIELDS, "traits", "value_times", "updated_at"]
         )
         return
 
@@ -225,7 +225,7 @@ def profiles_identify_write(*, profiles: Iterable[Profile]) -> None:
         {
             "id": profile.pk,
             "traits": profile.traits,
-            "identify_times": profile.identify_times,
+            "value_times": profile.value_times,
             **{name: getattr(profile, name) for name in IDENTIFY_FIELDS},
         }
         for profile in profiles

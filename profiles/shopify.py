@@ -62,6 +62,13 @@ from profiles.traits import (
     trait_coerce,
     trait_schema_load,
 )
+from profiles.value_times import (
+    place_names_said,
+    said_at,
+    values_newer,
+    values_stamp,
+    values_unstamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -472,7 +479,13 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
 
     Return a note naming the values not used, as an identify's warnings do.
     """
+    # The customer record's own time weighs its values against an identify's
+    # (profiles/value_times.py): an older record leaves what was said since.
+    updated_at = _time(customer.get("updated_at"))
+    said = said_at(updated_at, timezone.now()) if updated_at else None
+    newer = values_newer(profile, said) if said else set()
     fields, refused = _customer_fields(customer)
+    fields = {name: value for name, value in fields.items() if name not in newer}
     moved = any(
         name in fields and fields[name].casefold() != getattr(profile, name).casefold()
         for name in ("city", "country_code")
@@ -480,21 +493,35 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
     region_refused = any(
         note.startswith("default_address.province") for note in refused
     )
-    if moved and "region" not in fields and not region_refused:
+    if (
+        moved
+        and "region" not in fields
+        and not region_refused
+        and "region" not in newer
+    ):
         # A new address is one whole: the old one's region is not the new one's.
         fields["region"] = ""
     changed = [
         name for name, value in fields.items() if getattr(profile, name) != value
     ]
     traits = _traits_checked(_customer_traits(customer), refused)
+    traits = {name: value for name, value in traits.items() if name not in newer}
     for name in changed:
         setattr(profile, name, fields[name])
 
+    times = profile.value_times
+    if said:
+        said_for = place_names_said(fields, moved=moved) + list(traits)
+        values_stamp(profile, [n for n in said_for if n not in newer], said)
+    else:
+        restated = [k for k, v in traits.items() if profile.traits.get(k) != v]
+        values_unstamp(profile, [*changed, *restated])
     note = "; ".join(refused)
-    if not changed and all(profile.traits.get(k) == v for k, v in traits.items()):
+    unchanged = all(profile.traits.get(k) == v for k, v in traits.items())
+    if not changed and unchanged and profile.value_times == times:
         return note
     profile.traits = {**profile.traits, **traits}
-    profile.save(update_fields=[*changed, "traits", "updated_at"])
+    profile.save(update_fields=[*changed, "traits", "value_times", "updated_at"])
     return note
 
 

@@ -154,6 +154,18 @@ _REGION = """CASE
         WHEN s.region IS NULL AND (lower(s.city) <> lower(p.city)
           OR upper(s.country_code) <> upper(p.country_code))
         THEN '' ELSE COALESCE(s.region, p.region) END"""
+# What the row changes has no time of its own (profiles/value_times.py): the next
+# identify replaces it, as _profile_fill says.
+_RESTATED_FIELDS = ", ".join(
+    f"CASE WHEN s.{name} <> p.{name} THEN '{name}' END"
+    for name in ("first_name", "last_name", "phone", "city", "country_code", "timezone")
+)
+_RESTATED = f"""CASE WHEN p.value_times = '{{}}'::jsonb THEN p.value_times
+        ELSE p.value_times
+            - array_remove(ARRAY[{_RESTATED_FIELDS},
+                CASE WHEN {_REGION} <> p.region THEN 'region' END], NULL)
+            - ARRAY(SELECT k.key FROM jsonb_each(s.traits) k
+                WHERE p.traits -> k.key IS DISTINCT FROM k.value) END"""  # noqa: S608
 # A blank never erases: a field the row does not state (NULL here) keeps its value,
 # and traits are merged key by key, as _profile_fill does one profile at a time.
 UPDATE_SQL = f"""
@@ -167,6 +179,7 @@ UPDATE profiles_profile p SET
     country_code = COALESCE(s.country_code, p.country_code),
     timezone = COALESCE(s.timezone, p.timezone),
     traits = p.traits || s.traits,
+    value_times = {_RESTATED},
     subscription_status = s.subscription_status,
     subscription_changed_at = s.subscription_changed_at,
     updated_at = %s

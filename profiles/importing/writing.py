@@ -35,6 +35,7 @@ from profiles.services import (
     consent_status_move,
     suppression_hash,
 )
+from profiles.value_times import values_unstamp
 
 ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
 TAG_MAX_CHARS = 100
@@ -231,6 +232,18 @@ def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str
     )
     if moved and "region" not in fields:
         fields["region"] = ""
+    # What the row changes has no time of its own: the next identify replaces it.
+    restated = [
+        name for name, value in fields.items() if getattr(profile, name) != value
+    ]
+    restated += [
+        key
+        for key, value in row.traits.items()
+        if profile.traits.get(key, _NONE) != value
+    ]
+    if any(name in profile.value_times for name in restated):
+        values_unstamp(profile, restated)
+        changed.add("value_times")
     for name, value in fields.items():
         if getattr(profile, name) != value:
             setattr(profile, name, value)
@@ -247,6 +260,9 @@ def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str
         profile.traits = traits
         changed.add("traits")
     return set() if is_new else changed
+
+
+_NONE = object()
 
 
 def consents_apply(

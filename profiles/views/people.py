@@ -20,6 +20,7 @@ from django.views.decorators.http import require_http_methods
 from profiles.access import staff_required
 from profiles.forms import ProfileMergeForm, ProfileSearchForm
 from profiles.models import (
+    PERSON_FIELDS,
     Event,
     IdentityKind,
     Profile,
@@ -35,6 +36,7 @@ from profiles.processing_identities import (
     MergeRefused,
     merge_check,
     merge_order,
+    merge_values_taken,
     profile_merge,
 )
 from profiles.selectors import (
@@ -388,7 +390,30 @@ def _merge_page_render(
             if kept.email and not merged.email
             else "it is the older profile"
         )
+        context["taken"] = _merge_values_shown(kept, merged)
     return render(request, "profiles/profile_merge.html", context)
+
+
+def _merge_values_shown(kept: Profile, merged: Profile) -> list[dict[str, Any]]:
+    # What the kept profile will take from the merged one: its blanks, and what the
+    # person told the merged profile later (processing_identities.merge_values_taken).
+    taken = merge_values_taken(kept=kept, merged=merged)
+    shown = []
+    for name in PERSON_FIELDS:
+        if name in taken:
+            label = Profile._meta.get_field(name).verbose_name.capitalize()
+            shown.append(
+                {
+                    "name": label,
+                    "kept": getattr(kept, name),
+                    "merged": getattr(merged, name),
+                }
+            )
+    for key in sorted(taken - set(PERSON_FIELDS)):
+        shown.append(
+            {"name": key, "kept": kept.traits.get(key), "merged": merged.traits[key]}
+        )
+    return shown
 
 
 def _merge_side(profile: Profile) -> dict[str, Any]:

@@ -6,10 +6,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import time_machine
 from django.apps import apps as django_apps
 from django.db import connection
 
-from profiles.models import Event, Profile
+from profiles.importing import contact_import_file, runs
+from profiles.models import Event, IdentityKind, Profile, ProfileIdentity
 from profiles.processing import events_process_pending
 from tests.factories import ProfileFactory
 
@@ -33,6 +35,10 @@ def send(client):
         events_process_pending()
 
     return post
+
+
+def profile_of(user_id: str) -> Profile:
+    return ProfileIdentity.objects.get(kind=IdentityKind.USER_ID, value=user_id).profile
 
 
 NEWER = {
@@ -72,8 +78,8 @@ def test_an_older_identify_processed_later_keeps_the_newer_values(send):
     assert ivy.traits["plan"] == "gold"
     assert ivy.traits["colour"] == "green"
     assert ivy.traits["address"] == NEWER["traits"]["address"]
-    assert ivy.identify_times["plan"] == "2026-03-02T09:00:00.000000+00:00"
-    assert ivy.identify_times["colour"] == "2026-03-01T09:00:00.000000+00:00"
+    assert ivy.value_times["plan"] == "2026-03-02T09:00:00.000000+00:00"
+    assert ivy.value_times["colour"] == "2026-03-01T09:00:00.000000+00:00"
 
 
 def test_the_same_calls_in_time_order_give_the_same_profile(send):
@@ -138,6 +144,148 @@ def test_an_identify_replaces_what_an_import_gave_whatever_its_time(send):
     assert (ivy.first_name, ivy.traits["plan"]) == ("Ivy", "y")
 
 
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "orm"])
+def test_an_import_leaves_its_values_no_time_so_any_identify_replaces_them(
+    send, monkeypatch, copy
+):
+    # given a name and plan an identify set, then a file that changes the name only
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    send(
+        "/v1/identify",
+        {
+            **NEWER,
+            "traits": {"email": "ivy@example.com", "firstName": "Ivy", "plan": "a"},
+        },
+    )
+    data = b"Email,First Name,plan\nivy@example.com,Imported,a\n"
+    contact_import_file(filename="crm.csv", data=data)
+    ivy = Profile.objects.get()
+    assert ivy.first_name == "Imported"
+    assert set(ivy.value_times) == {"plan"}
+
+    # when a call older than the first identify is processed
+    send(
+        "/v1/identify",
+        {**OLDER, "traits": {"firstName": "Ivy-Old", "plan": "b"}},
+    )
+
+    # then it replaces the imported name, not the plan the newer identify said
+    ivy.refresh_from_db()
+    assert (ivy.first_name, ivy.traits["plan"]) == ("Ivy-Old", "a")
+
+
+def test_a_newest_call_naming_part_of_an_address_keeps_the_rest_in_any_order(send):
+    graz = {"timestamp": "2025-01-01T00:00:00Z", "city": "Graz", "state": "Styria"}
+    vienna = {"timestamp": "2025-02-01T00:00:00Z", "city": "Vienna", "state": "Wien"}
+    country = {"timestamp": "2025-03-01T00:00:00Z", "country": "AT"}
+    calls = {"graz": graz, "vienna": vienna, "country": country}
+    for order in (
+        ["graz", "vienna", "country"],
+        ["graz", "country", "vienna"],
+        ["country", "vienna", "graz"],
+        ["country", "graz", "vienna"],
+    ):
+        user = "-".join(order)
+        for name in order:
+            address = {k: v for k, v in calls[name].items() if k != "timestamp"}
+            send(
+                "/v1/identify",
+                {
+                    "userId": user,
+                    "timestamp": calls[name]["timestamp"],
+                    "traits": {"address": {"country": "AT", **address}},
+                },
+            )
+        found = profile_of(user)
+        assert (found.city, found.region, found.country_code) == (
+            "Vienna",
+            "Wien",
+            "AT",
+        ), order
+
+
+def test_a_state_alone_said_last_stands_in_any_order(send):
+    calls = [
+        ("2025-01-01T00:00:00Z", {"city": "Graz", "state": "Styria", "country": "AT"}),
+        ("2025-02-01T00:00:00Z", {"city": "Vienna", "country": "AT"}),
+        ("2025-03-01T00:00:00Z", {"state": "Wien"}),
+    ]
+    for order in ([0, 1, 2], [0, 2, 1], [2, 0, 1], [2, 1, 0]):
+        user = "u" + "".join(map(str, order))
+        for number in order:
+            at, address = calls[number]
+            send(
+                "/v1/identify",
+                {"userId": user, "timestamp": at, "traits": {"address": address}},
+            )
+        found = profile_of(user)
+        assert (found.city, found.region) == ("Vienna", "Wien"), order
+
+
+def test_a_merge_keeps_a_newer_address_whole(send):
+    # The signed-in profile lives in Vienna, Wien; the browser was told Graz later,
+    # with no state: Graz's region is not Wien.
+    send(
+        "/v1/identify",
+        {
+            "userId": "g1",
+            "timestamp": "2025-01-01T00:00:00Z",
+            "traits": {
+                "email": "g@example.com",
+                "address": {"city": "Vienna", "state": "Wien", "country": "AT"},
+            },
+        },
+    )
+    send(
+        "/v1/identify",
+        {
+            "anonymousId": "ga1",
+            "timestamp": "2025-02-01T00:00:00Z",
+            "traits": {"address": {"city": "Graz", "country": "AT"}},
+        },
+    )
+    send("/v1/identify", {"userId": "g1", "anonymousId": "ga1"})
+
+    found = Profile.objects.get()
+    assert (found.city, found.region, found.country_code) == ("Graz", "", "AT")
+
+
+def test_a_merge_does_not_fill_a_region_cleared_later_with_an_older_one(send):
+    def identify(who: dict, at: str, address: dict) -> None:
+        body = {**who, "timestamp": at, "traits": {"address": address}}
+        send("/v1/identify", body)
+
+    kept = {"userId": "k1"}
+    send("/v1/identify", {**kept, "traits": {"email": "k@example.com"}})
+    identify(kept, "2025-01-01T00:00:00Z", {"city": "Graz", "state": "Styria"})
+    identify(kept, "2025-03-01T00:00:00Z", {"city": "Vienna"})
+    identify(
+        {"anonymousId": "ka1"}, "2025-02-01T00:00:00Z", {"city": "Linz", "state": "OÖ"}
+    )
+    send("/v1/identify", {"userId": "k1", "anonymousId": "ka1"})
+
+    found = Profile.objects.get()
+    assert (found.city, found.region) == ("Vienna", "")
+
+
+def test_a_clock_ahead_of_bespokes_does_not_outrank_what_comes_after(send):
+    # An identify stamped 12 hours ahead, with no sentAt to correct it, counts as
+    # said when it arrived: the next call replaces its name.
+    with time_machine.travel("2026-03-02T09:00:00Z", tick=False):
+        send(
+            "/v1/identify",
+            {
+                "userId": "u-c",
+                "timestamp": "2026-03-02T21:00:00Z",
+                "traits": {"firstName": "Ahead"},
+            },
+        )
+    with time_machine.travel("2026-03-02T09:05:00Z", tick=False):
+        send("/v1/identify", {"userId": "u-c", "traits": {"firstName": "Next"}})
+
+    assert Profile.objects.get().first_name == "Next"
+
+
 def test_a_merge_keeps_each_field_the_person_named_last(send):
     # The browser's profile was told the newer name and plan; the signed-in one
     # has the address, so it is the one kept.
@@ -171,8 +319,8 @@ def test_a_merge_keeps_each_field_the_person_named_last(send):
         "Stone",
         "gold",
     )
-    assert ivy.identify_times["first_name"] == "2026-03-02T09:00:00.000000+00:00"
-    assert ivy.identify_times["last_name"] == "2026-03-01T09:00:00.000000+00:00"
+    assert ivy.value_times["first_name"] == "2026-03-02T09:00:00.000000+00:00"
+    assert ivy.value_times["last_name"] == "2026-03-01T09:00:00.000000+00:00"
 
     # and a call older than both, processed after the merge, changes none of it
     send(
@@ -215,31 +363,45 @@ def test_a_merge_keeps_the_kept_profiles_newer_name(send):
 
 @pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
 def test_the_migration_gives_profiles_the_times_of_their_identifies(vendor):
-    migration = importlib.import_module("profiles.migrations.0031_identify_times")
-    ivy = ProfileFactory(first_name="Ivy", city="Lyon", traits={"plan": "gold"})
-    other = ProfileFactory(first_name="Ann")
+    migration = importlib.import_module("profiles.migrations.0031_value_times")
+    ivy = ProfileFactory(
+        first_name="Ivy",
+        last_name="Stone",
+        phone="",
+        city="Lyon",
+        traits={"plan": "gold", "team": "red"},
+    )
+    other = ProfileFactory(first_name="Ann", traits={})
     stored = {"received_at": "2026-03-03T00:00:00Z", "type": "identify"}
     processed = {**stored, "processed_at": "2026-03-03T00:00:01Z"}
-    Event.objects.create(
-        message_id="old",
-        profile=ivy,
-        timestamp="2026-03-01T09:00:00Z",
-        traits={"firstName": "Ivy-Old", "plan": "bronze", "refused": 1},
-        **processed,
-    )
-    Event.objects.create(
-        message_id="new",
-        profile=ivy,
-        timestamp="2026-03-02T09:00:00.5Z",
-        traits={"name": "Ivy Stone", "plan": "gold", "address": {"city": "Lyon"}},
-        **processed,
-    )
+    identifies = [
+        # what the profile holds no longer (a newer call changed it)
+        ("2026-03-01T09:00:00Z", {"firstName": "Ivy-Old", "plan": "bronze"}),
+        # what it holds: the name, the plan and the place
+        (
+            "2026-03-02T09:00:00.5Z",
+            {"name": "Ivy Stone", "plan": "gold", "address": {"city": "LYON "}},
+        ),
+        # a value sent later but refused (a rule broken): the profile kept "red"
+        ("2026-03-04T09:00:00Z", {"team": "platinum", "phone": "1"}),
+        ("2026-02-01T09:00:00Z", {"team": "red"}),
+        # stamped ahead of its arrival: said when it arrived
+        ("2026-03-09T00:00:00Z", {"lastName": "Stone"}),
+    ]
+    for number, (at, traits) in enumerate(identifies):
+        Event.objects.create(
+            message_id=f"m-{number}",
+            profile=ivy,
+            timestamp=at,
+            traits=traits,
+            **processed,
+        )
     # Neither an event still waiting nor one that failed set anything.
     Event.objects.create(
         message_id="waiting",
         profile=ivy,
         timestamp="2026-03-05T09:00:00Z",
-        traits={"plan": "tin", "phone": "1"},
+        traits={"plan": "gold"},
         **stored,
     )
     Event.objects.create(
@@ -258,12 +420,13 @@ def test_the_migration_gives_profiles_the_times_of_their_identifies(vendor):
     migration.times_fill(django_apps, schema_editor)
 
     newer = "2026-03-02T09:00:00.500000+00:00"
-    assert Profile.objects.get(pk=ivy.pk).identify_times == {
+    assert Profile.objects.get(pk=ivy.pk).value_times == {
         "first_name": newer,
-        "last_name": newer,
+        "last_name": "2026-03-03T00:00:00.000000+00:00",
         "city": newer,
         "region": newer,
         "country_code": newer,
         "plan": newer,
+        "team": "2026-02-01T09:00:00.000000+00:00",
     }
-    assert Profile.objects.get(pk=other.pk).identify_times == {}
+    assert Profile.objects.get(pk=other.pk).value_times == {}

@@ -288,7 +288,10 @@ def test_the_profile_list_searches_by_name_email_and_tag(signed_in, subscribed_i
     page = response.content.decode()
     chloe = Profile.objects.get(email="chloe.dubois@example.org")
     assert f'href="{reverse("profile_detail", kwargs={"pk": chloe.pk})}"' in page
-    assert "<td>Club members, Newsletter</td>" in page
+    assert (
+        '<td data-tags><span class="pill">Club members</span> '
+        '<span class="pill">Newsletter</span> </td>'
+    ) in page
     assert "1 profile." in page
     tagged = signed_in.get(reverse("profile_list"), {"q": "vip"}).content.decode()
     assert "4 profiles." in tagged

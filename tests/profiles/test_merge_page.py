@@ -465,3 +465,41 @@ def test_the_page_of_a_profile_merged_away_leads_to_the_kept_one(signed_in):
     assert response.url == reverse("profile_detail", kwargs={"pk": kept.pk})
     missing = signed_in.get(reverse("profile_detail", kwargs={"pk": merged_pk + 999}))
     assert missing.status_code == 404
+
+
+def test_the_confirmation_says_which_values_the_kept_profile_takes(signed_in):
+    # given the kept profile's name from an import, and the other's newer name
+    # and plan, said by the person
+    ana = ProfileFactory(
+        email="ana@example.com", first_name="Ann", city="", traits={"plan": "a"}
+    )
+    said = "2026-03-01T00:00:00.000000+00:00"
+    other = Profile.objects.create(
+        first_name="Ana",
+        city="Lyon",
+        traits={"plan": "b", "team": "red"},
+        value_times={"first_name": said, "plan": said},
+    )
+
+    page = signed_in.get(merge_url(ana), {"other": str(other.pk)}).text
+
+    table = re.search(r"<table data-merge-taken>(.*?)</table>", page, re.S).group(1)
+    cells = [
+        [" ".join(cell.split()) for cell in re.findall(r"<td>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    ]
+    assert [row for row in cells if row] == [
+        ["First name", "Ann", "Ana"],
+        ["City", "—", "Lyon"],
+        ["plan", "a", "b"],
+        ["team", "—", "red"],
+    ]
+
+    # and the merge does what the page said
+    signed_in.post(merge_url(ana), {"other": f"#{other.pk}"})
+    ana.refresh_from_db()
+    assert (ana.first_name, ana.city, ana.traits) == (
+        "Ana",
+        "Lyon",
+        {"plan": "b", "team": "red"},
+    )

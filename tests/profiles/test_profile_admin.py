@@ -505,3 +505,26 @@ def test_the_profile_page_says_whether_the_address_or_the_profile_is_suppressed(
     assert "This profile is marked suppressed" in marked_page
     assert "suppression list" not in marked_page
     assert "This address is on the suppression list" in listed_page
+
+
+def test_a_value_edited_by_hand_has_no_time_and_the_others_keep_theirs(
+    admin_client,
+):
+    # given a name, a city and two traits an identify said in March
+    said = "2026-03-01T00:00:00.000000+00:00"
+    profile = Profile.objects.create(
+        first_name="Kai",
+        city="Porto",
+        traits={"plan": "free", "team": "red"},
+        value_times=dict.fromkeys(["first_name", "city", "plan", "team"], said),
+    )
+
+    # when a marketer corrects the name and the plan
+    page = shown_as(profile, first_name="Kay", traits='{"plan": "pro", "team": "red"}')
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    # then those two have no time (any identify replaces them); the rest keep theirs
+    assert response.status_code == 302, response.content.decode()[:2000]
+    profile.refresh_from_db()
+    assert (profile.first_name, profile.traits["plan"]) == ("Kay", "pro")
+    assert profile.value_times == {"city": said, "team": said}

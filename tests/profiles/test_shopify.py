@@ -1424,6 +1424,59 @@ def test_a_new_address_replaces_the_old_ones_region(
     assert (chloe.city, chloe.region, chloe.country_code) == ("Paris", "", "FR")
 
 
+def test_the_customer_record_and_identifies_weigh_their_times(
+    db, client, deliver, load_fixture, shop_headers
+):
+    # given an identify of 2025-01, then the shop's customer record of 2025-03-14
+    def identify(at: str, first_name: str, city: str) -> None:
+        response = client.post(
+            "/v1/identify",
+            data=json.dumps(
+                {
+                    "userId": "u-chloe",
+                    "timestamp": at,
+                    "traits": {
+                        "email": "chloe.dubois@example.org",
+                        "firstName": first_name,
+                        "address": {"city": city, "country": "FR"},
+                    },
+                }
+            ),
+            content_type="application/json",
+            HTTP_AUTHORIZATION="Basic "
+            + base64.b64encode(b"test-env-write-key:").decode(),
+        )
+        assert response.status_code == 200
+        events_process_pending()
+
+    identify("2025-01-01T00:00:00Z", "Chlo", "Lyon")
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer_updated(deliver, shop_headers, customer, "t-1")
+    chloe = Profile.objects.get()
+    assert (chloe.first_name, chloe.city) == ("Chloé", "Paris")
+
+    # when an identify older than the record arrives late, and an older record
+    identify("2025-02-01T00:00:00Z", "Cleo", "Nice")
+    customer_updated(
+        deliver,
+        shop_headers,
+        {
+            **customer,
+            "id": 1,
+            "first_name": "Old",
+            "updated_at": "2025-01-02T00:00:00Z",
+        },
+        "t-2",
+    )
+
+    # then the record's name and place stand; a newer identify's replace them
+    chloe.refresh_from_db()
+    assert (chloe.first_name, chloe.city) == ("Chloé", "Paris")
+    identify("2025-04-01T00:00:00Z", "Chloe", "Lille")
+    chloe.refresh_from_db()
+    assert (chloe.first_name, chloe.city) == ("Chloe", "Lille")
+
+
 def test_a_consent_dated_in_the_future_never_lifts_an_earlier_unsubscribe(
     db, deliver, load_fixture, shop_headers
 ):
