@@ -18,6 +18,8 @@ CONTROL_CHARACTER = re.compile(
 def field_text_clean(value: str) -> str:
     """Return a profile text field's value with each run of white space one space.
 
+    Characters that show as nothing (INVISIBLE) are left out.
+
     A cell or trait that wraps ("Ana\nMaria") is the name on one line. A value with
     any other control character is refused with ValueError, which names it: such a
     value is a broken feed's, and would break the headers an email's name goes in.
@@ -28,7 +30,15 @@ def field_text_clean(value: str) -> str:
             f"it holds the control character U+{ord(found.group()):04X}, "
             "which no name, place or phone number holds"
         )
-    return " ".join(value.split())
+    return " ".join(INVISIBLE.sub("", value).split())
+
+
+# Characters that show as nothing and mean nothing in a name, a place or a phone
+# number, but make "Ana" and "Ana\u200b" two names to a segment rule: zero-width
+# space, word joiner, zero-width no-break space (a byte-order mark pasted inside),
+# soft hyphen and the Mongolian vowel separator. The zero-width joiner and non-joiner
+# stay: some scripts (Persian, Indic ones) and emoji need them.
+INVISIBLE = re.compile("[\u200b\u2060\ufeff\u00ad\u180e]")
 
 
 def name_split(full_name: str) -> dict[str, str]:
