@@ -57,10 +57,10 @@ class Profile(models.Model):
     country_code = models.CharField(max_length=2, blank=True)
     timezone = models.CharField(max_length=64, blank=True)
     traits = models.JSONField(default=dict, blank=True)
-    # When an identify last set each of the fields above and each custom trait:
-    # {name: the identify's timestamp, ISO 8601 in UTC}. An identify older than the
-    # time a value holds (history back-filled, or a retry arriving late) leaves that
-    # value as it is (profiles/processing_identify.py).
+    # When each of the fields above and each custom trait was said, by an identify
+    # or the shop's customer record: {name: ISO 8601 time in UTC}. One said earlier
+    # (history back-filled, a retry arriving late) leaves that value as it is; an
+    # import's or a hand edit's value has no time (profiles/value_times.py).
     value_times = models.JSONField(default=dict, blank=True, editable=False)
 
     subscription_status = models.CharField(
