@@ -13,10 +13,6 @@ from datetime import UTC, datetime
 
 from profiles.models import Profile
 
-# The profile fields a place fills. A new city sent without a state speaks for the
-# region too: the old city's region is not the new one's.
-ADDRESS_FIELDS = ("city", "region", "country_code")
-
 
 def value_time_text(at: datetime) -> str:
     """Return a time as Profile.value_times keeps it."""
@@ -51,7 +47,12 @@ def values_unstamp(profile: Profile, names: Iterable[str]) -> None:
 
 
 def place_names_said(fields: Iterable[str], *, moved: bool) -> list[str]:
-    """Return the names a change of these fields speaks for: a move speaks for the region."""
+    """Return the names a change of these fields speaks for.
+
+    A move to a new city speaks for the region too, whether or not it names one:
+    the old city's region is not the new one's, and an older call's must not return.
+    A call that names only a country or a state speaks for that alone.
+    """
     said = list(fields)
     if moved and "city" in said and "region" not in said:
         said.append("region")
