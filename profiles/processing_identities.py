@@ -525,10 +525,28 @@ def merge_values_taken(*, kept: Profile, merged: Profile) -> set[str]:
         blank_filled = bool(theirs) and not mine and name not in kept_times
         if newer(name) or blank_filled:
             taken.add(name)
+    _place_whole(kept=kept, merged=merged, taken=taken)
     for key, value in merged.traits.items():
         if key not in kept.traits or (kept.traits[key] != value and newer(key)):
             taken.add(key)
     return taken
+
+
+PLACE_FIELDS = ("city", "region", "country_code")
+
+
+def _place_whole(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
+    # A place is one whole, as an identify's address is: the merged profile's city
+    # comes with its region and country (Besançon is not in Québec, Canada), and the
+    # kept profile's city keeps its own, filled from the other only for one city.
+    if "city" in taken:
+        taken.update(
+            name
+            for name in PLACE_FIELDS
+            if getattr(merged, name) != getattr(kept, name)
+        )
+    elif kept.city and kept.city.casefold() != merged.city.casefold():
+        taken.difference_update(PLACE_FIELDS)
 
 
 def _blanks_fill(*, kept: Profile, merged: Profile, taken: set[str]) -> None:

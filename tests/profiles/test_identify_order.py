@@ -13,6 +13,7 @@ from django.db import connection
 from profiles.importing import contact_import_file, runs
 from profiles.models import Event, IdentityKind, Profile, ProfileIdentity
 from profiles.processing import events_process_pending
+from profiles.processing_identities import profile_merge
 from tests.factories import ProfileFactory
 
 pytestmark = pytest.mark.django_db
@@ -430,3 +431,27 @@ def test_the_migration_gives_profiles_the_times_of_their_identifies(vendor):
         "team": "2026-02-01T09:00:00.000000+00:00",
     }
     assert Profile.objects.get(pk=other.pk).value_times == {}
+
+
+@pytest.mark.parametrize(
+    ("kept_place", "merged_place", "result"),
+    [
+        # the kept profile knows a region and country, the other a city: one place
+        (("", "QC", "CA"), ("Besançon", "", "FR"), ("Besançon", "", "FR")),
+        # each knows another city: the kept one's place stays whole
+        (("Lyon", "", ""), ("Paris", "IDF", "FR"), ("Lyon", "", "")),
+        # one city, told apart by case: the blanks are filled
+        (("Lyon", "", ""), ("LYON", "ARA", "FR"), ("Lyon", "ARA", "FR")),
+    ],
+)
+def test_a_merge_takes_a_place_whole(kept_place, merged_place, result):
+    fields = ("city", "region", "country_code")
+    kept = ProfileFactory(
+        email="f@example.com", **dict(zip(fields, kept_place, strict=True))
+    )
+    merged = Profile.objects.create(**dict(zip(fields, merged_place, strict=True)))
+
+    profile_merge(first=kept, second=merged, reason="test", explicit=True)
+
+    kept.refresh_from_db()
+    assert (kept.city, kept.region, kept.country_code) == result
