@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: run test lint check demo serve install browser clean
 
 # Create the virtualenv, migrate, load the demo once, and serve web, worker and beat
-# (on 127.0.0.1:8000; `make run PORT=8001` for another port).
+# (on 127.0.0.1:8000; `make run PORT=8001` for another port; `make run DEMO=no` makes
+# only the demo sign-in and write key, with no demo data).
 PORT ?= 8000
+DEMO ?= yes
 run: export BESPOKE_PORT = $(PORT)
 run: install
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py demo --once
+	$(BIN)/python manage.py demo $(if $(filter no,$(DEMO)),--empty,--once)
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	$(BIN)/python manage.py welcome
 	$(BIN)/honcho start -f Procfile

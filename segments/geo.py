@@ -28,6 +28,12 @@ CONTINENTS: dict[str, frozenset[str]] = {
 }
 
 
+# How the segment builder names a continent whose members a marketer may not guess.
+CONTINENT_LABELS = {
+    "Europe": "Europe (with Turkey, Russia, Cyprus, Georgia, Azerbaijan, Kazakhstan)",
+}
+
+
 def continent_of(country_code: str) -> str:
     """Return the continent of a 2-letter country code, or '' when unknown."""
     code = (country_code or "").upper()

@@ -14,7 +14,7 @@ from django.utils.text import slugify
 from profiles.access import staff_required
 from profiles.models import SubscriptionStatus
 from profiles.traits import trait_schema_load
-from segments.geo import CONTINENTS
+from segments.geo import CONTINENT_LABELS, CONTINENTS
 from segments.language import (
     COUNT_OPS,
     DATE_OPS,
@@ -188,6 +188,7 @@ def _vocabulary(*, exclude: Segment | None) -> dict:
             "count": sorted(COUNT_OPS),
         },
         "continents": sorted(CONTINENTS),
+        "continent_labels": CONTINENT_LABELS,
         "consent": [
             {"value": v, "label": label} for v, label in SubscriptionStatus.choices
         ],

@@ -373,7 +373,8 @@
       return [select(declared.allowed_values.map((v) => [v, v]), node.value, set, "Value")];
     }
     if (node.attribute === "continent" && (op === "eq" || op === "neq")) {
-      return [select(vocab.continents.map((c) => [c, c]), node.value, set, "Continent")];
+      const labels = vocab.continent_labels || {};
+      return [select(vocab.continents.map((c) => [c, labels[c] || c]), node.value, set, "Continent")];
     }
     if (LIST_OPS.includes(op)) {
       const values = Array.isArray(node.value) ? node.value : [];

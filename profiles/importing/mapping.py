@@ -1083,6 +1083,8 @@ class ContactsPreview:
     # Windows-1252 read for want of any sign (a single-byte code page has none).
     encoding_label: str = ""
     encoding_guessed: bool = False
+    # Whether any record follows the header (blank rows are none).
+    has_records: bool = True
 
 
 def _email_key(written: str) -> str:
@@ -1143,4 +1145,7 @@ def contacts_preview(
         for position, cell in enumerate(cells[: len(names)]):
             samples[position] = samples[position] or cell.strip()
     reserved = layout_columns_reserved(layout, names)
-    return ContactsPreview(layout, names, samples, column_map, reserved, label, guessed)
+    has_records = any("".join(cells).strip() for cells in read)
+    return ContactsPreview(
+        layout, names, samples, column_map, reserved, label, guessed, has_records
+    )

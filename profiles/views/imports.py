@@ -105,10 +105,10 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     contact_import = get_object_or_404(ContactImport, pk=pk)
     if contact_import.status != ImportStatus.PENDING or _is_mapped(contact_import):
         return redirect("import_detail", pk=pk)
-    # The encoding chosen above the form (a GET), or carried by the form's post.
-    chosen = (request.POST if request.method == "POST" else request.GET).get(
-        "encoding", ""
-    )
+    # The encoding chosen above the form (a GET), or carried by the form's post;
+    # else the one chosen last time the page was open.
+    asked = request.POST if request.method == "POST" else request.GET
+    chosen = asked.get("encoding", contact_import.encoding)
     encoding = chosen if chosen in ENCODINGS else ""
     encoding_error, unknown = "", False
     try:
@@ -134,6 +134,10 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         except ImportFormatError:
             return redirect("import_detail", pk=pk)
 
+    if encoding != contact_import.encoding and not encoding_error:
+        # Kept, so that the page opened again reads the file as it was last read.
+        contact_import.encoding = encoding
+        contact_import.save(update_fields=["encoding"])
     options = {"names": preview.names, "column_map": preview.column_map}
     initial = {"encoding": encoding}
     if not encoding and not unknown:
@@ -178,8 +182,14 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     fields = zip(form.names, _column_fields(form), strict=True)
     mapped = {name: field.value() or "" for name, field in fields}
     context["unread_statuses"] = _unread_statuses(preview, mapped)
-    context["no_consent_column"] = preview.layout.status is None and not (
-        set(mapped.values()) & {TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED}
+    context["no_records"] = not preview.has_records
+    context["no_consent_column"] = (
+        preview.has_records
+        and preview.layout.status is None
+        and not (
+            set(mapped.values())
+            & {TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED}
+        )
     )
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
     context["encoding"] = {"found": found, "error": encoding_error}

@@ -205,3 +205,22 @@ def test_both_bounds_of_between_are_kept_when_edited_one_after_the_other(
     page.get_by_role("button", name="JSON").click()
     rule = json.loads(page.get_by_label("Rule (JSON)").input_value())
     assert rule["any"][2]["value"] == [10, 90]
+
+
+def test_the_continent_chosen_says_which_countries_it_counts(page, signed_in):
+    page.get_by_role("link", name="Segments").first.click()
+    page.get_by_role("link", name="Spring sale audience").click()
+    root = page.locator('[data-path="rule"]')
+    root.locator(".node-head").first.get_by_role("button", name="Add condition").click()
+    added = page.locator('[data-path="rule.any[2]"]')
+    added.get_by_label("Condition kind").select_option(label="Profile field")
+    added.get_by_label("Field").select_option("continent")
+
+    continent = added.get_by_label("Continent")
+    continent.select_option(
+        label="Europe (with Turkey, Russia, Cyprus, Georgia, Azerbaijan, Kazakhstan)"
+    )
+    expect(continent).to_have_value("Europe")
+    page.get_by_role("button", name="JSON").click()
+    rule = json.loads(page.get_by_label("Rule (JSON)").input_value())
+    assert rule["any"][2] == {"attribute": "continent", "op": "eq", "value": "Europe"}

@@ -169,3 +169,19 @@ def test_the_demo_names_the_fixtures_a_partial_folder_lacks(tmp_path):
 
     assert "lacks mailchimp/subscribed_members_export.csv" in str(refused.value)
     assert not Profile.objects.exists()
+
+
+def test_an_empty_start_makes_the_sign_in_and_key_and_loads_no_data():
+    from django.contrib.auth import authenticate
+
+    from campaigns import demo
+    from profiles.models import WriteKey
+
+    out = io.StringIO()
+    call_command("demo", empty=True, stdout=out)
+
+    assert authenticate(username=demo.DEMO_USERNAME, password=demo.DEMO_PASSWORD)
+    assert WriteKey.objects.filter(key=demo.DEMO_WRITE_KEY).exists()
+    assert not Profile.objects.exists()
+    assert not Campaign.objects.exists()
+    assert "no demo data was loaded" in out.getvalue()

@@ -47,6 +47,32 @@ def test_a_utf8_file_with_a_stray_byte_stays_utf8_and_names_the_line():
     assert decoded.stray_lines == (3,)
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("how", ["chosen above the form", "read again"])
+def test_the_mapping_page_opened_again_reads_the_file_as_last_chosen(
+    client, polish_upload, how
+):
+    contact_import, url = polish_upload
+    if how == "read again":
+        form = client.get(url).context["form"]
+        data = {name: form[name].initial or "" for name in form.fields}
+        client.post(url, {**data, "encoding": "cp1250", "reread": "1"})
+    else:
+        client.get(url, {"encoding": "cp1250"})
+
+    def shown(response) -> tuple[str, int]:
+        # The encoding the form offers, and the samples read wrong (the help text
+        # names "£ukasz" once as the example).
+        page = response.content.decode()
+        return response.context["form"]["encoding"].initial, page.count("£ukasz") - 1
+
+    assert shown(client.get(url)) == ("cp1250", 0)
+    assert "Łukasz" in client.get(url).content.decode()
+    # and found anew once the marketer asks for that
+    assert shown(client.get(url, {"encoding": ""})) == ("", 1)
+    assert shown(client.get(url)) == ("", 1)
+
+
 @pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
 def test_utf16_without_a_byte_order_mark_is_found(codec):
     assert contacts_decoded(POLISH.encode(codec)).text == POLISH

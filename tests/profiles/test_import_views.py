@@ -784,6 +784,21 @@ def test_the_mapping_page_says_when_no_column_is_read_as_consent(
     assert "data-no-consent-column" not in signed_in.get(listed.url).content.decode()
 
 
+def test_the_mapping_page_says_when_the_file_has_no_rows(signed_in):
+    def mapping_page(data: bytes) -> str:
+        upload = SimpleUploadedFile("f.csv", data, content_type="text/csv")
+        uploaded = signed_in.post(reverse("import_list"), {"file": upload})
+        return signed_in.get(uploaded.url).content.decode()
+
+    header_only = mapping_page(b"Email,Name\r\n\r\n,\r\n")
+    with_a_row = mapping_page(b"Email,Name\nada@example.com,Ada\n")
+
+    assert "data-no-records>The file has column names but no rows" in header_only
+    # nor is it said that nobody in it has consent: nobody is in it
+    assert "data-no-consent-column" not in header_only
+    assert "data-no-records" not in with_a_row
+
+
 def test_the_mapping_page_shows_nothing_of_someone_erased(signed_in):
     from profiles.models import Suppression, SuppressionReason
     from profiles.services import suppression_hash

@@ -40,13 +40,27 @@ class Command(BaseCommand):
             help="Do nothing if the demo campaign exists already (used by `make run`).",
         )
         parser.add_argument(
+            "--empty",
+            action="store_true",
+            help="Make only the demo sign-in and write key, and load no data "
+            "(`make run DEMO=no`).",
+        )
+        parser.add_argument(
             "--fixtures",
             type=Path,
             default=None,
             help="Folder of the shared fixtures (default: settings.BESPOKE_FIXTURES_DIR).",
         )
 
-    def handle(self, *args, once: bool, fixtures: Path | None, **options) -> None:
+    def handle(
+        self, *args, once: bool, fixtures: Path | None, empty: bool, **options
+    ) -> None:
+        if empty:
+            self._ensure_demo_user()
+            self.stdout.write(
+                "The demo sign-in and write key are ready; no demo data was loaded."
+            )
+            return
         if once and Campaign.objects.filter(slug=demo.CAMPAIGN["slug"]).exists():
             self.stdout.write("Demo data is loaded already; `make demo` replays it.")
             return
