@@ -833,7 +833,11 @@ def _merge_note(row: ContactRow) -> dict[str, Any]:
         "kind": "merged",
         "email": row.email.key,
         "records": row.records,
-        "message": f"Records {listed} are one address; merged into one profile.",
+        "message": (
+            f"Records {listed} are one address; merged into one profile. Where they "
+            "hold different values, the newest record's is kept (by its change "
+            "time, else the one lower in the file); tags add up."
+        ),
     }
 
 

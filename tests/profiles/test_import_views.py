@@ -147,7 +147,10 @@ def test_an_upload_with_an_eager_worker_imports_the_file(
     page = signed_in.get(response.url).content.decode()
     assert "<strong data-status>Done</strong>" in page
     assert "maria.garcia@@example.net" in page
-    assert "Records 1 and 9 are one address; merged into one profile." in page
+    assert (
+        "Records 1 and 9 are one address; merged into one profile. Where they hold "
+        "different values, the newest record&#x27;s is kept"
+    ) in page
 
 
 def test_an_upload_without_a_file_shows_the_form_error(signed_in):
