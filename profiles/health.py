@@ -229,6 +229,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             else None
         ),
         webhook_notes=_webhook_notes(where) if webhook else None,
+        duplicates=None if webhook else _duplicates(where, now=now),
         refused_requests=_refused_requests(name, now=now),
         refused_recent=_refused_recent(name, now=now),
         refused_recent_since=_refused_recent_since(now),
@@ -388,6 +389,13 @@ def _volume(
     first = _floor(now, step) - step * (n - 1)
     starts = [first + step * i for i in range(n)]
     return [{"at": start, "count": counts.get(start, 0)} for start in starts]
+
+
+def _duplicates(where: Q, *, now: datetime) -> int:
+    """Return the items of the last 48 hours not stored again: sent before."""
+    since = _floor(now, timedelta(hours=1)) - timedelta(hours=VOLUME_HOURS - 1)
+    counted = SourceHour.objects.filter(where, unit=SourceUnit.EVENTS, hour__gte=since)
+    return counted.aggregate(n=Sum("duplicates"))["n"] or 0
 
 
 def _last_success(feed: _Feed) -> datetime | None:

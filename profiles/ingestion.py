@@ -45,6 +45,7 @@ from profiles.processing_traits import (
     number_coerce,
 )
 from profiles.processing_writes import driver_error, json_bytes, server_bound_cursor
+from profiles.source_counts import duplicates_count
 from profiles.tasks import events_process_enqueue
 from profiles.traits import (
     TraitInvalid,
@@ -417,6 +418,13 @@ def events_ingest(
             result.notices.append(Rejection(index, message_id, code, message))
 
     _stored(drafts=drafts, items=items, result=result, source=source, at=received_at)
+    if result.duplicates:
+        # For the Sources page: a feed sending only what it sent before stores
+        # nothing, and would read as gone quiet.
+        sent_again = result.duplicates
+        transaction.on_commit(
+            lambda: duplicates_count(source=source, at=received_at, count=sent_again)
+        )
 
     logger.info(
         "Tracking request ingested: %s stored, %s duplicates, %s rejected",

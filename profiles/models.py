@@ -354,6 +354,10 @@ class SourceHour(models.Model):
     last_succeeded_at = models.DateTimeField(null=True, blank=True)
     # The lowest id among them: where a scan of the hour's rows starts.
     first_id = models.BigIntegerField(null=True, blank=True)
+    # Items the tracking API stored no second time, their messageId being stored
+    # already (a sender retrying, or replaying what it sent); events only. Counted
+    # as they arrive, not from a table: a recount keeps them.
+    duplicates = models.PositiveBigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [

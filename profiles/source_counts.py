@@ -12,6 +12,9 @@ page over 5 seconds. They are counted in SourceHour instead, as they are done:
 An event marked to be processed again is taken off first, so each counts once.
 source_hours_rebuild counts everything again from the tables, for an operator who
 changed rows by hand (`manage.py source_hours_rebuild`).
+
+The tracking API's duplicates (items whose messageId was stored already) are no
+rows anywhere: duplicates_count adds them as they arrive, and a recount keeps them.
 """
 
 import logging
@@ -19,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Value
 from django.db.models.functions import Greatest, TruncHour
 
@@ -102,6 +105,30 @@ def _hours_add(hours: dict[_Key, _Hour]) -> None:
         )
 
 
+def duplicates_count(*, source: str, at: datetime, count: int) -> None:
+    """Count items a tracking request sent again, by its source and hour.
+
+    Called once the request's events are committed. Never raises: the sender has
+    its answer, and a count lost is only a figure on the Sources page.
+    """
+    fields = {"source": source, "unit": SourceUnit.EVENTS, "hour": refusal_hour(at)}
+    added = {"duplicates": F("duplicates") + count}
+    try:
+        with transaction.atomic():
+            if SourceHour.objects.filter(**fields).update(**added):
+                return
+            try:
+                with transaction.atomic():
+                    SourceHour.objects.create(**fields, duplicates=count)
+            except IntegrityError:
+                # Processing or another request began the hour first.
+                SourceHour.objects.filter(**fields).update(**added)
+    except DatabaseError:
+        logger.warning(
+            "Duplicates could not be counted", exc_info=True, extra={"source": source}
+        )
+
+
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None or b is None:
         return a or b
@@ -140,6 +167,13 @@ def source_hours_rebuild() -> int:
         # only what this count could not see.
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE profiles_sourcehour IN EXCLUSIVE MODE")
+    # Counted as they arrived, in no table: kept as they are.
+    duplicates = {
+        (source, unit, hour): count
+        for source, unit, hour, count in SourceHour.objects.filter(
+            duplicates__gt=0
+        ).values_list("source", "unit", "hour", "duplicates")
+    }
     SourceHour.objects.all().delete()
 
     failed = ~Q(processing_error="")
@@ -151,6 +185,12 @@ def source_hours_rebuild() -> int:
     rows = [
         *(SourceHour(unit=SourceUnit.EVENTS, **row) for row in events),
         *(SourceHour(unit=SourceUnit.DELIVERIES, **row) for row in deliveries),
+    ]
+    for row in rows:
+        row.duplicates = duplicates.pop((row.source, row.unit, row.hour), 0)
+    rows += [
+        SourceHour(source=source, unit=unit, hour=hour, duplicates=count)
+        for (source, unit, hour), count in duplicates.items()
     ]
     SourceHour.objects.bulk_create(rows, batch_size=2000)
     logger.info("Source hours counted again", extra={"hours": len(rows)})

@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.urls import reverse
 
 from profiles import processing, processing_chunk
 from profiles.health import sources_health
 from profiles.models import Event, ProfileMerge, SourceHour, WriteKey
 from profiles.processing import events_process_again, events_process_pending
 from profiles.source_counts import source_hours_rebuild
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -286,3 +288,53 @@ def test_events_processed_again_while_a_chunk_processes_them_count_once(
     assert counted()[(WEB, NOON)][0] == 0
     events_process_pending()
     assert counted()[(WEB, NOON)][0] == 3
+
+
+def test_items_sent_again_are_counted_as_duplicates_and_a_recount_keeps_them(
+    client, django_capture_on_commit_callbacks
+):
+    import base64
+    import json
+
+    import time_machine
+
+    WriteKey.objects.create(name="Web", key="web-key")
+    auth = "Basic " + base64.b64encode(b"web-key:").decode()
+    batch = {
+        "batch": [
+            {"type": "page", "anonymousId": "a-1", "messageId": f"m-{n}"}
+            for n in range(3)
+        ]
+    }
+
+    def send(at: datetime) -> dict:
+        with (
+            time_machine.travel(at, tick=False),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            return client.post(
+                "/v1/batch",
+                data=json.dumps(batch),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=auth,
+            ).json()
+
+    assert send(NOON)["duplicates"] == 0
+    assert send(NOON + timedelta(minutes=5))["duplicates"] == 3
+    assert send(NOON + timedelta(hours=1))["duplicates"] == 3
+    events_process_pending()
+
+    def duplicates() -> int:
+        later = NOON + timedelta(hours=2)
+        return {s["name"]: s for s in sources_health(now=later)}[WEB]["duplicates"]
+
+    assert duplicates() == 6
+    client.force_login(UserFactory(is_staff=True))
+    with time_machine.travel(NOON + timedelta(hours=2), tick=False):
+        page = client.get(reverse("sources_health")).content.decode()
+    assert '<div class="figure" data-figure="duplicates">6</div>' in page
+    source_hours_rebuild()
+    assert duplicates() == 6
+    assert sorted(
+        SourceHour.objects.filter(source=WEB).values_list("hour", "done", "duplicates")
+    ) == [(NOON, 3, 3), (NOON + timedelta(hours=1), 0, 3)]
