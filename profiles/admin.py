@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils import timezone
 
 from profiles.deliveries import delivery_applier
 from profiles.emails import InvalidEmail, email_normalize
@@ -50,6 +51,7 @@ from profiles.traits import (
     trait_name_is_reserved,
     trait_schema_load,
 )
+from profiles.value_times import value_time_text, values_stamp
 
 
 class WriteKeyAdminForm(forms.ModelForm):
@@ -258,8 +260,10 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
         changed = form.fields_changed()
         if not changed:
             return
-        profile.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
-        _value_times_forget(profile, form, changed)
+        _hand_edit_date(profile, form, changed)
+        profile.save(
+            update_fields=[*dict.fromkeys(changed), "value_times", "updated_at"]
+        )
     if "suppressed_at" in form.changed_data and profile.suppressed_at:
         # Suppressed by hand: the address goes on the list, which sending reads,
         # and a profile made for it later (an identify, an import) starts so. The
@@ -279,31 +283,46 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
     )
 
 
-def _value_times_forget(
+def _hand_edit_date(
     profile: Profile, form: ProfileAdminForm, changed: list[str]
 ) -> None:
-    # A value edited by hand has no time of its own (profiles/value_times.py): the
-    # person's next identify replaces it, as it does an import's.
+    """Date what the marketer changed, and keep what processing wrote meanwhile.
+
+    Read under the row's lock (profile_admin_save): an identify processed while
+    the page was open may have said more. Of the traits, only the keys the marketer
+    changed are written, onto the traits as they are now; each changed value is
+    dated now (profiles/value_times.py), so that older news does not undo it.
+    """
+    current = Profile.objects.filter(pk=profile.pk).values("traits", "value_times")
+    stored = current.get()
     names = [name for name in changed if name in PERSON_FIELDS]
     if "traits" in changed:
-        # As the page showed them (its hidden initial value), as changed_data reads.
-        posted = form.data.get(form.add_initial_prefix("traits"))
-        shown = form.initial.get("traits")
-        if posted is not None:
-            shown = form.fields["traits"].to_python(posted)
-        shown = shown if isinstance(shown, dict) else {}
-        now = profile.traits if isinstance(profile.traits, dict) else {}
-        names += [
+        shown = _traits_shown(form)
+        posted = profile.traits if isinstance(profile.traits, dict) else {}
+        edited = [
             key
-            for key in {*shown, *now}
-            if shown.get(key, _NONE) != now.get(key, _NONE)
+            for key in {*shown, *posted}
+            if shown.get(key, _NONE) != posted.get(key, _NONE)
         ]
-    # Read under the row's lock: processing may have said more since the page opened.
-    row = Profile.objects.filter(pk=profile.pk)
-    times = row.values_list("value_times", flat=True).get()
-    kept = {name: time for name, time in times.items() if name not in names}
-    if kept != times:
-        row.update(value_times=kept)
+        traits = {k: v for k, v in stored["traits"].items() if k not in edited}
+        traits.update({key: posted[key] for key in edited if key in posted})
+        profile.traits = traits
+        names += edited
+    profile.value_times = stored["value_times"]
+    values_stamp(profile, names, value_time_text(timezone.now()))
+
+
+def _traits_shown(form: ProfileAdminForm) -> dict[str, Any]:
+    # As the page showed them (its hidden initial value), as changed_data reads.
+    posted = form.data.get(form.add_initial_prefix("traits"))
+    shown = form.initial.get("traits")
+    if posted is not None:
+        try:
+            shown = form.fields["traits"].to_python(posted)
+        except forms.ValidationError:
+            # A page that was not Bespoke's: nothing is known to have been shown.
+            shown = {}
+    return shown if isinstance(shown, dict) else {}
 
 
 _NONE = object()

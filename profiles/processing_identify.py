@@ -117,7 +117,8 @@ def identify_change_read(
             change.traits[name] = trait_coerce(rule, raw)
         except TraitInvalid as exc:
             change.refused.append((name, raw, exc))
-    said_for = [*place_names_said(fields, moved=moved), *change.traits]
+    place = place_names_said(fields, country_was=profile.country_code)
+    said_for = [*place, *change.traits]
     change.said_for = [name for name in said_for if name not in newer]
     return change
 

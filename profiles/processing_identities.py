@@ -43,7 +43,7 @@ from profiles.services import (
     profiles_suppression_mark,
 )
 from profiles.traits import TraitRule
-from profiles.value_times import said_at
+from profiles.value_times import FLOOR, said_at, value_time
 
 logger = logging.getLogger(__name__)
 
@@ -507,21 +507,23 @@ def _messages_move(*, kept: Profile, merged: Profile) -> tuple[int, int]:
 def merge_values_taken(*, kept: Profile, merged: Profile) -> set[str]:
     """Return the fields and traits the kept profile takes from the merged one.
 
-    Each is weighed by when it was said (Profile.value_times): the person's newest
-    word wins, whichever profile the merge keeps, an empty field included (a move
-    to a city with no state). A value with no time (an import's) yields to one said
-    by the person, and an empty field is filled unless it was said empty later.
+    Each is weighed by when it was said (profiles/value_times.py): the newest word
+    wins, whichever profile the merge keeps, an empty field included (a move to a
+    city with no state). A value no source dated yields to one that was, and an
+    empty field is filled unless it was said empty later.
     """
     kept_times, merged_times = kept.value_times, merged.value_times
 
     def newer(name: str) -> bool:
-        return name in merged_times and merged_times[name] > kept_times.get(name, "")
+        theirs = value_time(merged_times, name)
+        return bool(theirs) and theirs > value_time(kept_times, name)
 
     taken = set()
     for name in PROFILE_FIELDS_FILLED_ON_MERGE:
         mine, theirs = getattr(kept, name), getattr(merged, name)
         if theirs == mine:
             continue
+        # A field never given is empty with no time: only one said empty has one.
         blank_filled = bool(theirs) and not mine and name not in kept_times
         if newer(name) or blank_filled:
             taken.add(name)
@@ -550,6 +552,7 @@ def _place_whole(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
 
 
 def _blanks_fill(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
+    times = _times_merged(kept=kept, merged=merged, taken=taken)
     for name in PROFILE_FIELDS_FILLED_ON_MERGE:
         if name in taken:
             setattr(kept, name, getattr(merged, name))
@@ -557,12 +560,6 @@ def _blanks_fill(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
         **kept.traits,
         **{key: value for key, value in merged.traits.items() if key in taken},
     }
-    # Each value keeps the time it was said, on whichever profile it was.
-    times = {name: time for name, time in kept.value_times.items() if name not in taken}
-    for name, time in merged.value_times.items():
-        same = _value(kept, name) == _value(merged, name)
-        if name in taken or (same and time > times.get(name, "")):
-            times[name] = time
     kept.value_times = times
     changed = [*PROFILE_FIELDS_FILLED_ON_MERGE, "traits", "value_times"]
     changed.append("updated_at")
@@ -574,6 +571,24 @@ def _blanks_fill(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
     if _withdrawal_carried(kept=kept, merged=merged):
         changed += ["subscription_status", "subscription_changed_at"]
     kept.save(update_fields=changed)
+
+
+def _times_merged(*, kept: Profile, merged: Profile, taken: set[str]) -> dict[str, str]:
+    """Return the kept profile's value times once it holds what it takes."""
+    # Each value keeps the time it was said, on whichever profile it was; one taken
+    # with no time of its own takes the merged profile's floor, as its own time.
+    # Done before the values move: equal values are compared as they were.
+    kept_times, merged_times = kept.value_times, merged.value_times
+    times = {n: t for n, t in kept_times.items() if n not in taken}
+    for name in taken:
+        said = value_time(merged_times, name)
+        if said:
+            times[name] = said
+    for name, said in merged_times.items():
+        same = name != FLOOR and _value(kept, name) == _value(merged, name)
+        if same and said > value_time(times, name):
+            times[name] = said
+    return times
 
 
 def _value(profile: Profile, name: str) -> Any:

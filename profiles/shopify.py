@@ -67,7 +67,6 @@ from profiles.value_times import (
     said_at,
     values_newer,
     values_stamp,
-    values_unstamp,
 )
 
 logger = logging.getLogger(__name__)
@@ -480,12 +479,18 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
     Return a note naming the values not used, as an identify's warnings do.
     """
     # The customer record's own time weighs its values against an identify's
-    # (profiles/value_times.py): an older record leaves what was said since.
-    updated_at = _time(customer.get("updated_at"))
-    said = said_at(updated_at, timezone.now()) if updated_at else None
-    newer = values_newer(profile, said) if said else set()
+    # (profiles/value_times.py): an older record leaves what was said since. One
+    # with no time Bespoke can read is taken as said now, and costs nothing else.
+    now = timezone.now()
+    try:
+        updated_at = _time(customer.get("updated_at")) or now
+    except ShopifyPayloadError:
+        updated_at = now
+    said = said_at(updated_at, now)
+    newer = values_newer(profile, said)
     fields, refused = _customer_fields(customer)
     fields = {name: value for name, value in fields.items() if name not in newer}
+    country_was = profile.country_code
     moved = any(
         name in fields and fields[name].casefold() != getattr(profile, name).casefold()
         for name in ("city", "country_code")
@@ -510,12 +515,8 @@ def _profile_fill(*, profile: Profile, customer: dict[str, Any]) -> str:
         setattr(profile, name, fields[name])
 
     times = profile.value_times
-    if said:
-        said_for = place_names_said(fields, moved=moved) + list(traits)
-        values_stamp(profile, [n for n in said_for if n not in newer], said)
-    else:
-        restated = [k for k, v in traits.items() if profile.traits.get(k) != v]
-        values_unstamp(profile, [*changed, *restated])
+    said_for = place_names_said(fields, country_was=country_was) + list(traits)
+    values_stamp(profile, [n for n in said_for if n not in newer], said)
     note = "; ".join(refused)
     unchanged = all(profile.traits.get(k) == v for k, v in traits.items())
     if not changed and unchanged and profile.value_times == times:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
@@ -43,6 +44,7 @@ from profiles.models import (
 from profiles.names import tags_distinct
 from profiles.processing_writes import json_bytes
 from profiles.services import suppression_hash
+from profiles.value_times import FLOOR, value_time_text
 
 SMTPUTF8_TRAIT = "email_needs_smtputf8"
 # What COPY's text format escapes; a key has none unless the address is quoted.
@@ -53,6 +55,7 @@ PROFILE_COLUMNS = (
     "email_display",
     *TEXT_FIELDS,
     "traits",
+    "value_times",
     "subscription_status",
     "subscription_changed_at",
     "created_at",
@@ -154,18 +157,21 @@ _REGION = """CASE
         WHEN s.region IS NULL AND (lower(s.city) <> lower(p.city)
           OR upper(s.country_code) <> upper(p.country_code))
         THEN '' ELSE COALESCE(s.region, p.region) END"""
-# What the row changes has no time of its own (profiles/value_times.py): the next
-# identify replaces it, as _profile_fill says.
+# What the row changes is dated by the import (profiles/value_times.py): its own
+# times go, and the floor, the time of the values without one, is the import's, as
+# _profile_fill and value_times.values_imported do.
 _RESTATED_FIELDS = ", ".join(
     f"CASE WHEN s.{name} <> p.{name} THEN '{name}' END"
     for name in ("first_name", "last_name", "phone", "city", "country_code", "timezone")
 )
-_RESTATED = f"""CASE WHEN p.value_times = '{{}}'::jsonb THEN p.value_times
-        ELSE p.value_times
-            - array_remove(ARRAY[{_RESTATED_FIELDS},
-                CASE WHEN {_REGION} <> p.region THEN 'region' END], NULL)
-            - ARRAY(SELECT k.key FROM jsonb_each(s.traits) k
-                WHERE p.traits -> k.key IS DISTINCT FROM k.value) END"""  # noqa: S608
+_RESTATED_NAMES = f"""(array_remove(ARRAY[{_RESTATED_FIELDS},
+            CASE WHEN {_REGION} <> p.region THEN 'region' END], NULL)
+        || ARRAY(SELECT k.key FROM jsonb_each(s.traits) k
+            WHERE p.traits -> k.key IS DISTINCT FROM k.value))"""  # noqa: S608
+_RESTATED = f"""CASE WHEN cardinality({_RESTATED_NAMES}) = 0 THEN p.value_times
+        ELSE (p.value_times - {_RESTATED_NAMES}) || jsonb_build_object(
+            '{FLOOR}', greatest(coalesce(p.value_times ->> '{FLOOR}', ''), %(floor)s))
+        END"""
 # A blank never erases: a field the row does not state (NULL here) keeps its value,
 # and traits are merged key by key, as _profile_fill does one profile at a time.
 UPDATE_SQL = f"""
@@ -182,7 +188,7 @@ UPDATE profiles_profile p SET
     value_times = {_RESTATED},
     subscription_status = s.subscription_status,
     subscription_changed_at = s.subscription_changed_at,
-    updated_at = %s
+    updated_at = %(now)s
 FROM bespoke_import_change s
 WHERE p.id = s.profile_id AND (
     s.status_changed
@@ -239,6 +245,8 @@ class _Batch:
     changes: list[tuple[Any, ...]]
     new_tags: list[tuple[ProfileState, str]]
     old_tags: list[tuple[int, int, str]]
+    # The value times of what the batch writes: dated by the import (value_times).
+    floor: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 def contact_rows_copy(
@@ -297,9 +305,10 @@ def _batch_load(
         pks = [state.pk for state in states.values()]
         cursor.execute(RECORDED_SQL, [pks, source])
         recorded = set(cursor.fetchall())
-    return _Batch(
-        source, filename, None, timezone.now(), states, recorded, [], [], [], [], []
-    )
+    now = timezone.now()
+    batch = _Batch(source, filename, None, now, states, recorded, [], [], [], [], [])
+    batch.floor = {FLOOR: value_time_text(now)}
+    return batch
 
 
 def _row_sort(
@@ -345,6 +354,8 @@ def _profile_queue(
                 email.display,
                 *texts,
                 traits,
+                # Dated by the import if it gives the person anything but an address.
+                batch.floor if row.traits or any(fields.values()) else {},
                 status,
                 state.subscription_changed_at,
             )
@@ -412,7 +423,7 @@ def _changes_apply(cursor: Cursor, batch: _Batch) -> None:
     with _copy_binary(cursor, "bespoke_import_change", CHANGE_COLUMNS) as copy:
         for values in batch.changes:
             copy.write_row(values)
-    cursor.execute(UPDATE_SQL, [batch.now])
+    cursor.execute(UPDATE_SQL, {"now": batch.now, "floor": batch.floor[FLOOR]})
 
 
 def _tags_copy(cursor: Cursor, batch: _Batch) -> None:

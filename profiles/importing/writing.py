@@ -35,7 +35,7 @@ from profiles.services import (
     consent_status_move,
     suppression_hash,
 )
-from profiles.value_times import values_unstamp
+from profiles.value_times import value_time_text, values_imported
 
 ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
 TAG_MAX_CHARS = 100
@@ -77,6 +77,7 @@ def contact_rows_write(
         return outcome
 
     existing = _profiles_find([row.email.key for row in rows])
+    at = value_time_text(timezone.now())
     recorded = _facts_recorded([p.pk for p in existing.values()], source=source)
     pending = PendingWrites()
     new_profiles, changed_profiles = [], []
@@ -87,7 +88,7 @@ def contact_rows_write(
             new_profiles.append(profile)
         # Consent first: a refused subscription takes its opt-in traits off the row.
         changed = consents_apply(profile, row, recorded, pending, outcome)
-        changed |= _profile_fill(profile, row, is_new=profile.pk is None)
+        changed |= _profile_fill(profile, row, is_new=profile.pk is None, at=at)
         if changed and profile.pk is not None:
             changed_profiles.append(profile)
             pending.changed |= changed
@@ -218,7 +219,9 @@ def _profile_new(row: ContactRow) -> Profile:
     return Profile(email=row.email.key, email_display=row.email.display, traits={})
 
 
-def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str]:
+def _profile_fill(
+    profile: Profile, row: ContactRow, *, is_new: bool, at: str
+) -> set[str]:
     """Copy the row's values onto the profile; a blank never erases what is there.
 
     Except the region of a row that moves the person to another city or country
@@ -232,7 +235,7 @@ def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str
     )
     if moved and "region" not in fields:
         fields["region"] = ""
-    # What the row changes has no time of its own: the next identify replaces it.
+    # What the row changes is dated by the import (profiles/value_times.py).
     restated = [
         name for name, value in fields.items() if getattr(profile, name) != value
     ]
@@ -241,8 +244,8 @@ def _profile_fill(profile: Profile, row: ContactRow, *, is_new: bool) -> set[str
         for key, value in row.traits.items()
         if profile.traits.get(key, _NONE) != value
     ]
-    if any(name in profile.value_times for name in restated):
-        values_unstamp(profile, restated)
+    if restated:
+        values_imported(profile, restated, at)
         changed.add("value_times")
     for name, value in fields.items():
         if getattr(profile, name) != value:

@@ -11,14 +11,14 @@ NAME_TRAITS = {
     "last_name": ("lastName", "last_name"),
     "phone": ("phone",),
 }
-PLACE_FIELDS = ("city", "region", "country_code")
 
 # One pass over the processed identify events (PostgreSQL). A field or trait gets
 # the time of the latest identify that sent the value the profile holds now: the
 # profile's value came from that call. A value no identify sent (an import's), or
 # one that reads differently once cleaned or typed, gets no time, and any identify
 # replaces it, as before. The identify that named the profile's city speaks for its
-# whole place. A time is no later than its event arrived (value_times.said_at).
+# region too, as value_times.place_names_said says; a country is matched as a code.
+# A time is no later than its event arrived (value_times.said_at).
 TIMES_SQL = """
 WITH said AS (
     SELECT p.id, n.name, max(least(e.timestamp, e.received_at)) AS at
@@ -41,9 +41,16 @@ WITH said AS (
         WHERE p.first_name <> '' AND p.last_name <> ''
             AND btrim(e.traits ->> 'name') = p.first_name || ' ' || p.last_name
         UNION ALL
-        SELECT unnest(ARRAY['city', 'region', 'country_code'])
-        WHERE p.city <> '' AND jsonb_typeof(e.traits -> 'address') = 'object'
+        SELECT unnest(ARRAY['city', 'region'])
+        WHERE p.city <> ''
             AND lower(btrim(e.traits -> 'address' ->> 'city')) = lower(p.city)
+        UNION ALL
+        SELECT 'region'
+        WHERE p.region <> '' AND btrim(e.traits -> 'address' ->> 'state') = p.region
+        UNION ALL
+        SELECT 'country_code'
+        WHERE p.country_code <> ''
+            AND upper(btrim(e.traits -> 'address' ->> 'country')) = p.country_code
     ) n
     WHERE e.type = 'identify' AND e.processed_at IS NOT NULL
         AND e.processing_error = ''
@@ -108,14 +115,20 @@ def _names_held(profile, traits):
             names.append(field)
     whole = f"{profile.first_name} {profile.last_name}"
     full = traits.get("name")
-    if profile.first_name and profile.last_name and isinstance(full, str):
-        if full.strip() == whole:
-            names += ["first_name", "last_name"]
+    named = profile.first_name and profile.last_name and isinstance(full, str)
+    if named and full.strip() == whole:
+        names += ["first_name", "last_name"]
     address = traits.get("address")
-    city = address.get("city") if isinstance(address, dict) else None
-    if profile.city and isinstance(city, str):
-        if city.strip().lower() == profile.city.lower():
-            names += PLACE_FIELDS
+    address = address if isinstance(address, dict) else {}
+    held = [
+        ("city", profile.city.lower(), ["city", "region"], str.lower),
+        ("state", profile.region, ["region"], str),
+        ("country", profile.country_code, ["country_code"], str.upper),
+    ]
+    for key, value, said, written in held:
+        sent = address.get(key)
+        if value and isinstance(sent, str) and written(sent.strip()) == value:
+            names += said
     return names
 
 

@@ -405,15 +405,28 @@ def _merge_values_shown(kept: Profile, merged: Profile) -> list[dict[str, Any]]:
             shown.append(
                 {
                     "name": label,
-                    "kept": getattr(kept, name),
-                    "merged": getattr(merged, name),
+                    "kept": getattr(kept, name) or EMPTY_SHOWN,
+                    "merged": getattr(merged, name) or EMPTY_SHOWN,
                 }
             )
     for key in sorted(taken - set(PERSON_FIELDS)):
+        held = _json_shown(kept.traits[key]) if key in kept.traits else NONE_SHOWN
         shown.append(
-            {"name": key, "kept": kept.traits.get(key), "merged": merged.traits[key]}
+            {"name": key, "kept": held, "merged": _json_shown(merged.traits[key])}
         )
     return shown
+
+
+# How the merge confirmation shows an empty field, and a trait a profile lacks.
+EMPTY_SHOWN = "(empty)"
+NONE_SHOWN = "(none)"
+
+
+def _json_shown(value: Any) -> str:
+    # A trait as it was sent, in JSON: "true", "0", "null" and "[]" are values.
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _merge_side(profile: Profile) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from profiles.importing import contact_import_file, runs
 from profiles.models import Event, IdentityKind, Profile, ProfileIdentity
 from profiles.processing import events_process_pending
 from profiles.processing_identities import profile_merge
+from profiles.value_times import FLOOR
 from tests.factories import ProfileFactory
 
 pytestmark = pytest.mark.django_db
@@ -146,10 +147,9 @@ def test_an_identify_replaces_what_an_import_gave_whatever_its_time(send):
 
 
 @pytest.mark.parametrize("copy", [True, False], ids=["copy", "orm"])
-def test_an_import_leaves_its_values_no_time_so_any_identify_replaces_them(
-    send, monkeypatch, copy
-):
-    # given a name and plan an identify set, then a file that changes the name only
+def test_an_import_dates_what_it_changes_by_when_it_ran(send, monkeypatch, copy):
+    # given a name and plan an identify set in March, then in April a file that
+    # changes the name only
     monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
     send(
         "/v1/identify",
@@ -159,20 +159,44 @@ def test_an_import_leaves_its_values_no_time_so_any_identify_replaces_them(
         },
     )
     data = b"Email,First Name,plan\nivy@example.com,Imported,a\n"
-    contact_import_file(filename="crm.csv", data=data)
+    with time_machine.travel("2026-04-01T00:00:00Z", tick=False):
+        contact_import_file(filename="crm.csv", data=data)
     ivy = Profile.objects.get()
     assert ivy.first_name == "Imported"
-    assert set(ivy.value_times) == {"plan"}
+    assert ivy.value_times == {
+        "plan": "2026-03-02T09:00:00.000000+00:00",
+        FLOOR: "2026-04-01T00:00:00.000000+00:00",
+    }
 
-    # when a call older than the first identify is processed
+    # when calls older than the import are processed, then one said after it
+    send("/v1/identify", {**OLDER, "traits": {"firstName": "Ivy-Old", "plan": "b"}})
+    ivy.refresh_from_db()
+    assert (ivy.first_name, ivy.traits["plan"]) == ("Imported", "a")
+    later = {"userId": "u-ivy", "timestamp": "2026-05-01T00:00:00Z"}
+    send("/v1/identify", {**later, "traits": {"firstName": "Ivy-New", "plan": "c"}})
+
+    # then only the later one replaces what the import and the identify said
+    ivy.refresh_from_db()
+    assert (ivy.first_name, ivy.traits["plan"]) == ("Ivy-New", "c")
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "orm"])
+def test_a_new_profile_an_import_makes_is_dated_by_the_import(send, monkeypatch, copy):
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    data = b"Email,First Name\nivy@example.com,Ivy\nbare@example.com,\n"
+    with time_machine.travel("2026-04-01T00:00:00Z", tick=False):
+        contact_import_file(filename="crm.csv", data=data)
+
+    times = dict(Profile.objects.values_list("email", "value_times"))
+    assert times == {
+        "ivy@example.com": {FLOOR: "2026-04-01T00:00:00.000000+00:00"},
+        "bare@example.com": {},
+    }
     send(
         "/v1/identify",
-        {**OLDER, "traits": {"firstName": "Ivy-Old", "plan": "b"}},
+        {**OLDER, "traits": {"email": "ivy@example.com", "firstName": "Ivy-Old"}},
     )
-
-    # then it replaces the imported name, not the plan the newer identify said
-    ivy.refresh_from_db()
-    assert (ivy.first_name, ivy.traits["plan"]) == ("Ivy-Old", "a")
+    assert Profile.objects.get(email="ivy@example.com").first_name == "Ivy"
 
 
 def test_a_newest_call_naming_part_of_an_address_keeps_the_rest_in_any_order(send):
@@ -426,7 +450,6 @@ def test_the_migration_gives_profiles_the_times_of_their_identifies(vendor):
         "last_name": "2026-03-03T00:00:00.000000+00:00",
         "city": newer,
         "region": newer,
-        "country_code": newer,
         "plan": newer,
         "team": "2026-02-01T09:00:00.000000+00:00",
     }
@@ -455,3 +478,45 @@ def test_a_merge_takes_a_place_whole(kept_place, merged_place, result):
 
     kept.refresh_from_db()
     assert (kept.city, kept.region, kept.country_code) == result
+
+
+def test_a_city_named_again_without_a_state_speaks_for_the_region_in_any_order(send):
+    calls = [
+        ("2025-01-01T00:00:00Z", {"city": "Austin", "state": "TX"}),
+        ("2025-02-01T00:00:00Z", {"city": "Paris", "state": "IDF"}),
+        ("2025-03-01T00:00:00Z", {"city": "Austin"}),
+    ]
+    for order in ([0, 1, 2], [0, 2, 1], [2, 1, 0], [1, 2, 0]):
+        user = "a" + "".join(map(str, order))
+        for number in order:
+            at, address = calls[number]
+            send(
+                "/v1/identify",
+                {"userId": user, "timestamp": at, "traits": {"address": address}},
+            )
+        found = profile_of(user)
+        # Never Paris's region under Austin.
+        assert found.city == "Austin", order
+        assert found.region in ("", "TX"), order
+
+
+def test_a_move_to_another_country_alone_clears_the_region_in_either_order(send):
+    vienna = (
+        "2025-01-01T00:00:00Z",
+        {"city": "Vienna", "state": "Wien", "country": "AT"},
+    )
+    germany = ("2025-02-01T00:00:00Z", {"country": "DE"})
+    known = ("2024-12-01T00:00:00Z", {"country": "AT"})
+    for name, order in (
+        ("in-time", [known, vienna, germany]),
+        ("late", [known, germany, vienna]),
+    ):
+        for at, address in order:
+            send(
+                "/v1/identify",
+                {"userId": name, "timestamp": at, "traits": {"address": address}},
+            )
+        found = profile_of(name)
+        assert (found.city, found.region, found.country_code) == ("Vienna", "", "DE"), (
+            name
+        )

@@ -490,9 +490,9 @@ def test_the_confirmation_says_which_values_the_kept_profile_takes(signed_in):
     ]
     assert [row for row in cells if row] == [
         ["First name", "Ann", "Ana"],
-        ["City", "—", "Lyon"],
+        ["City", "(empty)", "Lyon"],
         ["plan", "a", "b"],
-        ["team", "—", "red"],
+        ["team", "(none)", "red"],
     ]
 
     # and the merge does what the page said
@@ -503,3 +503,25 @@ def test_the_confirmation_says_which_values_the_kept_profile_takes(signed_in):
         "Lyon",
         {"plan": "b", "team": "red"},
     )
+
+
+def test_the_confirmation_shows_traits_as_they_were_sent(signed_in):
+    ana = ProfileFactory(email="ana@example.com", traits={"vip": True, "extra": None})
+    said = "2026-03-01T00:00:00.000000+00:00"
+    other = Profile.objects.create(
+        traits={"vip": False, "extra": 0, "address": {"city": "Linz"}},
+        value_times={"vip": said, "extra": said},
+    )
+
+    page = signed_in.get(merge_url(ana), {"other": str(other.pk)}).text
+
+    table = re.search(r"<table data-merge-taken>(.*?)</table>", page, re.S).group(1)
+    rows = [
+        re.findall(r"<td>(.*?)</td>", row)
+        for row in re.findall(r"<tr>(.*?)</tr>", table)
+    ]
+    assert [row for row in rows if row] == [
+        ["address", "(none)", "{&quot;city&quot;: &quot;Linz&quot;}"],
+        ["extra", "null", "0"],
+        ["vip", "true", "false"],
+    ]

@@ -5,6 +5,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+import time_machine
 from django.contrib import admin
 from django.db import connection, transaction
 from django.forms import modelform_factory
@@ -507,7 +508,7 @@ def test_the_profile_page_says_whether_the_address_or_the_profile_is_suppressed(
     assert "This address is on the suppression list" in listed_page
 
 
-def test_a_value_edited_by_hand_has_no_time_and_the_others_keep_theirs(
+def test_a_value_edited_by_hand_is_dated_then_and_the_others_keep_theirs(
     admin_client,
 ):
     # given a name, a city and two traits an identify said in March
@@ -518,13 +519,40 @@ def test_a_value_edited_by_hand_has_no_time_and_the_others_keep_theirs(
         traits={"plan": "free", "team": "red"},
         value_times=dict.fromkeys(["first_name", "city", "plan", "team"], said),
     )
-
-    # when a marketer corrects the name and the plan
     page = shown_as(profile, first_name="Kay", traits='{"plan": "pro", "team": "red"}')
-    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+    # and, while the page is open, an identify says the team is blue
+    Profile.objects.filter(pk=profile.pk).update(
+        traits={"plan": "free", "team": "blue"},
+        value_times={**profile.value_times, "team": "2026-03-02T00:00:00.000000+00:00"},
+    )
 
-    # then those two have no time (any identify replaces them); the rest keep theirs
+    # when a marketer saves the page, having corrected the name and the plan
+    with time_machine.travel("2026-04-01T00:00:00Z", tick=False):
+        response = admin_client.post(
+            f"/admin/profiles/profile/{profile.pk}/change/", page
+        )
+
+    # then those two are dated then; the team the identify said stays, with its time
     assert response.status_code == 302, response.content.decode()[:2000]
     profile.refresh_from_db()
-    assert (profile.first_name, profile.traits["plan"]) == ("Kay", "pro")
-    assert profile.value_times == {"city": said, "team": said}
+    assert (profile.first_name, profile.traits) == (
+        "Kay",
+        {"plan": "pro", "team": "blue"},
+    )
+    edited = "2026-04-01T00:00:00.000000+00:00"
+    assert profile.value_times == {
+        "first_name": edited,
+        "plan": edited,
+        "city": said,
+        "team": "2026-03-02T00:00:00.000000+00:00",
+    }
+
+
+def test_a_page_posting_traits_it_was_not_shown_is_answered_not_a_500(admin_client):
+    profile = Profile.objects.create(first_name="Kai", traits={"plan": "free"})
+    page = shown_as(profile, traits='{"plan": "pro"}')
+    page["initial-traits"] = "{not json"
+
+    response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    assert response.status_code in (200, 302)

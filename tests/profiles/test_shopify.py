@@ -1477,6 +1477,22 @@ def test_the_customer_record_and_identifies_weigh_their_times(
     assert (chloe.first_name, chloe.city) == ("Chloe", "Lille")
 
 
+def test_an_order_whose_customer_time_cannot_be_read_is_kept(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "orders_create.json"
+    order = json.loads(load_fixture(f"shopify/{name}"))
+    order["customer"]["updated_at"] = "yesterday"
+    body = json.dumps(order).encode()
+
+    response = deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    assert response.status_code == 200
+    assert ShopOrder.objects.count() == 1
+    delivery = WebhookDelivery.objects.get()
+    assert not delivery.error.startswith(PAYLOAD_REFUSED)
+
+
 def test_a_consent_dated_in_the_future_never_lifts_an_earlier_unsubscribe(
     db, deliver, load_fixture, shop_headers
 ):
