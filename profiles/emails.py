@@ -6,6 +6,10 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
+# The trait that says a profile's mailbox name is not ASCII: most ESPs cannot send
+# to it without SMTPUTF8, so segments and the send check can tell.
+SMTPUTF8_TRAIT = "email_needs_smtputf8"
+
 
 class InvalidEmail(ValueError):
     """The text is not an email address; `reason` is a short machine-readable code."""

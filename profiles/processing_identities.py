@@ -15,7 +15,12 @@ from django.db import connection, transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce
 
-from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
+from profiles.emails import (
+    SMTPUTF8_TRAIT,
+    InvalidEmail,
+    NormalizedEmail,
+    email_normalize,
+)
 from profiles.models import (
     PERSON_FIELDS,
     ConsentRecord,
@@ -311,7 +316,11 @@ def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
     # Checked before the caller got here: no other profile holds this address.
     profile.email = email.key
     profile.email_display = email.display
-    profile.save(update_fields=["email", "email_display", "updated_at"])
+    fields = ["email", "email_display", "updated_at"]
+    if not email.ascii_only:
+        profile.traits = {**profile.traits, SMTPUTF8_TRAIT: True}
+        fields.append("traits")
+    profile.save(update_fields=fields)
     profiles_suppression_mark({profile.pk: email.key})
     profile.refresh_from_db(fields=["suppressed_at"])
     return profile

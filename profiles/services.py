@@ -13,7 +13,7 @@ from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
-from profiles.emails import NormalizedEmail
+from profiles.emails import SMTPUTF8_TRAIT, NormalizedEmail
 from profiles.models import (
     ConsentRecord,
     Profile,
@@ -296,8 +296,8 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
         # profile existed: the new profile carries the flag from the start.
         profile.suppressed_at = timezone.now()
         profile.save(update_fields=["suppressed_at"])
-    if not email.ascii_only and profile.traits.get("email_needs_smtputf8") is not True:
-        profile.traits["email_needs_smtputf8"] = True
+    if not email.ascii_only and profile.traits.get(SMTPUTF8_TRAIT) is not True:
+        profile.traits[SMTPUTF8_TRAIT] = True
         profile.save(update_fields=["traits"])
     return profile, created
 
@@ -309,15 +309,15 @@ def profile_email_flags_set(profile: Profile, email: NormalizedEmail | None) -> 
     when they create the profile. Saved by the caller.
     """
     if email is None:
-        profile.traits.pop("email_needs_smtputf8", None)
+        profile.traits.pop(SMTPUTF8_TRAIT, None)
         return
     suppressed = Suppression.objects.filter(email_hash=suppression_hash(email.key))
     if profile.suppressed_at is None and suppressed.exists():
         profile.suppressed_at = timezone.now()
     if email.ascii_only:
-        profile.traits.pop("email_needs_smtputf8", None)
+        profile.traits.pop(SMTPUTF8_TRAIT, None)
     else:
-        profile.traits["email_needs_smtputf8"] = True
+        profile.traits[SMTPUTF8_TRAIT] = True
 
 
 def profile_by_email_key(key: str) -> Profile | None:

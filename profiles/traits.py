@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from profiles.emails import SMTPUTF8_TRAIT
 from profiles.models import Profile, TraitDefinition, TraitType
 
 PATTERN_TIMEOUT_SECONDS = 0.05
@@ -37,7 +38,7 @@ THOUSANDS_SPACED = re.compile(r"[+-]?[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]*)?")
 # How much of a raw value a message quotes: a cell can hold thousands of characters.
 QUOTED_MAX_CHARS = 40
 # The traits Bespoke itself sets on a profile, which no marketer declares.
-BESPOKE_FLAGS = frozenset({"email_needs_smtputf8"})
+BESPOKE_FLAGS = frozenset({SMTPUTF8_TRAIT})
 # Names a custom trait cannot have, compared case-folded: the names an identify turns
 # into profile fields (processing_identify.IDENTIFY_FIELD_TRAITS), the profile's own
 # fields, what templates read from a profile besides them

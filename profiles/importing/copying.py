@@ -25,6 +25,7 @@ from psycopg import Copy, Cursor
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import set_json_dumps
 
+from profiles.emails import SMTPUTF8_TRAIT
 from profiles.importing.layouts import ConsentFact
 from profiles.importing.mapping import ContactRow
 from profiles.importing.writing import (
@@ -46,7 +47,6 @@ from profiles.processing_writes import json_bytes
 from profiles.services import suppression_hash
 from profiles.value_times import FLOOR, value_time_text
 
-SMTPUTF8_TRAIT = "email_needs_smtputf8"
 # What COPY's text format escapes; a key has none unless the address is quoted.
 COPY_TEXT_SPECIAL = re.compile(r"[\\\t\r]")
 TEXT_FIELDS = PERSON_FIELDS

@@ -520,3 +520,45 @@ def test_a_move_to_another_country_alone_clears_the_region_in_either_order(send)
         assert (found.city, found.region, found.country_code) == ("Vienna", "", "DE"), (
             name
         )
+
+
+def test_new_people_with_an_address_are_made_without_the_careful_path(
+    send, monkeypatch
+):
+    from profiles import processing_chunk
+    from profiles.services import suppression_add
+
+    def careful(*args, **kwargs):
+        raise AssertionError("went the careful way")
+
+    suppression_add(email_key="gone@example.com", reason="complaint", source="test")
+    monkeypatch.setattr(processing_chunk, "event_apply", careful)
+    batch = [
+        {"type": "identify", "userId": "n-1", "traits": {"email": "New@Example.com"}},
+        {"type": "identify", "userId": "n-2", "traits": {"email": "jörg@example.com"}},
+        {"type": "identify", "userId": "n-3", "traits": {"email": "gone@example.com"}},
+    ]
+
+    send("/v1/batch", {"batch": batch})
+
+    made = {p.email: p for p in Profile.objects.all()}
+    assert set(made) == {"new@example.com", "jörg@example.com", "gone@example.com"}
+    assert made["new@example.com"].email_display == "New@Example.com"
+    assert profile_of("n-1") == made["new@example.com"]
+    assert made["jörg@example.com"].traits == {"email_needs_smtputf8": True}
+    assert made["gone@example.com"].suppressed_at is not None
+    assert made["new@example.com"].suppressed_at is None
+
+
+def test_two_new_people_naming_one_new_address_in_a_chunk_make_one_owner(send):
+    batch = [
+        {"type": "identify", "userId": "t-1", "traits": {"email": "one@example.com"}},
+        {"type": "identify", "userId": "t-2", "traits": {"email": "one@example.com"}},
+    ]
+
+    send("/v1/batch", {"batch": batch})
+
+    owner = Profile.objects.get(email="one@example.com")
+    assert profile_of("t-1") == owner
+    assert Profile.objects.count() == 2
+    assert not Event.objects.exclude(processing_error="").exists()
