@@ -1,8 +1,6 @@
 """An identify older than what a profile holds leaves it be, in any processing order."""
 
-import base64
 import importlib
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -12,35 +10,32 @@ from django.db import connection
 
 from profiles.importing import contact_import_file, runs
 from profiles.models import Event, IdentityKind, Profile, ProfileIdentity
-from profiles.processing import events_process_pending
 from profiles.processing_identities import profile_merge
 from profiles.value_times import FLOOR
 from tests.factories import ProfileFactory
 
 pytestmark = pytest.mark.django_db
 
-AUTH = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
-
 
 @pytest.fixture
-def send(client):
-    """Post one call and process it: each call is a chunk of its own."""
-
-    def post(path: str, body: dict) -> None:
-        response = client.post(
-            path,
-            data=json.dumps(body),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=AUTH,
-        )
-        assert response.status_code == 200, response.content
-        events_process_pending()
-
-    return post
+def send(send_processed):
+    return send_processed
 
 
 def profile_of(user_id: str) -> Profile:
     return ProfileIdentity.objects.get(kind=IdentityKind.USER_ID, value=user_id).profile
+
+
+def places_sent(send, prefix: str, calls: list, order: list[int]) -> Profile:
+    """Send each (time, address) identify in this order as one user; return them."""
+    user = prefix + "".join(map(str, order))
+    for number in order:
+        at, address = calls[number]
+        send(
+            "/v1/identify",
+            {"userId": user, "timestamp": at, "traits": {"address": address}},
+        )
+    return profile_of(user)
 
 
 NEWER = {
@@ -236,14 +231,7 @@ def test_a_state_alone_said_last_stands_in_any_order(send):
         ("2025-03-01T00:00:00Z", {"state": "Wien"}),
     ]
     for order in ([0, 1, 2], [0, 2, 1], [2, 0, 1], [2, 1, 0]):
-        user = "u" + "".join(map(str, order))
-        for number in order:
-            at, address = calls[number]
-            send(
-                "/v1/identify",
-                {"userId": user, "timestamp": at, "traits": {"address": address}},
-            )
-        found = profile_of(user)
+        found = places_sent(send, "u", calls, order)
         assert (found.city, found.region) == ("Vienna", "Wien"), order
 
 
@@ -487,14 +475,7 @@ def test_a_city_named_again_without_a_state_speaks_for_the_region_in_any_order(s
         ("2025-03-01T00:00:00Z", {"city": "Austin"}),
     ]
     for order in ([0, 1, 2], [0, 2, 1], [2, 1, 0], [1, 2, 0]):
-        user = "a" + "".join(map(str, order))
-        for number in order:
-            at, address = calls[number]
-            send(
-                "/v1/identify",
-                {"userId": user, "timestamp": at, "traits": {"address": address}},
-            )
-        found = profile_of(user)
+        found = places_sent(send, "a", calls, order)
         # Never Paris's region under Austin.
         assert found.city == "Austin", order
         assert found.region in ("", "TX"), order

@@ -1,31 +1,15 @@
 """What an identify or alias asked for and did not get is reported, not only logged."""
 
-import base64
-import json
-
 import pytest
 
 from profiles.models import Profile, RejectedEvent
-from profiles.processing import events_process_pending
 
 pytestmark = pytest.mark.django_db
 
-AUTH = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
-
 
 @pytest.fixture
-def send(client):
-    def post(path: str, body: dict) -> None:
-        response = client.post(
-            path,
-            data=json.dumps(body),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=AUTH,
-        )
-        assert response.status_code == 200
-        events_process_pending()
-
-    return post
+def send(send_processed):
+    return send_processed
 
 
 def notices() -> list[tuple[str, str]]:

@@ -1,0 +1,27 @@
+"""Fixtures shared by the tests of profiles."""
+
+import base64
+import json
+
+import pytest
+
+from profiles.processing import events_process_pending
+
+TRACKING_AUTH = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+
+
+@pytest.fixture
+def send_processed(client):
+    """Post one tracking call and process it: each call is a chunk of its own."""
+
+    def post(path: str, body: dict) -> None:
+        response = client.post(
+            path,
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=TRACKING_AUTH,
+        )
+        assert response.status_code == 200, response.content
+        events_process_pending()
+
+    return post
