@@ -14,7 +14,12 @@ stores and times the processing of two kinds of identify, in the same run:
     has yet, which links the new id to the known profile and merges nothing.
 
 The figure of the row `merge-ms` is (a) in milliseconds per identify; the baseline
-column gives (b) and the ratio. The database is dropped after.
+column gives (b) and the ratio.
+
+It then times (c), --people identifies of new people, each with a userId and an
+address nobody has (a shop's customers back-filled, say), beside (d) as many
+identifies of known people that change a trait. The row `new-person-ms` gives (c)
+in milliseconds per identify, and (d) as its baseline. The database is dropped after.
 """
 
 import argparse
@@ -43,11 +48,23 @@ def main() -> None:
     try:
         _django_setup()
         merge_ms, link_ms = _measure(args.people)
+        new_ms, known_ms = _newcomers_measure(args.people)
     finally:
         _database_drop()
 
     print(f"merge: {merge_ms:.1f} ms per identify; link without a merge {link_ms:.2f}")
+    print(f"new person: {new_ms:.2f} ms per identify; known person {known_ms:.2f}")
     from bench.report import bench_row_write
+
+    bench_row_write(
+        name="new-person-ms",
+        figure=f"{new_ms:.2f}",
+        baseline=(
+            f"an identify of a known person that changes a trait {known_ms:.2f} ms "
+            f"({new_ms / known_ms:.1f} x); {args.people:,} new people with an address"
+        ),
+        command="python -m bench.merges",
+    )
 
     bench_row_write(
         name="merge-ms",
@@ -96,6 +113,44 @@ def _measure(people: int) -> tuple[float, float]:
     if merges != people:
         sys.exit(f"{merges} merges, not {people}")
     return merge * 1000, link * 1000
+
+
+def _newcomers_measure(people: int) -> tuple[float, float]:
+    from unittest import mock
+
+    from profiles.models import Profile
+
+    start = datetime.now(tz=UTC) - timedelta(hours=12)
+    newcomers = [
+        {
+            "type": "identify",
+            "userId": f"new_{n}",
+            "messageId": f"new-{n}",
+            "timestamp": start.isoformat(),
+            "traits": {"email": f"new{n}@example.com", "firstName": "Ben"},
+        }
+        for n in range(people)
+    ]
+    known = [
+        {
+            "type": "identify",
+            "userId": f"usr_{n}",
+            "messageId": f"again-{n}",
+            "timestamp": start.isoformat(),
+            "traits": {"plan": "team"},
+        }
+        for n in range(people)
+    ]
+    with mock.patch("profiles.ingestion.events_process_enqueue", return_value=None):
+        _post(newcomers)
+        new = _process() / people
+        _post(known)
+        again = _process() / people
+
+    made = Profile.objects.filter(email__startswith="new").count()
+    if made != people:
+        sys.exit(f"{made} new profiles with an address, not {people}")
+    return new * 1000, again * 1000
 
 
 def _known_people(people: int, start: datetime) -> list[dict[str, Any]]:
