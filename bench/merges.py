@@ -19,7 +19,11 @@ column gives (b) and the ratio.
 It then times (c), --people identifies of new people, each with a userId and an
 address nobody has (a shop's customers back-filled, say), beside (d) as many
 identifies of known people that change a trait. The row `new-person-ms` gives (c)
-in milliseconds per identify, and (d) as its baseline. The database is dropped after.
+in milliseconds per identify, and (d) as its baseline. Last, (e): --people
+identifies each with a new userId and the address of a profile an import made (a
+customer list imported, then their sign-ins back-filled); the row
+`imported-person-ms` gives (e), with (d) as its baseline. The database is dropped
+after.
 """
 
 import argparse
@@ -49,12 +53,25 @@ def main() -> None:
         _django_setup()
         merge_ms, link_ms = _measure(args.people)
         new_ms, known_ms = _newcomers_measure(args.people)
+        imported_ms = _imported_measure(args.people)
     finally:
         _database_drop()
 
     print(f"merge: {merge_ms:.1f} ms per identify; link without a merge {link_ms:.2f}")
     print(f"new person: {new_ms:.2f} ms per identify; known person {known_ms:.2f}")
+    print(f"imported person: {imported_ms:.2f} ms per identify")
     from bench.report import bench_row_write
+
+    bench_row_write(
+        name="imported-person-ms",
+        figure=f"{imported_ms:.2f}",
+        baseline=(
+            f"an identify of a known person that changes a trait {known_ms:.2f} ms "
+            f"({imported_ms / known_ms:.1f} x); {args.people:,} new userIds naming "
+            "the addresses of imported profiles"
+        ),
+        command="python -m bench.merges",
+    )
 
     bench_row_write(
         name="new-person-ms",
@@ -151,6 +168,39 @@ def _newcomers_measure(people: int) -> tuple[float, float]:
     if made != people:
         sys.exit(f"{made} new profiles with an address, not {people}")
     return new * 1000, again * 1000
+
+
+def _imported_measure(people: int) -> float:
+    from unittest import mock
+
+    from profiles.models import Profile, ProfileIdentity
+
+    # Made as an import makes them: an address and a name, no ids.
+    Profile.objects.bulk_create(
+        Profile(email=f"customer{n}@example.com", first_name="Cy")
+        for n in range(people)
+    )
+    start = datetime.now(tz=UTC) - timedelta(hours=6)
+    sign_ins = [
+        {
+            "type": "identify",
+            "userId": f"cus_{n}",
+            "messageId": f"cus-{n}",
+            "timestamp": start.isoformat(),
+            "traits": {"email": f"Customer{n}@example.com", "plan": "pro"},
+        }
+        for n in range(people)
+    ]
+    with mock.patch("profiles.ingestion.events_process_enqueue", return_value=None):
+        _post(sign_ins)
+        seconds = _process() / people
+
+    joined = ProfileIdentity.objects.filter(
+        value__startswith="cus_", profile__email__startswith="customer"
+    ).count()
+    if joined != people:
+        sys.exit(f"{joined} sign-ins joined an imported profile, not {people}")
+    return seconds * 1000
 
 
 def _known_people(people: int, start: datetime) -> list[dict[str, Any]]:

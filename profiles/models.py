@@ -25,6 +25,11 @@ PERSON_FIELDS = (
 )
 
 
+# The unique index on a profile's address, whatever its case: a writer that meets
+# it met another writer that gave the address to a profile first.
+PROFILE_EMAIL_UNIQUE = "profile_email_ci_unique"
+
+
 class ProfileQuerySet(models.QuerySet):
     def delete(self) -> tuple[int, dict[str, int]]:
         """Delete the profiles, and their events, once no one attaches events to them.
@@ -101,7 +106,7 @@ class Profile(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(Lower("email"), name="profile_email_ci_unique"),
+            models.UniqueConstraint(Lower("email"), name=PROFILE_EMAIL_UNIQUE),
         ]
         indexes = [models.Index(fields=["country_code"])]
 

@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
+from psycopg.errors import UniqueViolation
 
 from profiles.emails import SMTPUTF8_TRAIT
 from profiles.models import (
+    PROFILE_EMAIL_UNIQUE,
     Event,
     EventType,
     IdentityKind,
@@ -43,6 +45,7 @@ from profiles.processing_traits import (
 from profiles.processing_writes import IDENTIFY_FIELDS as PROFILE_IDENTIFY_FIELDS
 from profiles.processing_writes import (
     among,
+    driver_error,
     events_finish,
     identities_insert,
     profiles_create,
@@ -282,7 +285,20 @@ class EventChunk:
             if len(added) != len(self.linked):
                 raise IdentityTaken("Another worker linked one of the chunk's ids.")
             self.linked = []
-        profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
+        try:
+            profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
+        except IntegrityError as exc:
+            found = driver_error(exc)
+            if not isinstance(found, UniqueViolation):
+                raise
+            if found.diag.constraint_name != PROFILE_EMAIL_UNIQUE:
+                raise
+            # Another writer (an import, a request) gave one of the addresses the
+            # chunk gives to a profile of its own since the chunk looked: the chunk
+            # is done again, and sees it. Done one by one, a chunk took minutes.
+            raise IdentityTaken(
+                "Another writer took one of the chunk's new addresses first."
+            ) from exc
         self.dirty = set()
 
     def _plan(self, event: ChunkEvent) -> _Plan | None:
@@ -301,6 +317,11 @@ class EventChunk:
             return None
 
         profile_id = next(iter(known_ids), None)
+        email = self.emails.get(event.pk)
+        if profile_id is None and email is not None:
+            # Ids nobody has, and an address someone has (an imported customer's):
+            # the ids join that profile, unless it is another userId's.
+            profile_id = self.email_owner(email.key)
         missing = [key for key, pk in owners.items() if pk is None]
         if not self._email_fits(event, profile_id):
             return None

@@ -46,7 +46,7 @@ from profiles.importing.writing import (
     contact_rows_write,
     report_erased_leave_out,
 )
-from profiles.models import ContactImport, ImportStatus
+from profiles.models import PROFILE_EMAIL_UNIQUE, ContactImport, ImportStatus
 from profiles.processing_writes import driver_error
 from profiles.signals import profiles_changed
 from profiles.traits import TraitRule
@@ -555,13 +555,12 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
 
 # What a batch meets when another writer is first (see _contacts_parse_and_write).
 RACES = (DeadlockDetected, UniqueViolation)
-EMAIL_UNIQUE = "profile_email_ci_unique"
 
 
 def _is_race(exc: Exception) -> bool:
     found = driver_error(exc)
     if isinstance(found, UniqueViolation):
-        return found.diag.constraint_name == EMAIL_UNIQUE
+        return found.diag.constraint_name == PROFILE_EMAIL_UNIQUE
     return isinstance(found, DeadlockDetected)
 
 

@@ -109,6 +109,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     # else the one chosen last time the page was open.
     asked = request.POST if request.method == "POST" else request.GET
     chosen = asked.get("encoding", contact_import.encoding)
+    if chosen and chosen not in ENCODINGS:
+        # Not one Bespoke reads (a link edited by hand): the last choice stands.
+        chosen = contact_import.encoding
     encoding = chosen if chosen in ENCODINGS else ""
     encoding_error, unknown = "", False
     try:

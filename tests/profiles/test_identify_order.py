@@ -9,7 +9,7 @@ from django.apps import apps as django_apps
 from django.db import connection
 
 from profiles.importing import contact_import_file, runs
-from profiles.models import Event, IdentityKind, Profile, ProfileIdentity
+from profiles.models import Event, IdentityKind, Profile, ProfileIdentity, RejectedEvent
 from profiles.processing_identities import profile_merge
 from profiles.value_times import FLOOR
 from tests.factories import ProfileFactory
@@ -543,3 +543,69 @@ def test_two_new_people_naming_one_new_address_in_a_chunk_make_one_owner(send):
     assert profile_of("t-1") == owner
     assert Profile.objects.count() == 2
     assert not Event.objects.exclude(processing_error="").exists()
+
+
+def test_ids_of_an_imported_customer_join_their_profile_without_the_careful_path(
+    send, monkeypatch
+):
+    from profiles import processing_chunk
+
+    def careful(*args, **kwargs):
+        raise AssertionError("went the careful way")
+
+    customer = ProfileFactory(email="cus@example.com", first_name="Imported")
+    taken = ProfileFactory(email="taken@example.com")
+    ProfileIdentity.objects.create(
+        profile=taken, kind=IdentityKind.USER_ID, value="someone-else"
+    )
+    monkeypatch.setattr(processing_chunk, "event_apply", careful)
+
+    send(
+        "/v1/identify",
+        {
+            "userId": "c-1",
+            "anonymousId": "c-anon",
+            "traits": {"email": "CUS@example.com", "plan": "gold"},
+        },
+    )
+
+    assert profile_of("c-1") == customer
+    customer.refresh_from_db()
+    assert customer.traits["plan"] == "gold"
+    assert ProfileIdentity.objects.get(value="c-anon").profile == customer
+
+    # An address another userId holds still goes the careful way, which refuses it.
+    monkeypatch.undo()
+    send("/v1/identify", {"userId": "c-2", "traits": {"email": "taken@example.com"}})
+    assert profile_of("c-2") != taken
+    assert RejectedEvent.objects.filter(code="email_taken").exists()
+
+
+def test_an_address_another_writer_takes_meanwhile_redoes_the_chunk_whole(
+    send, monkeypatch
+):
+    from profiles import processing, processing_chunk
+
+    # given a chunk that read nobody owning an address, which an import then gave
+    # a profile of its own before the chunk wrote
+    owner = ProfileFactory(email="race@example.com")
+    real = processing_chunk._email_owners_load
+    looks = []
+
+    def stale_once(keys):
+        looks.append(keys)
+        found = real(keys)
+        return dict.fromkeys(found) if len(looks) == 1 else found
+
+    def one_by_one(*args, **kwargs):
+        raise AssertionError("the chunk fell back to one event at a time")
+
+    monkeypatch.setattr(processing_chunk, "_email_owners_load", stale_once)
+    monkeypatch.setattr(processing, "_chunk_one_by_one", one_by_one)
+
+    send("/v1/identify", {"userId": "r-1", "traits": {"email": "race@example.com"}})
+
+    # then the chunk is done again, and the ids join the address's profile
+    assert len(looks) >= 2
+    assert profile_of("r-1") == owner
+    assert Profile.objects.filter(email="race@example.com").count() == 1

@@ -68,6 +68,9 @@ def test_the_mapping_page_opened_again_reads_the_file_as_last_chosen(
 
     assert shown(client.get(url)) == ("cp1250", 0)
     assert "Łukasz" in client.get(url).content.decode()
+    # not lost to a link naming an encoding Bespoke does not read
+    assert shown(client.get(url, {"encoding": "bogus"})) == ("cp1250", 0)
+    assert shown(client.get(url)) == ("cp1250", 0)
     # and found anew once the marketer asks for that
     assert shown(client.get(url, {"encoding": ""})) == ("", 1)
     assert shown(client.get(url)) == ("", 1)
