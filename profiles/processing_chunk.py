@@ -8,7 +8,8 @@ holds, and the chunk then forgets what that event may have changed.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,20 +286,8 @@ class EventChunk:
             if len(added) != len(self.linked):
                 raise IdentityTaken("Another worker linked one of the chunk's ids.")
             self.linked = []
-        try:
+        with _address_race_redone():
             profiles_identify_write(profiles=[self.profiles[pk] for pk in self.dirty])
-        except IntegrityError as exc:
-            found = driver_error(exc)
-            if not isinstance(found, UniqueViolation):
-                raise
-            if found.diag.constraint_name != PROFILE_EMAIL_UNIQUE:
-                raise
-            # Another writer (an import, a request) gave one of the addresses the
-            # chunk gives to a profile of its own since the chunk looked: the chunk
-            # is done again, and sees it. Done one by one, a chunk took minutes.
-            raise IdentityTaken(
-                "Another writer took one of the chunk's new addresses first."
-            ) from exc
         self.dirty = set()
 
     def _plan(self, event: ChunkEvent) -> _Plan | None:
@@ -511,7 +500,7 @@ class EventChunk:
         if self.merges_seen is None:
             self.merges_seen = _merges_latest()
         rejections: list[RejectedEvent] = []
-        with transaction.atomic():
+        with _address_race_redone(), transaction.atomic():
             profile = event_apply(event, schema=self.schema, rejections=rejections)
             # The event table has no foreign key (Event.profile): the profile the
             # event went to is held until the chunk commits; one deleted meanwhile
@@ -618,6 +607,27 @@ def _owners_load(events: list[ChunkEvent]) -> dict[IdentityKey, int | None]:
     for kind, value, profile_id in found.values_list("kind", "value", "profile_id"):
         owners[(kind, value)] = profile_id
     return owners
+
+
+@contextmanager
+def _address_race_redone() -> Iterator[None]:
+    """Turn a clash on a profile's address into IdentityTaken: the chunk is redone.
+
+    Another writer (an import, a request) gave an address the chunk gives to a
+    profile of its own since the chunk looked. Done again, the chunk sees that
+    profile; done one event at a time, as for an event's own fault, a chunk took
+    minutes, and the careful path's event failed for good.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        found = driver_error(exc)
+        clash = isinstance(found, UniqueViolation)
+        if not clash or found.diag.constraint_name != PROFILE_EMAIL_UNIQUE:
+            raise
+        raise IdentityTaken(
+            "Another writer gave one of the chunk's addresses to a profile first."
+        ) from exc
 
 
 def _email_owners_load(keys: set[str]) -> dict[str, int | None]:

@@ -9,7 +9,14 @@ from django.apps import apps as django_apps
 from django.db import connection
 
 from profiles.importing import contact_import_file, runs
-from profiles.models import Event, IdentityKind, Profile, ProfileIdentity, RejectedEvent
+from profiles.models import (
+    Event,
+    IdentityKind,
+    Profile,
+    ProfileIdentity,
+    ProfileMerge,
+    RejectedEvent,
+)
 from profiles.processing_identities import profile_merge
 from profiles.value_times import FLOOR
 from tests.factories import ProfileFactory
@@ -609,3 +616,57 @@ def test_an_address_another_writer_takes_meanwhile_redoes_the_chunk_whole(
     assert len(looks) >= 2
     assert profile_of("r-1") == owner
     assert Profile.objects.filter(email="race@example.com").count() == 1
+
+
+def test_an_address_taken_meanwhile_on_the_careful_path_redoes_the_chunk(
+    send, monkeypatch
+):
+    from profiles import processing_chunk, processing_identities
+
+    # given two profiles an identify will join (so it goes the careful way), and
+    # an address that a writer gave a profile after the chunk looked for it
+    send(
+        "/v1/batch",
+        {
+            "batch": [
+                {"type": "track", "event": "Seen", "anonymousId": "ax"},
+                {"type": "track", "event": "Seen", "userId": "uy"},
+            ]
+        },
+    )
+    owner = ProfileFactory(email="race@example.com")
+    real_owners = processing_chunk._email_owners_load
+    real_lookup = processing_identities.profile_by_email_key
+    stale = {"owners": 1, "lookup": 1}
+
+    def owners_once(keys):
+        found = real_owners(keys)
+        if stale["owners"]:
+            stale["owners"] -= 1
+            return dict.fromkeys(found)
+        return found
+
+    def lookup_once(key):
+        if stale["lookup"]:
+            stale["lookup"] -= 1
+            return None
+        return real_lookup(key)
+
+    monkeypatch.setattr(processing_chunk, "_email_owners_load", owners_once)
+    monkeypatch.setattr(processing_identities, "profile_by_email_key", lookup_once)
+
+    send(
+        "/v1/identify",
+        {
+            "userId": "uy",
+            "anonymousId": "ax",
+            "traits": {"email": "race@example.com", "plan": "gold"},
+        },
+    )
+
+    # then the identify is applied, not failed: on the address's profile
+    assert not Event.objects.exclude(processing_error="").exists()
+    joined = profile_of("uy")
+    assert joined.email == "race@example.com"
+    assert joined.traits["plan"] == "gold"
+    assert joined.pk == owner.pk or ProfileMerge.objects.exists()
