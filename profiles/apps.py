@@ -6,8 +6,15 @@ class ProfilesConfig(AppConfig):
     verbose_name = "Profiles and events"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
         from profiles.deliveries import delivery_applier_register
+        from profiles.ingestion import trait_schema_forget
+        from profiles.models import TraitDefinition
         from profiles.shopify import SOURCE, shopify_delivery_process
+
+        for changed in (post_save, post_delete):
+            changed.connect(trait_schema_forget, sender=TraitDefinition)
 
         # Shopify's source is the bare name: an ESP's is "esp:<name>".
         delivery_applier_register(source_prefix=SOURCE, apply=shopify_delivery_process)

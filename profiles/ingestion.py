@@ -641,6 +641,15 @@ def _trait_schema_recent() -> dict[str, TraitRule]:
     return _trait_schema["rules"]
 
 
+def trait_schema_forget(**kwargs: Any) -> None:
+    """Read the trait rules afresh at this process's next request (a rule changed).
+
+    Connected to TraitDefinition's saves and deletes: the process that serves the
+    Traits page answers under the new rule at once; others within 30 s.
+    """
+    _trait_schema["at"] = 0.0
+
+
 def _warnings(
     item: dict[str, Any], shared: dict[str, Any], *, path_type: str | None
 ) -> tuple:

@@ -756,6 +756,27 @@ def test_the_sender_is_told_which_traits_break_their_declared_rule(post):
 
 
 @pytest.mark.django_db
+def test_a_rule_declared_in_this_process_is_read_by_its_next_request(post):
+    from profiles.models import TraitDefinition
+
+    post("/v1/identify", {"userId": "u-4", "traits": {"tier": "bronze"}})
+    # The answer above read the rules (none); they are kept for 30 s, unless a
+    # rule is saved or deleted here meanwhile.
+    tier = TraitDefinition.objects.create(
+        name="tier", type="text", allowed_values=["gold"]
+    )
+
+    declared = post("/v1/identify", {"userId": "u-4", "traits": {"tier": "bronze"}})
+    tier.delete()
+    dropped = post("/v1/identify", {"userId": "u-4", "traits": {"tier": "bronze"}})
+
+    assert [w["code"] for w in declared.json()["warnings"]] == [
+        "trait_invalid:not_allowed"
+    ]
+    assert dropped.json().get("warnings", []) == []
+
+
+@pytest.mark.django_db
 def test_the_sender_is_told_of_a_name_too_long_for_the_profile(post):
     traits = {"name": "Ann " + "L" * 151, "phone": "+33 6 12 34 56 78"}
 
