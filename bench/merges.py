@@ -138,26 +138,13 @@ def _newcomers_measure(people: int) -> tuple[float, float]:
     from profiles.models import Profile
 
     start = datetime.now(tz=UTC) - timedelta(hours=12)
-    newcomers = [
-        {
-            "type": "identify",
-            "userId": f"new_{n}",
-            "messageId": f"new-{n}",
-            "timestamp": start.isoformat(),
-            "traits": {"email": f"new{n}@example.com", "firstName": "Ben"},
-        }
-        for n in range(people)
-    ]
-    known = [
-        {
-            "type": "identify",
-            "userId": f"usr_{n}",
-            "messageId": f"again-{n}",
-            "timestamp": start.isoformat(),
-            "traits": {"plan": "team"},
-        }
-        for n in range(people)
-    ]
+    newcomers = _signed_in(
+        people,
+        start,
+        user="new_",
+        traits={"email": "new{n}@example.com", "plan": "pro"},
+    )
+    known = _signed_in(people, start, user="usr_", traits={"plan": "team"})
     with mock.patch("profiles.ingestion.events_process_enqueue", return_value=None):
         _post(newcomers)
         new = _process() / people
@@ -181,16 +168,12 @@ def _imported_measure(people: int) -> float:
         for n in range(people)
     )
     start = datetime.now(tz=UTC) - timedelta(hours=6)
-    sign_ins = [
-        {
-            "type": "identify",
-            "userId": f"cus_{n}",
-            "messageId": f"cus-{n}",
-            "timestamp": start.isoformat(),
-            "traits": {"email": f"Customer{n}@example.com", "plan": "pro"},
-        }
-        for n in range(people)
-    ]
+    sign_ins = _signed_in(
+        people,
+        start,
+        user="cus_",
+        traits={"email": "Customer{n}@example.com", "plan": "pro"},
+    )
     with mock.patch("profiles.ingestion.events_process_enqueue", return_value=None):
         _post(sign_ins)
         seconds = _process() / people
@@ -201,6 +184,25 @@ def _imported_measure(people: int) -> float:
     if joined != people:
         sys.exit(f"{joined} sign-ins joined an imported profile, not {people}")
     return seconds * 1000
+
+
+def _signed_in(
+    people: int, start: datetime, *, user: str, traits: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One identify for each person: userId `user` and n, traits with {n} filled."""
+    return [
+        {
+            "type": "identify",
+            "userId": f"{user}{n}",
+            "messageId": f"{user}identify-{n}",
+            "timestamp": start.isoformat(),
+            "traits": {
+                name: value.format(n=n)
+                for name, value in {**traits, "plan": "pro"}.items()
+            },
+        }
+        for n in range(people)
+    ]
 
 
 def _known_people(people: int, start: datetime) -> list[dict[str, Any]]:
