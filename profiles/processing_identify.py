@@ -25,7 +25,12 @@ from profiles.traits import (
     trait_coerce,
     trait_name_is_reserved,
 )
-from profiles.value_times import place_names_said, values_newer, values_stamp
+from profiles.value_times import (
+    FLOOR,
+    place_names_said,
+    values_newer,
+    values_stamp,
+)
 
 # Identify traits that become profile fields (or identities) rather than traits.
 IDENTIFY_FIELD_TRAITS = {
@@ -125,6 +130,12 @@ def identify_change_read(
 
 def identify_trait_reserved(name: str) -> TraitInvalid:
     """The reason a custom trait named like a profile field is not stored."""
+    if name == FLOOR:
+        return TraitInvalid(
+            "reserved_name",
+            f"{name}: is a name Bespoke keeps for itself, so it is not kept as a "
+            "custom trait",
+        )
     place = name.casefold() in PLACE_FIELDS
     return TraitInvalid(
         "reserved_name",

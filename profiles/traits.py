@@ -51,6 +51,9 @@ RESERVED_TRAIT_NAMES = frozenset(
         | {field.name for field in Profile._meta.concrete_fields}
         | {"full_name", "continent", "tags"}
         | BESPOKE_FLAGS
+        # Profile.value_times keeps the time of values with none of their own
+        # under this name (profiles/value_times.py FLOOR).
+        | {"*"}
     )
 )
 TRUE_TEXT = {"true", "yes", "y", "1", "on"}

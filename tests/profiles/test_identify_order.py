@@ -670,3 +670,15 @@ def test_an_address_taken_meanwhile_on_the_careful_path_redoes_the_chunk(
     assert joined.email == "race@example.com"
     assert joined.traits["plan"] == "gold"
     assert joined.pk == owner.pk or ProfileMerge.objects.exists()
+
+
+def test_a_trait_named_like_the_floor_of_the_value_times_is_refused(send):
+    send("/v1/identify", {"userId": "s-1", "traits": {"*": "x", "plan": "a"}})
+
+    star = profile_of("s-1")
+    assert star.traits == {"plan": "a"}
+    assert FLOOR not in star.value_times
+    assert RejectedEvent.objects.get().message == (
+        "Trait *: is a name Bespoke keeps for itself, so it is not kept as a custom "
+        "trait"
+    )
