@@ -53,6 +53,7 @@ from profiles.traits import (
     trait_coerce,
     trait_name_is_reserved,
     trait_schema_load,
+    trait_text_check,
 )
 
 logger = logging.getLogger(__name__)
@@ -613,15 +614,19 @@ def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple
     identify_fields_read(traits, refused)  # a name too long for its field, say
     notices = [(f"trait_invalid:{exc.reason}", exc.message) for _, _, exc in refused]
     for name, raw in traits.items():
-        if name not in IDENTIFY_FIELD_TRAITS and trait_name_is_reserved(name):
+        if name in IDENTIFY_FIELD_TRAITS:
+            # Fields, checked above.
+            continue
+        if trait_name_is_reserved(name):
             exc = identify_trait_reserved(name)
             notices.append((f"trait_invalid:{exc.reason}", exc.message))
             continue
         rule = schema.get(name)
-        if rule is None:
-            continue
         try:
-            trait_coerce(rule, raw)
+            if rule is None:
+                trait_text_check(name, raw)
+            else:
+                trait_coerce(rule, raw)
         except TraitInvalid as exc:
             notices.append(
                 (f"trait_invalid:{exc.reason}", f"{exc.message}; not stored")

@@ -24,6 +24,7 @@ from profiles.traits import (
     country_code_read,
     trait_coerce,
     trait_name_is_reserved,
+    trait_text_check,
 )
 from profiles.value_times import (
     FLOOR,
@@ -115,6 +116,11 @@ def identify_change_read(
             continue
         rule = schema.get(name)
         if rule is None:
+            try:
+                trait_text_check(name, raw)
+            except TraitInvalid as exc:
+                change.refused.append((name, raw, exc))
+                continue
             change.traits[name] = raw
             continue
 

@@ -23,6 +23,7 @@ from django.utils.dateparse import parse_datetime
 
 from profiles.emails import SMTPUTF8_TRAIT
 from profiles.models import Profile, TraitDefinition, TraitType
+from profiles.names import CONTROL_CHARACTER
 
 PATTERN_TIMEOUT_SECONDS = 0.05
 NUMBER_MAX_DIGITS = 15
@@ -528,10 +529,28 @@ def _parse_when(
     return parsed
 
 
+def trait_text_check(name: str, raw: Any) -> None:
+    """Refuse a trait's text that holds a control character (not a line break).
+
+    Such a value is a broken feed's: shown in an email's subject or body it would
+    garble them (an escape sequence, text that turns around).
+    """
+    if not isinstance(raw, str):
+        return
+    found = CONTROL_CHARACTER.search(raw)
+    if found:
+        raise TraitInvalid(
+            "control_character",
+            f"{name}: it holds the control character U+{ord(found.group()):04X}, "
+            "which no text Bespoke keeps holds",
+        )
+
+
 def _as_text(rule: TraitRule, raw: Any, _: str) -> str:
     if isinstance(raw, dict | list):
         kind = "an object" if isinstance(raw, dict) else "a list"
         raise TraitInvalid("not_text", f"{rule.name}: expected text, got {kind}")
+    trait_text_check(rule.name, raw)
     # Written as JSON writes them, the way the sender wrote them: true, not True;
     # 12345, not 12345.0.
     if isinstance(raw, bool):

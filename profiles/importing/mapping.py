@@ -81,7 +81,12 @@ from profiles.models import (
     SuppressionReason,
     TraitType,
 )
-from profiles.names import field_text_clean, name_split, tags_distinct
+from profiles.names import (
+    CONTROL_CHARACTER,
+    field_text_clean,
+    name_split,
+    tags_distinct,
+)
 from profiles.processing_traits import COMPUTED_FIELDS
 from profiles.services import WITHDRAWN_STATUSES, suppression_hash
 from profiles.traits import (
@@ -468,6 +473,14 @@ def _traits_read(
             continue
 
         if rule is None:
+            control = isinstance(typed, str) and CONTROL_CHARACTER.search(typed)
+            if control:
+                # As an identify's trait is, and a declared text trait's cell.
+                why = f"it holds the control character U+{ord(control.group()):04X}"
+                context.notes.append(
+                    _ignored_note(record, plan.names[position], value, why)
+                )
+                continue
             traits[name] = typed
             continue
         try:

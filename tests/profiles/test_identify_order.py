@@ -682,3 +682,25 @@ def test_a_trait_named_like_the_floor_of_the_value_times_is_refused(send):
         "Trait *: is a name Bespoke keeps for itself, so it is not kept as a custom "
         "trait"
     )
+
+
+def test_a_trait_holding_a_control_character_is_refused_on_every_path(send):
+    from profiles.models import TraitDefinition
+
+    TraitDefinition.objects.create(name="code", type="text")
+    traits = {"note": "red\x1b[31m", "code": "A\u202eB", "memo": "line one\nline two"}
+    send("/v1/identify", {"userId": "cc-1", "traits": traits})
+
+    found = profile_of("cc-1")
+    # A line break is text; an escape and a direction override are not.
+    assert found.traits == {"memo": "line one\nline two"}
+    assert sorted(RejectedEvent.objects.values_list("code", flat=True)) == [
+        "trait_invalid:control_character",
+        "trait_invalid:control_character",
+    ]
+
+    data = b"Email,note,memo\ncc@example.com,red\x1b[31m,fine\n"
+    done = contact_import_file(filename="cc.csv", data=data)
+    imported = Profile.objects.get(email="cc@example.com")
+    assert imported.traits == {"memo": "fine"}
+    assert any("control character U+001B" in n["message"] for n in done.notes)
