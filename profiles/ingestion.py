@@ -30,6 +30,7 @@ from psycopg.types.json import set_json_dumps
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import Event, EventType, RejectedEvent, WriteKey
+from profiles.names import CONTROL_CHARACTER
 from profiles.processing_identify import (
     IDENTIFY_FIELD_TRAITS,
     identify_fields_read,
@@ -951,6 +952,14 @@ def _name_text(item: dict[str, Any], key: str, max_chars: int = MAX_NAME_CHARS) 
         raise ItemRejected("invalid_field", f"'{key}' must be a string.")
     if len(value) > max_chars:
         raise ItemRejected("field_too_long", f"'{key}' is over {max_chars} chars.")
+    control = CONTROL_CHARACTER.search(value)
+    if control:
+        # An event name is what segments and the timeline pick by: one with an
+        # invisible character would stand as another event beside the real one.
+        raise ItemRejected(
+            "invalid_characters",
+            f"'{key}' holds the control character U+{ord(control.group()):04X}.",
+        )
     return value.strip()
 
 

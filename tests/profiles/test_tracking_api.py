@@ -515,6 +515,25 @@ def test_it_rejects_text_postgresql_cannot_store(db, post):
     assert list(Event.objects.values_list("message_id", flat=True)) == ["ok-1"]
 
 
+def test_an_event_or_page_name_holding_a_control_character_is_refused(db, post):
+    body = {
+        "batch": [
+            {"type": "track", "userId": "u1", "event": "Ctrl\u0007Event"},
+            {"type": "page", "userId": "u1", "name": "Home\u202e", "messageId": "p"},
+            {"type": "track", "userId": "u1", "event": "Tab\tOk", "messageId": "t"},
+        ]
+    }
+
+    response = post("/v1/batch", body)
+
+    rejected = response.json()["rejected"]
+    assert [r["message"] for r in rejected] == [
+        "'event' holds the control character U+0007.",
+        "'name' holds the control character U+202E.",
+    ]
+    assert list(Event.objects.values_list("event", flat=True)) == ["Tab\tOk"]
+
+
 def test_it_rejects_ids_of_the_wrong_shape(db, post):
     body = {
         "batch": [
