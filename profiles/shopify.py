@@ -727,7 +727,7 @@ def _accepts_marketing_apply(
 
 
 def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
-    payload = delivery.payload
+    payload, amounts_note = _amounts_readable(delivery.payload, what="checkout")
     token = _text(payload.get("token"), 100)
     if not token:
         return Outcome(note="The checkout has no token.")
@@ -750,7 +750,7 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
     started_at, future_note = _arrival_bounded(
         checkout.started_at, delivery, "checkout"
     )
-    refused = " ".join(note for note in (refused, future_note) if note)
+    refused = " ".join(n for n in (refused, future_note, amounts_note) if n)
     if profile is not None and payload.get("buyer_accepts_marketing") is True:
         _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=started_at, checkout_token=token
@@ -867,7 +867,7 @@ def _checkout_properties(payload: dict[str, Any], *, token: str) -> dict[str, An
 
 
 def _order_apply(delivery: WebhookDelivery) -> Outcome:
-    payload = delivery.payload
+    payload, amounts_note = _amounts_readable(delivery.payload, what="order")
     if payload.get("id") is None:
         return Outcome(note="The order has no id.")
 
@@ -914,7 +914,8 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         payload, order=order, profile=profile, delivery=delivery
     )
     changes += _waiting_refunds_apply(order=order, profile=profile)
-    notes = [refused, _order_currency_note(order), future_note, *change_notes]
+    notes = [refused, amounts_note, _order_currency_note(order), future_note]
+    notes += change_notes
     return Outcome(
         event_ids=[event.pk for event in (event, *changes) if event],
         note=" ".join(n for n in notes if n),
@@ -1261,6 +1262,28 @@ def _object(value: Any) -> dict[str, Any]:
 
 def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
+
+
+# An order's or a checkout's totals: one Bespoke cannot read is left out, with a
+# note, and the rest kept, as the tracking API keeps an order whose total it
+# cannot read (counted, without an amount).
+AMOUNT_KEYS = ("total_price", "subtotal_price", "total_tax", "total_discounts")
+
+
+def _amounts_readable(
+    payload: dict[str, Any], *, what: str
+) -> tuple[dict[str, Any], str]:
+    """Return the payload without the totals that are not amounts, and a note."""
+    kept, notes = dict(payload), []
+    for key in AMOUNT_KEYS:
+        try:
+            _money(payload.get(key))
+        except ShopifyPayloadError as exc:
+            kept[key] = None
+            notes.append(f"{key}: {exc}")
+    if not notes:
+        return payload, ""
+    return kept, f"{'; '.join(notes)}: the {what} is kept without it."
 
 
 def _money(value: Any) -> Decimal | None:

@@ -452,11 +452,12 @@ def test_each_delivery_is_counted_for_the_sources_page_as_it_finishes(
     db, deliver, load_fixture, shop_headers
 ):
     euros = (b'"currency":"USD"', b'"currency":"EUR"')
-    lots = (b'"total_price":"152.29"', b'"total_price":"lots"')
+    # An order updated at no time Bespoke can read is refused whole.
+    unread = (b'"updated_at":"2025-03-14T09:09:47-05:00"', b'"updated_at":"lots"')
 
     deliver("orders_create.json")
     order_update(deliver, load_fixture, shop_headers, "eur-1", a=euros)
-    refused = order_update(deliver, load_fixture, shop_headers, "lots-1", a=lots)
+    refused = order_update(deliver, load_fixture, shop_headers, "lots-1", a=unread)
 
     assert refused.error.startswith(PAYLOAD_REFUSED)
     shop = next(s for s in sources_health() if s["name"] == "shopify")
@@ -1056,6 +1057,23 @@ def test_a_delivery_that_arrives_during_a_recount_of_hours_is_retried(
     assert SourceHour.objects.get(unit="deliveries").done == 1
 
 
+def test_a_checkout_whose_total_cannot_be_read_is_kept_without_it(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "checkouts_create.json"
+    body = load_fixture(f"shopify/{name}").replace(
+        b'"total_price":"113.00"', b'"total_price":"n/a"'
+    )
+
+    deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    checkout = ShopCheckout.objects.get()
+    assert checkout.total is None
+    assert WebhookDelivery.objects.get().error == (
+        "total_price: 'n/a' is not an amount: the checkout is kept without it."
+    )
+
+
 def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
     db, deliver, load_fixture, shop_headers
 ):
@@ -1071,11 +1089,20 @@ def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
 
     response = deliver("orders_create.json", headers=headers, body=huge)
 
+    # The order is kept and counted, without its total, as the tracking API keeps
+    # an order whose total it cannot read; the delivery's note says why.
     assert response.status_code == 200
     delivery = WebhookDelivery.objects.get(delivery_id="huge-1")
     assert delivery.processed_at is not None  # not retried for a week
-    assert "'99999999999999999.99' is too large an amount" in delivery.error
-    assert not ShopOrder.objects.exists()
+    assert not delivery.error.startswith(PAYLOAD_REFUSED)
+    assert (
+        "total_price: '99999999999999999.99' is too large an amount "
+        "(at most 999,999,999,999): the order is kept without it."
+    ) in delivery.error
+    assert ShopOrder.objects.get().total is None
+    assert Event.objects.get(event="Order Completed").properties["total"] is None
+    events_process_pending()
+    assert Profile.objects.get().order_count == 1
 
     # The shop's next delivery for the same order, with a sound total, applies.
     deliver("orders_create.json")
