@@ -3,6 +3,7 @@
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -90,3 +91,14 @@ def _domain_key(domain: str) -> str | None:
         return _validated_address(f"a@{domain}").key.rsplit("@", 1)[1]
     except InvalidEmail:
         return None
+
+
+def traits_flagged(traits: dict[str, Any], email: NormalizedEmail) -> dict[str, Any]:
+    """Return the traits with the SMTPUTF8 flag the address needs.
+
+    The same dict if it needs none, or has it already. Every path that gives a
+    profile an address sets it: most ESPs cannot send to a non-ASCII mailbox name.
+    """
+    if email.ascii_only or traits.get(SMTPUTF8_TRAIT) is True:
+        return traits
+    return {**traits, SMTPUTF8_TRAIT: True}

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from psycopg.errors import UniqueViolation
 
-from profiles.emails import SMTPUTF8_TRAIT
+from profiles.emails import traits_flagged
 from profiles.models import (
     PROFILE_EMAIL_UNIQUE,
     Event,
@@ -486,10 +486,7 @@ class EventChunk:
         # _email_fits made sure no other profile holds this address.
         profile.email = email.key
         profile.email_display = email.display
-        if not email.ascii_only:
-            # As every path that gives a profile its address says: most ESPs
-            # cannot send to a non-ASCII mailbox name.
-            profile.traits = {**profile.traits, SMTPUTF8_TRAIT: True}
+        profile.traits = traits_flagged(profile.traits, email)
         self.locked[profile.pk] = email.key
         self.email_owners[email.key] = profile.pk
         self.dirty.add(profile.pk)

@@ -16,10 +16,10 @@ from django.db.models import Value
 from django.db.models.functions import Coalesce
 
 from profiles.emails import (
-    SMTPUTF8_TRAIT,
     InvalidEmail,
     NormalizedEmail,
     email_normalize,
+    traits_flagged,
 )
 from profiles.models import (
     PERSON_FIELDS,
@@ -317,8 +317,9 @@ def _email_assign(*, profile: Profile, email: NormalizedEmail) -> Profile:
     profile.email = email.key
     profile.email_display = email.display
     fields = ["email", "email_display", "updated_at"]
-    if not email.ascii_only:
-        profile.traits = {**profile.traits, SMTPUTF8_TRAIT: True}
+    flagged = traits_flagged(profile.traits, email)
+    if flagged is not profile.traits:
+        profile.traits = flagged
         fields.append("traits")
     profile.save(update_fields=fields)
     profiles_suppression_mark({profile.pk: email.key})

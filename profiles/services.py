@@ -13,7 +13,7 @@ from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
 from django.utils import timezone
 
-from profiles.emails import SMTPUTF8_TRAIT, NormalizedEmail
+from profiles.emails import SMTPUTF8_TRAIT, NormalizedEmail, traits_flagged
 from profiles.models import (
     ConsentRecord,
     Profile,
@@ -296,8 +296,9 @@ def profile_get_or_create_by_email(email: NormalizedEmail) -> tuple[Profile, boo
         # profile existed: the new profile carries the flag from the start.
         profile.suppressed_at = timezone.now()
         profile.save(update_fields=["suppressed_at"])
-    if not email.ascii_only and profile.traits.get(SMTPUTF8_TRAIT) is not True:
-        profile.traits[SMTPUTF8_TRAIT] = True
+    flagged = traits_flagged(profile.traits, email)
+    if flagged is not profile.traits:
+        profile.traits = flagged
         profile.save(update_fields=["traits"])
     return profile, created
 

@@ -41,7 +41,7 @@ def value_time(times: dict[str, str], name: str) -> str:
     return times.get(name) or times.get(FLOOR, "")
 
 
-class Newer:
+class _Newer:
     """The names a profile holds a value of that was said later than a given time.
 
     The floor dates only values the profile holds: an empty field, or a trait it
@@ -69,9 +69,9 @@ def _holds(profile: Profile, name: str) -> bool:
     return name in profile.traits
 
 
-def values_newer(profile: Profile, said: str) -> Newer:
+def values_newer(profile: Profile, said: str) -> _Newer:
     """Return the names whose value was said later than `said` (tested with `in`)."""
-    return Newer(profile, said)
+    return _Newer(profile, said)
 
 
 def values_stamp(profile: Profile, names: Iterable[str], said: str) -> None:

@@ -25,7 +25,7 @@ from psycopg import Copy, Cursor
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import set_json_dumps
 
-from profiles.emails import SMTPUTF8_TRAIT
+from profiles.emails import traits_flagged
 from profiles.importing.layouts import ConsentFact
 from profiles.importing.mapping import ContactRow
 from profiles.importing.writing import (
@@ -341,9 +341,7 @@ def _profile_queue(
 ) -> None:
     """Queue a new profile's row, or what a stored one's row states (None if blank)."""
     email = row.email
-    traits = row.traits
-    if not email.ascii_only:
-        traits = {**traits, SMTPUTF8_TRAIT: True}
+    traits = traits_flagged(row.traits, email)
     fields = row.fields
     status = STATUS_VALUES[state.subscription_status]
     if is_new:

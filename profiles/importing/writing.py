@@ -17,7 +17,7 @@ from typing import Any
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from profiles.emails import SMTPUTF8_TRAIT, InvalidEmail, email_normalize
+from profiles.emails import InvalidEmail, email_normalize, traits_flagged
 from profiles.importing.layouts import OPT_IN_TRAITS, ConsentFact
 from profiles.importing.mapping import ContactRow, ParsedContacts, Rejection
 from profiles.models import (
@@ -256,9 +256,7 @@ def _profile_fill(
         profile.email_display = row.email.display
         changed.add("email_display")
 
-    traits = {**profile.traits, **row.traits}
-    if not row.email.ascii_only and traits.get(SMTPUTF8_TRAIT) is not True:
-        traits[SMTPUTF8_TRAIT] = True
+    traits = traits_flagged({**profile.traits, **row.traits}, row.email)
     if traits != profile.traits:
         profile.traits = traits
         changed.add("traits")
