@@ -13,6 +13,7 @@ computes the profile's traits and segments and flows see it like site tracking.
 """
 
 import base64
+import copy
 import hashlib
 import hmac
 import logging
@@ -321,7 +322,7 @@ def _delivery_apply(delivery: WebhookDelivery) -> Outcome:
 
 
 def _customer_apply(delivery: WebhookDelivery) -> Outcome:
-    payload = delivery.payload
+    payload, unread_note = _payload_readable(delivery.payload, what="customer")
     if _customer_stale(payload):
         # Deliveries come in any order: an older version would undo the newer.
         return Outcome(note=STALE_NOTE.format(what="customer"))
@@ -347,11 +348,12 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
             sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
         )
     )
-    return Outcome(note="; ".join(part for part in (found_note, refused, note) if part))
+    notes = (found_note, refused, note, unread_note)
+    return Outcome(note="; ".join(part for part in notes if part))
 
 
 def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
-    payload = delivery.payload
+    payload, unread_note = _payload_readable(delivery.payload, what="consent")
     consent = payload.get("email_marketing_consent")
     if not isinstance(consent, dict):
         # customers_marketing_consent/update carries SMS consent only.
@@ -365,7 +367,8 @@ def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
         return Outcome(note="The customer has no usable email address.")
 
     note = _consent_apply(profile=profile, consent=consent, delivery=delivery)
-    return Outcome(note="; ".join(part for part in (found_note, note) if part))
+    notes = (found_note, note, unread_note)
+    return Outcome(note="; ".join(part for part in notes if part))
 
 
 def _customer_profile(
@@ -727,7 +730,7 @@ def _accepts_marketing_apply(
 
 
 def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
-    payload, amounts_note = _amounts_readable(delivery.payload, what="checkout")
+    payload, unread_note = _payload_readable(delivery.payload, what="checkout")
     token = _text(payload.get("token"), 100)
     if not token:
         return Outcome(note="The checkout has no token.")
@@ -750,7 +753,7 @@ def _checkout_apply(delivery: WebhookDelivery) -> Outcome:
     started_at, future_note = _arrival_bounded(
         checkout.started_at, delivery, "checkout"
     )
-    refused = " ".join(n for n in (refused, future_note, amounts_note) if n)
+    refused = " ".join(n for n in (refused, future_note, unread_note) if n)
     if profile is not None and payload.get("buyer_accepts_marketing") is True:
         _accepts_marketing_apply(
             profile=profile, delivery=delivery, at=started_at, checkout_token=token
@@ -867,7 +870,7 @@ def _checkout_properties(payload: dict[str, Any], *, token: str) -> dict[str, An
 
 
 def _order_apply(delivery: WebhookDelivery) -> Outcome:
-    payload, amounts_note = _amounts_readable(delivery.payload, what="order")
+    payload, unread_note = _payload_readable(delivery.payload, what="order")
     if payload.get("id") is None:
         return Outcome(note="The order has no id.")
 
@@ -914,7 +917,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         payload, order=order, profile=profile, delivery=delivery
     )
     changes += _waiting_refunds_apply(order=order, profile=profile)
-    notes = [refused, amounts_note, _order_currency_note(order), future_note]
+    notes = [refused, unread_note, _order_currency_note(order), future_note]
     notes += change_notes
     return Outcome(
         event_ids=[event.pk for event in (event, *changes) if event],
@@ -974,9 +977,11 @@ def _waiting_refunds_apply(*, order: ShopOrder, profile: Profile) -> list[Event 
     for refund in waiting:
         if str(refund.payload.get("order_id"))[:40] != order.shop_id:
             continue
+        payload, unread_note = _payload_readable(refund.payload, what="refund")
         event, note = _refund_store(
-            refund.payload, order=order, profile=profile, delivery=refund
+            payload, order=order, profile=profile, delivery=refund
         )
+        note = " ".join(part for part in (note, unread_note) if part)
         events.append(event)
         WebhookDelivery.objects.filter(pk=refund.pk).update(
             processed_at=timezone.now(), error=note[:500]
@@ -986,7 +991,7 @@ def _waiting_refunds_apply(*, order: ShopOrder, profile: Profile) -> list[Event 
 
 
 def _refund_apply(delivery: WebhookDelivery) -> Outcome:
-    payload = delivery.payload
+    payload, unread_note = _payload_readable(delivery.payload, what="refund")
     order_id = payload.get("order_id")
     order = None
     if order_id is not None:
@@ -1004,6 +1009,7 @@ def _refund_apply(delivery: WebhookDelivery) -> Outcome:
     event, note = _refund_store(
         payload, order=order, profile=order.profile, delivery=delivery
     )
+    note = " ".join(part for part in (note, unread_note) if part)
     return Outcome(event_ids=[event.pk] if event else [], note=note)
 
 
@@ -1267,23 +1273,94 @@ def _flag(value: Any) -> bool | None:
 # An order's or a checkout's totals: one Bespoke cannot read is left out, with a
 # note, and the rest kept, as the tracking API keeps an order whose total it
 # cannot read (counted, without an amount).
-AMOUNT_KEYS = ("total_price", "subtotal_price", "total_tax", "total_discounts")
+# Where the payloads carry the amounts and times Bespoke reads ("*": each item of a
+# list). A value there that cannot be read is left out, and the rest kept.
+AMOUNT_PATHS = (
+    ("total_price",),
+    ("subtotal_price",),
+    ("total_tax",),
+    ("total_discounts",),
+    ("total_shipping_price_set", "shop_money", "amount"),
+    ("line_items", "*", "price"),
+    ("shipping_lines", "*", "price"),
+    ("transactions", "*", "amount"),
+    ("transactions", "*", "amount_set", "shop_money", "amount"),
+    ("refunds", "*", "transactions", "*", "amount"),
+    ("refunds", "*", "transactions", "*", "amount_set", "shop_money", "amount"),
+)
+TIME_PATHS = (
+    ("created_at",),
+    ("updated_at",),
+    ("processed_at",),
+    ("completed_at",),
+    ("cancelled_at",),
+    ("refunds", "*", "created_at"),
+    ("email_marketing_consent", "consent_updated_at"),
+)
 
 
-def _amounts_readable(
+def _payload_readable(
     payload: dict[str, Any], *, what: str
 ) -> tuple[dict[str, Any], str]:
-    """Return the payload without the totals that are not amounts, and a note."""
-    kept, notes = dict(payload), []
-    for key in AMOUNT_KEYS:
-        try:
-            _money(payload.get(key))
-        except ShopifyPayloadError as exc:
-            kept[key] = None
-            notes.append(f"{key}: {exc}")
+    """Return the payload without the amounts and times it cannot read, and a note.
+
+    A Shopify payload is kept whole when it can be read; otherwise each value that
+    cannot is left out (a line without its price, an order without its time, which
+    is then placed at its arrival), as the tracking API keeps an order whose total
+    it cannot read, and the note names each one.
+    """
+    notes = [
+        f"{label}: {exc}"
+        for _, _, label, exc in _unreadable(payload, AMOUNT_PATHS, _money)
+    ] + [
+        f"{label}: {exc}"
+        for _, _, label, exc in _unreadable(payload, TIME_PATHS, _time)
+    ]
     if not notes:
         return payload, ""
-    return kept, f"{'; '.join(notes)}: the {what} is kept without it."
+
+    kept = copy.deepcopy(payload)
+    for paths, reader in ((AMOUNT_PATHS, _money), (TIME_PATHS, _time)):
+        for container, key, _, _ in _unreadable(kept, paths, reader):
+            container[key] = None
+    without = "it" if len(notes) == 1 else "them"
+    return kept, f"{'; '.join(notes)}: the {what} is kept without {without}."
+
+
+def _unreadable(
+    payload: dict[str, Any],
+    paths: tuple[tuple[str, ...], ...],
+    reader: Callable[[Any], Any],
+) -> list[tuple[dict[str, Any], str, str, ShopifyPayloadError]]:
+    """Each value at `paths` that `reader` refuses: its object, key, label and why."""
+    found = []
+    for path in paths:
+        for container, key, label in _places(payload, path, ""):
+            try:
+                reader(container[key])
+            except ShopifyPayloadError as exc:
+                found.append((container, key, label, exc))
+    return found
+
+
+def _places(
+    value: Any, path: tuple[str, ...], label: str
+) -> list[tuple[dict[str, Any], str, str]]:
+    # The (object, key, label) of each value present at `path` under `value`.
+    step, rest = path[0], path[1:]
+    if step == "*":
+        items = value if isinstance(value, list) else []
+        return [
+            place
+            for number, item in enumerate(items)
+            for place in _places(item, rest, f"{label}[{number}]")
+        ]
+    if not isinstance(value, dict) or step not in value:
+        return []
+    named = f"{label}.{step}" if label else step
+    if not rest:
+        return [(value, step, named)]
+    return _places(value[step], rest, named)
 
 
 def _money(value: Any) -> Decimal | None:

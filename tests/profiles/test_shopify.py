@@ -449,15 +449,18 @@ def test_an_order_in_another_currency_is_noted_on_its_delivery(
 
 
 def test_each_delivery_is_counted_for_the_sources_page_as_it_finishes(
-    db, deliver, load_fixture, shop_headers
+    db, deliver, load_fixture, shop_headers, monkeypatch
 ):
     euros = (b'"currency":"USD"', b'"currency":"EUR"')
-    # An order updated at no time Bespoke can read is refused whole.
-    unread = (b'"updated_at":"2025-03-14T09:09:47-05:00"', b'"updated_at":"lots"')
+
+    def unreadable(delivery):
+        raise shopify.ShopifyPayloadError("'lots' is not an amount")
 
     deliver("orders_create.json")
     order_update(deliver, load_fixture, shop_headers, "eur-1", a=euros)
-    refused = order_update(deliver, load_fixture, shop_headers, "lots-1", a=unread)
+    # A payload the topic's handler cannot read at all is finished refused.
+    monkeypatch.setitem(shopify.TOPIC_HANDLERS, "orders/updated", unreadable)
+    refused = order_update(deliver, load_fixture, shop_headers, "lots-1")
 
     assert refused.error.startswith(PAYLOAD_REFUSED)
     shop = next(s for s in sources_health() if s["name"] == "shopify")
@@ -1072,6 +1075,117 @@ def test_a_checkout_whose_total_cannot_be_read_is_kept_without_it(
     assert WebhookDelivery.objects.get().error == (
         "total_price: 'n/a' is not an amount: the checkout is kept without it."
     )
+
+
+def test_an_order_whose_line_price_and_time_cannot_be_read_is_kept_without_them(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "orders_create.json"
+    order = json.loads(load_fixture(f"shopify/{name}"))
+    order["line_items"][1]["price"] = "n/a"
+    order["processed_at"] = order["created_at"] = "yesterday"
+    order["shipping_lines"][0]["price"] = {"amount": "7.95"}
+    body = json.dumps(order).encode()
+
+    response = deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    # Kept and counted, as the shop meant it: only what cannot be read is left out.
+    assert response.status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.processed_at is not None
+    assert not delivery.error.startswith(PAYLOAD_REFUSED)
+    assert (
+        "line_items[1].price: 'n/a' is not an amount; "
+        "shipping_lines[0].price: {'amount': '7.95'} is not an amount; "
+        "created_at: 'yesterday' is not an ISO-8601 time; "
+        "processed_at: 'yesterday' is not an ISO-8601 time: "
+        "the order is kept without them."
+    ) in delivery.error
+    kept = ShopOrder.objects.get()
+    assert kept.total == Decimal("152.29")
+    assert [line["price"] for line in kept.line_items] == ["119.00", ""]
+    assert kept.placed_at is None
+    completed = Event.objects.get(event="Order Completed")
+    assert [p["price"] for p in completed.properties["products"]] == [119.0, None]
+    assert completed.properties["shipping"] == 7.95  # the order's own shipping total
+    assert completed.timestamp == delivery.received_at  # placed at its arrival
+    events_process_pending()
+    profile = Profile.objects.get()
+    assert (profile.order_count, profile.lifetime_value) == (1, Decimal("152.29"))
+
+
+def test_an_order_update_whose_time_cannot_be_read_is_applied_with_a_note(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    unread = (b'"updated_at":"2025-03-14T09:09:47-05:00"', b'"updated_at":"lots"')
+    paid = (b'"financial_status":"paid"', b'"financial_status":"refunded"')
+
+    delivery = order_update(
+        deliver, load_fixture, shop_headers, "lots-1", a=unread, b=paid
+    )
+
+    assert delivery.error == (
+        "updated_at: 'lots' is not an ISO-8601 time: the order is kept without it."
+    )
+    order = ShopOrder.objects.get()
+    assert (order.financial_status, order.shop_updated_at) == ("refunded", None)
+
+
+def test_a_refund_whose_amount_cannot_be_read_is_kept_and_returns_nothing(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    refund = shop_refund(903, "40.00", "about ten")
+    refund["created_at"] = "soon"
+    body = json.dumps(refund).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-9"},
+    )
+
+    deliver("orders_create.json", headers=headers, body=body)
+    events_process_pending()
+
+    delivery = WebhookDelivery.objects.get(delivery_id="rf-9")
+    assert delivery.error == (
+        "transactions[1].amount: 'about ten' is not an amount; "
+        "created_at: 'soon' is not an ISO-8601 time: the refund is kept without them."
+    )
+    refunded = Event.objects.get(event="Order Refunded")
+    assert refunded.properties["total"] == 40.0
+    assert refunded.timestamp == delivery.received_at
+    assert Profile.objects.get().lifetime_value == Decimal("112.29")
+
+
+def test_a_customer_update_whose_times_cannot_be_read_is_applied_with_a_note(
+    db, deliver, load_fixture, shop_headers
+):
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    customer["updated_at"] = "lots"
+    customer["first_name"] = "Anabel"
+    customer["email_marketing_consent"] = {
+        "state": "subscribed",
+        "opt_in_level": "single_opt_in",
+        "consent_updated_at": "never",
+    }
+
+    customer_updated(deliver, shop_headers, customer, "cu-lots")
+
+    delivery = WebhookDelivery.objects.get(delivery_id="cu-lots")
+    assert delivery.processed_at is not None
+    assert delivery.error.endswith(
+        "updated_at: 'lots' is not an ISO-8601 time; "
+        "email_marketing_consent.consent_updated_at: 'never' is not an ISO-8601 "
+        "time: the customer is kept without them."
+    )
+    profile = Profile.objects.get()
+    assert profile.first_name == "Anabel"
+    # Undated, the consent is recorded as of its arrival.
+    consent = ConsentRecord.objects.get(profile=profile, source="shopify")
+    assert consent.occurred_at == delivery.received_at
 
 
 def test_an_amount_too_large_finishes_the_delivery_with_its_reason(
