@@ -612,8 +612,9 @@ class ShopOrderAdmin(ReadOnlyAdmin):
         "total",
         "currency",
         "financial_status",
+        "is_test",
     )
-    list_filter = ("financial_status", "currency")
+    list_filter = ("financial_status", "currency", "is_test")
     search_fields = ("shop_id", "name", "email", "checkout_token")
     date_hierarchy = "placed_at"
     list_select_related = ("profile",)

@@ -550,6 +550,8 @@ class TraitDefinition(models.Model):
 # How a delivery finished without being applied begins its error; any other error
 # of a finished delivery is a note (a topic not used, no address).
 PAYLOAD_REFUSED = "The payload was refused: "
+# The source of what the shop's webhooks store: the record of an order's money.
+SHOP_SOURCE = "shopify"
 
 
 class WebhookDelivery(models.Model):
@@ -656,6 +658,8 @@ class ShopOrder(models.Model):
     # The shop's `updated_at` of the version kept: an older one arriving late
     # (deliveries come in any order) does not undo a refund or a cancellation.
     shop_updated_at = models.DateTimeField(null=True, blank=True)
+    # Placed in the shop's test mode (Shopify's `test`): kept, and counted nowhere.
+    is_test = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return self.name or self.shop_id

@@ -60,7 +60,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from profiles.models import Event, EventType, Profile
+from profiles.models import SHOP_SOURCE, Event, EventType, Profile
 from profiles.processing_writes import int_array
 from profiles.traits import number_in_range, number_text
 
@@ -73,9 +73,10 @@ ORDER_CANCELLED = "Order Cancelled"
 ORDER_EVENTS = (ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED)
 EMAIL_OPENED = "Email Opened"
 EMAIL_LINK_CLICKED = "Email Link Clicked"
-# What the ESP reports of a message, not something the person did: no sign of
-# them, so not "last seen" (campaigns/tracking.py writes these).
-NOT_SEEN_EVENTS = ("Email Delivered", "Email Bounced")
+# What the ESP reports of a message, or the merchant does to an order, not something
+# the person did: no sign of them, so not "last seen" (campaigns/tracking.py and
+# profiles/shopify.py write these).
+NOT_SEEN_EVENTS = ("Email Delivered", "Email Bounced", ORDER_REFUNDED, ORDER_CANCELLED)
 PRODUCT_EVENTS = ("Product Viewed", "Product Added", ORDER_COMPLETED)
 VISIT_TYPES = (EventType.PAGE, EventType.SCREEN)
 
@@ -314,10 +315,18 @@ def _weight(at: str) -> str:
 
 
 # Below a billion, and no smaller than any number Bespoke keeps (number_in_range).
-_AMOUNT_COUNTS = (
-    "abs(a.amount) < %(amount_limit)s "
-    "AND (a.amount = 0 OR abs(a.amount) >= %(amount_smallest)s)"
-)
+_COUNTS = "abs({a}) < %(amount_limit)s AND ({a} = 0 OR abs({a}) >= %(amount_smallest)s)"
+_AMOUNT_COUNTS = _COUNTS.format(a="a.amount")
+# Whether an event names a product category, as chunk_categories reads them.
+_HAS_CATEGORY = """(
+    coalesce(jsonb_typeof(e.properties->'category') = 'string'
+        AND btrim(e.properties->>'category', %(category_blanks)s) <> '', false)
+    OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements(CASE
+            WHEN jsonb_typeof(e.properties->'products') = 'array'
+            THEN e.properties->'products' ELSE '[]'::jsonb END) AS item
+        WHERE jsonb_typeof(item->'category') = 'string'
+          AND btrim(item->>'category', %(category_blanks)s) <> ''))"""
 _FRESH = "(e.id = ANY(%(events)s::bigint[]) OR e.profile_id = ANY(%(full)s::bigint[]))"
 # The events figures count: processed, and not failed (a failed one is in no chunk's
 # figures either).
@@ -418,44 +427,62 @@ order_events AS MATERIALIZED (
     -- Processed orders only (the chunk's are by now), as for a full count.
     SELECT e.profile_id, e.id, e.timestamp, e.processed_at,
         {_WEIGHED_AT} AS weighed_at, {_ORDER_KEY} AS order_key, {_ORDER_RAW} AS raw,
-        {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh
+        {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh,
+        {_AMOUNT.format(raw=_ORDER_RAW)} AS amount,
+        e.source = %(shop_source)s AS from_shop, {_HAS_CATEGORY} AS has_category
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = %(order_event)s AND {_COUNTED}
 ),
 order_reports AS (
     -- The report of each order whose products count towards categories: the first
-    -- processed (the site and the shop may both report it). A chunk adds the
-    -- categories of those it processed.
+    -- processed that names a category (the site and the shop may both report it,
+    -- and the shop's name none). A chunk adds the categories of those it processed.
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.id, o.fresh
     FROM order_events o
-    ORDER BY o.profile_id, o.order_key, o.processed_at, o.id
+    ORDER BY o.profile_id, o.order_key, o.has_category DESC, o.processed_at, o.id
 ),
 orders AS (
+    -- An order counts once, from the time of its first report, with the amount of
+    -- the report that has one in our currency: the shop's first (what was paid),
+    -- else the first by time.
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.order_key,
-        o.timestamp, o.raw, o.ours
+        min(o.timestamp) OVER (PARTITION BY o.profile_id, o.order_key) AS timestamp,
+        o.raw, o.ours
     FROM order_events o
-    ORDER BY o.profile_id, o.order_key, o.timestamp, o.id
+    ORDER BY o.profile_id, o.order_key,
+        coalesce(o.ours AND {_COUNTS.format(a="o.amount")}, false) DESC,
+        o.from_shop DESC, o.timestamp, o.id
 ),
 order_changes AS (
-    -- Refunds and cancellations of the orders, each refund once by its refund_id.
+    -- Refunds and cancellations of the orders, each refund once by its refund_id
+    -- (the shop's report of it first).
     SELECT DISTINCT ON (e.profile_id, e.event, order_key, change_key)
         e.profile_id, e.event, {_ORDER_KEY} AS order_key,
         {_id_key("refund_id")} AS change_key,
         coalesce(jsonb_typeof({_ORDER_RAW}), 'null') = 'null' AS whole,
-        {_AMOUNT.format(raw=_ORDER_RAW)} AS amount, {_ORDER_IN_CURRENCY} AS ours
+        {_AMOUNT.format(raw=_ORDER_RAW)} AS amount, {_ORDER_IN_CURRENCY} AS ours,
+        e.source = %(shop_source)s AS from_shop
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = ANY(%(order_change_events)s::text[])
       AND {_COUNTED}
-    ORDER BY e.profile_id, e.event, order_key, change_key, e.timestamp, e.id
+    ORDER BY e.profile_id, e.event, order_key, change_key,
+        e.source = %(shop_source)s DESC, e.timestamp, e.id
 ),
 refunds AS (
+    -- Where the shop reported refunds of an order, they are what was paid back:
+    -- the site's of the same order (the spec's carry no refund_id) are the same
+    -- money told again.
     SELECT c.profile_id, c.order_key, bool_or(c.whole) AS whole,
         sum(abs(c.amount)) FILTER (WHERE abs(c.amount) < %(amount_limit)s)
             AS refunded
     FROM order_changes c
     WHERE c.event = %(refunded_event)s AND c.ours
+      AND (c.from_shop OR NOT EXISTS (
+          SELECT 1 FROM order_changes s
+          WHERE s.profile_id = c.profile_id AND s.order_key = c.order_key
+            AND s.event = %(refunded_event)s AND s.from_shop))
     GROUP BY c.profile_id, c.order_key
 ),
 order_amounts AS (
@@ -636,6 +663,7 @@ def _figures_params(
         "opened": EMAIL_OPENED,
         "clicked": EMAIL_LINK_CLICKED,
         "order_event": ORDER_COMPLETED,
+        "shop_source": SHOP_SOURCE,
         "not_seen": list(NOT_SEEN_EVENTS),
         "order_change_events": [ORDER_REFUNDED, ORDER_CANCELLED],
         "refunded_event": ORDER_REFUNDED,
@@ -677,6 +705,7 @@ def _figures_python(profile_ids: set[int], *, now: datetime) -> dict[int, dict]:
         "properties",
         "context",
         "processed_at",
+        "source",
     )
     per_profile: dict[int, list[tuple]] = {}
     for row in rows.iterator():
@@ -707,7 +736,7 @@ def _profile_figures(rows: list[tuple], *, now: datetime) -> dict[str, Any]:
 
 
 def _is_human_open(row: tuple) -> bool:
-    _, _, kind, name, _, properties, context, _ = row
+    kind, name, properties, context = row[2], row[3], row[5], row[6]
     if kind != EventType.TRACK or name != EMAIL_OPENED:
         return False
     flags = (
@@ -761,15 +790,32 @@ def _order_key(row: tuple, name: str = "order_id") -> str:
     return order_id if isinstance(order_id, str) else json.dumps(order_id)
 
 
+def _from_shop(row: tuple) -> bool:
+    return row[8] == SHOP_SOURCE
+
+
 def _orders_total(rows: list[tuple]) -> dict[str, Any]:
     currency = settings.BESPOKE_CURRENCY.upper()
     cancelled, refunds = _order_changes(rows, currency=currency)
     orders = [row for row in _first_orders(rows) if _order_key(row) not in cancelled]
+    reports: dict[str, list[tuple]] = {}
+    for row in rows:
+        if row[2] == EventType.TRACK and row[3] == ORDER_COMPLETED:
+            reports.setdefault(_order_key(row), []).append(row)
     counted, refunded_whole = [], 0
     for row in orders:
-        amount = _order_amount(_dict(row[5]), currency=currency)
-        if amount is None:
+        # Its amount is the shop's, else the first report's that has one (as the
+        # SQL's orders read it); its time stays the first report's.
+        amounts = [
+            (_order_amount(_dict(report[5]), currency=currency), report)
+            for report in reports[_order_key(row)]
+        ]
+        readable = [
+            (amount, report) for amount, report in amounts if amount is not None
+        ]
+        if not readable:
             continue
+        amount = min(readable, key=lambda pair: not _from_shop(pair[1]))[0]
         refunded = refunds.get(_order_key(row))
         if refunded is not None:
             # Refunded whole, it was placed (the order count keeps it) but kept
@@ -796,8 +842,10 @@ def _order_changes(
     """
     cancelled: set[str] = set()
     refunds: dict[str, Decimal] = {}
-    seen: set[tuple[str, str]] = set()
-    for row in rows:
+    # Each refund once by its refund_id, the shop's report of it first; where the
+    # shop reported refunds of an order, the site's of it are the same money.
+    reported: dict[tuple[str, str], tuple] = {}
+    for row in sorted(rows, key=lambda row: not _from_shop(row)):
         if row[2] != EventType.TRACK or row[3] not in (ORDER_REFUNDED, ORDER_CANCELLED):
             continue
 
@@ -805,12 +853,12 @@ def _order_changes(
         if row[3] == ORDER_CANCELLED:
             cancelled.add(key)
             continue
-        refund_key = (key, _order_key(row, "refund_id"))
-        properties = _dict(row[5])
-        if refund_key in seen:
+        reported.setdefault((key, _order_key(row, "refund_id")), row)
+    shop_refunded = {key for (key, _), row in reported.items() if _from_shop(row)}
+    for (key, _), row in reported.items():
+        if key in shop_refunded and not _from_shop(row):
             continue
-
-        seen.add(refund_key)
+        properties = _dict(row[5])
         if not _in_currency(properties, currency=currency):
             continue
         if _order_raw(properties) is None:
@@ -874,15 +922,16 @@ def _weight_python(at: datetime, *, now: datetime) -> float:
 
 
 def _category_counts(rows: list[tuple]) -> dict[str, list]:
-    # An order counts by its first processed report, as _FIGURES_UPDATE reads it.
+    # An order counts by its first processed report that names a category, as
+    # _FIGURES_UPDATE reads it.
+    def rank(row: tuple) -> tuple:
+        return (not _categories(_dict(row[5])), row[7], row[0])
+
     reports: dict[str, tuple] = {}
     for row in rows:
         if row[2] == EventType.TRACK and row[3] == ORDER_COMPLETED:
             key = _order_key(row)
-            if key not in reports or (row[7], row[0]) < (
-                reports[key][7],
-                reports[key][0],
-            ):
+            if key not in reports or rank(row) < rank(reports[key]):
                 reports[key] = row
     counted_orders = {row[0] for row in reports.values()}
 

@@ -31,6 +31,7 @@ from django.utils import timezone
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
     PAYLOAD_REFUSED,
+    SHOP_SOURCE,
     ConsentRecord,
     Event,
     EventType,
@@ -43,6 +44,7 @@ from profiles.models import (
     WebhookDelivery,
 )
 from profiles.names import field_text_clean
+from profiles.processing import events_process_again, profile_traits_compute
 from profiles.processing_identify import FIELD_LENGTHS
 from profiles.selectors import profile_suppressed
 from profiles.services import (
@@ -72,7 +74,7 @@ from profiles.value_times import (
 
 logger = logging.getLogger(__name__)
 
-SOURCE = "shopify"
+SOURCE = SHOP_SOURCE
 ORDER_COMPLETED = "Order Completed"
 ORDER_REFUNDED = "Order Refunded"
 ORDER_CANCELLED = "Order Cancelled"
@@ -878,6 +880,12 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
     if _order_stale(payload):
         # Its profile is left alone too: the newer version kept named it already.
         return Outcome(note=STALE_NOTE.format(what="order"))
+    if payload.get("test") is True:
+        # The merchant trying the shop out: no one's profile is made or changed.
+        order = _order_upsert(payload=payload, profile=None)
+        _order_join_checkout(order)
+        _waiting_refunds_apply(order=order, profile=None)
+        return Outcome(note=TEST_ORDER_NOTE)
     profile, found_note = _customer_profile(
         payload.get("email") or payload.get("contact_email") or customer.get("email"),
         customer=customer,
@@ -889,11 +897,19 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
             for n in (found_note, _profile_fill(profile=profile, customer=customer))
             if n
         )
+    held_by = ShopOrder.objects.filter(shop_id=str(payload["id"])[:40]).values_list(
+        "profile_id", flat=True
+    )
+    was = held_by.first()
     order = _order_upsert(payload=payload, profile=profile)
     _order_join_checkout(order)
     if profile is None and order.profile_id is not None:
         # An update that names no address keeps the customer the order had.
         profile = order.profile
+    moved: list[int] = []
+    if was is not None and profile is not None and profile.pk != was:
+        moved, moved_note = _order_events_move(order, old_id=was, new=profile)
+        refused = " ".join(n for n in (refused, moved_note) if n)
 
     placed_at, future_note = _arrival_bounded(order.placed_at, delivery, "order")
     if profile is not None and order.buyer_accepts_marketing:
@@ -920,8 +936,47 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
     notes = [refused, unread_note, _order_currency_note(order), future_note]
     notes += change_notes
     return Outcome(
-        event_ids=[event.pk for event in (event, *changes) if event],
+        event_ids=[event.pk for event in (event, *changes) if event] + moved,
         note=" ".join(n for n in notes if n),
+    )
+
+
+def _order_events_move(
+    order: ShopOrder, *, old_id: int, new: Profile
+) -> tuple[list[int], str]:
+    """Move the shop's events of an order to the customer the shop now names.
+
+    The merchant gave the order to another customer: its Order Completed,
+    cancellation and refunds go with it, and both profiles are counted again. Return
+    the moved events, processed again, and a note.
+    """
+    # Both held, in id order as every writer takes them.
+    held = Profile.objects.select_for_update().filter(pk__in=[old_id, new.pk])
+    old = {p.pk: p for p in held.order_by("pk")}.get(old_id)
+    events = Event.objects.filter(
+        profile_id=old_id,
+        source=SOURCE,
+        event__in=(ORDER_COMPLETED, ORDER_CANCELLED, ORDER_REFUNDED),
+        properties__order_id=order.shop_id,
+    )
+    moved = list(events.values_list("pk", flat=True))
+    if not moved:
+        return [], ""
+    Event.objects.filter(pk__in=moved).update(profile_id=new.pk)
+    # Counted again on the new profile when processed; the old one is counted now
+    # from what it keeps.
+    events_process_again(events=Event.objects.filter(pk__in=moved))
+    if old is not None:
+        profile_traits_compute(profile=old)
+        transaction.on_commit(
+            lambda: profiles_changed.send(
+                sender=WebhookDelivery, profile_ids=[old_id], changed=None
+            )
+        )
+    shown = old.email_display or old.email if old is not None else f"#{old_id}"
+    return moved, (
+        f"The shop gave order {order.name or order.shop_id} to another customer: "
+        f"its events moved from {shown or f'profile #{old_id}'}."
     )
 
 
@@ -967,8 +1022,20 @@ def _order_changes_store(
     return events, notes
 
 
-def _waiting_refunds_apply(*, order: ShopOrder, profile: Profile) -> list[Event | None]:
-    """Apply the refunds of this order that arrived before it (RefundAwaitsOrder)."""
+TEST_ORDER_NOTE = (
+    "A test order (Shopify's test mode): kept, and counted in no figure, segment "
+    "or flow."
+)
+NO_ADDRESS_REFUND_NOTE = "The refunded order has no usable email address."
+
+
+def _waiting_refunds_apply(
+    *, order: ShopOrder, profile: Profile | None
+) -> list[Event | None]:
+    """Apply the refunds of this order that arrived before it (RefundAwaitsOrder).
+
+    A test order's, or one with no profile, are finished without counting.
+    """
     # Few: only the refunds still waiting, and nothing else, are read.
     waiting = WebhookDelivery.objects.select_for_update(skip_locked=True).filter(
         source=SOURCE, topic="refunds/create", processed_at__isnull=True
@@ -977,12 +1044,15 @@ def _waiting_refunds_apply(*, order: ShopOrder, profile: Profile) -> list[Event 
     for refund in waiting:
         if str(refund.payload.get("order_id"))[:40] != order.shop_id:
             continue
-        payload, unread_note = _payload_readable(refund.payload, what="refund")
-        event, note = _refund_store(
-            payload, order=order, profile=profile, delivery=refund
-        )
-        note = " ".join(part for part in (note, unread_note) if part)
-        events.append(event)
+        if order.is_test or profile is None:
+            note = TEST_ORDER_NOTE if order.is_test else NO_ADDRESS_REFUND_NOTE
+        else:
+            payload, unread_note = _payload_readable(refund.payload, what="refund")
+            event, note = _refund_store(
+                payload, order=order, profile=profile, delivery=refund
+            )
+            note = " ".join(part for part in (note, unread_note) if part)
+            events.append(event)
         WebhookDelivery.objects.filter(pk=refund.pk).update(
             processed_at=timezone.now(), error=note[:500]
         )
@@ -1003,8 +1073,10 @@ def _refund_apply(delivery: WebhookDelivery) -> Outcome:
             f"The refund is of order {order_id}, which Bespoke has not received yet: "
             "it is applied when the order arrives."
         )
+    if order.is_test:
+        return Outcome(note=TEST_ORDER_NOTE)
     if order.profile is None:
-        return Outcome(note="The refunded order has no usable email address.")
+        return Outcome(note=NO_ADDRESS_REFUND_NOTE)
 
     event, note = _refund_store(
         payload, order=order, profile=order.profile, delivery=delivery
@@ -1166,6 +1238,7 @@ def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOr
             "placed_at": _time(
                 payload.get("processed_at") or payload.get("created_at")
             ),
+            "is_test": payload.get("test") is True,
         },
     )
     return order

@@ -241,9 +241,10 @@ def test_a_category_is_trimmed_of_the_same_blanks_in_sql_and_python(category, re
     assert list(by_sql["category_counts"]) == ([read_as] if read_as else [])
 
 
-# Random sequences: opens (some by machines), clicks, visits, orders with repeated
-# and odd ids, products with odd categories, identifies and aliases that merge,
-# times years back and a little ahead, processed in random chunks as the clock moves.
+# Random sequences: opens (some by machines), clicks, visits, orders and refunds
+# with repeated and odd ids from the site and the shop, products with odd
+# categories, identifies and aliases that merge, times years back and a little
+# ahead, processed in random chunks as the clock moves.
 
 USERS = ["usr_1", "usr_2", "usr_3", ""]
 ANONYMOUS = ["anon-1", "anon-2", "anon-3", ""]
@@ -284,6 +285,16 @@ def random_event(rng: random.Random, clock: datetime) -> None:
             "currency": rng.choice(["USD", "EUR", "usd"]),
             "products": [{"category": rng.choice(CATEGORIES)}],
         }
+        # The shop's reports of an order outrank the site's.
+        fields["source"] = rng.choice(["", "shopify"])
+    elif roll < 0.68:
+        fields["event"] = "Order Refunded"
+        fields["properties"] = {
+            "order_id": rng.choice(ORDER_IDS),
+            "refund_id": rng.choice([None, "R1", "R2"]),
+            "total": rng.choice([2, "1.5", None]),
+        }
+        fields["source"] = rng.choice(["", "shopify"])
     elif roll < 0.82:
         fields["event"] = rng.choice(["Product Viewed", "Product Added"])
         fields["properties"] = {"category": rng.choice(CATEGORIES)}

@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from profiles import shopify, tasks
 from profiles.health import sources_health
@@ -30,7 +31,8 @@ from profiles.models import (
     TraitType,
     WebhookDelivery,
 )
-from profiles.processing import events_process_pending
+from profiles.processing import events_process_pending, profile_traits_compute
+from profiles.processing_traits import TraitsRefresh, _refresh_in_python
 from profiles.services import ProfileGone, consent_record, suppression_add
 from profiles.source_counts import source_hours_rebuild
 from profiles.tasks import shopify_deliveries_sweep_task
@@ -38,6 +40,16 @@ from tests.factories import ProfileFactory
 
 URL = "/webhooks/shopify"
 SECRET = b"test_shopify_webhook_secret_DO_NOT_USE"
+COMPUTED = (
+    "lifetime_value",
+    "order_count",
+    "average_order_value",
+    "first_order_at",
+    "last_order_at",
+    "last_seen_at",
+    "category_counts",
+    "favourite_category",
+)
 BEN = "ben.okafor@example.net"
 ANA_TOKEN = "b7d5a9e0f3c14a2e8d6b1c9f7e5a3d2b"
 BEN_CHECKOUT_TOKEN = "e2c4a6b8d0f24e6a8c0e2a4c6e8a0c2e"
@@ -961,6 +973,206 @@ def test_bens_order_counts_once_from_the_site_and_the_shop(
     assert ben.lifetime_value == Decimal("152.29")
     assert ben.order_count == 1
     assert ben.first_order_at == utc("2025-03-14T14:09:42Z")
+
+
+def assert_counted_alike(profile: Profile) -> None:
+    """The kept figures are those of all events at once, in SQL and in Python."""
+    kept = dict(Profile.objects.values(*COMPUTED).get(pk=profile.pk))
+    profile_traits_compute(profile=profile)
+    assert dict(Profile.objects.values(*COMPUTED).get(pk=profile.pk)) == kept
+    with transaction.atomic():
+        _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=timezone.now())
+    assert dict(Profile.objects.values(*COMPUTED).get(pk=profile.pk)) == kept
+
+
+def bens_site_order(client, load_fixture, *, shop_first: bool = False, **changes):
+    """Ben identifies on the site, which reports his order with `changes`."""
+    auth = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+    batch = load_fixture("segment/batch.json", as_json=True)["batch"]
+    identify = next(
+        item
+        for item in batch
+        if item["type"] == "identify" and item.get("userId") == "usr_1002"
+    )
+    order = load_fixture("segment/track_order_completed.json", as_json=True)
+    for name, value in changes.items():
+        if value is None:
+            order["properties"].pop(name, None)
+        else:
+            order["properties"][name] = value
+    # A minute before the shop's own time for it: the site's report comes first.
+    order["timestamp"] = "2025-03-14T14:08:42.000Z"
+    for path, body in [("/v1/identify", identify), ("/v1/track", order)]:
+        response = client.post(
+            path,
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=auth,
+        )
+        assert response.status_code == 200
+        if shop_first:
+            events_process_pending()
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        {"total": None, "revenue": 133.65},  # the spec's revenue: before shipping
+        {"total": None, "revenue": None, "value": 152.29},  # no amount it reads
+        {"total": "1,052.00"},  # an amount it cannot read
+        {"total": 139.0, "currency": "EUR"},  # what the customer saw, in euros
+    ],
+    ids=["revenue", "no-amount", "unreadable", "other-currency"],
+)
+def test_the_shops_amount_for_an_order_is_what_counts(
+    db, client, deliver, load_fixture, site
+):
+    bens_site_order(client, load_fixture, **site)
+    deliver("orders_create.json")
+    events_process_pending()
+
+    # Whichever came first, the order counts once, at its first report's time,
+    # with what the shop says was paid.
+    ben = Profile.objects.get(email=BEN)
+    assert (ben.order_count, ben.lifetime_value) == (1, Decimal("152.29"))
+    assert ben.average_order_value == Decimal("152.29")
+    assert ben.first_order_at == utc("2025-03-14T14:08:42Z")
+    assert_counted_alike(ben)
+
+
+def test_a_site_order_without_the_shop_keeps_its_own_amount(db, client, load_fixture):
+    bens_site_order(client, load_fixture, total=None, revenue=133.65)
+    events_process_pending()
+
+    assert Profile.objects.get(email=BEN).lifetime_value == Decimal("133.65")
+
+
+@pytest.mark.parametrize("shop_first", [True, False], ids=["shop-first", "site-first"])
+def test_an_order_takes_its_categories_from_the_site_whoever_reported_first(
+    db, client, deliver, load_fixture, shop_first
+):
+    if shop_first:
+        deliver("orders_create.json")
+        events_process_pending()
+    bens_site_order(client, load_fixture)
+    if not shop_first:
+        events_process_pending()
+        deliver("orders_create.json")
+    events_process_pending()
+
+    # The shop's products name no category; the site's name Bags and Accessories.
+    ben = Profile.objects.get(email=BEN)
+    assert sorted(ben.category_counts) == ["Accessories", "Bags"]
+    assert ben.favourite_category in ("Accessories", "Bags")
+    assert_counted_alike(ben)
+
+
+def test_an_order_the_shop_gives_to_another_customer_takes_its_events_along(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    events_process_pending()
+    ben = Profile.objects.get(email=BEN)
+    assert ben.order_count == 1
+    order = load_fixture("shopify/orders_create.json", as_json=True)
+    yara = {**order["customer"], "id": 9100018, "email": "yara@example.com"}
+    yara.update(first_name="Yara", last_name="Lind")
+
+    delivery = order_payload_update(
+        deliver, load_fixture, shop_headers, "moved-1", topic="orders/updated",
+        email="yara@example.com", contact_email="yara@example.com", customer=yara,
+    )  # fmt: skip
+    refund = json.dumps(shop_refund(906, "70.00")).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        refund,
+        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-6"},
+    )
+    deliver("orders_create.json", headers=headers, body=refund)
+    events_process_pending()
+
+    assert "The shop gave order #1057 to another customer" in delivery.error
+    yara = Profile.objects.get(email="yara@example.com")
+    assert ShopOrder.objects.get().profile == yara
+    assert set(
+        Event.objects.filter(source="shopify").values_list("profile", flat=True)
+    ) == {yara.pk}
+    ben.refresh_from_db()
+    assert (ben.order_count, ben.lifetime_value) == (0, Decimal("0.00"))
+    assert (yara.order_count, yara.lifetime_value) == (1, Decimal("82.29"))
+    assert_counted_alike(ben)
+    assert_counted_alike(yara)
+
+
+def test_a_test_order_is_kept_and_counted_nowhere(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "orders_create.json"
+    refund = json.dumps(shop_refund(905, "152.29")).encode()
+    refund_headers = resigned(
+        shop_headers,
+        name,
+        refund,
+        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-5"},
+    )
+    deliver(name, headers=refund_headers, body=refund)  # before its order
+    order = load_fixture(f"shopify/{name}", as_json=True)
+    order["test"] = True
+    body = json.dumps(order).encode()
+
+    response = deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    assert response.status_code == 200
+    kept = ShopOrder.objects.get()
+    assert kept.is_test
+    assert WebhookDelivery.objects.get(topic="orders/create").error == (
+        shopify.TEST_ORDER_NOTE
+    )
+    # The refund that waited for it is finished, and nothing counts anywhere.
+    waited = WebhookDelivery.objects.get(delivery_id="rf-5")
+    assert (waited.processed_at is not None, waited.error) == (
+        True,
+        shopify.TEST_ORDER_NOTE,
+    )
+    assert not Event.objects.exists()
+    assert not Profile.objects.exists()
+
+
+def test_a_refund_told_by_the_site_and_the_shop_is_taken_off_once(
+    db, client, deliver, load_fixture, shop_headers
+):
+    bens_site_order(client, load_fixture)
+    deliver("orders_create.json")
+    refund = json.dumps(shop_refund(904, "5.00")).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        refund,
+        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-4"},
+    )
+    deliver("orders_create.json", headers=headers, body=refund)
+    # The spec's Order Refunded names the order and what was paid back, no refund_id.
+    auth = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
+    told = {
+        "userId": "usr_1002",
+        "event": "Order Refunded",
+        "properties": {"order_id": "5975551934712", "total": 5, "currency": "USD"},
+    }
+    response = client.post(
+        "/v1/track",
+        data=json.dumps(told),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=auth,
+    )
+    assert response.status_code == 200
+    events_process_pending()
+
+    ben = Profile.objects.get(email=BEN)
+    assert ben.lifetime_value == Decimal("147.29")
+    # The merchant's refund is no sign of Ben: last seen stays his order's time.
+    assert ben.last_seen_at == utc("2025-03-14T14:09:42Z")
+    assert_counted_alike(ben)
 
 
 def other_connection() -> psycopg.Connection:
