@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
 from profiles.models import (
+    AWAITS_ORDER,
     PAYLOAD_REFUSED,
     ContactImport,
     Event,
@@ -229,6 +230,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             else None
         ),
         webhook_notes=_webhook_notes(where) if webhook else None,
+        awaiting_orders=_awaiting_orders(where) if webhook else None,
         duplicates=None if webhook else _duplicates(where, now=now),
         refused_requests=_refused_requests(name, now=now),
         refused_recent=_refused_recent(name, now=now),
@@ -585,12 +587,21 @@ def _failed_deliveries(where: Q) -> dict[str, Any]:
     # Only the few with an error are read, by their own index.
     with_error = WebhookDelivery.objects.filter(where).exclude(error="")
     failed = with_error.filter(
-        Q(error__startswith=PAYLOAD_REFUSED) | Q(processed_at__isnull=True)
+        Q(error__startswith=PAYLOAD_REFUSED)
+        | Q(processed_at__isnull=True) & ~Q(error__startswith=AWAITS_ORDER)
     )
     recent = failed.order_by("-received_at", "-pk").values(
         "delivery_id", "topic", "error", "received_at", "processed_at"
     )[:FAILED_EVENTS_SHOWN]
     return {"count": failed.count(), "recent": list(recent)}
+
+
+def _awaiting_orders(where: Q) -> int:
+    # Refunds that came before their order: not failed, applied when it arrives.
+    waiting = WebhookDelivery.objects.filter(
+        where, processed_at__isnull=True, error__startswith=AWAITS_ORDER
+    )
+    return waiting.count()
 
 
 def _webhook_notes(where: Q) -> int:

@@ -550,6 +550,9 @@ class TraitDefinition(models.Model):
 # How a delivery finished without being applied begins its error; any other error
 # of a finished delivery is a note (a topic not used, no address).
 PAYLOAD_REFUSED = "The payload was refused: "
+# How a refund that arrived before its order begins its error, while it waits: it is
+# applied when the order arrives, and has not failed.
+AWAITS_ORDER = "Waiting for its order: "
 # The source of what the shop's webhooks store: the record of an order's money.
 SHOP_SOURCE = "shopify"
 

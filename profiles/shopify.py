@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, NormalizedEmail, email_normalize
 from profiles.models import (
+    AWAITS_ORDER,
     PAYLOAD_REFUSED,
     SHOP_SOURCE,
     ConsentRecord,
@@ -1070,8 +1071,8 @@ def _refund_apply(delivery: WebhookDelivery) -> Outcome:
         # Kept unfinished: the order's own delivery applies it (or the sweep, once
         # the order is here), for the seven days the sweep tries.
         raise RefundAwaitsOrder(
-            f"The refund is of order {order_id}, which Bespoke has not received yet: "
-            "it is applied when the order arrives."
+            f"{AWAITS_ORDER}the refund is of order {order_id}, which Bespoke has not "
+            "received yet: it is applied when the order arrives."
         )
     if order.is_test:
         return Outcome(note=TEST_ORDER_NOTE)

@@ -2028,7 +2028,7 @@ def test_a_refund_in_an_order_update_lowers_bens_lifetime_value_once(
 
 
 def test_refunds_create_lowers_lifetime_value_and_a_later_update_adds_nothing(
-    db, deliver, load_fixture, shop_headers
+    db, deliver, load_fixture, shop_headers, admin_client
 ):
     refund = shop_refund(901, "152.29")
     body = json.dumps(refund).encode()
@@ -2042,6 +2042,11 @@ def test_refunds_create_lowers_lifetime_value_and_a_later_update_adds_nothing(
     waiting = WebhookDelivery.objects.get(delivery_id="rf-0")
     assert "which Bespoke has not received yet" in waiting.error
     assert waiting.processed_at is None
+    # Waiting is not failing: the Sources page counts it apart.
+    shop = next(s for s in sources_health() if s["name"] == "shopify")
+    assert (shop["failed"]["count"], shop["awaiting_orders"]) == (0, 1)
+    page = admin_client.get(reverse("sources_health")).content.decode()
+    assert 'data-figure="awaiting_orders">1<' in page
 
     # the order arrives: the refund that waited for it is applied with it
     deliver("orders_create.json")
