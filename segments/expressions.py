@@ -17,8 +17,12 @@ from segments.language import rule_number
 # does.
 SQLITE_CASELESS = "bespoke_caseless"
 
-# A number as text: optional sign, digits, optional fraction, optional exponent.
-NUMBER_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+# A number as text: optional sign, digits, optional fraction, optional exponent of
+# one or two digits, in at most NUMBER_MAX_CHARS characters. That keeps it within a
+# double's range (1e-297 to 1e297 at most): "1e400" or "1e-400" is text, as it is no
+# number a rule could compare, where casting it failed the whole query.
+NUMBER_PATTERN = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,2})?\s*$"
+NUMBER_MAX_CHARS = 200
 
 
 def json_text(field: Any, path: str) -> "JsonText":
@@ -90,21 +94,25 @@ class JsonNumber(Expression):
     def as_postgresql(self, compiler, connection):
         sql, params = compiler.compile(self.text)
         return (
-            f"(CASE WHEN ({sql}) ~ %s THEN CAST(TRIM({sql}) AS double precision) END)",
-            [*params, NUMBER_PATTERN, *params],
+            f"(CASE WHEN ({sql}) ~ %s AND length({sql}) <= {NUMBER_MAX_CHARS} "
+            f"THEN CAST(TRIM({sql}) AS double precision) END)",
+            [*params, NUMBER_PATTERN, *params, *params],
         )
 
     def as_sqlite(self, compiler, connection):
         sql, params = compiler.compile(self.text)
         # SQLite's CAST turns any text into a number (0 for words), so check first:
-        # non-empty, and nothing but digits, sign, point and exponent.
+        # non-empty, and nothing but digits, sign, point and an exponent of at most
+        # two digits, as PostgreSQL's pattern (1e400 would be infinity here).
         check = (
             f"TRIM({sql}) <> '' AND TRIM({sql}) NOT GLOB '*[^0-9.eE+-]*' "
-            f"AND TRIM({sql}) GLOB '*[0-9]*'"
+            f"AND TRIM({sql}) GLOB '*[0-9]*' "
+            f"AND TRIM({sql}) NOT GLOB '*[eE]*[0-9][0-9][0-9]*' "
+            f"AND length({sql}) <= {NUMBER_MAX_CHARS}"
         )
         return (
             f"(CASE WHEN {check} THEN CAST(TRIM({sql}) AS REAL) END)",
-            [*params, *params, *params, *params],
+            [*params] * 6,
         )
 
 
@@ -157,12 +165,14 @@ class ArrayItemMatches(Expression):
         item = "(item ->> %s)"
         if self.op in self.NUMBER_OPS:
             cond = (
-                f"(CASE WHEN {item} ~ %s THEN CAST(TRIM({item}) AS double precision) END) "
+                f"(CASE WHEN {item} ~ %s AND length({item}) <= {NUMBER_MAX_CHARS} "
+                f"THEN CAST(TRIM({item}) AS double precision) END) "
                 f"{_SQL_OP[self.op]} %s"
             )
             cond_params = [
                 self.item_key,
                 NUMBER_PATTERN,
+                self.item_key,
                 self.item_key,
                 rule_number(self.value),
             ]
@@ -185,10 +195,13 @@ class ArrayItemMatches(Expression):
                 f"((json_type(item.value, %s) IN ('integer', 'real') AND {item} "
                 f"{_SQL_OP[self.op]} %s) OR (json_type(item.value, %s) = 'text' AND "
                 f"TRIM({item}) <> '' AND TRIM({item}) NOT GLOB '*[^0-9.eE+-]*' AND "
+                f"TRIM({item}) NOT GLOB '*[eE]*[0-9][0-9][0-9]*' AND "
+                f"length({item}) <= {NUMBER_MAX_CHARS} AND "
                 f"CAST(TRIM({item}) AS REAL) {_SQL_OP[self.op]} %s))"
             )
             number = rule_number(self.value)
-            cond_params = [path, path, number, path, path, path, path, number]
+            cond_params = [path, path, number, path, path, path, path, path, path]
+            cond_params.append(number)
         else:
             # As text, a JSON true or false is the word, as PostgreSQL's ->> gives
             # it (json_extract gives 1 or 0).

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from segments.geo import CONTINENTS
 
-NUMBER = re.compile(r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
+NUMBER = re.compile(r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,2})?\s*$")
+NUMBER_MAX_CHARS = 200
 DATE_METRICS = {
     "first_order_at",
     "last_order_at",
@@ -288,7 +289,7 @@ def json_as_text(raw: Any) -> str | None:
 
 
 def as_number(text: str | None) -> float | None:
-    if text is None or not NUMBER.match(text):
+    if text is None or not NUMBER.match(text) or len(text) > NUMBER_MAX_CHARS:
         return None
     return float(text.strip())
 

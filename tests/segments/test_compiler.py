@@ -77,6 +77,53 @@ def test_it_counts_orders_in_a_window_and_places_people_by_continent():
 
 @pytest.mark.django_db(databases=["default", "sqlite"])
 @pytest.mark.parametrize("database", ["default", "sqlite"])
+def test_a_number_past_a_doubles_range_is_text_and_fails_no_query(database):
+    """1e400 as text is no number a rule compares: it matched nothing, and failed
+    every query that read it (PostgreSQL could not cast it)."""
+    scores = {
+        "huge@example.com": "1e400",
+        "tiny@example.com": "1e-400",
+        "long@example.com": "9" * 201,
+        "big@example.com": "1e99",
+        "small@example.com": " 6.5 ",
+    }
+    for email, score in scores.items():
+        profile = Profile.objects.using(database).create(
+            email=email, traits={"score": score}
+        )
+        Event.objects.using(database).create(
+            message_id=f"{email}-view",
+            type="track",
+            event="Product Viewed",
+            profile=profile,
+            properties={"price": score, "products": [{"price": score}]},
+            timestamp=NOW - timedelta(days=1),
+            received_at=NOW,
+        )
+    rules = [
+        {"attribute": "traits.score", "op": "gt", "value": 5},
+        {
+            "event": "Product Viewed",
+            "where": [{"property": "price", "op": "gt", "value": 5}],
+        },
+        {
+            "event": "Product Viewed",
+            "where": [{"property": "products.price", "op": "gt", "value": 5}],
+        },
+    ]
+
+    for rule in rules:
+        for one_profile in (False, True):
+            compiled = rule_compile(rule, now=NOW, one_profile=one_profile)
+            found = Profile.objects.using(database).filter(compiled)
+            assert set(found.values_list("email", flat=True)) == {
+                "big@example.com",
+                "small@example.com",
+            }
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+@pytest.mark.parametrize("database", ["default", "sqlite"])
 def test_an_order_reported_by_the_site_and_the_shop_counts_once(database):
     """Two reports of one order id are one order; orders with no id count alone."""
     orders = {
