@@ -25,7 +25,13 @@ from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 from liquid.filter import liquid_filter, with_environment
 
-from profiles.traits import YEARLESS_DATE
+from profiles.traits import (
+    YEARLESS_DATE,
+    TraitInvalid,
+    TraitRule,
+    trait_coerce,
+    trait_schema_recent,
+)
 from segments.geo import continent_of
 
 # Limits on what a marketer-written template may cost at send time.
@@ -458,9 +464,15 @@ def text_from_html(html: str) -> str:
 
 
 def profile_context(profile) -> dict[str, Any]:
-    """Return the plain-data view of a profile that templates may read."""
+    """Return the plain-data view of a profile that templates may read.
+
+    A declared trait is given as its declared type: a value stored before the
+    declaration ("7000", imported as text) is the number a template compares.
+    """
+    schema = trait_schema_recent()
     data: dict[str, Any] = {
-        key: _plain(value) for key, value in (profile.traits or {}).items()
+        key: _plain(_declared(schema.get(key), value))
+        for key, value in (profile.traits or {}).items()
     }
     data.update(
         {
@@ -485,6 +497,17 @@ def profile_context(profile) -> dict[str, Any]:
         }
     )
     return data
+
+
+def _declared(rule: TraitRule | None, value: Any) -> Any:
+    # As the rule stores it; a value it refuses is given as it is stored.
+    if rule is None:
+        return value
+    try:
+        converted = trait_coerce(rule, value)
+    except TraitInvalid:
+        return value
+    return value if converted is None else converted
 
 
 def _plain(value: Any) -> Any:

@@ -9,9 +9,9 @@ class ProfilesConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from profiles.deliveries import delivery_applier_register
-        from profiles.ingestion import trait_schema_forget
         from profiles.models import TraitDefinition
         from profiles.shopify import SOURCE, shopify_delivery_process
+        from profiles.traits import trait_schema_forget
 
         for changed in (post_save, post_delete):
             changed.connect(trait_schema_forget, sender=TraitDefinition)

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import re
-import time
 import uuid
 import zlib
 from contextlib import nullcontext
@@ -50,10 +49,9 @@ from profiles.source_counts import duplicates_count
 from profiles.tasks import events_process_enqueue
 from profiles.traits import (
     TraitInvalid,
-    TraitRule,
     trait_coerce,
     trait_name_is_reserved,
-    trait_schema_load,
+    trait_schema_recent,
     trait_text_check,
 )
 
@@ -610,7 +608,7 @@ def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple
     if not isinstance(traits, dict):
         return []
 
-    schema = _trait_schema_recent()
+    schema = trait_schema_recent()
     refused: list[tuple[str, Any, TraitInvalid]] = []
     identify_fields_read(traits, refused)  # a name too long for its field, say
     notices = [(f"trait_invalid:{exc.reason}", exc.message) for _, _, exc in refused]
@@ -633,27 +631,6 @@ def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple
                 (f"trait_invalid:{exc.reason}", f"{exc.message}; not stored")
             )
     return notices
-
-
-# The schema changes rarely; the API reads it at most this often per process.
-TRAIT_SCHEMA_REUSE_SECONDS = 30
-_trait_schema: dict[str, Any] = {"at": 0.0, "rules": {}}
-
-
-def _trait_schema_recent() -> dict[str, TraitRule]:
-    now = time.monotonic()
-    if now - _trait_schema["at"] > TRAIT_SCHEMA_REUSE_SECONDS:
-        _trait_schema["rules"], _trait_schema["at"] = trait_schema_load(), now
-    return _trait_schema["rules"]
-
-
-def trait_schema_forget(**kwargs: Any) -> None:
-    """Read the trait rules afresh at this process's next request (a rule changed).
-
-    Connected to TraitDefinition's saves and deletes: the process that serves the
-    Traits page answers under the new rule at once; others within 30 s.
-    """
-    _trait_schema["at"] = 0.0
 
 
 def _warnings(

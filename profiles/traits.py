@@ -8,6 +8,7 @@ Traits with no definition are stored as they came.
 
 import math
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
@@ -57,8 +58,19 @@ RESERVED_TRAIT_NAMES = frozenset(
         | {"*"}
     )
 )
-TRUE_TEXT = {"true", "yes", "y", "1", "on"}
-FALSE_TEXT = {"false", "no", "n", "0", "off"}
+# Yes and no in the languages whose column names imports read too (ja, sí, sim;
+# nein, não, nee), and TRUE and FALSE as Excel writes them in those languages
+# (WAHR, VRAI, VERO...): a boolean trait and a yes/no consent column read the same.
+YES_WORDS = (
+    *("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim"),
+    *("wahr", "vrai", "verdadero", "vero", "verdadeiro", "waar"),
+)
+NO_WORDS = (
+    *("no", "false", "0", "n", "non", "nein", "não", "nao", "nee"),
+    *("falsch", "faux", "falso", "onwaar"),
+)
+TRUE_TEXT = {*YES_WORDS, "on"}
+FALSE_TEXT = {*NO_WORDS, "off"}
 
 
 class TraitInvalid(ValueError):
@@ -83,6 +95,29 @@ class TraitRule:
 def trait_name_is_reserved(name: str) -> bool:
     """Tell whether a trait name is a profile field's, whatever its case."""
     return name.casefold() in RESERVED_TRAIT_NAMES
+
+
+# The schema changes rarely; the tracking API and the templates read it at most this
+# often per process.
+TRAIT_SCHEMA_REUSE_SECONDS = 30
+_trait_schema: dict[str, Any] = {"at": 0.0, "rules": {}}
+
+
+def trait_schema_recent() -> dict[str, TraitRule]:
+    """Return the declared rules as read at most TRAIT_SCHEMA_REUSE_SECONDS ago."""
+    now = time.monotonic()
+    if now - _trait_schema["at"] > TRAIT_SCHEMA_REUSE_SECONDS:
+        _trait_schema["rules"], _trait_schema["at"] = trait_schema_load(), now
+    return _trait_schema["rules"]
+
+
+def trait_schema_forget(**kwargs: Any) -> None:
+    """Read the trait rules afresh at this process's next use (a rule changed).
+
+    Connected to TraitDefinition's saves and deletes: the process that serves the
+    Traits page answers under the new rule at once; others within 30 s.
+    """
+    _trait_schema["at"] = 0.0
 
 
 def trait_schema_load(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, TraitRule]:

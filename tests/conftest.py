@@ -104,7 +104,7 @@ def wait_for(predicate, *, seconds: float = 30) -> bool:
 
 @pytest.fixture(autouse=True)
 def fresh_trait_schema():
-    """The tracking API keeps the trait schema for a few seconds; tests start afresh."""
-    from profiles import ingestion
+    """The trait schema is kept for a few seconds; tests start afresh."""
+    from profiles.traits import trait_schema_forget
 
-    ingestion._trait_schema["at"] = 0.0
+    trait_schema_forget()

@@ -22,7 +22,12 @@ from django.utils import timezone
 
 from profiles.importing.reading import column_key, trait_key
 from profiles.models import SubscriptionStatus
-from profiles.traits import declared_time_parse, trait_name_is_reserved
+from profiles.traits import (
+    NO_WORDS,
+    YES_WORDS,
+    declared_time_parse,
+    trait_name_is_reserved,
+)
 
 TARGET_EMAIL = "email"
 TARGET_TAGS = "tags"
@@ -362,6 +367,7 @@ LAYOUTS = {
                 "ADDED_TIME",
                 "MODIFIED_TIME",
             ),
+            changed_at="MODIFIED_TIME",
             wording=(
                 "Listed as {status} in a Brevo contact export (EMAIL_BLACKLISTED "
                 "says whether the contact may receive campaigns)."
@@ -572,16 +578,8 @@ STATUS_WORDS = (
 SUPPRESSED_WORDS = {"suppressed"}
 CLEANED_WORDS = {"bounced", "hardbounce", *SUPPRESSED_WORDS}
 # A yes/no "unsubscribed" column: yes means the person left.
-# In the languages whose column names imports read too: ja, sí, sim; nein, não, nee;
-# and TRUE and FALSE as Excel writes them in those languages (WAHR, VRAI, VERO...).
-LEFT_WORDS = (
-    *("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim"),
-    *("wahr", "vrai", "verdadero", "vero", "verdadeiro", "waar"),
-)
-STAYED_WORDS = (
-    *("no", "false", "0", "n", "non", "nein", "não", "nao", "nee"),
-    *("falsch", "faux", "falso", "onwaar"),
-)
+LEFT_WORDS = YES_WORDS
+STAYED_WORDS = NO_WORDS
 
 
 class StatusUnknown(ValueError):

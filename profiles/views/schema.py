@@ -90,9 +90,19 @@ class TraitDefinitionForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
-            # As written in the box: no allowed values is an empty box, not "[]".
+            # As written in the box: no allowed values is an empty box, not "[]",
+            # and a bound of 5 is "5", not the column's "5.000000".
             values = ", ".join(map(str, self.instance.allowed_values or []))
             self.initial["allowed_values"] = values
+            for bound in ("minimum", "maximum"):
+                self.initial[bound] = _plain(getattr(self.instance, bound))
+            # The name is the key the sources send: another name is another trait,
+            # whose values are elsewhere, so it is declared apart.
+            self.fields["name"].disabled = True
+            self.fields["name"].help_text = (
+                "The name sources send the trait under; to declare another name, "
+                "declare a new trait."
+            )
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -105,6 +115,19 @@ class TraitDefinitionForm(forms.ModelForm):
             raise forms.ValidationError(
                 f"“{name}” is a profile field, not a custom trait: its value is kept "
                 "on the profile itself, so it cannot be declared."
+            )
+        twin = (
+            TraitDefinition.objects.filter(name__iexact=name)
+            .exclude(name=name)
+            .exclude(pk=self.instance.pk)
+            .values_list("name", flat=True)
+            .first()
+        )
+        if twin is not None:
+            raise forms.ValidationError(
+                f"“{name}” differs from the declared trait “{twin}” only in case: "
+                "the segment builder and templates would offer both. Edit that one, "
+                "or have the source send one spelling."
             )
         return name
 
@@ -226,6 +249,25 @@ def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "breaches": _breaches(definition) if definition else None,
     }
     return render(request, "profiles/traits_edit.html", context)
+
+
+@staff_required
+@require_http_methods(["POST"])
+def trait_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Undeclare a trait: its stored values stay, as an undeclared trait's."""
+    definition = get_object_or_404(TraitDefinition, pk=pk)
+    name = definition.name
+    definition.delete()
+    logger.info(
+        "Trait definition deleted",
+        extra={"trait_definition_id": pk, "trait": name, "user_id": request.user.pk},
+    )
+    messages.success(
+        request,
+        f"The trait “{name}” is no longer declared. The values profiles hold are "
+        "kept, and listed below as undeclared.",
+    )
+    return redirect("trait_list")
 
 
 def _breaches(definition: TraitDefinition) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from campaigns.rendering import (
     template_check,
     template_review,
 )
-from profiles.models import ProfileTag
+from profiles.models import ProfileTag, TraitDefinition, TraitType
 from tests.factories import ProfileFactory
 
 LOCATION_BLOCK = (
@@ -117,6 +117,40 @@ def test_templates_see_plain_data_only():
         v is None or isinstance(v, str | int | float | bool | list | dict | datetime)
         for v in context.values()
     )
+
+
+@pytest.mark.django_db
+def test_a_declared_trait_is_given_to_templates_as_its_type():
+    # Imported as text before "points" and "vip" were declared.
+    profile = ProfileFactory(
+        traits={"points": "7000", "vip": "yes", "plan": "PRO", "note": "7000"}
+    )
+    TraitDefinition.objects.create(name="points", type=TraitType.NUMBER)
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    TraitDefinition.objects.create(
+        name="plan", type=TraitType.TEXT, allowed_values=["Free", "Pro"]
+    )
+    html = (
+        "{% if profile.points > 100 %}gold{% endif %} "
+        "{% if profile.vip %}vip{% endif %} {{ profile.plan }} {{ profile.note }}"
+    )
+
+    context = profile_context(profile)
+
+    assert (context["points"], context["vip"], context["plan"]) == (7000, True, "Pro")
+    assert context["note"] == "7000"  # undeclared: as stored
+    rendered = email_render(
+        subject="s", html=html, text="", context={"profile": context}
+    )
+    assert rendered.html == "gold vip Pro 7000"
+
+
+@pytest.mark.django_db
+def test_a_stored_value_its_rule_refuses_is_given_as_stored():
+    profile = ProfileFactory(traits={"points": "lots"})
+    TraitDefinition.objects.create(name="points", type=TraitType.NUMBER)
+
+    assert profile_context(profile)["points"] == "lots"
 
 
 COMPUTED_TRAITS_HTML = (

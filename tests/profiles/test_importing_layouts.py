@@ -194,6 +194,20 @@ def test_a_brevo_export_is_recognised_and_its_blacklist_unsubscribes():
 
 
 @pytest.mark.django_db
+def test_a_brevo_contact_listed_twice_takes_the_most_recently_modified_row():
+    data = (
+        "EMAIL;PRENOM;EMAIL_BLACKLISTED;MODIFIED_TIME\n"
+        "anna@example.de;Anna;No;2025-02-01 09:00:00\n"
+        "ANNA@example.de;Anna-Lena;No;2023-06-30 18:00:00\n"
+    )
+
+    contact_import_file(filename="brevo.csv", data=data.encode())
+
+    # The lower row is older by its MODIFIED_TIME: the newer one's name stands.
+    assert profile("anna@example.de").first_name == "Anna"
+
+
+@pytest.mark.django_db
 def test_a_reimport_listing_an_unsubscriber_as_subscribed_never_resubscribes():
     contact_import_file(filename="brevo.csv", data=BREVO.encode())
     again = b"EMAIL;EMAIL_BLACKLISTED\nluc@example.fr;No\n"

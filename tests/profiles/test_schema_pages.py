@@ -312,3 +312,53 @@ def test_a_flag_bespoke_sets_is_not_listed_as_an_undeclared_trait():
     ProfileFactory(email="kai@example.com", traits={"plan": "pro"})
 
     assert [row["name"] for row in trait_names_undeclared()] == ["plan"]
+
+
+def test_the_edit_form_shows_bounds_as_written_and_keeps_the_name(signed_in):
+    definition = TraitDefinition.objects.create(
+        name="nps", type="number", minimum=Decimal("0"), maximum=Decimal("10")
+    )
+    url = reverse("trait_edit", args=[definition.pk])
+
+    page = signed_in.get(url).content.decode()
+    assert 'value="0"' in page
+    assert 'value="10"' in page
+    assert "0.000000" not in page
+
+    # The name is the key sources send: another one is another trait.
+    renamed = {**VALID, "name": "net_promoter_score", "minimum": "0", "maximum": "9"}
+    signed_in.post(url, renamed)
+    definition.refresh_from_db()
+    assert (definition.name, definition.maximum) == ("nps", Decimal("9"))
+
+
+def test_a_name_differing_from_a_declared_one_only_in_case_is_refused(signed_in):
+    TraitDefinition.objects.create(name="plan", type="text")
+
+    response = signed_in.post(
+        reverse("trait_new"), {**VALID, "name": "Plan", "type": "text", "minimum": ""}
+    )
+
+    assert response.status_code == 200
+    assert errors_of(response)["name"] == [
+        "“Plan” differs from the declared trait “plan” only in case: the segment "
+        "builder and templates would offer both. Edit that one, or have the source "
+        "send one spelling."
+    ]
+    assert TraitDefinition.objects.count() == 1
+
+
+def test_undeclaring_a_trait_keeps_the_values_profiles_hold(signed_in):
+    definition = TraitDefinition.objects.create(name="nps", type="number")
+    profile = ProfileFactory(traits={"nps": 9})
+    url = reverse("trait_delete", args=[definition.pk])
+
+    assert signed_in.get(url).status_code == 405
+    response = signed_in.post(url, follow=True)
+
+    assert not TraitDefinition.objects.exists()
+    profile.refresh_from_db()
+    assert profile.traits == {"nps": 9}
+    page = response.content.decode()
+    assert "The trait “nps” is no longer declared." in page
+    assert [t["name"] for t in trait_names_undeclared()] == ["nps"]

@@ -28,6 +28,15 @@ def test_it_stores_values_by_the_declared_type(rule, raw, stored):
     assert trait_coerce(rule, raw) == stored
 
 
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [("Oui", True), ("Non", False), ("ja", True), ("NEIN", False), ("Sí", True)]
+    + [("não", False), ("WAHR", True), ("faux", False), ("on", True), (" N ", False)],
+)
+def test_a_boolean_trait_reads_yes_and_no_as_consent_columns_do(raw, stored):
+    assert trait_coerce(TraitRule("vip", "boolean"), raw) is stored
+
+
 def test_day_first_dates_are_read_only_in_the_declared_format():
     rule = TraitRule("birthday", "date")
 
