@@ -135,6 +135,16 @@ class ContactImportMappingForm(forms.Form):
         ),
     )
 
+    decimal_comma = forms.BooleanField(
+        required=False,
+        label="Numbers in this file are written with a decimal comma (1.234,5)",
+        help_text=(
+            "As European spreadsheets write them: 1.000 is a thousand and 2,5 two "
+            "and a half. Otherwise 1.000 is one. A CSV file's number cells only: a "
+            "workbook's numbers are numbers already."
+        ),
+    )
+
     # The samples above are read in it: "Read it again" shows them anew.
     encoding = forms.ChoiceField(
         choices=[("", "the encoding found in the file"), *ENCODINGS.items()],

@@ -497,6 +497,9 @@ class ContactImport(models.Model):
     column_map = models.JSONField(default=dict, blank=True)
     # The declared format of date cells, e.g. "%d/%m/%Y"; dates are never guessed.
     date_format = models.CharField(max_length=40, blank=True)
+    # Whether a CSV file's numbers are written 1.234,5 (a decimal comma), as the
+    # marketer declared; never guessed either.
+    decimal_comma = models.BooleanField(default=False)
     # A CSV file's text encoding as the marketer chose it; empty: found from the file.
     encoding = models.CharField(max_length=20, blank=True)
     # Progress for the bar while a worker runs the file.

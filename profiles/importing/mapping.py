@@ -359,6 +359,9 @@ class _RecordContext:
     notes: list[dict[str, Any]]
     field_rejections: list[Rejection]
     workbook: bool = False
+    decimal_comma: bool = False
+    # The columns whose 1.000-like numbers were noted as read with a decimal point.
+    points_noted: set[str] = field(default_factory=set)
     coerced: dict[tuple, tuple] = field(default_factory=dict)
     tag_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The records whose mapped status cell was blank, and that said nothing else.
@@ -455,6 +458,8 @@ def _traits_read(
                 _ignored_note(record, plan.names[position], value, why)
             )
             continue
+        if _is_number(kind, rule) and not isinstance(cell, SheetDate):
+            value = _number_written(context, record, plan.names[position], value)
         digits = _digits_a_float_loses(value) if _is_number(kind, rule) else 0
         if digits and rule is None:
             # As text it keeps every digit; as a float it would be rounded.
@@ -497,6 +502,47 @@ def _traits_read(
                 _field_rejection(plan.names[position], rule, exc, record, line, email)
             )
     return traits
+
+
+# A number written with a decimal comma: 1.234.567,89, 1 234,5 or 2,5.
+DECIMAL_COMMA_NUMBER = re.compile(
+    r"[+-]?(?:[0-9]{1,3}(?:[. \u00a0\u202f][0-9]{3})+|[0-9]+)(?:,[0-9]+)?"
+)
+# What reads as a number with a decimal point but may be a thousand written with a
+# point (1.000); 2.500.000 is no number with a decimal point, and is refused.
+THOUSANDS_WITH_POINTS = re.compile(r"[+-]?[0-9]{1,3}\.[0-9]{3}")
+
+
+def _number_written(
+    context: _RecordContext, record: int, column: str, value: str
+) -> str:
+    """A number cell as the number grammar reads it, by the file's declared writing."""
+    if context.decimal_comma:
+        if DECIMAL_COMMA_NUMBER.fullmatch(value):
+            return re.sub(r"[. \u00a0\u202f]", "", value).replace(",", ".")
+        return value
+    if (
+        not context.workbook
+        and column not in context.points_noted
+        and THOUSANDS_WITH_POINTS.fullmatch(value)
+    ):
+        # Read as the decimal point it is by default, but said once a column.
+        context.points_noted.add(column)
+        context.notes.append(
+            {
+                "kind": "decimal_point",
+                "record": record,
+                "column": column,
+                "message": (
+                    f"Record {record}: {column} {value!r} was read with a decimal "
+                    f"point, as {float(value):g}, and so were the column's other "
+                    "numbers. If the file writes a thousand as 1.000, import it "
+                    "again with “decimal comma” chosen on the mapping page "
+                    "(--decimal-comma)."
+                ),
+            }
+        )
+    return value
 
 
 def _is_number(kind: str, rule: TraitRule | None) -> bool:
@@ -861,10 +907,12 @@ def contacts_parse(
     date_format: str = "",
     encoding: str = "",
     now: datetime | None = None,
+    decimal_comma: bool = False,
 ) -> ParsedContacts:
     """Read a contact file into merged rows and rejections; write nothing.
 
     `encoding` is a CSV file's chosen text encoding; empty, it is found.
+    `decimal_comma`: its number cells are written 1.234,5.
     """
     records, encoding_notes = _records_read(data, encoding)
     names = contacts_header_read(records)
@@ -893,6 +941,8 @@ def contacts_parse(
 
     context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
     context.workbook = contacts_is_workbook(data)
+    # A workbook's number cells are numbers: no way of writing them to read.
+    context.decimal_comma = decimal_comma and not context.workbook
     parsed = ParsedContacts(layout.name, layout.source, 0, [], [], [], context.notes)
     first: dict[str, ContactRow] = {}
     repeated: dict[str, list[ContactRow]] = {}

@@ -112,6 +112,7 @@ def contact_import_map(
     column_map: dict[str, str],
     date_format: str,
     encoding: str = "",
+    decimal_comma: bool = False,
 ) -> bool:
     """Keep the marketer's column map for a pending import; False if it already ran."""
     column_map_check(column_map)
@@ -124,6 +125,7 @@ def contact_import_map(
         column_map=column_map,
         date_format=date_format,
         encoding=encoding,
+        decimal_comma=decimal_comma,
         queued_at=timezone.now(),
     )
     return bool(saved)
@@ -287,17 +289,23 @@ def contact_import_run_stored(*, contact_import_id: int) -> ContactImport:
 
 
 def contact_import_file(
-    *, filename: str, data: bytes, encoding: str = "", date_format: str = ""
+    *,
+    filename: str,
+    data: bytes,
+    encoding: str = "",
+    date_format: str = "",
+    decimal_comma: bool = False,
 ) -> ContactImport:
     """Import a file now, in this process, and return the finished import.
 
     `date_format` is the format its text dates are written in, as the mapping
-    page declares it ("%d/%m/%Y"); ISO 8601 only when not given.
+    page declares it ("%d/%m/%Y"); ISO 8601 only when not given. `decimal_comma`
+    says its numbers are written 1.234,5.
     """
     contact_import = contact_import_create(filename=filename, data=data)
-    if encoding or date_format:
+    if encoding or date_format or decimal_comma:
         ContactImport.objects.filter(pk=contact_import.pk).update(
-            encoding=encoding, date_format=date_format
+            encoding=encoding, date_format=date_format, decimal_comma=decimal_comma
         )
     return contact_import_run_stored(contact_import_id=contact_import.pk)
 
@@ -502,6 +510,7 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
         column_map=contact_import.column_map or None,
         date_format=contact_import.date_format,
         encoding=contact_import.encoding,
+        decimal_comma=contact_import.decimal_comma,
     )
     start = contact_import.rows_done
     rules = trait_rules_written(parsed.schema)

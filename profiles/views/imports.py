@@ -291,6 +291,7 @@ def _import_queue(
             column_map=form.column_map(),
             date_format=form.cleaned_data["date_format"],
             encoding=form.cleaned_data["encoding"],
+            decimal_comma=form.cleaned_data["decimal_comma"],
         )
         # Enqueue only once the map is committed, so the worker runs with it.
         if saved:

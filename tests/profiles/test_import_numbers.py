@@ -188,3 +188,60 @@ def test_a_long_value_is_quoted_cut_short_in_the_refusal():
         "Ratio: '0.12345678901234567890123456789012345678'… (62 characters) has 59 "
         "significant digits"
     )
+
+
+EUROPEAN = (
+    "EMAIL;LOYALTY_POINTS;LATITUDE;MEMBER_RATING;OPTIN_TIME;LEID\n"
+    "anna@example.de;1.000;48,8534;2;2024-03-01 10:00:00;1\n"
+    "ben@example.de;1 234,5;52,52;3;2024-03-02 10:00:00;2\n"
+    "cleo@example.de;2,5;;4;2024-03-03 10:00:00;3\n"
+    "dan@example.de;lots;;5;2024-03-04 10:00:00;4\n"
+).encode("cp1252")
+
+
+def test_a_file_declared_with_a_decimal_comma_reads_its_numbers_so():
+    TraitDefinition.objects.create(name="loyalty_points", type=TraitType.NUMBER)
+
+    contact_import = contact_import_file(
+        filename="export.csv", data=EUROPEAN, decimal_comma=True
+    )
+
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits["anna@example.de"]["loyalty_points"] == 1000
+    assert traits["ben@example.de"]["loyalty_points"] == 1234.5
+    assert traits["cleo@example.de"]["loyalty_points"] == 2.5
+    # Mailchimp's own typed column is read the same way.
+    assert traits["anna@example.de"]["latitude"] == 48.8534
+    assert [(r["record"], r["reason"]) for r in contact_import.rejections] == [
+        (4, "not_a_number")
+    ]
+    assert not [n for n in contact_import.notes if n.get("kind") == "decimal_point"]
+
+
+def test_a_thousand_written_with_a_point_is_read_as_one_and_said_once():
+    TraitDefinition.objects.create(name="loyalty_points", type=TraitType.NUMBER)
+    data = b"Email,Loyalty Points\na@example.com,1.000\nb@example.com,2.500\n"
+
+    contact_import = contact_import_file(filename="points.csv", data=data)
+
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits["a@example.com"] == {"loyalty_points": 1}
+    noted = [n for n in contact_import.notes if n.get("kind") == "decimal_point"]
+    assert [n["message"] for n in noted] == [
+        "Record 1: Loyalty Points '1.000' was read with a decimal point, as 1, and so "
+        "were the column's other numbers. If the file writes a thousand as 1.000, "
+        "import it again with “decimal comma” chosen on the mapping page "
+        "(--decimal-comma)."
+    ]
+
+
+def test_the_import_command_takes_a_decimal_comma(tmp_path):
+    from django.core.management import call_command
+
+    TraitDefinition.objects.create(name="loyalty_points", type=TraitType.NUMBER)
+    path = tmp_path / "export.csv"
+    path.write_bytes(EUROPEAN)
+
+    call_command("import_contacts", str(path), "--decimal-comma")
+
+    assert Profile.objects.get(email="anna@example.de").traits["loyalty_points"] == 1000

@@ -851,3 +851,22 @@ def test_the_status_warning_follows_the_columns_as_mapped_on_the_page(signed_in)
     assert "“Status” is read as email consent" not in reread
     assert "“Lifecycle” is read as email consent" in reread
     assert "“Opt-in” is read as email consent" in reread
+
+
+def test_the_mapping_page_declares_a_decimal_comma(
+    signed_in, django_capture_on_commit_callbacks, celery_eager
+):
+    TraitDefinition.objects.create(name="points", type=TraitType.NUMBER)
+    data = b"Email;Points\ndc.qa@example.com;1.250,5\n"
+    file = SimpleUploadedFile("dc.csv", data, content_type="text/csv")
+    response = signed_in.post(reverse("import_list"), {"file": file})
+    page = signed_in.get(response.url).content.decode()
+    assert "written with a decimal comma (1.234,5)" in page
+    choices = {**mapping_defaults(signed_in, response.url), "decimal_comma": "on"}
+    choices["column_1"] = "traits.points"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(response.url, choices)
+
+    assert ContactImport.objects.get().decimal_comma
+    assert Profile.objects.get(email="dc.qa@example.com").traits == {"points": 1250.5}

@@ -64,6 +64,12 @@ class Command(BaseCommand):
             "(03/31/2025), day-first-dots, day-first-dashes, year-first; dates "
             "are never guessed",
         )
+        parser.add_argument(
+            "--decimal-comma",
+            action="store_true",
+            help="the CSV files write numbers with a decimal comma (1.234,5), as "
+            "European spreadsheets do; otherwise 1.000 is one",
+        )
 
     def handle(
         self,
@@ -71,6 +77,7 @@ class Command(BaseCommand):
         files: list[Path],
         encoding: str = "",
         date_format: str = "iso",
+        decimal_comma: bool = False,
         **options,
     ) -> None:
         folders = [str(path) for path in files if path.is_dir()]
@@ -85,7 +92,11 @@ class Command(BaseCommand):
         for path in files:
             if changes:
                 contact_import = _mapped_import(
-                    path, changes, encoding, DATE_FORMAT_NAMES[date_format]
+                    path,
+                    changes,
+                    encoding,
+                    DATE_FORMAT_NAMES[date_format],
+                    decimal_comma=decimal_comma,
                 )
             else:
                 contact_import = contact_import_file(
@@ -93,6 +104,7 @@ class Command(BaseCommand):
                     data=path.read_bytes(),
                     encoding=encoding,
                     date_format=DATE_FORMAT_NAMES[date_format],
+                    decimal_comma=decimal_comma,
                 )
             self._report(contact_import)
             if contact_import.status != ImportStatus.DONE:
@@ -138,7 +150,12 @@ def _map_read(given: list[str]) -> dict[str, str]:
 
 
 def _mapped_import(
-    path: Path, changes: dict[str, str], encoding: str, date_format: str
+    path: Path,
+    changes: dict[str, str],
+    encoding: str,
+    date_format: str,
+    *,
+    decimal_comma: bool,
 ) -> ContactImport:
     """Import a file with the default map of its layout, changed as --map says."""
     contact_import = contact_import_create(filename=path.name, data=path.read_bytes())
@@ -167,6 +184,7 @@ def _mapped_import(
             column_map={**preview.column_map, **changes},
             date_format=date_format,
             encoding=encoding,
+            decimal_comma=decimal_comma,
         )
     except ImportFormatError as exc:
         contact_import_discard(contact_import_id=contact_import.pk)
