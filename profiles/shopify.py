@@ -886,7 +886,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         order = _order_upsert(payload=payload, profile=None)
         _order_join_checkout(order)
         _waiting_refunds_apply(order=order, profile=None)
-        return Outcome(note=TEST_ORDER_NOTE)
+        return Outcome(note=" ".join(n for n in (TEST_ORDER_NOTE, unread_note) if n))
     profile, found_note = _customer_profile(
         payload.get("email") or payload.get("contact_email") or customer.get("email"),
         customer=customer,
@@ -974,7 +974,7 @@ def _order_events_move(
                 sender=WebhookDelivery, profile_ids=[old_id], changed=None
             )
         )
-    shown = old.email_display or old.email if old is not None else f"#{old_id}"
+    shown = (old.email_display or old.email) if old is not None else ""
     return moved, (
         f"The shop gave order {order.name or order.shop_id} to another customer: "
         f"its events moved from {shown or f'profile #{old_id}'}."
@@ -1344,9 +1344,6 @@ def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-# An order's or a checkout's totals: one Bespoke cannot read is left out, with a
-# note, and the rest kept, as the tracking API keeps an order whose total it
-# cannot read (counted, without an amount).
 # Where the payloads carry the amounts and times Bespoke reads ("*": each item of a
 # list). A value there that cannot be read is left out, and the rest kept.
 AMOUNT_PATHS = (
