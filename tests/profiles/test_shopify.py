@@ -1082,14 +1082,7 @@ def test_an_order_the_shop_gives_to_another_customer_takes_its_events_along(
         deliver, load_fixture, shop_headers, "moved-1", topic="orders/updated",
         email="yara@example.com", contact_email="yara@example.com", customer=yara,
     )  # fmt: skip
-    refund = json.dumps(shop_refund(906, "70.00")).encode()
-    headers = resigned(
-        shop_headers,
-        "orders_create.json",
-        refund,
-        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-6"},
-    )
-    deliver("orders_create.json", headers=headers, body=refund)
+    refund_deliver(deliver, shop_headers, shop_refund(906, "70.00"), "rf-6")
     events_process_pending()
 
     assert "The shop gave order #1057 to another customer" in delivery.error
@@ -1109,14 +1102,8 @@ def test_a_test_order_is_kept_and_counted_nowhere(
     db, deliver, load_fixture, shop_headers
 ):
     name = "orders_create.json"
-    refund = json.dumps(shop_refund(905, "152.29")).encode()
-    refund_headers = resigned(
-        shop_headers,
-        name,
-        refund,
-        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-5"},
-    )
-    deliver(name, headers=refund_headers, body=refund)  # before its order
+    # before its order
+    refund_deliver(deliver, shop_headers, shop_refund(905, "152.29"), "rf-5")
     order = load_fixture(f"shopify/{name}", as_json=True)
     order["test"] = True
     body = json.dumps(order).encode()
@@ -1144,14 +1131,7 @@ def test_a_refund_told_by_the_site_and_the_shop_is_taken_off_once(
 ):
     bens_site_order(client, load_fixture)
     deliver("orders_create.json")
-    refund = json.dumps(shop_refund(904, "5.00")).encode()
-    headers = resigned(
-        shop_headers,
-        "orders_create.json",
-        refund,
-        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-4"},
-    )
-    deliver("orders_create.json", headers=headers, body=refund)
+    refund_deliver(deliver, shop_headers, shop_refund(904, "5.00"), "rf-4")
     # The spec's Order Refunded names the order and what was paid back, no refund_id.
     auth = "Basic " + base64.b64encode(b"test-env-write-key:").decode()
     told = {
@@ -1350,15 +1330,8 @@ def test_a_refund_whose_amount_cannot_be_read_is_kept_and_returns_nothing(
     deliver("orders_create.json")
     refund = shop_refund(903, "40.00", "about ten")
     refund["created_at"] = "soon"
-    body = json.dumps(refund).encode()
-    headers = resigned(
-        shop_headers,
-        "orders_create.json",
-        body,
-        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": "rf-9"},
-    )
 
-    deliver("orders_create.json", headers=headers, body=body)
+    refund_deliver(deliver, shop_headers, refund, "rf-9")
     events_process_pending()
 
     delivery = WebhookDelivery.objects.get(delivery_id="rf-9")
@@ -1990,6 +1963,18 @@ def shop_refund(refund_id: int, *amounts: str, status: str = "success") -> dict:
             for amount in amounts
         ],
     }
+
+
+def refund_deliver(deliver, shop_headers, refund: dict, webhook_id: str):
+    """Post a refunds/create delivery of this refund, signed as Shopify would."""
+    body = json.dumps(refund).encode()
+    headers = resigned(
+        shop_headers,
+        "orders_create.json",
+        body,
+        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": webhook_id},
+    )
+    return deliver("orders_create.json", headers=headers, body=body)
 
 
 def test_a_refund_in_an_order_update_lowers_bens_lifetime_value_once(
