@@ -89,16 +89,42 @@ def resigned(shop_headers, name: str, body: bytes, **changes: str) -> dict:
     return headers
 
 
-def customer_updated(deliver, shop_headers, customer: dict, webhook_id: str):
-    """Post a customers/update delivery of this customer, signed as Shopify would."""
-    body = json.dumps(customer).encode()
+def payload_deliver(
+    deliver, shop_headers, payload: dict, *, topic: str, webhook_id: str, like: str
+):
+    """Post a payload under `topic`, with the headers of fixture `like`, signed."""
+    body = json.dumps(payload).encode()
     headers = resigned(
         shop_headers,
-        "customers_create.json",
+        like,
         body,
-        **{"X-Shopify-Topic": "customers/update", "X-Shopify-Webhook-Id": webhook_id},
+        **{"X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": webhook_id},
     )
-    return deliver("customers_create.json", headers=headers, body=body)
+    return deliver(like, headers=headers, body=body)
+
+
+def customer_updated(deliver, shop_headers, customer: dict, webhook_id: str):
+    """Post a customers/update delivery of this customer, signed as Shopify would."""
+    return payload_deliver(
+        deliver,
+        shop_headers,
+        customer,
+        topic="customers/update",
+        webhook_id=webhook_id,
+        like="customers_create.json",
+    )
+
+
+def refund_deliver(deliver, shop_headers, refund: dict, webhook_id: str):
+    """Post a refunds/create delivery of this refund, signed as Shopify would."""
+    return payload_deliver(
+        deliver,
+        shop_headers,
+        refund,
+        topic="refunds/create",
+        webhook_id=webhook_id,
+        like="orders_create.json",
+    )
 
 
 def test_it_refuses_a_bad_signature_and_stores_nothing(db, deliver, shop_headers):
@@ -1963,18 +1989,6 @@ def shop_refund(refund_id: int, *amounts: str, status: str = "success") -> dict:
             for amount in amounts
         ],
     }
-
-
-def refund_deliver(deliver, shop_headers, refund: dict, webhook_id: str):
-    """Post a refunds/create delivery of this refund, signed as Shopify would."""
-    body = json.dumps(refund).encode()
-    headers = resigned(
-        shop_headers,
-        "orders_create.json",
-        body,
-        **{"X-Shopify-Topic": "refunds/create", "X-Shopify-Webhook-Id": webhook_id},
-    )
-    return deliver("orders_create.json", headers=headers, body=body)
 
 
 def test_a_refund_in_an_order_update_lowers_bens_lifetime_value_once(
