@@ -27,10 +27,9 @@ from liquid.filter import liquid_filter, with_environment
 
 from profiles.traits import (
     YEARLESS_DATE,
-    TraitInvalid,
     TraitRule,
-    trait_coerce,
     trait_schema_recent,
+    trait_typed,
 )
 from segments.geo import continent_of
 
@@ -467,7 +466,8 @@ def profile_context(profile) -> dict[str, Any]:
     """Return the plain-data view of a profile that templates may read.
 
     A declared trait is given as its declared type: a value stored before the
-    declaration ("7000", imported as text) is the number a template compares.
+    declaration ("7000", imported as text) is the number a template compares, and
+    one that is none of that type ("x" for a boolean) is empty (nil).
     """
     schema = trait_schema_recent()
     data: dict[str, Any] = {
@@ -500,14 +500,7 @@ def profile_context(profile) -> dict[str, Any]:
 
 
 def _declared(rule: TraitRule | None, value: Any) -> Any:
-    # As the rule stores it; a value it refuses is given as it is stored.
-    if rule is None:
-        return value
-    try:
-        converted = trait_coerce(rule, value)
-    except TraitInvalid:
-        return value
-    return value if converted is None else converted
+    return value if rule is None else trait_typed(rule, value)
 
 
 def _plain(value: Any) -> Any:

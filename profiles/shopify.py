@@ -1351,6 +1351,7 @@ AMOUNT_PATHS = (
     ("subtotal_price",),
     ("total_tax",),
     ("total_discounts",),
+    ("total_spent",),
     ("total_shipping_price_set", "shop_money", "amount"),
     ("line_items", "*", "price"),
     ("shipping_lines", "*", "price"),

@@ -311,6 +311,23 @@ def trait_coerce(
     return value
 
 
+def trait_typed(rule: TraitRule, raw: Any) -> Any:
+    """Return a stored value as its declared type, or None if it is none of that type.
+
+    Unlike trait_coerce, the rule's bounds, allowed values and pattern are not
+    checked: a number above the maximum is still that number. For templates, which
+    compare values as they are typed.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        if rule.type == TraitType.DATETIME:
+            return _as_datetime(rule, raw, "", UTC)
+        return allowed_spelling(rule, _CONVERTERS[rule.type](rule, raw, ""))
+    except TraitInvalid:
+        return None
+
+
 def allowed_spelling(rule: TraitRule, value: Any) -> Any:
     # Segments compare text case-insensitively, so 'PRO' and 'pro' are one value to
     # a marketer: any case is accepted and the declared spelling is what is stored,

@@ -943,6 +943,17 @@ def contacts_parse(
     context.workbook = contacts_is_workbook(data)
     # A workbook's number cells are numbers: no way of writing them to read.
     context.decimal_comma = decimal_comma and not context.workbook
+    if decimal_comma and context.workbook:
+        context.notes.append(
+            {
+                "kind": "decimal_comma_workbook",
+                "message": (
+                    "The file is a workbook: its number cells are numbers, so "
+                    "“decimal comma” changed nothing; a text cell holding a number "
+                    "is read with a decimal point."
+                ),
+            }
+        )
     parsed = ParsedContacts(layout.name, layout.source, 0, [], [], [], context.notes)
     first: dict[str, ContactRow] = {}
     repeated: dict[str, list[ContactRow]] = {}

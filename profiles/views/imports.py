@@ -181,6 +181,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context["layout"] = preview.layout
     context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
     context["undeclared_dates"] = _undeclared_dates(preview, traits)
+    context["undeclared_numbers"] = _undeclared_numbers(preview, traits)
     # As the page now maps them: a column remapped and read again is checked anew.
     fields = zip(form.names, _column_fields(form), strict=True)
     mapped = {name: field.value() or "" for name, field in fields}
@@ -220,6 +221,28 @@ def _undeclared_dates(
         trait = target.removeprefix(TRAIT_PREFIX)
         new = target.startswith(TRAIT_PREFIX) and trait not in declared
         if new and DATE_LIKE.fullmatch(sample.strip()):
+            found.append((name, sample.strip(), trait))
+    return found
+
+
+# A number written with thousands or a decimal comma (1.000, 1.234,5, 2,5): kept as
+# text when its trait is undeclared, and read by number rules with a decimal point.
+WRITTEN_NUMBER = re.compile(
+    r"[+-]?(?:[0-9]{1,3}(?:[. ][0-9]{3})+(?:,[0-9]+)?|[0-9]+,[0-9]+)"
+)
+
+
+def _undeclared_numbers(
+    preview: ContactsPreview, traits: list[tuple[str, str]]
+) -> list[tuple[str, str, str]]:
+    """Return (column, sample, trait) for each new trait whose sample is such a number."""
+    declared = {name for name, _ in traits}
+    found = []
+    for name, sample in zip(preview.names, preview.samples, strict=True):
+        target = preview.column_map.get(name, "")
+        trait = target.removeprefix(TRAIT_PREFIX)
+        new = target.startswith(TRAIT_PREFIX) and trait not in declared
+        if new and WRITTEN_NUMBER.fullmatch(sample.strip()):
             found.append((name, sample.strip(), trait))
     return found
 

@@ -146,11 +146,21 @@ def test_a_declared_trait_is_given_to_templates_as_its_type():
 
 
 @pytest.mark.django_db
-def test_a_stored_value_its_rule_refuses_is_given_as_stored():
-    profile = ProfileFactory(traits={"points": "lots"})
-    TraitDefinition.objects.create(name="points", type=TraitType.NUMBER)
+def test_a_stored_value_breaking_its_rule_is_given_typed_or_empty():
+    profile = ProfileFactory(traits={"cap": "7000", "vip": "x", "tier": "lots"})
+    TraitDefinition.objects.create(name="cap", type=TraitType.NUMBER, maximum=5000)
+    TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
+    TraitDefinition.objects.create(name="tier", type=TraitType.NUMBER)
+    html = "{% if profile.cap > 100 %}big{% endif %}{% if profile.vip %}vip{% endif %}"
 
-    assert profile_context(profile)["points"] == "lots"
+    context = profile_context(profile)
+
+    # Above its maximum, still the number; none of its type, empty.
+    assert (context["cap"], context["vip"], context["tier"]) == (7000, None, None)
+    rendered = email_render(
+        subject="s", html=html, text="", context={"profile": context}
+    )
+    assert rendered.html == "big"
 
 
 COMPUTED_TRAITS_HTML = (

@@ -870,3 +870,19 @@ def test_the_mapping_page_declares_a_decimal_comma(
 
     assert ContactImport.objects.get().decimal_comma
     assert Profile.objects.get(email="dc.qa@example.com").traits == {"points": 1250.5}
+
+
+def test_the_mapping_page_says_a_new_trait_of_written_numbers_must_be_declared(
+    signed_in,
+):
+    data = b"Email;Loyalty Points;Code\nln.qa@example.com;1.000;A-17\n"
+    file = SimpleUploadedFile("eu.csv", data, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": file})
+
+    page = signed_in.get(uploaded.url).content.decode()
+
+    assert "data-undeclared-number>“Loyalty Points” holds numbers such as 1.000" in page
+    assert 'href="/profiles/traits/new/?name=loyalty_points&amp;type=number"' in page
+    assert page.count("data-undeclared-number") == 1
+    TraitDefinition.objects.create(name="loyalty_points", type="number")
+    assert "data-undeclared-number" not in signed_in.get(uploaded.url).content.decode()

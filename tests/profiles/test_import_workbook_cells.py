@@ -267,3 +267,17 @@ def test_half_a_character_written_as_excels_escape_is_read_as_empty_and_named():
         NO_CONSENT_COLUMN_NOTE["message"],
     ]
     assert Profile.objects.get().traits == {}
+
+
+@pytest.mark.django_db
+def test_a_decimal_comma_for_a_workbook_is_said_to_change_nothing():
+    TraitDefinition.objects.create(name="points", type=TraitType.NUMBER)
+    rows = [["Email", "Points"], ["wb.dc@example.com", 1250.5]]
+
+    contact_import = contact_import_file(
+        filename="eu.xlsx", data=xlsx_bytes(rows), decimal_comma=True
+    )
+
+    assert Profile.objects.get().traits == {"points": 1250.5}
+    kinds = [note.get("kind") for note in contact_import.notes]
+    assert "decimal_comma_workbook" in kinds

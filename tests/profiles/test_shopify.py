@@ -1377,6 +1377,7 @@ def test_a_customer_update_whose_times_cannot_be_read_is_applied_with_a_note(
     customer = json.loads(load_fixture("shopify/customers_create.json"))
     customer["updated_at"] = "lots"
     customer["first_name"] = "Anabel"
+    customer["total_spent"] = "1.234,50"  # the legacy shape's running total
     customer["email_marketing_consent"] = {
         "state": "subscribed",
         "opt_in_level": "single_opt_in",
@@ -1388,6 +1389,7 @@ def test_a_customer_update_whose_times_cannot_be_read_is_applied_with_a_note(
     delivery = WebhookDelivery.objects.get(delivery_id="cu-lots")
     assert delivery.processed_at is not None
     assert delivery.error.endswith(
+        "total_spent: '1.234,50' is not an amount; "
         "updated_at: 'lots' is not an ISO-8601 time; "
         "email_marketing_consent.consent_updated_at: 'never' is not an ISO-8601 "
         "time: the customer is kept without them."
