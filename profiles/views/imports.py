@@ -207,24 +207,6 @@ DATE_LIKE = re.compile(
 )
 
 
-def _undeclared_dates(
-    preview: ContactsPreview, traits: list[tuple[str, str]]
-) -> list[tuple[str, str, str]]:
-    """Return (column, sample, trait) for each new trait whose sample looks like a date.
-
-    Undeclared, its values are kept as text, which date rules cannot read.
-    """
-    declared = {name for name, _ in traits}
-    found = []
-    for name, sample in zip(preview.names, preview.samples, strict=True):
-        target = preview.column_map.get(name, "")
-        trait = target.removeprefix(TRAIT_PREFIX)
-        new = target.startswith(TRAIT_PREFIX) and trait not in declared
-        if new and DATE_LIKE.fullmatch(sample.strip()):
-            found.append((name, sample.strip(), trait))
-    return found
-
-
 # A number written with thousands or a decimal comma (1.000, 1.234,5, 2,5): kept as
 # text when its trait is undeclared, and read by number rules with a decimal point.
 WRITTEN_NUMBER = re.compile(
@@ -232,17 +214,32 @@ WRITTEN_NUMBER = re.compile(
 )
 
 
+def _undeclared_dates(
+    preview: ContactsPreview, traits: list[tuple[str, str]]
+) -> list[tuple[str, str, str]]:
+    """Each new trait whose sample looks like a date: kept as text, which date rules
+    cannot read."""
+    return _undeclared_like(preview, traits, DATE_LIKE)
+
+
 def _undeclared_numbers(
     preview: ContactsPreview, traits: list[tuple[str, str]]
 ) -> list[tuple[str, str, str]]:
-    """Return (column, sample, trait) for each new trait whose sample is such a number."""
+    """Each new trait whose sample is a WRITTEN_NUMBER."""
+    return _undeclared_like(preview, traits, WRITTEN_NUMBER)
+
+
+def _undeclared_like(
+    preview: ContactsPreview, traits: list[tuple[str, str]], pattern: re.Pattern
+) -> list[tuple[str, str, str]]:
+    """Return (column, sample, trait) for each new trait whose sample fits `pattern`."""
     declared = {name for name, _ in traits}
     found = []
     for name, sample in zip(preview.names, preview.samples, strict=True):
         target = preview.column_map.get(name, "")
         trait = target.removeprefix(TRAIT_PREFIX)
         new = target.startswith(TRAIT_PREFIX) and trait not in declared
-        if new and WRITTEN_NUMBER.fullmatch(sample.strip()):
+        if new and pattern.fullmatch(sample.strip()):
             found.append((name, sample.strip(), trait))
     return found
 
