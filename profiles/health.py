@@ -588,7 +588,7 @@ def _failed_deliveries(where: Q) -> dict[str, Any]:
     with_error = WebhookDelivery.objects.filter(where).exclude(error="")
     failed = with_error.filter(
         Q(error__startswith=PAYLOAD_REFUSED)
-        | Q(processed_at__isnull=True) & ~Q(error__startswith=AWAITS_ORDER)
+        | (Q(processed_at__isnull=True) & ~Q(error__startswith=AWAITS_ORDER))
     )
     recent = failed.order_by("-received_at", "-pk").values(
         "delivery_id", "topic", "error", "received_at", "processed_at"

@@ -513,6 +513,17 @@ DECIMAL_COMMA_NUMBER = re.compile(
 THOUSANDS_WITH_POINTS = re.compile(r"[+-]?[0-9]{1,3}\.[0-9]{3}")
 
 
+def number_written_with_groups(text: str) -> bool:
+    """Whether a cell is a number written with thousands or a decimal comma.
+
+    1.000, 1.234,5 or 2,5: read with a decimal point unless the import says the
+    file writes a decimal comma (the mapping page warns of such columns).
+    """
+    return (
+        bool(DECIMAL_COMMA_NUMBER.fullmatch(text)) and not text.lstrip("+-").isdigit()
+    )
+
+
 def _number_written(
     context: _RecordContext, record: int, column: str, value: str
 ) -> str:

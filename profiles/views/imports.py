@@ -2,6 +2,7 @@
 
 import csv
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages as flash
@@ -40,6 +41,7 @@ from profiles.importing.mapping import (
     NO_CONSENT_YET,
     ContactsPreview,
     column_reserved_sentence,
+    number_written_with_groups,
 )
 from profiles.importing.reading import ENCODINGS, EncodingUnknown, column_key
 from profiles.importing.runs import ENCODING_READS_ANY_BYTE
@@ -207,39 +209,35 @@ DATE_LIKE = re.compile(
 )
 
 
-# A number written with thousands or a decimal comma (1.000, 1.234,5, 2,5): kept as
-# text when its trait is undeclared, and read by number rules with a decimal point.
-WRITTEN_NUMBER = re.compile(
-    r"[+-]?(?:[0-9]{1,3}(?:[. ][0-9]{3})+(?:,[0-9]+)?|[0-9]+,[0-9]+)"
-)
-
-
 def _undeclared_dates(
     preview: ContactsPreview, traits: list[tuple[str, str]]
 ) -> list[tuple[str, str, str]]:
     """Each new trait whose sample looks like a date: kept as text, which date rules
     cannot read."""
-    return _undeclared_like(preview, traits, DATE_LIKE)
+    return _undeclared_like(preview, traits, DATE_LIKE.fullmatch)
 
 
 def _undeclared_numbers(
     preview: ContactsPreview, traits: list[tuple[str, str]]
 ) -> list[tuple[str, str, str]]:
-    """Each new trait whose sample is a WRITTEN_NUMBER."""
-    return _undeclared_like(preview, traits, WRITTEN_NUMBER)
+    """Each new trait whose sample is a number written with thousands or a decimal
+    comma: kept as text, which number rules read with a decimal point."""
+    return _undeclared_like(preview, traits, number_written_with_groups)
 
 
 def _undeclared_like(
-    preview: ContactsPreview, traits: list[tuple[str, str]], pattern: re.Pattern
+    preview: ContactsPreview,
+    traits: list[tuple[str, str]],
+    fits: Callable[[str], Any],
 ) -> list[tuple[str, str, str]]:
-    """Return (column, sample, trait) for each new trait whose sample fits `pattern`."""
+    """Return (column, sample, trait) for each new trait whose sample `fits`."""
     declared = {name for name, _ in traits}
     found = []
     for name, sample in zip(preview.names, preview.samples, strict=True):
         target = preview.column_map.get(name, "")
         trait = target.removeprefix(TRAIT_PREFIX)
         new = target.startswith(TRAIT_PREFIX) and trait not in declared
-        if new and pattern.fullmatch(sample.strip()):
+        if new and fits(sample.strip()):
             found.append((name, sample.strip(), trait))
     return found
 
