@@ -1369,6 +1369,7 @@ TIME_PATHS = (
     ("refunds", "*", "created_at"),
     ("email_marketing_consent", "consent_updated_at"),
 )
+QUANTITY_PATHS = (("line_items", "*", "quantity"),)
 
 
 def _payload_readable(
@@ -1378,21 +1379,19 @@ def _payload_readable(
 
     A Shopify payload is kept whole when it can be read; otherwise each value that
     cannot is left out (a line without its price, an order without its time, which
-    is then placed at its arrival), as the tracking API keeps an order whose total
-    it cannot read, and the note names each one.
+    is then placed at its arrival, a line without its quantity), as the tracking
+    API keeps an order whose total it cannot read, and the note names each one.
     """
     notes = [
         f"{label}: {exc}"
-        for _, _, label, exc in _unreadable(payload, AMOUNT_PATHS, _money)
-    ] + [
-        f"{label}: {exc}"
-        for _, _, label, exc in _unreadable(payload, TIME_PATHS, _time)
+        for paths, reader in _READERS
+        for _, _, label, exc in _unreadable(payload, paths, reader)
     ]
     if not notes:
         return payload, ""
 
     kept = copy.deepcopy(payload)
-    for paths, reader in ((AMOUNT_PATHS, _money), (TIME_PATHS, _time)):
+    for paths, reader in _READERS:
         for container, key, _, _ in _unreadable(kept, paths, reader):
             container[key] = None
     without = "it" if len(notes) == 1 else "them"
@@ -1514,15 +1513,37 @@ def _line_item(line: Any) -> dict[str, Any]:
     }
 
 
-def _quantity(value: Any) -> int:
-    # A whole number, or one written as text ("2"), as some apps send it.
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
-    return 0
+# A line's quantity is kept as a whole number up to this (a PostgreSQL integer).
+QUANTITY_MAX = 2_147_483_647
+
+
+def _quantity(value: Any) -> int | None:
+    """Read a line's quantity: a whole number, or one written as text ("2"), as
+    some apps send it; None when absent."""
+    if value is None or value == "":
+        return None
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif text and text.isascii() and text.isdigit():
+        number = int(text)
+    else:
+        raise ShopifyPayloadError(f"{value!r} is not a whole number of items")
+    if not 0 <= number <= QUANTITY_MAX:
+        raise ShopifyPayloadError(
+            f"{value!r} is not a number of items from 0 to {QUANTITY_MAX:,}"
+        )
+    return number
+
+
+# What _payload_readable checks: the values at each group of paths, and their reader.
+_READERS: tuple[tuple[tuple[tuple[str, ...], ...], Callable[[Any], Any]], ...] = (
+    (AMOUNT_PATHS, _money),
+    (TIME_PATHS, _time),
+    (QUANTITY_PATHS, _quantity),
+)
 
 
 def _products(value: Any) -> list[dict[str, Any]]:

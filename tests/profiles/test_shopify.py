@@ -1511,6 +1511,56 @@ def test_a_quantity_written_as_text_is_read(db, deliver, load_fixture, shop_head
     ]
 
 
+@pytest.mark.parametrize(
+    ("quantity", "why"),
+    [
+        ("two", "'two' is not a whole number of items"),
+        (2.5, "2.5 is not a whole number of items"),
+        (-1, "-1 is not a number of items from 0 to 2,147,483,647"),
+        (True, "True is not a whole number of items"),
+    ],
+)
+def test_a_line_whose_quantity_cannot_be_read_is_kept_without_it(
+    db, deliver, load_fixture, shop_headers, quantity, why
+):
+    name = "orders_create.json"
+    order = json.loads(load_fixture(f"shopify/{name}"))
+    order["line_items"][1]["quantity"] = quantity
+    body = json.dumps(order).encode()
+
+    response = deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    assert response.status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.error == (
+        f"line_items[1].quantity: {why}: the order is kept without it."
+    )
+    sent = [line["quantity"] for line in order["line_items"]]
+    kept = ShopOrder.objects.get()
+    assert [line["quantity"] for line in kept.line_items] == [sent[0], None]
+    completed = Event.objects.get(event="Order Completed")
+    assert [p["quantity"] for p in completed.properties["products"]] == [sent[0], None]
+
+
+def test_a_checkout_line_whose_quantity_cannot_be_read_is_kept_without_it(
+    db, deliver, load_fixture, shop_headers
+):
+    name = "checkouts_create.json"
+    checkout = json.loads(load_fixture(f"shopify/{name}"))
+    checkout["line_items"][0]["quantity"] = "a few"
+    body = json.dumps(checkout).encode()
+
+    response = deliver(name, headers=resigned(shop_headers, name, body), body=body)
+
+    assert response.status_code == 200
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.error == (
+        "line_items[0].quantity: 'a few' is not a whole number of items: "
+        "the checkout is kept without it."
+    )
+    assert ShopCheckout.objects.get().line_items[0]["quantity"] is None
+
+
 # Undated consent ---------------------------------------------------------------
 
 DMITRI = "d.volkov@example.com"
