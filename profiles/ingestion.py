@@ -48,6 +48,7 @@ from profiles.processing_writes import driver_error, json_bytes, server_bound_cu
 from profiles.source_counts import duplicates_count
 from profiles.tasks import events_process_enqueue
 from profiles.traits import (
+    NUMBER_SMALLEST,
     TraitInvalid,
     trait_coerce,
     trait_name_is_reserved,
@@ -481,17 +482,24 @@ def _stored(
             logger.warning("Tracking request met a deadlock; its writes are redone")
 
 
-def _number_written_above(raw: Any, limit: Decimal) -> bool:
-    # Whether the amount is a number, as written, at least `limit` either way.
+def _number_as_written(raw: Any) -> Decimal | None:
+    # The amount as written, however large or small; None when it is no number.
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        return False
+        return None
     text = str(raw).strip(NUMBER_BLANKS)
     if not re.fullmatch(NUMBER_TEXT, text):
-        return False
+        return None
     try:
-        return abs(Decimal(text)) >= limit
+        return Decimal(text)
     except InvalidOperation:
-        return False
+        return None
+
+
+# How a number nearer 0 than any Bespoke keeps is named, as the trait check names it.
+AMOUNT_TOO_SMALL = (
+    "is too small to keep (an amount other than 0 must be at least "
+    f"{format(NUMBER_SMALLEST, 'f')} in size)"
+)
 
 
 def _order_amount_warning(
@@ -522,7 +530,8 @@ def _order_amount_warning(
         )
     shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
     amount = number_coerce(raw)
-    if amount is None and _number_written_above(raw, ORDER_AMOUNT_LIMIT):
+    written = _number_as_written(raw) if amount is None else amount
+    if amount is None and written is not None and abs(written) >= ORDER_AMOUNT_LIMIT:
         # A number, but longer than any Bespoke keeps (10 ** 30): too large.
         amount = ORDER_AMOUNT_LIMIT
     # Processing leaves out a billion or more either way (processing_traits).
@@ -542,6 +551,12 @@ def _order_amount_warning(
         )
     if amount is not None:
         return None
+    if written is not None:
+        return (
+            "order_amount_too_small",
+            f"properties.{name} {shown[:60]} {AMOUNT_TOO_SMALL}: the order counts "
+            "as an order, but adds nothing to lifetime value",
+        )
     return (
         "order_amount_unreadable",
         f"properties.{name} {shown[:60]} is not a number: the order is stored and "
@@ -592,6 +607,13 @@ def _order_change_warning(
     if raw is None or number_coerce(raw) is not None:
         return None
     shown = repr(raw) if isinstance(raw, str) else json.dumps(raw)[:60]
+    written = _number_as_written(raw)
+    if written is not None and abs(written) < NUMBER_SMALLEST:
+        return (
+            "refund_amount_too_small",
+            f"properties.{name} {shown[:60]} {AMOUNT_TOO_SMALL}: the refund "
+            "changes nothing",
+        )
     return (
         "refund_amount_unreadable",
         f"properties.{name} {shown[:60]} is not a number: the refund changes "

@@ -172,3 +172,37 @@ def test_each_code_shows_its_newest_message_with_no_lookup_per_row(shop_key):
     ]
     assert grouping
     assert not [sql for sql in grouping if "(SELECT" in sql]
+
+
+ORDER_WARNINGS = [
+    ("Order Completed", {"order_id": "1", "total": "abc"}),
+    ("Order Completed", {"order_id": "2", "total": 1e-45}),
+    ("Order Completed", {"order_id": "3", "total": "1e999"}),
+    ("Order Completed", {"order_id": "4", "total": -5}),
+    ("Order Completed", {"order_id": "5", "total": 5, "currency": "JPY"}),
+    ("Order Refunded", {"total": 5}),
+    ("Order Refunded", {"order_id": "1", "total": 5, "currency": "JPY"}),
+    ("Order Refunded", {"order_id": "1", "total": "abc"}),
+    ("Order Refunded", {"order_id": "1", "total": 1e-45}),
+]
+
+
+def test_every_warning_about_an_order_is_a_notice_not_a_refusal(client, shop_key):
+    items = [
+        {"type": "track", "userId": "u", "event": event, "properties": properties}
+        for event, properties in ORDER_WARNINGS
+    ]
+    token = base64.b64encode(b"shop-key:").decode()
+
+    answer = client.post(
+        "/v1/batch",
+        data=json.dumps({"batch": items}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Basic {token}",
+    ).json()
+
+    codes = [warning["code"] for warning in answer["warnings"]]
+    assert len(set(codes)) == len(ORDER_WARNINGS)
+    health = source_health(SOURCE)
+    assert health["rejections"] == []
+    assert sorted(groups(health["notices"])) == sorted((code, 1) for code in codes)

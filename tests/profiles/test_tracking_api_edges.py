@@ -189,7 +189,9 @@ def test_zero_written_any_way_is_still_zero(client):
 @pytest.mark.parametrize(
     ("amount", "code"),
     [
-        ('"1e-999"', "order_amount_unreadable"),
+        ('"1e-999"', "order_amount_too_small"),
+        ("1e-45", "order_amount_too_small"),
+        ('"abc"', "order_amount_unreadable"),
         ('"1e999"', "order_amount_too_large"),
         ("1" + "0" * 400, "order_amount_too_large"),
     ],
@@ -625,6 +627,7 @@ def test_a_batch_sent_at_that_cannot_be_read_costs_no_event(client, sent_at):
         ("Order Refunded", {"order_id": "1", "total": 5, "currency": "EUR"},
          "refund_currency_other"),
         ("Order Refunded", {"order_id": "1", "total": "abc"}, "refund_amount_unreadable"),
+        ("Order Refunded", {"order_id": "1", "total": 1e-45}, "refund_amount_too_small"),
     ],
 )  # fmt: skip
 def test_a_refund_or_cancellation_that_changes_nothing_is_said(
@@ -638,3 +641,18 @@ def test_a_refund_or_cancellation_that_changes_nothing_is_said(
 
     assert body["stored"] == 1
     assert [w["code"] for w in body["warnings"]] == [code]
+
+
+def test_an_order_amount_too_small_to_keep_is_named_so(client):
+    order = (
+        '{"type":"track","messageId":"ord-t","userId":"u","event":"Order Completed",'
+        '"properties":{"order_id":"9","total":1e-45}}'
+    )
+
+    warning = batch(client, order).json()["warnings"][0]
+
+    assert warning["message"] == (
+        "properties.total 1e-45 is too small to keep (an amount other than 0 must "
+        "be at least 0.000000000000001 in size): the order counts as an order, but "
+        "adds nothing to lifetime value"
+    )
