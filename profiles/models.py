@@ -536,11 +536,13 @@ class TraitDefinition(models.Model):
     type = models.CharField(max_length=10, choices=TraitType.choices)
     description = models.CharField(max_length=300, blank=True)
     allowed_values = models.JSONField(default=list, blank=True)
+    # Every number a trait keeps fits (profiles/traits.py: at most 15 digits before
+    # the point, and none nearer 0 than 1e-15).
     minimum = models.DecimalField(
-        max_digits=20, decimal_places=6, null=True, blank=True
+        max_digits=30, decimal_places=15, null=True, blank=True
     )
     maximum = models.DecimalField(
-        max_digits=20, decimal_places=6, null=True, blank=True
+        max_digits=30, decimal_places=15, null=True, blank=True
     )
     pattern = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -655,7 +655,7 @@ def _check_rules(rule: TraitRule, value: Any) -> None:
 
 def _value_text(value: Any) -> str:
     """Return a value as people write it: no exponent, no trailing zeros."""
-    # A rule's bounds are stored with six decimal places (0.000000), and a float
+    # A rule's bounds are stored with 15 decimal places (0.000000000000000), and a float
     # may print as 1e-07.
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return str(value)

@@ -95,7 +95,9 @@ class TraitDefinitionForm(forms.ModelForm):
             values = ", ".join(map(str, self.instance.allowed_values or []))
             self.initial["allowed_values"] = values
             for bound in ("minimum", "maximum"):
-                self.initial[bound] = _plain(getattr(self.instance, bound))
+                # As text: a Decimal would show 0.0000001 as "1E-7".
+                number = _plain(getattr(self.instance, bound))
+                self.initial[bound] = None if number is None else f"{number:f}"
             # The name is the key the sources send: another name is another trait,
             # whose values are elsewhere, so it is declared apart.
             self.fields["name"].disabled = True
@@ -286,5 +288,6 @@ def _rule_of(definition: TraitDefinition) -> TraitRule:
 
 
 def _plain(number: Decimal | None) -> Decimal | None:
-    # The column keeps six decimals; "5", not "5.000000", reads right in a message.
+    # The column keeps 15 decimals; "5", not "5.000000000000000", reads right in a
+    # message.
     return None if number is None else Decimal(format(number.normalize(), "f"))

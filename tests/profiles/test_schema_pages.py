@@ -362,3 +362,41 @@ def test_undeclaring_a_trait_keeps_the_values_profiles_hold(signed_in):
     page = response.content.decode()
     assert "The trait “nps” is no longer declared." in page
     assert [t["name"] for t in trait_names_undeclared()] == ["nps"]
+
+
+@pytest.mark.parametrize(
+    ("minimum", "maximum"),
+    [
+        ("0.0000001", "0.00001"),  # finer than the six decimals bounds once kept
+        ("-999999999999999", "999999999999999"),  # 15 digits, the most a value has
+        ("0.000000000000001", "1e14"),  # the smallest and the largest in range
+    ],
+)
+def test_any_bound_a_number_trait_can_hold_is_kept_as_written(
+    signed_in, minimum, maximum
+):
+    response = signed_in.post(
+        reverse("trait_new"), {**VALID, "minimum": minimum, "maximum": maximum}
+    )
+
+    assert response.status_code == 302, errors_of(response)
+    definition = TraitDefinition.objects.get()
+    assert (definition.minimum, definition.maximum) == (
+        Decimal(minimum),
+        Decimal(maximum),
+    )
+    page = signed_in.get(reverse("trait_edit", args=[definition.pk])).content.decode()
+    assert f'value="{Decimal(minimum).normalize():f}"' in page
+
+
+def test_a_bound_finer_than_any_number_kept_is_refused_naming_why(signed_in):
+    response = signed_in.post(
+        reverse("trait_new"), {**VALID, "minimum": "0.0000000000000001"}
+    )
+
+    assert errors_of(response) == {
+        "minimum": [
+            "“0.0000000000000001” is out of range: a number other than 0 has at most "
+            "15 digits before the point and is at least 0.000000000000001 in size."
+        ]
+    }
