@@ -60,7 +60,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from profiles.models import SHOP_SOURCE, Event, EventType, Profile
+from profiles.models import SHOP_SOURCE, Event, EventType, Profile, ShopOrder
 from profiles.processing_writes import int_array
 from profiles.traits import number_in_range, number_text
 
@@ -328,6 +328,11 @@ _HAS_CATEGORY = """(
         WHERE jsonb_typeof(item->'category') = 'string'
           AND btrim(item->>'category', %(category_blanks)s) <> ''))"""
 _FRESH = "(e.id = ANY(%(events)s::bigint[]) OR e.profile_id = ANY(%(full)s::bigint[]))"
+# An order the shop marked as placed in its test mode: whoever reports it (the
+# site's analytics report it too), it is counted in no figure.
+_TEST_ORDER = f"""EXISTS (
+        SELECT 1 FROM profiles_shoporder t
+        WHERE t.is_test AND t.shop_id = {_ORDER_KEY})"""  # noqa: S608 - constants
 # The events figures count: processed, and not failed (a failed one is in no chunk's
 # figures either).
 _COUNTED = "e.processed_at IS NOT NULL AND e.processing_error = ''"
@@ -433,6 +438,7 @@ order_events AS MATERIALIZED (
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = %(order_event)s AND {_COUNTED}
+      AND NOT {_TEST_ORDER}
 ),
 order_reports AS (
     -- The report of each order whose products count towards categories: the first
@@ -466,7 +472,7 @@ order_changes AS (
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
       AND e.type = 'track' AND e.event = ANY(%(order_change_events)s::text[])
-      AND {_COUNTED}
+      AND {_COUNTED} AND NOT {_TEST_ORDER}
     ORDER BY e.profile_id, e.event, order_key, change_key,
         e.source = %(shop_source)s DESC, e.timestamp, e.id
 ),
@@ -710,17 +716,38 @@ def _figures_python(profile_ids: set[int], *, now: datetime) -> dict[int, dict]:
     per_profile: dict[int, list[tuple]] = {}
     for row in rows.iterator():
         per_profile.setdefault(row[1], []).append(row)
+    tests = _test_orders(row for rows in per_profile.values() for row in rows)
 
     return {
-        profile_id: _profile_figures(profile_rows, now=now)
+        profile_id: _profile_figures(profile_rows, now=now, test_orders=tests)
         for profile_id, profile_rows in per_profile.items()
     }
 
 
-def _profile_figures(rows: list[tuple], *, now: datetime) -> dict[str, Any]:
+def _test_orders(rows: Iterable[tuple]) -> set[str]:
+    """The keys of the orders reported in `rows` that the shop marked as tests."""
+    keys = {_order_key(row) for row in rows if _is_order_event(row)}
+    found = ShopOrder.objects.filter(is_test=True, shop_id__in=keys)
+    return set(found.values_list("shop_id", flat=True))
+
+
+def _is_order_event(row: tuple) -> bool:
+    return row[2] == EventType.TRACK and row[3] in ORDER_EVENTS
+
+
+def _profile_figures(
+    rows: list[tuple], *, now: datetime, test_orders: set[str]
+) -> dict[str, Any]:
+    seen = rows
+    # A test order counts in no figure (as _TEST_ORDER); its report was still a visit.
+    rows = [
+        row
+        for row in rows
+        if not (_is_order_event(row) and _order_key(row) in test_orders)
+    ]
     figures: dict[str, Any] = {
         "last_seen_at": max(
-            (row[4] for row in rows if not _is_not_seen(row)), default=None
+            (row[4] for row in seen if not _is_not_seen(row)), default=None
         ),
         "last_opened_at": max(
             (row[4] for row in rows if _is_human_open(row)), default=None

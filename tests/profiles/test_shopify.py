@@ -1152,6 +1152,42 @@ def test_a_test_order_is_kept_and_counted_nowhere(
     assert not Profile.objects.exists()
 
 
+def shop_test_order(deliver, load_fixture, shop_headers) -> None:
+    name = "orders_create.json"
+    order = load_fixture(f"shopify/{name}", as_json=True)
+    order["test"] = True
+    body = json.dumps(order).encode()
+    response = deliver(name, headers=resigned(shop_headers, name, body), body=body)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("site_first", [True, False])
+def test_the_sites_report_of_a_test_order_counts_nowhere_either(
+    db, client, deliver, load_fixture, shop_headers, site_first
+):
+    if site_first:
+        bens_site_order(client, load_fixture)
+        events_process_pending()
+        ben = Profile.objects.get(email=BEN)
+        assert (ben.order_count, ben.lifetime_value) == (1, Decimal("152.29"))
+
+    shop_test_order(deliver, load_fixture, shop_headers)
+    if not site_first:
+        bens_site_order(client, load_fixture)
+    events_process_pending()
+
+    ben = Profile.objects.get(email=BEN)
+    assert (ben.order_count, ben.lifetime_value, ben.first_order_at) == (
+        0,
+        Decimal("0.00"),
+        None,
+    )
+    assert ben.favourite_category == ""
+    # Seen on the site all the same.
+    assert ben.last_seen_at is not None
+    assert_counted_alike(ben)
+
+
 def test_a_refund_told_by_the_site_and_the_shop_is_taken_off_once(
     db, client, deliver, load_fixture, shop_headers
 ):
