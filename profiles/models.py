@@ -668,6 +668,16 @@ class ShopOrder(models.Model):
     shop_updated_at = models.DateTimeField(null=True, blank=True)
     # Placed in the shop's test mode (Shopify's `test`): kept, and counted nowhere.
     is_test = models.BooleanField(default=False)
+    # The shop's customer, and the delivery of the version kept: an order placed
+    # before its customer had an address joins her profile when one comes.
+    customer_id = models.CharField(max_length=255, blank=True, db_index=True)
+    delivery = models.ForeignKey(
+        WebhookDelivery,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     def __str__(self) -> str:
         return self.name or self.shop_id

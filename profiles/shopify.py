@@ -351,8 +351,11 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
             sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
         )
     )
-    notes = (found_note, refused, note, unread_note)
-    return Outcome(note="; ".join(part for part in notes if part))
+    joined = _orders_waiting_join(customer=payload, profile=profile)
+    notes = (found_note, refused, note, unread_note, joined.note)
+    return Outcome(
+        event_ids=joined.event_ids, note="; ".join(part for part in notes if part)
+    )
 
 
 def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
@@ -370,8 +373,46 @@ def _consent_update_apply(delivery: WebhookDelivery) -> Outcome:
         return Outcome(note="The customer has no usable email address.")
 
     note = _consent_apply(profile=profile, consent=consent, delivery=delivery)
-    notes = (found_note, note, unread_note)
-    return Outcome(note="; ".join(part for part in notes if part))
+    joined = _orders_waiting_join(
+        customer={"id": payload.get("customer_id")}, profile=profile
+    )
+    notes = (found_note, note, unread_note, joined.note)
+    return Outcome(
+        event_ids=joined.event_ids, note="; ".join(part for part in notes if part)
+    )
+
+
+def _orders_waiting_join(*, customer: dict[str, Any], profile: Profile) -> Outcome:
+    """Apply the shop customer's orders kept without a profile, now she has one.
+
+    An order placed before the customer had an address was kept without one; once
+    her account has an address, and with it a profile, the order is applied as its
+    delivery would have been, and its events go on that profile.
+    """
+    customer_id = _customer_id(customer)
+    identity = _customer_identity(customer_id)
+    if identity is None or identity.profile_id != profile.pk:
+        return Outcome()
+    waiting = (
+        ShopOrder.objects.filter(customer_id=customer_id, profile=None, is_test=False)
+        .exclude(delivery=None)
+        .select_related("delivery")
+        .order_by("placed_at", "pk")
+    )
+    event_ids, names = [], []
+    for order in waiting:
+        event_ids += _order_apply(order.delivery).event_ids
+        names.append(order.name or order.shop_id)
+    if not names:
+        return Outcome()
+    orders = "1 order" if len(names) == 1 else f"{len(names)} orders"
+    return Outcome(
+        event_ids=event_ids,
+        note=(
+            f"{orders} placed before the customer had an address joined the "
+            f"profile: {', '.join(names)}."
+        ),
+    )
 
 
 def _customer_profile(
@@ -883,7 +924,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         return Outcome(note=STALE_NOTE.format(what="order"))
     if payload.get("test") is True:
         # The merchant trying the shop out: no one's profile is made or changed.
-        order = _order_upsert(payload=payload, profile=None)
+        order = _order_upsert(payload=payload, profile=None, delivery=delivery)
         _order_join_checkout(order)
         _waiting_refunds_apply(order=order, profile=None)
         _test_order_counted_again(order, customer=customer)
@@ -903,7 +944,7 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         "profile_id", flat=True
     )
     was = held_by.first()
-    order = _order_upsert(payload=payload, profile=profile)
+    order = _order_upsert(payload=payload, profile=profile, delivery=delivery)
     _order_join_checkout(order)
     if profile is None and order.profile_id is not None:
         # An update that names no address keeps the customer the order had.
@@ -1239,7 +1280,9 @@ def _older_than_kept(payload: dict[str, Any], kept_times: QuerySet) -> bool:
     return kept is not None and updated_at < kept
 
 
-def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOrder:
+def _order_upsert(
+    *, payload: dict[str, Any], profile: Profile | None, delivery: WebhookDelivery
+) -> ShopOrder:
     # An older version arriving late never gets here (_order_stale).
     shop_id = str(payload["id"])[:40]
     updated_at = _time(payload.get("updated_at"))
@@ -1272,6 +1315,8 @@ def _order_upsert(*, payload: dict[str, Any], profile: Profile | None) -> ShopOr
                 payload.get("processed_at") or payload.get("created_at")
             ),
             "is_test": payload.get("test") is True,
+            "customer_id": _customer_id(_object(payload.get("customer"))),
+            "delivery": delivery,
         },
     )
     return order

@@ -2301,3 +2301,64 @@ def test_a_refund_in_the_customers_currency_counts_its_shop_money(
 
     assert Profile.objects.get().lifetime_value == Decimal("52.29")
     assert "Refund 812 is in EUR, not the order's USD" in delivery.error
+
+
+# An order before its customer had an address ------------------------------------
+
+
+def addressless_order(deliver, load_fixture, shop_headers, **changes) -> dict:
+    """Ben's order, placed before his shop account had an address (a phone only)."""
+    order = load_fixture("shopify/orders_create.json", as_json=True)
+    order.update(email="", contact_email=None, **changes)
+    order["customer"]["email"] = None
+    payload_deliver(
+        deliver,
+        shop_headers,
+        order,
+        topic="orders/create",
+        webhook_id=f"o-{order['id']}",
+        like="orders_create.json",
+    )
+    return order
+
+
+def test_an_order_placed_before_its_customer_had_an_address_joins_her_later(
+    db, deliver, load_fixture, shop_headers
+):
+    order = addressless_order(deliver, load_fixture, shop_headers)
+    assert ShopOrder.objects.get().profile is None
+    assert not Profile.objects.exists()
+
+    customer = load_fixture("shopify/customers_create.json", as_json=True)
+    customer.update(id=order["customer"]["id"], email=BEN)
+    response = customer_updated(deliver, shop_headers, customer, "c-ben")
+    events_process_pending()
+
+    assert response.status_code == 200
+    ben = Profile.objects.get(email=BEN)
+    assert ShopOrder.objects.get().profile == ben
+    assert WebhookDelivery.objects.get(delivery_id="c-ben").error == (
+        "1 order placed before the customer had an address joined the profile: "
+        f"{order['name']}."
+    )
+    completed = Event.objects.get(event="Order Completed")
+    assert (completed.profile, completed.processed_at is not None) == (ben, True)
+    assert (ben.order_count, ben.lifetime_value) == (1, Decimal("152.29"))
+    assert_counted_alike(ben)
+
+    # Told again, the customer brings nothing twice.
+    customer_updated(deliver, shop_headers, customer, "c-ben-2")
+    assert Event.objects.filter(event="Order Completed").count() == 1
+
+
+def test_a_test_order_without_an_address_joins_nobody_later(
+    db, deliver, load_fixture, shop_headers
+):
+    order = addressless_order(deliver, load_fixture, shop_headers, test=True)
+    customer = load_fixture("shopify/customers_create.json", as_json=True)
+    customer.update(id=order["customer"]["id"], email=BEN)
+
+    customer_updated(deliver, shop_headers, customer, "c-ben")
+
+    assert ShopOrder.objects.get().profile is None
+    assert not Event.objects.filter(event="Order Completed").exists()
