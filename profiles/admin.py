@@ -615,6 +615,6 @@ class ShopOrderAdmin(ReadOnlyAdmin):
         "is_test",
     )
     list_filter = ("financial_status", "currency", "is_test")
-    search_fields = ("shop_id", "name", "email", "checkout_token")
+    search_fields = ("shop_id", "name", "email", "checkout_token", "customer_id")
     date_hierarchy = "placed_at"
     list_select_related = ("profile",)
