@@ -516,9 +516,12 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
     rules = trait_rules_written(parsed.schema)
     if start and contact_import.rows_total != len(parsed.rows):
         raise ImportFormatError("The file changed since the first run; upload again.")
+    # The rows before this were written, and their profiles counted, by a first run.
+    counted_until = 0
     if start and contact_import.trait_rules != rules:
         # The rows written so far were read under other rules than the rest would
         # be, and the report says what the first ones were: all of them again.
+        counted_until = start
         start = _restart(contact_import)
         parsed.notes.insert(0, RESTART_NOTE)
     if start == 0:
@@ -536,7 +539,13 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
                         filename=contact_import.filename,
                         import_id=contact_import.pk,
                     )
-                    _progress_save(contact_import, first, first + len(batch), outcome)
+                    _progress_save(
+                        contact_import,
+                        first,
+                        first + len(batch),
+                        outcome,
+                        counted=first < counted_until,
+                    )
                 break
             except (OperationalError, IntegrityError, *RACES) as exc:
                 # Another writer was first: it created one of the batch's new
@@ -588,8 +597,7 @@ RESTART_NOTE = {
         "The declared traits changed after this import stopped, so it was run "
         "again from the first row under the new rules. A value its first run "
         "stored that the new rules refuse stays on its profile (a refused value "
-        "erases nothing): check those rows' profiles. The profiles its first run "
-        "created count as already known."
+        "erases nothing): check those rows' profiles."
     ),
 }
 
@@ -610,9 +618,11 @@ def trait_rules_written(schema: dict[str, TraitRule]) -> list[list[str]]:
 
 
 def _restart(contact_import: ContactImport) -> int:
+    # The profiles counted stay: the first run's rows are written again uncounted,
+    # or those it created would count as already known.
     restarted = ContactImport.objects.filter(
         pk=contact_import.pk, status=ImportStatus.RUNNING
-    ).update(rows_done=0, profiles_created=0, profiles_updated=0)
+    ).update(rows_done=0)
     if not restarted:
         raise ImportInterrupted(
             f"Contact import {contact_import.pk} is no longer running here."
@@ -642,16 +652,24 @@ def _parse_report_save(
 
 
 def _progress_save(
-    contact_import: ContactImport, first: int, done: int, outcome: BatchOutcome
+    contact_import: ContactImport,
+    first: int,
+    done: int,
+    outcome: BatchOutcome,
+    *,
+    counted: bool = False,
 ) -> None:
-    """Record the batch as written, in its transaction; refuse if no longer ours."""
+    """Record the batch as written, in its transaction; refuse if no longer ours.
+
+    `counted`: a first run counted the batch's profiles, created or known, already.
+    """
     erased = len(outcome.erased)
     saved = ContactImport.objects.filter(
         pk=contact_import.pk, status=ImportStatus.RUNNING, rows_done=first
     ).update(
         rows_done=done,
-        profiles_created=F("profiles_created") + outcome.created,
-        profiles_updated=F("profiles_updated") + outcome.updated,
+        profiles_created=F("profiles_created") + (0 if counted else outcome.created),
+        profiles_updated=F("profiles_updated") + (0 if counted else outcome.updated),
         rejected=F("rejected") + erased,
         accepted=F("accepted") - erased,
         duplicates_merged=F("duplicates_merged") - outcome.duplicates_erased,

@@ -960,6 +960,11 @@ def test_a_retry_after_the_traits_changed_runs_the_whole_file_under_the_new_rule
         range(1, 31)
     )
     assert contact_import.rows_done == 30
+    # The ten its first run made count as made, not as already known.
+    assert (contact_import.profiles_created, contact_import.profiles_updated) == (
+        30,
+        0,
+    )
 
 
 @pytest.mark.django_db
