@@ -8,6 +8,7 @@ delivered to the local outbox. Every variable is listed in docs/configuration.md
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as corsheaders_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "corsheaders",
     "anymail",
     "profiles",
     "segments",
@@ -75,6 +77,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before CommonMiddleware, so that its redirects and errors carry the headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,6 +165,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
 }
+
+# The tracking API is called from shoppers' browsers on the marketer's own sites
+# (Segment's analytics.js), whatever their origin: a write key is public there, and
+# no cookie is read. The app's other pages send no such headers.
+CORS_URLS_REGEX = r"^/v1/"
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_HEADERS = (*corsheaders_default_headers, "content-encoding")
 
 # Celery: Redis in production; with no broker set, kombu's filesystem transport.
 # The filesystem transport ignores the host; naming one keeps kombu from warning.
