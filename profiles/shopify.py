@@ -444,6 +444,14 @@ def _customer_profile(
         _customer_seen(identity, customer)
     if not account or email is None or (owner.email or "").lower() == email.key:
         return owner, ""
+    if _shop_customers_held(owner) > 1:
+        # Two shop accounts merged into one person: each would set its own address
+        # in turn at its every update, and bring back one the marketer cleared.
+        return owner, (
+            f"The shop's customer {customer_id} has the address {email.display}, "
+            "but this profile holds more than one shop customer (merged): it keeps "
+            f"{owner.email_display or owner.email or 'no address'}."
+        )
     holder = profile_by_email_key(email.key)
     if holder is not None:
         return owner, (
@@ -456,6 +464,12 @@ def _customer_profile(
     owner.save(update_fields=["email", "email_display", "updated_at"])
     profiles_suppression_mark({owner.pk: email.key})
     return owner, f"The customer's address changed in the shop from {was}."
+
+
+def _shop_customers_held(profile: Profile) -> int:
+    return ProfileIdentity.objects.filter(
+        profile=profile, kind=IdentityKind.SHOPIFY_CUSTOMER
+    ).count()
 
 
 def _customer_identity(customer_id: str) -> ProfileIdentity | None:

@@ -20,7 +20,9 @@ from profiles.models import (
     PAYLOAD_REFUSED,
     ConsentRecord,
     Event,
+    IdentityKind,
     Profile,
+    ProfileIdentity,
     ProfileTag,
     ShopCheckout,
     ShopOrder,
@@ -2192,6 +2194,31 @@ def test_a_customer_who_changes_address_in_the_shop_keeps_her_profile(
     ]
     delivery = WebhookDelivery.objects.get(delivery_id="c-new-1")
     assert "changed in the shop from chloe.dubois@example.org" in delivery.error
+
+
+def test_two_shop_customers_merged_into_one_profile_do_not_swap_its_address(
+    db, deliver, load_fixture, shop_headers
+):
+    # Chloe's two shop accounts, the profiles merged by the marketer into one that
+    # kept her first address.
+    deliver("customers_create.json")
+    chloe = Profile.objects.get()
+    ProfileIdentity.objects.create(
+        profile=chloe, kind=IdentityKind.SHOPIFY_CUSTOMER, value="7412345679999"
+    )
+    customer = json.loads(load_fixture("shopify/customers_create.json"))
+    second = {**customer, "id": 7412345679999, "email": "chloe.work@example.org"}
+    second["updated_at"] = "2025-03-20T10:00:00Z"
+
+    customer_updated(deliver, shop_headers, second, "c-second")
+
+    chloe.refresh_from_db()
+    assert chloe.email == "chloe.dubois@example.org"
+    assert WebhookDelivery.objects.get(delivery_id="c-second").error == (
+        "The shop's customer 7412345679999 has the address chloe.work@example.org, "
+        "but this profile holds more than one shop customer (merged): it keeps "
+        "chloe.dubois@example.org."
+    )
 
 
 def test_a_customers_new_address_another_profile_has_is_not_taken(
