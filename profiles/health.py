@@ -120,6 +120,9 @@ class _Feed:
     # Which SourceHour rows count the feed's rows by the hour they arrived, once
     # done: read instead of the feed's table (profiles/source_counts.py).
     hours: Q = field(default_factory=Q)
+    # Which unfinished rows wait for the workers: a refund that came before its
+    # order waits for the shop, not for them.
+    pending: Q = field(default_factory=Q)
 
 
 # Sources ------------------------------------------------------------------------
@@ -202,6 +205,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
             unit="deliveries",
             succeeded=~Q(error__startswith=PAYLOAD_REFUSED),
             hours=where & Q(unit=SourceUnit.DELIVERIES),
+            pending=~Q(error__startswith=AWAITS_ORDER),
         )
     rows = RejectedEvent.objects.filter(where)
     refused, notices = rows.exclude(_is_notice()), rows.filter(_is_notice())
@@ -292,10 +296,24 @@ def _imports_queued() -> QuerySet:
 
 
 def _with_warnings(health: dict[str, Any]) -> dict[str, Any]:
-    oldest = health["unprocessed"]["oldest_age_seconds"]
+    # A shop's deliveries are applied as they arrive; the events made of them wait
+    # for the workers, and are what a stopped worker leaves waiting.
+    waiting = [("unprocessed", health["unit"], health["unit_one"])]
+    if health.get("events_unprocessed"):
+        waiting.append(
+            ("events_unprocessed", "events made of them", "event made of them")
+        )
+    late = [
+        (health[key]["count"], many, one)
+        for key, many, one in waiting
+        if (health[key]["oldest_age_seconds"] or 0) > BACKLOG_WARNING_SECONDS
+    ]
     health["rejections_warning"] = health["rejected_last_hour"] > 0
     health["refused_warning"] = health.get("refused_recent", 0) > 0
-    health["backlog_warning"] = oldest is not None and oldest > BACKLOG_WARNING_SECONDS
+    health["backlog_warning"] = bool(late)
+    health["backlog_waiting"] = " and ".join(
+        f"{count} {one if count == 1 else many}" for count, many, one in late
+    )
     return health
 
 
@@ -330,7 +348,7 @@ def _feed_health(
         "daily_total": sum(bucket["count"] for bucket in daily),
         "lag": _lag(feed, now=now),
         "unprocessed": _backlog(
-            feed.rows.filter(**{f"{feed.done}__isnull": True}),
+            feed.rows.filter(feed.pending, **{f"{feed.done}__isnull": True}),
             arrived=feed.arrived,
             now=now,
         ),

@@ -12,6 +12,7 @@ from django.urls import reverse
 from profiles.health import sources_health
 from profiles.keys import write_key_create, write_key_revoke
 from profiles.models import (
+    AWAITS_ORDER,
     ContactImport,
     Event,
     ImportStatus,
@@ -418,7 +419,7 @@ def test_the_health_page_warns_only_about_the_troubled_source(signed_in, shop_fe
         "hour: see the rejections below.</p>" in shop
     )
     assert (
-        '<p class="flash error" data-warning="backlog">1 waiting to be '
+        '<p class="flash error" data-warning="backlog">1 event waiting to be '
         "processed, the oldest for more than 5 minutes: is the worker running?</p>"
         in shop
     )
@@ -544,3 +545,45 @@ def test_last_success_is_the_latest_item_processed_not_the_latest_arrival(shop_f
         "oldest_age_seconds": 1800.0,
     }
     assert sources["shopify"]["last_received_at"] is None
+
+
+def shop_delivery(delivery_id: str, *, processed: bool, error: str = ""):
+    delivery = WebhookDelivery.objects.create(
+        source="shopify",
+        delivery_id=delivery_id,
+        topic="orders/create",
+        received_at=at("2025-03-14 12:00:00"),
+        processed_at=at("2025-03-14 12:00:01") if processed else None,
+        error=error,
+    )
+    if processed:
+        delivery_counted(delivery=delivery, error=error)
+
+
+def test_a_shops_events_left_waiting_by_a_stopped_worker_are_warned_about():
+    # The shop's order was applied as it arrived; its event waits for the worker.
+    shop_delivery("d-1", processed=True)
+    Event.objects.create(
+        message_id="shopify:order:1",
+        type="track",
+        event="Order Completed",
+        source="shopify",
+        timestamp=at("2025-03-14 12:00:00"),
+        received_at=at("2025-03-14 12:00:01"),
+    )
+
+    shop = next(s for s in sources_health(now=NOW) if s["name"] == "shopify")
+
+    assert shop["unprocessed"]["count"] == 0
+    assert shop["backlog_warning"] is True
+    assert shop["backlog_waiting"] == "1 event made of them"
+
+
+def test_a_refund_waiting_for_its_order_is_no_sign_of_a_stopped_worker():
+    shop_delivery("r-1", processed=False, error=f"{AWAITS_ORDER}order 98999")
+
+    shop = next(s for s in sources_health(now=NOW) if s["name"] == "shopify")
+
+    assert shop["awaiting_orders"] == 1
+    assert shop["unprocessed"]["count"] == 0
+    assert shop["backlog_warning"] is False
