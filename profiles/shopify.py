@@ -334,6 +334,7 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     )
     if profile is None:
         return Outcome(note="The customer has no usable email address.")
+    found_note = found_note or _address_unusable_note(payload.get("email"), profile)
 
     refused = _profile_fill(profile=profile, customer=payload)
     # API versions before 2025-01 put tags and email consent in the customer
@@ -523,6 +524,14 @@ def _customer_id_attach(
             value=customer_id,
             defaults={"profile": profile, "source_updated_at": updated_at},
         )
+
+
+def _address_unusable_note(raw: Any, profile: Profile) -> str:
+    # An account's address Bespoke cannot use changes nothing; the delivery says so.
+    if raw in (None, "") or _email_or_none(raw) is not None:
+        return ""
+    kept = profile.email_display or profile.email or "no address"
+    return f"The customer's email {str(raw)[:100]!r} is not an address: the profile keeps {kept}."
 
 
 def _email_or_none(raw: Any) -> NormalizedEmail | None:

@@ -2389,3 +2389,19 @@ def test_a_test_order_without_an_address_joins_nobody_later(
 
     assert ShopOrder.objects.get().profile is None
     assert not Event.objects.filter(event="Order Completed").exists()
+
+
+def test_a_customers_address_that_is_no_address_is_named_and_changes_nothing(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("customers_create.json")
+    customer = load_fixture("shopify/customers_create.json", as_json=True)
+    customer.update(email="not-an-email", updated_at="2025-03-20T10:00:00Z")
+
+    customer_updated(deliver, shop_headers, customer, "c-bad")
+
+    assert Profile.objects.get().email == "chloe.dubois@example.org"
+    assert WebhookDelivery.objects.get(delivery_id="c-bad").error == (
+        "The customer's email 'not-an-email' is not an address: the profile keeps "
+        "chloe.dubois@example.org."
+    )
