@@ -525,17 +525,22 @@ def test_the_health_page_says_one_event_not_one_events(signed_in, shop_feed):
     ) in quiet
 
 
-def test_last_success_is_the_latest_item_processed_not_the_latest_arrival(shop_feed):
-    shop_view("late-waiting", "2025-03-14 12:29:00", None, "")
-    shop_view("late-failed", "2025-03-14 12:28:00", "2025-03-14 12:28:00", "no such")
+def shop_order_waiting(*, received: str) -> None:
+    """The Order Completed a shop's delivery made, not processed yet."""
     Event.objects.create(
         message_id="shopify:order:1",
         type="track",
         event="Order Completed",
         source="shopify",
         timestamp=at("2025-03-14 12:00:00"),
-        received_at=at("2025-03-14 12:00:00"),
+        received_at=at(received),
     )
+
+
+def test_last_success_is_the_latest_item_processed_not_the_latest_arrival(shop_feed):
+    shop_view("late-waiting", "2025-03-14 12:29:00", None, "")
+    shop_view("late-failed", "2025-03-14 12:28:00", "2025-03-14 12:28:00", "no such")
+    shop_order_waiting(received="2025-03-14 12:00:00")
 
     sources = {source["name"]: source for source in sources_health(now=NOW)}
 
@@ -563,14 +568,7 @@ def shop_delivery(delivery_id: str, *, processed: bool, error: str = ""):
 def test_a_shops_events_left_waiting_by_a_stopped_worker_are_warned_about():
     # The shop's order was applied as it arrived; its event waits for the worker.
     shop_delivery("d-1", processed=True)
-    Event.objects.create(
-        message_id="shopify:order:1",
-        type="track",
-        event="Order Completed",
-        source="shopify",
-        timestamp=at("2025-03-14 12:00:00"),
-        received_at=at("2025-03-14 12:00:01"),
-    )
+    shop_order_waiting(received="2025-03-14 12:00:01")
 
     shop = next(s for s in sources_health(now=NOW) if s["name"] == "shopify")
 
