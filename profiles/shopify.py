@@ -531,7 +531,10 @@ def _address_unusable_note(raw: Any, profile: Profile) -> str:
     if raw in (None, "") or _email_or_none(raw) is not None:
         return ""
     kept = profile.email_display or profile.email or "no address"
-    return f"The customer's email {str(raw)[:100]!r} is not an address: the profile keeps {kept}."
+    return (
+        f"The customer's email {str(raw)[:100]!r} is not an address: the profile "
+        f"keeps {kept}."
+    )
 
 
 def _email_or_none(raw: Any) -> NormalizedEmail | None:
