@@ -10,7 +10,7 @@ column if it has one. Consent records name the layout as their source
 
 import ipaddress
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -449,17 +449,25 @@ def layout_with_status_column(layout: Layout) -> Layout:
     )
 
 
-def layout_column_map(layout: Layout, names: list[str]) -> dict[str, str]:
+def layout_column_map(
+    layout: Layout, names: list[str], *, declared: Iterable[str] = ()
+) -> dict[str, str]:
     """Return the default target of each column: the map the mapping step pre-fills.
 
     No two columns get the same target, and no column a trait of a reserved name
     (a profile field's): such a column is ignored (see layout_columns_reserved).
+    A column named as a `declared` trait is ("loyaltyTier", whose name as a new
+    trait would be loyaltytier), so that the trait's rules apply to it.
     """
     full_name_at = _full_name_position(names)
+    declared_keys = {trait_key(name, 0): name for name in sorted(declared)}
     column_map: dict[str, str] = {}
     taken: set[str] = set()
     for position, name in enumerate(names):
         target = _default_target(layout, name, position, full_name_at=full_name_at)
+        if target.startswith(TRAIT_PREFIX):
+            key = target[len(TRAIT_PREFIX) :]
+            target = TRAIT_PREFIX + declared_keys.get(key, key)
         if target.startswith(TRAIT_PREFIX):
             target = _trait_target_free(target, position, taken)
         elif target in taken:

@@ -928,7 +928,7 @@ def contacts_parse(
     records, encoding_notes = _records_read(data, encoding)
     names = contacts_header_read(records)
     layout = layout_detect(names)
-    column_map = column_map or layout_column_map(layout, names)
+    column_map = column_map or _default_map(layout, names)
     # Whether the map is the default or the marketer's, the report says which
     # columns stay out because their names are profile fields'.
     notes = encoding_notes + [
@@ -1153,6 +1153,15 @@ def column_reserved_sentence(column: str) -> str:
     return f"{why} Map it to a profile field if it holds one."
 
 
+def _default_map(layout: Layout, names: list[str]) -> dict[str, str]:
+    # A column named as a declared trait goes to it; only a file with trait
+    # columns asks which are declared (and pure parsing stays pure).
+    column_map = layout_column_map(layout, names)
+    if not _schema_for(column_map):
+        return column_map
+    return layout_column_map(layout, names, declared=trait_schema_load())
+
+
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:
     # A file that maps no trait needs no query (and pure parsing stays pure).
     if not any(target.startswith(TRAIT_PREFIX) for target in column_map.values()):
@@ -1216,7 +1225,7 @@ def contacts_preview(
         records.close()
 
     layout = layout_detect(names)
-    column_map = layout_column_map(layout, names)
+    column_map = _default_map(layout, names)
     # Nothing of someone erased on request is shown, their address least of all.
     email_at = next(
         (at for at, name in enumerate(names) if column_map.get(name) == TARGET_EMAIL),

@@ -39,6 +39,7 @@ def signed_in(client, marketer):
 # One column per target -------------------------------------------------------------
 
 
+@pytest.mark.django_db  # the default map asks which traits are declared
 def test_two_columns_that_read_as_one_trait_get_two_traits_by_default():
     preview = contacts_preview(TWO_COLORS)
 
@@ -128,6 +129,7 @@ def test_the_mapping_form_refuses_two_columns_on_one_declared_trait(
 # Reserved trait names --------------------------------------------------------------
 
 
+@pytest.mark.django_db  # the default map asks which traits are declared
 def test_columns_named_like_profile_fields_are_ignored_by_default():
     preview = contacts_preview(RESERVED_HEADER)
 
@@ -260,6 +262,7 @@ def names() -> dict[str, tuple[str, str]]:
     return {email: (first, last) for email, first, last in found}
 
 
+@pytest.mark.django_db  # the default map asks which traits are declared
 @pytest.mark.parametrize("header", ["Name", "Full name", "FULL_NAME", "full-name"])
 def test_a_full_name_column_is_split_by_default_when_no_name_column_exists(header):
     data = f"Email,{header},Plan\nann@example.com,Ann Lee,gold\n".encode()
@@ -274,6 +277,7 @@ def test_a_full_name_column_is_split_by_default_when_no_name_column_exists(heade
     assert preview.reserved == []
 
 
+@pytest.mark.django_db  # the default map asks which traits are declared
 def test_a_klaviyo_name_column_is_split_by_default():
     data = (
         b"Email,Name,Email Marketing Consent,Klaviyo ID\n"
@@ -564,3 +568,33 @@ def test_an_email_status_column_keeps_an_unsubscribe_from_a_later_list():
     )
 
     assert Profile.objects.get().subscription_status == "unsubscribed"
+
+
+@pytest.mark.django_db
+def test_a_column_named_as_a_declared_trait_goes_to_it_under_its_rules():
+    TraitDefinition.objects.create(
+        name="loyaltyTier", type=TraitType.TEXT, allowed_values=["gold", "silver"]
+    )
+    TraitDefinition.objects.create(name="lifetimePoints", type=TraitType.NUMBER)
+    data = (
+        b"email,loyaltyTier,LIFETIMEPOINTS\n"
+        b"camel1@example.com,platinum,1.000.000\n"
+        b"camel2@example.com,gold,12\n"
+    )
+
+    assert contacts_preview(data).column_map == {
+        "email": "email",
+        "loyaltyTier": "traits.loyaltyTier",
+        "LIFETIMEPOINTS": "traits.lifetimePoints",
+    }
+    contact_import = contact_import_file(filename="camel.csv", data=data)
+
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "camel1@example.com": {},
+        "camel2@example.com": {"loyaltyTier": "gold", "lifetimePoints": 12},
+    }
+    assert {r["column"] for r in contact_import.rejections} == {
+        "loyaltyTier",
+        "LIFETIMEPOINTS",
+    }

@@ -249,6 +249,7 @@ def test_a_sep_line_in_a_tab_file_uses_the_tab():
 # Repeated and blank header names ----------------------------------------------------
 
 
+@pytest.mark.django_db  # the default map asks which traits are declared
 def test_repeated_and_blank_header_names_become_distinct_columns():
     data = b"Email,Nick,Nick,,\r\ndup.qa@example.com,First,Second,X,Y"
 

@@ -448,6 +448,7 @@ def test_an_xlsx_sheet_imports_like_the_same_csv():
     ]
 
 
+@pytest.mark.django_db  # the default map asks which traits are declared
 def test_the_preview_gives_each_column_a_sample_and_the_layout_default():
     preview = contacts_preview(KLAVIYO.encode())
 
