@@ -347,15 +347,20 @@ def _customer_apply(delivery: WebhookDelivery) -> Outcome:
     if isinstance(consent, dict):
         note = _consent_apply(profile=profile, consent=consent, delivery=delivery)
     # Names, place and tags may have changed: segments re-check this profile.
-    transaction.on_commit(
-        lambda: profiles_changed.send(
-            sender=WebhookDelivery, profile_ids=[profile.pk], changed=None
-        )
-    )
+    _profile_changed_on_commit(profile.pk)
     joined = _orders_waiting_join(customer=payload, profile=profile)
     notes = (found_note, refused, note, unread_note, joined.note)
     return Outcome(
         event_ids=joined.event_ids, note="; ".join(part for part in notes if part)
+    )
+
+
+def _profile_changed_on_commit(profile_id: int) -> None:
+    # Segments and flows look at the profile again once the delivery is committed.
+    transaction.on_commit(
+        lambda: profiles_changed.send(
+            sender=WebhookDelivery, profile_ids=[profile_id], changed=None
+        )
     )
 
 
@@ -1034,11 +1039,7 @@ def _test_order_counted_again(order: ShopOrder, *, customer: dict[str, Any]) -> 
     )
     for profile in Profile.objects.filter(pk__in=reported.values("profile_id")):
         profile_traits_compute(profile=profile)
-        transaction.on_commit(
-            lambda pk=profile.pk: profiles_changed.send(
-                sender=WebhookDelivery, profile_ids=[pk], changed=None
-            )
-        )
+        _profile_changed_on_commit(profile.pk)
 
 
 def _order_events_move(
@@ -1068,11 +1069,7 @@ def _order_events_move(
     events_process_again(events=Event.objects.filter(pk__in=moved))
     if old is not None:
         profile_traits_compute(profile=old)
-        transaction.on_commit(
-            lambda: profiles_changed.send(
-                sender=WebhookDelivery, profile_ids=[old_id], changed=None
-            )
-        )
+        _profile_changed_on_commit(old_id)
     shown = (old.email_display or old.email) if old is not None else ""
     return moved, (
         f"The shop gave order {order.name or order.shop_id} to another customer: "
@@ -1160,6 +1157,11 @@ def _waiting_refunds_apply(
     return events
 
 
+def _awaits_customer(order: ShopOrder) -> bool:
+    # An order kept without a profile joins its customer's when she gets an address.
+    return order.profile_id is None and bool(order.customer_id) and not order.is_test
+
+
 def _refund_apply(delivery: WebhookDelivery) -> Outcome:
     payload, unread_note = _payload_readable(delivery.payload, what="refund")
     order_id = payload.get("order_id")
@@ -1175,6 +1177,13 @@ def _refund_apply(delivery: WebhookDelivery) -> Outcome:
         )
     if order.is_test:
         return Outcome(note=TEST_ORDER_NOTE)
+    if _awaits_customer(order):
+        # Applied with the order when its customer gets an address
+        # (_orders_waiting_join), or by the sweep.
+        raise RefundAwaitsOrder(
+            f"{AWAITS_ORDER}the refund is of order {order_id}, whose customer has no "
+            "address yet: it is applied when the shop gives her one."
+        )
     if order.profile is None:
         return Outcome(note=NO_ADDRESS_REFUND_NOTE)
 
@@ -1447,8 +1456,8 @@ def _flag(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-# Where the payloads carry the amounts and times Bespoke reads ("*": each item of a
-# list). A value there that cannot be read is left out, and the rest kept.
+# Where the payloads carry the amounts, times and quantities Bespoke reads ("*": each
+# item of a list). A value there that cannot be read is left out, and the rest kept.
 AMOUNT_PATHS = (
     ("total_price",),
     ("subtotal_price",),
@@ -1478,7 +1487,7 @@ QUANTITY_PATHS = (("line_items", "*", "quantity"),)
 def _payload_readable(
     payload: dict[str, Any], *, what: str
 ) -> tuple[dict[str, Any], str]:
-    """Return the payload without the amounts and times it cannot read, and a note.
+    """Return the payload without the values it cannot read, and a note naming them.
 
     A Shopify payload is kept whole when it can be read; otherwise each value that
     cannot is left out (a line without its price, an order without its time, which
@@ -1621,8 +1630,7 @@ QUANTITY_MAX = 2_147_483_647
 
 
 def _quantity(value: Any) -> int | None:
-    """Read a line's quantity: a whole number, or one written as text ("2"), as
-    some apps send it; None when absent."""
+    """Read a line's quantity (2, or "2" as some apps send it); None when absent."""
     if value is None or value == "":
         return None
     text = value.strip() if isinstance(value, str) else None

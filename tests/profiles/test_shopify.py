@@ -17,6 +17,7 @@ from profiles import shopify, tasks
 from profiles.health import sources_health
 from profiles.importing import contact_import_file
 from profiles.models import (
+    AWAITS_ORDER,
     PAYLOAD_REFUSED,
     ConsentRecord,
     Event,
@@ -2376,6 +2377,30 @@ def test_an_order_placed_before_its_customer_had_an_address_joins_her_later(
     # Told again, the customer brings nothing twice.
     customer_updated(deliver, shop_headers, customer, "c-ben-2")
     assert Event.objects.filter(event="Order Completed").count() == 1
+
+
+@pytest.mark.parametrize("refund_first", [False, True])
+def test_a_refund_of_an_order_without_an_address_waits_and_joins_with_it(
+    db, deliver, load_fixture, shop_headers, refund_first
+):
+    if refund_first:
+        refund_deliver(deliver, shop_headers, shop_refund(907, "52.29"), "rf-7")
+    order = addressless_order(deliver, load_fixture, shop_headers)
+    if not refund_first:
+        refund_deliver(deliver, shop_headers, shop_refund(907, "52.29"), "rf-7")
+    waiting = WebhookDelivery.objects.get(delivery_id="rf-7")
+    assert waiting.processed_at is None
+    assert waiting.error.startswith(AWAITS_ORDER)
+
+    customer = load_fixture("shopify/customers_create.json", as_json=True)
+    customer.update(id=order["customer"]["id"], email=BEN)
+    customer_updated(deliver, shop_headers, customer, "c-ben")
+    events_process_pending()
+
+    assert WebhookDelivery.objects.get(delivery_id="rf-7").processed_at is not None
+    ben = Profile.objects.get(email=BEN)
+    assert (ben.order_count, ben.lifetime_value) == (1, Decimal("100.00"))
+    assert_counted_alike(ben)
 
 
 def test_a_test_order_without_an_address_joins_nobody_later(
