@@ -738,16 +738,16 @@ def _is_order_event(row: tuple) -> bool:
 def _profile_figures(
     rows: list[tuple], *, now: datetime, test_orders: set[str]
 ) -> dict[str, Any]:
-    seen = rows
-    # A test order counts in no figure (as _TEST_ORDER); its report was still a visit.
-    rows = [
+    # A test order counts in no figure (as _TEST_ORDER), but the person placing it
+    # was seen then.
+    counted = [
         row
         for row in rows
         if not (_is_order_event(row) and _order_key(row) in test_orders)
     ]
     figures: dict[str, Any] = {
         "last_seen_at": max(
-            (row[4] for row in seen if not _is_not_seen(row)), default=None
+            (row[4] for row in rows if not _is_not_seen(row)), default=None
         ),
         "last_opened_at": max(
             (row[4] for row in rows if _is_human_open(row)), default=None
@@ -755,9 +755,9 @@ def _profile_figures(
         "last_clicked_at": max(
             (row[4] for row in rows if _is_click(row)), default=None
         ),
-        "engagement_value": _engagement(rows, now=now),
-        "category_counts": _category_counts(rows),
-        **_orders_total(rows),
+        "engagement_value": _engagement(counted, now=now),
+        "category_counts": _category_counts(counted),
+        **_orders_total(counted),
     }
     return {name: value for name, value in figures.items() if value is not None}
 
