@@ -468,7 +468,6 @@ def layout_column_map(
         if target.startswith(TRAIT_PREFIX):
             key = target[len(TRAIT_PREFIX) :]
             target = TRAIT_PREFIX + declared_keys.get(key, key)
-        if target.startswith(TRAIT_PREFIX):
             target = _trait_target_free(target, position, taken)
         elif target in taken:
             # One column per profile field, status and email; the first one wins.

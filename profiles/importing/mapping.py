@@ -1157,9 +1157,10 @@ def _default_map(layout: Layout, names: list[str]) -> dict[str, str]:
     # A column named as a declared trait goes to it; only a file with trait
     # columns asks which are declared (and pure parsing stays pure).
     column_map = layout_column_map(layout, names)
-    if not _schema_for(column_map):
+    schema = _schema_for(column_map)
+    if not schema:
         return column_map
-    return layout_column_map(layout, names, declared=trait_schema_load())
+    return layout_column_map(layout, names, declared=schema)
 
 
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:
