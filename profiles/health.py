@@ -81,6 +81,7 @@ NOTICE_CODES = (
     "refund_amount_unreadable",
     "refund_amount_too_small",
     "sent_at_unreadable",
+    "timestamp_ahead",
     "merge_refused",
     "email_taken",
     "email_not_changed",

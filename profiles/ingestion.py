@@ -45,6 +45,7 @@ from profiles.processing_traits import (
     number_coerce,
 )
 from profiles.processing_writes import driver_error, json_bytes, server_bound_cursor
+from profiles.services import CLOCK_SKEW_ALLOWED
 from profiles.source_counts import duplicates_count
 from profiles.tasks import events_process_enqueue
 from profiles.traits import (
@@ -412,7 +413,8 @@ def events_ingest(
         # As stored: the id Bespoke gave an item sent without one, which the
         # Sources page lists, so the answer and the page can be matched.
         message_id = drafts[-1]["message_id"]
-        for warning in _warnings(item, shared, path_type=path_type):
+        warnings = _warnings(item, shared, path_type=path_type)
+        for warning in (*warnings, _placed_at_arrival_warning(drafts[-1])):
             if warning:
                 result.warnings.append(Rejection(index, message_id, *warning))
         for code, message in _trait_notices(item, path_type=path_type):
@@ -1002,6 +1004,16 @@ def _times_read(
         timestamp = received_at
     elif sent_at is None:
         timestamp = original
+        if (
+            received_at + CLOCK_SKEW_ALLOWED
+            < original
+            <= received_at + FUTURE_TOLERANCE
+        ):
+            # A clock ahead, with no sentAt to correct it: as stamped, the event
+            # would be 'last seen' and 'last order' until that hour came. It is
+            # placed at its arrival, originalTimestamp keeps what was sent, and
+            # _placed_at_arrival_warning tells the sender.
+            timestamp = received_at
     else:
         # The device clock may be wrong; what it reports relative to its own
         # sentAt is right, so re-anchor that difference on our clock.
@@ -1033,6 +1045,20 @@ def _times_read(
         "original_timestamp": original,
         "sent_at": sent_at,
     }
+
+
+def _placed_at_arrival_warning(draft: dict[str, Any]) -> tuple[str, str] | None:
+    original = draft["original_timestamp"]
+    if draft["sent_at"] is not None or original is None:
+        return None
+    if original == draft["timestamp"]:
+        return None
+    return (
+        "timestamp_ahead",
+        f"timestamp {original.isoformat()} is after the event arrived and no "
+        "sentAt says by how much the sender's clock is ahead: the event is placed "
+        "at its arrival; originalTimestamp keeps the time sent",
+    )
 
 
 def _sent_at_read(source: dict[str, Any]) -> datetime | None:

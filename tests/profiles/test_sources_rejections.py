@@ -5,6 +5,7 @@ A retried batch stores its rows again; each item is counted once per code.
 
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
@@ -206,3 +207,21 @@ def test_every_warning_about_an_order_is_a_notice_not_a_refusal(client, shop_key
     health = source_health(SOURCE)
     assert health["rejections"] == []
     assert sorted(groups(health["notices"])) == sorted((code, 1) for code in codes)
+
+
+def test_an_event_placed_at_its_arrival_is_a_notice_not_a_refusal(client, shop_key):
+    ahead = (timezone_now() + timedelta(hours=3)).isoformat()
+    item = {"type": "track", "userId": "u", "event": "X", "timestamp": ahead}
+    token = base64.b64encode(b"shop-key:").decode()
+
+    answer = client.post(
+        "/v1/batch",
+        data=json.dumps({"batch": [item]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Basic {token}",
+    ).json()
+
+    assert [warning["code"] for warning in answer["warnings"]] == ["timestamp_ahead"]
+    health = source_health(SOURCE)
+    assert health["rejections"] == []
+    assert groups(health["notices"]) == [("timestamp_ahead", 1)]

@@ -2,8 +2,10 @@
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
+import time_machine
 from django.test import Client
 
 from profiles.models import Event
@@ -656,3 +658,40 @@ def test_an_order_amount_too_small_to_keep_is_named_so(client):
         "be at least 0.000000000000001 in size): the order counts as an order, but "
         "adds nothing to lifetime value"
     )
+
+
+def _track_at(message_id: str, at: str) -> str:
+    return json.dumps(
+        {
+            "type": "track",
+            "messageId": message_id,
+            "userId": "u",
+            "event": "Order Completed",
+            "timestamp": at,
+        }
+    )
+
+
+def test_a_clock_hours_ahead_without_sent_at_is_placed_at_the_arrival(client):
+    # Twelve hours ahead, with no sentAt to say by how much: kept as stamped, the
+    # order would be the person's last order and last seen until tonight.
+    with time_machine.travel("2026-03-02T09:00:00Z", tick=False):
+        answer = batch(client, _track_at("ahead-1", "2026-03-02T21:00:00Z")).json()
+
+    assert answer["stored"] == 1
+    assert [(w["messageId"], w["code"]) for w in answer["warnings"]] == [
+        ("ahead-1", "timestamp_ahead")
+    ]
+    assert "originalTimestamp keeps the time sent" in answer["warnings"][0]["message"]
+    event = Event.objects.get(message_id="ahead-1")
+    assert event.timestamp == event.received_at == datetime(2026, 3, 2, 9, tzinfo=UTC)
+    assert event.original_timestamp == datetime(2026, 3, 2, 21, tzinfo=UTC)
+
+
+def test_a_clock_minutes_ahead_keeps_its_timestamp_without_a_word(client):
+    with time_machine.travel("2026-03-02T09:00:00Z", tick=False):
+        answer = batch(client, _track_at("near-1", "2026-03-02T09:04:00Z")).json()
+
+    assert (answer["stored"], answer.get("warnings")) == (1, None)
+    event = Event.objects.get(message_id="near-1")
+    assert event.timestamp == datetime(2026, 3, 2, 9, 4, tzinfo=UTC)
