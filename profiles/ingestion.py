@@ -814,13 +814,39 @@ def _size_check(item: dict[str, Any]) -> None:
         data = _encoded_strictly(item)
 
     if b"\\u0000" in data and ESCAPED_NUL.search(data):
-        raise ItemRejected("invalid_characters", "The item holds NUL characters.")
+        raise ItemRejected(
+            "invalid_characters",
+            f"{(_nul_path(item) or 'The item')[:120]} holds the NUL character (U+0000), "
+            "which cannot be stored; remove it and send the item again.",
+        )
     if len(data) > MAX_CALL_BYTES:
         raise ItemRejected(
             "item_too_large",
             f"The item is {len(data)} bytes, with the batch's context and "
             "integrations if it has them; the limit is 32 KB.",
         )
+
+
+def _nul_path(value: Any, path: str = "") -> str:
+    """Return where the first NUL is ("properties.note", "traits.tags[2]"), or ""."""
+    if isinstance(value, str):
+        return path if "\x00" in value else ""
+    if isinstance(value, list):
+        children = ((f"{path}[{index}]", child) for index, child in enumerate(value))
+    elif isinstance(value, dict):
+        children = (
+            (f"{path}.{key}" if path else str(key), child)
+            for key, child in value.items()
+        )
+    else:
+        return ""
+    for child_path, child in children:
+        if "\x00" in child_path:
+            return f"a key in {path}" if path else "a key of the item"
+        found = _nul_path(child, child_path)
+        if found:
+            return found
+    return ""
 
 
 def _encoded_strictly(item: dict[str, Any]) -> bytes:

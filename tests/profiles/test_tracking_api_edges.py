@@ -695,3 +695,21 @@ def test_a_clock_minutes_ahead_keeps_its_timestamp_without_a_word(client):
     assert (answer["stored"], answer.get("warnings")) == (1, None)
     event = Event.objects.get(message_id="near-1")
     assert event.timestamp == datetime(2026, 3, 2, 9, 4, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("item", "named"),
+    [
+        ('"properties":{"note":"gift\\u0000wrap"}', "properties.note holds"),
+        ('"properties":{"tags":["a","b\\u0000"]}', "properties.tags[1] holds"),
+        ('"properties":{"x\\u0000":1}', "a key in properties holds"),
+    ],
+)
+def test_a_nul_is_refused_with_where_it_is(client, item, named):
+    nul = f'{{"type":"track","messageId":"nul-2","userId":"u","event":"X",{item}}}'
+
+    (rejected,) = batch(client, GOOD, nul).json()["rejected"]
+
+    assert rejected["code"] == "invalid_characters"
+    assert rejected["message"].startswith(named), rejected["message"]
+    assert "U+0000" in rejected["message"]
