@@ -16,7 +16,7 @@ from profiles.importing.layouts import (
 from profiles.importing.mapping import column_map_check
 from profiles.importing.reading import ENCODINGS, ImportFormatError
 from profiles.models import Profile, SubscriptionStatus
-from profiles.selectors import profile_find
+from profiles.selectors import profile_by_user_id, profile_find
 
 CONTACT_FILE_MAX_BYTES = 50 * 1024 * 1024
 
@@ -54,7 +54,27 @@ class ProfileMergeForm(forms.Form):
             raise forms.ValidationError(
                 "That is this profile itself: name another profile to merge into it."
             )
+        self._both_named_check(written, other)
         return other
+
+    def _both_named_check(self, written: str, other: Profile) -> None:
+        # Digits are a profile id first: a shop whose userIds are numbers may mean
+        # the customer. Merging the wrong person cannot be undone, so ask.
+        if not (written.isascii() and written.isdigit()):
+            return
+        holder = profile_by_user_id(written)
+        if holder is None or holder.pk in (other.pk, self.profile.pk):
+            return
+        raise forms.ValidationError(
+            f"{written} names two profiles: profile #{other.pk} "
+            f"({_profile_shown(other)}) by its id, and profile #{holder.pk} "
+            f"({_profile_shown(holder)}) by its userId. Write #{other.pk} or "
+            f"#{holder.pk} to say which."
+        )
+
+
+def _profile_shown(profile: Profile) -> str:
+    return profile.email_display or profile.email or "no email address"
 
 
 def _not_found_message(written: str) -> str:

@@ -86,6 +86,12 @@ def profile_find(reference: str) -> Profile | None:
     return found
 
 
+def profile_by_user_id(value: str) -> Profile | None:
+    """Return the profile holding `value` as a userId, as a site sends it."""
+    identity = ProfileIdentity.objects.filter(kind=IdentityKind.USER_ID, value=value)
+    return Profile.objects.filter(pk__in=identity.values("profile_id")).first()
+
+
 def _profile_by_id(number: str) -> Profile | None:
     # ASCII only: '١٢' is digits to Python, not a profile id.
     if not (number.isascii() and number.isdigit()):

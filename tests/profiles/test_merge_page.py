@@ -208,7 +208,6 @@ def test_digits_name_a_profile_id_first_then_a_user_id(signed_in):
     ana = ProfileFactory(email="ana@example.com")
     by_id = Profile.objects.create()
     by_user_id = Profile.objects.create()
-    user_id(by_user_id, str(by_id.pk))
     user_id(by_user_id, "9876543210")
 
     first = signed_in.get(merge_url(ana), {"other": str(by_id.pk)})
@@ -525,3 +524,36 @@ def test_the_confirmation_shows_traits_as_they_were_sent(signed_in):
         ["extra", "null", "0"],
         ["vip", "true", "false"],
     ]
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_digits_that_are_one_profiles_id_and_anothers_user_id_are_asked_about(
+    signed_in, method
+):
+    ana = ProfileFactory(email="ana@example.com")
+    by_id = Profile.objects.create()
+    by_user_id = Profile.objects.create(email="customer@example.com")
+    user_id(by_user_id, str(by_id.pk))
+
+    response = getattr(signed_in, method)(merge_url(ana), {"other": str(by_id.pk)})
+
+    assert error_of(response) == (
+        f"{by_id.pk} names two profiles: profile #{by_id.pk} (no email address) by "
+        f"its id, and profile #{by_user_id.pk} (customer@example.com) by its userId. "
+        f"Write #{by_id.pk} or #{by_user_id.pk} to say which."
+    )
+    assert nothing_merged(ana, by_id, by_user_id)
+    chosen = signed_in.get(merge_url(ana), {"other": f"#{by_id.pk}"})
+    assert f'name="other" value="#{by_id.pk}"' in chosen.text
+
+
+def test_digits_that_are_also_this_profiles_user_id_name_the_other_by_its_id(
+    signed_in,
+):
+    ana = ProfileFactory(email="ana@example.com")
+    other = Profile.objects.create()
+    user_id(ana, str(other.pk))
+
+    response = signed_in.get(merge_url(ana), {"other": str(other.pk)})
+
+    assert f'name="other" value="#{other.pk}"' in response.text
