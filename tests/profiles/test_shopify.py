@@ -2430,3 +2430,26 @@ def test_a_customers_address_that_is_no_address_is_named_and_changes_nothing(
         "The customer's email 'not-an-email' is not an address: the profile keeps "
         "chloe.dubois@example.org."
     )
+
+
+def test_an_order_the_shop_later_marks_a_test_stops_counting(
+    db, deliver, load_fixture, shop_headers
+):
+    deliver("orders_create.json")
+    events_process_pending()
+    ben = Profile.objects.get(email=BEN)
+    assert (ben.order_count, ben.lifetime_value) == (1, Decimal("152.29"))
+
+    order_payload_update(
+        deliver, load_fixture, shop_headers, "t-1", topic="orders/updated", test=True
+    )
+    events_process_pending()
+
+    ben.refresh_from_db()
+    assert (ben.order_count, ben.lifetime_value, ben.first_order_at) == (
+        0,
+        Decimal("0.00"),
+        None,
+    )
+    assert ShopOrder.objects.get().is_test
+    assert_counted_alike(ben)
