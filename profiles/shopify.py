@@ -438,14 +438,15 @@ def _customer_profile(
     if identity is None:
         if email is None:
             return None, ""
-        profile, _ = profile_get_or_create_by_email(email)
+        found, _ = profile_get_or_create_by_email(email)
+        profile = _profile_latest(found)
         account_email = _email_or_none(customer.get("email"))
         # Tied to the account's own address, not an order's contact address.
         if customer_id and (account_email is None or account_email.key == email.key):
             _customer_id_attach(profile, customer_id, customer if account else None)
         return profile, ""
 
-    owner = identity.profile
+    owner = _profile_latest(identity.profile)
     if account:
         _customer_seen(identity, customer)
     if not account or email is None or (owner.email or "").lower() == email.key:
@@ -470,6 +471,17 @@ def _customer_profile(
     owner.save(update_fields=["email", "email_display", "updated_at"])
     profiles_suppression_mark({owner.pk: email.key})
     return owner, f"The customer's address changed in the shop from {was}."
+
+
+def _profile_latest(profile: Profile) -> Profile:
+    """Return the profile as it is now, locked until the delivery commits.
+
+    A delivery writes back what it read of the profile (its traits and value times
+    whole): read before an identify or another delivery committed, it would undo
+    theirs. Locked, it waits for them (up to the lock timeout, then tried again)
+    and reads what they wrote.
+    """
+    return Profile.objects.select_for_update(of=("self",)).get(pk=profile.pk)
 
 
 def _shop_customers_held(profile: Profile) -> int:

@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -2453,3 +2454,57 @@ def test_an_order_the_shop_later_marks_a_test_stops_counting(
     )
     assert ShopOrder.objects.get().is_test
     assert_counted_alike(ben)
+
+
+def lock_waited_for(*, seconds: float) -> bool:
+    """Whether some connection to the test database waits on a lock, within `seconds`."""
+    with other_connection() as watcher:
+        watcher.autocommit = True
+        for _ in range(int(seconds * 20)):
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()[0]
+            if waiting:
+                return True
+            threading.Event().wait(0.05)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_customer_update_waits_for_a_profile_being_changed_and_keeps_that_change(
+    deliver, load_fixture, shop_headers
+):
+    # A worker applying the site's identify holds Chloé's profile and gives her a
+    # plan while her shop account's update arrives.
+    deliver("customers_create.json")
+    chloe = Profile.objects.get()
+    customer = load_fixture("shopify/customers_create.json", as_json=True)
+    customer.update(first_name="Chloé-Anne", updated_at="2025-03-15T09:00:00-05:00")
+    changed, waited = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        with other_connection() as other, other.transaction():
+            other.execute(
+                'UPDATE profiles_profile SET traits = traits || \'{"plan": "gold"}\' '
+                "WHERE id = %s",
+                [chloe.pk],
+            )
+            changed.set()
+            if lock_waited_for(seconds=10):
+                waited.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert changed.wait(10)
+    try:
+        response = customer_updated(deliver, shop_headers, customer, "race-1")
+    finally:
+        thread.join(15)
+
+    assert response.status_code == 200
+    assert waited.is_set()
+    chloe.refresh_from_db()
+    assert chloe.first_name == "Chloé-Anne"
+    assert chloe.traits["plan"] == "gold"
+    assert WebhookDelivery.objects.get(delivery_id="race-1").processed_at is not None
