@@ -7,6 +7,9 @@ whatever the case they are written in, as segment rules compare them.
 import re
 from collections.abc import Iterable
 
+# The tag column's length: a longer tag is cut to it.
+TAG_MAX_CHARS = 100
+
 # In no one's name, city or phone number: NUL, escape, the other C0 and C1 codes,
 # and the controls that reverse the direction of text ("Ann\u202egnp.exe" shows as
 # "Annexe.png"). Tabs and line breaks are white space, read as one space.

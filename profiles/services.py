@@ -22,7 +22,7 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
-from profiles.names import tags_distinct
+from profiles.names import TAG_MAX_CHARS, tags_distinct
 from profiles.processing_writes import among
 from profiles.signals import profiles_changed
 
@@ -330,7 +330,7 @@ def profile_by_email_key(key: str) -> Profile | None:
 
 def profile_tags_add(*, profile: Profile, names: list[str]) -> None:
     """Give the profile these tags, keeping the ones it has."""
-    kept = tags_distinct(name[:100] for name in names if name)
+    kept = tags_distinct(name[:TAG_MAX_CHARS] for name in names if name)
     tags = [ProfileTag(profile=profile, name=name) for name in kept]
     ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
 

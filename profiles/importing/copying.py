@@ -29,7 +29,6 @@ from profiles.emails import traits_flagged
 from profiles.importing.layouts import ConsentFact
 from profiles.importing.mapping import ContactRow
 from profiles.importing.writing import (
-    TAG_MAX_CHARS,
     BatchOutcome,
     PendingWrites,
     consents_apply,
@@ -42,7 +41,7 @@ from profiles.models import (
     ProfileTag,
     SubscriptionStatus,
 )
-from profiles.names import tags_distinct
+from profiles.names import TAG_MAX_CHARS, tags_distinct
 from profiles.processing_writes import json_bytes
 from profiles.services import suppression_hash
 from profiles.value_times import FLOOR, value_time_text

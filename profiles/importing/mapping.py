@@ -83,6 +83,7 @@ from profiles.models import (
 )
 from profiles.names import (
     CONTROL_CHARACTER,
+    TAG_MAX_CHARS,
     field_text_clean,
     name_split,
     tags_distinct,
@@ -190,6 +191,10 @@ class ColumnPlan:
     unsubscribed: int | None = None
     subscribed: int | None = None
     full_name: int | None = None
+
+
+# A cell's tags as kept, and each tag cut or left out: (note kind, tag, what).
+TagsRead = tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]
 
 
 # The column map ------------------------------------------------------------------
@@ -363,7 +368,7 @@ class _RecordContext:
     # The columns whose 1.000-like numbers were noted as read with a decimal point.
     points_noted: set[str] = field(default_factory=set)
     coerced: dict[tuple, tuple] = field(default_factory=dict)
-    tag_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tag_lists: dict[str, TagsRead] = field(default_factory=dict)
     # The records whose mapped status cell was blank, and that said nothing else.
     status_blank: list[int] = field(default_factory=list)
 
@@ -631,14 +636,64 @@ def _trait_coerce(
     raise TraitInvalid(outcome[1], outcome[2])
 
 
-def _tags_read(context: _RecordContext, cell: str) -> list[str]:
-    """Return contacts_tags_split of a cell, splitting each distinct cell once."""
-    names = context.tag_lists.get(cell)
-    if names is None:
-        names = tuple(contacts_tags_split(cell))
+def _tags_read(context: _RecordContext, record: int, line: int, cell: str) -> list[str]:
+    """Return a cell's tags, cleaned; note each one cut or left out.
+
+    Each distinct cell is split and cleaned once.
+    """
+    read = context.tag_lists.get(cell)
+    if read is None:
+        read = _tags_clean(contacts_tags_split(cell))
         if len(context.tag_lists) < CELL_CACHE_MAX:
-            context.tag_lists[cell] = names
+            context.tag_lists[cell] = read
+
+    names, problems = read
+    if problems:
+        column = context.plan.names[context.plan.tags]
+        context.notes += [
+            _tag_note(kind, record, line, column, name, what)
+            for kind, name, what in problems
+        ]
     return list(names)
+
+
+def _tags_clean(names: list[str]) -> TagsRead:
+    """Return the tags as a profile keeps them, and each one cut or left out, and why.
+
+    A tag is one line of text, as a name is: white space (a line break, a tab) is
+    one space, and a control character leaves the tag out, as it does a trait's
+    value. A tag longer than the tag column is cut to it.
+    """
+    kept: list[str] = []
+    problems: list[tuple[str, str, str]] = []
+    for name in names:
+        control = CONTROL_CHARACTER.search(name)
+        if control:
+            why = f"it holds the control character U+{ord(control.group()):04X}"
+            problems.append(("tag_left_out", name, f"was not imported ({why})"))
+            continue
+        clean = field_text_clean(name)
+        if len(clean) > TAG_MAX_CHARS:
+            cut = f"was cut to its first {TAG_MAX_CHARS} characters, all a tag holds"
+            problems.append(("tag_cut", name, cut))
+            clean = clean[:TAG_MAX_CHARS].rstrip()
+        if clean:
+            kept.append(clean)
+    return tuple(tags_distinct(kept)), tuple(problems)
+
+
+def _tag_note(
+    kind: str, record: int, line: int, column: str, name: str, what: str
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "record": record,
+        "line": line,
+        "column": column,
+        "message": (
+            f"Record {record} (line {line}): {column} tag {_cell_quoted(name)} {what}."
+        ),
+    }
 
 
 def _cell_reader(plan: ColumnPlan, cells: list[str]):
@@ -821,7 +876,9 @@ def _record_read(
 
     traits = _traits_read(context, record, line, cells, email.display)
     fields = _fields_read(context, record, cells, traits)
-    tags = _tags_read(context, cells[plan.tags]) if plan.tags is not None else []
+    tags = []
+    if plan.tags is not None:
+        tags = _tags_read(context, record, line, cells[plan.tags])
     changed_at = _changed_at(plan, cells, context.date_format)
     return ContactRow(
         [record], [line], email, fields, traits, tags, changed_at, consents

@@ -28,7 +28,7 @@ from profiles.models import (
     Suppression,
     SuppressionReason,
 )
-from profiles.names import tags_distinct
+from profiles.names import TAG_MAX_CHARS, tags_distinct
 from profiles.services import (
     WITHDRAWN_STATUSES,
     StatusHolder,
@@ -38,7 +38,6 @@ from profiles.services import (
 from profiles.value_times import value_time_text, values_imported
 
 ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
-TAG_MAX_CHARS = 100
 
 
 def suppression_reason(fact: ConsentFact) -> str:

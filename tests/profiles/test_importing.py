@@ -661,6 +661,37 @@ def test_a_record_with_more_cells_than_the_header_is_rejected():
 
 
 @pytest.mark.django_db
+def test_imported_tags_are_one_line_and_a_cut_or_left_out_tag_is_noted():
+    long_tag = ("Spring fair " * 10).strip()
+    data = (
+        'Email,Tags\nann@example.com,"""Met at\nthe expo"",""'
+        + long_tag
+        + '"",""Bad\x1btag"",""VIP"""\n'
+    ).encode()
+
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    assert tag_names("ann@example.com") == [
+        "Met at the expo",
+        long_tag[:100],
+        "VIP",
+    ]
+    notes = [n for n in contact_import.notes if n["kind"].startswith("tag_")]
+    assert [(n["kind"], n["record"], n["line"], n["column"]) for n in notes] == [
+        ("tag_cut", 1, 2, "Tags"),
+        ("tag_left_out", 1, 2, "Tags"),
+    ]
+    assert notes[0]["message"] == (
+        "Record 1 (line 2): Tags tag 'Spring fair Spring fair Spring fair Spri'… "
+        "(119 characters) was cut to its first 100 characters, all a tag holds."
+    )
+    assert notes[1]["message"] == (
+        "Record 1 (line 2): Tags tag 'Bad\\x1btag' was not imported (it holds the "
+        "control character U+001B)."
+    )
+
+
+@pytest.mark.django_db
 def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
     Suppression.objects.create(
         email_hash=suppression_hash("grace.lee@example.com"),
