@@ -32,6 +32,7 @@ from profiles.importing.writing import (
     BatchOutcome,
     PendingWrites,
     consents_apply,
+    dated_at,
     suppressions_read,
 )
 from profiles.models import (
@@ -140,12 +141,15 @@ FROM found f JOIN locked l ON l.id = f.id
 NEW_IDS_SQL = (
     "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
 )
-# The consent facts on record for the batch's stored profiles (locked above).
+# The consent facts on record for the batch's stored profiles (locked above), and
+# the time each one dated in the future was written with (writing.dated_at).
 RECORDED_SQL = """
-SELECT c.profile_id, c.status, c.occurred_at
+SELECT c.profile_id, c.status, c.occurred_at, c.claimed
 FROM unnest(%s::bigint[]) AS p(id)
 CROSS JOIN LATERAL (
-    SELECT profile_id, status, occurred_at FROM profiles_consentrecord
+    SELECT profile_id, status, occurred_at,
+        evidence ->> 'occurred_at_claimed' AS claimed
+    FROM profiles_consentrecord
     WHERE profile_id = p.id AND source = %s
     OFFSET 0
 ) c
@@ -303,7 +307,10 @@ def _batch_load(
     if states:
         pks = [state.pk for state in states.values()]
         cursor.execute(RECORDED_SQL, [pks, source])
-        recorded = set(cursor.fetchall())
+        recorded = {
+            (profile_id, status, dated_at(occurred_at, claimed))
+            for profile_id, status, occurred_at, claimed in cursor.fetchall()
+        }
     now = timezone.now()
     batch = _Batch(source, filename, None, now, states, recorded, [], [], [], [], [])
     batch.floor = {FLOOR: value_time_text(now)}

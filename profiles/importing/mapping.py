@@ -705,7 +705,7 @@ def _cell_reader(plan: ColumnPlan, cells: list[str]):
 
 
 def _consents_read(
-    context: _RecordContext, record: int, cells: list[str]
+    context: _RecordContext, record: int, line: int, cells: list[str]
 ) -> list[ConsentFact]:
     """Return the consent facts a record states; raise StatusUnknown on a bad status."""
     plan = context.plan
@@ -763,17 +763,20 @@ def _consents_read(
         date_format=context.date_format,
     )
     if "occurred_at_claimed" in fact.evidence:
-        context.notes.append(_future_note(record, fact.evidence["occurred_at_claimed"]))
+        claimed = fact.evidence["occurred_at_claimed"]
+        context.notes.append(_future_note(record, line, claimed))
     return [fact]
 
 
-def _future_note(record: int, claimed: str) -> dict[str, Any]:
+def _future_note(record: int, line: int, claimed: str) -> dict[str, Any]:
     return {
         "kind": "consent_time_future",
         "record": record,
+        "line": line,
         "message": (
-            f"Record {record}: its consent is dated {claimed}, after the import; "
-            "it is recorded as of the import, with the date written kept as evidence."
+            f"Record {record} (line {line}): its consent is dated {claimed}, after "
+            "the import; it is recorded as of the import, not in the future, with "
+            "the date written kept as evidence."
         ),
     }
 
@@ -858,7 +861,7 @@ def _record_read(
         return Rejection(record, line, written.strip(), exc.reason, message)
 
     try:
-        consents = _consents_read(context, record, cells)
+        consents = _consents_read(context, record, line, cells)
     except StatusUnknown as exc:
         # The rest of the row is good: the contact is imported, with no consent
         # from this row (a CRM's "Active" or "Lead" is no consent either way).

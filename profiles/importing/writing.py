@@ -38,6 +38,10 @@ from profiles.services import (
 from profiles.value_times import value_time_text, values_imported
 
 ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
+# A fact its source dated after it arrived is recorded as of its arrival, and the
+# time written is kept in its evidence (layouts.consent_fact, consent_record).
+CLAIMED = "occurred_at_claimed"
+CLAIMED_LOOKUP = f"evidence__{CLAIMED}"
 
 
 def suppression_reason(fact: ConsentFact) -> str:
@@ -207,11 +211,23 @@ def _facts_recorded(
 ) -> set[tuple[int, str, datetime]]:
     if not profile_ids:
         return set()
-    return set(
-        ConsentRecord.objects.filter(
-            profile_id__in=profile_ids, source=source
-        ).values_list("profile_id", "status", "occurred_at")
-    )
+    found = ConsentRecord.objects.filter(
+        profile_id__in=profile_ids, source=source
+    ).values_list("profile_id", "status", "occurred_at", CLAIMED_LOOKUP)
+    return {
+        (profile_id, status, dated_at(occurred_at, claimed))
+        for profile_id, status, occurred_at, claimed in found
+    }
+
+
+def dated_at(occurred_at: datetime, claimed: str | None) -> datetime:
+    """Return when a consent fact's source dated it: its claimed time, if it has one.
+
+    A fact recorded as of its import, for a time written in the future, is known
+    again by that time when the same file is imported later: by its own time it
+    would be new at every import.
+    """
+    return datetime.fromisoformat(claimed) if claimed else occurred_at
 
 
 def _profile_new(row: ContactRow) -> Profile:
@@ -302,7 +318,8 @@ def consents_apply(
 
         # The same fact from the same source is already on record when a file is
         # imported again; appending it twice would only blur the history.
-        marker = (profile.pk, fact.status.value, fact.occurred_at)
+        said_at = dated_at(fact.occurred_at, fact.evidence.get(CLAIMED))
+        marker = (profile.pk, fact.status.value, said_at)
         if profile.pk is not None and marker in recorded:
             continue
         moved = _status_move(profile, fact)

@@ -404,6 +404,37 @@ def test_a_consent_dated_after_the_import_is_recorded_as_of_the_import(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_a_consent_dated_after_the_import_is_recorded_once_however_often_imported(
+    monkeypatch, copy
+):
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    data = (
+        MAILCHIMP_HEADER + b'zoe@example.com,Zoe,"2030-06-01 10:00:00",192.0.2.3,'
+        b'"2030-06-01 10:01:00",192.0.2.3,"2030-06-01 10:01:00"\n'
+    )
+    first_at = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    with time_machine.travel(first_at, tick=False):
+        contact_import_file(filename="subscribed_members_export.csv", data=data)
+
+    with time_machine.travel(datetime(2025, 6, 2, 12, tzinfo=UTC), tick=False):
+        again = contact_import_file(filename="subscribed_members_export.csv", data=data)
+    # Once its date has come, the fact is the one on record too.
+    with time_machine.travel(datetime(2031, 1, 1, tzinfo=UTC), tick=False):
+        contact_import_file(filename="subscribed_members_export.csv", data=data)
+
+    record = ConsentRecord.objects.get()
+    assert record.occurred_at == first_at
+    zoe = Profile.objects.get()
+    assert zoe.subscription_changed_at == first_at
+    (note,) = again.notes
+    assert (note["kind"], note["record"], note["line"]) == ("consent_time_future", 1, 2)
+    assert note["message"].startswith(
+        "Record 1 (line 2): its consent is dated 2030-06-01T"
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
 def test_a_bounce_outranks_an_unsubscribe_in_the_same_row(monkeypatch, copy):
     monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
 
