@@ -27,6 +27,8 @@ from profiles.models import Profile, TraitDefinition, TraitType
 from profiles.names import CONTROL_CHARACTER
 
 PATTERN_TIMEOUT_SECONDS = 0.05
+# The longest name a trait has (TraitDefinition.name).
+TRAIT_NAME_MAX_CHARS = 100
 NUMBER_MAX_DIGITS = 15
 # A non-zero number closer to zero than 1e-15 would not survive a float either
 # (1e-5000 becomes 0.0), so it is refused rather than kept as something else.

@@ -24,6 +24,7 @@ from profiles.importing.reading import column_key, trait_key
 from profiles.models import SubscriptionStatus
 from profiles.traits import (
     NO_WORDS,
+    TRAIT_NAME_MAX_CHARS,
     YES_WORDS,
     declared_time_parse,
     trait_name_is_reserved,
@@ -508,10 +509,14 @@ def _trait_target_free(target: str, position: int, taken: set[str]) -> str:
     if _trait_name_reserved(target):
         return ""
     # 'Favorite Color' and 'favorite_color' both read as favorite_color: the later
-    # column is named by its position, as header_names names a repeated header.
-    free = target
+    # column is named by its position, as header_names names a repeated header,
+    # within the length of a trait's name.
+    name = target[len(TRAIT_PREFIX) :]
+    free, suffix = target, ""
     while free in taken:
-        free = f"{free}_column_{position + 1}"
+        suffix += f"_column_{position + 1}"
+        kept = name[: max(0, TRAIT_NAME_MAX_CHARS - len(suffix))]
+        free = f"{TRAIT_PREFIX}{kept}{suffix}"
     return free
 
 

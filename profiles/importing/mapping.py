@@ -73,6 +73,7 @@ from profiles.importing.reading import (
     contacts_tags_split,
     decoded_records,
     trait_key,
+    trait_key_cut,
 )
 from profiles.models import (
     Profile,
@@ -93,6 +94,7 @@ from profiles.services import WITHDRAWN_STATUSES, suppression_hash
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
+    TRAIT_NAME_MAX_CHARS,
     TraitInvalid,
     TraitRule,
     country_code_read,
@@ -103,7 +105,7 @@ from profiles.traits import (
     trait_schema_load,
 )
 
-TRAIT_NAME = re.compile(r"\w{1,100}")
+TRAIT_NAME = re.compile(rf"\w{{1,{TRAIT_NAME_MAX_CHARS}}}")
 # A plain ASCII local part that email-validator always accepts; anything else takes
 # the full check. The domain is checked once per file by email-validator itself.
 # A column holds the same few values again and again (a status, a city, a tag list,
@@ -117,6 +119,8 @@ NUMBER_KINDS = ("int", "float")
 REPORT_EMAIL_MAX_CHARS = 320
 # A refused value is quoted up to this many characters in the report.
 REPORT_VALUE_MAX_CHARS = 200
+# A column's name is quoted up to this many characters in a note about its length.
+COLUMN_SHOWN_MAX_CHARS = 60
 # A trait's value from one cell, at most: as much as the tracking API takes in a
 # whole call. A longer cell (a pasted document) is left out with a note, rather than
 # make its profile's page megabytes long.
@@ -996,6 +1000,11 @@ def contacts_parse(
         for name in layout_columns_reserved(layout, names)
         if not column_map.get(name)
     ]
+    notes += [
+        _trait_name_cut_note(name, column_map[name])
+        for name in names
+        if column_map.get(name, "").startswith(TRAIT_PREFIX) and trait_key_cut(name)
+    ]
     schema = _schema_for(column_map)
     plan = column_plan_build(layout, names, column_map, schema)
     notes += _full_name_notes(plan)
@@ -1179,6 +1188,23 @@ def _status_blank_note(plan: ColumnPlan, records: list[int]) -> dict[str, Any]:
             f"{count} left the {column} cell blank (record {shown}{more}): their "
             "subscription was left as it was, and a new person among them has no "
             "consent on record, so no campaign mails them until they subscribe."
+        ),
+    }
+
+
+def _trait_name_cut_note(column: str, target: str) -> dict[str, Any]:
+    shown = column
+    if len(column) > COLUMN_SHOWN_MAX_CHARS:
+        shown = f"{column[:COLUMN_SHOWN_MAX_CHARS]}…"
+    length = len(column)
+    return {
+        "kind": "trait_name_cut",
+        "column": column,
+        "message": (
+            f"The column “{shown}” is imported as the trait "
+            f"“{target.removeprefix(TRAIT_PREFIX)}”: its own name, {length} "
+            f"characters, is longer than a trait's name can be "
+            f"({TRAIT_NAME_MAX_CHARS})."
         ),
     }
 

@@ -27,6 +27,7 @@ from openpyxl import load_workbook
 from openpyxl.utils.escape import unescape
 
 from profiles.names import tags_distinct
+from profiles.traits import TRAIT_NAME_MAX_CHARS
 
 DELIMITERS = (",", ";", "\t")
 XLSX_PARTS = {"[Content_Types].xml", "xl/workbook.xml"}
@@ -153,9 +154,22 @@ def header_names(cells: list[str]) -> list[str]:
 
 
 def trait_key(name: str, position: int) -> str:
-    """Return the trait name a column of this header name becomes by default."""
-    key = re.sub(r"[\W_]+", "_", name.casefold()).strip("_")
+    """Return the trait name a column of this header name becomes by default.
+
+    Cut to the longest name a trait has: a header may name a column in twice as
+    many characters (a sign-up form's question).
+    """
+    key = _trait_words(name)[:TRAIT_NAME_MAX_CHARS].rstrip("_")
     return key or f"column_{position + 1}"
+
+
+def trait_key_cut(name: str) -> bool:
+    """Tell whether trait_key cuts a column's name to make it a trait's."""
+    return len(_trait_words(name)) > TRAIT_NAME_MAX_CHARS
+
+
+def _trait_words(name: str) -> str:
+    return re.sub(r"[\W_]+", "_", name.casefold()).strip("_")
 
 
 # The text encodings a marketer may choose for a CSV file, by Python codec name.

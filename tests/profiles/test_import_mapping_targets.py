@@ -1,7 +1,10 @@
 """Where columns go: one column per target, and no trait named like a profile field."""
 
+from io import StringIO
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.urls import reverse
 
 from profiles.importing import (
@@ -15,6 +18,7 @@ from profiles.importing import (
     contacts_preview,
 )
 from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
+from profiles.importing.reading import trait_key
 from profiles.models import ContactImport, Profile, TraitDefinition, TraitType
 
 TWO_COLORS = b"email,Favorite Color,favorite_color\nhd6@example.com,red,blue\n"
@@ -48,6 +52,38 @@ def test_two_columns_that_read_as_one_trait_get_two_traits_by_default():
         "Favorite Color": "traits.favorite_color",
         "favorite_color": "traits.favorite_color_column_3",
     }
+
+
+@pytest.mark.django_db
+def test_a_column_named_past_a_traits_length_is_imported_as_a_trait_cut_to_fit(
+    tmp_path,
+):
+    # Two long questions from a sign-up form, alike in their first 100 characters.
+    question = "Which of our newsletters would you like to receive from us " * 2
+    path = tmp_path / "form.csv"
+    path.write_text(
+        f"email,{question}(weekly),{question}(monthly)\nann@example.com,yes,no\n"
+    )
+
+    call_command("import_contacts", str(path), stdout=StringIO())
+
+    cut = trait_key(question, 1)
+    assert len(cut) == 100
+    assert Profile.objects.get().traits == {
+        cut: "yes",
+        f"{cut[:91]}_column_3": "no",
+    }
+    notes = ContactImport.objects.get().notes
+    assert [(n["kind"], n["column"]) for n in notes[:2]] == [
+        ("trait_name_cut", f"{question}(weekly)"),
+        ("trait_name_cut", f"{question}(monthly)"),
+    ]
+    assert notes[0]["message"] == (
+        "The column “Which of our newsletters would you like to receive from us "
+        "W…” is imported as the trait "
+        f"“{cut}”: its own name, 126 characters, is longer than a trait's name "
+        "can be (100)."
+    )
 
 
 @pytest.mark.django_db
