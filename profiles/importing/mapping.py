@@ -375,6 +375,8 @@ class _RecordContext:
     tag_lists: dict[str, TagsRead] = field(default_factory=dict)
     # The records whose mapped status cell was blank, and that said nothing else.
     status_blank: list[int] = field(default_factory=list)
+    # The lines of CSV records with more cells than the header, the extra ones empty.
+    extra_empty: list[int] = field(default_factory=list)
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
@@ -903,11 +905,59 @@ def _record_read_checked(
         message = f"The record has {len(cells)} cells but the header has {width}."
         return Rejection(record, line, written, "extra_cells", message)
 
+    # A sheet's row ends at its last cell with a value: only a CSV record is short.
+    if len(cells) < width and not context.workbook:
+        context.notes.append(_short_note(context.plan, record, line, len(cells)))
+    elif len(cells) > width and not context.workbook:
+        context.extra_empty.append(line)
     if len(cells) != width:
         cells = cells[:width] + [""] * (width - len(cells))
     if context.workbook:
         context.notes += _sheet_error_notes(context.plan, record, cells)
     return _record_read(context, record, line, cells)
+
+
+def _short_note(
+    plan: ColumnPlan, record: int, line: int, length: int
+) -> dict[str, Any]:
+    # Usually a row cut short by hand or by a tool that leaves out trailing blanks:
+    # its cells are where the header says, and the missing ones are read as empty.
+    width = len(plan.names)
+    missing = width - length
+    first = plan.names[length]
+    which = (
+        f"the last one, {first}, was"
+        if missing == 1
+        else f"the last {missing}, from {first} on, were"
+    )
+    return {
+        "kind": "short_record",
+        "record": record,
+        "line": line,
+        "missing": missing,
+        "message": (
+            f"Record {record} (line {line}) has {length} cells where the header "
+            f"has {width}: {which} read as empty; the rest of the row was imported."
+        ),
+    }
+
+
+def _extra_empty_note(width: int, lines: list[int]) -> dict[str, Any]:
+    # Said once for the file: a file may end every row with a delimiter.
+    count = len(lines)
+    shown = ", ".join(str(line) for line in lines[:EXTRA_EMPTY_LINES_SHOWN])
+    more = " and more" if count > EXTRA_EMPTY_LINES_SHOWN else ""
+    records = "1 record has" if count == 1 else f"{count:,} records have"
+    return {
+        "kind": "extra_cells_empty",
+        "lines": lines[:EXTRA_EMPTY_LINES_SHOWN],
+        "count": count,
+        "message": (
+            f"{records} more cells than the header's {width}, all of the extra "
+            f"ones empty (line{'s' if count > 1 else ''} {shown}{more}): those "
+            "cells were left out."
+        ),
+    }
 
 
 def _sheet_error_notes(
@@ -1057,6 +1107,8 @@ def contacts_parse(
     parsed.schema = schema
     if context.status_blank:
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
+    if context.extra_empty:
+        parsed.notes.append(_extra_empty_note(len(names), context.extra_empty))
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     if not parsed.records:
@@ -1154,6 +1206,7 @@ def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
 
 
 STATUS_BLANK_RECORDS_SHOWN = 10
+EXTRA_EMPTY_LINES_SHOWN = 10
 
 
 NO_RECORDS_NOTE = {

@@ -661,6 +661,56 @@ def test_a_record_with_more_cells_than_the_header_is_rejected():
 
 
 @pytest.mark.django_db
+def test_a_record_with_fewer_cells_than_the_header_is_kept_and_noted():
+    data = (
+        b"email,first_name,city,plan\n"
+        b"one@example.com,One,Oslo,gold\n"
+        b"two@example.com,Two\n"
+        b"three@example.com,Three,Rome\n"
+    )
+
+    contact_import = contact_import_file(filename="short.csv", data=data)
+
+    assert contact_import.rejections == []
+    assert profile("two@example.com").first_name == "Two"
+    assert profile("three@example.com").city == "Rome"
+    notes = [n for n in contact_import.notes if n["kind"] == "short_record"]
+    assert [(n["record"], n["line"], n["missing"]) for n in notes] == [
+        (2, 3, 2),
+        (3, 4, 1),
+    ]
+    assert notes[0]["message"] == (
+        "Record 2 (line 3) has 2 cells where the header has 4: the last 2, from "
+        "city on, were read as empty; the rest of the row was imported."
+    )
+    assert notes[1]["message"] == (
+        "Record 3 (line 4) has 3 cells where the header has 4: the last one, "
+        "plan, was read as empty; the rest of the row was imported."
+    )
+
+
+@pytest.mark.django_db
+def test_records_whose_extra_cells_are_empty_are_kept_and_noted_once():
+    data = (
+        b"email,first_name\n"
+        b"one@example.com,One,\n"
+        b"two@example.com,Two\n"
+        b"three@example.com,Three,,\n"
+    )
+
+    contact_import = contact_import_file(filename="trailing.csv", data=data)
+
+    assert contact_import.rejections == []
+    assert Profile.objects.count() == 3
+    (note,) = [n for n in contact_import.notes if n["kind"] == "extra_cells_empty"]
+    assert (note["lines"], note["count"]) == ([2, 4], 2)
+    assert note["message"] == (
+        "2 records have more cells than the header's 2, all of the extra ones "
+        "empty (lines 2, 4): those cells were left out."
+    )
+
+
+@pytest.mark.django_db
 def test_imported_tags_are_one_line_and_a_cut_or_left_out_tag_is_noted():
     long_tag = ("Spring fair " * 10).strip()
     data = (
