@@ -167,6 +167,15 @@ def contact_import_preview(
         raise
 
 
+def contact_import_refuse(*, contact_import: ContactImport, error: str) -> None:
+    """Mark failed, with the reason, a pending import that no worker has begun.
+
+    For a caller with no one to choose what the mapping page waits for (an
+    encoding): an import already failed or claimed keeps its own story.
+    """
+    _unstarted_fail(contact_import, error)
+
+
 def _unstarted_fail(contact_import: ContactImport, error: str) -> None:
     # Only while no worker has claimed it: a running import keeps its own story.
     ContactImport.objects.filter(

@@ -1,6 +1,7 @@
 """A CSV file's text encoding: found when the file shows it, chosen when it cannot."""
 
 import re
+from io import StringIO
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -445,6 +446,45 @@ def test_the_command_names_a_map_it_cannot_use(tmp_path, given, said):
         )
     assert not Profile.objects.exists()
     assert not ContactImport.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("chosen", "reason"),
+    [
+        (
+            [],
+            "The file is neither UTF-8 nor Windows-1252 text; choose its encoding, "
+            "or save it as CSV UTF-8.",
+        ),
+        (
+            ["--encoding", "utf-8"],
+            "Line 2 holds the byte 0x81, which is no letter in UTF-8; choose the "
+            "encoding the file was saved in.",
+        ),
+    ],
+    ids=["not-found", "chosen-wrong"],
+)
+def test_the_commands_map_on_a_file_it_cannot_decode_fails_saying_why(
+    tmp_path, chosen, reason
+):
+    # 0x81 is a letter in no encoding Bespoke finds by itself: it must be chosen.
+    path = tmp_path / "crm.csv"
+    path.write_bytes(b"Mail,Stage\nann@example.com,Le\x81d\n")
+    errors = StringIO()
+
+    with pytest.raises(CommandError, match="Not imported: crm.csv"):
+        call_command(
+            "import_contacts", str(path), "--map", "Mail=email", *chosen, stderr=errors
+        )
+
+    assert errors.getvalue() == f"crm.csv: failed: {reason}\n"
+    contact_import = ContactImport.objects.get()
+    assert (contact_import.status, contact_import.error) == (
+        ImportStatus.FAILED,
+        reason,
+    )
+    assert not Profile.objects.exists()
 
 
 @pytest.mark.django_db

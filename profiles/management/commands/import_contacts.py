@@ -12,6 +12,7 @@ from profiles.importing import (
     contact_import_file,
     contact_import_map,
     contact_import_preview,
+    contact_import_refuse,
     contact_import_run_stored,
     contact_import_summary,
 )
@@ -163,8 +164,10 @@ def _mapped_import(
         preview = contact_import_preview(
             contact_import=contact_import, encoding=encoding
         )
-    except ImportFormatError:
-        contact_import.refresh_from_db()
+    except ImportFormatError as exc:
+        # The mapping page keeps an import pending while its encoding is to be
+        # chosen; here no one would choose it: refused, as without --map.
+        contact_import_refuse(contact_import=contact_import, error=str(exc))
         return contact_import
     # Header names are matched as everywhere else: any case, any spacing.
     by_key = {column_key(name): name for name in preview.names}
