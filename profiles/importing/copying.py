@@ -34,6 +34,7 @@ from profiles.importing.writing import (
     consents_apply,
     dated_at,
     suppressions_read,
+    traits_in_parts_keep,
 )
 from profiles.models import (
     PERSON_FIELDS,
@@ -116,6 +117,8 @@ DROP_TABLES_SQL = (
 # The batch's stored profiles, locked (in pk order, as event processing locks
 # them) until the batch commits: a consent or trait written meanwhile by a webhook
 # or an unsubscribe link is read before the batch decides, never overwritten by it.
+# With each, which of the batch's traits it holds in parts (writing.py
+# traits_in_parts_keep).
 EXISTING_SQL = """
 WITH found AS (
     SELECT k.email_key, p.id
@@ -127,13 +130,18 @@ WITH found AS (
     ) p
 ),
 locked AS MATERIALIZED (
-    SELECT p.id, p.email, p.subscription_status, p.subscription_changed_at
+    SELECT p.id, p.email, p.subscription_status, p.subscription_changed_at,
+        ARRAY(
+            SELECT name FROM unnest(%s::text[]) AS name
+            WHERE jsonb_typeof(p.traits -> name) = 'object'
+        ) AS in_parts
     FROM profiles_profile p
     WHERE p.id IN (SELECT id FROM found)
     ORDER BY p.id
     FOR UPDATE OF p
 )
-SELECT f.email_key, l.id, l.email, l.subscription_status, l.subscription_changed_at
+SELECT f.email_key, l.id, l.email, l.subscription_status, l.subscription_changed_at,
+    l.in_parts
 FROM found f JOIN locked l ON l.id = f.id
 """
 # Ids for the batch's new profiles, taken from the table's own sequence up front so
@@ -231,6 +239,8 @@ class ProfileState:
     email: str | None
     subscription_status: str
     subscription_changed_at: datetime | None
+    # The traits of the batch's rows that the profile holds in parts (an object).
+    in_parts: list[str] = dataclass_field(default_factory=list)
 
 
 @dataclass
@@ -298,10 +308,11 @@ def _batch_load(
             # One line per key needs no escaping: write the block at once.
             copy.write(keys + "\n")
 
-    cursor.execute(EXISTING_SQL)
+    traits = sorted({name for row in rows for name in row.traits})
+    cursor.execute(EXISTING_SQL, [traits])
     states = {
-        key: ProfileState(pk, email, status, changed_at)
-        for key, pk, email, status, changed_at in cursor.fetchall()
+        key: ProfileState(pk, email, status, changed_at, in_parts)
+        for key, pk, email, status, changed_at, in_parts in cursor.fetchall()
     }
     recorded: set[tuple[int, str, datetime]] = set()
     if states:
@@ -329,6 +340,9 @@ def _row_sort(
     is_new = state is None
     if state is None:
         state = ProfileState(None, email.key, SubscriptionStatus.NOT_SUBSCRIBED, None)
+    elif state.in_parts:
+        in_parts = [name for name in state.in_parts if name in row.traits]
+        traits_in_parts_keep(row, in_parts, outcome)
     status_changed = bool(consents_apply(state, row, batch.recorded, pending, outcome))
     if is_new:
         batch.states[email.key] = state

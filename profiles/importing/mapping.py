@@ -597,14 +597,15 @@ def _number_as_text_note(
         "record": record,
         "column": column,
         "message": (
-            f"Record {record}: {column} {_cell_quoted(value)} has {digits} "
+            f"Record {record}: {column} {cell_quoted(value)} has {digits} "
             f"significant digits, more than a number keeps ({NUMBER_MAX_DIGITS}), "
             "so it was imported as text, every digit kept."
         ),
     }
 
 
-def _cell_quoted(value: str) -> str:
+def cell_quoted(value: str) -> str:
+    """Quote a cell for a note, cut short past QUOTED_MAX_CHARS."""
     if len(value) <= QUOTED_MAX_CHARS:
         return repr(value)
     return f"{value[:QUOTED_MAX_CHARS]!r}… ({len(value):,} characters)"
@@ -697,7 +698,7 @@ def _tag_note(
         "line": line,
         "column": column,
         "message": (
-            f"Record {record} (line {line}): {column} tag {_cell_quoted(name)} {what}."
+            f"Record {record} (line {line}): {column} tag {cell_quoted(name)} {what}."
         ),
     }
 

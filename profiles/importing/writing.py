@@ -6,7 +6,8 @@ bulk_create, changed ones saved with bulk_update, and tags, consent records and
 suppressions inserted in bulk. The per-row rules are those of a single write: a
 blank never erases a value, the newest consent fact moves the status, a consent fact
 already on record from the same source is not appended twice, and a list never
-subscribes again someone who unsubscribed or was cleaned. The caller holds the
+subscribes again someone who unsubscribed or was cleaned. A cell never replaces a
+trait held in parts (an address a site sent as an object). The caller holds the
 transaction.
 """
 
@@ -19,7 +20,12 @@ from django.utils import timezone
 
 from profiles.emails import InvalidEmail, email_normalize, traits_flagged
 from profiles.importing.layouts import OPT_IN_TRAITS, ConsentFact
-from profiles.importing.mapping import ContactRow, ParsedContacts, Rejection
+from profiles.importing.mapping import (
+    ContactRow,
+    ParsedContacts,
+    Rejection,
+    cell_quoted,
+)
 from profiles.models import (
     ConsentRecord,
     Profile,
@@ -89,6 +95,9 @@ def contact_rows_write(
         if profile is None:
             profile = _profile_new(row)
             new_profiles.append(profile)
+        else:
+            in_parts = [name for name in row.traits if _in_parts(profile, name)]
+            traits_in_parts_keep(row, in_parts, outcome)
         # Consent first: a refused subscription takes its opt-in traits off the row.
         changed = consents_apply(profile, row, recorded, pending, outcome)
         changed |= _profile_fill(profile, row, is_new=profile.pk is None, at=at)
@@ -228,6 +237,41 @@ def dated_at(occurred_at: datetime, claimed: str | None) -> datetime:
     would be new at every import.
     """
     return datetime.fromisoformat(claimed) if claimed else occurred_at
+
+
+def _in_parts(profile: Profile, name: str) -> bool:
+    return isinstance(profile.traits.get(name), dict)
+
+
+def traits_in_parts_keep(
+    row: ContactRow, names: list[str], outcome: BatchOutcome
+) -> None:
+    """Take off the row the traits its profile holds in parts, noting each one.
+
+    A site's identify sends an address as an object (street, postal code,
+    city...); a file's cell is one text, which would replace every part of it.
+    """
+    for name in names:
+        value = row.traits.pop(name)
+        outcome.notes.append(_in_parts_note(row, name, value))
+
+
+def _in_parts_note(row: ContactRow, name: str, value: Any) -> dict[str, Any]:
+    record, line = row.records[0], row.lines[0]
+    shown = cell_quoted(value) if isinstance(value, str) else repr(value)
+    return {
+        "kind": "structured_trait_kept",
+        "record": record,
+        "line": line,
+        "email": row.email.display,
+        "trait": name,
+        "message": (
+            f"Record {record} (line {line}): {name} {shown} was not imported: "
+            f"the profile holds {name} in parts, as a site sends an address "
+            "(street, postal code, city...), which one text would replace; the "
+            "parts are kept."
+        ),
+    }
 
 
 def _profile_new(row: ContactRow) -> Profile:

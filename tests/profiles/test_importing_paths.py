@@ -435,6 +435,52 @@ def test_a_consent_dated_after_the_import_is_recorded_once_however_often_importe
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
+def test_an_address_column_keeps_the_address_a_site_sent_in_parts(monkeypatch, copy):
+    monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
+    sent = {"street": "Storgata 1", "postalCode": "0155", "city": "Oslo"}
+    Profile.objects.create(
+        email="ann@example.com",
+        email_display="ann@example.com",
+        traits={"address": sent, "plan": "gold"},
+    )
+    Profile.objects.create(
+        email="cal@example.com", email_display="cal@example.com", traits={}
+    )
+
+    done = contact_import_file(
+        filename="crm.csv",
+        data=b"Email,Address,Plan\n"
+        b"ann@example.com,Karl Johans gate 2,silver\n"
+        b"bob@example.com,Main Street 3,free\n"
+        b"cal@example.com,Rue Neuve 4,free\n",
+    )
+
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "ann@example.com": {"address": sent, "plan": "silver"},
+        "bob@example.com": {"address": "Main Street 3", "plan": "free"},
+        "cal@example.com": {"address": "Rue Neuve 4", "plan": "free"},
+    }
+    kept = [note for note in done.notes if note["kind"] == "structured_trait_kept"]
+    assert kept == [
+        {
+            "kind": "structured_trait_kept",
+            "record": 1,
+            "line": 2,
+            "email": "ann@example.com",
+            "trait": "address",
+            "message": (
+                "Record 1 (line 2): address 'Karl Johans gate 2' was not imported: "
+                "the profile holds address in parts, as a site sends an address "
+                "(street, postal code, city...), which one text would replace; "
+                "the parts are kept."
+            ),
+        }
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("copy", [False, True], ids=["orm", "copy"])
 def test_a_bounce_outranks_an_unsubscribe_in_the_same_row(monkeypatch, copy):
     monkeypatch.setattr(runs, "COPY_MIN_ROWS", 0 if copy else 10**9)
 
