@@ -220,7 +220,8 @@ def _refresh_in_python(refresh: TraitsRefresh, *, now: datetime) -> int:
     )
     figures = _figures_python(refresh.profile_ids, now=now)
     for profile in profiles:
-        _figures_set(profile, figures.get(profile.pk, {}), now=now)
+        full = profile.pk in refresh.full_profile_ids
+        _figures_set(profile, figures.get(profile.pk, {}), now=now, full=full)
         profile.updated_at = now
     Profile.objects.bulk_update(
         profiles, [*COMPUTED_FIELDS, *KEPT_FIELDS, "updated_at"]
@@ -228,9 +229,15 @@ def _refresh_in_python(refresh: TraitsRefresh, *, now: datetime) -> int:
     return len(profiles)
 
 
-def _figures_set(profile: Profile, figures: dict[str, Any], *, now: datetime) -> None:
+def _figures_set(
+    profile: Profile, figures: dict[str, Any], *, now: datetime, full: bool
+) -> None:
     for name in LATEST_FIELDS:
-        setattr(profile, name, _latest(getattr(profile, name), figures.get(name)))
+        # As in SQL: a profile counted in full is seen when its events say.
+        found = figures.get(name)
+        setattr(
+            profile, name, found if full else _latest(getattr(profile, name), found)
+        )
     engagement = figures.get("engagement_value", 0.0)
     profile.engagement_value = engagement
     profile.engagement_at = now
@@ -618,9 +625,15 @@ categories AS (
     GROUP BY t.profile_id
 )
 UPDATE profiles_profile p SET
-    last_seen_at = greatest(p.last_seen_at, l.last_seen_at),
-    last_opened_at = greatest(p.last_opened_at, l.last_opened_at),
-    last_clicked_at = greatest(p.last_clicked_at, l.last_clicked_at),
+    -- A profile counted in full reads them from its events alone: one whose
+    -- order moved to another customer is no longer seen at its time.
+    last_seen_at = CASE WHEN ids.id = ANY(%(full)s::bigint[])
+        THEN l.last_seen_at ELSE greatest(p.last_seen_at, l.last_seen_at) END,
+    last_opened_at = CASE WHEN ids.id = ANY(%(full)s::bigint[])
+        THEN l.last_opened_at ELSE greatest(p.last_opened_at, l.last_opened_at) END,
+    last_clicked_at = CASE WHEN ids.id = ANY(%(full)s::bigint[])
+        THEN l.last_clicked_at
+        ELSE greatest(p.last_clicked_at, l.last_clicked_at) END,
     engagement_value = g.value,
     engagement_at = %(now)s,
     engagement_score = least(%(engagement_max)s, round(g.value))::int,

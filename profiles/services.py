@@ -335,14 +335,6 @@ def profile_tags_add(*, profile: Profile, names: list[str]) -> None:
     ProfileTag.objects.bulk_create(tags, ignore_conflicts=True)
 
 
-def profile_touch(profile: Profile, at: datetime | None = None) -> None:
-    """Record that the profile was seen at the given time, if later than before."""
-    at = at or timezone.now()
-    if profile.last_seen_at is None or at > profile.last_seen_at:
-        profile.last_seen_at = at
-        profile.save(update_fields=["last_seen_at"])
-
-
 class ProfileGone(RuntimeError):
     """The profile an event was to be stored for was deleted meanwhile."""
 

@@ -1123,6 +1123,9 @@ def test_an_order_the_shop_gives_to_another_customer_takes_its_events_along(
     ) == {yara.pk}
     ben.refresh_from_db()
     assert (ben.order_count, ben.lifetime_value) == (0, Decimal("0.00"))
+    # Seen at the order's time no more: it was never his.
+    assert (ben.last_seen_at, ben.first_order_at) == (None, None)
+    assert yara.last_seen_at == utc("2025-03-14T14:09:42Z")
     assert (yara.order_count, yara.lifetime_value) == (1, Decimal("82.29"))
     assert_counted_alike(ben)
     assert_counted_alike(yara)
