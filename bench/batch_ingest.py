@@ -110,7 +110,8 @@ def main() -> None:
     ratio = api_rate / copy_rate
     print(f"API + processing: {stored} events, {api_rate:,.0f} events/s")
     print(f"COPY: {copy_rate:,.0f} events/s")
-    print(f"ratio: {ratio:.3f} (goal 0.2)")
+    # Four places: 0.1998 rounded to 0.200 would read as the goal met.
+    print(f"ratio: {ratio:.4f} (goal 0.2)")
     print(
         f"floor: the processed events written back into profiles_event with binary "
         f"COPY, {floor_rate:,.0f} events/s, {floor_rate / copy_rate:.2f} of COPY's rate"
@@ -120,7 +121,7 @@ def main() -> None:
 
         bench_row_write(
             name="batch-vs-copy",
-            figure=f"{ratio:.3f}",
+            figure=f"{ratio:.4f}",
             baseline=(
                 f"COPY {copy_rate:,.0f} events/s, Bespoke {api_rate:,.0f} events/s "
                 f"stored and processed; the processed events alone written back with "
