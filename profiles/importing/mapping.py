@@ -377,6 +377,8 @@ class _RecordContext:
     status_blank: list[int] = field(default_factory=list)
     # The lines of CSV records with more cells than the header, the extra ones empty.
     extra_empty: list[int] = field(default_factory=list)
+    # The lines of CSV records imported with fewer cells than the header, by count.
+    short: dict[int, list[int]] = field(default_factory=dict)
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
@@ -907,22 +909,23 @@ def _record_read_checked(
         return Rejection(record, line, written, "extra_cells", message)
 
     # A sheet's row ends at its last cell with a value: only a CSV record is short.
-    if len(cells) < width and not context.workbook:
-        context.notes.append(_short_note(context.plan, record, line, len(cells)))
-    elif len(cells) > width and not context.workbook:
+    length = len(cells)
+    if length > width and not context.workbook:
         context.extra_empty.append(line)
-    if len(cells) != width:
-        cells = cells[:width] + [""] * (width - len(cells))
+    if length != width:
+        cells = cells[:width] + [""] * (width - length)
     if context.workbook:
         context.notes += _sheet_error_notes(context.plan, record, cells)
-    return _record_read(context, record, line, cells)
+    read = _record_read(context, record, line, cells)
+    if length < width and not context.workbook and not isinstance(read, Rejection):
+        context.short.setdefault(length, []).append(line)
+    return read
 
 
-def _short_note(
-    plan: ColumnPlan, record: int, line: int, length: int
-) -> dict[str, Any]:
-    # Usually a row cut short by hand or by a tool that leaves out trailing blanks:
-    # its cells are where the header says, and the missing ones are read as empty.
+def _short_note(plan: ColumnPlan, length: int, lines: list[int]) -> dict[str, Any]:
+    # Usually rows cut short by hand, or by a tool that leaves out trailing blanks:
+    # their cells are where the header says, and the missing ones are read as empty.
+    # One note for each count of cells: a file may be short on every row.
     width = len(plan.names)
     missing = width - length
     first = plan.names[length]
@@ -931,14 +934,20 @@ def _short_note(
         if missing == 1
         else f"the last {missing}, from {first} on, were"
     )
+    count = len(lines)
+    shown = ", ".join(str(line) for line in lines[:SHORT_LINES_SHOWN])
+    more = " and more" if count > SHORT_LINES_SHOWN else ""
+    records = "1 record has" if count == 1 else f"{count:,} records have"
+    cells = "1 cell" if length == 1 else f"{length} cells"
     return {
         "kind": "short_record",
-        "record": record,
-        "line": line,
+        "lines": lines[:SHORT_LINES_SHOWN],
+        "count": count,
         "missing": missing,
         "message": (
-            f"Record {record} (line {line}) has {length} cells where the header "
-            f"has {width}: {which} read as empty; the rest of the row was imported."
+            f"{records} {cells} where the header has {width} "
+            f"(line{'s' if count > 1 else ''} {shown}{more}): {which} read as "
+            "empty; the rest of each record was imported."
         ),
     }
 
@@ -1110,6 +1119,8 @@ def contacts_parse(
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
     if context.extra_empty:
         parsed.notes.append(_extra_empty_note(len(names), context.extra_empty))
+    for length, lines in sorted(context.short.items()):
+        parsed.notes.append(_short_note(plan, length, lines))
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     if not parsed.records:
@@ -1208,6 +1219,7 @@ def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
 
 STATUS_BLANK_RECORDS_SHOWN = 10
 EXTRA_EMPTY_LINES_SHOWN = 10
+SHORT_LINES_SHOWN = 10
 
 
 NO_RECORDS_NOTE = {

@@ -661,32 +661,47 @@ def test_a_record_with_more_cells_than_the_header_is_rejected():
 
 
 @pytest.mark.django_db
-def test_a_record_with_fewer_cells_than_the_header_is_kept_and_noted():
+def test_records_with_fewer_cells_than_the_header_are_kept_and_noted_once_a_count():
     data = (
         b"email,first_name,city,plan\n"
         b"one@example.com,One,Oslo,gold\n"
         b"two@example.com,Two\n"
         b"three@example.com,Three,Rome\n"
+        b"four@example.com,Four\n"
+        b"bad@@example.com,Bad\n"
     )
 
     contact_import = contact_import_file(filename="short.csv", data=data)
 
-    assert contact_import.rejections == []
+    assert [r["reason"] for r in contact_import.rejections] == ["invalid_email"]
     assert profile("two@example.com").first_name == "Two"
     assert profile("three@example.com").city == "Rome"
     notes = [n for n in contact_import.notes if n["kind"] == "short_record"]
-    assert [(n["record"], n["line"], n["missing"]) for n in notes] == [
-        (2, 3, 2),
-        (3, 4, 1),
+    # One note for each count of cells; the refused record is not among them.
+    assert [(n["lines"], n["count"], n["missing"]) for n in notes] == [
+        ([3, 5], 2, 2),
+        ([4], 1, 1),
     ]
     assert notes[0]["message"] == (
-        "Record 2 (line 3) has 2 cells where the header has 4: the last 2, from "
-        "city on, were read as empty; the rest of the row was imported."
+        "2 records have 2 cells where the header has 4 (lines 3, 5): the last 2, "
+        "from city on, were read as empty; the rest of each record was imported."
     )
     assert notes[1]["message"] == (
-        "Record 3 (line 4) has 3 cells where the header has 4: the last one, "
-        "plan, was read as empty; the rest of the row was imported."
+        "1 record has 3 cells where the header has 4 (line 4): the last one, "
+        "plan, was read as empty; the rest of each record was imported."
     )
+
+
+@pytest.mark.django_db
+def test_a_file_short_on_every_record_gets_one_note():
+    rows = b"".join(b"p%d@example.com,P\n" % n for n in range(300))
+    data = b"email,first_name,last_name,\n" + rows
+
+    contact_import = contact_import_file(filename="trailing-header.csv", data=data)
+
+    (note,) = [n for n in contact_import.notes if n["kind"] == "short_record"]
+    assert (note["count"], len(note["lines"])) == (300, 10)
+    assert "(lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and more)" in note["message"]
 
 
 @pytest.mark.django_db
