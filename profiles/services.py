@@ -33,6 +33,9 @@ WITHDRAWN_STATUSES = {SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.CLEANE
 # How far ahead of Bespoke's clock a source's clock may run before a time it gives is
 # taken for one in the future: a real opt-in a few seconds "ahead" still counts.
 CLOCK_SKEW_ALLOWED = timedelta(minutes=5)
+# The evidence key keeping the time a source gave a consent dated after it arrived
+# (recorded as of its arrival).
+OCCURRED_AT_CLAIMED = "occurred_at_claimed"
 
 
 class StatusHolder(Protocol):
@@ -132,7 +135,7 @@ def consent_record(
         return None
     if occurred_at > now:
         # Kept as the source said it, and recorded as of now (see consent_status_move).
-        evidence = {**(evidence or {}), "occurred_at_claimed": occurred_at.isoformat()}
+        evidence = {**(evidence or {}), OCCURRED_AT_CLAIMED: occurred_at.isoformat()}
         occurred_at = now
     moved = consent_status_move(
         profile,
@@ -253,7 +256,7 @@ SECONDHAND_CONSENT = (
         evidence__buyer_accepts_marketing=True,
     )
     | Q(evidence__has_key="occurred_at_is_import_time")
-    | Q(evidence__has_key="occurred_at_claimed")
+    | Q(evidence__has_key=OCCURRED_AT_CLAIMED)
 )
 
 

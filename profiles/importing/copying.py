@@ -150,7 +150,8 @@ NEW_IDS_SQL = (
     "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
 )
 # The consent facts on record for the batch's stored profiles (locked above), and
-# the time each one dated in the future was written with (writing.dated_at).
+# the time each one dated in the future was written with (writing.dated_at), kept
+# under services.OCCURRED_AT_CLAIMED.
 RECORDED_SQL = """
 SELECT c.profile_id, c.status, c.occurred_at, c.claimed
 FROM unnest(%s::bigint[]) AS p(id)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from profiles.importing.reading import column_key, trait_key
 from profiles.models import SubscriptionStatus
+from profiles.services import OCCURRED_AT_CLAIMED
 from profiles.traits import (
     NO_WORDS,
     TRAIT_NAME_MAX_CHARS,
@@ -708,7 +709,7 @@ def consent_fact(
         # Nothing in the file happened after it was imported: a wrong clock or a
         # typo. Kept as written, and recorded as of the import, or it would head the
         # history above withdrawals it never undid (as consent_record does).
-        evidence["occurred_at_claimed"] = occurred_at.isoformat()
+        evidence[OCCURRED_AT_CLAIMED] = occurred_at.isoformat()
         occurred_at = now
 
     ip_address = None

@@ -90,7 +90,11 @@ from profiles.names import (
     tags_distinct,
 )
 from profiles.processing_traits import COMPUTED_FIELDS
-from profiles.services import WITHDRAWN_STATUSES, suppression_hash
+from profiles.services import (
+    OCCURRED_AT_CLAIMED,
+    WITHDRAWN_STATUSES,
+    suppression_hash,
+)
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
@@ -771,8 +775,8 @@ def _consents_read(
         suppressed=suppressed,
         date_format=context.date_format,
     )
-    if "occurred_at_claimed" in fact.evidence:
-        claimed = fact.evidence["occurred_at_claimed"]
+    if OCCURRED_AT_CLAIMED in fact.evidence:
+        claimed = fact.evidence[OCCURRED_AT_CLAIMED]
         context.notes.append(_future_note(record, line, claimed))
     return [fact]
 

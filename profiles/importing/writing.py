@@ -36,6 +36,7 @@ from profiles.models import (
 )
 from profiles.names import TAG_MAX_CHARS, tags_distinct
 from profiles.services import (
+    OCCURRED_AT_CLAIMED,
     WITHDRAWN_STATUSES,
     StatusHolder,
     consent_status_move,
@@ -46,8 +47,7 @@ from profiles.value_times import value_time_text, values_imported
 ERASED_MESSAGE = "This person was erased on request; their data is not imported again."
 # A fact its source dated after it arrived is recorded as of its arrival, and the
 # time written is kept in its evidence (layouts.consent_fact, consent_record).
-CLAIMED = "occurred_at_claimed"
-CLAIMED_LOOKUP = f"evidence__{CLAIMED}"
+CLAIMED_LOOKUP = f"evidence__{OCCURRED_AT_CLAIMED}"
 
 
 def suppression_reason(fact: ConsentFact) -> str:
@@ -362,7 +362,7 @@ def consents_apply(
 
         # The same fact from the same source is already on record when a file is
         # imported again; appending it twice would only blur the history.
-        said_at = dated_at(fact.occurred_at, fact.evidence.get(CLAIMED))
+        said_at = dated_at(fact.occurred_at, fact.evidence.get(OCCURRED_AT_CLAIMED))
         marker = (profile.pk, fact.status.value, said_at)
         if profile.pk is not None and marker in recorded:
             continue
