@@ -88,8 +88,7 @@ def profile_find(reference: str) -> Profile | None:
 
 def profile_by_user_id(value: str) -> Profile | None:
     """Return the profile holding `value` as a userId, as a site sends it."""
-    identity = ProfileIdentity.objects.filter(kind=IdentityKind.USER_ID, value=value)
-    return Profile.objects.filter(pk__in=identity.values("profile_id")).first()
+    return _profile_by_kind(IdentityKind.USER_ID, value)
 
 
 def _profile_by_id(number: str) -> Profile | None:
@@ -113,7 +112,12 @@ def _profile_by_identity(value: str) -> Profile | None:
     if not value:
         return None
     for kind in (IdentityKind.USER_ID, IdentityKind.ANONYMOUS_ID):
-        identity = ProfileIdentity.objects.filter(kind=kind, value=value).first()
-        if identity is not None:
-            return identity.profile
+        found = _profile_by_kind(kind, value)
+        if found is not None:
+            return found
     return None
+
+
+def _profile_by_kind(kind: str, value: str) -> Profile | None:
+    identity = ProfileIdentity.objects.filter(kind=kind, value=value)
+    return Profile.objects.filter(pk__in=identity.values("profile_id")).first()

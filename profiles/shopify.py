@@ -439,14 +439,14 @@ def _customer_profile(
         if email is None:
             return None, ""
         found, _ = profile_get_or_create_by_email(email)
-        profile = _profile_latest(found)
+        profile = _profile_latest(found.pk)
         account_email = _email_or_none(customer.get("email"))
         # Tied to the account's own address, not an order's contact address.
         if customer_id and (account_email is None or account_email.key == email.key):
             _customer_id_attach(profile, customer_id, customer if account else None)
         return profile, ""
 
-    owner = _profile_latest(identity.profile)
+    owner = _profile_latest(identity.profile_id)
     if account:
         _customer_seen(identity, customer)
     if not account or email is None or (owner.email or "").lower() == email.key:
@@ -473,7 +473,7 @@ def _customer_profile(
     return owner, f"The customer's address changed in the shop from {was}."
 
 
-def _profile_latest(profile: Profile) -> Profile:
+def _profile_latest(pk: int) -> Profile:
     """Return the profile as it is now, locked until the delivery commits.
 
     A delivery writes back what it read of the profile (its traits and value times
@@ -481,7 +481,7 @@ def _profile_latest(profile: Profile) -> Profile:
     theirs. Locked, it waits for them (up to the lock timeout, then tried again)
     and reads what they wrote.
     """
-    return Profile.objects.select_for_update(of=("self",)).get(pk=profile.pk)
+    return Profile.objects.select_for_update().get(pk=pk)
 
 
 def _shop_customers_held(profile: Profile) -> int:
@@ -494,8 +494,7 @@ def _customer_identity(customer_id: str) -> ProfileIdentity | None:
     if not customer_id:
         return None
     return (
-        ProfileIdentity.objects.select_related("profile")
-        .select_for_update(of=("self",))
+        ProfileIdentity.objects.select_for_update()
         .filter(kind=IdentityKind.SHOPIFY_CUSTOMER, value=customer_id)
         .first()
     )
