@@ -627,11 +627,11 @@ categories AS (
 UPDATE profiles_profile p SET
     -- A profile counted in full reads them from its events alone: one whose
     -- order moved to another customer is no longer seen at its time.
-    last_seen_at = CASE WHEN ids.id = ANY(%(full)s::bigint[])
+    last_seen_at = CASE WHEN ids.full_count
         THEN l.last_seen_at ELSE greatest(p.last_seen_at, l.last_seen_at) END,
-    last_opened_at = CASE WHEN ids.id = ANY(%(full)s::bigint[])
+    last_opened_at = CASE WHEN ids.full_count
         THEN l.last_opened_at ELSE greatest(p.last_opened_at, l.last_opened_at) END,
-    last_clicked_at = CASE WHEN ids.id = ANY(%(full)s::bigint[])
+    last_clicked_at = CASE WHEN ids.full_count
         THEN l.last_clicked_at
         ELSE greatest(p.last_clicked_at, l.last_clicked_at) END,
     engagement_value = g.value,
@@ -657,7 +657,8 @@ UPDATE profiles_profile p SET
     updated_at = %(now)s
 FROM (
     SELECT id, id = ANY(%(order_profiles)s::bigint[]) AS orders,
-        id = ANY(%(category_profiles)s::bigint[]) AS categories
+        id = ANY(%(category_profiles)s::bigint[]) AS categories,
+        id = ANY(%(full)s::bigint[]) AS full_count
     FROM unnest(%(profiles)s::bigint[]) AS id
 ) AS ids
 JOIN engagement g ON g.profile_id = ids.id
