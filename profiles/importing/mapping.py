@@ -939,37 +939,40 @@ def _short_note(plan: ColumnPlan, length: int, lines: list[int]) -> dict[str, An
         else f"the last {missing}, from {first} on, were"
     )
     count = len(lines)
-    shown = ", ".join(str(line) for line in lines[:SHORT_LINES_SHOWN])
-    more = " and more" if count > SHORT_LINES_SHOWN else ""
     records = "1 record has" if count == 1 else f"{count:,} records have"
     cells = "1 cell" if length == 1 else f"{length} cells"
     return {
         "kind": "short_record",
-        "lines": lines[:SHORT_LINES_SHOWN],
+        "lines": lines[:LINES_SHOWN],
         "count": count,
         "missing": missing,
         "message": (
             f"{records} {cells} where the header has {width} "
-            f"(line{'s' if count > 1 else ''} {shown}{more}): {which} read as "
-            "empty; the rest of each record was imported."
+            f"({_numbers_said('line', lines)}): {which} read as empty; the rest of "
+            "each record was imported."
         ),
     }
+
+
+def _numbers_said(word: str, numbers: list[int]) -> str:
+    """Name the first LINES_SHOWN lines or records: 'lines 3, 5 and more'."""
+    shown = ", ".join(str(number) for number in numbers[:LINES_SHOWN])
+    more = " and more" if len(numbers) > LINES_SHOWN else ""
+    return f"{word}{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
 def _extra_empty_note(width: int, lines: list[int]) -> dict[str, Any]:
     # Said once for the file: a file may end every row with a delimiter.
     count = len(lines)
-    shown = ", ".join(str(line) for line in lines[:EXTRA_EMPTY_LINES_SHOWN])
-    more = " and more" if count > EXTRA_EMPTY_LINES_SHOWN else ""
     records = "1 record has" if count == 1 else f"{count:,} records have"
     return {
         "kind": "extra_cells_empty",
-        "lines": lines[:EXTRA_EMPTY_LINES_SHOWN],
+        "lines": lines[:LINES_SHOWN],
         "count": count,
         "message": (
             f"{records} more cells than the header's {width}, all of the extra "
-            f"ones empty (line{'s' if count > 1 else ''} {shown}{more}): those "
-            "cells were left out."
+            f"ones empty ({_numbers_said('line', lines)}): those cells were left "
+            "out."
         ),
     }
 
@@ -1221,9 +1224,8 @@ def _status_column_unread_note(layout: Layout, column: str) -> dict[str, Any]:
     }
 
 
-STATUS_BLANK_RECORDS_SHOWN = 10
-EXTRA_EMPTY_LINES_SHOWN = 10
-SHORT_LINES_SHOWN = 10
+# The lines or records a note about many of them names, at most.
+LINES_SHOWN = 10
 
 
 NO_RECORDS_NOTE = {
@@ -1246,13 +1248,13 @@ NO_CONSENT_COLUMN_NOTE = {
 def _status_blank_note(plan: ColumnPlan, records: list[int]) -> dict[str, Any]:
     # Said once for the file, not once a row: a list may leave most cells blank.
     column = plan.names[plan.status]
-    shown = ", ".join(str(record) for record in records[:STATUS_BLANK_RECORDS_SHOWN])
-    more = " and more" if len(records) > STATUS_BLANK_RECORDS_SHOWN else ""
+    shown = ", ".join(str(record) for record in records[:LINES_SHOWN])
+    more = " and more" if len(records) > LINES_SHOWN else ""
     count = f"{len(records):,} record{'s' if len(records) != 1 else ''}"
     return {
         "kind": "status_blank",
         "column": column,
-        "records": records[:STATUS_BLANK_RECORDS_SHOWN],
+        "records": records[:LINES_SHOWN],
         "count": len(records),
         "message": (
             f"{count} left the {column} cell blank (record {shown}{more}): their "
