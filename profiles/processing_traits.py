@@ -623,49 +623,58 @@ categories AS (
             AS favourite
     FROM category_totals t
     GROUP BY t.profile_id
+),
+figures AS MATERIALIZED (
+    -- Every figure of each profile, gathered before any profile row is joined: each
+    -- aggregate above is computed once. Joined straight to the updated rows, a plan
+    -- that guessed one profile (a profile table grown by updates, or simply large)
+    -- put the aggregates inside a nested loop and recomputed the chunk's categories
+    -- for every profile: ten minutes for 2,000 profiles.
+    SELECT g.profile_id, g.value AS engagement_value,
+        g.profile_id = ANY(%(order_profiles)s::bigint[]) AS orders,
+        g.profile_id = ANY(%(category_profiles)s::bigint[]) AS categories,
+        g.profile_id = ANY(%(full)s::bigint[]) AS full_count,
+        l.last_seen_at, l.last_opened_at, l.last_clicked_at,
+        o.lifetime_value, o.order_count, o.orders_counted, o.first_order_at,
+        o.last_order_at, f.counts AS category_counts, f.favourite
+    FROM engagement g
+    LEFT JOIN latest l ON l.profile_id = g.profile_id
+    LEFT JOIN order_totals o ON o.profile_id = g.profile_id
+    LEFT JOIN categories f ON f.profile_id = g.profile_id
 )
 UPDATE profiles_profile p SET
     -- A profile counted in full reads them from its events alone: one whose
     -- order moved to another customer is no longer seen at its time.
-    last_seen_at = CASE WHEN ids.full_count
-        THEN l.last_seen_at ELSE greatest(p.last_seen_at, l.last_seen_at) END,
-    last_opened_at = CASE WHEN ids.full_count
-        THEN l.last_opened_at ELSE greatest(p.last_opened_at, l.last_opened_at) END,
-    last_clicked_at = CASE WHEN ids.full_count
-        THEN l.last_clicked_at
-        ELSE greatest(p.last_clicked_at, l.last_clicked_at) END,
-    engagement_value = g.value,
+    last_seen_at = CASE WHEN x.full_count
+        THEN x.last_seen_at ELSE greatest(p.last_seen_at, x.last_seen_at) END,
+    last_opened_at = CASE WHEN x.full_count
+        THEN x.last_opened_at ELSE greatest(p.last_opened_at, x.last_opened_at) END,
+    last_clicked_at = CASE WHEN x.full_count
+        THEN x.last_clicked_at
+        ELSE greatest(p.last_clicked_at, x.last_clicked_at) END,
+    engagement_value = x.engagement_value,
     engagement_at = %(now)s,
-    engagement_score = least(%(engagement_max)s, round(g.value))::int,
-    lifetime_value = CASE WHEN ids.orders
+    engagement_score = least(%(engagement_max)s, round(x.engagement_value))::int,
+    lifetime_value = CASE WHEN x.orders
         THEN greatest(0 - %(value_max)s,
-            least(coalesce(o.lifetime_value, 0), %(value_max)s))
+            least(coalesce(x.lifetime_value, 0), %(value_max)s))
         ELSE p.lifetime_value END,
-    order_count = CASE WHEN ids.orders
-        THEN coalesce(o.order_count, 0) ELSE p.order_count END,
-    first_order_at = CASE WHEN ids.orders
-        THEN o.first_order_at ELSE p.first_order_at END,
-    last_order_at = CASE WHEN ids.orders
-        THEN o.last_order_at ELSE p.last_order_at END,
-    average_order_value = CASE WHEN ids.orders
-        THEN round(o.lifetime_value / nullif(o.orders_counted, 0), 2)
+    order_count = CASE WHEN x.orders
+        THEN coalesce(x.order_count, 0) ELSE p.order_count END,
+    first_order_at = CASE WHEN x.orders
+        THEN x.first_order_at ELSE p.first_order_at END,
+    last_order_at = CASE WHEN x.orders
+        THEN x.last_order_at ELSE p.last_order_at END,
+    average_order_value = CASE WHEN x.orders
+        THEN round(x.lifetime_value / nullif(x.orders_counted, 0), 2)
         ELSE p.average_order_value END,
-    category_counts = CASE WHEN ids.categories
-        THEN coalesce(f.counts, '{{}}'::jsonb) ELSE p.category_counts END,
-    favourite_category = CASE WHEN ids.categories
-        THEN coalesce(f.favourite, '') ELSE p.favourite_category END,
+    category_counts = CASE WHEN x.categories
+        THEN coalesce(x.category_counts, '{{}}'::jsonb) ELSE p.category_counts END,
+    favourite_category = CASE WHEN x.categories
+        THEN coalesce(x.favourite, '') ELSE p.favourite_category END,
     updated_at = %(now)s
-FROM (
-    SELECT id, id = ANY(%(order_profiles)s::bigint[]) AS orders,
-        id = ANY(%(category_profiles)s::bigint[]) AS categories,
-        id = ANY(%(full)s::bigint[]) AS full_count
-    FROM unnest(%(profiles)s::bigint[]) AS id
-) AS ids
-JOIN engagement g ON g.profile_id = ids.id
-LEFT JOIN latest l ON l.profile_id = ids.id
-LEFT JOIN order_totals o ON o.profile_id = ids.id
-LEFT JOIN categories f ON f.profile_id = ids.id
-WHERE p.id = ids.id AND p.id = ANY(%(profiles)s::bigint[])
+FROM figures x
+WHERE p.id = x.profile_id AND p.id = ANY(%(profiles)s::bigint[])
 """  # noqa: S608 - only this module's constant fragments are formatted in
 
 
