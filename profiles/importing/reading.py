@@ -698,7 +698,14 @@ def contacts_tags_split(cell: str) -> list[str]:
         stripped = (name.strip() for name in QUOTED_TAG.findall(cell))
         return tags_distinct(name for name in stripped if name)
 
-    names: list[str] = []
-    for cells in csv.reader(io.StringIO(cell, newline=""), skipinitialspace=True):
-        names.extend(name.strip() for name in cells if name.strip())
-    return tags_distinct(names)
+    # Tags are split on commas only. A line break outside quotes ends a record
+    # for the CSV reader, but inside a tag it is white space, which the tag's
+    # cleaning makes one space: the record's first cell goes on with the tag the
+    # line before ended with ("Line\nBreak,Other" is "Line Break" and "Other").
+    cells: list[str] = []
+    for record in csv.reader(io.StringIO(cell, newline=""), skipinitialspace=True):
+        if cells and record:
+            record[0] = f"{cells.pop()}\n{record[0]}"
+        cells.extend(record)
+    names = (name.strip() for name in cells)
+    return tags_distinct(name for name in names if name)

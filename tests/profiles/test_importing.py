@@ -757,6 +757,22 @@ def test_imported_tags_are_one_line_and_a_cut_or_left_out_tag_is_noted():
 
 
 @pytest.mark.django_db
+def test_a_line_break_inside_a_tag_is_a_space_not_a_separator():
+    # Tags are split on commas only, whether or not the cell also holds one.
+    data = (
+        b"Email,Tags\n"
+        b'ann@example.com,"Line\nBreak,Other"\n'
+        b'bob@example.com,"Line\r\nBreak"\n'
+    )
+
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    assert tag_names("ann@example.com") == ["Line Break", "Other"]
+    assert tag_names("bob@example.com") == ["Line Break"]
+    assert [n for n in contact_import.notes if n["kind"].startswith("tag_")] == []
+
+
+@pytest.mark.django_db
 def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
     Suppression.objects.create(
         email_hash=suppression_hash("grace.lee@example.com"),
