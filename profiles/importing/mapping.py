@@ -364,6 +364,18 @@ def _profile_value_check(name: str, value: str) -> str:
 # Records ---------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _TagProblem:
+    """A tag cut or left out, and how many records held it (the first few named)."""
+
+    count: int = 0
+    # One more than a note shows, so that it can say "and more".
+    records: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    # The address of the first record: its note names it if it is the only one.
+    email: str = ""
+
+
 @dataclass
 class _RecordContext:
     plan: ColumnPlan
@@ -383,6 +395,8 @@ class _RecordContext:
     extra_empty: list[int] = field(default_factory=list)
     # The lines of CSV records imported with fewer cells than the header, by count.
     short: dict[int, list[int]] = field(default_factory=dict)
+    # Each tag cut or left out, by (note kind, tag, what), and the records of it.
+    tag_problems: dict[tuple[str, str, str], _TagProblem] = field(default_factory=dict)
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
@@ -649,8 +663,10 @@ def _trait_coerce(
     raise TraitInvalid(outcome[1], outcome[2])
 
 
-def _tags_read(context: _RecordContext, record: int, line: int, cell: str) -> list[str]:
-    """Return a cell's tags, cleaned; note each one cut or left out.
+def _tags_read(
+    context: _RecordContext, record: int, line: int, cell: str, email: str
+) -> list[str]:
+    """Return a cell's tags, cleaned; count the records of each one cut or left out.
 
     Each distinct cell is split and cleaned once.
     """
@@ -661,12 +677,14 @@ def _tags_read(context: _RecordContext, record: int, line: int, cell: str) -> li
             context.tag_lists[cell] = read
 
     names, problems = read
-    if problems:
-        column = context.plan.names[context.plan.tags]
-        context.notes += [
-            _tag_note(kind, record, line, column, name, what)
-            for kind, name, what in problems
-        ]
+    for problem in problems:
+        seen = context.tag_problems.get(problem)
+        if seen is None:
+            seen = context.tag_problems[problem] = _TagProblem(email=email)
+        seen.count += 1
+        if len(seen.records) <= LINES_SHOWN:
+            seen.records.append(record)
+            seen.lines.append(line)
     return list(names)
 
 
@@ -695,18 +713,45 @@ def _tags_clean(names: list[str]) -> TagsRead:
     return tuple(tags_distinct(kept)), tuple(problems)
 
 
-def _tag_note(
-    kind: str, record: int, line: int, column: str, name: str, what: str
-) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "record": record,
-        "line": line,
-        "column": column,
-        "message": (
-            f"Record {record} (line {line}): {column} tag {cell_quoted(name)} {what}."
-        ),
-    }
+def _tag_notes(context: _RecordContext) -> list[dict[str, Any]]:
+    """Say once for the file each tag cut or left out, with how many records held it.
+
+    A file may give the same tag on every row: one note per distinct tag and
+    problem, not one per record. A tag of one record keeps that record's note,
+    naming its address.
+    """
+    if context.plan.tags is None:
+        return []
+
+    column = context.plan.names[context.plan.tags]
+    notes = []
+    for (kind, name, what), seen in context.tag_problems.items():
+        said = f"{column} tag {cell_quoted(name)} {what}."
+        if seen.count == 1:
+            record, line = seen.records[0], seen.lines[0]
+            notes.append(
+                {
+                    "kind": kind,
+                    "record": record,
+                    "line": line,
+                    "column": column,
+                    "email": seen.email,
+                    "message": f"Record {record} (line {line}): {said}",
+                }
+            )
+            continue
+        lines = _numbers_said("line", seen.lines)
+        notes.append(
+            {
+                "kind": kind,
+                "records": seen.records[:LINES_SHOWN],
+                "lines": seen.lines[:LINES_SHOWN],
+                "count": seen.count,
+                "column": column,
+                "message": f"{seen.count:,} records ({lines}): {said}",
+            }
+        )
+    return notes
 
 
 def _cell_reader(plan: ColumnPlan, cells: list[str]):
@@ -894,7 +939,7 @@ def _record_read(
     fields = _fields_read(context, record, cells, traits)
     tags = []
     if plan.tags is not None:
-        tags = _tags_read(context, record, line, cells[plan.tags])
+        tags = _tags_read(context, record, line, cells[plan.tags], email.display)
     changed_at = _changed_at(plan, cells, context.date_format)
     return ContactRow(
         [record], [line], email, fields, traits, tags, changed_at, consents
@@ -1128,6 +1173,7 @@ def contacts_parse(
         parsed.notes.append(_extra_empty_note(len(names), context.extra_empty))
     for length, lines in sorted(context.short.items()):
         parsed.notes.append(_short_note(plan, length, lines))
+    parsed.notes += _tag_notes(context)
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     if not parsed.records:

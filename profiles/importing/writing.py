@@ -190,7 +190,19 @@ def report_erased_leave_out(parsed: ParsedContacts) -> None:
         for note in parsed.notes
         if note.get("record") not in records
         and key_of[note.get("email") or ""] not in erased
+        and not _only_of(note, records)
     ]
+
+
+def _only_of(note: dict, records: set[int]) -> bool:
+    """Tell whether a note about several records names them all, and all are these.
+
+    A tag cut in two records of one erased person speaks of that person alone;
+    one that more people's records share names no one.
+    """
+    named = note.get("records") or []
+    every_one = note.get("count", len(named)) == len(named)
+    return bool(named) and every_one and set(named) <= records
 
 
 def _key(written: str) -> str:

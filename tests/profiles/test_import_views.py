@@ -269,6 +269,20 @@ def test_the_report_download_holds_refused_fields_and_notes(signed_in):
     )
 
 
+def test_the_report_download_names_the_address_of_a_tag_note_of_one_record(
+    signed_in,
+):
+    data = b'Email,Tags\nann@example.com,"Bad\x1btag"\nbob@example.com,VIP\n'
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    url = reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
+    response = signed_in.get(url)
+
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
+    (tag_row,) = [row for row in rows if row[5] == "tag_left_out"]
+    assert tag_row[:5] == ["note", "1", "2", "Tags", "ann@example.com"]
+
+
 def test_the_report_download_defuses_spreadsheet_formulas(signed_in):
     data = (
         b'email\n"=HYPERLINK(""http://evil.example"")"\n'

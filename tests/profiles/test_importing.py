@@ -757,6 +757,56 @@ def test_imported_tags_are_one_line_and_a_cut_or_left_out_tag_is_noted():
 
 
 @pytest.mark.django_db
+def test_a_tag_many_records_hold_is_noted_once_with_their_count_and_first_lines():
+    long_tag = "Spring fair " * 10
+    rows = "".join(
+        f'p{n}@example.com,"{long_tag},Bad\x1btag,VIP"\n' for n in range(1, 13)
+    )
+    data = f"Email,Tags\n{rows}".encode()
+
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    assert tag_names("p12@example.com") == [long_tag[:100].rstrip(), "VIP"]
+    notes = [n for n in contact_import.notes if n["kind"].startswith("tag_")]
+    assert [(n["kind"], n["count"], n["column"]) for n in notes] == [
+        ("tag_cut", 12, "Tags"),
+        ("tag_left_out", 12, "Tags"),
+    ]
+    assert notes[0]["records"] == list(range(1, 11))
+    assert notes[0]["lines"] == list(range(2, 12))
+    assert "email" not in notes[0]
+    assert notes[0]["message"] == (
+        "12 records (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and more): Tags tag "
+        "'Spring fair Spring fair Spring fair Spri'… (119 characters) was cut to "
+        "its first 100 characters, all a tag holds."
+    )
+    assert notes[1]["message"] == (
+        "12 records (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 and more): Tags tag "
+        "'Bad\\x1btag' was not imported (it holds the control character U+001B)."
+    )
+
+
+@pytest.mark.django_db
+def test_a_tag_note_of_one_record_names_its_address():
+    data = b'Email,Tags\nAnn@Example.com,"Bad\x1btag,VIP"\nbob@example.com,VIP\n'
+
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    (note,) = [n for n in contact_import.notes if n["kind"].startswith("tag_")]
+    assert note == {
+        "kind": "tag_left_out",
+        "record": 1,
+        "line": 2,
+        "column": "Tags",
+        "email": "Ann@Example.com",
+        "message": (
+            "Record 1 (line 2): Tags tag 'Bad\\x1btag' was not imported (it holds "
+            "the control character U+001B)."
+        ),
+    }
+
+
+@pytest.mark.django_db
 def test_a_line_break_inside_a_tag_is_a_space_not_a_separator():
     # Tags are split on commas only, whether or not the cell also holds one.
     data = (
@@ -791,6 +841,28 @@ def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
         "reason": "erased",
         "message": "This person was erased on request; their data is not imported again.",
     }
+
+
+@pytest.mark.django_db
+def test_a_tag_note_of_an_erased_persons_records_alone_is_left_out():
+    Suppression.objects.create(
+        email_hash=suppression_hash("erased.person@example.com"),
+        reason=SuppressionReason.ERASURE,
+        source="privacy-request",
+    )
+    data = (
+        b"Email,Tags\n"
+        b'erased.person@example.com,"Secret\x1btag"\n'
+        b'Erased.Person@example.com,"Secret\x1btag"\n'
+        b'keep@example.com,"Shared\x1btag"\n'
+        b'erased.person@example.com,"Shared\x1btag"\n'
+    )
+
+    contact_import = contact_import_file(filename="erased.csv", data=data)
+
+    assert "secret" not in json.dumps(contact_import.notes).lower()
+    notes = [n for n in contact_import.notes if n["kind"] == "tag_left_out"]
+    assert [(n["count"], n["records"]) for n in notes] == [(2, [3, 4])]
 
 
 @pytest.mark.django_db
