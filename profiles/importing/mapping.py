@@ -107,6 +107,7 @@ from profiles.traits import (
     trait_coerce,
     trait_name_is_reserved,
     trait_schema_load,
+    value_caseless,
 )
 
 TRAIT_NAME = re.compile(rf"\w{{1,{TRAIT_NAME_MAX_CHARS}}}")
@@ -231,6 +232,30 @@ def column_target_check(target: str, *, column: str = "") -> str:
     raise ImportFormatError(
         f"{the_column} is mapped to {target!r}, which Bespoke cannot import into."
     )
+
+
+def column_map_declared(
+    column_map: dict[str, str], declared: Iterable[str]
+) -> dict[str, str]:
+    """Return the map with each trait target named as the declared trait, in any case.
+
+    `--map Tier=traits.loyaltytier` is the declared loyaltyTier, checked by its
+    rules, as the default map names a `LOYALTYTIER` column: in another case it
+    would be an undeclared trait of its own, stored unchecked.
+    """
+    names = set(declared)
+    # The Traits page refuses a name that differs from a declared one only in
+    # case; of two such names declared elsewhere, the first in order is taken.
+    by_caseless: dict[str, str] = {}
+    for name in sorted(names):
+        by_caseless.setdefault(value_caseless(name), name)
+    resolved: dict[str, str] = {}
+    for column, target in column_map.items():
+        name = target.removeprefix(TRAIT_PREFIX)
+        if target.startswith(TRAIT_PREFIX) and name not in names:
+            target = TRAIT_PREFIX + by_caseless.get(value_caseless(name), name)
+        resolved[column] = target
+    return resolved
 
 
 def column_map_check(column_map: dict[str, str]) -> None:
@@ -1105,6 +1130,10 @@ def contacts_parse(
     names = contacts_header_read(records)
     layout = layout_detect(names)
     column_map = column_map or _default_map(layout, names)
+    schema = _schema_for(column_map)
+    # A map kept before traits were named in any case, or before the trait was
+    # declared, is read as contact_import_map keeps one now.
+    column_map = column_map_declared(column_map, schema)
     # Whether the map is the default or the marketer's, the report says which
     # columns stay out because their names are profile fields'.
     notes = encoding_notes + [
@@ -1117,7 +1146,6 @@ def contacts_parse(
         for name in names
         if column_map.get(name, "").startswith(TRAIT_PREFIX) and trait_key_cut(name)
     ]
-    schema = _schema_for(column_map)
     plan = column_plan_build(layout, names, column_map, schema)
     notes += _full_name_notes(plan)
     mapped = (plan.status, plan.unsubscribed, plan.subscribed)

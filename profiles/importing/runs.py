@@ -36,6 +36,7 @@ from profiles.importing.mapping import (
     ParsedContacts,
     Rejection,
     column_map_check,
+    column_map_declared,
     contacts_erased_keys,
     contacts_parse,
     contacts_preview,
@@ -49,7 +50,7 @@ from profiles.importing.writing import (
 from profiles.models import PROFILE_EMAIL_UNIQUE, ContactImport, ImportStatus
 from profiles.processing_writes import driver_error
 from profiles.signals import profiles_changed
-from profiles.traits import TraitRule
+from profiles.traits import TraitRule, trait_schema_load
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,12 @@ def contact_import_map(
     encoding: str = "",
     decimal_comma: bool = False,
 ) -> bool:
-    """Keep the marketer's column map for a pending import; False if it already ran."""
+    """Keep the marketer's column map for a pending import; False if it already ran.
+
+    A trait named in another case than a declared one's is kept as the declared
+    trait, so that two columns sent to it are refused here, naming both.
+    """
+    column_map = column_map_declared(column_map, trait_schema_load())
     column_map_check(column_map)
     if list(column_map.values()).count(TARGET_EMAIL) != 1:
         raise ImportFormatError("Choose exactly one column as the email address.")

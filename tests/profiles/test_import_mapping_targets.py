@@ -634,3 +634,70 @@ def test_a_column_named_as_a_declared_trait_goes_to_it_under_its_rules():
         "loyaltyTier",
         "LIFETIMEPOINTS",
     }
+
+
+@pytest.mark.django_db
+def test_a_trait_mapped_by_hand_in_another_case_is_the_declared_one(tmp_path):
+    TraitDefinition.objects.create(
+        name="loyaltyTier", type=TraitType.TEXT, allowed_values=["gold", "silver"]
+    )
+    path = tmp_path / "crm.csv"
+    path.write_bytes(
+        b"email,Tier\ncase1@example.com,platinum\ncase2@example.com,GOLD\n"
+    )
+
+    call_command(
+        "import_contacts",
+        str(path),
+        "--map",
+        "Tier=traits.loyaltytier",
+        stdout=StringIO(),
+    )
+
+    contact_import = ContactImport.objects.get()
+    assert contact_import.column_map["Tier"] == "traits.loyaltyTier"
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "case1@example.com": {},
+        "case2@example.com": {"loyaltyTier": "gold"},
+    }
+    assert [(r["record"], r["column"]) for r in contact_import.rejections] == [
+        (1, "Tier")
+    ]
+
+
+@pytest.mark.django_db
+def test_a_map_kept_with_a_trait_in_another_case_runs_under_the_declared_rules():
+    TraitDefinition.objects.create(name="lifetimePoints", type=TraitType.NUMBER)
+    data = b"email,Points\npts@example.com,12\n"
+
+    parsed = contacts_parse(
+        data, column_map={"email": "email", "Points": "traits.LIFETIMEPOINTS"}
+    )
+
+    assert parsed.rows[0].traits == {"lifetimePoints": 12}
+
+
+@pytest.mark.django_db
+def test_two_columns_sent_to_a_declared_trait_in_two_cases_are_refused_naming_both():
+    TraitDefinition.objects.create(name="loyaltyTier", type=TraitType.TEXT)
+    data = b"email,loyaltyTier,Tier\ntwo@example.com,gold,silver\n"
+    contact_import = contact_import_create(filename="tiers.csv", data=data)
+
+    with pytest.raises(ImportFormatError) as caught:
+        contact_import_map(
+            contact_import_id=contact_import.pk,
+            column_map={
+                "email": "email",
+                "loyaltyTier": "traits.loyaltyTier",
+                "Tier": "traits.LoyaltyTier",
+            },
+            date_format="",
+        )
+
+    assert str(caught.value).startswith(
+        "The columns “loyaltyTier” and “Tier” are both imported as the trait "
+        "“loyaltyTier”, and one would overwrite the other."
+    )
+    contact_import.refresh_from_db()
+    assert contact_import.column_map == {}
