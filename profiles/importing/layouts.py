@@ -10,7 +10,7 @@ column if it has one. Consent records name the layout as their source
 
 import ipaddress
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -459,24 +459,49 @@ def layout_column_map(
     No two columns get the same target, and no column a trait of a reserved name
     (a profile field's): such a column is ignored (see layout_columns_reserved).
     A column named as a `declared` trait is ("loyaltyTier", whose name as a new
-    trait would be loyaltytier), so that the trait's rules apply to it.
+    trait would be loyaltytier), so that the trait's rules apply to it; a later
+    column named as the same one is ignored (see layout_columns_declared_twice).
     """
+    return _column_map_build(layout, names, declared)[0]
+
+
+def layout_columns_declared_twice(
+    layout: Layout, names: list[str], *, declared: Iterable[str]
+) -> list[tuple[str, str, str]]:
+    """Return the columns the default map ignores as named like a taken declared trait.
+
+    Each as (column, the earlier column that goes to the trait, the trait).
+    """
+    return _column_map_build(layout, names, declared)[1]
+
+
+def _column_map_build(
+    layout: Layout, names: list[str], declared: Iterable[str]
+) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     full_name_at = _full_name_position(names)
     declared_keys = {trait_key(name, 0): name for name in sorted(declared)}
     column_map: dict[str, str] = {}
-    taken: set[str] = set()
+    # Each target taken, and the column that took it.
+    taken: dict[str, str] = {}
+    twice: list[tuple[str, str, str]] = []
     for position, name in enumerate(names):
         target = _default_target(layout, name, position, full_name_at=full_name_at)
         if target.startswith(TRAIT_PREFIX):
             key = target[len(TRAIT_PREFIX) :]
             target = TRAIT_PREFIX + declared_keys.get(key, key)
-            target = _trait_target_free(target, position, taken)
+            if key in declared_keys and target in taken:
+                # 'loyaltyTier' and 'LOYALTYTIER': a trait of its own beside the
+                # declared one would keep the later column's values unchecked.
+                twice.append((name, taken[target], declared_keys[key]))
+                target = ""
+            else:
+                target = _trait_target_free(target, position, taken)
         elif target in taken:
             # One column per profile field, status and email; the first one wins.
             target = ""
-        taken.add(target)
+        taken.setdefault(target, name)
         column_map[name] = target
-    return column_map
+    return column_map, twice
 
 
 def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:
@@ -505,7 +530,7 @@ def _full_name_position(names: list[str]) -> int | None:
     )
 
 
-def _trait_target_free(target: str, position: int, taken: set[str]) -> str:
+def _trait_target_free(target: str, position: int, taken: Container[str]) -> str:
     """Return a trait target no earlier column has, or "" for a reserved name."""
     if _trait_name_reserved(target):
         return ""

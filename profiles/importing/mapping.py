@@ -54,6 +54,7 @@ from profiles.importing.layouts import (
     consent_fact,
     contacts_time_parse,
     layout_column_map,
+    layout_columns_declared_twice,
     layout_columns_reserved,
     layout_detect,
     layout_with_status_column,
@@ -1129,8 +1130,10 @@ def contacts_parse(
     records, encoding_notes = _records_read(data, encoding)
     names = contacts_header_read(records)
     layout = layout_detect(names)
-    column_map = column_map or _default_map(layout, names)
-    schema = _schema_for(column_map)
+    if column_map:
+        schema = _schema_for(column_map)
+    else:
+        column_map, schema = _default_map(layout, names)
     # A map kept before traits were named in any case, or before the trait was
     # declared, is read as contact_import_map keeps one now.
     column_map = column_map_declared(column_map, schema)
@@ -1141,6 +1144,7 @@ def contacts_parse(
         for name in layout_columns_reserved(layout, names)
         if not column_map.get(name)
     ]
+    notes += _declared_twice_notes(layout, names, column_map, schema)
     notes += [
         _trait_name_cut_note(name, column_map[name])
         for name in names
@@ -1385,14 +1389,50 @@ def column_reserved_sentence(column: str) -> str:
     return f"{why} Map it to a profile field if it holds one."
 
 
-def _default_map(layout: Layout, names: list[str]) -> dict[str, str]:
+def _default_map(
+    layout: Layout, names: list[str]
+) -> tuple[dict[str, str], dict[str, TraitRule]]:
     # A column named as a declared trait goes to it; only a file with trait
     # columns asks which are declared (and pure parsing stays pure).
     column_map = layout_column_map(layout, names)
     schema = _schema_for(column_map)
     if not schema:
-        return column_map
-    return layout_column_map(layout, names, declared=schema)
+        return column_map, schema
+    return layout_column_map(layout, names, declared=schema), schema
+
+
+def _declared_twice_notes(
+    layout: Layout,
+    names: list[str],
+    column_map: dict[str, str],
+    schema: dict[str, TraitRule],
+) -> list[dict[str, Any]]:
+    """Say which columns stay out as named like a declared trait another column has."""
+    if not schema:
+        return []
+
+    return [
+        {
+            "kind": "declared_trait_taken",
+            "column": column,
+            "message": column_declared_twice_sentence(column, first, trait),
+        }
+        for column, first, trait in layout_columns_declared_twice(
+            layout, names, declared=schema
+        )
+        if not column_map.get(column)
+        and column_map.get(first) == f"{TRAIT_PREFIX}{trait}"
+    ]
+
+
+def column_declared_twice_sentence(column: str, first: str, trait: str) -> str:
+    """Say why the default map ignores a column named like a declared trait taken."""
+    return (
+        f"The column “{column}” is ignored: its name reads as the declared trait "
+        f"“{trait}”, which the column “{first}” is imported as, and a trait takes "
+        f"one column. To import “{column}” instead, map it to {trait} and ignore "
+        f"“{first}”."
+    )
 
 
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:
@@ -1416,6 +1456,9 @@ class ContactsPreview:
     encoding_guessed: bool = False
     # Whether any record follows the header (blank rows are none).
     has_records: bool = True
+    # Columns the default map ignores because an earlier one has the declared
+    # trait their names read as: (column, the earlier column, the trait).
+    declared_twice: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _email_key(written: str) -> str:
@@ -1458,7 +1501,7 @@ def contacts_preview(
         records.close()
 
     layout = layout_detect(names)
-    column_map = _default_map(layout, names)
+    column_map, schema = _default_map(layout, names)
     # Nothing of someone erased on request is shown, their address least of all.
     email_at = next(
         (at for at, name in enumerate(names) if column_map.get(name) == TARGET_EMAIL),
@@ -1477,6 +1520,17 @@ def contacts_preview(
             samples[position] = samples[position] or cell.strip()
     reserved = layout_columns_reserved(layout, names)
     has_records = any("".join(cells).strip() for cells in read)
+    declared_twice = []
+    if schema:
+        declared_twice = layout_columns_declared_twice(layout, names, declared=schema)
     return ContactsPreview(
-        layout, names, samples, column_map, reserved, label, guessed, has_records
+        layout,
+        names,
+        samples,
+        column_map,
+        reserved,
+        label,
+        guessed,
+        has_records,
+        declared_twice,
     )

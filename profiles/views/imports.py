@@ -40,6 +40,7 @@ from profiles.importing.layouts import (
 from profiles.importing.mapping import (
     NO_CONSENT_YET,
     ContactsPreview,
+    column_declared_twice_sentence,
     column_reserved_sentence,
     number_written_with_groups,
 )
@@ -182,6 +183,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
+    context["declared_twice"] = [
+        column_declared_twice_sentence(*names) for names in preview.declared_twice
+    ]
     context["undeclared_dates"] = _undeclared_dates(preview, traits)
     context["undeclared_numbers"] = _undeclared_numbers(preview, traits)
     # As the page now maps them: a column remapped and read again is checked anew.

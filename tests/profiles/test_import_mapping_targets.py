@@ -701,3 +701,70 @@ def test_two_columns_sent_to_a_declared_trait_in_two_cases_are_refused_naming_bo
     )
     contact_import.refresh_from_db()
     assert contact_import.column_map == {}
+
+
+@pytest.mark.django_db
+def test_a_later_column_named_as_a_declared_trait_taken_is_ignored_and_noted():
+    # Given a declared trait and a file naming it twice, in two cases
+    TraitDefinition.objects.create(
+        name="loyaltyTier", type=TraitType.TEXT, allowed_values=["gold", "silver"]
+    )
+    data = (
+        b"email,loyaltyTier,LOYALTYTIER\n"
+        b"twice1@example.com,gold,platinum\n"
+        b"twice2@example.com,,silver\n"
+    )
+
+    # When the file is mapped by default and imported
+    preview = contacts_preview(data)
+    contact_import = contact_import_file(filename="twice.csv", data=data)
+
+    # Then only the first column goes to the trait, under its rules, and the
+    # later one is ignored, the page and the report naming both
+    assert preview.column_map == {
+        "email": "email",
+        "loyaltyTier": "traits.loyaltyTier",
+        "LOYALTYTIER": "",
+    }
+    assert preview.declared_twice == [("LOYALTYTIER", "loyaltyTier", "loyaltyTier")]
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "twice1@example.com": {"loyaltyTier": "gold"},
+        "twice2@example.com": {},
+    }
+    notes = [n for n in contact_import.notes if n["kind"] == "declared_trait_taken"]
+    assert notes == [
+        {
+            "kind": "declared_trait_taken",
+            "column": "LOYALTYTIER",
+            "message": (
+                "The column “LOYALTYTIER” is ignored: its name reads as the declared "
+                "trait “loyaltyTier”, which the column “loyaltyTier” is imported as, "
+                "and a trait takes one column. To import “LOYALTYTIER” instead, map "
+                "it to loyaltyTier and ignore “loyaltyTier”."
+            ),
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_the_mapping_page_says_which_column_a_declared_trait_already_has(signed_in):
+    TraitDefinition.objects.create(name="favorite_color", type=TraitType.TEXT)
+    file = SimpleUploadedFile("colors.csv", TWO_COLORS, content_type="text/csv")
+    uploaded = signed_in.post(reverse("import_list"), {"file": file})
+
+    page = signed_in.get(uploaded.url)
+
+    form = page.context["form"]
+    assert [form[f"column_{n}"].initial for n in range(3)] == [
+        "email",
+        "traits.favorite_color",
+        "",
+    ]
+    assert page.context["declared_twice"] == [
+        "The column “favorite_color” is ignored: its name reads as the declared "
+        "trait “favorite_color”, which the column “Favorite Color” is imported as, "
+        "and a trait takes one column. To import “favorite_color” instead, map it "
+        "to favorite_color and ignore “Favorite Color”."
+    ]
+    assert "data-declared-twice" in page.content.decode()
