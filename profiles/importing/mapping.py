@@ -63,16 +63,20 @@ from profiles.importing.layouts import (
     status_read,
 )
 from profiles.importing.reading import (
+    HEADER_NAME_MAX_CHARS,
     ImportFormatError,
     SheetDate,
     SheetError,
     column_key,
     contacts_decoded,
+    contacts_header_cells,
     contacts_header_read,
     contacts_is_workbook,
     contacts_records,
     contacts_tags_split,
     decoded_records,
+    header_cells_cut,
+    header_names,
     trait_key,
     trait_key_cut,
 )
@@ -1128,7 +1132,8 @@ def contacts_parse(
     `decimal_comma`: its number cells are written 1.234,5.
     """
     records, encoding_notes = _records_read(data, encoding)
-    names = contacts_header_read(records)
+    header = contacts_header_cells(records)
+    names = header_names(header)
     layout = layout_detect(names)
     if column_map:
         schema = _schema_for(column_map)
@@ -1145,10 +1150,19 @@ def contacts_parse(
         if not column_map.get(name)
     ]
     notes += _declared_twice_notes(layout, names, column_map, schema)
+    cut = header_cells_cut(header)
+    notes += [
+        _column_name_cut_note(position, length, names[position], column_map)
+        for position, length in cut
+    ]
+    # A column whose name was cut is noted once, above, its trait's name too.
+    cut_names = {names[position] for position, _ in cut}
     notes += [
         _trait_name_cut_note(name, column_map[name])
         for name in names
-        if column_map.get(name, "").startswith(TRAIT_PREFIX) and trait_key_cut(name)
+        if column_map.get(name, "").startswith(TRAIT_PREFIX)
+        and trait_key_cut(name)
+        and name not in cut_names
     ]
     plan = column_plan_build(layout, names, column_map, schema)
     notes += _full_name_notes(plan)
@@ -1355,6 +1369,28 @@ def _trait_name_cut_note(column: str, target: str) -> dict[str, Any]:
             f"“{target.removeprefix(TRAIT_PREFIX)}”: its own name, {length} "
             f"characters, is longer than a trait's name can be "
             f"({TRAIT_NAME_MAX_CHARS})."
+        ),
+    }
+
+
+def _column_name_cut_note(
+    position: int, length: int, column: str, column_map: dict[str, str]
+) -> dict[str, Any]:
+    target = column_map.get(column, "")
+    trait = ""
+    if target.startswith(TRAIT_PREFIX):
+        trait = (
+            f" It is imported as the trait “{target.removeprefix(TRAIT_PREFIX)}”, "
+            f"a trait's name being at most {TRAIT_NAME_MAX_CHARS} characters."
+        )
+    return {
+        "kind": "column_name_cut",
+        "column": column,
+        "message": (
+            f"The header of column {position + 1} is {length:,} characters long, "
+            f"more than a column's name holds ({HEADER_NAME_MAX_CHARS}): the column "
+            f"is named by its first {HEADER_NAME_MAX_CHARS} characters, "
+            f"“{column[:COLUMN_SHOWN_MAX_CHARS]}…”.{trait}"
         ),
     }
 

@@ -55,7 +55,9 @@ XLSX_DAMAGED = (
     "so it cannot be read. Open it in Excel, save it again and upload the new file."
 )
 
-# A column name longer than this is no name: the first row is not a header.
+# A column's name is at most this long: a longer header cell (a sign-up form's
+# whole question) names its column by its start, so that the map, the mapping
+# page and each note about the column stay short. The report says so.
 HEADER_NAME_MAX_CHARS = 200
 # Python's csv module refuses a cell over 131,072 characters, which would refuse a
 # whole file for one long note; a cell may be as long as the file.
@@ -127,17 +129,12 @@ def header_names(cells: list[str]) -> list[str]:
     """Return a header's column names, stripped and each one different.
 
     The column map names columns by header name, so a repeated name becomes
-    'Name (column 3)' and a blank one 'Column 4', by position counted from 1.
+    'Name (column 3)' and a blank one 'Column 4', by position counted from 1. A
+    name is cut to HEADER_NAME_MAX_CHARS (see header_cells_cut).
     """
     names: list[str] = []
     taken: set[str] = set()
     for position, cell in enumerate(cells, start=1):
-        if len(cell.strip()) > HEADER_NAME_MAX_CHARS:
-            raise ImportFormatError(
-                f"Column {position} of the first row is {len(cell.strip()):,} "
-                f"characters long, so the first row is not a header: a header "
-                f"names each column in at most {HEADER_NAME_MAX_CHARS} characters."
-            )
         if ADDRESS_ALONE.fullmatch(cell.strip()):
             raise ImportFormatError(
                 f"The first row holds the address {cell.strip()[:100]} where the "
@@ -145,12 +142,22 @@ def header_names(cells: list[str]) -> list[str]:
                 "person left out. Add a first row that names the columns (Email, "
                 "First name...) and upload the file again."
             )
-        name = cell.strip() or f"Column {position}"
+        name = cell.strip()[:HEADER_NAME_MAX_CHARS].rstrip() or f"Column {position}"
         while name in taken:
             name = f"{name} (column {position})"
         taken.add(name)
         names.append(name)
     return names
+
+
+def header_cells_cut(cells: list[str]) -> list[tuple[int, int]]:
+    """Return (position, length) of each header cell longer than a column's name."""
+    lengths = (len(cell.strip()) for cell in cells)
+    return [
+        (position, length)
+        for position, length in enumerate(lengths)
+        if length > HEADER_NAME_MAX_CHARS
+    ]
 
 
 def trait_key(name: str, position: int) -> str:
@@ -672,9 +679,14 @@ def contacts_header_read(records: Iterator[tuple[int, list[str]]]) -> list[str]:
     Blank rows above it (an empty first line, a sheet that starts lower) are
     passed over, as blank rows between records are.
     """
+    return header_names(contacts_header_cells(records))
+
+
+def contacts_header_cells(records: Iterator[tuple[int, list[str]]]) -> list[str]:
+    """Return the cells of the header, as written (see contacts_header_read)."""
     for _, cells in records:
         if "".join(cells).strip():
-            return header_names(cells)
+            return cells
     raise ImportFormatError("The file is empty.")
 
 

@@ -19,6 +19,7 @@ from profiles.importing import (
     contacts_parse,
     contacts_preview,
 )
+from profiles.importing.reading import trait_key
 from profiles.models import ImportStatus, Profile, TraitDefinition, TraitType
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce
 
@@ -202,16 +203,41 @@ def test_a_file_with_lone_cr_line_endings_imports_like_any_other():
     assert Profile.objects.get(email="cr2.qa@example.com").city == "Lyon"
 
 
-def test_a_header_cell_too_long_to_be_a_name_is_a_format_error():
+def test_a_header_cell_too_long_for_a_name_names_its_column_by_its_start():
     data = b'"' + b"x" * 200_000 + b'"\na@example.com\n'
 
-    with pytest.raises(ImportFormatError) as refused:
-        contacts_header(data)
+    assert contacts_header(data) == ["x" * 200]
 
-    assert str(refused.value) == (
-        "Column 1 of the first row is 200,000 characters long, so the first row is "
-        "not a header: a header names each column in at most 200 characters."
+
+@pytest.mark.django_db
+def test_a_file_with_a_header_cell_over_200_characters_is_imported_and_noted():
+    # Given a sign-up form's export whose question is 300 characters long
+    question = (
+        "Which of our newsletters would you like to receive from us, and why? " * 5
     )
+    question = question.strip()[:300]
+    data = f'email,"{question}"\nlong.q@example.com,weekly\n'.encode()
+
+    # When it is imported on the default map
+    contact_import = contact_import_file(filename="form.csv", data=data)
+
+    # Then the column is named by its first 200 characters and its trait by the
+    # first 100 of those, with one note saying both
+    assert contact_import.status == ImportStatus.DONE
+    trait = trait_key(question, 1)
+    assert len(trait) == 100
+    assert Profile.objects.get().traits == {trait: "weekly"}
+    (note,) = [n for n in contact_import.notes if n["kind"].endswith("_cut")]
+    assert note == {
+        "kind": "column_name_cut",
+        "column": question[:200].rstrip(),
+        "message": (
+            "The header of column 2 is 300 characters long, more than a column's "
+            "name holds (200): the column is named by its first 200 characters, "
+            f"“{question[:60]}…”. It is imported as the trait “{trait}”, a trait's "
+            "name being at most 100 characters."
+        ),
+    }
 
 
 def test_a_utf16_mark_before_odd_bytes_is_a_format_error():
