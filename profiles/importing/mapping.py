@@ -131,6 +131,8 @@ REPORT_EMAIL_MAX_CHARS = 320
 REPORT_VALUE_MAX_CHARS = 200
 # A column's name is quoted up to this many characters in a note about its length.
 COLUMN_SHOWN_MAX_CHARS = 60
+# The trait a country column's value Bespoke cannot read as a country is kept as.
+COUNTRY_TRAIT = "country"
 # A trait's value from one cell, at most: as much as the tracking API takes in a
 # whole call. A longer cell (a pasted document) is left out with a note, rather than
 # make its profile's page megabytes long.
@@ -425,6 +427,8 @@ class _RecordContext:
     extra_empty: list[int] = field(default_factory=list)
     # The lines of CSV records imported with fewer cells than the header, by count.
     short: dict[int, list[int]] = field(default_factory=dict)
+    # The declared rule of the trait a country no one can read is kept as.
+    country_rule: TraitRule | None = None
     # Each tag cut or left out, by (note kind, tag, what), and the records of it.
     tag_problems: dict[tuple[str, str, str], _TagProblem] = field(default_factory=dict)
 
@@ -442,21 +446,58 @@ def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, A
     }
 
 
-def _country_note(record: int, column: str, value: str) -> dict[str, Any]:
+def _country_note(
+    record: int, column: str, value: str, trait: str = COUNTRY_TRAIT
+) -> dict[str, Any]:
     return {
         "kind": "country_as_trait",
         "record": record,
         "column": column,
         "message": (
             f"Record {record}: {column} {value!r} is no country Bespoke knows by that "
-            "name: it is kept as the trait country, and the profile's country is "
+            f"name: it is kept as the trait {trait}, and the profile's country is "
             "unchanged."
         ),
     }
 
 
+def _country_trait_read(
+    context: _RecordContext,
+    record: int,
+    line: int,
+    email: str,
+    column: str,
+    value: str,
+    traits: dict[str, Any],
+) -> None:
+    """Keep a country Bespoke cannot read as the trait country, under its rules.
+
+    A declared country trait (in any case) checks it as a column mapped to the
+    trait would: a value that breaks them is refused for that field alone.
+    """
+    rule = context.country_rule
+    if rule is None:
+        traits[COUNTRY_TRAIT] = value
+        context.notes.append(_country_note(record, column, value))
+        return
+
+    try:
+        traits[rule.name] = _trait_coerce(context, rule, value, context.date_format)
+    except TraitInvalid as exc:
+        context.field_rejections.append(
+            _field_rejection(column, rule, exc, record, line, email)
+        )
+        return
+    context.notes.append(_country_note(record, column, value, rule.name))
+
+
 def _fields_read(
-    context: _RecordContext, record: int, cells: list[str], traits: dict[str, Any]
+    context: _RecordContext,
+    record: int,
+    line: int,
+    email: str,
+    cells: list[str],
+    traits: dict[str, Any],
 ) -> dict[str, str]:
     plan = context.plan
     fields: dict[str, str] = {}
@@ -472,8 +513,8 @@ def _fields_read(
             fields[name] = _profile_value_check(name, value)
         except ValueError as exc:
             if name == "country_code" and plan.layout.country_as_trait:
-                traits["country"] = value
-                context.notes.append(_country_note(record, plan.names[position], value))
+                column = plan.names[position]
+                _country_trait_read(context, record, line, email, column, value, traits)
                 continue
             context.notes.append(
                 _ignored_note(record, plan.names[position], value, str(exc))
@@ -966,7 +1007,7 @@ def _record_read(
         consents = []
 
     traits = _traits_read(context, record, line, cells, email.display)
-    fields = _fields_read(context, record, cells, traits)
+    fields = _fields_read(context, record, line, email.display, cells, traits)
     tags = []
     if plan.tags is not None:
         tags = _tags_read(context, record, line, cells[plan.tags], email.display)
@@ -1177,7 +1218,11 @@ def contacts_parse(
         plan.layout = layout = layout_with_status_column(layout)
         notes.append(_status_column_note(layout, plan.names[status_column]))
 
+    if not schema and _country_may_be_trait(plan):
+        # A country Bespoke cannot read is kept as a trait, which may be declared.
+        schema = trait_schema_load()
     context = _RecordContext(plan, date_format, now or timezone.now(), notes, [])
+    context.country_rule = _declared_rule(schema, COUNTRY_TRAIT)
     context.workbook = contacts_is_workbook(data)
     # A workbook's number cells are numbers: no way of writing them to read.
     context.decimal_comma = decimal_comma and not context.workbook
@@ -1469,6 +1514,18 @@ def column_declared_twice_sentence(column: str, first: str, trait: str) -> str:
         f"one column. To import “{column}” instead, map it to {trait} and ignore "
         f"“{first}”."
     )
+
+
+def _country_may_be_trait(plan: ColumnPlan) -> bool:
+    return plan.layout.country_as_trait and any(
+        name == "country_code" for _, name in plan.fields
+    )
+
+
+def _declared_rule(schema: dict[str, TraitRule], name: str) -> TraitRule | None:
+    """Return the rule of the trait declared under this name in any case, if any."""
+    declared = column_map_declared({"": f"{TRAIT_PREFIX}{name}"}, schema)
+    return schema.get(declared[""].removeprefix(TRAIT_PREFIX))
 
 
 def _schema_for(column_map: dict[str, str]) -> dict[str, TraitRule]:

@@ -485,6 +485,25 @@ def test_a_country_written_by_name_is_its_code_and_an_unknown_one_a_trait():
 
 
 @pytest.mark.django_db
+def test_a_country_kept_as_a_declared_trait_is_held_to_its_rules():
+    TraitDefinition.objects.create(
+        name="Country", type=TraitType.TEXT, allowed_values=["Atlantis"]
+    )
+    data = b"email,Country\nkept@example.com,atlantis\nrefused@example.com,Narnia\n"
+
+    done = contact_import_file(filename="crm.csv", data=data)
+
+    assert profile("kept@example.com").traits == {"Country": "Atlantis"}
+    assert profile("refused@example.com").traits == {}
+    assert [(r["record"], r["column"]) for r in done.rejections] == [(2, "Country")]
+    kept = [n["message"] for n in done.notes if n["kind"] == "country_as_trait"]
+    assert kept == [
+        "Record 1: Country 'atlantis' is no country Bespoke knows by that name: it "
+        "is kept as the trait Country, and the profile's country is unchanged."
+    ]
+
+
+@pytest.mark.django_db
 def test_an_excel_unicode_text_file_in_utf16_is_read():
     data = "Email\tFirst Name\r\nsoren@example.net\tSøren\r\n".encode("utf-16")
 
