@@ -53,7 +53,9 @@ from profiles.traits import (
     TraitInvalid,
     trait_coerce,
     trait_name_is_reserved,
+    trait_rule_find,
     trait_schema_recent,
+    trait_sent_twice,
     trait_text_check,
 )
 
@@ -644,10 +646,12 @@ def _trait_notices(item: dict[str, Any], *, path_type: str | None) -> list[tuple
             exc = identify_trait_reserved(name)
             notices.append((f"trait_invalid:{exc.reason}", exc.message))
             continue
-        rule = schema.get(name)
+        rule = trait_rule_find(schema, name)
         try:
             if rule is None:
                 trait_text_check(name, raw)
+            elif rule.name != name and rule.name in traits:
+                raise trait_sent_twice(name, rule.name)
             else:
                 trait_coerce(rule, raw)
         except TraitInvalid as exc:

@@ -24,6 +24,8 @@ from profiles.traits import (
     country_code_read,
     trait_coerce,
     trait_name_is_reserved,
+    trait_rule_find,
+    trait_sent_twice,
     trait_text_check,
 )
 from profiles.value_times import (
@@ -114,7 +116,7 @@ def identify_change_read(
             # stand beside the field or computed trait, and templates read theirs.
             change.refused.append((name, raw, identify_trait_reserved(name)))
             continue
-        rule = schema.get(name)
+        rule = trait_rule_find(schema, name)
         if rule is None:
             try:
                 trait_text_check(name, raw)
@@ -123,9 +125,15 @@ def identify_change_read(
                 continue
             change.traits[name] = raw
             continue
+        if rule.name != name and (rule.name in traits or rule.name in newer):
+            # Sent in its declared spelling too, whose value stands; or held from
+            # a later identify.
+            if rule.name in traits:
+                change.refused.append((name, raw, trait_sent_twice(name, rule.name)))
+            continue
 
         try:
-            change.traits[name] = trait_coerce(rule, raw)
+            change.traits[rule.name] = trait_coerce(rule, raw)
         except TraitInvalid as exc:
             change.refused.append((name, raw, exc))
     place = place_names_said(fields, country_was=profile.country_code)

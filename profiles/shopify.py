@@ -64,6 +64,7 @@ from profiles.traits import (
     TraitInvalid,
     country_code_read,
     trait_coerce,
+    trait_rule_find,
     trait_schema_load,
 )
 from profiles.value_times import (
@@ -692,9 +693,12 @@ def _traits_checked(traits: dict[str, Any], refused: list[str]) -> dict[str, Any
     schema = trait_schema_load()
     checked: dict[str, Any] = {}
     for name, value in traits.items():
-        rule = schema.get(name)
+        rule = trait_rule_find(schema, name)
         try:
-            checked[name] = value if rule is None else trait_coerce(rule, value)
+            if rule is None:
+                checked[name] = value
+            else:
+                checked[rule.name] = trait_coerce(rule, value)
         except TraitInvalid as exc:
             refused.append(f"{name} {value!r} not stored: {exc.message}")
     return checked

@@ -10,6 +10,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -111,6 +112,50 @@ def trait_schema_recent() -> dict[str, TraitRule]:
     if now - _trait_schema["at"] > TRAIT_SCHEMA_REUSE_SECONDS:
         _trait_schema["rules"], _trait_schema["at"] = trait_schema_load(), now
     return _trait_schema["rules"]
+
+
+def trait_rule_find(schema: dict[str, TraitRule], name: str) -> TraitRule | None:
+    """Return the declared rule of the trait `name`, named in any case, or None.
+
+    "LOYALTYTIER" is the declared loyaltyTier: stored as a trait of its own, its
+    values would bypass the rule, and segments and templates reading loyaltyTier
+    would never see them. The Traits page refuses two names that differ only in case.
+    """
+    rule = schema.get(name)
+    if rule is not None or not schema:
+        return rule
+    read, rules = _rules_caseless["last"]
+    if read is not schema:
+        names = names_by_caseless(schema)
+        read, rules = schema, {key: schema[name] for key, name in names.items()}
+        # One assignment: a thread reading meanwhile sees one schema's pair or the other.
+        _rules_caseless["last"] = (read, rules)
+    return rules.get(value_caseless(name))
+
+
+def trait_sent_twice(name: str, declared: str) -> TraitInvalid:
+    """The reason a trait named as a declared one in another case is left out.
+
+    The call sends the declared spelling too, and that value is the one kept.
+    """
+    return TraitInvalid(
+        "sent_twice",
+        f"{name}: the declared trait {declared}, which this call also sends as "
+        f"{declared}; that value is kept",
+    )
+
+
+def names_by_caseless(names: Iterable[str]) -> dict[str, str]:
+    """Return each trait name by its caseless form; of two alike, the first in order."""
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        found.setdefault(value_caseless(name), name)
+    return found
+
+
+# The last schema trait_rule_find read, and its rules by caseless name: a worker's run
+# and the tracking API's process each keep one schema for many calls.
+_rules_caseless: dict[str, tuple[Any, dict[str, TraitRule]]] = {"last": (None, {})}
 
 
 def trait_schema_forget(**kwargs: Any) -> None:

@@ -107,6 +107,7 @@ from profiles.traits import (
     TraitInvalid,
     TraitRule,
     country_code_read,
+    names_by_caseless,
     number_digits,
     number_text,
     trait_coerce,
@@ -251,11 +252,7 @@ def column_map_declared(
     would be an undeclared trait of its own, stored unchecked.
     """
     names = set(declared)
-    # The Traits page refuses a name that differs from a declared one only in
-    # case; of two such names declared elsewhere, the first in order is taken.
-    by_caseless: dict[str, str] = {}
-    for name in sorted(names):
-        by_caseless.setdefault(value_caseless(name), name)
+    by_caseless = names_by_caseless(names)
     resolved: dict[str, str] = {}
     for column, target in column_map.items():
         name = target.removeprefix(TRAIT_PREFIX)

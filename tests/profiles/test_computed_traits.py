@@ -423,6 +423,45 @@ def test_a_value_that_breaks_its_rule_is_reported_and_not_stored(db):
     assert rejected[1].payload == {"trait": "plan", "value": "gold"}
 
 
+def test_a_declared_trait_sent_in_another_case_is_held_to_its_rule(db):
+    TraitDefinition.objects.create(
+        name="loyaltyTier", type=TraitType.TEXT, allowed_values=["Gold", "Silver"]
+    )
+    TraitDefinition.objects.create(name="shoe_size", type=TraitType.NUMBER)
+    event(type="identify", traits={"LOYALTYTIER": "gold", "Shoe_Size": "42"})
+    process()
+    second = event(type="identify", traits={"loyaltytier": "platinum"})
+
+    profile = process()
+
+    # Stored under the declared name and spelling, never as a trait of its own.
+    assert profile.traits == {"loyaltyTier": "Gold", "shoe_size": 42}
+    rejected = RejectedEvent.objects.get()
+    assert (rejected.code, rejected.message_id) == (
+        "trait_invalid:not_allowed",
+        second.message_id,
+    )
+    assert rejected.payload == {"trait": "loyaltytier", "value": "platinum"}
+
+
+def test_a_declared_trait_sent_in_two_spellings_keeps_the_declared_ones_value(db):
+    TraitDefinition.objects.create(name="plan", type=TraitType.TEXT)
+    sent = event(type="identify", traits={"PLAN": "free", "plan": "pro"})
+
+    profile = process()
+
+    assert profile.traits == {"plan": "pro"}
+    rejected = RejectedEvent.objects.get()
+    assert (rejected.code, rejected.message_id) == (
+        "trait_invalid:sent_twice",
+        sent.message_id,
+    )
+    assert rejected.message == (
+        "Trait PLAN: the declared trait plan, which this call also sends as plan; "
+        "that value is kept"
+    )
+
+
 def test_a_new_profiles_invalid_trait_is_reported_too(db):
     TraitDefinition.objects.create(name="vip", type=TraitType.BOOLEAN)
     first = event(type="identify", traits={"vip": "perhaps", "pet": "dog"})

@@ -762,6 +762,23 @@ def test_a_declared_trait_keeps_its_declared_type(db, deliver):
     assert note.startswith("shopify_total_spent 0.0 not stored: ")
 
 
+def test_a_trait_declared_in_another_case_takes_the_shops_value(db, deliver):
+    TraitDefinition.objects.create(
+        name="Shopify_Total_Spent", type=TraitType.NUMBER, minimum=Decimal("1")
+    )
+
+    deliver("customers_create_legacy_2024-10.json")
+
+    # Checked by the declared rule (0.00 is below its minimum), not kept beside it.
+    assert Profile.objects.get().traits == {
+        "shopify_customer_id": "7412345678903",
+        "shopify_orders_count": 0,
+    }
+    assert WebhookDelivery.objects.get().error.startswith(
+        "shopify_total_spent 0.0 not stored: "
+    )
+
+
 def test_a_signed_body_that_is_not_json_is_refused_and_not_stored(
     db, deliver, shop_headers
 ):

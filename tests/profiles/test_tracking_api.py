@@ -775,6 +775,23 @@ def test_the_sender_is_told_which_traits_break_their_declared_rule(post):
 
 
 @pytest.mark.django_db
+def test_the_sender_is_told_of_a_declared_trait_named_in_another_case(post):
+    from profiles.models import TraitDefinition
+
+    TraitDefinition.objects.create(name="tier", type="text", allowed_values=["gold"])
+
+    broken = post("/v1/identify", {"userId": "u-5", "traits": {"TIER": "bronze"}})
+    twice = post(
+        "/v1/identify", {"userId": "u-5", "traits": {"Tier": "x", "tier": "gold"}}
+    )
+
+    assert [w["code"] for w in broken.json()["warnings"]] == [
+        "trait_invalid:not_allowed"
+    ]
+    assert [w["code"] for w in twice.json()["warnings"]] == ["trait_invalid:sent_twice"]
+
+
+@pytest.mark.django_db
 def test_a_rule_declared_in_this_process_is_read_by_its_next_request(post):
     from profiles.models import TraitDefinition
 
