@@ -338,6 +338,12 @@ def _feed_health(
         )
     hourly = _volume(hourly_counts, step=hour, now=now, n=VOLUME_HOURS)
     daily = _volume(daily_counts, step=day, now=now, n=VOLUME_DAYS)
+    lag = _lag(feed, now=now)
+    unprocessed = _backlog(
+        feed.rows.filter(feed.pending, **{f"{feed.done}__isnull": True}),
+        arrived=feed.arrived,
+        now=now,
+    )
     return {
         "unit": feed.unit,
         "unit_one": UNIT_ONE[feed.unit],
@@ -347,14 +353,23 @@ def _feed_health(
         "daily_max": max(bucket["count"] for bucket in daily),
         "hourly_total": sum(bucket["count"] for bucket in hourly),
         "daily_total": sum(bucket["count"] for bucket in daily),
-        "lag": _lag(feed, now=now),
-        "unprocessed": _backlog(
-            feed.rows.filter(feed.pending, **{f"{feed.done}__isnull": True}),
-            arrived=feed.arrived,
-            now=now,
-        ),
+        "lag": lag,
+        "unprocessed": unprocessed,
+        "longest_wait": _longest_wait(lag, unprocessed),
         "last_received_at": _last_success(feed),
     }
+
+
+def _longest_wait(lag: dict[str, Any], unprocessed: dict[str, Any]) -> dict[str, Any]:
+    """Return the longest wait: of the last hour's done rows, or of one still waiting.
+
+    With the worker stopped nothing is done, and the done rows' lag alone would
+    read as a feed going well while events wait.
+    """
+    done, waiting = lag["max_seconds"], unprocessed["oldest_age_seconds"]
+    if waiting is not None and (done is None or waiting > done):
+        return {"seconds": waiting, "still_waiting": True}
+    return {"seconds": done, "still_waiting": False}
 
 
 def _counted(

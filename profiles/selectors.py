@@ -1,9 +1,12 @@
 """Reads on profiles for other apps: plain values, never querysets to write through."""
 
-from django.db.models import Count
+from typing import Any
+
+from django.db.models import Count, Min, Q
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import (
+    Event,
     IdentityKind,
     Profile,
     ProfileIdentity,
@@ -58,6 +61,27 @@ def profile_status_counts() -> dict[str, int]:
 
 # A profile id is a bigint: more digits than this cannot be one.
 PROFILE_ID_MAX_DIGITS = 18
+
+
+def profile_events_waiting(profile: Profile) -> dict[str, Any]:
+    """Return how many of a person's events wait to be processed, and the oldest's arrival.
+
+    Its own, and those sent by one of its userIds or anonymousIds, which are tied
+    to it only when processed: until then its figures, timeline and segments do not
+    count them. Read through the index of unprocessed events, which holds few.
+    """
+    ids = dict.fromkeys((IdentityKind.USER_ID, IdentityKind.ANONYMOUS_ID), ())
+    for kind, value in profile.identities.filter(kind__in=ids).values_list(
+        "kind", "value"
+    ):
+        ids[kind] += (value,)
+    named = Q(profile=profile)
+    if ids[IdentityKind.USER_ID]:
+        named |= Q(user_id__in=ids[IdentityKind.USER_ID])
+    if ids[IdentityKind.ANONYMOUS_ID]:
+        named |= Q(anonymous_id__in=ids[IdentityKind.ANONYMOUS_ID])
+    waiting = Event.objects.filter(named, processed_at__isnull=True)
+    return waiting.aggregate(count=Count("id"), oldest=Min("received_at"))
 
 
 def profile_merged_into(pk: int) -> ProfileMerge | None:

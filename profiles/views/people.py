@@ -40,6 +40,7 @@ from profiles.processing_identities import (
     profile_merge,
 )
 from profiles.selectors import (
+    profile_events_waiting,
     profile_find,
     profile_is_suppressed,
     profile_merged_into,
@@ -170,6 +171,7 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "merges": profile.merges.order_by("-merged_at", "-pk"),
         "merge_form": ProfileMergeForm(profile=profile),
         "segments": segments_containing(profile.pk),
+        "waiting": profile_events_waiting(profile),
         "page": page,
         "timeline": [_timeline_row(event) for event in page],
     }

@@ -487,3 +487,44 @@ def test_a_tag_holding_a_comma_reads_as_one_tag(signed_in, page):
         "Expo 2024, Boston",
         "VIP",
     ]
+
+
+def test_the_profile_page_says_how_many_of_the_persons_events_wait(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    for kind, value in [
+        (IdentityKind.USER_ID, "u-ana"),
+        (IdentityKind.ANONYMOUS_ID, "a1"),
+    ]:
+        ProfileIdentity.objects.create(profile=ana, kind=kind, value=value)
+    done = {"processed_at": WHEN}
+    event(ana, 1)  # stored with her profile by the shop, not yet counted
+    event(ana, 5, **done)
+
+    def sent(n: int, **ids: str) -> None:
+        # Sent by one of her ids: tied to her profile only once processed.
+        Event.objects.create(
+            message_id=f"sent-{n}",
+            type="track",
+            timestamp=WHEN,
+            received_at=WHEN,
+            **ids,
+        )
+
+    sent(2, user_id="u-ana")
+    sent(3, user_id="u-ana")
+    sent(4, anonymous_id="a1")
+    sent(6, user_id="u-ben")
+    quiet = ProfileFactory(email="cy@example.com")
+    event(quiet, 1, **done)
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+    calm = signed_in.get(reverse("profile_detail", kwargs={"pk": quiet.pk}))
+
+    said = re.search(
+        r"<p class=\"flash error\" data-waiting>(.*?)</p>", page.content.decode()
+    )
+    assert said is not None
+    assert said.group(1).startswith(
+        "4 events of this person are waiting to be processed, the oldest since "
+    )
+    assert "data-waiting" not in calm.content.decode()

@@ -266,6 +266,7 @@ def test_the_health_of_a_write_key_source_is_aggregated_exactly(shop_feed):
     assert (shop["hourly_max"], shop["daily_max"]) == (3, 5)
     assert shop["lag"] == {"measured": 3, "median_seconds": 4.0, "max_seconds": 30.0}
     assert shop["unprocessed"] == {"count": 1, "oldest_age_seconds": 600.0}
+    assert shop["longest_wait"] == {"seconds": 600.0, "still_waiting": True}
     assert shop["failed"]["count"] == 1
     assert [row["message_id"] for row in shop["failed"]["recent"]] == ["e6"]
     assert shop["failed"]["recent"][0]["processing_error"] == "no such profile"
@@ -300,6 +301,7 @@ def test_a_quiet_source_raises_no_warning(shop_feed):
     assert quiet["hourly_total"] == 0
     assert quiet["lag"] == {"measured": 0, "median_seconds": None, "max_seconds": None}
     assert quiet["unprocessed"] == {"count": 0, "oldest_age_seconds": None}
+    assert quiet["longest_wait"] == {"seconds": None, "still_waiting": False}
     assert quiet["rejections"] == []
     assert quiet["rejections_warning"] is False
     assert quiet["backlog_warning"] is False
@@ -350,6 +352,9 @@ def test_shop_events_and_failed_deliveries_count_under_shopify():
     assert (shopify["unit"], shopify["daily_total"]) == ("deliveries", 5)
     assert shopify["lag"] == {"measured": 3, "median_seconds": 2.0, "max_seconds": 2.0}
     assert shopify["unprocessed"]["count"] == 2
+    # The unprocessed deliveries have waited no longer than the done ones took.
+    assert shopify["unprocessed"]["oldest_age_seconds"] == 2.0
+    assert shopify["longest_wait"] == {"seconds": 2.0, "still_waiting": False}
     assert shopify["failed"]["count"] == 2
     assert [row["delivery_id"] for row in shopify["failed"]["recent"]] == ["d2", "d1"]
     assert shopify["webhook_notes"] == 1
@@ -424,7 +429,11 @@ def test_the_health_page_warns_only_about_the_troubled_source(signed_in, shop_fe
         in shop
     )
     assert '<div class="figure" data-figure="median_lag">4 s</div>' in shop
-    assert '<div class="figure" data-figure="max_lag">30 s</div>' in shop
+    # The event waiting for 600 s is the longest wait, not the 30 s of those done.
+    assert (
+        '<div class="figure" data-figure="max_lag">600 s</div><div class="label">'
+        "longest wait, still waiting</div>" in shop
+    )
     assert '<div class="figure" data-figure="last_48h">5</div>' in shop
     assert (
         '<tr data-code="no_user_anon_id"><td><code>no_user_anon_id</code></td><td>2</td>'
