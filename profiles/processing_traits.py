@@ -50,6 +50,7 @@ profile's events.
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -581,10 +582,11 @@ chunk_categories AS (
         count(*) AS n, max(c.timestamp) AS last_at
     FROM chunk c
     CROSS JOIN LATERAL (
-        SELECT c.product_properties->>'category' AS category
+        -- Composed: "Café" typed with a combining accent is the same category.
+        SELECT normalize(c.product_properties->>'category', NFC) AS category
         WHERE jsonb_typeof(c.product_properties->'category') = 'string'
         UNION ALL
-        SELECT item->>'category'
+        SELECT normalize(item->>'category', NFC)
         FROM jsonb_array_elements(CASE
             WHEN jsonb_typeof(c.product_properties->'products') = 'array'
             THEN c.product_properties->'products' ELSE '[]'::jsonb END) AS item
@@ -602,7 +604,8 @@ category_totals AS (
     SELECT t.profile_id, min(t.category COLLATE "C") AS category, sum(t.n) AS n,
         max(t.last_at) AS last_at
     FROM (
-        SELECT p.id AS profile_id, kept.key AS category, (kept.value->>0)::numeric AS n,
+        SELECT p.id AS profile_id, normalize(kept.key, NFC) AS category,
+            (kept.value->>0)::numeric AS n,
             (kept.value->>1)::numeric AS last_at
         FROM profiles_profile p
         CROSS JOIN LATERAL jsonb_each(CASE
@@ -1019,8 +1022,10 @@ def _categories(properties: dict[str, Any]) -> list[str]:
     products = properties.get("products")
     if isinstance(products, list):
         found += [_dict(item).get("category") for item in products]
+    # Composed, as _FIGURES_UPDATE reads them: one "Café" however its accent was typed.
+    texts = [unicodedata.normalize("NFC", v) for v in found if isinstance(v, str)]
     return [
-        value.strip(CATEGORY_BLANKS)[:CATEGORY_MAX_CHARS]
-        for value in found
-        if isinstance(value, str) and value.strip(CATEGORY_BLANKS)
+        text.strip(CATEGORY_BLANKS)[:CATEGORY_MAX_CHARS]
+        for text in texts
+        if text.strip(CATEGORY_BLANKS)
     ]

@@ -182,6 +182,29 @@ def test_the_favourite_category_is_the_most_seen_and_ties_go_to_the_latest(db):
     assert profile.favourite_category == "Tents"
 
 
+def test_a_category_is_one_however_its_accent_was_typed(db):
+    composed, decomposed = "Caf\u00e9", "Cafe\u0301"
+    for n, name in enumerate([composed, "Tea", composed, "Tea"]):
+        event(event="Product Viewed", at=days_ago(9 - n), properties={"category": name})
+    process()
+    # A later chunk, added to what the profile keeps.
+    for n, name in enumerate([decomposed, decomposed, "Tea"]):
+        event(event="Product Viewed", at=days_ago(4 - n), properties={"category": name})
+
+    profile = process()
+
+    assert profile.favourite_category == composed
+    assert {name: n for name, (n, _) in profile.category_counts.items()} == {
+        composed: 4,
+        "Tea": 3,
+    }
+    Profile.objects.filter(pk=profile.pk).update(category_counts=None)
+    _refresh_in_python(TraitsRefresh(profile_ids={profile.pk}), now=NOW)
+    profile.refresh_from_db()
+    assert profile.favourite_category == composed
+    assert set(profile.category_counts) == {composed, "Tea"}
+
+
 def test_a_merge_recomputes_the_kept_profiles_traits(db):
     kept = ProfileFactory(email="grace.lee@example.com")
     Event.objects.create(
