@@ -3,6 +3,7 @@ merging two profiles of one person by hand."""
 
 import json
 import logging
+import math
 from decimal import MAX_EMAX, Context, Decimal
 from typing import Any
 
@@ -216,6 +217,14 @@ def trait_shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _amount_shown(value: Any) -> str:
+    # A shop sends 75.0 for 75.00: a JSON number with a fraction is shown with its
+    # cents, as money is written; a whole number or a text amount as it was sent.
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{Decimal(str(value)):.2f}"
+    return str(value)
+
+
 def _timeline_row(event: Event) -> dict[str, Any]:
     return {
         "event": event,
@@ -242,7 +251,9 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
     amount = next((k for k in ("total", "revenue", "value") if k in properties), None)
     if amount is not None:
         currency = properties.get("currency", "")
-        details.append((amount, f"{properties[amount]} {currency}".strip()))
+        details.append(
+            (amount, f"{_amount_shown(properties[amount])} {currency}".strip())
+        )
     if properties.get("category"):
         details.append(("category", str(properties["category"])))
 

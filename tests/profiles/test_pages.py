@@ -190,13 +190,13 @@ def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
         [
             "track",
             "Checkout Started",
-            "product Trailhead Rain Jacket, Socks revenue 113.0 USD "
+            "product Trailhead Rain Jacket, Socks revenue 113.00 USD "
             "page /checkouts/cn/b7d5",
         ],
         [
             "track",
             "Product Viewed",
-            "product Trailhead Rain Jacket value 89.0 category Jackets",
+            "product Trailhead Rain Jacket value 89.00 category Jackets",
         ],
         ["page", "Home", "page /collections/sale"],
     ]
@@ -213,6 +213,13 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
     )
     event(ana, 1, event="Order Completed", properties={"order_id": 1057, "total": 5})
     event(
+        ana,
+        1,
+        message_id="shop-order",
+        event="Order Completed",
+        properties={"order_id": "1058", "total": 75.0, "currency": "USD"},
+    )
+    event(
         ana, 2, event="Order Refunded", properties={"order_id": "1057", "refund_id": 9}
     )
     event(
@@ -228,6 +235,8 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
     assert [row[2:] for row in rows] == [
         ["Email Opened", "campaign spring machine open not counted as an open"],
         ["Order Refunded", "order 1057 refund 9"],
+        # A shop's 75.0 is money: shown with its cents; a whole 5 as sent.
+        ["Order Completed", "order 1058 total 75.00 USD"],
         ["Order Completed", "order 1057 total 5"],
         ["Email Bounced", "campaign spring reason 550 5.1.1 no such user"],
     ]
