@@ -612,6 +612,9 @@ def _describe_op(rule: dict) -> str:
         return "has its anniversary today" if value == 0 else f"{words} {value} days"
     if op == "between":
         return f"{words} {value[0]} and {value[1]}"
+    if isinstance(value, bool):
+        # As a marketer writes it, and the rule's JSON: not Python's True.
+        return f"{words} {'true' if value else 'false'}"
     return f"{words} {value!r}" if not isinstance(value, list) else f"{words} {value}"
 
 

@@ -156,3 +156,10 @@ def test_an_anniversary_rule_says_it_means_that_day_exactly(days, said):
     rule = {"attribute": "traits.birthday", "op": "anniversary_in_days", "value": days}
 
     assert rule_describe(rule) == said
+
+
+@pytest.mark.parametrize(("value", "said"), [(True, "true"), (False, "false")])
+def test_a_boolean_rule_is_said_as_a_marketer_writes_it(value, said):
+    rule = {"attribute": "traits.loyal", "op": "eq", "value": value}
+
+    assert rule_describe(rule) == f"traits.loyal is {said}"
