@@ -8,7 +8,7 @@ a fallback, so missing data never breaks a layout.
 
 import calendar
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 from liquid.filter import liquid_filter, with_environment
 
+from campaigns.trait_review import trait_test_problem
 from profiles.traits import (
     YEARLESS_DATE,
     TraitRule,
@@ -227,17 +228,25 @@ class TemplateReview:
 
 
 def template_review(
-    *, subject: str, html: str, text: str = "", traits: Iterable[str] = ()
+    *,
+    subject: str,
+    html: str,
+    text: str = "",
+    traits: Mapping[str, TraitRule] | Iterable[str] = (),
 ) -> TemplateReview:
     """Check a template's syntax, and that each name it reads exists for recipients.
 
-    `traits` are the declared traits (the trait schema): `profile.<trait>` is known
-    when it is declared or is a profile field; anything else renders as nothing for
-    everyone, usually a typo or a trait that was never declared.
+    `traits` are the declared traits (the trait schema), by name with their rules:
+    `profile.<trait>` is known when it is declared or is a profile field; anything
+    else renders as nothing for everyone, usually a typo or a trait that was never
+    declared. A condition comparing a declared trait with a value of another type,
+    or with a value it does not allow, is warned about too; names given without
+    rules are known, their types not.
     """
     errors = template_check(subject=subject, html=html, text=text)
     warnings: list[str] = []
     known = PROFILE_KEYS | set(traits)
+    rules = dict(traits) if isinstance(traits, Mapping) else {}
     for part, source, is_html in (
         ("subject", subject, False),
         ("html", html, True),
@@ -274,28 +283,43 @@ def template_review(
                     line = source.count("\n", 0, variable.span.index) + 1
                     warnings.append(f"{part}, line {line}: {problem}")
         if not any(error.startswith(part) for error in errors):
-            warnings += _always_true_tests(part, source)
+            warnings += _condition_problems(part, source, rules)
             warnings += _sample_render_problems(part, template)
     return TemplateReview(errors, warnings)
 
 
-def _always_true_tests(part: str, source: str) -> list[str]:
-    """Name each condition on a profile key that Liquid decides alike for everyone."""
+def _condition_problems(
+    part: str, source: str, rules: dict[str, TraitRule]
+) -> list[str]:
+    """Name each condition on a profile key that Liquid decides alike for everyone.
+
+    And each that compares a declared trait with a value of another type (always
+    false, or failing), or with a value the trait does not allow.
+    """
     scanned = NOT_CONDITIONS.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), source)
     warnings: list[str] = []
     for tag, condition, index in _conditions(scanned):
         line = scanned.count("\n", 0, index) + 1
-        # Text in quotes is a value, whatever "and" or "profile.city" it holds.
-        condition = QUOTED.sub(
-            "''", PROFILE_KEY_BRACKETED.sub(r"profile.\2", condition)
-        )
-        for operand in CONDITION_OPERANDS.split(condition):
-            problem = _always_alike(operand.strip())
+        for operand in _operands(PROFILE_KEY_BRACKETED.sub(r"profile.\2", condition)):
+            # Text in quotes is a value, whatever "and" or "profile.city" it holds.
+            problem = _always_alike(QUOTED.sub("''", operand)) or trait_test_problem(
+                operand, rules
+            )
             if problem:
                 warning = f"{part}, line {line}: in this '{tag}', {problem}"
                 if warning not in warnings:
                     warnings.append(warning)
     return warnings
+
+
+def _operands(condition: str) -> list[str]:
+    """Split a condition at each and and or, but not inside quoted text."""
+    quoted = QUOTED.findall(condition)
+    operands = []
+    for masked in CONDITION_OPERANDS.split(QUOTED.sub("''", condition)):
+        # The quoted texts come back in order, each where its '' stands.
+        operands.append(re.sub("''", lambda _: quoted.pop(0), masked.strip()))
+    return operands
 
 
 def _conditions(source: str) -> list[tuple[str, str, int]]:

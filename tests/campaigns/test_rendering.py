@@ -16,6 +16,7 @@ from campaigns.rendering import (
     template_review,
 )
 from profiles.models import ProfileTag, TraitDefinition, TraitType
+from profiles.traits import TraitRule
 from tests.factories import ProfileFactory
 
 LOCATION_BLOCK = (
@@ -441,3 +442,100 @@ def test_a_template_that_fails_for_someone_with_no_orders_yet_is_warned_about():
     assert warning.startswith(
         "html: it fails for a recipient with no name or orders yet ("
     )
+
+
+DECLARED = {
+    "score": TraitRule(name="score", type=TraitType.NUMBER),
+    "vip": TraitRule(name="vip", type=TraitType.BOOLEAN),
+    "plan": TraitRule(name="plan", type=TraitType.TEXT, allowed_values=("Free", "Pro")),
+    "joined": TraitRule(name="joined", type=TraitType.DATE),
+}
+
+
+def test_a_declared_trait_compared_with_a_value_of_another_type_is_warned_about():
+    # given conditions that compare declared traits with text, a number or true
+    review = template_review(
+        subject="Hi",
+        html=(
+            '{% if profile.score > "40" %}a{% endif %}\n'
+            '{% if profile.vip == "true" %}b{% endif %}\n'
+            "{% unless profile['score'] != true %}c{% endunless %}\n"
+            '{% if profile.order_count > 0 and "2024-01-01" < profile.joined '
+            "or profile.joined > 2024 %}d{% endif %}"
+        ),
+        traits=DECLARED,
+    )
+
+    # then each is named with its line, the trait, what it does for everyone and
+    # the test to write instead, where there is one
+    assert review.errors == []
+    assert review.warnings == [
+        "html, line 1: in this 'if', profile.score > \"40\" fails for every "
+        "recipient who has the trait score, each then skipped when the campaign "
+        "sends, since the declared trait score is a number, not text: test "
+        "profile.score > 40 instead",
+        "html, line 2: in this 'if', profile.vip == \"true\" is false for every "
+        "recipient, since the declared trait vip is true or false, not text: test "
+        "profile.vip == true instead",
+        "html, line 3: in this 'unless', profile.score != true is true for every "
+        "recipient, since the declared trait score is a number, not true or false",
+        "html, line 4: in this 'if', profile.joined > 2024 fails for every "
+        "recipient who has the trait joined, each then skipped when the campaign "
+        "sends, since the declared trait joined is a date, which templates read as "
+        "text (YYYY-MM-DD), not a number",
+    ]
+
+
+def test_a_declared_trait_compared_with_a_value_it_never_holds_is_warned_about():
+    review = template_review(
+        subject='{% if profile.plan == "pro" %}Pro{% endif %}',
+        html=(
+            "{% if profile.plan != 'Gold' %}a{% endif %}\n"
+            '{% if profile.joined == "14/03/2025" %}b{% endif %}\n'
+            '{% if profile.plan == "" %}c{% endif %}'
+        ),
+        traits=DECLARED,
+    )
+
+    assert review.warnings == [
+        "subject, line 1: in this 'if', profile.plan == \"pro\" is false for every "
+        'recipient, since the declared trait plan keeps "pro" as "Pro": test '
+        'profile.plan == "Pro" instead',
+        "html, line 1: in this 'if', profile.plan != 'Gold' is true for every "
+        'value the declared trait plan allows ("Free", "Pro")',
+        "html, line 2: in this 'if', profile.joined == \"14/03/2025\" is false for "
+        "every recipient, since the declared trait joined is a date, which "
+        'templates read as text (YYYY-MM-DD), and "14/03/2025" is not one',
+        "html, line 3: in this 'if', profile.plan == \"\" is false for every value "
+        'the declared trait plan allows ("Free", "Pro")',
+    ]
+
+
+def test_declared_traits_compared_as_their_types_are_not_warned_about():
+    review = template_review(
+        subject="Hi",
+        html=(
+            "{% if profile.score > 40 and profile.plan == 'Pro' %}a{% endif %}"
+            "{% if profile.vip %}b{% elsif profile.vip == true %}c{% endif %}"
+            '{% if profile.joined >= "2025-01-01" or profile.plan != "Free" %}d'
+            "{% endif %}{% if profile.score == nil or profile.vip > 0 %}e{% endif %}"
+            "{% if profile.plan contains 'r' %}f{% endif %}"
+        ),
+        traits=DECLARED,
+    )
+
+    assert (review.errors, review.warnings) == ([], [])
+
+
+def test_a_trait_not_declared_is_compared_as_before():
+    html = '{% if profile.score > "40" or profile.vip == "true" %}a{% endif %}'
+
+    # given by name only, the schema's types unknown, and then only vip declared
+    by_name = template_review(subject="Hi", html=html, traits=["score", "vip"])
+    vip_only = template_review(subject="Hi", html=html, traits={"vip": DECLARED["vip"]})
+
+    assert by_name.warnings == []
+    assert [warning.split(" is ")[0] for warning in vip_only.warnings] == [
+        "html, line 1: profile.score",  # neither a field nor declared, as before
+        "html, line 1: in this 'if', profile.vip == \"true\"",
+    ]

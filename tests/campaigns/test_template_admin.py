@@ -48,3 +48,16 @@ def test_a_template_with_an_unknown_filter_is_not_saved(admin_client):
 
     assert EmailTemplate.objects.count() == 0
     assert "there is no filter &#x27;nosuchfilter&#x27;" in response.content.decode()
+
+
+def test_a_declared_trait_compared_as_another_type_saves_with_a_warning(admin_client):
+    TraitDefinition.objects.create(name="score", type=TraitType.NUMBER)
+
+    response = post(admin_client, '<p>{% if profile.score > "40" %}gold{% endif %}</p>')
+
+    assert EmailTemplate.objects.count() == 1
+    page = response.content.decode()
+    assert (
+        "Html, line 1: in this &#x27;if&#x27;, profile.score &gt; &quot;40&quot; "
+        "fails for every recipient who has the trait score"
+    ) in page

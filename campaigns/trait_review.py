@@ -1,0 +1,176 @@
+"""What the template review knows of a declared trait: the type a template reads.
+
+profile_context gives a declared trait as its type (rendering.profile_context): a
+number, true or false, or text (a date and a date and time are text too). A
+condition comparing one with a value of another type is false, or true, for every
+recipient, or fails for each recipient who has the trait, who is then skipped at
+sending; one comparing it with a value the trait does not allow is never true of an
+allowed value. Nothing here reads the database: the caller gives the rules.
+"""
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from profiles.models import TraitType
+from profiles.traits import TraitRule, trait_typed
+
+# What a template holds for each declared type.
+KIND_OF_TYPE = {
+    TraitType.NUMBER: "number",
+    TraitType.BOOLEAN: "boolean",
+    TraitType.TEXT: "text",
+    TraitType.DATE: "text",
+    TraitType.DATETIME: "text",
+}
+TYPE_WORDS = {
+    TraitType.NUMBER: "a number",
+    TraitType.BOOLEAN: "true or false",
+    TraitType.TEXT: "text",
+    TraitType.DATE: "a date, which templates read as text (YYYY-MM-DD)",
+    TraitType.DATETIME: (
+        "a date and time, which templates read as text in UTC "
+        "(YYYY-MM-DDThh:mm:ss+00:00)"
+    ),
+}
+KIND_WORDS = {"number": "a number", "boolean": "true or false", "text": "text"}
+
+# A value written in a condition, as Liquid reads it: quoted text, a number, or
+# true or false. nil, empty and blank are left to the nil checks.
+LITERAL = r"'[^']*'|\"[^\"]*\"|-?\d+(?:\.\d+)?|true|false"
+OPERATOR = r"==|!=|<>|<=|>=|<|>|contains"
+TRAIT_FIRST = re.compile(
+    rf"profile\.(?P<trait>\w+)\s*(?P<operator>{OPERATOR})\s*(?P<literal>{LITERAL})"
+)
+LITERAL_FIRST = re.compile(
+    rf"(?P<literal>{LITERAL})\s*(?P<operator>{OPERATOR})\s*profile\.(?P<trait>\w+)"
+)
+EQUALITY = {"==": "false", "!=": "true", "<>": "true"}
+# How many allowed values a warning lists before saying how many there are.
+ALLOWED_SHOWN_MAX = 5
+
+
+def trait_test_problem(operand: str, rules: dict[str, TraitRule]) -> str:
+    """Say why one comparison of a declared trait with a value is wrong, or ""."""
+    found = TRAIT_FIRST.fullmatch(operand) or LITERAL_FIRST.fullmatch(operand)
+    if found is None or found["trait"] not in rules:
+        return ""
+
+    rule, operator = rules[found["trait"]], found["operator"]
+    trait_first = found.re is TRAIT_FIRST
+    literal = _literal_read(found["literal"])
+    tested = _written(rule, operator, found["literal"], trait_first=trait_first)
+    kind = KIND_OF_TYPE[rule.type]
+    if operator == "contains":
+        # Text and lists contain; a number or true or false fails, whatever it is
+        # asked for. What a text contains is left to Liquid.
+        if not trait_first or kind == "text":
+            return ""
+        return (
+            f"{tested} fails for every recipient who has the trait {rule.name}, "
+            "each then skipped when the campaign sends: contains reads text and "
+            f"lists, and the declared trait {rule.name} is {TYPE_WORDS[rule.type]}"
+        )
+
+    instead = _instead(rule, operator, literal, trait_first)
+    if _kind(literal) != kind:
+        problem = _other_kind(rule, tested, operator, literal)
+        return problem + instead if problem else ""
+    if operator in EQUALITY:
+        return _never_equal(rule, tested, operator, literal, instead)
+    return ""
+
+
+def _other_kind(rule: TraitRule, tested: str, operator: str, literal: Any) -> str:
+    why = (
+        f"the declared trait {rule.name} is {TYPE_WORDS[rule.type]}, "
+        f"not {KIND_WORDS[_kind(literal)]}"
+    )
+    if operator in EQUALITY:
+        return f"{tested} is {EQUALITY[operator]} for every recipient, since {why}"
+    if {_kind(literal), KIND_OF_TYPE[rule.type]} == {"number", "boolean"}:
+        # Liquid orders true and false as 1 and 0: odd, but it does not fail.
+        return ""
+    return (
+        f"{tested} fails for every recipient who has the trait {rule.name}, each "
+        f"then skipped when the campaign sends, since {why}"
+    )
+
+
+def _never_equal(
+    rule: TraitRule, tested: str, operator: str, literal: Any, instead: str
+) -> str:
+    # A value of the trait's own type that the trait never holds as written: a date
+    # not written as templates read it, text in another case than the allowed
+    # value's (stored in the declared spelling), a value not allowed at all.
+    outcome = f"{tested} is {EQUALITY[operator]} for every recipient"
+    typed = trait_typed(rule, literal)
+    if typed is None and rule.type in (TraitType.DATE, TraitType.DATETIME):
+        return (
+            f"{outcome}, since the declared trait {rule.name} is "
+            f"{TYPE_WORDS[rule.type]}, and {_liquid(literal)} is not one"
+        )
+    if typed is not None and typed != literal:
+        return (
+            f"{outcome}, since the declared trait {rule.name} keeps "
+            f"{_liquid(literal)} as {_liquid(typed)}{instead}"
+        )
+    if rule.allowed_values and literal not in rule.allowed_values:
+        return (
+            f"{tested} is {EQUALITY[operator]} for every value the declared trait "
+            f"{rule.name} allows ({_allowed_list(rule)})"
+        )
+    return ""
+
+
+def _instead(rule: TraitRule, operator: str, literal: Any, trait_first: bool) -> str:
+    """Return ": test ... instead" with the value as the trait holds it, or ""."""
+    typed = trait_typed(rule, literal)
+    if typed is None or _kind(typed) != KIND_OF_TYPE[rule.type]:
+        return ""
+    # True == 1 to Python, not to Liquid: the kinds are compared too.
+    if _kind(literal) == _kind(typed) and typed == literal:
+        return ""
+    written = _written(rule, operator, _liquid(typed), trait_first=trait_first)
+    return f": test {written} instead"
+
+
+def _written(rule: TraitRule, operator: str, value: str, *, trait_first: bool) -> str:
+    """Return a comparison as a template writes it, its sides in the given order."""
+    trait = f"profile.{rule.name}"
+    return (
+        f"{trait} {operator} {value}" if trait_first else f"{value} {operator} {trait}"
+    )
+
+
+def _literal_read(text: str) -> Any:
+    if text[0] in "'\"":
+        return text[1:-1]
+    if text in ("true", "false"):
+        return text == "true"
+    return float(text) if "." in text else int(text)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    return "text"
+
+
+def _liquid(value: Any) -> str:
+    """Return a value as a Liquid template writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return format(Decimal(str(value)).normalize(), "f")
+    text = str(value)
+    return f"'{text}'" if '"' in text else f'"{text}"'
+
+
+def _allowed_list(rule: TraitRule) -> str:
+    values = [_liquid(value) for value in rule.allowed_values]
+    if len(values) <= ALLOWED_SHOWN_MAX:
+        return ", ".join(values)
+    return f"{', '.join(values[:ALLOWED_SHOWN_MAX])}… ({len(values)} in all)"
