@@ -25,7 +25,7 @@ from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 from liquid.filter import liquid_filter, with_environment
 
-from campaigns.trait_review import trait_test_problem
+from campaigns.trait_review import liquid_written, trait_samples, trait_test_problem
 from profiles.traits import (
     YEARLESS_DATE,
     TraitRule,
@@ -283,8 +283,10 @@ def template_review(
                     line = source.count("\n", 0, variable.span.index) + 1
                     warnings.append(f"{part}, line {line}: {problem}")
         if not any(error.startswith(part) for error in errors):
-            warnings += _condition_problems(part, source, rules)
-            warnings += _sample_render_problems(part, template)
+            tests = _condition_problems(part, source, rules)
+            read = _declared_read(analysis, rules)
+            warnings += tests
+            warnings += _sample_render_problems(part, source, template, read, tests)
     return TemplateReview(errors, warnings)
 
 
@@ -410,24 +412,78 @@ NEWCOMER_CONTEXT = {
 }
 
 
-def _sample_render_problems(part: str, template: Any) -> list[str]:
+# How many sample recipients at most carry the declared traits a part reads, one
+# allowed value each: a part read on saving must not take seconds to check.
+SAMPLE_TRAIT_RENDERS_MAX = 20
+NEWLINE = "\n"
+
+
+def _sample_render_problems(
+    part: str,
+    source: str,
+    template: Any,
+    read: dict[str, TraitRule],
+    tests: list[str],
+) -> list[str]:
     """Say if rendering the part fails for a plausible recipient, as it would send.
 
-    Tried for a known customer, then for someone known by the address only.
+    Tried for a known customer, then for the same with the declared traits the part
+    reads (`read`), each as its type, once for each allowed value, then for someone
+    known by the address only. A failure on a line whose condition `tests` already
+    warns about is not said twice.
     """
-    for who, context in (
-        ("a sample recipient", SAMPLE_CONTEXT),
-        ("a recipient with no name or orders yet", NEWCOMER_CONTEXT),
-    ):
+    for who, context, typed in _sample_recipients(read):
         try:
             template.render(**context)
         except LiquidError as exc:
             first_line = str(exc).splitlines()[0]
+            where = part
+            index = getattr(getattr(exc, "token", None), "start_index", -1)
+            if typed and index is not None and index >= 0:
+                # Which line fails for which value of a trait says where to look.
+                where = f"{part}, line {source.count(NEWLINE, 0, index) + 1}"
+            if typed and any(test.startswith(f"{where}:") for test in tests):
+                return []
             return [
-                f"{part}: it fails for {who} ({first_line}); every recipient it "
+                f"{where}: it fails for {who} ({first_line}); every recipient it "
                 "fails for is skipped when the campaign sends"
             ]
     return []
+
+
+def _sample_recipients(
+    read: dict[str, TraitRule],
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """Return each sample recipient to try a part on, how a warning names them, and
+    whether they carry declared traits.
+    """
+    recipients = [("a sample recipient", SAMPLE_CONTEXT, False)]
+    samples = {name: trait_samples(rule) for name, rule in sorted(read.items())}
+    count = max(map(len, samples.values()), default=0)
+    for turn in range(min(count, SAMPLE_TRAIT_RENDERS_MAX)):
+        traits = {name: values[turn % len(values)] for name, values in samples.items()}
+        said = [f"{name} is {liquid_written(value)}" for name, value in traits.items()]
+        profile = {**SAMPLE_CONTEXT["profile"], **traits}
+        recipients.append(
+            (
+                f"a sample recipient whose {', '.join(said)}",
+                {**SAMPLE_CONTEXT, "profile": profile},
+                True,
+            )
+        )
+    recipients.append(
+        ("a recipient with no name or orders yet", NEWCOMER_CONTEXT, False)
+    )
+    return recipients
+
+
+def _declared_read(analysis: Any, rules: dict[str, TraitRule]) -> dict[str, TraitRule]:
+    """Return the rule of each declared trait a part reads as profile.<trait>."""
+    return {
+        variable.segments[1]: rules[variable.segments[1]]
+        for variable in analysis.globals.get("profile", ())
+        if len(variable.segments) > 1 and variable.segments[1] in rules
+    }
 
 
 def _unknown_name(segments: list, known: set[str]) -> str:

@@ -5,7 +5,9 @@ number, true or false, or text (a date and a date and time are text too). A
 condition comparing one with a value of another type is false, or true, for every
 recipient, or fails for each recipient who has the trait, who is then skipped at
 sending; one comparing it with a value the trait does not allow is never true of an
-allowed value. Nothing here reads the database: the caller gives the rules.
+allowed value. The review's sample recipients carry a declared trait as its type
+too, once with each allowed value. Nothing here reads the database: the caller
+gives the rules.
 """
 
 import re
@@ -46,6 +48,14 @@ LITERAL_FIRST = re.compile(
     rf"(?P<literal>{LITERAL})\s*(?P<operator>{OPERATOR})\s*profile\.(?P<trait>\w+)"
 )
 EQUALITY = {"==": "false", "!=": "true", "<>": "true"}
+# A value of each type, as templates read it, for a sample recipient.
+SAMPLE_OF_TYPE: dict[str, tuple[Any, ...]] = {
+    TraitType.NUMBER: (1,),
+    TraitType.BOOLEAN: (True, False),
+    TraitType.TEXT: ("Sample",),
+    TraitType.DATE: ("2025-03-14",),
+    TraitType.DATETIME: ("2025-03-14T10:00:00+00:00",),
+}
 # How many allowed values a warning lists before saying how many there are.
 ALLOWED_SHOWN_MAX = 5
 
@@ -108,12 +118,12 @@ def _never_equal(
     if typed is None and rule.type in (TraitType.DATE, TraitType.DATETIME):
         return (
             f"{outcome}, since the declared trait {rule.name} is "
-            f"{TYPE_WORDS[rule.type]}, and {_liquid(literal)} is not one"
+            f"{TYPE_WORDS[rule.type]}, and {liquid_written(literal)} is not one"
         )
     if typed is not None and typed != literal:
         return (
             f"{outcome}, since the declared trait {rule.name} keeps "
-            f"{_liquid(literal)} as {_liquid(typed)}{instead}"
+            f"{liquid_written(literal)} as {liquid_written(typed)}{instead}"
         )
     if rule.allowed_values and literal not in rule.allowed_values:
         return (
@@ -131,7 +141,7 @@ def _instead(rule: TraitRule, operator: str, literal: Any, trait_first: bool) ->
     # True == 1 to Python, not to Liquid: the kinds are compared too.
     if _kind(literal) == _kind(typed) and typed == literal:
         return ""
-    written = _written(rule, operator, _liquid(typed), trait_first=trait_first)
+    written = _written(rule, operator, liquid_written(typed), trait_first=trait_first)
     return f": test {written} instead"
 
 
@@ -159,7 +169,7 @@ def _kind(value: Any) -> str:
     return "text"
 
 
-def _liquid(value: Any) -> str:
+def liquid_written(value: Any) -> str:
     """Return a value as a Liquid template writes it."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -169,8 +179,23 @@ def _liquid(value: Any) -> str:
     return f"'{text}'" if '"' in text else f'"{text}"'
 
 
+def trait_samples(rule: TraitRule) -> list[Any]:
+    """Return the values a sample recipient is given for a declared trait, each tried.
+
+    Each allowed value, as templates read it; without any, a value of the type
+    (true and false both), within the rule's bounds.
+    """
+    allowed = [trait_typed(rule, value) for value in rule.allowed_values]
+    if any(value is not None for value in allowed):
+        return [value for value in allowed if value is not None]
+    bound = rule.minimum if rule.minimum is not None else rule.maximum
+    if rule.type == TraitType.NUMBER and bound is not None:
+        return [trait_typed(rule, bound)]
+    return list(SAMPLE_OF_TYPE[rule.type])
+
+
 def _allowed_list(rule: TraitRule) -> str:
-    values = [_liquid(value) for value in rule.allowed_values]
+    values = [liquid_written(value) for value in rule.allowed_values]
     if len(values) <= ALLOWED_SHOWN_MAX:
         return ", ".join(values)
     return f"{', '.join(values[:ALLOWED_SHOWN_MAX])}… ({len(values)} in all)"

@@ -539,3 +539,54 @@ def test_a_trait_not_declared_is_compared_as_before():
         "html, line 1: profile.score",  # neither a field nor declared, as before
         "html, line 1: in this 'if', profile.vip == \"true\"",
     ]
+
+
+def test_a_part_that_fails_for_one_allowed_value_is_warned_about_naming_it():
+    # given parts that fail only for recipients on the Pro plan, or not vip
+    review = template_review(
+        subject="{% if profile.vip == false %}{{ 1 | divided_by: 0 }}{% endif %}",
+        html='<p>\n{% if profile.plan == "Pro" %}{{ 1 | divided_by: 0 }}{% endif %}',
+        traits=DECLARED,
+    )
+
+    # then the sample recipients carry each allowed value, and true and false
+    assert review.warnings == [
+        "subject, line 1: it fails for a sample recipient whose vip is false "
+        "(divided_by: can't divide by 0); every recipient it fails for is skipped "
+        "when the campaign sends",
+        'html, line 2: it fails for a sample recipient whose plan is "Pro" '
+        "(divided_by: can't divide by 0); every recipient it fails for is skipped "
+        "when the campaign sends",
+    ]
+
+
+def test_a_declared_trait_compared_through_a_variable_is_warned_about():
+    review = template_review(
+        subject="Hi",
+        html='{% assign least = "40" %}\n{% if profile.score > least %}a{% endif %}',
+        traits=DECLARED,
+    )
+
+    assert review.warnings == [
+        "html, line 2: it fails for a sample recipient whose score is 1 ('<' and "
+        "'>' are not supported between 'Markup' and 'int'); every recipient it "
+        "fails for is skipped when the campaign sends"
+    ]
+
+
+def test_declared_traits_read_as_their_types_render_for_the_sample_recipients():
+    traits = {
+        **DECLARED,
+        "seen": TraitRule(name="seen", type=TraitType.DATETIME),
+        "rank": TraitRule(name="rank", type=TraitType.NUMBER, minimum=3, maximum=9),
+    }
+    review = template_review(
+        subject="{{ profile.plan | upcase }} since {{ profile.joined | date: '%Y' }}",
+        html=(
+            "{{ profile.seen | date: '%b %d' }} {{ profile.rank | times: 2 }}"
+            "{{ profile.score | plus: 1 }}{% if profile.vip != false %}v{% endif %}"
+        ),
+        traits=traits,
+    )
+
+    assert (review.errors, review.warnings) == ([], [])
