@@ -201,6 +201,10 @@ CONDITION_TAG = re.compile(r"{%-?\s*(if|elsif|unless)\s+(.*?)\s*-?%}", re.S)
 LIQUID_TAG = re.compile(r"{%-?\s*liquid\s(.*?)-?%}", re.S)
 LIQUID_CONDITION = re.compile(r"^[ \t]*(if|elsif|unless)\s+(.*?)\s*$", re.M)
 CONDITION_OPERANDS = re.compile(r"\s+(?:and|or)\s+")
+# A case's subject and each of its whens, which compare their values with it.
+CASE_TAG = re.compile(r"{%-?\s*(case|when|endcase)\b\s*(.*?)\s*-?%}", re.S)
+LIQUID_CASE = re.compile(r"^[ \t]*(case|when|endcase)\b[ \t]*(.*?)\s*$", re.M)
+WHEN_VALUES = re.compile(r"\s*,\s*|\s+or\s+")
 # `profile.city` (or `.size`), bare or compared with nil either way round (it is
 # never nil); `profile['city']` is read as the same.
 PROFILE_KEY_TESTED = re.compile(
@@ -296,7 +300,8 @@ def _condition_problems(
     """Name each condition on a profile key that Liquid decides alike for everyone.
 
     And each that compares a declared trait with a value of another type (always
-    false, or failing), or with a value the trait does not allow.
+    false, or failing), or with a value the trait does not allow; a case's whens
+    are conditions too.
     """
     scanned = NOT_CONDITIONS.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), source)
     warnings: list[str] = []
@@ -314,11 +319,11 @@ def _condition_problems(
     return warnings
 
 
-def _operands(condition: str) -> list[str]:
+def _operands(condition: str, separator: re.Pattern = CONDITION_OPERANDS) -> list[str]:
     """Split a condition at each and and or, but not inside quoted text."""
     quoted = QUOTED.findall(condition)
     operands = []
-    for masked in CONDITION_OPERANDS.split(QUOTED.sub("''", condition)):
+    for masked in separator.split(QUOTED.sub("''", condition)):
         # The quoted texts come back in order, each where its '' stands.
         operands.append(re.sub("''", lambda _: quoted.pop(0), masked.strip()))
     return operands
@@ -332,7 +337,37 @@ def _conditions(source: str) -> list[tuple[str, str, int]]:
             (m[1], m[2], block.start(1) + m.start())
             for m in LIQUID_CONDITION.finditer(block[1])
         ]
+    found += _when_conditions(source)
     return sorted(found, key=lambda condition: condition[2])
+
+
+def _when_conditions(source: str) -> list[tuple[str, str, int]]:
+    """Return each when of a case as the condition it tests, and its place.
+
+    Under `case profile.plan`, `when "Free", "Pro"` tests `profile.plan == "Free"
+    or profile.plan == "Pro"`.
+    """
+    tags = [(m[1], m[2], m.start()) for m in CASE_TAG.finditer(source)]
+    for block in LIQUID_TAG.finditer(source):
+        tags += [
+            (m[1], m[2], block.start(1) + m.start())
+            for m in LIQUID_CASE.finditer(block[1])
+        ]
+
+    subjects: list[str] = []
+    found = []
+    for tag, expression, index in sorted(tags, key=lambda tag: tag[2]):
+        if tag == "case":
+            subjects.append(expression.strip())
+        elif tag == "endcase" and subjects:
+            subjects.pop()
+        elif tag == "when" and subjects:
+            tests = [
+                f"{subjects[-1]} == {value}"
+                for value in _operands(expression, WHEN_VALUES)
+            ]
+            found.append(("when", " or ".join(tests), index))
+    return found
 
 
 def _always_alike(operand: str) -> str:

@@ -590,3 +590,31 @@ def test_declared_traits_read_as_their_types_render_for_the_sample_recipients():
     )
 
     assert (review.errors, review.warnings) == ([], [])
+
+
+def test_a_when_that_no_value_of_its_declared_trait_meets_is_warned_about():
+    # given cases on declared traits, in tags and in a liquid tag, whose whens
+    # name a value in another case, one not allowed, one of another type, and
+    # values the traits hold
+    review = template_review(
+        subject="Hi",
+        html=(
+            "{% case profile.plan %}\n"
+            '{% when "pro", "Free" %}a{% when "Gold" or "Pro" %}b{% endcase %}\n'
+            "{% liquid\n  case profile['score']\n  when \"40\"\n    echo 1\n"
+            "  when 40\n    echo 2\n  endcase %}"
+        ),
+        traits=DECLARED,
+    )
+
+    # then each when that is false for every recipient is named with its line
+    assert review.warnings == [
+        "html, line 2: in this 'when', profile.plan == \"pro\" is false for every "
+        'recipient, since the declared trait plan keeps "pro" as "Pro": test '
+        'profile.plan == "Pro" instead',
+        "html, line 2: in this 'when', profile.plan == \"Gold\" is false for every "
+        'value the declared trait plan allows ("Free", "Pro")',
+        "html, line 5: in this 'when', profile.score == \"40\" is false for every "
+        "recipient, since the declared trait score is a number, not text: test "
+        "profile.score == 40 instead",
+    ]
