@@ -344,10 +344,17 @@ def trait_coerce(
     datetimes as ISO-8601 in UTC, a time written without an offset being in
     `time_zone` (an import's zone; UTC from the tracking API, as Segment reads it).
     Text dates are read only in the declared `date_format` (e.g. '%d/%m/%Y');
-    without one, only ISO-8601 is accepted.
+    without one, only ISO-8601 is accepted. None (JSON null) clears the trait; a
+    blank text is refused, as it sets no field and no import cell either.
     """
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    if raw is None:
         return None
+    if isinstance(raw, str) and not raw.strip():
+        raise TraitInvalid(
+            "blank",
+            f"{rule.name}: {_quoted(raw)} is blank, which is no value: send null "
+            "to clear the trait",
+        )
 
     if rule.type == TraitType.DATETIME:
         converted = _as_datetime(rule, raw, date_format, time_zone)

@@ -16,7 +16,6 @@ from profiles.traits import TraitInvalid, TraitRule, trait_coerce
         (TraitRule("plan", "text", allowed_values=("gold", "silver")), "gold", "gold"),
         (TraitRule("rating", "number", minimum=Decimal(1), maximum=Decimal(5)), 5, 5),
         (TraitRule("sku", "text", pattern=r"[A-Z]{3}-\d+"), "ABC-12", "ABC-12"),
-        (TraitRule("age", "number"), "", None),
         # JSON's words and whole numbers as the sender wrote them, not Python's
         (TraitRule("answer", "text"), True, "true"),
         (TraitRule("answer", "text"), False, "false"),
