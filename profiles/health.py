@@ -44,7 +44,14 @@ from profiles.models import (
 )
 from profiles.refusals import SOURCE_ESP, SOURCE_NO_KEY, refusal_hour
 from profiles.shopify import SOURCE as SOURCE_SHOPIFY
-from profiles.traits import BESPOKE_FLAGS, TraitInvalid, TraitRule, trait_coerce
+from profiles.traits import (
+    BESPOKE_FLAGS,
+    TraitInvalid,
+    TraitRule,
+    trait_coerce,
+    trait_untyped,
+    trait_value_same,
+)
 
 VOLUME_HOURS = 48
 VOLUME_DAYS = 30
@@ -726,6 +733,8 @@ def _trait_name_counts() -> dict[str, int]:
 def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
     """Return how many stored values of the trait break its rule, with a few examples.
 
+    A value that is not stored as its type stores it ("yes" for a boolean) breaks it.
+
     Values are read in chunks of 2,000 and coerced in Python, at most 200,000 of
     them; `complete` is False when a trait has more values than that.
     """
@@ -752,8 +761,12 @@ def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
 def _breach_count(
     *, rule: TraitRule, pk: int, value: Any, result: dict[str, Any]
 ) -> None:
+    # A value stored before its trait was declared, or before its type changed,
+    # and not yet converted breaks it too: segments compare the stored JSON.
     try:
-        trait_coerce(rule, value)
+        typed = trait_coerce(rule, value)
+        if not trait_value_same(typed, value):
+            raise trait_untyped(rule, value, typed)
     except TraitInvalid as exc:
         result["breaking"] += 1
         if len(result["examples"]) < TRAIT_EXAMPLES_SHOWN:

@@ -6,6 +6,7 @@ value of a declared trait, or raises TraitInvalid with a reason code and a sente
 Traits with no definition are stored as they came.
 """
 
+import json
 import math
 import re
 import time
@@ -380,6 +381,25 @@ def trait_typed(rule: TraitRule, raw: Any) -> Any:
         return allowed_spelling(rule, _CONVERTERS[rule.type](rule, raw, ""))
     except TraitInvalid:
         return None
+
+
+def trait_value_same(stored: Any, value: Any) -> bool:
+    """Tell whether two JSON values are one: true is not 1, nor "1"; 1.0 is 1."""
+    if isinstance(stored, bool) or isinstance(value, bool):
+        return type(stored) is type(value) and stored == value
+    if isinstance(stored, int | float) and isinstance(value, int | float):
+        return stored == value
+    return type(stored) is type(value) and stored == value
+
+
+def trait_untyped(rule: TraitRule, value: Any, typed: Any) -> TraitInvalid:
+    """The reason a stored value counts as breaking: it is not stored as its type."""
+    shown = json.dumps(typed, ensure_ascii=False)
+    return TraitInvalid(
+        "not_stored_typed",
+        f"{rule.name}: {_quoted(value)} is stored as it was sent, not as its "
+        f"declared type stores it ({shown})",
+    )
 
 
 def allowed_spelling(rule: TraitRule, value: Any) -> Any:
