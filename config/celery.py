@@ -34,6 +34,10 @@ app.conf.beat_schedule = {
         "task": "profiles.tasks.contact_imports_sweep_task",
         "schedule": 60.0,
     },
+    "convert-stored-trait-values": {
+        "task": "profiles.tasks.trait_values_sweep_task",
+        "schedule": 60.0,
+    },
     # Time windows lapse with no event; this also releases stuck segment refreshes.
     "refresh-time-window-segments": {
         "task": "segments.tasks.segments_time_refresh_task",

@@ -529,6 +529,14 @@ class TraitType(models.TextChoices):
     DATETIME = "datetime", "Date and time"
 
 
+class TraitValuesStatus(models.TextChoices):
+    """Where the conversion of a trait's stored values to its declared type stands."""
+
+    NOT_ASKED = "", "Not asked"
+    PENDING = "pending", "Under way"
+    DONE = "done", "Done"
+
+
 class TraitDefinition(models.Model):
     """The declared type and rules of one custom trait; values that break them are refused."""
 
@@ -547,6 +555,21 @@ class TraitDefinition(models.Model):
     pattern = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The run that brings the values profiles already hold to the declared type
+    # (profiles/trait_values.py), done in batches of profiles by id: each one
+    # continues after values_after_id, and a new rule starts it again from 0.
+    values_status = models.CharField(
+        max_length=10, choices=TraitValuesStatus.choices, blank=True, default=""
+    )
+    values_requested_at = models.DateTimeField(null=True, blank=True)
+    # When a batch last ended or the sweep last queued the run: its stall clock.
+    values_touched_at = models.DateTimeField(null=True, blank=True)
+    values_finished_at = models.DateTimeField(null=True, blank=True)
+    values_after_id = models.BigIntegerField(default=0)
+    values_checked = models.PositiveIntegerField(default=0)
+    values_converted = models.PositiveIntegerField(default=0)
+    # Values that cannot be read as the declared type: kept as they were.
+    values_kept = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.type})"

@@ -20,6 +20,7 @@ from profiles.processing import (
     events_processing_request_drop,
 )
 from profiles.shopify import shopify_deliveries_process_pending
+from profiles.trait_values import trait_values_conform_batch, trait_values_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +123,26 @@ def shopify_deliveries_retry_soon() -> None:
         shopify_deliveries_sweep_task.apply_async(countdown=SHOPIFY_RETRY_SECONDS)
     except Exception:
         logger.warning("Could not queue a Shopify retry; the sweep will", exc_info=True)
+
+
+# Traits: a declared trait's stored values are brought to its type in batches, one
+# task each, and the definition's row says how far the run got; the beat sweep
+# queues again a run whose task was lost.
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def trait_values_conform_task(trait_definition_id: int) -> bool:
+    """Convert one batch of a trait's stored values; queue the next while more remain."""
+    more = trait_values_conform_batch(trait_definition_id=trait_definition_id)
+    if more:
+        trait_values_conform_task.delay(trait_definition_id)
+    return more
+
+
+@shared_task
+def trait_values_sweep_task() -> int:
+    """Queue again the conversions of stored trait values that stopped making progress."""
+    trait_definition_ids = trait_values_sweep()
+    for trait_definition_id in trait_definition_ids:
+        trait_values_conform_task.delay(trait_definition_id)
+    return len(trait_definition_ids)

@@ -183,6 +183,23 @@ def trait_schema_load(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, TraitRule]:
     }
 
 
+def trait_rule_of(definition: TraitDefinition) -> TraitRule:
+    """Return a definition's rule, its bounds written as people write them."""
+    return TraitRule(
+        name=definition.name,
+        type=definition.type,
+        allowed_values=tuple(definition.allowed_values or ()),
+        minimum=number_plain(definition.minimum),
+        maximum=number_plain(definition.maximum),
+        pattern=definition.pattern,
+    )
+
+
+def number_plain(number: Decimal | None) -> Decimal | None:
+    """Return a bound without the column's trailing zeros: 5, not 5.000000000000000."""
+    return None if number is None else Decimal(format(number.normalize(), "f"))
+
+
 COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 
 
@@ -350,6 +367,22 @@ def trait_coerce(
     """
     if raw is None:
         return None
+
+    value = trait_convert(rule, raw, date_format=date_format, time_zone=time_zone)
+    _check_rules(rule, value)
+    return value
+
+
+def trait_convert(
+    rule: TraitRule, raw: Any, *, date_format: str = "", time_zone: tzinfo = UTC
+) -> Any:
+    """Return a raw value as its declared type stores it, the rule's checks aside.
+
+    Raise TraitInvalid if it is none of that type; trait_coerce also checks the
+    bounds, allowed values and pattern.
+    """
+    if raw is None:
+        return None
     if isinstance(raw, str) and not raw.strip():
         raise TraitInvalid(
             "blank",
@@ -361,9 +394,7 @@ def trait_coerce(
         converted = _as_datetime(rule, raw, date_format, time_zone)
     else:
         converted = _CONVERTERS[rule.type](rule, raw, date_format)
-    value = allowed_spelling(rule, converted)
-    _check_rules(rule, value)
-    return value
+    return allowed_spelling(rule, converted)
 
 
 def trait_typed(rule: TraitRule, raw: Any) -> Any:
@@ -376,9 +407,7 @@ def trait_typed(rule: TraitRule, raw: Any) -> Any:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     try:
-        if rule.type == TraitType.DATETIME:
-            return _as_datetime(rule, raw, "", UTC)
-        return allowed_spelling(rule, _CONVERTERS[rule.type](rule, raw, ""))
+        return trait_convert(rule, raw)
     except TraitInvalid:
         return None
 

@@ -19,6 +19,11 @@ urlpatterns = [
     path("traits/new/", schema.trait_edit, name="trait_new"),
     path("traits/<int:pk>/", schema.trait_edit, name="trait_edit"),
     path("traits/<int:pk>/delete/", schema.trait_delete, name="trait_delete"),
+    path(
+        "traits/<int:pk>/convert/",
+        schema.trait_values_convert,
+        name="trait_values_convert",
+    ),
     path("imports/", imports.import_list, name="import_list"),
     path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
     path("imports/<int:pk>/mapping/", imports.import_mapping, name="import_mapping"),

@@ -16,4 +16,5 @@ def test_every_scheduled_task_is_registered():
         "segments.tasks.segments_time_refresh_task",
         "segments.tasks.segments_refresh_all_task",
         "profiles.tasks.events_orphans_repair_task",
+        "profiles.tasks.trait_values_sweep_task",
     }

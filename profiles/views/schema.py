@@ -8,6 +8,7 @@ from typing import Any
 import regex
 from django import forms
 from django.contrib import messages
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -15,15 +16,18 @@ from django.views.decorators.http import require_http_methods
 from profiles.access import staff_required
 from profiles.health import trait_names_undeclared, trait_rule_breaches
 from profiles.models import TraitDefinition, TraitType
+from profiles.trait_values import trait_values_conform_request
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
     NUMBER_SMALLEST,
     TraitInvalid,
     TraitRule,
     number_in_range,
+    number_plain,
     number_text,
     trait_coerce,
     trait_name_is_reserved,
+    trait_rule_of,
     value_caseless,
 )
 
@@ -96,7 +100,7 @@ class TraitDefinitionForm(forms.ModelForm):
             self.initial["allowed_values"] = values
             for bound in ("minimum", "maximum"):
                 # As text: a Decimal would show 0.0000001 as "1E-7".
-                number = _plain(getattr(self.instance, bound))
+                number = number_plain(getattr(self.instance, bound))
                 self.initial[bound] = None if number is None else f"{number:f}"
             # The name is the key the sources send: another name is another trait,
             # whose values are elsewhere, so it is declared apart.
@@ -214,7 +218,9 @@ def _same_but_case(value: Any, values: list[Any]) -> Any:
 def trait_list(request: HttpRequest) -> HttpResponse:
     definitions = TraitDefinition.objects.order_by("name")
     context = {
-        "definitions": [{"definition": d, "rule": _rule_of(d)} for d in definitions],
+        "definitions": [
+            {"definition": d, "rule": trait_rule_of(d)} for d in definitions
+        ],
         "undeclared": [
             {**trait, "declarable": trait_name_declarable(trait["name"])}
             for trait in trait_names_undeclared()
@@ -227,6 +233,8 @@ def trait_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     definition = get_object_or_404(TraitDefinition, pk=pk) if pk else None
+    # Read before the form puts the posted values on the definition.
+    rule_before = trait_rule_of(definition) if definition else None
     initial = None
     if definition is None:
         # A link may name the trait and its type ("declare birthday as a date").
@@ -237,12 +245,17 @@ def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         request.POST or None, instance=definition, initial=initial
     )
     if request.method == "POST" and form.is_valid():
-        saved = form.save()
+        with transaction.atomic():
+            saved = form.save()
+            # The values profiles hold were stored under the rule before, or none.
+            converting = trait_rule_of(saved) != rule_before
+            if converting:
+                trait_values_conform_request(trait_definition_id=saved.pk)
         logger.info(
             "Trait definition saved",
             extra={"trait_definition_id": saved.pk, "user_id": request.user.pk},
         )
-        messages.success(request, f"The trait “{saved.name}” is saved.")
+        messages.success(request, _saved_message(saved.name, converting=converting))
         return redirect("trait_edit", pk=saved.pk)
 
     context = {
@@ -251,6 +264,34 @@ def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "breaches": _breaches(definition) if definition else None,
     }
     return render(request, "profiles/traits_edit.html", context)
+
+
+def _saved_message(name: str, *, converting: bool) -> str:
+    if not converting:
+        return f"The trait “{name}” is saved."
+    return (
+        f"The trait “{name}” is saved. The values profiles already hold are being "
+        "brought to its type: this page says how far that got."
+    )
+
+
+@staff_required
+@require_http_methods(["POST"])
+def trait_values_convert(request: HttpRequest, pk: int) -> HttpResponse:
+    """Convert the trait's stored values to its type again (values sent meanwhile)."""
+    definition = get_object_or_404(TraitDefinition, pk=pk)
+    with transaction.atomic():
+        trait_values_conform_request(trait_definition_id=definition.pk)
+    logger.info(
+        "Trait values conversion asked",
+        extra={"trait_definition_id": definition.pk, "user_id": request.user.pk},
+    )
+    messages.success(
+        request,
+        f"The values profiles hold for “{definition.name}” are being brought to its "
+        "type again.",
+    )
+    return redirect("trait_edit", pk=definition.pk)
 
 
 @staff_required
@@ -273,21 +314,4 @@ def trait_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _breaches(definition: TraitDefinition) -> dict[str, Any]:
-    return trait_rule_breaches(rule=_rule_of(definition))
-
-
-def _rule_of(definition: TraitDefinition) -> TraitRule:
-    return TraitRule(
-        name=definition.name,
-        type=definition.type,
-        allowed_values=tuple(definition.allowed_values or ()),
-        minimum=_plain(definition.minimum),
-        maximum=_plain(definition.maximum),
-        pattern=definition.pattern,
-    )
-
-
-def _plain(number: Decimal | None) -> Decimal | None:
-    # The column keeps 15 decimals; "5", not "5.000000000000000", reads right in a
-    # message.
-    return None if number is None else Decimal(format(number.normalize(), "f"))
+    return trait_rule_breaches(rule=trait_rule_of(definition))
