@@ -55,7 +55,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='traitdefinition',
             name='values_status',
-            field=models.CharField(blank=True, choices=[('', 'Not asked'), ('pending', 'Under way'), ('done', 'Done')], default='', max_length=10),
+            field=models.CharField(
+                blank=True,
+                choices=[('', 'Not asked'), ('pending', 'Under way'), ('done', 'Done')],
+                default='',
+                max_length=10,
+            ),
         ),
         migrations.AddField(
             model_name='traitdefinition',
