@@ -170,17 +170,7 @@ def trait_schema_forget(**kwargs: Any) -> None:
 
 def trait_schema_load(*, using: str = DEFAULT_DB_ALIAS) -> dict[str, TraitRule]:
     """Return every declared trait's rule, keyed by trait name (one query)."""
-    return {
-        d.name: TraitRule(
-            name=d.name,
-            type=d.type,
-            allowed_values=tuple(d.allowed_values or ()),
-            minimum=d.minimum,
-            maximum=d.maximum,
-            pattern=d.pattern,
-        )
-        for d in TraitDefinition.objects.using(using)
-    }
+    return {d.name: trait_rule_of(d) for d in TraitDefinition.objects.using(using)}
 
 
 def trait_rule_of(definition: TraitDefinition) -> TraitRule:
@@ -414,9 +404,8 @@ def trait_typed(rule: TraitRule, raw: Any) -> Any:
 
 def trait_value_same(stored: Any, value: Any) -> bool:
     """Tell whether two JSON values are one: true is not 1, nor "1"; 1.0 is 1."""
-    if isinstance(stored, bool) or isinstance(value, bool):
-        return type(stored) is type(value) and stored == value
-    if isinstance(stored, int | float) and isinstance(value, int | float):
+    numbers = [v for v in (stored, value) if isinstance(v, int | float)]
+    if len(numbers) == 2 and not any(isinstance(v, bool) for v in numbers):
         return stored == value
     return type(stored) is type(value) and stored == value
 
