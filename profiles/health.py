@@ -7,6 +7,7 @@ aggregated in SQL; no selector loads a source's events to count them.
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from django.conf import settings
@@ -98,6 +99,9 @@ NOTICE_CODE_PREFIXES = ("trait_invalid:",)
 
 TRAIT_CHECK_CHUNK = 2000
 TRAIT_CHECK_MAX_VALUES = 200_000
+# The whole check's time, on top of each value's own pattern limit: a pattern that
+# backtracks takes that limit on every value, and 400 of them held the page 20 s.
+TRAIT_CHECK_BUDGET_SECONDS = 2
 TRAIT_EXAMPLES_SHOWN = 5
 
 
@@ -736,8 +740,11 @@ def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
     A value that is not stored as its type stores it ("yes" for a boolean) breaks it.
 
     Values are read in chunks of 2,000 and coerced in Python, at most 200,000 of
-    them; `complete` is False when a trait has more values than that.
+    them and for at most TRAIT_CHECK_BUDGET_SECONDS; `complete` is False when the
+    check stopped before the last value, and `stopped_by` then says why ("values"
+    or "time"): the counts are of the `checked` values only.
     """
+    deadline = monotonic() + TRAIT_CHECK_BUDGET_SECONDS
     values = (
         Profile.objects.filter(traits__has_key=rule.name)
         .annotate(value=KeyTransform(rule.name, "traits"))
@@ -748,8 +755,9 @@ def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
     result: dict[str, Any] = {"checked": 0, "breaking": 0, "examples": []}
     for pk, value in values.iterator(chunk_size=TRAIT_CHECK_CHUNK):
         if result["checked"] == TRAIT_CHECK_MAX_VALUES:
-            result["complete"] = False
-            return result
+            return {**result, "complete": False, "stopped_by": "values"}
+        if monotonic() >= deadline:
+            return {**result, "complete": False, "stopped_by": "time"}
 
         result["checked"] += 1
         _breach_count(rule=rule, pk=pk, value=value, result=result)

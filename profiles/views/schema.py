@@ -14,7 +14,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from profiles.access import staff_required
-from profiles.health import trait_names_undeclared, trait_rule_breaches
+from profiles.health import (
+    TRAIT_CHECK_BUDGET_SECONDS,
+    TRAIT_CHECK_MAX_VALUES,
+    trait_names_undeclared,
+    trait_rule_breaches,
+)
 from profiles.models import TraitDefinition, TraitType
 from profiles.trait_values import trait_values_conform_request
 from profiles.traits import (
@@ -262,6 +267,9 @@ def trait_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         "form": form,
         "definition": definition,
         "breaches": _breaches(definition) if definition else None,
+        # What the page says stopped a check that did not reach every value.
+        "check_seconds": TRAIT_CHECK_BUDGET_SECONDS,
+        "check_values": f"{TRAIT_CHECK_MAX_VALUES:,}",
     }
     return render(request, "profiles/traits_edit.html", context)
 
