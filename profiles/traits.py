@@ -757,10 +757,49 @@ def _value_text(value: Any) -> str:
 def _pattern_matches(rule: TraitRule, value: str) -> bool:
     # A marketer's pattern can backtrack for hours on a crafted value ('(a+)+$'),
     # and values arrive from public write keys: the match gets a time limit.
+    compiled = trait_pattern_compile(rule.pattern)
     try:
-        return regex.fullmatch(rule.pattern, value, timeout=PATTERN_TIMEOUT_SECONDS)
+        return bool(compiled.fullmatch(value, timeout=PATTERN_TIMEOUT_SECONDS))
     except TimeoutError as exc:
         raise TraitInvalid(
             "pattern_timeout",
             f"{rule.name}: checking {value[:40]!r} against {rule.pattern} took too long",
         ) from exc
+
+
+# What a trait pattern's \d and \D are: the digits 0 to 9, as every number Bespoke
+# reads is written (NUMBER_TEXT), and anything else. The regex module, as re, lets
+# \d match the digits of every script, so "１２３４５" (full-width) or "١٢٣٤٥" passed
+# a postcode's ^\d{5}$ and was stored as a code no system reads. \w and \s keep
+# their Unicode meaning: a name or a city written with \w is "José" or "Łódź"
+# (the ASCII flag would refuse them, and would stop (?i) matching "ZÜRICH" with
+# "zürich"), and a no-break space pasted from a sheet is a space to its writer.
+# Digits of any script remain \p{Nd} for whoever means them.
+ASCII_DIGIT = r"\p{posix_digit}"
+NOT_ASCII_DIGIT = r"\P{posix_digit}"
+_DIGIT_CLASSES = {"d": ASCII_DIGIT, "D": NOT_ASCII_DIGIT}
+
+
+@lru_cache(maxsize=256)
+def trait_pattern_compile(pattern: str) -> regex.Pattern:
+    r"""Compile a trait's pattern as its rule reads it: \d is a digit 0 to 9.
+
+    Raise regex.error, placed in the pattern as written, if it is none.
+    """
+    regex.compile(pattern)
+    return regex.compile(_digits_ascii(pattern))
+
+
+def _digits_ascii(pattern: str) -> str:
+    # Escapes are read in pairs, so that "\\d" (a backslash, then d) stays as it is;
+    # \p{posix_digit} reads alike inside a set ([\d-]) and outside one.
+    parts, at = [], 0
+    while at < len(pattern):
+        if pattern[at] == "\\" and at + 1 < len(pattern):
+            escape = pattern[at + 1]
+            parts.append(_DIGIT_CLASSES.get(escape, "\\" + escape))
+            at += 2
+            continue
+        parts.append(pattern[at])
+        at += 1
+    return "".join(parts)

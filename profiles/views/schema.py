@@ -32,6 +32,7 @@ from profiles.traits import (
     number_text,
     trait_coerce,
     trait_name_is_reserved,
+    trait_pattern_compile,
     trait_rule_of,
     value_caseless,
 )
@@ -95,6 +96,13 @@ class TraitDefinitionForm(forms.ModelForm):
             "pattern",
         ]
         labels = {"pattern": "Pattern (regular expression)"}
+        help_texts = {
+            "pattern": (
+                r"The whole value must match. \d is a digit 0 to 9 only (\p{Nd} is "
+                r"a digit of any script); \w matches letters of any script (José), "
+                r"\s any white space."
+            )
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -145,8 +153,8 @@ class TraitDefinitionForm(forms.ModelForm):
     def clean_pattern(self) -> str:
         pattern = self.cleaned_data["pattern"]
         try:
-            # The same engine that checks values (profiles/traits.py) reads it here.
-            regex.compile(pattern)
+            # As values are checked against it (profiles/traits.py).
+            trait_pattern_compile(pattern)
         except regex.error as exc:
             raise forms.ValidationError(
                 f"The pattern is not a valid regular expression: {exc}."
