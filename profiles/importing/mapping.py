@@ -150,20 +150,24 @@ class Rejection:
     column: str = ""  # set when one field was refused and the row was kept
 
     def as_dict(self) -> dict[str, Any]:
-        # The report quotes what the cell held, up to a length no address reaches.
-        email = self.email
-        if len(email) > REPORT_EMAIL_MAX_CHARS:
-            email = f"{email[:REPORT_EMAIL_MAX_CHARS]}… ({len(email):,} characters)"
         result = {
             "record": self.record,
             "line": self.line,
-            "email": email,
+            "email": report_email(self.email),
             "reason": self.reason,
             "message": self.message,
         }
         if self.column:
             result["column"] = self.column
         return result
+
+
+def report_email(written: str) -> str:
+    """Return an address as the report quotes it: as written, up to a length."""
+    # The cell may hold anything; no address reaches this length.
+    if len(written) <= REPORT_EMAIL_MAX_CHARS:
+        return written
+    return f"{written[:REPORT_EMAIL_MAX_CHARS]}… ({len(written):,} characters)"
 
 
 @dataclass(slots=True)
@@ -178,6 +182,16 @@ class ContactRow:
     tags: list[str]
     changed_at: datetime | None
     consents: list[ConsentFact]
+    # Each record's address as written, beside `records`, once rows are merged
+    # ("Ann@Example.com" and "ann@example.com"); a single record's is email.display.
+    written: tuple[str, ...] = ()
+
+
+def row_written(row: ContactRow, record: int) -> str:
+    """Return the address one of a row's records wrote, as the report names it."""
+    if not row.written:
+        return report_email(row.email.display)
+    return report_email(row.written[row.records.index(record)])
 
 
 @dataclass
@@ -1031,12 +1045,23 @@ def _record_read_checked(
         context.extra_empty.append(line)
     if length != width:
         cells = cells[:width] + [""] * (width - length)
+    first_note = len(context.notes)
     if context.workbook:
         context.notes += _sheet_error_notes(context.plan, record, cells)
     read = _record_read(context, record, line, cells)
     if length < width and not context.workbook and not isinstance(read, Rejection):
         context.short.setdefault(length, []).append(line)
+    written = read.email if isinstance(read, Rejection) else read.email.display
+    _notes_name(context.notes[first_note:], record, written)
     return read
+
+
+def _notes_name(notes: list[dict[str, Any]], record: int, written: str) -> None:
+    # Every note about the record names its address as the file wrote it, as its
+    # refused fields do: the report is read to fix the file, found by address.
+    for note in notes:
+        if note.get("record") == record:
+            note.setdefault("email", report_email(written))
 
 
 def _short_note(plan: ColumnPlan, length: int, lines: list[int]) -> dict[str, Any]:
@@ -1126,11 +1151,14 @@ def _rows_merge(rows: list[ContactRow]) -> ContactRow:
         merged.fields.update(row.fields)
         merged.traits.update(row.traits)
 
+    written: list[str] = []
     for row in rows:
         merged.records.extend(row.records)
         merged.lines.extend(row.lines)
+        written.extend(row.email.display for _ in row.records)
         merged.tags = tags_distinct([*merged.tags, *row.tags])
         merged.consents.extend(c for c in row.consents if _is_new_fact(c, merged))
+    merged.written = tuple(written)
     return merged
 
 

@@ -25,6 +25,7 @@ from profiles.importing.mapping import (
     ParsedContacts,
     Rejection,
     cell_quoted,
+    row_written,
 )
 from profiles.models import (
     ConsentRecord,
@@ -275,7 +276,7 @@ def _in_parts_note(row: ContactRow, name: str, value: Any) -> dict[str, Any]:
         "kind": "structured_trait_kept",
         "record": record,
         "line": line,
-        "email": row.email.display,
+        "email": row_written(row, record),
         "trait": name,
         "message": (
             f"Record {record} (line {line}): {name} {shown} was not imported: "
@@ -361,7 +362,7 @@ def consents_apply(
             fact.status == SubscriptionStatus.NOT_SUBSCRIBED
             and kept == SubscriptionStatus.SUBSCRIBED
         ):
-            outcome.notes.append(_kept_note(profile, fact, kept))
+            outcome.notes.append(_kept_note(profile, row, fact, kept))
             if fact.status == SubscriptionStatus.SUBSCRIBED:
                 row.traits = {
                     name: value
@@ -402,7 +403,9 @@ def _status_move(profile: StatusHolder, fact: ConsentFact) -> set[str]:
 LIFTS_NOTHING = {SubscriptionStatus.SUBSCRIBED, SubscriptionStatus.NOT_SUBSCRIBED}
 
 
-def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str, Any]:
+def _kept_note(
+    profile: StatusHolder, row: ContactRow, fact: ConsentFact, kept: str
+) -> dict[str, Any]:
     record = fact.evidence["record"]
     who = (
         "an address that bounced"
@@ -418,7 +421,8 @@ def _kept_note(profile: StatusHolder, fact: ConsentFact, kept: str) -> dict[str,
         why = 'a list\'s "never subscribed" does not undo a subscription on record'
     return {
         "kind": "kept_status",
-        "email": profile.email,
+        # The record's address as written; the message names the profile's.
+        "email": row_written(row, record),
         "record": record,
         "status": kept,
         "message": f"Record {record}: {profile.email} stays {kept}; {why}.",

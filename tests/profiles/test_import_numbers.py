@@ -87,6 +87,7 @@ def test_an_undeclared_typed_column_keeps_a_long_number_as_text_with_a_note():
             "kind": "number_as_text",
             "record": 1,
             "column": "LATITUDE",
+            "email": "long@example.com",
             "message": (
                 "Record 1: LATITUDE '12345678901234567' has 17 significant digits, "
                 "more than a number keeps (15), so it was imported as text, every "
@@ -97,6 +98,7 @@ def test_an_undeclared_typed_column_keeps_a_long_number_as_text_with_a_note():
             "kind": "number_as_text",
             "record": 1,
             "column": "MEMBER_RATING",
+            "email": "long@example.com",
             "message": (
                 "Record 1: MEMBER_RATING '12345678901234567' has 17 significant "
                 "digits, more than a number keeps (15), so it was imported as text, "

@@ -263,7 +263,7 @@ def test_the_report_download_holds_refused_fields_and_notes(signed_in):
     merged, reserved, sheet_error, _ = rows[3:]
     assert merged[1:5] == ["1 4", "", "", "a@example.com"]
     assert reserved[3] == "lifetime_value"
-    assert sheet_error[:5] == ["note", "1", "", "Err", ""]
+    assert sheet_error[:5] == ["note", "1", "", "Err", "a@example.com"]
     assert sheet_error[6] == (
         "Record 1: Err holds the Excel error #N/A, so it was read as empty."
     )

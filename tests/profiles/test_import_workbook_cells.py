@@ -165,6 +165,7 @@ def test_an_excel_error_cell_is_imported_as_empty_with_a_note_naming_it():
                 "kind": "sheet_error",
                 "record": number,
                 "column": "Score",
+                "email": f"e{number}@example.com",
                 "message": (
                     f"Record {number}: Score holds the Excel error {code}, so it "
                     "was read as empty."

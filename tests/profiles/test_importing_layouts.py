@@ -143,6 +143,7 @@ def test_a_klaviyo_suppressed_profile_is_imported_as_cleaned_and_noted():
             "kind": "suppressed_as_cleaned",
             "record": 1,
             "column": "Email Marketing Consent",
+            "email": "sam@example.com",
             "message": (
                 "Record 1: Email Marketing Consent is 'SUPPRESSED', read as cleaned: "
                 "Bespoke sends this address no email, and a later list import does "
