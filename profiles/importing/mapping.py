@@ -25,7 +25,7 @@ the profile's own as it is.
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -170,6 +170,14 @@ def report_email(written: str) -> str:
     return f"{written[:REPORT_EMAIL_MAX_CHARS]}… ({len(written):,} characters)"
 
 
+# Each tag of a cell cut or left out: (note kind, tag, what).
+TagProblems = tuple[tuple[str, str, str], ...]
+# A cell's tags as kept, and its problems.
+TagsRead = tuple[tuple[str, ...], TagProblems]
+# The kinds of the notes on tags cut or left out.
+TAG_NOTE_KINDS = frozenset({"tag_cut", "tag_left_out"})
+
+
 @dataclass(slots=True)
 class ContactRow:
     """One accepted record, or several records of one mailbox merged into one."""
@@ -185,6 +193,10 @@ class ContactRow:
     # Each record's address as written, beside `records`, once rows are merged
     # ("Ann@Example.com" and "ann@example.com"); a single record's is email.display.
     written: tuple[str, ...] = ()
+    # The records whose tags were cut or left out: (record, line, address as
+    # written, each problem). Kept on the row, so that the report can count the
+    # records of people it keeps (contacts_tag_notes).
+    tag_problems: tuple[tuple[int, int, str, TagProblems], ...] = ()
 
 
 def row_written(row: ContactRow, record: int) -> str:
@@ -205,6 +217,8 @@ class ParsedContacts:
     notes: list[dict[str, Any]] = field(default_factory=list)
     # The declared traits the rows were read under.
     schema: dict[str, TraitRule] = field(default_factory=dict)
+    # The column tags were read from, which tag notes name; empty if none.
+    tags_column: str = ""
 
 
 @dataclass
@@ -222,10 +236,6 @@ class ColumnPlan:
     unsubscribed: int | None = None
     subscribed: int | None = None
     full_name: int | None = None
-
-
-# A cell's tags as kept, and each tag cut or left out: (note kind, tag, what).
-TagsRead = tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]
 
 
 # The column map ------------------------------------------------------------------
@@ -440,8 +450,6 @@ class _RecordContext:
     short: dict[int, list[int]] = field(default_factory=dict)
     # The declared rule of the trait a country no one can read is kept as.
     country_rule: TraitRule | None = None
-    # Each tag cut or left out, by (note kind, tag, what), and the records of it.
-    tag_problems: dict[tuple[str, str, str], _TagProblem] = field(default_factory=dict)
 
 
 def _ignored_note(record: int, column: str, value: str, why: str) -> dict[str, Any]:
@@ -745,10 +753,8 @@ def _trait_coerce(
     raise TraitInvalid(outcome[1], outcome[2])
 
 
-def _tags_read(
-    context: _RecordContext, record: int, line: int, cell: str, email: str
-) -> list[str]:
-    """Return a cell's tags, cleaned; count the records of each one cut or left out.
+def _tags_read(context: _RecordContext, cell: str) -> TagsRead:
+    """Return a cell's tags, cleaned, and each one cut or left out.
 
     Each distinct cell is split and cleaned once.
     """
@@ -757,17 +763,7 @@ def _tags_read(
         read = _tags_clean(contacts_tags_split(cell))
         if len(context.tag_lists) < CELL_CACHE_MAX:
             context.tag_lists[cell] = read
-
-    names, problems = read
-    for problem in problems:
-        seen = context.tag_problems.get(problem)
-        if seen is None:
-            seen = context.tag_problems[problem] = _TagProblem(email=email)
-        seen.count += 1
-        if len(seen.records) <= LINES_SHOWN:
-            seen.records.append(record)
-            seen.lines.append(line)
-    return list(names)
+    return read
 
 
 def _tags_clean(names: list[str]) -> TagsRead:
@@ -795,45 +791,63 @@ def _tags_clean(names: list[str]) -> TagsRead:
     return tuple(tags_distinct(kept)), tuple(problems)
 
 
-def _tag_notes(context: _RecordContext) -> list[dict[str, Any]]:
+def contacts_tag_notes(
+    parsed: ParsedContacts, *, leave_out: Container[str] = frozenset()
+) -> list[dict[str, Any]]:
     """Say once for the file each tag cut or left out, with how many records held it.
 
     A file may give the same tag on every row: one note per distinct tag and
     problem, not one per record. A tag of one record keeps that record's note,
-    naming its address.
+    naming its address. The records of the addresses in `leave_out` (people
+    erased on request, whose rows are not imported) are neither counted nor named.
     """
-    if context.plan.tags is None:
-        return []
+    # In the file's order: a merged row holds records from anywhere in it.
+    held = sorted(
+        found
+        for row in parsed.rows
+        if row.tag_problems and row.email.key not in leave_out
+        for found in row.tag_problems
+    )
+    seen: dict[tuple[str, str, str], _TagProblem] = {}
+    for record, line, written, problems in held:
+        for problem in problems:
+            tally = seen.get(problem)
+            if tally is None:
+                tally = seen[problem] = _TagProblem(email=written)
+            tally.count += 1
+            if len(tally.records) <= LINES_SHOWN:
+                tally.records.append(record)
+                tally.lines.append(line)
+    return [
+        _tag_note(parsed.tags_column, problem, tally) for problem, tally in seen.items()
+    ]
 
-    column = context.plan.names[context.plan.tags]
-    notes = []
-    for (kind, name, what), seen in context.tag_problems.items():
-        said = f"{column} tag {cell_quoted(name)} {what}."
-        if seen.count == 1:
-            record, line = seen.records[0], seen.lines[0]
-            notes.append(
-                {
-                    "kind": kind,
-                    "record": record,
-                    "line": line,
-                    "column": column,
-                    "email": seen.email,
-                    "message": f"Record {record} (line {line}): {said}",
-                }
-            )
-            continue
-        lines = _numbers_said("line", seen.lines)
-        notes.append(
-            {
-                "kind": kind,
-                "records": seen.records[:LINES_SHOWN],
-                "lines": seen.lines[:LINES_SHOWN],
-                "count": seen.count,
-                "column": column,
-                "message": f"{seen.count:,} records ({lines}): {said}",
-            }
-        )
-    return notes
+
+def _tag_note(
+    column: str, problem: tuple[str, str, str], seen: _TagProblem
+) -> dict[str, Any]:
+    kind, name, what = problem
+    said = f"{column} tag {cell_quoted(name)} {what}."
+    if seen.count == 1:
+        record, line = seen.records[0], seen.lines[0]
+        return {
+            "kind": kind,
+            "record": record,
+            "line": line,
+            "column": column,
+            "email": seen.email,
+            "message": f"Record {record} (line {line}): {said}",
+        }
+
+    lines = _numbers_said("line", seen.lines)
+    return {
+        "kind": kind,
+        "records": seen.records[:LINES_SHOWN],
+        "lines": seen.lines[:LINES_SHOWN],
+        "count": seen.count,
+        "column": column,
+        "message": f"{seen.count:,} records ({lines}): {said}",
+    }
 
 
 def _cell_reader(plan: ColumnPlan, cells: list[str]):
@@ -1019,13 +1033,16 @@ def _record_read(
 
     traits = _traits_read(context, record, line, cells, email.display)
     fields = _fields_read(context, record, line, email.display, cells, traits)
-    tags = []
+    tags, problems = (), ()
     if plan.tags is not None:
-        tags = _tags_read(context, record, line, cells[plan.tags], email.display)
+        tags, problems = _tags_read(context, cells[plan.tags])
     changed_at = _changed_at(plan, cells, context.date_format)
-    return ContactRow(
-        [record], [line], email, fields, traits, tags, changed_at, consents
+    row = ContactRow(
+        [record], [line], email, fields, traits, list(tags), changed_at, consents
     )
+    if problems:
+        row.tag_problems = ((record, line, email.display, problems),)
+    return row
 
 
 def _record_read_checked(
@@ -1158,6 +1175,7 @@ def _rows_merge(rows: list[ContactRow]) -> ContactRow:
         written.extend(row.email.display for _ in row.records)
         merged.tags = tags_distinct([*merged.tags, *row.tags])
         merged.consents.extend(c for c in row.consents if _is_new_fact(c, merged))
+        merged.tag_problems += row.tag_problems
     merged.written = tuple(written)
     return merged
 
@@ -1283,13 +1301,14 @@ def contacts_parse(
     ]
     parsed.field_rejections = context.field_rejections
     parsed.schema = schema
+    parsed.tags_column = plan.names[plan.tags] if plan.tags is not None else ""
     if context.status_blank:
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
     if context.extra_empty:
         parsed.notes.append(_extra_empty_note(len(names), context.extra_empty))
     for length, lines in sorted(context.short.items()):
         parsed.notes.append(_short_note(plan, length, lines))
-    parsed.notes += _tag_notes(context)
+    parsed.notes += contacts_tag_notes(parsed)
     merges = [_merge_note(row) for row in parsed.rows if len(row.records) > 1]
     parsed.notes[:0] = merges
     if not parsed.records:

@@ -21,10 +21,12 @@ from django.utils import timezone
 from profiles.emails import InvalidEmail, email_normalize, traits_flagged
 from profiles.importing.layouts import OPT_IN_TRAITS, ConsentFact
 from profiles.importing.mapping import (
+    TAG_NOTE_KINDS,
     ContactRow,
     ParsedContacts,
     Rejection,
     cell_quoted,
+    contacts_tag_notes,
     row_written,
 )
 from profiles.models import (
@@ -155,7 +157,8 @@ def report_erased_leave_out(parsed: ParsedContacts) -> None:
     Their rows are left out when written (suppressions_read), but the report of
     the file as read would still quote their address, a refused value or a merge
     of their records: a refused record of theirs says only that it was erased, and
-    their notes and refused fields are dropped.
+    their notes and refused fields are dropped. A note on a tag that others held
+    too counts and names only the others' records.
     """
     if not Suppression.objects.filter(reason=SuppressionReason.ERASURE).exists():
         return
@@ -193,6 +196,25 @@ def report_erased_leave_out(parsed: ParsedContacts) -> None:
         and key_of[note.get("email") or ""] not in erased
         and not _only_of(note, records)
     ]
+    parsed.notes = _tag_notes_recount(parsed, erased)
+
+
+def _tag_notes_recount(parsed: ParsedContacts, erased: set[str]) -> list[dict]:
+    """Return the notes with each tag note counted again without the erased records.
+
+    Those records are not imported at all (the report says so of each): a tag
+    note that counted them would speak of tags left off profiles never written.
+    """
+    recounted = contacts_tag_notes(parsed, leave_out=erased)
+    notes = []
+    for note in parsed.notes:
+        if note.get("kind") not in TAG_NOTE_KINDS:
+            notes.append(note)
+        elif recounted:
+            # Where the file's tag notes were.
+            notes += recounted
+            recounted = []
+    return notes + recounted
 
 
 def _only_of(note: dict, records: set[int]) -> bool:

@@ -880,8 +880,66 @@ def test_a_tag_note_of_an_erased_persons_records_alone_is_left_out():
     contact_import = contact_import_file(filename="erased.csv", data=data)
 
     assert "secret" not in json.dumps(contact_import.notes).lower()
+    # The shared tag's note speaks of the one record imported, not of record 4,
+    # which is the erased person's (a note of two records before).
     notes = [n for n in contact_import.notes if n["kind"] == "tag_left_out"]
-    assert [(n["count"], n["records"]) for n in notes] == [(2, [3, 4])]
+    assert notes == [
+        {
+            "kind": "tag_left_out",
+            "record": 3,
+            "line": 4,
+            "column": "Tags",
+            "email": "keep@example.com",
+            "message": (
+                "Record 3 (line 4): Tags tag 'Shared\\x1btag' was not imported (it "
+                "holds the control character U+001B)."
+            ),
+        }
+    ]
+
+
+@pytest.mark.django_db
+def test_a_tag_note_counts_and_names_only_the_records_of_people_kept():
+    # given a tag 14 records hold, three of them an erased person's, the first
+    # of them the file's first record
+    Suppression.objects.create(
+        email_hash=suppression_hash("erased.person@example.com"),
+        reason=SuppressionReason.ERASURE,
+        source="privacy-request",
+    )
+    erased = 'Erased.Person@example.com,"VIP,Bad\x1btag"\n'
+    kept = [f'p{n}@example.com,"Bad\x1btag"\n' for n in range(1, 12)]
+    rows = [erased, *kept[:5], erased, *kept[5:], erased]
+    data = ("Email,Tags\n" + "".join(rows)).encode()
+
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    # then its note counts the 11 records imported and names their first lines
+    (note,) = [n for n in contact_import.notes if n["kind"] == "tag_left_out"]
+    assert (note["count"], note["records"]) == (11, [2, 3, 4, 5, 6, 8, 9, 10, 11, 12])
+    assert note["lines"] == [3, 4, 5, 6, 7, 9, 10, 11, 12, 13]
+    assert note["message"] == (
+        "11 records (lines 3, 4, 5, 6, 7, 9, 10, 11, 12, 13 and more): Tags tag "
+        "'Bad\\x1btag' was not imported (it holds the control character U+001B)."
+    )
+    assert [(r["record"], r["reason"]) for r in contact_import.rejections] == [
+        (1, "erased"),
+        (7, "erased"),
+        (14, "erased"),
+    ]
+
+
+@pytest.mark.django_db
+def test_a_tag_note_without_erased_people_counts_a_merged_persons_records_in_order():
+    data = (
+        b'Email,Tags\nann@example.com,"Bad\x1btag"\nbob@example.com,"Bad\x1btag"\n'
+        b'ANN@example.com,"Bad\x1btag"\n'
+    )
+
+    contact_import = contact_import_file(filename="tags.csv", data=data)
+
+    (note,) = [n for n in contact_import.notes if n["kind"] == "tag_left_out"]
+    assert (note["count"], note["records"], note["lines"]) == (3, [1, 2, 3], [2, 3, 4])
 
 
 @pytest.mark.django_db
