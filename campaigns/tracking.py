@@ -58,6 +58,7 @@ from profiles.refusals import SOURCE_ESP
 from profiles.services import (
     CLOCK_SKEW_ALLOWED,
     consent_record,
+    event_store_once,
     profile_by_email_key,
     profile_hold,
     suppression_add,
@@ -428,22 +429,21 @@ def _event_store(
     if metadata.get("checkout_token"):
         properties["checkout_id"] = str(metadata["checkout_token"])
     profile_hold(profile)
-    event, created = Event.objects.get_or_create(
+    return event_store_once(
         message_id=_key_fitted(f"{delivery.source}:{delivery.delivery_id}", 100),
-        defaults={
-            "type": EventType.TRACK,
-            "event": name,
-            "profile": profile,
-            "properties": properties,
-            "context": {"user_agent": payload.get("user_agent", "")}
+        type=EventType.TRACK,
+        event=name,
+        profile=profile,
+        properties=properties,
+        context=(
+            {"user_agent": payload.get("user_agent", "")}
             if payload.get("user_agent")
-            else {},
-            "source": delivery.source,
-            "timestamp": _happened_at(delivery),
-            "received_at": delivery.received_at,
-        },
+            else {}
+        ),
+        source=delivery.source,
+        timestamp=_happened_at(delivery),
+        received_at=delivery.received_at,
     )
-    return event if created else None
 
 
 def _campaign_named(metadata: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ import math
 import re
 import uuid
 import zlib
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -21,14 +20,14 @@ from typing import IO, Any
 
 import orjson
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from psycopg.errors import DeadlockDetected, UniqueViolation
+from psycopg.errors import DeadlockDetected
 from psycopg.types.json import set_json_dumps
 
 from profiles.emails import InvalidEmail, email_normalize
-from profiles.models import Event, EventType, RejectedEvent, WriteKey
+from profiles.models import Event, EventMessage, EventType, RejectedEvent, WriteKey
 from profiles.names import CONTROL_CHARACTER
 from profiles.processing_identify import (
     IDENTIFY_FIELD_TRAITS,
@@ -446,8 +445,9 @@ def events_ingest(
 ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # What PostgreSQL's text cannot hold: NUL, and lone UTF-16 surrogates.
 UNSTORABLE_LETTERS = re.compile("[\x00\ud800-\udfff]")
-# How many times a request's writes are tried when they meet a deadlock: two
-# requests storing the same messageIds in other orders wait on each other.
+# How many times a request's writes are tried when they meet a deadlock (two
+# requests storing the same messageIds wait on each other; they claim them in one
+# order, so this is for what else may lock) or, on SQLite, another request's ids.
 STORE_ATTEMPTS = 3
 
 
@@ -460,30 +460,30 @@ def _stored(
     at: datetime,
 ) -> None:
     duplicates = result.duplicates
-    # Nearly every request writes its events and nothing else: on PostgreSQL their
-    # one statement is a transaction of its own, without the round trips to begin,
-    # mark and commit one. With rejections to keep, both go in one transaction.
-    alone = (
-        connection.vendor == "postgresql"
-        and not connection.in_atomic_block
-        and not (result.rejected or result.warnings)
-    )
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            with nullcontext() if alone else transaction.atomic():
+            # The claimed messageIds and their events are written together, or
+            # neither: an id claimed for an event that was not stored would turn
+            # its retry away as a duplicate.
+            with transaction.atomic():
                 _events_store(drafts=drafts, result=result)
                 _rejections_store(items=items, result=result, source=source, at=at)
                 if result.stored:
                     transaction.on_commit(events_process_enqueue)
             return
-        except (OperationalError, DeadlockDetected) as exc:
+        except (OperationalError, DeadlockDetected, IntegrityError) as exc:
             # The database stopped this request's writes, which are rolled back
-            # whole; the other request's are committed by now.
+            # whole; the other request's are committed by now. On SQLite, an
+            # IntegrityError is another request that stored one of the same
+            # messageIds between this one's check and its insert.
             deadlock = isinstance(driver_error(exc), DeadlockDetected)
-            if not deadlock or attempt == STORE_ATTEMPTS:
+            retried = deadlock or isinstance(exc, IntegrityError)
+            if not retried or attempt == STORE_ATTEMPTS:
                 raise
             result.stored, result.duplicates = 0, duplicates
-            logger.warning("Tracking request met a deadlock; its writes are redone")
+            logger.warning(
+                "Tracking request met another's writes; its writes are redone"
+            )
 
 
 def _number_as_written(raw: Any) -> Decimal | None:
@@ -1172,21 +1172,20 @@ def _events_store(*, drafts: list[EventDraft], result: IngestResult) -> None:
     if connection.vendor == "postgresql":
         result.stored = _events_insert(fresh)
     else:
-        result.stored = len(_events_insert_with_orm(fresh))
-    # Rows already stored (a retried request, or a concurrent one) are duplicates.
+        result.stored = _events_insert_with_orm(fresh)
+    # Ids stored before (a retried request, or a concurrent one) are duplicates.
     result.duplicates += len(fresh) - result.stored
 
 
-_EVENTS_INSERT_SQL = f"""
-INSERT INTO profiles_event ({", ".join(STORED_COLUMNS)}, processing_error)
-SELECT {", ".join(STORED_COLUMNS)}, ''
-FROM jsonb_to_recordset(%s::jsonb) AS v(
-    {", ".join(f"{name} {kind}" for name, kind in STORED_COLUMNS.items())}
-)
+# Every request claims its ids in the same order: two that share some wait for one
+# another in turn, never each for the other. Ids already claimed are skipped; one
+# another transaction is claiming waits for it, and is skipped if it commits.
+_MESSAGES_CLAIM_SQL = """
+INSERT INTO profiles_eventmessage (message_id)
+SELECT m FROM unnest(%s::text[]) AS m ORDER BY m
 ON CONFLICT (message_id) DO NOTHING
-RETURNING id
-"""  # noqa: S608 - only the column names above are formatted in
-
+RETURNING message_id
+"""
 
 _EVENTS_COPY_SQL = (
     f"COPY profiles_event ({', '.join(STORED_COLUMNS)}, processing_error) "
@@ -1196,18 +1195,18 @@ _EVENTS_COPY_TYPES = [*STORED_COLUMNS.values(), "text"]
 
 
 def _events_insert(fresh: list[EventDraft]) -> int:
-    """Store the drafts whose messageId is new; return how many were stored."""
-    # Nearly every request brings new messageIds only, and binary COPY stores them
-    # for about half the database's work of an insert that looks for each one.
-    # Should one be stored already (a retried request, or a concurrent one), the
-    # COPY is undone whole and the insert that skips those runs instead.
-    # In a transaction, a savepoint undoes the COPY alone; in autocommit the COPY,
-    # one statement, is undone by itself.
-    try:
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            _events_copy(fresh)
-    except UniqueViolation:
-        return _events_insert_new(fresh)
+    """Store the drafts whose messageId is new; return how many were stored.
+
+    In the caller's transaction: the ids claimed here stand only with their events.
+    """
+    with server_bound_cursor() as cursor:
+        cursor.execute(_MESSAGES_CLAIM_SQL, [[draft["message_id"] for draft in fresh]])
+        claimed = {message_id for (message_id,) in cursor.fetchall()}
+    if len(claimed) < len(fresh):
+        fresh = [draft for draft in fresh if draft["message_id"] in claimed]
+    if fresh:
+        # Binary COPY: several times less of the database's work than an INSERT.
+        _events_copy(fresh)
     return len(fresh)
 
 
@@ -1220,50 +1219,24 @@ def _events_copy(fresh: list[EventDraft]) -> None:
                 copy.write_row([*(draft[name] for name in STORED_COLUMNS), ""])
 
 
-def _events_insert_new(fresh: list[EventDraft]) -> int:
-    # One statement, one JSON parameter: the database parses the rows and skips the
-    # messageIds it already has. A draft holds exactly the stored columns, so it is
-    # encoded as it is.
-    try:
-        rows = orjson.dumps(fresh).decode()
-    except orjson.JSONEncodeError:
-        rows = json.dumps(fresh, ensure_ascii=False, default=_json_time)
-    with server_bound_cursor() as cursor:
-        cursor.execute(_EVENTS_INSERT_SQL, [rows])
-        return len(cursor.fetchall())
-
-
-def _json_time(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not a stored event value")
-
-
-def _events_insert_with_orm(fresh: list[EventDraft]) -> list[int]:
+def _events_insert_with_orm(fresh: list[EventDraft]) -> int:
+    ids = [draft["message_id"] for draft in fresh]
     known = set(
-        Event.objects.filter(
-            message_id__in=[draft["message_id"] for draft in fresh]
-        ).values_list("message_id", flat=True)
+        EventMessage.objects.filter(message_id__in=ids).values_list(
+            "message_id", flat=True
+        )
     )
     fresh = [draft for draft in fresh if draft["message_id"] not in known]
     if not fresh:
-        return []
+        return 0
 
-    # A concurrent request may store the same messageId between the check above
-    # and this insert; ignore_conflicts keeps whichever row landed first.
-    Event.objects.bulk_create(
-        [Event(**draft) for draft in fresh], ignore_conflicts=True
+    # A concurrent request may claim one of them between the check above and this
+    # insert: the IntegrityError rolls this request back, and _stored redoes it.
+    EventMessage.objects.bulk_create(
+        [EventMessage(message_id=draft["message_id"]) for draft in fresh]
     )
-    return _stored_ids_collect(fresh)
-
-
-def _stored_ids_collect(fresh: list[EventDraft]) -> list[int]:
-    received_at = fresh[0]["received_at"]
-    rows = Event.objects.filter(
-        message_id__in=[draft["message_id"] for draft in fresh],
-        received_at=received_at,
-    ).values_list("id", flat=True)
-    return sorted(rows)
+    Event.objects.bulk_create([Event(**draft) for draft in fresh])
+    return len(fresh)
 
 
 def _rejections_store(

@@ -4,7 +4,7 @@ import hashlib
 import hmac
 import logging
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -16,6 +16,8 @@ from django.utils import timezone
 from profiles.emails import SMTPUTF8_TRAIT, NormalizedEmail, traits_flagged
 from profiles.models import (
     ConsentRecord,
+    Event,
+    EventMessage,
     Profile,
     ProfileTag,
     SubscriptionStatus,
@@ -356,3 +358,19 @@ def profile_hold(profile: Profile) -> None:
         )
         if cursor.fetchone() is None:
             raise ProfileGone(f"Profile {profile.pk} was deleted meanwhile.")
+
+
+def event_store_once(*, message_id: str, **fields: Any) -> Event | None:
+    """Store an event under a messageId no event had before; None if one had.
+
+    For the events Bespoke writes itself (a shop's order, an ESP's open), under an
+    id made of what they report: a delivery sent again stores nothing twice. A
+    concurrent writer of the same id is waited for, and wins if it commits.
+    """
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                EventMessage.objects.create(message_id=message_id)
+        except IntegrityError:
+            return None
+        return Event.objects.create(message_id=message_id, **fields)

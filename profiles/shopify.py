@@ -52,6 +52,7 @@ from profiles.services import (
     CLOCK_SKEW_ALLOWED,
     WITHDRAWN_STATUSES,
     consent_record,
+    event_store_once,
     profile_by_email_key,
     profile_get_or_create_by_email,
     profile_hold,
@@ -1431,27 +1432,24 @@ def _event_store(
 ) -> Event | None:
     """Store a track event once under a deterministic messageId; None if known."""
     profile_hold(profile)
-    event, created = Event.objects.get_or_create(
+    return event_store_once(
         message_id=f"{SOURCE}:{key}"[:100],
-        defaults={
-            "type": EventType.TRACK,
-            "event": name,
-            "profile": profile,
-            "properties": properties,
-            "context": {
-                "shopify": {
-                    "topic": delivery.topic,
-                    "shop_domain": delivery.shop_domain,
-                    "webhook_id": delivery.delivery_id,
-                    "api_version": delivery.api_version,
-                }
-            },
-            "source": SOURCE,
-            "timestamp": at,
-            "received_at": delivery.received_at,
+        type=EventType.TRACK,
+        event=name,
+        profile=profile,
+        properties=properties,
+        context={
+            "shopify": {
+                "topic": delivery.topic,
+                "shop_domain": delivery.shop_domain,
+                "webhook_id": delivery.delivery_id,
+                "api_version": delivery.api_version,
+            }
         },
+        source=SOURCE,
+        timestamp=at,
+        received_at=delivery.received_at,
     )
-    return event if created else None
 
 
 # Reading Shopify values ---------------------------------------------------------

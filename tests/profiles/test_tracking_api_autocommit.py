@@ -1,8 +1,8 @@
-"""A request whose only write is its events stores them in one autocommitted COPY.
+"""A request whose only write is its events stores them in one transaction of its own.
 
-Outside a transaction (as the API runs), the COPY is a transaction of its own: no
-BEGIN, savepoint or COMMIT round trips. These tests run as the server does, not
-inside a test transaction, so that this path is the one taken.
+The claim of its messageIds and the COPY of its events commit together, with no
+savepoint, and processing is asked for after the commit. These tests run as the
+server does, not inside a test transaction, so that this path is the one taken.
 """
 
 import base64
@@ -52,7 +52,7 @@ def test_events_alone_are_stored_and_their_processing_asked_for(client, enqueued
         response = batch(client, track(1), track(2))
 
     assert response.status_code == 200
-    assert not [q for q in queries if "SAVEPOINT" in q["sql"]], "no transaction"
+    assert not [q for q in queries if "SAVEPOINT" in q["sql"]], "no savepoint"
     assert (response.json()["stored"], response.json()["duplicates"]) == (2, 0)
     assert Event.objects.filter(processed_at__isnull=True).count() == 2
     assert enqueued == [False]
