@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
-from psycopg.errors import DeadlockDetected
+from psycopg.errors import DeadlockDetected, UniqueViolation
 from psycopg.types.json import set_json_dumps
 
 from profiles.emails import InvalidEmail, email_normalize
@@ -460,27 +460,38 @@ def _stored(
     at: datetime,
 ) -> None:
     duplicates = result.duplicates
+    # Nearly every request brings new messageIds only: they are claimed with a
+    # plain insert. One already claimed (a retried request, a concurrent one) fails
+    # it, and the request is done again claiming carefully, skipping those.
+    careful = False
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
             # The claimed messageIds and their events are written together, or
             # neither: an id claimed for an event that was not stored would turn
             # its retry away as a duplicate.
             with transaction.atomic():
-                _events_store(drafts=drafts, result=result)
+                _events_store(drafts=drafts, result=result, careful=careful)
                 _rejections_store(items=items, result=result, source=source, at=at)
                 if result.stored:
                     transaction.on_commit(events_process_enqueue)
             return
-        except (OperationalError, DeadlockDetected, IntegrityError) as exc:
+        except (
+            OperationalError,
+            DeadlockDetected,
+            IntegrityError,
+            UniqueViolation,
+        ) as exc:
             # The database stopped this request's writes, which are rolled back
-            # whole; the other request's are committed by now. On SQLite, an
-            # IntegrityError is another request that stored one of the same
-            # messageIds between this one's check and its insert.
+            # whole; the other request's are committed by now. An IntegrityError
+            # is another request that claimed one of the same messageIds first.
             deadlock = isinstance(driver_error(exc), DeadlockDetected)
-            retried = deadlock or isinstance(exc, IntegrityError)
-            if not retried or attempt == STORE_ATTEMPTS:
+            clash = isinstance(exc, IntegrityError | UniqueViolation)
+            if not (deadlock or clash) or attempt == STORE_ATTEMPTS:
                 raise
             result.stored, result.duplicates = 0, duplicates
+            if not careful:
+                careful = True
+                continue
             logger.warning(
                 "Tracking request met another's writes; its writes are redone"
             )
@@ -1158,7 +1169,9 @@ def _time_parse(source: dict[str, Any], key: str) -> datetime | None:
         ) from exc
 
 
-def _events_store(*, drafts: list[EventDraft], result: IngestResult) -> None:
+def _events_store(
+    *, drafts: list[EventDraft], result: IngestResult, careful: bool
+) -> None:
     unique: dict[str, EventDraft] = {}
     for draft in drafts:
         if draft["message_id"] in unique:
@@ -1170,17 +1183,22 @@ def _events_store(*, drafts: list[EventDraft], result: IngestResult) -> None:
 
     fresh = list(unique.values())
     if connection.vendor == "postgresql":
-        result.stored = _events_insert(fresh)
+        result.stored = _events_insert(fresh, careful=careful)
     else:
         result.stored = _events_insert_with_orm(fresh)
     # Ids stored before (a retried request, or a concurrent one) are duplicates.
     result.duplicates += len(fresh) - result.stored
 
 
-# Every request claims its ids in the same order: two that share some wait for one
-# another in turn, never each for the other. Ids already claimed are skipped; one
-# another transaction is claiming waits for it, and is skipped if it commits.
+# The quick claim: every id is new, or the insert fails whole.
 _MESSAGES_CLAIM_SQL = """
+INSERT INTO profiles_eventmessage (message_id) SELECT unnest(%s::text[])
+"""
+# The careful claim skips the ids already claimed; one that another transaction is
+# claiming is waited for, and skipped if it commits. Every careful request claims
+# its ids in the same order: two that share some wait for one another in turn,
+# never each for the other.
+_MESSAGES_CLAIM_NEW_SQL = """
 INSERT INTO profiles_eventmessage (message_id)
 SELECT m FROM unnest(%s::text[]) AS m ORDER BY m
 ON CONFLICT (message_id) DO NOTHING
@@ -1194,16 +1212,20 @@ _EVENTS_COPY_SQL = (
 _EVENTS_COPY_TYPES = [*STORED_COLUMNS.values(), "text"]
 
 
-def _events_insert(fresh: list[EventDraft]) -> int:
+def _events_insert(fresh: list[EventDraft], *, careful: bool) -> int:
     """Store the drafts whose messageId is new; return how many were stored.
 
     In the caller's transaction: the ids claimed here stand only with their events.
+    Unless `careful`, an id claimed before raises UniqueViolation.
     """
+    ids = [draft["message_id"] for draft in fresh]
     with server_bound_cursor() as cursor:
-        cursor.execute(_MESSAGES_CLAIM_SQL, [[draft["message_id"] for draft in fresh]])
-        claimed = {message_id for (message_id,) in cursor.fetchall()}
-    if len(claimed) < len(fresh):
-        fresh = [draft for draft in fresh if draft["message_id"] in claimed]
+        if not careful:
+            cursor.execute(_MESSAGES_CLAIM_SQL, [ids])
+        else:
+            cursor.execute(_MESSAGES_CLAIM_NEW_SQL, [ids])
+            claimed = {message_id for (message_id,) in cursor.fetchall()}
+            fresh = [draft for draft in fresh if draft["message_id"] in claimed]
     if fresh:
         # Binary COPY: several times less of the database's work than an INSERT.
         _events_copy(fresh)

@@ -227,14 +227,14 @@ def test_an_id_another_request_claimed_meanwhile_redoes_the_request(monkeypatch)
     insert = ingestion._events_insert
     met: list[int] = []
 
-    def raced_once(fresh):
+    def raced_once(fresh, **how):
         if not met:
             met.append(1)
             other = _claim_held("m-1")
             other.commit()
             other.close()
             raise IntegrityError("duplicate key value violates unique constraint")
-        return insert(fresh)
+        return insert(fresh, **how)
 
     monkeypatch.setattr(ingestion, "_events_insert", raced_once)
 
@@ -263,3 +263,20 @@ def test_an_event_bespoke_writes_itself_is_stored_once_even_after_a_delete():
     assert first is not None
     assert (again, after_delete) == (None, None)
     assert not Event.objects.exists()
+
+
+def test_new_ids_are_claimed_quickly_and_a_request_sent_again_carefully(monkeypatch):
+    insert = ingestion._events_insert
+    calls: list[bool] = []
+
+    def spied(fresh, *, careful):
+        calls.append(careful)
+        return insert(fresh, careful=careful)
+
+    monkeypatch.setattr(ingestion, "_events_insert", spied)
+
+    first = batch(1)
+    again = batch(1, 2)
+
+    assert calls == [False, False, True]
+    assert (first["stored"], again["stored"], again["duplicates"]) == (1, 1, 1)

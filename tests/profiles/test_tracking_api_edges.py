@@ -450,8 +450,8 @@ def test_a_request_that_meets_a_deadlock_is_stored_once(client, monkeypatch):
     insert = ingestion._events_insert
     met = []
 
-    def deadlocked_once(fresh):
-        ids = insert(fresh)
+    def deadlocked_once(fresh, **how):
+        ids = insert(fresh, **how)
         if not met:
             met.append(1)
             raise DeadlockDetected("deadlock detected")
@@ -475,7 +475,7 @@ def test_a_database_error_from_the_inserts_own_cursor_is_a_json_503(
 
     from profiles import ingestion
 
-    def shut_down(fresh):
+    def shut_down(fresh, **how):
         raise AdminShutdown("terminating connection due to administrator command")
 
     monkeypatch.setattr(ingestion, "_events_insert", shut_down)
