@@ -1,5 +1,7 @@
 """Profiles, their identities, the event log, consent and suppressions."""
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models.functions import Lower
@@ -294,16 +296,36 @@ class Event(models.Model):
         return f"{self.type} {self.event or self.name} {self.message_id}"
 
 
+class KeyText(models.CharField):
+    """Text that a unique index of its own serves, and no second one.
+
+    Django gives a varchar column that is unique or a primary key a second index on
+    PostgreSQL, with varchar_pattern_ops, for LIKE searches; every insert writes
+    both. Spelt "character varying" (the same type), it is not given one.
+    """
+
+    def db_type(self, connection: Any) -> str | None:
+        db_type = super().db_type(connection)
+        if connection.vendor == "postgresql" and db_type.startswith("varchar"):
+            return "character varying" + db_type.removeprefix("varchar")
+        return db_type
+
+
 class EventMessage(models.Model):
     """A messageId that was stored once: the idempotency key of every event.
 
     Each writer of events claims the ids here first and stores only the events
     whose id it claimed, so a retried call stores nothing twice, even when two
-    arrive together. An id stays after its event is deleted: a call that is sent
-    again after its person was erased does not bring them back.
+    arrive together. A tracking call's id stays claimed after its event is deleted:
+    sent again after its person was erased, it does not bring them back.
     """
 
-    message_id = models.CharField(max_length=100, primary_key=True)
+    message_id = KeyText(max_length=100, primary_key=True)
+    # The event Bespoke stored itself under the id (a shop's order, an ESP's open);
+    # empty for the tracking API's, which claims ids before its COPY numbers them.
+    # Such an event deleted with its profile is stored again if the shop reports
+    # it again: the delivery makes the profile anew, and gives it the order.
+    event_id = models.BigIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.message_id

@@ -361,16 +361,24 @@ def profile_hold(profile: Profile) -> None:
 
 
 def event_store_once(*, message_id: str, **fields: Any) -> Event | None:
-    """Store an event under a messageId no event had before; None if one had.
+    """Store an event under a messageId no event holds; None if one does.
 
     For the events Bespoke writes itself (a shop's order, an ESP's open), under an
     id made of what they report: a delivery sent again stores nothing twice. A
-    concurrent writer of the same id is waited for, and wins if it commits.
+    concurrent writer of the same id is waited for, and wins if it commits. An id
+    whose event was deleted (with its profile, by hand) is stored again.
     """
     with transaction.atomic():
         try:
             with transaction.atomic():
                 EventMessage.objects.create(message_id=message_id)
         except IntegrityError:
-            return None
-        return Event.objects.create(message_id=message_id, **fields)
+            claim = EventMessage.objects.select_for_update().get(pk=message_id)
+            stored = claim.event_id is None or (
+                Event.objects.filter(pk=claim.event_id).exists()
+            )
+            if stored:
+                return None
+        event = Event.objects.create(message_id=message_id, **fields)
+        EventMessage.objects.filter(pk=message_id).update(event_id=event.pk)
+        return event

@@ -1,7 +1,9 @@
 """MessageIds are kept unique in a table of their own; profiles leave room on each page.
 
 Every stored event's messageId is copied into the new table before the event
-table's unique constraint goes, so an id stored before stays refused after.
+table's unique constraint goes, so an id stored before stays refused after. The web
+processes are stopped for it, as the workers are: an event the old release stored
+after the copy would claim nothing, and its retry would be stored again.
 
 On PostgreSQL the profile table is given a fill factor of 70: processing rewrites a
 chunk's profiles after each chunk, and a new row version that finds room on its
@@ -10,6 +12,8 @@ the pages written from now on; a VACUUM FULL applies it to the old ones.
 """
 
 from django.db import migrations, models
+
+import profiles.models
 
 PROFILE_FILL_FACTOR = 70
 
@@ -39,13 +43,16 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "message_id",
-                    models.CharField(max_length=100, primary_key=True, serialize=False),
+                    profiles.models.KeyText(
+                        max_length=100, primary_key=True, serialize=False
+                    ),
                 ),
+                ("event_id", models.BigIntegerField(blank=True, null=True)),
             ],
         ),
         migrations.RunSQL(
-            "INSERT INTO profiles_eventmessage (message_id) "
-            "SELECT message_id FROM profiles_event",
+            "INSERT INTO profiles_eventmessage (message_id, event_id) "
+            "SELECT message_id, id FROM profiles_event",
             reverse_sql=migrations.RunSQL.noop,
         ),
         migrations.RemoveConstraint(

@@ -244,7 +244,7 @@ def test_an_id_another_request_claimed_meanwhile_redoes_the_request(monkeypatch)
     assert list(Event.objects.values_list("message_id", flat=True)) == ["m-2"]
 
 
-def test_an_event_bespoke_writes_itself_is_stored_once_even_after_a_delete():
+def test_an_event_bespoke_writes_itself_is_stored_once_and_again_once_deleted():
     profile = Profile.objects.create(email="ana@example.com")
     fields = {
         "type": EventType.TRACK,
@@ -259,10 +259,26 @@ def test_an_event_bespoke_writes_itself_is_stored_once_even_after_a_delete():
     again = event_store_once(message_id="shopify:order:1", **fields)
     first.delete()
     after_delete = event_store_once(message_id="shopify:order:1", **fields)
+    later = event_store_once(message_id="shopify:order:1", **fields)
 
     assert first is not None
-    assert (again, after_delete) == (None, None)
-    assert not Event.objects.exists()
+    assert again is None
+    assert after_delete is not None
+    assert later is None
+    assert list(Event.objects.values_list("pk", flat=True)) == [after_delete.pk]
+    assert EventMessage.objects.get().event_id == after_delete.pk
+
+
+def test_an_id_the_tracking_api_claimed_is_not_stored_by_bespokes_own_writers():
+    batch_of("shared-1")
+    Event.objects.all().delete()
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+
+    stored = event_store_once(
+        message_id="shared-1", type=EventType.TRACK, timestamp=at, received_at=at
+    )
+
+    assert stored is None
 
 
 def test_new_ids_are_claimed_quickly_and_a_request_sent_again_carefully(monkeypatch):

@@ -6,15 +6,14 @@ profile emptied. The shop then sends the order again (orders/updated: a fulfilme
 a note). The delivery makes the profile again and gives it the order, but the
 order's Order Completed is now refused as already claimed: the profile shows an
 order that no figure counts. Before messageIds were claimed apart, the event was
-stored again and the order counted.
+stored again and the order counted; a claim now knows its event, and stores it
+again once it is gone.
 """
 
 import base64
 import hashlib
 import hmac
 from decimal import Decimal
-
-import pytest
 
 from profiles.models import Event, Profile, ShopOrder
 from profiles.processing import events_process_pending
@@ -41,11 +40,6 @@ def _deliver(client, body: bytes, headers: dict, *, topic: str, webhook_id: str)
     return response
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa10: an order delivered again after its profile was deleted joins the "
-    "new profile but its Order Completed stays claimed, so it counts nowhere",
-)
 def test_an_order_that_joins_a_profile_again_is_counted_on_it(db, client, load_fixture):
     # Given Ben's order, applied and counted
     body = load_fixture("shopify/orders_create.json")
