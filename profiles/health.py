@@ -223,6 +223,19 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
     refused, notices = rows.exclude(_is_notice()), rows.filter(_is_notice())
 
     health = _feed_health(feed=feed, now=now)
+    events_waiting = None
+    if webhook:
+        events_waiting = _backlog(
+            Event.objects.filter(where, processed_at__isnull=True),
+            arrived="received_at",
+            now=now,
+        )
+        # A delivery is done once its events are stored; their wait for the workers,
+        # from the delivery's arrival, is the feed's too: with the workers stopped,
+        # an order waits while every delivery reads as done in a second.
+        health["longest_wait"] = _longest_wait(
+            health["lag"], _older(health["unprocessed"], events_waiting)
+        )
     health.update(
         name=name,
         label=label,
@@ -238,15 +251,7 @@ def _event_source_health(*, name: str, label: str, now: datetime) -> dict[str, A
         ),
         events_failed=_events_failed_count(where) if webhook else None,
         # The events a shop's or ESP's deliveries made wait for the workers too.
-        events_unprocessed=(
-            _backlog(
-                Event.objects.filter(where, processed_at__isnull=True),
-                arrived="received_at",
-                now=now,
-            )
-            if webhook
-            else None
-        ),
+        events_unprocessed=events_waiting,
         webhook_notes=_webhook_notes(where) if webhook else None,
         awaiting_orders=_awaiting_orders(where) if webhook else None,
         duplicates=None if webhook else _duplicates(where, now=now),
@@ -381,6 +386,11 @@ def _longest_wait(lag: dict[str, Any], unprocessed: dict[str, Any]) -> dict[str,
     if waiting is not None and (done is None or waiting > done):
         return {"seconds": waiting, "still_waiting": True}
     return {"seconds": done, "still_waiting": False}
+
+
+def _older(*backlogs: dict[str, Any]) -> dict[str, Any]:
+    """Return the backlog whose oldest row has waited longest."""
+    return max(backlogs, key=lambda backlog: backlog["oldest_age_seconds"] or -1.0)
 
 
 def _counted(

@@ -594,3 +594,31 @@ def test_a_refund_waiting_for_its_order_is_no_sign_of_a_stopped_worker():
     assert shop["awaiting_orders"] == 1
     assert shop["unprocessed"]["count"] == 0
     assert shop["backlog_warning"] is False
+
+
+def test_a_shops_longest_wait_counts_the_events_its_deliveries_made_still_waiting():
+    # The delivery was applied in a second; the order event it stored has waited
+    # ten minutes for the workers, which are stopped.
+    delivery = WebhookDelivery.objects.create(
+        source="shopify",
+        delivery_id="d1",
+        topic="orders/create",
+        received_at=NOW - timedelta(seconds=600),
+        processed_at=NOW - timedelta(seconds=599),
+    )
+    delivery_counted(delivery=delivery, error="")
+    Event.objects.create(
+        message_id="shopify:order:1",
+        type="track",
+        event="Order Completed",
+        source="shopify",
+        timestamp=NOW - timedelta(seconds=600),
+        received_at=NOW - timedelta(seconds=600),
+    )
+
+    shopify = next(s for s in sources_health(now=NOW) if s["name"] == "shopify")
+
+    assert shopify["lag"]["max_seconds"] == 1.0
+    assert shopify["unprocessed"]["count"] == 0
+    assert shopify["events_unprocessed"] == {"count": 1, "oldest_age_seconds": 600.0}
+    assert shopify["longest_wait"] == {"seconds": 600.0, "still_waiting": True}
