@@ -19,9 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import JSONField, Q
+from django.db.models import BooleanField, JSONField, Q
 from django.db.models.expressions import RawSQL
-from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -33,7 +32,9 @@ from profiles.traits import (
     trait_convert,
     trait_rule_of,
     trait_value_same,
+    value_caseless,
 )
+from profiles.value_times import value_time
 
 logger = logging.getLogger(__name__)
 
@@ -95,40 +96,108 @@ def trait_values_conform_batch(
         return _progress_save(definition, rows, converted, kept, using=using)
 
 
-def _batch_read(definition: TraitDefinition, *, using: str) -> list[tuple[int, Any]]:
+def _batch_read(
+    definition: TraitDefinition, *, using: str
+) -> list[tuple[int, dict[str, Any], dict[str, str]]]:
     # Locked in id order, as event processing locks profiles: a chunk that changes
-    # one of them waits for the batch, then reads the converted value.
+    # one of them waits for the batch, then reads the converted value. A profile
+    # holding the trait in another case only ("LOYALTYTIER", stored before the
+    # trait was declared) is read too: its value is the declared trait's.
     holding = (
         Profile.objects.using(using)
         .select_for_update()
-        .filter(pk__gt=definition.values_after_id, traits__has_key=definition.name)
-        .annotate(value=KeyTransform(definition.name, "traits"))
+        .filter(
+            Q(traits__has_key=definition.name)
+            | Q(_key_caseless(definition.name, using=using)),
+            pk__gt=definition.values_after_id,
+        )
         .order_by("pk")
-        .values_list("pk", "value")
+        .values_list("pk", "traits", "value_times")
     )
     return list(holding[:TRAIT_VALUES_BATCH_SIZE])
 
 
+def _key_caseless(name: str, *, using: str) -> RawSQL:
+    # A first sieve, in SQL's lower case; value_caseless decides (spellings_of).
+    if connections[using].vendor == "postgresql":
+        sql = (
+            "EXISTS (SELECT 1 FROM jsonb_object_keys(profiles_profile.traits) AS k "
+            "WHERE lower(k) = lower(%s))"
+        )
+    else:
+        sql = (
+            "EXISTS (SELECT 1 FROM json_each(profiles_profile.traits) AS k "
+            "WHERE lower(k.key) = lower(%s))"
+        )
+    return RawSQL(sql, [name], output_field=BooleanField())  # noqa: S611 - bound
+
+
+def spellings_of(name: str, traits: dict[str, Any]) -> list[str]:
+    """Return the names under which `traits` holds the trait `name`, in any case."""
+    if not isinstance(traits, dict):
+        return []
+    key = value_caseless(name)
+    return [held for held in traits if value_caseless(held) == key]
+
+
 def _values_convert(
-    rule: TraitRule, rows: list[tuple[int, Any]], *, using: str
+    rule: TraitRule,
+    rows: list[tuple[int, dict[str, Any], dict[str, str]]],
+    *,
+    using: str,
 ) -> tuple[int, int]:
-    """Store each value as its type stores it; return how many changed and were kept."""
+    """Store each value as its type stores it; return how many changed and were kept.
+
+    A value held under another spelling is moved to the declared name; of several,
+    the one said last is kept, as an identify's newest word is.
+    """
     converted = kept = 0
-    for pk, value in rows:
+    for pk, traits, times in rows:
+        spellings = spellings_of(rule.name, traits)
+        if not spellings:
+            continue
+        said = times if isinstance(times, dict) else {}
+        newest = max(
+            spellings, key=lambda held: (value_time(said, held), held == rule.name)
+        )
         try:
-            typed = trait_convert(rule, value)
+            typed = trait_convert(rule, traits[newest])
         except TraitInvalid:
             # Nothing valid is lost: the page lists it as breaking the rule.
             kept += 1
             continue
-        if trait_value_same(typed, value):
-            continue
-
-        Profile.objects.using(using).filter(pk=pk).update(
-            traits=_trait_set(rule.name, typed, using=using)
-        )
+        if spellings == [rule.name]:
+            if trait_value_same(typed, traits[rule.name]):
+                continue
+            Profile.objects.using(using).filter(pk=pk).update(
+                traits=_trait_set(rule.name, typed, using=using)
+            )
+        else:
+            _spellings_join(
+                pk, rule.name, typed, spellings, newest, traits, said, using
+            )
         converted += 1
     return converted, kept
+
+
+def _spellings_join(
+    pk: int,
+    name: str,
+    typed: Any,
+    spellings: list[str],
+    newest: str,
+    traits: dict[str, Any],
+    said: dict[str, str],
+    using: str,
+) -> None:
+    # The row is locked by the batch: its traits are written whole, the other
+    # spellings gone and the newest value under the declared name, with its time.
+    traits = {held: v for held, v in traits.items() if held not in spellings}
+    traits[name] = typed
+    times = {held: at for held, at in said.items() if held not in spellings}
+    if newest in said:
+        times[name] = said[newest]
+    Profile.objects.using(using).filter(pk=pk).update(traits=traits, value_times=times)
 
 
 def _trait_set(name: str, value: Any, *, using: str) -> RawSQL:

@@ -167,3 +167,36 @@ def test_the_sweep_queues_again_a_run_that_stopped_making_progress(
     assert figures(stalled)[0] == figures(lost)[0] == "done"
     assert figures(going)[0] == "pending"
     assert trait_values_sweep() == []
+
+
+@pytest.mark.parametrize("database", ["default", "sqlite"])
+def test_a_value_held_under_another_case_moves_to_the_declared_name(database):
+    definition = run_asked("loyaltyTier", TraitType.NUMBER, using=database)
+    profiles = Profile.objects.using(database)
+    old = profiles.create(
+        email="a@example.com",
+        traits={"LOYALTYTIER": "3", "pet": "cat"},
+        value_times={"LOYALTYTIER": "2025-01-01T00:00:00.000000+00:00"},
+    )
+    both = profiles.create(
+        email="b@example.com",
+        traits={"loyaltyTier": 1, "loyaltytier": "2"},
+        value_times={
+            "loyaltyTier": "2025-01-01T00:00:00.000000+00:00",
+            "loyaltytier": "2025-06-01T00:00:00.000000+00:00",
+        },
+    )
+    words = profiles.create(email="c@example.com", traits={"LoyaltyTier": "gold"})
+
+    trait_values_conform_batch(trait_definition_id=definition.pk, using=database)
+
+    old = profiles.get(pk=old.pk)
+    assert old.traits == {"loyaltyTier": 3, "pet": "cat"}
+    assert old.value_times == {"loyaltyTier": "2025-01-01T00:00:00.000000+00:00"}
+    # The value said last wins, under the declared name.
+    both = profiles.get(pk=both.pk)
+    assert both.traits == {"loyaltyTier": 2}
+    assert both.value_times == {"loyaltyTier": "2025-06-01T00:00:00.000000+00:00"}
+    # No number: kept where it was, and counted.
+    assert profiles.get(pk=words.pk).traits == {"LoyaltyTier": "gold"}
+    assert figures(definition)[2:] == (3, 2, 1)
