@@ -445,9 +445,9 @@ def events_ingest(
 ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 # What PostgreSQL's text cannot hold: NUL, and lone UTF-16 surrogates.
 UNSTORABLE_LETTERS = re.compile("[\x00\ud800-\udfff]")
-# How many times a request's writes are tried when they meet a deadlock (two
-# requests storing the same messageIds wait on each other; they claim them in one
-# order, so this is for what else may lock) or, on SQLite, another request's ids.
+# How many times a request's writes are tried: a quick claim that meets an id
+# claimed before, or two quick claims of the same ids in other orders (a deadlock),
+# are done again carefully, in one order; on SQLite, another request's ids.
 STORE_ATTEMPTS = 3
 
 
