@@ -5,13 +5,14 @@ aggregated in SQL; no selector loads a source's events to count them.
 """
 
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import (
     Aggregate,
     Count,
@@ -755,15 +756,8 @@ def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
     or "time"): the counts are of the `checked` values only.
     """
     deadline = monotonic() + TRAIT_CHECK_BUDGET_SECONDS
-    values = (
-        Profile.objects.filter(traits__has_key=rule.name)
-        .annotate(value=KeyTransform(rule.name, "traits"))
-        .order_by("pk")
-        .values_list("pk", "value")
-    )
-
     result: dict[str, Any] = {"checked": 0, "breaking": 0, "examples": []}
-    for pk, value in values.iterator(chunk_size=TRAIT_CHECK_CHUNK):
+    for pk, value in trait_values_stored(rule.name):
         if result["checked"] == TRAIT_CHECK_MAX_VALUES:
             return {**result, "complete": False, "stopped_by": "values"}
         if monotonic() >= deadline:
@@ -774,6 +768,25 @@ def trait_rule_breaches(*, rule: TraitRule) -> dict[str, Any]:
 
     result["complete"] = True
     return result
+
+
+def trait_values_stored(
+    name: str, *, using: str = DEFAULT_DB_ALIAS
+) -> Iterator[tuple[int, Any]]:
+    """Yield each profile's pk and stored value of the trait `name`, as stored."""
+    holding = Profile.objects.using(using).filter(traits__has_key=name).order_by("pk")
+    if connections[using].vendor == "postgresql":
+        values = holding.annotate(value=KeyTransform(name, "traits"))
+        yield from values.values_list("pk", "value").iterator(
+            chunk_size=TRAIT_CHECK_CHUNK
+        )
+        return
+    # SQLite's JSON_EXTRACT hands the text "7" back as the number 7, and "true" as
+    # true: a value stored as text would read as stored as its type. The column is
+    # decoded whole instead.
+    rows = holding.values_list("pk", "traits").iterator(chunk_size=TRAIT_CHECK_CHUNK)
+    for pk, traits in rows:
+        yield pk, traits.get(name)
 
 
 def _breach_count(

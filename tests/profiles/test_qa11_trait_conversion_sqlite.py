@@ -6,6 +6,9 @@ then declares `loyalty_points` a number. The trait's page says "of 50000 checked
 0 converted", the values stay text, and its count of values "not stored as its
 type" leaves them all out. On PostgreSQL the same run converts them.
 
+Fixed: the run reads each profile's traits whole, and the Traits page's count
+reads them through trait_values_stored, which decodes the column whole on SQLite.
+
 Cause: profiles/trait_values.py `_batch_read` (and profiles/health.py
 `trait_rule_breaches`) read the value with `KeyTransform`, which on SQLite is
 `JSON_EXTRACT`: the JSON text "7" comes back as the SQL text 7, which the JSON
@@ -16,15 +19,11 @@ and converted, which is why the existing test passes on SQLite.
 
 import pytest
 
+from profiles.health import trait_values_stored
 from profiles.models import Profile, TraitDefinition, TraitType
 from profiles.trait_values import trait_values_conform_batch
 
 pytestmark = pytest.mark.django_db(databases=["default", "sqlite"])
-
-SQLITE_FAILS = pytest.mark.xfail(
-    strict=True,
-    reason="qa11: on SQLite a number or boolean stored as text reads as converted",
-)
 
 
 @pytest.mark.parametrize(
@@ -34,9 +33,7 @@ SQLITE_FAILS = pytest.mark.xfail(
         (TraitType.BOOLEAN, "true", True),
     ],
 )
-@pytest.mark.parametrize(
-    "database", ["default", pytest.param("sqlite", marks=SQLITE_FAILS)]
-)
+@pytest.mark.parametrize("database", ["default", "sqlite"])
 def test_a_value_imported_as_text_is_converted_when_declared(
     database, kind, stored, typed
 ):
@@ -54,3 +51,16 @@ def test_a_value_imported_as_text_is_converted_when_declared(
     assert profiles.get(pk=ann.pk).traits == {"pts": typed}
     definition.refresh_from_db(using=database)
     assert (definition.values_checked, definition.values_converted) == (1, 1)
+
+
+@pytest.mark.parametrize("database", ["default", "sqlite"])
+def test_the_traits_page_reads_a_value_stored_as_text_as_text(database):
+    profiles = Profile.objects.using(database)
+    profiles.create(email="ann@example.com", traits={"pts": "7", "vip": "true"})
+    profiles.create(email="ben@example.com", traits={"pts": 7, "vip": True})
+
+    points = [value for _, value in trait_values_stored("pts", using=database)]
+    vip = [value for _, value in trait_values_stored("vip", using=database)]
+
+    assert points == ["7", 7]
+    assert vip == ["true", True]
