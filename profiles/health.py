@@ -5,6 +5,7 @@ aggregated in SQL; no selector loads a source's events to count them.
 """
 
 import statistics
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -691,10 +692,19 @@ def _import_rejections_by_reason(
             if bool(rejection.get("column")) != fields:
                 continue
             reason = rejection.get("reason", "")
-            group = groups.setdefault(reason, {"code": reason, "count": 0})
-            group.update(last_at=created_at, message=rejection.get("message", ""))
+            group = groups.setdefault(
+                reason,
+                {"code": reason, "count": 0, "latest": deque(maxlen=MESSAGES_READ)},
+            )
+            group["last_at"] = created_at
+            group["latest"].append(rejection.get("message", ""))
             group["count"] += 1
 
+    for group in groups.values():
+        # As for events: the newest few that differ, newest first.
+        latest = group.pop("latest")
+        group["messages"] = list(dict.fromkeys(reversed(latest)))[:MESSAGES_SHOWN]
+        group["message"] = group["messages"][0]
     return sorted(groups.values(), key=lambda g: (-g["last_at"].timestamp(), g["code"]))
 
 

@@ -31,10 +31,6 @@ def _row_cells(page: str, attribute: str, code: str) -> list[str]:
     return re.findall(r"<td>(.*?)</td>", match.group(1), re.S)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa11: import rejections on the Sources page have an empty message cell",
-)
 def test_a_refused_import_row_shows_its_reason_on_the_sources_page(client, marketer):
     # Given an import with one address that is no address
     done = contact_import_file(
@@ -53,10 +49,6 @@ def test_a_refused_import_row_shows_its_reason_on_the_sources_page(client, marke
     assert "@-sign" in cells[2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa11: refused import fields on the Sources page have an empty message cell",
-)
 def test_a_refused_import_field_shows_its_reason_on_the_sources_page(client, marketer):
     # Given a declared number trait and a file whose cell is not a number
     TraitDefinition.objects.create(name="loyalty_points", type=TraitType.NUMBER)

@@ -393,12 +393,15 @@ def test_contact_imports_report_rows_rejections_and_failures():
             "count": 2,
             "last_at": at("2025-03-14 12:10:00"),
             "message": "two @ signs",
+            # The newest few that differ, newest first, as the page lists them.
+            "messages": ["two @ signs", "not-an-email: no @"],
         },
         {
             "code": "missing_email",
             "count": 1,
             "last_at": at("2025-03-14 12:10:00"),
             "message": "no email address given",
+            "messages": ["no email address given"],
         },
     ]
     assert imports["rejected_last_hour"] == 3
