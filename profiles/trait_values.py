@@ -118,11 +118,13 @@ def _batch_read(
 
 
 def _key_caseless(name: str, *, using: str) -> RawSQL:
-    # A first sieve, in SQL's lower case; value_caseless decides (spellings_of).
+    # A first sieve, in SQL's lower case; value_caseless decides (_spellings_of).
     if connections[using].vendor == "postgresql":
+        # Keys of an object only: jsonb_object_keys refuses any other value.
         sql = (
-            "EXISTS (SELECT 1 FROM jsonb_object_keys(profiles_profile.traits) AS k "
-            "WHERE lower(k) = lower(%s))"
+            "CASE WHEN jsonb_typeof(profiles_profile.traits) = 'object' THEN EXISTS "
+            "(SELECT 1 FROM jsonb_object_keys(profiles_profile.traits) AS k "
+            "WHERE lower(k) = lower(%s)) ELSE false END"
         )
     else:
         sql = (
@@ -132,7 +134,7 @@ def _key_caseless(name: str, *, using: str) -> RawSQL:
     return RawSQL(sql, [name], output_field=BooleanField())  # noqa: S611 - bound
 
 
-def spellings_of(name: str, traits: dict[str, Any]) -> list[str]:
+def _spellings_of(name: str, traits: dict[str, Any]) -> list[str]:
     """Return the names under which `traits` holds the trait `name`, in any case."""
     if not isinstance(traits, dict):
         return []
@@ -153,7 +155,7 @@ def _values_convert(
     """
     converted = kept = 0
     for pk, traits, times in rows:
-        spellings = spellings_of(rule.name, traits)
+        spellings = _spellings_of(rule.name, traits)
         if not spellings:
             continue
         said = times if isinstance(times, dict) else {}

@@ -200,3 +200,14 @@ def test_a_value_held_under_another_case_moves_to_the_declared_name(database):
     # No number: kept where it was, and counted.
     assert profiles.get(pk=words.pk).traits == {"LoyaltyTier": "gold"}
     assert figures(definition)[2:] == (3, 2, 1)
+
+
+def test_a_profile_whose_traits_are_no_object_is_passed_over():
+    definition = run_asked("pts", TraitType.NUMBER)
+    odd = Profile.objects.create(email="a@example.com", traits=["pts"])
+    held = Profile.objects.create(email="b@example.com", traits={"PTS": "4"})
+
+    trait_values_conform_batch(trait_definition_id=definition.pk)
+
+    assert Profile.objects.get(pk=odd.pk).traits == ["pts"]
+    assert Profile.objects.get(pk=held.pk).traits == {"pts": 4}
