@@ -204,10 +204,10 @@ def test_a_value_held_under_another_case_moves_to_the_declared_name(database):
 
 def test_a_profile_whose_traits_are_no_object_is_passed_over():
     definition = run_asked("pts", TraitType.NUMBER)
-    odd = Profile.objects.create(email="a@example.com", traits=["pts"])
+    odd = Profile.objects.create(email="a@example.com", traits=[1, 2])
     held = Profile.objects.create(email="b@example.com", traits={"PTS": "4"})
 
     trait_values_conform_batch(trait_definition_id=definition.pk)
 
-    assert Profile.objects.get(pk=odd.pk).traits == ["pts"]
+    assert Profile.objects.get(pk=odd.pk).traits == [1, 2]
     assert Profile.objects.get(pk=held.pk).traits == {"pts": 4}
