@@ -5,7 +5,10 @@
   one id; the site and the shop may both report it). Only orders in
   BESPOKE_CURRENCY, or with no currency, add to the value; the amount is `total`,
   else `revenue`, as a JSON number or a string holding one ("29.50"). An amount
-  of a billion or more is taken as a feed error and left out.
+  of a billion or more is taken as a feed error and left out. The shop's latest
+  `Order Updated` of an order (an edit in the shop that changed what it is worth)
+  gives the order its amount instead; its time, count and categories stay the
+  first report's.
   An order with an `Order Cancelled` of its `order_id` is left out of all four. An
   `Order Refunded` of its `order_id` takes its amount (`total`, else `revenue`, in
   BESPOKE_CURRENCY or none; a negative one read as positive) off the order's value,
@@ -68,10 +71,13 @@ from profiles.traits import number_in_range, number_text
 logger = logging.getLogger(__name__)
 
 ORDER_COMPLETED = "Order Completed"
+# The shop's report of an edit that changed what an order is worth
+# (profiles/shopify.py); the site's own `Order Updated` changes no figure.
+ORDER_UPDATED = "Order Updated"
 ORDER_REFUNDED = "Order Refunded"
 ORDER_CANCELLED = "Order Cancelled"
 # The events that change what a profile's orders add up to.
-ORDER_EVENTS = (ORDER_COMPLETED, ORDER_REFUNDED, ORDER_CANCELLED)
+ORDER_EVENTS = (ORDER_COMPLETED, ORDER_UPDATED, ORDER_REFUNDED, ORDER_CANCELLED)
 EMAIL_OPENED = "Email Opened"
 EMAIL_LINK_CLICKED = "Email Link Clicked"
 # What the ESP reports of a message, or the merchant does to an order, not something
@@ -357,6 +363,9 @@ _CHUNK_COLUMNS = f"""e.id, e.profile_id, e.timestamp, {_WEIGHED_AT} AS weighed_a
             WHEN e.type IN ('page', 'screen') AND e.event = '' THEN 'visit'
             WHEN e.type = 'track' AND e.event = ANY(%(not_seen)s::text[])
             THEN 'not_seen'
+            WHEN e.type = 'track' AND e.event = %(order_updated)s
+              AND e.source = %(shop_source)s
+            THEN 'not_seen'
         END AS kind,
         CASE WHEN e.type = 'track' AND e.event = ANY(%(product_events)s::text[])
             THEN e.properties END AS product_properties,
@@ -442,11 +451,13 @@ order_events AS MATERIALIZED (
         {_WEIGHED_AT} AS weighed_at, {_ORDER_KEY} AS order_key, {_ORDER_RAW} AS raw,
         {_ORDER_IN_CURRENCY} AS ours, {_FRESH} AS fresh,
         {_AMOUNT.format(raw=_ORDER_RAW)} AS amount,
-        e.source = %(shop_source)s AS from_shop, {_HAS_CATEGORY} AS has_category
+        e.source = %(shop_source)s AS from_shop, {_HAS_CATEGORY} AS has_category,
+        e.event = %(order_updated)s AS is_update
     FROM profiles_event e
     WHERE e.profile_id = ANY(%(order_profiles)s::bigint[])
-      AND e.type = 'track' AND e.event = %(order_event)s AND {_COUNTED}
-      AND NOT {_TEST_ORDER}
+      AND e.type = 'track' AND {_COUNTED} AND NOT {_TEST_ORDER}
+      AND (e.event = %(order_event)s
+        OR (e.event = %(order_updated)s AND e.source = %(shop_source)s))
 ),
 order_reports AS (
     -- The report of each order whose products count towards categories: the first
@@ -454,19 +465,24 @@ order_reports AS (
     -- and the shop's name none). A chunk adds the categories of those it processed.
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.id, o.fresh
     FROM order_events o
+    WHERE NOT o.is_update
     ORDER BY o.profile_id, o.order_key, o.has_category DESC, o.processed_at, o.id
 ),
 orders AS (
     -- An order counts once, from the time of its first report, with the amount of
-    -- the report that has one in our currency: the shop's first (what was paid),
-    -- else the first by time.
+    -- the report that has one in our currency: the shop's latest edit, else the
+    -- shop's first report (what was paid), else the first by time. An edit alone,
+    -- with no report of the order, is no order.
     SELECT DISTINCT ON (o.profile_id, o.order_key) o.profile_id, o.order_key,
-        min(o.timestamp) OVER (PARTITION BY o.profile_id, o.order_key) AS timestamp,
-        o.raw, o.ours
+        min(o.timestamp) FILTER (WHERE NOT o.is_update) OVER reports AS timestamp,
+        bool_or(NOT o.is_update) OVER reports AS reported, o.raw, o.ours
     FROM order_events o
+    WINDOW reports AS (PARTITION BY o.profile_id, o.order_key)
     ORDER BY o.profile_id, o.order_key,
         coalesce(o.ours AND {_COUNTS.format(a="o.amount")}, false) DESC,
-        o.from_shop DESC, o.timestamp, o.id
+        o.from_shop DESC, o.is_update DESC,
+        CASE WHEN o.is_update THEN o.timestamp END DESC NULLS LAST,
+        CASE WHEN o.is_update THEN o.id END DESC NULLS LAST, o.timestamp, o.id
 ),
 order_changes AS (
     -- Refunds and cancellations of the orders, each refund once by its refund_id
@@ -505,7 +521,7 @@ order_amounts AS (
         r.whole, r.refunded
     FROM orders o
     LEFT JOIN refunds r ON r.profile_id = o.profile_id AND r.order_key = o.order_key
-    WHERE NOT EXISTS (
+    WHERE o.reported AND NOT EXISTS (
         SELECT 1 FROM order_changes c
         WHERE c.profile_id = o.profile_id AND c.order_key = o.order_key
           AND c.event = %(cancelled_event)s
@@ -535,6 +551,7 @@ order_moves AS (
         (array_agg(o.weighed_at ORDER BY o.timestamp, o.id)
             FILTER (WHERE NOT o.fresh))[1] AS was_weighed_at
     FROM order_events o
+    WHERE NOT o.is_update
     GROUP BY o.profile_id, o.order_key
     HAVING bool_or(o.fresh)
 ),
@@ -695,6 +712,7 @@ def _figures_params(
         "opened": EMAIL_OPENED,
         "clicked": EMAIL_LINK_CLICKED,
         "order_event": ORDER_COMPLETED,
+        "order_updated": ORDER_UPDATED,
         "shop_source": SHOP_SOURCE,
         "not_seen": list(NOT_SEEN_EVENTS),
         "order_change_events": [ORDER_REFUNDED, ORDER_CANCELLED],
@@ -804,7 +822,8 @@ def _is_not_seen(row: tuple) -> bool:
     if row[2] != EventType.TRACK:
         return False
     machine_open = row[3] == EMAIL_OPENED and not _is_human_open(row)
-    return row[3] in NOT_SEEN_EVENTS or machine_open
+    shop_edit = row[3] == ORDER_UPDATED and _from_shop(row)
+    return row[3] in NOT_SEEN_EVENTS or machine_open or shop_edit
 
 
 def _is_click(row: tuple) -> bool:
@@ -852,19 +871,23 @@ def _orders_total(rows: list[tuple]) -> dict[str, Any]:
     cancelled, refunds = _order_changes(rows, currency=currency)
     orders = [row for row in _first_orders(rows) if _order_key(row) not in cancelled]
     reports: dict[str, list[tuple]] = {}
+    edits: dict[str, list[tuple]] = {}
     for row in rows:
         if row[2] == EventType.TRACK and row[3] == ORDER_COMPLETED:
             reports.setdefault(_order_key(row), []).append(row)
+        elif row[2] == EventType.TRACK and row[3] == ORDER_UPDATED and _from_shop(row):
+            edits.setdefault(_order_key(row), []).append(row)
     counted, refunded_whole = [], 0
     for row in orders:
-        # Its amount is the shop's, else the first report's that has one (as the
-        # SQL's orders read it); its time stays the first report's.
-        amounts = [
-            (_order_amount(_dict(report[5]), currency=currency), report)
-            for report in reports[_order_key(row)]
-        ]
+        # Its amount is the shop's latest edit's, else the shop's, else the first
+        # report's that has one (as the SQL's orders read it); its time stays the
+        # first report's. Rows come in time order.
+        key = _order_key(row)
         readable = [
-            (amount, report) for amount, report in amounts if amount is not None
+            (amount, report)
+            for report in [*reversed(edits.get(key, [])), *reports[key]]
+            if (amount := _order_amount(_dict(report[5]), currency=currency))
+            is not None
         ]
         if not readable:
             continue

@@ -7,7 +7,8 @@ same transaction, so its effects happen once; a failure leaves processed_at empt
 with the error kept, for the sweep to finish later.
 
 Shop behaviour also enters the event log under the Segment e-commerce names
-(`Order Completed`, `Order Refunded`, `Order Cancelled`, `Checkout Started`),
+(`Order Completed`, `Order Updated`, `Order Refunded`, `Order Cancelled`,
+`Checkout Started`),
 unprocessed, so that event processing
 computes the profile's traits and segments and flows see it like site tracking.
 """
@@ -79,8 +80,11 @@ logger = logging.getLogger(__name__)
 
 SOURCE = SHOP_SOURCE
 ORDER_COMPLETED = "Order Completed"
+ORDER_UPDATED = "Order Updated"
 ORDER_REFUNDED = "Order Refunded"
 ORDER_CANCELLED = "Order Cancelled"
+# The shop's events of an order, which go where the order goes.
+ORDER_EVENTS = (ORDER_COMPLETED, ORDER_UPDATED, ORDER_CANCELLED, ORDER_REFUNDED)
 CHECKOUT_STARTED = "Checkout Started"
 
 # A webhook request should answer within Shopify's few seconds: processing that
@@ -1019,10 +1023,11 @@ def _order_apply(delivery: WebhookDelivery) -> Outcome:
         at=placed_at,
         delivery=delivery,
     )
+    edit = _order_edit_store(payload, order=order, profile=profile, delivery=delivery)
     changes, change_notes = _order_changes_store(
         payload, order=order, profile=profile, delivery=delivery
     )
-    changes += _waiting_refunds_apply(order=order, profile=profile)
+    changes += [edit, *_waiting_refunds_apply(order=order, profile=profile)]
     notes = [refused, unread_note, _order_currency_note(order), future_note]
     notes += change_notes
     return Outcome(
@@ -1050,7 +1055,7 @@ def _test_order_counted_again(order: ShopOrder, *, customer: dict[str, Any]) -> 
         order_id,
         profile_id__in=holders,
         type=EventType.TRACK,
-        event__in=(ORDER_COMPLETED, ORDER_CANCELLED, ORDER_REFUNDED),
+        event__in=ORDER_EVENTS,
         processed_at__isnull=False,
     )
     for profile in Profile.objects.filter(pk__in=reported.values("profile_id")):
@@ -1073,7 +1078,7 @@ def _order_events_move(
     events = Event.objects.filter(
         profile_id=old_id,
         source=SOURCE,
-        event__in=(ORDER_COMPLETED, ORDER_CANCELLED, ORDER_REFUNDED),
+        event__in=ORDER_EVENTS,
         properties__order_id=order.shop_id,
     )
     moved = list(events.values_list("pk", flat=True))
@@ -1091,6 +1096,84 @@ def _order_events_move(
         f"The shop gave order {order.name or order.shop_id} to another customer: "
         f"its events moved from {shown or f'profile #{old_id}'}."
     )
+
+
+def _order_edit_store(
+    payload: dict[str, Any],
+    *,
+    order: ShopOrder,
+    profile: Profile,
+    delivery: WebhookDelivery,
+) -> Event | None:
+    """Store `Order Updated` when an edit in the shop changed what the order is worth.
+
+    What it is worth is what it comes to before refunds: Shopify's
+    `current_total_price` (edits, returns and refunds applied) plus what its
+    successful refunds returned, which the `Order Refunded` events take off. So an
+    edit that removes an item and refunds it lowers the value once. Compared with
+    the amount of the order's latest event (its `Order Completed`, else its last
+    `Order Updated`): a version that changes nothing stores nothing.
+    """
+    worth = _order_worth(payload)
+    if worth is None:
+        return None
+    reported = Event.objects.filter(
+        source=SOURCE,
+        type=EventType.TRACK,
+        event__in=(ORDER_COMPLETED, ORDER_UPDATED),
+        properties__order_id=order.shop_id,
+    ).order_by("-timestamp", "-id")
+    latest = reported.values_list("properties", flat=True).first()
+    counted = _object(latest).get("total")
+    if counted is None or _money_or_none(counted) == worth:
+        return None
+
+    at, _ = _arrival_bounded(_time(payload.get("updated_at")), delivery, "edit")
+    version = payload.get("updated_at") or delivery.delivery_id
+    return _event_store(
+        key=f"order-updated:{order.shop_id}:{version}",
+        name=ORDER_UPDATED,
+        profile=profile,
+        properties={
+            "order_id": order.shop_id,
+            "order_name": order.name,
+            "total": _number(worth),
+            "previous_total": _number(_money_or_none(counted)),
+            "currency": order.currency,
+        },
+        at=at,
+        delivery=delivery,
+    )
+
+
+def _order_worth(payload: dict[str, Any]) -> Decimal | None:
+    """What an order comes to after its edits and before its refunds.
+
+    None when that cannot be told: a refund paid back in another currency with no
+    amount in the shop's (older versions of the payload) could not be added back.
+    """
+    current = _money(payload.get("current_total_price"))
+    if current is None:
+        # Versions before the current_* fields: the total, which edits change.
+        return _money(payload.get("total_price"))
+    returned = Decimal("0")
+    shop_currency = _text(payload.get("currency"), 3)
+    for refund in map(_object, payload.get("refunds") or []):
+        for paid in map(_object, refund.get("transactions") or []):
+            if paid.get("kind") != "refund" or paid.get("status") != "success":
+                continue
+            amount, currency = _shop_money(paid)
+            if currency not in ("", shop_currency):
+                return None
+            returned += amount
+    return current + returned
+
+
+def _money_or_none(value: Any) -> Decimal | None:
+    try:
+        return _money(value)
+    except ShopifyPayloadError:
+        return None
 
 
 def _order_changes_store(
@@ -1473,6 +1556,7 @@ def _flag(value: Any) -> bool | None:
 # item of a list). A value there that cannot be read is left out, and the rest kept.
 AMOUNT_PATHS = (
     ("total_price",),
+    ("current_total_price",),
     ("subtotal_price",),
     ("total_tax",),
     ("total_discounts",),

@@ -254,6 +254,9 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
         details.append(
             (amount, f"{_amount_shown(properties[amount])} {currency}".strip())
         )
+    if "previous_total" in properties:
+        # The shop's edit of an order: what it was worth before.
+        details.append(("was", _amount_shown(properties["previous_total"])))
     if properties.get("category"):
         details.append(("category", str(properties["category"])))
 
