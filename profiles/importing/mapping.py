@@ -64,6 +64,7 @@ from profiles.importing.layouts import (
 )
 from profiles.importing.reading import (
     HEADER_NAME_MAX_CHARS,
+    EncodingHint,
     ImportFormatError,
     SheetDate,
     SheetError,
@@ -75,6 +76,7 @@ from profiles.importing.reading import (
     contacts_records,
     contacts_tags_split,
     decoded_records,
+    encoding_hint,
     header_cells_cut,
     header_names,
     trait_key,
@@ -1341,17 +1343,24 @@ def _records_read(
             }
         )
     elif not encoding and decoded.encoding == "cp1252":
-        notes.append(
-            {
-                "kind": "encoding_found",
-                "encoding": decoded.encoding,
-                "message": (
-                    "The file is not UTF-8; it was read as Windows-1252. If letters "
-                    "look wrong (£ukasz for Łukasz), import it again and choose its "
-                    "encoding."
-                ),
-            }
-        )
+        hint = encoding_hint(data)
+        note = {
+            "kind": "encoding_found",
+            "encoding": decoded.encoding,
+            "message": (
+                "The file is not UTF-8; it was read as Windows-1252. If letters "
+                "look wrong (£ukasz for Łukasz), import it again and choose its "
+                "encoding."
+            ),
+        }
+        if hint is not None:
+            note["suggested_encoding"] = hint.encoding
+            note["message"] = (
+                f"The file is not UTF-8; it was read as Windows-1252, but its words "
+                f"read as {hint.label}: {hint.as_read} there is {hint.as_meant}. "
+                f"Import it again in that encoding ({hint.encoding})."
+            )
+        notes.append(note)
     return decoded_records(decoded), notes
 
 
@@ -1596,6 +1605,8 @@ class ContactsPreview:
     # Columns the default map ignores because an earlier one has the declared
     # trait their names read as: (column, the earlier column, the trait).
     declared_twice: list[tuple[str, str, str]] = field(default_factory=list)
+    # When guessed, the code page the file's words read better in, if one does.
+    encoding_hint: EncodingHint | None = None
 
 
 def _email_key(written: str) -> str:
@@ -1670,4 +1681,5 @@ def contacts_preview(
         guessed,
         has_records,
         declared_twice,
+        encoding_hint(data) if guessed else None,
     )

@@ -326,6 +326,85 @@ def _text_decode(data: bytes) -> Decoded:
         ) from exc
 
 
+# A file read as Windows-1252 for want of any sign may be in one of these; the
+# mapping page and the report suggest the one whose words read as words.
+HINTED_ENCODINGS = ("cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "mac_roman")
+# A word holding a byte that is not ASCII: ASCII letters, digits and such bytes.
+# Every code page above keeps ASCII where it is, so a word is the same bytes in all.
+_HIGH_WORD = re.compile(rb"[0-9A-Za-z\x80-\xff]*[\x80-\xff][0-9A-Za-z\x80-\xff]*")
+HINT_SAMPLE_BYTES = 1 << 20
+HINT_WORDS_MAX = 5000
+# Another code page is suggested when its reading leaves at most this share of the
+# odd words Windows-1252's does.
+HINT_ODD_SHARE = 0.25
+_SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}
+
+
+@dataclass(frozen=True)
+class EncodingHint:
+    """A code page a file's words read better in, with one word in both readings."""
+
+    encoding: str
+    as_read: str
+    as_meant: str
+
+    @property
+    def label(self) -> str:
+        return ENCODINGS[self.encoding]
+
+
+def encoding_hint(data: bytes) -> EncodingHint | None:
+    """Suggest the code page a file read as Windows-1252 was more likely saved in.
+
+    The bytes alone cannot tell one single-byte code page from another, but the
+    words they make can: read in the wrong one, Polish gives "£ukasz" and "Wroc³aw"
+    (a symbol inside a word), Russian "Èâàí" (a word of accented letters only),
+    Greek and Mac text odd capitals ("ChloŽ"). A word is odd in a reading when it
+    has one of those; the code page whose reading leaves far fewer odd words than
+    Windows-1252's, and fewer than any other's, is suggested. Czech, Hungarian,
+    Turkish and Baltic text read as Windows-1252 makes plausible letters (ø for ř),
+    so none is suggested for them.
+    """
+    sample = data[:HINT_SAMPLE_BYTES]
+    words = list(dict.fromkeys(_HIGH_WORD.findall(sample)))[:HINT_WORDS_MAX]
+    as_read = [word for word in words if _word_odd(word.decode("cp1252", "replace"))]
+    if not as_read:
+        return None
+
+    odd = {
+        encoding: {w for w in words if _word_odd(w.decode(encoding, "replace"))}
+        for encoding in HINTED_ENCODINGS
+    }
+    best, second = sorted(HINTED_ENCODINGS, key=lambda encoding: len(odd[encoding]))[:2]
+    if len(odd[best]) > len(as_read) * HINT_ODD_SHARE:
+        return None
+    if len(odd[second]) == len(odd[best]):
+        # Two read as well (few words, "Jürgen" alone): neither is suggested.
+        return None
+    shown = next((w for w in as_read if w not in odd[best]), as_read[0])
+    return EncodingHint(
+        best, shown.decode("cp1252", "replace"), shown.decode(best, "replace")
+    )
+
+
+def _word_odd(word: str) -> bool:
+    letters = [char for char in word if char.isalpha()]
+    for at, char in enumerate(word):
+        # A symbol (£, ³, ¿) beside a letter: a letter of another code page.
+        if char.isascii() or unicodedata.category(char)[0] in "LM":
+            continue
+        if any(near.isalpha() for near in word[max(0, at - 1) : at + 2]):
+            return True
+    scripts = {unicodedata.name(char, "?").split()[0] for char in letters}
+    if len(scripts & _SCRIPTS) > 1:
+        return True
+    # Latin words hold ASCII letters beside their accented ones.
+    if "LATIN" in scripts and len(letters) >= 3 and not any(map(str.isascii, letters)):
+        return True
+    shape = "".join(letters)
+    return not (shape.islower() or shape.isupper() or shape.istitle())
+
+
 def _utf16_without_mark(data: bytes) -> str:
     # An ASCII letter in UTF-16 has a 0 beside it: after it (little-endian) or
     # before it (big-endian). A contact file's addresses, commas and line breaks

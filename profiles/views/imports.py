@@ -202,7 +202,11 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         )
     )
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
-    context["encoding"] = {"found": found, "error": encoding_error}
+    context["encoding"] = {
+        "found": found,
+        "error": encoding_error,
+        "hint": None if unknown or encoding else preview.encoding_hint,
+    }
     return render(request, "profiles/import_mapping.html", context)
 
 

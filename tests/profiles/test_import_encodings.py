@@ -9,7 +9,12 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from profiles.importing import contact_import_create, contact_import_file
-from profiles.importing.reading import ImportFormatError, contacts_decoded
+from profiles.importing.reading import (
+    EncodingHint,
+    ImportFormatError,
+    contacts_decoded,
+    encoding_hint,
+)
 from profiles.models import ContactImport, ImportStatus, Profile
 
 POLISH = "email,first_name,city\nlukasz@example.com,Łukasz,Łódź\n"
@@ -63,9 +68,12 @@ def test_the_mapping_page_opened_again_reads_the_file_as_last_chosen(
 
     def shown(response) -> tuple[str, int]:
         # The encoding the form offers, and the samples read wrong (the help text
-        # names "£ukasz" once as the example).
+        # names "£ukasz" once as the example, and the suggestion once as the word).
         page = response.content.decode()
-        return response.context["form"]["encoding"].initial, page.count("£ukasz") - 1
+        examples = 1 + page.count("data-encoding-hint")
+        return response.context["form"]["encoding"].initial, page.count(
+            "£ukasz"
+        ) - examples
 
     assert shown(client.get(url)) == ("cp1250", 0)
     assert "Łukasz" in client.get(url).content.decode()
@@ -497,3 +505,88 @@ def test_the_commands_map_names_a_column_in_any_case(tmp_path):
     assert list(Profile.objects.values_list("email", "traits")) == [
         ("ann@example.com", {})
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "codec", "hint"),
+    [
+        (POLISH, "cp1250", ("£ukasz", "Łukasz")),
+        ("email,name\nx@example.com,ŁUKASZ GÓRA\n", "cp1250", ("£UKASZ", "ŁUKASZ")),
+        ("email,имя\nivan@example.com,Иван Петров\n", "cp1251", ("èìÿ", "имя")),
+        (
+            "email,name\nn@example.com,Νίκος Παπαδόπουλος\n",
+            "cp1253",
+            ("Íßêïò", "Νίκος"),
+        ),
+        (
+            "email,name,city\nj@example.com,Jürgen Müller,Köln\ng@example.com,Greta Weiß,München\n",
+            "mac_roman",
+            ("JŸrgen", "Jürgen"),
+        ),
+    ],
+)
+def test_a_file_read_as_windows_1252_is_told_the_code_page_its_words_read_in(
+    text, codec, hint
+):
+    data = text.encode(codec)
+    assert contacts_decoded(data).encoding == "cp1252"
+
+    assert encoding_hint(data) == EncodingHint(codec, *hint)
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [
+        # Western European text, with the symbols and capitals it has anyway.
+        (
+            "email,name,spend,note\na@example.com,Ann McDonald,£20,Café «Le Zinc»\n"
+            "b@example.com,Seán O'Brien,€5,Ærø ½ paid\nc@example.com,JOSÉ PEÑA,30°,\n",
+            "cp1252",
+        ),
+        ("email,name\nchloe@example.com,Chloé Dubois\n", "cp1252"),
+        # Czech read as Windows-1252 is plausible letters (Dvoøáková): no finding.
+        ("email,name\np@example.com,Petra Dvořáková\n", "cp1250"),
+        ("email,name\nana@example.com,Ana\n", "cp1252"),
+        # As well in Windows-1250 as in Mac OS Roman (Jźrgen, Jürgen): no finding.
+        ("email,name\nj@example.com,Jürgen\n", "mac_roman"),
+    ],
+)
+def test_no_code_page_is_suggested_where_the_words_read_right_or_tell_nothing(
+    text, codec
+):
+    assert encoding_hint(text.encode(codec)) is None
+
+
+@pytest.mark.django_db
+def test_the_mapping_page_suggests_the_code_page_and_reads_the_file_in_it(
+    client, polish_upload
+):
+    contact_import, url = polish_upload
+
+    page = client.get(url).content.decode()
+
+    hint = re.search(r"<p class=\"flash\" data-encoding-hint>(.*?)</p>", page).group(1)
+    assert (
+        "<strong>£ukasz</strong> reads <strong>Łukasz</strong> in Windows-1250" in hint
+    )
+    link = re.search(r'href="([^"]+)"', hint).group(1)
+    assert link == "?encoding=cp1250"
+    chosen = client.get(url + link).content.decode()
+    assert "data-encoding-hint" not in chosen
+    assert "Łukasz" in chosen
+    # A file in UTF-8 gets no suggestion.
+    utf8 = contact_import_create(filename="pl.csv", data=POLISH.encode())
+    page = client.get(reverse("import_mapping", kwargs={"pk": utf8.pk}))
+    assert "data-encoding-hint" not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_import_read_as_windows_1252_names_the_code_page_its_words_read_in():
+    done = contact_import_file(filename="pl.csv", data=POLISH.encode("cp1250"))
+
+    (note,) = [n for n in done.notes if n["kind"] == "encoding_found"]
+    assert note["suggested_encoding"] == "cp1250"
+    assert (
+        "£ukasz there is Łukasz. Import it again in that encoding (cp1250)."
+        in (note["message"])
+    )
