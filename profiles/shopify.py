@@ -1108,14 +1108,17 @@ def _order_edit_store(
     """Store `Order Updated` when an edit in the shop changed what the order is worth.
 
     What it is worth is what it comes to before refunds: Shopify's
-    `current_total_price` (edits, returns and refunds applied) plus what its
-    successful refunds returned, which the `Order Refunded` events take off. So an
-    edit that removes an item and refunds it lowers the value once. Compared with
+    `current_total_price` (edits, returns and refunds applied, whether or not the
+    money has gone back yet) plus what its refunds return, successful or pending;
+    the `Order Refunded` events take the successful ones off. So an edit that
+    removes an item and refunds it lowers the value once, when the money goes
+    back. A cancelled order counts in no figure, and stores none. Compared with
     the amount of the order's latest event (its `Order Completed`, else its last
     `Order Updated`): a version that changes nothing stores nothing.
     """
     worth = _order_worth(payload)
-    if worth is None:
+    if worth is None or payload.get("cancelled_at"):
+        # A cancelled order counts in no figure: what it is worth says nothing.
         return None
     reported = Event.objects.filter(
         source=SOURCE,
@@ -1129,9 +1132,11 @@ def _order_edit_store(
         return None
 
     at, _ = _arrival_bounded(_time(payload.get("updated_at")), delivery, "edit")
+    # Shopify's updated_at is to the second: an edit and its refund may share one,
+    # so the worth tells two versions of the same second apart.
     version = payload.get("updated_at") or delivery.delivery_id
     return _event_store(
-        key=f"order-updated:{order.shop_id}:{version}",
+        key=f"order-updated:{order.shop_id}:{version}:{worth}",
         name=ORDER_UPDATED,
         profile=profile,
         properties={
@@ -1160,7 +1165,11 @@ def _order_worth(payload: dict[str, Any]) -> Decimal | None:
     shop_currency = _text(payload.get("currency"), 3)
     for refund in map(_object, payload.get("refunds") or []):
         for paid in map(_object, refund.get("transactions") or []):
-            if paid.get("kind") != "refund" or paid.get("status") != "success":
+            # A pending refund is in the current total already; a failed one is not.
+            if paid.get("kind") != "refund" or paid.get("status") not in (
+                "success",
+                "pending",
+            ):
                 continue
             amount, currency = _shop_money(paid)
             if currency not in ("", shop_currency):

@@ -1,6 +1,7 @@
-"""QA qa12: Shopify order edits (commit 30bd78a) against what a merchant's data does.
+"""QA qa12: Shopify order edits against what a merchant's data does.
 
-Each test is a fault found, marked as a strict expected failure.
+Each test is a fault the pass found in the first version of edits, fixed since: a
+pending refund read as an edit, and two versions of one second sharing a key.
 """
 
 import json
@@ -35,10 +36,6 @@ def _refund(order: dict, refund_id: int, *, status: str) -> dict:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa12: a pending refund lowers lifetime value through an Order Updated",
-)
 def test_a_refund_still_pending_leaves_lifetime_value_unchanged(client, load_fixture):
     """The merchant refunds an item of Ben's 152.29 order; the payment provider has
     not paid it back yet (the refund's transaction is pending). Shopify's current
@@ -61,10 +58,6 @@ def test_a_refund_still_pending_leaves_lifetime_value_unchanged(client, load_fix
     assert not Event.objects.filter(event="Order Updated").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa12: two versions in the same second share one Order Updated key",
-)
 def test_an_edit_and_its_refund_in_the_same_second_lower_the_value_once(
     client, load_fixture
 ):

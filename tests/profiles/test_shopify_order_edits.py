@@ -243,3 +243,23 @@ def test_the_sites_order_updated_and_an_edit_with_no_order_count_for_nothing(
         )
 
     assert _figures() == (Decimal("152.29"), 1, Decimal("152.29"))
+
+
+def test_a_cancelled_order_stores_no_edit(client, load_fixture):
+    order = load_fixture("shopify/orders_create.json", as_json=True)
+    _deliver(client, order, topic="orders/create", webhook_id="create")
+    cancelled = json.loads(json.dumps(order))
+    cancelled.update(
+        cancelled_at="2025-03-15T10:00:00-05:00",
+        updated_at="2025-03-15T10:00:00-05:00",
+        current_total_price="0.00",
+    )
+
+    _deliver(client, cancelled, topic="orders/cancelled", webhook_id="cancel")
+    events_process_pending()
+
+    assert list(Event.objects.values_list("event", flat=True).order_by("id")) == [
+        "Order Completed",
+        "Order Cancelled",
+    ]
+    assert _figures() == (Decimal("0.00"), 0, None)
