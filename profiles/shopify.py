@@ -1120,7 +1120,10 @@ def _order_edit_store(
     if worth is None or payload.get("cancelled_at"):
         # A cancelled order counts in no figure: what it is worth says nothing.
         return None
+    # By the profile, which holds the order's events (moved with it above), so that
+    # the (profile, event, timestamp) index finds them.
     reported = Event.objects.filter(
+        profile=profile,
         source=SOURCE,
         type=EventType.TRACK,
         event__in=(ORDER_COMPLETED, ORDER_UPDATED),
