@@ -329,15 +329,25 @@ def _text_decode(data: bytes) -> Decoded:
 # A file read as Windows-1252 for want of any sign may be in one of these; the
 # mapping page and the report suggest the one whose words read as words.
 HINTED_ENCODINGS = ("cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "mac_roman")
-# A word holding a byte that is not ASCII: ASCII letters, digits and such bytes.
-# Every code page above keeps ASCII where it is, so a word is the same bytes in all.
-_HIGH_WORD = re.compile(rb"[0-9A-Za-z\x80-\xff]*[\x80-\xff][0-9A-Za-z\x80-\xff]*")
+# A word: ASCII letters and digits and the bytes above ASCII. Every code page above
+# keeps ASCII where it is, so a word is the same bytes in all. Those holding a byte
+# above ASCII are kept (two steps: one pattern asking for such a byte inside a run
+# would search each long run of ASCII again from each of its bytes).
+_WORD = re.compile(rb"[0-9A-Za-z\x80-\xff]+")
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
 HINT_SAMPLE_BYTES = 1 << 20
 HINT_WORDS_MAX = 5000
 # Another code page is suggested when its reading leaves at most this share of the
 # odd words Windows-1252's does.
 HINT_ODD_SHARE = 0.25
 _SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}
+# Punctuation that sits inside or against words in good text (Women’s, 25–34,
+# l·l, “quoted”): never a sign of the wrong code page.
+_WORD_JOINERS = frozenset("’‘‛‚–—‐‑·•…“”„«»‹›")
+# A Cyrillic or Greek word of this many letters has some vowels among them.
+_VOWELS = frozenset("аеёиоуыэюяіїєАЕЁИОУЫЭЮЯІЇЄαεηιουωάέήίόύώϊϋΐΰΑΕΗΙΟΥΩΆΈΉΊΌΎΏΪΫ")
+_VOWELS_FROM_LETTERS = 5
+_VOWEL_SHARE_MIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -358,21 +368,29 @@ def encoding_hint(data: bytes) -> EncodingHint | None:
 
     The bytes alone cannot tell one single-byte code page from another, but the
     words they make can: read in the wrong one, Polish gives "£ukasz" and "Wroc³aw"
-    (a symbol inside a word), Russian "Èâàí" (a word of accented letters only),
-    Greek and Mac text odd capitals ("ChloŽ"). A word is odd in a reading when it
-    has one of those; the code page whose reading leaves far fewer odd words than
-    Windows-1252's, and fewer than any other's, is suggested. Czech, Hungarian,
-    Turkish and Baltic text read as Windows-1252 makes plausible letters (ø for ř),
-    so none is suggested for them.
+    (a symbol against or inside a word), Russian "Èâàí" (a word of accented letters
+    only) or, in Greek letters, "Ρμθπνξβΰ" (hardly a vowel), Mac text odd capitals
+    ("ChloŽ"). A word is odd in a reading when it has one of those, or has a byte
+    the code page does not read; only words with a letter as Windows-1252 reads
+    them count (a price, "£45", tells nothing). The code page whose reading leaves
+    far fewer odd words than Windows-1252's, and fewer than any other's, and that
+    reads the whole file, is suggested. Czech, Hungarian, Turkish and Baltic text
+    read as Windows-1252 makes plausible letters (ø for ř), so none is suggested
+    for them.
     """
     sample = data[:HINT_SAMPLE_BYTES]
-    words = list(dict.fromkeys(_HIGH_WORD.findall(sample)))[:HINT_WORDS_MAX]
-    as_read = [word for word in words if _word_odd(word.decode("cp1252", "replace"))]
+    found = (word for word in _WORD.findall(sample) if _HIGH_BYTE.search(word))
+    words = [
+        word
+        for word in dict.fromkeys(found)
+        if any(map(_is_letter, word.decode("cp1252", "replace")))
+    ][:HINT_WORDS_MAX]
+    as_read = [word for word in words if _odd_in(word, "cp1252")]
     if not as_read:
         return None
 
     odd = {
-        encoding: {w for w in words if _word_odd(w.decode(encoding, "replace"))}
+        encoding: {word for word in words if _odd_in(word, encoding)}
         for encoding in HINTED_ENCODINGS
     }
     best, second = sorted(HINTED_ENCODINGS, key=lambda encoding: len(odd[encoding]))[:2]
@@ -381,19 +399,43 @@ def encoding_hint(data: bytes) -> EncodingHint | None:
     if len(odd[second]) == len(odd[best]):
         # Two read as well (few words, "Jürgen" alone): neither is suggested.
         return None
+    try:
+        data.decode(best)
+    except UnicodeDecodeError:
+        return None
     shown = next((w for w in as_read if w not in odd[best]), as_read[0])
-    return EncodingHint(
-        best, shown.decode("cp1252", "replace"), shown.decode(best, "replace")
-    )
+    return EncodingHint(best, shown.decode("cp1252"), shown.decode(best))
+
+
+def _is_letter(char: str) -> bool:
+    # Not a spacing modifier (ˇ, ˘, ˙): no word is made of those.
+    return char.isalpha() and unicodedata.category(char) != "Lm"
+
+
+def _odd_in(word: bytes, encoding: str) -> bool:
+    try:
+        return _word_odd(word.decode(encoding))
+    except UnicodeDecodeError:
+        return True
 
 
 def _word_odd(word: str) -> bool:
-    letters = [char for char in word if char.isalpha()]
+    letters = [char for char in word if _is_letter(char)]
     for at, char in enumerate(word):
-        # A symbol (£, ³, ¿) beside a letter: a letter of another code page.
-        if char.isascii() or unicodedata.category(char)[0] in "LM":
+        if char.isascii() or _is_letter(char) or char in _WORD_JOINERS:
             continue
-        if any(near.isalpha() for near in word[max(0, at - 1) : at + 2]):
+        if unicodedata.category(char)[0] == "M":
+            continue
+        before = at > 0 and _is_letter(word[at - 1])
+        after = at + 1 < len(word) and _is_letter(word[at + 1])
+        # A symbol inside a word (Wroc³aw), or against one where good text has
+        # none (£ukasz, Pawe³, te¿, Wei§): a letter of another code page.
+        # "Bespoke™", "N°" and "¿Hola" are good text.
+        kind = unicodedata.category(char)
+        letter_like = kind[0] == "N" or kind in ("Sc", "Sk")
+        if (before and after) or (before and (letter_like or kind == "Po")):
+            return True
+        if after and letter_like:
             return True
     scripts = {unicodedata.name(char, "?").split()[0] for char in letters}
     if len(scripts & _SCRIPTS) > 1:
@@ -401,8 +443,16 @@ def _word_odd(word: str) -> bool:
     # Latin words hold ASCII letters beside their accented ones.
     if "LATIN" in scripts and len(letters) >= 3 and not any(map(str.isascii, letters)):
         return True
+    if scripts & {"CYRILLIC", "GREEK"}:
+        if "ς" in letters[:-1]:
+            return True  # Greek writes this sigma only at a word's end
+        vowels = sum(char in _VOWELS for char in letters)
+        if len(letters) >= _VOWELS_FROM_LETTERS and (
+            vowels < len(letters) * _VOWEL_SHARE_MIN
+        ):
+            return True
     shape = "".join(letters)
-    return not (shape.islower() or shape.isupper() or shape.istitle())
+    return bool(shape) and not (shape.islower() or shape.isupper() or shape.istitle())
 
 
 def _utf16_without_mark(data: bytes) -> str:

@@ -1,7 +1,10 @@
 """QA qa13: the code page the mapping page and the report suggest for a CSV file
-read as Windows-1252 (encoding_hint)."""
+read as Windows-1252 (encoding_hint).
 
-import time
+Each docstring tells what the first version of the suggestion did wrong, fixed since:
+prices and typography read as the wrong code page, a tie left Russian and Greek
+unnamed, and a long cell made the word search quadratic.
+"""
 
 import pytest
 
@@ -21,10 +24,6 @@ def _western(text: str) -> bytes:
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa13: a pound price column gets Windows-1250 suggested (£45 reads Ł45)",
-)
 def test_a_uk_list_with_a_spend_column_in_pounds_is_told_no_other_code_page():
     """A UK shop's Windows-1252 export with a spend column: the mapping page and the
     report say "£45 reads Ł45 in Windows-1250"; read so, Zoë and José stay but every
@@ -43,10 +42,6 @@ def test_a_uk_list_with_a_spend_column_in_pounds_is_told_no_other_code_page():
     assert "suggested_encoding" not in note
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa13: vouchers in £ and € get Windows-1251 (Cyrillic) suggested",
-)
 def test_vouchers_in_pounds_and_euros_are_told_no_cyrillic_code_page():
     """An Irish and British list whose voucher column holds £20 and €5: the page
     suggests Windows-1251 ("£20 reads Ј20"), which would turn any accented
@@ -58,10 +53,6 @@ def test_vouchers_in_pounds_and_euros_are_told_no_cyrillic_code_page():
     assert encoding_hint(data) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa13: typographic punctuation (’ – — ™) gets Mac OS Roman suggested",
-)
 @pytest.mark.parametrize(
     "cell",
     [
@@ -85,10 +76,6 @@ def test_typographic_punctuation_is_told_no_mac_os_roman(cell):
     assert encoding_hint(data) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa13: a Spanish ¡Hola! gets Windows-1250 suggested (reads ˇHola)",
-)
 def test_a_spanish_greeting_is_told_no_windows_1250():
     """A Spanish Windows-1252 list with a greeting column: the page says "¡Hola
     reads ˇHola in Windows-1250"; read so, Peña becomes Peńa and every ¡ a ˇ.
@@ -98,10 +85,6 @@ def test_a_spanish_greeting_is_told_no_windows_1250():
     assert encoding_hint(data) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa13: Russian names and Greek capitals read as a Greek/Cyrillic tie",
-)
 @pytest.mark.parametrize(
     ("text", "codec"),
     [
@@ -133,20 +116,16 @@ def test_a_russian_or_greek_list_with_an_english_header_is_told_its_code_page(
     assert hint.encoding == codec
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa13: a long cell of letters and digits makes the word search quadratic",
-)
-def test_a_long_cell_of_letters_and_digits_is_read_in_well_under_a_second():
-    """A Windows-1252 file with a 30,000-character hex cell (an exported picture):
-    the word search backtracks over it from each of its characters, so the mapping
-    page and the import wait seconds (a cell of 1 MB: about an hour), where a 50 MB
-    file of ordinary rows takes 0.15 s."""
+def test_a_long_cell_of_letters_and_digits_is_searched_once():
+    """A Windows-1252 file with a 1 MB hex cell (an exported picture). The word search
+    once backtracked over such a run from each of its characters: seconds for 30,000
+    characters, about an hour for 1 MB, on the mapping page and in the import. Read
+    in one pass now, this test takes milliseconds; the quadratic search would hold it
+    for the hour (no timing is asserted: speed is measured in bench/, not here)."""
     data = _western(
-        "email,name,photo_hex\nann@example.com,José," + "89504e470d0a1a0a" * 1875 + "\n"
+        "email,name,photo_hex\nann@example.com,José,"
+        + "89504e470d0a1a0a" * 65536
+        + "\n"
     )
 
-    started = time.perf_counter()
-    encoding_hint(data)
-
-    assert time.perf_counter() - started < 1
+    assert encoding_hint(data) is None
