@@ -71,9 +71,14 @@ class ImportFormatError(ValueError):
 class EncodingUnknown(ImportFormatError):
     """A text file in an encoding Bespoke does not find by itself: it must be chosen.
 
-    The file may be fine (a Polish list in Windows-1250): the import waits for the
-    marketer's choice instead of failing.
+    The file may be fine (a Czech list in Windows-1250): the import waits for the
+    marketer's choice instead of failing. `hint` is the code page its words read
+    right in, when one does (encoding_hint).
     """
+
+    def __init__(self, message: str, hint: "EncodingHint | None" = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class SheetDate(str):
@@ -320,10 +325,19 @@ def _text_decode(data: bytes) -> Decoded:
     try:
         return Decoded(data.decode("cp1252"), "cp1252")
     except UnicodeDecodeError as exc:
-        raise EncodingUnknown(
-            "The file is neither UTF-8 nor Windows-1252 text; choose its encoding, "
-            "or save it as CSV UTF-8."
-        ) from exc
+        hint = encoding_hint(data, read_as_1252=False)
+        if hint is None:
+            message = (
+                "The file is neither UTF-8 nor Windows-1252 text; choose its "
+                "encoding, or save it as CSV UTF-8."
+            )
+        else:
+            message = (
+                "The file is neither UTF-8 nor Windows-1252 text. Its words read "
+                f"right in {hint.label}, as in {hint.as_meant}: choose that "
+                f"encoding ({hint.encoding}), or save the file as CSV UTF-8."
+            )
+        raise EncodingUnknown(message, hint) from exc
 
 
 # A file read as Windows-1252 for want of any sign may be in one of these; the
@@ -355,6 +369,8 @@ class EncodingHint:
     """A code page a file's words read better in, with one word in both readings."""
 
     encoding: str
+    # One word as Windows-1252 reads it (empty when it cannot read the file) and as
+    # the suggested code page does.
     as_read: str
     as_meant: str
 
@@ -363,7 +379,7 @@ class EncodingHint:
         return ENCODINGS[self.encoding]
 
 
-def encoding_hint(data: bytes) -> EncodingHint | None:
+def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | None:
     """Suggest the code page a file read as Windows-1252 was more likely saved in.
 
     The bytes alone cannot tell one single-byte code page from another, but the
@@ -376,7 +392,9 @@ def encoding_hint(data: bytes) -> EncodingHint | None:
     far fewer odd words than Windows-1252's, and fewer than any other's, and that
     reads the whole file, is suggested. Czech, Hungarian, Turkish and Baltic text
     read as Windows-1252 makes plausible letters (ø for ř), so none is suggested
-    for them.
+    for them, unless it holds a byte Windows-1252 does not read (ť, Ź): then
+    `read_as_1252` is false, and the code page is suggested whose reading leaves
+    few odd words among all, and fewer than any other's.
     """
     sample = data[:HINT_SAMPLE_BYTES]
     found = (word for word in _WORD.findall(sample) if _HIGH_BYTE.search(word))
@@ -385,8 +403,12 @@ def encoding_hint(data: bytes) -> EncodingHint | None:
         for word in dict.fromkeys(found)
         if any(map(_is_letter, word.decode("cp1252", "replace")))
     ][:HINT_WORDS_MAX]
-    as_read = [word for word in words if _odd_in(word, "cp1252")]
-    if not as_read:
+    if read_as_1252:
+        as_read = [word for word in words if _odd_in(word, "cp1252")]
+        allowed = len(as_read) * HINT_ODD_SHARE
+    else:
+        as_read, allowed = [], len(words) * HINT_ODD_SHARE
+    if not (as_read or not read_as_1252 and words):
         return None
 
     odd = {
@@ -394,7 +416,7 @@ def encoding_hint(data: bytes) -> EncodingHint | None:
         for encoding in HINTED_ENCODINGS
     }
     best, second = sorted(HINTED_ENCODINGS, key=lambda encoding: len(odd[encoding]))[:2]
-    if len(odd[best]) > len(as_read) * HINT_ODD_SHARE:
+    if len(odd[best]) > allowed:
         return None
     if len(odd[second]) == len(odd[best]):
         # Two read as well (few words, "Jürgen" alone): neither is suggested.
@@ -403,6 +425,9 @@ def encoding_hint(data: bytes) -> EncodingHint | None:
         data.decode(best)
     except UnicodeDecodeError:
         return None
+    if not read_as_1252:
+        shown = next(word for word in words if word not in odd[best])
+        return EncodingHint(best, "", shown.decode(best))
     shown = next((w for w in as_read if w not in odd[best]), as_read[0])
     return EncodingHint(best, shown.decode("cp1252"), shown.decode(best))
 

@@ -116,7 +116,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         # Not one Bespoke reads (a link edited by hand): the last choice stands.
         chosen = contact_import.encoding
     encoding = chosen if chosen in ENCODINGS else ""
-    encoding_error, unknown = "", False
+    encoding_error, unknown, unknown_hint = "", False, None
     try:
         preview = contact_import_preview(
             contact_import=contact_import, encoding=encoding
@@ -124,7 +124,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     except EncodingUnknown as exc:
         # Found in no encoding (none was chosen): the samples are shown in a code
         # page that reads every byte, for the columns' sake, until one is chosen.
-        encoding_error, unknown = str(exc), True
+        encoding_error, unknown, unknown_hint = str(exc), True, exc.hint
         preview = _any_byte_preview(contact_import)
     except ImportFormatError as exc:
         if not encoding:
@@ -134,8 +134,8 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         encoding, encoding_error = "", str(exc)
         try:
             preview = contact_import_preview(contact_import=contact_import)
-        except EncodingUnknown:
-            unknown = True
+        except EncodingUnknown as exc:
+            unknown, unknown_hint = True, exc.hint
             preview = _any_byte_preview(contact_import)
         except ImportFormatError:
             return redirect("import_detail", pk=pk)
@@ -202,11 +202,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         )
     )
     found = ENCODING_NOT_FOUND if unknown else preview.encoding_label
-    context["encoding"] = {
-        "found": found,
-        "error": encoding_error,
-        "hint": None if unknown or encoding else preview.encoding_hint,
-    }
+    # The code page the file's words read right in, while none is chosen.
+    hint = unknown_hint if unknown else (None if encoding else preview.encoding_hint)
+    context["encoding"] = {"found": found, "error": encoding_error, "hint": hint}
     return render(request, "profiles/import_mapping.html", context)
 
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from profiles.importing import contact_import_create, contact_import_file
 from profiles.importing.reading import (
     EncodingHint,
+    EncodingUnknown,
     ImportFormatError,
     contacts_decoded,
     encoding_hint,
@@ -590,3 +591,62 @@ def test_an_import_read_as_windows_1252_names_the_code_page_its_words_read_in():
         "£ukasz there is Łukasz. Import it again in that encoding (cp1250)."
         in (note["message"])
     )
+
+
+CZECH = "email,name\nsimon@example.cz,Šťastný Novák\npetra@example.cz,Petra Dvořáková\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "codec", "word"),
+    [
+        (CZECH, "cp1250", "Šťastný"),
+        (
+            "email,name\nf@example.fr,François Lefèvre\nc@example.fr,Chloé Ménard\n",
+            "mac_roman",
+            "François",
+        ),
+    ],
+)
+def test_a_file_windows_1252_cannot_read_is_told_the_code_page_its_words_read_in(
+    text, codec, word
+):
+    # ť (0x9D) and Mac's ç (0x8D) are bytes Windows-1252 has no letter for.
+    with pytest.raises(EncodingUnknown) as unknown:
+        contacts_decoded(text.encode(codec))
+
+    assert unknown.value.hint == EncodingHint(codec, "", word)
+    assert f"as in {word}: choose that encoding ({codec})" in str(unknown.value)
+
+
+def test_a_file_with_no_word_to_judge_by_is_told_no_code_page():
+    # One byte alone in its cell, which Windows-1252 has no letter for: no word.
+    with pytest.raises(EncodingUnknown) as unknown:
+        contacts_decoded(b"email,name\nx@example.com,\x9d\n")
+
+    assert unknown.value.hint is None
+    assert str(unknown.value) == (
+        "The file is neither UTF-8 nor Windows-1252 text; choose its encoding, or "
+        "save it as CSV UTF-8."
+    )
+
+
+@pytest.mark.django_db
+def test_the_mapping_page_of_a_file_in_no_encoding_found_links_the_one_it_reads_in(
+    client, django_user_model
+):
+    marketer = django_user_model.objects.create_user("m", password="x", is_staff=True)
+    client.force_login(marketer)
+    contact_import = contact_import_create(
+        filename="cz.csv", data=CZECH.encode("cp1250")
+    )
+    url = reverse("import_mapping", kwargs={"pk": contact_import.pk})
+
+    page = client.get(url).content.decode()
+
+    hint = re.search(r"<p class=\"flash\" data-encoding-hint>(.*?)</p>", page).group(1)
+    assert "read right in Windows-1250" in hint
+    assert "<strong>Šťastný</strong>" in hint
+    assert re.search(r'href="([^"]+)"', hint).group(1) == "?encoding=cp1250"
+    chosen = client.get(url, {"encoding": "cp1250"}).content.decode()
+    assert "data-encoding-hint" not in chosen
+    assert "Šťastný Novák" in chosen
