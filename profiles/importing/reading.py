@@ -403,13 +403,13 @@ def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | N
         for word in dict.fromkeys(found)
         if any(map(_is_letter, word.decode("cp1252", "replace")))
     ][:HINT_WORDS_MAX]
-    if read_as_1252:
-        as_read = [word for word in words if _odd_in(word, "cp1252")]
-        allowed = len(as_read) * HINT_ODD_SHARE
-    else:
-        as_read, allowed = [], len(words) * HINT_ODD_SHARE
-    if not (as_read or not read_as_1252 and words):
+    # What the suggestion is measured against: the words Windows-1252 reads oddly,
+    # or every word when it cannot read the file.
+    as_read = [word for word in words if read_as_1252 and _odd_in(word, "cp1252")]
+    against = as_read if read_as_1252 else words
+    if not against:
         return None
+    allowed = len(against) * HINT_ODD_SHARE
 
     odd = {
         encoding: {word for word in words if _odd_in(word, encoding)}
