@@ -285,6 +285,8 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         waiting_since=Coalesce("queued_at", "created_at")
     )
     health["unprocessed"] = _backlog(queued, arrived="waiting_since", now=now)
+    # So is the longest wait: an upload no one has started keeps nobody waiting.
+    health["longest_wait"] = _longest_wait(health["lag"], health["unprocessed"])
     health.update(
         name=SOURCE_IMPORTS,
         label="Contact imports",

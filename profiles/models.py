@@ -556,6 +556,25 @@ class ContactImport(models.Model):
     def __str__(self) -> str:
         return self.filename
 
+    @property
+    def awaits_mapping(self) -> bool:
+        """Uploaded, and never handed to the worker: its columns are to be mapped."""
+        # As health._imports_queued reads it: mapped, or run before, is handed over.
+        return (
+            self.status == ImportStatus.PENDING
+            and not self.column_map
+            and self.started_at is None
+        )
+
+    @property
+    def status_shown(self) -> str:
+        """The status as the imports list shows it: queued apart from not started."""
+        if self.awaits_mapping:
+            return "Not started: map its columns"
+        if self.status == ImportStatus.PENDING:
+            return "Queued"
+        return self.get_status_display()
+
 
 class TraitType(models.TextChoices):
     TEXT = "text", "Text"

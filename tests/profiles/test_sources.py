@@ -473,8 +473,11 @@ def test_only_imports_handed_to_the_worker_raise_the_worker_alarm():
 
     assert quiet["unprocessed"] == {"count": 0, "oldest_age_seconds": None}
     assert quiet["backlog_warning"] is False
+    # Nor does an upload no one started make the longest wait (it had read 30 min).
+    assert quiet["longest_wait"] == {"seconds": None, "still_waiting": False}
     assert queued["unprocessed"] == {"count": 2, "oldest_age_seconds": 600.0}
     assert queued["backlog_warning"] is True
+    assert queued["longest_wait"] == {"seconds": 600.0, "still_waiting": True}
 
 
 def test_the_worker_alarm_counts_from_the_mapping_not_the_upload(marketer):
@@ -625,3 +628,16 @@ def test_a_shops_longest_wait_counts_the_events_its_deliveries_made_still_waitin
     assert shopify["unprocessed"]["count"] == 0
     assert shopify["events_unprocessed"] == {"count": 1, "oldest_age_seconds": 600.0}
     assert shopify["longest_wait"] == {"seconds": 600.0, "still_waiting": True}
+
+
+def test_the_imports_list_tells_an_upload_not_started_from_a_queued_import(signed_in):
+    not_started = ContactImport.objects.create(filename="unmapped.csv")
+    ContactImport.objects.create(filename="queued.csv", column_map={"email": "email"})
+    ContactImport.objects.create(filename="done.csv", status=ImportStatus.DONE)
+
+    page = signed_in.get(reverse("import_list")).content.decode()
+
+    mapping = reverse("import_mapping", kwargs={"pk": not_started.pk})
+    assert f'<a href="{mapping}">Not started: map its columns</a>' in page
+    assert ">Queued</td>" in page
+    assert ">Done</td>" in page
