@@ -459,8 +459,9 @@ def layout_column_map(
     No two columns get the same target, and no column a trait of a reserved name
     (a profile field's): such a column is ignored (see layout_columns_reserved).
     A column named as a `declared` trait is ("loyaltyTier", whose name as a new
-    trait would be loyaltytier), so that the trait's rules apply to it; a later
-    column named as the same one is ignored (see layout_columns_declared_twice).
+    trait would be loyaltytier, or "Loyalty Tier", its words run together), so that
+    the trait's rules apply to it; a later column named as the same one is ignored
+    (see layout_columns_declared_twice).
     """
     return _column_map_build(layout, names, declared)[0]
 
@@ -480,6 +481,11 @@ def _column_map_build(
 ) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     full_name_at = _full_name_position(names)
     declared_keys = {trait_key(name, 0): name for name in sorted(declared)}
+    # Also by their words run together, so that a "Loyalty Tier" column is the
+    # declared loyaltyTier: where one declared trait alone reads so.
+    run_together: dict[str, list[str]] = {}
+    for key, declared_name in declared_keys.items():
+        run_together.setdefault(key.replace("_", ""), []).append(declared_name)
     column_map: dict[str, str] = {}
     # Each target taken, and the column that took it.
     taken: dict[str, str] = {}
@@ -488,11 +494,15 @@ def _column_map_build(
         target = _default_target(layout, name, position, full_name_at=full_name_at)
         if target.startswith(TRAIT_PREFIX):
             key = target[len(TRAIT_PREFIX) :]
-            target = TRAIT_PREFIX + declared_keys.get(key, key)
-            if key in declared_keys and target in taken:
+            alike = run_together.get(key.replace("_", ""), [])
+            declared_name = declared_keys.get(key) or (
+                alike[0] if len(alike) == 1 else None
+            )
+            target = TRAIT_PREFIX + (declared_name or key)
+            if declared_name is not None and target in taken:
                 # 'loyaltyTier' and 'LOYALTYTIER': a trait of its own beside the
                 # declared one would keep the later column's values unchecked.
-                twice.append((name, taken[target], declared_keys[key]))
+                twice.append((name, taken[target], declared_name))
                 target = ""
             else:
                 target = _trait_target_free(target, position, taken)

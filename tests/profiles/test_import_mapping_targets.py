@@ -748,6 +748,43 @@ def test_a_later_column_named_as_a_declared_trait_taken_is_ignored_and_noted():
 
 
 @pytest.mark.django_db
+def test_a_column_naming_a_declared_trait_in_words_goes_to_it():
+    # Given loyaltyTier declared, and a file whose header writes it in two words
+    TraitDefinition.objects.create(
+        name="loyaltyTier", type=TraitType.TEXT, allowed_values=["Gold", "Silver"]
+    )
+    data = b"email,Loyalty Tier\nwords@example.com, gold \nnope@example.com,platinum\n"
+
+    # When the file is mapped by default and imported
+    preview = contacts_preview(data)
+    contact_import_file(filename="words.csv", data=data)
+
+    # Then the column is the declared trait's, checked by its rules
+    assert preview.column_map == {
+        "email": "email",
+        "Loyalty Tier": "traits.loyaltyTier",
+    }
+    traits = dict(Profile.objects.values_list("email", "traits"))
+    assert traits == {
+        "words@example.com": {"loyaltyTier": "Gold"},
+        "nope@example.com": {},
+    }
+
+
+@pytest.mark.django_db
+def test_a_column_two_declared_traits_read_as_in_words_is_a_new_trait():
+    # loyalty_tier and loyaltytier run together alike: which one is not guessed.
+    for name in ("loyalty_tier", "loyaltytier"):
+        TraitDefinition.objects.create(name=name, type=TraitType.TEXT)
+
+    preview = contacts_preview(b"email,Loyalty-Tier\nann@example.com,gold\n")
+
+    assert preview.column_map["Loyalty-Tier"] == "traits.loyalty_tier"
+    preview = contacts_preview(b"email,Loyal Ty Tier\nann@example.com,gold\n")
+    assert preview.column_map["Loyal Ty Tier"] == "traits.loyal_ty_tier"
+
+
+@pytest.mark.django_db
 def test_the_mapping_page_says_which_column_a_declared_trait_already_has(signed_in):
     TraitDefinition.objects.create(name="favorite_color", type=TraitType.TEXT)
     file = SimpleUploadedFile("colors.csv", TWO_COLORS, content_type="text/csv")
