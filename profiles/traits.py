@@ -63,15 +63,21 @@ RESERVED_TRAIT_NAMES = frozenset(
     )
 )
 # Yes and no in the languages whose column names imports read too (ja, sí, sim;
-# nein, não, nee), and TRUE and FALSE as Excel writes them in those languages
-# (WAHR, VRAI, VERO...): a boolean trait and a yes/no consent column read the same.
+# nein, não, nee) and in the rest of Europe's (tak, ano, igen, kyllä, da; nie, ne,
+# nem, nej, ei, nu), and TRUE and FALSE as Excel writes them in those languages
+# (WAHR, VRAI, VERO, PRAWDA...): a boolean trait and a yes/no consent column read
+# the same. None means yes in one language and no in another.
 YES_WORDS = (
     *("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim"),
     *("wahr", "vrai", "verdadero", "vero", "verdadeiro", "waar"),
+    *("tak", "ano", "igen", "kyllä", "da", "evet", "ναι", "да"),
+    *("prawda", "pravda", "igaz", "tosi", "sant", "sand", "adevărat", "истина"),
 )
 NO_WORDS = (
     *("no", "false", "0", "n", "non", "nein", "não", "nao", "nee"),
     *("falsch", "faux", "falso", "onwaar"),
+    *("nie", "ne", "nem", "nej", "nei", "ei", "nu", "hayır", "όχι", "нет"),
+    *("fałsz", "nepravda", "hamis", "epätosi", "falskt", "falsk", "fals", "ложь"),
 )
 TRUE_TEXT = {*YES_WORDS, "on"}
 FALSE_TEXT = {*NO_WORDS, "off"}

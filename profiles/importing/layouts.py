@@ -628,6 +628,11 @@ CLEANED_WORDS = {"bounced", "hardbounce", *SUPPRESSED_WORDS}
 # A yes/no "unsubscribed" column: yes means the person left.
 LEFT_WORDS = YES_WORDS
 STAYED_WORDS = NO_WORDS
+# What a refusal of a yes/no cell names: every word would take a paragraph a row.
+YES_NO_SHOWN = (
+    *("yes", "no", "true", "false", "1", "0", "y", "n"),
+    "or yes and no in another European language (ja, nein, oui, non, sí, tak, nie…)",
+)
 
 
 class StatusUnknown(ValueError):
@@ -666,7 +671,7 @@ def opted_in_read(text: str) -> SubscriptionStatus | None:
     try:
         return status_read(text)
     except StatusUnknown:
-        raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS + STATUS_WORDS) from None
+        raise StatusUnknown(text, YES_NO_SHOWN + STATUS_WORDS) from None
 
 
 def blacklisted_read(text: str) -> SubscriptionStatus:
@@ -676,7 +681,7 @@ def blacklisted_read(text: str) -> SubscriptionStatus:
         return SubscriptionStatus.UNSUBSCRIBED
     if wanted in STAYED_WORDS:
         return SubscriptionStatus.SUBSCRIBED
-    raise StatusUnknown(text, LEFT_WORDS + STAYED_WORDS)
+    raise StatusUnknown(text, YES_NO_SHOWN)
 
 
 def _first_time(

@@ -168,11 +168,18 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         and form.is_valid()
         and not encoding_error
     ):
-        try:
-            return _import_queue(request, contact_import, form)
-        except ImportFormatError as exc:
-            # Two columns sent to one trait, or a trait named like a profile field.
-            form.add_error(None, str(exc))
+        unread = _unread_statuses(preview, _form_mapped(form))
+        if unread and "unread_confirmed" not in posted:
+            # A consent column holding no consent word, perhaps chosen just now:
+            # said before anything is imported, and started only when confirmed.
+            form.add_error(None, UNREAD_STATUS_CONFIRM)
+        else:
+            try:
+                return _import_queue(request, contact_import, form)
+            except ImportFormatError as exc:
+                # Two columns sent to one trait, or a trait named like a profile
+                # field.
+                form.add_error(None, str(exc))
 
     # A layout reads its consent times by name, whatever the column is mapped to.
     consent_keys = {column_key(name) for name in preview.layout.consent_times}
@@ -189,8 +196,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context["undeclared_dates"] = _undeclared_dates(preview, traits)
     context["undeclared_numbers"] = _undeclared_numbers(preview, traits)
     # As the page now maps them: a column remapped and read again is checked anew.
-    fields = zip(form.names, _column_fields(form), strict=True)
-    mapped = {name: field.value() or "" for name, field in fields}
+    mapped = _form_mapped(form)
     context["unread_statuses"] = _unread_statuses(preview, mapped)
     context["no_records"] = not preview.has_records
     context["no_consent_column"] = (
@@ -271,6 +277,18 @@ def _unread_statuses(
         except StatusUnknown:
             found.append((name, sample.strip()))
     return found
+
+
+UNREAD_STATUS_CONFIRM = (
+    "A column read as email consent holds values that are no consent (below): "
+    "map it to a trait, or start anyway to import those rows without consent."
+)
+
+
+def _form_mapped(form: ContactImportMappingForm) -> dict[str, str]:
+    """Each column's target as the page now maps it."""
+    fields = zip(form.names, _column_fields(form), strict=True)
+    return {name: field.value() or "" for name, field in fields}
 
 
 def _any_byte_preview(contact_import: ContactImport) -> ContactsPreview:

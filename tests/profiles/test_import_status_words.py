@@ -6,7 +6,12 @@ The cell, not the row: the contact is imported with no consent from it.
 import pytest
 
 from profiles.importing import contact_import_file
-from profiles.importing.layouts import STATUS_WORDS, status_read
+from profiles.importing.layouts import (
+    STATUS_WORDS,
+    blacklisted_read,
+    opted_in_read,
+    status_read,
+)
 from profiles.models import ConsentRecord, Profile, SubscriptionStatus
 
 pytestmark = pytest.mark.django_db
@@ -59,9 +64,9 @@ def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
 
     assert contact_import.rejections[0]["message"] == (
         "Unsubscribed: unknown status 'maybe'. Accepted (any case): "
-        "yes, true, 1, y, oui, ja, j, sí, si, sì, sim, wahr, vrai, verdadero, vero, "
-        "verdadeiro, waar, no, false, 0, n, non, nein, não, nao, nee, falsch, faux, "
-        "falso, onwaar. The contact was imported without consent from this row."
+        "yes, no, true, false, 1, 0, y, n, or yes and no in another European "
+        "language (ja, nein, oui, non, sí, tak, nie…). The contact was imported "
+        "without consent from this row."
     )
     assert Profile.objects.get().subscription_status == (
         SubscriptionStatus.NOT_SUBSCRIBED
@@ -71,6 +76,17 @@ def test_an_unknown_yes_no_value_is_refused_naming_the_accepted_values():
 @pytest.mark.parametrize("word", STATUS_WORDS)
 def test_every_word_the_message_offers_is_read(word):
     status_read(word.upper())
+
+
+@pytest.mark.parametrize(
+    ("yes", "no"),
+    [("tak", "nie"), ("ano", "ne"), ("igen", "nem"), ("kyllä", "ei"), ("da", "nu")],
+)
+def test_yes_and_no_are_read_in_the_rest_of_europes_languages_too(yes, no):
+    assert opted_in_read(yes.upper()) == SubscriptionStatus.SUBSCRIBED
+    assert opted_in_read(no) is None
+    assert blacklisted_read(yes) == SubscriptionStatus.UNSUBSCRIBED
+    assert blacklisted_read(f" {no.title()} ") == SubscriptionStatus.SUBSCRIBED
 
 
 def test_blank_status_cells_are_named_once_in_the_report():

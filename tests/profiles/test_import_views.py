@@ -787,6 +787,42 @@ def test_the_mapping_page_says_when_a_status_column_holds_no_status_words(
     assert "data-unread-status" not in signed_in.get(listed.url).content.decode()
 
 
+def test_a_consent_column_of_no_consent_words_starts_only_when_confirmed(signed_in):
+    crm = SimpleUploadedFile(
+        "crm.csv",
+        b"Email,Name,Zgoda,Stage\nada@example.com,Ada,tak,Active\n",
+        content_type="text/csv",
+    )
+    url = signed_in.post(reverse("import_list"), {"file": crm}).url
+    form = signed_in.get(url).context["form"]
+    data = {name: form[name].initial or "" for name in form.fields}
+    stage = next(n for n in form.fields if form[n].label == "Stage")
+    zgoda = next(n for n in form.fields if form[n].label == "Zgoda")
+
+    # Polish yes is read as yes: no warning, and the import starts.
+    yes_no = {**data, zgoda: "subscribed"}
+    assert (
+        "data-unread-status"
+        not in signed_in.post(url, {**yes_no, "reread": "1"}).content.decode()
+    )
+
+    # The CRM's stage chosen as the status just before starting: not started.
+    stated = {**yes_no, zgoda: "", stage: "status"}
+    refused = signed_in.post(url, stated)
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert "start anyway to import those rows without consent" in page
+    assert "data-start-anyway" in page
+    contact_import = ContactImport.objects.get()
+    assert contact_import.queued_at is None
+
+    started = signed_in.post(url, {**stated, "unread_confirmed": "1"})
+
+    assert started.status_code == 302
+    contact_import.refresh_from_db()
+    assert contact_import.queued_at is not None
+
+
 def test_the_mapping_page_says_when_no_column_is_read_as_consent(
     signed_in, load_fixture
 ):
