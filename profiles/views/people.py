@@ -19,10 +19,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from profiles.access import staff_required
+from profiles.emails import SMTPUTF8_TRAIT
 from profiles.forms import ProfileMergeForm, ProfileSearchForm
 from profiles.models import (
     PERSON_FIELDS,
     Event,
+    EventType,
     IdentityKind,
     Profile,
     ProfileMerge,
@@ -202,8 +204,17 @@ def _custom_traits(profile: Profile) -> list[dict[str, Any]]:
     for name, value in sorted(profile.traits.items()):
         rule = schema.get(name)
         declared = labels.get(rule.type, rule.type) if rule else ""
+        if name == SMTPUTF8_TRAIT and not rule:
+            # Bespoke's own flag, not a trait someone forgot to declare.
+            declared = SMTPUTF8_SHOWN
         rows.append({"name": name, "value": trait_shown(value), "type": declared})
     return rows
+
+
+SMTPUTF8_SHOWN = (
+    "set by Bespoke: the mailbox name of the address is not ASCII, and most email "
+    "providers cannot send to it"
+)
 
 
 def trait_shown(value: Any) -> str:
@@ -225,18 +236,48 @@ def _amount_shown(value: Any) -> str:
     return str(value)
 
 
+# An identify's traits on the timeline: this many, each value cut to this length.
+TRAITS_SHOWN = 4
+TRAIT_VALUE_SHOWN = 40
+
+
 def _timeline_row(event: Event) -> dict[str, Any]:
     return {
         "event": event,
         "title": event.event or event.name or event.get_type_display(),
         "details": _event_details(event),
+        "source": _source_shown(event.source),
     }
+
+
+def _source_shown(source: str) -> str:
+    # Where it came from, so that the site's and the shop's report of one order
+    # read as two reports: "site (key demo)", "Shopify", "ESP (sendgrid)".
+    kind, _, name = source.partition(":")
+    if kind == "segment":
+        if name == "settings":
+            return "site (a write key of the settings)"
+        return f"site (write key “{name}”)" if name else "site"
+    return {"shopify": "Shopify", "esp": f"ESP ({name})" if name else "ESP"}.get(
+        kind, source
+    )
 
 
 def _event_details(event: Event) -> list[tuple[str, str]]:
     """Return the few properties a marketer reads an event by, as label and text."""
     properties = event.properties if isinstance(event.properties, dict) else {}
     details = []
+    traits = event.traits if isinstance(event.traits, dict) else {}
+    if event.type == EventType.IDENTIFY and traits:
+        # What the identify said of the person: the first few traits, as sent.
+        shown = [
+            f"{name} {trait_shown(value)[:TRAIT_VALUE_SHOWN]}"
+            for name, value in sorted(traits.items())[:TRAITS_SHOWN]
+        ]
+        more = len(traits) - TRAITS_SHOWN
+        details.append(
+            ("said", "; ".join(shown) + (f"; {more} more" if more > 0 else ""))
+        )
 
     # What tells two reports of one order apart from two orders (lifetime value
     # counts an order_id once), and a refund from its order.

@@ -190,15 +190,17 @@ def test_the_profile_page_shows_the_timeline_newest_first_with_key_properties(
         [
             "track",
             "Checkout Started",
+            "",
             "product Trailhead Rain Jacket, Socks revenue 113.00 USD "
             "page /checkouts/cn/b7d5",
         ],
         [
             "track",
             "Product Viewed",
+            "",
             "product Trailhead Rain Jacket value 89.00 category Jackets",
         ],
-        ["page", "Home", "page /collections/sale"],
+        ["page", "Home", "", "page /collections/sale"],
     ]
     assert "3 events, newest first; times are in UTC." in page
 
@@ -209,15 +211,31 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
         ana,
         0,
         event="Email Bounced",
+        source="esp:sendgrid",
         properties={"campaign_id": "spring", "reason": "550 5.1.1 no such user"},
     )
-    event(ana, 1, event="Order Completed", properties={"order_id": 1057, "total": 5})
+    event(
+        ana,
+        1,
+        event="Order Completed",
+        source="segment:web",
+        properties={"order_id": 1057, "total": 5},
+    )
     event(
         ana,
         1,
         message_id="shop-order",
         event="Order Completed",
+        source="shopify",
         properties={"order_id": "1058", "total": 75.0, "currency": "USD"},
+    )
+    event(
+        ana,
+        4,
+        type="identify",
+        event="",
+        source="segment:settings",
+        traits={"email": "ana@example.com", "plan": "pro", "age": 41, "a": 1, "b": 2},
     )
     event(
         ana, 2, event="Order Refunded", properties={"order_id": "1057", "refund_id": 9}
@@ -233,12 +251,23 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
 
     rows = joined(response.content.decode(), "timeline")
     assert [row[2:] for row in rows] == [
-        ["Email Opened", "campaign spring machine open not counted as an open"],
-        ["Order Refunded", "order 1057 refund 9"],
-        # A shop's 75.0 is money: shown with its cents; a whole 5 as sent.
-        ["Order Completed", "order 1058 total 75.00 USD"],
-        ["Order Completed", "order 1057 total 5"],
-        ["Email Bounced", "campaign spring reason 550 5.1.1 no such user"],
+        # What an identify said, the first four traits by name.
+        [
+            "Identify",
+            "site (a write key of the settings)",
+            "said a 1; age 41; b 2; email ana@example.com; 1 more",
+        ],
+        ["Email Opened", "", "campaign spring machine open not counted as an open"],
+        ["Order Refunded", "", "order 1057 refund 9"],
+        # A shop's 75.0 is money: shown with its cents; a whole 5 as sent. Where
+        # each report came from tells two reports of one order from two orders.
+        ["Order Completed", "Shopify", "order 1058 total 75.00 USD"],
+        ["Order Completed", "site (write key “web”)", "order 1057 total 5"],
+        [
+            "Email Bounced",
+            "ESP (sendgrid)",
+            "campaign spring reason 550 5.1.1 no such user",
+        ],
     ]
 
 
@@ -537,3 +566,24 @@ def test_the_profile_page_says_how_many_of_the_persons_events_wait(signed_in):
         "4 events of this person are waiting to be processed, the oldest since "
     )
     assert "data-waiting" not in calm.content.decode()
+
+
+def test_the_flag_of_a_non_ascii_mailbox_reads_as_bespokes_not_as_undeclared(
+    signed_in,
+):
+    helene = ProfileFactory(
+        email="hélène@example.fr", traits={"email_needs_smtputf8": True, "vip": True}
+    )
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": helene.pk}))
+
+    rows = joined(page.content.decode(), "traits")
+    assert rows == [
+        [
+            "email_needs_smtputf8",
+            "true",
+            "set by Bespoke: the mailbox name of the address is not ASCII, and "
+            "most email providers cannot send to it",
+        ],
+        ["vip", "true", "not declared"],
+    ]
