@@ -5,6 +5,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from profiles.importing.layouts import (
     PROFILE_FIELDS,
+    TARGET_CHANGED_AT,
     TARGET_EMAIL,
     TARGET_FULL_NAME,
     TARGET_STATUS,
@@ -136,6 +137,10 @@ def column_choices(
         (TARGET_STATUS, "Subscription status"),
         (TARGET_UNSUBSCRIBED, "Unsubscribed? (yes / no; no changes nothing)"),
         (TARGET_SUBSCRIBED, "Subscribed? (yes / no; no changes nothing)"),
+        (
+            TARGET_CHANGED_AT,
+            "Last changed (of one address's rows, the newest one's values win)",
+        ),
         ("", "Ignore this column"),
     ]
     return choices

@@ -39,6 +39,9 @@ TARGET_UNSUBSCRIBED = "unsubscribed"
 TARGET_SUBSCRIBED = "subscribed"
 # One column holding a whole name, split into the first and last name fields.
 TARGET_FULL_NAME = "full_name"
+# A column holding when each row last changed: of an address's rows, the newest
+# row's values win (a layout may name one of its own, such as Mailchimp's).
+TARGET_CHANGED_AT = "changed_at"
 TRAIT_PREFIX = "traits."
 PROFILE_FIELDS = {
     "email": "Email address",

@@ -40,6 +40,7 @@ from profiles.importing.layouts import (
     BREVO_BLACKLIST,
     FULL_NAME_COLUMNS,
     PROFILE_FIELDS,
+    TARGET_CHANGED_AT,
     TARGET_EMAIL,
     TARGET_FULL_NAME,
     TARGET_STATUS,
@@ -238,6 +239,8 @@ class ColumnPlan:
     unsubscribed: int | None = None
     subscribed: int | None = None
     full_name: int | None = None
+    # The column mapped as each row's change time, else the layout's own.
+    changed_at: int | None = None
 
 
 # The column map ------------------------------------------------------------------
@@ -248,7 +251,7 @@ def column_target_check(target: str, *, column: str = "") -> str:
     consent = (TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED)
     if target in ("", TARGET_TAGS, *consent):
         return target
-    if target == TARGET_FULL_NAME:
+    if target in (TARGET_FULL_NAME, TARGET_CHANGED_AT):
         return target
     if target in PROFILE_FIELDS:
         return target
@@ -316,6 +319,7 @@ def _target_label(target: str) -> str:
         TARGET_UNSUBSCRIBED: "the unsubscribed flag",
         TARGET_SUBSCRIBED: "the subscribed flag",
         TARGET_FULL_NAME: "the full name",
+        TARGET_CHANGED_AT: "the time each row last changed",
     }
     label = labels[target]
     return label if label.startswith("the ") else label.lower()
@@ -346,6 +350,8 @@ def column_plan_build(
     plan = ColumnPlan(layout, names, by_key, emails[0])
     for position, target in targets:
         _plan_add(plan, position, target, schema)
+    if plan.changed_at is None and layout.changed_at:
+        plan.changed_at = by_key.get(column_key(layout.changed_at))
     return plan
 
 
@@ -364,6 +370,8 @@ def _plan_add(
         plan.subscribed = position
     elif target == TARGET_FULL_NAME and plan.full_name is None:
         plan.full_name = position
+    elif target == TARGET_CHANGED_AT and plan.changed_at is None:
+        plan.changed_at = position
     elif target.startswith(TRAIT_PREFIX):
         name = target[len(TRAIT_PREFIX) :]
         kind = plan.layout.kinds.get(column_key(plan.names[position]), "")
@@ -448,6 +456,8 @@ class _RecordContext:
     status_blank: list[int] = field(default_factory=list)
     # The lines of CSV records with more cells than the header, the extra ones empty.
     extra_empty: list[int] = field(default_factory=list)
+    # The records whose change-time cell is no time in the file's date format.
+    changed_unread: list[int] = field(default_factory=list)
     # The lines of CSV records imported with fewer cells than the header, by count.
     short: dict[int, list[int]] = field(default_factory=dict)
     # The declared rule of the trait a country no one can read is kept as.
@@ -988,17 +998,15 @@ def _suppressed_note(record: int, column: str, said: str) -> dict[str, Any]:
 
 
 def _changed_at(
-    plan: ColumnPlan, cells: list[str], date_format: str
+    context: _RecordContext, record: int, cells: list[str]
 ) -> datetime | None:
-    if not plan.layout.changed_at:
-        return None
-
-    position = plan.by_key.get(column_key(plan.layout.changed_at))
+    position = context.plan.changed_at
     if position is None or not cells[position].strip():
         return None
     try:
-        return contacts_time_parse(cells[position], date_format)
+        return contacts_time_parse(cells[position], context.date_format)
     except ValueError:
+        context.changed_unread.append(record)
         return None
 
 
@@ -1038,7 +1046,7 @@ def _record_read(
     tags, problems = (), ()
     if plan.tags is not None:
         tags, problems = _tags_read(context, cells[plan.tags])
-    changed_at = _changed_at(plan, cells, context.date_format)
+    changed_at = _changed_at(context, record, cells)
     row = ContactRow(
         [record], [line], email, fields, traits, list(tags), changed_at, consents
     )
@@ -1116,6 +1124,23 @@ def _numbers_said(word: str, numbers: list[int]) -> str:
     shown = ", ".join(str(number) for number in numbers[:LINES_SHOWN])
     more = " and more" if len(numbers) > LINES_SHOWN else ""
     return f"{word}{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
+def _changed_unread_note(plan: ColumnPlan, records: list[int]) -> dict[str, Any]:
+    # Said once for the file: a date format not chosen makes every cell so.
+    column = plan.names[plan.changed_at] if plan.changed_at is not None else ""
+    return {
+        "kind": "changed_at_unread",
+        "column": column,
+        "records": records[:LINES_SHOWN],
+        "count": len(records),
+        "message": (
+            f"{column} is read as when each row last changed, but in "
+            f"{_numbers_said('record', records)} it is no time in the file's date "
+            "format: where such a row and another are one address, it counts as "
+            "the older. Choose the date format the file writes, and import it again."
+        ),
+    }
 
 
 def _extra_empty_note(width: int, lines: list[int]) -> dict[str, Any]:
@@ -1308,6 +1333,8 @@ def contacts_parse(
         parsed.notes.append(_status_blank_note(plan, context.status_blank))
     if context.extra_empty:
         parsed.notes.append(_extra_empty_note(len(names), context.extra_empty))
+    if context.changed_unread:
+        parsed.notes.append(_changed_unread_note(plan, context.changed_unread))
     for length, lines in sorted(context.short.items()):
         parsed.notes.append(_short_note(plan, length, lines))
     parsed.notes += contacts_tag_notes(parsed)

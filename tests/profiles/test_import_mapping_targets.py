@@ -805,3 +805,69 @@ def test_the_mapping_page_says_which_column_a_declared_trait_already_has(signed_
         "to favorite_color and ignore “Favorite Color”."
     ]
     assert "data-declared-twice" in page.content.decode()
+
+
+DUPLICATES = (
+    "Email;Name;City;Updated\n"
+    "jose.muller@example.com;José Müller;Zürich;31/03/2025\n"
+    "JOSE.MULLER@EXAMPLE.COM;Jose Muller;Zurich;01/02/2024\n"
+).encode()
+
+
+def _map_and_run(data: bytes, column_map: dict[str, str], date_format: str):
+    contact_import = contact_import_create(filename="dupes.csv", data=data)
+    contact_import_map(
+        contact_import_id=contact_import.pk,
+        column_map=column_map,
+        date_format=date_format,
+    )
+    return contact_import_run_stored(contact_import_id=contact_import.pk)
+
+
+@pytest.mark.django_db
+def test_a_column_mapped_as_the_change_time_decides_which_row_of_an_address_wins():
+    # Without it the row lower in the file wins: Jose Muller, Zurich.
+    names = {"Email": "email", "Name": "full_name", "City": "city"}
+    _map_and_run(DUPLICATES, {**names, "Updated": ""}, "%d/%m/%Y")
+    assert Profile.objects.values_list("first_name", "city").get() == (
+        "Jose",
+        "Zurich",
+    )
+    Profile.objects.all().delete()
+
+    done = _map_and_run(DUPLICATES, {**names, "Updated": "changed_at"}, "%d/%m/%Y")
+
+    # The row changed last, in March 2025, is the one kept.
+    assert Profile.objects.values_list("first_name", "city").get() == (
+        "José",
+        "Zürich",
+    )
+    assert not [n for n in done.notes if n["kind"] == "changed_at_unread"]
+
+
+@pytest.mark.django_db
+def test_change_times_the_date_format_cannot_read_are_noted_once():
+    names = {"Email": "email", "Name": "full_name", "City": "city"}
+
+    done = _map_and_run(DUPLICATES, {**names, "Updated": "changed_at"}, "")
+
+    (note,) = [n for n in done.notes if n["kind"] == "changed_at_unread"]
+    assert (note["column"], note["records"], note["count"]) == ("Updated", [1, 2], 2)
+    assert note["message"].startswith(
+        "Updated is read as when each row last changed, but in records 1, 2 it is "
+        "no time in the file's date format"
+    )
+
+
+def test_the_change_time_is_a_target_a_column_may_be_mapped_to():
+    assert column_target_check("changed_at") == "changed_at"
+    with pytest.raises(ImportFormatError) as twice:
+        contacts_parse(
+            DUPLICATES,
+            column_map={
+                "Email": "email",
+                "City": "changed_at",
+                "Updated": "changed_at",
+            },
+        )
+    assert "both imported as the time each row last changed" in str(twice.value)

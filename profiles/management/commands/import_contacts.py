@@ -53,9 +53,10 @@ class Command(BaseCommand):
             help="import a column as something else than its default, as the "
             "mapping page does: a profile field (email, first_name, last_name, "
             "full_name, phone, city, region, country_code, timezone), tags, "
-            "status, subscribed, unsubscribed, traits.<name> (a declared trait in "
-            "any case), or nothing to leave it out ('Notes='); may be given once "
-            "per column",
+            "status, subscribed, unsubscribed, changed_at (when the row last "
+            "changed: of one address's rows, the newest wins), traits.<name> (a "
+            "declared trait in any case), or nothing to leave it out ('Notes='); "
+            "may be given once per column",
         )
         parser.add_argument(
             "--date-format",
