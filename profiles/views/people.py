@@ -8,6 +8,7 @@ from decimal import MAX_EMAX, Context, Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Paginator
@@ -165,6 +166,7 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "profile": profile,
         "computed": _computed_traits(profile),
+        "other_currencies": _order_currencies_left_out(profile),
         "traits": _custom_traits(profile),
         "tags": profile.tags.order_by("name"),
         "identities": profile.identities.order_by("kind", "created_at", "pk"),
@@ -195,6 +197,34 @@ def _computed_traits(profile: Profile) -> list[tuple[str, Any]]:
         ("Engagement score", profile.engagement_score),
         ("Favourite category", profile.favourite_category),
     ]
+
+
+def _order_currencies_left_out(profile: Profile) -> str:
+    """Say which of the person's orders are in another currency than BESPOKE_CURRENCY.
+
+    Such an order counts as an order but adds nothing to lifetime value
+    (processing_traits): the page says so, or the value would read as a fault.
+    """
+    ours = settings.BESPOKE_CURRENCY.upper()
+    reported = profile.events.filter(
+        type=EventType.TRACK, event="Order Completed", processed_at__isnull=False
+    ).values_list("properties", flat=True)
+    orders: dict[str, set[str]] = {}
+    for properties in reported:
+        properties = properties if isinstance(properties, dict) else {}
+        currency = str(properties.get("currency") or "").upper()
+        if currency and currency != ours:
+            orders.setdefault(currency, set()).add(str(properties.get("order_id")))
+    if not orders:
+        return ""
+    counts = [(currency, len(ids)) for currency, ids in sorted(orders.items())]
+    listed = ", ".join(
+        f"{n} order{'s' if n != 1 else ''} in {currency}" for currency, n in counts
+    )
+    return (
+        f"{listed}: counted in the orders, but not in lifetime value or the average, "
+        f"which add up orders in {ours} only."
+    )
 
 
 def _custom_traits(profile: Profile) -> list[dict[str, Any]]:

@@ -587,3 +587,32 @@ def test_the_flag_of_a_non_ascii_mailbox_reads_as_bespokes_not_as_undeclared(
         ],
         ["vip", "true", "not declared"],
     ]
+
+
+def test_the_profile_page_says_which_orders_another_currency_leaves_out(signed_in):
+    ana = ProfileFactory(email="ana@example.com")
+    processed = {"processed_at": WHEN}
+    event(ana, 1, event="Order Completed", properties={"order_id": 1, "total": 9})
+    for n, currency in ((2, "eur"), (3, "EUR"), (4, "GBP"), (5, "usd")):
+        properties = {"order_id": n, "total": 10, "currency": currency}
+        event(ana, n, event="Order Completed", properties=properties, **processed)
+    # The site and the shop reporting one order: one order.
+    event(
+        ana,
+        6,
+        message_id="again",
+        event="Order Completed",
+        properties={"order_id": 2, "total": 10, "currency": "EUR"},
+        **processed,
+    )
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
+
+    assert (
+        "data-other-currencies>2 orders in EUR, 1 order in GBP: counted in the "
+        "orders, but not in lifetime value or the average, which add up orders in "
+        "USD only.</p>"
+    ) in page.content.decode()
+    quiet = ProfileFactory(email="bo@example.com")
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": quiet.pk}))
+    assert "data-other-currencies" not in page.content.decode()
