@@ -542,15 +542,27 @@ def deliveries_retry(
 
 
 class DeliveryErrorFilter(admin.SimpleListFilter):
-    title = "error"
+    # One field holds both: the note of a delivery applied (a stale version, a
+    # topic not used) and the error of one not applied yet.
+    title = "note or error"
     parameter_name = "has_error"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "With an error"), ("no", "Without")]
+        return [
+            ("note", "Applied, with a note"),
+            ("unfinished", "Not applied: an error, or waiting"),
+            ("yes", "With a note or an error"),
+            ("no", "Without"),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        said = queryset.exclude(error="")
+        if self.value() == "note":
+            return said.filter(processed_at__isnull=False)
+        if self.value() == "unfinished":
+            return said.filter(processed_at__isnull=True)
         if self.value() == "yes":
-            return queryset.exclude(error="")
+            return said
         if self.value() == "no":
             return queryset.filter(error="")
         return queryset
@@ -566,7 +578,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         "shop_domain",
         "delivery_id",
         "processed_at",
-        "error",
+        "outcome",
     )
     list_filter = (
         "source",
@@ -577,6 +589,16 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     search_fields = ("delivery_id", "shop_domain", "error")
     date_hierarchy = "received_at"
     actions = (deliveries_retry,)
+
+    @admin.display(description="Outcome")
+    def outcome(self, delivery: WebhookDelivery) -> str:
+        # A note on an applied delivery is no error: an older version ignored, a
+        # topic Bespoke does not use.
+        if delivery.processed_at is None:
+            return f"Not applied yet: {delivery.error}" if delivery.error else "Waiting"
+        return (
+            f"Applied, with a note: {delivery.error}" if delivery.error else "Applied"
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Read-only rows, but the retry action needs change permission.

@@ -89,3 +89,24 @@ def test_the_sources_page_links_to_the_deliveries_with_an_error(
 
     changelist = reverse("admin:profiles_webhookdelivery_changelist")
     assert f'href="{changelist}?has_error=yes"' in page
+
+
+def test_a_delivery_applied_with_a_note_reads_apart_from_one_not_applied(
+    admin_client, load_fixture
+):
+    failed = stored(load_fixture, "orders_create.json", "orders/create", "d-7")
+    WebhookDelivery.objects.filter(pk=failed.pk).update(error="KeyError: 'id'")
+    stale = stored(load_fixture, "orders_create.json", "orders/updated", "d-8")
+    WebhookDelivery.objects.filter(pk=stale.pk).update(
+        error="An older version of the order: not applied.", processed_at=timezone.now()
+    )
+    url = reverse("admin:profiles_webhookdelivery_changelist")
+
+    noted = admin_client.get(url, {"has_error": "note"})
+    unfinished = admin_client.get(url, {"has_error": "unfinished"})
+
+    assert list(noted.context["cl"].queryset) == [stale]
+    assert list(unfinished.context["cl"].queryset) == [failed]
+    listing = admin_client.get(url).content.decode()
+    assert "Applied, with a note: An older version of the order" in listing
+    assert "Not applied yet: KeyError" in listing

@@ -2533,3 +2533,17 @@ def test_a_customer_update_waits_for_a_profile_being_changed_and_keeps_that_chan
     assert chloe.first_name == "Chloé-Anne"
     assert chloe.traits["plan"] == "gold"
     assert WebhookDelivery.objects.get(delivery_id="race-1").processed_at is not None
+
+
+def test_the_sources_page_links_the_deliveries_applied_with_a_note(
+    db, deliver, load_fixture, shop_headers, admin_client
+):
+    euros = (b'"currency":"USD"', b'"currency":"EUR"')
+    order_update(deliver, load_fixture, shop_headers, "eur-note", a=euros)
+
+    page = admin_client.get(reverse("sources_health")).content.decode()
+
+    changelist = reverse("admin:profiles_webhookdelivery_changelist")
+    assert f'href="{changelist}?has_error=note" data-link="webhook-notes"' in page
+    noted = admin_client.get(changelist, {"has_error": "note"})
+    assert [d.delivery_id for d in noted.context["cl"].queryset] == ["eur-note"]
