@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -19,6 +19,7 @@ from profiles.keys import (
     write_key_secret,
 )
 from profiles.models import (
+    PAYLOAD_REFUSED,
     PERSON_FIELDS,
     ConsentRecord,
     ContactImport,
@@ -550,17 +551,21 @@ class DeliveryErrorFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [
             ("note", "Applied, with a note"),
-            ("unfinished", "Not applied: an error, or waiting"),
+            ("refused", "Refused: its payload cannot be read"),
+            ("unfinished", "Not applied yet: an error, or waiting"),
             ("yes", "With a note or an error"),
             ("no", "Without"),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         said = queryset.exclude(error="")
+        refused = Q(error__startswith=PAYLOAD_REFUSED)
         if self.value() == "note":
-            return said.filter(processed_at__isnull=False)
+            return said.filter(processed_at__isnull=False).exclude(refused)
+        if self.value() == "refused":
+            return queryset.filter(refused, processed_at__isnull=False)
         if self.value() == "unfinished":
-            return said.filter(processed_at__isnull=True)
+            return queryset.filter(processed_at__isnull=True)
         if self.value() == "yes":
             return said
         if self.value() == "no":
@@ -596,6 +601,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         # topic Bespoke does not use.
         if delivery.processed_at is None:
             return f"Not applied yet: {delivery.error}" if delivery.error else "Waiting"
+        if delivery.error.startswith(PAYLOAD_REFUSED):
+            return f"Refused: {delivery.error.removeprefix(PAYLOAD_REFUSED)}"
         return (
             f"Applied, with a note: {delivery.error}" if delivery.error else "Applied"
         )

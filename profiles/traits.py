@@ -65,22 +65,39 @@ RESERVED_TRAIT_NAMES = frozenset(
 # Yes and no in the languages whose column names imports read too (ja, sí, sim;
 # nein, não, nee) and in the rest of Europe's (tak, ano, igen, kyllä, da; nie, ne,
 # nem, nej, ei, nu), and TRUE and FALSE as Excel writes them in those languages
-# (WAHR, VRAI, VERO, PRAWDA...): a boolean trait and a yes/no consent column read
-# the same. None means yes in one language and no in another.
+# (WAHR, VRAI, VERO, PRAWDA, SANN, DOĞRU...): a boolean trait and a yes/no consent
+# column read the same. None means yes in one language and no in another.
 YES_WORDS = (
     *("yes", "true", "1", "y", "oui", "ja", "j", "sí", "si", "sì", "sim"),
     *("wahr", "vrai", "verdadero", "vero", "verdadeiro", "waar"),
-    *("tak", "ano", "igen", "kyllä", "da", "evet", "ναι", "да"),
-    *("prawda", "pravda", "igaz", "tosi", "sant", "sand", "adevărat", "истина"),
+    *("tak", "ano", "áno", "igen", "kyllä", "da", "evet", "jah", "taip", "jā", "já"),
+    *("ναι", "да"),
+    *("prawda", "pravda", "igaz", "tosi", "sant", "sand", "sann", "adevărat"),
+    *("doğru", "истина"),
 )
 NO_WORDS = (
     *("no", "false", "0", "n", "non", "nein", "não", "nao", "nee"),
     *("falsch", "faux", "falso", "onwaar"),
-    *("nie", "ne", "nem", "nej", "nei", "ei", "nu", "hayır", "όχι", "нет"),
-    *("fałsz", "nepravda", "hamis", "epätosi", "falskt", "falsk", "fals", "ложь"),
+    *("nie", "ne", "nem", "nej", "nei", "ei", "nu", "hayır", "nē", "όχι", "нет", "не"),
+    *("fałsz", "nepravda", "hamis", "epätosi", "falskt", "falsk", "usann", "fals"),
+    *("yanlış", "ложь"),
 )
-TRUE_TEXT = {*YES_WORDS, "on"}
-FALSE_TEXT = {*NO_WORDS, "off"}
+
+
+def yes_no_key(text: str) -> str:
+    """A yes or no word as the lists above are matched: by letters, not by accents.
+
+    Capitals drop accents (Greek ΟΧΙ is όχι) and Turkish capitals lose the dot
+    (HAYIR is hayır); a word may be typed composed or decomposed (kyllä).
+    """
+    folded = unicodedata.normalize("NFD", text.strip().casefold().replace("ı", "i"))
+    return "".join(char for char in folded if not unicodedata.combining(char))
+
+
+YES_KEYS = frozenset(map(yes_no_key, YES_WORDS))
+NO_KEYS = frozenset(map(yes_no_key, NO_WORDS))
+TRUE_TEXT = YES_KEYS | {"on"}
+FALSE_TEXT = NO_KEYS | {"off"}
 
 
 class TraitInvalid(ValueError):
@@ -548,7 +565,7 @@ def _quoted(raw: Any) -> str:
 def _as_boolean(rule: TraitRule, raw: Any, _: str) -> bool:
     if isinstance(raw, bool):
         return raw
-    text = str(raw).strip().lower()
+    text = yes_no_key(str(raw))
     if text in TRUE_TEXT:
         return True
     if text in FALSE_TEXT:

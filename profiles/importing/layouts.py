@@ -9,7 +9,6 @@ column if it has one. Consent records name the layout as their source
 """
 
 import ipaddress
-import unicodedata
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,11 +23,12 @@ from profiles.importing.reading import column_key, trait_key
 from profiles.models import SubscriptionStatus
 from profiles.services import OCCURRED_AT_CLAIMED
 from profiles.traits import (
-    NO_WORDS,
+    NO_KEYS,
     TRAIT_NAME_MAX_CHARS,
-    YES_WORDS,
+    YES_KEYS,
     declared_time_parse,
     trait_name_is_reserved,
+    yes_no_key,
 )
 
 TARGET_EMAIL = "email"
@@ -608,7 +608,11 @@ def contacts_time_parse(text: str, date_format: str = "") -> datetime:
         parsed = declared_time_parse(text.strip(), date_format)
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=ZoneInfo(settings.BESPOKE_IMPORT_TIME_ZONE))
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00:00+01:00, a CRM's "no date", is before year 1 in UTC.
+        raise ValueError(f"{text.strip()!r} is out of the range of times") from exc
 
 
 # What a status cell may say, as a marketer would write it; compared by column_key,
@@ -629,8 +633,8 @@ STATUS_WORDS = (
 SUPPRESSED_WORDS = {"suppressed"}
 CLEANED_WORDS = {"bounced", "hardbounce", *SUPPRESSED_WORDS}
 # A yes/no "unsubscribed" column: yes means the person left.
-LEFT_WORDS = YES_WORDS
-STAYED_WORDS = NO_WORDS
+LEFT_WORDS = YES_KEYS
+STAYED_WORDS = NO_KEYS
 # What a refusal of a yes/no cell names: every word would take a paragraph a row.
 YES_NO_SHOWN = (
     *("yes", "no", "true", "false", "1", "0", "y", "n"),
@@ -666,7 +670,7 @@ def opted_in_read(text: str) -> SubscriptionStatus | None:
     A status word ("unsubscribed", "cleaned") is read as a status column reads it:
     a "Subscribed" column often holds them.
     """
-    wanted = unicodedata.normalize("NFC", text.strip()).casefold()
+    wanted = yes_no_key(text)
     if wanted in LEFT_WORDS:
         return SubscriptionStatus.SUBSCRIBED
     if wanted in STAYED_WORDS:
@@ -679,7 +683,7 @@ def opted_in_read(text: str) -> SubscriptionStatus | None:
 
 def blacklisted_read(text: str) -> SubscriptionStatus:
     """Read a yes/no 'unsubscribed' cell such as Brevo's EMAIL_BLACKLISTED."""
-    wanted = unicodedata.normalize("NFC", text.strip()).casefold()
+    wanted = yes_no_key(text)
     if wanted in LEFT_WORDS:
         return SubscriptionStatus.UNSUBSCRIBED
     if wanted in STAYED_WORDS:

@@ -1557,6 +1557,10 @@ def _default_map(
     # columns asks which are declared (and pure parsing stays pure).
     column_map = layout_column_map(layout, names)
     schema = _schema_for(column_map)
+    if not schema and layout_columns_reserved(layout, names):
+        # "Created At" is a profile field's name as a trait, but may name a
+        # declared createdAt in words.
+        schema = trait_schema_load()
     if not schema:
         return column_map, schema
     return layout_column_map(layout, names, declared=schema), schema
@@ -1693,7 +1697,10 @@ def contacts_preview(
     for cells in read:
         for position, cell in enumerate(cells[: len(names)]):
             samples[position] = samples[position] or cell.strip()
-    reserved = layout_columns_reserved(layout, names)
+    # Those the map leaves out: a reserved name may still name a declared trait.
+    reserved = [
+        name for name in layout_columns_reserved(layout, names) if not column_map[name]
+    ]
     has_records = any("".join(cells).strip() for cells in read)
     declared_twice = []
     if schema:

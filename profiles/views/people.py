@@ -30,6 +30,7 @@ from profiles.models import (
     Profile,
     ProfileMerge,
     ProfileTag,
+    ShopOrder,
     TraitType,
 )
 from profiles.names import tag_key, tags_distinct
@@ -203,23 +204,40 @@ def _order_currencies_left_out(profile: Profile) -> str:
     """Say which of the person's orders are in another currency than BESPOKE_CURRENCY.
 
     Such an order counts as an order but adds nothing to lifetime value
-    (processing_traits): the page says so, or the value would read as a fault.
+    (processing_traits): the page says so, or the value would read as a fault. An
+    order is one by its order_id, as there (each report without one is an order of
+    its own), and left out only if no report of it is in our currency or none.
     """
     ours = settings.BESPOKE_CURRENCY.upper()
     reported = profile.events.filter(
-        type=EventType.TRACK, event="Order Completed", processed_at__isnull=False
-    ).values_list("properties", flat=True)
-    orders: dict[str, set[str]] = {}
-    for properties in reported:
+        type=EventType.TRACK,
+        event="Order Completed",
+        processed_at__isnull=False,
+        processing_error="",
+    ).values_list("pk", "properties")
+    currencies: dict[str, set[str]] = {}
+    for pk, properties in reported:
         properties = properties if isinstance(properties, dict) else {}
+        order_id = properties.get("order_id")
+        key = str(order_id) if order_id not in (None, "", 0, False) else f"event:{pk}"
         currency = str(properties.get("currency") or "").upper()
-        if currency and currency != ours:
-            orders.setdefault(currency, set()).add(str(properties.get("order_id")))
-    if not orders:
+        currencies.setdefault(key, set()).add(currency)
+    tests = set(
+        ShopOrder.objects.filter(is_test=True, shop_id__in=currencies).values_list(
+            "shop_id", flat=True
+        )
+    )
+    left_out: dict[str, int] = {}
+    for key, found in currencies.items():
+        if key in tests or found & {"", ours}:
+            continue
+        for currency in sorted(found)[:1]:
+            left_out[currency] = left_out.get(currency, 0) + 1
+    if not left_out:
         return ""
-    counts = [(currency, len(ids)) for currency, ids in sorted(orders.items())]
     listed = ", ".join(
-        f"{n} order{'s' if n != 1 else ''} in {currency}" for currency, n in counts
+        f"{n} order{'s' if n != 1 else ''} in {currency}"
+        for currency, n in sorted(left_out.items())
     )
     return (
         f"{listed}: counted in the orders, but not in lifetime value or the average, "
