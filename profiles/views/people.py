@@ -284,9 +284,14 @@ def _amount_shown(value: Any) -> str:
     return str(value)
 
 
-# An identify's traits on the timeline: this many, each value cut to this length.
+# An identify's traits on the timeline: this many, each name and value cut to this
+# length.
 TRAITS_SHOWN = 4
 TRAIT_VALUE_SHOWN = 40
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TRAIT_VALUE_SHOWN else f"{text[:TRAIT_VALUE_SHOWN]}…"
 
 
 def _timeline_row(event: Event) -> dict[str, Any]:
@@ -319,7 +324,7 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
     if event.type == EventType.IDENTIFY and traits:
         # What the identify said of the person: the first few traits, as sent.
         shown = [
-            f"{name} {trait_shown(value)[:TRAIT_VALUE_SHOWN]}"
+            f"{_cut(name)} {_cut(trait_shown(value))}"
             for name, value in sorted(traits.items())[:TRAITS_SHOWN]
         ]
         more = len(traits) - TRAITS_SHOWN
