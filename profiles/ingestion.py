@@ -27,6 +27,7 @@ from psycopg.errors import DeadlockDetected, UniqueViolation
 from psycopg.types.json import set_json_dumps
 
 from profiles.emails import InvalidEmail, email_normalize
+from profiles.keys import WRITE_KEYS_CHECKED_MAX, write_keys_checked
 from profiles.models import Event, EventMessage, EventType, RejectedEvent, WriteKey
 from profiles.names import CONTROL_CHARACTER
 from profiles.processing_identify import (
@@ -182,7 +183,14 @@ def text_storable(text: str) -> bool:
 
 
 def write_key_source(*, key: str | None) -> str | None:
-    """Return the source name a write key stands for, or None if it is not valid."""
+    """Return the source name a write key stands for, or None if it is not valid.
+
+    A key made in Bespoke that this process found valid is trusted for
+    BESPOKE_WRITE_KEY_CACHE_SECONDS: each request asked the database, and that
+    round trip under load was some tenth of the tracking API's work (docs/
+    limitations.md). A key not found is asked again each time, so a new key works
+    at once.
+    """
     if not key or not text_storable(key):
         return None
 
@@ -190,8 +198,34 @@ def write_key_source(*, key: str | None) -> str | None:
         if hmac.compare_digest(configured.encode(), key.encode()):
             return "segment:settings"
 
-    # One plain statement: this runs on every request, and the ORM's building of
-    # the query cost more than the database's answer.
+    now = timezone.now()
+    write_key = _write_key_trusted(key, now)
+    if write_key is None:
+        write_key = _write_key_read(key)
+        if write_key is None:
+            return None
+        write_keys_checked[key] = (write_key, now)
+    if write_key_used(write_key=write_key, at=now):
+        write_key.last_used_at = now
+    return f"segment:{write_key.name}"[:100]
+
+
+def _write_key_trusted(key: str, now: datetime) -> WriteKey | None:
+    checked = write_keys_checked.get(key)
+    if checked is None:
+        return None
+    write_key, at = checked
+    if now - at < timedelta(seconds=settings.BESPOKE_WRITE_KEY_CACHE_SECONDS):
+        return write_key
+    del write_keys_checked[key]
+    return None
+
+
+def _write_key_read(key: str) -> WriteKey | None:
+    if len(write_keys_checked) >= WRITE_KEYS_CHECKED_MAX:
+        write_keys_checked.clear()
+    # One plain statement, as the ORM's building of the query cost more than the
+    # database's answer.
     with connection.cursor() as cursor:
         cursor.execute(_WRITE_KEY_SQL, [key])
         row = cursor.fetchone()
@@ -202,9 +236,7 @@ def write_key_source(*, key: str | None) -> str | None:
     if last_used_at is not None and timezone.is_naive(last_used_at):
         # SQLite hands a plain cursor the naive UTC time Django stored.
         last_used_at = last_used_at.replace(tzinfo=UTC)
-    write_key = WriteKey(pk=pk, name=name, key=key, last_used_at=last_used_at)
-    write_key_used(write_key=write_key, at=timezone.now())
-    return f"segment:{name}"[:100]
+    return WriteKey(pk=pk, name=name, key=key, last_used_at=last_used_at)
 
 
 _WRITE_KEY_SQL = """
@@ -221,16 +253,21 @@ def write_key_revoked(*, key: str | None) -> tuple[str, datetime] | None:
     return revoked.values_list("name", "revoked_at").first()
 
 
-def write_key_used(*, write_key: WriteKey, at: datetime) -> None:
-    """Record that the key authenticated a request, at most once a minute per key."""
+def write_key_used(*, write_key: WriteKey, at: datetime) -> bool:
+    """Record that the key authenticated a request, at most once a minute per key.
+
+    Return whether its last use was due to be written (and so was, here or by a
+    concurrent request).
+    """
     stale_before = at - timedelta(seconds=WRITE_KEY_USE_RESOLUTION_SECONDS)
     if write_key.last_used_at is not None and write_key.last_used_at >= stale_before:
-        return
+        return False
 
     # Conditional, so concurrent requests of the same minute write the row once.
     WriteKey.objects.filter(pk=write_key.pk).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before)
     ).update(last_used_at=at)
+    return True
 
 
 def body_read(*, stream: IO[bytes], content_encoding: str, limit: int) -> bytes:

@@ -4,12 +4,25 @@ import logging
 import re
 import secrets
 import unicodedata
+from datetime import datetime
 
+from django.db import transaction
 from django.utils import timezone
 
 from profiles.models import WriteKey
 
 logger = logging.getLogger(__name__)
+
+# The write keys a web process found valid, and when it asked: key -> (key, at).
+# profiles/ingestion.py trusts one for BESPOKE_WRITE_KEY_CACHE_SECONDS.
+write_keys_checked: dict[str, tuple[WriteKey, datetime]] = {}
+WRITE_KEYS_CHECKED_MAX = 1000
+
+
+def write_keys_forget() -> None:
+    """Forget the keys this process trusts: the next request of each asks again."""
+    write_keys_checked.clear()
+
 
 WRITE_KEY_BYTES = 24
 WRITE_KEY_SHOWN_CHARS = 4
@@ -87,6 +100,8 @@ def write_key_revoke(*, write_key_id: int) -> bool:
     if not revoked:
         return False
 
+    # This process refuses it at once; others within BESPOKE_WRITE_KEY_CACHE_SECONDS.
+    transaction.on_commit(write_keys_forget)
     logger.info("Write key revoked", extra={"write_key_id": write_key_id})
     return True
 

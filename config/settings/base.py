@@ -235,6 +235,13 @@ BESPOKE_PUBLIC_URL = env_str(
     "BESPOKE_PUBLIC_URL", f"http://127.0.0.1:{BESPOKE_PORT}"
 ).rstrip("/")
 BESPOKE_WRITE_KEYS = env_list("BESPOKE_WRITE_KEYS")
+# How long a web process trusts a write key made in Bespoke that it has checked,
+# before it asks the database again: a key revoked in another process is refused
+# by this one at most this many seconds later (the process that revokes it, at
+# once). 0 asks on every request.
+BESPOKE_WRITE_KEY_CACHE_SECONDS = env_int(
+    "BESPOKE_WRITE_KEY_CACHE_SECONDS", 5, minimum=0
+)
 # Shopify signs each webhook with the app's client secret (or the key shown in the
 # shop's notification settings); several may be listed while one is rotated.
 BESPOKE_SHOPIFY_WEBHOOK_SECRETS = env_list("BESPOKE_SHOPIFY_WEBHOOK_SECRETS")

@@ -10,6 +10,9 @@ from config.settings.base import *  # noqa: E402, F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "campaigns.outbox.OutboxEmailBackend"
 BESPOKE_WRITE_KEYS = ["test-env-write-key"]
+# Asked on every request, as tests revoke keys in the database directly; the cache
+# has tests of its own (tests/profiles/test_write_key_cache.py).
+BESPOKE_WRITE_KEY_CACHE_SECONDS = 0
 BESPOKE_PUBLIC_URL = "https://bespoke.example.com"
 # The secret the shared Shopify fixtures are signed with.
 BESPOKE_SHOPIFY_WEBHOOK_SECRETS = ["test_shopify_webhook_secret_DO_NOT_USE"]
