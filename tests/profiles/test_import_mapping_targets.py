@@ -20,6 +20,7 @@ from profiles.importing import (
 from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.importing.reading import trait_key
 from profiles.models import ContactImport, Profile, TraitDefinition, TraitType
+from tests.profiles.test_import_reading_files import run_mapped
 
 TWO_COLORS = b"email,Favorite Color,favorite_color\nhd6@example.com,red,blue\n"
 RESERVED_HEADER = (
@@ -814,28 +815,18 @@ DUPLICATES = (
 ).encode()
 
 
-def _map_and_run(data: bytes, column_map: dict[str, str], date_format: str):
-    contact_import = contact_import_create(filename="dupes.csv", data=data)
-    contact_import_map(
-        contact_import_id=contact_import.pk,
-        column_map=column_map,
-        date_format=date_format,
-    )
-    return contact_import_run_stored(contact_import_id=contact_import.pk)
-
-
 @pytest.mark.django_db
 def test_a_column_mapped_as_the_change_time_decides_which_row_of_an_address_wins():
     # Without it the row lower in the file wins: Jose Muller, Zurich.
     names = {"Email": "email", "Name": "full_name", "City": "city"}
-    _map_and_run(DUPLICATES, {**names, "Updated": ""}, "%d/%m/%Y")
+    run_mapped(DUPLICATES, {**names, "Updated": ""}, "%d/%m/%Y")
     assert Profile.objects.values_list("first_name", "city").get() == (
         "Jose",
         "Zurich",
     )
     Profile.objects.all().delete()
 
-    done = _map_and_run(DUPLICATES, {**names, "Updated": "changed_at"}, "%d/%m/%Y")
+    done = run_mapped(DUPLICATES, {**names, "Updated": "changed_at"}, "%d/%m/%Y")
 
     # The row changed last, in March 2025, is the one kept.
     assert Profile.objects.values_list("first_name", "city").get() == (
@@ -849,7 +840,7 @@ def test_a_column_mapped_as_the_change_time_decides_which_row_of_an_address_wins
 def test_change_times_the_date_format_cannot_read_are_noted_once():
     names = {"Email": "email", "Name": "full_name", "City": "city"}
 
-    done = _map_and_run(DUPLICATES, {**names, "Updated": "changed_at"}, "")
+    done = run_mapped(DUPLICATES, {**names, "Updated": "changed_at"}, "")
 
     (note,) = [n for n in done.notes if n["kind"] == "changed_at_unread"]
     assert (note["column"], note["records"], note["count"]) == ("Updated", [1, 2], 2)
