@@ -850,9 +850,16 @@ def _first_orders(rows: Iterable[tuple]) -> list[tuple]:
 
 
 def _order_key(row: tuple, name: str = "order_id") -> str:
-    order_id = _dict(row[5]).get(name)
+    return order_key(_dict(row[5]), event_id=row[0], name=name)
+
+
+def order_key(
+    properties: dict[str, Any], *, event_id: int, name: str = "order_id"
+) -> str:
+    """The order an event reports, as figures count orders: one key per order id."""
+    order_id = properties.get(name)
     if not order_id:
-        return f"event:{row[0]}"
+        return f"event:{event_id}"
     # Written as the SQL path reads it, so "1057", 1057 and 1057.0 are one order.
     if isinstance(order_id, int) and not isinstance(order_id, bool):
         return str(order_id)

@@ -44,6 +44,7 @@ from profiles.processing_identities import (
     merge_values_taken,
     profile_merge,
 )
+from profiles.processing_traits import order_key
 from profiles.selectors import (
     profile_events_waiting,
     profile_find,
@@ -218,8 +219,7 @@ def _order_currencies_left_out(profile: Profile) -> str:
     currencies: dict[str, set[str]] = {}
     for pk, properties in reported:
         properties = properties if isinstance(properties, dict) else {}
-        order_id = properties.get("order_id")
-        key = str(order_id) if order_id not in (None, "", 0, False) else f"event:{pk}"
+        key = order_key(properties, event_id=pk)
         currency = str(properties.get("currency") or "").upper()
         currencies.setdefault(key, set()).add(currency)
     tests = set(
@@ -305,7 +305,7 @@ def _timeline_row(event: Event) -> dict[str, Any]:
 
 def _source_shown(source: str) -> str:
     # Where it came from, so that the site's and the shop's report of one order
-    # read as two reports: "site (key demo)", "Shopify", "ESP (sendgrid)".
+    # read as two reports: "site (write key “demo”)", "Shopify", "ESP (sendgrid)".
     kind, _, name = source.partition(":")
     if kind == "segment":
         if name == "settings":

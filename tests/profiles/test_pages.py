@@ -602,13 +602,13 @@ def test_the_profile_page_says_which_orders_another_currency_leaves_out(signed_i
     for n, currency in ((2, "eur"), (3, "EUR"), (4, "GBP"), (5, "usd")):
         properties = {"order_id": n, "total": 10, "currency": currency}
         event(ana, n, event="Order Completed", properties=properties, **processed)
-    # The site and the shop reporting one order: one order.
+    # The site and the shop reporting one order (2 and 2.0 alike): one order.
     event(
         ana,
         6,
         message_id="again",
         event="Order Completed",
-        properties={"order_id": 2, "total": 10, "currency": "EUR"},
+        properties={"order_id": 2.0, "total": 10, "currency": "EUR"},
         **processed,
     )
 
