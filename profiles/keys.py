@@ -24,6 +24,11 @@ def write_keys_forget() -> None:
     write_keys_checked.clear()
 
 
+def write_keys_changed(**_: object) -> None:
+    """On a WriteKey saved or deleted here (the admin, a rename): forget on commit."""
+    transaction.on_commit(write_keys_forget)
+
+
 WRITE_KEY_BYTES = 24
 WRITE_KEY_SHOWN_CHARS = 4
 # Zero-width and other format characters: they change a name without showing.

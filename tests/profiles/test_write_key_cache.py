@@ -13,6 +13,7 @@ import pytest
 import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from profiles.ingestion import write_key_source
@@ -89,3 +90,21 @@ def test_a_trusted_key_still_records_its_use_once_a_minute(settings):
     assert used_after(30) == (start, 0)
     assert used_after(61) == (start + timedelta(seconds=61), 0)
     assert used_after(90) == (start + timedelta(seconds=61), 0)
+
+
+def test_a_key_changed_in_the_admin_is_asked_for_again(
+    admin_client, django_capture_on_commit_callbacks
+):
+    site = write_key_create(name="site")
+    assert _asked(site.key) == ("segment:site", 1)
+    change = reverse("admin:profiles_writekey_change", args=[site.pk])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            change, {"name": "shop", "revoked_at_0": "", "revoked_at_1": ""}
+        )
+
+    assert _asked(site.key) == ("segment:shop", 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        WriteKey.objects.get(pk=site.pk).delete()
+    assert _asked(site.key) == (None, 1)
