@@ -27,7 +27,11 @@ from psycopg.errors import DeadlockDetected, UniqueViolation
 from psycopg.types.json import set_json_dumps
 
 from profiles.emails import InvalidEmail, email_normalize
-from profiles.keys import WRITE_KEYS_CHECKED_MAX, write_keys_checked
+from profiles.keys import (
+    WRITE_KEYS_CHECKED_MAX,
+    write_keys_checked,
+    write_keys_forgotten,
+)
 from profiles.models import Event, EventMessage, EventType, RejectedEvent, WriteKey
 from profiles.names import CONTROL_CHARACTER
 from profiles.processing_identify import (
@@ -201,10 +205,16 @@ def write_key_source(*, key: str | None) -> str | None:
     now = timezone.now()
     write_key = _write_key_trusted(key, now)
     if write_key is None:
+        forgotten = write_keys_forgotten()
         write_key = _write_key_read(key)
         if write_key is None:
             return None
-        write_keys_checked[key] = (write_key, now)
+        # Not when the process forgot its keys meanwhile (a revoke committed since
+        # the read), nor when it trusts none.
+        if settings.BESPOKE_WRITE_KEY_CACHE_SECONDS and forgotten == (
+            write_keys_forgotten()
+        ):
+            write_keys_checked[key] = (write_key, now)
     if write_key_used(write_key=write_key, at=now):
         write_key.last_used_at = now
     return f"segment:{write_key.name}"[:100]
@@ -215,9 +225,15 @@ def _write_key_trusted(key: str, now: datetime) -> WriteKey | None:
     if checked is None:
         return None
     write_key, at = checked
-    if now - at < timedelta(seconds=settings.BESPOKE_WRITE_KEY_CACHE_SECONDS):
+    # A clock set back makes the age negative: that is no reason to trust it.
+    if (
+        timedelta(0)
+        <= now - at
+        < timedelta(seconds=settings.BESPOKE_WRITE_KEY_CACHE_SECONDS)
+    ):
         return write_key
-    del write_keys_checked[key]
+    # Another thread of the process may have forgotten it meanwhile.
+    write_keys_checked.pop(key, None)
     return None
 
 

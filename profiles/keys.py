@@ -17,11 +17,20 @@ logger = logging.getLogger(__name__)
 # profiles/ingestion.py trusts one for BESPOKE_WRITE_KEY_CACHE_SECONDS.
 write_keys_checked: dict[str, tuple[WriteKey, datetime]] = {}
 WRITE_KEYS_CHECKED_MAX = 1000
+# How many times the process forgot them: a key read before a forgetting is not
+# remembered after it (a request racing a revoke would keep the revoked key).
+_forgotten = [0]
 
 
 def write_keys_forget() -> None:
     """Forget the keys this process trusts: the next request of each asks again."""
+    _forgotten[0] += 1
     write_keys_checked.clear()
+
+
+def write_keys_forgotten() -> int:
+    """How many times this process has forgotten its trusted keys."""
+    return _forgotten[0]
 
 
 def write_keys_changed(**_: object) -> None:

@@ -1,4 +1,7 @@
-"""QA pass qa16: faults found in the web process's memory of checked write keys."""
+"""QA pass qa16: faults found in the web process's memory of checked write keys.
+
+Each docstring tells what the first version did; each is fixed since.
+"""
 
 from datetime import timedelta
 
@@ -24,10 +27,6 @@ def trusted_for_five_seconds(settings):
     write_keys_forget()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa16: a clock set back makes a checked key trusted until it catches up",
-)
 def test_a_clock_set_back_does_not_keep_a_revoked_key_working():
     """The server's clock is stepped back an hour (NTP, an operator) just after a
     request checked a key. The key is revoked in another web process; this one
@@ -42,10 +41,6 @@ def test_a_clock_set_back_does_not_keep_a_revoked_key_working():
         assert write_key_source(key=site.key) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa16: with 0 seconds a key is still remembered, so tests share keys",
-)
 def test_with_no_trusted_time_a_key_of_an_earlier_test_is_not_used(settings):
     """BESPOKE_WRITE_KEY_CACHE_SECONDS=0 (every test's setting) is documented to ask
     the database on every request, yet keys are still remembered and never
@@ -72,10 +67,6 @@ class _ForgottenMeanwhile(dict):
         return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa16: a key forgotten by another thread mid-request raises KeyError",
-)
 def test_a_key_forgotten_by_another_thread_meanwhile_is_read_again(monkeypatch):
     """Under a threaded server (runserver, gunicorn threads) a request whose key's
     trusted time is up deletes it from memory; if another thread removed it first
@@ -132,10 +123,6 @@ def _admin_renames(admin_client, write_key):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa16: the admin changes and deletes keys without forgetting them",
-)
 @pytest.mark.parametrize(
     ("change", "source"),
     [
@@ -164,10 +151,6 @@ def test_the_process_that_changes_a_key_in_the_admin_stops_trusting_it(
     assert write_key_source(key=site.key) == source
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa16: a read racing a revoke is remembered after the revoke forgets",
-)
 def test_a_request_reading_its_key_while_it_is_revoked_here_does_not_keep_it(
     django_capture_on_commit_callbacks,
 ):
