@@ -13,18 +13,13 @@ from django.utils import timezone
 
 from profiles import ingestion
 from profiles.ingestion import write_key_source
-from profiles.keys import write_key_create, write_key_revoke, write_keys_forget
+from profiles.keys import write_key_create, write_key_revoke
 from profiles.models import WriteKey
+from tests.profiles.test_write_key_cache import (  # noqa: F401 - the fixture
+    trusted_for_five_seconds,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def trusted_for_five_seconds(settings):
-    settings.BESPOKE_WRITE_KEY_CACHE_SECONDS = 5
-    write_keys_forget()
-    yield
-    write_keys_forget()
 
 
 def test_a_clock_set_back_does_not_keep_a_revoked_key_working():
