@@ -361,6 +361,7 @@ _WORD_JOINERS = frozenset("’‘‛‚–—‐‑·•…“”„«»‹›")
 # A Cyrillic or Greek word of this many letters has some vowels among them.
 _VOWELS = frozenset("аеёиоуыэюяіїєАЕЁИОУЫЭЮЯІЇЄαεηιουωάέήίόύώϊϋΐΰΑΕΗΙΟΥΩΆΈΉΊΌΎΏΪΫ")
 _VOWELS_FROM_LETTERS = 5
+_ACCENTED_ONLY_FROM_LETTERS = 5
 _VOWEL_SHARE_MIN = 0.2
 
 
@@ -465,8 +466,13 @@ def _word_odd(word: str) -> bool:
     scripts = {unicodedata.name(char, "?").split()[0] for char in letters}
     if len(scripts & _SCRIPTS) > 1:
         return True
-    # Latin words hold ASCII letters beside their accented ones.
-    if "LATIN" in scripts and len(letters) >= 3 and not any(map(str.isascii, letters)):
+    # Latin words hold ASCII letters beside their accented ones, but for a few short
+    # ones (Polish Żółć): Russian read as Windows-1252 is long words of accents only.
+    if (
+        "LATIN" in scripts
+        and len(letters) >= _ACCENTED_ONLY_FROM_LETTERS
+        and not any(map(str.isascii, letters))
+    ):
         return True
     if scripts & {"CYRILLIC", "GREEK"}:
         if "ς" in letters[:-1]:
