@@ -244,7 +244,8 @@ def _no_country(written: str) -> TraitInvalid:
     return TraitInvalid(
         "unknown_country",
         f"address.country: {written!r} is not a country Bespoke can read (a "
-        "two-letter code, or the country's name in English, such as 'Austria'), so "
+        "two-letter code, or the country's name in English or its own language, "
+        "such as 'Austria' or 'Österreich'), so "
         "it was not stored; with a new city, the old country goes too",
     )
 

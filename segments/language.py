@@ -251,7 +251,7 @@ class _Checker:
                     path,
                     f"{value!r} is no country Bespoke knows, so no profile has it: "
                     "write a two-letter ISO 3166 code such as GB, or a country's "
-                    "name in English",
+                    "name in English or its own language",
                 )
                 return
 

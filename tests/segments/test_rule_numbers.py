@@ -143,7 +143,7 @@ def test_a_country_bespoke_cannot_read_is_refused_naming_what_it_reads(value):
     (error,) = errors
     assert error.message.endswith(
         "is no country Bespoke knows, so no profile has it: write a two-letter ISO "
-        "3166 code such as GB, or a country's name in English"
+        "3166 code such as GB, or a country's name in English or its own language"
     )
 
 
