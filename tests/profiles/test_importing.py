@@ -841,13 +841,18 @@ def test_a_line_break_inside_a_tag_is_a_space_not_a_separator():
     assert [n for n in contact_import.notes if n["kind"].startswith("tag_")] == []
 
 
-@pytest.mark.django_db
-def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
+def erasure_record(address: str) -> None:
+    """Put an address on the suppression list as erased on request."""
     Suppression.objects.create(
-        email_hash=suppression_hash("grace.lee@example.com"),
+        email_hash=suppression_hash(address),
         reason=SuppressionReason.ERASURE,
         source="privacy-request",
     )
+
+
+@pytest.mark.django_db
+def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
+    erasure_record("grace.lee@example.com")
 
     contact_import = import_fixture(SUBSCRIBED)
 
@@ -864,11 +869,7 @@ def test_an_erased_person_is_not_brought_back_by_an_old_export(import_fixture):
 
 @pytest.mark.django_db
 def test_a_tag_note_of_an_erased_persons_records_alone_is_left_out():
-    Suppression.objects.create(
-        email_hash=suppression_hash("erased.person@example.com"),
-        reason=SuppressionReason.ERASURE,
-        source="privacy-request",
-    )
+    erasure_record("erased.person@example.com")
     data = (
         b"Email,Tags\n"
         b'erased.person@example.com,"Secret\x1btag"\n'
@@ -902,11 +903,7 @@ def test_a_tag_note_of_an_erased_persons_records_alone_is_left_out():
 def test_a_tag_note_counts_and_names_only_the_records_of_people_kept():
     # given a tag 14 records hold, three of them an erased person's, the first
     # of them the file's first record
-    Suppression.objects.create(
-        email_hash=suppression_hash("erased.person@example.com"),
-        reason=SuppressionReason.ERASURE,
-        source="privacy-request",
-    )
+    erasure_record("erased.person@example.com")
     erased = 'Erased.Person@example.com,"VIP,Bad\x1btag"\n'
     kept = [f'p{n}@example.com,"Bad\x1btag"\n' for n in range(1, 12)]
     rows = [erased, *kept[:5], erased, *kept[5:], erased]
@@ -944,11 +941,7 @@ def test_a_tag_note_without_erased_people_counts_a_merged_persons_records_in_ord
 
 @pytest.mark.django_db
 def test_the_report_keeps_nothing_of_an_erased_person():
-    Suppression.objects.create(
-        email_hash=suppression_hash("erased.person@example.com"),
-        reason=SuppressionReason.ERASURE,
-        source="privacy-request",
-    )
+    erasure_record("erased.person@example.com")
     TraitDefinition.objects.create(name="age", type=TraitType.NUMBER, maximum=120)
     data = (
         b"Email,First Name,Status,Age\n"
