@@ -25,3 +25,10 @@ def send_processed(client):
         events_process_pending()
 
     return post
+
+
+@pytest.fixture
+def signed_in(client, marketer):
+    """The test client, signed in as a staff marketer."""
+    client.force_login(marketer)
+    return client

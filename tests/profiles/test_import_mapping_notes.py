@@ -11,12 +11,6 @@ from profiles.models import ContactImport
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def test_two_columns_on_one_profile_field_are_refused_naming_both(signed_in):
     data = b"email,full_name,name\na@example.com,Ann Lee,Ann\n"
     upload = SimpleUploadedFile("names.csv", data, content_type="text/csv")

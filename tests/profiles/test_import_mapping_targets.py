@@ -35,12 +35,6 @@ def var_dir(settings, tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 # One column per target -------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ import io
 
 import pytest
 from django.urls import reverse
-from openpyxl import Workbook
 
 from profiles.importing import contact_import_file
 from profiles.models import (
@@ -14,6 +13,7 @@ from profiles.models import (
     TraitDefinition,
     TraitType,
 )
+from tests.profiles.test_import_reading_files import xlsx_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -25,21 +25,6 @@ WRITTEN = "Ann@Example.COM"
 def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
     return tmp_path
-
-
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
-def workbook_bytes(rows: list[list[object]]) -> bytes:
-    workbook = Workbook()
-    for row in rows:
-        workbook.active.append(row)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
 
 
 def declared_points() -> None:
@@ -111,7 +96,7 @@ def test_a_note_about_one_record_names_its_address_as_written(kind, text, given)
 
 
 def test_an_excel_error_note_names_the_address_even_of_a_refused_record():
-    data = workbook_bytes([["Email", "Score"], [WRITTEN, "#N/A"], ["nobody", "#REF!"]])
+    data = xlsx_bytes([["Email", "Score"], [WRITTEN, "#N/A"], ["nobody", "#REF!"]])
 
     done = contact_import_file(filename="errors.xlsx", data=data)
 

@@ -38,12 +38,6 @@ def var_dir(settings, tmp_path):
 
 
 @pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
-@pytest.fixture
 def celery_eager():
     before = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True

@@ -28,12 +28,6 @@ VIP_RULE = {"attribute": "tags", "op": "contains", "value": "VIP"}
 
 
 @pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
-@pytest.fixture
 def heard():
     """Collect what profiles_changed says, as (profile_ids, changed)."""
     said: list[tuple[list[int] | None, set[str] | None]] = []

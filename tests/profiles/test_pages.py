@@ -38,12 +38,6 @@ PAGES = [
 ]
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def event(profile, n: int, **fields) -> Event:
     defaults = {
         "message_id": f"msg-{profile.pk}-{n}",

@@ -41,12 +41,6 @@ def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def _order(profile, n: int, source: str, **properties) -> Event:
     return Event.objects.create(
         message_id=f"qa15-{profile.pk}-{n}",

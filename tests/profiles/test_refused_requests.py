@@ -25,12 +25,6 @@ NOW = datetime(2025, 3, 14, 12, 30, tzinfo=UTC)
 TRACK_BODY = {"userId": "usr_1001", "event": "Product Viewed", "messageId": "m-1"}
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def basic(key: str) -> str:
     return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
 

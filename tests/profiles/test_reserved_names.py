@@ -11,12 +11,6 @@ from profiles.traits import trait_name_is_reserved
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 @pytest.mark.parametrize(
     "name",
     [

@@ -25,12 +25,6 @@ VALID = {
 }
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def errors_of(response) -> dict[str, list[str]]:
     return {
         name: list(errors) for name, errors in response.context["form"].errors.items()

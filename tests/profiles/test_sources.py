@@ -29,12 +29,6 @@ SHOP = "segment:Shop site"
 TRACK_BODY = {"userId": "usr_1001", "event": "Product Viewed", "messageId": "m-1"}
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def track(client, key: str, body: dict | None = None):
     token = base64.b64encode(f"{key}:".encode()).decode()
     return client.post(

@@ -18,12 +18,6 @@ BACKTRACKS = "(a|aa)+$"
 SLOW_VALUE = "a" * 40 + "!"
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def clock_stopping_after(monkeypatch, reads: int) -> None:
     """Make the check's clock stand still for `reads` reads, then jump past any budget."""
     times = iter([0.0] * reads)

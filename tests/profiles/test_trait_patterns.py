@@ -15,12 +15,6 @@ FULL_WIDTH = "１２３４５"
 TRACKING_AUTH = "Basic dGVzdC1lbnYtd3JpdGUta2V5Og=="
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 @pytest.mark.parametrize(
     ("pattern", "value"),
     [

@@ -16,12 +16,6 @@ from tests.factories import ProfileFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def signed_in(client, marketer):
-    client.force_login(marketer)
-    return client
-
-
 def test_a_value_not_stored_as_its_type_counts_as_breaking_the_rule():
     ProfileFactory(traits={"loyal": True})
     yes = ProfileFactory(traits={"loyal": "yes"})
