@@ -175,6 +175,13 @@ UNSUBSCRIBED_COLUMNS = {
 }
 
 LAYOUT_MAILCHIMP_SUBSCRIBED = "mailchimp_subscribed"
+# How a wording ends for a file that neither dates its consent nor says how it was
+# given; a column mapped as each row's change time dates it.
+UNDATED_WORDING_END = "which does not say when or how."
+DATED_WORDING_END = (
+    "whose “{column}” column, mapped as each row's change time, dates it; the file "
+    "does not say how it was given."
+)
 LAYOUT_MAILCHIMP_UNSUBSCRIBED = "mailchimp_unsubscribed"
 LAYOUT_MAILCHIMP_CLEANED = "mailchimp_cleaned"
 LAYOUT_KLAVIYO = "klaviyo"
@@ -382,10 +389,8 @@ LAYOUTS = {
             LAYOUT_GENERIC,
             "Contact file (generic)",
             "import:file",
-            wording=(
-                "Listed as {status} in an imported contact file, which does not say "
-                "when or how."
-            ),
+            wording="Listed as {status} in an imported contact file, "
+            + UNDATED_WORDING_END,
         ),
     )
 }
@@ -449,7 +454,7 @@ def layout_with_status_column(layout: Layout) -> Layout:
         changed_at="",
         wording=(
             "Listed as {status} in the status column mapped at import, in a file "
-            f"laid out as a {kind}, which does not say when or how."
+            f"laid out as a {kind}, " + UNDATED_WORDING_END
         ),
     )
 
@@ -722,6 +727,29 @@ def _wording(template: str, listed_as: str) -> str:
     return template.format(status=listed_as)
 
 
+# Where a consent record keeps the change time that dated it: {column: as written}.
+CHANGED_AT_EVIDENCE = "dated_by_row_changed"
+
+
+@lru_cache(maxsize=64)
+def _wording_dated_by(template: str, column: str) -> str:
+    # Braces in a header name must not read as the template's placeholders.
+    column = column.replace("{", "{{").replace("}", "}}")
+    if template.endswith(UNDATED_WORDING_END):
+        kept = template.removesuffix(UNDATED_WORDING_END)
+        return f"{kept}{DATED_WORDING_END.format(column=column)}"
+    return f"{template} Dated by the row's “{column}” column."
+
+
+@dataclass(frozen=True, slots=True)
+class RowChanged:
+    """When a record says its row last changed: the column mapped as its change time."""
+
+    column: str
+    written: str
+    at: datetime
+
+
 def consent_fact(
     layout: Layout,
     *,
@@ -731,11 +759,15 @@ def consent_fact(
     now: datetime,
     suppressed: bool = False,
     date_format: str = "",
+    changed: RowChanged | None = None,
 ) -> ConsentFact:
     """Return the consent fact one record states; `cell` reads a column by name.
 
     `suppressed` says the status cell read "suppressed": the wording then quotes
-    the file's word, not the cleaned status it is recorded as.
+    the file's word, not the cleaned status it is recorded as. `changed` is when
+    the row last changed, which dates the consent where the layout's own consent
+    times say nothing: the status held by then at the latest, as Mailchimp's
+    LAST_CHANGED dates its subscriptions.
     """
     evidence: dict[str, Any] = {"layout": layout.name, "record": record}
     if layout.status is None:
@@ -747,6 +779,11 @@ def consent_fact(
 
     present = lambda name: cell(name) or ""  # noqa: E731 - a one-use reader
     occurred_at = _first_time(present, layout.consent_times, date_format)
+    wording_template = layout.wording
+    if occurred_at is None and changed is not None:
+        occurred_at = changed.at
+        evidence[CHANGED_AT_EVIDENCE] = {changed.column: changed.written}
+        wording_template = _wording_dated_by(layout.wording, changed.column)
     dated = occurred_at is not None
     if not dated:
         # The file does not say when; the time of the import is the honest bound.
@@ -764,7 +801,7 @@ def consent_fact(
         raw_ip = present("CONFIRM_IP") or present("OPTIN_IP")
         ip_address = _ip_or_none(raw_ip) if raw_ip else None
     listed_as = "suppressed" if suppressed else status.label.lower()
-    wording = _wording(layout.wording, listed_as)
+    wording = _wording(wording_template, listed_as)
     return ConsentFact(
         status, occurred_at, ip_address, wording, evidence, dated, suppressed
     )

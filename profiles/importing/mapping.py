@@ -50,6 +50,7 @@ from profiles.importing.layouts import (
     TRAIT_PREFIX,
     ConsentFact,
     Layout,
+    RowChanged,
     StatusUnknown,
     blacklisted_read,
     consent_fact,
@@ -871,9 +872,16 @@ def _cell_reader(plan: ColumnPlan, cells: list[str]):
 
 
 def _consents_read(
-    context: _RecordContext, record: int, line: int, cells: list[str]
+    context: _RecordContext,
+    record: int,
+    line: int,
+    cells: list[str],
+    changed: RowChanged | None,
 ) -> list[ConsentFact]:
-    """Return the consent facts a record states; raise StatusUnknown on a bad status."""
+    """Return the consent facts a record states; raise StatusUnknown on a bad status.
+
+    The row's change time, if a column gives it, dates a fact the layout does not.
+    """
     plan = context.plan
     status = plan.layout.status
     left = None
@@ -927,6 +935,7 @@ def _consents_read(
         now=context.now,
         suppressed=suppressed,
         date_format=context.date_format,
+        changed=changed,
     )
     if OCCURRED_AT_CLAIMED in fact.evidence:
         claimed = fact.evidence[OCCURRED_AT_CLAIMED]
@@ -997,17 +1006,19 @@ def _suppressed_note(record: int, column: str, said: str) -> dict[str, Any]:
     }
 
 
-def _changed_at(
+def _row_changed(
     context: _RecordContext, record: int, cells: list[str]
-) -> datetime | None:
+) -> RowChanged | None:
     position = context.plan.changed_at
     if position is None or not cells[position].strip():
         return None
+    written = cells[position].strip()
     try:
-        return contacts_time_parse(cells[position], context.date_format)
+        at = contacts_time_parse(written, context.date_format)
     except ValueError:
         context.changed_unread.append(record)
         return None
+    return RowChanged(context.plan.names[position], written, at)
 
 
 def _record_read(
@@ -1024,8 +1035,9 @@ def _record_read(
             message = f"The {plan.names[plan.email]} cell is empty."
         return Rejection(record, line, written.strip(), exc.reason, message)
 
+    changed = _row_changed(context, record, cells)
     try:
-        consents = _consents_read(context, record, line, cells)
+        consents = _consents_read(context, record, line, cells, changed)
     except StatusUnknown as exc:
         # The rest of the row is good: the contact is imported, with no consent
         # from this row (a CRM's "Active" or "Lead" is no consent either way).
@@ -1046,7 +1058,7 @@ def _record_read(
     tags, problems = (), ()
     if plan.tags is not None:
         tags, problems = _tags_read(context, cells[plan.tags])
-    changed_at = _changed_at(context, record, cells)
+    changed_at = changed.at if changed else None
     row = ContactRow(
         [record], [line], email, fields, traits, list(tags), changed_at, consents
     )

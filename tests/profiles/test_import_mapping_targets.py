@@ -1,6 +1,8 @@
 """Where columns go: one column per target, and no trait named like a profile field."""
 
+from datetime import UTC, datetime
 from io import StringIO
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -17,9 +19,19 @@ from profiles.importing import (
     contacts_parse,
     contacts_preview,
 )
+from profiles.importing.layouts import CHANGED_AT_EVIDENCE
 from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.importing.reading import trait_key
-from profiles.models import ContactImport, Profile, TraitDefinition, TraitType
+from profiles.models import (
+    ConsentRecord,
+    ContactImport,
+    Profile,
+    SubscriptionStatus,
+    TraitDefinition,
+    TraitType,
+)
+from profiles.services import consent_record
+from tests.factories import ProfileFactory
 from tests.profiles.test_import_reading_files import run_mapped
 
 TWO_COLORS = b"email,Favorite Color,favorite_color\nhd6@example.com,red,blue\n"
@@ -27,6 +39,10 @@ RESERVED_HEADER = (
     b"email,lifetime_value,full_name,id,continent,name,created_at,City,Plan\n"
     b"res@example.com,120,Ann Lee,77,Europe,Ann,2020-01-01,Oslo,gold\n"
 )
+
+
+# Where a time written without a zone is read (settings.BESPOKE_IMPORT_TIME_ZONE).
+ZONE = ZoneInfo("UTC")
 
 
 @pytest.fixture(autouse=True)
@@ -856,3 +872,84 @@ def test_the_change_time_is_a_target_a_column_may_be_mapped_to():
             },
         )
     assert "both imported as the time each row last changed" in str(twice.value)
+
+
+# The change time dates the row's consent -------------------------------------------
+
+DATED_BY_CHANGE = (
+    b"Email;Status;Updated\n"
+    b"ines@example.com;unsubscribed;31/03/2025\n"
+    b"INES@example.com;subscribed;01/02/2024\n"
+)
+
+
+@pytest.mark.django_db
+def test_the_change_time_dates_the_consent_so_the_newest_rows_status_wins():
+    # The lower row (subscribed, 2024) used to decide the status: its consent was
+    # dated by the import, as was the withdrawal above it, and came last.
+    names = {"Email": "email", "Status": "status", "Updated": "changed_at"}
+
+    run_mapped(DATED_BY_CHANGE, names, "%d/%m/%Y")
+
+    profile = Profile.objects.get()
+    assert profile.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    assert profile.subscription_changed_at == datetime(2025, 3, 31, tzinfo=ZONE)
+    records = ConsentRecord.objects.order_by("occurred_at")
+    assert [(r.status, r.occurred_at) for r in records] == [
+        (SubscriptionStatus.SUBSCRIBED, datetime(2024, 2, 1, tzinfo=ZONE)),
+        (SubscriptionStatus.UNSUBSCRIBED, datetime(2025, 3, 31, tzinfo=ZONE)),
+    ]
+    withdrawal = records.last()
+    assert withdrawal.evidence[CHANGED_AT_EVIDENCE] == {"Updated": "31/03/2025"}
+    assert "occurred_at_is_import_time" not in withdrawal.evidence
+    assert withdrawal.wording == (
+        "Listed as unsubscribed in an imported contact file, whose “Updated” column, "
+        "mapped as each row's change time, dates it; the file does not say how it "
+        "was given."
+    )
+
+
+@pytest.mark.django_db
+def test_an_old_withdrawal_dated_by_its_change_time_leaves_a_later_subscription():
+    # Subscribed on the site in 2025; a file says unsubscribed, last changed 2024.
+    profile = ProfileFactory(email="ines@example.com")
+    consent_record(
+        profile=profile,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="api",
+        occurred_at=datetime(2025, 6, 1, tzinfo=UTC),
+    )
+    data = b"Email,Status,Updated\nines@example.com,unsubscribed,2024-01-10\n"
+
+    run_mapped(data, {"Email": "email", "Status": "status", "Updated": "changed_at"})
+
+    profile.refresh_from_db()
+    assert profile.subscription_status == SubscriptionStatus.SUBSCRIBED
+    # The withdrawal is on record, in its place in the history.
+    assert ConsentRecord.objects.filter(
+        profile=profile,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        occurred_at=datetime(2024, 1, 10, tzinfo=ZONE),
+    ).exists()
+
+
+@pytest.mark.django_db
+def test_a_row_without_a_readable_change_time_keeps_its_consent_undated():
+    data = b"Email,Status,Updated\nines@example.com,subscribed,soon\n"
+
+    run_mapped(data, {"Email": "email", "Status": "status", "Updated": "changed_at"})
+
+    (record,) = ConsentRecord.objects.all()
+    assert record.evidence["occurred_at_is_import_time"] is True
+    assert CHANGED_AT_EVIDENCE not in record.evidence
+    assert record.wording.endswith("which does not say when or how.")
+
+
+@pytest.mark.django_db
+def test_a_header_with_braces_is_quoted_as_written_in_the_wording():
+    data = b"Email,Status,{changed}\nines@example.com,subscribed,2024-01-10\n"
+
+    run_mapped(data, {"Email": "email", "Status": "status", "{changed}": "changed_at"})
+
+    (record,) = ConsentRecord.objects.all()
+    assert "whose “{changed}” column" in record.wording

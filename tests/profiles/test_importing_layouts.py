@@ -205,7 +205,16 @@ def test_a_brevo_contact_listed_twice_takes_the_most_recently_modified_row():
     contact_import_file(filename="brevo.csv", data=data.encode())
 
     # The lower row is older by its MODIFIED_TIME: the newer one's name stands.
-    assert profile("anna@example.de").first_name == "Anna"
+    anna = profile("anna@example.de")
+    assert anna.first_name == "Anna"
+    # Its time dates the consent too, as Mailchimp's LAST_CHANGED does.
+    records = anna.consent_records.order_by("occurred_at")
+    assert [r.occurred_at.isoformat() for r in records] == [
+        "2023-06-30T18:00:00+00:00",
+        "2025-02-01T09:00:00+00:00",
+    ]
+    assert anna.subscription_changed_at.isoformat() == "2025-02-01T09:00:00+00:00"
+    assert records[0].wording.endswith("Dated by the row's “MODIFIED_TIME” column.")
 
 
 @pytest.mark.django_db

@@ -54,9 +54,9 @@ class Command(BaseCommand):
             "mapping page does: a profile field (email, first_name, last_name, "
             "full_name, phone, city, region, country_code, timezone), tags, "
             "status, subscribed, unsubscribed, changed_at (when the row last "
-            "changed: of one address's rows, the newest wins), traits.<name> (a "
-            "declared trait in any case), or nothing to leave it out ('Notes='); "
-            "may be given once per column",
+            "changed, which dates its consent: of one address's rows, the newest "
+            "wins), traits.<name> (a declared trait in any case), or nothing to "
+            "leave it out ('Notes='); may be given once per column",
         )
         parser.add_argument(
             "--date-format",
