@@ -9,7 +9,7 @@ column if it has one. Consent records name the layout as their source
 """
 
 import ipaddress
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -149,6 +149,31 @@ SUBSCRIBED_COLUMNS = {
     "emailconsent",
     "marketingoptin",
     "newsletteroptin",
+    "optinnewsletter",
+    "consent",
+    "gdprconsent",
+    # The same in the languages whose other column names imports read, and in
+    # Polish, Czech and the Nordic ones: a consent's name, not a list's.
+    *("einwilligung", "werbeeinwilligung", "marketingeinwilligung"),
+    *("newslettereinwilligung", "emaileinwilligung", "newsletterabonniert"),
+    *("consentement", "consentementmarketing", "consentementemail"),
+    *("consentementnewsletter", "abonné", "abonne", "abonnénewsletter"),
+    *("abonnenewsletter", "inscritnewsletter"),
+    *("consentimiento", "consentimientomarketing", "suscrito", "suscritonewsletter"),
+    *("consenso", "consensomarketing", "consensonewsletter", "iscritto"),
+    *("iscrittonewsletter", "consentimento", "consentimentomarketing", "inscrito"),
+    *("toestemming", "toestemmingmarketing", "ingeschreven", "aangemeld"),
+    *("zgoda", "zgodamarketingowa", "zgodanewsletter", "zapisany", "souhlas"),
+    *("samtycke", "samtykke", "suostumus", "markkinointilupa"),
+}
+CONSENT_TARGETS = {TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED}
+# Columns that may be a newsletter's yes/no, or may hold its name or a list's: read
+# as a "Subscribed?" column only when the first records hold yes and no alone.
+NEWSLETTER_COLUMNS = {
+    *("newsletter", "newsletters", "emailnewsletter", "newsletteremail"),
+    *("mailinglist", "emailmarketing", "marketingemails", "promotionalemails"),
+    *("nieuwsbrief", "infolettre", "lettredinformation", "boletín", "boletin"),
+    *("biuletyn", "notiziario", "rundbrief"),
 }
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
 UNSUBSCRIBED_COLUMNS = {
@@ -460,9 +485,18 @@ def layout_with_status_column(layout: Layout) -> Layout:
 
 
 def layout_column_map(
-    layout: Layout, names: list[str], *, declared: Iterable[str] = ()
+    layout: Layout,
+    names: list[str],
+    *,
+    declared: Iterable[str] = (),
+    values: Sequence[Collection[str]] | None = None,
 ) -> dict[str, str]:
     """Return the default target of each column: the map the mapping step pre-fills.
+
+    `values` are the distinct values the first records hold in each column: a
+    column named like a newsletter ("Newsletter", "Infolettre") whose values are
+    all yes or no is read as consent (a "Subscribed?" column), where one holding
+    anything else (a list's name) stays a trait.
 
     No two columns get the same target, and no column a trait of a reserved name
     (a profile field's): such a column is ignored (see layout_columns_reserved).
@@ -471,7 +505,7 @@ def layout_column_map(
     the trait's rules apply to it; a later column named as the same one is ignored
     (see layout_columns_declared_twice).
     """
-    return _column_map_build(layout, names, declared)[0]
+    return _column_map_build(layout, names, declared, values)[0]
 
 
 def layout_columns_declared_twice(
@@ -485,7 +519,10 @@ def layout_columns_declared_twice(
 
 
 def _column_map_build(
-    layout: Layout, names: list[str], declared: Iterable[str]
+    layout: Layout,
+    names: list[str],
+    declared: Iterable[str],
+    values: Sequence[Collection[str]] | None = None,
 ) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     full_name_at = _full_name_position(names)
     declared_keys = {trait_key(name, 0): name for name in sorted(declared)}
@@ -498,8 +535,13 @@ def _column_map_build(
     # Each target taken, and the column that took it.
     taken: dict[str, str] = {}
     twice: list[tuple[str, str, str]] = []
-    for position, name in enumerate(names):
-        target = _default_target(layout, name, position, full_name_at=full_name_at)
+    targets = [
+        _default_target(layout, name, position, full_name_at=full_name_at)
+        for position, name in enumerate(names)
+    ]
+    # A column named as consent is the consent: no newsletter's yes/no beside it.
+    consent_named = bool(set(targets) & CONSENT_TARGETS)
+    for position, (name, target) in enumerate(zip(names, targets, strict=True)):
         if target.startswith(TRAIT_PREFIX):
             key = target[len(TRAIT_PREFIX) :]
             alike = run_together.get(key.replace("_", ""), [])
@@ -507,7 +549,15 @@ def _column_map_build(
                 alike[0] if len(alike) == 1 else None
             )
             target = TRAIT_PREFIX + (declared_name or key)
-            if declared_name is not None and target in taken:
+            if (
+                declared_name is None
+                and values is not None
+                and not consent_named
+                and TARGET_SUBSCRIBED not in taken
+                and _is_newsletter_yes_no(layout, name, values[position])
+            ):
+                target = TARGET_SUBSCRIBED
+            elif declared_name is not None and target in taken:
                 # 'loyaltyTier' and 'LOYALTYTIER': a trait of its own beside the
                 # declared one would keep the later column's values unchecked.
                 twice.append((name, taken[target], declared_name))
@@ -520,6 +570,14 @@ def _column_map_build(
         taken.setdefault(target, name)
         column_map[name] = target
     return column_map, twice
+
+
+def _is_newsletter_yes_no(layout: Layout, name: str, values: Collection[str]) -> bool:
+    """Tell whether a column is a newsletter's yes/no: consent, by its name and values."""
+    if layout.status is not None or column_key(name) not in NEWSLETTER_COLUMNS:
+        return False
+    keys = {yes_no_key(value) for value in values if value.strip()}
+    return bool(keys) and keys <= YES_KEYS | NO_KEYS
 
 
 def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:

@@ -1261,7 +1261,12 @@ def contacts_parse(
     if column_map:
         schema = _schema_for(column_map)
     else:
-        column_map, schema = _default_map(layout, names)
+        # The first records are read ahead, as the mapping page reads them, so that
+        # the default map is the page's.
+        ahead = list(itertools.islice(records, SAMPLE_RECORDS))
+        values = column_values(names, (cells for _, cells in ahead))
+        records = itertools.chain(ahead, records)
+        column_map, schema = _default_map(layout, names, values)
     # A map kept before traits were named in any case, or before the trait was
     # declared, is read as contact_import_map keeps one now.
     column_map = column_map_declared(column_map, schema)
@@ -1563,19 +1568,37 @@ def column_reserved_sentence(column: str) -> str:
 
 
 def _default_map(
-    layout: Layout, names: list[str]
+    layout: Layout, names: list[str], values: list[tuple[str, ...]]
 ) -> tuple[dict[str, str], dict[str, TraitRule]]:
     # A column named as a declared trait goes to it; only a file with trait
     # columns asks which are declared (and pure parsing stays pure).
-    column_map = layout_column_map(layout, names)
-    schema = _schema_for(column_map)
+    # By names alone: a declared trait's column ("Newsletter") is the trait's,
+    # whatever its values.
+    schema = _schema_for(layout_column_map(layout, names))
     if not schema and layout_columns_reserved(layout, names):
         # "Created At" is a profile field's name as a trait, but may name a
         # declared createdAt in words.
         schema = trait_schema_load()
-    if not schema:
-        return column_map, schema
-    return layout_column_map(layout, names, declared=schema), schema
+    return layout_column_map(layout, names, declared=schema, values=values), schema
+
+
+# How many records the mapping page samples, and the default map reads values from.
+SAMPLE_RECORDS = 20
+# How many distinct values of a column are kept from them.
+SAMPLE_VALUES = 10
+
+
+def column_values(
+    names: list[str], records: Iterable[list[str]]
+) -> list[tuple[str, ...]]:
+    """Return each column's distinct non-blank values in these records, in order."""
+    found: list[dict[str, None]] = [{} for _ in names]
+    for cells in records:
+        for position, cell in enumerate(cells[: len(names)]):
+            value = cell.strip()
+            if value and len(found[position]) < SAMPLE_VALUES:
+                found[position][value] = None
+    return [tuple(values) for values in found]
 
 
 def _declared_twice_notes(
@@ -1650,6 +1673,8 @@ class ContactsPreview:
     declared_twice: list[tuple[str, str, str]] = field(default_factory=list)
     # When guessed, the code page the file's words read better in, if one does.
     encoding_hint: EncodingHint | None = None
+    # Each column's distinct values in the sampled records (samples holds the first).
+    values: list[tuple[str, ...]] = field(default_factory=list)
 
 
 def _email_key(written: str) -> str:
@@ -1673,7 +1698,7 @@ def contacts_preview(
     data: bytes,
     *,
     encoding: str = "",
-    sample_records: int = 20,
+    sample_records: int = SAMPLE_RECORDS,
     erased: Callable[[Iterable[str]], set[str]] | None = None,
 ) -> ContactsPreview:
     """Return a file's header, a sample value per column and the layout's column map.
@@ -1692,7 +1717,9 @@ def contacts_preview(
         records.close()
 
     layout = layout_detect(names)
-    column_map, schema = _default_map(layout, names)
+    # The default map reads the same records the page samples, erased ones too: it
+    # must be the map an import of the file without the page takes.
+    column_map, schema = _default_map(layout, names, column_values(names, read))
     # Nothing of someone erased on request is shown, their address least of all.
     email_at = next(
         (at for at, name in enumerate(names) if column_map.get(name) == TARGET_EMAIL),
@@ -1705,10 +1732,8 @@ def contacts_preview(
             for cells in read
             if len(cells) <= email_at or _email_key(cells[email_at]) not in gone
         ]
-    samples = [""] * len(names)
-    for cells in read:
-        for position, cell in enumerate(cells[: len(names)]):
-            samples[position] = samples[position] or cell.strip()
+    values = column_values(names, read)
+    samples = [found[0] if found else "" for found in values]
     # Those the map leaves out: a reserved name may still name a declared trait.
     reserved = [
         name for name in layout_columns_reserved(layout, names) if not column_map[name]
@@ -1728,4 +1753,5 @@ def contacts_preview(
         has_records,
         declared_twice,
         encoding_hint(data) if guessed else None,
+        values,
     )

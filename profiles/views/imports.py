@@ -28,6 +28,7 @@ from profiles.importing import (
     contact_import_retryable,
 )
 from profiles.importing.layouts import (
+    NEWSLETTER_COLUMNS,
     TARGET_STATUS,
     TARGET_SUBSCRIBED,
     TARGET_UNSUBSCRIBED,
@@ -184,9 +185,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     # A layout reads its consent times by name, whatever the column is mapped to.
     consent_keys = {column_key(name) for name in preview.layout.consent_times}
     consent_times = [column_key(name) in consent_keys for name in form.names]
-    rows = zip(
-        form.names, preview.samples, _column_fields(form), consent_times, strict=True
-    )
+    # A few of each column's values, so that a consent column shows its words.
+    shown = [" · ".join(values[:SAMPLES_SHOWN]) for values in preview.values]
+    rows = zip(form.names, shown, _column_fields(form), consent_times, strict=True)
     context = {"contact_import": contact_import, "form": form, "rows": rows}
     context["layout"] = preview.layout
     context["reserved"] = [column_reserved_sentence(name) for name in preview.reserved]
@@ -198,6 +199,12 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     # As the page now maps them: a column remapped and read again is checked anew.
     mapped = _form_mapped(form)
     context["unread_statuses"] = _unread_statuses(preview, mapped)
+    context["newsletter_consent"] = [
+        (name, ", ".join(values))
+        for name, values in zip(preview.names, preview.values, strict=True)
+        if preview.column_map.get(name) == TARGET_SUBSCRIBED
+        and column_key(name) in NEWSLETTER_COLUMNS
+    ]
     context["no_records"] = not preview.has_records
     context["no_consent_column"] = (
         preview.has_records
@@ -212,6 +219,10 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     hint = unknown_hint if unknown else (None if encoding else preview.encoding_hint)
     context["encoding"] = {"found": found, "error": encoding_error, "hint": hint}
     return render(request, "profiles/import_mapping.html", context)
+
+
+# How many of a column's distinct values the page shows beside it.
+SAMPLES_SHOWN = 3
 
 
 # A sample that looks like a date: 07/14, 14.07.1990, 14-07-1990, 1990-07-14; not a
@@ -257,7 +268,8 @@ def _undeclared_like(
 def _unread_statuses(
     preview: ContactsPreview, mapped: dict[str, str]
 ) -> list[tuple[str, str]]:
-    """Return (column, sample) for each consent column whose sample is no status word.
+    """Return (column, value) for each consent column a sampled value of which is no
+    status word: the first such value.
 
     A CRM's "Active" or "Lead" is no consent: each such row is imported without
     one, and the marketer may rather keep the column as a trait.
@@ -268,14 +280,18 @@ def _unread_statuses(
         TARGET_SUBSCRIBED: opted_in_read,
     }
     found = []
-    for name, sample in zip(preview.names, preview.samples, strict=True):
+    for name, values in zip(preview.names, preview.values, strict=True):
         read = readers.get(mapped.get(name, ""))
-        if read is None or not sample.strip() or column_key(sample) in NO_CONSENT_YET:
+        if read is None:
             continue
-        try:
-            read(sample)
-        except StatusUnknown:
-            found.append((name, sample.strip()))
+        for value in values:
+            if column_key(value) in NO_CONSENT_YET:
+                continue
+            try:
+                read(value)
+            except StatusUnknown:
+                found.append((name, value))
+                break
     return found
 
 

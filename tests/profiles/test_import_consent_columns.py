@@ -1,0 +1,174 @@
+"""Which columns an import reads as email consent, in any language, by name and values."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from profiles.importing import contact_import_file, contacts_preview
+from profiles.models import (
+    ConsentRecord,
+    ContactImport,
+    Profile,
+    SubscriptionStatus,
+    TraitDefinition,
+    TraitType,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+def status_of(email: str) -> str:
+    return Profile.objects.get(email=email).subscription_status
+
+
+# By name ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "yes", "no"),
+    [
+        ("Zgoda", "tak", "nie"),
+        ("Einwilligung", "ja", "nein"),
+        ("Consentement", "oui", "non"),
+        ("Consenso marketing", "sì", "no"),
+        ("Abonné", "Oui", "Non"),
+        ("Toestemming", "ja", "nee"),
+        ("Samtycke", "ja", "nej"),
+    ],
+)
+def test_a_consent_column_named_in_another_language_is_read_as_consent(header, yes, no):
+    data = f"Email,Name,{header}\nada@example.com,Ada,{yes}\nbo@example.com,Bo,{no}\n"
+
+    assert contacts_preview(data.encode()).column_map[header] == "subscribed"
+    contact_import = contact_import_file(filename="list.csv", data=data.encode())
+
+    assert status_of("ada@example.com") == SubscriptionStatus.SUBSCRIBED
+    # "No" on a list that asked says nothing of a consent given elsewhere.
+    assert status_of("bo@example.com") == SubscriptionStatus.NOT_SUBSCRIBED
+    (record,) = ConsentRecord.objects.all()
+    assert record.source == "import:file"
+    assert record.evidence["status"] == "subscribed"
+    assert not [n for n in contact_import.notes if n["kind"] == "no_consent_column"]
+
+
+# A newsletter's yes/no, by its values ----------------------------------------------
+
+
+NEWSLETTER = (
+    "Email;Prénom;Newsletter\n"
+    "chloe@example.fr;Chloé;oui\n"
+    "luc@example.fr;Luc;non\n"
+    "eve@example.fr;Ève;\n"
+    "remi@example.fr;Rémi;OUI\n"
+)
+
+
+def test_a_newsletter_column_of_yes_and_no_is_read_as_consent_on_every_path():
+    data = NEWSLETTER.encode()
+
+    preview = contacts_preview(data)
+    contact_import = contact_import_file(filename="clients.csv", data=data)
+
+    assert preview.column_map["Newsletter"] == "subscribed"
+    assert preview.values[2] == ("oui", "non", "OUI")
+    assert contact_import.status == "done"
+    assert status_of("chloe@example.fr") == SubscriptionStatus.SUBSCRIBED
+    assert status_of("remi@example.fr") == SubscriptionStatus.SUBSCRIBED
+    assert status_of("luc@example.fr") == SubscriptionStatus.NOT_SUBSCRIBED
+    assert status_of("eve@example.fr") == SubscriptionStatus.NOT_SUBSCRIBED
+    assert "newsletter" not in Profile.objects.get(email="chloe@example.fr").traits
+
+
+def test_a_newsletter_column_naming_lists_stays_a_trait():
+    data = b"Email,Newsletter\nada@example.com,Weekly\nbo@example.com,yes\n"
+
+    contact_import_file(filename="lists.csv", data=data)
+
+    ada = Profile.objects.get(email="ada@example.com")
+    assert ada.traits["newsletter"] == "Weekly"
+    assert ada.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
+    assert not ConsentRecord.objects.exists()
+
+
+def test_a_newsletter_column_beside_a_status_column_stays_a_trait():
+    data = b"Email,Status,Newsletter\nada@example.com,unsubscribed,yes\n"
+
+    preview = contacts_preview(data)
+
+    assert preview.column_map == {
+        "Email": "email",
+        "Status": "status",
+        "Newsletter": "traits.newsletter",
+    }
+
+
+def test_a_declared_newsletter_trait_keeps_its_column():
+    TraitDefinition.objects.create(name="newsletter", type=TraitType.BOOLEAN)
+    data = b"Email,Newsletter\nada@example.com,yes\n"
+
+    contact_import_file(filename="declared.csv", data=data)
+
+    ada = Profile.objects.get(email="ada@example.com")
+    assert ada.traits["newsletter"] is True
+    assert not ConsentRecord.objects.exists()
+
+
+def test_a_newsletter_column_read_past_the_sampled_records_keeps_its_reading():
+    # The default map reads the first records; a later "maybe" is a row's problem,
+    # named in the report, and the other rows keep their consent.
+    rows = "".join(f"p{n}@example.com,yes\n" for n in range(25))
+    data = f"Email,Newsletter\n{rows}late@example.com,maybe\n".encode()
+
+    contact_import = contact_import_file(filename="long.csv", data=data)
+
+    assert status_of("p24@example.com") == SubscriptionStatus.SUBSCRIBED
+    assert status_of("late@example.com") == SubscriptionStatus.NOT_SUBSCRIBED
+    (note,) = contact_import.notes
+    assert note["message"] == (
+        "Record 26: Newsletter 'maybe' was not imported (not yes, no or a status: "
+        "no consent)."
+    )
+
+
+# The mapping page ------------------------------------------------------------------
+
+
+def upload(client, name: str, data: bytes) -> str:
+    file = SimpleUploadedFile(name, data, content_type="text/csv")
+    return client.post(reverse("import_list"), {"file": file}).url
+
+
+def test_the_mapping_page_says_why_a_newsletter_column_is_read_as_consent(signed_in):
+    url = upload(signed_in, "clients.csv", NEWSLETTER.encode())
+
+    page = signed_in.get(url).content.decode()
+
+    assert (
+        "data-newsletter-consent>“Newsletter” holds yes and no alone (oui, non, OUI)"
+        in page
+    )
+    # The values the page shows beside the column.
+    assert "oui · non · OUI" in page
+
+
+def test_a_consent_value_past_the_first_sample_asks_to_start_anyway(signed_in):
+    data = (
+        b"Email,Subscribed\nada@example.com,yes\nbo@example.com,no\n"
+        b"cy@example.com,Lead\n"
+    )
+    url = upload(signed_in, "crm.csv", data)
+    form = signed_in.get(url).context["form"]
+    defaults = {name: form[name].initial or "" for name in form.fields}
+
+    refused = signed_in.post(url, defaults)
+
+    page = refused.content.decode()
+    assert "data-unread-status>“Subscribed” is read as email consent" in page
+    assert "values such as “Lead”" in page
+    assert ContactImport.objects.get().queued_at is None
