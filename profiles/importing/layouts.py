@@ -9,6 +9,7 @@ column if it has one. Consent records name the layout as their source
 """
 
 import ipaddress
+import re
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -167,6 +168,21 @@ SUBSCRIBED_COLUMNS = {
     *("samtycke", "samtykke", "suostumus", "markkinointilupa"),
 }
 CONSENT_TARGETS = {TARGET_STATUS, TARGET_UNSUBSCRIBED, TARGET_SUBSCRIBED}
+# Columns that say when each row last changed, as CRMs and spreadsheets name them:
+# read as the change time when the first records hold times alone.
+CHANGED_AT_COLUMNS = {
+    *("lastchanged", "lastchangedat", "changedat", "lastmodified", "lastmodifiedat"),
+    *("lastmodifieddate", "modifiedat", "datemodified", "modifiedon", "lastupdated"),
+    *("lastupdatedat", "updatedat", "updatedon", "dateupdated", "lastupdate"),
+    *("letzteänderung", "geändertam", "dernièremodification", "modifiéle"),
+    *("últimamodificación", "ultimamodificacion", "ultimamodifica"),
+    *("laatstgewijzigd", "ostatniazmiana"),
+}
+# A time as exports write one: ISO, or a date in some order with a time or none.
+TIME_LIKE = re.compile(
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?"
+)
 # Columns that may be a newsletter's yes/no, or may hold its name or a list's: read
 # as a "Subscribed?" column only when the first records hold yes and no alone.
 NEWSLETTER_COLUMNS = {
@@ -557,6 +573,13 @@ def _column_map_build(
                 and _is_newsletter_yes_no(layout, name, values[position])
             ):
                 target = TARGET_SUBSCRIBED
+            elif (
+                declared_name is None
+                and values is not None
+                and TARGET_CHANGED_AT not in taken
+                and _is_change_time(layout, name, values[position])
+            ):
+                target = TARGET_CHANGED_AT
             elif declared_name is not None and target in taken:
                 # 'loyaltyTier' and 'LOYALTYTIER': a trait of its own beside the
                 # declared one would keep the later column's values unchecked.
@@ -578,6 +601,14 @@ def _is_newsletter_yes_no(layout: Layout, name: str, values: Collection[str]) ->
         return False
     keys = {yes_no_key(value) for value in values if value.strip()}
     return bool(keys) and keys <= YES_KEYS | NO_KEYS
+
+
+def _is_change_time(layout: Layout, name: str, values: Collection[str]) -> bool:
+    """Tell whether a column says when each row changed: by its name and values."""
+    if layout.changed_at or column_key(name) not in CHANGED_AT_COLUMNS:
+        return False
+    written = [value.strip() for value in values if value.strip()]
+    return bool(written) and all(TIME_LIKE.fullmatch(value) for value in written)
 
 
 def layout_columns_reserved(layout: Layout, names: list[str]) -> list[str]:

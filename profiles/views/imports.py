@@ -28,7 +28,9 @@ from profiles.importing import (
     contact_import_retryable,
 )
 from profiles.importing.layouts import (
+    CHANGED_AT_COLUMNS,
     NEWSLETTER_COLUMNS,
+    TARGET_CHANGED_AT,
     TARGET_STATUS,
     TARGET_SUBSCRIBED,
     TARGET_UNSUBSCRIBED,
@@ -199,6 +201,12 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     # As the page now maps them: a column remapped and read again is checked anew.
     mapped = _form_mapped(form)
     context["unread_statuses"] = _unread_statuses(preview, mapped)
+    context["change_time"] = [
+        name
+        for name in preview.names
+        if preview.column_map.get(name) == TARGET_CHANGED_AT
+        and column_key(name) in CHANGED_AT_COLUMNS
+    ]
     context["newsletter_consent"] = [
         (name, ", ".join(values))
         for name, values in zip(preview.names, preview.values, strict=True)

@@ -172,3 +172,61 @@ def test_a_consent_value_past_the_first_sample_asks_to_start_anyway(signed_in):
     assert "data-unread-status>“Subscribed” is read as email consent" in page
     assert "values such as “Lead”" in page
     assert ContactImport.objects.get().queued_at is None
+
+
+# A change-time column, by its name and values ---------------------------------------
+
+CRM_TWICE = (
+    b"Email,City,Status,Last Modified\n"
+    b"ines@example.com,Porto,unsubscribed,2025-03-31 09:00:00\n"
+    b"INES@example.com,Lisboa,subscribed,2024-02-01 09:00:00\n"
+)
+
+
+def test_a_column_named_as_a_change_time_orders_an_addresss_rows_by_default():
+    preview = contacts_preview(CRM_TWICE)
+    contact_import = contact_import_file(filename="crm.csv", data=CRM_TWICE)
+
+    assert preview.column_map["Last Modified"] == "changed_at"
+    ines = Profile.objects.get()
+    # The row changed last (March 2025), though higher in the file, wins.
+    assert (ines.city, ines.subscription_status) == (
+        "Porto",
+        SubscriptionStatus.UNSUBSCRIBED,
+    )
+    assert "last_modified" not in ines.traits
+    assert not [n for n in contact_import.notes if n["kind"] == "changed_at_unread"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [("soon", "2025-01-01"), ("v2", "v3"), ("",)],
+)
+def test_a_change_time_column_holding_no_times_stays_a_trait(values):
+    rows = "".join(f"p{n}@example.com,{value}\n" for n, value in enumerate(values))
+    data = f"Email,Updated\n{rows}".encode()
+
+    assert contacts_preview(data).column_map["Updated"] == "traits.updated"
+
+
+def test_a_change_time_column_of_a_layout_with_its_own_stays_as_the_layout_reads_it():
+    # Brevo's MODIFIED_TIME is its change time; a "Last Updated" beside it is a trait.
+    data = (
+        b"EMAIL;EMAIL_BLACKLISTED;MODIFIED_TIME;Last Updated\n"
+        b"anna@example.de;No;2025-02-01 09:00:00;2025-02-02 09:00:00\n"
+    )
+
+    column_map = contacts_preview(data).column_map
+
+    assert column_map["Last Updated"] == "traits.last_updated"
+
+
+def test_the_mapping_page_says_a_column_is_read_as_the_change_time(signed_in):
+    url = upload(signed_in, "crm.csv", CRM_TWICE)
+
+    page = signed_in.get(url).content.decode()
+
+    assert (
+        "data-change-time>“Last Modified” is read as the time each row last changed"
+        in page
+    )
