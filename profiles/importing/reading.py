@@ -355,6 +355,21 @@ HINT_WORDS_MAX = 5000
 # odd words Windows-1252's does.
 HINT_ODD_SHARE = 0.25
 _SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}
+# Letters (first), and every accented letter a word holding one of them may have
+# in any language written with them: Danish and Norwegian ø; the grave accents of
+# French, Italian and Catalan (not à, which Portuguese shares); Icelandic ð and þ;
+# Czech, Slovak and Icelandic ý; Romanian ţ; Croatian đ; Polish ż; Turkish ğ, ı
+# and ş (Romanian's too).
+_LETTER_COMPANIONS = (
+    (frozenset("ø"), frozenset("øåæé")),
+    (frozenset("èìòù"), frozenset("èìòùàéêëîïôûçœâäöüÿ")),
+    (frozenset("ðþ"), frozenset("ðþáéíóúýæö")),
+    (frozenset("ý"), frozenset("ýáéíóúčďěňřšťžůäôľĺŕþðæö")),
+    (frozenset("ţ"), frozenset("ţăâîşș")),
+    (frozenset("đ"), frozenset("đčćšž")),
+    (frozenset("ż"), frozenset("żąćęłńóśź")),
+    (frozenset("ğış"), frozenset("ğışçöüâîûăţș")),
+)
 # Punctuation that sits inside or against words in good text (Women’s, 25–34,
 # l·l, “quoted”): never a sign of the wrong code page.
 _WORD_JOINERS = frozenset("’‘‛‚–—‐‑·•…“”„«»‹›")
@@ -387,15 +402,17 @@ def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | N
     words they make can: read in the wrong one, Polish gives "£ukasz" and "Wroc³aw"
     (a symbol against or inside a word), Russian "Èâàí" (a word of accented letters
     only) or, in Greek letters, "Ρμθπνξβΰ" (hardly a vowel), Mac text odd capitals
-    ("ChloŽ"). A word is odd in a reading when it has one of those, or has a byte
-    the code page does not read; only words with a letter as Windows-1252 reads
-    them count (a price, "£45", tells nothing). The code page whose reading leaves
-    far fewer odd words than Windows-1252's, and fewer than any other's, and that
-    reads the whole file, is suggested. Czech, Hungarian, Turkish and Baltic text
-    read as Windows-1252 makes plausible letters (ø for ř), so none is suggested
-    for them, unless it holds a byte Windows-1252 does not read (ť, Ź): then
-    `read_as_1252` is false, and the code page is suggested whose reading leaves
-    few odd words among all, and fewer than any other's.
+    ("ChloŽ"), Czech, Turkish and Baltic text real letters in words no language
+    writes ("Dvoøák", "Güneþ", "Ðimkutë"). A word is odd in a reading when it has
+    one of those, or has a byte the code page does not read; only words with a
+    letter as Windows-1252 reads them count (a price, "£45", tells nothing). The
+    code page whose reading leaves far fewer odd words than Windows-1252's, and
+    fewer than any other's, and that reads the whole file, is suggested. Hungarian
+    read as Windows-1252 gives plausible words (Erdõs), and so may a short Czech or
+    Turkish file: nothing is suggested for them, unless the file holds a byte
+    Windows-1252 does not read (ť, Ź): then `read_as_1252` is false, and the code
+    page is suggested whose reading leaves few odd words among all, and fewer than
+    any other's.
     """
     sample = data[:HINT_SAMPLE_BYTES]
     found = (word for word in _WORD.findall(sample) if _HIGH_BYTE.search(word))
@@ -466,6 +483,8 @@ def _word_odd(word: str) -> bool:
     scripts = {unicodedata.name(char, "?").split()[0] for char in letters}
     if len(scripts & _SCRIPTS) > 1:
         return True
+    if _letters_clash(letters):
+        return True
     # Latin words hold ASCII letters beside their accented ones, but for a few short
     # ones (Polish Żółć): Russian read as Windows-1252 is long words of accents only.
     if (
@@ -484,6 +503,26 @@ def _word_odd(word: str) -> bool:
             return True
     shape = "".join(letters)
     return bool(shape) and not (shape.islower() or shape.isupper() or shape.istitle())
+
+
+def _letters_clash(letters: list[str]) -> bool:
+    """Tell whether a word holds letters no one language writes together.
+
+    Central European and Turkish text read as Windows-1252 gives such words: Czech
+    ř reads ø and č reads è beside its own á, ý, ž (Dvoøák, Sedláèek, Èerný),
+    Turkish ş reads þ and ğ reads ð beside its ç and ü (Güneþ, Çaðlar).
+    """
+    # İ lowers to i and a combining dot: the dot is no letter of its own.
+    found = {
+        lower
+        for char in letters
+        for lower in char.lower()
+        if not lower.isascii() and _is_letter(lower)
+    }
+    for marked, companions in _LETTER_COMPANIONS:
+        if found & marked and not found <= companions:
+            return True
+    return False
 
 
 def _utf16_without_mark(data: bytes) -> str:
