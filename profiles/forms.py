@@ -139,8 +139,8 @@ def column_choices(
         (TARGET_SUBSCRIBED, "Subscribed? (yes / no; no changes nothing)"),
         (
             TARGET_CHANGED_AT,
-            "Last changed (dates the row's consent; of one address's rows, the "
-            "newest wins)",
+            "Last changed (of one address's rows, the newest one's values win; "
+            "dates each row's consent)",
         ),
         ("", "Ignore this column"),
     ]

@@ -567,6 +567,14 @@ class ContactImport(models.Model):
         )
 
     @property
+    def layout_shown(self) -> str:
+        """The layout the file was read as, named as the mapping page names it."""
+        from profiles.importing.layouts import LAYOUTS  # it imports these models
+
+        layout = LAYOUTS.get(self.layout)
+        return layout.label if layout else self.layout
+
+    @property
     def status_shown(self) -> str:
         """The status as the imports list shows it: queued apart from not started."""
         if self.awaits_mapping:

@@ -816,8 +816,13 @@ def _wording(template: str, listed_as: str) -> str:
     return template.format(status=listed_as)
 
 
-# Where a consent record keeps the change time that dated it: {column: as written}.
-CHANGED_AT_EVIDENCE = "dated_by_row_changed"
+# Where a consent record keeps the change time that dated it: its column, and the
+# time as written.
+CHANGED_COLUMN_EVIDENCE = "row_changed_column"
+CHANGED_AT_EVIDENCE = "row_changed_at"
+# Where it keeps the consent column a row's status was read from, and its cell.
+CONSENT_COLUMN_EVIDENCE = "consent_column"
+CONSENT_CELL_EVIDENCE = "consent_cell"
 
 
 @lru_cache(maxsize=64)
@@ -849,6 +854,7 @@ def consent_fact(
     suppressed: bool = False,
     date_format: str = "",
     changed: RowChanged | None = None,
+    read_from: tuple[str, str] | None = None,
 ) -> ConsentFact:
     """Return the consent fact one record states; `cell` reads a column by name.
 
@@ -856,11 +862,14 @@ def consent_fact(
     the file's word, not the cleaned status it is recorded as. `changed` is when
     the row last changed, which dates the consent where the layout's own consent
     times say nothing: the status held by then at the latest, as Mailchimp's
-    LAST_CHANGED dates its subscriptions.
+    LAST_CHANGED dates its subscriptions. `read_from` is the consent column the
+    status was read from and its cell as written, kept as evidence.
     """
     evidence: dict[str, Any] = {"layout": layout.name, "record": record}
     if layout.status is None:
         evidence["status"] = status.value
+    if read_from is not None:
+        evidence[CONSENT_COLUMN_EVIDENCE], evidence[CONSENT_CELL_EVIDENCE] = read_from
     for name in layout.evidence:
         value = cell(name)
         if value is not None:
@@ -871,7 +880,8 @@ def consent_fact(
     wording_template = layout.wording
     if occurred_at is None and changed is not None:
         occurred_at = changed.at
-        evidence[CHANGED_AT_EVIDENCE] = {changed.column: changed.written}
+        evidence[CHANGED_COLUMN_EVIDENCE] = changed.column
+        evidence[CHANGED_AT_EVIDENCE] = changed.written
         wording_template = _wording_dated_by(layout.wording, changed.column)
     dated = occurred_at is not None
     if not dated:

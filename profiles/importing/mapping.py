@@ -907,17 +907,24 @@ def _consents_read(
             context.notes.append(_ignored_note(record, column, said.strip(), why))
         else:
             status = _named(status_read, said, plan.names[plan.status])
+    said_in = plan.status
     # A row that says both "subscribed" and "unsubscribed: yes" has left: a
     # withdrawal always wins over a list's word that someone is subscribed.
     # Except a bounce: cleaned stops all email, which unsubscribed does not say.
-    if status is None or (
-        left == SubscriptionStatus.UNSUBSCRIBED and status != SubscriptionStatus.CLEANED
+    if left is not None and (
+        status is None
+        or (
+            left == SubscriptionStatus.UNSUBSCRIBED
+            and status != SubscriptionStatus.CLEANED
+        )
     ):
-        status = left or status
-    said_in = plan.status
+        status = left
+        said_in = plan.unsubscribed
     if status is None and plan.subscribed is not None:
         status = _opted_in(context, record, cells[plan.subscribed])
-        said, said_in = cells[plan.subscribed], plan.subscribed
+        said_in = plan.subscribed
+    if said_in is not None:
+        said = cells[said_in]
     if status is None:
         if plan.status is not None and not not_yet:
             context.status_blank.append(record)
@@ -936,6 +943,12 @@ def _consents_read(
         suppressed=suppressed,
         date_format=context.date_format,
         changed=changed,
+        # The column the status was read from, unless the export states it.
+        read_from=(
+            (plan.names[said_in], said.strip())
+            if said_in is not None and plan.layout.status is None
+            else None
+        ),
     )
     if OCCURRED_AT_CLAIMED in fact.evidence:
         claimed = fact.evidence[OCCURRED_AT_CLAIMED]
@@ -1235,7 +1248,9 @@ def _merge_note(row: ContactRow) -> dict[str, Any]:
         "message": (
             f"Records {listed} are one address; merged into one profile. Where they "
             "hold different values, the newest record's is kept (by its change "
-            "time, else the one lower in the file); tags add up."
+            "time, else the one lower in the file); tags add up. Each record's "
+            "consent is recorded in time order, and a subscription never lifts an "
+            "unsubscribe."
         ),
     }
 

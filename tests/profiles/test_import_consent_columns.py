@@ -230,3 +230,67 @@ def test_the_mapping_page_says_a_column_is_read_as_the_change_time(signed_in):
         "data-change-time>“Last Modified” is read as the time each row last changed"
         in page
     )
+
+
+# What a consent record keeps of the cell it was read from -------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "cell", "status"),
+    [
+        ("Newsletter", "oui", SubscriptionStatus.SUBSCRIBED),
+        ("Einwilligung", "JA", SubscriptionStatus.SUBSCRIBED),
+        ("Abgemeldet", "ja", SubscriptionStatus.UNSUBSCRIBED),
+        ("Status", "Unsubscribed", SubscriptionStatus.UNSUBSCRIBED),
+    ],
+)
+def test_a_consent_record_names_the_column_and_the_word_it_was_read_from(
+    header, cell, status
+):
+    data = f"Email,{header}\nclaire@example.fr,{cell}\n".encode()
+
+    contact_import_file(filename="list.csv", data=data)
+
+    (record,) = ConsentRecord.objects.all()
+    assert record.status == status
+    assert (record.evidence["consent_column"], record.evidence["consent_cell"]) == (
+        header,
+        cell,
+    )
+
+
+def test_a_withdrawal_beside_a_status_names_the_column_that_withdrew():
+    data = b"Email,Status,Unsubscribed\nclaire@example.fr,subscribed,yes\n"
+
+    contact_import_file(filename="list.csv", data=data)
+
+    (record,) = ConsentRecord.objects.all()
+    assert record.status == SubscriptionStatus.UNSUBSCRIBED
+    assert record.evidence["consent_column"] == "Unsubscribed"
+    assert record.evidence["consent_cell"] == "yes"
+
+
+def test_a_mailchimp_export_states_its_status_and_names_no_column(load_fixture):
+    data = load_fixture("mailchimp/subscribed_members_export.csv")
+
+    contact_import_file(filename="subscribed_members_export.csv", data=data)
+
+    evidence = ConsentRecord.objects.first().evidence
+    assert "consent_column" not in evidence
+    assert evidence["layout"] == "mailchimp_subscribed"
+
+
+def test_an_older_withdrawal_in_the_same_file_is_not_lifted_by_its_newer_subscription():
+    # A list never subscribes again someone who left, even where its own older row
+    # says they left: its newer "subscribed" is no consent Bespoke can prove.
+    data = (
+        b"Email,Status,Last changed\n"
+        b"zed@example.com,unsubscribed,2024-06-01\n"
+        b"ZED@example.com,subscribed,2025-01-10\n"
+    )
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    assert status_of("zed@example.com") == SubscriptionStatus.UNSUBSCRIBED
+    (kept,) = [n for n in contact_import.notes if n["kind"] == "kept_status"]
+    assert "never subscribes again someone who left" in kept["message"]

@@ -19,7 +19,6 @@ from profiles.importing import (
     contacts_parse,
     contacts_preview,
 )
-from profiles.importing.layouts import CHANGED_AT_EVIDENCE
 from profiles.importing.mapping import NO_CONSENT_COLUMN_NOTE
 from profiles.importing.reading import trait_key
 from profiles.models import (
@@ -900,7 +899,11 @@ def test_the_change_time_dates_the_consent_so_the_newest_rows_status_wins():
         (SubscriptionStatus.UNSUBSCRIBED, datetime(2025, 3, 31, tzinfo=ZONE)),
     ]
     withdrawal = records.last()
-    assert withdrawal.evidence[CHANGED_AT_EVIDENCE] == {"Updated": "31/03/2025"}
+    assert withdrawal.evidence["row_changed_column"] == "Updated"
+    assert withdrawal.evidence["row_changed_at"] == "31/03/2025"
+    # And the column the status was read from, with its word as written.
+    assert withdrawal.evidence["consent_column"] == "Status"
+    assert withdrawal.evidence["consent_cell"] == "unsubscribed"
     assert "occurred_at_is_import_time" not in withdrawal.evidence
     assert withdrawal.wording == (
         "Listed as unsubscribed in an imported contact file, whose “Updated” column, "
@@ -941,7 +944,7 @@ def test_a_row_without_a_readable_change_time_keeps_its_consent_undated():
 
     (record,) = ConsentRecord.objects.all()
     assert record.evidence["occurred_at_is_import_time"] is True
-    assert CHANGED_AT_EVIDENCE not in record.evidence
+    assert "row_changed_at" not in record.evidence
     assert record.wording.endswith("which does not say when or how.")
 
 

@@ -120,7 +120,7 @@ def test_an_upload_is_stored_and_queued_until_a_worker_runs_it(
     assert path.read_bytes() == load_fixture(SUBSCRIBED)
     assert Profile.objects.count() == 0
     page = signed_in.get(response.url).content.decode()
-    assert "<strong data-status>Pending</strong>" in page
+    assert "<strong data-status>Queued</strong>" in page
     assert "waits for a background worker" in page
 
 
