@@ -152,7 +152,7 @@ def test_a_change_time_the_date_format_cannot_read_is_said_before_starting(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="qa18: the change time's evidence shows as a Python dict on the profile page",
+    reason="qa18: the change time evidence shows as a Python dict on the profile page",
 )
 def test_the_profile_page_shows_the_change_time_evidence_as_written(signed_in):
     """The record keeps the column and its time as written under
