@@ -242,6 +242,10 @@ class ColumnPlan:
     full_name: int | None = None
     # The column mapped as each row's change time, else the layout's own.
     changed_at: int | None = None
+    # Whether that is the layout's own, and whether it dates each row's consent
+    # (not when a mapped status column speaks instead of the export's status).
+    changed_at_of_layout: bool = False
+    changed_at_dates: bool = True
 
 
 # The column map ------------------------------------------------------------------
@@ -353,6 +357,7 @@ def column_plan_build(
         _plan_add(plan, position, target, schema)
     if plan.changed_at is None and layout.changed_at:
         plan.changed_at = by_key.get(column_key(layout.changed_at))
+        plan.changed_at_of_layout = plan.changed_at is not None
     return plan
 
 
@@ -920,6 +925,10 @@ def _consents_read(
     ):
         status = left
         said_in = plan.unsubscribed
+    if not_yet and status != SubscriptionStatus.UNSUBSCRIBED:
+        # Not confirmed is no consent, whatever another column says; only a
+        # withdrawal beside it stands.
+        return []
     if status is None and plan.subscribed is not None:
         status = _opted_in(context, record, cells[plan.subscribed])
         said_in = plan.subscribed
@@ -942,7 +951,7 @@ def _consents_read(
         now=context.now,
         suppressed=suppressed,
         date_format=context.date_format,
-        changed=changed,
+        changed=changed if plan.changed_at_dates else None,
         # The column the status was read from, unless the export states it.
         read_from=(
             (plan.names[said_in], said.strip())
@@ -1163,7 +1172,8 @@ def _changed_unread_note(plan: ColumnPlan, records: list[int]) -> dict[str, Any]
             f"{column} is read as when each row last changed, but in "
             f"{_numbers_said('record', records)} it is no time in the file's date "
             "format: where such a row and another are one address, it counts as "
-            "the older. Choose the date format the file writes, and import it again."
+            "the older, and a consent it states is dated by the import. Choose the "
+            "date format the file writes before importing such a file."
         ),
     }
 
@@ -1318,6 +1328,9 @@ def contacts_parse(
     elif layout.status is not None and status_column is not None:
         # The marketer's mapped status column wins over the export's own status.
         plan.layout = layout = layout_with_status_column(layout)
+        # Its word is undated: the export's times belong to the export's status.
+        # Its change time still orders an address's rows.
+        plan.changed_at_dates = not plan.changed_at_of_layout
         notes.append(_status_column_note(layout, plan.names[status_column]))
 
     if not schema and _country_may_be_trait(plan):

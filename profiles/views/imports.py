@@ -37,6 +37,7 @@ from profiles.importing.layouts import (
     TRAIT_PREFIX,
     StatusUnknown,
     blacklisted_read,
+    contacts_time_parse,
     opted_in_read,
     status_read,
 )
@@ -171,11 +172,19 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
         and form.is_valid()
         and not encoding_error
     ):
-        unread = _unread_statuses(preview, _form_mapped(form))
-        if unread and "unread_confirmed" not in posted:
-            # A consent column holding no consent word, perhaps chosen just now:
-            # said before anything is imported, and started only when confirmed.
-            form.add_error(None, UNREAD_STATUS_CONFIRM)
+        mapped = _form_mapped(form)
+        unread = _unread_statuses(preview, mapped)
+        unread_times = _unread_change_times(
+            preview, mapped, form.cleaned_data["date_format"]
+        )
+        if (unread or unread_times) and "unread_confirmed" not in posted:
+            # A consent column holding no consent word, or a change time the date
+            # format does not read, perhaps chosen just now: said before anything
+            # is imported (its consent records cannot be taken back), and started
+            # only when confirmed.
+            form.add_error(
+                None, UNREAD_STATUS_CONFIRM if unread else UNREAD_TIME_CONFIRM
+            )
         else:
             try:
                 return _import_queue(request, contact_import, form)
@@ -185,7 +194,9 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
                 form.add_error(None, str(exc))
 
     # A layout reads its consent times by name, whatever the column is mapped to.
-    consent_keys = {column_key(name) for name in preview.layout.consent_times}
+    # Its change time too (Brevo's MODIFIED_TIME), which dates a row's consent.
+    layout_times = (*preview.layout.consent_times, preview.layout.changed_at)
+    consent_keys = {column_key(name) for name in layout_times if name}
     consent_times = [column_key(name) in consent_keys for name in form.names]
     # A few of each column's values, so that a consent column shows its words.
     shown = [" · ".join(values[:SAMPLES_SHOWN]) for values in preview.values]
@@ -201,6 +212,8 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     # As the page now maps them: a column remapped and read again is checked anew.
     mapped = _form_mapped(form)
     context["unread_statuses"] = _unread_statuses(preview, mapped)
+    date_format = form["date_format"].value() or ""
+    context["unread_change_times"] = _unread_change_times(preview, mapped, date_format)
     context["change_time"] = [
         name
         for name in preview.names
@@ -303,6 +316,28 @@ def _unread_statuses(
     return found
 
 
+def _unread_change_times(
+    preview: ContactsPreview, mapped: dict[str, str], date_format: str
+) -> list[tuple[str, str]]:
+    """Return (column, value) for the change-time column, if a sampled value of it is
+    no time in the chosen date format: its rows' consent would be dated by the
+    import, and their order among an address's rows lost."""
+    for name, values in zip(preview.names, preview.values, strict=True):
+        if mapped.get(name) != TARGET_CHANGED_AT:
+            continue
+        for value in values:
+            try:
+                contacts_time_parse(value, date_format)
+            except ValueError:
+                return [(name, value)]
+    return []
+
+
+UNREAD_TIME_CONFIRM = (
+    "The column read as each row's change time holds values the date format "
+    "chosen does not read (below): choose the order its dates are written in, or "
+    "start anyway to date those rows' consent by the import."
+)
 UNREAD_STATUS_CONFIRM = (
     "A column read as email consent holds values that are no consent (below): "
     "map it to a trait, or start anyway to import those rows without consent."

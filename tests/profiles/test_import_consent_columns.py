@@ -294,3 +294,15 @@ def test_an_older_withdrawal_in_the_same_file_is_not_lifted_by_its_newer_subscri
     assert status_of("zed@example.com") == SubscriptionStatus.UNSUBSCRIBED
     (kept,) = [n for n in contact_import.notes if n["kind"] == "kept_status"]
     assert "never subscribes again someone who left" in kept["message"]
+
+
+def test_the_mapping_page_marks_brevos_change_time_as_read_for_consent(signed_in):
+    data = (
+        b"EMAIL;EMAIL_BLACKLISTED;MODIFIED_TIME\n"
+        b"anna@example.de;No;2025-02-01 09:00:00\n"
+    )
+    url = upload(signed_in, "brevo.csv", data)
+
+    page = signed_in.get(url).content.decode()
+
+    assert page.count("data-consent-time") == 1

@@ -48,10 +48,6 @@ PENDING_BESIDE_A_YES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa18: a pending row is subscribed by another yes column; report says none",
-)
 @pytest.mark.parametrize(
     "data", PENDING_BESIDE_A_YES.values(), ids=PENDING_BESIDE_A_YES
 )
@@ -76,10 +72,6 @@ def test_a_pending_status_gives_no_consent_whatever_another_column_says(
 # A consent column mapped on a Mailchimp export -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa18: a mapped opt-out on a Mailchimp export is dated by its LAST_CHANGED",
-)
 def test_an_opt_out_column_on_a_mailchimp_export_is_dated_by_the_import(
     write_path, load_fixture
 ):
@@ -115,10 +107,6 @@ def test_an_opt_out_column_on_a_mailchimp_export_is_dated_by_the_import(
 # A change time that the date format does not read ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa18: a change time unreadable in the date format starts without a word",
-)
 def test_a_change_time_the_date_format_cannot_read_is_said_before_starting(
     signed_in,
 ):
@@ -150,10 +138,6 @@ def test_a_change_time_the_date_format_cannot_read_is_said_before_starting(
 # The consent history as the profile page shows it ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa18: the change time evidence shows as a Python dict on the profile page",
-)
 def test_the_profile_page_shows_the_change_time_evidence_as_written(signed_in):
     """The record keeps the column and its time as written under
     dated_by_row_changed, as {column: time}; the consent history prints the
