@@ -334,9 +334,12 @@ def _event_details(event: Event) -> list[tuple[str, str]]:
 
     # What tells two reports of one order apart from two orders (lifetime value
     # counts an order_id once), and a refund from its order.
+    # A checkout's order_id (the spec's name) is the checkout's, not an order's.
+    checkout = event.event.startswith("Checkout")
     for key, label in (("order_id", "order"), ("refund_id", "refund")):
         if properties.get(key) not in (None, ""):
-            details.append((label, str(properties[key])))
+            shown = "checkout" if checkout and key == "order_id" else label
+            details.append((shown, str(properties[key])))
     products = _product_names(properties)
     if products:
         details.append(("product", products))

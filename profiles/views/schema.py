@@ -20,7 +20,7 @@ from profiles.health import (
     trait_names_undeclared,
     trait_rule_breaches,
 )
-from profiles.models import TraitDefinition, TraitType
+from profiles.models import Profile, TraitDefinition, TraitType
 from profiles.trait_values import trait_values_conform_request
 from profiles.traits import (
     NUMBER_MAX_DIGITS,
@@ -330,4 +330,17 @@ def trait_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _breaches(definition: TraitDefinition) -> dict[str, Any]:
-    return trait_rule_breaches(rule=trait_rule_of(definition))
+    breaches = trait_rule_breaches(rule=trait_rule_of(definition))
+    # Each example named by the person's address, as the people list names them.
+    examples = breaches["examples"]
+    emails = {
+        pk: display or email
+        for pk, email, display in Profile.objects.filter(
+            pk__in=[example["profile_id"] for example in examples]
+        ).values_list("pk", "email", "email_display")
+    }
+    breaches["examples"] = [
+        {**example, "email": emails.get(example["profile_id"]) or ""}
+        for example in examples
+    ]
+    return breaches

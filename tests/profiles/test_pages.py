@@ -246,6 +246,15 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
         event="Email Opened",
         properties={"sg_machine_open": True, "campaign_id": "spring"},
     )
+    # The spec names a checkout's id order_id too: shown as the checkout's.
+    event(
+        ana,
+        3,
+        message_id="checkout",
+        event="Checkout Started",
+        source="shopify",
+        properties={"order_id": "c2b7f1", "total": 42.5, "currency": "USD"},
+    )
 
     response = signed_in.get(reverse("profile_detail", kwargs={"pk": ana.pk}))
 
@@ -257,6 +266,7 @@ def test_the_timeline_tells_orders_refunds_and_machine_opens_apart(signed_in):
             "site (a write key of the settings)",
             f"said a 1; age 41; {'b' * 40}… 2; email ana@example.com; 1 more",
         ],
+        ["Checkout Started", "Shopify", "checkout c2b7f1 total 42.50 USD"],
         ["Email Opened", "", "campaign spring machine open not counted as an open"],
         ["Order Refunded", "", "order 1057 refund 9"],
         # A shop's 75.0 is money: shown with its cents; a whole 5 as sent. Where

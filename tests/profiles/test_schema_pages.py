@@ -243,7 +243,8 @@ def test_the_edit_page_shows_how_many_profiles_break_the_rule(signed_in):
 
     page = response.content.decode()
     assert "<strong data-breaking>1</strong> of 2 profiles with this trait" in page
-    assert f"Profile {high.pk}</a>: member_rating: 9 is above 5</li>" in page
+    # Named by the address, as the people list names them.
+    assert f"{high.email}</a>: member_rating: 9 is above 5</li>" in page
 
 
 @pytest.mark.django_db
