@@ -216,6 +216,11 @@ UNSUBSCRIBED_COLUMNS = {
 }
 
 LAYOUT_MAILCHIMP_SUBSCRIBED = "mailchimp_subscribed"
+LAYOUT_MAILCHIMP_UNSUBSCRIBED = "mailchimp_unsubscribed"
+LAYOUT_MAILCHIMP_CLEANED = "mailchimp_cleaned"
+LAYOUT_KLAVIYO = "klaviyo"
+LAYOUT_BREVO = "brevo"
+LAYOUT_GENERIC = "generic"
 # How a wording ends for a file that neither dates its consent nor says how it was
 # given; a column mapped as each row's change time dates it.
 UNDATED_WORDING_END = "which does not say when or how."
@@ -223,11 +228,6 @@ DATED_WORDING_END = (
     "whose “{column}” column, mapped as each row's change time, dates it; the file "
     "does not say how it was given."
 )
-LAYOUT_MAILCHIMP_UNSUBSCRIBED = "mailchimp_unsubscribed"
-LAYOUT_MAILCHIMP_CLEANED = "mailchimp_cleaned"
-LAYOUT_KLAVIYO = "klaviyo"
-LAYOUT_BREVO = "brevo"
-LAYOUT_GENERIC = "generic"
 
 
 # Slots: an import keeps one for each of up to a million rows.
