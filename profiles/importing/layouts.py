@@ -178,10 +178,11 @@ CHANGED_AT_COLUMNS = {
     *("últimamodificación", "ultimamodificacion", "ultimamodifica"),
     *("laatstgewijzigd", "ostatniazmiana"),
 }
-# A time as exports write one: ISO, or a date in some order with a time or none.
+# A time as exports write one: ISO, or a date in some order with a time or none,
+# its year in four digits as every date format the mapping page offers reads it.
 TIME_LIKE = re.compile(
     r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
-    r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?"
+    r"|\d{1,2}[./-]\d{1,2}[./-]\d{4}( \d{1,2}:\d{2}(:\d{2})?)?"
 )
 # Columns that may be a newsletter's yes/no, or may hold its name or a list's: read
 # as a "Subscribed?" column only when the first records hold yes and no alone.
@@ -189,7 +190,8 @@ NEWSLETTER_COLUMNS = {
     *("newsletter", "newsletters", "emailnewsletter", "newsletteremail"),
     *("mailinglist", "emailmarketing", "marketingemails", "promotionalemails"),
     *("nieuwsbrief", "infolettre", "lettredinformation", "boletín", "boletin"),
-    *("biuletyn", "notiziario", "rundbrief"),
+    *("biuletyn", "notiziario", "rundbrief", "nyhetsbrev", "nyhedsbrev"),
+    *("uutiskirje", "zpravodaj", "hírlevél", "hirlevel"),
 }
 # Yes/no columns that say someone left; read like Brevo's EMAIL_BLACKLISTED.
 UNSUBSCRIBED_COLUMNS = {
@@ -595,9 +597,15 @@ def _column_map_build(
     return column_map, twice
 
 
+def _name_key(name: str) -> str:
+    # "Unsubscribed (yes/no)" is an Unsubscribed column.
+    key = column_key(name)
+    return key.removesuffix("yesno") or key
+
+
 def _is_newsletter_yes_no(layout: Layout, name: str, values: Collection[str]) -> bool:
     """Tell whether a column is a newsletter's yes/no: consent, by its name and values."""
-    if layout.status is not None or column_key(name) not in NEWSLETTER_COLUMNS:
+    if layout.status is not None or _name_key(name) not in NEWSLETTER_COLUMNS:
         return False
     keys = {yes_no_key(value) for value in values if value.strip()}
     return bool(keys) and keys <= YES_KEYS | NO_KEYS
@@ -605,7 +613,7 @@ def _is_newsletter_yes_no(layout: Layout, name: str, values: Collection[str]) ->
 
 def _is_change_time(layout: Layout, name: str, values: Collection[str]) -> bool:
     """Tell whether a column says when each row changed: by its name and values."""
-    if layout.changed_at or column_key(name) not in CHANGED_AT_COLUMNS:
+    if layout.changed_at or _name_key(name) not in CHANGED_AT_COLUMNS:
         return False
     written = [value.strip() for value in values if value.strip()]
     return bool(written) and all(TIME_LIKE.fullmatch(value) for value in written)
@@ -662,9 +670,7 @@ def _trait_name_reserved(target: str) -> bool:
 def _default_target(
     layout: Layout, name: str, position: int, *, full_name_at: int | None = None
 ) -> str:
-    key = column_key(name)
-    # "Unsubscribed (yes/no)" is an Unsubscribed column.
-    key = key.removesuffix("yesno") or key
+    key = _name_key(name)
     if key in EMAIL_COLUMNS:
         return TARGET_EMAIL
     if key in layout.columns:

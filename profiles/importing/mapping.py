@@ -242,9 +242,8 @@ class ColumnPlan:
     full_name: int | None = None
     # The column mapped as each row's change time, else the layout's own.
     changed_at: int | None = None
-    # Whether that is the layout's own, and whether it dates each row's consent
-    # (not when a mapped status column speaks instead of the export's status).
-    changed_at_of_layout: bool = False
+    # Whether it dates each row's consent: not an export's own time, when a mapped
+    # status column speaks instead of the export's status.
     changed_at_dates: bool = True
 
 
@@ -357,7 +356,6 @@ def column_plan_build(
         _plan_add(plan, position, target, schema)
     if plan.changed_at is None and layout.changed_at:
         plan.changed_at = by_key.get(column_key(layout.changed_at))
-        plan.changed_at_of_layout = plan.changed_at is not None
     return plan
 
 
@@ -925,13 +923,13 @@ def _consents_read(
     ):
         status = left
         said_in = plan.unsubscribed
-    if not_yet and status != SubscriptionStatus.UNSUBSCRIBED:
-        # Not confirmed is no consent, whatever another column says; only a
-        # withdrawal beside it stands.
-        return []
     if status is None and plan.subscribed is not None:
         status = _opted_in(context, record, cells[plan.subscribed])
         said_in = plan.subscribed
+    if not_yet and status not in WITHDRAWN_STATUSES:
+        # Not confirmed is no consent, whatever another column says; only a
+        # withdrawal beside it stands (an opt-in column may say "unsubscribed").
+        return []
     if said_in is not None:
         said = cells[said_in]
     if status is None:
@@ -1327,10 +1325,15 @@ def contacts_parse(
         notes.append(_status_column_unread_note(layout, plan.names[status_column]))
     elif layout.status is not None and status_column is not None:
         # The marketer's mapped status column wins over the export's own status.
+        export_times = {
+            column_key(name) for name in (*layout.consent_times, layout.changed_at)
+        }
         plan.layout = layout = layout_with_status_column(layout)
-        # Its word is undated: the export's times belong to the export's status.
-        # Its change time still orders an address's rows.
-        plan.changed_at_dates = not plan.changed_at_of_layout
+        # Its word is undated: the export's times belong to the export's status,
+        # mapped as the change time or not. They still order an address's rows.
+        plan.changed_at_dates = plan.changed_at is None or (
+            column_key(plan.names[plan.changed_at]) not in export_times
+        )
         notes.append(_status_column_note(layout, plan.names[status_column]))
 
     if not schema and _country_may_be_trait(plan):
@@ -1612,8 +1615,6 @@ def _default_map(
 
 # How many records the mapping page samples, and the default map reads values from.
 SAMPLE_RECORDS = 20
-# How many distinct values of a column are kept from them.
-SAMPLE_VALUES = 10
 
 
 def column_values(
@@ -1624,7 +1625,7 @@ def column_values(
     for cells in records:
         for position, cell in enumerate(cells[: len(names)]):
             value = cell.strip()
-            if value and len(found[position]) < SAMPLE_VALUES:
+            if value:
                 found[position][value] = None
     return [tuple(values) for values in found]
 

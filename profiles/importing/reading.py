@@ -355,15 +355,18 @@ HINT_WORDS_MAX = 5000
 # odd words Windows-1252's does.
 HINT_ODD_SHARE = 0.25
 _SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}
+# A unit's letters before its power: m², km³, CO².
+UNIT_LETTERS_MAX = 2
 # Letters (first), and every accented letter a word holding one of them may have
-# in any language written with them: Danish and Norwegian ø; the grave accents of
-# French, Italian and Catalan (not à, which Portuguese shares); Icelandic ð and þ;
+# in any language written with them: Danish, Norwegian and Faroese ø; the grave
+# accents of French, Italian and Catalan (not à, which Portuguese shares; and ß, for
+# a Molièrestraße); Icelandic and Faroese ð and þ;
 # Czech, Slovak and Icelandic ý; Romanian ţ; Croatian đ; Polish ż; Turkish ğ, ı
 # and ş (Romanian's too).
 _LETTER_COMPANIONS = (
-    (frozenset("ø"), frozenset("øåæé")),
-    (frozenset("èìòù"), frozenset("èìòùàéêëîïôûçœâäöüÿ")),
-    (frozenset("ðþ"), frozenset("ðþáéíóúýæö")),
+    (frozenset("ø"), frozenset("øåæéáíóúýð")),
+    (frozenset("èìòù"), frozenset("èìòùàéêëîïôûçœâäöüÿß")),
+    (frozenset("ðþ"), frozenset("ðþáéíóúýæöø")),
     (frozenset("ý"), frozenset("ýáéíóúčďěňřšťžůäôľĺŕþðæö")),
     (frozenset("ţ"), frozenset("ţăâîşș")),
     (frozenset("đ"), frozenset("đčćšž")),
@@ -403,7 +406,7 @@ def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | N
     (a symbol against or inside a word), Russian "Èâàí" (a word of accented letters
     only) or, in Greek letters, "Ρμθπνξβΰ" (hardly a vowel), Mac text odd capitals
     ("ChloŽ"), Czech, Turkish and Baltic text real letters in words no language
-    writes ("Dvoøák", "Güneþ", "Ðimkutë"). A word is odd in a reading when it has
+    writes ("Èerný", "Güneþ", "Ðimkutë"). A word is odd in a reading when it has
     one of those, or has a byte the code page does not read; only words with a
     letter as Windows-1252 reads them count (a price, "£45", tells nothing). The
     code page whose reading leaves far fewer odd words than Windows-1252's, and
@@ -471,6 +474,8 @@ def _word_odd(word: str) -> bool:
             continue
         before = at > 0 and _is_letter(word[at - 1])
         after = at + 1 < len(word) and _is_letter(word[at + 1])
+        if not after and _is_unit_power(word, at):
+            continue
         # A symbol inside a word (Wroc³aw), or against one where good text has
         # none (£ukasz, Pawe³, te¿, Wei§): a letter of another code page.
         # "Bespoke™", "N°" and "¿Hola" are good text.
@@ -505,11 +510,22 @@ def _word_odd(word: str) -> bool:
     return bool(shape) and not (shape.islower() or shape.isupper() or shape.istitle())
 
 
+def _is_unit_power(word: str, at: int) -> bool:
+    """Tell whether a superscript ends a unit ("m²", "km³", "CO²"): good text.
+
+    Polish ł read as Windows-1252 is ³ too, but ends longer words (Pawe³).
+    """
+    if not unicodedata.decomposition(word[at]).startswith("<super>"):
+        return False
+    letters = word[:at]
+    return 0 < len(letters) <= UNIT_LETTERS_MAX and all(map(_is_letter, letters))
+
+
 def _letters_clash(letters: list[str]) -> bool:
     """Tell whether a word holds letters no one language writes together.
 
     Central European and Turkish text read as Windows-1252 gives such words: Czech
-    ř reads ø and č reads è beside its own á, ý, ž (Dvoøák, Sedláèek, Èerný),
+    č reads è and ř reads ø beside its own á, ý, ž (Sedláèek, Èerný, Køíž),
     Turkish ş reads þ and ğ reads ð beside its ç and ü (Güneþ, Çaðlar).
     """
     # İ lowers to i and a combining dot: the dot is no letter of its own.

@@ -195,7 +195,8 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
 
     # A layout reads its consent times by name, whatever the column is mapped to.
     # Its change time too (Brevo's MODIFIED_TIME), which dates a row's consent.
-    layout_times = (*preview.layout.consent_times, preview.layout.changed_at)
+    layout = preview.layout
+    layout_times = (*layout.consent_times, layout.changed_at)
     consent_keys = {column_key(name) for name in layout_times if name}
     consent_times = [column_key(name) in consent_keys for name in form.names]
     # A few of each column's values, so that a consent column shows its words.
@@ -319,11 +320,18 @@ def _unread_statuses(
 def _unread_change_times(
     preview: ContactsPreview, mapped: dict[str, str], date_format: str
 ) -> list[tuple[str, str]]:
-    """Return (column, value) for the change-time column, if a sampled value of it is
-    no time in the chosen date format: its rows' consent would be dated by the
-    import, and their order among an address's rows lost."""
+    """Return (column, value) for the first column of times, the change time or the
+    export's own (Brevo's MODIFIED_TIME, Mailchimp's OPTIN_TIME), a sampled value of
+    which is no time in the chosen date format: its rows' consent would be dated by
+    the import, and their order among an address's rows lost."""
+    layout = preview.layout
+    export_times = {
+        column_key(name) for name in (*layout.consent_times, layout.changed_at) if name
+    }
     for name, values in zip(preview.names, preview.values, strict=True):
-        if mapped.get(name) != TARGET_CHANGED_AT:
+        if mapped.get(name) != TARGET_CHANGED_AT and (
+            column_key(name) not in export_times
+        ):
             continue
         for value in values:
             try:

@@ -54,10 +54,6 @@ def western(text: str) -> bytes:
 # Consent ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pending in the status column drops a withdrawal the opt-in column states",
-)
 def test_a_pending_status_keeps_a_withdrawal_its_opt_in_column_states():
     """Pia signed up but never confirmed (Status "pending"), then unsubscribed from
     the confirmation mail, which the CRM's Subscribed column records as
@@ -83,10 +79,6 @@ def test_a_pending_status_keeps_a_withdrawal_its_opt_in_column_states():
     assert record.evidence["consent_column"] == "Subscribed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LAST_CHANGED mapped as Last changed dates a mapped opt-out on Mailchimp",
-)
 def test_last_changed_mapped_by_hand_does_not_date_a_mailchimp_exports_opt_out(
     load_fixture,
 ):
@@ -131,10 +123,6 @@ def test_last_changed_mapped_by_hand_does_not_date_a_mailchimp_exports_opt_out(
 # A newsletter's yes/no -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Newsletter (yes/no) column stays a trait; Subscribed (yes/no) is read",
-)
 def test_a_newsletter_column_whose_header_says_yes_or_no_is_read_as_consent():
     """A hand-made sheet names its column "Newsletter (yes/no)" and holds yes and
     no. It becomes the trait newsletter_yes_no and the list's consent is lost
@@ -154,10 +142,6 @@ def test_a_newsletter_column_whose_header_says_yes_or_no_is_read_as_consent():
 # The change time -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a change time no offered date format reads is mapped as changed_at",
-)
 def test_a_change_time_no_date_format_reads_is_not_taken_by_default():
     """A CRM export re-saved by Excel writes its "Last Modified" with a two-digit
     year (31/03/25 14:05). TIME_LIKE takes \\d{2,4} as a year, so the column is
@@ -198,10 +182,6 @@ TWO_WRITINGS = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Start anyway reads only the first 10 distinct change times of 20 records",
-)
 def test_a_change_time_past_the_tenth_distinct_value_is_checked_before_starting(
     signed_in,
 ):
@@ -223,10 +203,6 @@ def test_a_change_time_past_the_tenth_distinct_value_is_checked_before_starting(
     assert ContactImport.objects.get().queued_at is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Brevo's unreadable MODIFIED_TIME dates consent by the import unasked",
-)
 def test_brevos_modified_time_the_date_format_cannot_read_is_said_before_starting(
     signed_in,
 ):
@@ -254,10 +230,6 @@ def test_brevos_modified_time_the_date_format_cannot_read_is_said_before_startin
 # The encoding suggestion -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Western list with m³ is told it reads as Windows-1250 (mł)",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -284,10 +256,6 @@ def test_a_western_list_with_cubic_metres_is_told_no_other_code_page(text):
     assert encoding_hint(western(text)) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an English list with m² or CO² is told it reads as Mac OS Roman",
-)
 @pytest.mark.parametrize(
     "cell",
     ["95 m²", "CO² neutral"],
@@ -306,10 +274,6 @@ def test_an_english_list_with_a_superscript_two_is_told_no_mac_os_roman(cell):
     assert encoding_hint(data) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Faroese (Danish realm) address list is told Windows-1257",
-)
 def test_a_faroese_address_list_is_told_no_baltic_code_page():
     """A Danish shop's Windows-1252 list with customers on the Faroe Islands: the
     page says "Fuglafjørður reads Fuglafjųršur in Windows-1257 (Baltic)". Faroese
