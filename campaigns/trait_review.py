@@ -4,10 +4,11 @@ profile_context gives a declared trait as its type (rendering.profile_context): 
 number, true or false, or text (a date and a date and time are text too). A
 condition comparing one with a value of another type is false, or true, for every
 recipient, or fails for each recipient who has the trait, who is then skipped at
-sending; one comparing it with a value the trait does not allow is never true of an
-allowed value. The review's sample recipients carry a declared trait as its type
-too, once with each allowed value. Nothing here reads the database: the caller
-gives the rules.
+sending; one comparing it with a value the trait does not allow (not one of its
+allowed values, beyond its bounds, not matching its pattern) is never true of an
+allowed value, and an ordering past its bounds is true or false of every one. The
+review's sample recipients carry a declared trait as its type too, once with each
+allowed value. Nothing here reads the database: the caller gives the rules.
 """
 
 import re
@@ -15,7 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from profiles.models import TraitType
-from profiles.traits import TraitRule, trait_typed
+from profiles.traits import (
+    PATTERN_TIMEOUT_SECONDS,
+    TraitRule,
+    trait_pattern_compile,
+    trait_typed,
+)
 
 # What a template holds for each declared type.
 KIND_OF_TYPE = {
@@ -88,6 +94,68 @@ def trait_test_problem(operand: str, rules: dict[str, TraitRule]) -> str:
         return problem + instead if problem else ""
     if operator in EQUALITY:
         return _never_equal(rule, tested, operator, literal, instead)
+    if kind == "number":
+        # Ordered as the trait first: 18 < profile.age is profile.age > 18.
+        trait_operator = operator if trait_first else FLIPPED[operator]
+        return _beyond_range(rule, tested, trait_operator, literal)
+    return ""
+
+
+# An ordering read from the other side: 18 < profile.age is profile.age > 18.
+FLIPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
+
+
+def _beyond_range(rule: TraitRule, tested: str, operator: str, number: Any) -> str:
+    """Say that an ordering is false, or true, for every value within the rule's
+    bounds, or ""."""
+    low, high = rule.minimum, rule.maximum
+    value = Decimal(str(number))
+    never = {
+        ">": high is not None and value >= high,
+        ">=": high is not None and value > high,
+        "<": low is not None and value <= low,
+        "<=": low is not None and value < low,
+    }[operator]
+    always = {
+        ">": low is not None and value < low,
+        ">=": low is not None and value <= low,
+        "<": high is not None and value > high,
+        "<=": high is not None and value >= high,
+    }[operator]
+    if not (never or always):
+        return ""
+    outcome = "false" if never else "true"
+    return (
+        f"{tested} is {outcome} for every value the declared trait {rule.name} "
+        f"allows ({_range_words(rule)})"
+    )
+
+
+def _range_words(rule: TraitRule) -> str:
+    low, high = rule.minimum, rule.maximum
+    if low is not None and high is not None:
+        return f"from {liquid_written(low)} to {liquid_written(high)}"
+    if low is not None:
+        return f"at least {liquid_written(low)}"
+    return f"at most {liquid_written(high)}"
+
+
+def _outside(rule: TraitRule, literal: Any) -> str:
+    """Say how a value of the trait's type breaks its bounds or pattern, or ""."""
+    if isinstance(literal, int | float) and not isinstance(literal, bool):
+        value = Decimal(str(literal))
+        low, high = rule.minimum, rule.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            return _range_words(rule)
+    if rule.pattern and isinstance(literal, str):
+        try:
+            matched = trait_pattern_compile(rule.pattern).fullmatch(
+                literal, timeout=PATTERN_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            return ""  # what the pattern makes of it is left to rendering
+        if not matched:
+            return f"each matches {rule.pattern}"
     return ""
 
 
@@ -129,6 +197,12 @@ def _never_equal(
         return (
             f"{tested} is {EQUALITY[operator]} for every value the declared trait "
             f"{rule.name} allows ({_allowed_list(rule)})"
+        )
+    outside = "" if rule.allowed_values else _outside(rule, literal)
+    if outside:
+        return (
+            f"{tested} is {EQUALITY[operator]} for every value the declared trait "
+            f"{rule.name} allows ({outside})"
         )
     return ""
 

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -509,6 +510,61 @@ def test_a_declared_trait_compared_with_a_value_it_never_holds_is_warned_about()
         "html, line 3: in this 'if', profile.plan == \"\" is false for every value "
         'the declared trait plan allows ("Free", "Pro")',
     ]
+
+
+BOUNDED = {
+    "age": TraitRule(
+        name="age", type=TraitType.NUMBER, minimum=Decimal(18), maximum=Decimal(120)
+    ),
+    "points": TraitRule(name="points", type=TraitType.NUMBER, minimum=Decimal(0)),
+    "postcode": TraitRule(name="postcode", type=TraitType.TEXT, pattern=r"\d{5}"),
+}
+
+
+def test_a_declared_trait_compared_past_its_bounds_or_pattern_is_warned_about():
+    review = template_review(
+        subject='{% if profile.postcode == "SW1A 1AA" %}UK{% endif %}',
+        html=(
+            "{% if profile.age > 150 %}a{% endif %}\n"
+            "{% if profile.age >= 18 %}b{% endif %}\n"
+            "{% if 10 < profile.age %}c{% endif %}\n"
+            "{% if profile.points < 0 %}d{% endif %}\n"
+            "{% if profile.age == 12.5 %}e{% endif %}\n"
+            "{% unless profile.postcode != '7501' %}f{% endunless %}"
+        ),
+        traits=BOUNDED,
+    )
+
+    assert review.warnings == [
+        "subject, line 1: in this 'if', profile.postcode == \"SW1A 1AA\" is false "
+        "for every value the declared trait postcode allows (each matches \\d{5})",
+        "html, line 1: in this 'if', profile.age > 150 is false for every value the "
+        "declared trait age allows (from 18 to 120)",
+        "html, line 2: in this 'if', profile.age >= 18 is true for every value the "
+        "declared trait age allows (from 18 to 120)",
+        "html, line 3: in this 'if', 10 < profile.age is true for every value the "
+        "declared trait age allows (from 18 to 120)",
+        "html, line 4: in this 'if', profile.points < 0 is false for every value the "
+        "declared trait points allows (at least 0)",
+        "html, line 5: in this 'if', profile.age == 12.5 is false for every value the "
+        "declared trait age allows (from 18 to 120)",
+        "html, line 6: in this 'unless', profile.postcode != '7501' is true for every "
+        "value the declared trait postcode allows (each matches \\d{5})",
+    ]
+
+
+def test_a_declared_trait_compared_within_its_bounds_and_pattern_is_not_warned_about():
+    review = template_review(
+        subject="Hi",
+        html=(
+            "{% if profile.age > 65 or profile.age <= 18 %}a{% endif %}"
+            "{% if 100 > profile.points and profile.points > 0 %}b{% endif %}"
+            '{% if profile.postcode == "75001" %}c{% endif %}'
+        ),
+        traits=BOUNDED,
+    )
+
+    assert (review.errors, review.warnings) == ([], [])
 
 
 def test_declared_traits_compared_as_their_types_are_not_warned_about():
