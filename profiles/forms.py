@@ -4,6 +4,7 @@ from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
 from profiles.importing.layouts import (
+    BREVO_BLACKLIST,
     PROFILE_FIELDS,
     TARGET_CHANGED_AT,
     TARGET_EMAIL,
@@ -15,7 +16,7 @@ from profiles.importing.layouts import (
     TRAIT_PREFIX,
 )
 from profiles.importing.mapping import column_map_check
-from profiles.importing.reading import ENCODINGS, ImportFormatError
+from profiles.importing.reading import ENCODINGS, ImportFormatError, column_key
 from profiles.models import Profile, SubscriptionStatus
 from profiles.selectors import profile_by_user_id, profile_find
 
@@ -119,10 +120,22 @@ DATE_FORMATS = [
 ]
 
 
+# What Brevo's EMAIL_BLACKLISTED says: its "No" is that the contact may be emailed.
+BLACKLIST_LABEL = (
+    "Unsubscribed? (Brevo's yes / no: yes unsubscribes, no says the contact may be "
+    "emailed, a subscription)"
+)
+
+
 def column_choices(
-    default_target: str, traits: list[tuple[str, str]]
+    default_target: str, traits: list[tuple[str, str]], *, column: str = ""
 ) -> list[tuple[str, str]]:
     """Return the targets a column may be mapped to, its own new trait among them."""
+    unsubscribed = (
+        BLACKLIST_LABEL
+        if column_key(column) == BREVO_BLACKLIST
+        else "Unsubscribed? (yes / no; no changes nothing)"
+    )
     choices = [(name, label) for name, label in PROFILE_FIELDS.items()]
     choices.append((TARGET_FULL_NAME, "Full name (split into first and last)"))
     declared = {f"{TRAIT_PREFIX}{name}" for name, _ in traits}
@@ -135,7 +148,7 @@ def column_choices(
     choices += [
         (TARGET_TAGS, "Tags (comma-separated)"),
         (TARGET_STATUS, "Subscription status"),
-        (TARGET_UNSUBSCRIBED, "Unsubscribed? (yes / no; no changes nothing)"),
+        (TARGET_UNSUBSCRIBED, unsubscribed),
         (TARGET_SUBSCRIBED, "Subscribed? (yes / no; no changes nothing)"),
         (
             TARGET_CHANGED_AT,
@@ -206,7 +219,7 @@ class ContactImportMappingForm(forms.Form):
             default = column_map.get(name, "")
             self.fields[f"column_{position}"] = forms.ChoiceField(
                 label=name or f"Column {position + 1}",
-                choices=column_choices(default, traits),
+                choices=column_choices(default, traits, column=name),
                 initial=default,
                 required=False,
             )

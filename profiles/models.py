@@ -441,6 +441,32 @@ class RefusedRequest(models.Model):
         return f"{self.source} {self.code} x{self.count} at {self.hour:%Y-%m-%d %H}:00"
 
 
+# What the consent history calls Bespoke's own keys of a record's evidence.
+EVIDENCE_LABELS = {
+    "file": "File",
+    "import": "Import",
+    "layout": "Read as",
+    "record": "Record",
+    "status": "Status read",
+    "consent_column": "Read from column",
+    "consent_cell": "Which said",
+    "row_changed_column": "Dated by column",
+    "row_changed_at": "Which said",
+    "occurred_at_claimed": "Dated, as written",
+    "topic": "Webhook topic",
+    "webhook_id": "Webhook id",
+    "shop_domain": "Shop",
+    "esp": "ESP",
+    "esp_event_id": "ESP event id",
+    "esp_message_id": "ESP message id",
+    "esp_group_id": "ESP unsubscribe group",
+    "campaign_id": "Campaign",
+    "message_id": "Message",
+}
+# Said in the history's When column instead.
+EVIDENCE_UNSHOWN = {"occurred_at_is_import_time"}
+
+
 class ConsentRecord(models.Model):
     """An append-only fact: who agreed to or withdrew from what, when, and how we know."""
 
@@ -470,6 +496,22 @@ class ConsentRecord(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["profile", "occurred_at"])]
+
+    @property
+    def evidence_shown(self) -> list[tuple[str, Any]]:
+        """The evidence as a privacy admin reads it: Bespoke's own keys in words, an
+        export's or a webhook's own fields by their names, blanks left out."""
+        from profiles.importing.layouts import LAYOUTS  # it imports these models
+
+        shown = []
+        evidence = self.evidence if isinstance(self.evidence, dict) else {}
+        for key, value in evidence.items():
+            if value in ("", None) or key in EVIDENCE_UNSHOWN:
+                continue
+            if key == "layout" and value in LAYOUTS:
+                value = LAYOUTS[value].label
+            shown.append((EVIDENCE_LABELS.get(key, key), value))
+        return shown
 
     def __str__(self) -> str:
         return f"{self.status} via {self.source} at {self.occurred_at:%Y-%m-%d %H:%M}"

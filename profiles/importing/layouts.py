@@ -831,6 +831,11 @@ CONSENT_COLUMN_EVIDENCE = "consent_column"
 CONSENT_CELL_EVIDENCE = "consent_cell"
 
 
+@lru_cache(maxsize=16)
+def _evidence_keys(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(column_key(name) for name in names)
+
+
 @lru_cache(maxsize=64)
 def _wording_dated_by(template: str, column: str) -> str:
     # Braces in a header name must not read as the template's placeholders.
@@ -874,7 +879,9 @@ def consent_fact(
     evidence: dict[str, Any] = {"layout": layout.name, "record": record}
     if layout.status is None:
         evidence["status"] = status.value
-    if read_from is not None:
+    # Each cell once: a column the layout keeps as evidence already is not copied.
+    kept = _evidence_keys(layout.evidence)
+    if read_from is not None and column_key(read_from[0]) not in kept:
         evidence[CONSENT_COLUMN_EVIDENCE], evidence[CONSENT_CELL_EVIDENCE] = read_from
     for name in layout.evidence:
         value = cell(name)
@@ -886,8 +893,9 @@ def consent_fact(
     wording_template = layout.wording
     if occurred_at is None and changed is not None:
         occurred_at = changed.at
-        evidence[CHANGED_COLUMN_EVIDENCE] = changed.column
-        evidence[CHANGED_AT_EVIDENCE] = changed.written
+        if column_key(changed.column) not in kept:
+            evidence[CHANGED_COLUMN_EVIDENCE] = changed.column
+            evidence[CHANGED_AT_EVIDENCE] = changed.written
         wording_template = _wording_dated_by(layout.wording, changed.column)
     dated = occurred_at is not None
     if not dated:

@@ -105,6 +105,7 @@ from profiles.services import (
     suppression_hash,
 )
 from profiles.traits import (
+    NO_KEYS,
     NUMBER_MAX_DIGITS,
     QUOTED_MAX_CHARS,
     TRAIT_NAME_MAX_CHARS,
@@ -118,6 +119,7 @@ from profiles.traits import (
     trait_name_is_reserved,
     trait_schema_load,
     value_caseless,
+    yes_no_key,
 )
 
 TRAIT_NAME = re.compile(rf"\w{{1,{TRAIT_NAME_MAX_CHARS}}}")
@@ -201,6 +203,11 @@ class ContactRow:
     # written, each problem). Kept on the row, so that the report can count the
     # records of people it keeps (contacts_tag_notes).
     tag_problems: tuple[tuple[int, int, str, TagProblems], ...] = ()
+    # The record's opt-in column said no, and it states no consent: of an address's
+    # rows, the newest saying so leaves the older ones' subscriptions out.
+    declined: bool = False
+    # Once merged: the records whose subscriptions a newer "no" left out.
+    declined_over: tuple[int, ...] = ()
 
 
 def row_written(row: ContactRow, record: int) -> str:
@@ -906,7 +913,7 @@ def _consents_read(
             # Mailchimp's "pending": asked, not confirmed. The contact is imported,
             # with no consent, and the report says so.
             column = plan.names[plan.status]
-            why = "no consent yet (not confirmed): the contact has none"
+            why = "not confirmed, so no consent yet: the contact has none"
             context.notes.append(_ignored_note(record, column, said.strip(), why))
         else:
             status = _named(status_read, said, plan.names[plan.status])
@@ -1082,6 +1089,8 @@ def _record_read(
     row = ContactRow(
         [record], [line], email, fields, traits, list(tags), changed_at, consents
     )
+    if not consents and plan.subscribed is not None:
+        row.declined = yes_no_key(cells[plan.subscribed]) in NO_KEYS
     if problems:
         row.tag_problems = ((record, line, email.display, problems),)
     return row
@@ -1222,22 +1231,36 @@ def _merge_order(row: ContactRow) -> tuple[float, int]:
 def _rows_merge(rows: list[ContactRow]) -> ContactRow:
     """Merge one mailbox's rows: the newest non-blank value wins, tags add up."""
     merged = ContactRow([], [], rows[0].email, {}, {}, [], None, [])
-    for row in sorted(rows, key=_merge_order):
+    ordered = sorted(rows, key=_merge_order)
+    for row in ordered:
         merged.email = row.email
         merged.changed_at = row.changed_at or merged.changed_at
         merged.fields.update(row.fields)
         merged.traits.update(row.traits)
+    # The newest row says no to email: the file's older subscriptions of the
+    # address are out of date, not consent. Withdrawals stand.
+    declined = ordered[-1].declined
 
     written: list[str] = []
+    dropped: list[int] = []
     for row in rows:
         merged.records.extend(row.records)
         merged.lines.extend(row.lines)
         written.extend(row.email.display for _ in row.records)
         merged.tags = tags_distinct([*merged.tags, *row.tags])
-        merged.consents.extend(c for c in row.consents if _is_new_fact(c, merged))
+        consents = row.consents
+        if declined and any(_is_subscription(c) for c in consents):
+            dropped.extend(row.records)
+            consents = [c for c in consents if not _is_subscription(c)]
+        merged.consents.extend(c for c in consents if _is_new_fact(c, merged))
         merged.tag_problems += row.tag_problems
     merged.written = tuple(written)
+    merged.declined_over = tuple(dropped)
     return merged
+
+
+def _is_subscription(fact: ConsentFact) -> bool:
+    return fact.status == SubscriptionStatus.SUBSCRIBED
 
 
 def _is_new_fact(fact: ConsentFact, row: ContactRow) -> bool:
@@ -1258,9 +1281,19 @@ def _merge_note(row: ContactRow) -> dict[str, Any]:
             "hold different values, the newest record's is kept (by its change "
             "time, else the one lower in the file); tags add up. Each record's "
             "consent is recorded in time order, and a subscription never lifts an "
-            "unsubscribe."
+            f"unsubscribe.{_declined_said(row)}"
         ),
     }
+
+
+def _declined_said(row: ContactRow) -> str:
+    if not row.declined_over:
+        return ""
+    older = _numbers_said("record", list(row.declined_over))
+    return (
+        " The newest says no to email: the subscription of "
+        f"{older} is older, and is not recorded."
+    )
 
 
 def contacts_parse(

@@ -38,10 +38,6 @@ NAME_LINES = """() => [...document.querySelectorAll("form table tr td:first-chil
   })"""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the mapping page breaks column names mid-word (Newslette|r, modificati|on)",
-)
 def test_the_mapping_page_keeps_each_word_of_a_column_name_whole(page, live_server):
     """td { overflow-wrap: anywhere } (static/bespoke.css) lets the wide selects
     squeeze the Column cells to a few letters: "Newsletter" is drawn as

@@ -306,3 +306,38 @@ def test_the_mapping_page_marks_brevos_change_time_as_read_for_consent(signed_in
     page = signed_in.get(url).content.decode()
 
     assert page.count("data-consent-time") == 1
+
+
+# The newest row of an address says no ---------------------------------------------
+
+
+def test_an_addresss_newest_no_leaves_its_older_subscriptions_out():
+    data = (
+        b"Email,Newsletter,Last Modified\n"
+        b"marie@example.fr,yes,2025-01-12 09:00\n"
+        b"MARIE@example.fr,no,2025-03-31 09:00\n"
+        b"remi@example.fr,no,2024-01-01 09:00\n"
+        b"REMI@example.fr,yes,2025-01-01 09:00\n"
+    )
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    assert status_of("marie@example.fr") == SubscriptionStatus.NOT_SUBSCRIBED
+    assert status_of("remi@example.fr") == SubscriptionStatus.SUBSCRIBED
+    marie_note = next(
+        n for n in contact_import.notes if n["email"] == "marie@example.fr"
+    )
+    assert marie_note["message"].endswith(
+        "The newest says no to email: the subscription of record 1 is older, and is "
+        "not recorded."
+    )
+
+
+def test_an_addresss_newest_no_keeps_an_older_withdrawal():
+    data = (
+        b"Email,Status,Subscribed\nann@example.com,unsubscribed,\nANN@example.com,,no\n"
+    )
+
+    contact_import_file(filename="crm.csv", data=data)
+
+    assert status_of("ann@example.com") == SubscriptionStatus.UNSUBSCRIBED

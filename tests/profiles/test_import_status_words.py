@@ -140,8 +140,8 @@ def test_a_pending_status_imports_the_contact_without_consent_and_says_so():
     assert pat.subscription_status == SubscriptionStatus.NOT_SUBSCRIBED
     assert not pat.consent_records.exists()
     assert [note["message"] for note in contact_import.notes] == [
-        "Record 1: Status 'pending' was not imported (no consent yet (not "
-        "confirmed): the contact has none)."
+        "Record 1: Status 'pending' was not imported (not confirmed, so no consent "
+        "yet: the contact has none)."
     ]
 
 
