@@ -568,6 +568,9 @@ class ContactImport(models.Model):
     duplicates_merged = models.PositiveIntegerField(default=0)
     profiles_created = models.PositiveIntegerField(default=0)
     profiles_updated = models.PositiveIntegerField(default=0)
+    # How many of the profiles the import wrote hold each subscription status after
+    # it: {"subscribed": 34, "unsubscribed": 3, ...}.
+    status_counts = models.JSONField(default=dict, blank=True)
     rejections = models.JSONField(default=list, blank=True)
     notes = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -606,6 +609,16 @@ class ContactImport(models.Model):
             self.status == ImportStatus.PENDING
             and not self.column_map
             and self.started_at is None
+        )
+
+    @property
+    def status_counts_shown(self) -> str:
+        """The statuses its profiles hold after it, as the import's page says them."""
+        counts = self.status_counts if isinstance(self.status_counts, dict) else {}
+        return ", ".join(
+            f"{counts[status.value]:,} {status.label.lower()}"
+            for status in SubscriptionStatus
+            if counts.get(status.value)
         )
 
     @property

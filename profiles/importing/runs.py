@@ -15,6 +15,7 @@ import gc
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -679,9 +680,15 @@ def _progress_save(
     `counted`: a first run counted the batch's profiles, created or known, already.
     """
     erased = len(outcome.erased)
-    saved = ContactImport.objects.filter(
+    running = ContactImport.objects.filter(
         pk=contact_import.pk, status=ImportStatus.RUNNING, rows_done=first
-    ).update(
+    )
+    # One writer at a time (rows_done guards it): read, add, write.
+    counts = Counter(running.values_list("status_counts", flat=True).first() or {})
+    if not counted:
+        counts.update(outcome.statuses)
+    saved = running.update(
+        status_counts=dict(counts),
         rows_done=done,
         profiles_created=F("profiles_created") + (0 if counted else outcome.created),
         profiles_updated=F("profiles_updated") + (0 if counted else outcome.updated),

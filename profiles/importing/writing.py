@@ -11,6 +11,7 @@ trait held in parts (an address a site sent as an object). The caller holds the
 transaction.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -64,6 +65,8 @@ def suppression_reason(fact: ConsentFact) -> str:
 class BatchOutcome:
     created: int = 0
     updated: int = 0
+    # The subscription status each row's profile holds once the batch is written.
+    statuses: Counter = field(default_factory=Counter)
     erased: list[Rejection] = field(default_factory=list)
     duplicates_erased: int = 0
     notes: list[dict[str, Any]] = field(default_factory=list)
@@ -407,6 +410,7 @@ def consents_apply(
         recorded.add(marker)
         pending.consents.append((profile, fact))
         changed |= moved
+    outcome.statuses[profile.subscription_status] += 1
     return changed
 
 

@@ -13,6 +13,7 @@ from profiles.models import (
     TraitDefinition,
     TraitType,
 )
+from tests.factories import ProfileFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -341,3 +342,52 @@ def test_an_addresss_newest_no_keeps_an_older_withdrawal():
     contact_import_file(filename="crm.csv", data=data)
 
     assert status_of("ann@example.com") == SubscriptionStatus.UNSUBSCRIBED
+
+
+# What the import leaves its profiles with ------------------------------------------
+
+
+def test_an_import_counts_the_status_its_profiles_hold_after_it(signed_in):
+    ProfileFactory(email="left@example.com", subscription_status="unsubscribed")
+    data = (
+        b"Email,Status\nann@example.com,subscribed\nbo@example.com,subscribed\n"
+        b"left@example.com,subscribed\ncy@example.com,cleaned\ndi@example.com,\n"
+    )
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    # A list never subscribes again someone who left: left@ stays unsubscribed.
+    assert contact_import.status_counts == {
+        "subscribed": 2,
+        "unsubscribed": 1,
+        "cleaned": 1,
+        "not_subscribed": 1,
+    }
+    page = signed_in.get(
+        reverse("import_detail", kwargs={"pk": contact_import.pk})
+    ).content.decode()
+    assert (
+        "after it: 2 subscribed, 1 unsubscribed, 1 cleaned (address bounced), "
+        "1 never subscribed." in page
+    )
+
+
+def test_a_large_import_counts_the_statuses_as_a_small_one():
+    # Past COPY_MIN_ROWS the rows are written by COPY, in batches.
+    from profiles.importing.runs import COPY_MIN_ROWS
+
+    rows = "".join(
+        f"p{n}@example.com,{'subscribed' if n % 3 else 'unsubscribed'}\n"
+        for n in range(COPY_MIN_ROWS + 10)
+    )
+
+    contact_import = contact_import_file(
+        filename="big.csv", data=f"Email,Status\n{rows}".encode()
+    )
+
+    total = COPY_MIN_ROWS + 10
+    left = len(range(0, total, 3))
+    assert contact_import.status_counts == {
+        "subscribed": total - left,
+        "unsubscribed": left,
+    }

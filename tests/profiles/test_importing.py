@@ -1068,9 +1068,10 @@ def test_the_command_prints_counts_and_every_rejected_row(fixtures_dir):
         "37 accepted, 3 rejected, 3 duplicates merged, 34 profiles created, "
         "0 already known"
     )
-    assert lines[1].startswith("  record 34 (line 36): invalid_email: 'not-an-email'")
-    assert lines[2].startswith("  record 37 (line 39): invalid_email:")
-    assert lines[3] == (
+    assert lines[1] == "  email consent after it: 34 subscribed"
+    assert lines[2].startswith("  record 34 (line 36): invalid_email: 'not-an-email'")
+    assert lines[3].startswith("  record 37 (line 39): invalid_email:")
+    assert lines[4] == (
         "  record 40 (line 42): missing_email: '': The Email Address cell is empty."
     )
     assert Profile.objects.count() == 44

@@ -126,6 +126,10 @@ class Command(BaseCommand):
             f"{name} ({contact_import.layout}): "
             f"{contact_import_summary(contact_import)}"
         )
+        if contact_import.status_counts_shown:
+            self.stdout.write(
+                f"  email consent after it: {contact_import.status_counts_shown}"
+            )
         for rejection in contact_import.rejections:
             self.stdout.write(
                 f"  record {rejection['record']} (line {rejection['line']}): "
