@@ -8,8 +8,6 @@ import csv
 from datetime import UTC, datetime
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
-from django.urls import reverse
 
 from profiles.forms import DATE_FORMATS
 from profiles.importing import (
@@ -25,6 +23,7 @@ from profiles.importing.reading import contacts_decoded, encoding_hint
 from profiles.models import ConsentRecord, ContactImport, Profile, SubscriptionStatus
 from profiles.services import consent_record
 from tests.factories import ProfileFactory
+from tests.profiles.test_import_consent_columns import upload
 
 pytestmark = pytest.mark.django_db
 
@@ -32,11 +31,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
-
-
-def upload(client, name: str, data: bytes) -> str:
-    file = SimpleUploadedFile(name, data, content_type="text/csv")
-    return client.post(reverse("import_list"), {"file": file}).url
 
 
 def start_with_defaults(client, url: str):

@@ -9,7 +9,6 @@ The one that needs a browser is in tests/browser/test_qa20_mapping_walkthrough.p
 import re
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from profiles.importing import (
@@ -18,6 +17,7 @@ from profiles.importing import (
     contacts_preview,
 )
 from profiles.models import ContactImport, Profile, SubscriptionStatus
+from tests.profiles.test_import_consent_columns import upload
 
 pytestmark = pytest.mark.django_db
 
@@ -25,11 +25,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
-
-
-def upload(client, name: str, data: bytes) -> str:
-    file = SimpleUploadedFile(name, data, content_type="text/csv")
-    return client.post(reverse("import_list"), {"file": file}).url
 
 
 def start_with_defaults(client, url: str, **chosen: str):
