@@ -503,10 +503,19 @@ class ConsentRecord(models.Model):
         export's or a webhook's own fields by their names, blanks left out."""
         from profiles.importing.layouts import LAYOUTS  # it imports these models
 
-        shown = []
         evidence = self.evidence if isinstance(self.evidence, dict) else {}
-        for key, value in evidence.items():
-            if value in ("", None) or key in EVIDENCE_UNSHOWN:
+        unshown = set(EVIDENCE_UNSHOWN)
+        if "row_changed_at" in evidence:
+            # The future time is the change time's, shown as written already.
+            unshown.add("occurred_at_claimed")
+        # Bespoke's own keys in one order, each cell after the column it quotes
+        # (jsonb keeps keys in an order of its own), then the source's own fields.
+        keys = [key for key in EVIDENCE_LABELS if key in evidence]
+        keys += [key for key in evidence if key not in EVIDENCE_LABELS]
+        shown = []
+        for key in keys:
+            value = evidence[key]
+            if value in ("", None) or key in unshown:
                 continue
             if key == "layout" and value in LAYOUTS:
                 value = LAYOUTS[value].label
@@ -586,6 +595,10 @@ class ContactImport(models.Model):
     # Progress for the bar while a worker runs the file.
     rows_total = models.PositiveIntegerField(default=0)
     rows_done = models.PositiveIntegerField(default=0)
+    # The merged rows whose profiles were counted (created, known, their status):
+    # a run restarted from row 0 writes them again uncounted, and so does a retry
+    # of that run, stopped again before it passed them.
+    rows_counted = models.PositiveIntegerField(default=0)
     # The declared traits its first run read the rows under: a run resumed after
     # they changed starts again from the first row (profiles/importing/runs.py).
     trait_rules = models.JSONField(default=list, blank=True)
@@ -615,10 +628,13 @@ class ContactImport(models.Model):
     def status_counts_shown(self) -> str:
         """The statuses its profiles hold after it, as the import's page says them."""
         counts = self.status_counts if isinstance(self.status_counts, dict) else {}
+        labels = {status.value: status.label.lower() for status in SubscriptionStatus}
+        # importing.writing.SUPPRESSED_COUNTED: subscribed, but never emailed.
+        labels["suppressed"] = "subscribed but on the suppression list"
         return ", ".join(
-            f"{counts[status.value]:,} {status.label.lower()}"
-            for status in SubscriptionStatus
-            if counts.get(status.value)
+            f"{counts[value]:,} {label}"
+            for value, label in labels.items()
+            if counts.get(value)
         )
 
     @property

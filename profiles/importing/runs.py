@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from psycopg.errors import DeadlockDetected, UniqueViolation
@@ -532,12 +532,12 @@ def _contacts_parse_and_write(contact_import: ContactImport, data: bytes) -> Non
     rules = trait_rules_written(parsed.schema)
     if start and contact_import.rows_total != len(parsed.rows):
         raise ImportFormatError("The file changed since the first run; upload again.")
-    # The rows before this were written, and their profiles counted, by a first run.
-    counted_until = 0
+    # The rows before this were written, and their profiles counted, by an earlier
+    # run: kept on the import, since a restarted run may stop again.
+    counted_until = max(contact_import.rows_counted, start)
     if start and contact_import.trait_rules != rules:
         # The rows written so far were read under other rules than the rest would
         # be, and the report says what the first ones were: all of them again.
-        counted_until = start
         start = _restart(contact_import)
         parsed.notes.insert(0, RESTART_NOTE)
     if start == 0:
@@ -690,6 +690,7 @@ def _progress_save(
     saved = running.update(
         status_counts=dict(counts),
         rows_done=done,
+        rows_counted=Greatest(F("rows_counted"), done),
         profiles_created=F("profiles_created") + (0 if counted else outcome.created),
         profiles_updated=F("profiles_updated") + (0 if counted else outcome.updated),
         rejected=F("rejected") + erased,

@@ -65,11 +65,18 @@ def suppression_reason(fact: ConsentFact) -> str:
 class BatchOutcome:
     created: int = 0
     updated: int = 0
-    # The subscription status each row's profile holds once the batch is written.
+    # The subscription status each row's profile holds once the batch is written;
+    # SUPPRESSED_COUNTED for a subscribed one on the suppression list.
     statuses: Counter = field(default_factory=Counter)
+    # The keys of the batch's addresses on the suppression list (suppressions_read).
+    listed: set[str] = field(default_factory=set)
     erased: list[Rejection] = field(default_factory=list)
     duplicates_erased: int = 0
     notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+# How an import's status counts name a subscribed profile on the suppression list.
+SUPPRESSED_COUNTED = "suppressed"
 
 
 @dataclass
@@ -139,6 +146,7 @@ def suppressions_read(
     )
     erased = {h for h, reason in found if reason == SuppressionReason.ERASURE}
     listed = {hashes[h].email.key for h, reason in found if h not in erased}
+    outcome.listed = listed
     if not erased:
         return rows, listed
 
@@ -410,7 +418,10 @@ def consents_apply(
         recorded.add(marker)
         pending.consents.append((profile, fact))
         changed |= moved
-    outcome.statuses[profile.subscription_status] += 1
+    status = profile.subscription_status
+    if status == SubscriptionStatus.SUBSCRIBED and row.email.key in outcome.listed:
+        status = SUPPRESSED_COUNTED  # never emailed, whatever the status
+    outcome.statuses[status] += 1
     return changed
 
 

@@ -70,10 +70,6 @@ def thirty_subscribed() -> bytes:
 # Status counts ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a restarted retry that stops again counts its re-written batch twice on the next retry",
-)
 def test_a_restarted_retry_that_stops_again_counts_each_profile_once(monkeypatch):
     TraitDefinition.objects.create(name="points", type=TraitType.NUMBER, maximum=10)
     real_write = batches_failing(monkeypatch, 3)
@@ -100,10 +96,6 @@ def test_a_restarted_retry_that_stops_again_counts_each_profile_once(monkeypatch
     assert contact_import.status_counts == {"subscribed": 30}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a suppressed subscribed profile is counted among those 'sent campaigns'",
-)
 def test_a_suppressed_profile_is_not_counted_as_one_campaigns_are_sent(signed_in):
     Suppression.objects.create(
         email_hash=suppression_hash("bounced@example.com"),
@@ -122,10 +114,6 @@ def test_a_suppressed_profile_is_not_counted_as_one_campaigns_are_sent(signed_in
 # The page before the file is read ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a queued retry's page says no row has been read and hides the first run's report",
-)
 def test_a_retry_waiting_in_the_queue_still_shows_what_its_first_run_wrote(
     monkeypatch, signed_in
 ):
@@ -141,10 +129,6 @@ def test_a_retry_waiting_in_the_queue_still_shows_what_its_first_run_wrote(
     assert "No row has been read yet" not in page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file refused before any row was read shows counts of 0 and 'No row was rejected.'",
-)
 def test_a_file_refused_unread_shows_no_counts(signed_in):
     contact_import = contact_import_file(filename="nul.csv", data=b"Email\n\x00\x00\n")
 
@@ -163,10 +147,6 @@ def consents_table(client, email: str) -> str:
     return re.search(r'<table class="consents">.*?</table>', html, re.S).group(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsonb reorders evidence keys: 'Which said' is shown before the column it quotes",
-)
 def test_each_which_said_follows_the_column_it_quotes():
     data = b"Email,Newsletter,Last Modified\nann@example.com,yes,2025-01-01 09:00\n"
 
@@ -179,10 +159,6 @@ def test_each_which_said_follows_the_column_it_quotes():
     assert labels[said[1] - 1] == "Dated by column"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a future change time is shown twice, once reformatted as 'Dated, as written'",
-)
 def test_a_future_change_time_is_shown_once(signed_in):
     data = b"Email,Newsletter,Last Modified\nann@example.com,yes,2099-01-01 09:00\n"
 
