@@ -362,7 +362,8 @@ UNIT_LETTERS_MAX = 2
 # accents of French, Italian and Catalan (not à, which Portuguese shares; and ß, for
 # a Molièrestraße); Icelandic and Faroese ð and þ;
 # Czech, Slovak and Icelandic ý; Romanian ţ; Croatian đ; Polish ż; Turkish ğ, ı
-# and ş (Romanian's too).
+# and ş (Romanian's too); Portuguese and Estonian õ; French û. Hungarian ő and ű read
+# as õ and û beside its own á, ó, ü (Tûzoltó, Kõmûves).
 _LETTER_COMPANIONS = (
     (frozenset("ø"), frozenset("øåæéáíóúýð")),
     (frozenset("èìòù"), frozenset("èìòùàéêëîïôûçœâäöüÿß")),
@@ -372,6 +373,8 @@ _LETTER_COMPANIONS = (
     (frozenset("đ"), frozenset("đčćšž")),
     (frozenset("ż"), frozenset("żąćęłńóśź")),
     (frozenset("ğış"), frozenset("ğışçöüâîûăţș")),
+    (frozenset("õ"), frozenset("õãáâàçéêíóôúäöüšž")),
+    (frozenset("û"), frozenset("ûéèêëîïôçàâœæùÿüçşğıö")),
 )
 # Punctuation that sits inside or against words in good text (Women’s, 25–34,
 # l·l, “quoted”): never a sign of the wrong code page.
@@ -410,9 +413,9 @@ def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | N
     one of those, or has a byte the code page does not read; only words with a
     letter as Windows-1252 reads them count (a price, "£45", tells nothing). The
     code page whose reading leaves far fewer odd words than Windows-1252's, and
-    fewer than any other's, and that reads the whole file, is suggested. Hungarian
-    read as Windows-1252 gives plausible words (Erdõs), and so may a short Czech or
-    Turkish file: nothing is suggested for them, unless the file holds a byte
+    fewer than any other's, and that reads the whole file, is suggested. A
+    Hungarian file read as Windows-1252 may give plausible words alone (Erdõs), and
+    so may a short Czech or Turkish one: nothing is suggested for them, unless the file holds a byte
     Windows-1252 does not read (ť, Ź): then `read_as_1252` is false, and the code
     page is suggested whose reading leaves few odd words among all, and fewer than
     any other's.

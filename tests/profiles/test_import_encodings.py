@@ -554,6 +554,12 @@ def test_a_file_read_as_windows_1252_is_told_the_code_page_its_words_read_in(
             ("Güneþ", "Güneş"),
         ),
         (
+            "email,név,cég\na@example.hu,Kovács Lőrinc,Tűzoltó Kft\n"
+            "b@example.hu,Erdős Pál,Kőműves Bt\n",
+            "cp1250",
+            ("Tûzoltó", "Tűzoltó"),
+        ),
+        (
             "email,vardas,miestas\na@example.lt,Rūta Šimkutė,Šiauliai\n"
             "b@example.lt,Ąžuolas Kęstutis,Vilnius\n",
             "cp1257",
@@ -561,7 +567,9 @@ def test_a_file_read_as_windows_1252_is_told_the_code_page_its_words_read_in(
         ),
     ],
 )
-def test_czech_turkish_and_baltic_files_are_told_their_code_page(text, codec, hint):
+def test_central_european_turkish_and_baltic_files_are_told_their_code_page(
+    text, codec, hint
+):
     # Read as Windows-1252 their letters are real ones, but in words no language
     # writes: a French è beside Czech ý, Icelandic þ beside Turkish ü.
     data = text.encode(codec)
@@ -577,6 +585,7 @@ def test_czech_turkish_and_baltic_files_are_told_their_code_page(text, codec, hi
         "Søren Kierkegård,Århus;Bjørn Ærø,Sønderborg;Jørgen Sørensen,Tromsø",
         "Þórður Guðmundsson,Reykjavík;Björk Guðmundsdóttir,Alþingi",
         "José Núñez,Cádiz;Núria Pàmies,Lleó;João Conceição,Évora",
+        "Luís Camões,Sûreté Générale;Françoise Côté,Août",
         # A German street named after a Frenchman, beside a Czech car.
         "Jürgen Weiß,Molièrestraße 3;Škoda Händler,Köln",
     ],
