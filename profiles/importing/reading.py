@@ -408,17 +408,17 @@ def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | N
     words they make can: read in the wrong one, Polish gives "£ukasz" and "Wroc³aw"
     (a symbol against or inside a word), Russian "Èâàí" (a word of accented letters
     only) or, in Greek letters, "Ρμθπνξβΰ" (hardly a vowel), Mac text odd capitals
-    ("ChloŽ"), Czech, Turkish and Baltic text real letters in words no language
-    writes ("Èerný", "Güneþ", "Ðimkutë"). A word is odd in a reading when it has
-    one of those, or has a byte the code page does not read; only words with a
-    letter as Windows-1252 reads them count (a price, "£45", tells nothing). The
-    code page whose reading leaves far fewer odd words than Windows-1252's, and
-    fewer than any other's, and that reads the whole file, is suggested. A
-    Hungarian file read as Windows-1252 may give plausible words alone (Erdõs), and
-    so may a short Czech or Turkish one: nothing is suggested for them, unless the file holds a byte
-    Windows-1252 does not read (ť, Ź): then `read_as_1252` is false, and the code
-    page is suggested whose reading leaves few odd words among all, and fewer than
-    any other's.
+    ("ChloŽ"), Czech, Hungarian, Turkish and Baltic text real letters in words no
+    language writes ("Èerný", "Tûzoltó", "Güneþ", "Ðimkutë"). A word is odd in a
+    reading when it has one of those, or has a byte the code page does not read;
+    only words with a letter as Windows-1252 reads them count (a price, "£45",
+    tells nothing). The code page whose reading leaves far fewer odd words than
+    Windows-1252's, and fewer than any other's, and that reads the whole file, is
+    suggested. A Hungarian file may give plausible words alone (Erdõs), and so may
+    a short Czech or Turkish one: nothing is suggested for them, unless the file
+    holds a byte Windows-1252 does not read (ť, Ź): then `read_as_1252` is false,
+    and the code page is suggested whose reading leaves few odd words among all,
+    and fewer than any other's.
     """
     sample = data[:HINT_SAMPLE_BYTES]
     found = (word for word in _WORD.findall(sample) if _HIGH_BYTE.search(word))
