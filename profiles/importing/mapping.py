@@ -933,6 +933,11 @@ def _consents_read(
     if status is None and plan.subscribed is not None:
         status = _opted_in(context, record, cells[plan.subscribed])
         said_in = plan.subscribed
+    elif status == SubscriptionStatus.SUBSCRIBED and plan.subscribed is not None:
+        declined = cells[plan.subscribed].strip()
+        if yes_no_key(declined) in NO_KEYS:
+            # Two columns disagree: the status is read, and the report says so.
+            context.notes.append(_disagree_note(record, plan, said_in, declined))
     if not_yet and status not in WITHDRAWN_STATUSES:
         # Not confirmed is no consent, whatever another column says; only a
         # withdrawal beside it stands (an opt-in column may say "unsubscribed").
@@ -968,6 +973,23 @@ def _consents_read(
         claimed = fact.evidence[OCCURRED_AT_CLAIMED]
         context.notes.append(_future_note(record, line, claimed))
     return [fact]
+
+
+def _disagree_note(
+    record: int, plan: ColumnPlan, said_in: int | None, declined: str
+) -> dict[str, Any]:
+    status_column = plan.names[said_in] if said_in is not None else "The status"
+    opt_in_column = plan.names[plan.subscribed] if plan.subscribed is not None else ""
+    return {
+        "kind": "consent_columns_disagree",
+        "record": record,
+        "column": opt_in_column,
+        "message": (
+            f"Record {record}: {status_column} says subscribed but {opt_in_column} "
+            f"says {declined!r}; the subscription is recorded, as the status column "
+            "says. If the file's status is not to be trusted, map it to a trait."
+        ),
+    }
 
 
 def _future_note(record: int, line: int, claimed: str) -> dict[str, Any]:

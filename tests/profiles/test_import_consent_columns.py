@@ -391,3 +391,23 @@ def test_a_large_import_counts_the_statuses_as_a_small_one():
         "subscribed": total - left,
         "unsubscribed": left,
     }
+
+
+def test_a_status_and_an_opt_in_column_that_disagree_are_noted():
+    data = (
+        b"Email,Status,Accepts Email Marketing\n"
+        b"noah@example.com,subscribed,no\n"
+        b"emma@example.com,subscribed,yes\n"
+    )
+
+    contact_import = contact_import_file(filename="crm.csv", data=data)
+
+    assert status_of("noah@example.com") == SubscriptionStatus.SUBSCRIBED
+    (note,) = [
+        n for n in contact_import.notes if n["kind"] == "consent_columns_disagree"
+    ]
+    assert note["message"] == (
+        "Record 1: Status says subscribed but Accepts Email Marketing says 'no'; the "
+        "subscription is recorded, as the status column says. If the file's status "
+        "is not to be trusted, map it to a trait."
+    )
