@@ -563,6 +563,11 @@ class ImportStatus(models.TextChoices):
     FAILED = "failed"
 
 
+# How an import's status counts name a subscribed profile on the suppression list:
+# subscribed, but never emailed.
+SUPPRESSED_COUNTED = "suppressed"
+
+
 class ContactImport(models.Model):
     """One uploaded contact file and the report of what became of each row."""
 
@@ -629,8 +634,7 @@ class ContactImport(models.Model):
         """The statuses its profiles hold after it, as the import's page says them."""
         counts = self.status_counts if isinstance(self.status_counts, dict) else {}
         labels = {status.value: status.label.lower() for status in SubscriptionStatus}
-        # importing.writing.SUPPRESSED_COUNTED: subscribed, but never emailed.
-        labels["suppressed"] = "subscribed but on the suppression list"
+        labels[SUPPRESSED_COUNTED] = "subscribed but on the suppression list"
         return ", ".join(
             f"{counts[value]:,} {label}"
             for value, label in labels.items()

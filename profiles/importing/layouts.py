@@ -603,9 +603,26 @@ def _name_key(name: str) -> str:
     return key.removesuffix("yesno") or key
 
 
+def newsletter_named(name: str) -> bool:
+    """Tell whether a column is named like a newsletter ("Newsletter (yes/no)")."""
+    return _name_key(name) in NEWSLETTER_COLUMNS
+
+
+def change_time_named(name: str) -> bool:
+    """Tell whether a column is named like each row's change time ("Last Modified")."""
+    return _name_key(name) in CHANGED_AT_COLUMNS
+
+
+def layout_time_keys(layout: Layout) -> set[str]:
+    """Return the keys of the columns a layout reads times from by name: its consent
+    times and its change time (Mailchimp's OPTIN_TIME, Brevo's MODIFIED_TIME)."""
+    names = (*layout.consent_times, layout.changed_at)
+    return {column_key(name) for name in names if name}
+
+
 def _is_newsletter_yes_no(layout: Layout, name: str, values: Collection[str]) -> bool:
     """Tell whether a column is a newsletter's yes/no: consent, by its name and values."""
-    if layout.status is not None or _name_key(name) not in NEWSLETTER_COLUMNS:
+    if layout.status is not None or not newsletter_named(name):
         return False
     keys = {yes_no_key(value) for value in values if value.strip()}
     return bool(keys) and keys <= YES_KEYS | NO_KEYS
@@ -613,7 +630,7 @@ def _is_newsletter_yes_no(layout: Layout, name: str, values: Collection[str]) ->
 
 def _is_change_time(layout: Layout, name: str, values: Collection[str]) -> bool:
     """Tell whether a column says when each row changed: by its name and values."""
-    if layout.changed_at or _name_key(name) not in CHANGED_AT_COLUMNS:
+    if layout.changed_at or not change_time_named(name):
         return False
     written = [value.strip() for value in values if value.strip()]
     return bool(written) and all(TIME_LIKE.fullmatch(value) for value in written)

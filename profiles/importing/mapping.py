@@ -59,6 +59,7 @@ from profiles.importing.layouts import (
     layout_columns_declared_twice,
     layout_columns_reserved,
     layout_detect,
+    layout_time_keys,
     layout_with_status_column,
     opted_in_read,
     status_is_suppressed,
@@ -1380,9 +1381,7 @@ def contacts_parse(
         notes.append(_status_column_unread_note(layout, plan.names[status_column]))
     elif layout.status is not None and status_column is not None:
         # The marketer's mapped status column wins over the export's own status.
-        export_times = {
-            column_key(name) for name in (*layout.consent_times, layout.changed_at)
-        }
+        export_times = layout_time_keys(layout)
         plan.layout = layout = layout_with_status_column(layout)
         # Its word is undated: the export's times belong to the export's status,
         # mapped as the change time or not. They still order an address's rows.

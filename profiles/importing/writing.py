@@ -31,6 +31,7 @@ from profiles.importing.mapping import (
     row_written,
 )
 from profiles.models import (
+    SUPPRESSED_COUNTED,
     ConsentRecord,
     Profile,
     ProfileTag,
@@ -73,10 +74,6 @@ class BatchOutcome:
     erased: list[Rejection] = field(default_factory=list)
     duplicates_erased: int = 0
     notes: list[dict[str, Any]] = field(default_factory=list)
-
-
-# How an import's status counts name a subscribed profile on the suppression list.
-SUPPRESSED_COUNTED = "suppressed"
 
 
 @dataclass

@@ -28,8 +28,6 @@ from profiles.importing import (
     contact_import_retryable,
 )
 from profiles.importing.layouts import (
-    CHANGED_AT_COLUMNS,
-    NEWSLETTER_COLUMNS,
     TARGET_CHANGED_AT,
     TARGET_STATUS,
     TARGET_SUBSCRIBED,
@@ -37,7 +35,10 @@ from profiles.importing.layouts import (
     TRAIT_PREFIX,
     StatusUnknown,
     blacklisted_read,
+    change_time_named,
     contacts_time_parse,
+    layout_time_keys,
+    newsletter_named,
     opted_in_read,
     status_read,
 )
@@ -195,9 +196,7 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
 
     # A layout reads its consent times by name, whatever the column is mapped to.
     # Its change time too (Brevo's MODIFIED_TIME), which dates a row's consent.
-    layout = preview.layout
-    layout_times = (*layout.consent_times, layout.changed_at)
-    consent_keys = {column_key(name) for name in layout_times if name}
+    consent_keys = layout_time_keys(preview.layout)
     consent_times = [column_key(name) in consent_keys for name in form.names]
     # A few of each column's values, so that a consent column shows its words.
     shown = [" · ".join(values[:SAMPLES_SHOWN]) for values in preview.values]
@@ -218,14 +217,12 @@ def import_mapping(request: HttpRequest, pk: int) -> HttpResponse:
     context["change_time"] = [
         name
         for name in preview.names
-        if preview.column_map.get(name) == TARGET_CHANGED_AT
-        and column_key(name) in CHANGED_AT_COLUMNS
+        if preview.column_map.get(name) == TARGET_CHANGED_AT and change_time_named(name)
     ]
     context["newsletter_consent"] = [
         (name, ", ".join(values))
         for name, values in zip(preview.names, preview.values, strict=True)
-        if preview.column_map.get(name) == TARGET_SUBSCRIBED
-        and column_key(name) in NEWSLETTER_COLUMNS
+        if preview.column_map.get(name) == TARGET_SUBSCRIBED and newsletter_named(name)
     ]
     context["no_records"] = not preview.has_records
     context["no_consent_column"] = (
@@ -324,10 +321,7 @@ def _unread_change_times(
     export's own (Brevo's MODIFIED_TIME, Mailchimp's OPTIN_TIME), a sampled value of
     which is no time in the chosen date format: its rows' consent would be dated by
     the import, and their order among an address's rows lost."""
-    layout = preview.layout
-    export_times = {
-        column_key(name) for name in (*layout.consent_times, layout.changed_at) if name
-    }
+    export_times = layout_time_keys(preview.layout)
     for name, values in zip(preview.names, preview.values, strict=True):
         if mapped.get(name) != TARGET_CHANGED_AT and (
             column_key(name) not in export_times

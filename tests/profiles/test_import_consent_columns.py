@@ -411,3 +411,12 @@ def test_a_status_and_an_opt_in_column_that_disagree_are_noted():
         "subscription is recorded, as the status column says. If the file's status "
         "is not to be trusted, map it to a trait."
     )
+
+
+def test_the_mapping_page_explains_a_newsletter_column_named_with_yes_no(signed_in):
+    data = b"Email,Newsletter (yes/no)\nada@example.com,yes\nbo@example.com,no\n"
+    url = upload(signed_in, "list.csv", data)
+
+    page = signed_in.get(url).content.decode()
+
+    assert "data-newsletter-consent>“Newsletter (yes/no)” holds yes and no" in page
