@@ -374,7 +374,7 @@ _LETTER_COMPANIONS = (
     (frozenset("ż"), frozenset("żąćęłńóśź")),
     (frozenset("ğış"), frozenset("ğışçöüâîûăţș")),
     (frozenset("õ"), frozenset("õãáâàçéêíóôúäöüšž")),
-    (frozenset("û"), frozenset("ûéèêëîïôçàâœæùÿüçşğıö")),
+    (frozenset("û"), frozenset("ûéèêëîïôçàâœæùÿüşğıö")),
 )
 # Punctuation that sits inside or against words in good text (Women’s, 25–34,
 # l·l, “quoted”): never a sign of the wrong code page.
