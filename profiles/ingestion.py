@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import math
+import operator
 import re
 import uuid
 import zlib
@@ -24,7 +25,6 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from psycopg.errors import DeadlockDetected, UniqueViolation
-from psycopg.types.json import set_json_dumps
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.keys import (
@@ -1243,10 +1243,14 @@ def _events_store(
     result.duplicates += len(fresh) - result.stored
 
 
-# The quick claim: every id is new, or the insert fails whole.
-_MESSAGES_CLAIM_SQL = """
-INSERT INTO profiles_eventmessage (message_id) SELECT unnest(%s::text[])
-"""
+# The quick claim: every id is new, or the COPY fails whole. A COPY of the ids as
+# text lines costs the API a third of what an array parameter's dumping did, and
+# the database less than inserting from the array.
+_MESSAGES_COPY_SQL = "COPY profiles_eventmessage (message_id) FROM STDIN"
+# What COPY's text lines write escaped: an id may hold any text.
+_COPY_TEXT_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+)
 # The careful claim skips the ids already claimed; one that another transaction is
 # claiming is waited for, and skipped if it commits. Every careful request claims
 # its ids in the same order: two that share some wait for one another in turn,
@@ -1262,7 +1266,16 @@ _EVENTS_COPY_SQL = (
     f"COPY profiles_event ({', '.join(STORED_COLUMNS)}, processing_error) "
     "FROM STDIN (FORMAT BINARY)"
 )
-_EVENTS_COPY_TYPES = [*STORED_COLUMNS.values(), "text"]
+# jsonb's binary form is a version byte, 1, before the JSON text. Written as bytes
+# already in that form, a value skips psycopg's jsonb dumper, which took a fifth of
+# the API's time storing a request's events.
+_EVENTS_COPY_TYPES = [
+    *("bytea" if kind == "jsonb" else kind for kind in STORED_COLUMNS.values()),
+    "text",
+]
+_JSONB_VERSION = b"\x01"
+_JSONB_AT = [at for at, kind in enumerate(STORED_COLUMNS.values()) if kind == "jsonb"]
+_draft_values = operator.itemgetter(*STORED_COLUMNS)
 
 
 def _events_insert(fresh: list[EventDraft], *, careful: bool) -> int:
@@ -1274,7 +1287,8 @@ def _events_insert(fresh: list[EventDraft], *, careful: bool) -> int:
     ids = [draft["message_id"] for draft in fresh]
     with server_bound_cursor() as cursor:
         if not careful:
-            cursor.execute(_MESSAGES_CLAIM_SQL, [ids])
+            with cursor.copy(_MESSAGES_COPY_SQL) as copy:
+                copy.write(_copy_text_lines(ids))
         else:
             cursor.execute(_MESSAGES_CLAIM_NEW_SQL, [ids])
             claimed = {message_id for (message_id,) in cursor.fetchall()}
@@ -1285,13 +1299,22 @@ def _events_insert(fresh: list[EventDraft], *, careful: bool) -> int:
     return len(fresh)
 
 
+def _copy_text_lines(values: list[str]) -> str:
+    return "".join(f"{value.translate(_COPY_TEXT_ESCAPES)}\n" for value in values)
+
+
 def _events_copy(fresh: list[EventDraft]) -> None:
-    with server_bound_cursor() as cursor:
-        set_json_dumps(json_bytes, cursor)
-        with cursor.copy(_EVENTS_COPY_SQL) as copy:
-            copy.set_types(_EVENTS_COPY_TYPES)
-            for draft in fresh:
-                copy.write_row([*(draft[name] for name in STORED_COLUMNS), ""])
+    with server_bound_cursor() as cursor, cursor.copy(_EVENTS_COPY_SQL) as copy:
+        copy.set_types(_EVENTS_COPY_TYPES)
+        for draft in fresh:
+            row = [*_draft_values(draft), ""]
+            for at in _JSONB_AT:
+                row[at] = _jsonb(row[at])
+            copy.write_row(row)
+
+
+def _jsonb(value: Any) -> bytes | None:
+    return None if value is None else _JSONB_VERSION + json_bytes(value)
 
 
 def _events_insert_with_orm(fresh: list[EventDraft]) -> int:

@@ -713,3 +713,38 @@ def test_a_nul_is_refused_with_where_it_is(client, item, named):
     assert rejected["code"] == "invalid_characters"
     assert rejected["message"].startswith(named), rejected["message"]
     assert "U+0000" in rejected["message"]
+
+
+# Each a character COPY's text lines would otherwise read as markup: a backslash,
+# a tab, a line break, a return, and what would read as NULL or the end of the data.
+ODD_IDS = ["back\\slash", "tab\there", "two\nlines", "re\rturn", "\\N", "\\."]
+
+
+def test_message_ids_holding_copys_markup_are_stored_and_known_again(client):
+    items = [
+        json.dumps({"type": "track", "messageId": mid, "userId": "u", "event": "Odd"})
+        for mid in ODD_IDS
+    ]
+
+    first = batch(client, *items).json()
+    again = batch(client, *items).json()
+
+    stored = sorted(Event.objects.values_list("message_id", flat=True))
+    assert stored == sorted(ODD_IDS)
+    assert (first["stored"], first["rejected"]) == (len(ODD_IDS), [])
+    assert (again["stored"], again["duplicates"]) == (0, len(ODD_IDS))
+
+
+def test_objects_are_stored_as_sent_through_the_events_copy(client):
+    properties = {
+        "big": 2**70,
+        "text": "Zürich “quoted” \\ back",
+        "nested": {"list": [1, 2.5, None, True], "empty": {}},
+    }
+    item = {"type": "track", "messageId": "obj-1", "userId": "u", "event": "Obj"}
+
+    batch(client, json.dumps({**item, "properties": properties}))
+
+    event = Event.objects.get()
+    assert event.properties == properties
+    assert event.integrations == {}
