@@ -110,3 +110,43 @@ def test_a_deadlock_met_by_the_copy_is_retried_and_stored_once(
     assert (response.json()["stored"], response.json()["duplicates"]) == (2, 0)
     assert Event.objects.count() == 2
     assert enqueued == [False]
+
+
+def test_requests_claiming_the_same_ids_at_once_store_each_event_once(enqueued):
+    # Four senders post batches of the same ids in other orders at once: claims
+    # wait on one another, meet ids committed meanwhile or deadlock, and are
+    # redone carefully. Every id is stored once, and counted stored once.
+    import random
+    import threading
+
+    from django.db import connections
+
+    ids = list(range(40))
+    answers: list[dict] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def sender(seed: int) -> None:
+        rng = random.Random(seed)
+        client = Client()
+        try:
+            start.wait()
+            for _ in range(5):
+                chosen = rng.sample(ids, 25)
+                answers.append(batch(client, *map(track, chosen)).json())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    stored = list(Event.objects.values_list("message_id", flat=True))
+    assert len(stored) == len(set(stored))
+    assert sum(answer["stored"] for answer in answers) == len(stored)
+    assert all(answer["stored"] + answer["duplicates"] == 25 for answer in answers)
