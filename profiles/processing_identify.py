@@ -209,7 +209,9 @@ def identify_fields_read(
         "region": ("address.state", address.get("state")),
     }
     full = _field_text("name", traits.get("name"), "name", refused)
-    named_apart = sent["first_name"][1] is not None or sent["last_name"][1] is not None
+    # A blank firstName (a sign-up form's box left empty) names nothing: a name
+    # beside it is still split.
+    named_apart = _given(sent["first_name"][1]) or _given(sent["last_name"][1])
     split = bool(full) and not named_apart
     if split:
         # Read as an import reads a "Full name" column.
@@ -238,6 +240,10 @@ def identify_fields_read(
             ("address.country", address.get("country"), _no_country(written))
         )
     return fields
+
+
+def _given(raw: Any) -> bool:
+    return raw is not None and not (isinstance(raw, str) and not raw.strip())
 
 
 def _no_country(written: str) -> TraitInvalid:

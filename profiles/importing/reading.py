@@ -272,8 +272,8 @@ def contacts_decoded(data: bytes, encoding: str = "") -> Decoded:
 def _chosen_decode(data: bytes, encoding: str) -> Decoded:
     if encoding not in ENCODINGS:
         raise ImportFormatError(f"Bespoke does not read the encoding {encoding!r}.")
-    if encoding == "utf-8" and data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+    if not encoding.startswith("utf-16"):
+        data = _without_utf8_mark(data)
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -291,6 +291,13 @@ def _chosen_decode(data: bytes, encoding: str) -> Decoded:
             "comma, semicolon or tab; choose the encoding the file was saved in."
         )
     return Decoded(text, encoding)
+
+
+def _without_utf8_mark(data: bytes) -> bytes:
+    # A UTF-8 byte-order mark is never meant as text, even before text another code
+    # page wrote (a tool that writes the mark and then saves in the system's code
+    # page): read as Windows-1252, it is "ï»¿" in front of the first column's name.
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def _reads_as_csv(text: str) -> bool:
@@ -323,7 +330,7 @@ def _text_decode(data: bytes) -> Decoded:
 
     # Excel on Windows saves "CSV" in the machine's code page, most often this one.
     try:
-        return Decoded(data.decode("cp1252"), "cp1252")
+        return Decoded(_without_utf8_mark(data).decode("cp1252"), "cp1252")
     except UnicodeDecodeError as exc:
         hint = encoding_hint(data, read_as_1252=False)
         if hint is None:
@@ -420,7 +427,7 @@ def encoding_hint(data: bytes, *, read_as_1252: bool = True) -> EncodingHint | N
     and the code page is suggested whose reading leaves few odd words among all,
     and fewer than any other's.
     """
-    sample = data[:HINT_SAMPLE_BYTES]
+    sample = _without_utf8_mark(data)[:HINT_SAMPLE_BYTES]
     found = (word for word in _WORD.findall(sample) if _HIGH_BYTE.search(word))
     words = [
         word
@@ -567,8 +574,7 @@ def _utf8_mixed_decode(data: bytes) -> Decoded | None:
     # system): the file is UTF-8 if its other non-ASCII bytes are, and those few
     # bytes are read as Windows-1252, each line named. A Windows-1252 file with
     # accents almost never forms a valid UTF-8 sequence.
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+    data = _without_utf8_mark(data)
     pieces: list[str] = []
     strays: list[int] = []  # where each run of stray bytes starts
     utf8_letters = 0

@@ -1,6 +1,6 @@
 """Walkthrough 22: what a newcomer marketer and engineer ran into on a fresh clone.
 
-Each test is a bug found by hand and fails today (xfail, strict):
+Each test is a bug found by hand, which failed before its fix:
 
 * A CSV saved as Windows-1252 behind a UTF-8 byte-order mark (as a tool that writes
   the mark and then the system code page does): the mark is read as the three
@@ -41,22 +41,12 @@ BOM_CP1252 = b"\xef\xbb\xbf" + (
 ).encode("cp1252")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a UTF-8 BOM before Windows-1252 text is read as 'ï»¿' in the first "
-    "header, so the email column is not recognised",
-)
 def test_a_bom_before_windows_1252_text_leaves_the_email_column_recognised():
     preview = contacts_preview(BOM_CP1252)
 
     assert preview.column_map.get("E-Mail") == "email", preview.column_map
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Windows-1252 file behind a UTF-8 BOM imports nobody: 'The header "
-    "has no email column'",
-)
 def test_a_bom_before_windows_1252_text_imports_its_rows():
     contact_import_file(filename="kontakte.csv", data=BOM_CP1252)
 
@@ -65,11 +55,6 @@ def test_a_bom_before_windows_1252_text_imports_its_rows():
     assert Profile.objects.get(email="zoe.qa@example.com").last_name == "\u0152uvre"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="import_contacts --encoding cp1252 refuses a Windows-1252 file behind "
-    "a UTF-8 BOM: the header found is 'ï»¿E-Mail'",
-)
 def test_import_contacts_with_the_encoding_named_reads_the_file(tmp_path):
     path = tmp_path / "kontakte.csv"
     path.write_bytes(BOM_CP1252)
@@ -103,11 +88,6 @@ def test_a_name_alone_is_split_as_a_full_name_column_is(client):
     assert (ann.first_name, ann.last_name) == ("Ann", "Lee")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a blank firstName or lastName beside 'name' stops the name being "
-    "split, and the blank is no value: the profile gets no name at all",
-)
 @pytest.mark.parametrize(
     "blank",
     [{"firstName": ""}, {"firstName": "  "}, {"lastName": " "}, {"first_name": ""}],
