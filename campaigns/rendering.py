@@ -467,32 +467,63 @@ def _sample_render_problems(
     known by the address only. A failure on a line whose condition `tests` already
     warns about is not said twice.
     """
-    for who, context, typed in _sample_recipients(read):
+    for who, context in _sample_recipients(read):
         try:
             template.render(**context)
         except LiquidError as exc:
-            first_line = str(exc).splitlines()[0]
             where = part
             index = getattr(getattr(exc, "token", None), "start_index", -1)
-            if typed and index is not None and index >= 0:
-                # Which line fails for which value of a trait says where to look.
+            if index is not None and index >= 0:
+                # Which line fails, and for which value of a trait, says where to look.
                 where = f"{part}, line {source.count(NEWLINE, 0, index) + 1}"
-            if typed and any(test.startswith(f"{where}:") for test in tests):
+            if any(test.startswith(f"{where}:") for test in tests):
                 return []
             return [
-                f"{where}: it fails for {who} ({first_line}); every recipient it "
-                "fails for is skipped when the campaign sends"
+                f"{where}: it fails for {who} ({_failure_words(exc)}); every "
+                "recipient it fails for is skipped when the campaign sends"
             ]
     return []
 
 
+# Liquid's words for a comparison of two types that cannot be compared, and what
+# each Python type is in a template.
+UNCOMPARABLE = re.compile(
+    r"'(?P<operators>[^']+)' and '[^']+' are not supported between "
+    r"'(?P<left>\w+)' and '(?P<right>\w+)'"
+)
+TEMPLATE_KINDS = {
+    "str": "text",
+    "Markup": "text",
+    "int": "a number",
+    "float": "a number",
+    "Decimal": "a number",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "an object",
+    "datetime": "a date and time",
+    "date": "a date",
+}
+
+
+def _failure_words(exc: LiquidError) -> str:
+    """Return Liquid's reason for a failed render, in a marketer's words if known."""
+    first_line = str(exc).splitlines()[0]
+    found = UNCOMPARABLE.fullmatch(first_line)
+    if found is None:
+        return first_line
+    left, right = (
+        TEMPLATE_KINDS.get(found[side], found[side]) for side in ("left", "right")
+    )
+    if "contains" in found["operators"]:
+        return f"contains cannot look for {right} in {left}"
+    return f"{left} and {right} cannot be compared with < or >"
+
+
 def _sample_recipients(
     read: dict[str, TraitRule],
-) -> list[tuple[str, dict[str, Any], bool]]:
-    """Return each sample recipient to try a part on, how a warning names them, and
-    whether they carry declared traits.
-    """
-    recipients = [("a sample recipient", SAMPLE_CONTEXT, False)]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return each sample recipient to try a part on, and how a warning names them."""
+    recipients = [("a sample recipient", SAMPLE_CONTEXT)]
     samples = {name: trait_samples(rule) for name, rule in sorted(read.items())}
     count = max(map(len, samples.values()), default=0)
     for turn in range(min(count, SAMPLE_TRAIT_RENDERS_MAX)):
@@ -503,12 +534,9 @@ def _sample_recipients(
             (
                 f"a sample recipient whose {', '.join(said)}",
                 {**SAMPLE_CONTEXT, "profile": profile},
-                True,
             )
         )
-    recipients.append(
-        ("a recipient with no name or orders yet", NEWCOMER_CONTEXT, False)
-    )
+    recipients.append(("a recipient with no name or orders yet", NEWCOMER_CONTEXT))
     return recipients
 
 

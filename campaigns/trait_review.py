@@ -8,7 +8,9 @@ sending; one comparing it with a value the trait does not allow (not one of its
 allowed values, beyond its bounds, not matching its pattern) is never true of an
 allowed value, and an ordering past its bounds is true or false of every one. The
 review's sample recipients carry a declared trait as its type too, once with each
-allowed value. Nothing here reads the database: the caller gives the rules.
+allowed value. The profile's own number and text fields (the order count, the city)
+are checked for their type alike (BUILT_IN_RULES). Nothing here reads the database:
+the caller gives the rules.
 """
 
 import re
@@ -65,14 +67,53 @@ SAMPLE_OF_TYPE: dict[str, tuple[Any, ...]] = {
 # How many allowed values a warning lists before saying how many there are.
 ALLOWED_SHOWN_MAX = 5
 
+# The profile's own keys a template compares (rendering.profile_context), as rules
+# of their type with no bounds: compared with a value of another type, one is as
+# wrong as a declared trait. No declared trait takes one of these names.
+BUILT_IN_RULES = {
+    **{
+        name: TraitRule(name=name, type=TraitType.NUMBER)
+        for name in (
+            "lifetime_value",
+            "order_count",
+            "engagement_score",
+            "average_order_value",
+        )
+    },
+    **{
+        name: TraitRule(name=name, type=TraitType.TEXT)
+        for name in (
+            "email",
+            "first_name",
+            "last_name",
+            "full_name",
+            "city",
+            "region",
+            "country_code",
+            "continent",
+            "timezone",
+            "favourite_category",
+        )
+    },
+}
+# Who has a value of those empty (nil) until the person has ordered: no comparison
+# fails on nil. Every recipient has one of the others (0 or empty text at least).
+HOLDERS_OF_BUILT_IN = {
+    "average_order_value": "every recipient who has ordered",
+    "favourite_category": "every recipient who has a favourite category",
+}
+
 
 def trait_test_problem(operand: str, rules: dict[str, TraitRule]) -> str:
     """Say why one comparison of a declared trait with a value is wrong, or ""."""
     found = TRAIT_FIRST.fullmatch(operand) or LITERAL_FIRST.fullmatch(operand)
-    if found is None or found["trait"] not in rules:
+    if found is None:
+        return ""
+    rule = rules.get(found["trait"]) or BUILT_IN_RULES.get(found["trait"])
+    if rule is None:
         return ""
 
-    rule, operator = rules[found["trait"]], found["operator"]
+    operator = found["operator"]
     trait_first = found.re is TRAIT_FIRST
     literal = _literal_read(found["literal"])
     tested = _written(rule, operator, found["literal"], trait_first=trait_first)
@@ -83,15 +124,18 @@ def trait_test_problem(operand: str, rules: dict[str, TraitRule]) -> str:
         if not trait_first or kind == "text":
             return ""
         return (
-            f"{tested} fails for every recipient who has the trait {rule.name}, "
-            "each then skipped when the campaign sends: contains reads text and "
-            f"lists, and the declared trait {rule.name} is {TYPE_WORDS[rule.type]}"
+            f"{tested} fails for {_holders(rule)}, each then skipped when the "
+            "campaign sends: contains reads text and lists, and "
+            f"{_called(rule)} is {TYPE_WORDS[rule.type]}"
         )
 
     instead = _instead(rule, operator, literal, trait_first)
     if _kind(literal) != kind:
         problem = _other_kind(rule, tested, operator, literal)
         return problem + instead if problem else ""
+    if BUILT_IN_RULES.get(rule.name) is rule:
+        # Its values have no rule to break: only their type is known.
+        return ""
     if operator in EQUALITY:
         return _never_equal(rule, tested, operator, literal, instead)
     if kind == "number":
@@ -161,8 +205,7 @@ def _outside(rule: TraitRule, literal: Any) -> str:
 
 def _other_kind(rule: TraitRule, tested: str, operator: str, literal: Any) -> str:
     why = (
-        f"the declared trait {rule.name} is {TYPE_WORDS[rule.type]}, "
-        f"not {KIND_WORDS[_kind(literal)]}"
+        f"{_called(rule)} is {TYPE_WORDS[rule.type]}, not {KIND_WORDS[_kind(literal)]}"
     )
     if operator in EQUALITY:
         return f"{tested} is {EQUALITY[operator]} for every recipient, since {why}"
@@ -170,9 +213,22 @@ def _other_kind(rule: TraitRule, tested: str, operator: str, literal: Any) -> st
         # Liquid orders true and false as 1 and 0: odd, but it does not fail.
         return ""
     return (
-        f"{tested} fails for every recipient who has the trait {rule.name}, each "
-        f"then skipped when the campaign sends, since {why}"
+        f"{tested} fails for {_holders(rule)}, each then skipped when the campaign "
+        f"sends, since {why}"
     )
+
+
+def _called(rule: TraitRule) -> str:
+    if BUILT_IN_RULES.get(rule.name) is rule:
+        return f"the profile's {rule.name}"
+    return f"the declared trait {rule.name}"
+
+
+def _holders(rule: TraitRule) -> str:
+    """Name the recipients a failing comparison of the trait fails for."""
+    if BUILT_IN_RULES.get(rule.name) is not rule:
+        return f"every recipient who has the trait {rule.name}"
+    return HOLDERS_OF_BUILT_IN.get(rule.name, "every recipient")
 
 
 def _never_equal(
@@ -190,7 +246,7 @@ def _never_equal(
         )
     if typed is not None and typed != literal:
         return (
-            f"{outcome}, since the declared trait {rule.name} keeps "
+            f"{outcome}, since {_called(rule)} keeps "
             f"{liquid_written(literal)} as {liquid_written(typed)}{instead}"
         )
     if rule.allowed_values and literal not in rule.allowed_values:

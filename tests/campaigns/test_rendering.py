@@ -277,7 +277,7 @@ def test_a_template_that_fails_for_a_sample_recipient_is_warned_about(html, caus
 
     assert review.errors == []
     (warning,) = review.warnings
-    assert warning.startswith("html: it fails for a sample recipient (")
+    assert warning.startswith("html, line 1: it fails for a sample recipient (")
     assert cause in warning
 
 
@@ -441,7 +441,7 @@ def test_a_template_that_fails_for_someone_with_no_orders_yet_is_warned_about():
 
     (warning,) = review.warnings
     assert warning.startswith(
-        "html: it fails for a recipient with no name or orders yet ("
+        "html, line 1: it fails for a recipient with no name or orders yet ("
     )
 
 
@@ -624,9 +624,9 @@ def test_a_declared_trait_compared_through_a_variable_is_warned_about():
     )
 
     assert review.warnings == [
-        "html, line 2: it fails for a sample recipient whose score is 1 ('<' and "
-        "'>' are not supported between 'Markup' and 'int'); every recipient it "
-        "fails for is skipped when the campaign sends"
+        "html, line 2: it fails for a sample recipient whose score is 1 (text and "
+        "a number cannot be compared with < or >); every recipient it fails for is "
+        "skipped when the campaign sends"
     ]
 
 
@@ -674,3 +674,64 @@ def test_a_when_that_no_value_of_its_declared_trait_meets_is_warned_about():
         "recipient, since the declared trait score is a number, not text: test "
         "profile.score == 40 instead",
     ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (
+            'profile.order_count > "3"',
+            'profile.order_count > "3" fails for every recipient, each then skipped '
+            "when the campaign sends, since the profile's order_count is a number, "
+            "not text: test profile.order_count > 3 instead",
+        ),
+        (
+            'profile.lifetime_value == "100"',
+            'profile.lifetime_value == "100" is false for every recipient, since the '
+            "profile's lifetime_value is a number, not text: test "
+            "profile.lifetime_value == 100 instead",
+        ),
+        (
+            'profile.average_order_value >= "50"',
+            'profile.average_order_value >= "50" fails for every recipient who has '
+            "ordered, each then skipped when the campaign sends, since the "
+            "profile's average_order_value is a number, not text: test "
+            "profile.average_order_value >= 50 instead",
+        ),
+        (
+            "profile.city == 3",
+            "profile.city == 3 is false for every recipient, since the profile's "
+            'city is text, not a number: test profile.city == "3" instead',
+        ),
+    ],
+)
+def test_a_profile_field_compared_with_a_value_of_another_type_is_warned_once(
+    condition, expected
+):
+    # Walkthrough 22: the order count compared with "3" was warned of only as
+    # Liquid's "'<' and '>' are not supported between 'Markup' and 'int'", with no
+    # line, and compared for equality it was not warned of at all.
+    html = f"<p>Hi</p>\n{{% if {condition} %}}VIP{{% endif %}}"
+
+    review = template_review(subject="Hi", html=html)
+
+    assert review.warnings == [f"html, line 2: in this 'if', {expected}"]
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "profile.order_count > 3",
+        "3 < profile.order_count",
+        "profile.lifetime_value >= 100.5",
+        'profile.first_name == "Ann"',
+        'profile.country_code == "FR"',
+        'profile.city contains "Ly"',
+        'profile.email contains "@"',
+        'profile.favourite_category == "Tents"',
+    ],
+)
+def test_a_profile_field_compared_with_a_value_of_its_type_is_not_warned(condition):
+    html = f"{{% if {condition} %}}x{{% endif %}}"
+
+    assert template_review(subject="Hi", html=html).warnings == []
