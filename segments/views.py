@@ -170,6 +170,19 @@ def _initial(segment: Segment | None) -> dict:
     }
 
 
+# How the builder names each profile field a condition can test.
+FIELD_LABELS = {
+    **{
+        name: name.replace("_", " ").capitalize()
+        for name in (*PROFILE_TEXT_FIELDS, *PROFILE_DATE_FIELDS)
+    },
+    "country_code": "Country (two-letter code)",
+    "created_at": "Profile created",
+    "continent": "Continent",
+    "tags": "Tags",
+}
+
+
 def _vocabulary(*, exclude: Segment | None) -> dict:
     """What the structured editor offers, taken from the rule language itself."""
     others = Segment.objects.order_by("name").values("slug", "name")
@@ -178,6 +191,7 @@ def _vocabulary(*, exclude: Segment | None) -> dict:
     return {
         "text_fields": sorted(PROFILE_TEXT_FIELDS),
         "date_fields": sorted(PROFILE_DATE_FIELDS),
+        "field_labels": FIELD_LABELS,
         "metrics": METRICS,
         "ops": {
             "text": sorted(TEXT_OPS),

@@ -128,7 +128,27 @@
     return vocab.ops[type] || vocab.ops.text;
   }
 
+  // Conditions added on this page whose value is still to be chosen: the preview
+  // waits for them, rather than count everyone whose field is empty.
+  const unfinished = new WeakSet();
+
   function newCondition(kind) {
+    const node = conditionOf(kind);
+    if (node.value === "") unfinished.add(node);
+    return node;
+  }
+
+  function waitsForValue(node) {
+    if (Array.isArray(node)) return node.some(waitsForValue);
+    if (!node || typeof node !== "object") return false;
+    if (unfinished.has(node) && !VALUELESS.includes(node.op)) {
+      const value = node.value;
+      if (value === "" || (Array.isArray(value) && !value.length)) return true;
+    }
+    return Object.values(node).some(waitsForValue);
+  }
+
+  function conditionOf(kind) {
     switch (kind) {
       case "trait": return { attribute: "traits.", op: "eq", value: "" };
       case "metric": return { metric: "lifetime_value", op: "gt", value: 0 };
@@ -283,7 +303,8 @@
 
   function attributeFields(node) {
     const names = [...vocab.text_fields, ...vocab.date_fields, "continent", "tags"];
-    const fieldSelect = select(names.map((n) => [n, n]), node.attribute, (value) => {
+    const labels = vocab.field_labels || {};
+    const fieldSelect = select(names.map((n) => [n, labels[n] || n]), node.attribute, (value) => {
       node.attribute = value;
       const ops = opsFor(node);
       if (!ops.includes(node.op)) node.op = ops[0];
@@ -539,6 +560,11 @@
 
   async function preview() {
     const number = ++requestNumber;
+    if (waitsForValue(rule)) {
+      clearPreview("No count until each new condition has its value.");
+      setState("Choose a value for the new condition to see who matches.");
+      return;
+    }
     setState("Counting…");
     let result;
     try {
@@ -568,14 +594,13 @@
   }
 
   // Nothing of the last valid rule's preview may pass for the current rule's.
-  function clearPreview() {
+  function clearPreview(none = "No preview until the rule has no problems.") {
     ["[data-live-count]", "[data-eligible]", "[data-ineligible]", "[data-description]"].forEach((selector) => {
       text(selector, "—");
     });
     text("[data-eligibility-end]", ".");
     root.querySelector("[data-reasons]").replaceChildren();
     treeBox.querySelectorAll("[data-count-for]").forEach((badgeEl) => { badgeEl.textContent = ""; });
-    const none = "No preview until the rule has no problems.";
     root.querySelector("[data-sample]").replaceChildren(
       el("tr", {}, [el("td", { colspan: 2, class: "muted", text: none })]),
     );

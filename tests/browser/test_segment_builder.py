@@ -224,3 +224,37 @@ def test_the_continent_chosen_says_which_countries_it_counts(page, signed_in):
     page.get_by_role("button", name="JSON").click()
     rule = json.loads(page.get_by_label("Rule (JSON)").input_value())
     assert rule["any"][2] == {"attribute": "continent", "op": "eq", "value": "Europe"}
+
+
+def test_a_new_profile_field_condition_waits_for_its_value_before_counting(
+    page, signed_in
+):
+    # Walkthrough 22: an added condition started as "country_code is ''" and the
+    # count dropped at once to those with no country; its field read as code.
+    everyone = count(NEWSLETTER_OR_VIEWED)
+    french = count(NEWSLETTER_OR_VIEWED & Q(country_code="FR"))
+    page.get_by_role("link", name="Segments").first.click()
+    page.get_by_role("link", name="Spring sale audience").click()
+    expect(page.locator("[data-live-count]")).to_have_text(str(everyone))
+    page.get_by_role("button", name="JSON").click()
+    page.get_by_label("Rule (JSON)").fill(
+        '{"all": [{"any": ['
+        '{"attribute": "tags", "op": "contains", "value": "Newsletter"}, '
+        '{"event": "Product Viewed", "did": true}]}]}'
+    )
+    page.get_by_role("button", name="Structured editor").click()
+    expect(page.locator("[data-live-count]")).to_have_text(str(everyone))
+
+    root = page.locator('[data-path="rule"]')
+    root.locator(".node-head").first.get_by_role("button", name="Add condition").click()
+    added = page.locator('[data-path="rule.all[1]"]')
+    field = added.get_by_label("Field")
+    expect(field.locator("option:checked")).to_have_text("Country (two-letter code)")
+    expect(page.locator("[data-preview-state]")).to_have_text(
+        "Choose a value for the new condition to see who matches."
+    )
+    expect(page.locator("[data-live-count]")).to_have_text("—")
+
+    added.get_by_label("Value").fill("FR")
+    expect(page.locator("[data-live-count]")).to_have_text(str(french))
+    expect(page.locator("[data-preview-state]")).to_have_text("")
