@@ -1,0 +1,126 @@
+"""QA pass qa23: what a privacy admin and the engineer running Bespoke are told.
+
+Each test says what happens now in its docstring; each fails until it is fixed.
+"""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from campaigns.tasks import esp_events_sweep_task
+from profiles.importing import contact_import_file
+from profiles.models import Profile, SubscriptionStatus
+from profiles.processing import events_process_pending
+from profiles.services import consent_record
+from tests.factories import ProfileFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def mailgun(settings, load_fixture, client):
+    """Post a Mailgun fixture with its recorded headers, as Mailgun would."""
+    headers_file = load_fixture("anymail/mailgun/webhook_headers.json", as_json=True)
+    settings.ANYMAIL = {
+        "WEBHOOK_SECRET": "fixtureuser:fixture-webhook-password",
+        "MAILGUN_WEBHOOK_SIGNING_KEY": headers_file["webhook_signing_key"],
+    }
+    headers = dict(headers_file["common_headers"])
+    headers.pop("Content-Type")
+
+    def send(name: str):
+        response = client.post(
+            "/anymail/mailgun/tracking/",
+            data=load_fixture(f"anymail/mailgun/{name}"),
+            content_type="application/json",
+            headers=headers,
+        )
+        assert response.status_code == 200, response.content
+        esp_events_sweep_task()
+        events_process_pending()
+
+    return send
+
+
+def suppression_cell(page: str) -> str:
+    return re.search(r"<td data-suppression>(.*?)</td>", page, re.S).group(1)
+
+
+# Why a person is not emailed, on their profile page ---------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="qa23: a complaint's suppression is not explained on the profile page",
+)
+def test_a_spam_complaint_is_named_where_the_profile_page_says_suppressed(
+    signed_in, mailgun, load_fixture
+):
+    """Emma subscribed in 2023 and marked a message as spam at Mailgun in March
+    2025. Her page's status still reads "Subscribed, as of Oct. 10, 2023 (the
+    latest consent fact)", her consent history holds only the subscription, and
+    the Suppressed row says only "Yes" with a banner "This address is on the
+    suppression list". Why (a spam complaint), from where (esp:mailgun) and when
+    are on the admin's suppression list alone, which keeps no address, only a
+    hash: a privacy admin cannot tell from anything Bespoke shows which of its
+    rows is Emma's. The page should name the reason next to "Yes"."""
+    contact_import_file(
+        filename="subscribed_members_export.csv",
+        data=load_fixture("mailchimp/subscribed_members_export.csv"),
+    )
+    mailgun("complained.json")
+    emma = Profile.objects.get(email="emma.davis@example.org")
+    assert emma.suppressed_at is not None
+
+    page = signed_in.get(reverse("profile_detail", kwargs={"pk": emma.pk})).text
+
+    assert "complaint" in suppression_cell(page).lower()
+
+
+# What a merge does to consent, said before it is done ------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="qa23: the merge preview does not say the kept profile becomes unsubscribed",
+)
+def test_the_merge_preview_says_the_kept_profile_will_be_unsubscribed(signed_in):
+    """Mia is subscribed (2024). Her second profile, whose address the admin
+    cleared so that the two can be merged, unsubscribed in 2025. The merge page
+    says which profile is kept and lists the values it takes ("Phone"), "before
+    anything changes"; it does not say that Mia's kept profile will be
+    unsubscribed, which is what the merge then does (_withdrawal_carried): the
+    one change a privacy admin most needs to see is shown only afterwards."""
+    mia = ProfileFactory(email="mia@example.com", first_name="Mia")
+    consent_record(
+        profile=mia,
+        status=SubscriptionStatus.SUBSCRIBED,
+        source="import:mailchimp",
+        occurred_at=datetime(2024, 2, 29, tzinfo=UTC),
+    )
+    other = ProfileFactory(email="mia.work@example.com", first_name="Mia")
+    consent_record(
+        profile=other,
+        status=SubscriptionStatus.UNSUBSCRIBED,
+        source="esp:mailgun",
+        occurred_at=datetime(2025, 3, 15, tzinfo=UTC),
+    )
+    Profile.objects.filter(pk=other.pk).update(email=None)
+    url = reverse("profile_merge", kwargs={"pk": mia.pk})
+
+    preview = signed_in.get(url, {"other": str(other.pk)}).text
+    signed_in.post(url, {"other": str(other.pk)})
+
+    mia.refresh_from_db()
+    assert mia.subscription_status == SubscriptionStatus.UNSUBSCRIBED
+    summary = preview[preview.index("data-merge-summary") :]
+    summary = summary[: summary.index("data-merge-confirm")]
+    assert "unsubscribed" in summary.lower()
