@@ -248,7 +248,9 @@ class ProfileGone(Exception):
     """The profile being saved was deleted (merged away) since its page was read."""
 
 
-def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
+def profile_admin_save(
+    profile: Profile, form: ProfileAdminForm, *, by: str = ""
+) -> None:
     # A changed profile is saved by the fields its form changed: the rest of the
     # row (what an event processed meanwhile wrote: computed traits and what they
     # are kept from, identify fields) is left as the database has it.
@@ -274,7 +276,7 @@ def profile_admin_save(profile: Profile, form: ProfileAdminForm) -> None:
             suppression_add(
                 email_key=address,
                 reason=SuppressionReason.MANUAL,
-                source=f"admin: profile #{profile.pk}",
+                source=f"admin: profile #{profile.pk}" + (f" by {by}" if by else ""),
             )
     # As after an event: every segment reads the profile again.
     transaction.on_commit(
@@ -368,7 +370,7 @@ class ProfileAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: Profile, form: ProfileAdminForm, change: bool
     ) -> None:
-        profile_admin_save(obj, form)
+        profile_admin_save(obj, form, by=request.user.get_username())
 
     def change_view(
         self,

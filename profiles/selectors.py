@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, QuerySet
 
 from profiles.emails import InvalidEmail, email_normalize
 from profiles.models import (
@@ -23,11 +23,21 @@ def profile_is_suppressed(email: str) -> bool:
     The list holds each address's key (email_normalize's): a profile's address
     stored with capitals, by hand or by an older import, is still found.
     """
+    return _listed(email).exists()
+
+
+def address_suppression(email: str) -> Suppression | None:
+    """Return the suppression list's entry for the address, however it is written:
+    why it is there, from where and since when."""
+    return _listed(email).first()
+
+
+def _listed(email: str) -> QuerySet[Suppression]:
     try:
         key = email_normalize(email).key
     except InvalidEmail:
         key = email.strip().lower()
-    return Suppression.objects.filter(email_hash=suppression_hash(key)).exists()
+    return Suppression.objects.filter(email_hash=suppression_hash(key))
 
 
 def profile_suppressed(profile: Profile) -> bool:

@@ -46,9 +46,9 @@ from profiles.processing_identities import (
 )
 from profiles.processing_traits import order_key
 from profiles.selectors import (
+    address_suppression,
     profile_events_waiting,
     profile_find,
-    profile_is_suppressed,
     profile_merged_into,
     profile_suppressed,
 )
@@ -174,7 +174,8 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "identities": profile.identities.order_by("kind", "created_at", "pk"),
         "consents": profile.consent_records.order_by("-occurred_at", "-pk"),
         "suppressed": profile_suppressed(profile),
-        "listed": bool(profile.email) and profile_is_suppressed(profile.email),
+        # Why, from where and since when: the list's entry for the address.
+        "listed": address_suppression(profile.email) if profile.email else None,
         "merges": profile.merges.order_by("-merged_at", "-pk"),
         "merge_form": ProfileMergeForm(profile=profile),
         "segments": segments_containing(profile.pk),

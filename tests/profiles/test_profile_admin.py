@@ -556,3 +556,34 @@ def test_a_page_posting_traits_it_was_not_shown_is_answered_not_a_500(admin_clie
     response = admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
 
     assert response.status_code in (200, 302)
+
+
+def test_the_suppressed_row_says_why_from_where_and_since_when(admin_client):
+    marked = Profile.objects.create(email="new@example.com")
+    Profile.objects.filter(pk=marked.pk).update(suppressed_at="2026-01-01T00:00Z")
+    listed = Profile.objects.create(email="gone@example.com")
+    suppression_add(
+        email_key="gone@example.com",
+        reason=SuppressionReason.COMPLAINT,
+        source="esp:mailgun",
+    )
+
+    marked_page = admin_client.get(f"/profiles/{marked.pk}/").content.decode()
+    listed_page = admin_client.get(f"/profiles/{listed.pk}/").content.decode()
+
+    listed_cell = listed_page.split("data-suppression>")[1].split("</td>")[0]
+    assert "Spam complaint, from esp:mailgun, since " in listed_cell
+    marked_cell = marked_page.split("data-suppression>")[1].split("</td>")[0]
+    assert "marked on the profile since Jan. 1, 2026" in marked_cell
+
+
+def test_suppressing_by_hand_names_who_did_it_on_the_list(admin_client):
+    profile = Profile.objects.create(email="typo@example.com")
+    page = suppression_shown(
+        profile, suppressed_at_0="2026-03-01", suppressed_at_1="10:00:00"
+    )
+
+    admin_client.post(f"/admin/profiles/profile/{profile.pk}/change/", page)
+
+    entry = Suppression.objects.get()
+    assert entry.source == f"admin: profile #{profile.pk} by admin"

@@ -67,10 +67,6 @@ def suppression_cell(page: str) -> str:
 # Why a person is not emailed, on their profile page ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa23: a complaint's suppression is not explained on the profile page",
-)
 def test_a_spam_complaint_is_named_where_the_profile_page_says_suppressed(
     signed_in, mailgun, load_fixture
 ):
