@@ -375,7 +375,10 @@ def test_the_profile_page_shows_identities_consent_suppression_and_merges(
             "Yes, send me the newsletter",
         ],
     ]
-    assert '<td data-suppression><span class="bad">Yes</span></td>' in page
+    assert (
+        '<td data-suppression><span class="bad">Yes</span>: Hard bounce, from test, '
+        "since "
+    ) in page
     assert [row[1:] for row in joined(page, "merges")] == [["#99", "identify"]]
 
 
