@@ -578,7 +578,9 @@ def _blanks_fill(*, kept: Profile, merged: Profile, taken: set[str]) -> None:
         # person is not to be emailed, whichever profile is kept.
         kept.suppressed_at = merged.suppressed_at
         changed.append("suppressed_at")
-    if _withdrawal_carried(kept=kept, merged=merged):
+    if merge_withdrawal_carried(kept=kept, merged=merged):
+        kept.subscription_status = merged.subscription_status
+        kept.subscription_changed_at = merged.subscription_changed_at
         changed += ["subscription_status", "subscription_changed_at"]
     kept.save(update_fields=changed)
 
@@ -611,17 +613,16 @@ def _value(profile: Profile, name: str) -> Any:
 _ABSENT = object()
 
 
-def _withdrawal_carried(*, kept: Profile, merged: Profile) -> bool:
-    # The person unsubscribed on the profile merged away, later than the kept
-    # profile's status was set: the kept profile takes that status, as its newest
-    # consent record now says. Neither a subscription nor a bounce is carried over:
-    # both are about an address, and the kept profile's is another.
+def merge_withdrawal_carried(*, kept: Profile, merged: Profile) -> bool:
+    """Tell whether the kept profile takes the merged one's unsubscribe.
+
+    So when the person unsubscribed on the profile merged away, later than the kept
+    profile's status was set, as its newest consent record then says. Neither a
+    subscription nor a bounce is carried over: both are about an address, and the
+    kept profile's is another. The merge page says it before the merge.
+    """
     if merged.subscription_status != SubscriptionStatus.UNSUBSCRIBED:
         return False
     since = kept.subscription_changed_at
     left = merged.subscription_changed_at
-    if since is not None and (left is None or left <= since):
-        return False
-    kept.subscription_status = merged.subscription_status
-    kept.subscription_changed_at = left
-    return True
+    return since is None or (left is not None and left > since)

@@ -17,6 +17,8 @@ from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Concat
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 from django.views.decorators.http import require_http_methods
 
 from profiles.access import staff_required
@@ -42,6 +44,7 @@ from profiles.processing_identities import (
     merge_check,
     merge_order,
     merge_values_taken,
+    merge_withdrawal_carried,
     profile_merge,
 )
 from profiles.processing_traits import order_key
@@ -528,7 +531,32 @@ def _merge_values_shown(kept: Profile, merged: Profile) -> list[dict[str, Any]]:
         shown.append(
             {"name": key, "kept": held, "merged": _json_shown(merged.traits[key])}
         )
+    # What a privacy admin most needs to see first: whether the person may still be
+    # emailed once the profiles are one.
+    if merge_withdrawal_carried(kept=kept, merged=merged):
+        shown.append(
+            {
+                "name": "Email consent",
+                "kept": _status_shown(kept),
+                "merged": _status_shown(merged),
+            }
+        )
+    if kept.suppressed_at is None and merged.suppressed_at is not None:
+        shown.append(
+            {
+                "name": "Suppressed",
+                "kept": "No",
+                "merged": f"Yes, since {date_format(localtime(merged.suppressed_at))}",
+            }
+        )
     return shown
+
+
+def _status_shown(profile: Profile) -> str:
+    status = profile.get_subscription_status_display()
+    if profile.subscription_changed_at is None:
+        return status
+    return f"{status}, as of {date_format(localtime(profile.subscription_changed_at))}"
 
 
 # How the merge confirmation shows an empty field, and a trait a profile lacks.

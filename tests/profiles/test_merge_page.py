@@ -551,3 +551,55 @@ def test_digits_that_are_also_this_profiles_user_id_name_the_other_by_its_id(
     response = signed_in.get(merge_url(ana), {"other": str(other.pk)})
 
     assert f'name="other" value="#{other.pk}"' in response.text
+
+
+def test_the_page_says_the_kept_profile_takes_a_later_unsubscribe_and_suppression(
+    signed_in,
+):
+    # qa23: the merge carried the unsubscribe over, and the page had not said so.
+    ana = ProfileFactory(
+        email="ana@example.com",
+        subscription_status="subscribed",
+        subscription_changed_at=datetime(2024, 2, 29, tzinfo=UTC),
+    )
+    other = ProfileFactory(
+        email=None,
+        subscription_status="unsubscribed",
+        subscription_changed_at=datetime(2025, 3, 15, tzinfo=UTC),
+        suppressed_at=datetime(2025, 3, 16, tzinfo=UTC),
+    )
+
+    page = signed_in.get(merge_url(ana), {"other": str(other.pk)}).text
+
+    table = re.search(r"<table data-merge-taken>(.*?)</table>", page, re.S).group(1)
+    rows = [
+        re.findall(r"<td>(.*?)</td>", row)
+        for row in re.findall(r"<tr>(.*?)</tr>", table)
+    ]
+    assert [row for row in rows if row] == [
+        [
+            "Email consent",
+            "Subscribed, as of Feb. 29, 2024",
+            "Unsubscribed, as of March 15, 2025",
+        ],
+        ["Suppressed", "No", "Yes, since March 16, 2025"],
+    ]
+
+
+def test_an_older_unsubscribe_on_the_merged_profile_is_not_said_to_be_taken(
+    signed_in,
+):
+    ana = ProfileFactory(
+        email="ana@example.com",
+        subscription_status="subscribed",
+        subscription_changed_at=datetime(2025, 3, 15, tzinfo=UTC),
+    )
+    other = ProfileFactory(
+        email=None,
+        subscription_status="unsubscribed",
+        subscription_changed_at=datetime(2024, 2, 29, tzinfo=UTC),
+    )
+
+    page = signed_in.get(merge_url(ana), {"other": str(other.pk)}).text
+
+    assert "Email consent" not in page

@@ -94,16 +94,12 @@ def test_a_spam_complaint_is_named_where_the_profile_page_says_suppressed(
 # What a merge does to consent, said before it is done ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa23: the merge preview does not say the kept profile becomes unsubscribed",
-)
 def test_the_merge_preview_says_the_kept_profile_will_be_unsubscribed(signed_in):
     """Mia is subscribed (2024). Her second profile, whose address the admin
     cleared so that the two can be merged, unsubscribed in 2025. The merge page
     says which profile is kept and lists the values it takes ("Phone"), "before
     anything changes"; it does not say that Mia's kept profile will be
-    unsubscribed, which is what the merge then does (_withdrawal_carried): the
+    unsubscribed, which is what the merge then does (merge_withdrawal_carried): the
     one change a privacy admin most needs to see is shown only afterwards."""
     mia = ProfileFactory(email="mia@example.com", first_name="Mia")
     consent_record(
