@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -27,7 +28,9 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.text import get_valid_filename
+from django.utils.timezone import localtime
 from psycopg.errors import DeadlockDetected, UniqueViolation
 
 from profiles.importing.copying import contact_rows_copy
@@ -344,15 +347,35 @@ def contact_import_retry(*, contact_import_id: int) -> bool:
     if not contact_import_retryable(contact_import=contact_import):
         return False
 
+    now = timezone.now()
     requeued = ContactImport.objects.filter(
         pk=contact_import_id, status=ImportStatus.FAILED
     ).update(
         status=ImportStatus.PENDING,
         error="",
         finished_at=None,
-        queued_at=timezone.now(),
+        queued_at=now,
+        # The report says so once done: its rows were written by two runs.
+        notes=[*contact_import.notes, _run_again_note(contact_import, now)],
     )
     return bool(requeued)
+
+
+RUN_AGAIN = "run_again"
+
+
+def _run_again_note(contact_import: ContactImport, now: datetime) -> dict[str, str]:
+    # Where the run goes on from is the next run's to say: from the first row
+    # again if the declared traits changed meanwhile (RESTART_NOTE).
+    when = date_format(localtime(now), "DATETIME_FORMAT")
+    return {
+        "kind": RUN_AGAIN,
+        "message": (
+            f"Run again on {when}, after it stopped with "
+            f"{contact_import.rows_done:,} of {contact_import.rows_total:,} rows "
+            f"written: {contact_import.error}"
+        ),
+    }
 
 
 def contact_imports_sweep(
@@ -661,10 +684,15 @@ def _parse_report_save(
         accepted=parsed.records - len(parsed.rejections),
         duplicates_merged=sum(len(row.records) - 1 for row in parsed.rows),
         rejections=[rejection.as_dict() for rejection in rejections],
-        notes=parsed.notes,
+        # What the file says, after what became of the runs before (run again).
+        notes=[*_run_notes(contact_import), *parsed.notes],
         rows_total=len(parsed.rows),
         trait_rules=rules,
     )
+
+
+def _run_notes(contact_import: ContactImport) -> list[dict[str, Any]]:
+    return [note for note in contact_import.notes if note.get("kind") == RUN_AGAIN]
 
 
 def _progress_save(

@@ -131,10 +131,6 @@ def test_the_merge_preview_says_the_kept_profile_will_be_unsubscribed(signed_in)
 # An import whose worker died, run again --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa23: a finished import's report forgets that its worker died mid-way",
-)
 def test_an_import_run_again_after_its_worker_died_still_says_so_when_done(
     monkeypatch, signed_in
 ):
@@ -182,3 +178,43 @@ def test_an_import_run_again_after_its_worker_died_still_says_so_when_done(
     url = reverse("import_detail", kwargs={"pk": contact_import.pk})
     page = signed_in.get(url).text
     assert "stopped" in page
+
+
+def test_the_run_again_note_says_when_how_far_the_first_run_went_and_why(
+    monkeypatch, signed_in
+):
+    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
+    real_write = runs.contact_rows_write
+    calls: list[int] = []
+
+    def fails_in_second_batch(rows, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise ValueError("disk full")
+        return real_write(rows, **kwargs)
+
+    monkeypatch.setattr(runs, "contact_rows_write", fails_in_second_batch)
+    rows = "".join(f"p{n}@example.com,yes\n" for n in range(30))
+    contact_import = contact_import_create(
+        filename="big.csv", data=f"Email,Subscribed\n{rows}".encode()
+    )
+    with pytest.raises(ValueError, match="disk full"):
+        contact_import_run_stored(contact_import_id=contact_import.pk)
+    contact_import.refresh_from_db()
+    assert contact_import.status == ImportStatus.FAILED
+    error = contact_import.error
+    monkeypatch.setattr(runs, "contact_rows_write", real_write)
+
+    assert contact_import_retry(contact_import_id=contact_import.pk)
+    contact_import_run_stored(contact_import_id=contact_import.pk)
+
+    contact_import.refresh_from_db()
+    (note,) = [n for n in contact_import.notes if n["kind"] == "run_again"]
+    assert note["message"].startswith("Run again on ")
+    assert note["message"].endswith(
+        f", after it stopped with 10 of 30 rows written: {error}"
+    )
+    report = signed_in.get(
+        reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})
+    ).content.decode()
+    assert "after it stopped with 10 of 30 rows written" in report
