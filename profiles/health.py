@@ -30,6 +30,7 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
+from profiles.importing.runs import contact_import_idle_seconds
 from profiles.models import (
     AWAITS_ORDER,
     PAYLOAD_REFUSED,
@@ -297,6 +298,7 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
             now - timedelta(seconds=LAG_WINDOW_SECONDS)
         ),
         failed=_failed_imports(),
+        stalled=_imports_stalled(now=now),
         webhook_notes=None,
         events_failed=None,
         last_received_at=feed.rows.filter(status=ImportStatus.DONE).aggregate(
@@ -304,6 +306,22 @@ def _import_health(*, now: datetime) -> dict[str, Any]:
         )["at"],
     )
     return _with_warnings(health)
+
+
+# A running import whose worker made no progress for this long is named, as its
+# own page names it: a worker that died leaves it running until the beat sweep
+# marks it failed (IMPORT_STUCK_AFTER_SECONDS later), and nothing else says so.
+IMPORT_STALLED_SECONDS = 60
+
+
+def _imports_stalled(*, now: datetime) -> list[dict[str, Any]]:
+    stalled = []
+    running = ContactImport.objects.filter(status=ImportStatus.RUNNING)
+    for contact_import in running.order_by("started_at", "pk"):
+        idle = contact_import_idle_seconds(contact_import, now=now)
+        if idle is not None and idle >= IMPORT_STALLED_SECONDS:
+            stalled.append({"contact_import": contact_import, "idle_seconds": idle})
+    return stalled
 
 
 def _imports_queued() -> QuerySet:

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_http_methods
 
 from profiles.access import staff_required
 from profiles.health import BACKLOG_WARNING_SECONDS, sources_health
+from profiles.importing.runs import IMPORT_STUCK_AFTER_SECONDS
 from profiles.keys import (
     write_key_create,
     write_key_masked,
@@ -90,5 +91,6 @@ def sources_health_page(request: HttpRequest) -> HttpResponse:
     context = {
         "sources": sources_health(),
         "backlog_warning_minutes": BACKLOG_WARNING_SECONDS // 60,
+        "stuck_after_minutes": IMPORT_STUCK_AFTER_SECONDS // 60,
     }
     return render(request, "profiles/sources_health.html", context)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.urls import reverse
+from django.utils.timezone import now as timezone_now
 
 from profiles.health import sources_health
 from profiles.keys import write_key_create, write_key_revoke
@@ -635,3 +636,52 @@ def test_the_imports_list_tells_an_upload_not_started_from_a_queued_import(signe
     assert f'<a href="{mapping}">Not started: map its columns</a>' in page
     assert ">Queued</td>" in page
     assert ">Done</td>" in page
+
+
+def test_a_running_import_whose_worker_stopped_is_named_on_the_sources_page(
+    signed_in, settings, tmp_path
+):
+    # qa23: for the quarter of an hour before the sweep fails it, an import whose
+    # worker died showed nowhere but on its own page.
+    import os
+
+    from profiles.importing import contact_import_create, contact_import_upload_path
+    from profiles.models import ContactImport, ImportStatus
+
+    settings.VAR_DIR = tmp_path
+    contact_import = contact_import_create(
+        filename="big.csv", data=b"Email\na@example.com\nb@example.com\n"
+    )
+    started = timezone_now() - timedelta(minutes=5)
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.RUNNING, started_at=started, rows_done=1, rows_total=2
+    )
+    os.utime(contact_import_upload_path(contact_import), (started.timestamp(),) * 2)
+
+    page = signed_in.get(reverse("sources_health")).content.decode()
+
+    warning = re.search(r'data-warning="stalled">(.*?)</p>', page, re.S).group(1)
+    text = " ".join(re.sub(r"<[^>]+>", "", warning).split())
+    assert re.fullmatch(
+        r"big\.csv has made no progress for 3\d\d s \(1 of 2 rows written\): is the "
+        r"worker running\? An import is marked failed after 15 minutes without "
+        r"progress, and can then be run again from where it stopped\.",
+        text,
+    ), text
+
+
+def test_a_running_import_making_progress_is_not_warned_of(
+    signed_in, settings, tmp_path
+):
+    from profiles.importing import contact_import_create
+    from profiles.models import ContactImport, ImportStatus
+
+    settings.VAR_DIR = tmp_path
+    contact_import = contact_import_create(filename="big.csv", data=b"Email\na@x.com\n")
+    ContactImport.objects.filter(pk=contact_import.pk).update(
+        status=ImportStatus.RUNNING, started_at=timezone_now()
+    )
+
+    page = signed_in.get(reverse("sources_health")).content.decode()
+
+    assert 'data-warning="stalled"' not in page
