@@ -14,6 +14,7 @@ from campaigns.sending import message_skip_reason
 from profiles.admin import ProfileAdminForm
 from profiles.models import Profile, ProfileTag, Suppression, SuppressionReason
 from profiles.services import suppression_add, suppression_hash
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -140,8 +141,10 @@ def test_the_admin_saves_a_changed_profile_by_its_changed_fields(rf, admin_user)
     form = Form(data={"email": "", "first_name": "Kay", "traits": "{}"}, instance=stale)
     assert form.is_valid(), form.errors
 
+    request = rf.post("/")
+    request.user = UserFactory(is_staff=True)
     ProfileAdmin(Profile, admin.site).save_model(
-        rf.post("/"), form.save(commit=False), form, change=True
+        request, form.save(commit=False), form, change=True
     )
 
     profile.refresh_from_db()
