@@ -25,7 +25,16 @@ from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 from liquid.filter import liquid_filter, with_environment
 
-from campaigns.trait_review import liquid_written, trait_samples, trait_test_problem
+from campaigns.trait_review import (
+    COMPUTED_TIMES,
+    EMPTY_LIST_KEYS,
+    EMPTY_TEXT_KEYS,
+    PROFILE_KEYS,
+    ZERO_NUMBER_KEYS,
+    liquid_written,
+    trait_samples,
+    trait_test_problem,
+)
 from profiles.traits import (
     YEARLESS_DATE,
     TraitRule,
@@ -160,41 +169,6 @@ CONTEXT_NAMES = {
     "web_version_url",
 }
 CAMPAIGN_KEYS = {"name", "slug"}
-# The computed traits that are times (nil until the person has done the thing).
-COMPUTED_TIMES = (
-    "first_order_at",
-    "last_order_at",
-    "last_seen_at",
-    "last_opened_at",
-    "last_clicked_at",
-)
-# Liquid counts every value but nil and false as true: empty text, 0 and an empty
-# list included. These profile keys hold "", 0 or [] when there is nothing to say,
-# so a bare test of one (`{% if profile.city %}`) is true for every recipient. The
-# address is left out (every recipient has one); traits are absent instead (nil),
-# as are the computed times and the average order value.
-EMPTY_TEXT_KEYS = {
-    "first_name",
-    "last_name",
-    "full_name",
-    "city",
-    "region",
-    "country_code",
-    "continent",
-    "timezone",
-    "favourite_category",
-}
-ZERO_NUMBER_KEYS = {"lifetime_value", "order_count", "engagement_score"}
-EMPTY_LIST_KEYS = {"tags"}
-# Every key profile_context gives a profile besides its traits.
-PROFILE_KEYS = {
-    "email",
-    *EMPTY_TEXT_KEYS,
-    *ZERO_NUMBER_KEYS,
-    *EMPTY_LIST_KEYS,
-    *COMPUTED_TIMES,
-    "average_order_value",
-}
 
 CONDITION_TAG = re.compile(r"{%-?\s*(if|elsif|unless)\s+(.*?)\s*-?%}", re.S)
 # A `{% liquid %}` tag holds one tag a line, without delimiters.

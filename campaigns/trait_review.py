@@ -1,4 +1,5 @@
-"""What the template review knows of a declared trait: the type a template reads.
+"""What the template review knows of the keys a template reads of a profile: the
+profile's own, and a declared trait's type.
 
 profile_context gives a declared trait as its type (rendering.profile_context): a
 number, true or false, or text (a date and a date and time are text too). A
@@ -67,41 +68,57 @@ SAMPLE_OF_TYPE: dict[str, tuple[Any, ...]] = {
 # How many allowed values a warning lists before saying how many there are.
 ALLOWED_SHOWN_MAX = 5
 
+# The computed traits that are times (nil until the person has done the thing).
+COMPUTED_TIMES = (
+    "first_order_at",
+    "last_order_at",
+    "last_seen_at",
+    "last_opened_at",
+    "last_clicked_at",
+)
+# Liquid counts every value but nil and false as true: empty text, 0 and an empty
+# list included. These profile keys hold "", 0 or [] when there is nothing to say,
+# so a bare test of one (`{% if profile.city %}`) is true for every recipient. The
+# address is left out (every recipient has one); traits are absent instead (nil),
+# as are the computed times and the average order value.
+EMPTY_TEXT_KEYS = {
+    "first_name",
+    "last_name",
+    "full_name",
+    "city",
+    "region",
+    "country_code",
+    "continent",
+    "timezone",
+    "favourite_category",
+}
+ZERO_NUMBER_KEYS = {"lifetime_value", "order_count", "engagement_score"}
+EMPTY_LIST_KEYS = {"tags"}
+# Every key profile_context gives a profile besides its traits.
+PROFILE_KEYS = {
+    "email",
+    *EMPTY_TEXT_KEYS,
+    *ZERO_NUMBER_KEYS,
+    *EMPTY_LIST_KEYS,
+    *COMPUTED_TIMES,
+    "average_order_value",
+}
 # The profile's own keys a template compares (rendering.profile_context), as rules
 # of their type with no bounds: compared with a value of another type, one is as
 # wrong as a declared trait. No declared trait takes one of these names.
 BUILT_IN_RULES = {
     **{
         name: TraitRule(name=name, type=TraitType.NUMBER)
-        for name in (
-            "lifetime_value",
-            "order_count",
-            "engagement_score",
-            "average_order_value",
-        )
+        for name in (*ZERO_NUMBER_KEYS, "average_order_value")
     },
     **{
         name: TraitRule(name=name, type=TraitType.TEXT)
-        for name in (
-            "email",
-            "first_name",
-            "last_name",
-            "full_name",
-            "city",
-            "region",
-            "country_code",
-            "continent",
-            "timezone",
-            "favourite_category",
-        )
+        for name in (*EMPTY_TEXT_KEYS, "email")
     },
 }
-# Who has a value of those empty (nil) until the person has ordered: no comparison
-# fails on nil. Every recipient has one of the others (0 or empty text at least).
-HOLDERS_OF_BUILT_IN = {
-    "average_order_value": "every recipient who has ordered",
-    "favourite_category": "every recipient who has a favourite category",
-}
+# Who has a value of one empty (nil) until the person has ordered: no comparison
+# fails on nil. Every recipient has a value of the others, "" or 0 at least.
+HOLDERS_OF_BUILT_IN = {"average_order_value": "every recipient who has ordered"}
 
 
 def trait_test_problem(operand: str, rules: dict[str, TraitRule]) -> str:

@@ -48,7 +48,7 @@ BESPOKE_FLAGS = frozenset({SMTPUTF8_TRAIT})
 # Names a custom trait cannot have, compared case-folded: the names an identify turns
 # into profile fields (processing_identify.IDENTIFY_FIELD_TRAITS), the profile's own
 # fields, what templates read from a profile besides them
-# (campaigns/rendering.PROFILE_KEYS) and Bespoke's flags. A trait of such a name
+# (campaigns/trait_review.PROFILE_KEYS) and Bespoke's flags. A trait of such a name
 # would be shadowed by the field wherever a profile is shown or rendered.
 RESERVED_TRAIT_NAMES = frozenset(
     name.casefold()
