@@ -6,6 +6,7 @@ Each test says what happens now in its docstring; each fails until it is fixed.
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import IntegrityError
@@ -131,6 +132,31 @@ def test_the_merge_preview_says_the_kept_profile_will_be_unsubscribed(signed_in)
 # An import whose worker died, run again --------------------------------------------
 
 
+def first_run_stops(monkeypatch, stop: Exception) -> tuple[ContactImport, Any]:
+    """Run an import of 30 rows in batches of 10 that stops on its second batch.
+
+    Return the import and the real batch writer, to put back for the next run.
+    """
+    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
+    real_write = runs.contact_rows_write
+    calls: list[int] = []
+
+    def stops_in_second_batch(rows, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise stop
+        return real_write(rows, **kwargs)
+
+    monkeypatch.setattr(runs, "contact_rows_write", stops_in_second_batch)
+    rows = "".join(f"p{n}@example.com,yes\n" for n in range(30))
+    contact_import = contact_import_create(
+        filename="big.csv", data=f"Email,Subscribed\n{rows}".encode()
+    )
+    with pytest.raises(type(stop)):
+        contact_import_run_stored(contact_import_id=contact_import.pk)
+    return contact_import, real_write
+
+
 def test_an_import_run_again_after_its_worker_died_still_says_so_when_done(
     monkeypatch, signed_in
 ):
@@ -143,23 +169,9 @@ def test_an_import_run_again_after_its_worker_died_still_says_so_when_done(
     kept, so the report reads as one clean run, and nobody reading it later can
     tell that its rows were written by two runs a quarter of an hour apart (a
     row's consent recorded at two different times)."""
-    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
-    real_write = runs.contact_rows_write
-    calls: list[int] = []
-
-    def dies_in_second_batch(rows, **kwargs):
-        calls.append(len(rows))
-        if len(calls) == 2:
-            raise IntegrityError("worker killed")
-        return real_write(rows, **kwargs)
-
-    monkeypatch.setattr(runs, "contact_rows_write", dies_in_second_batch)
-    rows = "".join(f"p{n}@example.com,yes\n" for n in range(30))
-    contact_import = contact_import_create(
-        filename="big.csv", data=f"Email,Subscribed\n{rows}".encode()
+    contact_import, real_write = first_run_stops(
+        monkeypatch, IntegrityError("worker killed")
     )
-    with pytest.raises(IntegrityError):
-        contact_import_run_stored(contact_import_id=contact_import.pk)
     # A killed worker leaves the import running, and its upload untouched since.
     long_ago = timezone.now() - timedelta(hours=1)
     ContactImport.objects.filter(pk=contact_import.pk).update(
@@ -183,23 +195,7 @@ def test_an_import_run_again_after_its_worker_died_still_says_so_when_done(
 def test_the_run_again_note_says_when_how_far_the_first_run_went_and_why(
     monkeypatch, signed_in
 ):
-    monkeypatch.setattr(runs, "IMPORT_BATCH_SIZE", 10)
-    real_write = runs.contact_rows_write
-    calls: list[int] = []
-
-    def fails_in_second_batch(rows, **kwargs):
-        calls.append(len(rows))
-        if len(calls) == 2:
-            raise ValueError("disk full")
-        return real_write(rows, **kwargs)
-
-    monkeypatch.setattr(runs, "contact_rows_write", fails_in_second_batch)
-    rows = "".join(f"p{n}@example.com,yes\n" for n in range(30))
-    contact_import = contact_import_create(
-        filename="big.csv", data=f"Email,Subscribed\n{rows}".encode()
-    )
-    with pytest.raises(ValueError, match="disk full"):
-        contact_import_run_stored(contact_import_id=contact_import.pk)
+    contact_import, real_write = first_run_stops(monkeypatch, ValueError("disk full"))
     contact_import.refresh_from_db()
     assert contact_import.status == ImportStatus.FAILED
     error = contact_import.error
