@@ -450,7 +450,7 @@ def _sample_render_problems(
             if index is not None and index >= 0:
                 # Which line fails, and for which value of a trait, says where to look.
                 where = f"{part}, line {source.count(NEWLINE, 0, index) + 1}"
-            if any(test.startswith(f"{where}:") for test in tests):
+            if _foretold(exc, where, tests):
                 return []
             return [
                 f"{where}: it fails for {who} ({_failure_words(exc)}); every "
@@ -477,6 +477,18 @@ TEMPLATE_KINDS = {
     "datetime": "a date and time",
     "date": "a date",
 }
+
+
+def _foretold(exc: LiquidError, where: str, tests: list[str]) -> bool:
+    """Tell whether a condition's warning on the failing line already says it fails.
+
+    Only a comparison of types Liquid cannot compare is foretold so: any other
+    failure on the line (a division by 0 beside a condition never true) is said.
+    """
+    first_line = str(exc).splitlines()[0]
+    return bool(UNCOMPARABLE.fullmatch(first_line)) and any(
+        test.startswith(f"{where}:") and " fails for " in test for test in tests
+    )
 
 
 def _failure_words(exc: LiquidError) -> str:

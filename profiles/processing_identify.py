@@ -209,18 +209,31 @@ def identify_fields_read(
         "region": ("address.state", address.get("state")),
     }
     full = _field_text("name", traits.get("name"), "name", refused)
-    # A blank firstName (a sign-up form's box left empty) names nothing: a name
-    # beside it is still split.
-    named_apart = _given(sent["first_name"][1]) or _given(sent["last_name"][1])
-    split = bool(full) and not named_apart
+    # Each field's text, once: a trait refused is named once, and one whose text is
+    # nothing once cleaned is none.
+    named: list[tuple[str, Any, TraitInvalid]] = []
+    texts = {
+        field_name: _field_text(
+            trait,
+            raw,
+            field_name.replace("_", " "),
+            named if field_name in NAME_FIELDS else refused,
+        )
+        for field_name, (trait, raw) in sent.items()
+    }
+    # A firstName that names nothing (a sign-up form's box left empty, or a value
+    # that is no text) leaves a name beside it to be split.
+    split = bool(full) and not (texts["first_name"] or texts["last_name"])
     if split:
         # Read as an import reads a "Full name" column.
-        sent.update({name: ("name", part) for name, part in name_split(full).items()})
+        for name, part in name_split(full).items():
+            sent[name], texts[name] = ("name", part), part
+        named = [_name_taken_instead(refusal) for refusal in named]
+    refused += named
 
     fields: dict[str, str] = {}
     for field_name, (trait, raw) in sent.items():
-        label = field_name.replace("_", " ")
-        value = raw if trait == "name" else _field_text(trait, raw, label, refused)
+        value = texts[field_name]
         limit = FIELD_LENGTHS[field_name]
         if len(value) > limit:
             refused.append((trait, raw, _too_long(trait, value, field_name, limit)))
@@ -242,10 +255,6 @@ def identify_fields_read(
     return fields
 
 
-def _given(raw: Any) -> bool:
-    return raw is not None and not (isinstance(raw, str) and not raw.strip())
-
-
 def _no_country(written: str) -> TraitInvalid:
     return TraitInvalid(
         "unknown_country",
@@ -254,6 +263,23 @@ def _no_country(written: str) -> TraitInvalid:
         "such as 'Austria' or 'Österreich'), so "
         "it was not stored; with a new city, the old country goes too",
     )
+
+
+NAME_FIELDS = ("first_name", "last_name")
+
+
+def _name_taken_instead(
+    refusal: tuple[str, Any, TraitInvalid],
+) -> tuple[str, Any, TraitInvalid]:
+    # A firstName refused beside a name that is split: the name gives the field.
+    trait, raw, exc = refusal
+    for label in ("first name", "last name"):
+        exc_message = exc.message.replace(
+            _unused(label), f"so the {label} is read from 'name'"
+        )
+        if exc_message != exc.message:
+            return trait, raw, TraitInvalid(exc.reason, exc_message)
+    return refusal
 
 
 # How long a value each field an identify fills holds.

@@ -55,11 +55,18 @@ def suppression_hash(email_key: str) -> str:
     return hmac.new(key, email_key.encode(), hashlib.sha256).hexdigest()
 
 
+SUPPRESSION_SOURCE_MAX = Suppression._meta.get_field("source").max_length
+
+
 def suppression_add(*, email_key: str, reason: SuppressionReason, source: str) -> bool:
-    """Put an address on the suppression list; return False if it was there already."""
+    """Put an address on the suppression list; return False if it was there already.
+
+    A source longer than the list keeps (a long username, "by ...") is cut: the
+    address goes on the list whatever its source's length.
+    """
     _, created = Suppression.objects.get_or_create(
         email_hash=suppression_hash(email_key),
-        defaults={"reason": reason, "source": source},
+        defaults={"reason": reason, "source": source[:SUPPRESSION_SOURCE_MAX]},
     )
     suppressed = Profile.objects.filter(
         Exact(Lower("email"), email_key), suppressed_at=None

@@ -216,6 +216,8 @@ class _Checker:
                 return
 
         self.op_and_value(node, path, allowed)
+        if self.check_schema and self.blank_compared(node, path):
+            return
         if name == "country_code" and "value" in node and self.check_schema:
             self.country_codes(node, path)
         if name == "continent" and "value" in node:
@@ -227,6 +229,20 @@ class _Checker:
                 self.fail(
                     path, f"unknown continent {unknown[0]!r}: use {sorted(CONTINENTS)}"
                 )
+
+    def blank_compared(self, node: dict, path: str) -> bool:
+        # "is ''" is what the builder's new condition holds until a value is
+        # chosen: saved so, it would match everyone whose field is empty, silently.
+        op, value = node.get("op"), node.get("value")
+        if op not in ("eq", "neq") or not isinstance(value, str) or value.strip():
+            return False
+        name = node["attribute"]
+        self.fail(
+            path,
+            f"{name} is compared with empty text: choose a value, or use is_empty "
+            f"for profiles with no {name} (exists for those with one)",
+        )
+        return True
 
     def country_codes(self, node: dict, path: str) -> None:
         # A country is read as imports and identifies read it ("UK" and "United

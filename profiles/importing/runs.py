@@ -373,7 +373,7 @@ def _run_again_note(contact_import: ContactImport, now: datetime) -> dict[str, s
         "message": (
             f"Run again on {when}, after it stopped with "
             f"{contact_import.rows_done:,} of {contact_import.rows_total:,} rows "
-            f"written: {contact_import.error}"
+            f"written: {contact_import.error.replace(RUN_AGAIN_ADVICE, '.')}"
         ),
     }
 
@@ -514,8 +514,12 @@ def _stuck_fail(contact_import: ContactImport, stuck_after_seconds: int) -> int:
 def _written_sentence(contact_import: ContactImport) -> str:
     return (
         f"{contact_import.rows_done} of {contact_import.rows_total} rows were "
-        "written; run it again to continue from there."
+        f"written{RUN_AGAIN_ADVICE}"
     )
+
+
+# What a failed import's error advises, which its note once run again leaves out.
+RUN_AGAIN_ADVICE = "; run it again to continue from there."
 
 
 def _stopped_error(contact_import: ContactImport, exc: Exception) -> str:

@@ -207,8 +207,13 @@ def test_the_run_again_note_says_when_how_far_the_first_run_went_and_why(
     contact_import.refresh_from_db()
     (note,) = [n for n in contact_import.notes if n["kind"] == "run_again"]
     assert note["message"].startswith("Run again on ")
+    # The error as it was, less its advice to run it again, which was followed.
+    assert error.endswith(
+        "10 of 30 rows were written; run it again to continue from there."
+    )
     assert note["message"].endswith(
-        f", after it stopped with 10 of 30 rows written: {error}"
+        ", after it stopped with 10 of 30 rows written: The import stopped on an "
+        "error: disk full. 10 of 30 rows were written."
     )
     report = signed_in.get(
         reverse("import_rejections_csv", kwargs={"pk": contact_import.pk})

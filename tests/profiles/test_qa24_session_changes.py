@@ -1,6 +1,6 @@
 """qa24: trying to break the session's changes (walkthrough 22 and qa23 fixes).
 
-Each test is a bug found by hand, which fails today:
+Each test is a bug found by hand, which failed before its fix:
 
 * Template review: a render failure is now named by its line, and a failure on a
   line whose condition is already warned about is not said again. But the warning
@@ -35,10 +35,6 @@ from tests.profiles.test_profile_admin import suppression_shown
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa24: a render failure on a line with an unrelated warning is not said",
-)
 def test_a_failure_on_a_line_with_another_warning_is_still_named():
     # One line, as an email builder writes HTML: an always-false test, and an
     # average that divides by a newcomer's order count of 0.
@@ -63,10 +59,6 @@ def test_the_same_failure_alone_on_its_line_is_named():
     assert any("it fails for" in warning for warning in review.warnings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa24: a long username overflows the suppression's 100-character source",
-)
 def test_a_long_username_suppressing_by_hand_is_saved(client):
     username = "privacy.officer.for.the.european.union.region@" + "a" * 60 + ".example"
     assert len(username) <= 150
@@ -99,10 +91,6 @@ def identify(client, user_id: str, traits: dict) -> dict:
     return response.json()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa24: a firstName blank once cleaned, or refused, still stops the split",
-)
 @pytest.mark.parametrize("first", ["\u200b", False, {}], ids=["zwsp", "false", "obj"])
 def test_a_first_name_that_names_nothing_leaves_the_name_split(client, first):
     identify(
@@ -115,10 +103,6 @@ def test_a_first_name_that_names_nothing_leaves_the_name_split(client, first):
     assert (ann.first_name, ann.last_name) == ("Ann", "Lee")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qa24: the builder waits for a new condition's value, but Save keeps it empty",
-)
 def test_a_segment_is_not_saved_with_a_field_compared_to_nothing(client, marketer):
     # What the builder's Save posts right after "Add condition", the preview
     # saying "No count until each new condition has its value".

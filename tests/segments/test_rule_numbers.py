@@ -147,11 +147,29 @@ def test_a_country_bespoke_cannot_read_is_refused_naming_what_it_reads(value):
     )
 
 
-@pytest.mark.parametrize("value", ["GB", "fr", ["DE", "XK"], "", "UK", "France"])
+@pytest.mark.parametrize("value", ["GB", "fr", ["DE", "XK"], "UK", "France"])
 def test_a_country_a_profile_can_have_is_taken(value):
     op = "in" if isinstance(value, list) else "eq"
 
     assert rule_validate({"attribute": "country_code", "op": op, "value": value}) == []
+
+
+@pytest.mark.parametrize("op", ["eq", "neq"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_field_compared_with_empty_text_is_refused_on_saving_not_refreshing(
+    op, value
+):
+    # qa24: the builder's new condition, saved before a value was chosen, matched
+    # everyone whose country is empty.
+    rule = {"attribute": "country_code", "op": op, "value": value}
+
+    (error,) = rule_validate(rule)
+
+    assert error.message == (
+        "country_code is compared with empty text: choose a value, or use "
+        "is_empty for profiles with no country_code (exists for those with one)"
+    )
+    assert rule_validate(rule, check_schema=False) == []
 
 
 @pytest.mark.parametrize(
