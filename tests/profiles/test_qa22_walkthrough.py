@@ -14,15 +14,12 @@ Each test is a bug found by hand, which failed before its fix:
   nothing"; `name` is split as an import splits a "Full name" column).
 """
 
-import json
-
 import pytest
 from django.core.management import CommandError, call_command
 
 from profiles.importing import contact_import_file, contacts_preview
 from profiles.models import Profile
-from profiles.processing import events_process_pending
-from tests.profiles.conftest import TRACKING_AUTH
+from tests.profiles.conftest import tracking_processed
 
 pytestmark = pytest.mark.django_db
 
@@ -69,15 +66,7 @@ def test_import_contacts_with_the_encoding_named_reads_the_file(tmp_path):
 
 def identify(client, user_id: str, traits: dict) -> dict:
     body = {"userId": user_id, "traits": traits, "messageId": f"qa22-{user_id}"}
-    response = client.post(
-        "/v1/identify",
-        data=json.dumps(body),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=TRACKING_AUTH,
-    )
-    assert response.status_code == 200, response.content
-    events_process_pending()
-    return response.json()
+    return tracking_processed(client, "/v1/identify", body)
 
 
 def test_a_name_alone_is_split_as_a_full_name_column_is(client):

@@ -26,10 +26,9 @@ from django.urls import reverse
 
 from campaigns.rendering import template_review
 from profiles.models import Profile, Suppression
-from profiles.processing import events_process_pending
 from segments.models import Segment
 from tests.factories import UserFactory
-from tests.profiles.conftest import TRACKING_AUTH
+from tests.profiles.conftest import tracking_processed
 from tests.profiles.test_profile_admin import suppression_shown
 
 pytestmark = pytest.mark.django_db
@@ -80,15 +79,7 @@ def test_a_long_username_suppressing_by_hand_is_saved(client):
 
 def identify(client, user_id: str, traits: dict) -> dict:
     body = {"userId": user_id, "traits": traits, "messageId": f"qa24-{user_id}"}
-    response = client.post(
-        "/v1/identify",
-        data=json.dumps(body),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=TRACKING_AUTH,
-    )
-    assert response.status_code == 200, response.content
-    events_process_pending()
-    return response.json()
+    return tracking_processed(client, "/v1/identify", body)
 
 
 @pytest.mark.parametrize("first", ["\u200b", False, {}], ids=["zwsp", "false", "obj"])

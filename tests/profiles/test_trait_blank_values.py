@@ -1,14 +1,11 @@
 """A blank text is no value of a declared trait: refused and named; null clears."""
 
-import json
-
 import pytest
 from django.urls import reverse
 
 from profiles.models import Profile, RejectedEvent, TraitDefinition, TraitType
-from profiles.processing import events_process_pending
 from profiles.traits import TraitInvalid, TraitRule, trait_coerce
-from tests.profiles.conftest import TRACKING_AUTH
+from tests.profiles.conftest import tracking_processed
 
 pytestmark = pytest.mark.django_db
 
@@ -39,15 +36,7 @@ def declared():
 
 def identify(client, traits: dict, message_id: str) -> dict:
     body = {"userId": "zoe", "traits": traits, "messageId": message_id}
-    response = client.post(
-        "/v1/identify",
-        data=json.dumps(body),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=TRACKING_AUTH,
-    )
-    assert response.status_code == 200, response.content
-    events_process_pending()
-    return response.json()
+    return tracking_processed(client, "/v1/identify", body)
 
 
 def test_blank_values_leave_declared_traits_as_they_were_and_are_named(
