@@ -143,7 +143,7 @@
     if (!node || typeof node !== "object") return false;
     if (unfinished.has(node) && !VALUELESS.includes(node.op)) {
       const value = node.value;
-      if (value === "" || (Array.isArray(value) && !value.length)) return true;
+      if ((typeof value === "string" && !value.trim()) || (Array.isArray(value) && !value.length)) return true;
     }
     return Object.values(node).some(waitsForValue);
   }

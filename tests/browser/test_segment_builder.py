@@ -5,6 +5,7 @@ import re
 
 import pytest
 from django.db.models import Q
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from profiles.models import Profile
@@ -255,6 +256,15 @@ def test_a_new_profile_field_condition_waits_for_its_value_before_counting(
     )
     expect(page.locator("[data-live-count]")).to_have_text("—")
 
+    # A space is no value either (qa24): no count is asked for.
+    with (
+        pytest.raises(PlaywrightTimeoutError),
+        page.expect_request("**/segments/api/preview", timeout=1500),
+    ):
+        added.get_by_label("Value").fill(" ")
+    expect(page.locator("[data-preview-state]")).to_have_text(
+        "Choose a value for the new condition to see who matches."
+    )
     added.get_by_label("Value").fill("FR")
     expect(page.locator("[data-live-count]")).to_have_text(str(french))
     expect(page.locator("[data-preview-state]")).to_have_text("")
