@@ -76,7 +76,7 @@ class ProfileMergeForm(forms.Form):
 
 
 def _profile_shown(profile: Profile) -> str:
-    return profile.email_display or profile.email or "no email address"
+    return profile.address_shown or "no email address"
 
 
 def _not_found_message(written: str) -> str:

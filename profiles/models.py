@@ -127,6 +127,11 @@ class Profile(models.Model):
     def full_name(self) -> str:
         return " ".join(part for part in (self.first_name, self.last_name) if part)
 
+    @property
+    def address_shown(self) -> str:
+        """The address as the pages name a profile by it: as the person wrote it."""
+        return self.email_display or self.email or ""
+
 
 class ProfileTag(models.Model):
     """A tag on a profile. "VIP" and "vip" are one tag, kept as first written."""

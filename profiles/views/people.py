@@ -582,4 +582,4 @@ def _merge_side(profile: Profile) -> dict[str, Any]:
 
 
 def _profile_label(profile: Profile) -> str:
-    return profile.email_display or profile.email or "no email address"
+    return profile.address_shown or "no email address"

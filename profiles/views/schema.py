@@ -333,14 +333,12 @@ def _breaches(definition: TraitDefinition) -> dict[str, Any]:
     breaches = trait_rule_breaches(rule=trait_rule_of(definition))
     # Each example named by the person's address, as the people list names them.
     examples = breaches["examples"]
-    emails = {
-        pk: display or email
-        for pk, email, display in Profile.objects.filter(
-            pk__in=[example["profile_id"] for example in examples]
-        ).values_list("pk", "email", "email_display")
-    }
+    named = Profile.objects.filter(
+        pk__in=[example["profile_id"] for example in examples]
+    ).only("email", "email_display")
+    emails = {profile.pk: profile.address_shown for profile in named}
     breaches["examples"] = [
-        {**example, "email": emails.get(example["profile_id"]) or ""}
+        {**example, "email": emails.get(example["profile_id"], "")}
         for example in examples
     ]
     return breaches
